@@ -1,0 +1,35 @@
+//! crashrig: build kernels, boot them in QEMU, run crash-and-remount scenarios, count what the
+//! kernel returned, bisect and compare.
+//!
+//! The pure, synchronous core (scenario model, outcome classification, bisection, matrix
+//! planning) has no I/O; the async shell (vm, guest, kernel builds, run orchestration) drives
+//! QEMU, SSH and make around it. The engine never prints: it emits [`report::Event`]s that
+//! reporters consume.
+
+pub mod bisect;
+pub mod cache;
+pub mod cli;
+pub mod doctor;
+pub mod guest;
+pub mod host;
+pub mod image;
+pub mod kernel;
+pub mod matrix;
+pub mod outcome;
+pub mod process;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod vm;
+
+/// Process exit codes. `git bisect run` helpers (`crashrig check`) use 0/1/125 instead.
+pub mod exit {
+    /// Every expectation held.
+    pub const OK: i32 = 0;
+    /// An expectation was violated: the bug was seen.
+    pub const EXPECTATION_FAILED: i32 = 1;
+    /// Configuration or infrastructure error (bad YAML, missing tool, QEMU failed to start).
+    pub const CONFIG_OR_INFRA: i32 = 2;
+    /// Interrupted by SIGINT/SIGTERM; finished results were kept.
+    pub const INTERRUPTED: i32 = 130;
+}
