@@ -1,1 +1,91 @@
-//! host
+//! Host tools crashrig runs, and the Debian package that provides each.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{tool}` not found in PATH; install it with `apt-get install {package}`")]
+pub struct MissingTool {
+    pub tool: String,
+    pub package: String,
+}
+
+/// (tool, Debian package) for every program crashrig may run on the host.
+pub const TOOLS: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("apt-get", "apt"),
+    ("dpkg-deb", "dpkg"),
+    ("git", "git"),
+    ("make", "make"),
+    ("gcc", "gcc"),
+    ("bc", "bc"),
+    ("flex", "flex"),
+    ("bison", "bison"),
+    ("busybox", "busybox-static"),
+    ("dropbear", "dropbear-bin"),
+    ("dropbearkey", "dropbear-bin"),
+    ("fio", "fio"),
+    ("mkfs.xfs", "xfsprogs"),
+    ("xfs_io", "xfsprogs"),
+    ("xfs_repair", "xfsprogs"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("e2fsck", "e2fsprogs"),
+    ("mkfs.btrfs", "btrfs-progs"),
+    ("btrfs", "btrfs-progs"),
+    ("dmsetup", "dmsetup"),
+    ("ccache", "ccache"),
+    ("xz", "xz-utils"),
+    ("cargo", "rustup (https://rustup.rs) or the cargo package"),
+];
+
+/// The Debian package providing `tool`, for messages.
+pub fn package_for(tool: &str) -> &'static str {
+    TOOLS
+        .iter()
+        .find(|(t, _)| *t == tool)
+        .map(|(_, p)| *p)
+        .unwrap_or("(unknown package)")
+}
+
+/// Full path of `tool` in PATH (plus /sbin and /usr/sbin, where Debian puts mkfs and dmsetup
+/// but a non-root PATH may not look).
+pub fn find(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(tool))
+        .find(|p| is_executable(p))
+}
+
+/// Like [`find`], with an error that names the package to install.
+pub fn require(tool: &str) -> Result<PathBuf, MissingTool> {
+    find(tool).ok_or_else(|| MissingTool {
+        tool: tool.into(),
+        package: package_for(tool).into(),
+    })
+}
+
+fn is_executable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tool_names_the_package() {
+        let err = MissingTool {
+            tool: "dmsetup".into(),
+            package: package_for("dmsetup").into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "`dmsetup` not found in PATH; install it with `apt-get install dmsetup`"
+        );
+        assert!(require("crashrig-no-such-tool-xyz").is_err());
+        assert!(find("sh").is_some());
+    }
+}
