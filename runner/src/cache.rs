@@ -101,7 +101,7 @@ mod tests {
         for content in ["first", "second"] {
             let tmp = cache.tempdir().unwrap();
             std::fs::write(tmp.path().join("f"), content).unwrap();
-            cache.install(&tmp.into_path(), &dest).unwrap();
+            cache.install(&tmp.keep(), &dest).unwrap();
         }
         assert_eq!(std::fs::read_to_string(dest.join("f")).unwrap(), "first");
     }

@@ -34,6 +34,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("dmsetup", "dmsetup"),
     ("ccache", "ccache"),
     ("xz", "xz-utils"),
+    ("depmod", "kmod"),
+    ("ldd", "libc-bin"),
     ("cargo", "rustup (https://rustup.rs) or the cargo package"),
 ];
 

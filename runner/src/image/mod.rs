@@ -1,1 +1,601 @@
-//! image
+//! Guest images: a small initramfs (busybox, dropbear, the crashrig-guest helper, init) and a
+//! read-only ext4 "tools" disk (fio, xfsprogs, e2fsprogs, btrfs-progs, dmsetup and their
+//! libraries), both content-addressed in the cache; plus, per kernel, a modules archive appended
+//! to the initramfs.
+
+pub mod cpio;
+pub mod recipe;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+pub use recipe::{Recipe, RecipeError};
+
+use crate::cache::{Cache, CacheError};
+use crate::host::{self, MissingTool};
+use crate::kernel::ResolvedKernel;
+
+/// Bump when the layout of the image changes in a way its inputs do not show.
+const FORMAT: &str = "crashrig-image-v1";
+
+/// The serial of the tools disk; scenario device names may not use it.
+pub const TOOLS_SERIAL: &str = "crashrig-tools";
+
+const INITTAB: &str = "::sysinit:/etc/init.sh
+::ctrlaltdel:/sbin/reboot -f
+::shutdown:/bin/sync
+";
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n";
+const GROUP: &str = "root:x:0:\n";
+const PROFILE: &str =
+    "export PATH=/tools/bin:/bin:/sbin:/usr/bin:/usr/sbin\nexport LD_LIBRARY_PATH=/tools/lib\n";
+
+/// Modules the image carries for each kernel (with their dependencies), when the kernel has
+/// them as modules rather than built in. Which are loaded at boot is chosen per scenario.
+pub const IMAGE_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "xfs",
+    "ext4",
+    "btrfs",
+    "dm_mod",
+    "dm_flakey",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error(transparent)]
+    MissingTool(#[from] MissingTool),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("cannot access {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("the guest helper is missing: {0}")]
+    Helper(String),
+    #[error(
+        "kernel modules in {dir} have no modules.dep; run `depmod -b <root> <release>` for them"
+    )]
+    NoModulesDep { dir: PathBuf },
+    #[error(
+        "module {path} is compressed in a format crashrig cannot unpack (only .ko and .ko.xz)"
+    )]
+    ModuleCompression { path: PathBuf },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A built guest image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestImage {
+    /// Content hash of every input.
+    pub key: String,
+    pub initramfs: PathBuf,
+    pub tools_disk: PathBuf,
+    /// The guest's SSH host key (`ssh-ed25519 AAAA...`), checked on every connection.
+    pub host_key: String,
+}
+
+/// The recipe shipped with crashrig.
+pub fn default_recipe() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/default.yaml")
+}
+
+fn init_script(recipe: &Path) -> PathBuf {
+    recipe.parent().unwrap_or(Path::new(".")).join("init.sh")
+}
+
+/// Builds (or finds in the cache) the image described by `recipe_path`.
+pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<GuestImage, ImageError> {
+    let recipe = Recipe::load(recipe_path)?;
+    let init_path = init_script(recipe_path);
+    let init = std::fs::read(&init_path).map_err(io_err(&init_path))?;
+    let busybox = host::require("busybox")?;
+    let dropbearkey = host::require("dropbearkey")?;
+
+    let mut initramfs_files = BTreeMap::new(); // guest path -> host path
+    for prog in &recipe.initramfs {
+        let path = host::require(prog)?;
+        initramfs_files.insert(path.clone(), path.clone());
+        for lib in shared_libraries(&path)? {
+            initramfs_files.insert(lib.clone(), lib);
+        }
+    }
+    let mut tools_files = BTreeMap::new(); // path below /tools -> host path
+    let mut add_with_libs = |dst: PathBuf, src: &Path| -> Result<(), ImageError> {
+        for lib in shared_libraries(src)? {
+            let name = lib.file_name().unwrap_or_default();
+            tools_files.insert(Path::new("lib").join(name), lib.clone());
+        }
+        tools_files.insert(dst, src.to_path_buf());
+        Ok(())
+    };
+    for prog in &recipe.tools {
+        let path = host::require(prog)?;
+        add_with_libs(Path::new("bin").join(prog), &path)?;
+    }
+    for f in &recipe.files {
+        add_with_libs(f.dst.clone(), &f.src)?;
+    }
+
+    let mut hasher = Sha256::new();
+    hasher.update(FORMAT);
+    hasher.update(std::fs::read(recipe_path).map_err(io_err(recipe_path))?);
+    hasher.update(&init);
+    for (label, files) in [("initramfs", &initramfs_files), ("tools", &tools_files)] {
+        hasher.update(label);
+        for (dst, src) in files.iter() {
+            hasher.update(dst.as_os_str().as_encoded_bytes());
+            hasher.update(std::fs::read(src).map_err(io_err(src))?);
+        }
+    }
+    hasher.update(std::fs::read(&busybox).map_err(io_err(&busybox))?);
+    hasher.update(std::fs::read(helper).map_err(io_err(helper))?);
+    let key = hex::encode(&hasher.finalize()[..16]);
+
+    let dest = cache.dir("images")?.join(&key);
+    if !dest.join("initramfs.cpio").exists() {
+        let tmp = cache.tempdir()?;
+        let entry = tmp.path().join("entry");
+        std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
+        let root = tmp.path().join("initramfs");
+        stage_initramfs(&root, &busybox, helper, &init, &initramfs_files)?;
+        let host_key = root.join("etc/dropbear/host_key");
+        run(Command::new(&dropbearkey)
+            .args(["-t", "ed25519", "-f"])
+            .arg(&host_key))?;
+        let public = run(Command::new(&dropbearkey)
+            .arg("-y")
+            .arg("-f")
+            .arg(&host_key))?;
+        let public = public
+            .lines()
+            .find(|l| l.starts_with("ssh-ed25519 "))
+            .ok_or_else(|| ImageError::Command {
+                command: "dropbearkey -y".into(),
+                stderr: public.clone(),
+            })?;
+        write(&entry.join("host_key.pub"), public.as_bytes())?;
+        let out = entry.join("initramfs.cpio");
+        let file = std::fs::File::create(&out).map_err(io_err(&out))?;
+        cpio::archive_dir(&root, io::BufWriter::new(file)).map_err(io_err(&out))?;
+
+        let tools = tmp.path().join("tools");
+        for (dst, src) in &tools_files {
+            copy_file(src, &tools.join(dst))?;
+        }
+        make_ext4(&tools, &entry.join("tools.ext4"))?;
+        cache.install(&entry, &dest)?;
+    }
+    let pub_path = dest.join("host_key.pub");
+    let host_key = std::fs::read_to_string(&pub_path)
+        .map_err(io_err(&pub_path))?
+        .trim()
+        .to_string();
+    Ok(GuestImage {
+        key,
+        initramfs: dest.join("initramfs.cpio"),
+        tools_disk: dest.join("tools.ext4"),
+        host_key,
+    })
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    std::fs::write(path, data).map_err(io_err(path))
+}
+
+fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    // fs::copy follows symlinks (libraries are usually links to versioned files) and keeps
+    // the permission bits.
+    std::fs::copy(src, dst).map_err(io_err(src))?;
+    Ok(())
+}
+
+fn stage_initramfs(
+    root: &Path,
+    busybox: &Path,
+    helper: &Path,
+    init: &[u8],
+    files: &BTreeMap<PathBuf, PathBuf>,
+) -> Result<(), ImageError> {
+    for dir in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc/dropbear",
+        "etc/crashrig",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "mnt",
+        "root",
+        "tools",
+        "lib/modules",
+    ] {
+        let p = root.join(dir);
+        std::fs::create_dir_all(&p).map_err(io_err(&p))?;
+    }
+    copy_file(busybox, &root.join("bin/busybox"))?;
+    let applets = run(Command::new(busybox).arg("--list-full"))?;
+    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty()) {
+        let link = root.join(applet);
+        if !link.exists() {
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            std::os::unix::fs::symlink("/bin/busybox", &link).map_err(io_err(&link))?;
+        }
+    }
+    std::os::unix::fs::symlink("/bin/busybox", root.join("init")).map_err(io_err(root))?;
+    copy_file(helper, &root.join("bin/crashrig-guest"))?;
+    for (dst, src) in files {
+        copy_file(src, &root.join(dst.strip_prefix("/").unwrap_or(dst)))?;
+    }
+    write(&root.join("etc/inittab"), INITTAB.as_bytes())?;
+    write(&root.join("etc/passwd"), PASSWD.as_bytes())?;
+    write(&root.join("etc/group"), GROUP.as_bytes())?;
+    write(&root.join("etc/shells"), b"/bin/sh\n")?;
+    write(&root.join("etc/profile"), PROFILE.as_bytes())?;
+    let init_path = root.join("etc/init.sh");
+    write(&init_path, init)?;
+    set_mode(&init_path, 0o755)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
+fn make_ext4(dir: &Path, image: &Path) -> Result<(), ImageError> {
+    let mkfs = host::require("mkfs.ext4")?;
+    let bytes: u64 = walk_size(dir)?;
+    let size = (bytes + bytes / 4 + (16 << 20)).div_ceil(1 << 20) << 20;
+    let file = std::fs::File::create(image).map_err(io_err(image))?;
+    file.set_len(size).map_err(io_err(image))?;
+    run(Command::new(mkfs)
+        .args([
+            "-q",
+            "-F",
+            "-L",
+            TOOLS_SERIAL,
+            "-O",
+            "^has_journal",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+        ])
+        .arg(dir)
+        .arg(image))?;
+    Ok(())
+}
+
+fn walk_size(dir: &Path) -> Result<u64, ImageError> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let meta = entry.metadata().map_err(io_err(&entry.path()))?;
+        total += if meta.is_dir() {
+            walk_size(&entry.path())?
+        } else {
+            meta.len() + 4096
+        };
+    }
+    Ok(total)
+}
+
+fn run(cmd: &mut Command) -> Result<String, ImageError> {
+    let command = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().map_err(|e| ImageError::Command {
+        command: command.clone(),
+        stderr: e.to_string(),
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(ImageError::Command { command, stderr });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Shared libraries of a dynamically linked program (empty for static ones), from `ldd`.
+fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, ImageError> {
+    let ldd = host::require("ldd")?;
+    let out = Command::new(ldd)
+        .arg(program)
+        .output()
+        .map_err(io_err(program))?;
+    // ldd exits 1 for static programs ("not a dynamic executable").
+    Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Parses `ldd` output into library paths.
+pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.trim().split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// The initrd for `kernel`: the image's initramfs, with the kernel's modules appended as a
+/// second cpio archive when it has any (the kernel unpacks concatenated archives in order).
+pub fn initrd_for(
+    image: &GuestImage,
+    kernel: &ResolvedKernel,
+    cache: &Cache,
+) -> Result<PathBuf, ImageError> {
+    let Some(modules_dir) = &kernel.modules_dir else {
+        return Ok(image.initramfs.clone());
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(&image.key);
+    hasher.update(&kernel.image_sha256);
+    hasher.update(IMAGE_MODULES.join(","));
+    let key = hex::encode(&hasher.finalize()[..16]);
+    let dest = cache.dir("initrds")?.join(&key);
+    let initrd = dest.join("initrd.cpio");
+    if initrd.exists() {
+        return Ok(initrd);
+    }
+    let tmp = cache.tempdir()?;
+    let stage = tmp.path().join("modules");
+    stage_modules(modules_dir, &stage)?;
+    let entry = tmp.path().join("entry");
+    std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
+    let out = entry.join("initrd.cpio");
+    let mut file = io::BufWriter::new(std::fs::File::create(&out).map_err(io_err(&out))?);
+    let mut base = std::fs::File::open(&image.initramfs).map_err(io_err(&image.initramfs))?;
+    io::copy(&mut base, &mut file).map_err(io_err(&out))?;
+    let file = cpio::archive_dir(&stage, file).map_err(io_err(&out))?;
+    file.into_inner()
+        .map_err(|e| ImageError::Io {
+            path: out.clone(),
+            source: e.into_error(),
+        })?
+        .flush()
+        .map_err(io_err(&out))?;
+    cache.install(&entry, &dest)?;
+    Ok(initrd)
+}
+
+/// Module name as modprobe spells it: file stem with '-' as '_'.
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+/// For each wanted module found in `modules.dep`, its load order (dependencies first).
+pub fn load_orders(modules_dep: &str, wanted: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let deps: BTreeMap<String, (String, Vec<String>)> = modules_dep
+        .lines()
+        .filter_map(|l| {
+            let (module, deps) = l.split_once(':')?;
+            let deps = deps.split_whitespace().map(str::to_owned).collect();
+            Some((module_name(module), (module.to_string(), deps)))
+        })
+        .collect();
+    wanted
+        .iter()
+        .filter_map(|name| {
+            let (path, list) = deps.get(*name)?;
+            // modules.dep lists the closest dependency first; modprobe loads from the end.
+            let mut order: Vec<String> = list.iter().rev().cloned().collect();
+            order.push(path.clone());
+            Some((name.to_string(), order))
+        })
+        .collect()
+}
+
+fn stage_modules(modules_dir: &Path, stage: &Path) -> Result<(), ImageError> {
+    let dep_path = modules_dir.join("modules.dep");
+    let dep = std::fs::read_to_string(&dep_path).map_err(|_| ImageError::NoModulesDep {
+        dir: modules_dir.into(),
+    })?;
+    let orders = load_orders(&dep, IMAGE_MODULES);
+    let mut all = BTreeSet::new();
+    for (name, order) in &orders {
+        let list: Vec<String> = order.iter().map(|p| uncompressed_name(p)).collect();
+        write(
+            &stage.join("etc/crashrig/modules").join(name),
+            (list.join("\n") + "\n").as_bytes(),
+        )?;
+        all.extend(order.iter().cloned());
+    }
+    for rel in all {
+        let src = modules_dir.join(&rel);
+        let dst = stage.join("lib/modules").join(uncompressed_name(&rel));
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        if rel.ends_with(".ko") {
+            std::fs::copy(&src, &dst).map_err(io_err(&src))?;
+        } else if rel.ends_with(".ko.xz") {
+            let input = std::fs::File::open(&src).map_err(io_err(&src))?;
+            let mut out = std::fs::File::create(&dst).map_err(io_err(&dst))?;
+            io::copy(&mut xz2::read::XzDecoder::new(input), &mut out).map_err(io_err(&src))?;
+        } else {
+            return Err(ImageError::ModuleCompression { path: src });
+        }
+    }
+    Ok(())
+}
+
+fn uncompressed_name(rel: &str) -> String {
+    match rel.find(".ko") {
+        Some(i) => format!("{}.ko", &rel[..i]),
+        None => rel.to_string(),
+    }
+}
+
+/// The modules init should load for a scenario (those the kernel has as modules; the rest are
+/// built in or absent and skipped by init).
+pub fn boot_modules(fstypes: &[&str], device_mapper: bool) -> Vec<String> {
+    let mut list: Vec<String> = ["virtio_pci", "virtio_blk", "virtio_net"]
+        .map(String::from)
+        .to_vec();
+    for fs in fstypes {
+        if IMAGE_MODULES.contains(fs) && !list.iter().any(|m| m == fs) {
+            list.push(fs.to_string());
+        }
+    }
+    if device_mapper {
+        list.extend(["dm_mod", "dm_flakey"].map(String::from));
+    }
+    list
+}
+
+/// The static guest helper binary: `$CRASHRIG_GUEST_HELPER`, or built from this workspace
+/// (`cargo build --release -p crashrig-guest` with `crt-static`; a no-op when up to date).
+pub fn guest_helper() -> Result<PathBuf, ImageError> {
+    if let Some(path) = std::env::var_os("CRASHRIG_GUEST_HELPER") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ImageError::Helper(format!(
+                "CRASHRIG_GUEST_HELPER={} is not a file",
+                path.display()
+            )))
+        };
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target_dir = workspace.join("target/guest");
+    let triple = "x86_64-unknown-linux-gnu";
+    let built = target_dir.join(triple).join("release/crashrig-guest");
+    if !workspace.join("images/guest-helper/Cargo.toml").exists() {
+        return Err(ImageError::Helper(
+            "set CRASHRIG_GUEST_HELPER to a statically linked crashrig-guest binary".into(),
+        ));
+    }
+    let cargo = host::require("cargo")?;
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "crashrig-guest",
+            "--target",
+            triple,
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .current_dir(&workspace)
+        // crt-static: rustup cannot fetch a musl target here, so glibc is linked statically.
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .output()
+        .map_err(|e| ImageError::Helper(format!("cannot run cargo: {e}")))?;
+    if !out.status.success() {
+        return Err(ImageError::Helper(format!(
+            "cargo build of crashrig-guest failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_parses_to_library_paths() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
+        assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
+        assert!(parse_ldd("\tstatically linked\n").is_empty());
+    }
+
+    #[test]
+    fn module_load_order_puts_dependencies_first() {
+        let dep = "kernel/fs/xfs/xfs.ko.xz: kernel/lib/libcrc32c.ko.xz\n\
+                   kernel/lib/libcrc32c.ko.xz:\n\
+                   kernel/drivers/md/dm-flakey.ko: kernel/drivers/md/dm-mod.ko\n\
+                   kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n";
+        let orders = load_orders(dep, &["xfs", "dm_flakey", "virtio_pci", "ext4"]);
+        assert_eq!(
+            orders["xfs"],
+            vec!["kernel/lib/libcrc32c.ko.xz", "kernel/fs/xfs/xfs.ko.xz"]
+        );
+        assert_eq!(
+            orders["dm_flakey"],
+            vec![
+                "kernel/drivers/md/dm-mod.ko",
+                "kernel/drivers/md/dm-flakey.ko"
+            ]
+        );
+        assert_eq!(
+            orders["virtio_pci"],
+            vec![
+                "kernel/drivers/virtio/virtio_ring.ko",
+                "kernel/drivers/virtio/virtio.ko",
+                "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+                "kernel/drivers/virtio/virtio_pci.ko"
+            ]
+        );
+        assert!(
+            !orders.contains_key("ext4"),
+            "built-in modules have no entry"
+        );
+        assert_eq!(
+            uncompressed_name("kernel/fs/xfs/xfs.ko.xz"),
+            "kernel/fs/xfs/xfs.ko"
+        );
+    }
+
+    #[test]
+    fn boot_modules_follow_the_scenario() {
+        assert_eq!(
+            boot_modules(&["xfs"], false),
+            vec!["virtio_pci", "virtio_blk", "virtio_net", "xfs"]
+        );
+        assert_eq!(
+            boot_modules(&[], true),
+            vec![
+                "virtio_pci",
+                "virtio_blk",
+                "virtio_net",
+                "dm_mod",
+                "dm_flakey"
+            ]
+        );
+    }
+}

@@ -150,6 +150,9 @@ fn fetch(package: &str, cache: &Cache, dest: &Path) -> Result<(), DebianError> {
         })?;
     let release =
         vmlinuz.file_name().unwrap_or_default().to_string_lossy()["vmlinuz-".len()..].to_string();
+    // The package has no modules.dep (the postinst runs depmod); the image builder needs it.
+    host::require("depmod")?;
+    run(Command::new("depmod").arg("-b").arg(&root).arg(&release))?;
     let entry = tmp.path().join("entry");
     let mv = |from: PathBuf, to: &str| {
         std::fs::rename(&from, entry.join(to))
@@ -162,6 +165,7 @@ fn fetch(package: &str, cache: &Cache, dest: &Path) -> Result<(), DebianError> {
     mv(vmlinuz, "vmlinuz")?;
     mv(boot.join(format!("System.map-{release}")), "System.map")?;
     mv(root.join("lib/modules").join(&release), "modules")?;
+    mv(boot.join(format!("config-{release}")), "config")?;
     std::fs::write(entry.join("release"), &release).map_err(|source| DebianError::Io {
         path: entry.clone(),
         source,

@@ -1,1 +1,20 @@
-//! report
+//! Events and the reporters that consume them; the results model.
+
+pub mod results;
+
+pub use results::*;
+
+/// An error and its sources, joined the way `main` prints them: "a: b: c".
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -1,1 +1,3 @@
-//! run
+//! Running scenarios: boot, plan, iterate, classify, report.
+
+pub mod boot;

@@ -1,1 +1,9 @@
-//! vm
+//! The VM: QEMU process, console capture, accelerator choice, QMP control.
+
+pub mod qemu;
+pub mod qmp;
+
+pub use qemu::{
+    choose_accel, create_disk, free_port, Accel, AccelChoice, Disk, Vm, VmConfig, VmError,
+};
+pub use qmp::{Qmp, QmpError};

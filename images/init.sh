@@ -1,0 +1,43 @@
+#!/bin/sh
+# crashrig guest init (run by busybox init as sysinit). Everything here must be quick: it is on
+# the path from QEMU start to the first SSH command.
+export PATH=/tools/bin:/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+mkdir -p /dev/pts /run /tmp /tools /mnt
+mount -t devpts devpts /dev/pts
+mount -t tmpfs run /run
+mount -t tmpfs tmp /tmp
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+
+# Kernel command-line words with '=' reach init's environment: crashrig_key, crashrig_modules.
+load_module() {
+  [ -f /etc/crashrig/modules/$1 ] || return 0
+  while read -r ko; do insmod "/lib/modules/$ko" 2>/dev/null; done < /etc/crashrig/modules/$1
+}
+
+# SSH first: it is what the host waits for. Everything else happens while the host connects;
+# the host's first command waits for /run/crashrig/ready.
+load_module virtio_pci
+load_module virtio_net
+ip link set lo up
+ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
+mkdir -p /root/.ssh /run/crashrig
+echo "ssh-ed25519 $crashrig_key crashrig" > /root/.ssh/authorized_keys
+chmod 700 /root /root/.ssh
+chmod 600 /root/.ssh/authorized_keys
+/usr/sbin/dropbear -s -r /etc/dropbear/host_key -p 22
+
+for m in $(echo "$crashrig_modules" | tr , ' '); do load_module $m; done
+
+for d in /sys/block/vd*; do
+  if [ "$(cat $d/serial 2>/dev/null)" = crashrig-tools ]; then
+    mount -t ext4 -o ro,noload /dev/${d##*/} /tools || echo "crashrig: cannot mount tools disk" > /dev/kmsg
+  fi
+done
+
+echo 1 > /proc/sys/kernel/sysrq
+echo "crashrig: init done" > /dev/kmsg
+touch /run/crashrig/ready

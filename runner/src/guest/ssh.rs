@@ -1,0 +1,237 @@
+//! SSH transport to the guest's dropbear, through the `ssh2` crate (libssh2). ssh2 blocks, so
+//! every call runs on tokio's blocking pool with `Session::set_timeout` as its bound.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ssh_key::{Algorithm, LineEnding, PrivateKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot make an SSH key pair")]
+    KeyGen(#[source] ssh_key::Error),
+    #[error("cannot connect to 127.0.0.1:{port}")]
+    Connect {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("SSH handshake with the guest failed")]
+    Handshake(#[source] ssh2::Error),
+    #[error("the guest's SSH host key is not the image's ({got}); refusing to talk to it")]
+    HostKey { got: String },
+    #[error("SSH public-key authentication as root failed")]
+    Auth(#[source] ssh2::Error),
+    #[error("cannot run `{command}` in the guest")]
+    Exec {
+        command: String,
+        #[source]
+        source: ssh2::Error,
+    },
+    #[error("`{command}` in the guest did not finish within {timeout:?}")]
+    Timeout { command: String, timeout: Duration },
+    #[error("SSH I/O with the guest failed during `{command}`")]
+    Io {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the SSH worker thread failed: {0}")]
+    Join(String),
+}
+
+/// A key pair made for one run; the public half goes to the guest on the kernel command line.
+#[derive(Clone)]
+pub struct RunKey {
+    private_pem: String,
+    public_b64: String,
+}
+
+impl RunKey {
+    pub fn generate() -> Result<RunKey, SshError> {
+        let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
+            .map_err(SshError::KeyGen)?;
+        let private_pem = key
+            .to_openssh(LineEnding::LF)
+            .map_err(SshError::KeyGen)?
+            .to_string();
+        let public = key.public_key().to_openssh().map_err(SshError::KeyGen)?;
+        // "ssh-ed25519 AAAA... comment" -> the base64 blob.
+        let public_b64 = public
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        Ok(RunKey {
+            private_pem,
+            public_b64,
+        })
+    }
+
+    /// The base64 public key blob (for `crashrig_key=` on the guest command line).
+    pub fn public_b64(&self) -> &str {
+        &self.public_b64
+    }
+}
+
+/// The output of one command.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A connected, authenticated session.
+pub struct Guest {
+    session: ssh2::Session,
+}
+
+impl Guest {
+    /// One connection attempt with `timeout` for each stage.
+    pub fn connect(
+        port: u16,
+        key: &RunKey,
+        host_key: &str,
+        timeout: Duration,
+    ) -> Result<Guest, SshError> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let tcp = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|source| SshError::Connect { port, source })?;
+        tcp.set_nodelay(true).ok();
+        let mut session = ssh2::Session::new().map_err(SshError::Handshake)?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(timeout.as_millis() as u32);
+        session.handshake().map_err(SshError::Handshake)?;
+        let expected = host_key.split_whitespace().nth(1).unwrap_or_default();
+        let got = session
+            .host_key()
+            .map(|(bytes, _)| base64::engine::general_purpose::STANDARD.encode(bytes))
+            .unwrap_or_default();
+        if got != expected {
+            return Err(SshError::HostKey { got });
+        }
+        session
+            .userauth_pubkey_memory("root", None, &key.private_pem, None)
+            .map_err(SshError::Auth)?;
+        Ok(Guest { session })
+    }
+
+    /// Runs `command` with `stdin`, calling `on_line` for every stdout line as it arrives.
+    pub fn exec_streaming(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        timeout: Duration,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<ExecOutput, SshError> {
+        let deadline = Instant::now() + timeout;
+        let exec_err = |source| SshError::Exec {
+            command: command.into(),
+            source,
+        };
+        let io_err = |source| SshError::Io {
+            command: command.into(),
+            source,
+        };
+        // Reads wake up at least every 500 ms so the deadline is checked.
+        self.session.set_timeout(500);
+        let mut channel = self.session.channel_session().map_err(exec_err)?;
+        channel.exec(command).map_err(exec_err)?;
+        if !stdin.is_empty() {
+            channel.write_all(stdin).map_err(io_err)?;
+        }
+        channel.send_eof().map_err(exec_err)?;
+        let mut stdout = Vec::new();
+        let mut line_start = 0;
+        let mut buf = [0u8; 8192];
+        loop {
+            match channel.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    stdout.extend_from_slice(&buf[..n]);
+                    while let Some(pos) = stdout[line_start..].iter().position(|&b| b == b'\n') {
+                        let line = String::from_utf8_lossy(&stdout[line_start..line_start + pos])
+                            .into_owned();
+                        on_line(&line);
+                        line_start += pos + 1;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut || is_timeout(&e) => {}
+                Err(e) => return Err(io_err(e)),
+            }
+            if Instant::now() > deadline {
+                return Err(SshError::Timeout {
+                    command: command.into(),
+                    timeout,
+                });
+            }
+        }
+        let mut stderr = String::new();
+        let _ = channel.stderr().read_to_string(&mut stderr);
+        let _ = channel.wait_close();
+        let status = channel.exit_status().map_err(exec_err)?;
+        Ok(ExecOutput {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr,
+        })
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    // libssh2 reports its own timeout as LIBSSH2_ERROR_TIMEOUT wrapped in an io::Error.
+    e.to_string().contains("Timed out")
+        || e.to_string().contains("timed out")
+        || e.kind() == std::io::ErrorKind::WouldBlock
+}
+
+/// A shareable handle the async shell moves into blocking tasks.
+#[derive(Clone)]
+pub struct GuestHandle(Arc<std::sync::Mutex<Guest>>);
+
+impl GuestHandle {
+    pub fn new(g: Guest) -> Self {
+        GuestHandle(Arc::new(std::sync::Mutex::new(g)))
+    }
+
+    /// Runs a command on the blocking pool; `on_line` gets each stdout line.
+    pub async fn exec(
+        &self,
+        command: String,
+        stdin: Vec<u8>,
+        timeout: Duration,
+        on_line: impl FnMut(&str) + Send + 'static,
+    ) -> Result<ExecOutput, SshError> {
+        let g = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let guest = g.lock().map_err(|e| SshError::Join(e.to_string()))?;
+            guest.exec_streaming(&command, &stdin, timeout, on_line)
+        })
+        .await
+        .map_err(|e| SshError::Join(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_keys_are_fresh_ed25519_pairs() {
+        let a = RunKey::generate().unwrap();
+        let b = RunKey::generate().unwrap();
+        assert_ne!(a.public_b64(), b.public_b64());
+        assert!(
+            a.public_b64().starts_with("AAAAC3NzaC1lZDI1NTE5"),
+            "{}",
+            a.public_b64()
+        );
+        assert!(a
+            .private_pem
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    }
+}

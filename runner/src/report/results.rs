@@ -1,0 +1,303 @@
+//! The results model: what `results.json` holds (schema documented in docs/results.md).
+//! Summaries are computed from iteration records by pure functions, so a merged or resumed
+//! result set summarizes exactly as a single run would.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::{stats, Finding};
+
+/// Bumped when a field changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub schema: u32,
+    pub crashrig_version: String,
+    pub started: String,
+    pub finished: Option<String>,
+    pub host: HostInfo,
+    pub runs: Vec<RunRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub qemu: Option<String>,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// Why that accelerator (e.g. "KVM unusable: a KVM guest did not run within 2s").
+    pub accel_reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub path: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// As given with `--kernel`.
+    pub spec: String,
+    /// The exact version: Debian package and version, or commit (+ patches).
+    pub version: String,
+    pub release: Option<String>,
+    pub image_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootRecord {
+    /// Milliseconds from QEMU start to the first guest command answering over SSH.
+    pub ready_after_ms: u64,
+    /// Console log file, relative to the results directory.
+    pub console_log: String,
+    /// Why this boot happened: "start", "power-cut", "panic", "reboot", "after hang", ...
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Every expectation held.
+    Pass,
+    /// An expectation was violated (a step's errno, exit status, fsck, lost data, a finding).
+    Fail,
+    /// The guest stopped answering; it was killed at the iteration timeout.
+    Hang,
+    /// The kernel panicked when no step asked for it.
+    Panic,
+    /// crashrig or QEMU failed (not a kernel verdict).
+    Error,
+}
+
+impl Verdict {
+    /// Whether this verdict shows a kernel problem (counted as a failure in rates).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Verdict::Fail | Verdict::Hang | Verdict::Panic)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step's `id`, or `<kind>#<index>`.
+    pub id: String,
+    pub kind: String,
+    /// `setup`, `steps` or `cleanup`.
+    pub phase: String,
+    /// Errno of the first attempt (`None`: success). For `run`/`fsck`: see exit_status.
+    pub errno: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_errno: Option<String>,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_window_ms: Option<f64>,
+    #[serde(default)]
+    pub busy_gave_up: bool,
+    pub duration_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// Whether the step's expectation held.
+    pub ok: bool,
+    /// Why not, or what happened (helper errors, lost files, kill wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<crashrig_guest::Detail>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    /// 1-based.
+    pub iteration: u32,
+    pub verdict: Verdict,
+    /// Human-readable reasons for a non-pass verdict.
+    pub reasons: Vec<String>,
+    pub steps: Vec<StepRecord>,
+    pub findings: Vec<Finding>,
+    pub duration_ms: f64,
+    /// Seed of this iteration's random choices (sleeps).
+    pub seed: u64,
+    /// dmesg of this iteration, relative to the results directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmesg_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub console_tail: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub scenario: ScenarioInfo,
+    pub kernel: KernelInfo,
+    pub accel: String,
+    pub seed: u64,
+    pub started: String,
+    pub finished: Option<String>,
+    /// Directory of this run's artifacts, relative to the results directory.
+    pub dir: String,
+    pub boots: Vec<BootRecord>,
+    /// Setup step results (of the first boot).
+    pub setup: Vec<StepRecord>,
+    /// An infrastructure error that ended the run early.
+    pub error: Option<String>,
+    pub summary: Summary,
+    pub iterations: Vec<IterationRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub iterations: u32,
+    pub passed: u32,
+    /// Iterations with a failure verdict (fail, hang or panic).
+    pub failed: u32,
+    pub hangs: u32,
+    pub panics: u32,
+    pub errors: u32,
+    /// failed / (iterations - errors).
+    pub failure_rate: f64,
+    /// 95% Wilson interval of the failure rate.
+    pub failure_ci95: [f64; 2],
+    /// Errno name -> how many step executions returned it on their first attempt, over all
+    /// steps of every iteration (successes are not counted).
+    pub errno_counts: BTreeMap<String, u32>,
+    /// Per step id.
+    pub steps: BTreeMap<String, StepSummary>,
+    pub findings: Vec<FindingSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StepSummary {
+    pub kind: String,
+    pub runs: u32,
+    /// Runs whose expectation did not hold.
+    pub violations: u32,
+    pub violation_rate: f64,
+    pub violation_ci95: [f64; 2],
+    /// Errno name (or "ok") -> count, first attempts.
+    pub errno_counts: BTreeMap<String, u32>,
+    /// Over runs that had a busy window.
+    pub busy_window_ms: Option<BusyStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct BusyStats {
+    pub count: u32,
+    pub median: f64,
+    pub max: f64,
+    /// Runs that were still busy at the retry bound.
+    pub gave_up: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingSummary {
+    pub signature: String,
+    pub kind: String,
+    pub count: u32,
+    pub expected: bool,
+    /// Iterations it appeared in.
+    pub iterations: Vec<u32>,
+    pub title: String,
+}
+
+/// Summarizes iteration records.
+pub fn summarize(iterations: &[IterationRecord]) -> Summary {
+    let mut s = Summary {
+        iterations: iterations.len() as u32,
+        ..Summary::default()
+    };
+    let mut busy: BTreeMap<String, (Vec<f64>, u32)> = BTreeMap::new();
+    let mut findings: BTreeMap<(String, bool), FindingSummary> = BTreeMap::new();
+    for it in iterations {
+        match it.verdict {
+            Verdict::Pass => s.passed += 1,
+            Verdict::Fail => s.failed += 1,
+            Verdict::Hang => {
+                s.failed += 1;
+                s.hangs += 1
+            }
+            Verdict::Panic => {
+                s.failed += 1;
+                s.panics += 1
+            }
+            Verdict::Error => s.errors += 1,
+        }
+        for step in it.steps.iter().filter(|st| st.phase == "steps") {
+            if let Some(e) = &step.errno {
+                *s.errno_counts.entry(e.clone()).or_default() += 1;
+            }
+            let entry = s
+                .steps
+                .entry(step.id.clone())
+                .or_insert_with(|| StepSummary {
+                    kind: step.kind.clone(),
+                    ..StepSummary::default()
+                });
+            entry.runs += 1;
+            if !step.ok {
+                entry.violations += 1;
+            }
+            let name = step.errno.clone().unwrap_or_else(|| "ok".into());
+            *entry.errno_counts.entry(name).or_default() += 1;
+            if let Some(w) = step.busy_window_ms {
+                let b = busy.entry(step.id.clone()).or_default();
+                b.0.push(w);
+                b.1 += u32::from(step.busy_gave_up);
+            }
+        }
+        for f in &it.findings {
+            let key = (f.signature.clone(), f.expected);
+            let e = findings.entry(key).or_insert_with(|| FindingSummary {
+                signature: f.signature.clone(),
+                kind: f.kind.to_string(),
+                count: 0,
+                expected: f.expected,
+                iterations: Vec::new(),
+                title: f.title.clone(),
+            });
+            e.count += 1;
+            if e.iterations.last() != Some(&it.iteration) {
+                e.iterations.push(it.iteration);
+            }
+        }
+    }
+    for (id, step) in s.steps.iter_mut() {
+        step.violation_rate = ratio(step.violations, step.runs);
+        let (lo, hi) = stats::wilson_interval(step.violations as u64, step.runs as u64, 1.96);
+        step.violation_ci95 = [lo, hi];
+        if let Some((windows, gave_up)) = busy.get(id) {
+            step.busy_window_ms = Some(BusyStats {
+                count: windows.len() as u32,
+                median: stats::median(windows).unwrap_or(0.0),
+                max: windows.iter().cloned().fold(0.0, f64::max),
+                gave_up: *gave_up,
+            });
+        }
+    }
+    let judged = s.iterations - s.errors;
+    s.failure_rate = ratio(s.failed, judged);
+    let (lo, hi) = stats::wilson_interval(s.failed as u64, judged as u64, 1.96);
+    s.failure_ci95 = [lo, hi];
+    let mut list: Vec<FindingSummary> = findings.into_values().collect();
+    list.sort_by(|a, b| {
+        a.expected
+            .cmp(&b.expected)
+            .then(b.count.cmp(&a.count))
+            .then(a.signature.cmp(&b.signature))
+    });
+    s.findings = list;
+    s
+}
+
+fn ratio(a: u32, b: u32) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}

@@ -1,0 +1,188 @@
+//! Booting a guest and waiting until it answers over SSH.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::guest::{Guest, GuestHandle, RunKey, SshError};
+use crate::image::GuestImage;
+use crate::vm::{Accel, Disk, Vm, VmConfig, VmError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(
+        "QEMU exited ({status}) before the guest answered on SSH; last console lines:\n{tail}"
+    )]
+    DiedBeforeReady { status: String, tail: String },
+    #[error("the guest did not answer on SSH within {timeout:?} (last error: {last}); last console lines:\n{tail}")]
+    NotReady {
+        timeout: Duration,
+        last: String,
+        tail: String,
+    },
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+}
+
+/// Everything needed to boot one VM.
+pub struct BootSpec<'a> {
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub image: &'a GuestImage,
+    pub key: &'a RunKey,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    /// Scenario disks (in order) followed by nothing: the tools disk is added here.
+    pub disks: Vec<Disk>,
+    pub modules: Vec<String>,
+    pub extra_cmdline: Vec<String>,
+    pub accel: Accel,
+    pub console_log: PathBuf,
+    pub qmp_socket: PathBuf,
+    pub ready_timeout: Duration,
+}
+
+pub struct Booted {
+    pub vm: Vm,
+    pub guest: GuestHandle,
+    /// From QEMU start to an authenticated SSH session.
+    pub ready_after: Duration,
+}
+
+/// The kernel command line for a crashrig guest.
+pub fn cmdline(key_b64: &str, modules: &[String], extra: &[String]) -> String {
+    let mut words = vec![
+        "console=ttyS0".to_string(),
+        // Reboot at once on panic; with QEMU's -no-reboot that ends the VM, which we see.
+        "panic=-1".to_string(),
+        "random.trust_cpu=on".to_string(),
+        "tsc=reliable".to_string(),
+        "no_timer_check".to_string(),
+        "printk.devkmsg=on".to_string(),
+        format!("crashrig_key={key_b64}"),
+    ];
+    if !modules.is_empty() {
+        words.push(format!("crashrig_modules={}", modules.join(",")));
+    }
+    words.extend(extra.iter().cloned());
+    words.join(" ")
+}
+
+const WAIT_READY: &str = "i=0; while [ ! -e /run/crashrig/ready ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.05; done";
+
+pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
+    let mut disks = spec.disks;
+    disks.push(Disk {
+        serial: crate::image::TOOLS_SERIAL.into(),
+        path: spec.image.tools_disk.clone(),
+        read_only: true,
+    });
+    let mut attempt = 0;
+    let mut vm = loop {
+        attempt += 1;
+        let port = crate::vm::free_port().map_err(|source| VmError::Io {
+            path: "127.0.0.1:0".into(),
+            source,
+        })?;
+        let config = VmConfig {
+            kernel: spec.kernel.to_path_buf(),
+            initrd: spec.initrd.to_path_buf(),
+            cmdline: cmdline(spec.key.public_b64(), &spec.modules, &spec.extra_cmdline),
+            memory_mib: spec.memory_mib,
+            cpus: spec.cpus,
+            disks: disks.clone(),
+            ssh_port: port,
+            accel: spec.accel,
+            console_log: spec.console_log.clone(),
+            qmp_socket: spec.qmp_socket.clone(),
+        };
+        let _ = std::fs::remove_file(&spec.qmp_socket);
+        match Vm::start(config).await {
+            Ok(vm) => break vm,
+            // Another process took the port between our probe and QEMU's bind.
+            Err(VmError::EarlyExit { stderr, .. }) if stderr.contains("hostfwd") && attempt < 5 => {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let port = vm.config().ssh_port;
+    let deadline = Instant::now() + spec.ready_timeout;
+    let mut last = String::from("none yet");
+    loop {
+        if let Some(status) = vm.exited() {
+            return Err(BootError::DiedBeforeReady {
+                status,
+                tail: vm.console_tail(40).join("\n"),
+            });
+        }
+        if Instant::now() > deadline {
+            let tail = vm.console_tail(40).join("\n");
+            vm.stop().await;
+            return Err(BootError::NotReady {
+                timeout: spec.ready_timeout,
+                last,
+                tail,
+            });
+        }
+        let key = spec.key.clone();
+        let host_key = spec.image.host_key.clone();
+        // A refused or reset connection returns at once; the pause below keeps us from spinning.
+        let result = tokio::task::spawn_blocking(move || {
+            Guest::connect(port, &key, &host_key, Duration::from_secs(3))
+        })
+        .await
+        .map_err(|e| SshError::Join(e.to_string()))?;
+        match result {
+            Ok(guest) => {
+                let guest = GuestHandle::new(guest);
+                // init starts sshd before it loads the remaining modules and mounts /tools;
+                // it marks the end with /run/crashrig/ready.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let out = guest
+                    .exec(WAIT_READY.into(), Vec::new(), remaining, |_| {})
+                    .await?;
+                if out.status != 0 {
+                    let tail = vm.console_tail(40).join("\n");
+                    vm.stop().await;
+                    return Err(BootError::NotReady {
+                        timeout: spec.ready_timeout,
+                        last: "init did not finish".into(),
+                        tail,
+                    });
+                }
+                let ready_after = vm.started.elapsed();
+                return Ok(Booted {
+                    vm,
+                    guest,
+                    ready_after,
+                });
+            }
+            Err(e @ (SshError::HostKey { .. } | SshError::Auth(_))) => {
+                vm.stop().await;
+                return Err(e.into());
+            }
+            Err(e) => last = crate::report::error_chain(&e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_carries_key_and_modules() {
+        let c = cmdline(
+            "AAAA",
+            &["virtio_blk".into(), "xfs".into()],
+            &["quiet".into()],
+        );
+        assert_eq!(
+            c,
+            "console=ttyS0 panic=-1 random.trust_cpu=on tsc=reliable no_timer_check printk.devkmsg=on crashrig_key=AAAA crashrig_modules=virtio_blk,xfs quiet"
+        );
+    }
+}

@@ -1,0 +1,540 @@
+//! The QEMU process: command line, console capture, accelerator probe, polite and abrupt stops.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use super::qmp::{Qmp, QmpError};
+use crate::host::{self, MissingTool};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+/// `--accel` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    /// KVM when a short probe shows it runs guest code, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    MissingTool(#[from] MissingTool),
+    #[error("cannot start QEMU")]
+    Spawn(#[source] std::io::Error),
+    #[error("cannot create {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QEMU exited at start ({status}): {stderr}")]
+    EarlyExit { status: String, stderr: String },
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error("KVM was asked for but {0}")]
+    KvmUnusable(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Disk {
+    /// virtio-blk serial; the guest finds the disk by it. Also the QEMU device id suffix.
+    pub serial: String,
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub disks: Vec<Disk>,
+    pub ssh_port: u16,
+    pub accel: Accel,
+    pub console_log: PathBuf,
+    pub qmp_socket: PathBuf,
+}
+
+/// The QEMU command line for `cfg` (pure: tested without QEMU).
+pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    match cfg.accel {
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        // -cpu max gives the guest RDRAND, so with random.trust_cpu=on it does not wait for
+        // entropy before sshd can start.
+        Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+    }
+    let mem = cfg.memory_mib.to_string();
+    let smp = cfg.cpus.to_string();
+    push(&["-machine", "pc", "-m", &mem, "-smp", &smp]);
+    push(&[
+        "-chardev",
+        "stdio,id=con,signal=off",
+        "-serial",
+        "chardev:con",
+    ]);
+    let qmp = format!("unix:{},server=on,wait=off", cfg.qmp_socket.display());
+    push(&["-qmp", &qmp]);
+    let kernel = cfg.kernel.display().to_string();
+    let initrd = cfg.initrd.display().to_string();
+    push(&[
+        "-kernel",
+        &kernel,
+        "-initrd",
+        &initrd,
+        "-append",
+        &cfg.cmdline,
+    ]);
+    let netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", cfg.ssh_port);
+    push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
+    for disk in &cfg.disks {
+        // JSON syntax: no comma escaping of file names.
+        let blockdev = json!({
+            "driver": "raw",
+            "node-name": format!("disk-{}", disk.serial),
+            "read-only": disk.read_only,
+            "file": { "driver": "file", "filename": disk.path, "read-only": disk.read_only },
+        });
+        push(&["-blockdev", &blockdev.to_string()]);
+        push(&["-device", &device_spec(&disk.serial)]);
+    }
+    a
+}
+
+fn device_spec(serial: &str) -> String {
+    format!("virtio-blk-pci,id=dev-{serial},drive=disk-{serial},serial={serial}")
+}
+
+/// What the console watcher saw.
+#[derive(Debug, Default)]
+pub struct ConsoleState {
+    pub tail: VecDeque<String>,
+    partial: String,
+    /// Set when a line announcing a kernel panic went by.
+    pub panicked: bool,
+    pub last_output: Option<Instant>,
+}
+
+const TAIL_LINES: usize = 400;
+
+impl ConsoleState {
+    fn push(&mut self, bytes: &[u8]) {
+        self.last_output = Some(Instant::now());
+        self.partial.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(pos) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=pos).collect();
+            let line = line.trim_end_matches(['\n', '\r']).to_string();
+            if line.contains("Kernel panic - not syncing") {
+                self.panicked = true;
+            }
+            if self.tail.len() == TAIL_LINES {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(line);
+        }
+    }
+}
+
+pub struct Vm {
+    child: Child,
+    console: Arc<Mutex<ConsoleState>>,
+    stderr: Arc<Mutex<String>>,
+    qmp: Option<Qmp>,
+    config: VmConfig,
+    pub started: Instant,
+}
+
+impl Vm {
+    /// Starts QEMU. The console goes to `config.console_log` from the first byte.
+    pub async fn start(config: VmConfig) -> Result<Vm, VmError> {
+        let qemu = host::require("qemu-system-x86_64")?;
+        let log = tokio::fs::File::create(&config.console_log)
+            .await
+            .map_err(|source| VmError::Io {
+                path: config.console_log.clone(),
+                source,
+            })?;
+        let mut child = Command::new(qemu)
+            .args(qemu_args(&config))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(VmError::Spawn)?;
+        let started = Instant::now();
+        let console = Arc::new(Mutex::new(ConsoleState::default()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut out = child.stdout.take().expect("piped");
+        let mut err = child.stderr.take().expect("piped");
+        let console2 = console.clone();
+        tokio::spawn(async move {
+            let mut log = log;
+            let mut buf = vec![0u8; 16384];
+            while let Ok(n) = out.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let _ = log.write_all(&buf[..n]).await;
+                let _ = log.flush().await;
+                console2.lock().expect("console lock").push(&buf[..n]);
+            }
+        });
+        let stderr2 = stderr.clone();
+        tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text).await;
+            stderr2.lock().expect("stderr lock").push_str(&text);
+        });
+        let mut vm = Vm {
+            child,
+            console,
+            stderr,
+            qmp: None,
+            config,
+            started,
+        };
+        // QEMU creates the QMP socket before the guest runs; a failure to start (bad disk,
+        // port in use) shows up as an early exit.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = vm.exited() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(VmError::EarlyExit {
+                    status,
+                    stderr: vm.stderr(),
+                });
+            }
+            if vm.config.qmp_socket.exists() {
+                match Qmp::connect(&vm.config.qmp_socket, Duration::from_secs(10)).await {
+                    Ok(q) => {
+                        vm.qmp = Some(q);
+                        break;
+                    }
+                    Err(e) if Instant::now() > deadline => return Err(e.into()),
+                    Err(_) => {}
+                }
+            } else if Instant::now() > deadline {
+                return Err(VmError::EarlyExit {
+                    status: "no QMP socket after 10s".into(),
+                    stderr: vm.stderr(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(vm)
+    }
+
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    /// `Some(status)` once QEMU has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown ({e})")),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").trim().to_string()
+    }
+
+    pub fn console_tail(&self, lines: usize) -> Vec<String> {
+        let c = self.console.lock().expect("console lock");
+        c.tail
+            .iter()
+            .skip(c.tail.len().saturating_sub(lines))
+            .cloned()
+            .collect()
+    }
+
+    pub fn panicked(&self) -> bool {
+        self.console.lock().expect("console lock").panicked
+    }
+
+    /// Cuts the power: SIGKILL, no guest flush, no clean shutdown.
+    pub async fn power_cut(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Stops QEMU: QMP `quit`, then SIGTERM, then SIGKILL to its process group.
+    pub async fn stop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        if let Some(qmp) = self.qmp.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), qmp.execute("quit", None)).await;
+        }
+        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) of the process group we created for QEMU.
+            unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
+        }
+        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        self.power_cut().await;
+    }
+
+    /// Waits up to `within` for QEMU to exit by itself (after a guest poweroff or panic).
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<String> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status.to_string()),
+            Ok(Err(e)) => Some(format!("unknown ({e})")),
+            Err(_) => None,
+        }
+    }
+
+    fn qmp(&mut self) -> Result<&mut Qmp, VmError> {
+        self.qmp.as_mut().ok_or(VmError::Qmp(QmpError::Closed))
+    }
+
+    /// Hot-removes the disk with `serial` (the guest must acknowledge through ACPI).
+    pub async fn unplug(&mut self, serial: &str, within: Duration) -> Result<(), VmError> {
+        let id = format!("dev-{serial}");
+        let qmp = self.qmp()?;
+        qmp.execute("device_del", Some(json!({ "id": id }))).await?;
+        qmp.wait_event("DEVICE_DELETED", within, |d| d["device"] == id.as_str())
+            .await?;
+        Ok(())
+    }
+
+    /// Adds the disk with `serial` back (same backing node, same serial).
+    pub async fn replug(&mut self, serial: &str) -> Result<(), VmError> {
+        let qmp = self.qmp()?;
+        qmp.execute(
+            "device_add",
+            Some(json!({
+                "driver": "virtio-blk-pci",
+                "id": format!("dev-{serial}"),
+                "drive": format!("disk-{serial}"),
+                "serial": serial,
+            })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// QMP `query-status`: "running", "paused", "shutdown", ...
+    pub async fn status(&mut self) -> Result<String, VmError> {
+        let r = self.qmp()?.execute("query-status", None).await?;
+        Ok(r["status"].as_str().unwrap_or("unknown").to_string())
+    }
+}
+
+/// A free TCP port on 127.0.0.1 for the SSH forward. QEMU binds it a moment later; the
+/// caller retries with another port when QEMU reports it taken.
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Decides the accelerator. `auto` uses KVM only when /dev/kvm opens and a probe guest
+/// (SeaBIOS printing to the debug port) runs within a second: nested KVM can accept the
+/// ioctls and then hang, so opening /dev/kvm proves nothing.
+pub async fn choose_accel(choice: AccelChoice) -> Result<(Accel, String), VmError> {
+    match choice {
+        AccelChoice::Tcg => Ok((Accel::Tcg, "requested".into())),
+        AccelChoice::Kvm => match probe_kvm().await {
+            Ok(()) => Ok((Accel::Kvm, "requested; probe passed".into())),
+            Err(why) => Err(VmError::KvmUnusable(why)),
+        },
+        AccelChoice::Auto => match probe_kvm().await {
+            Ok(()) => Ok((Accel::Kvm, "probe passed".into())),
+            Err(why) => Ok((Accel::Tcg, format!("KVM unusable: {why}"))),
+        },
+    }
+}
+
+pub async fn probe_kvm() -> Result<(), String> {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return Err(format!("cannot open /dev/kvm: {e}"));
+    }
+    let qemu = host::find("qemu-system-x86_64").ok_or("qemu-system-x86_64 not found")?;
+    let mut child = Command::new(qemu)
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-accel",
+            "kvm",
+            "-machine",
+            "pc",
+            "-m",
+            "64",
+            "-chardev",
+            "stdio,id=dbg,signal=off",
+            "-device",
+            "isa-debugcon,iobase=0x402,chardev=dbg",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start QEMU: {e}"))?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut seen = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 512];
+        loop {
+            match out.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => {
+                    seen.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&seen).contains("SeaBIOS") {
+                        return true;
+                    }
+                }
+            }
+        }
+    };
+    let ok = tokio::time::timeout(Duration::from_secs(2), read)
+        .await
+        .unwrap_or(false);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    if ok {
+        Ok(())
+    } else {
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(200), e.read_to_string(&mut stderr))
+                .await;
+        }
+        Err(if stderr.trim().is_empty() {
+            "a KVM guest did not run within 2s (nested KVM?)".into()
+        } else {
+            stderr.trim().lines().next().unwrap_or_default().to_string()
+        })
+    }
+}
+
+/// QEMU's version line, for results.
+pub async fn qemu_version() -> Option<String> {
+    let qemu = host::find("qemu-system-x86_64")?;
+    let out = Command::new(qemu).arg("--version").output().await.ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
+
+/// Creates a sparse disk file.
+pub fn create_disk(path: &Path, size: u64) -> Result<(), VmError> {
+    let f = std::fs::File::create(path).map_err(|source| VmError::Io {
+        path: path.into(),
+        source,
+    })?;
+    f.set_len(size).map_err(|source| VmError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> VmConfig {
+        VmConfig {
+            kernel: "/k/vmlinuz".into(),
+            initrd: "/k/initrd".into(),
+            cmdline: "console=ttyS0".into(),
+            memory_mib: 2048,
+            cpus: 2,
+            disks: vec![Disk {
+                serial: "scratch".into(),
+                path: "/tmp/a,b.img".into(),
+                read_only: false,
+            }],
+            ssh_port: 2222,
+            accel: Accel::Tcg,
+            console_log: "/tmp/console.log".into(),
+            qmp_socket: "/tmp/qmp.sock".into(),
+        }
+    }
+
+    #[test]
+    fn command_line_binds_ssh_to_loopback_and_names_disks_by_serial() {
+        let args = qemu_args(&config());
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("hostfwd=tcp:127.0.0.1:2222-:22"),
+            "{joined}"
+        );
+        assert!(joined.contains("-accel tcg -cpu max"), "{joined}");
+        assert!(joined.contains("virtio-blk-pci,id=dev-scratch,drive=disk-scratch,serial=scratch"));
+        let blockdev = &args[args.iter().position(|a| a == "-blockdev").unwrap() + 1];
+        let v: serde_json::Value = serde_json::from_str(blockdev).unwrap();
+        assert_eq!(
+            v["file"]["filename"], "/tmp/a,b.img",
+            "commas in paths need no escaping in JSON"
+        );
+        assert!(joined.contains("-no-reboot"));
+    }
+
+    #[test]
+    fn console_watcher_splits_lines_and_spots_panics() {
+        let mut c = ConsoleState::default();
+        c.push(b"[    1.0] hello\r\n[    2.0] Kernel pan");
+        assert!(!c.panicked);
+        c.push(b"ic - not syncing: sysrq triggered crash\n");
+        assert!(c.panicked);
+        assert_eq!(c.tail.len(), 2);
+        assert_eq!(c.tail[0], "[    1.0] hello");
+    }
+}
