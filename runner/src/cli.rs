@@ -1,4 +1,295 @@
-//! cli
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cache::Cache;
+use crate::exit;
+use crate::kernel::{KernelSpec, ResolvedKernel};
+use crate::report::events::{EventSink, Reporter};
+use crate::report::terminal::Terminal;
+use crate::report::writer::ResultsWriter;
+use crate::report::{error_chain, HostInfo};
+use crate::run::{LoadedScenario, RunOptions};
+use crate::vm::AccelChoice;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "crashrig",
+    version,
+    about = "Boot kernels in QEMU, run crash-and-remount scenarios, count what the kernel returned",
+    long_about = "crashrig boots kernels in QEMU with virtio-blk disks, runs YAML crash-and-remount \
+scenarios inside the guest over SSH, counts the errno of every mount/umount (EBUSY after a crash \
+is the bug it was made for), classifies dmesg, and writes results.json and junit.xml.\n\n\
+Exit codes: 0 every expectation held; 1 an expectation was violated (the bug was seen); \
+2 configuration or infrastructure error; 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run scenarios on kernels.
+    Run(RunArgs),
+    /// Check the host: QEMU, KVM, apt, and the tools the guest image needs.
+    Doctor,
+    /// Build (or find in the cache) the guest image and print its paths.
+    Image(ImageArgs),
+    /// Benchmarks that print figures against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonVmArgs {
+    /// Kernel to boot (repeatable): debian:6.1, debian:6.12, a bzImage path (optionally
+    /// `,modules=DIR`). Default: debian:6.1.
+    #[arg(long = "kernel", value_name = "SPEC")]
+    pub kernels: Vec<String>,
+    /// Accelerator: auto uses KVM when a short probe shows it works, else TCG.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Directory for results.json, junit.xml, console logs and dmesg. Default:
+    /// ./crashrig-results/<date-time>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Guest image recipe. Default: images/default.yaml of this crashrig.
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// Print every iteration and more detail.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Scenario files (YAML).
+    #[arg(required = true, value_name = "SCENARIO.yaml")]
+    pub scenarios: Vec<PathBuf>,
+    #[command(flatten)]
+    pub vm: CommonVmArgs,
+    /// Iterations per scenario (overrides the scenario's `iterations`).
+    #[arg(long, short = 'n')]
+    pub iterations: Option<u32>,
+    /// Seed for random sleeps (default: the scenario's, else random; always recorded).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the scratch disk images after the run (their directory is printed).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// Also build the per-kernel initrd for this kernel spec.
+    #[arg(long = "kernel", value_name = "SPEC")]
+    pub kernel: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Bare boot (busybox init that powers off at once) vs crashrig's start to first SSH
+    /// command, and per-iteration overhead vs the same loop as a shell script in the guest.
+    Boot(BenchBootArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchBootArgs {
+    #[arg(long = "kernel", value_name = "SPEC", default_value = "debian:6.1")]
+    pub kernel: String,
+    /// Repetitions of each measurement (the median is printed).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+}
+
+/// Errors that end a command with exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Spec(#[from] crate::kernel::spec::SpecError),
+    #[error(transparent)]
+    Debian(#[from] crate::kernel::debian::DebianError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Vm(#[from] crate::vm::VmError),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
+    #[error("{0}")]
+    Scenario(String),
+    #[error("cannot create the results directory {path}")]
+    Out {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crashrig: error: cannot start the async runtime: {e}");
+            return exit::CONFIG_OR_INFRA;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => with_signals(cmd_run(args)).await,
+            Command::Doctor => Ok(crate::doctor::run().await),
+            Command::Image(args) => cmd_image(args).await,
+            Command::Bench(BenchCommand::Boot(args)) => with_signals(crate::run::bench::boot_bench(args)).await,
+        }
+    });
+    // Blocking SSH calls may still sit in the pool after an interrupt; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crashrig: error: {}", error_chain(&e));
+            exit::CONFIG_OR_INFRA
+        }
+    }
+}
+
+/// Runs `fut` until it finishes or SIGINT/SIGTERM arrives. Dropping the future kills every
+/// QEMU it started (kill_on_drop) and removes its disk files (TempDir); finished results were
+/// already written.
+async fn with_signals(fut: impl std::future::Future<Output = Result<i32, CliError>>) -> Result<i32, CliError> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::Other(format!("cannot install a SIGTERM handler: {e}")))?;
+    tokio::select! {
+        r = fut => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("crashrig: interrupted; finished results are kept");
+            Ok(exit::INTERRUPTED)
+        }
+        _ = term.recv() => {
+            eprintln!("crashrig: terminated; finished results are kept");
+            Ok(exit::INTERRUPTED)
+        }
+    }
+}
+
+pub fn load_scenario(path: &std::path::Path) -> Result<LoadedScenario, CliError> {
+    let scenario = crate::scenario::load_file(path).map_err(|e| CliError::Scenario(e.to_string()))?;
+    Ok(LoadedScenario { scenario, path: path.to_path_buf() })
+}
+
+/// Resolves a kernel spec to a bootable kernel.
+pub async fn resolve_kernel(spec: &str, cache: &Cache) -> Result<ResolvedKernel, CliError> {
+    let parsed = KernelSpec::parse(spec)?;
+    match parsed {
+        KernelSpec::Debian { series } => {
+            let cache = cache.clone();
+            Ok(tokio::task::spawn_blocking(move || crate::kernel::debian::resolve(&series, &cache))
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))??)
+        }
+        other => Err(CliError::Other(format!("kernel spec `{other}` needs kernel builds, which this crashrig does not have yet"))),
+    }
+}
+
+fn default_out() -> PathBuf {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
+    PathBuf::from("crashrig-results").join(stamp.trim_end_matches('Z'))
+}
+
+async fn prepare_image(recipe: Option<PathBuf>, cache: &Cache) -> Result<crate::image::GuestImage, CliError> {
+    let recipe = recipe.unwrap_or_else(crate::image::default_recipe);
+    let cache = cache.clone();
+    tokio::task::spawn_blocking(move || {
+        let helper = crate::image::guest_helper()?;
+        crate::image::prepare(&recipe, &helper, &cache)
+    })
+    .await
+    .map_err(|e| CliError::Other(e.to_string()))?
+    .map_err(CliError::from)
+}
+
+async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
+    // Validate every scenario before booting anything.
+    let mut scenarios = Vec::new();
+    let mut problems = Vec::new();
+    for path in &args.scenarios {
+        match load_scenario(path) {
+            Ok(s) => scenarios.push(s),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        eprintln!("{}", problems.join("\n"));
+        return Ok(exit::CONFIG_OR_INFRA);
+    }
+    let cache = Cache::from_env();
+    let specs = if args.vm.kernels.is_empty() { vec!["debian:6.1".to_string()] } else { args.vm.kernels.clone() };
+    let out = args.vm.out.clone().unwrap_or_else(default_out);
+    std::fs::create_dir_all(&out).map_err(|source| CliError::Out { path: out.clone(), source })?;
+    let (accel, reason) = crate::vm::choose_accel(args.vm.accel).await?;
+    let host = HostInfo { qemu: crate::vm::qemu::qemu_version().await, accel: accel.to_string(), accel_reason: reason.clone() };
+    let reporters: Vec<Box<dyn Reporter>> =
+        vec![Box::new(Terminal::new(args.vm.verbose)), Box::new(ResultsWriter::new(&out, host))];
+    let mut sink = EventSink::new(reporters);
+    sink.info(format!("accelerator: {accel} ({reason})"));
+    sink.info(format!("results: {}", out.display()));
+    let image = prepare_image(args.vm.recipe.clone(), &cache).await?;
+    sink.emit(crate::report::Event::ImageReady { key: image.key.clone() });
+    let opts = RunOptions { iterations: args.iterations, accel, seed: args.seed, keep: args.keep, out: out.clone(), cache: cache.clone() };
+    let mut code = exit::OK;
+    let mut index = 0;
+    for spec in &specs {
+        let kernel = match resolve_kernel(spec, &cache).await {
+            Ok(k) => k,
+            Err(e) => {
+                sink.finish();
+                return Err(e);
+            }
+        };
+        sink.emit(crate::report::Event::KernelReady { spec: spec.clone(), version: kernel.version.clone() });
+        for loaded in &scenarios {
+            let record = crate::run::run_scenario(loaded, &kernel, &image, &opts, index, &mut sink).await;
+            index += 1;
+            code = code.max(run_exit_code(&record));
+        }
+    }
+    sink.finish();
+    Ok(code)
+}
+
+/// 1 when any iteration failed; 2 when the run could not be carried out; else 0.
+pub fn run_exit_code(run: &crate::report::RunRecord) -> i32 {
+    if run.summary.failed > 0 {
+        exit::EXPECTATION_FAILED
+    } else if run.error.is_some() || run.summary.errors > 0 || run.iterations.is_empty() {
+        exit::CONFIG_OR_INFRA
+    } else {
+        exit::OK
+    }
+}
+
+async fn cmd_image(args: ImageArgs) -> Result<i32, CliError> {
+    let cache = Cache::from_env();
+    let image = prepare_image(args.recipe, &cache).await?;
+    println!("key:        {}", image.key);
+    println!("initramfs:  {}", image.initramfs.display());
+    println!("tools disk: {}", image.tools_disk.display());
+    println!("host key:   {}", image.host_key);
+    if let Some(spec) = args.kernel {
+        let kernel = resolve_kernel(&spec, &cache).await?;
+        let initrd = crate::image::initrd_for(&image, &kernel, &cache)?;
+        println!("kernel:     {} ({})", kernel.image.display(), kernel.version);
+        println!("initrd:     {}", initrd.display());
+    }
+    Ok(exit::OK)
 }

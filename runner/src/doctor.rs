@@ -1,1 +1,43 @@
-//! doctor
+//! `crashrig doctor`: what this host has, what it lacks, and what to install.
+
+use crate::host;
+
+/// Prints a report; returns 0 when everything needed to run is there, else 2.
+pub async fn run() -> i32 {
+    let mut missing: Vec<&str> = Vec::new();
+    println!("host tools:");
+    for (tool, package) in host::TOOLS {
+        match host::find(tool) {
+            Some(path) => println!("  ok       {tool:<20} {}", path.display()),
+            None => {
+                println!("  MISSING  {tool:<20} apt-get install {package}");
+                if !missing.contains(package) {
+                    missing.push(package);
+                }
+            }
+        }
+    }
+    match crate::vm::qemu::qemu_version().await {
+        Some(v) => println!("qemu: {v}"),
+        None => println!("qemu: not runnable"),
+    }
+    match crate::vm::qemu::probe_kvm().await {
+        Ok(()) => println!("kvm: usable (a probe guest ran); runs use KVM"),
+        Err(why) => println!("kvm: not usable ({why}); runs use TCG (slower, but works)"),
+    }
+    let apt_lists = std::fs::read_dir("/var/lib/apt/lists").map(|d| d.count()).unwrap_or(0);
+    if apt_lists <= 2 {
+        println!("apt: package lists look empty; run `apt-get update` so debian:6.x kernels can be found");
+    } else {
+        println!("apt: package lists present");
+    }
+    let cache = crate::cache::Cache::from_env();
+    println!("cache: {}", cache.root().display());
+    if missing.is_empty() {
+        println!("\neverything crashrig needs is installed");
+        0
+    } else {
+        println!("\ninstall what is missing with:\n  apt-get install {}", missing.join(" "));
+        2
+    }
+}

@@ -33,3 +33,18 @@ pub struct Finding {
     pub signature: String,
     pub expected: bool,
 }
+
+#[derive(Debug, Default)]
+pub struct ClassifyContext {
+    pub expected_fs_errors: bool,
+    pub expected_panic: bool,
+    pub ignore: Vec<regex::Regex>,
+}
+
+pub fn classify_records(_r: &[crashrig_guest::KmsgRecord], _c: &ClassifyContext) -> Vec<Finding> {
+    Vec::new()
+}
+
+pub fn classify_console(_t: &str, _c: &ClassifyContext) -> Vec<Finding> {
+    Vec::new()
+}

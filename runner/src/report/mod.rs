@@ -1,7 +1,11 @@
 //! Events and the reporters that consume them; the results model.
 
+pub mod events;
 pub mod results;
+pub mod terminal;
+pub mod writer;
 
+pub use events::{Event, EventSink, Reporter};
 pub use results::*;
 
 /// An error and its sources, joined the way `main` prints them: "a: b: c".

@@ -1,3 +1,9 @@
 //! Running scenarios: boot, plan, iterate, classify, report.
 
+pub mod bench;
 pub mod boot;
+pub mod engine;
+pub mod plan;
+pub mod verdict;
+
+pub use engine::{run_scenario, LoadedScenario, RunError, RunOptions};

@@ -1,0 +1,187 @@
+//! The terminal reporter: a progress bar on a TTY outside CI, plain lines elsewhere, and a
+//! summary per scenario and kernel.
+
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::events::{Event, Level, Reporter, Stamped};
+use super::results::{RunRecord, Summary, Verdict};
+
+pub struct Terminal {
+    progress: Option<ProgressBar>,
+    fancy: bool,
+    verbose: bool,
+}
+
+impl Terminal {
+    pub fn new(verbose: bool) -> Self {
+        let fancy = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        Terminal { progress: None, fancy, verbose }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.progress {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}
+
+/// The summary block for one run (also used by `crashrig report`).
+pub fn summary_text(run: &RunRecord) -> String {
+    let mut out = String::new();
+    let s: &Summary = &run.summary;
+    out.push_str(&format!(
+        "{} on {} ({}, {})\n",
+        run.scenario.name, run.kernel.spec, run.kernel.version, run.accel
+    ));
+    if let Some(err) = &run.error {
+        out.push_str(&format!("  error: {err}\n"));
+    }
+    out.push_str(&format!(
+        "  iterations {}: {} passed, {} failed ({}, 95% CI {}-{}), {} hangs, {} panics, {} infrastructure errors\n",
+        s.iterations,
+        s.passed,
+        s.failed,
+        pct(s.failure_rate),
+        pct(s.failure_ci95[0]),
+        pct(s.failure_ci95[1]),
+        s.hangs,
+        s.panics,
+        s.errors
+    ));
+    for (id, st) in &s.steps {
+        if !matches!(st.kind.as_str(), "mount" | "umount" | "shutdown" | "run" | "fsck" | "verify-data" | "kill")
+            && st.violations == 0
+        {
+            continue;
+        }
+        let counts: Vec<String> = st.errno_counts.iter().map(|(e, n)| format!("{e} {n}/{}", st.runs)).collect();
+        let mut line = format!("  {id} ({}): {}", st.kind, counts.join(", "));
+        if st.violations > 0 {
+            line.push_str(&format!(
+                "; violated {}/{} ({}, 95% CI {}-{})",
+                st.violations,
+                st.runs,
+                pct(st.violation_rate),
+                pct(st.violation_ci95[0]),
+                pct(st.violation_ci95[1])
+            ));
+        }
+        if let Some(b) = &st.busy_window_ms {
+            if b.count > 0 {
+                line.push_str(&format!("; busy window median {:.1} ms, max {:.1} ms", b.median, b.max));
+                if b.gave_up > 0 {
+                    line.push_str(&format!(", {} still busy at the bound", b.gave_up));
+                }
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if !s.errno_counts.is_empty() {
+        let counts: Vec<String> = s.errno_counts.iter().map(|(e, n)| format!("{e} {n}")).collect();
+        out.push_str(&format!("  errno counts: {}\n", counts.join(", ")));
+    }
+    let findings: Vec<_> = s.findings.iter().filter(|f| !f.expected).collect();
+    if findings.is_empty() {
+        out.push_str("  dmesg findings: none");
+    } else {
+        out.push_str("  dmesg findings:");
+        for f in findings {
+            let its: Vec<String> = f.iterations.iter().map(u32::to_string).collect();
+            out.push_str(&format!("\n    {} x{} (iterations {}): {}", f.kind, f.count, its.join(","), f.signature));
+        }
+    }
+    let expected = s.findings.iter().filter(|f| f.expected).map(|f| f.count).sum::<u32>();
+    if expected > 0 {
+        out.push_str(&format!("\n  ({expected} expected messages caused by the scenario's own crash steps)"));
+    }
+    out.push('\n');
+    out
+}
+
+impl Reporter for Terminal {
+    fn report(&mut self, e: &Stamped) {
+        match &e.event {
+            Event::Message { level, text } => match level {
+                Level::Info => self.line(&format!("crashrig: {text}")),
+                Level::Warn => self.line(&format!("crashrig: warning: {text}")),
+            },
+            Event::Build { spec, stage, detail } => {
+                if let Some(bar) = &self.progress {
+                    bar.set_message(format!("build {spec}: {stage} {detail}"));
+                } else if self.verbose {
+                    eprintln!("build {spec}: {stage} {detail}");
+                }
+            }
+            Event::KernelReady { spec, version } => self.line(&format!("kernel {spec}: {version}")),
+            Event::ImageReady { key } => {
+                if self.verbose {
+                    self.line(&format!("guest image {key}"))
+                }
+            }
+            Event::RunStarted { run, planned, .. } => {
+                self.line(&format!(
+                    "== {} on {} ({}), {planned} iterations, {}",
+                    run.scenario.name, run.kernel.spec, run.kernel.version, run.accel
+                ));
+                if self.fancy {
+                    let bar = ProgressBar::new(u64::from(*planned));
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                    self.progress = Some(bar);
+                }
+            }
+            Event::BootFinished { boot, .. } => {
+                self.line(&format!("   boot ({}): guest ready after {:.1} s", boot.reason, boot.ready_after_ms as f64 / 1000.0))
+            }
+            Event::SetupFinished { steps, .. } => {
+                for st in steps.iter().filter(|s| !s.ok) {
+                    self.line(&format!("   setup {} failed: {}", st.id, st.note.as_deref().unwrap_or("")));
+                }
+            }
+            Event::IterationFinished { record, planned, .. } => {
+                let tag = match record.verdict {
+                    Verdict::Pass => "pass",
+                    Verdict::Fail => "FAIL",
+                    Verdict::Hang => "HANG",
+                    Verdict::Panic => "PANIC",
+                    Verdict::Error => "ERROR",
+                };
+                let why = record.reasons.first().map(|r| format!(": {r}")).unwrap_or_default();
+                let text = format!("   iteration {}/{planned}: {tag}{why}", record.iteration);
+                match &self.progress {
+                    Some(bar) => {
+                        bar.inc(1);
+                        if record.verdict != Verdict::Pass || self.verbose {
+                            bar.println(text);
+                        }
+                    }
+                    None => eprintln!("{text}"),
+                }
+            }
+            Event::RunFinished { run, .. } => {
+                if let Some(bar) = self.progress.take() {
+                    bar.finish_and_clear();
+                }
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", summary_text(run));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.progress.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Writes `results.json` (rewritten atomically after every iteration, so a killed run keeps
+//! everything finished) and `junit.xml`.
+
+use std::path::{Path, PathBuf};
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use super::events::{Event, Reporter, Stamped};
+use super::results::{summarize, HostInfo, Results, RunRecord, Verdict, SCHEMA_VERSION};
+
+pub struct ResultsWriter {
+    dir: PathBuf,
+    results: Results,
+    /// The first write error, reported once.
+    error: Option<String>,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+impl ResultsWriter {
+    pub fn new(dir: &Path, host: HostInfo) -> Self {
+        ResultsWriter {
+            dir: dir.to_path_buf(),
+            results: Results {
+                schema: SCHEMA_VERSION,
+                crashrig_version: env!("CARGO_PKG_VERSION").into(),
+                started: now_rfc3339(),
+                finished: None,
+                host,
+                runs: Vec::new(),
+            },
+            error: None,
+        }
+    }
+
+    /// Starts from results already in the directory (resume).
+    pub fn with_existing(dir: &Path, results: Results) -> Self {
+        ResultsWriter { dir: dir.to_path_buf(), results, error: None }
+    }
+
+    pub fn results(&self) -> &Results {
+        &self.results
+    }
+
+    fn run_mut(&mut self, index: usize) -> Option<&mut RunRecord> {
+        self.results.runs.get_mut(index)
+    }
+
+    fn write(&mut self) {
+        if let Err(e) = write_json_atomic(&self.dir.join("results.json"), &self.results) {
+            self.error.get_or_insert(e.to_string());
+        }
+    }
+}
+
+pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text + "\n")?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Reporter for ResultsWriter {
+    fn report(&mut self, e: &Stamped) {
+        match &e.event {
+            Event::RunStarted { index, run, .. } => {
+                if *index < self.results.runs.len() {
+                    self.results.runs[*index] = (**run).clone();
+                } else {
+                    self.results.runs.push((**run).clone());
+                }
+                self.write();
+            }
+            Event::BootFinished { index, boot } => {
+                if let Some(run) = self.run_mut(*index) {
+                    run.boots.push(boot.clone());
+                }
+            }
+            Event::SetupFinished { index, steps } => {
+                if let Some(run) = self.run_mut(*index) {
+                    run.setup = steps.clone();
+                }
+                self.write();
+            }
+            Event::IterationFinished { index, record, .. } => {
+                if let Some(run) = self.run_mut(*index) {
+                    run.iterations.push((**record).clone());
+                    run.summary = summarize(&run.iterations);
+                }
+                self.write();
+            }
+            Event::RunFinished { index, run } => {
+                if let Some(slot) = self.run_mut(*index) {
+                    *slot = (**run).clone();
+                }
+                self.write();
+                let _ = std::fs::write(self.dir.join("junit.xml"), junit(&self.results));
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        self.results.finished = Some(now_rfc3339());
+        self.write();
+        if let Err(e) = std::fs::write(self.dir.join("junit.xml"), junit(&self.results)) {
+            self.error.get_or_insert(e.to_string());
+        }
+        if let Some(e) = &self.error {
+            eprintln!("crashrig: warning: cannot write results in {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// JUnit XML: one suite per run (scenario on kernel), one case per iteration.
+pub fn junit(results: &Results) -> String {
+    let mut report = Report::new("crashrig");
+    for run in &results.runs {
+        let mut suite = TestSuite::new(format!("{} @ {}", run.scenario.name, run.kernel.spec));
+        suite.add_property(quick_junit::Property::new("kernel.version", run.kernel.version.as_str()));
+        suite.add_property(quick_junit::Property::new("accel", run.accel.as_str()));
+        suite.add_property(quick_junit::Property::new("seed", run.seed.to_string()));
+        if let Some(err) = &run.error {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            status.set_message(err.as_str());
+            suite.add_test_case(TestCase::new("setup", status));
+        }
+        for it in &run.iterations {
+            let status = match it.verdict {
+                Verdict::Pass => TestCaseStatus::success(),
+                v => {
+                    let kind = if v == Verdict::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                    let mut status = TestCaseStatus::non_success(kind);
+                    status.set_message(it.reasons.first().cloned().unwrap_or_default());
+                    status.set_type(format!("{v:?}").to_lowercase());
+                    status.set_description(it.reasons.join("\n"));
+                    status
+                }
+            };
+            let mut case = TestCase::new(format!("iteration {}", it.iteration), status);
+            case.set_classname(format!("{}.{}", run.scenario.name, run.kernel.spec));
+            case.set_time(std::time::Duration::from_secs_f64(it.duration_ms / 1000.0));
+            suite.add_test_case(case);
+        }
+        report.add_test_suite(suite);
+    }
+    report.to_string().unwrap_or_default()
+}

@@ -1,0 +1,357 @@
+//! Turning scenario steps into what runs: guest plans (run back to back by the helper inside
+//! the guest) separated by host actions (power cut, panic, reboot, hot-unplug). Pure: the
+//! same scenario and seed always give the same plan.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crashrig_guest::{DmTable, Op, Retry};
+
+use crate::scenario::{FlakeyMode, Scenario, Step};
+
+/// Interval between retries of an EBUSY mount/umount: short, since the window being measured
+/// is often a few milliseconds.
+const RETRY_INTERVAL_MS: u64 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    Setup,
+    Steps,
+    Cleanup,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Setup => "setup",
+            Phase::Steps => "steps",
+            Phase::Cleanup => "cleanup",
+        }
+    }
+
+    pub fn steps(self, s: &Scenario) -> &[Step] {
+        match self {
+            Phase::Setup => &s.setup,
+            Phase::Steps => &s.steps,
+            Phase::Cleanup => &s.cleanup,
+        }
+    }
+}
+
+/// Identifies a scenario step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepRef {
+    pub phase: Phase,
+    pub index: usize,
+}
+
+impl StepRef {
+    /// Index in the helper protocol: phases are spaced so one number names one step.
+    pub fn wire(self) -> usize {
+        (self.phase as usize) * 100_000 + self.index
+    }
+
+    pub fn from_wire(n: usize) -> Option<StepRef> {
+        let phase = match n / 100_000 {
+            0 => Phase::Setup,
+            1 => Phase::Steps,
+            2 => Phase::Cleanup,
+            _ => return None,
+        };
+        Some(StepRef { phase, index: n % 100_000 })
+    }
+
+    /// The step's id in results: its `id`, or `<kind>#<index>` (1-based).
+    pub fn id(self, s: &Scenario) -> String {
+        let step = &self.phase.steps(s)[self.index];
+        match step.id() {
+            Some(id) => id.to_string(),
+            None => format!("{}#{}", step.kind(), self.index + 1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostAction {
+    PowerCut,
+    Panic,
+    Reboot,
+    Unplug { serial: String },
+    Replug { serial: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Segment {
+    Guest(Vec<(StepRef, Op)>),
+    Host(StepRef, HostAction),
+}
+
+/// The device-mapper name crashrig gives a `dm: true` device.
+pub fn dm_name(device: &str) -> String {
+    format!("crashrig-{device}")
+}
+
+/// Ops to run after every boot, before anything else: device-mapper stacks do not survive a
+/// reboot.
+pub fn boot_prelude(s: &Scenario) -> Vec<Op> {
+    s.devices
+        .iter()
+        .filter(|d| d.dm)
+        .map(|d| Op::DmCreate { name: dm_name(&d.name), device: d.name.clone() })
+        .collect()
+}
+
+/// Derives the seed of iteration `n` (1-based; 0 is setup) from the run seed.
+pub fn iteration_seed(run_seed: u64, n: u32) -> u64 {
+    // splitmix64 of the pair: well spread even for consecutive inputs.
+    let mut z = run_seed ^ (u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Plans one phase. `seed` drives random sleeps; `data_seed` the content of write/verify-data
+/// (constant over a run so data written in one phase verifies in another).
+pub fn plan_phase(s: &Scenario, phase: Phase, seed: u64, data_seed: u64) -> Vec<Segment> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut segments = Vec::new();
+    let mut guest: Vec<(StepRef, Op)> = Vec::new();
+    for (index, step) in phase.steps(s).iter().enumerate() {
+        let r = StepRef { phase, index };
+        match to_action(s, step) {
+            Some(action) => {
+                if !guest.is_empty() {
+                    segments.push(Segment::Guest(std::mem::take(&mut guest)));
+                }
+                segments.push(Segment::Host(r, action));
+            }
+            None => guest.push((r, to_op(s, step, &mut rng, data_seed))),
+        }
+    }
+    if !guest.is_empty() {
+        segments.push(Segment::Guest(guest));
+    }
+    segments
+}
+
+fn default_device(s: &Scenario) -> String {
+    s.filesystem
+        .as_ref()
+        .and_then(|f| f.device.clone())
+        .or_else(|| s.devices.first().map(|d| d.name.clone()))
+        .unwrap_or_default()
+}
+
+/// The scenario device name a step acts on.
+fn device_name(s: &Scenario, explicit: &Option<String>) -> String {
+    explicit.clone().unwrap_or_else(|| default_device(s))
+}
+
+/// Where the filesystem lives in the guest: the dm device when stacked.
+fn fs_device(s: &Scenario, name: &str) -> String {
+    match s.devices.iter().find(|d| d.name == name) {
+        Some(d) if d.dm => format!("/dev/mapper/{}", dm_name(name)),
+        _ => name.to_string(),
+    }
+}
+
+fn mountpoint(s: &Scenario, explicit: &Option<String>) -> String {
+    explicit
+        .clone()
+        .or_else(|| s.filesystem.as_ref().map(|f| f.mountpoint.clone()))
+        .unwrap_or_else(|| "/mnt".into())
+}
+
+fn fstype(s: &Scenario) -> String {
+    s.filesystem.as_ref().map(|f| f.fstype.clone()).unwrap_or_default()
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn retry(d: Option<Duration>) -> Option<Retry> {
+    d.map(|d| Retry { max_ms: ms(d), interval_ms: RETRY_INTERVAL_MS })
+}
+
+fn to_action(s: &Scenario, step: &Step) -> Option<HostAction> {
+    Some(match step {
+        Step::PowerCut(_) => HostAction::PowerCut,
+        Step::Panic(_) => HostAction::Panic,
+        Step::Reboot(_) => HostAction::Reboot,
+        Step::Unplug(p) => HostAction::Unplug { serial: device_name(s, &p.device) },
+        Step::Replug(p) => HostAction::Replug { serial: device_name(s, &p.device) },
+        _ => return None,
+    })
+}
+
+fn to_op(s: &Scenario, step: &Step, rng: &mut impl Rng, data_seed: u64) -> Op {
+    let fs = s.filesystem.as_ref();
+    match step {
+        Step::Mkfs(m) => Op::Mkfs {
+            device: fs_device(s, &device_name(s, &m.device)),
+            fstype: m.fstype.clone().unwrap_or_else(|| fstype(s)),
+            options: m.options.clone().or_else(|| fs.map(|f| f.mkfs_options.clone())).unwrap_or_default(),
+        },
+        Step::Mount(m) => Op::Mount {
+            device: fs_device(s, &device_name(s, &m.device)),
+            target: mountpoint(s, &m.mountpoint),
+            fstype: fstype(s),
+            options: m.options.clone().or_else(|| fs.map(|f| f.mount_options.clone())).unwrap_or_default(),
+            retry: retry(m.retry),
+        },
+        Step::Umount(u) => Op::Umount {
+            target: mountpoint(s, &u.mountpoint),
+            force: u.force,
+            detach: u.detach,
+            retry: retry(u.retry),
+        },
+        Step::Spawn(sp) => Op::Spawn { name: sp.name.clone(), command: sp.command.clone() },
+        Step::Kill(k) => Op::Kill { name: k.name.clone(), signal: k.signal.clone(), wait_ms: ms(k.wait) },
+        Step::Run(r) => Op::Run { command: r.command.clone(), timeout_ms: ms(r.timeout) },
+        Step::Sleep(sl) => {
+            let d = match (sl.time, sl.min, sl.max) {
+                (Some(t), _, _) => ms(t),
+                (None, Some(lo), Some(hi)) if hi > lo => rng.gen_range(ms(lo)..=ms(hi)),
+                (None, Some(lo), _) => ms(lo),
+                _ => 0,
+            };
+            Op::Sleep { ms: d }
+        }
+        Step::Shutdown(sh) => Op::Shutdown { target: mountpoint(s, &sh.mountpoint), flag: sh.flags },
+        Step::Sync(sy) => Op::Sync { target: sy.mountpoint.clone() },
+        Step::DmError(d) => Op::DmSwap { name: dm_name(&device_name(s, &d.device)), table: DmTable::Error },
+        Step::DmRestore(d) => Op::DmSwap { name: dm_name(&device_name(s, &d.device)), table: DmTable::Linear },
+        Step::DmFlakey(d) => Op::DmSwap {
+            name: dm_name(&device_name(s, &d.device)),
+            table: match d.mode {
+                FlakeyMode::DropWrites => DmTable::FlakeyDrop,
+                FlakeyMode::ErrorWrites => DmTable::FlakeyError,
+            },
+        },
+        Step::Fsck(f) => Op::Fsck { device: fs_device(s, &device_name(s, &f.device)), fstype: fstype(s) },
+        Step::WriteData(d) => Op::WriteData {
+            dir: format!("{}/{}", mountpoint(s, &None), d.dir),
+            files: d.files,
+            size: d.size.0,
+            seed: data_seed,
+            fsync: d.fsync,
+        },
+        Step::VerifyData(d) => Op::VerifyData {
+            dir: format!("{}/{}", mountpoint(s, &None), d.dir),
+            files: d.files,
+            size: d.size.0,
+            seed: data_seed,
+        },
+        Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) | Step::Unplug(_) | Step::Replug(_) => {
+            unreachable!("host steps are planned as host actions")
+        }
+    }
+}
+
+/// The longest a guest plan may take: its own bounds plus slack for the guest being slow.
+pub fn plan_timeout(ops: &[(StepRef, Op)], iteration_timeout: Duration) -> Duration {
+    let bounded: u64 = ops
+        .iter()
+        .map(|(_, op)| match op {
+            Op::Sleep { ms } => *ms,
+            Op::Run { timeout_ms, .. } => *timeout_ms,
+            Op::Kill { wait_ms, .. } => *wait_ms,
+            Op::Mount { retry: Some(r), .. } | Op::Umount { retry: Some(r), .. } => r.max_ms,
+            _ => 0,
+        })
+        .sum();
+    iteration_timeout.max(Duration::from_millis(bounded) + Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::*;
+
+    fn scenario(steps: Vec<Step>) -> Scenario {
+        Scenario {
+            version: 1,
+            name: "t".into(),
+            description: String::new(),
+            vm: VmSpec::default(),
+            kconfig: vec![],
+            devices: vec![Device { name: "scratch".into(), size: Size(1 << 30), dm: true }],
+            filesystem: Some(Filesystem {
+                fstype: "xfs".into(),
+                device: None,
+                mountpoint: "/mnt".into(),
+                mkfs_options: vec!["-f".into()],
+                mount_options: vec![],
+            }),
+            iterations: 3,
+            iteration_timeout: Duration::from_secs(300),
+            seed: None,
+            setup: vec![],
+            steps,
+            cleanup: vec![],
+            dmesg: DmesgExpect::default(),
+        }
+    }
+
+    #[test]
+    fn host_steps_split_guest_plans_and_defaults_come_from_the_filesystem() {
+        let s = scenario(vec![
+            Step::Mkfs(MkfsStep::default()),
+            Step::Mount(MountStep { retry: Some(Duration::from_secs(10)), ..MountStep::default() }),
+            Step::PowerCut(HostStep::default()),
+            Step::Umount(UmountStep::default()),
+        ]);
+        let segs = plan_phase(&s, Phase::Steps, 1, 2);
+        assert_eq!(segs.len(), 3);
+        let Segment::Guest(first) = &segs[0] else { panic!("{segs:?}") };
+        assert_eq!(
+            first[0].1,
+            Op::Mkfs { device: "/dev/mapper/crashrig-scratch".into(), fstype: "xfs".into(), options: vec!["-f".into()] }
+        );
+        assert_eq!(
+            first[1].1,
+            Op::Mount {
+                device: "/dev/mapper/crashrig-scratch".into(),
+                target: "/mnt".into(),
+                fstype: "xfs".into(),
+                options: vec![],
+                retry: Some(Retry { max_ms: 10_000, interval_ms: RETRY_INTERVAL_MS })
+            }
+        );
+        assert_eq!(segs[1], Segment::Host(StepRef { phase: Phase::Steps, index: 2 }, HostAction::PowerCut));
+        assert_eq!(boot_prelude(&s), vec![Op::DmCreate { name: "crashrig-scratch".into(), device: "scratch".into() }]);
+    }
+
+    #[test]
+    fn random_sleeps_are_reproducible_from_the_seed_and_in_range() {
+        let s = scenario(vec![Step::Sleep(SleepStep {
+            id: None,
+            time: None,
+            min: Some(Duration::from_millis(1000)),
+            max: Some(Duration::from_millis(2000)),
+        })]);
+        let sleep = |seed| match &plan_phase(&s, Phase::Steps, seed, 0)[0] {
+            Segment::Guest(ops) => match ops[0].1 {
+                Op::Sleep { ms } => ms,
+                _ => panic!(),
+            },
+            _ => panic!(),
+        };
+        let draws: Vec<u64> = (0..50).map(|i| sleep(iteration_seed(7, i))).collect();
+        assert!(draws.iter().all(|d| (1000..=2000).contains(d)));
+        assert!(draws.iter().any(|&d| d != draws[0]), "different iterations draw differently");
+        assert_eq!(sleep(iteration_seed(7, 3)), draws[3]);
+    }
+
+    #[test]
+    fn step_refs_round_trip_and_name_steps() {
+        let s = scenario(vec![Step::Mkfs(MkfsStep::default()), Step::Umount(UmountStep { id: Some("umount".into()), ..Default::default() })]);
+        for r in [StepRef { phase: Phase::Setup, index: 0 }, StepRef { phase: Phase::Cleanup, index: 42 }] {
+            assert_eq!(StepRef::from_wire(r.wire()), Some(r));
+        }
+        assert_eq!(StepRef { phase: Phase::Steps, index: 0 }.id(&s), "mkfs#1");
+        assert_eq!(StepRef { phase: Phase::Steps, index: 1 }.id(&s), "umount");
+    }
+}

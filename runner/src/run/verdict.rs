@@ -1,0 +1,159 @@
+//! Judging an iteration: step reports against the scenario's expectations, plus dmesg
+//! findings. Pure.
+
+use crashrig_guest::{Detail, StepReport};
+
+use crate::outcome::Finding;
+use crate::report::{StepRecord, Verdict};
+use crate::scenario::{FindingSelector, Scenario, Step};
+
+use super::plan::StepRef;
+
+/// Whether a step's report meets its expectation, and a note saying why not.
+pub fn judge_step(step: &Step, r: &StepReport) -> (bool, Option<String>) {
+    if let Some(e) = &r.error {
+        return (false, Some(e.clone()));
+    }
+    let errno_text = |e: &Option<String>| e.clone().unwrap_or_else(|| "ok".into());
+    match step {
+        Step::Mkfs(m) => {
+            // mkfs reports an exit status, not an errno: only `expect: any` tolerates failure.
+            let any = m.expect.allows(None) && m.expect.allows(Some("EIO")) && m.expect.allows(Some("EBUSY"));
+            let ok = r.exit_status == Some(0) || any;
+            (ok, (!ok).then(|| format!("mkfs exited with {}", r.exit_status.map_or("no status".into(), |s| s.to_string()))))
+        }
+        Step::Mount(m) => expect(&m.expect, r, errno_text),
+        Step::Umount(u) => expect(&u.expect, r, errno_text),
+        Step::Shutdown(s) => expect(&s.expect, r, errno_text),
+        Step::Run(run) => {
+            let ok = r.exit_status == Some(run.exit);
+            (ok, (!ok).then(|| format!("exited with {} (expected {})", r.exit_status.map_or("nothing".into(), |s| s.to_string()), run.exit)))
+        }
+        Step::Kill(_) => match &r.detail {
+            Some(Detail::Killed { timed_out: true, .. }) => {
+                (false, Some("the workload still had tasks when the wait ran out".into()))
+            }
+            _ => (true, None),
+        },
+        Step::Fsck(f) => match &r.detail {
+            Some(Detail::Fsck { clean: false }) if f.must_be_clean => (false, Some("the checker found problems".into())),
+            _ => (true, None),
+        },
+        Step::VerifyData(_) => match &r.detail {
+            Some(Detail::Data { missing, corrupted, .. }) if !missing.is_empty() || !corrupted.is_empty() => (
+                false,
+                Some(format!("{} files missing, {} corrupted", missing.len(), corrupted.len())),
+            ),
+            _ => (true, None),
+        },
+        _ => (true, None),
+    }
+}
+
+fn expect(
+    e: &crate::scenario::Expect,
+    r: &StepReport,
+    text: impl Fn(&Option<String>) -> String,
+) -> (bool, Option<String>) {
+    if e.allows(r.errno.as_deref()) {
+        (true, None)
+    } else {
+        let mut note = format!("returned {}", text(&r.errno));
+        if let Some(w) = r.busy_window_ms {
+            if r.busy_gave_up {
+                note.push_str(&format!(", still busy after {w:.0} ms"));
+            } else {
+                note.push_str(&format!(", busy for {w:.1} ms"));
+            }
+        }
+        (false, Some(note))
+    }
+}
+
+/// Builds the step record of a report.
+pub fn step_record(s: &Scenario, r: StepRef, report: &StepReport) -> StepRecord {
+    let step = &r.phase.steps(s)[r.index];
+    let (ok, note) = judge_step(step, report);
+    let mut output = report.stderr.clone();
+    if !report.stdout.is_empty() && !matches!(step, Step::Run(_)) {
+        output = format!("{}{}", report.stdout, output);
+    } else if !ok {
+        output = format!("{}{}", report.stdout, report.stderr);
+    }
+    StepRecord {
+        id: r.id(s),
+        kind: step.kind().into(),
+        phase: r.phase.name().into(),
+        errno: report.errno.clone(),
+        final_errno: report.final_errno.clone(),
+        attempts: report.attempts,
+        busy_window_ms: report.busy_window_ms,
+        busy_gave_up: report.busy_gave_up,
+        duration_ms: report.duration_ms,
+        exit_status: report.exit_status,
+        ok,
+        note,
+        detail: report.detail.clone(),
+        output: if ok { String::new() } else { truncate_tail(&output, 4096) },
+    }
+}
+
+fn truncate_tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[...]{}", &s[start..])
+}
+
+/// Whether a finding of `kind` fails an iteration under the scenario's dmesg policy.
+pub fn fails_on(s: &Scenario, kind: &str) -> bool {
+    match &s.dmesg.fail_on {
+        FindingSelector::All => true,
+        FindingSelector::None => false,
+        FindingSelector::Kinds(kinds) => kinds.iter().any(|k| k == kind),
+    }
+}
+
+/// What ended an iteration early, if anything.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Abort {
+    /// The guest stopped answering.
+    Hang(String),
+    /// The kernel panicked without a `panic` step asking for it.
+    Panic(String),
+    /// crashrig or QEMU failed.
+    Infra(String),
+}
+
+/// The verdict of an iteration and the reasons for it.
+pub fn verdict(s: &Scenario, steps: &[StepRecord], findings: &[Finding], abort: Option<&Abort>) -> (Verdict, Vec<String>) {
+    let mut reasons: Vec<String> = steps
+        .iter()
+        .filter(|st| !st.ok)
+        .map(|st| format!("{} ({}): {}", st.id, st.kind, st.note.as_deref().unwrap_or("expectation not met")))
+        .collect();
+    for f in findings.iter().filter(|f| !f.expected && fails_on(s, &f.kind.to_string())) {
+        reasons.push(format!("dmesg {}: {}", f.kind, f.title));
+    }
+    let v = match abort {
+        Some(Abort::Infra(why)) => {
+            reasons.insert(0, format!("infrastructure: {why}"));
+            Verdict::Error
+        }
+        Some(Abort::Hang(why)) => {
+            reasons.insert(0, format!("hang: {why}"));
+            Verdict::Hang
+        }
+        Some(Abort::Panic(why)) => {
+            reasons.insert(0, format!("panic: {why}"));
+            Verdict::Panic
+        }
+        None if reasons.is_empty() => Verdict::Pass,
+        None => Verdict::Fail,
+    };
+    (v, reasons)
+}
