@@ -116,7 +116,13 @@ pub fn remove(cg: &Path) -> io::Result<()> {
 /// Our subtree under the cgroup root: `ROOT/crashrig/NAME`, created on demand.
 pub fn create(root: &Path, name: &str) -> io::Result<PathBuf> {
     let cg = root.join("crashrig").join(name);
-    std::fs::create_dir_all(&cg)?;
+    if let Err(e) = std::fs::create_dir_all(&cg) {
+        // Another helper may have removed the empty parent between our two mkdirs.
+        if e.kind() != io::ErrorKind::NotFound {
+            return Err(e);
+        }
+        std::fs::create_dir_all(&cg)?;
+    }
     Ok(cg)
 }
 

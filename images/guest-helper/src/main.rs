@@ -57,7 +57,30 @@ impl Env {
     }
 }
 
+/// Directories every tool the plans call lives in; an SSH session's PATH may lack the sbin ones.
+const TOOL_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+fn complete_path() {
+    let current = std::env::var("PATH").unwrap_or_default();
+    let mut dirs: Vec<&str> = current.split(':').filter(|d| !d.is_empty()).collect();
+    for d in TOOL_DIRS {
+        if !dirs.contains(d) {
+            dirs.push(d);
+        }
+    }
+    // Single-threaded at this point, so changing the environment is safe.
+    std::env::set_var("PATH", dirs.join(":"));
+}
+
 fn main() {
+    complete_path();
     let arg = std::env::args().nth(1);
     match arg.as_deref() {
         Some("exec") => std::process::exit(exec()),

@@ -311,7 +311,7 @@ mod tests {
             (Some(libc::EBUSY), None, 3, false)
         );
         let w = a.busy_window_ms.unwrap();
-        assert!(w >= 2.0 && w < 1000.0, "{w}");
+        assert!((2.0..1000.0).contains(&w), "{w}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
+use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -613,8 +614,8 @@ pub fn run_captured(env: &Env, program: &str, args: &[&str], timeout_ms: u64) ->
         Some(cg) => Group::Cgroup(cg.clone()),
         None => Group::Pgrp(child.id() as i32),
     };
-    let mut out = Stream::new(child.stdout.take().map(|s| s.as_raw_fd_owned()));
-    let mut err = Stream::new(child.stderr.take().map(|s| s.as_raw_fd_owned()));
+    let mut out = Stream::new(child.stdout.take().map(IntoRawFd::into_raw_fd));
+    let mut err = Stream::new(child.stderr.take().map(IntoRawFd::into_raw_fd));
     // A pidfd turns the child's exit into a poll event (Linux 5.3); without it, poll in slices.
     // SAFETY: pidfd_open on our own child; the fd is closed below.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as i32, 0) } as i32;
@@ -623,7 +624,7 @@ pub fn run_captured(env: &Env, program: &str, args: &[&str], timeout_ms: u64) ->
     let mut timed_out = false;
     let mut drain_deadline = f64::INFINITY;
     loop {
-        if status.is_none() {
+        if status.is_none() && !timed_out {
             if let Ok(Some(st)) = child.try_wait() {
                 status = util::shell_status(st);
                 group.kill_all();
@@ -693,16 +694,6 @@ pub fn run_captured(env: &Env, program: &str, args: &[&str], timeout_ms: u64) ->
         stdout: out.finish(),
         stderr: err.finish(),
         error: timed_out.then(|| format!("timed out after {timeout_ms} ms")),
-    }
-}
-
-trait IntoRawOwned {
-    fn as_raw_fd_owned(self) -> i32;
-}
-
-impl<T: std::os::fd::IntoRawFd> IntoRawOwned for T {
-    fn as_raw_fd_owned(self) -> i32 {
-        self.into_raw_fd()
     }
 }
 
