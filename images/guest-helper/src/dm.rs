@@ -55,6 +55,12 @@ fn dmsetup(env: &Env, report: &mut StepReport, args: &[&str]) -> bool {
     ok
 }
 
+/// Load a module the kernel may not have yet (no udev or kmod static nodes to trigger it);
+/// best effort: when it is built in or missing, dmsetup reports the real problem.
+fn modprobe(env: &Env, module: &str) {
+    let _ = task::run_captured(env, "modprobe", &[module], 10_000);
+}
+
 /// Without udev nobody makes /dev/mapper/NAME; make it from sysfs when dmsetup did not.
 fn ensure_mapper_node(name: &str) {
     let node = Path::new("/dev/mapper").join(name);
@@ -100,6 +106,9 @@ pub fn create(env: &Env, report: &mut StepReport, name: &str, dev: &Path) {
             return;
         }
     };
+    if !Path::new("/dev/mapper/control").exists() {
+        modprobe(env, "dm-mod");
+    }
     let dev_s = dev.display().to_string();
     let t = table(DmTable::Linear, &dev_s, sectors);
     // --noudevsync: there is no udev in the guest to complete the cookie handshake.
@@ -138,6 +147,10 @@ pub fn swap(env: &Env, report: &mut StepReport, name: &str, kind: DmTable) {
         return;
     };
     let t = table(kind, &dev, sectors);
+    let flakey = matches!(kind, DmTable::FlakeyDrop | DmTable::FlakeyError);
+    if flakey && !Path::new("/sys/module/dm_flakey").exists() {
+        modprobe(env, "dm-flakey");
+    }
     // --nolockfs: do not freeze the filesystem first; the swap must look like the disk
     // changing under it, not like a clean snapshot point.
     if !dmsetup(

@@ -418,42 +418,29 @@ pub fn kill(env: &Env, report: &mut StepReport, name: &str, signal: &str, wait_m
     };
     let mut words = record.split_whitespace();
     let pid: i32 = words.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let use_cgroup = words.next() == Some("cgroup");
-    let cg = cgroup_root(env).map(|root| root.join("crashrig").join(name));
+    let cg = (words.next() == Some("cgroup")).then(|| env.cgroup_root.join("crashrig").join(name));
 
     let t0 = monotonic_ms();
-    let (tasks, empty) = if use_cgroup {
-        let Some(cg) = cg.filter(|cg| cg.exists()) else {
-            // Killed and removed before: nothing left to signal.
-            let status = read_status(&files.status, 0.0);
-            report.detail = Some(Detail::Killed {
-                tasks: 0,
-                exit_wait_ms: (wait_ms > 0).then_some(0.0),
-                exit_status: status,
-                timed_out: false,
-            });
-            return;
-        };
-        match kill_cgroup(&cg, sig, wait_ms) {
+    let (tasks, empty) = match &cg {
+        // Killed and removed by an earlier kill: nothing left to signal.
+        Some(cg) if !cg.exists() => (0, true),
+        Some(cg) => match kill_cgroup(cg, sig, wait_ms) {
             Ok(r) => r,
             Err(e) => {
                 report.error = Some(format!("signal workload {name}: {e}"));
                 return;
             }
-        }
-    } else {
-        kill_pgrp(pid, sig, wait_ms)
+        },
+        None => kill_pgrp(pid, sig, wait_ms),
     };
-    let exit_wait_ms = empty.then(|| monotonic_ms() - t0);
+    let exit_wait_ms = (wait_ms > 0 && empty).then(|| monotonic_ms() - t0);
     let timed_out = wait_ms > 0 && !empty;
     let exit_status = read_status(&files.status, if empty { 100.0 } else { 0.0 });
-    if empty {
-        if let Some(cg) = cgroup_root(env).map(|root| root.join("crashrig").join(name)) {
-            if use_cgroup {
-                if let Err(e) = cgroup::remove(&cg) {
-                    report.error = Some(format!("remove cgroup {}: {e}", cg.display()));
-                }
-            }
+    // The workload's own words (fio's errors, say) explain a run that did nothing.
+    report.stdout = log_tail(&files.log);
+    if let Some(cg) = cg.as_ref().filter(|_| empty) {
+        if let Err(e) = cgroup::remove(cg) {
+            report.error = Some(format!("remove cgroup {}: {e}", cg.display()));
         }
     }
     if timed_out {
@@ -463,10 +450,31 @@ pub fn kill(env: &Env, report: &mut StepReport, name: &str, signal: &str, wait_m
     }
     report.detail = Some(Detail::Killed {
         tasks,
-        exit_wait_ms: if wait_ms > 0 { exit_wait_ms } else { None },
+        exit_wait_ms,
         exit_status,
         timed_out,
     });
+}
+
+/// The workload log's last lines that `kill` reports (default: 8 KiB).
+const LOG_TAIL: usize = 8 * 1024;
+
+fn log_tail(log: &Path) -> String {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(log) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(LOG_TAIL as u64);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        text.insert_str(0, "[...]\n");
+    }
+    text
 }
 
 /// Signal every task of the cgroup; returns (tasks signalled, cgroup empty afterwards).

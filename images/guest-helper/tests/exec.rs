@@ -328,7 +328,7 @@ fn kill_workload_with_forked_child(cgroups: bool) {
         "kill",
         vec![
             json!({"op": "spawn", "name": name,
-                   "command": format!("sleep 1000 & echo $! > {child_pid}; exec sleep 1000")}),
+                   "command": format!("echo started; sleep 1000 & echo $! > {child_pid}; exec sleep 1000")}),
             json!({"op": "sleep", "ms": 200}),
             json!({"op": "kill", "name": name, "signal": "KILL", "wait_ms": 5000}),
             json!({"op": "kill", "name": "no-such-workload", "signal": "KILL", "wait_ms": 0}),
@@ -618,7 +618,16 @@ fn fs_round_trip(fstype: &str, mkfs_options: &[&str]) {
         "{:?}",
         r[1]
     );
+    // Kernels without a shutdown ioctl for this filesystem (btrfs before it was added) say
+    // ENOTTY, which the helper must pass through as it is.
+    let has_shutdown = r[4].errno.as_deref() != Some("ENOTTY");
+    if !has_shutdown {
+        eprintln!("NOTE: {fstype} has no FS_IOC_SHUTDOWN on this kernel (ENOTTY)");
+    }
     for i in [2, 3, 4, 6, 7, 9, 10] {
+        if i == 4 && !has_shutdown {
+            continue;
+        }
         assert_eq!(
             (&r[i].errno, &r[i].error),
             (&None, &None),
@@ -626,10 +635,11 @@ fn fs_round_trip(fstype: &str, mkfs_options: &[&str]) {
             r[i]
         );
     }
+    let after = if has_shutdown { Some("EIO") } else { None };
     assert_eq!(
         r[5].errno.as_deref(),
-        Some("EIO"),
-        "writes fail after a shutdown: {:?}",
+        after,
+        "writes after a shutdown: {:?}",
         r[5]
     );
     assert_eq!(r[8].error, None, "{:?}", r[8]);
@@ -649,6 +659,11 @@ fn xfs_survives_shutdown_with_fsynced_data() {
 #[test]
 fn ext4_survives_shutdown_with_fsynced_data() {
     fs_round_trip("ext4", &["-q", "-F"]);
+}
+
+#[test]
+fn btrfs_survives_shutdown_with_fsynced_data() {
+    fs_round_trip("btrfs", &["-q", "-f"]);
 }
 
 #[test]
