@@ -1,14 +1,14 @@
 //! Scenario format v1: model, loading with `file:line:column` errors, validation.
+//! The format is documented in docs/scenario-format.md.
 
+mod load;
 pub mod model;
+mod validate;
+mod yaml;
 
+pub use load::{
+    load_file, load_file_with_warnings, load_str, load_str_with_warnings, Diagnostic, Diagnostics,
+    LoadError, Loaded,
+};
 pub use model::*;
-
-/// Interim loader until load.rs lands.
-pub fn load_file(path: &std::path::Path) -> Result<Scenario, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|e| {
-        let (l, c) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        format!("{}:{l}:{c}: {e}", path.display())
-    })
-}
+pub use validate::{validate, PathSeg, Problem, Severity, KNOWN_FSTYPES, SIGNALS};

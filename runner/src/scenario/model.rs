@@ -54,7 +54,7 @@ pub struct Scenario {
     pub iteration_timeout: Duration,
     /// Seed for random sleeps; default: drawn per run and recorded in the results.
     pub seed: Option<u64>,
-    /// Run once after boot (and again after any step that reboots the VM? no: once per run).
+    /// Run once per run, after the first boot, before the first iteration. Default: none.
     #[serde(default)]
     pub setup: Vec<Step>,
     /// Run every iteration.
@@ -228,9 +228,8 @@ impl Step {
 }
 
 /// What outcomes of a step are acceptable. In YAML: `expect: ok`, `expect: any`, `expect: EBUSY`
-/// or a list `expect: [ok, EBUSY]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// or a non-empty list `expect: [ok, EBUSY]`. Default: ok.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
     One(Outcome),
     Many(Vec<Outcome>),
@@ -242,7 +241,48 @@ impl Default for Expect {
     }
 }
 
+impl Serialize for Expect {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Expect::One(o) => o.serialize(s),
+            Expect::Many(list) => list.serialize(s),
+        }
+    }
+}
+
+// Hand-written rather than `untagged`, so that a wrong value says what is accepted instead
+// of "data did not match any variant".
+impl<'de> Deserialize<'de> for Expect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Expect;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`ok`, `any`, an errno name such as `EBUSY`, or a list of these")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Expect, E> {
+                Outcome::parse(v).map(Expect::One).map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Expect, A::Error> {
+                let mut list = Vec::new();
+                while let Some(o) = seq.next_element::<Outcome>()? {
+                    list.push(o);
+                }
+                if list.is_empty() {
+                    return Err(serde::de::Error::invalid_length(0, &"at least one outcome"));
+                }
+                Ok(Expect::Many(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl Expect {
+    /// Whether a step that failed with `errno` (`None`: it succeeded) met the expectation.
     pub fn allows(&self, errno: Option<&str>) -> bool {
         let check = |o: &Outcome| match (o, errno) {
             (Outcome::Any, _) => true,
@@ -281,17 +321,28 @@ impl Serialize for Outcome {
     }
 }
 
+impl Outcome {
+    /// Parses `ok`, `any` or an errno name; the error says what was wrong.
+    pub fn parse(s: &str) -> Result<Outcome, String> {
+        match s {
+            "ok" => Ok(Outcome::Ok),
+            "any" => Ok(Outcome::Any),
+            e if crashrig_guest::errno_value(e).is_some() => Ok(Outcome::Errno(s.to_string())),
+            e if crashrig_guest::errno_value(&e.to_ascii_uppercase()).is_some() => Err(format!(
+                "unknown outcome `{s}`, expected `{}` (errno names are upper case)",
+                e.to_ascii_uppercase()
+            )),
+            _ => Err(format!(
+                "unknown outcome `{s}`, expected `ok`, `any` or an errno name such as `EBUSY`"
+            )),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Outcome {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        match s.as_str() {
-            "ok" => Ok(Outcome::Ok),
-            "any" => Ok(Outcome::Any),
-            e if crashrig_guest::errno_value(e).is_some() => Ok(Outcome::Errno(s)),
-            _ => Err(serde::de::Error::custom(format!(
-                "unknown outcome `{s}`, expected `ok`, `any` or an errno name such as `EBUSY`"
-            ))),
-        }
+        Outcome::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -395,18 +446,64 @@ fn default_run_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-/// `sleep: 2s` or `sleep: { min: 1s, max: 3s }` (uniform, from the run's recorded seed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// `sleep: 2s`, `sleep: { time: 2s }` or `sleep: { min: 1s, max: 3s }` (uniform, drawn from
+/// the run's recorded seed). Validation requires exactly `time`, or both `min` <= `max`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", remote = "SleepStep")]
 pub struct SleepStep {
     /// Name of the step in results; default: `<kind>#<index>`.
     pub id: Option<String>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub time: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max: Option<Duration>,
+}
+
+impl Serialize for SleepStep {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SleepStep::serialize(self, s)
+    }
+}
+
+// A plain duration is the common case (`sleep: 2s`); a map takes the derived path so
+// unknown fields are still reported by name.
+impl<'de> Deserialize<'de> for SleepStep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SleepStep;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 2s, or a map with `time` or `min` and `max`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SleepStep, E> {
+                Ok(SleepStep {
+                    time: Some(humantime_serde_compat::parse(v).map_err(E::custom)?),
+                    ..SleepStep::default()
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SleepStep, A::Error> {
+                SleepStep::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -544,14 +641,80 @@ impl Default for DmesgExpect {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// The dmesg finding kinds crashrig classifies, as named in `dmesg.fail-on`.
+pub const FINDING_KINDS: &[&str] = &[
+    "warning",
+    "bug",
+    "oops",
+    "panic",
+    "kasan",
+    "lockdep",
+    "hung-task",
+    "rcu-stall",
+    "soft-lockup",
+    "fs-corruption",
+    "fs-error",
+];
+
+/// In YAML: `all`, `none`, one kind (`warning`) or a list of kinds from [`FINDING_KINDS`].
+/// Kinds are checked by validation, not here, so every bad one is reported.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FindingSelector {
     #[default]
     All,
     None,
-    #[serde(untagged)]
     Kinds(Vec<String>),
+}
+
+impl FindingSelector {
+    /// Whether a finding of `kind` fails the iteration.
+    pub fn selects(&self, kind: &str) -> bool {
+        match self {
+            FindingSelector::All => true,
+            FindingSelector::None => false,
+            FindingSelector::Kinds(kinds) => kinds.iter().any(|k| k == kind),
+        }
+    }
+}
+
+impl Serialize for FindingSelector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FindingSelector::All => s.serialize_str("all"),
+            FindingSelector::None => s.serialize_str("none"),
+            FindingSelector::Kinds(kinds) => kinds.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FindingSelector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FindingSelector;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`all`, `none`, a finding kind or a list of finding kinds")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FindingSelector, E> {
+                Ok(match v {
+                    "all" => FindingSelector::All,
+                    "none" => FindingSelector::None,
+                    kind => FindingSelector::Kinds(vec![kind.to_string()]),
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<FindingSelector, A::Error> {
+                let mut kinds = Vec::new();
+                while let Some(k) = seq.next_element::<String>()? {
+                    kinds.push(k);
+                }
+                Ok(FindingSelector::Kinds(kinds))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A byte count; YAML accepts `4096`, `64K`, `4G` (powers of 1024).
@@ -575,7 +738,7 @@ impl Size {
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (suffix, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
+            if self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift) {
                 return write!(f, "{}{}", self.0 >> shift, suffix);
             }
         }
@@ -624,10 +787,13 @@ pub mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration `{s}` ({e}), expected for example 500ms, 2s or 1m"
-            ))
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// Parses a humantime duration; the error names the text and shows valid examples.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s).map_err(|_| {
+            format!("invalid duration `{s}`, expected a number with a unit such as 500ms, 2s or 1m")
         })
     }
 }
@@ -635,7 +801,7 @@ pub mod humantime_serde_compat {
 pub mod opt_duration {
     use std::time::Duration;
 
-    use serde::{Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
@@ -644,7 +810,13 @@ pub mod opt_duration {
         }
     }
 
+    /// `null` (or `~`) reads as absent, so a serialized `None` loads back.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        super::humantime_serde_compat::deserialize(d).map(Some)
+        match Option::<String>::deserialize(d)? {
+            Some(s) => super::humantime_serde_compat::parse(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
     }
 }

@@ -1,0 +1,633 @@
+//! Checks that need the whole scenario (names declared, references resolved, ranges sane).
+//! Pure: problems carry a path into the scenario (`steps[3].kill.name`); the loader turns
+//! paths into file positions.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use super::model::{FindingSelector, Scenario, Size, SleepStep, Step, FINDING_KINDS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Error,
+    /// Reported, but the scenario still loads.
+    Warning,
+}
+
+/// One step of a path into the scenario, named as in the YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSeg {
+    Key(&'static str),
+    Index(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    /// Where the problem is; the loader points at the deepest part of it that exists.
+    pub path: Vec<PathSeg>,
+    pub message: String,
+}
+
+/// Parts of the scenario that failed to load and were left out. Checks that would report
+/// their absence (an undeclared device, a kill without its spawn) are skipped for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Partial {
+    pub name: bool,
+    pub devices: bool,
+    pub filesystem: bool,
+    pub steps: bool,
+}
+
+/// Filesystem types the default guest image has a `mkfs.<type>` and a checker for.
+pub const KNOWN_FSTYPES: &[&str] = &["xfs", "ext4", "btrfs"];
+
+/// Signal names `kill` accepts (without the SIG prefix).
+pub const SIGNALS: &[&str] = &[
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+];
+
+/// The longest name QEMU passes on as a virtio-blk serial (`VIRTIO_BLK_ID_BYTES`).
+pub const MAX_DEVICE_NAME: usize = 20;
+
+const MIN_MEMORY: Size = Size(256 << 20);
+const MIN_DEVICE_SIZE: Size = Size(1 << 20);
+const MAX_CPUS: u32 = 64;
+
+/// Every problem in a fully loaded scenario.
+pub fn validate(s: &Scenario) -> Vec<Problem> {
+    check(s, &Partial::default())
+}
+
+pub(crate) fn check(s: &Scenario, partial: &Partial) -> Vec<Problem> {
+    let mut v = Checker {
+        s,
+        partial,
+        problems: Vec::new(),
+    };
+    v.top();
+    v.devices();
+    v.filesystem();
+    v.steps();
+    v.dmesg();
+    v.problems
+}
+
+struct Checker<'a> {
+    s: &'a Scenario,
+    partial: &'a Partial,
+    problems: Vec<Problem>,
+}
+
+use PathSeg::{Index, Key};
+
+const SECTIONS: [&str; 3] = ["setup", "steps", "cleanup"];
+
+impl Checker<'_> {
+    fn error(&mut self, path: Vec<PathSeg>, message: String) {
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            path,
+            message,
+        });
+    }
+
+    fn warning(&mut self, path: Vec<PathSeg>, message: String) {
+        self.problems.push(Problem {
+            severity: Severity::Warning,
+            path,
+            message,
+        });
+    }
+
+    fn top(&mut self) {
+        let s = self.s;
+        if s.version != 1 {
+            self.error(
+                vec![Key("version")],
+                format!("unsupported version {}, only version 1 exists", s.version),
+            );
+        }
+        if !self.partial.name {
+            if s.name.trim().is_empty() {
+                self.error(vec![Key("name")], "`name` must not be empty".into());
+            } else if s.name.contains('/') {
+                self.error(
+                    vec![Key("name")],
+                    format!(
+                        "`name` `{}` must not contain `/` (it names result files)",
+                        s.name
+                    ),
+                );
+            }
+        }
+        if s.iterations == 0 {
+            self.error(
+                vec![Key("iterations")],
+                "`iterations` must be at least 1".into(),
+            );
+        }
+        if s.iteration_timeout < Duration::from_secs(1) {
+            self.error(
+                vec![Key("iteration-timeout")],
+                "`iteration-timeout` must be at least 1s".into(),
+            );
+        }
+        if s.vm.memory < MIN_MEMORY {
+            self.error(
+                vec![Key("vm"), Key("memory")],
+                format!(
+                    "`vm.memory` is {}, at least {MIN_MEMORY} is needed",
+                    s.vm.memory
+                ),
+            );
+        }
+        if !(1..=MAX_CPUS).contains(&s.vm.cpus) {
+            self.error(
+                vec![Key("vm"), Key("cpus")],
+                format!("`vm.cpus` is {}, expected 1 to {MAX_CPUS}", s.vm.cpus),
+            );
+        }
+        for (i, k) in s.kconfig.iter().enumerate() {
+            if k.is_empty() || k.contains('/') {
+                self.error(
+                    vec![Key("kconfig"), Index(i)],
+                    format!("kconfig fragment `{k}` must be a file name in kconfigs/"),
+                );
+            }
+        }
+    }
+
+    fn devices(&mut self) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, d) in self.s.devices.iter().enumerate() {
+            let path = vec![Key("devices"), Index(i), Key("name")];
+            if d.name.is_empty() {
+                self.error(path, "device name must not be empty".into());
+            } else if d.name.chars().count() > MAX_DEVICE_NAME {
+                self.error(
+                    path,
+                    format!(
+                        "device name `{}` is {} characters long, at most {MAX_DEVICE_NAME} fit in a virtio serial",
+                        d.name,
+                        d.name.chars().count()
+                    ),
+                );
+            } else if let Some(c) = d
+                .name
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+            {
+                self.error(
+                    path,
+                    format!(
+                        "device name `{}` contains {c:?}; use only letters, digits, `_` and `-`",
+                        d.name
+                    ),
+                );
+            } else if let Some(first) = seen.insert(&d.name, i) {
+                self.error(
+                    path,
+                    format!(
+                        "duplicate device name `{}` (already `devices[{first}]`)",
+                        d.name
+                    ),
+                );
+            }
+            if d.size < MIN_DEVICE_SIZE {
+                self.error(
+                    vec![Key("devices"), Index(i), Key("size")],
+                    format!(
+                        "device size {} is too small, at least {MIN_DEVICE_SIZE}",
+                        d.size
+                    ),
+                );
+            }
+        }
+    }
+
+    fn declared(&self, name: &str) -> bool {
+        self.s.devices.iter().any(|d| d.name == name)
+    }
+
+    fn unknown_device(&mut self, path: Vec<PathSeg>, name: &str) {
+        if self.partial.devices {
+            return;
+        }
+        let names: Vec<String> = self
+            .s
+            .devices
+            .iter()
+            .map(|d| format!("`{}`", d.name))
+            .collect();
+        let declared = if names.is_empty() {
+            "no devices are declared".to_string()
+        } else {
+            format!("declared: {}", names.join(", "))
+        };
+        self.error(path, format!("unknown device `{name}` ({declared})"));
+    }
+
+    /// The device the filesystem is on: its `device`, else the first device.
+    fn fs_device(&self) -> Option<&str> {
+        let fs = self.s.filesystem.as_ref()?;
+        fs.device
+            .as_deref()
+            .or_else(|| self.s.devices.first().map(|d| d.name.as_str()))
+    }
+
+    fn fstype(&mut self, path: Vec<PathSeg>, t: &str) {
+        if KNOWN_FSTYPES.contains(&t) {
+            return;
+        }
+        if t.is_empty()
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+        {
+            self.error(
+                path,
+                format!("invalid filesystem type `{t}`, expected xfs, ext4, btrfs or another mkfs.<type> name"),
+            );
+        } else {
+            self.warning(
+                path,
+                format!(
+                    "filesystem type `{t}` is not in the default guest image (it has xfs, ext4 and btrfs); add mkfs.{t} through the image recipe"
+                ),
+            );
+        }
+    }
+
+    fn absolute(&mut self, path: Vec<PathSeg>, field: &str, p: &str) {
+        if !p.starts_with('/') {
+            self.error(
+                path,
+                format!("`{field}` must be an absolute path, got `{p}`"),
+            );
+        }
+    }
+
+    fn filesystem(&mut self) {
+        let Some(fs) = &self.s.filesystem else {
+            return;
+        };
+        self.fstype(vec![Key("filesystem"), Key("type")], &fs.fstype);
+        self.absolute(
+            vec![Key("filesystem"), Key("mountpoint")],
+            "mountpoint",
+            &fs.mountpoint,
+        );
+        if self.partial.devices {
+            return;
+        }
+        match &fs.device {
+            Some(d) if !self.declared(d) => {
+                let d = d.clone();
+                self.unknown_device(vec![Key("filesystem"), Key("device")], &d);
+            }
+            None if self.s.devices.is_empty() => self.error(
+                vec![Key("filesystem")],
+                "`filesystem` needs a device, but no `devices` are declared".into(),
+            ),
+            _ => {}
+        }
+    }
+
+    fn steps(&mut self) {
+        let s = self.s;
+        if s.steps.is_empty() && !self.partial.steps {
+            self.error(
+                vec![Key("steps")],
+                "`steps` is empty; a scenario needs at least one step".into(),
+            );
+        }
+        let mut ids: HashMap<&str, (&'static str, &'static str)> = HashMap::new();
+        let mut spawned: HashSet<&str> = HashSet::new();
+        let mut running: HashMap<&str, &'static str> = HashMap::new();
+        let mut written: HashSet<&str> = HashSet::new();
+        for (section, steps) in SECTIONS.into_iter().zip([&s.setup, &s.steps, &s.cleanup]) {
+            for (i, step) in steps.iter().enumerate() {
+                let kind = step.kind();
+                let at = |field: Option<&'static str>| {
+                    let mut p = vec![Key(section), Index(i), Key(kind)];
+                    p.extend(field.map(Key));
+                    p
+                };
+                if let Some(id) = step.id() {
+                    if id.is_empty() {
+                        self.error(at(Some("id")), "step `id` must not be empty".into());
+                    } else if id.contains('#') {
+                        self.error(
+                            at(Some("id")),
+                            format!("step id `{id}` must not contain `#` (default ids use it)"),
+                        );
+                    } else if let Some((k, sec)) = ids.insert(id, (kind, section)) {
+                        self.error(
+                            at(Some("id")),
+                            format!(
+                                "duplicate step id `{id}` (already used by a {k} step in `{sec}`)"
+                            ),
+                        );
+                    }
+                }
+                self.step(step, &at);
+                let partial = self.partial.steps;
+                match step {
+                    Step::Spawn(sp) => {
+                        if let Some(first) = running.insert(&sp.name, section) {
+                            self.error(
+                                at(Some("name")),
+                                format!(
+                                    "spawn `{}` is already running (started in `{first}`); kill it before starting it again",
+                                    sp.name
+                                ),
+                            );
+                        }
+                        spawned.insert(&sp.name);
+                    }
+                    Step::Kill(k) => {
+                        running.remove(k.name.as_str());
+                        if !spawned.contains(k.name.as_str()) && !partial {
+                            self.error(
+                                at(Some("name")),
+                                format!(
+                                    "kill step names `{}`, but no spawn step before it starts `{}`",
+                                    k.name, k.name
+                                ),
+                            );
+                        }
+                    }
+                    Step::WriteData(d) => {
+                        written.insert(&d.dir);
+                    }
+                    Step::VerifyData(d) if !written.contains(d.dir.as_str()) && !partial => {
+                        self.error(
+                            at(Some("dir")),
+                            format!(
+                                "verify-data step checks `{}`, but no write-data step before it writes there",
+                                d.dir
+                            ),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Checks of one step on its own.
+    fn step(&mut self, step: &Step, at: &dyn Fn(Option<&'static str>) -> Vec<PathSeg>) {
+        let kind = step.kind();
+        let has_fs = self.s.filesystem.is_some() || self.partial.filesystem;
+        let need_fs = |this: &mut Self, missing: bool, hint: &str| {
+            if missing && !has_fs {
+                this.error(
+                    at(None),
+                    format!("{kind} step needs a `filesystem`, and none is declared{hint}"),
+                );
+            }
+        };
+        let device = |this: &mut Self, d: &Option<String>| {
+            if let Some(d) = d {
+                if !this.declared(d) {
+                    this.unknown_device(at(Some("device")), d);
+                }
+            }
+        };
+        match step {
+            Step::Mkfs(m) => {
+                need_fs(
+                    self,
+                    m.device.is_none() || m.fstype.is_none(),
+                    " (or give the step its own `device` and `type`)",
+                );
+                device(self, &m.device);
+                if let Some(t) = &m.fstype {
+                    self.fstype(at(Some("type")), t);
+                }
+            }
+            Step::Mount(m) => {
+                need_fs(self, true, "");
+                device(self, &m.device);
+                if let Some(p) = &m.mountpoint {
+                    self.absolute(at(Some("mountpoint")), "mountpoint", p);
+                }
+            }
+            Step::Umount(u) => {
+                need_fs(
+                    self,
+                    u.mountpoint.is_none(),
+                    " (or give the step its own `mountpoint`)",
+                );
+                if let Some(p) = &u.mountpoint {
+                    self.absolute(at(Some("mountpoint")), "mountpoint", p);
+                }
+            }
+            Step::Shutdown(sh) => {
+                need_fs(
+                    self,
+                    sh.mountpoint.is_none(),
+                    " (or give the step its own `mountpoint`)",
+                );
+                if let Some(p) = &sh.mountpoint {
+                    self.absolute(at(Some("mountpoint")), "mountpoint", p);
+                }
+            }
+            Step::Sync(sy) => {
+                if let Some(p) = &sy.mountpoint {
+                    self.absolute(at(Some("mountpoint")), "mountpoint", p);
+                }
+            }
+            Step::Fsck(f) => {
+                need_fs(self, true, "");
+                device(self, &f.device);
+            }
+            Step::WriteData(d) | Step::VerifyData(d) => {
+                need_fs(self, true, "");
+                if d.files == 0 {
+                    self.error(at(Some("files")), "`files` must be at least 1".into());
+                }
+                if d.dir.is_empty() || d.dir.starts_with('/') || d.dir.split('/').any(|c| c == "..")
+                {
+                    self.error(
+                        at(Some("dir")),
+                        format!(
+                            "`dir` must be a relative path below the mountpoint, got `{}`",
+                            d.dir
+                        ),
+                    );
+                }
+            }
+            Step::DmError(dm) | Step::DmRestore(dm) => {
+                need_fs(
+                    self,
+                    dm.device.is_none(),
+                    " (or give the step its own `device`)",
+                );
+                device(self, &dm.device);
+                self.dm_capable(dm.device.as_deref(), at);
+            }
+            Step::DmFlakey(dm) => {
+                need_fs(
+                    self,
+                    dm.device.is_none(),
+                    " (or give the step its own `device`)",
+                );
+                device(self, &dm.device);
+                self.dm_capable(dm.device.as_deref(), at);
+            }
+            Step::Unplug(p) | Step::Replug(p) => {
+                need_fs(
+                    self,
+                    p.device.is_none(),
+                    " (or give the step its own `device`)",
+                );
+                device(self, &p.device);
+            }
+            Step::Spawn(sp) => {
+                if sp.name.is_empty() {
+                    self.error(at(Some("name")), "spawn `name` must not be empty".into());
+                }
+                if sp.command.trim().is_empty() {
+                    self.error(
+                        at(Some("command")),
+                        "spawn `command` must not be empty".into(),
+                    );
+                }
+            }
+            Step::Kill(k) => {
+                if let Some(bare) = k.signal.strip_prefix("SIG") {
+                    self.error(
+                        at(Some("signal")),
+                        format!(
+                            "write signal `{}` without the SIG prefix: `{bare}`",
+                            k.signal
+                        ),
+                    );
+                } else if !SIGNALS.contains(&k.signal.as_str()) {
+                    self.error(
+                        at(Some("signal")),
+                        format!(
+                            "unknown signal `{}`, expected a name such as KILL, TERM, INT, HUP, QUIT, USR1, USR2, STOP or CONT",
+                            k.signal
+                        ),
+                    );
+                }
+            }
+            Step::Run(r) => {
+                if r.command.trim().is_empty() {
+                    self.error(
+                        at(Some("command")),
+                        "run `command` must not be empty".into(),
+                    );
+                }
+                if r.timeout.is_zero() {
+                    self.error(at(Some("timeout")), "`timeout` must be more than 0s".into());
+                }
+            }
+            Step::Sleep(sl) => self.sleep(sl, at),
+            Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) => {}
+        }
+    }
+
+    fn dm_capable(
+        &mut self,
+        explicit: Option<&str>,
+        at: &dyn Fn(Option<&'static str>) -> Vec<PathSeg>,
+    ) {
+        if self.partial.devices {
+            return;
+        }
+        let Some(name) = explicit.or_else(|| self.fs_device()) else {
+            return;
+        };
+        let Some(dev) = self.s.devices.iter().find(|d| d.name == name) else {
+            return; // reported as an unknown device
+        };
+        if !dev.dm {
+            let path = at(explicit.map(|_| "device"));
+            let kind = path
+                .get(2)
+                .and_then(|p| match p {
+                    Key(k) => Some(*k),
+                    Index(_) => None,
+                })
+                .unwrap_or("dm");
+            self.error(
+                path,
+                format!("{kind} step needs device `{name}` to be declared with `dm: true`"),
+            );
+        }
+    }
+
+    fn sleep(&mut self, sl: &SleepStep, at: &dyn Fn(Option<&'static str>) -> Vec<PathSeg>) {
+        match (sl.time, sl.min, sl.max) {
+            (Some(_), None, None) => {}
+            (None, Some(min), Some(max)) => {
+                if min > max {
+                    self.error(
+                        at(Some("min")),
+                        format!(
+                            "`min` ({}) is more than `max` ({})",
+                            humantime::format_duration(min),
+                            humantime::format_duration(max)
+                        ),
+                    );
+                }
+            }
+            (Some(_), _, _) => self.error(
+                at(None),
+                "sleep step has both `time` and `min`/`max`; give one or the other".into(),
+            ),
+            (None, Some(_), None) => {
+                self.error(at(None), "sleep step has `min` but no `max`".into())
+            }
+            (None, None, Some(_)) => {
+                self.error(at(None), "sleep step has `max` but no `min`".into())
+            }
+            (None, None, None) => self.error(
+                at(None),
+                "sleep step needs a duration (`sleep: 2s`), `time`, or `min` and `max`".into(),
+            ),
+        }
+    }
+
+    fn dmesg(&mut self) {
+        if let FindingSelector::Kinds(kinds) = &self.s.dmesg.fail_on {
+            for (i, k) in kinds.iter().enumerate() {
+                if !FINDING_KINDS.contains(&k.as_str()) {
+                    let list: Vec<String> =
+                        FINDING_KINDS.iter().map(|k| format!("`{k}`")).collect();
+                    self.error(
+                        vec![Key("dmesg"), Key("fail-on"), Index(i)],
+                        format!(
+                            "unknown finding kind `{k}`, expected `all`, `none` or one of {}",
+                            list.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, re) in self.s.dmesg.ignore.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(re) {
+                self.error(
+                    vec![Key("dmesg"), Key("ignore"), Index(i)],
+                    format!("invalid regular expression `{re}`: {}", regex_reason(&e)),
+                );
+            }
+        }
+    }
+}
+
+/// The one-line reason from a regex error (its Display spans several lines).
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .unwrap_or(text.lines().last().unwrap_or("invalid"))
+        .to_string()
+}
