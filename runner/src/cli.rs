@@ -73,7 +73,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub vm: CommonVmArgs,
     /// Iterations per scenario (overrides the scenario's `iterations`).
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..))]
     pub iterations: Option<u32>,
     /// Seed for random sleeps (default: the scenario's, else random; always recorded).
     #[arg(long)]
@@ -182,9 +182,13 @@ async fn with_signals(fut: impl std::future::Future<Output = Result<i32, CliErro
     }
 }
 
+/// Loads and validates a scenario; warnings go to stderr.
 pub fn load_scenario(path: &std::path::Path) -> Result<LoadedScenario, CliError> {
-    let scenario = crate::scenario::load_file(path).map_err(|e| CliError::Scenario(e.to_string()))?;
-    Ok(LoadedScenario { scenario, path: path.to_path_buf() })
+    let loaded = crate::scenario::load_file_with_warnings(path).map_err(|e| CliError::Scenario(e.to_string()))?;
+    if !loaded.warnings.is_empty() {
+        eprintln!("{}", loaded.warnings);
+    }
+    Ok(LoadedScenario { scenario: loaded.scenario, path: path.to_path_buf() })
 }
 
 /// Resolves a kernel spec to a bootable kernel.
@@ -236,7 +240,13 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
     let specs = if args.vm.kernels.is_empty() { vec!["debian:6.1".to_string()] } else { args.vm.kernels.clone() };
     let out = args.vm.out.clone().unwrap_or_else(default_out);
     std::fs::create_dir_all(&out).map_err(|source| CliError::Out { path: out.clone(), source })?;
-    let (accel, reason) = crate::vm::choose_accel(args.vm.accel).await?;
+    // Resolve every kernel before booting anything: a bad spec fails in seconds.
+    let mut kernels = Vec::new();
+    for spec in &specs {
+        kernels.push(resolve_kernel(spec, &cache).await?);
+    }
+    let bare = crate::image::bare_initramfs(&cache)?;
+    let (accel, reason) = crate::vm::choose_accel(args.vm.accel, &kernels[0].image, &bare).await?;
     let host = HostInfo { qemu: crate::vm::qemu::qemu_version().await, accel: accel.to_string(), accel_reason: reason.clone() };
     let reporters: Vec<Box<dyn Reporter>> =
         vec![Box::new(Terminal::new(args.vm.verbose)), Box::new(ResultsWriter::new(&out, host))];
@@ -248,17 +258,10 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
     let opts = RunOptions { iterations: args.iterations, accel, seed: args.seed, keep: args.keep, out: out.clone(), cache: cache.clone() };
     let mut code = exit::OK;
     let mut index = 0;
-    for spec in &specs {
-        let kernel = match resolve_kernel(spec, &cache).await {
-            Ok(k) => k,
-            Err(e) => {
-                sink.finish();
-                return Err(e);
-            }
-        };
+    for (spec, kernel) in specs.iter().zip(&kernels) {
         sink.emit(crate::report::Event::KernelReady { spec: spec.clone(), version: kernel.version.clone() });
         for loaded in &scenarios {
-            let record = crate::run::run_scenario(loaded, &kernel, &image, &opts, index, &mut sink).await;
+            let record = crate::run::run_scenario(loaded, kernel, &image, &opts, index, &mut sink).await;
             index += 1;
             code = code.max(run_exit_code(&record));
         }

@@ -21,9 +21,10 @@ pub async fn run() -> i32 {
         Some(v) => println!("qemu: {v}"),
         None => println!("qemu: not runnable"),
     }
-    match crate::vm::qemu::probe_kvm().await {
-        Ok(()) => println!("kvm: usable (a probe guest ran); runs use KVM"),
-        Err(why) => println!("kvm: not usable ({why}); runs use TCG (slower, but works)"),
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok() {
+        println!("kvm: /dev/kvm opens; each run proves KVM with a 15 s probe boot of its kernel and falls back to TCG if it hangs");
+    } else {
+        println!("kvm: /dev/kvm is not usable; runs use TCG (slower, but works)");
     }
     let apt_lists = std::fs::read_dir("/var/lib/apt/lists").map(|d| d.count()).unwrap_or(0);
     if apt_lists <= 2 {

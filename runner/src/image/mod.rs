@@ -476,6 +476,31 @@ pub fn boot_modules(fstypes: &[&str], device_mapper: bool) -> Vec<String> {
     list
 }
 
+/// A busybox-only initramfs whose init powers the machine off at once: the KVM probe and the
+/// bare-boot benchmark baseline.
+pub fn bare_initramfs(cache: &Cache) -> Result<PathBuf, ImageError> {
+    let busybox = host::require("busybox")?;
+    let data = std::fs::read(&busybox).map_err(io_err(&busybox))?;
+    let key = hex::encode(&Sha256::digest(&data)[..8]);
+    let dest = cache.dir("images")?.join(format!("bare-{key}"));
+    let out = dest.join("bare.cpio");
+    if out.exists() {
+        return Ok(out);
+    }
+    let tmp = cache.tempdir()?;
+    let root = tmp.path().join("root");
+    copy_file(&busybox, &root.join("bin/busybox"))?;
+    let init = root.join("init");
+    write(&init, b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n")?;
+    set_mode(&init, 0o755)?;
+    let entry = tmp.path().join("entry");
+    std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
+    let file = std::fs::File::create(entry.join("bare.cpio")).map_err(io_err(&entry))?;
+    cpio::archive_dir(&root, file).map_err(io_err(&entry))?;
+    cache.install(&entry, &dest)?;
+    Ok(out)
+}
+
 /// The static guest helper binary: `$CRASHRIG_GUEST_HELPER`, or built from this workspace
 /// (`cargo build --release -p crashrig-guest` with `crt-static`; a no-op when up to date).
 pub fn guest_helper() -> Result<PathBuf, ImageError> {

@@ -1,7 +1,6 @@
 //! `crashrig bench boot`: start-up and per-iteration overhead, each next to its baseline
 //! measured in the same run.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crashrig_guest::{Op, Plan, PlanStep, PROTOCOL_VERSION};
@@ -10,9 +9,8 @@ use super::boot::{boot, BootSpec};
 use crate::cache::Cache;
 use crate::cli::{resolve_kernel, BenchBootArgs, CliError};
 use crate::guest::RunKey;
-use crate::host;
 use crate::image;
-use crate::vm::{create_disk, Accel, Disk};
+use crate::vm::{create_disk, Disk};
 
 const LOOP_ITERATIONS: u32 = 20;
 
@@ -21,53 +19,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// A one-file initramfs whose init powers the machine off at once.
-fn bare_initramfs(dir: &std::path::Path) -> Result<std::path::PathBuf, CliError> {
-    let err = |e: std::io::Error| CliError::Other(format!("cannot build the bare initramfs: {e}"));
-    let root = dir.join("bare");
-    std::fs::create_dir_all(root.join("bin")).map_err(err)?;
-    let busybox = host::require("busybox").map_err(|e| CliError::Other(e.to_string()))?;
-    std::fs::copy(busybox, root.join("bin/busybox")).map_err(err)?;
-    std::fs::write(root.join("init"), "#!/bin/busybox sh\n/bin/busybox poweroff -f\n").map_err(err)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755)).map_err(err)?;
-    let out = dir.join("bare.cpio");
-    let file = std::fs::File::create(&out).map_err(err)?;
-    image::cpio::archive_dir(&root, file).map_err(err)?;
-    Ok(out)
-}
-
-async fn bare_boot(kernel: &std::path::Path, initrd: &std::path::Path, accel: Accel) -> Result<f64, CliError> {
-    let qemu = host::require("qemu-system-x86_64").map_err(|e| CliError::Other(e.to_string()))?;
-    let (accel_args, cpu) = match accel {
-        Accel::Kvm => ("kvm", "host"),
-        Accel::Tcg => ("tcg", "max"),
-    };
-    let start = Instant::now();
-    let status = tokio::process::Command::new(qemu)
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", accel_args, "-cpu", cpu])
-        .args(["-machine", "pc", "-m", "2048", "-smp", "2", "-serial", "null", "-kernel"])
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 random.trust_cpu=on"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .status();
-    match tokio::time::timeout(Duration::from_secs(120), status).await {
-        Ok(Ok(s)) if s.success() => Ok(start.elapsed().as_secs_f64()),
-        Ok(Ok(s)) => Err(CliError::Other(format!("bare boot: QEMU exited with {s}"))),
-        Ok(Err(e)) => Err(CliError::Other(format!("bare boot: cannot run QEMU: {e}"))),
-        Err(_) => Err(CliError::Other("bare boot did not power off within 120 s".into())),
-    }
-}
-
 pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
     let cache = Cache::from_env();
-    let (accel, reason) = crate::vm::choose_accel(args.accel).await?;
     let kernel = resolve_kernel(&args.kernel, &cache).await?;
+    let bare = image::bare_initramfs(&cache)?;
+    let (accel, reason) = crate::vm::choose_accel(args.accel, &kernel.image, &bare).await?;
     let image = {
         let cache = cache.clone();
         tokio::task::spawn_blocking(move || {
@@ -79,7 +35,6 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
     };
     let initrd = image::initrd_for(&image, &kernel, &cache)?;
     let tmp = tempfile::tempdir().map_err(|e| CliError::Other(e.to_string()))?;
-    let bare = bare_initramfs(tmp.path())?;
     println!("kernel {} ({}), accelerator {accel} ({reason}), {} repetitions", args.kernel, kernel.version, args.repeat);
 
     let mut bare_times = Vec::new();
@@ -87,7 +42,11 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
     let mut shell_loop = Vec::new();
     let mut helper_loop = Vec::new();
     for _ in 0..args.repeat {
-        bare_times.push(bare_boot(&kernel.image, &bare, accel).await?);
+        bare_times.push(
+            crate::vm::qemu::bare_boot(&kernel.image, &bare, accel, Duration::from_secs(120))
+                .await
+                .map_err(|e| CliError::Other(format!("bare boot: {e}")))?,
+        );
         let disk = tmp.path().join("scratch.img");
         create_disk(&disk, 1 << 30)?;
         let key = RunKey::generate().map_err(|e| CliError::Other(e.to_string()))?;
