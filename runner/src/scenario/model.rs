@@ -495,6 +495,10 @@ impl<'de> Deserialize<'de> for SleepStep {
                     ..SleepStep::default()
                 })
             }
+            // A bare `- sleep`: validation explains what is missing.
+            fn visit_unit<E: serde::de::Error>(self) -> Result<SleepStep, E> {
+                Ok(SleepStep::default())
+            }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,

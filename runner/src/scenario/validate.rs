@@ -31,12 +31,17 @@ pub struct Problem {
 
 /// Parts of the scenario that failed to load and were left out. Checks that would report
 /// their absence (an undeclared device, a kill without its spawn) are skipped for them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Partial {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Partial {
     pub name: bool,
     pub devices: bool,
     pub filesystem: bool,
+    /// Something of `steps` itself was left out (so it may not really be empty).
     pub steps: bool,
+    /// Kinds of the steps that were left out, `?` when it could not be told.
+    pub dropped_steps: HashSet<String>,
+    /// (section, index) of steps with a field left out; their own checks are skipped.
+    pub damaged_steps: HashSet<(String, usize)>,
 }
 
 /// Filesystem types the default guest image has a `mkfs.<type>` and a checker for.
@@ -216,12 +221,13 @@ impl Checker<'_> {
         if self.partial.devices {
             return;
         }
-        let names: Vec<String> = self
-            .s
-            .devices
-            .iter()
-            .map(|d| format!("`{}`", d.name))
-            .collect();
+        let mut names: Vec<String> = Vec::new();
+        for d in &self.s.devices {
+            let quoted = format!("`{}`", d.name);
+            if !names.contains(&quoted) {
+                names.push(quoted);
+            }
+        }
         let declared = if names.is_empty() {
             "no devices are declared".to_string()
         } else {
@@ -333,8 +339,17 @@ impl Checker<'_> {
                         );
                     }
                 }
-                self.step(step, &at);
-                let partial = self.partial.steps;
+                if !self
+                    .partial
+                    .damaged_steps
+                    .contains(&(section.to_string(), i))
+                {
+                    self.step(step, &at);
+                }
+                let dropped = |kind: &str| {
+                    self.partial.dropped_steps.contains(kind)
+                        || self.partial.dropped_steps.contains("?")
+                };
                 match step {
                     Step::Spawn(sp) => {
                         if let Some(first) = running.insert(&sp.name, section) {
@@ -350,7 +365,7 @@ impl Checker<'_> {
                     }
                     Step::Kill(k) => {
                         running.remove(k.name.as_str());
-                        if !spawned.contains(k.name.as_str()) && !partial {
+                        if !spawned.contains(k.name.as_str()) && !dropped("spawn") {
                             self.error(
                                 at(Some("name")),
                                 format!(
@@ -363,7 +378,9 @@ impl Checker<'_> {
                     Step::WriteData(d) => {
                         written.insert(&d.dir);
                     }
-                    Step::VerifyData(d) if !written.contains(d.dir.as_str()) && !partial => {
+                    Step::VerifyData(d)
+                        if !written.contains(d.dir.as_str()) && !dropped("write-data") =>
+                    {
                         self.error(
                             at(Some("dir")),
                             format!(

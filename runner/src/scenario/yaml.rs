@@ -388,12 +388,17 @@ impl Tree {
             {
                 self.root
                     .and_then(|r| self.locate(&path[..2], &HashSet::new()).filter(|&n| n != r))
-                    .map(|elem| match &self.nodes[elem].kind {
-                        Kind::Scalar { value, .. } => Some(value.clone()),
-                        Kind::Map(entries) if entries.len() == 1 => {
-                            self.scalar(entries[0].0).map(str::to_string)
-                        }
-                        _ => None,
+                    .map(|elem| {
+                        let name = match &self.nodes[elem].kind {
+                            Kind::Scalar { value, .. } => Some(value.as_str()),
+                            Kind::Map(entries) if entries.len() == 1 => self.scalar(entries[0].0),
+                            _ => None,
+                        };
+                        // Only what looks like a step name makes "in <name> step" read well.
+                        name.filter(|n| {
+                            !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                        })
+                        .map(str::to_string)
                     })
             }
             _ => None,
@@ -785,7 +790,12 @@ impl<'de> de::Deserializer<'de> for De<'de> {
         deserialize_unit() => |d: Self, v: V| if d.is_null() { v.visit_unit() } else { d.any(v) };
         deserialize_unit_struct(_name: &'static str) => |d: Self, _n, v: V| if d.is_null() { v.visit_unit() } else { d.any(v) };
         deserialize_newtype_struct(_name: &'static str) => |d: Self, _n, v: V| v.visit_newtype_struct(d);
-        deserialize_seq() => |d: Self, v: V| d.any(v);
+        // An empty value reads as an empty list (`setup:` with every step commented out).
+        deserialize_seq() => |d: Self, v: V| if d.is_null() {
+            v.visit_seq(SeqA { de: d, items: Vec::new(), pos: 0 })
+        } else {
+            d.any(v)
+        };
         deserialize_tuple(_len: usize) => |d: Self, _l, v: V| d.any(v);
         deserialize_tuple_struct(_name: &'static str, _len: usize) => |d: Self, _n, _l, v: V| d.any(v);
         deserialize_map() => |d: Self, v: V| if d.is_null() { d.visit_map_entries(Vec::new(), v) } else { d.any(v) };
@@ -861,8 +871,10 @@ impl<'de> De<'de> {
                 )))
             }
         };
+        let key = access.key;
         visitor.visit_enum(access).map_err(|e| match e.kind {
-            ErrKind::UnknownVariant(v, expected) if step => DeError {
+            // Only the step's own name: an unknown value inside the step keeps its message.
+            ErrKind::UnknownVariant(v, expected) if step && e.node == Some(key) => DeError {
                 kind: ErrKind::Plain(format!(
                     "unknown step kind `{v}`, expected {}",
                     one_of(expected)
