@@ -1066,6 +1066,24 @@ mod tests {
         assert_eq!(again, original);
     }
 
+    #[test]
+    fn the_format_reference_examples_load() {
+        let doc = include_str!("../../../docs/scenario-format.md");
+        let mut examples = 0;
+        for block in doc.split("```yaml\n").skip(1) {
+            let yaml = block.split("```").next().unwrap();
+            // Fragments that show only steps get a filesystem to work on.
+            let text = if yaml.starts_with("steps:") {
+                format!("name: t\ndevices: [{{ name: d, size: 1G }}]\nfilesystem: {{ type: xfs }}\n{yaml}")
+            } else {
+                yaml.to_string()
+            };
+            load_str(&text, "docs/scenario-format.md").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            examples += 1;
+        }
+        assert_eq!(examples, 6);
+    }
+
     fn repo_tests() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests")
     }
