@@ -160,7 +160,14 @@ fn read_scenario(tree: &mut Tree, root: NodeId) -> Read {
     let mut placeholders: HashSet<&'static str> = HashSet::new();
     let mut errors = Vec::new();
     let mut scenario = None;
-    for _ in 0..MAX_PASSES {
+    for pass in 0.. {
+        if pass == MAX_PASSES {
+            errors.push((
+                root,
+                format!("stopped after {MAX_PASSES} problems; fix these and load the file again"),
+            ));
+            break;
+        }
         let e: DeError = match Scenario::deserialize(yaml::De::new(tree, &removed, root)) {
             Ok(s) => {
                 scenario = Some(s);
@@ -373,40 +380,42 @@ impl Diagnostics {
     }
 }
 
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Diagnostic {
+    /// `origin:line:column: message`, then the source line with a caret under the problem,
+    /// as rustc shows it.
+    pub fn render(&self, origin: &str) -> String {
         let label = match self.severity {
             Severity::Error => "",
             Severity::Warning => "warning: ",
         };
-        writeln!(f, "{}:{}: {label}{}", self.line, self.column, self.message)?;
-        let Some(src) = &self.source_line else {
-            return Ok(());
-        };
-        let number = self.line.to_string();
-        let pad = " ".repeat(number.len());
-        // Tabs are shown as four spaces, and the caret moved to match.
-        let before: String = src.chars().take(self.column - 1).collect();
-        let indent = before
-            .chars()
-            .map(|c| if c == '\t' { 4 } else { 1 })
-            .sum::<usize>();
-        writeln!(f, "{pad} |")?;
-        writeln!(f, "{number} | {}", src.replace('\t', "    "))?;
-        write!(
-            f,
-            "{pad} | {}{}",
-            " ".repeat(indent),
-            "^".repeat(self.width)
-        )
+        let mut out = format!(
+            "{origin}:{}:{}: {label}{}",
+            self.line, self.column, self.message
+        );
+        if let Some(src) = &self.source_line {
+            let number = self.line.to_string();
+            let pad = " ".repeat(number.len());
+            // Tabs are shown as four spaces, and the caret moved to match.
+            let indent: usize = src
+                .chars()
+                .take(self.column - 1)
+                .map(|c| if c == '\t' { 4 } else { 1 })
+                .sum();
+            out.push_str(&format!(
+                "\n{pad} |\n{number} | {}\n{pad} | {}{}",
+                src.replace('\t', "    "),
+                " ".repeat(indent),
+                "^".repeat(self.width)
+            ));
+        }
+        out
     }
 }
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.items {
-            writeln!(f, "{}:{d}", self.origin)?;
-            writeln!(f)?;
+            writeln!(f, "{}\n", d.render(&self.origin))?;
         }
         let errors = self.error_count();
         let warnings = self.items.len() - errors;
@@ -1064,6 +1073,19 @@ mod tests {
         let text = serde_json::to_string_pretty(&original).unwrap();
         let again = load_str(&text, "serialized").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(again, original);
+    }
+
+    #[test]
+    fn a_flood_of_problems_stops_with_a_note() {
+        let mut text = String::from("name: t\nsteps: [sync]\n");
+        for i in 0..250 {
+            text.push_str(&format!("extra{i}: 1\n"));
+        }
+        let shown = load_str(&text, "t.yaml").unwrap_err().to_string();
+        assert!(shown.starts_with("t.yaml:1:1: stopped after 200 problems;"), "{shown}");
+        assert!(shown.contains("t.yaml:202:1: unknown field `extra199`"));
+        assert!(!shown.contains("extra200"));
+        assert!(shown.ends_with("error: 201 problems in t.yaml"));
     }
 
     #[test]

@@ -183,6 +183,23 @@ pub(crate) fn parse(text: &str) -> Result<Tree, SyntaxError> {
         };
         attach(&mut tree, &mut stack, done);
     }
+    // Aliases can nest deeper than the text does; the deserializer recurses per level.
+    if let Some(root) = tree.root {
+        let mut todo = vec![(root, 1)];
+        while let Some((id, depth)) = todo.pop() {
+            if depth > MAX_DEPTH {
+                return Err(SyntaxError {
+                    message: format!("nesting deeper than {MAX_DEPTH} levels (through aliases)"),
+                    span: tree.nodes[id].span,
+                });
+            }
+            match &tree.nodes[id].kind {
+                Kind::Scalar { .. } => {}
+                Kind::Seq(items) => todo.extend(items.iter().map(|&i| (i, depth + 1))),
+                Kind::Map(entries) => todo.extend(entries.iter().map(|&(_, v)| (v, depth + 1))),
+            }
+        }
+    }
     Ok(tree)
 }
 
@@ -1069,6 +1086,20 @@ mod tests {
             .unwrap();
         assert_eq!(tree.scalar(b), Some("2"));
         assert!(parse("a: &x [*x]\n").is_err());
+        // Each alias nests the previous one a level deeper.
+        let mut chain = String::from("a0: &a0 [x]\n");
+        for i in 1..200 {
+            chain.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
+        }
+        let err = parse(&chain).unwrap_err();
+        assert!(err.message.contains("through aliases"), "{}", err.message);
+        // Exponential expansion stops at the node limit.
+        let mut laughs = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let p = format!("*l{}", i - 1);
+            laughs.push_str(&format!("l{i}: &l{i} [{}]\n", vec![p; 10].join(", ")));
+        }
+        assert!(parse(&laughs).unwrap_err().message.contains("too large"));
     }
 
     #[test]
