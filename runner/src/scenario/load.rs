@@ -1082,7 +1082,10 @@ mod tests {
             text.push_str(&format!("extra{i}: 1\n"));
         }
         let shown = load_str(&text, "t.yaml").unwrap_err().to_string();
-        assert!(shown.starts_with("t.yaml:1:1: stopped after 200 problems;"), "{shown}");
+        assert!(
+            shown.starts_with("t.yaml:1:1: stopped after 200 problems;"),
+            "{shown}"
+        );
         assert!(shown.contains("t.yaml:202:1: unknown field `extra199`"));
         assert!(!shown.contains("extra200"));
         assert!(shown.ends_with("error: 201 problems in t.yaml"));
