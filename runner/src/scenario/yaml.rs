@@ -403,20 +403,19 @@ impl Tree {
             [Seg::Key(section), Seg::Index(_), ..]
                 if matches!(section.as_str(), "setup" | "steps" | "cleanup") =>
             {
-                self.root
-                    .and_then(|r| self.locate(&path[..2], &HashSet::new()).filter(|&n| n != r))
-                    .map(|elem| {
-                        let name = match &self.nodes[elem].kind {
-                            Kind::Scalar { value, .. } => Some(value.as_str()),
-                            Kind::Map(entries) if entries.len() == 1 => self.scalar(entries[0].0),
-                            _ => None,
-                        };
-                        // Only what looks like a step name makes "in <name> step" read well.
-                        name.filter(|n| {
-                            !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '-')
-                        })
-                        .map(str::to_string)
+                // The path came from the tree, so it leads to the step's own element.
+                self.locate(&path[..2], &HashSet::new()).map(|elem| {
+                    let name = match &self.nodes[elem].kind {
+                        Kind::Scalar { value, .. } => Some(value.as_str()),
+                        Kind::Map(entries) if entries.len() == 1 => self.scalar(entries[0].0),
+                        _ => None,
+                    };
+                    // Only what looks like a step name makes "in <name> step" read well.
+                    name.filter(|n| {
+                        !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '-')
                     })
+                    .map(str::to_string)
+                })
             }
             _ => None,
         };
@@ -767,6 +766,8 @@ impl<'a> De<'a> {
     }
 }
 
+// Each method stamps an error that leaves it without a position with its own node: the
+// innermost node an error passes through is where it happened.
 macro_rules! located {
     ($($method:ident($($arg:ident: $ty:ty),*) => $body:expr;)*) => {
         $(
