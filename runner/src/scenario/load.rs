@@ -1057,6 +1057,7 @@ mod tests {
             (fs.device.as_deref(), fs.mountpoint.as_str()),
             (None, "/mnt")
         );
+        assert_eq!(s.filesystem_device().map(|d| d.name.as_str()), Some("d"));
         assert_eq!(s.steps[0], s.steps[2]);
         assert_eq!(
             s.dmesg.fail_on,

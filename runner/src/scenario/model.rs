@@ -72,6 +72,18 @@ pub struct Scenario {
     pub dmesg: DmesgExpect,
 }
 
+impl Scenario {
+    /// The device the filesystem lives on: its `device`, else the first device (`None`
+    /// without a filesystem, or when the device is not declared, which validation rejects).
+    pub fn filesystem_device(&self) -> Option<&Device> {
+        let fs = self.filesystem.as_ref()?;
+        match &fs.device {
+            Some(name) => self.devices.iter().find(|d| &d.name == name),
+            None => self.devices.first(),
+        }
+    }
+}
+
 fn default_version() -> u32 {
     1
 }

@@ -260,14 +260,6 @@ impl Checker<'_> {
         self.error(path, format!("unknown device `{name}` ({declared})"));
     }
 
-    /// The device the filesystem is on: its `device`, else the first device.
-    fn fs_device(&self) -> Option<&str> {
-        let fs = self.s.filesystem.as_ref()?;
-        fs.device
-            .as_deref()
-            .or_else(|| self.s.devices.first().map(|d| d.name.as_str()))
-    }
-
     fn fstype(&mut self, path: Vec<PathSeg>, t: &str) {
         if KNOWN_FSTYPES.contains(&t) {
             return;
@@ -582,12 +574,15 @@ impl Checker<'_> {
         if self.partial.devices {
             return;
         }
-        let Some(name) = explicit.or_else(|| self.fs_device()) else {
+        let dev = match explicit {
+            Some(name) => self.s.devices.iter().find(|d| d.name == name),
+            None => self.s.filesystem_device(),
+        };
+        // An undeclared device is reported as such.
+        let Some(dev) = dev else {
             return;
         };
-        let Some(dev) = self.s.devices.iter().find(|d| d.name == name) else {
-            return; // reported as an unknown device
-        };
+        let name = &dev.name;
         if !dev.dm {
             let path = at(explicit.map(|_| "device"));
             let kind = path
