@@ -106,7 +106,10 @@ pub fn create(env: &Env, report: &mut StepReport, name: &str, dev: &Path) {
             return;
         }
     };
-    if !Path::new("/dev/mapper/control").exists() {
+    // dmsetup makes /dev/mapper/control itself, so only /proc/misc tells whether the
+    // driver is there (built in or loaded).
+    let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
+    if !misc.lines().any(|l| l.ends_with(" device-mapper")) {
         modprobe(env, "dm-mod");
     }
     let dev_s = dev.display().to_string();

@@ -7,6 +7,11 @@
 //!
 //! The plan is read as one JSON value, so the host may keep stdin open after writing it.
 //!
+//! Built as a static binary for the guest image (rustup has no musl target here, so glibc is
+//! linked statically; nothing here calls NSS functions, so the link is clean):
+//! `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p crashrig-guest
+//! --target x86_64-unknown-linux-gnu`.
+//!
 //! Environment, for running the helper on a host in tests (the guest uses the defaults):
 //! `CRASHRIG_RUN_DIR` (state: spawn logs and statuses, dm tables, kmsg position; default
 //! /run/crashrig), `CRASHRIG_CGROUP_ROOT` (cgroup2 mount; default /sys/fs/cgroup; when it is

@@ -160,7 +160,14 @@ fn read_scenario(tree: &mut Tree, root: NodeId) -> Read {
     let mut placeholders: HashSet<&'static str> = HashSet::new();
     let mut errors = Vec::new();
     let mut scenario = None;
-    for _ in 0..MAX_PASSES {
+    for pass in 0.. {
+        if pass == MAX_PASSES {
+            errors.push((
+                root,
+                format!("stopped after {MAX_PASSES} problems; fix these and load the file again"),
+            ));
+            break;
+        }
         let e: DeError = match Scenario::deserialize(yaml::De::new(tree, &removed, root)) {
             Ok(s) => {
                 scenario = Some(s);
@@ -212,20 +219,44 @@ fn read_scenario(tree: &mut Tree, root: NodeId) -> Read {
         }
     }
     let mut partial = Partial::default();
+    for &r in &removed {
+        // Which kinds of step were left out: a kill is only "without spawn" if no spawn was.
+        let kinds: Vec<String> = match tree.path(r).as_slice() {
+            [Seg::Key(s), _] if is_section(s) => match &tree.nodes[r].kind {
+                Kind::Scalar { value, .. } => vec![value.clone()],
+                Kind::Map(entries) if !entries.is_empty() => entries
+                    .iter()
+                    .map(|(k, _)| tree.scalar(*k).unwrap_or("?").to_string())
+                    .collect(),
+                _ => vec!["?".into()],
+            },
+            [Seg::Key(s), _, Seg::Key(kind)] if is_section(s) => vec![kind.clone()],
+            [Seg::Key(s)] if is_section(s) => vec!["?".into()],
+            _ => continue,
+        };
+        partial.dropped_steps.extend(kinds);
+    }
     let dropped = removed
         .iter()
         .map(|&r| tree.path(r))
         .chain(placeholders.iter().map(|p| vec![Seg::Key(p.to_string())]));
     for path in dropped {
-        match path.first() {
-            Some(Seg::Key(k)) => match k.as_str() {
+        match path.as_slice() {
+            [Seg::Key(section), Seg::Index(i), _, _, ..] => {
+                // A field of a step fell back to its default: the step is still there, but
+                // its own checks would complain about the default.
+                if let Some(live) = live_index(tree, &removed, section, *i) {
+                    partial.damaged_steps.insert((section.clone(), live));
+                }
+            }
+            [Seg::Key(k), ..] => match k.as_str() {
                 "name" => partial.name = true,
                 "devices" => partial.devices = true,
                 "filesystem" => partial.filesystem = true,
-                "setup" | "steps" | "cleanup" => partial.steps = true,
+                "steps" => partial.steps = true,
                 _ => {}
             },
-            _ => partial.steps = true,
+            _ => {}
         }
     }
     Read {
@@ -233,6 +264,35 @@ fn read_scenario(tree: &mut Tree, root: NodeId) -> Read {
         errors,
         removed,
         partial,
+    }
+}
+
+fn is_section(key: &str) -> bool {
+    matches!(key, "setup" | "steps" | "cleanup")
+}
+
+/// The index in the loaded list of element `index` of the list at top-level key `section`.
+fn live_index(
+    tree: &Tree,
+    removed: &HashSet<NodeId>,
+    section: &str,
+    index: usize,
+) -> Option<usize> {
+    let seq = tree.locate(&[Seg::Key(section.to_string())], removed)?;
+    match &tree.nodes[seq].kind {
+        Kind::Seq(items) => {
+            let item = *items.get(index)?;
+            if removed.contains(&item) {
+                return None;
+            }
+            Some(
+                items[..index]
+                    .iter()
+                    .filter(|e| !removed.contains(e))
+                    .count(),
+            )
+        }
+        _ => None,
     }
 }
 
@@ -320,40 +380,42 @@ impl Diagnostics {
     }
 }
 
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Diagnostic {
+    /// `origin:line:column: message`, then the source line with a caret under the problem,
+    /// as rustc shows it.
+    pub fn render(&self, origin: &str) -> String {
         let label = match self.severity {
             Severity::Error => "",
             Severity::Warning => "warning: ",
         };
-        writeln!(f, "{}:{}: {label}{}", self.line, self.column, self.message)?;
-        let Some(src) = &self.source_line else {
-            return Ok(());
-        };
-        let number = self.line.to_string();
-        let pad = " ".repeat(number.len());
-        // Tabs are shown as four spaces, and the caret moved to match.
-        let before: String = src.chars().take(self.column - 1).collect();
-        let indent = before
-            .chars()
-            .map(|c| if c == '\t' { 4 } else { 1 })
-            .sum::<usize>();
-        writeln!(f, "{pad} |")?;
-        writeln!(f, "{number} | {}", src.replace('\t', "    "))?;
-        write!(
-            f,
-            "{pad} | {}{}",
-            " ".repeat(indent),
-            "^".repeat(self.width)
-        )
+        let mut out = format!(
+            "{origin}:{}:{}: {label}{}",
+            self.line, self.column, self.message
+        );
+        if let Some(src) = &self.source_line {
+            let number = self.line.to_string();
+            let pad = " ".repeat(number.len());
+            // Tabs are shown as four spaces, and the caret moved to match.
+            let indent: usize = src
+                .chars()
+                .take(self.column - 1)
+                .map(|c| if c == '\t' { 4 } else { 1 })
+                .sum();
+            out.push_str(&format!(
+                "\n{pad} |\n{number} | {}\n{pad} | {}{}",
+                src.replace('\t', "    "),
+                " ".repeat(indent),
+                "^".repeat(self.width)
+            ));
+        }
+        out
     }
 }
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.items {
-            writeln!(f, "{}:{d}", self.origin)?;
-            writeln!(f)?;
+            writeln!(f, "{}\n", d.render(&self.origin))?;
         }
         let errors = self.error_count();
         let warnings = self.items.len() - errors;
@@ -369,6 +431,837 @@ impl fmt::Display for Diagnostics {
                 plural(w, "warning"),
                 self.origin
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::scenario::model::*;
+
+    /// Strips the indentation of the first non-empty line from every line, so YAML and
+    /// expected messages can be written indented in the test.
+    fn dedent(s: &str) -> String {
+        let s = s.strip_prefix('\n').unwrap_or(s).trim_end();
+        let indent = s
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .map_or(0, |l| l.len() - l.trim_start().len());
+        let mut out: String = s
+            .lines()
+            .map(|l| l.get(indent..).unwrap_or(l.trim_start()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.push('\n');
+        out
+    }
+
+    fn errors(yaml: &str) -> String {
+        match load_str(&dedent(yaml), "t.yaml") {
+            Ok(s) => panic!("expected errors, loaded {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn assert_errors(yaml: &str, want: &str) {
+        let got = errors(yaml);
+        let want = dedent(want);
+        assert_eq!(
+            got,
+            want.trim_end(),
+            "\n--- got ---\n{got}\n--- want ---\n{want}"
+        );
+    }
+
+    const HEAD: &str = "
+        name: t
+        devices: [{ name: scratch, size: 2G }]
+        filesystem: { type: xfs }
+    ";
+
+    fn with_head(rest: &str) -> String {
+        dedent(HEAD) + &dedent(rest)
+    }
+
+    #[test]
+    fn unknown_field_names_the_step_and_the_fields_it_has() {
+        assert_errors(
+            &with_head(
+                "
+                steps:
+                  - umount: { id: umount, retires: 10s }
+                ",
+            ),
+            "
+            t.yaml:5:27: unknown field `retires` in umount step, expected one of `id`, `mountpoint`, `force`, `detach`, `retry`, `expect`
+              |
+            5 |   - umount: { id: umount, retires: 10s }
+              |                           ^^^^^^^
+
+            error: 1 problem in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        assert_errors(
+            "
+            name: t
+            iterations: x
+            steps: [sync]
+            ",
+            "
+            t.yaml:2:13: invalid type: string \"x\", expected u32 for `iterations`
+              |
+            2 | iterations: x
+              |             ^
+
+            error: 1 problem in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn bad_duration_and_bad_errno_are_reported_at_the_value() {
+        assert_errors(
+            &with_head(
+                "
+                steps:
+                  - umount: { retry: ten, expect: EBUSSY }
+                  - mount: { expect: [ok, ebusy] }
+                ",
+            ),
+            "
+            t.yaml:5:22: invalid duration `ten` for `retry` in umount step, expected a number with a unit such as 500ms, 2s or 1m
+              |
+            5 |   - umount: { retry: ten, expect: EBUSSY }
+              |                      ^^^
+
+            t.yaml:5:35: unknown outcome `EBUSSY` for `expect` in umount step, expected `ok`, `any` or an errno name such as `EBUSY`
+              |
+            5 |   - umount: { retry: ten, expect: EBUSSY }
+              |                                   ^^^^^^
+
+            t.yaml:6:27: unknown outcome `ebusy` for `expect[1]` in mount step, expected `EBUSY` (errno names are upper case)
+              |
+            6 |   - mount: { expect: [ok, ebusy] }
+              |                           ^^^^^
+
+            error: 3 problems in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn undeclared_device_lists_the_declared_ones() {
+        assert_errors(
+            &with_head(
+                "
+                steps:
+                  - mount: { device: scrach }
+                ",
+            ),
+            "
+            t.yaml:5:22: unknown device `scrach` (declared: `scratch`)
+              |
+            5 |   - mount: { device: scrach }
+              |                      ^^^^^^
+
+            error: 1 problem in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn kill_without_spawn() {
+        assert_errors(
+            &with_head(
+                "
+                steps:
+                  - mount: {}
+                  - kill: { name: load }
+                  - spawn: { name: load, command: fio }
+                ",
+            ),
+            "
+            t.yaml:6:19: kill step names `load`, but no spawn step before it starts `load`
+              |
+            6 |   - kill: { name: load }
+              |                   ^^^^
+
+            error: 1 problem in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn every_problem_in_a_file_is_reported_at_once() {
+        assert_errors(
+            "
+            name: many
+            iterations: x
+            vm: { memory: 128M }
+            devices: [{ name: scratch, size: 2G }]
+            filesystem: { type: xfs, device: scratch }
+            steps:
+              - mount: { device: other }
+              - spawn: { name: load, command: fio }
+              - sleep: 1x
+              - kill: { name: lod }
+              - umount: { id: umount, retires: 10s }
+              - mout: {}
+              - umount: { id: umount }
+            dmesg: { fail-on: [warning, oopss] }
+            ",
+            "
+            t.yaml:2:13: invalid type: string \"x\", expected u32 for `iterations`
+              |
+            2 | iterations: x
+              |             ^
+
+            t.yaml:3:15: `vm.memory` is 128M, at least 256M is needed
+              |
+            3 | vm: { memory: 128M }
+              |               ^^^^
+
+            t.yaml:7:22: unknown device `other` (declared: `scratch`)
+              |
+            7 |   - mount: { device: other }
+              |                      ^^^^^
+
+            t.yaml:9:12: invalid duration `1x` for sleep step, expected a number with a unit such as 500ms, 2s or 1m
+              |
+            9 |   - sleep: 1x
+              |            ^^
+
+            t.yaml:10:19: kill step names `lod`, but no spawn step before it starts `lod`
+               |
+            10 |   - kill: { name: lod }
+               |                   ^^^
+
+            t.yaml:11:27: unknown field `retires` in umount step, expected one of `id`, `mountpoint`, `force`, `detach`, `retry`, `expect`
+               |
+            11 |   - umount: { id: umount, retires: 10s }
+               |                           ^^^^^^^
+
+            t.yaml:12:5: unknown step kind `mout`, expected one of `mkfs`, `mount`, `umount`, `spawn`, `kill`, `run`, `sleep`, `shutdown`, `sync`, `dm-error`, `dm-flakey`, `dm-restore`, `fsck`, `write-data`, `verify-data`, `power-cut`, `panic`, `reboot`, `unplug`, `replug`
+               |
+            12 |   - mout: {}
+               |     ^^^^
+
+            t.yaml:13:19: duplicate step id `umount` (already used by a umount step in `steps`)
+               |
+            13 |   - umount: { id: umount }
+               |                   ^^^^^^
+
+            t.yaml:14:29: unknown finding kind `oopss`, expected `all`, `none` or one of `warning`, `bug`, `oops`, `panic`, `kasan`, `lockdep`, `hung-task`, `rcu-stall`, `soft-lockup`, `fs-corruption`, `fs-error`
+               |
+            14 | dmesg: { fail-on: [warning, oopss] }
+               |                             ^^^^^
+
+            error: 9 problems in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn a_field_that_failed_does_not_cause_follow_up_errors() {
+        // `min` is dropped after its error; the sleep must not also be reported as
+        // having `max` without `min`, nor the kill as lacking its spawn.
+        assert_errors(
+            &with_head(
+                "
+                steps:
+                  - spawn: { name: [load], command: fio }
+                  - sleep: { min: 1x, max: 2s }
+                  - kill: { name: load }
+                ",
+            ),
+            "
+            t.yaml:5:20: invalid type: sequence, expected a string for `name` in spawn step
+              |
+            5 |   - spawn: { name: [load], command: fio }
+              |                    ^
+
+            t.yaml:6:19: invalid duration `1x` for `min` in sleep step, expected a number with a unit such as 500ms, 2s or 1m
+              |
+            6 |   - sleep: { min: 1x, max: 2s }
+              |                   ^^
+
+            error: 2 problems in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn missing_required_fields_are_reported_together() {
+        assert_errors(
+            "iterations: 3\n",
+            "
+            t.yaml:1:1: missing field `name`
+              |
+            1 | iterations: 3
+              | ^
+
+            t.yaml:1:1: missing field `steps`
+              |
+            1 | iterations: 3
+              | ^
+
+            error: 2 problems in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn an_empty_file() {
+        assert_errors(
+            "# nothing here\n",
+            "
+            t.yaml:1:1: empty scenario: expected a map with at least `name` and `steps`
+              |
+            1 | # nothing here
+              | ^
+
+            error: 1 problem in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn a_list_is_not_a_scenario() {
+        assert_errors(
+            "- mount\n",
+            "
+            t.yaml:1:1: a scenario is a map with at least `name` and `steps`
+              |
+            1 | - mount
+              | ^
+
+            error: 1 problem in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_points_at_the_text() {
+        assert_errors(
+            "
+            name: t
+            steps:
+              - mount: {}
+             - umount: {}
+            ",
+            "
+            t.yaml:4:2: while parsing a block mapping, did not find expected key
+              |
+            4 |  - umount: {}
+              |  ^
+
+            error: 1 problem in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn tabs_are_shown_as_spaces_and_the_caret_follows() {
+        assert_errors(
+            "name: t\nsteps: [sync]\niterations:\t\"x\"\n",
+            "
+            t.yaml:3:13: invalid type: string \"x\", expected u32 for `iterations`
+              |
+            3 | iterations:    \"x\"
+              |                ^^^
+
+            error: 1 problem in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn unknown_filesystem_type_is_a_warning() {
+        let loaded = load_str_with_warnings(
+            "name: t\ndevices: [{ name: d, size: 1G }]\nfilesystem: { type: zfs }\nsteps: [mount]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.warnings.to_string(),
+            dedent(
+                "
+                t.yaml:3:21: warning: filesystem type `zfs` is not in the default guest image (it has xfs, ext4 and btrfs); add mkfs.zfs through the image recipe
+                  |
+                3 | filesystem: { type: zfs }
+                  |                     ^^^
+
+                warning: 1 warning in t.yaml
+                "
+            )
+            .trim_end()
+        );
+        assert_eq!(loaded.scenario.filesystem.unwrap().fstype, "zfs");
+    }
+
+    #[test]
+    fn unreadable_files_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.yaml");
+        let err = load_file(&missing).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("read scenario {}", missing.display())
+        );
+        assert!(matches!(err, LoadError::Read { .. }));
+
+        let binary = dir.path().join("binary.yaml");
+        std::fs::write(&binary, b"name: \xff\n").unwrap();
+        let err = load_file(&binary).unwrap_err();
+        assert_eq!(
+            format!("{err}: {}", std::error::Error::source(&err).unwrap()),
+            format!(
+                "read scenario {} as UTF-8 text: invalid utf-8 sequence of 1 bytes from index 6",
+                binary.display()
+            )
+        );
+    }
+
+    /// Loads `steps` (YAML list items) under a head with a dm-capable device and returns
+    /// the last step.
+    fn last_step(steps: &str) -> Step {
+        let text = format!(
+            "name: t\ndevices: [{{ name: scratch, size: 2G, dm: true }}, {{ name: spare, size: 1G }}]\n\
+             filesystem: {{ type: xfs }}\nsteps:\n{steps}"
+        );
+        match load_str(&text, "t.yaml") {
+            Ok(s) => s.steps.last().cloned().unwrap(),
+            Err(e) => panic!("{steps} did not load:\n{e}"),
+        }
+    }
+
+    #[test]
+    fn every_step_kind_loads() {
+        let s = Duration::from_secs;
+        let table: Vec<(&str, Step)> = vec![
+            ("  - mkfs: {}\n", Step::Mkfs(MkfsStep::default())),
+            (
+                "  - mkfs: { id: m, device: spare, type: ext4, options: [-F], expect: any }\n",
+                Step::Mkfs(MkfsStep {
+                    id: Some("m".into()),
+                    device: Some("spare".into()),
+                    fstype: Some("ext4".into()),
+                    options: Some(vec!["-F".into()]),
+                    expect: Expect::One(Outcome::Any),
+                }),
+            ),
+            ("  - mount\n", Step::Mount(MountStep::default())),
+            (
+                "  - mount: { device: scratch, mountpoint: /m, options: [ro], retry: 10s, expect: [ok, EBUSY] }\n",
+                Step::Mount(MountStep {
+                    id: None,
+                    device: Some("scratch".into()),
+                    mountpoint: Some("/m".into()),
+                    options: Some(vec!["ro".into()]),
+                    retry: Some(s(10)),
+                    expect: Expect::Many(vec![Outcome::Ok, Outcome::Errno("EBUSY".into())]),
+                }),
+            ),
+            (
+                "  - umount: { id: u, mountpoint: /mnt, force: true, detach: false, retry: 500ms, expect: EBUSY }\n",
+                Step::Umount(UmountStep {
+                    id: Some("u".into()),
+                    mountpoint: Some("/mnt".into()),
+                    force: true,
+                    detach: false,
+                    retry: Some(Duration::from_millis(500)),
+                    expect: Expect::One(Outcome::Errno("EBUSY".into())),
+                }),
+            ),
+            (
+                "  - spawn: { name: load, command: fio x }\n",
+                Step::Spawn(SpawnStep {
+                    id: None,
+                    name: "load".into(),
+                    command: "fio x".into(),
+                }),
+            ),
+            (
+                "  - spawn: { name: load, command: fio }\n  - kill: { name: load }\n",
+                Step::Kill(KillStep {
+                    id: None,
+                    name: "load".into(),
+                    signal: "KILL".into(),
+                    wait: s(60),
+                }),
+            ),
+            (
+                "  - spawn: { name: load, command: fio }\n  - kill: { name: load, signal: TERM, wait: 5s }\n",
+                Step::Kill(KillStep {
+                    id: None,
+                    name: "load".into(),
+                    signal: "TERM".into(),
+                    wait: s(5),
+                }),
+            ),
+            (
+                "  - run: { command: 'true' }\n",
+                Step::Run(RunStep {
+                    id: None,
+                    command: "true".into(),
+                    timeout: s(60),
+                    exit: 0,
+                }),
+            ),
+            (
+                "  - run: { command: 'false', timeout: 1m, exit: 1 }\n",
+                Step::Run(RunStep {
+                    id: None,
+                    command: "false".into(),
+                    timeout: s(60),
+                    exit: 1,
+                }),
+            ),
+            (
+                "  - sleep: 2s\n",
+                Step::Sleep(SleepStep {
+                    time: Some(s(2)),
+                    ..SleepStep::default()
+                }),
+            ),
+            (
+                "  - sleep: { id: nap, time: 2s }\n",
+                Step::Sleep(SleepStep {
+                    id: Some("nap".into()),
+                    time: Some(s(2)),
+                    ..SleepStep::default()
+                }),
+            ),
+            (
+                "  - sleep: { min: 1s, max: 3s }\n",
+                Step::Sleep(SleepStep {
+                    min: Some(s(1)),
+                    max: Some(s(3)),
+                    ..SleepStep::default()
+                }),
+            ),
+            (
+                "  - shutdown: {}\n",
+                Step::Shutdown(ShutdownStep {
+                    id: None,
+                    mountpoint: None,
+                    flags: ShutdownFlag::Default,
+                    expect: Expect::One(Outcome::Ok),
+                }),
+            ),
+            (
+                "  - shutdown: { flags: no-log-flush }\n",
+                Step::Shutdown(ShutdownStep {
+                    id: None,
+                    mountpoint: None,
+                    flags: ShutdownFlag::NoLogFlush,
+                    expect: Expect::One(Outcome::Ok),
+                }),
+            ),
+            ("  - sync\n", Step::Sync(SyncStep::default())),
+            (
+                "  - sync: { mountpoint: /mnt }\n",
+                Step::Sync(SyncStep {
+                    id: None,
+                    mountpoint: Some("/mnt".into()),
+                }),
+            ),
+            ("  - dm-error: {}\n", Step::DmError(DmStep::default())),
+            (
+                "  - dm-flakey: { device: scratch, mode: error-writes }\n",
+                Step::DmFlakey(DmFlakeyStep {
+                    id: None,
+                    device: Some("scratch".into()),
+                    mode: FlakeyMode::ErrorWrites,
+                }),
+            ),
+            ("  - dm-restore\n", Step::DmRestore(DmStep::default())),
+            (
+                "  - fsck: { must-be-clean: false }\n",
+                Step::Fsck(FsckStep {
+                    id: None,
+                    device: None,
+                    must_be_clean: false,
+                }),
+            ),
+            (
+                "  - write-data: {}\n",
+                Step::WriteData(DataStep {
+                    id: None,
+                    dir: "crashrig-data".into(),
+                    files: 16,
+                    size: Size(64 << 10),
+                    fsync: true,
+                }),
+            ),
+            (
+                "  - write-data: { dir: d }\n  - verify-data: { dir: d, files: 2, size: 1M, fsync: false }\n",
+                Step::VerifyData(DataStep {
+                    id: None,
+                    dir: "d".into(),
+                    files: 2,
+                    size: Size(1 << 20),
+                    fsync: false,
+                }),
+            ),
+            ("  - power-cut\n", Step::PowerCut(HostStep::default())),
+            ("  - power-cut: {}\n", Step::PowerCut(HostStep::default())),
+            (
+                "  - panic: { id: boom }\n",
+                Step::Panic(HostStep {
+                    id: Some("boom".into()),
+                }),
+            ),
+            ("  - reboot:\n", Step::Reboot(HostStep::default())),
+            ("  - unplug: {}\n", Step::Unplug(PlugStep::default())),
+            (
+                "  - replug: { device: spare }\n",
+                Step::Replug(PlugStep {
+                    id: None,
+                    device: Some("spare".into()),
+                }),
+            ),
+        ];
+        let mut kinds = HashSet::new();
+        for (yaml, want) in table {
+            let got = last_step(yaml);
+            assert_eq!(got, want, "{yaml}");
+            kinds.insert(got.kind());
+        }
+        assert_eq!(kinds.len(), 20, "every step kind is covered: {kinds:?}");
+    }
+
+    #[test]
+    fn top_level_defaults_and_anchors() {
+        let s = load_str(
+            "name: t\ndevices: [{ name: d, size: 1G }]\nfilesystem: { type: xfs }\n\
+             setup: [mkfs]\nsteps: [&m { mount: { retry: 1s } }, umount, *m]\ndmesg: { fail-on: warning }\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(s.version, 1);
+        assert_eq!(s.iterations, 20);
+        assert_eq!(s.iteration_timeout, Duration::from_secs(300));
+        assert_eq!(s.vm.memory, Size(2 << 30));
+        assert_eq!(s.vm.cpus, 2);
+        let fs = s.filesystem.as_ref().unwrap();
+        assert_eq!(
+            (fs.device.as_deref(), fs.mountpoint.as_str()),
+            (None, "/mnt")
+        );
+        assert_eq!(s.filesystem_device().map(|d| d.name.as_str()), Some("d"));
+        assert_eq!(s.steps[0], s.steps[2]);
+        assert_eq!(
+            s.dmesg.fail_on,
+            FindingSelector::Kinds(vec!["warning".into()])
+        );
+        assert!(s.dmesg.fail_on.selects("warning") && !s.dmesg.fail_on.selects("bug"));
+        assert!(s.cleanup.is_empty());
+    }
+
+    #[test]
+    fn a_scenario_serialized_as_json_loads_back_unchanged() {
+        let original = load_file(&repo_tests().join("seed-shutdown-umount.yaml")).unwrap();
+        // JSON is YAML too, and it is how results will carry the scenario.
+        let text = serde_json::to_string_pretty(&original).unwrap();
+        let again = load_str(&text, "serialized").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(again, original);
+    }
+
+    #[test]
+    fn a_flood_of_problems_stops_with_a_note() {
+        let mut text = String::from("name: t\nsteps: [sync]\n");
+        for i in 0..250 {
+            text.push_str(&format!("extra{i}: 1\n"));
+        }
+        let shown = load_str(&text, "t.yaml").unwrap_err().to_string();
+        assert!(
+            shown.starts_with("t.yaml:1:1: stopped after 200 problems;"),
+            "{shown}"
+        );
+        assert!(shown.contains("t.yaml:202:1: unknown field `extra199`"));
+        assert!(!shown.contains("extra200"));
+        assert!(shown.ends_with("error: 201 problems in t.yaml"));
+    }
+
+    #[test]
+    fn the_format_reference_examples_load() {
+        let doc = include_str!("../../../docs/scenario-format.md");
+        let mut examples = 0;
+        for block in doc.split("```yaml\n").skip(1) {
+            let yaml = block.split("```").next().unwrap();
+            // Fragments that show only steps get a filesystem to work on.
+            let text = if yaml.starts_with("steps:") {
+                format!("name: t\ndevices: [{{ name: d, size: 1G }}]\nfilesystem: {{ type: xfs }}\n{yaml}")
+            } else {
+                yaml.to_string()
+            };
+            load_str(&text, "docs/scenario-format.md").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            examples += 1;
+        }
+        assert_eq!(examples, 6);
+    }
+
+    fn repo_tests() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests")
+    }
+
+    fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn shipped_scenarios_load_cleanly() {
+        let files = yaml_files(&repo_tests());
+        assert!(files.len() >= 5, "{files:?}");
+        for path in files {
+            let loaded = load_file_with_warnings(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(loaded.warnings.is_empty(), "{}", loaded.warnings);
+            let s = loaded.scenario;
+            assert!(!s.description.trim().is_empty(), "{}", path.display());
+            let stem = path.file_stem().unwrap().to_str().unwrap();
+            assert_eq!(s.name, stem, "the name matches the file name");
+            assert_eq!(s.iterations, if stem == "smoke" { 3 } else { 20 });
+        }
+    }
+
+    #[test]
+    fn seed_scenarios_say_what_the_issue_asks() {
+        let load = |name: &str| load_file(&repo_tests().join(name)).unwrap();
+        let seed = load("seed-kill-umount.yaml");
+        let kinds: Vec<&str> = seed.steps.iter().map(Step::kind).collect();
+        assert_eq!(
+            kinds,
+            ["mount", "spawn", "sleep", "kill", "umount", "mount", "umount"]
+        );
+        let Step::Spawn(load_step) = &seed.steps[1] else {
+            unreachable!()
+        };
+        for arg in [
+            "--ioengine=io_uring",
+            "--thread",
+            "--numjobs=12",
+            "--iodepth=2",
+        ] {
+            assert!(load_step.command.contains(arg), "{arg}");
+        }
+        let umount = seed
+            .steps
+            .iter()
+            .find(|s| s.id() == Some("umount"))
+            .unwrap();
+        let Step::Umount(u) = umount else {
+            unreachable!()
+        };
+        assert_eq!(u.retry, Some(Duration::from_secs(10)));
+        assert!(u.expect.allows(None) && !u.expect.allows(Some("EBUSY")));
+        let fs = seed.filesystem.as_ref().unwrap();
+        assert_eq!(
+            (fs.fstype.as_str(), seed.devices[0].size),
+            ("xfs", Size(2 << 30))
+        );
+
+        let g388 = load("seed-shutdown-umount.yaml");
+        let kinds: Vec<&str> = g388.steps.iter().map(Step::kind).collect();
+        assert_eq!(
+            kinds,
+            ["mount", "spawn", "sleep", "shutdown", "kill", "umount", "mount", "umount"]
+        );
+
+        let ext4 = load("seed-kill-umount-ext4.yaml");
+        let fs = ext4.filesystem.as_ref().unwrap();
+        assert_eq!(
+            (fs.fstype.as_str(), fs.mkfs_options.as_slice()),
+            ("ext4", &["-F".to_string(), "-q".to_string()][..])
+        );
+        assert_eq!(ext4.steps, seed.steps);
+
+        let control = load("control-psync.yaml");
+        let Step::Spawn(c) = &control.steps[1] else {
+            unreachable!()
+        };
+        assert_eq!(
+            c.command,
+            load_step
+                .command
+                .replace("--ioengine=io_uring", "--ioengine=psync")
+        );
+    }
+
+    #[test]
+    fn bad_scenarios_fail_with_the_text_in_their_header() {
+        let files = yaml_files(&repo_tests().join("bad"));
+        assert!(files.len() >= 5, "{files:?}");
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The header: comment lines up to the first line that is not one.
+            let want: Vec<&str> = text
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with('#'))
+                .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+                .collect();
+            let origin = format!("tests/bad/{}", path.file_name().unwrap().to_str().unwrap());
+            let got = match load_str(&text, &origin) {
+                Ok(_) => panic!("{origin} loaded"),
+                Err(e) => e.to_string(),
+            };
+            assert_eq!(got, want.join("\n").trim_end(), "\n{got}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random edits of a real scenario never panic, and a failure always says where.
+        #[test]
+        fn mutated_scenarios_never_panic(
+            edits in proptest::collection::vec(
+                (0usize..4, proptest::num::usize::ANY, proptest::num::usize::ANY,
+                 proptest::sample::select(vec![
+                     "", " ", "\n", "\t", ":", "- ", "{", "}", "[", "]", ",", "&a ", "*a", "!!str ",
+                     "\"", "'", "#", "|", ">", "~", "-1", "99999999999999999999", "x", "é", "\r\n",
+                     "  - mount: {}\n", "kill", "umount", "sleep: ", "name: ", "retry: ",
+                 ])),
+                1..6,
+            )
+        ) {
+            let mut text = std::fs::read_to_string(repo_tests().join("seed-shutdown-umount.yaml")).unwrap();
+            for (op, a, b, piece) in edits {
+                let chars: Vec<char> = text.chars().collect();
+                let n = chars.len().max(1);
+                let (a, b) = (a % n, b % n);
+                let (lo, hi) = (a.min(b), a.max(b).min(a.min(b) + 40));
+                text = match op {
+                    // Insert a piece of YAML.
+                    0 => chars[..lo].iter().collect::<String>() + piece + &chars[lo..].iter().collect::<String>(),
+                    // Delete a short range.
+                    1 => chars[..lo].iter().chain(&chars[hi.min(chars.len())..]).collect(),
+                    // Duplicate a short range.
+                    2 => chars[..hi.min(chars.len())].iter().chain(&chars[lo..]).collect(),
+                    // Replace a short range.
+                    _ => chars[..lo].iter().collect::<String>() + piece + &chars[hi.min(chars.len())..].iter().collect::<String>(),
+                };
+            }
+            if let Err(e) = load_str(&text, "m.yaml") {
+                let shown = e.to_string();
+                proptest::prop_assert!(shown.starts_with("m.yaml:"), "{}", shown);
+                proptest::prop_assert!(shown.lines().last().unwrap().starts_with("error: "), "{}", shown);
+            }
         }
     }
 }

@@ -11,4 +11,4 @@ pub use load::{
     LoadError, Loaded,
 };
 pub use model::*;
-pub use validate::{validate, PathSeg, Problem, Severity, KNOWN_FSTYPES, SIGNALS};
+pub use validate::{validate, PathSeg, Problem, Severity, KNOWN_FSTYPES, MAX_DEVICE_NAME, SIGNALS};

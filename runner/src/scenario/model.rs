@@ -18,8 +18,10 @@
 //!   - umount: { id: umount, retry: 10s }
 //! ```
 //!
-//! Every step is a one-key map; the key names its kind. Durations are humantime strings
-//! ("500ms", "2s"), sizes are byte counts with an optional K/M/G/T suffix (powers of 1024).
+//! Every step is a one-key map; the key names its kind (a step without fields may be written
+//! bare: `- power-cut`). Durations are humantime strings ("500ms", "2s"), sizes are byte
+//! counts with an optional K/M/G/T suffix (powers of 1024). The reference for users is
+//! docs/scenario-format.md.
 
 use std::fmt;
 use std::time::Duration;
@@ -34,7 +36,9 @@ pub struct Scenario {
     /// Format version; only 1 exists. Default: 1.
     #[serde(default = "default_version")]
     pub version: u32,
+    /// Required; names the scenario in results.
     pub name: String,
+    /// What the scenario reproduces and why. Default: empty.
     #[serde(default)]
     pub description: String,
     #[serde(default)]
@@ -45,6 +49,7 @@ pub struct Scenario {
     /// virtio-blk disks, in order. Default: none.
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// The filesystem steps use unless they name a device or mountpoint. Default: none.
     pub filesystem: Option<Filesystem>,
     /// Iterations of `steps`. Default: 20.
     #[serde(default = "default_iterations")]
@@ -57,13 +62,26 @@ pub struct Scenario {
     /// Run once per run, after the first boot, before the first iteration. Default: none.
     #[serde(default)]
     pub setup: Vec<Step>,
-    /// Run every iteration.
+    /// Run every iteration. Required, at least one.
     pub steps: Vec<Step>,
     /// Run after every iteration, whatever happened, to bring the guest back to a known state.
     #[serde(default)]
     pub cleanup: Vec<Step>,
+    /// Which dmesg findings fail an iteration. Default: all of them.
     #[serde(default)]
     pub dmesg: DmesgExpect,
+}
+
+impl Scenario {
+    /// The device the filesystem lives on: its `device`, else the first device (`None`
+    /// without a filesystem, or when the device is not declared, which validation rejects).
+    pub fn filesystem_device(&self) -> Option<&Device> {
+        let fs = self.filesystem.as_ref()?;
+        match &fs.device {
+            Some(name) => self.devices.iter().find(|d| &d.name == name),
+            None => self.devices.first(),
+        }
+    }
 }
 
 fn default_version() -> u32 {
@@ -85,7 +103,7 @@ pub struct VmSpec {
     /// Virtual CPUs. Default: 2.
     #[serde(default = "default_cpus")]
     pub cpus: u32,
-    /// Extra kernel command-line words.
+    /// Extra kernel command-line words. Default: none.
     #[serde(default)]
     pub cmdline: Vec<String>,
 }
@@ -110,8 +128,10 @@ fn default_cpus() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Device {
-    /// Name used by steps and as the virtio serial (`/sys/block/vdX/serial`).
+    /// Name used by steps and as the virtio serial (`/sys/block/vdX/serial`), so at most
+    /// 20 characters of `[A-Za-z0-9_-]`.
     pub name: String,
+    /// Disk size (a sparse file on the host), at least 1M.
     pub size: Size,
     /// Stack the device under device-mapper (a linear table named after the device) at setup
     /// so `dm-error` / `dm-flakey` steps can swap its table. Default: false.
@@ -130,8 +150,10 @@ pub struct Filesystem {
     /// Default: /mnt.
     #[serde(default = "default_mountpoint")]
     pub mountpoint: String,
+    /// Arguments to `mkfs.<type>` before the device. Default: none.
     #[serde(default)]
     pub mkfs_options: Vec<String>,
+    /// Mount options (joined with `,`). Default: none.
     #[serde(default)]
     pub mount_options: Vec<String>,
 }
@@ -358,6 +380,7 @@ pub struct MkfsStep {
     pub fstype: Option<String>,
     /// Default: the scenario filesystem's mkfs-options.
     pub options: Option<Vec<String>>,
+    /// Allowed outcomes (of the first attempt). Default: ok.
     #[serde(default)]
     pub expect: Expect,
 }
@@ -367,12 +390,16 @@ pub struct MkfsStep {
 pub struct MountStep {
     /// Name of the step in results; default: `<kind>#<index>`.
     pub id: Option<String>,
+    /// Default: the scenario filesystem's device.
     pub device: Option<String>,
+    /// Default: the scenario filesystem's mountpoint.
     pub mountpoint: Option<String>,
+    /// Default: the scenario filesystem's mount-options.
     pub options: Option<Vec<String>>,
     /// Retry while mount fails with EBUSY, for at most this long, and record the busy window.
     #[serde(default, with = "opt_duration")]
     pub retry: Option<Duration>,
+    /// Allowed outcomes (of the first attempt). Default: ok.
     #[serde(default)]
     pub expect: Expect,
 }
@@ -382,15 +409,19 @@ pub struct MountStep {
 pub struct UmountStep {
     /// Name of the step in results; default: `<kind>#<index>`.
     pub id: Option<String>,
+    /// Default: the scenario filesystem's mountpoint.
     pub mountpoint: Option<String>,
+    /// `MNT_FORCE`. Default: false.
     #[serde(default)]
     pub force: bool,
+    /// `MNT_DETACH`. Default: false.
     #[serde(default)]
     pub detach: bool,
     /// Retry while umount fails with EBUSY, for at most this long, and record the busy
     /// window. The expectation applies to the first attempt.
     #[serde(default, with = "opt_duration")]
     pub retry: Option<Duration>,
+    /// Allowed outcomes (of the first attempt). Default: ok.
     #[serde(default)]
     pub expect: Expect,
 }
@@ -495,6 +526,10 @@ impl<'de> Deserialize<'de> for SleepStep {
                     ..SleepStep::default()
                 })
             }
+            // A bare `- sleep`: validation explains what is missing.
+            fn visit_unit<E: serde::de::Error>(self) -> Result<SleepStep, E> {
+                Ok(SleepStep::default())
+            }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,
@@ -511,10 +546,12 @@ impl<'de> Deserialize<'de> for SleepStep {
 pub struct ShutdownStep {
     /// Name of the step in results; default: `<kind>#<index>`.
     pub id: Option<String>,
+    /// Default: the scenario filesystem's mountpoint.
     pub mountpoint: Option<String>,
     /// default, log-flush or no-log-flush. Default: default.
     #[serde(default = "default_shutdown_flag")]
     pub flags: ShutdownFlag,
+    /// Allowed outcomes (of the first attempt). Default: ok.
     #[serde(default)]
     pub expect: Expect,
 }
@@ -546,6 +583,7 @@ pub struct DmStep {
 pub struct DmFlakeyStep {
     /// Name of the step in results; default: `<kind>#<index>`.
     pub id: Option<String>,
+    /// A device declared with `dm: true`. Default: the filesystem's device.
     pub device: Option<String>,
     /// drop-writes (acknowledged but lost) or error-writes. Default: drop-writes.
     #[serde(default)]
@@ -565,6 +603,7 @@ pub enum FlakeyMode {
 pub struct FsckStep {
     /// Name of the step in results; default: `<kind>#<index>`.
     pub id: Option<String>,
+    /// Default: the filesystem's device.
     pub device: Option<String>,
     /// Expect a clean check. Default: true (a dirty result fails the iteration).
     #[serde(default = "yes")]

@@ -3,6 +3,7 @@
 //! paths into file positions.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::time::Duration;
 
 use super::model::{FindingSelector, Scenario, Size, SleepStep, Step, FINDING_KINDS};
@@ -31,12 +32,17 @@ pub struct Problem {
 
 /// Parts of the scenario that failed to load and were left out. Checks that would report
 /// their absence (an undeclared device, a kill without its spawn) are skipped for them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Partial {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Partial {
     pub name: bool,
     pub devices: bool,
     pub filesystem: bool,
+    /// Something of `steps` itself was left out (so it may not really be empty).
     pub steps: bool,
+    /// Kinds of the steps that were left out, `?` when it could not be told.
+    pub dropped_steps: HashSet<String>,
+    /// (section, index) of steps with a field left out; their own checks are skipped.
+    pub damaged_steps: HashSet<(String, usize)>,
 }
 
 /// Filesystem types the default guest image has a `mkfs.<type>` and a checker for.
@@ -56,7 +62,30 @@ const MIN_MEMORY: Size = Size(256 << 20);
 const MIN_DEVICE_SIZE: Size = Size(1 << 20);
 const MAX_CPUS: u32 = 64;
 
-/// Every problem in a fully loaded scenario.
+impl fmt::Display for Problem {
+    /// `steps[3].kill.name: kill step names ...`, for problems found outside a file.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut path = String::new();
+        for seg in &self.path {
+            match seg {
+                Key(k) if path.is_empty() => path.push_str(k),
+                Key(k) => {
+                    path.push('.');
+                    path.push_str(k);
+                }
+                Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        let label = match self.severity {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+        };
+        write!(f, "{path}: {label}{}", self.message)
+    }
+}
+
+/// Every problem in a scenario (for one built or changed in code, such as an
+/// `--iterations` override; files get these from the loader, with positions).
 pub fn validate(s: &Scenario) -> Vec<Problem> {
     check(s, &Partial::default())
 }
@@ -216,26 +245,19 @@ impl Checker<'_> {
         if self.partial.devices {
             return;
         }
-        let names: Vec<String> = self
-            .s
-            .devices
-            .iter()
-            .map(|d| format!("`{}`", d.name))
-            .collect();
+        let mut names: Vec<String> = Vec::new();
+        for d in &self.s.devices {
+            let quoted = format!("`{}`", d.name);
+            if !names.contains(&quoted) {
+                names.push(quoted);
+            }
+        }
         let declared = if names.is_empty() {
             "no devices are declared".to_string()
         } else {
             format!("declared: {}", names.join(", "))
         };
         self.error(path, format!("unknown device `{name}` ({declared})"));
-    }
-
-    /// The device the filesystem is on: its `device`, else the first device.
-    fn fs_device(&self) -> Option<&str> {
-        let fs = self.s.filesystem.as_ref()?;
-        fs.device
-            .as_deref()
-            .or_else(|| self.s.devices.first().map(|d| d.name.as_str()))
     }
 
     fn fstype(&mut self, path: Vec<PathSeg>, t: &str) {
@@ -333,8 +355,17 @@ impl Checker<'_> {
                         );
                     }
                 }
-                self.step(step, &at);
-                let partial = self.partial.steps;
+                if !self
+                    .partial
+                    .damaged_steps
+                    .contains(&(section.to_string(), i))
+                {
+                    self.step(step, &at);
+                }
+                let dropped = |kind: &str| {
+                    self.partial.dropped_steps.contains(kind)
+                        || self.partial.dropped_steps.contains("?")
+                };
                 match step {
                     Step::Spawn(sp) => {
                         if let Some(first) = running.insert(&sp.name, section) {
@@ -350,7 +381,7 @@ impl Checker<'_> {
                     }
                     Step::Kill(k) => {
                         running.remove(k.name.as_str());
-                        if !spawned.contains(k.name.as_str()) && !partial {
+                        if !spawned.contains(k.name.as_str()) && !dropped("spawn") {
                             self.error(
                                 at(Some("name")),
                                 format!(
@@ -363,7 +394,9 @@ impl Checker<'_> {
                     Step::WriteData(d) => {
                         written.insert(&d.dir);
                     }
-                    Step::VerifyData(d) if !written.contains(d.dir.as_str()) && !partial => {
+                    Step::VerifyData(d)
+                        if !written.contains(d.dir.as_str()) && !dropped("write-data") =>
+                    {
                         self.error(
                             at(Some("dir")),
                             format!(
@@ -541,12 +574,15 @@ impl Checker<'_> {
         if self.partial.devices {
             return;
         }
-        let Some(name) = explicit.or_else(|| self.fs_device()) else {
+        let dev = match explicit {
+            Some(name) => self.s.devices.iter().find(|d| d.name == name),
+            None => self.s.filesystem_device(),
+        };
+        // An undeclared device is reported as such.
+        let Some(dev) = dev else {
             return;
         };
-        let Some(dev) = self.s.devices.iter().find(|d| d.name == name) else {
-            return; // reported as an unknown device
-        };
+        let name = &dev.name;
         if !dev.dm {
             let path = at(explicit.map(|_| "device"));
             let kind = path
@@ -630,4 +666,191 @@ fn regex_reason(e: &regex::Error) -> String {
         .find_map(|l| l.trim().strip_prefix("error: "))
         .unwrap_or(text.lines().last().unwrap_or("invalid"))
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The problems `validate` finds in `yaml`, deserialized without the loader's checks.
+    fn problems(yaml: &str) -> Vec<String> {
+        use serde::Deserialize;
+        let tree = super::super::yaml::parse(yaml).unwrap();
+        let none = HashSet::new();
+        let de = super::super::yaml::De::new(&tree, &none, tree.root.unwrap());
+        let s =
+            Scenario::deserialize(de).unwrap_or_else(|e| panic!("{}\n{yaml}", e.message(&tree)));
+        validate(&s).iter().map(ToString::to_string).collect()
+    }
+
+    const DEVICES: &str =
+        "devices: [{name: scratch, size: 2G, dm: true}, {name: plain, size: 1G}]\n";
+
+    #[test]
+    fn each_rule_reports_its_problem() {
+        let table: &[(&str, &[&str])] = &[
+            // Top level.
+            (
+                "name: t\nversion: 2\niterations: 0\niteration-timeout: 0s\nsteps: [{sync: {}}]\n",
+                &[
+                    "version: unsupported version 2, only version 1 exists",
+                    "iterations: `iterations` must be at least 1",
+                    "iteration-timeout: `iteration-timeout` must be at least 1s",
+                ],
+            ),
+            ("name: ''\nsteps: []\n", &[
+                "name: `name` must not be empty",
+                "steps: `steps` is empty; a scenario needs at least one step",
+            ]),
+            ("name: a/b\nsteps: [{sync: {}}]\n", &[
+                "name: `name` `a/b` must not contain `/` (it names result files)",
+            ]),
+            ("name: t\nvm: {memory: 255M, cpus: 65}\nkconfig: ['', a/b, fs-xfs]\nsteps: [{sync: {}}]\n", &[
+                "vm.memory: `vm.memory` is 255M, at least 256M is needed",
+                "vm.cpus: `vm.cpus` is 65, expected 1 to 64",
+                "kconfig[0]: kconfig fragment `` must be a file name in kconfigs/",
+                "kconfig[1]: kconfig fragment `a/b` must be a file name in kconfigs/",
+            ]),
+            ("name: t\nvm: {memory: 256M, cpus: 64}\nsteps: [{sync: {}}]\n", &[]),
+            // Devices and the filesystem.
+            (
+                "name: t\ndevices: [{name: a, size: 1G}, {name: a, size: 1G}, {name: 'b c', size: 1G}, \
+                 {name: abcdefghijklmnopqrstu, size: 1G}, {name: '', size: 512K}, {name: abcdefghijklmnopqrst, size: 1M}]\n\
+                 steps: [{sync: {}}]\n",
+                &[
+                    "devices[1].name: duplicate device name `a` (already `devices[0]`)",
+                    "devices[2].name: device name `b c` contains ' '; use only letters, digits, `_` and `-`",
+                    "devices[3].name: device name `abcdefghijklmnopqrstu` is 21 characters long, at most 20 fit in a virtio serial",
+                    "devices[4].name: device name must not be empty",
+                    "devices[4].size: device size 512K is too small, at least 1M",
+                ],
+            ),
+            ("name: t\nfilesystem: {type: xfs}\nsteps: [{sync: {}}]\n", &[
+                "filesystem: `filesystem` needs a device, but no `devices` are declared",
+            ]),
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: 'XFS!', device: e, mountpoint: mnt}\nsteps: [{sync: {}}]\n",
+                &[
+                    "filesystem.type: invalid filesystem type `XFS!`, expected xfs, ext4, btrfs or another mkfs.<type> name",
+                    "filesystem.mountpoint: `mountpoint` must be an absolute path, got `mnt`",
+                    "filesystem.device: unknown device `e` (declared: `d`)",
+                ],
+            ),
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: f2fs}\nsteps: [{sync: {}}]\n",
+                &["filesystem.type: warning: filesystem type `f2fs` is not in the default guest image (it has xfs, ext4 and btrfs); add mkfs.f2fs through the image recipe"],
+            ),
+            // Steps that need a filesystem, and the ones that can do without.
+            (
+                "name: t\nsteps:\n- {mkfs: {}}\n- {mount: {}}\n- {umount: {}}\n- {shutdown: {}}\n- {fsck: {}}\n\
+                 - {write-data: {}}\n- {verify-data: {}}\n- {dm-error: {}}\n- {dm-flakey: {}}\n- {dm-restore: {}}\n\
+                 - {unplug: {}}\n- {replug: {}}\n",
+                &[
+                    "steps[0].mkfs: mkfs step needs a `filesystem`, and none is declared (or give the step its own `device` and `type`)",
+                    "steps[1].mount: mount step needs a `filesystem`, and none is declared",
+                    "steps[2].umount: umount step needs a `filesystem`, and none is declared (or give the step its own `mountpoint`)",
+                    "steps[3].shutdown: shutdown step needs a `filesystem`, and none is declared (or give the step its own `mountpoint`)",
+                    "steps[4].fsck: fsck step needs a `filesystem`, and none is declared",
+                    "steps[5].write-data: write-data step needs a `filesystem`, and none is declared",
+                    "steps[6].verify-data: verify-data step needs a `filesystem`, and none is declared",
+                    "steps[7].dm-error: dm-error step needs a `filesystem`, and none is declared (or give the step its own `device`)",
+                    "steps[8].dm-flakey: dm-flakey step needs a `filesystem`, and none is declared (or give the step its own `device`)",
+                    "steps[9].dm-restore: dm-restore step needs a `filesystem`, and none is declared (or give the step its own `device`)",
+                    "steps[10].unplug: unplug step needs a `filesystem`, and none is declared (or give the step its own `device`)",
+                    "steps[11].replug: replug step needs a `filesystem`, and none is declared (or give the step its own `device`)",
+                ],
+            ),
+            (
+                &format!("name: t\n{DEVICES}steps:\n- {{mkfs: {{device: plain, type: ext4}}}}\n- {{umount: {{mountpoint: /mnt}}}}\n\
+                 - {{shutdown: {{mountpoint: /mnt}}}}\n- {{dm-error: {{device: scratch}}}}\n- {{unplug: {{device: plain}}}}\n\
+                 - {{replug: {{device: plain}}}}\n- {{sync: {{}}}}\n- {{power-cut: {{}}}}\n- {{panic: {{}}}}\n- {{reboot: {{}}}}\n"),
+                &[],
+            ),
+            // Device-mapper steps need a dm device.
+            (
+                &format!("name: t\n{DEVICES}filesystem: {{type: xfs, device: plain}}\nsteps:\n- {{dm-error: {{}}}}\n\
+                 - {{dm-flakey: {{device: plain}}}}\n- {{dm-restore: {{device: scratch}}}}\n- {{dm-error: {{device: nope}}}}\n"),
+                &[
+                    "steps[0].dm-error: dm-error step needs device `plain` to be declared with `dm: true`",
+                    "steps[1].dm-flakey.device: dm-flakey step needs device `plain` to be declared with `dm: true`",
+                    "steps[3].dm-error.device: unknown device `nope` (declared: `scratch`, `plain`)",
+                ],
+            ),
+            // spawn / kill across sections.
+            (
+                "name: t\nsetup: [{spawn: {name: bg, command: x}}]\n\
+                 steps:\n- {kill: {name: bg}}\n- {spawn: {name: bg, command: x}}\n- {spawn: {name: bg, command: y}}\n\
+                 - {kill: {name: fg, signal: SIGTERM}}\n- {spawn: {name: '', command: ' '}}\n\
+                 cleanup: [{kill: {name: bg, signal: USR3}}]\n",
+                &[
+                    "steps[2].spawn.name: spawn `bg` is already running (started in `steps`); kill it before starting it again",
+                    "steps[3].kill.signal: write signal `SIGTERM` without the SIG prefix: `TERM`",
+                    "steps[3].kill.name: kill step names `fg`, but no spawn step before it starts `fg`",
+                    "steps[4].spawn.name: spawn `name` must not be empty",
+                    "steps[4].spawn.command: spawn `command` must not be empty",
+                    "cleanup[0].kill.signal: unknown signal `USR3`, expected a name such as KILL, TERM, INT, HUP, QUIT, USR1, USR2, STOP or CONT",
+                ],
+            ),
+            // Step ids.
+            (
+                "name: t\nsetup: [{sync: {id: a}}]\nsteps: [{sync: {id: a}}, {sync: {id: ''}}, {sync: {id: 'x#1'}}, {sync: {id: b}}]\n\
+                 cleanup: [{sync: {id: b}}]\n",
+                &[
+                    "steps[0].sync.id: duplicate step id `a` (already used by a sync step in `setup`)",
+                    "steps[1].sync.id: step `id` must not be empty",
+                    "steps[2].sync.id: step id `x#1` must not contain `#` (default ids use it)",
+                    "cleanup[0].sync.id: duplicate step id `b` (already used by a sync step in `steps`)",
+                ],
+            ),
+            // Sleep.
+            (
+                "name: t\nsteps:\n- {sleep: {time: 1s}}\n- {sleep: {min: 1s, max: 1s}}\n- {sleep: {min: 2s, max: 1s}}\n\
+                 - {sleep: {time: 1s, min: 1s}}\n- {sleep: {min: 1s}}\n- {sleep: {max: 1s}}\n- {sleep: {}}\n",
+                &[
+                    "steps[2].sleep.min: `min` (2s) is more than `max` (1s)",
+                    "steps[3].sleep: sleep step has both `time` and `min`/`max`; give one or the other",
+                    "steps[4].sleep: sleep step has `min` but no `max`",
+                    "steps[5].sleep: sleep step has `max` but no `min`",
+                    "steps[6].sleep: sleep step needs a duration (`sleep: 2s`), `time`, or `min` and `max`",
+                ],
+            ),
+            // run, data and mountpoints.
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
+                 - {run: {command: '', timeout: 0s}}\n- {write-data: {dir: /abs, files: 0}}\n- {write-data: {dir: a/../b}}\n\
+                 - {verify-data: {dir: other}}\n- {mount: {mountpoint: rel}}\n- {sync: {mountpoint: rel}}\n",
+                &[
+                    "steps[0].run.command: run `command` must not be empty",
+                    "steps[0].run.timeout: `timeout` must be more than 0s",
+                    "steps[1].write-data.files: `files` must be at least 1",
+                    "steps[1].write-data.dir: `dir` must be a relative path below the mountpoint, got `/abs`",
+                    "steps[2].write-data.dir: `dir` must be a relative path below the mountpoint, got `a/../b`",
+                    "steps[3].verify-data.dir: verify-data step checks `other`, but no write-data step before it writes there",
+                    "steps[4].mount.mountpoint: `mountpoint` must be an absolute path, got `rel`",
+                    "steps[5].sync.mountpoint: `mountpoint` must be an absolute path, got `rel`",
+                ],
+            ),
+            // dmesg.
+            (
+                "name: t\nsteps: [{sync: {}}]\ndmesg: {fail-on: [warning, kasan, nope], ignore: ['a(', 'ok.*']}\n",
+                &[
+                    "dmesg.fail-on[2]: unknown finding kind `nope`, expected `all`, `none` or one of `warning`, `bug`, `oops`, `panic`, `kasan`, `lockdep`, `hung-task`, `rcu-stall`, `soft-lockup`, `fs-corruption`, `fs-error`",
+                    "dmesg.ignore[0]: invalid regular expression `a(`: unclosed group",
+                ],
+            ),
+            ("name: t\nsteps: [{sync: {}}]\ndmesg: {fail-on: none}\n", &[]),
+        ];
+        for (yaml, want) in table {
+            assert_eq!(problems(yaml), *want, "\n{yaml}");
+        }
+    }
+
+    #[test]
+    fn finding_kinds_are_the_documented_ones() {
+        let doc = include_str!("../../../docs/scenario-format.md");
+        for kind in FINDING_KINDS {
+            assert!(doc.contains(&format!("`{kind}`")), "{kind} is documented");
+        }
+        assert_eq!(FINDING_KINDS.len(), 11);
+    }
 }

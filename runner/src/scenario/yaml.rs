@@ -183,6 +183,23 @@ pub(crate) fn parse(text: &str) -> Result<Tree, SyntaxError> {
         };
         attach(&mut tree, &mut stack, done);
     }
+    // Aliases can nest deeper than the text does; the deserializer recurses per level.
+    if let Some(root) = tree.root {
+        let mut todo = vec![(root, 1)];
+        while let Some((id, depth)) = todo.pop() {
+            if depth > MAX_DEPTH {
+                return Err(SyntaxError {
+                    message: format!("nesting deeper than {MAX_DEPTH} levels (through aliases)"),
+                    span: tree.nodes[id].span,
+                });
+            }
+            match &tree.nodes[id].kind {
+                Kind::Scalar { .. } => {}
+                Kind::Seq(items) => todo.extend(items.iter().map(|&i| (i, depth + 1))),
+                Kind::Map(entries) => todo.extend(entries.iter().map(|&(_, v)| (v, depth + 1))),
+            }
+        }
+    }
     Ok(tree)
 }
 
@@ -386,15 +403,19 @@ impl Tree {
             [Seg::Key(section), Seg::Index(_), ..]
                 if matches!(section.as_str(), "setup" | "steps" | "cleanup") =>
             {
-                self.root
-                    .and_then(|r| self.locate(&path[..2], &HashSet::new()).filter(|&n| n != r))
-                    .map(|elem| match &self.nodes[elem].kind {
-                        Kind::Scalar { value, .. } => Some(value.clone()),
-                        Kind::Map(entries) if entries.len() == 1 => {
-                            self.scalar(entries[0].0).map(str::to_string)
-                        }
+                // The path came from the tree, so it leads to the step's own element.
+                self.locate(&path[..2], &HashSet::new()).map(|elem| {
+                    let name = match &self.nodes[elem].kind {
+                        Kind::Scalar { value, .. } => Some(value.as_str()),
+                        Kind::Map(entries) if entries.len() == 1 => self.scalar(entries[0].0),
                         _ => None,
+                    };
+                    // Only what looks like a step name makes "in <name> step" read well.
+                    name.filter(|n| {
+                        !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '-')
                     })
+                    .map(str::to_string)
+                })
             }
             _ => None,
         };
@@ -745,6 +766,8 @@ impl<'a> De<'a> {
     }
 }
 
+// Each method stamps an error that leaves it without a position with its own node: the
+// innermost node an error passes through is where it happened.
 macro_rules! located {
     ($($method:ident($($arg:ident: $ty:ty),*) => $body:expr;)*) => {
         $(
@@ -785,7 +808,12 @@ impl<'de> de::Deserializer<'de> for De<'de> {
         deserialize_unit() => |d: Self, v: V| if d.is_null() { v.visit_unit() } else { d.any(v) };
         deserialize_unit_struct(_name: &'static str) => |d: Self, _n, v: V| if d.is_null() { v.visit_unit() } else { d.any(v) };
         deserialize_newtype_struct(_name: &'static str) => |d: Self, _n, v: V| v.visit_newtype_struct(d);
-        deserialize_seq() => |d: Self, v: V| d.any(v);
+        // An empty value reads as an empty list (`setup:` with every step commented out).
+        deserialize_seq() => |d: Self, v: V| if d.is_null() {
+            v.visit_seq(SeqA { de: d, items: Vec::new(), pos: 0 })
+        } else {
+            d.any(v)
+        };
         deserialize_tuple(_len: usize) => |d: Self, _l, v: V| d.any(v);
         deserialize_tuple_struct(_name: &'static str, _len: usize) => |d: Self, _n, _l, v: V| d.any(v);
         deserialize_map() => |d: Self, v: V| if d.is_null() { d.visit_map_entries(Vec::new(), v) } else { d.any(v) };
@@ -861,8 +889,10 @@ impl<'de> De<'de> {
                 )))
             }
         };
+        let key = access.key;
         visitor.visit_enum(access).map_err(|e| match e.kind {
-            ErrKind::UnknownVariant(v, expected) if step => DeError {
+            // Only the step's own name: an unknown value inside the step keeps its message.
+            ErrKind::UnknownVariant(v, expected) if step && e.node == Some(key) => DeError {
                 kind: ErrKind::Plain(format!(
                     "unknown step kind `{v}`, expected {}",
                     one_of(expected)
@@ -1057,6 +1087,20 @@ mod tests {
             .unwrap();
         assert_eq!(tree.scalar(b), Some("2"));
         assert!(parse("a: &x [*x]\n").is_err());
+        // Each alias nests the previous one a level deeper.
+        let mut chain = String::from("a0: &a0 [x]\n");
+        for i in 1..200 {
+            chain.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
+        }
+        let err = parse(&chain).unwrap_err();
+        assert!(err.message.contains("through aliases"), "{}", err.message);
+        // Exponential expansion stops at the node limit.
+        let mut laughs = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let p = format!("*l{}", i - 1);
+            laughs.push_str(&format!("l{i}: &l{i} [{}]\n", vec![p; 10].join(", ")));
+        }
+        assert!(parse(&laughs).unwrap_err().message.contains("too large"));
     }
 
     #[test]
