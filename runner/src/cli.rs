@@ -137,7 +137,10 @@ pub enum CliError {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("crashrig: error: cannot start the async runtime: {e}");
@@ -149,7 +152,9 @@ pub fn main() -> i32 {
             Command::Run(args) => with_signals(cmd_run(args)).await,
             Command::Doctor => Ok(crate::doctor::run().await),
             Command::Image(args) => cmd_image(args).await,
-            Command::Bench(BenchCommand::Boot(args)) => with_signals(crate::run::bench::boot_bench(args)).await,
+            Command::Bench(BenchCommand::Boot(args)) => {
+                with_signals(crate::run::bench::boot_bench(args)).await
+            }
         }
     });
     // Blocking SSH calls may still sit in the pool after an interrupt; do not wait for them.
@@ -166,7 +171,9 @@ pub fn main() -> i32 {
 /// Runs `fut` until it finishes or SIGINT/SIGTERM arrives. Dropping the future kills every
 /// QEMU it started (kill_on_drop) and removes its disk files (TempDir); finished results were
 /// already written.
-async fn with_signals(fut: impl std::future::Future<Output = Result<i32, CliError>>) -> Result<i32, CliError> {
+async fn with_signals(
+    fut: impl std::future::Future<Output = Result<i32, CliError>>,
+) -> Result<i32, CliError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CliError::Other(format!("cannot install a SIGTERM handler: {e}")))?;
     tokio::select! {
@@ -184,11 +191,15 @@ async fn with_signals(fut: impl std::future::Future<Output = Result<i32, CliErro
 
 /// Loads and validates a scenario; warnings go to stderr.
 pub fn load_scenario(path: &std::path::Path) -> Result<LoadedScenario, CliError> {
-    let loaded = crate::scenario::load_file_with_warnings(path).map_err(|e| CliError::Scenario(e.to_string()))?;
+    let loaded = crate::scenario::load_file_with_warnings(path)
+        .map_err(|e| CliError::Scenario(e.to_string()))?;
     if !loaded.warnings.is_empty() {
         eprintln!("{}", loaded.warnings);
     }
-    Ok(LoadedScenario { scenario: loaded.scenario, path: path.to_path_buf() })
+    Ok(LoadedScenario {
+        scenario: loaded.scenario,
+        path: path.to_path_buf(),
+    })
 }
 
 /// Resolves a kernel spec to a bootable kernel.
@@ -197,20 +208,31 @@ pub async fn resolve_kernel(spec: &str, cache: &Cache) -> Result<ResolvedKernel,
     match parsed {
         KernelSpec::Debian { series } => {
             let cache = cache.clone();
-            Ok(tokio::task::spawn_blocking(move || crate::kernel::debian::resolve(&series, &cache))
+            Ok(
+                tokio::task::spawn_blocking(move || {
+                    crate::kernel::debian::resolve(&series, &cache)
+                })
                 .await
-                .map_err(|e| CliError::Other(e.to_string()))??)
+                .map_err(|e| CliError::Other(e.to_string()))??,
+            )
         }
-        other => Err(CliError::Other(format!("kernel spec `{other}` needs kernel builds, which this crashrig does not have yet"))),
+        other => Err(CliError::Other(format!(
+            "kernel spec `{other}` needs kernel builds, which this crashrig does not have yet"
+        ))),
     }
 }
 
 fn default_out() -> PathBuf {
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "");
     PathBuf::from("crashrig-results").join(stamp.trim_end_matches('Z'))
 }
 
-async fn prepare_image(recipe: Option<PathBuf>, cache: &Cache) -> Result<crate::image::GuestImage, CliError> {
+async fn prepare_image(
+    recipe: Option<PathBuf>,
+    cache: &Cache,
+) -> Result<crate::image::GuestImage, CliError> {
     let recipe = recipe.unwrap_or_else(crate::image::default_recipe);
     let cache = cache.clone();
     tokio::task::spawn_blocking(move || {
@@ -237,9 +259,16 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
         return Ok(exit::CONFIG_OR_INFRA);
     }
     let cache = Cache::from_env();
-    let specs = if args.vm.kernels.is_empty() { vec!["debian:6.1".to_string()] } else { args.vm.kernels.clone() };
+    let specs = if args.vm.kernels.is_empty() {
+        vec!["debian:6.1".to_string()]
+    } else {
+        args.vm.kernels.clone()
+    };
     let out = args.vm.out.clone().unwrap_or_else(default_out);
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out { path: out.clone(), source })?;
+    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
+        path: out.clone(),
+        source,
+    })?;
     // Resolve every kernel before booting anything: a bad spec fails in seconds.
     let mut kernels = Vec::new();
     for spec in &specs {
@@ -247,21 +276,40 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
     }
     let bare = crate::image::bare_initramfs(&cache)?;
     let (accel, reason) = crate::vm::choose_accel(args.vm.accel, &kernels[0].image, &bare).await?;
-    let host = HostInfo { qemu: crate::vm::qemu::qemu_version().await, accel: accel.to_string(), accel_reason: reason.clone() };
-    let reporters: Vec<Box<dyn Reporter>> =
-        vec![Box::new(Terminal::new(args.vm.verbose)), Box::new(ResultsWriter::new(&out, host))];
+    let host = HostInfo {
+        qemu: crate::vm::qemu::qemu_version().await,
+        accel: accel.to_string(),
+        accel_reason: reason.clone(),
+    };
+    let reporters: Vec<Box<dyn Reporter>> = vec![
+        Box::new(Terminal::new(args.vm.verbose)),
+        Box::new(ResultsWriter::new(&out, host)),
+    ];
     let mut sink = EventSink::new(reporters);
     sink.info(format!("accelerator: {accel} ({reason})"));
     sink.info(format!("results: {}", out.display()));
     let image = prepare_image(args.vm.recipe.clone(), &cache).await?;
-    sink.emit(crate::report::Event::ImageReady { key: image.key.clone() });
-    let opts = RunOptions { iterations: args.iterations, accel, seed: args.seed, keep: args.keep, out: out.clone(), cache: cache.clone() };
+    sink.emit(crate::report::Event::ImageReady {
+        key: image.key.clone(),
+    });
+    let opts = RunOptions {
+        iterations: args.iterations,
+        accel,
+        seed: args.seed,
+        keep: args.keep,
+        out: out.clone(),
+        cache: cache.clone(),
+    };
     let mut code = exit::OK;
     let mut index = 0;
     for (spec, kernel) in specs.iter().zip(&kernels) {
-        sink.emit(crate::report::Event::KernelReady { spec: spec.clone(), version: kernel.version.clone() });
+        sink.emit(crate::report::Event::KernelReady {
+            spec: spec.clone(),
+            version: kernel.version.clone(),
+        });
         for loaded in &scenarios {
-            let record = crate::run::run_scenario(loaded, kernel, &image, &opts, index, &mut sink).await;
+            let record =
+                crate::run::run_scenario(loaded, kernel, &image, &opts, index, &mut sink).await;
             index += 1;
             code = code.max(run_exit_code(&record));
         }
@@ -291,7 +339,11 @@ async fn cmd_image(args: ImageArgs) -> Result<i32, CliError> {
     if let Some(spec) = args.kernel {
         let kernel = resolve_kernel(&spec, &cache).await?;
         let initrd = crate::image::initrd_for(&image, &kernel, &cache)?;
-        println!("kernel:     {} ({})", kernel.image.display(), kernel.version);
+        println!(
+            "kernel:     {} ({})",
+            kernel.image.display(),
+            kernel.version
+        );
         println!("initrd:     {}", initrd.display());
     }
     Ok(exit::OK)

@@ -21,12 +21,19 @@ pub async fn run() -> i32 {
         Some(v) => println!("qemu: {v}"),
         None => println!("qemu: not runnable"),
     }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+    {
         println!("kvm: /dev/kvm opens; each run proves KVM with a 15 s probe boot of its kernel and falls back to TCG if it hangs");
     } else {
         println!("kvm: /dev/kvm is not usable; runs use TCG (slower, but works)");
     }
-    let apt_lists = std::fs::read_dir("/var/lib/apt/lists").map(|d| d.count()).unwrap_or(0);
+    let apt_lists = std::fs::read_dir("/var/lib/apt/lists")
+        .map(|d| d.count())
+        .unwrap_or(0);
     if apt_lists <= 2 {
         println!("apt: package lists look empty; run `apt-get update` so debian:6.x kernels can be found");
     } else {
@@ -38,7 +45,10 @@ pub async fn run() -> i32 {
         println!("\neverything crashrig needs is installed");
         0
     } else {
-        println!("\ninstall what is missing with:\n  apt-get install {}", missing.join(" "));
+        println!(
+            "\ninstall what is missing with:\n  apt-get install {}",
+            missing.join(" ")
+        );
         2
     }
 }

@@ -33,14 +33,31 @@ fn results(dir: &Path) -> Value {
 fn smoke_scenario_boots_debian_6_1_and_records_every_iteration() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
-    let (code, stdout, stderr) = crashrig(&["run", "tests/smoke.yaml", "--kernel", "debian:6.1", "--out", dir]);
+    let (code, stdout, stderr) = crashrig(&[
+        "run",
+        "tests/smoke.yaml",
+        "--kernel",
+        "debian:6.1",
+        "--out",
+        dir,
+    ]);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let r = results(out.path());
     let run = &r["runs"][0];
     assert_eq!(run["scenario"]["name"], "smoke");
     assert_eq!(run["kernel"]["spec"], "debian:6.1");
-    assert!(run["kernel"]["version"].as_str().unwrap().starts_with("linux-image-6.1.0-"), "{}", run["kernel"]);
-    assert!(run["kernel"]["release"].as_str().unwrap().ends_with("-cloud-amd64"));
+    assert!(
+        run["kernel"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("linux-image-6.1.0-"),
+        "{}",
+        run["kernel"]
+    );
+    assert!(run["kernel"]["release"]
+        .as_str()
+        .unwrap()
+        .ends_with("-cloud-amd64"));
     assert!(["tcg", "kvm"].contains(&run["accel"].as_str().unwrap()));
     assert_eq!(r["host"]["accel"], run["accel"]);
     assert_eq!(run["summary"]["iterations"], 3);
@@ -57,30 +74,58 @@ fn smoke_scenario_boots_debian_6_1_and_records_every_iteration() {
         assert!(verify["detail"]["missing"].as_array().unwrap().is_empty());
         let dmesg = it["dmesg_file"].as_str().unwrap();
         let text = std::fs::read_to_string(out.path().join(dmesg)).unwrap();
-        assert!(text.contains("XFS"), "the iteration's dmesg shows the mounts:\n{text}");
+        assert!(
+            text.contains("XFS"),
+            "the iteration's dmesg shows the mounts:\n{text}"
+        );
     }
     let boot = &run["boots"][0];
     assert!(boot["ready_after_ms"].as_u64().unwrap() > 0);
-    let console = std::fs::read_to_string(out.path().join(boot["console_log"].as_str().unwrap())).unwrap();
-    assert!(console.contains("Linux version 6.1."), "console captured from the first byte");
+    let console =
+        std::fs::read_to_string(out.path().join(boot["console_log"].as_str().unwrap())).unwrap();
+    assert!(
+        console.contains("Linux version 6.1."),
+        "console captured from the first byte"
+    );
     let junit = std::fs::read_to_string(out.path().join("junit.xml")).unwrap();
     assert_eq!(junit.matches("<testcase").count(), 3, "{junit}");
-    assert!(stdout.contains("iterations 3: 3 passed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("iterations 3: 3 passed, 0 failed"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn psync_control_never_sees_ebusy() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
-    let (code, stdout, stderr) = crashrig(&["run", "tests/control-psync.yaml", "--iterations", "5", "--out", dir]);
+    let (code, stdout, stderr) = crashrig(&[
+        "run",
+        "tests/control-psync.yaml",
+        "--iterations",
+        "5",
+        "--out",
+        dir,
+    ]);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let run = &results(out.path())["runs"][0];
     assert_eq!(run["summary"]["iterations"], 5);
     assert_eq!(run["summary"]["failed"], 0);
-    assert_eq!(run["summary"]["steps"]["umount"]["errno_counts"], serde_json::json!({"ok": 5}));
+    assert_eq!(
+        run["summary"]["steps"]["umount"]["errno_counts"],
+        serde_json::json!({"ok": 5})
+    );
     for it in run["iterations"].as_array().unwrap() {
-        let kill = it["steps"].as_array().unwrap().iter().find(|s| s["kind"] == "kill").unwrap();
-        assert!(kill["detail"]["tasks"].as_u64().unwrap() >= 1, "the kill reached the workload: {kill}");
+        let kill = it["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "kill")
+            .unwrap();
+        assert!(
+            kill["detail"]["tasks"].as_u64().unwrap() >= 1,
+            "the kill reached the workload: {kill}"
+        );
         assert_eq!(kill["detail"]["timed_out"], false, "{kill}");
     }
 }
@@ -89,21 +134,49 @@ fn psync_control_never_sees_ebusy() {
 fn seed_scenario_results_agree_with_the_exit_code() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
-    let (code, stdout, stderr) = crashrig(&["run", "tests/seed-kill-umount.yaml", "--iterations", "4", "--out", dir]);
+    let (code, stdout, stderr) = crashrig(&[
+        "run",
+        "tests/seed-kill-umount.yaml",
+        "--iterations",
+        "4",
+        "--out",
+        dir,
+    ]);
     let run = &results(out.path())["runs"][0];
     let failed = run["summary"]["failed"].as_u64().unwrap();
-    assert_eq!(code, if failed > 0 { 1 } else { 0 }, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        code,
+        if failed > 0 { 1 } else { 0 },
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     let umount = &run["summary"]["steps"]["umount"];
     assert_eq!(umount["runs"], 4);
     let counts = umount["errno_counts"].as_object().unwrap();
-    assert!(counts.keys().all(|k| k == "ok" || k == "EBUSY"), "{counts:?}");
+    assert!(
+        counts.keys().all(|k| k == "ok" || k == "EBUSY"),
+        "{counts:?}"
+    );
     let ebusy = counts.get("EBUSY").and_then(Value::as_u64).unwrap_or(0);
-    assert_eq!(run["summary"]["errno_counts"].get("EBUSY").and_then(Value::as_u64).unwrap_or(0), ebusy);
+    assert_eq!(
+        run["summary"]["errno_counts"]
+            .get("EBUSY")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        ebusy
+    );
     for it in run["iterations"].as_array().unwrap() {
-        let step = it["steps"].as_array().unwrap().iter().find(|s| s["id"] == "umount").unwrap();
+        let step = it["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "umount")
+            .unwrap();
         if step["errno"] == "EBUSY" {
             assert_eq!(it["verdict"], "fail");
-            assert!(step["busy_window_ms"].as_f64().unwrap() > 0.0, "a retried EBUSY has a busy window: {step}");
+            assert!(
+                step["busy_window_ms"].as_f64().unwrap() > 0.0,
+                "a retried EBUSY has a busy window: {step}"
+            );
         }
     }
 }
@@ -112,7 +185,11 @@ fn seed_scenario_results_agree_with_the_exit_code() {
 fn malformed_scenario_exits_2_naming_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
-    std::fs::write(&path, "name: bad\niterations: many\nsteps:\n  - umount: { retires: 3 }\n").unwrap();
+    std::fs::write(
+        &path,
+        "name: bad\niterations: many\nsteps:\n  - umount: { retires: 3 }\n",
+    )
+    .unwrap();
     let (code, _stdout, stderr) = crashrig(&["run", path.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
     let p = path.display();

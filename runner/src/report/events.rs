@@ -7,16 +7,45 @@ use super::results::{BootRecord, IterationRecord, RunRecord, StepRecord};
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A note for the user (accelerator choice, cache hits, warnings).
-    Message { level: Level, text: String },
+    Message {
+        level: Level,
+        text: String,
+    },
     /// A kernel build made progress (stage, what is compiling).
-    Build { spec: String, stage: String, detail: String },
-    KernelReady { spec: String, version: String },
-    ImageReady { key: String },
-    RunStarted { index: usize, run: Box<RunRecord>, planned: u32 },
-    BootFinished { index: usize, boot: BootRecord },
-    SetupFinished { index: usize, steps: Vec<StepRecord> },
-    IterationFinished { index: usize, record: Box<IterationRecord>, planned: u32 },
-    RunFinished { index: usize, run: Box<RunRecord> },
+    Build {
+        spec: String,
+        stage: String,
+        detail: String,
+    },
+    KernelReady {
+        spec: String,
+        version: String,
+    },
+    ImageReady {
+        key: String,
+    },
+    RunStarted {
+        index: usize,
+        run: Box<RunRecord>,
+        planned: u32,
+    },
+    BootFinished {
+        index: usize,
+        boot: BootRecord,
+    },
+    SetupFinished {
+        index: usize,
+        steps: Vec<StepRecord>,
+    },
+    IterationFinished {
+        index: usize,
+        record: Box<IterationRecord>,
+        planned: u32,
+    },
+    RunFinished {
+        index: usize,
+        run: Box<RunRecord>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,22 +77,35 @@ pub struct EventSink {
 
 impl EventSink {
     pub fn new(reporters: Vec<Box<dyn Reporter>>) -> Self {
-        EventSink { start: Instant::now(), reporters }
+        EventSink {
+            start: Instant::now(),
+            reporters,
+        }
     }
 
     pub fn emit(&mut self, event: Event) {
-        let stamped = Stamped { at: SystemTime::now(), elapsed: self.start.elapsed(), event };
+        let stamped = Stamped {
+            at: SystemTime::now(),
+            elapsed: self.start.elapsed(),
+            event,
+        };
         for r in &mut self.reporters {
             r.report(&stamped);
         }
     }
 
     pub fn info(&mut self, text: impl Into<String>) {
-        self.emit(Event::Message { level: Level::Info, text: text.into() });
+        self.emit(Event::Message {
+            level: Level::Info,
+            text: text.into(),
+        });
     }
 
     pub fn warn(&mut self, text: impl Into<String>) {
-        self.emit(Event::Message { level: Level::Warn, text: text.into() });
+        self.emit(Event::Message {
+            level: Level::Warn,
+            text: text.into(),
+        });
     }
 
     pub fn finish(&mut self) {
@@ -79,6 +121,9 @@ pub struct Collect(pub std::sync::Arc<std::sync::Mutex<Vec<Event>>>);
 
 impl Reporter for Collect {
     fn report(&mut self, event: &Stamped) {
-        self.0.lock().expect("collect lock").push(event.event.clone());
+        self.0
+            .lock()
+            .expect("collect lock")
+            .push(event.event.clone());
     }
 }

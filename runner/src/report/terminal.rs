@@ -17,7 +17,11 @@ pub struct Terminal {
 impl Terminal {
     pub fn new(verbose: bool) -> Self {
         let fancy = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-        Terminal { progress: None, fancy, verbose }
+        Terminal {
+            progress: None,
+            fancy,
+            verbose,
+        }
     }
 
     fn line(&self, text: &str) {
@@ -56,12 +60,18 @@ pub fn summary_text(run: &RunRecord) -> String {
         s.errors
     ));
     for (id, st) in &s.steps {
-        if !matches!(st.kind.as_str(), "mount" | "umount" | "shutdown" | "run" | "fsck" | "verify-data" | "kill")
-            && st.violations == 0
+        if !matches!(
+            st.kind.as_str(),
+            "mount" | "umount" | "shutdown" | "run" | "fsck" | "verify-data" | "kill"
+        ) && st.violations == 0
         {
             continue;
         }
-        let counts: Vec<String> = st.errno_counts.iter().map(|(e, n)| format!("{e} {n}/{}", st.runs)).collect();
+        let counts: Vec<String> = st
+            .errno_counts
+            .iter()
+            .map(|(e, n)| format!("{e} {n}/{}", st.runs))
+            .collect();
         let mut line = format!("  {id} ({}): {}", st.kind, counts.join(", "));
         if st.violations > 0 {
             line.push_str(&format!(
@@ -75,7 +85,10 @@ pub fn summary_text(run: &RunRecord) -> String {
         }
         if let Some(b) = &st.busy_window_ms {
             if b.count > 0 {
-                line.push_str(&format!("; busy window median {:.1} ms, max {:.1} ms", b.median, b.max));
+                line.push_str(&format!(
+                    "; busy window median {:.1} ms, max {:.1} ms",
+                    b.median, b.max
+                ));
                 if b.gave_up > 0 {
                     line.push_str(&format!(", {} still busy at the bound", b.gave_up));
                 }
@@ -85,7 +98,11 @@ pub fn summary_text(run: &RunRecord) -> String {
         out.push('\n');
     }
     if !s.errno_counts.is_empty() {
-        let counts: Vec<String> = s.errno_counts.iter().map(|(e, n)| format!("{e} {n}")).collect();
+        let counts: Vec<String> = s
+            .errno_counts
+            .iter()
+            .map(|(e, n)| format!("{e} {n}"))
+            .collect();
         out.push_str(&format!("  errno counts: {}\n", counts.join(", ")));
     }
     let findings: Vec<_> = s.findings.iter().filter(|f| !f.expected).collect();
@@ -95,12 +112,25 @@ pub fn summary_text(run: &RunRecord) -> String {
         out.push_str("  dmesg findings:");
         for f in findings {
             let its: Vec<String> = f.iterations.iter().map(u32::to_string).collect();
-            out.push_str(&format!("\n    {} x{} (iterations {}): {}", f.kind, f.count, its.join(","), f.signature));
+            out.push_str(&format!(
+                "\n    {} x{} (iterations {}): {}",
+                f.kind,
+                f.count,
+                its.join(","),
+                f.signature
+            ));
         }
     }
-    let expected = s.findings.iter().filter(|f| f.expected).map(|f| f.count).sum::<u32>();
+    let expected = s
+        .findings
+        .iter()
+        .filter(|f| f.expected)
+        .map(|f| f.count)
+        .sum::<u32>();
     if expected > 0 {
-        out.push_str(&format!("\n  ({expected} expected messages caused by the scenario's own crash steps)"));
+        out.push_str(&format!(
+            "\n  ({expected} expected messages caused by the scenario's own crash steps)"
+        ));
     }
     out.push('\n');
     out
@@ -113,7 +143,11 @@ impl Reporter for Terminal {
                 Level::Info => self.line(&format!("crashrig: {text}")),
                 Level::Warn => self.line(&format!("crashrig: warning: {text}")),
             },
-            Event::Build { spec, stage, detail } => {
+            Event::Build {
+                spec,
+                stage,
+                detail,
+            } => {
                 if let Some(bar) = &self.progress {
                     bar.set_message(format!("build {spec}: {stage} {detail}"));
                 } else if self.verbose {
@@ -134,22 +168,32 @@ impl Reporter for Terminal {
                 if self.fancy {
                     let bar = ProgressBar::new(u64::from(*planned));
                     bar.set_style(
-                        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                        ProgressStyle::with_template(
+                            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
                     );
                     bar.enable_steady_tick(std::time::Duration::from_millis(200));
                     self.progress = Some(bar);
                 }
             }
-            Event::BootFinished { boot, .. } => {
-                self.line(&format!("   boot ({}): guest ready after {:.1} s", boot.reason, boot.ready_after_ms as f64 / 1000.0))
-            }
+            Event::BootFinished { boot, .. } => self.line(&format!(
+                "   boot ({}): guest ready after {:.1} s",
+                boot.reason,
+                boot.ready_after_ms as f64 / 1000.0
+            )),
             Event::SetupFinished { steps, .. } => {
                 for st in steps.iter().filter(|s| !s.ok) {
-                    self.line(&format!("   setup {} failed: {}", st.id, st.note.as_deref().unwrap_or("")));
+                    self.line(&format!(
+                        "   setup {} failed: {}",
+                        st.id,
+                        st.note.as_deref().unwrap_or("")
+                    ));
                 }
             }
-            Event::IterationFinished { record, planned, .. } => {
+            Event::IterationFinished {
+                record, planned, ..
+            } => {
                 let tag = match record.verdict {
                     Verdict::Pass => "pass",
                     Verdict::Fail => "FAIL",
@@ -157,7 +201,11 @@ impl Reporter for Terminal {
                     Verdict::Panic => "PANIC",
                     Verdict::Error => "ERROR",
                 };
-                let why = record.reasons.first().map(|r| format!(": {r}")).unwrap_or_default();
+                let why = record
+                    .reasons
+                    .first()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
                 let text = format!("   iteration {}/{planned}: {tag}{why}", record.iteration);
                 match &self.progress {
                     Some(bar) => {

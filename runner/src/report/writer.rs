@@ -37,7 +37,11 @@ impl ResultsWriter {
 
     /// Starts from results already in the directory (resume).
     pub fn with_existing(dir: &Path, results: Results) -> Self {
-        ResultsWriter { dir: dir.to_path_buf(), results, error: None }
+        ResultsWriter {
+            dir: dir.to_path_buf(),
+            results,
+            error: None,
+        }
     }
 
     pub fn results(&self) -> &Results {
@@ -109,7 +113,10 @@ impl Reporter for ResultsWriter {
             self.error.get_or_insert(e.to_string());
         }
         if let Some(e) = &self.error {
-            eprintln!("crashrig: warning: cannot write results in {}: {e}", self.dir.display());
+            eprintln!(
+                "crashrig: warning: cannot write results in {}: {e}",
+                self.dir.display()
+            );
         }
     }
 }
@@ -119,7 +126,10 @@ pub fn junit(results: &Results) -> String {
     let mut report = Report::new("crashrig");
     for run in &results.runs {
         let mut suite = TestSuite::new(format!("{} @ {}", run.scenario.name, run.kernel.spec));
-        suite.add_property(quick_junit::Property::new("kernel.version", run.kernel.version.as_str()));
+        suite.add_property(quick_junit::Property::new(
+            "kernel.version",
+            run.kernel.version.as_str(),
+        ));
         suite.add_property(quick_junit::Property::new("accel", run.accel.as_str()));
         suite.add_property(quick_junit::Property::new("seed", run.seed.to_string()));
         if let Some(err) = &run.error {
@@ -131,7 +141,11 @@ pub fn junit(results: &Results) -> String {
             let status = match it.verdict {
                 Verdict::Pass => TestCaseStatus::success(),
                 v => {
-                    let kind = if v == Verdict::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                    let kind = if v == Verdict::Error {
+                        NonSuccessKind::Error
+                    } else {
+                        NonSuccessKind::Failure
+                    };
                     let mut status = TestCaseStatus::non_success(kind);
                     status.set_message(it.reasons.first().cloned().unwrap_or_default());
                     status.set_type(format!("{v:?}").to_lowercase());

@@ -35,7 +35,10 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
     };
     let initrd = image::initrd_for(&image, &kernel, &cache)?;
     let tmp = tempfile::tempdir().map_err(|e| CliError::Other(e.to_string()))?;
-    println!("kernel {} ({}), accelerator {accel} ({reason}), {} repetitions", args.kernel, kernel.version, args.repeat);
+    println!(
+        "kernel {} ({}), accelerator {accel} ({reason}), {} repetitions",
+        args.kernel, kernel.version, args.repeat
+    );
 
     let mut bare_times = Vec::new();
     let mut ready_times = Vec::new();
@@ -57,7 +60,11 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
             key: &key,
             memory_mib: 2048,
             cpus: 2,
-            disks: vec![Disk { serial: "scratch".into(), path: disk, read_only: false }],
+            disks: vec![Disk {
+                serial: "scratch".into(),
+                path: disk,
+                read_only: false,
+            }],
             modules: image::boot_modules(&["xfs"], false),
             extra_cmdline: vec![],
             accel,
@@ -74,12 +81,20 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
         let env = "PATH=/tools/bin:/bin:/sbin LD_LIBRARY_PATH=/tools/lib";
         let dev = "$(for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = scratch ] && echo /dev/${d##*/}; done)";
         let prep = format!("{env} sh -c 'mkfs.xfs -q -f {dev} && mkdir -p /mnt'");
-        booted.guest.exec(prep, vec![], Duration::from_secs(120), |_| {}).await.map_err(crate::run::RunError::from)?;
+        booted
+            .guest
+            .exec(prep, vec![], Duration::from_secs(120), |_| {})
+            .await
+            .map_err(crate::run::RunError::from)?;
         let script = format!(
             "{env} sh -c 'D={dev}; for i in $(seq {LOOP_ITERATIONS}); do mount -t xfs $D /mnt && umount /mnt || exit 1; done'"
         );
         let t = Instant::now();
-        booted.guest.exec(script, vec![], Duration::from_secs(300), |_| {}).await.map_err(crate::run::RunError::from)?;
+        booted
+            .guest
+            .exec(script, vec![], Duration::from_secs(300), |_| {})
+            .await
+            .map_err(crate::run::RunError::from)?;
         shell_loop.push(t.elapsed().as_secs_f64() * 1000.0 / f64::from(LOOP_ITERATIONS));
         let t = Instant::now();
         for _ in 0..LOOP_ITERATIONS {
@@ -87,15 +102,40 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
                 version: PROTOCOL_VERSION,
                 label: "bench".into(),
                 steps: vec![
-                    PlanStep { index: 0, op: Op::Mount { device: "scratch".into(), target: "/mnt".into(), fstype: "xfs".into(), options: vec![], retry: None } },
-                    PlanStep { index: 1, op: Op::Umount { target: "/mnt".into(), force: false, detach: false, retry: None } },
-                    PlanStep { index: 2, op: Op::Dmesg },
+                    PlanStep {
+                        index: 0,
+                        op: Op::Mount {
+                            device: "scratch".into(),
+                            target: "/mnt".into(),
+                            fstype: "xfs".into(),
+                            options: vec![],
+                            retry: None,
+                        },
+                    },
+                    PlanStep {
+                        index: 1,
+                        op: Op::Umount {
+                            target: "/mnt".into(),
+                            force: false,
+                            detach: false,
+                            retry: None,
+                        },
+                    },
+                    PlanStep {
+                        index: 2,
+                        op: Op::Dmesg,
+                    },
                 ],
             };
             let stdin = serde_json::to_vec(&plan).unwrap_or_default();
             booted
                 .guest
-                .exec(format!("{env} crashrig-guest exec"), stdin, Duration::from_secs(60), |_| {})
+                .exec(
+                    format!("{env} crashrig-guest exec"),
+                    stdin,
+                    Duration::from_secs(60),
+                    |_| {},
+                )
                 .await
                 .map_err(crate::run::RunError::from)?;
         }
@@ -105,9 +145,15 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
     let bare = median(bare_times);
     let ready = median(ready_times);
     println!("bare boot (init powers off at once):        {bare:.2} s");
-    println!("crashrig start to first SSH command:        {ready:.2} s  ({:.2}x bare; goal <= 1.6x)", ready / bare);
+    println!(
+        "crashrig start to first SSH command:        {ready:.2} s  ({:.2}x bare; goal <= 1.6x)",
+        ready / bare
+    );
     let (sh, cr) = (median(shell_loop), median(helper_loop));
     println!("mount+umount loop as a guest shell script:  {sh:.1} ms/iteration");
-    println!("same as crashrig iterations (plan + dmesg): {cr:.1} ms/iteration  (+{:.1} ms overhead)", cr - sh);
+    println!(
+        "same as crashrig iterations (plan + dmesg): {cr:.1} ms/iteration  (+{:.1} ms overhead)",
+        cr - sh
+    );
     Ok(crate::exit::OK)
 }

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crashrig_guest::{Detail, KmsgRecord, Op, OutputLine, Plan, PlanStep, StepReport, PROTOCOL_VERSION};
+use crashrig_guest::{
+    Detail, KmsgRecord, Op, OutputLine, Plan, PlanStep, StepReport, PROTOCOL_VERSION,
+};
 
 use super::boot::{boot, BootError, BootSpec, Booted};
 use super::plan::{self, HostAction, Phase, Segment, StepRef};
@@ -15,12 +17,15 @@ use crate::kernel::ResolvedKernel;
 use crate::outcome::{self, ClassifyContext, Finding};
 use crate::report::events::{Event, EventSink};
 use crate::report::writer::now_rfc3339;
-use crate::report::{BootRecord, IterationRecord, KernelInfo, RunRecord, ScenarioInfo, StepRecord, Summary};
+use crate::report::{
+    BootRecord, IterationRecord, KernelInfo, RunRecord, ScenarioInfo, StepRecord, Summary,
+};
 use crate::scenario::{Scenario, Step};
 use crate::vm::{create_disk, Accel, Disk};
 
 /// How the guest helper is invoked: tools on the tools disk need their PATH and libraries.
-const HELPER: &str = "PATH=/tools/bin:/bin:/sbin:/usr/bin:/usr/sbin LD_LIBRARY_PATH=/tools/lib crashrig-guest exec";
+const HELPER: &str =
+    "PATH=/tools/bin:/bin:/sbin:/usr/bin:/usr/sbin LD_LIBRARY_PATH=/tools/lib crashrig-guest exec";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -63,7 +68,15 @@ pub struct LoadedScenario {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// What a guest plan produced.
@@ -91,7 +104,12 @@ struct Machine<'a> {
 }
 
 impl<'a> Machine<'a> {
-    async fn boot(&mut self, reason: &str, sink: &mut EventSink, index: usize) -> Result<(), RunError> {
+    async fn boot(
+        &mut self,
+        reason: &str,
+        sink: &mut EventSink,
+        index: usize,
+    ) -> Result<(), RunError> {
         if let Some(mut old) = self.booted.take() {
             old.vm.stop().await;
         }
@@ -127,22 +145,43 @@ impl<'a> Machine<'a> {
         self.booted = Some(booted);
         let prelude = plan::boot_prelude(s);
         if !prelude.is_empty() {
-            let steps: Vec<(Option<StepRef>, Op)> = prelude.into_iter().map(|op| (None, op)).collect();
-            let out = self.exec_ops(&steps, Duration::from_secs(120), "prelude").await;
-            if let Some(bad) = out.reports.iter().find(|(_, r)| r.error.is_some() || r.exit_status.is_some_and(|s| s != 0)) {
-                return Err(RunError::Setup { step: "dm-create".into(), why: bad.1.error.clone().unwrap_or_else(|| bad.1.stderr.clone()) });
+            let steps: Vec<(Option<StepRef>, Op)> =
+                prelude.into_iter().map(|op| (None, op)).collect();
+            let out = self
+                .exec_ops(&steps, Duration::from_secs(120), "prelude")
+                .await;
+            if let Some(bad) = out
+                .reports
+                .iter()
+                .find(|(_, r)| r.error.is_some() || r.exit_status.is_some_and(|s| s != 0))
+            {
+                return Err(RunError::Setup {
+                    step: "dm-create".into(),
+                    why: bad.1.error.clone().unwrap_or_else(|| bad.1.stderr.clone()),
+                });
             }
             if let Some(a) = out.abort {
-                return Err(RunError::Setup { step: "dm-create".into(), why: format!("{a:?}") });
+                return Err(RunError::Setup {
+                    step: "dm-create".into(),
+                    why: format!("{a:?}"),
+                });
             }
         }
         Ok(())
     }
 
     /// Runs ops in the guest as one plan. Reports stream back as each op finishes.
-    async fn exec_ops(&mut self, ops: &[(Option<StepRef>, Op)], timeout: Duration, label: &str) -> PlanOutcome {
+    async fn exec_ops(
+        &mut self,
+        ops: &[(Option<StepRef>, Op)],
+        timeout: Duration,
+        label: &str,
+    ) -> PlanOutcome {
         let Some(booted) = self.booted.as_mut() else {
-            return PlanOutcome { reports: vec![], abort: Some(Abort::Infra("no VM".into())) };
+            return PlanOutcome {
+                reports: vec![],
+                abort: Some(Abort::Infra("no VM".into())),
+            };
         };
         let plan = Plan {
             version: PROTOCOL_VERSION,
@@ -150,7 +189,10 @@ impl<'a> Machine<'a> {
             steps: ops
                 .iter()
                 .enumerate()
-                .map(|(i, (r, op))| PlanStep { index: r.map_or(900_000 + i, StepRef::wire), op: op.clone() })
+                .map(|(i, (r, op))| PlanStep {
+                    index: r.map_or(900_000 + i, StepRef::wire),
+                    op: op.clone(),
+                })
                 .collect(),
         };
         let stdin = serde_json::to_vec(&plan).unwrap_or_default();
@@ -158,7 +200,9 @@ impl<'a> Machine<'a> {
         let sink = lines.clone();
         let result = booted
             .guest
-            .exec(HELPER.into(), stdin, timeout, move |line| sink.lock().expect("lines lock").push(line.to_string()))
+            .exec(HELPER.into(), stdin, timeout, move |line| {
+                sink.lock().expect("lines lock").push(line.to_string())
+            })
             .await;
         let mut reports = Vec::new();
         let mut done = false;
@@ -169,7 +213,13 @@ impl<'a> Machine<'a> {
                     if let Some(sr) = StepRef::from_wire(r.index) {
                         reports.push((sr, r));
                     } else {
-                        reports.push((StepRef { phase: Phase::Setup, index: usize::MAX }, r));
+                        reports.push((
+                            StepRef {
+                                phase: Phase::Setup,
+                                index: usize::MAX,
+                            },
+                            r,
+                        ));
                     }
                 }
                 Ok(OutputLine::End(_)) => done = true,
@@ -186,7 +236,11 @@ impl<'a> Machine<'a> {
             Ok(_) if done => None,
             Ok(out) => Some(Abort::Infra(match fatal {
                 Some(f) => format!("guest helper: {f}"),
-                None => format!("guest helper ended without finishing its plan (status {}): {}", out.status, out.stderr.trim()),
+                None => format!(
+                    "guest helper ended without finishing its plan (status {}): {}",
+                    out.status,
+                    out.stderr.trim()
+                ),
             })),
             Err(e) => {
                 let why = crate::report::error_chain(&e);
@@ -195,7 +249,9 @@ impl<'a> Machine<'a> {
                 if booted.vm.panicked() {
                     Some(Abort::Panic(panic_line(&booted.vm.console_tail(60))))
                 } else if let Some(status) = exited {
-                    Some(Abort::Infra(format!("QEMU exited ({status}) during the plan")))
+                    Some(Abort::Infra(format!(
+                        "QEMU exited ({status}) during the plan"
+                    )))
                 } else {
                     Some(Abort::Hang(why))
                 }
@@ -230,10 +286,19 @@ pub async fn run_scenario(
     let s = &loaded.scenario;
     let iterations = opts.iterations.unwrap_or(s.iterations);
     let seed = opts.seed.or(s.seed).unwrap_or_else(rand::random);
-    let rel_dir = format!("runs/{:02}-{}-{}", index + 1, sanitize(&s.name), sanitize(&kernel.spec));
+    let rel_dir = format!(
+        "runs/{:02}-{}-{}",
+        index + 1,
+        sanitize(&s.name),
+        sanitize(&kernel.spec)
+    );
     let run_dir = opts.out.join(&rel_dir);
     let mut record = RunRecord {
-        scenario: ScenarioInfo { name: s.name.clone(), path: loaded.path.display().to_string(), description: s.description.clone() },
+        scenario: ScenarioInfo {
+            name: s.name.clone(),
+            path: loaded.path.display().to_string(),
+            description: s.description.clone(),
+        },
         kernel: KernelInfo {
             spec: kernel.spec.clone(),
             version: kernel.version.clone(),
@@ -252,14 +317,34 @@ pub async fn run_scenario(
         summary: Summary::default(),
         iterations: Vec::new(),
     };
-    sink.emit(Event::RunStarted { index, run: Box::new(record.clone()), planned: iterations });
-    let result = run_inner(loaded, kernel, guest_image, opts, index, sink, &run_dir, &rel_dir, seed, iterations, &mut record).await;
+    sink.emit(Event::RunStarted {
+        index,
+        run: Box::new(record.clone()),
+        planned: iterations,
+    });
+    let result = run_inner(
+        loaded,
+        kernel,
+        guest_image,
+        opts,
+        index,
+        sink,
+        &run_dir,
+        &rel_dir,
+        seed,
+        iterations,
+        &mut record,
+    )
+    .await;
     if let Err(e) = result {
         record.error = Some(crate::report::error_chain(&e));
     }
     record.finished = Some(now_rfc3339());
     record.summary = crate::report::summarize(&record.iterations);
-    sink.emit(Event::RunFinished { index, run: Box::new(record.clone()) });
+    sink.emit(Event::RunFinished {
+        index,
+        run: Box::new(record.clone()),
+    });
     record
 }
 
@@ -278,17 +363,27 @@ async fn run_inner(
     record: &mut RunRecord,
 ) -> Result<(), RunError> {
     let s = &loaded.scenario;
-    std::fs::create_dir_all(run_dir.join("dmesg")).map_err(|source| RunError::Io { path: run_dir.into(), source })?;
+    std::fs::create_dir_all(run_dir.join("dmesg")).map_err(|source| RunError::Io {
+        path: run_dir.into(),
+        source,
+    })?;
     let initrd = image::initrd_for(guest_image, kernel, &opts.cache)?;
     let disk_dir = tempfile::Builder::new()
         .prefix("crashrig-disks-")
         .tempdir()
-        .map_err(|source| RunError::Io { path: std::env::temp_dir(), source })?;
+        .map_err(|source| RunError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
     let mut disks = Vec::new();
     for d in &s.devices {
         let path = disk_dir.path().join(format!("{}.img", d.name));
         create_disk(&path, d.size.0)?;
-        disks.push(Disk { serial: d.name.clone(), path, read_only: false });
+        disks.push(Disk {
+            serial: d.name.clone(),
+            path,
+            read_only: false,
+        });
     }
     // With --keep the directory outlives the run; otherwise TempDir removes it on every path
     // out of this function, including cancellation by Ctrl-C.
@@ -317,17 +412,30 @@ async fn run_inner(
     let data_seed = plan::iteration_seed(seed, u32::MAX);
     let setup = run_setup(&mut m, s, seed, data_seed).await;
     record.setup = setup.0.clone();
-    sink.emit(Event::SetupFinished { index, steps: setup.0.clone() });
+    sink.emit(Event::SetupFinished {
+        index,
+        steps: setup.0.clone(),
+    });
     if let Some(e) = setup.1 {
         m.stop().await;
         return Err(e);
     }
     for n in 1..=iterations {
         let it = run_iteration(&mut m, s, n, seed, data_seed, sink, index).await;
-        let needs_fresh_boot = it.verdict != crate::report::Verdict::Pass && m.booted.as_mut().map_or(true, |b| b.vm.exited().is_some())
-            || matches!(it.verdict, crate::report::Verdict::Hang | crate::report::Verdict::Panic | crate::report::Verdict::Error);
+        let needs_fresh_boot = it.verdict != crate::report::Verdict::Pass
+            && m.booted.as_mut().map_or(true, |b| b.vm.exited().is_some())
+            || matches!(
+                it.verdict,
+                crate::report::Verdict::Hang
+                    | crate::report::Verdict::Panic
+                    | crate::report::Verdict::Error
+            );
         record.iterations.push(it.clone());
-        sink.emit(Event::IterationFinished { index, record: Box::new(it), planned: iterations });
+        sink.emit(Event::IterationFinished {
+            index,
+            record: Box::new(it),
+            planned: iterations,
+        });
         if needs_fresh_boot && n < iterations {
             // The guest's state is unknown after a hang or panic: boot again and redo setup.
             m.boot("after a failed iteration", sink, index).await?;
@@ -342,27 +450,59 @@ async fn run_inner(
     Ok(())
 }
 
-async fn run_setup(m: &mut Machine<'_>, s: &Scenario, seed: u64, data_seed: u64) -> (Vec<StepRecord>, Option<RunError>) {
+async fn run_setup(
+    m: &mut Machine<'_>,
+    s: &Scenario,
+    seed: u64,
+    data_seed: u64,
+) -> (Vec<StepRecord>, Option<RunError>) {
     let mut records = Vec::new();
     for seg in plan::plan_phase(s, Phase::Setup, plan::iteration_seed(seed, 0), data_seed) {
         match seg {
             Segment::Guest(ops) => {
                 let timeout = plan::plan_timeout(&ops, s.iteration_timeout);
-                let ops: Vec<(Option<StepRef>, Op)> = ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
+                let ops: Vec<(Option<StepRef>, Op)> =
+                    ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
                 let out = m.exec_ops(&ops, timeout, "setup").await;
                 for (r, rep) in &out.reports {
                     records.push(verdict::step_record(s, *r, rep));
                 }
                 if let Some(bad) = records.iter().find(|r| !r.ok) {
-                    let why = format!("{}{}", bad.note.clone().unwrap_or_default(), if bad.output.is_empty() { String::new() } else { format!("\n{}", bad.output) });
-                    return (records.clone(), Some(RunError::Setup { step: bad.id.clone(), why }));
+                    let why = format!(
+                        "{}{}",
+                        bad.note.clone().unwrap_or_default(),
+                        if bad.output.is_empty() {
+                            String::new()
+                        } else {
+                            format!("\n{}", bad.output)
+                        }
+                    );
+                    return (
+                        records.clone(),
+                        Some(RunError::Setup {
+                            step: bad.id.clone(),
+                            why,
+                        }),
+                    );
                 }
                 if let Some(a) = out.abort {
-                    return (records, Some(RunError::Setup { step: "setup".into(), why: format!("{a:?}") }));
+                    return (
+                        records,
+                        Some(RunError::Setup {
+                            step: "setup".into(),
+                            why: format!("{a:?}"),
+                        }),
+                    );
                 }
             }
             Segment::Host(r, _) => {
-                return (records, Some(RunError::Setup { step: r.id(s), why: "host crash steps are not allowed in setup".into() }))
+                return (
+                    records,
+                    Some(RunError::Setup {
+                        step: r.id(s),
+                        why: "host crash steps are not allowed in setup".into(),
+                    }),
+                )
             }
         }
     }
@@ -374,7 +514,11 @@ fn kmsg_text(records: &[KmsgRecord]) -> String {
     for r in records {
         for (i, line) in r.text.lines().enumerate() {
             if i == 0 {
-                out.push_str(&format!("[{:5}.{:06}] {line}\n", r.ts_us / 1_000_000, r.ts_us % 1_000_000));
+                out.push_str(&format!(
+                    "[{:5}.{:06}] {line}\n",
+                    r.ts_us / 1_000_000,
+                    r.ts_us % 1_000_000
+                ));
             } else {
                 out.push_str(&format!("               {line}\n"));
             }
@@ -397,14 +541,27 @@ async fn run_iteration(
     let mut steps: Vec<StepRecord> = Vec::new();
     let mut abort: Option<Abort> = None;
     let mut ctx = ClassifyContext::default();
-    ctx.ignore = s.dmesg.ignore.iter().filter_map(|r| regex::Regex::new(r).ok()).collect();
+    ctx.ignore = s
+        .dmesg
+        .ignore
+        .iter()
+        .filter_map(|r| regex::Regex::new(r).ok())
+        .collect();
     let mut console_text = String::new();
     let mut kmsg: Vec<KmsgRecord> = Vec::new();
 
     let mut segments = plan::plan_phase(s, Phase::Steps, seed, data_seed);
     segments.extend(plan::plan_phase(s, Phase::Cleanup, seed, data_seed));
     for step in &s.steps {
-        if matches!(step, Step::Shutdown(_) | Step::DmError(_) | Step::DmFlakey(_) | Step::PowerCut(_) | Step::Unplug(_) | Step::Panic(_)) {
+        if matches!(
+            step,
+            Step::Shutdown(_)
+                | Step::DmError(_)
+                | Step::DmFlakey(_)
+                | Step::PowerCut(_)
+                | Step::Unplug(_)
+                | Step::Panic(_)
+        ) {
             ctx.expected_fs_errors = true;
         }
     }
@@ -415,7 +572,8 @@ async fn run_iteration(
         match seg {
             Segment::Guest(ops) => {
                 let timeout = plan::plan_timeout(&ops, s.iteration_timeout);
-                let ops: Vec<(Option<StepRef>, Op)> = ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
+                let ops: Vec<(Option<StepRef>, Op)> =
+                    ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
                 let out = m.exec_ops(&ops, timeout, &format!("iteration {n}")).await;
                 for (r, rep) in &out.reports {
                     steps.push(verdict::step_record(s, *r, rep));
@@ -424,7 +582,8 @@ async fn run_iteration(
             }
             Segment::Host(r, action) => {
                 let t0 = Instant::now();
-                let result = host_action(m, &action, sink, index, &mut kmsg, &mut console_text).await;
+                let result =
+                    host_action(m, &action, sink, index, &mut kmsg, &mut console_text).await;
                 if matches!(action, HostAction::Panic) {
                     ctx.expected_panic = true;
                 }
@@ -460,8 +619,12 @@ async fn run_iteration(
     // dmesg of this iteration: from the guest while it lives, else from the console.
     let mut console_tail = Vec::new();
     match &abort {
-        None | Some(Abort::Infra(_)) if m.booted.as_mut().is_some_and(|b| b.vm.exited().is_none()) => {
-            let out = m.exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(60), "dmesg").await;
+        None | Some(Abort::Infra(_))
+            if m.booted.as_mut().is_some_and(|b| b.vm.exited().is_none()) =>
+        {
+            let out = m
+                .exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(60), "dmesg")
+                .await;
             for (_, r) in out.reports {
                 if let Some(Detail::Dmesg { records }) = r.detail {
                     kmsg.extend(records);
@@ -500,7 +663,11 @@ async fn run_iteration(
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         seed,
         dmesg_file: Some(dmesg_file),
-        console_tail: if v == crate::report::Verdict::Pass { Vec::new() } else { console_tail },
+        console_tail: if v == crate::report::Verdict::Pass {
+            Vec::new()
+        } else {
+            console_tail
+        },
     }
 }
 
@@ -515,7 +682,9 @@ async fn host_action(
 ) -> Result<(), RunError> {
     match action {
         HostAction::PowerCut => {
-            let out = m.exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(30), "dmesg").await;
+            let out = m
+                .exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(30), "dmesg")
+                .await;
             collect_dmesg(out, kmsg);
             if let Some(b) = m.booted.as_mut() {
                 b.vm.power_cut().await;
@@ -523,14 +692,27 @@ async fn host_action(
             m.boot("power-cut", sink, index).await
         }
         HostAction::Panic => {
-            let out = m.exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(30), "dmesg").await;
+            let out = m
+                .exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(30), "dmesg")
+                .await;
             collect_dmesg(out, kmsg);
             if let Some(b) = m.booted.as_ref() {
                 let guest = b.guest.clone();
-                let plan = Plan { version: PROTOCOL_VERSION, label: "panic".into(), steps: vec![PlanStep { index: 999_999, op: Op::Panic }] };
+                let plan = Plan {
+                    version: PROTOCOL_VERSION,
+                    label: "panic".into(),
+                    steps: vec![PlanStep {
+                        index: 999_999,
+                        op: Op::Panic,
+                    }],
+                };
                 let stdin = serde_json::to_vec(&plan).unwrap_or_default();
                 // The connection dies with the kernel; the result does not matter.
-                tokio::spawn(async move { guest.exec(HELPER.into(), stdin, Duration::from_secs(30), |_| {}).await });
+                tokio::spawn(async move {
+                    guest
+                        .exec(HELPER.into(), stdin, Duration::from_secs(30), |_| {})
+                        .await
+                });
             }
             if let Some(b) = m.booted.as_mut() {
                 if b.vm.wait_exit(Duration::from_secs(60)).await.is_none() {
@@ -538,13 +720,28 @@ async fn host_action(
                 }
             }
             // The panic itself only reached the console.
-            console.push_str(&m.booted.as_ref().map(|b| b.vm.console_tail(200)).unwrap_or_default().join("\n"));
+            console.push_str(
+                &m.booted
+                    .as_ref()
+                    .map(|b| b.vm.console_tail(200))
+                    .unwrap_or_default()
+                    .join("\n"),
+            );
             m.boot("panic", sink, index).await
         }
         HostAction::Reboot => {
             if let Some(b) = m.booted.as_ref() {
                 let guest = b.guest.clone();
-                tokio::spawn(async move { guest.exec("sync; reboot".into(), vec![], Duration::from_secs(30), |_| {}).await });
+                tokio::spawn(async move {
+                    guest
+                        .exec(
+                            "sync; reboot".into(),
+                            vec![],
+                            Duration::from_secs(30),
+                            |_| {},
+                        )
+                        .await
+                });
             }
             if let Some(b) = m.booted.as_mut() {
                 if b.vm.wait_exit(Duration::from_secs(120)).await.is_none() {
@@ -563,8 +760,14 @@ async fn host_action(
                 let b = m.booted.as_mut().ok_or(RunError::Helper("no VM".into()))?;
                 b.vm.replug(serial).await?;
             }
-            let wait = Op::WaitDevice { device: serial.clone(), present: true, timeout_ms: 30_000 };
-            let out = m.exec_ops(&[(None, wait)], Duration::from_secs(60), "replug").await;
+            let wait = Op::WaitDevice {
+                device: serial.clone(),
+                present: true,
+                timeout_ms: 30_000,
+            };
+            let out = m
+                .exec_ops(&[(None, wait)], Duration::from_secs(60), "replug")
+                .await;
             match out.reports.first() {
                 Some((_, r)) if r.error.is_none() => Ok(()),
                 Some((_, r)) => Err(RunError::Helper(r.error.clone().unwrap_or_default())),

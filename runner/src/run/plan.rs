@@ -59,7 +59,10 @@ impl StepRef {
             2 => Phase::Cleanup,
             _ => return None,
         };
-        Some(StepRef { phase, index: n % 100_000 })
+        Some(StepRef {
+            phase,
+            index: n % 100_000,
+        })
     }
 
     /// The step's id in results: its `id`, or `<kind>#<index>` (1-based).
@@ -98,7 +101,10 @@ pub fn boot_prelude(s: &Scenario) -> Vec<Op> {
     s.devices
         .iter()
         .filter(|d| d.dm)
-        .map(|d| Op::DmCreate { name: dm_name(&d.name), device: d.name.clone() })
+        .map(|d| Op::DmCreate {
+            name: dm_name(&d.name),
+            device: d.name.clone(),
+        })
         .collect()
 }
 
@@ -164,7 +170,10 @@ fn mountpoint(s: &Scenario, explicit: &Option<String>) -> String {
 }
 
 fn fstype(s: &Scenario) -> String {
-    s.filesystem.as_ref().map(|f| f.fstype.clone()).unwrap_or_default()
+    s.filesystem
+        .as_ref()
+        .map(|f| f.fstype.clone())
+        .unwrap_or_default()
 }
 
 fn ms(d: Duration) -> u64 {
@@ -172,7 +181,10 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn retry(d: Option<Duration>) -> Option<Retry> {
-    d.map(|d| Retry { max_ms: ms(d), interval_ms: RETRY_INTERVAL_MS })
+    d.map(|d| Retry {
+        max_ms: ms(d),
+        interval_ms: RETRY_INTERVAL_MS,
+    })
 }
 
 fn to_action(s: &Scenario, step: &Step) -> Option<HostAction> {
@@ -180,8 +192,12 @@ fn to_action(s: &Scenario, step: &Step) -> Option<HostAction> {
         Step::PowerCut(_) => HostAction::PowerCut,
         Step::Panic(_) => HostAction::Panic,
         Step::Reboot(_) => HostAction::Reboot,
-        Step::Unplug(p) => HostAction::Unplug { serial: device_name(s, &p.device) },
-        Step::Replug(p) => HostAction::Replug { serial: device_name(s, &p.device) },
+        Step::Unplug(p) => HostAction::Unplug {
+            serial: device_name(s, &p.device),
+        },
+        Step::Replug(p) => HostAction::Replug {
+            serial: device_name(s, &p.device),
+        },
         _ => return None,
     })
 }
@@ -192,13 +208,21 @@ fn to_op(s: &Scenario, step: &Step, rng: &mut impl Rng, data_seed: u64) -> Op {
         Step::Mkfs(m) => Op::Mkfs {
             device: fs_device(s, &device_name(s, &m.device)),
             fstype: m.fstype.clone().unwrap_or_else(|| fstype(s)),
-            options: m.options.clone().or_else(|| fs.map(|f| f.mkfs_options.clone())).unwrap_or_default(),
+            options: m
+                .options
+                .clone()
+                .or_else(|| fs.map(|f| f.mkfs_options.clone()))
+                .unwrap_or_default(),
         },
         Step::Mount(m) => Op::Mount {
             device: fs_device(s, &device_name(s, &m.device)),
             target: mountpoint(s, &m.mountpoint),
             fstype: fstype(s),
-            options: m.options.clone().or_else(|| fs.map(|f| f.mount_options.clone())).unwrap_or_default(),
+            options: m
+                .options
+                .clone()
+                .or_else(|| fs.map(|f| f.mount_options.clone()))
+                .unwrap_or_default(),
             retry: retry(m.retry),
         },
         Step::Umount(u) => Op::Umount {
@@ -207,9 +231,19 @@ fn to_op(s: &Scenario, step: &Step, rng: &mut impl Rng, data_seed: u64) -> Op {
             detach: u.detach,
             retry: retry(u.retry),
         },
-        Step::Spawn(sp) => Op::Spawn { name: sp.name.clone(), command: sp.command.clone() },
-        Step::Kill(k) => Op::Kill { name: k.name.clone(), signal: k.signal.clone(), wait_ms: ms(k.wait) },
-        Step::Run(r) => Op::Run { command: r.command.clone(), timeout_ms: ms(r.timeout) },
+        Step::Spawn(sp) => Op::Spawn {
+            name: sp.name.clone(),
+            command: sp.command.clone(),
+        },
+        Step::Kill(k) => Op::Kill {
+            name: k.name.clone(),
+            signal: k.signal.clone(),
+            wait_ms: ms(k.wait),
+        },
+        Step::Run(r) => Op::Run {
+            command: r.command.clone(),
+            timeout_ms: ms(r.timeout),
+        },
         Step::Sleep(sl) => {
             let d = match (sl.time, sl.min, sl.max) {
                 (Some(t), _, _) => ms(t),
@@ -219,10 +253,21 @@ fn to_op(s: &Scenario, step: &Step, rng: &mut impl Rng, data_seed: u64) -> Op {
             };
             Op::Sleep { ms: d }
         }
-        Step::Shutdown(sh) => Op::Shutdown { target: mountpoint(s, &sh.mountpoint), flag: sh.flags },
-        Step::Sync(sy) => Op::Sync { target: sy.mountpoint.clone() },
-        Step::DmError(d) => Op::DmSwap { name: dm_name(&device_name(s, &d.device)), table: DmTable::Error },
-        Step::DmRestore(d) => Op::DmSwap { name: dm_name(&device_name(s, &d.device)), table: DmTable::Linear },
+        Step::Shutdown(sh) => Op::Shutdown {
+            target: mountpoint(s, &sh.mountpoint),
+            flag: sh.flags,
+        },
+        Step::Sync(sy) => Op::Sync {
+            target: sy.mountpoint.clone(),
+        },
+        Step::DmError(d) => Op::DmSwap {
+            name: dm_name(&device_name(s, &d.device)),
+            table: DmTable::Error,
+        },
+        Step::DmRestore(d) => Op::DmSwap {
+            name: dm_name(&device_name(s, &d.device)),
+            table: DmTable::Linear,
+        },
         Step::DmFlakey(d) => Op::DmSwap {
             name: dm_name(&device_name(s, &d.device)),
             table: match d.mode {
@@ -230,7 +275,10 @@ fn to_op(s: &Scenario, step: &Step, rng: &mut impl Rng, data_seed: u64) -> Op {
                 FlakeyMode::ErrorWrites => DmTable::FlakeyError,
             },
         },
-        Step::Fsck(f) => Op::Fsck { device: fs_device(s, &device_name(s, &f.device)), fstype: fstype(s) },
+        Step::Fsck(f) => Op::Fsck {
+            device: fs_device(s, &device_name(s, &f.device)),
+            fstype: fstype(s),
+        },
         Step::WriteData(d) => Op::WriteData {
             dir: format!("{}/{}", mountpoint(s, &None), d.dir),
             files: d.files,
@@ -244,7 +292,11 @@ fn to_op(s: &Scenario, step: &Step, rng: &mut impl Rng, data_seed: u64) -> Op {
             size: d.size.0,
             seed: data_seed,
         },
-        Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) | Step::Unplug(_) | Step::Replug(_) => {
+        Step::PowerCut(_)
+        | Step::Panic(_)
+        | Step::Reboot(_)
+        | Step::Unplug(_)
+        | Step::Replug(_) => {
             unreachable!("host steps are planned as host actions")
         }
     }
@@ -277,7 +329,11 @@ mod tests {
             description: String::new(),
             vm: VmSpec::default(),
             kconfig: vec![],
-            devices: vec![Device { name: "scratch".into(), size: Size(1 << 30), dm: true }],
+            devices: vec![Device {
+                name: "scratch".into(),
+                size: Size(1 << 30),
+                dm: true,
+            }],
             filesystem: Some(Filesystem {
                 fstype: "xfs".into(),
                 device: None,
@@ -299,16 +355,25 @@ mod tests {
     fn host_steps_split_guest_plans_and_defaults_come_from_the_filesystem() {
         let s = scenario(vec![
             Step::Mkfs(MkfsStep::default()),
-            Step::Mount(MountStep { retry: Some(Duration::from_secs(10)), ..MountStep::default() }),
+            Step::Mount(MountStep {
+                retry: Some(Duration::from_secs(10)),
+                ..MountStep::default()
+            }),
             Step::PowerCut(HostStep::default()),
             Step::Umount(UmountStep::default()),
         ]);
         let segs = plan_phase(&s, Phase::Steps, 1, 2);
         assert_eq!(segs.len(), 3);
-        let Segment::Guest(first) = &segs[0] else { panic!("{segs:?}") };
+        let Segment::Guest(first) = &segs[0] else {
+            panic!("{segs:?}")
+        };
         assert_eq!(
             first[0].1,
-            Op::Mkfs { device: "/dev/mapper/crashrig-scratch".into(), fstype: "xfs".into(), options: vec!["-f".into()] }
+            Op::Mkfs {
+                device: "/dev/mapper/crashrig-scratch".into(),
+                fstype: "xfs".into(),
+                options: vec!["-f".into()]
+            }
         );
         assert_eq!(
             first[1].1,
@@ -317,11 +382,29 @@ mod tests {
                 target: "/mnt".into(),
                 fstype: "xfs".into(),
                 options: vec![],
-                retry: Some(Retry { max_ms: 10_000, interval_ms: RETRY_INTERVAL_MS })
+                retry: Some(Retry {
+                    max_ms: 10_000,
+                    interval_ms: RETRY_INTERVAL_MS
+                })
             }
         );
-        assert_eq!(segs[1], Segment::Host(StepRef { phase: Phase::Steps, index: 2 }, HostAction::PowerCut));
-        assert_eq!(boot_prelude(&s), vec![Op::DmCreate { name: "crashrig-scratch".into(), device: "scratch".into() }]);
+        assert_eq!(
+            segs[1],
+            Segment::Host(
+                StepRef {
+                    phase: Phase::Steps,
+                    index: 2
+                },
+                HostAction::PowerCut
+            )
+        );
+        assert_eq!(
+            boot_prelude(&s),
+            vec![Op::DmCreate {
+                name: "crashrig-scratch".into(),
+                device: "scratch".into()
+            }]
+        );
     }
 
     #[test]
@@ -341,17 +424,49 @@ mod tests {
         };
         let draws: Vec<u64> = (0..50).map(|i| sleep(iteration_seed(7, i))).collect();
         assert!(draws.iter().all(|d| (1000..=2000).contains(d)));
-        assert!(draws.iter().any(|&d| d != draws[0]), "different iterations draw differently");
+        assert!(
+            draws.iter().any(|&d| d != draws[0]),
+            "different iterations draw differently"
+        );
         assert_eq!(sleep(iteration_seed(7, 3)), draws[3]);
     }
 
     #[test]
     fn step_refs_round_trip_and_name_steps() {
-        let s = scenario(vec![Step::Mkfs(MkfsStep::default()), Step::Umount(UmountStep { id: Some("umount".into()), ..Default::default() })]);
-        for r in [StepRef { phase: Phase::Setup, index: 0 }, StepRef { phase: Phase::Cleanup, index: 42 }] {
+        let s = scenario(vec![
+            Step::Mkfs(MkfsStep::default()),
+            Step::Umount(UmountStep {
+                id: Some("umount".into()),
+                ..Default::default()
+            }),
+        ]);
+        for r in [
+            StepRef {
+                phase: Phase::Setup,
+                index: 0,
+            },
+            StepRef {
+                phase: Phase::Cleanup,
+                index: 42,
+            },
+        ] {
             assert_eq!(StepRef::from_wire(r.wire()), Some(r));
         }
-        assert_eq!(StepRef { phase: Phase::Steps, index: 0 }.id(&s), "mkfs#1");
-        assert_eq!(StepRef { phase: Phase::Steps, index: 1 }.id(&s), "umount");
+        assert_eq!(
+            StepRef {
+                phase: Phase::Steps,
+                index: 0
+            }
+            .id(&s),
+            "mkfs#1"
+        );
+        assert_eq!(
+            StepRef {
+                phase: Phase::Steps,
+                index: 1
+            }
+            .id(&s),
+            "umount"
+        );
     }
 }

@@ -18,31 +18,61 @@ pub fn judge_step(step: &Step, r: &StepReport) -> (bool, Option<String>) {
     match step {
         Step::Mkfs(m) => {
             // mkfs reports an exit status, not an errno: only `expect: any` tolerates failure.
-            let any = m.expect.allows(None) && m.expect.allows(Some("EIO")) && m.expect.allows(Some("EBUSY"));
+            let any = m.expect.allows(None)
+                && m.expect.allows(Some("EIO"))
+                && m.expect.allows(Some("EBUSY"));
             let ok = r.exit_status == Some(0) || any;
-            (ok, (!ok).then(|| format!("mkfs exited with {}", r.exit_status.map_or("no status".into(), |s| s.to_string()))))
+            (
+                ok,
+                (!ok).then(|| {
+                    format!(
+                        "mkfs exited with {}",
+                        r.exit_status.map_or("no status".into(), |s| s.to_string())
+                    )
+                }),
+            )
         }
         Step::Mount(m) => expect(&m.expect, r, errno_text),
         Step::Umount(u) => expect(&u.expect, r, errno_text),
         Step::Shutdown(s) => expect(&s.expect, r, errno_text),
         Step::Run(run) => {
             let ok = r.exit_status == Some(run.exit);
-            (ok, (!ok).then(|| format!("exited with {} (expected {})", r.exit_status.map_or("nothing".into(), |s| s.to_string()), run.exit)))
+            (
+                ok,
+                (!ok).then(|| {
+                    format!(
+                        "exited with {} (expected {})",
+                        r.exit_status.map_or("nothing".into(), |s| s.to_string()),
+                        run.exit
+                    )
+                }),
+            )
         }
         Step::Kill(_) => match &r.detail {
-            Some(Detail::Killed { timed_out: true, .. }) => {
-                (false, Some("the workload still had tasks when the wait ran out".into()))
-            }
+            Some(Detail::Killed {
+                timed_out: true, ..
+            }) => (
+                false,
+                Some("the workload still had tasks when the wait ran out".into()),
+            ),
             _ => (true, None),
         },
         Step::Fsck(f) => match &r.detail {
-            Some(Detail::Fsck { clean: false }) if f.must_be_clean => (false, Some("the checker found problems".into())),
+            Some(Detail::Fsck { clean: false }) if f.must_be_clean => {
+                (false, Some("the checker found problems".into()))
+            }
             _ => (true, None),
         },
         Step::VerifyData(_) => match &r.detail {
-            Some(Detail::Data { missing, corrupted, .. }) if !missing.is_empty() || !corrupted.is_empty() => (
+            Some(Detail::Data {
+                missing, corrupted, ..
+            }) if !missing.is_empty() || !corrupted.is_empty() => (
                 false,
-                Some(format!("{} files missing, {} corrupted", missing.len(), corrupted.len())),
+                Some(format!(
+                    "{} files missing, {} corrupted",
+                    missing.len(),
+                    corrupted.len()
+                )),
             ),
             _ => (true, None),
         },
@@ -94,7 +124,11 @@ pub fn step_record(s: &Scenario, r: StepRef, report: &StepReport) -> StepRecord 
         ok,
         note,
         detail: report.detail.clone(),
-        output: if ok { String::new() } else { truncate_tail(&output, 4096) },
+        output: if ok {
+            String::new()
+        } else {
+            truncate_tail(&output, 4096)
+        },
     }
 }
 
@@ -130,13 +164,28 @@ pub enum Abort {
 }
 
 /// The verdict of an iteration and the reasons for it.
-pub fn verdict(s: &Scenario, steps: &[StepRecord], findings: &[Finding], abort: Option<&Abort>) -> (Verdict, Vec<String>) {
+pub fn verdict(
+    s: &Scenario,
+    steps: &[StepRecord],
+    findings: &[Finding],
+    abort: Option<&Abort>,
+) -> (Verdict, Vec<String>) {
     let mut reasons: Vec<String> = steps
         .iter()
         .filter(|st| !st.ok)
-        .map(|st| format!("{} ({}): {}", st.id, st.kind, st.note.as_deref().unwrap_or("expectation not met")))
+        .map(|st| {
+            format!(
+                "{} ({}): {}",
+                st.id,
+                st.kind,
+                st.note.as_deref().unwrap_or("expectation not met")
+            )
+        })
         .collect();
-    for f in findings.iter().filter(|f| !f.expected && fails_on(s, &f.kind.to_string())) {
+    for f in findings
+        .iter()
+        .filter(|f| !f.expected && fails_on(s, &f.kind.to_string()))
+    {
         reasons.push(format!("dmesg {}: {}", f.kind, f.title));
     }
     let v = match abort {

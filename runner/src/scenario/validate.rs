@@ -195,6 +195,9 @@ impl Checker<'_> {
             let path = vec![Key("devices"), Index(i), Key("name")];
             if d.name.is_empty() {
                 self.error(path, "device name must not be empty".into());
+            } else if d.name.starts_with("crashrig-") {
+                // crashrig-tools is the image's tools disk; crashrig-<name> the dm devices.
+                self.error(path, format!("device name `{}` is reserved: names starting with `crashrig-` are crashrig's own", d.name));
             } else if d.name.chars().count() > MAX_DEVICE_NAME {
                 self.error(
                     path,
@@ -712,6 +715,9 @@ mod tests {
                 "kconfig[1]: kconfig fragment `a/b` must be a file name in kconfigs/",
             ]),
             ("name: t\nvm: {memory: 256M, cpus: 64}\nsteps: [{sync: {}}]\n", &[]),
+            ("name: t\ndevices: [{name: crashrig-tools, size: 1G}]\nsteps: [{sync: {}}]\n", &[
+                "devices[0].name: device name `crashrig-tools` is reserved: names starting with `crashrig-` are crashrig's own",
+            ]),
             // Devices and the filesystem.
             (
                 "name: t\ndevices: [{name: a, size: 1G}, {name: a, size: 1G}, {name: 'b c', size: 1G}, \

@@ -380,7 +380,11 @@ pub fn free_port() -> std::io::Result<u16> {
 /// be tested boots under KVM to a busybox init that powers off, within 15 s. Nested KVM can
 /// accept every ioctl, even run firmware, and then hang in the kernel, so nothing less than a
 /// real boot proves it works; a broken KVM costs those 15 s once per invocation.
-pub async fn choose_accel(choice: AccelChoice, kernel: &Path, bare_initrd: &Path) -> Result<(Accel, String), VmError> {
+pub async fn choose_accel(
+    choice: AccelChoice,
+    kernel: &Path,
+    bare_initrd: &Path,
+) -> Result<(Accel, String), VmError> {
     match choice {
         AccelChoice::Tcg => Ok((Accel::Tcg, "requested".into())),
         AccelChoice::Kvm => match probe_kvm(kernel, bare_initrd).await {
@@ -395,7 +399,12 @@ pub async fn choose_accel(choice: AccelChoice, kernel: &Path, bare_initrd: &Path
 }
 
 /// Boots `kernel` with a busybox init that powers off at once; returns the wall time.
-pub async fn bare_boot(kernel: &Path, initrd: &Path, accel: Accel, within: Duration) -> Result<f64, String> {
+pub async fn bare_boot(
+    kernel: &Path,
+    initrd: &Path,
+    accel: Accel,
+    within: Duration,
+) -> Result<f64, String> {
     let qemu = host::find("qemu-system-x86_64").ok_or("qemu-system-x86_64 not found")?;
     let (accel_name, cpu) = match accel {
         Accel::Kvm => ("kvm", "host"),
@@ -403,8 +412,20 @@ pub async fn bare_boot(kernel: &Path, initrd: &Path, accel: Accel, within: Durat
     };
     let start = Instant::now();
     let mut child = Command::new(qemu)
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", accel_name, "-cpu", cpu])
-        .args(["-machine", "pc", "-m", "2048", "-smp", "2", "-serial", "null", "-kernel"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-accel",
+            accel_name,
+            "-cpu",
+            cpu,
+        ])
+        .args([
+            "-machine", "pc", "-m", "2048", "-smp", "2", "-serial", "null", "-kernel",
+        ])
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
@@ -423,19 +444,28 @@ pub async fn bare_boot(kernel: &Path, initrd: &Path, accel: Accel, within: Durat
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut stderr).await;
             }
-            Err(format!("QEMU exited with {s}: {}", stderr.trim().lines().next().unwrap_or("")))
+            Err(format!(
+                "QEMU exited with {s}: {}",
+                stderr.trim().lines().next().unwrap_or("")
+            ))
         }
         Ok(Err(e)) => Err(format!("cannot wait for QEMU: {e}")),
         Err(_) => {
             let _ = child.start_kill();
             let _ = child.wait().await;
-            Err(format!("a {accel_name} guest did not boot and power off within {within:?} (nested KVM?)"))
+            Err(format!(
+                "a {accel_name} guest did not boot and power off within {within:?} (nested KVM?)"
+            ))
         }
     }
 }
 
 pub async fn probe_kvm(kernel: &Path, bare_initrd: &Path) -> Result<f64, String> {
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         return Err(format!("cannot open /dev/kvm: {e}"));
     }
     bare_boot(kernel, bare_initrd, Accel::Kvm, Duration::from_secs(15)).await
