@@ -293,6 +293,7 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
         key: image.key.clone(),
     });
     let opts = RunOptions {
+        only_iteration: None,
         iterations: args.iterations,
         accel,
         seed: args.seed,

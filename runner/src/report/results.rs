@@ -58,6 +58,12 @@ pub struct BootRecord {
     pub console_log: String,
     /// Why this boot happened: "start", "power-cut", "panic", "reboot", "after hang", ...
     pub reason: String,
+    /// The QEMU command line (program and arguments), for reproducing the boot by hand.
+    #[serde(default)]
+    pub qemu_command: Vec<String>,
+    /// Kernel messages of the boot itself (before setup), relative to the results directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmesg_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,8 +145,12 @@ pub struct RunRecord {
     pub seed: u64,
     pub started: String,
     pub finished: Option<String>,
-    /// Directory of this run's artifacts, relative to the results directory.
+    /// Directory of this run's artifacts, relative to the results directory. It holds a copy
+    /// of the scenario (`scenario.yaml`) so `crashrig repro` needs nothing else.
     pub dir: String,
+    /// Content key of the guest image the run used.
+    #[serde(default)]
+    pub guest_image: String,
     pub boots: Vec<BootRecord>,
     /// Setup step results (of the first boot).
     pub setup: Vec<StepRecord>,

@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub keep: bool,
     /// The results directory.
     pub out: PathBuf,
+    /// Run only this iteration (with its own seed), as `crashrig repro` does.
+    pub only_iteration: Option<u32>,
     pub cache: Cache,
 }
 
@@ -134,15 +136,26 @@ impl<'a> Machine<'a> {
             ready_timeout: Duration::from_secs(if self.accel == Accel::Kvm { 60 } else { 240 }),
         };
         let booted = boot(spec).await?;
+        let mut qemu_command = vec!["qemu-system-x86_64".to_string()];
+        qemu_command.extend(crate::vm::qemu::qemu_args(booted.vm.config()));
+        self.booted = Some(booted);
+        // The boot's own messages go to a file of their own, so the first iteration's dmesg
+        // starts with that iteration.
+        let dmesg_name = format!("dmesg/boot-{:02}.txt", self.boots);
+        let out = self.exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(60), "boot").await;
+        let mut records = Vec::new();
+        collect_dmesg(out, &mut records);
+        let _ = std::fs::write(self.run_dir.join(&dmesg_name), kmsg_text(&records));
         sink.emit(Event::BootFinished {
             index,
             boot: BootRecord {
-                ready_after_ms: booted.ready_after.as_millis() as u64,
+                ready_after_ms: self.booted.as_ref().map_or(0, |b| b.ready_after.as_millis() as u64),
                 console_log: format!("{}/{console_name}", self.rel_dir),
                 reason: reason.into(),
+                qemu_command,
+                dmesg_file: Some(format!("{}/{dmesg_name}", self.rel_dir)),
             },
         });
-        self.booted = Some(booted);
         let prelude = plan::boot_prelude(s);
         if !prelude.is_empty() {
             let steps: Vec<(Option<StepRef>, Op)> =
@@ -311,6 +324,7 @@ pub async fn run_scenario(
         started: now_rfc3339(),
         finished: None,
         dir: rel_dir.clone(),
+        guest_image: guest_image.key.clone(),
         boots: Vec::new(),
         setup: Vec::new(),
         error: None,
@@ -367,6 +381,8 @@ async fn run_inner(
         path: run_dir.into(),
         source,
     })?;
+    let copy = run_dir.join("scenario.yaml");
+    std::fs::copy(&loaded.path, &copy).map_err(|source| RunError::Io { path: copy, source })?;
     let initrd = image::initrd_for(guest_image, kernel, &opts.cache)?;
     let disk_dir = tempfile::Builder::new()
         .prefix("crashrig-disks-")
@@ -420,7 +436,12 @@ async fn run_inner(
         m.stop().await;
         return Err(e);
     }
-    for n in 1..=iterations {
+    let numbers: Vec<u32> = match opts.only_iteration {
+        Some(n) => vec![n],
+        None => (1..=iterations).collect(),
+    };
+    for (done, n) in numbers.iter().copied().enumerate() {
+        let last = done + 1 == numbers.len();
         let it = run_iteration(&mut m, s, n, seed, data_seed, sink, index).await;
         let needs_fresh_boot = it.verdict != crate::report::Verdict::Pass
             && m.booted.as_mut().map_or(true, |b| b.vm.exited().is_some())
@@ -436,7 +457,7 @@ async fn run_inner(
             record: Box::new(it),
             planned: iterations,
         });
-        if needs_fresh_boot && n < iterations {
+        if needs_fresh_boot && !last {
             // The guest's state is unknown after a hang or panic: boot again and redo setup.
             m.boot("after a failed iteration", sink, index).await?;
             let setup = run_setup(&mut m, s, seed, data_seed).await;
