@@ -1220,6 +1220,101 @@ mod tests {
         );
     }
 
+    /// /dev/kmsg's wire format as the guest helper reads it: `level,seq,ts_us,flags;text` with
+    /// `\xNN` escapes; dictionary lines (leading space) join the record with '\n'.
+    fn parse_kmsg(raw: &str) -> Vec<KmsgRecord> {
+        let mut out: Vec<KmsgRecord> = Vec::new();
+        for line in raw.lines() {
+            if line.starts_with(' ') {
+                out.last_mut().unwrap().text.push_str(&format!("\n{line}"));
+                continue;
+            }
+            let (prefix, text) = line.split_once(';').unwrap();
+            let f: Vec<&str> = prefix.split(',').collect();
+            let mut unescaped = String::new();
+            let mut rest = text;
+            while let Some(i) = rest.find("\\x") {
+                unescaped.push_str(&rest[..i]);
+                let byte = u8::from_str_radix(&rest[i + 2..i + 4], 16).unwrap();
+                unescaped.push(byte as char);
+                rest = &rest[i + 4..];
+            }
+            unescaped.push_str(rest);
+            out.push(KmsgRecord {
+                seq: f[1].parse().unwrap(),
+                ts_us: f[2].parse().unwrap(),
+                level: (f[0].parse::<u32>().unwrap() & 7) as u8,
+                text: unescaped,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn real_debian_6_1_console_shutdown_and_sysrq_panic() {
+        let text = fixture("debian-6.1-tcg-xfs-shutdown-sysrq.console.log");
+        assert!(text.contains("\r\n") && text.lines().count() > 400);
+        let f = classify_console(&text, &ctx());
+        // ~350 boot lines ("tsc: Fast TSC calibration failed", "... and report a bug") say nothing.
+        assert_eq!(
+            summary(&f),
+            [
+                (
+                    FindingKind::FsError,
+                    "fs-error: XFS (DEV): User initiated shutdown received.",
+                    false
+                ),
+                (FindingKind::Panic, "panic: sysrq_handle_crash", false),
+            ]
+        );
+        assert_eq!(
+            f[0].report,
+            "XFS (vda): User initiated shutdown received.\n\
+             XFS (vda): Metadata I/O Error (0x4) detected at xfs_fs_goingdown+0x8e/0xb0 [xfs] (fs/xfs/xfs_fsops.c:489).  Shutting down filesystem.\n\
+             XFS (vda): Please unmount the filesystem and rectify the problem(s)"
+        );
+        let p = &f[1];
+        assert_eq!(p.title, "Kernel panic - not syncing: sysrq triggered crash");
+        assert_eq!(
+            &p.frames[..5],
+            [
+                "dump_stack_lvl",
+                "panic",
+                "sysrq_handle_crash",
+                "__handle_sysrq",
+                "write_sysrq_trigger"
+            ]
+        );
+        assert!(p.report.ends_with("Kernel Offset: 0xf000000 from 0xffffffff81000000 (relocation range: 0xffffffff80000000-0xffffffffbfffffff)"));
+        assert!(!p.report.contains("Rebooting"));
+
+        // What the lead passes for an iteration with a shutdown step and a panic step.
+        let scenario = ClassifyContext {
+            expected_fs_errors: true,
+            expected_panic: true,
+            ..ctx()
+        };
+        assert!(classify_console(&text, &scenario)
+            .iter()
+            .all(|f| f.expected));
+    }
+
+    #[test]
+    fn real_debian_6_1_kmsg_records_match_the_console() {
+        let records = parse_kmsg(&fixture("debian-6.1-tcg-xfs-shutdown.kmsg"));
+        assert!(records.len() > 370);
+        assert!(records.iter().any(|r| r.text.contains("\n SUBSYSTEM=")));
+        let f = classify_records(&records, &ctx());
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].seq, Some(366));
+        assert_eq!(f[0].ts_us, Some(5_432_817));
+        assert_eq!(
+            f[0].signature,
+            "fs-error: XFS (DEV): User initiated shutdown received."
+        );
+        assert_eq!(f[0].report.lines().count(), 3);
+    }
+
     #[test]
     fn finding_kind_names_round_trip() {
         for k in FindingKind::ALL {
