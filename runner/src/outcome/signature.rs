@@ -477,6 +477,35 @@ mod tests {
     }
 
     #[test]
+    fn same_shutdown_and_panic_on_debian_6_1_and_6_12_group() {
+        // Real captures of one scenario on the two default kernels (see the fixtures' .source.md).
+        let ctx = ClassifyContext::default();
+        let old = classify_console(
+            &fixture("debian-6.1-tcg-xfs-shutdown-sysrq.console.log"),
+            &ctx,
+        );
+        let new = classify_console(
+            &fixture("debian-6.12-tcg-xfs-shutdown-sysrq.console.log"),
+            &ctx,
+        );
+        assert_eq!(old.len(), 2);
+        assert_eq!(new.len(), 2);
+        assert_ne!(old[0].report, new[0].report);
+        assert_ne!(old[1].frames, new[1].frames);
+        let groups = group(old.iter().chain(&new));
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| (g.signature.as_str(), g.count))
+                .collect::<Vec<_>>(),
+            [
+                ("fs-error: XFS (DEV): User initiated shutdown received.", 2),
+                ("panic: sysrq_handle_crash", 2),
+            ]
+        );
+    }
+
+    #[test]
     fn different_bugs_do_not_group() {
         let ctx = ClassifyContext::default();
         let mut all = Vec::new();
