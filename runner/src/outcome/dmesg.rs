@@ -1315,6 +1315,58 @@ mod tests {
         assert_eq!(f[0].report.lines().count(), 3);
     }
 
+    fn fixture_line_pool() -> Vec<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dmesg");
+        let mut pool = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                pool.extend(text.lines().map(str::to_string));
+            }
+        }
+        pool
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Shuffled real report lines mixed with arbitrary text never panic, and every finding is a
+        /// contiguous run of input lines that starts at or before its title.
+        #[test]
+        fn arbitrary_logs_give_well_formed_findings(
+            picks in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::sample::select(fixture_line_pool()),
+                    1 => "\\PC{0,40}",
+                    1 => proptest::strategy::Just(String::new()),
+                ],
+                0..120,
+            )
+        ) {
+            let text = picks.join("\n");
+            let lines: Vec<String> = text.split('\n').map(|l| console_line(l).text).collect();
+            let mut from = 0;
+            for f in classify_console(&text, &ClassifyContext::default()) {
+                let report: Vec<&str> = f.report.split('\n').collect();
+                let start = (from..lines.len())
+                    .find(|&i| lines[i..].iter().zip(&report).all(|(a, b)| a == b) && lines.len() - i >= report.len());
+                proptest::prop_assert!(start.is_some(), "report not in input order: {:?}", f.report);
+                from = start.unwrap_or(from) + report.len();
+                proptest::prop_assert!(report.iter().any(|l| l.trim() == f.title));
+                proptest::prop_assert!(f.signature.starts_with(f.kind.as_str()));
+            }
+            let records: Vec<KmsgRecord> = picks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| KmsgRecord { seq: i as u64, ts_us: i as u64, level: 4, text: t.clone() })
+                .collect();
+            for f in classify_records(&records, &ClassifyContext::default()) {
+                proptest::prop_assert!(f.seq.is_some_and(|s| (s as usize) < picks.len()));
+            }
+        }
+    }
+
     #[test]
     fn finding_kind_names_round_trip() {
         for k in FindingKind::ALL {

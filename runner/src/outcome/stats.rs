@@ -227,6 +227,27 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn wilson_brackets_the_rate(k in 0u64..5000, extra in 0u64..5000, z in 0.0f64..5.0) {
+            let n = k + extra;
+            let (lo, hi) = wilson_interval(k, n, z);
+            proptest::prop_assert!((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi));
+            if n > 0 {
+                let p = k as f64 / n as f64;
+                proptest::prop_assert!(lo <= p + 1e-12 && p <= hi + 1e-12, "{} {} {}", lo, p, hi);
+            }
+        }
+
+        #[test]
+        fn fisher_is_a_probability(a in 0u64..60, b in 0u64..60, c in 0u64..60, d in 0u64..60) {
+            let p = fisher_exact_two_sided(a, b, c, d);
+            proptest::prop_assert!(p.is_finite() && (0.0..=1.0).contains(&p));
+            // Swapping the two kernels (rows) does not change the answer.
+            proptest::prop_assert!((fisher_exact_two_sided(c, d, a, b) - p).abs() < 1e-9);
+        }
+    }
+
     #[test]
     fn median_and_max() {
         assert_eq!(median(&[]), None);

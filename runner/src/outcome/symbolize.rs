@@ -300,6 +300,17 @@ ffffffff8123zzzz T not_hex
         assert_eq!(f[0].signature, "bug: xlog_force_shutdown");
     }
 
+    proptest::proptest! {
+        /// Any text survives symbolization: unchanged with an empty map, same line count with a
+        /// real one.
+        #[test]
+        fn arbitrary_text_is_safe(text in "(\\PC|\\[<ffffffff8123a[0-9a-f]{3}>\\]|\n| 0x[0-9a-f]{16}|Kernel Offset: 0x[0-9a-f]{1,9} from 0x1){0,60}") {
+            proptest::prop_assert_eq!(symbolize_report(&text, &SystemMap::default()), text.clone());
+            let out = symbolize_report(&text, &SystemMap::parse(MAP));
+            proptest::prop_assert_eq!(out.matches('\n').count(), text.matches('\n').count());
+        }
+    }
+
     #[test]
     fn load_rejects_debians_placeholder_map() {
         let path = fixture_path("debian-6.1-cloud-System.map");
