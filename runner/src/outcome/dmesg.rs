@@ -445,7 +445,15 @@ const OOPS_WINDOW: usize = 12;
 /// Free-text reports without their closing line stop here rather than swallow the rest of the log.
 const MAX_DELIMITED_LINES: usize = 400;
 
+static ABORTING_JOURNAL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^Aborting journal on device (\S+)-\d+").unwrap());
+
+/// Which filesystem and device a message is about ("XFS/vdb"), to tell one fs event from another.
 fn fs_key(text: &str) -> Option<String> {
+    // jbd2 names the journal "<dev>-<inode>"; it aborts as part of an ext4 shutdown or error.
+    if let Some(c) = ABORTING_JOURNAL.captures(text) {
+        return Some(format!("EXT4/{}", &c[1]));
+    }
     let c = FS_PREFIX.captures(text)?;
     let mut parts = c.iter().skip(1).flatten().map(|m| m.as_str());
     let fs = parts.next()?;
@@ -453,15 +461,17 @@ fn fs_key(text: &str) -> Option<String> {
     Some(format!("{fs}/{dev}"))
 }
 
-struct Header<'r> {
-    rule: &'r Rule,
+fn match_header(text: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.re.is_match(text))
 }
 
-fn match_header(text: &str) -> Option<Header<'static>> {
-    RULES
-        .iter()
-        .find(|r| r.re.is_match(text))
-        .map(|rule| Header { rule })
+/// A line that introduces the report after it.
+#[derive(Debug, Clone, Copy)]
+enum Opener {
+    /// `------------[ cut here ]------------`: WARN() messages may sit between it and the header.
+    CutHere(usize),
+    /// A `====` line right before a KASAN, UBSAN or lockdep header.
+    Separator(usize),
 }
 
 struct Open {
@@ -479,8 +489,7 @@ struct Open {
 fn classify_lines(lines: &[Line], ctx: &ClassifyContext) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut open: Option<Open> = None;
-    // A "cut here" or "====" line waiting for the header it introduces.
-    let mut pending: Option<(usize, bool)> = None;
+    let mut pending: Option<Opener> = None;
 
     for (i, line) in lines.iter().enumerate() {
         let text = line.text.as_str();
@@ -499,35 +508,35 @@ fn classify_lines(lines: &[Line], ctx: &ClassifyContext) -> Vec<Finding> {
                 }
             }
             close(&mut open, lines, ctx, &mut out);
-            pending = Some((i, true));
+            pending = Some(Opener::CutHere(i));
             continue;
         }
 
         let ignored = ctx.ignore.iter().any(|re| re.is_match(text));
         let header = if ignored { None } else { match_header(text) };
 
-        if let Some(h) = header {
+        if let Some(rule) = header {
             if let Some(o) = open.as_mut() {
-                if absorbs(o, &h, i, text) {
+                if absorbs(o, rule, i, text) {
                     o.end = i;
                     continue;
                 }
             }
             close(&mut open, lines, ctx, &mut out);
             let start = match pending.take() {
-                Some((p, true)) if i - p <= CUT_WINDOW => p,
-                Some((p, false)) if i - p == 1 => p,
+                Some(Opener::CutHere(p)) if i - p <= CUT_WINDOW => p,
+                Some(Opener::Separator(p)) if i - p == 1 => p,
                 _ => i,
             };
             open = Some(Open {
-                kind: h.rule.kind,
-                body: h.rule.body,
-                role: h.rule.role,
+                kind: rule.kind,
+                body: rule.body,
+                role: rule.role,
                 start,
                 header: i,
                 end: i,
                 fs_key: fs_key(text),
-                header_norm: if h.rule.kind.is_fs() {
+                header_norm: if rule.kind.is_fs() {
                     normalize_text(text)
                 } else {
                     String::new()
@@ -538,8 +547,8 @@ fn classify_lines(lines: &[Line], ctx: &ClassifyContext) -> Vec<Finding> {
 
         let Some(o) = open.as_mut() else {
             if SEPARATOR.is_match(text) {
-                pending = Some((i, false));
-            } else if matches!(pending, Some((_, false))) {
+                pending = Some(Opener::Separator(i));
+            } else if matches!(pending, Some(Opener::Separator(_))) {
                 pending = None;
             }
             continue;
@@ -554,7 +563,7 @@ fn classify_lines(lines: &[Line], ctx: &ClassifyContext) -> Vec<Finding> {
             Continue::No => {
                 close(&mut open, lines, ctx, &mut out);
                 if SEPARATOR.is_match(text) {
-                    pending = Some((i, false));
+                    pending = Some(Opener::Separator(i));
                 }
             }
         }
@@ -564,8 +573,7 @@ fn classify_lines(lines: &[Line], ctx: &ClassifyContext) -> Vec<Finding> {
 }
 
 /// Whether header `h` on line `i` is part of the open report rather than a new one.
-fn absorbs(o: &Open, h: &Header, i: usize, text: &str) -> bool {
-    let rule = h.rule;
+fn absorbs(o: &Open, rule: &Rule, i: usize, text: &str) -> bool {
     match (o.role, rule.role) {
         // list corruption message, then the WARNING or kernel BUG it triggers
         (Role::Prelude, _) if i - o.header <= CUT_WINDOW + 2 => {
@@ -1218,6 +1226,43 @@ mod tests {
                 false
             )]
         );
+    }
+
+    #[test]
+    fn real_debian_6_1_ext4_shutdowns() {
+        let text = fixture("debian-6.1-tcg-ext4-shutdown.console.log");
+        let f = classify_console(&text, &ctx());
+        assert_eq!(
+            summary(&f),
+            [
+                (
+                    FindingKind::FsError,
+                    "fs-error: EXT4-fs (DEV): shut down requested (N)",
+                    false
+                ),
+                (
+                    FindingKind::FsError,
+                    "fs-error: EXT4-fs (DEV): shut down requested (N)",
+                    false
+                ),
+            ]
+        );
+        // The journal abort of a no-flush shutdown is part of that shutdown, and so is whatever the
+        // same device says next until another step's marker.
+        assert_eq!(
+            f[1].report,
+            "EXT4-fs (vda): shut down requested (2)\n\
+             Aborting journal on device vda-8.\n\
+             EXT4-fs (vda): unmounting filesystem."
+        );
+        assert_eq!(f[1].ts_us, Some(4_623_665));
+        let shutdown = ClassifyContext {
+            expected_fs_errors: true,
+            ..ctx()
+        };
+        assert!(classify_console(&text, &shutdown)
+            .iter()
+            .all(|f| f.expected));
     }
 
     /// /dev/kmsg's wire format as the guest helper reads it: `level,seq,ts_us,flags;text` with
