@@ -506,6 +506,25 @@ mod tests {
     }
 
     #[test]
+    fn unplug_on_6_1_and_dm_error_on_5_19_are_one_signature() {
+        let ctx = ClassifyContext {
+            expected_fs_errors: true,
+            ..ClassifyContext::default()
+        };
+        let unplug = classify_console(&fixture("debian-6.1-tcg-xfs-unplug.console.log"), &ctx);
+        assert_eq!(unplug.len(), 1, "{unplug:#?}");
+        assert!(unplug[0].expected);
+        assert_eq!(unplug[0].report.lines().count(), 3);
+        let dm_error = classify_console(&fixture("xfs-generic475-shutdown-kasan.log"), &ctx);
+        let groups = group(unplug.iter().chain(&dm_error));
+        let shutdown = groups
+            .iter()
+            .find(|g| g.signature == "fs-error: XFS (DEV): log I/O error -N")
+            .unwrap();
+        assert_eq!((shutdown.count, shutdown.expected), (2, 2));
+    }
+
+    #[test]
     fn different_bugs_do_not_group() {
         let ctx = ClassifyContext::default();
         let mut all = Vec::new();
