@@ -100,6 +100,8 @@ pub struct Finding {
     pub report: String,
     /// Reliable stack frames, innermost first: the faulting function (RIP/pc) when the report has
     /// one, then the first "Call Trace:" section; `? ` frames and `[inline]` entries are left out.
+    /// For stalls, lockups and hung tasks only the task's own context counts: frames of an
+    /// interrupt that ran on top of it are dropped and the interrupted RIP is used instead.
     pub frames: Vec<String>,
     /// Groups the same bug across builds and kernels; see [`signature`].
     pub signature: String,
@@ -170,11 +172,11 @@ pub fn classify_console(text: &str, ctx: &ClassifyContext) -> Vec<Finding> {
     classify_lines(&lines, ctx)
 }
 
-/// Parse the stack frames of a report (see [`Finding::frames`]). Exposed so a symbolized report can
-/// be re-parsed.
-pub fn parse_frames(report: &str) -> Vec<String> {
+/// Parse the stack frames of a report of `kind` (see [`Finding::frames`]). Exposed so a symbolized
+/// report can be re-parsed.
+pub fn parse_frames(report: &str, kind: FindingKind) -> Vec<String> {
     let lines: Vec<&str> = report.lines().collect();
-    frames_of(&lines)
+    frames_of(&lines, kind)
 }
 
 #[derive(Debug, Clone)]
@@ -416,7 +418,7 @@ static BODY_LINE: LazyLock<Regex> = LazyLock::new(|| {
         r"|task:|Pid: |task: |.echo 0 > /proc/sys/kernel/hung_task_timeout_secs|\S+ +D +(?:[0-9a-f]{8,16} +)?\d+ +\d+",
         r"|in_atomic\(\)|preempt_count:|RCU nest depth|Preemption disabled at:|INFO: lockdep is turned off",
         r"|\d+ locks? held by|Showing all locks held|no locks held by|</?(?:TASK|IRQ|NMI|EOI|SOFTIRQ)>",
-        r"|Sending NMI from CPU|NMI backtrace for cpu|rcu: |\(t=\d+ jiffies|Task dump for CPU",
+        r"|Sending NMI from CPU|NMI backtrace for cpu|INFO: NMI handler|rcu: |\(t=\d+ jiffies|Task dump for CPU",
         r"|pstate: |pc : |lr : |sp : |x\d+ *: |Internal error: |Mem abort info:|Data abort info:|ESR = ",
         r"|user pgtable:|\[[0-9a-f]{16}\] pgd=|Stack:|Process \S+ \(pid|KASAN: |caller is |stack backtrace:",
         r"|Disabling lock debugging|turning off the locking correctness validator|Dumping ftrace",
@@ -664,7 +666,7 @@ fn close(open: &mut Option<Open>, lines: &[Line], ctx: &ClassifyContext, out: &m
     let span = &lines[o.start..=end];
     let texts: Vec<&str> = span.iter().map(|l| l.text.as_str()).collect();
     let title = lines[o.header].text.trim().to_string();
-    let frames = frames_of(&texts);
+    let frames = frames_of(&texts, o.kind);
     let expected = match o.kind {
         FindingKind::FsError => ctx.expected_fs_errors,
         FindingKind::Panic => ctx.expected_panic,
@@ -700,7 +702,8 @@ static INLINE_FRAME: LazyLock<Regex> =
 static BARE_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?:\?\s+)?(?:\[<[0-9a-f]+>\]|0x[0-9a-f]+)\s*(?:\?\s*)?$").unwrap()
 });
-static REGISTER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z][A-Z0-9]{1,4}:\s").unwrap());
+static REGISTER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:[A-Z][A-Z0-9]{1,4}|Code):\s").unwrap());
 static CLONE_SUFFIX: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?:\.(?:part|isra|constprop|cold|llvm|lto_priv|localalias|specialized)(?:\.\d+)?)+$",
@@ -716,52 +719,80 @@ pub(crate) fn normalize_function(name: &str) -> String {
 
 const MAX_FRAMES: usize = 64;
 
-fn frames_of(lines: &[&str]) -> Vec<String> {
-    let mut frames = Vec::new();
-    let trace_at = lines.iter().position(|l| CALL_TRACE.is_match(l));
+fn frames_of(lines: &[&str], kind: FindingKind) -> Vec<String> {
+    // Stalls and lockups are about what the task was doing; a timer or backtrace interrupt that
+    // happened to run on top of it is noise. Everything else may well be a bug in an interrupt.
+    let task_only = matches!(
+        kind,
+        FindingKind::RcuStall | FindingKind::SoftLockup | FindingKind::HungTask
+    );
 
-    // The faulting function: the first kernel RIP/pc line. User-space RIPs have no symbol.
-    if let Some(f) = lines
-        .iter()
-        .filter(|l| FAULT_IP.is_match(l))
-        .find_map(|l| SYMBOL.captures(l))
-    {
-        frames.push(normalize_function(&f[1]));
-    }
+    // The faulting function: the first kernel RIP/pc line before the trace (old kernels print it
+    // after). User-space RIPs have no symbol.
+    let fault_ip = |lines: &mut dyn Iterator<Item = &&str>| {
+        lines
+            .filter(|l| FAULT_IP.is_match(l))
+            .find_map(|l| SYMBOL.captures(l))
+            .map(|c| normalize_function(&c[1]))
+    };
+    let fault = fault_ip(&mut lines.iter().take_while(|l| !CALL_TRACE.is_match(l)))
+        .or_else(|| fault_ip(&mut lines.iter()));
 
-    let Some(at) = trace_at else { return frames };
-    let fault = frames.first().cloned();
-    let mut first = true;
-    for raw in &lines[at + 1..] {
-        let mut l = raw.trim_start();
-        if let Some(m) = TRACE_MARKER.find(l) {
-            if l.starts_with("</TASK>") {
+    let mut entries: Vec<(String, bool)> = Vec::new();
+    if let Some(at) = lines.iter().position(|l| CALL_TRACE.is_match(l)) {
+        let mut in_irq = false;
+        for raw in &lines[at + 1..] {
+            let mut l = raw.trim_start();
+            if let Some(m) = TRACE_MARKER.find(l) {
+                let marker = m.as_str().trim_end();
+                if marker == "</TASK>" {
+                    break;
+                }
+                in_irq = matches!(marker, "<IRQ>" | "<NMI>" | "<SOFTIRQ>");
+                l = &l[m.end()..];
+                if l.is_empty() {
+                    continue;
+                }
+            }
+            if l.is_empty() {
                 break;
             }
-            l = &l[m.end()..];
-            if l.is_empty() {
+            if REGISTER.is_match(l) {
+                // An interrupted context's registers: its RIP is where the task was.
+                if task_only && !in_irq && FAULT_IP.is_match(l) {
+                    if let Some(c) = SYMBOL.captures(l) {
+                        entries.push((normalize_function(&c[1]), false));
+                    }
+                }
                 continue;
             }
+            if INLINE_FRAME.is_match(l) || BARE_ADDRESS.is_match(l) {
+                continue;
+            }
+            let Some(c) = FRAME.captures(l) else { break };
+            if c.get(1).is_none() {
+                entries.push((normalize_function(&c[2]), in_irq));
+            }
+            if entries.len() >= MAX_FRAMES {
+                break;
+            }
         }
-        if l.is_empty() {
-            break;
-        }
-        if INLINE_FRAME.is_match(l) || BARE_ADDRESS.is_match(l) || REGISTER.is_match(l) {
+    }
+
+    let fault_in_irq = entries.iter().any(|(_, irq)| *irq);
+    let mut frames: Vec<String> = Vec::new();
+    if let Some(f) = fault.filter(|_| !(task_only && fault_in_irq)) {
+        frames.push(f);
+    }
+    for (i, (name, irq)) in entries.into_iter().enumerate() {
+        if task_only && irq {
             continue;
         }
-        let Some(c) = FRAME.captures(l) else { break };
-        if c.get(1).is_some() {
-            continue;
-        }
-        let name = normalize_function(&c[2]);
         // arm64 prints the faulting pc again as the first frame of its trace.
-        if std::mem::take(&mut first) && fault.as_deref() == Some(name.as_str()) {
+        if i == 0 && frames.len() == 1 && frames[0] == name {
             continue;
         }
         frames.push(name);
-        if frames.len() >= MAX_FRAMES {
-            break;
-        }
     }
     frames
 }
@@ -1056,6 +1087,51 @@ mod tests {
         assert!(l.report.ends_with(" </TASK>"));
         // Frames come from the final stack backtrace, not from the dependency chain listings.
         assert_eq!(&l.frames[..2], ["dump_stack_lvl", "check_noncircular"]);
+    }
+
+    #[test]
+    fn rcu_stall_then_soft_lockup_use_the_task_context() {
+        let f = classify_console(&fixture("rcu-stall-soft-lockup-syzbot.log"), &ctx());
+        assert_eq!(
+            summary(&f),
+            [
+                (FindingKind::RcuStall, "rcu-stall: kauditd_hold_skb", false),
+                (
+                    FindingKind::SoftLockup,
+                    "soft-lockup: smp_call_function_many_cond",
+                    false
+                ),
+            ]
+        );
+        let stall = &f[0];
+        // The NMI backtrace ran in an interrupt on top of kauditd: its frames are not the stall's;
+        // the interrupted RIP (printk flushing the console) is.
+        assert_eq!(
+            &stall.frames[..3],
+            [
+                "asm_sysvec_apic_timer_interrupt",
+                "console_flush_all",
+                "console_unlock"
+            ]
+        );
+        assert!(!stall.frames.iter().any(|f| f == "advance_sched"));
+        // The whole stall report, including the starved kthread's stack, is one finding.
+        assert!(stall
+            .report
+            .contains("\nrcu: RCU grace-period kthread stack dump:\n"));
+        assert!(stall.report.ends_with(" </TASK>"));
+        let lockup = &f[1];
+        assert_eq!(
+            &lockup.frames[..3],
+            [
+                "write_comp_data",
+                "smp_call_function_many_cond",
+                "on_each_cpu_cond_mask"
+            ]
+        );
+        // The same trace parsed as an oops keeps interrupt frames.
+        let as_oops = parse_frames(&stall.report, FindingKind::Oops);
+        assert_eq!(&as_oops[..2], ["write_comp_data", "advance_sched"]);
     }
 
     #[test]

@@ -337,6 +337,16 @@ const GENERIC_EXACT: &[&str] = &[
     "strcpy",
     "strncpy",
     "strscpy",
+    // printk and coverage instrumentation: stalls often catch a CPU in them
+    "console_flush_all",
+    "console_unlock",
+    "vprintk_emit",
+    "vprintk",
+    "vprintk_default",
+    "_printk",
+    "printk",
+    "write_comp_data",
+    "check_kcov_mode",
     // timer interrupts and backtrace IPIs (stall and lockup reports)
     "nmi_cpu_backtrace",
     "nmi_trigger_cpumask_backtrace",
@@ -396,6 +406,7 @@ const GENERIC_PREFIX: &[&str] = &[
     "warn_slowpath",
     "rcu_dump_",
     "__pfx_",
+    "__sanitizer_cov_",
 ];
 
 fn is_generic(func: &str) -> bool {

@@ -189,7 +189,7 @@ pub fn symbolize_finding(finding: &mut Finding, map: &SystemMap) {
         return;
     }
     finding.report = report;
-    finding.frames = parse_frames(&finding.report);
+    finding.frames = parse_frames(&finding.report, finding.kind);
     finding.signature = signature(finding.kind, &finding.title, &finding.frames);
 }
 
@@ -255,7 +255,7 @@ ffffffff8123zzzz T not_hex
              [<ffffffffc0a01234>]\nRIP: 0010:xlog_state_do_callback+0x4 Code: 0f 0b"
         );
         assert_eq!(
-            parse_frames(&got),
+            parse_frames(&got, super::super::dmesg::FindingKind::Bug),
             [
                 "xlog_state_do_callback",
                 "xlog_force_shutdown",
