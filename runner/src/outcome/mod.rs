@@ -1,50 +1,22 @@
-//! outcome (interim: replaced by the outcome branch when it lands)
+//! Outcomes: what the kernel said during an iteration, and how often things went wrong.
+//!
+//! - [`dmesg`]: kernel log (kmsg records or console text) to [`Finding`]s;
+//! - [`signature`]: normalized signatures and grouping of findings across builds and kernels;
+//! - [`symbolize`]: System.map / kallsyms lookups for traces printed as bare addresses;
+//! - [`stats`]: Wilson intervals, Fisher's exact test, medians for rates and busy windows.
+//!
+//! All of it is pure and synchronous (the symbolizer reads its map file, nothing else).
 
-pub mod stats {
-    pub fn wilson_interval(successes: u64, n: u64, z: f64) -> (f64, f64) {
-        if n == 0 {
-            return (0.0, 1.0);
-        }
-        let n = n as f64;
-        let p = successes as f64 / n;
-        let d = 1.0 + z * z / n;
-        let c = (p + z * z / (2.0 * n)) / d;
-        let h = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / d;
-        ((c - h).max(0.0), (c + h).min(1.0))
-    }
-    pub fn median(v: &[f64]) -> Option<f64> {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.total_cmp(b));
-        let n = v.len();
-        (n > 0).then(|| {
-            if n % 2 == 1 {
-                v[n / 2]
-            } else {
-                (v[n / 2 - 1] + v[n / 2]) / 2.0
-            }
-        })
-    }
-}
+pub mod dmesg;
+mod error;
+pub mod signature;
+pub mod stats;
+pub mod symbolize;
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Finding {
-    pub kind: String,
-    pub title: String,
-    pub signature: String,
-    pub expected: bool,
-}
-
-#[derive(Debug, Default)]
-pub struct ClassifyContext {
-    pub expected_fs_errors: bool,
-    pub expected_panic: bool,
-    pub ignore: Vec<regex::Regex>,
-}
-
-pub fn classify_records(_r: &[crashrig_guest::KmsgRecord], _c: &ClassifyContext) -> Vec<Finding> {
-    Vec::new()
-}
-
-pub fn classify_console(_t: &str, _c: &ClassifyContext) -> Vec<Finding> {
-    Vec::new()
-}
+pub use dmesg::{
+    classify_console, classify_records, parse_frames, ClassifyContext, Finding, FindingKind,
+};
+pub use error::Error;
+pub use signature::{first_meaningful, group, normalize_text, signature, FindingGroup};
+pub use stats::{fisher_exact_two_sided, max, median, wilson_95, wilson_interval, Z_95};
+pub use symbolize::{symbolize_finding, symbolize_report, SystemMap};
