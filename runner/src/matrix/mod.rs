@@ -1,1 +1,20 @@
-//! matrix
+//! `crashrig matrix`: the pure core. A matrix file expands into cells (kernel x scenario x
+//! parameters); cells are partitioned across machines, their results merged, compared across
+//! kernels with Fisher's exact test, checked against a baseline, and summarized as markdown
+//! and JUnit. The run engine executes cells; nothing here does I/O except reading files.
+
+pub mod locate;
+pub mod model;
+pub mod params;
+pub mod partition;
+pub mod significance;
+
+pub use model::{
+    load, load_str, Cell, Diagnostic, Diagnostics, Matrix, MatrixError, MatrixKernel,
+    MatrixScenario,
+};
+pub use params::{
+    apply_params, cell_scenario, mkfs_overwrite_options, ParamError, KNOWN_PARAMETERS,
+};
+pub use partition::{default_jobs, host_resources, parse_partition, Partition, PartitionError};
+pub use significance::{fisher_exact_greater, fisher_exact_two_sided, format_p};
