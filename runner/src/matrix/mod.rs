@@ -18,3 +18,10 @@ pub use params::{
 };
 pub use partition::{default_jobs, host_resources, parse_partition, Partition, PartitionError};
 pub use significance::{fisher_exact_greater, fisher_exact_two_sided, format_p};
+pub mod merge;
+#[cfg(test)]
+mod testutil;
+pub use merge::{
+    finished_runs, merge_dirs, merge_results, missing_cells, pending_cells, read_results,
+    sort_runs, MergeError,
+};
