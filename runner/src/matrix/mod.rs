@@ -25,3 +25,10 @@ pub use merge::{
     finished_runs, merge_dirs, merge_results, missing_cells, pending_cells, read_results,
     sort_runs, MergeError,
 };
+pub mod baseline;
+pub mod compare;
+pub use baseline::{
+    baseline_from, check, load_baseline, unchecked_cells, Baseline, BaselineCell, BaselineError,
+    Regression, BASELINE_SCHEMA,
+};
+pub use compare::{compare, failure_errno, Comparison, RunKey, ALPHA};

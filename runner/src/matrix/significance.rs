@@ -80,16 +80,16 @@ impl Table {
     }
 }
 
-/// p-values as people read them: `0.03`, `0.0028`, `< 0.001`, `1`.
+/// p-values as people read them: `p = 0.03`, `p = 0.0028`, `p < 0.001`, `p = 1`.
 pub fn format_p(p: f64) -> String {
     if p < 0.001 {
-        "< 0.001".into()
+        "p < 0.001".into()
     } else if p < 0.01 {
-        format!("{p:.4}")
+        format!("p = {p:.4}")
     } else if p >= 0.995 {
-        "1".into()
+        "p = 1".into()
     } else {
-        format!("{p:.2}")
+        format!("p = {p:.2}")
     }
 }
 
@@ -135,10 +135,10 @@ mod tests {
 
     #[test]
     fn formats_p_values() {
-        assert_eq!(format_p(0.0312), "0.03");
-        assert_eq!(format_p(0.002759), "0.0028");
-        assert_eq!(format_p(0.0001), "< 0.001");
-        assert_eq!(format_p(0.999), "1");
-        assert_eq!(format_p(0.4857), "0.49");
+        assert_eq!(format_p(0.0312), "p = 0.03");
+        assert_eq!(format_p(0.002759), "p = 0.0028");
+        assert_eq!(format_p(0.0001), "p < 0.001");
+        assert_eq!(format_p(0.999), "p = 1");
+        assert_eq!(format_p(0.4857), "p = 0.49");
     }
 }
