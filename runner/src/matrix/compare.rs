@@ -120,7 +120,8 @@ impl fmt::Display for Comparison {
 /// appear (expansion order for a matrix). Pairs where a side judged no iteration are left out.
 pub fn compare(results: &Results) -> Vec<Comparison> {
     // Group by scenario + params, keeping first-appearance order of groups and kernels.
-    let mut groups: Vec<((String, BTreeMap<String, String>), Vec<&RunRecord>)> = Vec::new();
+    type Group<'a> = ((String, BTreeMap<String, String>), Vec<&'a RunRecord>);
+    let mut groups: Vec<Group> = Vec::new();
     for run in &results.runs {
         let key = RunKey::of(run);
         let group = (key.scenario, key.params);

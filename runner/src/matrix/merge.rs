@@ -39,17 +39,16 @@ pub enum MergeError {
         scenario: String,
         kernel: String,
     },
+    /// `found` and `expected` name a matrix and its digest: "`seed` (0123abcd...)".
     #[error(
-        "merge {shard}: it is from matrix `{matrix}` ({digest}), {first} is from `{first_matrix}` \
-         ({first_digest}); shards must come from the same matrix file"
+        "merge {shard}: it is from matrix {found}, {first} is from {expected}; shards must \
+         come from the same matrix file"
     )]
     DifferentMatrix {
         shard: String,
-        matrix: String,
-        digest: String,
+        found: String,
         first: String,
-        first_matrix: String,
-        first_digest: String,
+        expected: String,
     },
     #[error("merge {second}: cell `{id}` is also in {first}")]
     Duplicate {
@@ -121,11 +120,9 @@ fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError> {
                 Some((first, m, d)) if *d != cell.digest => {
                     return Err(MergeError::DifferentMatrix {
                         shard: name,
-                        matrix: cell.matrix.clone(),
-                        digest: cell.digest.clone(),
+                        found: format!("`{}` ({})", cell.matrix, cell.digest),
                         first: first.clone(),
-                        first_matrix: m.clone(),
-                        first_digest: d.clone(),
+                        expected: format!("`{m}` ({d})"),
                     })
                 }
                 Some(_) => {}
