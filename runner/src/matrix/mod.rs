@@ -32,3 +32,5 @@ pub use baseline::{
     Regression, BASELINE_SCHEMA,
 };
 pub use compare::{compare, failure_errno, Comparison, RunKey, ALPHA};
+pub mod summary;
+pub use summary::{busy_window, errno_counts, junit, markdown, outcome_summary, rate_with_ci};
