@@ -34,3 +34,8 @@ pub use baseline::{
 pub use compare::{compare, failure_errno, Comparison, RunKey, ALPHA};
 pub mod summary;
 pub use summary::{busy_window, errno_counts, junit, markdown, outcome_summary, rate_with_ci};
+pub mod command;
+pub use command::{
+    exit_code, report_merge, write_json, write_reports, CommandError, MatrixArgs, Outcome,
+    ReportMergeArgs,
+};
