@@ -424,7 +424,7 @@ fn check(
     let mut labels: BTreeMap<String, usize> = BTreeMap::new();
     for (i, RawKernel(k)) in raw.kernels.into_iter().enumerate() {
         let at = |field: &str| vec![key("kernels"), Seg::Index(i), key(field)];
-        let spec = match KernelSpec::parse_with(&k.spec, |p| kind_of(&base.join(p))) {
+        let spec = match KernelSpec::parse_with(&k.spec, |p| kind_of(&join_clean(base, p))) {
             Ok(spec) => resolve_spec(spec, base),
             Err(e) => {
                 bad(at("spec"), format!("invalid kernel spec: {e}"));
@@ -448,7 +448,7 @@ fn check(
         }
         let mut patches = Vec::new();
         for (j, p) in k.patches.iter().enumerate() {
-            let resolved = base.join(p);
+            let resolved = join_clean(base, p);
             if kind_of(&resolved) == PathKind::Missing {
                 bad(
                     vec![key("kernels"), Seg::Index(i), key("patches"), Seg::Index(j)],
@@ -504,7 +504,7 @@ fn check(
     let mut keys: BTreeMap<String, usize> = BTreeMap::new();
     for (i, s) in raw.scenarios.iter().enumerate() {
         let at = vec![key("scenarios"), Seg::Index(i)];
-        let path = base.join(s);
+        let path = join_clean(base, s);
         if kind_of(&path) != PathKind::File {
             bad(at.clone(), format!("scenario file `{s}` does not exist"));
         }
@@ -571,8 +571,27 @@ fn check(
         kernels,
         scenarios,
         parameters,
-        baseline: raw.baseline.map(|b| base.join(b)),
+        baseline: raw.baseline.map(|b| join_clean(base, b)),
     }
+}
+
+/// `base/p` with `.` and `dir/..` removed lexically, so paths read as the user thinks of
+/// them (`tests/matrix/../smoke.yaml` is `tests/smoke.yaml`).
+pub fn join_clean(base: &Path, p: impl AsRef<Path>) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in base.join(p).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn is_placeholder_name(name: &str) -> bool {
@@ -585,12 +604,12 @@ fn is_placeholder_name(name: &str) -> bool {
 fn resolve_spec(spec: KernelSpec, base: &Path) -> KernelSpec {
     match spec {
         KernelSpec::Git { path, rev } => KernelSpec::Git {
-            path: base.join(path),
+            path: join_clean(base, path),
             rev,
         },
         KernelSpec::Image { path, modules } => KernelSpec::Image {
-            path: base.join(path),
-            modules: modules.map(|m| base.join(m)),
+            path: join_clean(base, path),
+            modules: modules.map(|m| join_clean(base, m)),
         },
         other => other,
     }
@@ -774,6 +793,19 @@ parameters:
     }
 
     #[test]
+    fn joins_paths_lexically() {
+        let j = |b: &str, p: &str| join_clean(Path::new(b), p);
+        assert_eq!(
+            j("tests/matrix", "../smoke.yaml"),
+            Path::new("tests/smoke.yaml")
+        );
+        assert_eq!(j("", "../x.yaml"), Path::new("../x.yaml"));
+        assert_eq!(j("/m", "./a/../b.yaml"), Path::new("/m/b.yaml"));
+        assert_eq!(j("/m", "/abs/c.yaml"), Path::new("/abs/c.yaml"));
+        assert_eq!(j("a", "../../b"), Path::new("../b"));
+    }
+
+    #[test]
     fn default_labels_are_path_safe() {
         assert_eq!(default_label("debian:6.1"), "debian-6.1");
         assert_eq!(
@@ -781,5 +813,52 @@ parameters:
             "boot-vmlinuz-6.1-modules-m"
         );
         assert_eq!(default_label("../linux@v6.6~3"), "linux-v6.6-3");
+    }
+
+    #[test]
+    fn shipped_examples_load() {
+        let examples = [
+            (
+                include_str!("../../../tests/matrix/seed.yaml"),
+                &[
+                    "debian-6.1/seed-kill-umount",
+                    "debian-6.1/control-psync",
+                    "debian-6.12/seed-kill-umount",
+                    "debian-6.12/control-psync",
+                ][..],
+            ),
+            (
+                include_str!("../../../tests/matrix/small.yaml"),
+                &["debian-6.1/smoke", "debian-6.12/smoke"][..],
+            ),
+            (
+                include_str!("../../../tests/matrix/filesystems.yaml"),
+                &[
+                    "debian-6.12/seed-kill-umount/filesystem=xfs",
+                    "debian-6.12/seed-kill-umount/filesystem=ext4",
+                    "debian-6.12/seed-kill-umount/filesystem=btrfs",
+                ][..],
+            ),
+        ];
+        // The scenarios live in tests/ (another part of the tree); only the format is
+        // checked here.
+        let scenario_files = |p: &Path| {
+            if p.parent() == Some(Path::new("/repo/tests")) {
+                PathKind::File
+            } else {
+                PathKind::Missing
+            }
+        };
+        for (text, want) in examples {
+            let m = load_str(
+                text,
+                "example",
+                Path::new("/repo/tests/matrix"),
+                &scenario_files,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let ids: Vec<String> = m.cells().iter().map(Cell::id).collect();
+            assert_eq!(ids, want);
+        }
     }
 }
