@@ -354,6 +354,22 @@ pub fn load_str(
             .unwrap_or_default(),
         message,
     };
+    let shape = match serde_yaml::from_str::<serde_yaml::Value>(text) {
+        Ok(serde_yaml::Value::Mapping(_)) | Err(_) => None,
+        Ok(serde_yaml::Value::Null) => Some("empty matrix file"),
+        Ok(_) => Some("not a map"),
+    };
+    if let Some(what) = shape {
+        return Err(MatrixError::Invalid(Diagnostics {
+            items: vec![diag(
+                1,
+                1,
+                format!(
+                    "{what}: a matrix is a map with at least `name`, `kernels` and `scenarios`"
+                ),
+            )],
+        }));
+    }
     let raw: RawMatrix = match serde_yaml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -384,10 +400,10 @@ pub fn load_str(
     Err(MatrixError::Invalid(Diagnostics { items }))
 }
 
-/// serde_yaml appends " at line L column C"; the diagnostic shows the position in front.
+/// serde_yaml writes " at line L column C" into its message; the diagnostic shows that
+/// position in front. Other positions (of an enclosing construct) stay.
 fn strip_location(message: &str, line: usize, column: usize) -> String {
-    let suffix = format!(" at line {line} column {column}");
-    message.strip_suffix(&suffix).unwrap_or(message).to_string()
+    message.replacen(&format!(" at line {line} column {column}"), "", 1)
 }
 
 fn key(k: &str) -> Seg {
@@ -759,6 +775,33 @@ baseline: base.json
     }
 
     #[test]
+    fn syntax_errors_and_wrong_shapes() {
+        assert_eq!(
+            errors("name: x\nkernels: [debian:6.1\nscenarios: [a.yaml]\n"),
+            "m.yaml:3:10: did not find expected ',' or ']', while parsing a flow sequence at \
+             line 2 column 10\n 3 | scenarios: [a.yaml]\n   |          ^"
+        );
+        assert_eq!(
+            errors(""),
+            "m.yaml:1:1: empty matrix file: a matrix is a map with at least `name`, `kernels` \
+             and `scenarios`"
+        );
+        assert_eq!(
+            errors("- a\n"),
+            "m.yaml:1:1: not a map: a matrix is a map with at least `name`, `kernels` and \
+             `scenarios`\n 1 | - a\n   | ^"
+        );
+        assert_eq!(
+            errors("kernels: [debian:6.1]\nscenarios: [a.yaml]\n"),
+            "m.yaml:1:1: missing field `name`\n 1 | kernels: [debian:6.1]\n   | ^"
+        );
+        assert_eq!(
+            errors("name: x\nkernels: [{label: a}]\nscenarios: [a.yaml]\n"),
+            "m.yaml:2:11: kernels[0]: missing field `spec`\n 2 | kernels: [{label: a}]\n   |           ^"
+        );
+    }
+
+    #[test]
     fn reports_every_semantic_problem_at_once() {
         let text = "\
 name: x
@@ -790,6 +833,37 @@ parameters:
         let got = errors(text);
         let headlines: Vec<&str> = got.lines().filter(|l| l.starts_with("m.yaml:")).collect();
         assert_eq!(headlines, want);
+    }
+
+    #[test]
+    fn loads_files_relative_to_themselves() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("matrix")).unwrap();
+        std::fs::write(tmp.path().join("seed.yaml"), "name: seed\n").unwrap();
+        let path = tmp.path().join("matrix/m.yaml");
+        std::fs::write(
+            &path,
+            "name: m\nkernels: [debian:6.1]\nscenarios: [../seed.yaml, ../gone.yaml]\n",
+        )
+        .unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}:3:27: scenario file `../gone.yaml` does not exist\n \
+                 3 | scenarios: [../seed.yaml, ../gone.yaml]\n   |                           ^",
+                path.display()
+            )
+        );
+        std::fs::write(
+            &path,
+            "name: m\nkernels: [debian:6.1]\nscenarios: [../seed.yaml]\n",
+        )
+        .unwrap();
+        let m = load(&path).unwrap();
+        assert_eq!(m.scenarios[0].path, tmp.path().join("seed.yaml"));
+        let missing = load(&tmp.path().join("nope.yaml")).unwrap_err();
+        assert!(matches!(missing, MatrixError::Read { .. }), "{missing}");
     }
 
     #[test]

@@ -227,4 +227,21 @@ mod tests {
             "apply parameter `depth` to scenario `seed`: the scenario never uses `${depth}`"
         );
     }
+
+    #[test]
+    fn cell_scenario_applies_params_and_iterations() {
+        let m = crate::matrix::testutil::matrix(
+            "name: p\niterations: 3\nkernels: [debian:6.1]\nscenarios: [seed.yaml]\n\
+             parameters: { filesystem: [btrfs], threads: [2] }\n",
+        );
+        let cell = &m.cells()[0];
+        let s = cell_scenario(&scenario(), cell).unwrap();
+        assert_eq!(s.iterations, 3);
+        assert_eq!(s.filesystem.as_ref().unwrap().fstype, "btrfs");
+        assert_eq!(command(&s, 0), "fio --numjobs=2 --directory=/mnt");
+        // Without the matrix's `iterations`, the scenario's own count stays.
+        let mut own = cell.clone();
+        own.iterations = None;
+        assert_eq!(cell_scenario(&scenario(), &own).unwrap().iterations, 20);
+    }
 }
