@@ -1,7 +1,8 @@
 //! Turning a scenario into a cell's scenario: parameter values and the matrix's iterations.
 //!
 //! `filesystem` is known: it replaces the scenario's filesystem type (and, when the type
-//! changes, the mkfs options by the new type's "overwrite quietly" flags). Every parameter,
+//! changes, the mkfs options by the new type's "overwrite quietly" flags, and a kconfig
+//! fragment `fs-<old type>` by `fs-<new type>`). Every parameter,
 //! known or not, is also substituted as `${name}` into guest commands, the description, mkfs
 //! and mount options and the kernel command line; a parameter that is neither known nor used
 //! is an error, since it would only multiply identical cells.
@@ -77,6 +78,11 @@ fn set_filesystem(s: &mut Scenario, fstype: &str) -> Result<(), ()> {
     }
     let old = std::mem::replace(&mut fs.fstype, fstype.to_string());
     fs.mkfs_options = mkfs_overwrite_options(fstype);
+    // Scenarios name the fragment that enables their filesystem `fs-<type>`.
+    let old_fragment = format!("fs-{old}");
+    for fragment in s.kconfig.iter_mut().filter(|k| **k == old_fragment) {
+        *fragment = format!("fs-{fstype}");
+    }
     for step in all_steps(s) {
         if let Step::Mkfs(m) = step {
             if m.fstype.as_deref() == Some(old.as_str()) {
@@ -135,6 +141,7 @@ mod tests {
         serde_json::from_str(
             r#"{
               "name": "seed",
+              "kconfig": ["fs-xfs", "debug"],
               "devices": [{ "name": "scratch", "size": "2G" }],
               "filesystem": { "type": "xfs", "device": "scratch", "mkfs-options": ["-f", "-m", "reflink=1"] },
               "iterations": 20,
@@ -174,6 +181,7 @@ mod tests {
         let fs = s.filesystem.as_ref().unwrap();
         assert_eq!(fs.fstype, "ext4");
         assert_eq!(fs.mkfs_options, ["-F", "-q"]);
+        assert_eq!(s.kconfig, ["fs-ext4", "debug"]);
         match &s.setup[1] {
             Step::Mkfs(m) => {
                 assert_eq!(m.fstype.as_deref(), Some("ext4"));
