@@ -155,6 +155,27 @@ mod tests {
     }
 
     #[test]
+    fn shards_of_a_real_matrix_cover_it_exactly() {
+        let cells = crate::matrix::testutil::seed_matrix().cells();
+        for count in 1..=8 {
+            let mut ids: Vec<String> = (1..=count)
+                .flat_map(|index| Partition { index, count }.select(&cells))
+                .map(|c| c.id())
+                .collect();
+            ids.sort();
+            let mut all: Vec<String> = cells.iter().map(|c| c.id()).collect();
+            all.sort();
+            assert_eq!(ids, all, "{count} shards");
+        }
+        let second: Vec<usize> = Partition { index: 2, count: 3 }
+            .select(&cells)
+            .iter()
+            .map(|c| c.index)
+            .collect();
+        assert_eq!(second, [1, 4, 7]);
+    }
+
+    #[test]
     fn round_robin_in_expansion_order() {
         let p = Partition { index: 2, count: 3 };
         let mine: Vec<usize> = (0..10).filter(|&i| p.contains(i)).collect();
