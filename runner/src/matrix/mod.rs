@@ -31,8 +31,8 @@ pub use merge::{
     sort_runs, MergeError,
 };
 pub use model::{
-    join_clean, load, load_str, Cell, Diagnostic, Diagnostics, Matrix, MatrixError,
-    MatrixKernel, MatrixScenario,
+    join_clean, load, load_str, Cell, Diagnostic, Diagnostics, Matrix, MatrixError, MatrixKernel,
+    MatrixScenario,
 };
 pub use params::{
     apply_params, cell_scenario, mkfs_overwrite_options, ParamError, KNOWN_PARAMETERS,
