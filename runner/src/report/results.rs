@@ -158,6 +158,31 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub summary: Summary,
     pub iterations: Vec<IterationRecord>,
+    /// Which matrix cell this run is (`crashrig matrix` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<CellInfo>,
+}
+
+/// A run's place in a matrix: enough to merge shards and resume without the matrix file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellInfo {
+    /// Stable id, e.g. `debian-6.1/seed-kill-umount/filesystem=xfs`.
+    pub id: String,
+    /// The matrix's `name`.
+    pub matrix: String,
+    /// Digest of the matrix's expanded cell ids: shards of different matrices do not merge.
+    pub digest: String,
+    /// 0-based position in the unsharded expansion order.
+    pub index: u32,
+    /// Cells in the whole matrix.
+    pub total: u32,
+    /// Kernel label (`label`, or the spec made path-safe).
+    pub kernel: String,
+    /// Scenario key: the scenario file's stem.
+    pub scenario: String,
+    /// Parameter name -> value for this cell; empty without `parameters`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

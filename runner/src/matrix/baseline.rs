@@ -1,0 +1,406 @@
+//! Baselines: known results per kernel, scenario and parameters, so CI fails on changes
+//! rather than on bugs everyone already knows about.
+//!
+//! A regression is a failure rate significantly higher than the baseline's (Fisher's exact
+//! test, one-sided, at [`ALPHA`]), unless the baseline marks the cell `known_failure`, or an
+//! unexpected dmesg finding whose signature the baseline does not list for that cell.
+//! Cells the baseline does not mention are not checked ([`unchecked_cells`] names them).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::compare::{RunKey, ALPHA};
+use super::significance::{fisher_exact_greater, format_p};
+use crate::report::Results;
+
+/// Bumped when a baseline field changes meaning.
+pub const BASELINE_SCHEMA: u32 = 1;
+
+/// The baseline file (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// Default: 1.
+    #[serde(default = "schema")]
+    pub schema: u32,
+    pub cells: Vec<BaselineCell>,
+}
+
+fn schema() -> u32 {
+    BASELINE_SCHEMA
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineCell {
+    /// Kernel label as in cell ids (for plain runs: the kernel spec).
+    pub kernel: String,
+    /// Scenario key (the file stem; for plain runs: the scenario name).
+    pub scenario: String,
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// Judged iterations the rate was measured over. Default: 0 (no rate check).
+    #[serde(default)]
+    pub iterations: u32,
+    /// Expected failure rate, 0 to 1. Default: 0.
+    #[serde(default)]
+    pub failure_rate: f64,
+    /// The cell is known to fail: its rate is not checked. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub known_failure: bool,
+    /// Known unexpected-finding signatures. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+}
+
+impl BaselineCell {
+    fn key(&self) -> RunKey {
+        RunKey {
+            kernel: self.kernel.clone(),
+            scenario: self.scenario.clone(),
+            params: self.params.clone(),
+        }
+    }
+
+    /// Failures the rate stands for over `iterations` (rates written by crashrig are exact).
+    pub fn failures(&self) -> u32 {
+        let f = (self.failure_rate.clamp(0.0, 1.0) * f64::from(self.iterations)).round();
+        (f as u32).min(self.iterations)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BaselineError {
+    #[error("read baseline {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse baseline {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("read baseline {}: schema {found}, this crashrig reads {BASELINE_SCHEMA}", path.display())]
+    Schema { path: PathBuf, found: u32 },
+}
+
+pub fn load_baseline(path: &Path) -> Result<Baseline, BaselineError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BaselineError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let baseline: Baseline =
+        serde_json::from_str(&text).map_err(|source| BaselineError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if baseline.schema != BASELINE_SCHEMA {
+        return Err(BaselineError::Schema {
+            path: path.to_path_buf(),
+            found: baseline.schema,
+        });
+    }
+    Ok(baseline)
+}
+
+/// A baseline recording what `results` measured: every run's judged iterations, failure
+/// rate and unexpected finding signatures. Mark cells `known_failure` by hand.
+pub fn baseline_from(results: &Results) -> Baseline {
+    let cells = results
+        .runs
+        .iter()
+        .map(|run| {
+            let key = RunKey::of(run);
+            let s = &run.summary;
+            let mut findings: Vec<String> = s
+                .findings
+                .iter()
+                .filter(|f| !f.expected)
+                .map(|f| f.signature.clone())
+                .collect();
+            findings.sort();
+            findings.dedup();
+            BaselineCell {
+                kernel: key.kernel,
+                scenario: key.scenario,
+                params: key.params,
+                iterations: s.iterations - s.errors,
+                failure_rate: s.failure_rate,
+                known_failure: false,
+                findings,
+            }
+        })
+        .collect();
+    Baseline {
+        schema: BASELINE_SCHEMA,
+        cells,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "regression", rename_all = "kebab-case")]
+pub enum Regression {
+    /// The failure rate rose significantly over the baseline's.
+    RateIncrease {
+        cell: String,
+        baseline_failed: u32,
+        baseline_iterations: u32,
+        failed: u32,
+        judged: u32,
+        /// Fisher's exact test, one-sided (greater).
+        p_value: f64,
+    },
+    /// An unexpected finding the baseline does not know for this cell.
+    NewFinding {
+        cell: String,
+        signature: String,
+        kind: String,
+        title: String,
+        count: u32,
+    },
+}
+
+impl fmt::Display for Regression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Regression::RateIncrease {
+                cell,
+                baseline_failed,
+                baseline_iterations,
+                failed,
+                judged,
+                p_value,
+            } => write!(
+                f,
+                "{cell}: failure rate rose from {baseline_failed}/{baseline_iterations} to \
+                 {failed}/{judged}, {}",
+                format_p(*p_value)
+            ),
+            Regression::NewFinding {
+                cell,
+                signature,
+                kind,
+                count,
+                ..
+            } => write!(
+                f,
+                "{cell}: new {kind} finding `{signature}` ({count} times)"
+            ),
+        }
+    }
+}
+
+/// The regressions of `results` against `baseline`, in run order.
+pub fn check(results: &Results, baseline: &Baseline) -> Vec<Regression> {
+    let mut out = Vec::new();
+    for run in &results.runs {
+        let key = RunKey::of(run);
+        let Some(base) = baseline.cells.iter().find(|b| b.key() == key) else {
+            continue;
+        };
+        let s = &run.summary;
+        let judged = s.iterations - s.errors;
+        if !base.known_failure && judged > 0 && base.iterations > 0 {
+            let bf = base.failures();
+            let p = fisher_exact_greater(
+                u64::from(s.failed),
+                u64::from(judged - s.failed),
+                u64::from(bf),
+                u64::from(base.iterations - bf),
+            );
+            if p < ALPHA {
+                out.push(Regression::RateIncrease {
+                    cell: key.id(),
+                    baseline_failed: bf,
+                    baseline_iterations: base.iterations,
+                    failed: s.failed,
+                    judged,
+                    p_value: p,
+                });
+            }
+        }
+        for f in s.findings.iter().filter(|f| !f.expected) {
+            if !base.findings.contains(&f.signature) {
+                out.push(Regression::NewFinding {
+                    cell: key.id(),
+                    signature: f.signature.clone(),
+                    kind: f.kind.clone(),
+                    title: f.title.clone(),
+                    count: f.count,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Ids of runs the baseline has no entry for.
+pub fn unchecked_cells(results: &Results, baseline: &Baseline) -> Vec<String> {
+    results
+        .runs
+        .iter()
+        .map(RunKey::of)
+        .filter(|k| !baseline.cells.iter().any(|b| b.key() == *k))
+        .map(|k| k.id())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use crate::report::{summarize, RunRecord};
+
+    fn cells() -> Vec<crate::matrix::Cell> {
+        matrix("name: b\nkernels: [debian:6.1, debian:6.12]\nscenarios: [seed.yaml]\n").cells()
+    }
+
+    fn with_findings(mut run: RunRecord, signatures: &[&str]) -> RunRecord {
+        for (i, sig) in signatures.iter().enumerate() {
+            run.iterations[i].findings.push(finding(sig));
+        }
+        run.summary = summarize(&run.iterations);
+        run
+    }
+
+    #[test]
+    fn baseline_records_rates_and_finding_signatures() {
+        let c = cells();
+        let r = results(vec![
+            with_findings(
+                run_for(&c[0], 20, 6),
+                &["xfs_inode_evict", "xfs_inode_evict"],
+            ),
+            run_for(&c[1], 20, 3),
+        ]);
+        let b = baseline_from(&r);
+        assert_eq!(b.cells.len(), 2);
+        assert_eq!(b.cells[0].kernel, "debian-6.1");
+        assert_eq!(b.cells[0].scenario, "seed");
+        assert_eq!(b.cells[0].iterations, 20);
+        assert_eq!(b.cells[0].failures(), 6);
+        assert_eq!(b.cells[0].findings, ["xfs_inode_evict"]);
+        assert_eq!(b.cells[1].failures(), 3);
+        // The run it came from has no regression against it.
+        assert_eq!(check(&r, &b), []);
+        // JSON round trip, and the file format is what the docs show.
+        let json = serde_json::to_string(&b).unwrap();
+        assert_eq!(serde_json::from_str::<Baseline>(&json).unwrap(), b);
+        assert!(
+            json.contains(
+                r#""kernel":"debian-6.12","scenario":"seed","iterations":20,"failure_rate":0.15}"#
+            ),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn rate_checks_against_tables() {
+        let c = cells();
+        // (baseline failed/of, now failed/of, regression?): one-sided Fisher p at 0.05.
+        for (base, now, want) in [
+            ((0, 20), (3, 20), false), // p = 0.115
+            ((0, 20), (5, 20), true),  // p = 0.024
+            ((2, 20), (10, 20), true), // p = 0.0069
+            ((3, 20), (6, 20), false), // p = 0.23
+            ((6, 20), (2, 20), false), // fewer failures are never a regression
+        ] {
+            let b = Baseline {
+                schema: 1,
+                cells: vec![BaselineCell {
+                    kernel: "debian-6.1".into(),
+                    scenario: "seed".into(),
+                    params: BTreeMap::new(),
+                    iterations: base.1,
+                    failure_rate: f64::from(base.0) / f64::from(base.1),
+                    known_failure: false,
+                    findings: Vec::new(),
+                }],
+            };
+            let r = results(vec![run_for(&c[0], now.1, now.0)]);
+            let regs = check(&r, &b);
+            assert_eq!(!regs.is_empty(), want, "{base:?} -> {now:?}: {regs:?}");
+            // Known failures are never rate regressions.
+            let mut known = b.clone();
+            known.cells[0].known_failure = true;
+            assert_eq!(check(&r, &known), []);
+        }
+        let b = Baseline {
+            schema: 1,
+            cells: vec![BaselineCell {
+                kernel: "debian-6.1".into(),
+                scenario: "seed".into(),
+                params: BTreeMap::new(),
+                iterations: 20,
+                failure_rate: 0.1,
+                known_failure: false,
+                findings: Vec::new(),
+            }],
+        };
+        let r = results(vec![run_for(&c[0], 20, 10), run_for(&c[1], 20, 20)]);
+        let regs = check(&r, &b);
+        assert_eq!(regs.len(), 1);
+        assert_eq!(
+            regs[0].to_string(),
+            "debian-6.1/seed: failure rate rose from 2/20 to 10/20, p = 0.0069"
+        );
+        assert_eq!(unchecked_cells(&r, &b), ["debian-6.12/seed"]);
+    }
+
+    #[test]
+    fn new_finding_signatures_are_regressions_known_ones_are_not() {
+        let c = cells();
+        let before = results(vec![with_findings(run_for(&c[0], 4, 4), &["xfs_evict"])]);
+        let mut b = baseline_from(&before);
+        b.cells[0].known_failure = true;
+        let same = results(vec![with_findings(
+            run_for(&c[0], 4, 4),
+            &["xfs_evict", "xfs_evict"],
+        )]);
+        assert_eq!(check(&same, &b), []);
+        let new = results(vec![with_findings(
+            run_for(&c[0], 4, 4),
+            &["xfs_evict", "iomap_write", "iomap_write"],
+        )]);
+        let regs = check(&new, &b);
+        assert_eq!(regs.len(), 1);
+        assert_eq!(
+            regs[0].to_string(),
+            "debian-6.1/seed: new warning finding `iomap_write` (2 times)"
+        );
+    }
+
+    #[test]
+    fn loads_files_and_rejects_unknown_fields() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("b.json");
+        std::fs::write(
+            &path,
+            r#"{"cells": [{"kernel": "debian-6.1", "scenario": "seed", "known_failure": true}]}"#,
+        )
+        .unwrap();
+        let b = load_baseline(&path).unwrap();
+        assert!(b.cells[0].known_failure);
+        assert_eq!(b.schema, 1);
+        std::fs::write(
+            &path,
+            r#"{"cells": [{"kernel": "k", "scenario": "s", "rate": 1}]}"#,
+        )
+        .unwrap();
+        let err = load_baseline(&path).unwrap_err();
+        assert!(matches!(err, BaselineError::Parse { .. }), "{err}");
+        std::fs::write(&path, r#"{"schema": 2, "cells": []}"#).unwrap();
+        assert!(matches!(
+            load_baseline(&path),
+            Err(BaselineError::Schema { found: 2, .. })
+        ));
+    }
+}

@@ -1,0 +1,385 @@
+//! Combining shard results (`crashrig report merge DIR...`) and resuming a matrix run.
+//!
+//! Every run of a matrix carries its [`CellInfo`]: the cell id, its position in the
+//! unsharded expansion and a digest of the matrix's cell list. Merging therefore needs no
+//! matrix file: runs are put back in expansion order and their summaries recomputed from the
+//! iteration records, which gives exactly what one unsharded run writes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::model::Cell;
+use crate::report::{summarize, CellInfo, Results, RunRecord, SCHEMA_VERSION};
+
+#[derive(Debug, Error)]
+pub enum MergeError {
+    #[error("read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("merge results: no shard given")]
+    Empty,
+    #[error("merge {shard}: results schema {found}, this crashrig reads {SCHEMA_VERSION}")]
+    Schema { shard: String, found: u32 },
+    #[error(
+        "merge {shard}: run of `{scenario}` on `{kernel}` is not a matrix cell (no `cell` field)"
+    )]
+    NotACell {
+        shard: String,
+        scenario: String,
+        kernel: String,
+    },
+    /// `found` and `expected` name a matrix and its digest: "`seed` (0123abcd...)".
+    #[error(
+        "merge {shard}: it is from matrix {found}, {first} is from {expected}; shards must \
+         come from the same matrix file"
+    )]
+    DifferentMatrix {
+        shard: String,
+        found: String,
+        first: String,
+        expected: String,
+    },
+    #[error("merge {second}: cell `{id}` is also in {first}")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// Reads `DIR/results.json` of each directory and merges them (see [`merge_results`]).
+pub fn merge_dirs(dirs: &[PathBuf]) -> Result<Results, MergeError> {
+    let mut shards = Vec::new();
+    for dir in dirs {
+        let path = dir.join("results.json");
+        shards.push((dir.display().to_string(), read_results(&path)?));
+    }
+    merge_named(shards)
+}
+
+/// Reads a `results.json`.
+pub fn read_results(path: &Path) -> Result<Results, MergeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| MergeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| MergeError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Merges shard results into the result set an unsharded run gives: every run in expansion
+/// order, summaries recomputed. Shards are named "shard 1", "shard 2", ... in errors.
+/// Header fields: the earliest `started`, the latest `finished` (unset when any shard is
+/// unfinished), the first shard's version and host.
+pub fn merge_results(shards: Vec<Results>) -> Result<Results, MergeError> {
+    merge_named(
+        shards
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (format!("shard {}", i + 1), r))
+            .collect(),
+    )
+}
+
+fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError> {
+    let mut header: Option<Results> = None;
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    // (shard, matrix name, digest) of the first cell seen.
+    let mut matrix: Option<(String, String, String)> = None;
+    let mut runs = Vec::new();
+    for (name, mut shard) in shards {
+        if shard.schema != SCHEMA_VERSION {
+            return Err(MergeError::Schema {
+                shard: name,
+                found: shard.schema,
+            });
+        }
+        for mut run in std::mem::take(&mut shard.runs) {
+            let Some(cell) = &run.cell else {
+                return Err(MergeError::NotACell {
+                    shard: name,
+                    scenario: run.scenario.name,
+                    kernel: run.kernel.spec,
+                });
+            };
+            match &matrix {
+                None => matrix = Some((name.clone(), cell.matrix.clone(), cell.digest.clone())),
+                Some((first, m, d)) if *d != cell.digest => {
+                    return Err(MergeError::DifferentMatrix {
+                        shard: name,
+                        found: format!("`{}` ({})", cell.matrix, cell.digest),
+                        first: first.clone(),
+                        expected: format!("`{m}` ({d})"),
+                    })
+                }
+                Some(_) => {}
+            }
+            if let Some(first) = seen.insert(cell.id.clone(), name.clone()) {
+                return Err(MergeError::Duplicate {
+                    id: cell.id.clone(),
+                    first,
+                    second: name,
+                });
+            }
+            run.summary = summarize(&run.iterations);
+            runs.push(run);
+        }
+        match &mut header {
+            None => header = Some(shard),
+            Some(h) => {
+                if shard.started < h.started {
+                    h.started = shard.started;
+                }
+                h.finished = match (h.finished.take(), shard.finished) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+        }
+    }
+    let mut merged = header.ok_or(MergeError::Empty)?;
+    merged.runs = runs;
+    sort_runs(&mut merged);
+    Ok(merged)
+}
+
+/// Puts matrix runs in expansion order (runs without a cell keep their order, last); the
+/// writer calls it after each cell, since parallel cells finish in any order.
+pub fn sort_runs(results: &mut Results) {
+    results
+        .runs
+        .sort_by_key(|r| r.cell.as_ref().map_or(u32::MAX, |c| c.index));
+}
+
+/// Expansion positions of the matrix that no run covers (a shard that never ran, or cells
+/// still pending), from the runs' own cell info.
+pub fn missing_cells(results: &Results) -> Vec<u32> {
+    let cells: Vec<&CellInfo> = results
+        .runs
+        .iter()
+        .filter_map(|r| r.cell.as_ref())
+        .collect();
+    let Some(total) = cells.iter().map(|c| c.total).max() else {
+        return Vec::new();
+    };
+    (0..total)
+        .filter(|i| !cells.iter().any(|c| c.index == *i))
+        .collect()
+}
+
+/// Whether `existing` holds a finished run of this cell.
+fn finished(existing: &Results, id: &str) -> bool {
+    existing
+        .runs
+        .iter()
+        .any(|r| r.finished.is_some() && r.cell.as_ref().is_some_and(|c| c.id == id))
+}
+
+/// The cells still to run when resuming: those without a finished run in `existing`
+/// (matched by cell id; a run killed midway has no `finished` and runs again).
+pub fn pending_cells(cells: &[Cell], existing: &Results) -> Vec<Cell> {
+    cells
+        .iter()
+        .filter(|c| !finished(existing, &c.id()))
+        .cloned()
+        .collect()
+}
+
+/// The finished runs of `existing` that belong to `cells`, with their cell info refreshed
+/// from the current expansion (positions change when the matrix file changed); the resumed
+/// results start from these.
+pub fn finished_runs(cells: &[Cell], existing: &Results) -> Vec<RunRecord> {
+    let mut runs = Vec::new();
+    for cell in cells {
+        let id = cell.id();
+        if let Some(run) = existing
+            .runs
+            .iter()
+            .find(|r| r.finished.is_some() && r.cell.as_ref().is_some_and(|c| c.id == id))
+        {
+            let mut run = run.clone();
+            run.cell = Some(cell.info());
+            runs.push(run);
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::partition::Partition;
+    use super::super::testutil::*;
+    use super::*;
+    use crate::report::Summary;
+    use proptest::prelude::*;
+
+    /// Every cell with a different failure count, as one unsharded run writes it.
+    fn unsharded() -> (Vec<Cell>, Results) {
+        let cells = seed_matrix().cells();
+        let runs = cells
+            .iter()
+            .map(|c| run_for(c, 4, (c.index % 5) as u32))
+            .collect();
+        (cells, results(runs))
+    }
+
+    fn shard(all: &Results, p: Partition) -> Results {
+        let mut r = all.clone();
+        r.runs
+            .retain(|run| p.contains(run.cell.as_ref().unwrap().index as usize));
+        // A shard's own writer may hold stale summaries and any order: merge must not care.
+        r.runs.reverse();
+        for run in &mut r.runs {
+            run.summary = Summary::default();
+        }
+        r
+    }
+
+    #[test]
+    fn merged_shards_equal_the_unsharded_run() {
+        let (_, all) = unsharded();
+        for count in 1..=4 {
+            let shards = (1..=count)
+                .map(|index| shard(&all, Partition { index, count }))
+                .collect();
+            let merged = merge_results(shards).unwrap();
+            assert_eq!(merged, all, "{count} shards");
+            assert!(missing_cells(&merged).is_empty());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn merge_equals_unsharded_for_any_shard_count(count in 1u32..=8) {
+            let (_, all) = unsharded();
+            let shards = (1..=count).map(|index| shard(&all, Partition { index, count })).collect();
+            prop_assert_eq!(merge_results(shards).unwrap(), all);
+        }
+    }
+
+    #[test]
+    fn header_spans_all_shards() {
+        let (_, all) = unsharded();
+        let mut a = shard(&all, Partition { index: 1, count: 2 });
+        let mut b = shard(&all, Partition { index: 2, count: 2 });
+        a.started = "2026-11-25T10:05:00Z".into();
+        b.started = "2026-11-25T10:01:00Z".into();
+        b.finished = Some("2026-11-25T12:00:00Z".into());
+        let merged = merge_results(vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(merged.started, "2026-11-25T10:01:00Z");
+        assert_eq!(merged.finished.as_deref(), Some("2026-11-25T12:00:00Z"));
+        b.finished = None;
+        assert_eq!(merge_results(vec![a, b]).unwrap().finished, None);
+    }
+
+    #[test]
+    fn rejects_duplicates_foreign_runs_and_other_matrices() {
+        let (_, all) = unsharded();
+        let one = shard(&all, Partition { index: 1, count: 2 });
+        let err = merge_results(vec![one.clone(), one.clone()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            // The shard lists its runs in reverse (see `shard`): the first repeat is the last cell.
+            "merge shard 2: cell `debian-6.12/control-psync/filesystem=xfs` is also in shard 1"
+        );
+
+        let mut plain = one.clone();
+        plain.runs[0].cell = None;
+        assert!(matches!(
+            merge_results(vec![plain]),
+            Err(MergeError::NotACell { .. })
+        ));
+
+        let other =
+            matrix("name: other\nkernels: [debian:6.1]\nscenarios: [seed-kill-umount.yaml]\n");
+        let foreign = results(vec![run_for(&other.cells()[0], 2, 0)]);
+        let err = merge_results(vec![one.clone(), foreign]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("merge shard 2: it is from matrix `other` ("),
+            "{err}"
+        );
+        assert!(matches!(merge_results(vec![]), Err(MergeError::Empty)));
+    }
+
+    #[test]
+    fn missing_shard_shows_as_missing_cells() {
+        let (_, all) = unsharded();
+        let merged = merge_results(vec![shard(&all, Partition { index: 2, count: 3 })]).unwrap();
+        let missing = missing_cells(&merged);
+        assert_eq!(missing.len(), 8 - 3);
+        assert!(missing.iter().all(|i| i % 3 != 1));
+    }
+
+    #[test]
+    fn merges_results_directories() {
+        let (_, all) = unsharded();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = Vec::new();
+        for index in 1..=2 {
+            let dir = tmp.path().join(format!("shard-{index}"));
+            std::fs::create_dir(&dir).unwrap();
+            let text =
+                serde_json::to_string_pretty(&shard(&all, Partition { index, count: 2 })).unwrap();
+            std::fs::write(dir.join("results.json"), text).unwrap();
+            dirs.push(dir);
+        }
+        assert_eq!(merge_dirs(&dirs).unwrap(), all);
+        dirs.push(tmp.path().join("absent"));
+        let err = merge_dirs(&dirs).unwrap_err();
+        assert!(err.to_string().starts_with("read "), "{err}");
+        assert!(err.to_string().ends_with("absent/results.json"), "{err}");
+    }
+
+    #[test]
+    fn resume_skips_finished_cells_only() {
+        let (cells, all) = unsharded();
+        let mut existing = all.clone();
+        existing.runs.truncate(3);
+        existing.runs[2].finished = None; // killed midway
+        let pending: Vec<usize> = pending_cells(&cells, &existing)
+            .iter()
+            .map(|c| c.index)
+            .collect();
+        assert_eq!(pending, (2..8).collect::<Vec<_>>());
+        let kept = finished_runs(&cells, &existing);
+        assert_eq!(kept, all.runs[..2].to_vec());
+
+        // The kernels were reordered: kept runs get their new positions.
+        let grown = matrix(
+            "name: seed\niterations: 4\nkernels: [debian:6.12, debian:6.1]\n\
+             scenarios: [seed-kill-umount.yaml, control-psync.yaml]\n\
+             parameters: { filesystem: [xfs, ext4] }\n",
+        )
+        .cells();
+        let kept = finished_runs(&grown, &existing);
+        let positions: Vec<u32> = kept
+            .iter()
+            .map(|r| r.cell.as_ref().unwrap().index)
+            .collect();
+        assert_eq!(positions, [4, 5]);
+        assert_eq!(pending_cells(&grown, &existing).len(), 6);
+    }
+
+    #[test]
+    fn sorts_runs_into_expansion_order() {
+        let (_, all) = unsharded();
+        let mut shuffled = all.clone();
+        shuffled.runs.rotate_left(3);
+        sort_runs(&mut shuffled);
+        assert_eq!(shuffled, all);
+    }
+}

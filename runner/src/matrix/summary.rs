@@ -1,0 +1,468 @@
+//! Human- and CI-facing summaries of matrix results: a markdown table for a CI job summary
+//! (`$GITHUB_STEP_SUMMARY`) and JUnit XML with one test case per cell.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use super::baseline::Regression;
+use super::compare::{Comparison, RunKey};
+use crate::report::{Results, RunRecord, Summary};
+
+/// The title: the matrix name of the first cell, else "crashrig results".
+fn title(results: &Results) -> String {
+    results
+        .runs
+        .iter()
+        .find_map(|r| r.cell.as_ref())
+        .map_or_else(
+            || "crashrig results".into(),
+            |c| format!("crashrig matrix `{}`", c.matrix),
+        )
+}
+
+/// Markdown: one table row per run (cell), then the comparisons and the regressions.
+pub fn markdown(
+    results: &Results,
+    comparisons: &[Comparison],
+    regressions: &[Regression],
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## {}\n", title(results));
+    md.push_str(
+        "| Kernel | Scenario | Parameters | Iterations | Failures | Failure rate (95% CI) \
+         | Errnos | Busy window (median / max) | Findings |\n",
+    );
+    md.push_str("|---|---|---|--:|--:|---|---|---|--:|\n");
+    for run in &results.runs {
+        let key = RunKey::of(run);
+        let s = &run.summary;
+        let params: Vec<String> = key.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut iterations = s.iterations.to_string();
+        if s.errors > 0 {
+            let _ = write!(iterations, " ({})", plural(s.errors, "error"));
+        }
+        let mut failures = s.failed.to_string();
+        if run.error.is_some() {
+            failures.push_str(" (run error)");
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&key.kernel),
+            cell(&key.scenario),
+            cell(&params.join(", ")),
+            iterations,
+            failures,
+            rate_with_ci(s),
+            cell(&errno_counts(s)),
+            cell(&busy_window(s)),
+            unexpected_findings(s),
+        );
+    }
+    if !comparisons.is_empty() {
+        md.push_str("\n### Across kernels\n\n");
+        for c in comparisons {
+            let key = RunKey {
+                kernel: String::new(),
+                scenario: c.scenario.clone(),
+                params: c.params.clone(),
+            };
+            let line = format!("{}: {c}", key.scenario_label());
+            if c.significant {
+                let _ = writeln!(md, "- **{line}**");
+            } else {
+                let _ = writeln!(md, "- {line}");
+            }
+        }
+    }
+    if !regressions.is_empty() {
+        md.push_str("\n### Regressions against the baseline\n\n");
+        for r in regressions {
+            let _ = writeln!(md, "- {r}");
+        }
+    }
+    for run in results.runs.iter().filter(|r| r.error.is_some()) {
+        let _ = writeln!(
+            md,
+            "\n> **{}**: {}",
+            RunKey::of(run).id(),
+            run.error.as_deref().unwrap_or_default()
+        );
+    }
+    md
+}
+
+/// A table cell: `|` escaped, newlines as spaces, "–" when empty.
+fn cell(text: &str) -> String {
+    if text.is_empty() {
+        return "–".into();
+    }
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+fn plural(n: u32, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.0}%", 100.0 * x)
+}
+
+/// `45% (26–66%)`, or `–` when no iteration was judged.
+pub fn rate_with_ci(s: &Summary) -> String {
+    if s.iterations == s.errors {
+        return "–".into();
+    }
+    format!(
+        "{} ({}–{})",
+        percent(s.failure_rate),
+        percent(s.failure_ci95[0]).trim_end_matches('%'),
+        percent(s.failure_ci95[1])
+    )
+}
+
+/// `EBUSY 9, EIO 1`, most frequent first.
+pub fn errno_counts(s: &Summary) -> String {
+    let mut counts: Vec<(&String, &u32)> = s.errno_counts.iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    counts
+        .iter()
+        .map(|(e, n)| format!("{e} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn ms(x: f64) -> String {
+    if x >= 1000.0 {
+        format!("{:.1} s", x / 1000.0)
+    } else {
+        format!("{x:.0} ms")
+    }
+}
+
+/// Busy window of the step that had the most: `umount: 120 ms / 2.5 s (1 gave up)`.
+pub fn busy_window(s: &Summary) -> String {
+    let Some((id, b)) = s
+        .steps
+        .iter()
+        .filter_map(|(id, st)| st.busy_window_ms.as_ref().map(|b| (id, b)))
+        .filter(|(_, b)| b.count > 0)
+        .max_by(|x, y| x.1.count.cmp(&y.1.count).then(y.0.cmp(x.0)))
+    else {
+        return String::new();
+    };
+    let mut text = format!("{id}: {} / {}", ms(b.median), ms(b.max));
+    if b.gave_up > 0 {
+        let _ = write!(text, " ({} gave up)", b.gave_up);
+    }
+    text
+}
+
+/// Occurrences of unexpected findings.
+fn unexpected_findings(s: &Summary) -> u32 {
+    s.findings
+        .iter()
+        .filter(|f| !f.expected)
+        .map(|f| f.count)
+        .sum()
+}
+
+/// One line on what a cell showed, e.g. `9 of 20 iterations failed (45%, 95% CI 26-66%);
+/// errnos: EBUSY 9; findings: warning xfs_evict x2`.
+pub fn outcome_summary(run: &RunRecord) -> String {
+    let s = &run.summary;
+    let judged = s.iterations - s.errors;
+    let mut text = if judged == 0 {
+        "no iteration judged".to_string()
+    } else {
+        format!(
+            "{} of {} iterations failed ({}, 95% CI {}-{})",
+            s.failed,
+            judged,
+            percent(s.failure_rate),
+            percent(s.failure_ci95[0]).trim_end_matches('%'),
+            percent(s.failure_ci95[1])
+        )
+    };
+    if s.hangs > 0 || s.panics > 0 {
+        let _ = write!(
+            text,
+            ", {}, {}",
+            plural(s.hangs, "hang"),
+            plural(s.panics, "panic")
+        );
+    }
+    if s.errors > 0 {
+        let _ = write!(text, ", {} not judged (errors)", s.errors);
+    }
+    let errnos = errno_counts(s);
+    if !errnos.is_empty() {
+        let _ = write!(text, "; errnos: {errnos}");
+    }
+    let findings: Vec<String> = s
+        .findings
+        .iter()
+        .filter(|f| !f.expected)
+        .map(|f| format!("{} {} x{}", f.kind, f.signature, f.count))
+        .collect();
+    if !findings.is_empty() {
+        let _ = write!(text, "; findings: {}", findings.join(", "));
+    }
+    if let Some(e) = &run.error {
+        let _ = write!(text, "; run error: {e}");
+    }
+    text
+}
+
+/// Failing iterations listed in a JUnit failure; results.json has them all.
+const MAX_REASONS: usize = 20;
+
+/// JUnit XML: one test suite per scenario, one test case per cell (named by its id). A
+/// cell with failed iterations is a failure whose message is [`outcome_summary`] and whose
+/// description lists the failing iterations' reasons; a run that ended with an
+/// infrastructure error, or judged no iteration, is an error.
+pub fn junit(results: &Results) -> Result<String, quick_junit::SerializeError> {
+    let mut report = Report::new(title(results));
+    let mut suites: Vec<TestSuite> = Vec::new();
+    for run in &results.runs {
+        let key = RunKey::of(run);
+        let s = &run.summary;
+        let status = if run.error.is_some() || (s.iterations > 0 && s.iterations == s.errors) {
+            let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
+            st.set_message(outcome_summary(run));
+            if let Some(e) = &run.error {
+                st.set_type("infrastructure");
+                st.set_description(e.as_str());
+            }
+            st
+        } else if s.failed > 0 {
+            let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            st.set_message(outcome_summary(run));
+            st.set_type("expectation violated");
+            let failing: Vec<_> = run
+                .iterations
+                .iter()
+                .filter(|it| it.verdict.is_failure())
+                .collect();
+            let mut reasons: Vec<String> = failing
+                .iter()
+                .take(MAX_REASONS)
+                .map(|it| format!("iteration {}: {}", it.iteration, it.reasons.join("; ")))
+                .collect();
+            if failing.len() > MAX_REASONS {
+                reasons.push(format!("and {} more", failing.len() - MAX_REASONS));
+            }
+            st.set_description(reasons.join("\n"));
+            st
+        } else {
+            TestCaseStatus::success()
+        };
+        let mut case = TestCase::new(key.id(), status);
+        case.set_classname(format!("{}.{}", key.scenario, key.kernel));
+        let ms: f64 = run.iterations.iter().map(|it| it.duration_ms).sum();
+        case.set_time(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+        case.add_property(("kernel", run.kernel.spec.as_str()));
+        case.add_property(("kernel-version", run.kernel.version.as_str()));
+        case.add_property(("iterations", s.iterations.to_string().as_str()));
+        case.add_property(("failed", s.failed.to_string().as_str()));
+        if s.failed == 0 && run.error.is_none() {
+            case.set_system_out(outcome_summary(run));
+        }
+        match suites.iter_mut().find(|t| t.name.as_str() == key.scenario) {
+            Some(suite) => {
+                suite.add_test_case(case);
+            }
+            None => {
+                let mut suite = TestSuite::new(key.scenario.clone());
+                suite.add_test_case(case);
+                suites.push(suite);
+            }
+        }
+    }
+    report.add_test_suites(suites);
+    report.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::baseline::{baseline_from, check};
+    use super::super::compare::compare;
+    use super::super::testutil::*;
+    use super::*;
+    use crate::report::{summarize, Verdict};
+
+    fn sample() -> Results {
+        let m = matrix(
+            "name: seed\nkernels: [debian:6.1, debian:6.12]\n\
+             scenarios: [seed-kill-umount.yaml, control-psync.yaml]\n",
+        );
+        let c = m.cells();
+        let mut flaky = run_for(&c[0], 20, 9);
+        flaky.iterations[0].findings.push(finding("xfs_evict"));
+        flaky.iterations[19].verdict = Verdict::Error;
+        flaky.summary = summarize(&flaky.iterations);
+        let mut broken = run_for(&c[3], 0, 0);
+        broken.error = Some("QEMU exited before the guest answered on SSH".into());
+        results(vec![
+            flaky,
+            run_for(&c[1], 20, 0),
+            run_for(&c[2], 20, 4),
+            broken,
+        ])
+    }
+
+    #[test]
+    fn markdown_has_one_row_per_cell_and_the_comparisons() {
+        let r = sample();
+        let mut b = baseline_from(&r);
+        // debian-6.12 on the seed was clean over 40 iterations; 4 of 20 now is a rise.
+        b.cells[2].failure_rate = 0.0;
+        b.cells[2].iterations = 40;
+        let md = markdown(&r, &compare(&r), &check(&r, &b));
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        assert_eq!(rows.len(), 1 + 4, "{md}");
+        assert_eq!(
+            rows[1],
+            "| debian-6.1 | seed-kill-umount | – | 20 (1 error) | 9 | 47% (27–68%) | EBUSY 9 \
+             | umount: 200 ms / 360 ms | 1 |"
+        );
+        assert_eq!(
+            rows[2],
+            "| debian-6.1 | control-psync | – | 20 | 0 | 0% (0–16%) | – | – | 0 |"
+        );
+        assert_eq!(
+            rows[4],
+            "| debian-6.12 | control-psync | – | 0 | 0 (run error) | – | – | – | 0 |"
+        );
+        assert!(md.starts_with("## crashrig matrix `seed`\n"), "{md}");
+        assert!(
+            md.contains(
+                "\n### Across kernels\n\n- seed-kill-umount: debian-6.1 vs debian-6.12: \
+                 EBUSY 47% vs 20%, p = 0.10\n"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "\n### Regressions against the baseline\n\n- debian-6.12/seed-kill-umount: \
+                 failure rate rose from 0/40 to 4/20, p = 0.0099\n"
+            ),
+            "{md}"
+        );
+        assert!(md.contains(
+            "> **debian-6.12/control-psync**: QEMU exited before the guest answered on SSH"
+        ));
+    }
+
+    #[test]
+    fn junit_has_one_case_per_cell_with_failures_carrying_the_outcome() {
+        let r = sample();
+        let xml = junit(&r).unwrap();
+        let parsed = Report::deserialize_from_str(&xml).unwrap();
+        assert_eq!(parsed.name.as_str(), "crashrig matrix `seed`");
+        let names: Vec<(&str, Vec<&str>)> = parsed
+            .test_suites
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.test_cases.iter().map(|c| c.name.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (
+                    "seed-kill-umount",
+                    vec![
+                        "debian-6.1/seed-kill-umount",
+                        "debian-6.12/seed-kill-umount"
+                    ]
+                ),
+                (
+                    "control-psync",
+                    vec!["debian-6.1/control-psync", "debian-6.12/control-psync"]
+                ),
+            ]
+        );
+        let cases: Vec<&TestCase> = parsed
+            .test_suites
+            .iter()
+            .flat_map(|s| &s.test_cases)
+            .collect();
+        match &cases[0].status {
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Failure,
+                message,
+                description,
+                ..
+            } => {
+                assert_eq!(
+                    message.as_ref().map(|m| m.as_str()),
+                    Some(
+                        "9 of 19 iterations failed (47%, 95% CI 27-68%), 1 not judged (errors); \
+                         errnos: EBUSY 9; findings: warning xfs_evict x1"
+                    )
+                );
+                assert!(description.as_ref().is_some_and(|d| d
+                    .as_str()
+                    .starts_with("iteration 1: umount returned EBUSY\n")));
+            }
+            other => panic!("cell 1: {other:?}"),
+        }
+        assert!(matches!(
+            cases[1].status,
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Failure,
+                ..
+            }
+        ));
+        assert!(matches!(cases[2].status, TestCaseStatus::Success { .. }));
+        match &cases[3].status {
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Error,
+                message,
+                ..
+            } => {
+                assert_eq!(
+                message.as_ref().map(|m| m.as_str()),
+                Some("no iteration judged; run error: QEMU exited before the guest answered on SSH")
+            )
+            }
+            other => panic!("cell 4: {other:?}"),
+        }
+        assert_eq!(parsed.tests, 4);
+        assert_eq!(parsed.failures, 2);
+        assert_eq!(parsed.errors, 1);
+        assert!(xml.starts_with("<?xml"), "{xml}");
+    }
+
+    #[test]
+    fn long_failure_lists_are_cut_and_hangs_counted() {
+        let m = matrix("name: long\nkernels: [debian:6.1]\nscenarios: [seed.yaml]\n");
+        let mut run = run_for(&m.cells()[0], 30, 25);
+        run.iterations[29].verdict = Verdict::Hang;
+        run.summary = summarize(&run.iterations);
+        assert_eq!(
+            outcome_summary(&run),
+            "26 of 30 iterations failed (87%, 95% CI 70-95%), 1 hang, 0 panics; errnos: EBUSY 25"
+        );
+        let xml = junit(&results(vec![run])).unwrap();
+        let parsed = Report::deserialize_from_str(&xml).unwrap();
+        match &parsed.test_suites[0].test_cases[0].status {
+            TestCaseStatus::NonSuccess { description, .. } => {
+                let d = description.as_ref().map(|d| d.as_str()).unwrap_or_default();
+                assert_eq!(d.lines().count(), MAX_REASONS + 1);
+                assert_eq!(d.lines().last(), Some("and 6 more"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
