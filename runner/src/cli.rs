@@ -294,6 +294,7 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
     });
     let opts = RunOptions {
         only_iteration: None,
+        cell: None,
         iterations: args.iterations,
         accel,
         seed: args.seed,

@@ -50,6 +50,7 @@ pub enum RunError {
 }
 
 /// Options shared by every run of an invocation.
+#[derive(Clone)]
 pub struct RunOptions {
     pub iterations: Option<u32>,
     pub accel: Accel,
@@ -60,6 +61,8 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Run only this iteration (with its own seed), as `crashrig repro` does.
     pub only_iteration: Option<u32>,
+    /// The matrix cell this run is, for matrix runs.
+    pub cell: Option<crate::report::CellInfo>,
     pub cache: Cache,
 }
 
@@ -142,14 +145,19 @@ impl<'a> Machine<'a> {
         // The boot's own messages go to a file of their own, so the first iteration's dmesg
         // starts with that iteration.
         let dmesg_name = format!("dmesg/boot-{:02}.txt", self.boots);
-        let out = self.exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(60), "boot").await;
+        let out = self
+            .exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(60), "boot")
+            .await;
         let mut records = Vec::new();
         collect_dmesg(out, &mut records);
         let _ = std::fs::write(self.run_dir.join(&dmesg_name), kmsg_text(&records));
         sink.emit(Event::BootFinished {
             index,
             boot: BootRecord {
-                ready_after_ms: self.booted.as_ref().map_or(0, |b| b.ready_after.as_millis() as u64),
+                ready_after_ms: self
+                    .booted
+                    .as_ref()
+                    .map_or(0, |b| b.ready_after.as_millis() as u64),
                 console_log: format!("{}/{console_name}", self.rel_dir),
                 reason: reason.into(),
                 qemu_command,
@@ -324,6 +332,7 @@ pub async fn run_scenario(
         started: now_rfc3339(),
         finished: None,
         dir: rel_dir.clone(),
+        cell: opts.cell.clone(),
         guest_image: guest_image.key.clone(),
         boots: Vec::new(),
         setup: Vec::new(),
