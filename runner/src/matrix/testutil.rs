@@ -76,10 +76,14 @@ pub fn iteration(
 
 pub fn finding(signature: &str) -> Finding {
     Finding {
-        kind: "warning".into(),
+        kind: crate::outcome::FindingKind::Warning,
         title: format!("WARNING at {signature}"),
+        report: format!("WARNING at {signature}"),
+        frames: Vec::new(),
         signature: signature.into(),
         expected: false,
+        ts_us: None,
+        seq: None,
     }
 }
 
@@ -116,6 +120,7 @@ pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
         started: format!("2026-11-25T10:{:02}:00Z", cell.index),
         finished: Some(format!("2026-11-25T10:{:02}:30Z", cell.index)),
         dir: cell.id(),
+        guest_image: "test-image".into(),
         boots: Vec::new(),
         setup: Vec::new(),
         error: None,
