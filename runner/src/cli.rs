@@ -39,9 +39,50 @@ pub enum Command {
     Doctor,
     /// Build (or find in the cache) the guest image and print its paths.
     Image(ImageArgs),
+    /// Run a matrix of kernels x scenarios x parameters (see docs/matrix.md).
+    Matrix {
+        #[command(flatten)]
+        args: crate::matrix::MatrixArgs,
+        #[command(flatten)]
+        vm: CommonVmArgs,
+    },
+    /// Work with results directories.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Re-run one iteration of a finished run: same scenario, kernel, image and seed.
+    Repro(ReproArgs),
     /// Benchmarks that print figures against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Merge the results of matrix shards (`--partition M/N`) into the result set one
+    /// unsharded run gives; writes results.json, junit.xml and summary.md.
+    Merge(crate::matrix::ReportMergeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReproArgs {
+    /// A results directory (with results.json).
+    #[arg(value_name = "RESULTS_DIR")]
+    pub results: PathBuf,
+    /// The iteration to replay (1-based).
+    #[arg(long)]
+    pub iteration: u32,
+    /// Which run of the results (1-based, in results.json order). Default: the first run in
+    /// which that iteration did not pass, else the first run.
+    #[arg(long)]
+    pub run: Option<usize>,
+    /// Boot this kernel instead of the recorded spec (for example a fixed build).
+    #[arg(long = "kernel", value_name = "SPEC")]
+    pub kernel: Option<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Default: RESULTS_DIR/repro-<run>-<iteration>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +196,18 @@ pub fn main() -> i32 {
             Command::Bench(BenchCommand::Boot(args)) => {
                 with_signals(crate::run::bench::boot_bench(args)).await
             }
+            Command::Matrix { args, vm } => with_signals(crate::run::matrix_run::matrix(args, vm)).await,
+            Command::Report(ReportCommand::Merge(args)) => match crate::matrix::report_merge(&args) {
+                Ok(outcome) => {
+                    println!("{}", outcome.markdown);
+                    if !outcome.missing_cells.is_empty() {
+                        eprintln!("crashrig: warning: {} cells of the matrix are in no shard", outcome.missing_cells.len());
+                    }
+                    Ok(outcome.exit_code)
+                }
+                Err(e) => Err(CliError::Other(error_chain(&e))),
+            },
+            Command::Repro(args) => with_signals(cmd_repro(args)).await,
         }
     });
     // Blocking SSH calls may still sit in the pool after an interrupt; do not wait for them.
@@ -202,6 +255,24 @@ pub fn load_scenario(path: &std::path::Path) -> Result<LoadedScenario, CliError>
     })
 }
 
+/// Resolves a kernel spec with its build options (kconfig fragments, patches, and the
+/// fragments the scenarios declare).
+pub async fn resolve_kernel_with(
+    spec: &str,
+    kconfig: &[String],
+    patches: &[PathBuf],
+    _scenario_kconfig: &[String],
+    cache: &Cache,
+) -> Result<ResolvedKernel, CliError> {
+    let parsed = KernelSpec::parse(spec)?;
+    if !parsed.is_built() && (!kconfig.is_empty() || !patches.is_empty()) {
+        return Err(CliError::Other(format!(
+            "--kconfig and --patches apply to kernels crashrig builds (a git tree or debian-source:X), not to `{spec}`"
+        )));
+    }
+    resolve_kernel(spec, cache).await
+}
+
 /// Resolves a kernel spec to a bootable kernel.
 pub async fn resolve_kernel(spec: &str, cache: &Cache) -> Result<ResolvedKernel, CliError> {
     let parsed = KernelSpec::parse(spec)?;
@@ -222,14 +293,14 @@ pub async fn resolve_kernel(spec: &str, cache: &Cache) -> Result<ResolvedKernel,
     }
 }
 
-fn default_out() -> PathBuf {
+pub fn default_out() -> PathBuf {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace(':', "");
     PathBuf::from("crashrig-results").join(stamp.trim_end_matches('Z'))
 }
 
-async fn prepare_image(
+pub async fn prepare_image(
     recipe: Option<PathBuf>,
     cache: &Cache,
 ) -> Result<crate::image::GuestImage, CliError> {
@@ -349,4 +420,64 @@ async fn cmd_image(args: ImageArgs) -> Result<i32, CliError> {
         println!("initrd:     {}", initrd.display());
     }
     Ok(exit::OK)
+}
+
+async fn cmd_repro(args: ReproArgs) -> Result<i32, CliError> {
+    let results_path = args.results.join("results.json");
+    let results = crate::matrix::read_results(&results_path).map_err(|e| CliError::Other(error_chain(&e)))?;
+    let index = match args.run {
+        Some(k) if k >= 1 && k <= results.runs.len() => k - 1,
+        Some(k) => return Err(CliError::Other(format!("--run {k}: the results have {} runs", results.runs.len()))),
+        None => results
+            .runs
+            .iter()
+            .position(|r| r.iterations.iter().any(|i| i.iteration == args.iteration && i.verdict != crate::report::Verdict::Pass))
+            .unwrap_or(0),
+    };
+    let run = results.runs.get(index).ok_or_else(|| CliError::Other("the results have no runs".into()))?;
+    let recorded = args.results.join(&run.dir).join("scenario.yaml");
+    let loaded = load_scenario(&recorded)?;
+    let cache = Cache::from_env();
+    let spec = args.kernel.clone().unwrap_or_else(|| run.kernel.spec.clone());
+    let mut kernel = resolve_kernel(&spec, &cache).await?;
+    if args.kernel.is_none() && kernel.image_sha256 != run.kernel.image_sha256 {
+        eprintln!(
+            "crashrig: warning: `{spec}` now resolves to {} (image {}), not the recorded {} (image {})",
+            kernel.version, &kernel.image_sha256[..12], run.kernel.version, &run.kernel.image_sha256[..12.min(run.kernel.image_sha256.len())]
+        );
+    }
+    kernel.spec = spec;
+    let image = prepare_image(None, &cache).await?;
+    if !run.guest_image.is_empty() && image.key != run.guest_image {
+        eprintln!("crashrig: warning: the guest image is now {}, the run used {}", image.key, run.guest_image);
+    }
+    let out = args.out.clone().unwrap_or_else(|| args.results.join(format!("repro-{}-{}", index + 1, args.iteration)));
+    std::fs::create_dir_all(&out).map_err(|source| CliError::Out { path: out.clone(), source })?;
+    let bare = crate::image::bare_initramfs(&cache)?;
+    let (accel, reason) = crate::vm::choose_accel(args.accel, &kernel.image, &bare).await?;
+    let host = HostInfo { qemu: crate::vm::qemu::qemu_version().await, accel: accel.to_string(), accel_reason: reason.clone() };
+    let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(Terminal::new(true)), Box::new(ResultsWriter::new(&out, host))];
+    let mut sink = EventSink::new(reporters);
+    sink.info(format!(
+        "replaying iteration {} of run {} ({} on {}), seed {}; accelerator {accel} ({reason}); results: {}",
+        args.iteration,
+        index + 1,
+        run.scenario.name,
+        run.kernel.spec,
+        run.seed,
+        out.display()
+    ));
+    let opts = RunOptions {
+        iterations: None,
+        accel,
+        seed: Some(run.seed),
+        keep: false,
+        out,
+        only_iteration: Some(args.iteration),
+        cell: run.cell.clone(),
+        cache,
+    };
+    let record = crate::run::run_scenario(&loaded, &kernel, &image, &opts, 0, &mut sink).await;
+    sink.finish();
+    Ok(run_exit_code(&record))
 }

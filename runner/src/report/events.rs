@@ -115,6 +115,16 @@ impl EventSink {
     }
 }
 
+/// Forwards events to another task's sink (parallel matrix cells each run with their own
+/// sink; the main task owns the real reporters).
+pub struct Forward(pub tokio::sync::mpsc::UnboundedSender<Event>);
+
+impl Reporter for Forward {
+    fn report(&mut self, event: &Stamped) {
+        let _ = self.0.send(event.event.clone());
+    }
+}
+
 /// A reporter that keeps every event (tests).
 #[derive(Default)]
 pub struct Collect(pub std::sync::Arc<std::sync::Mutex<Vec<Event>>>);

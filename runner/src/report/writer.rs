@@ -11,6 +11,9 @@ use super::results::{summarize, HostInfo, Results, RunRecord, Verdict, SCHEMA_VE
 pub struct ResultsWriter {
     dir: PathBuf,
     results: Results,
+    /// Event run index -> position in `results.runs` (runs of a parallel matrix start and
+    /// finish in any order).
+    positions: std::collections::HashMap<usize, usize>,
     /// The first write error, reported once.
     error: Option<String>,
 }
@@ -31,6 +34,7 @@ impl ResultsWriter {
                 host,
                 runs: Vec::new(),
             },
+            positions: Default::default(),
             error: None,
         }
     }
@@ -40,6 +44,7 @@ impl ResultsWriter {
         ResultsWriter {
             dir: dir.to_path_buf(),
             results,
+            positions: Default::default(),
             error: None,
         }
     }
@@ -49,7 +54,8 @@ impl ResultsWriter {
     }
 
     fn run_mut(&mut self, index: usize) -> Option<&mut RunRecord> {
-        self.results.runs.get_mut(index)
+        let pos = *self.positions.get(&index)?;
+        self.results.runs.get_mut(pos)
     }
 
     fn write(&mut self) {
@@ -70,10 +76,12 @@ impl Reporter for ResultsWriter {
     fn report(&mut self, e: &Stamped) {
         match &e.event {
             Event::RunStarted { index, run, .. } => {
-                if *index < self.results.runs.len() {
-                    self.results.runs[*index] = (**run).clone();
-                } else {
-                    self.results.runs.push((**run).clone());
+                match self.run_mut(*index) {
+                    Some(slot) => *slot = (**run).clone(),
+                    None => {
+                        self.positions.insert(*index, self.results.runs.len());
+                        self.results.runs.push((**run).clone());
+                    }
                 }
                 self.write();
             }

@@ -67,6 +67,7 @@ pub struct RunOptions {
 }
 
 /// A scenario as loaded, with where it came from.
+#[derive(Clone)]
 pub struct LoadedScenario {
     pub scenario: Scenario,
     pub path: PathBuf,
@@ -390,8 +391,11 @@ async fn run_inner(
         path: run_dir.into(),
         source,
     })?;
+    // The scenario as it ran (after matrix parameters), in JSON, which is YAML the loader
+    // reads back: `crashrig repro` needs nothing else.
     let copy = run_dir.join("scenario.yaml");
-    std::fs::copy(&loaded.path, &copy).map_err(|source| RunError::Io { path: copy, source })?;
+    let text = serde_json::to_string_pretty(&loaded.scenario).unwrap_or_default();
+    std::fs::write(&copy, text + "\n").map_err(|source| RunError::Io { path: copy, source })?;
     let initrd = image::initrd_for(guest_image, kernel, &opts.cache)?;
     let disk_dir = tempfile::Builder::new()
         .prefix("crashrig-disks-")

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod boot;
 pub mod engine;
+pub mod matrix_run;
 pub mod plan;
 pub mod verdict;
 
