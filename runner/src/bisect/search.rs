@@ -703,3 +703,493 @@ fn shortest_range(probs: &[f64], confidence: f64) -> (usize, usize) {
     }
     best
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bisect::model::ReproPrior;
+    use crate::bisect::sim::SimulatedHistory;
+    use proptest::prelude::*;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    fn ran(iterations: u32, failures: u32) -> BatchOutcome {
+        BatchOutcome::Ran {
+            iterations,
+            failures,
+        }
+    }
+
+    fn deterministic() -> Config {
+        Config {
+            repro_prior: ReproPrior::Known { p: 1.0 },
+            ..Config::default()
+        }
+    }
+
+    /// Answers like a deterministic bug: bad candidates fail every iteration.
+    struct Deterministic {
+        bad: Box<dyn Fn(usize) -> bool>,
+        log: Vec<(usize, u32)>,
+    }
+
+    impl Oracle for Deterministic {
+        fn test(&mut self, candidate: usize, iterations: u32, stop: bool) -> BatchOutcome {
+            self.log.push((candidate, iterations));
+            if (self.bad)(candidate) {
+                ran(
+                    if stop { 1 } else { iterations },
+                    if stop { 1 } else { iterations },
+                )
+            } else {
+                ran(iterations, 0)
+            }
+        }
+    }
+
+    fn assert_close(got: &[f64], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() < 1e-9, "index {i}: got {g}, want {w}");
+        }
+    }
+
+    #[test]
+    fn posterior_after_clean_runs_below_and_a_failure_at_the_end() {
+        // N = 3, uniform prior on p, fp = 0. Candidate 1: 2 clean; candidate 3: 1 failure.
+        // c=1: all bad, 1 failure 2 clean: B(2,3) = 1/12. c=2, c=3: candidate 1 good, bad
+        // ones saw 1 failure 0 clean: B(2,1) = 1/2. Normalized: 1/13, 6/13, 6/13.
+        let mut b = Bisector::new(3, Config::default()).unwrap();
+        b.record(1, ran(2, 0)).unwrap();
+        b.record(3, ran(1, 1)).unwrap();
+        assert_close(&b.posterior(), &[0.0, 1.0 / 13.0, 6.0 / 13.0, 6.0 / 13.0]);
+    }
+
+    #[test]
+    fn posterior_with_false_positives() {
+        // N = 3, fp = 0.1. Candidate 1: 2 runs 1 failure; 2: 3 clean; 3: 2 failures.
+        // c=1: all bad, F=3, S=4: B(4,5) = 3!4!/8! = 1/280.
+        // c=2: 1 good (0.1 * 0.9); bad F=2, S=3: B(3,4) = 2!3!/6! = 1/60.
+        // c=3: 1, 2 good (0.1 * 0.9 * 0.9^3); bad F=2, S=0: B(3,1) = 1/3.
+        let config = Config {
+            false_positive_rate: 0.1,
+            ..Config::default()
+        };
+        let mut b = Bisector::new(3, config).unwrap();
+        b.record(1, ran(2, 1)).unwrap();
+        b.record(2, ran(3, 0)).unwrap();
+        b.record(3, ran(2, 2)).unwrap();
+        let w = [
+            1.0 / 280.0,
+            0.1 * 0.9 / 60.0,
+            0.1 * 0.9 * 0.9f64.powi(3) / 3.0,
+        ];
+        let sum: f64 = w.iter().sum();
+        assert_close(&b.posterior(), &[0.0, w[0] / sum, w[1] / sum, w[2] / sum]);
+        // Posterior mean of p: Σ_c π_c (1+F_c)/(2+F_c+S_c).
+        let means = [4.0 / 9.0, 3.0 / 7.0, 3.0 / 4.0];
+        let want: f64 = (0..3).map(|i| w[i] / sum * means[i]).sum();
+        assert!((b.report().p_estimate - want).abs() < 1e-9);
+    }
+
+    #[test]
+    fn posterior_with_a_known_p() {
+        // p = 0.5: candidate 1 clean twice. c=1: 0.25; c=2: 1. Normalized 0.2, 0.8.
+        let config = Config {
+            repro_prior: ReproPrior::Known { p: 0.5 },
+            ..Config::default()
+        };
+        let mut b = Bisector::new(2, config).unwrap();
+        b.record(1, ran(2, 0)).unwrap();
+        assert_close(&b.posterior(), &[0.0, 0.2, 0.8]);
+    }
+
+    #[test]
+    fn deterministic_bug_is_plain_bisection() {
+        let mut oracle = Deterministic {
+            bad: Box::new(|c| c >= 5),
+            log: Vec::new(),
+        };
+        let mut b = Bisector::new(8, deterministic()).unwrap();
+        let report = b.run(&mut oracle).unwrap();
+        // Search 4 (good), 6 (bad), 5 (bad); then verify 5 bad and 4 good.
+        assert_eq!(oracle.log, vec![(4, 1), (6, 1), (5, 1), (5, 1), (4, 1)]);
+        assert_eq!(report.status, Status::Found);
+        assert_eq!(report.culprit, Some(5));
+        assert_eq!(report.confidence, 1.0);
+        assert_eq!((report.builds, report.iterations), (3, 3));
+        let v = report.verified.unwrap();
+        assert!(v.holds);
+        assert_eq!(
+            v.checks
+                .iter()
+                .map(|c| (c.candidate, c.verdict))
+                .collect::<Vec<_>>(),
+            vec![(5, Verdict::Bad), (4, Verdict::Good)]
+        );
+    }
+
+    #[test]
+    fn deterministic_bug_needs_at_most_log2_n_plus_one_builds_without_knowing_p() {
+        // The engine is not told p = 1; every culprit of 64 commits.
+        let limit = 7;
+        for culprit in 1..=64 {
+            let mut oracle = Deterministic {
+                bad: Box::new(move |c| c >= culprit),
+                log: Vec::new(),
+            };
+            let mut b = Bisector::new(64, Config::default()).unwrap();
+            let report = b.run(&mut oracle).unwrap();
+            assert_eq!(report.culprit, Some(culprit));
+            assert!(report.builds <= limit, "culprit {culprit}: {report:?}");
+            let mut known = Bisector::new(64, deterministic()).unwrap();
+            let report = known.run(&mut oracle).unwrap();
+            assert_eq!(report.culprit, Some(culprit));
+            assert!(report.builds <= 6, "known p, culprit {culprit}");
+        }
+    }
+
+    #[test]
+    fn skipped_commit_next_to_the_culprit_gives_an_honest_pair() {
+        let mut b = Bisector::new(8, deterministic()).unwrap();
+        loop {
+            match b.next_action() {
+                Action::Test { candidate: 4, .. } => b
+                    .record(
+                        4,
+                        BatchOutcome::Unknown {
+                            reason: "build failed".into(),
+                        },
+                    )
+                    .unwrap(),
+                Action::Test { candidate, .. } => b
+                    .record(
+                        candidate,
+                        if candidate >= 5 { ran(1, 1) } else { ran(1, 0) },
+                    )
+                    .unwrap(),
+                Action::Done(report) => {
+                    assert_eq!(report.status, Status::Ambiguous);
+                    assert_eq!(report.culprit, None);
+                    assert_eq!(
+                        report.suspects,
+                        vec![
+                            Suspect {
+                                candidate: 4,
+                                probability: 0.5
+                            },
+                            Suspect {
+                                candidate: 5,
+                                probability: 0.5
+                            }
+                        ]
+                    );
+                    assert_eq!(report.confidence, 1.0);
+                    assert_eq!(report.evidence[4].unknown.as_deref(), Some("build failed"));
+                    assert_eq!(report.evidence[4].iterations, 0);
+                    let v = report.verified.unwrap();
+                    assert_eq!(
+                        v.checks
+                            .iter()
+                            .map(|c| (c.candidate, c.verdict))
+                            .collect::<Vec<_>>(),
+                        vec![(5, Verdict::Bad), (3, Verdict::Good)]
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fix_mode_finds_the_first_good_candidate() {
+        let config = Config {
+            direction: Direction::Fix,
+            ..deterministic()
+        };
+        let mut oracle = Deterministic {
+            bad: Box::new(|c| c < 3),
+            log: Vec::new(),
+        };
+        let mut b = Bisector::new(8, config).unwrap();
+        let report = b.run(&mut oracle).unwrap();
+        assert_eq!(report.culprit, Some(3));
+        assert_eq!(report.direction, Direction::Fix);
+        assert_eq!(report.posterior[3], 1.0);
+        assert_eq!(report.posterior.iter().sum::<f64>(), 1.0);
+        let v = report.verified.unwrap();
+        assert!(v.holds);
+        assert_eq!(
+            v.checks
+                .iter()
+                .map(|c| (c.candidate, c.expected, c.verdict))
+                .collect::<Vec<_>>(),
+            vec![
+                (3, Verdict::Good, Verdict::Good),
+                (2, Verdict::Bad, Verdict::Bad)
+            ]
+        );
+        // Evidence is reported in the caller's numbering: the first test splits at 4.
+        assert_eq!(oracle.log[0], (4, 1));
+        assert_eq!(report.evidence[4].iterations, 1);
+        assert_eq!(report.evidence[4].failures, 0);
+    }
+
+    #[test]
+    fn flaky_fix_mode_mirrors_regression_mode() {
+        // The same flaky history bisected forwards and mirrored backwards takes the same steps.
+        let run = |direction: Direction| {
+            let mut rng = SmallRng::seed_from_u64(7);
+            let config = Config {
+                direction,
+                ..Config::default()
+            };
+            let mut b = Bisector::new(20, config).unwrap();
+            let mut steps = Vec::new();
+            loop {
+                match b.next_action() {
+                    Action::Test {
+                        candidate,
+                        iterations,
+                        stop_at_first_failure,
+                    } => {
+                        let forward = match direction {
+                            Direction::Regression => candidate,
+                            Direction::Fix => 20 - candidate,
+                        };
+                        let mut h = SimulatedHistory {
+                            culprit: 13,
+                            p: 0.4,
+                            fp: 0.0,
+                            rng: &mut rng,
+                        };
+                        let o = h.test(forward, iterations, stop_at_first_failure);
+                        steps.push((forward, o.clone()));
+                        b.record(candidate, o).unwrap();
+                    }
+                    Action::Done(report) => return (steps, report),
+                }
+            }
+        };
+        let (forward, fr) = run(Direction::Regression);
+        let (backward, br) = run(Direction::Fix);
+        // The search steps match; verification then checks the culprit first, which is the
+        // other end of the step in the two directions.
+        let search_steps = |steps: &[(usize, BatchOutcome)]| {
+            let mut total = 0;
+            steps
+                .iter()
+                .take_while(|(_, o)| {
+                    if let BatchOutcome::Ran { iterations, .. } = o {
+                        total += u64::from(*iterations);
+                    }
+                    total <= fr.iterations
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert!(!search_steps(&forward).is_empty());
+        assert_eq!(search_steps(&forward), search_steps(&backward));
+        assert_eq!(fr.iterations, br.iterations);
+        assert_eq!(fr.culprit, Some(13));
+        // First bad 13 forwards is first good 8 = 21 - 13 backwards.
+        assert_eq!(br.culprit, Some(8));
+    }
+
+    #[test]
+    fn identical_kernels_share_evidence_and_cost_no_build() {
+        let mut b = Bisector::new(4, deterministic()).unwrap();
+        b.record_alias(3, 2).unwrap();
+        assert_close(&b.posterior(), &[0.0, 1.0 / 3.0, 1.0 / 3.0, 0.0, 1.0 / 3.0]);
+
+        let mut b = Bisector::new(8, deterministic()).unwrap();
+        let mut aliased = false;
+        let report = loop {
+            match b.next_action() {
+                Action::Test { candidate: 6, .. } if !aliased => {
+                    aliased = true;
+                    b.record_alias(6, 5).unwrap();
+                }
+                Action::Test { candidate, .. } => b
+                    .record(
+                        candidate,
+                        if candidate >= 5 { ran(1, 1) } else { ran(1, 0) },
+                    )
+                    .unwrap(),
+                Action::Done(report) => break report,
+            }
+        };
+        assert!(aliased);
+        assert_eq!(report.culprit, Some(5));
+        assert_eq!(report.evidence[6].alias_of, Some(5));
+        // 4 was built; 6 ran on 5's kernel; 5 itself was built only to verify.
+        assert_eq!(report.builds, 1);
+        assert_eq!(report.evidence[6].iterations, 1);
+        assert_eq!(report.verify_builds, 1);
+    }
+
+    #[test]
+    fn failure_on_the_good_end_contradicts_the_model() {
+        let mut b = Bisector::new(8, Config::default()).unwrap();
+        b.record(0, ran(3, 1)).unwrap();
+        match b.next_action() {
+            Action::Done(r) => {
+                assert_eq!(r.status, Status::Contradiction);
+                assert_eq!(r.culprit, None);
+                assert!(r.posterior.iter().all(|&q| q == 0.0));
+            }
+            other => panic!("expected done, got {other:?}"),
+        }
+        assert!(matches!(
+            b.record(3, ran(1, 0)),
+            Err(BisectError::AlreadyDone { candidate: 3 })
+        ));
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert!(matches!(
+            Bisector::new(0, Config::default()),
+            Err(BisectError::EmptyRange)
+        ));
+        let bad = Config {
+            confidence: 1.0,
+            ..Config::default()
+        };
+        assert_eq!(
+            Bisector::new(4, bad).unwrap_err().to_string(),
+            "accept bisection setting `confidence` = 1: expected 0 < x < 1"
+        );
+        let mut b = Bisector::new(4, Config::default()).unwrap();
+        assert_eq!(
+            b.record(5, ran(1, 0)).unwrap_err().to_string(),
+            "record candidate 5: the range ends at 4"
+        );
+        assert_eq!(
+            b.record(2, ran(1, 2)).unwrap_err().to_string(),
+            "record candidate 2: 2 failures in 1 iterations"
+        );
+        assert!(b.record_alias(2, 2).is_err());
+        assert!(b.record_alias(0, 4).is_err());
+        assert!(b.record_alias(9, 1).is_err());
+    }
+
+    #[test]
+    fn report_round_trips_through_json() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut h = SimulatedHistory {
+            culprit: 9,
+            p: 0.5,
+            fp: 0.0,
+            rng: &mut rng,
+        };
+        let report = Bisector::new(16, Config::default())
+            .unwrap()
+            .run(&mut h)
+            .unwrap();
+        let json = serde_json::to_string(&report).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        // Floats may lose their last bit in text; everything else comes back as it was.
+        assert_eq!(back.culprit, Some(9));
+        assert_eq!(
+            (back.status, back.builds, back.iterations),
+            (report.status, report.builds, report.iterations)
+        );
+        assert_eq!(back.evidence, report.evidence);
+        assert_eq!(
+            back.verified.map(|v| v.checks),
+            report.verified.map(|v| v.checks)
+        );
+        assert!((back.confidence - report.confidence).abs() < 1e-12);
+        assert!(json.contains("\"p-estimate\""), "{json}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn posterior_sums_to_one(
+            runs in proptest::collection::vec((0u32..12, 0u32..12), 2..24),
+            fp in prop_oneof![Just(0.0), 0.01f64..0.3],
+            alpha in 0.3f64..4.0,
+            beta in 0.3f64..4.0,
+        ) {
+            let last = runs.len() - 1;
+            let config = Config {
+                false_positive_rate: fp,
+                repro_prior: ReproPrior::Beta { alpha, beta },
+                ..Config::default()
+            };
+            let mut b = Bisector::new(last, config).unwrap();
+            for (i, &(n, f)) in runs.iter().enumerate().skip(1) {
+                b.record(i, ran(n, f.min(n))).unwrap();
+            }
+            let post = b.posterior();
+            let sum: f64 = post.iter().sum();
+            prop_assert!((sum - 1.0).abs() < 1e-9, "sum {sum}");
+            prop_assert!(post.iter().all(|q| q.is_finite() && *q >= 0.0));
+            prop_assert_eq!(post[0], 0.0);
+        }
+
+        #[test]
+        fn evidence_never_revives_a_ruled_out_culprit(
+            steps in proptest::collection::vec((1usize..16, 1u32..6, 0u32..3), 1..30),
+        ) {
+            let config = Config { verify: false, confidence: 0.999_999, ..Config::default() };
+            let mut b = Bisector::new(15, config).unwrap();
+            let mut ruled_out = vec![false; 16];
+            for (candidate, n, f) in steps {
+                if b.record(candidate, ran(n, f.min(n))).is_err() {
+                    break; // done: nothing more to record
+                }
+                let post = b.posterior();
+                for c in 1..=15 {
+                    if ruled_out[c] {
+                        prop_assert_eq!(post[c], 0.0, "candidate {} revived", c);
+                    }
+                    ruled_out[c] |= post[c] == 0.0;
+                }
+            }
+        }
+
+        #[test]
+        fn search_terminates_within_budget(
+            last in 1usize..40,
+            culprit_seed in 0usize..1000,
+            p in 0.02f64..1.0,
+            max_iterations in 1u64..150,
+            max_builds in 1u64..8,
+            seed in 0u64..1000,
+        ) {
+            let culprit = 1 + culprit_seed % last;
+            let config = Config {
+                max_iterations,
+                max_builds: Some(max_builds),
+                ..Config::default()
+            };
+            let mut b = Bisector::new(last, config.clone()).unwrap();
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut h = SimulatedHistory { culprit, p, fp: 0.0, rng: &mut rng };
+            let mut steps = 0;
+            let report = loop {
+                steps += 1;
+                prop_assert!(steps < 10_000, "no end in sight");
+                match b.next_action() {
+                    Action::Test { candidate, iterations, stop_at_first_failure } => {
+                        prop_assert!(iterations >= 1);
+                        let o = h.test(candidate, iterations, stop_at_first_failure);
+                        b.record(candidate, o).unwrap();
+                    }
+                    Action::Done(report) => break report,
+                }
+            };
+            prop_assert!(report.iterations <= max_iterations);
+            prop_assert!(report.builds <= max_builds);
+            let verify_cap = 2 * config.max_verify_iterations * u64::from(config.max_verify_rounds);
+            prop_assert!(report.verify_iterations <= verify_cap);
+            if report.status == Status::Found {
+                prop_assert!(report.confidence >= 0.95);
+            }
+        }
+    }
+}
