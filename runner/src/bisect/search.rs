@@ -1137,7 +1137,7 @@ mod tests {
         ) {
             let config = Config { verify: false, confidence: 0.999_999, ..Config::default() };
             let mut b = Bisector::new(15, config).unwrap();
-            let mut ruled_out = vec![false; 16];
+            let mut ruled_out = [false; 16];
             for (candidate, n, f) in steps {
                 if b.record(candidate, ran(n, f.min(n))).is_err() {
                     break; // done: nothing more to record
