@@ -44,6 +44,9 @@ pub struct SimParams {
     /// Tell the engine `p` instead of letting it estimate `p` from the runs.
     #[arg(long)]
     pub known_p: bool,
+    /// Largest batch the engine asks for (default: 32).
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: u32,
     /// Skip the verification re-runs after each search.
     #[arg(long)]
     pub no_verify: bool,
@@ -68,6 +71,7 @@ impl Default for SimParams {
             max_iterations: 1000,
             tell_fp: false,
             known_p: false,
+            max_batch: 32,
             no_verify: false,
             prior_alpha: 1.0,
             prior_beta: 1.0,
@@ -92,6 +96,7 @@ impl SimParams {
             build_cost: self.build_cost,
             max_iterations: self.max_iterations,
             verify: !self.no_verify,
+            max_batch: self.max_batch,
             ..Config::default()
         }
     }
