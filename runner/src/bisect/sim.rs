@@ -11,49 +11,49 @@ use super::error::BisectError;
 use super::model::{BatchOutcome, Config, ReproPrior, Status};
 use super::search::{Bisector, Oracle};
 
-/// Parameters of a simulation run.
+/// Parameters of a simulation run. Defaults are the benchmark (clap prints each one).
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct SimParams {
-    /// Last candidate index N: candidates 0..=N, 0 good, N bad (default: 64).
+    /// Commits after the known-good one, N: candidates 0..=N, 0 good, N bad
     #[arg(long, default_value_t = 64)]
     pub commits: usize,
-    /// Probability that one iteration on a bad candidate shows the bug (default: 0.3).
+    /// Probability that one iteration on a bad candidate shows the bug
     #[arg(long, default_value_t = 0.3)]
     pub p: f64,
-    /// Probability that one iteration on a good candidate shows it anyway (default: 0).
+    /// Probability that one iteration on a good candidate shows it anyway
     #[arg(long, default_value_t = 0.0)]
     pub fp: f64,
-    /// Simulated bisections (default: 200).
+    /// Simulated bisections
     #[arg(long, default_value_t = 200)]
     pub runs: u32,
-    /// Seed of the random histories (default: 1).
+    /// Seed of the random histories
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Target confidence (default: 0.95).
+    /// Target confidence
     #[arg(long, default_value_t = 0.95)]
     pub confidence: f64,
-    /// Cost of a build in iterations (default: 10).
+    /// Cost of a build, in iterations
     #[arg(long, default_value_t = 10.0)]
     pub build_cost: f64,
-    /// Search iteration budget of each bisection (default: 1000).
+    /// Search iteration budget of each bisection
     #[arg(long, default_value_t = 1000)]
     pub max_iterations: u64,
-    /// Tell the engine the false-positive rate it simulates (default: the engine assumes 0).
+    /// Tell the engine the false-positive rate it simulates (otherwise it assumes 0)
     #[arg(long)]
     pub tell_fp: bool,
     /// Tell the engine `p` instead of letting it estimate `p` from the runs.
     #[arg(long)]
     pub known_p: bool,
-    /// Largest batch the engine asks for (default: 32).
+    /// Largest batch the engine asks for
     #[arg(long, default_value_t = 32)]
     pub max_batch: u32,
     /// Skip the verification re-runs after each search.
     #[arg(long)]
     pub no_verify: bool,
-    /// The engine's prior on p is Beta(alpha, beta) (default: 1, uniform).
+    /// First parameter of the engine's Beta prior on p (1 and 1: uniform)
     #[arg(long, default_value_t = 1.0)]
     pub prior_alpha: f64,
-    /// See `prior_alpha` (default: 1).
+    /// Second parameter of the engine's Beta prior on p
     #[arg(long, default_value_t = 1.0)]
     pub prior_beta: f64,
 }
