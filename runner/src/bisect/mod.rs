@@ -1,1 +1,43 @@
-//! bisect
+//! Bisection: find the commit or patch that changed a scenario's outcome, even when the bug
+//! shows only in some iterations. Pure and synchronous; the async driver evaluates candidates
+//! and feeds the outcomes back step by step (journaled, resumable).
+//!
+//! Candidates are `0..=last`, oldest first (commits of a range, or "base + first k patches"):
+//! 0 is known good and `last` known bad for a regression, the other way round for a fix. The
+//! driver loop:
+//!
+//! 1. [`Journal::create`] with a [`Header`] (or [`Journal::resume`] then
+//!    [`Bisector::from_journal`] for `--resume`), and [`Bisector::new`].
+//! 2. [`Bisector::next_action`]: [`Action::Test`] says which candidate and how many iterations
+//!    (stop the batch at its first failure when asked). Build it; if the kernel is
+//!    byte-identical to one already tested, call [`Bisector::record_alias`] (journal
+//!    [`Step::Alias`]) and ask again; otherwise boot and run it, then [`Bisector::record`] the
+//!    [`BatchOutcome`] (build or boot failures and unrelated crashes are `Unknown`) and
+//!    [`Journal::append`] it.
+//! 3. [`Action::Done`] carries the [`Report`]; [`Bisector::progress`] feeds a progress line.
+//!
+//! [`simulate`] measures the engine against simulated histories (`crashrig bisect-sim`, or
+//! `cargo run --release -p crashrig --example bisect_sim -- --help`).
+
+mod check;
+mod error;
+mod journal;
+mod model;
+mod posterior;
+mod search;
+mod sim;
+mod verify;
+
+pub use check::{check_exit_code, EXIT_BAD, EXIT_GOOD, EXIT_SKIP};
+pub use error::BisectError;
+pub use journal::{Entry, Header, Journal, Replay, Step, JOURNAL_FORMAT};
+pub use model::{
+    Action, BatchOutcome, Config, Direction, EvidenceRow, Report, ReproPrior, Status, Suspect,
+    Verdict, Verification, VerifyCheck,
+};
+pub use search::{Bisector, Oracle, Progress};
+pub use sim::{
+    iteration_bound, print_summary, simulate, CalibrationBucket, SimParams, SimSummary,
+    SimulatedHistory,
+};
+pub use verify::clean_runs_needed;
