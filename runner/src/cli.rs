@@ -138,6 +138,10 @@ pub enum BenchCommand {
     /// Bare boot (busybox init that powers off at once) vs crashrig's start to first SSH
     /// command, and per-iteration overhead vs the same loop as a shell script in the guest.
     Boot(BenchBootArgs),
+    /// Bisection accuracy on simulated histories: share of runs naming the true culprit,
+    /// calibration of the reported confidence, mean iterations and builds, and the
+    /// information-theoretic bound on iterations beside them. No VM.
+    Bisect(crate::bisect::SimParams),
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +200,13 @@ pub fn main() -> i32 {
             Command::Bench(BenchCommand::Boot(args)) => {
                 with_signals(crate::run::bench::boot_bench(args)).await
             }
+            Command::Bench(BenchCommand::Bisect(params)) => match crate::bisect::simulate(&params) {
+                Ok(summary) => {
+                    let _ = crate::bisect::print_summary(&summary, &mut std::io::stdout());
+                    Ok(exit::OK)
+                }
+                Err(e) => Err(CliError::Other(error_chain(&e))),
+            },
             Command::Matrix { args, vm } => with_signals(crate::run::matrix_run::matrix(args, vm)).await,
             Command::Report(ReportCommand::Merge(args)) => match crate::matrix::report_merge(&args) {
                 Ok(outcome) => {

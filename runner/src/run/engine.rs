@@ -753,14 +753,11 @@ async fn host_action(
                     b.vm.power_cut().await;
                 }
             }
-            // The panic itself only reached the console.
-            console.push_str(
-                &m.booted
-                    .as_ref()
-                    .map(|b| b.vm.console_tail(200))
-                    .unwrap_or_default()
-                    .join("\n"),
-            );
+            // The panic itself only reached the console; what came before it was read from
+            // /dev/kmsg above, so take the console from the helper's marker for this step on.
+            let tail = m.booted.as_ref().map(|b| b.vm.console_tail(200)).unwrap_or_default();
+            let from = tail.iter().rposition(|l| l.contains("crashrig: panic step")).unwrap_or(0);
+            console.push_str(&tail[from..].join("\n"));
             m.boot("panic", sink, index).await
         }
         HostAction::Reboot => {
