@@ -200,19 +200,27 @@ pub fn main() -> i32 {
             Command::Bench(BenchCommand::Boot(args)) => {
                 with_signals(crate::run::bench::boot_bench(args)).await
             }
-            Command::Bench(BenchCommand::Bisect(params)) => match crate::bisect::simulate(&params) {
-                Ok(summary) => {
-                    let _ = crate::bisect::print_summary(&summary, &mut std::io::stdout());
-                    Ok(exit::OK)
+            Command::Bench(BenchCommand::Bisect(params)) => {
+                match crate::bisect::simulate(&params) {
+                    Ok(summary) => {
+                        let _ = crate::bisect::print_summary(&summary, &mut std::io::stdout());
+                        Ok(exit::OK)
+                    }
+                    Err(e) => Err(CliError::Other(error_chain(&e))),
                 }
-                Err(e) => Err(CliError::Other(error_chain(&e))),
-            },
-            Command::Matrix { args, vm } => with_signals(crate::run::matrix_run::matrix(args, vm)).await,
-            Command::Report(ReportCommand::Merge(args)) => match crate::matrix::report_merge(&args) {
+            }
+            Command::Matrix { args, vm } => {
+                with_signals(crate::run::matrix_run::matrix(args, vm)).await
+            }
+            Command::Report(ReportCommand::Merge(args)) => match crate::matrix::report_merge(&args)
+            {
                 Ok(outcome) => {
                     println!("{}", outcome.markdown);
                     if !outcome.missing_cells.is_empty() {
-                        eprintln!("crashrig: warning: {} cells of the matrix are in no shard", outcome.missing_cells.len());
+                        eprintln!(
+                            "crashrig: warning: {} cells of the matrix are in no shard",
+                            outcome.missing_cells.len()
+                        );
                     }
                     Ok(outcome.exit_code)
                 }
@@ -377,6 +385,8 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
     let opts = RunOptions {
         only_iteration: None,
         cell: None,
+        stop_when: None,
+        stop_arg: String::new(),
         iterations: args.iterations,
         accel,
         seed: args.seed,
@@ -435,21 +445,37 @@ async fn cmd_image(args: ImageArgs) -> Result<i32, CliError> {
 
 async fn cmd_repro(args: ReproArgs) -> Result<i32, CliError> {
     let results_path = args.results.join("results.json");
-    let results = crate::matrix::read_results(&results_path).map_err(|e| CliError::Other(error_chain(&e)))?;
+    let results =
+        crate::matrix::read_results(&results_path).map_err(|e| CliError::Other(error_chain(&e)))?;
     let index = match args.run {
         Some(k) if k >= 1 && k <= results.runs.len() => k - 1,
-        Some(k) => return Err(CliError::Other(format!("--run {k}: the results have {} runs", results.runs.len()))),
+        Some(k) => {
+            return Err(CliError::Other(format!(
+                "--run {k}: the results have {} runs",
+                results.runs.len()
+            )))
+        }
         None => results
             .runs
             .iter()
-            .position(|r| r.iterations.iter().any(|i| i.iteration == args.iteration && i.verdict != crate::report::Verdict::Pass))
+            .position(|r| {
+                r.iterations.iter().any(|i| {
+                    i.iteration == args.iteration && i.verdict != crate::report::Verdict::Pass
+                })
+            })
             .unwrap_or(0),
     };
-    let run = results.runs.get(index).ok_or_else(|| CliError::Other("the results have no runs".into()))?;
+    let run = results
+        .runs
+        .get(index)
+        .ok_or_else(|| CliError::Other("the results have no runs".into()))?;
     let recorded = args.results.join(&run.dir).join("scenario.yaml");
     let loaded = load_scenario(&recorded)?;
     let cache = Cache::from_env();
-    let spec = args.kernel.clone().unwrap_or_else(|| run.kernel.spec.clone());
+    let spec = args
+        .kernel
+        .clone()
+        .unwrap_or_else(|| run.kernel.spec.clone());
     let mut kernel = resolve_kernel(&spec, &cache).await?;
     if args.kernel.is_none() && kernel.image_sha256 != run.kernel.image_sha256 {
         eprintln!(
@@ -460,14 +486,30 @@ async fn cmd_repro(args: ReproArgs) -> Result<i32, CliError> {
     kernel.spec = spec;
     let image = prepare_image(None, &cache).await?;
     if !run.guest_image.is_empty() && image.key != run.guest_image {
-        eprintln!("crashrig: warning: the guest image is now {}, the run used {}", image.key, run.guest_image);
+        eprintln!(
+            "crashrig: warning: the guest image is now {}, the run used {}",
+            image.key, run.guest_image
+        );
     }
-    let out = args.out.clone().unwrap_or_else(|| args.results.join(format!("repro-{}-{}", index + 1, args.iteration)));
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out { path: out.clone(), source })?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        args.results
+            .join(format!("repro-{}-{}", index + 1, args.iteration))
+    });
+    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
+        path: out.clone(),
+        source,
+    })?;
     let bare = crate::image::bare_initramfs(&cache)?;
     let (accel, reason) = crate::vm::choose_accel(args.accel, &kernel.image, &bare).await?;
-    let host = HostInfo { qemu: crate::vm::qemu::qemu_version().await, accel: accel.to_string(), accel_reason: reason.clone() };
-    let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(Terminal::new(true)), Box::new(ResultsWriter::new(&out, host))];
+    let host = HostInfo {
+        qemu: crate::vm::qemu::qemu_version().await,
+        accel: accel.to_string(),
+        accel_reason: reason.clone(),
+    };
+    let reporters: Vec<Box<dyn Reporter>> = vec![
+        Box::new(Terminal::new(true)),
+        Box::new(ResultsWriter::new(&out, host)),
+    ];
     let mut sink = EventSink::new(reporters);
     sink.info(format!(
         "replaying iteration {} of run {} ({} on {}), seed {}; accelerator {accel} ({reason}); results: {}",
@@ -486,6 +528,8 @@ async fn cmd_repro(args: ReproArgs) -> Result<i32, CliError> {
         out,
         only_iteration: Some(args.iteration),
         cell: run.cell.clone(),
+        stop_when: None,
+        stop_arg: String::new(),
         cache,
     };
     let record = crate::run::run_scenario(&loaded, &kernel, &image, &opts, 0, &mut sink).await;

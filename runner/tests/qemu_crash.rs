@@ -13,21 +13,37 @@ fn workspace() -> PathBuf {
 fn run(scenario: &str) -> (Value, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_crashrig"))
-        .args(["run", scenario, "--iterations", "1", "--out", out.path().to_str().unwrap()])
+        .args([
+            "run",
+            scenario,
+            "--iterations",
+            "1",
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
         .current_dir(workspace())
         .env("CI", "true")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     let text = std::fs::read_to_string(out.path().join("results.json")).unwrap();
     let r: Value = serde_json::from_str(&text).unwrap();
     (r["runs"][0].clone(), out)
 }
 
 fn step<'a>(it: &'a Value, id: &str) -> &'a Value {
-    it["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no step {id} in {it}"))
+    it["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {it}"))
 }
 
 fn dmesg(out: &Path, it: &Value) -> String {
@@ -37,7 +53,12 @@ fn dmesg(out: &Path, it: &Value) -> String {
 #[test]
 fn power_cut_during_writes_replays_the_log_and_keeps_fsynced_data() {
     let (run, out) = run("tests/crash/power-cut-xfs.yaml");
-    let reasons: Vec<&str> = run["boots"].as_array().unwrap().iter().map(|b| b["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = run["boots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons, ["start", "power-cut"]);
     let it = &run["iterations"][0];
     assert_eq!(it["verdict"], "pass", "{it}");
@@ -47,21 +68,41 @@ fn power_cut_during_writes_replays_the_log_and_keeps_fsynced_data() {
     assert_eq!(data["detail"]["missing"], serde_json::json!([]));
     assert_eq!(data["detail"]["corrupted"], serde_json::json!([]));
     assert_eq!(step(it, "fsck#9")["detail"]["clean"], true);
-    assert!(dmesg(out.path(), it).contains("Starting recovery"), "the mount after the cut replayed the log");
+    assert!(
+        dmesg(out.path(), it).contains("Starting recovery"),
+        "the mount after the cut replayed the log"
+    );
 }
 
 #[test]
 fn panic_step_is_expected_and_the_vm_boots_again_on_the_same_disk() {
     let (run, out) = run("tests/crash/panic-reboot.yaml");
-    let reasons: Vec<&str> = run["boots"].as_array().unwrap().iter().map(|b| b["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = run["boots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons, ["start", "panic"]);
     let it = &run["iterations"][0];
     assert_eq!(it["verdict"], "pass", "{it}");
-    let panics: Vec<&Value> = it["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == "panic").collect();
+    let panics: Vec<&Value> = it["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "panic")
+        .collect();
     assert_eq!(panics.len(), 1, "{it}");
     assert_eq!(panics[0]["expected"], true);
-    assert!(panics[0]["title"].as_str().unwrap().contains("sysrq"), "{}", panics[0]);
-    assert_eq!(step(it, "verify-data#5")["detail"]["missing"], serde_json::json!([]));
+    assert!(
+        panics[0]["title"].as_str().unwrap().contains("sysrq"),
+        "{}",
+        panics[0]
+    );
+    assert_eq!(
+        step(it, "verify-data#5")["detail"]["missing"],
+        serde_json::json!([])
+    );
     assert!(dmesg(out.path(), it).contains("Kernel panic - not syncing"));
 }
 
@@ -71,11 +112,20 @@ fn unplug_while_mounted_gives_expected_errors_and_a_clean_remount_after_replug()
     let it = &run["iterations"][0];
     assert_eq!(it["verdict"], "pass", "{it}");
     let io = step(it, "io-after-unplug");
-    assert_eq!(io["exit_status"], 1, "writing to a vanished disk fails: {io}");
+    assert_eq!(
+        io["exit_status"], 1,
+        "writing to a vanished disk fails: {io}"
+    );
     let findings = it["findings"].as_array().unwrap();
     assert!(!findings.is_empty(), "xfs reports the lost device: {it}");
-    assert!(findings.iter().all(|f| f["expected"] == true), "{findings:?}");
-    assert!(findings.iter().any(|f| f["kind"] == "fs-error"), "{findings:?}");
+    assert!(
+        findings.iter().all(|f| f["expected"] == true),
+        "{findings:?}"
+    );
+    assert!(
+        findings.iter().any(|f| f["kind"] == "fs-error"),
+        "{findings:?}"
+    );
     assert_eq!(step(it, "remount")["errno"], Value::Null);
     assert_eq!(step(it, "fsck#10")["detail"]["clean"], true);
 }
@@ -88,6 +138,12 @@ fn dm_error_fails_io_and_the_restored_device_mounts() {
     assert_eq!(step(it, "recovery-mount")["errno"], Value::Null);
     assert_eq!(step(it, "fsck#11")["detail"]["clean"], true);
     let text = dmesg(out.path(), it);
-    assert!(text.contains("dm-0"), "the filesystem sat on the dm device:\n{text}");
-    assert!(text.contains("error"), "I/O failed while the error table was loaded:\n{text}");
+    assert!(
+        text.contains("dm-0"),
+        "the filesystem sat on the dm device:\n{text}"
+    );
+    assert!(
+        text.contains("error"),
+        "I/O failed while the error table was loaded:\n{text}"
+    );
 }

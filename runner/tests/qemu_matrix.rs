@@ -17,7 +17,11 @@ fn crashrig(args: &[&str]) -> (i32, String, String) {
         .env("CI", "true")
         .output()
         .unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 fn results(dir: &Path) -> Value {
@@ -25,36 +29,82 @@ fn results(dir: &Path) -> Value {
 }
 
 fn cell_ids(r: &Value) -> Vec<String> {
-    r["runs"].as_array().unwrap().iter().map(|run| run["cell"]["id"].as_str().unwrap().to_string()).collect()
+    r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["cell"]["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
 fn shards_resume_and_merge_give_the_whole_matrix() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b, merged) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("merged"));
-    let (a_s, b_s, m_s) = (a.to_str().unwrap(), b.to_str().unwrap(), merged.to_str().unwrap());
+    let (a, b, merged) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("merged"),
+    );
+    let (a_s, b_s, m_s) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        merged.to_str().unwrap(),
+    );
 
     // Shard 1 of 2 holds the first cell only.
-    let (code, out, err) = crashrig(&["matrix", "tests/matrix/small.yaml", "-n", "2", "--partition", "1/2", "--out", a_s]);
+    let (code, out, err) = crashrig(&[
+        "matrix",
+        "tests/matrix/small.yaml",
+        "-n",
+        "2",
+        "--partition",
+        "1/2",
+        "--out",
+        a_s,
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(cell_ids(&results(&a)), ["debian-6.1/smoke"]);
 
     // The same directory resumed without a partition runs only the missing cell.
-    let (code, out, err) = crashrig(&["matrix", "tests/matrix/small.yaml", "-n", "2", "--resume", "--out", a_s]);
+    let (code, out, err) = crashrig(&[
+        "matrix",
+        "tests/matrix/small.yaml",
+        "-n",
+        "2",
+        "--resume",
+        "--out",
+        a_s,
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("1 cells to run"), "{err}");
     let whole = results(&a);
     assert_eq!(cell_ids(&whole), ["debian-6.1/smoke", "debian-6.12/smoke"]);
-    assert!(whole["runs"][1]["kernel"]["version"].as_str().unwrap().starts_with("linux-image-6.12."));
+    assert!(whole["runs"][1]["kernel"]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("linux-image-6.12."));
     assert!(out.contains("| debian-6.12 | smoke |"), "{out}");
     assert!(out.contains("debian-6.1 vs debian-6.12"), "{out}");
 
     // Shard 2 alone, then merge with shard 1's first run: the cells of the whole matrix.
-    let (code, out, err) = crashrig(&["matrix", "tests/matrix/small.yaml", "-n", "2", "--partition", "2/2", "--out", b_s]);
+    let (code, out, err) = crashrig(&[
+        "matrix",
+        "tests/matrix/small.yaml",
+        "-n",
+        "2",
+        "--partition",
+        "2/2",
+        "--out",
+        b_s,
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
     let mut shard1 = results(&a);
     shard1["runs"].as_array_mut().unwrap().truncate(1);
-    std::fs::write(a.join("results.json"), serde_json::to_string(&shard1).unwrap()).unwrap();
+    std::fs::write(
+        a.join("results.json"),
+        serde_json::to_string(&shard1).unwrap(),
+    )
+    .unwrap();
     let (code, out, err) = crashrig(&["report", "merge", a_s, b_s, "--out", m_s]);
     assert_eq!(code, 0, "{out}\n{err}");
     let m = results(&merged);
@@ -64,21 +114,43 @@ fn shards_resume_and_merge_give_the_whole_matrix() {
         assert_eq!(run["summary"]["failed"], 0);
     }
     let junit = std::fs::read_to_string(merged.join("junit.xml")).unwrap();
-    assert_eq!(junit.matches("<testcase").count(), 2, "one test case per cell: {junit}");
-    assert!(std::fs::read_to_string(merged.join("summary.md")).unwrap().contains("| debian-6.1 | smoke |"));
+    assert_eq!(
+        junit.matches("<testcase").count(),
+        2,
+        "one test case per cell: {junit}"
+    );
+    assert!(std::fs::read_to_string(merged.join("summary.md"))
+        .unwrap()
+        .contains("| debian-6.1 | smoke |"));
 }
 
 #[test]
 fn repro_replays_one_iteration_with_its_recorded_seed() {
     let tmp = tempfile::tempdir().unwrap();
     let first = tmp.path().join("first");
-    let (code, out, err) =
-        crashrig(&["run", "tests/seed-kill-umount.yaml", "-n", "2", "--seed", "42", "--out", first.to_str().unwrap()]);
+    let (code, out, err) = crashrig(&[
+        "run",
+        "tests/seed-kill-umount.yaml",
+        "-n",
+        "2",
+        "--seed",
+        "42",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
     assert!(code == 0 || code == 1, "{out}\n{err}");
     let original = results(&first);
     let again = tmp.path().join("again");
-    let (code, out, err) =
-        crashrig(&["repro", first.to_str().unwrap(), "--iteration", "2", "--run", "1", "--out", again.to_str().unwrap()]);
+    let (code, out, err) = crashrig(&[
+        "repro",
+        first.to_str().unwrap(),
+        "--iteration",
+        "2",
+        "--run",
+        "1",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
     assert!(code == 0 || code == 1, "{out}\n{err}");
     let replay = results(&again);
     let run = &replay["runs"][0];
@@ -86,9 +158,27 @@ fn repro_replays_one_iteration_with_its_recorded_seed() {
     assert_eq!(run["iterations"].as_array().unwrap().len(), 1);
     let it = &run["iterations"][0];
     assert_eq!(it["iteration"], 2);
-    assert_eq!(it["seed"], original["runs"][0]["iterations"][1]["seed"], "same iteration seed, so the same sleeps");
-    let sleep = |it: &Value| it["steps"].as_array().unwrap().iter().find(|s| s["kind"] == "sleep").unwrap()["duration_ms"].as_f64().unwrap();
-    assert!((sleep(it) - sleep(&original["runs"][0]["iterations"][1])).abs() < 150.0, "same random sleep");
-    assert_eq!(run["kernel"]["image_sha256"], original["runs"][0]["kernel"]["image_sha256"]);
+    assert_eq!(
+        it["seed"], original["runs"][0]["iterations"][1]["seed"],
+        "same iteration seed, so the same sleeps"
+    );
+    let sleep = |it: &Value| {
+        it["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "sleep")
+            .unwrap()["duration_ms"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        (sleep(it) - sleep(&original["runs"][0]["iterations"][1])).abs() < 150.0,
+        "same random sleep"
+    );
+    assert_eq!(
+        run["kernel"]["image_sha256"],
+        original["runs"][0]["kernel"]["image_sha256"]
+    );
     assert_eq!(run["guest_image"], original["runs"][0]["guest_image"]);
 }

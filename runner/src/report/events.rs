@@ -17,6 +17,8 @@ pub enum Event {
         stage: String,
         detail: String,
     },
+    /// The accelerator and QEMU became known (after the first kernel was probed).
+    Host(super::results::HostInfo),
     KernelReady {
         spec: String,
         version: String,

@@ -336,3 +336,111 @@ fn ratio(a: u32, b: u32) -> f64 {
         a as f64 / b as f64
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn step(
+        id: &str,
+        kind: &str,
+        errno: Option<&str>,
+        ok: bool,
+        busy: Option<f64>,
+    ) -> StepRecord {
+        StepRecord {
+            id: id.into(),
+            kind: kind.into(),
+            phase: "steps".into(),
+            errno: errno.map(Into::into),
+            final_errno: None,
+            attempts: 1,
+            busy_window_ms: busy,
+            busy_gave_up: false,
+            duration_ms: 1.0,
+            exit_status: None,
+            ok,
+            note: None,
+            detail: None,
+            output: String::new(),
+        }
+    }
+
+    pub fn iteration(n: u32, verdict: Verdict, steps: Vec<StepRecord>) -> IterationRecord {
+        IterationRecord {
+            iteration: n,
+            verdict,
+            reasons: vec![],
+            steps,
+            findings: vec![],
+            duration_ms: 10.0,
+            seed: u64::from(n),
+            dmesg_file: None,
+            console_tail: vec![],
+        }
+    }
+
+    /// Four iterations of the seed scenario: two EBUSY (busy 3 and 9 ms), one hang, one pass.
+    pub fn seed_iterations() -> Vec<IterationRecord> {
+        vec![
+            iteration(
+                1,
+                Verdict::Fail,
+                vec![step("umount", "umount", Some("EBUSY"), false, Some(3.0))],
+            ),
+            iteration(
+                2,
+                Verdict::Pass,
+                vec![step("umount", "umount", None, true, None)],
+            ),
+            iteration(
+                3,
+                Verdict::Fail,
+                vec![step("umount", "umount", Some("EBUSY"), false, Some(9.0))],
+            ),
+            iteration(4, Verdict::Hang, vec![]),
+        ]
+    }
+
+    #[test]
+    fn summary_counts_verdicts_errnos_and_busy_windows() {
+        let s = summarize(&seed_iterations());
+        assert_eq!(
+            (
+                s.iterations,
+                s.passed,
+                s.failed,
+                s.hangs,
+                s.panics,
+                s.errors
+            ),
+            (4, 1, 3, 1, 0, 0)
+        );
+        assert_eq!(s.failure_rate, 0.75);
+        assert_eq!(s.errno_counts, BTreeMap::from([("EBUSY".to_string(), 2)]));
+        let umount = &s.steps["umount"];
+        assert_eq!((umount.runs, umount.violations), (3, 2));
+        assert_eq!(
+            umount.errno_counts,
+            BTreeMap::from([("EBUSY".to_string(), 2), ("ok".to_string(), 1)])
+        );
+        let busy = umount.busy_window_ms.as_ref().unwrap();
+        assert_eq!(
+            (busy.count, busy.median, busy.max, busy.gave_up),
+            (2, 6.0, 9.0, 0)
+        );
+        let (lo, hi) = crate::outcome::wilson_interval(3, 4, 1.96);
+        assert_eq!(s.failure_ci95, [lo, hi]);
+    }
+
+    #[test]
+    fn infrastructure_errors_do_not_count_in_the_rate() {
+        let its = vec![
+            iteration(1, Verdict::Error, vec![]),
+            iteration(2, Verdict::Fail, vec![]),
+        ];
+        let s = summarize(&its);
+        assert_eq!((s.failed, s.errors, s.failure_rate), (1, 1, 1.0));
+        assert_eq!(summarize(&[]).failure_ci95, [0.0, 1.0]);
+    }
+}

@@ -10,6 +10,9 @@ use super::results::{RunRecord, Summary, Verdict};
 
 pub struct Terminal {
     progress: Option<ProgressBar>,
+    /// Runs under way (index -> "scenario@kernel"); with more than one (a parallel matrix),
+    /// lines name their run.
+    active: std::collections::HashMap<usize, String>,
     fancy: bool,
     verbose: bool,
 }
@@ -19,8 +22,16 @@ impl Terminal {
         let fancy = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
         Terminal {
             progress: None,
+            active: Default::default(),
             fancy,
             verbose,
+        }
+    }
+
+    fn prefix(&self, index: usize) -> String {
+        match self.active.get(&index) {
+            Some(label) if self.active.len() > 1 => format!("[{label}] "),
+            _ => String::new(),
         }
     }
 
@@ -154,13 +165,20 @@ impl Reporter for Terminal {
                     eprintln!("build {spec}: {stage} {detail}");
                 }
             }
+            Event::Host(_) => {}
             Event::KernelReady { spec, version } => self.line(&format!("kernel {spec}: {version}")),
             Event::ImageReady { key } => {
                 if self.verbose {
                     self.line(&format!("guest image {key}"))
                 }
             }
-            Event::RunStarted { run, planned, .. } => {
+            Event::RunStarted {
+                index,
+                run,
+                planned,
+            } => {
+                self.active
+                    .insert(*index, format!("{}@{}", run.scenario.name, run.kernel.spec));
                 self.line(&format!(
                     "== {} on {} ({}), {planned} iterations, {}",
                     run.scenario.name, run.kernel.spec, run.kernel.version, run.accel
@@ -177,8 +195,9 @@ impl Reporter for Terminal {
                     self.progress = Some(bar);
                 }
             }
-            Event::BootFinished { boot, .. } => self.line(&format!(
-                "   boot ({}): guest ready after {:.1} s",
+            Event::BootFinished { index, boot } => self.line(&format!(
+                "   {}boot ({}): guest ready after {:.1} s",
+                self.prefix(*index),
                 boot.reason,
                 boot.ready_after_ms as f64 / 1000.0
             )),
@@ -192,7 +211,9 @@ impl Reporter for Terminal {
                 }
             }
             Event::IterationFinished {
-                record, planned, ..
+                index,
+                record,
+                planned,
             } => {
                 let tag = match record.verdict {
                     Verdict::Pass => "pass",
@@ -206,7 +227,11 @@ impl Reporter for Terminal {
                     .first()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
-                let text = format!("   iteration {}/{planned}: {tag}{why}", record.iteration);
+                let text = format!(
+                    "   {}iteration {}/{planned}: {tag}{why}",
+                    self.prefix(*index),
+                    record.iteration
+                );
                 match &self.progress {
                     Some(bar) => {
                         bar.inc(1);
@@ -217,7 +242,8 @@ impl Reporter for Terminal {
                     None => eprintln!("{text}"),
                 }
             }
-            Event::RunFinished { run, .. } => {
+            Event::RunFinished { index, run } => {
+                self.active.remove(index);
                 if let Some(bar) = self.progress.take() {
                     bar.finish_and_clear();
                 }
@@ -231,5 +257,51 @@ impl Reporter for Terminal {
         if let Some(bar) = self.progress.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::tests::seed_iterations;
+    use crate::report::{summarize, KernelInfo, ScenarioInfo};
+
+    #[test]
+    fn summary_reads_like_the_readme_says() {
+        let iterations = seed_iterations();
+        let run = RunRecord {
+            scenario: ScenarioInfo {
+                name: "seed-kill-umount".into(),
+                path: "tests/seed-kill-umount.yaml".into(),
+                description: String::new(),
+            },
+            kernel: KernelInfo {
+                spec: "debian:6.1".into(),
+                version: "linux-image-6.1.0-56-cloud-amd64 6.1.192-2".into(),
+                release: None,
+                image_sha256: String::new(),
+                build_key: None,
+            },
+            accel: "tcg".into(),
+            seed: 1,
+            started: String::new(),
+            finished: None,
+            dir: String::new(),
+            cell: None,
+            guest_image: String::new(),
+            boots: vec![],
+            setup: vec![],
+            error: None,
+            summary: summarize(&iterations),
+            iterations,
+        };
+        assert_eq!(
+            summary_text(&run),
+            "seed-kill-umount on debian:6.1 (linux-image-6.1.0-56-cloud-amd64 6.1.192-2, tcg)\n\
+             \x20 iterations 4: 1 passed, 3 failed (75%, 95% CI 30%-95%), 1 hangs, 0 panics, 0 infrastructure errors\n\
+             \x20 umount (umount): EBUSY 2/3, ok 1/3; violated 2/3 (67%, 95% CI 21%-94%); busy window median 6.0 ms, max 9.0 ms\n\
+             \x20 errno counts: EBUSY 2\n\
+             \x20 dmesg findings: none\n"
+        );
     }
 }

@@ -85,6 +85,7 @@ impl Reporter for ResultsWriter {
                 }
                 self.write();
             }
+            Event::Host(host) => self.results.host = host.clone(),
             Event::BootFinished { index, boot } => {
                 if let Some(run) = self.run_mut(*index) {
                     run.boots.push(boot.clone());
@@ -105,7 +106,12 @@ impl Reporter for ResultsWriter {
             }
             Event::RunFinished { index, run } => {
                 if let Some(slot) = self.run_mut(*index) {
+                    // Boots reach the writer as events only.
+                    let boots = std::mem::take(&mut slot.boots);
                     *slot = (**run).clone();
+                    if slot.boots.is_empty() {
+                        slot.boots = boots;
+                    }
                 }
                 self.write();
                 let _ = std::fs::write(self.dir.join("junit.xml"), junit(&self.results));

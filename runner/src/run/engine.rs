@@ -63,6 +63,11 @@ pub struct RunOptions {
     pub only_iteration: Option<u32>,
     /// The matrix cell this run is, for matrix runs.
     pub cell: Option<crate::report::CellInfo>,
+    /// Stop after the first iteration for which this returns true (bisect batches stop at
+    /// the first sighting of their target).
+    pub stop_when: Option<fn(&IterationRecord, &str) -> bool>,
+    /// Argument of `stop_when` (the bisect target).
+    pub stop_arg: String,
     pub cache: Cache,
 }
 
@@ -464,12 +469,16 @@ async fn run_inner(
                     | crate::report::Verdict::Panic
                     | crate::report::Verdict::Error
             );
+        let stop = opts.stop_when.is_some_and(|f| f(&it, &opts.stop_arg));
         record.iterations.push(it.clone());
         sink.emit(Event::IterationFinished {
             index,
             record: Box::new(it),
             planned: iterations,
         });
+        if stop {
+            break;
+        }
         if needs_fresh_boot && !last {
             // The guest's state is unknown after a hang or panic: boot again and redo setup.
             m.boot("after a failed iteration", sink, index).await?;
@@ -755,8 +764,15 @@ async fn host_action(
             }
             // The panic itself only reached the console; what came before it was read from
             // /dev/kmsg above, so take the console from the helper's marker for this step on.
-            let tail = m.booted.as_ref().map(|b| b.vm.console_tail(200)).unwrap_or_default();
-            let from = tail.iter().rposition(|l| l.contains("crashrig: panic step")).unwrap_or(0);
+            let tail = m
+                .booted
+                .as_ref()
+                .map(|b| b.vm.console_tail(200))
+                .unwrap_or_default();
+            let from = tail
+                .iter()
+                .rposition(|l| l.contains("crashrig: panic step"))
+                .unwrap_or(0);
             console.push_str(&tail[from..].join("\n"));
             m.boot("panic", sink, index).await
         }

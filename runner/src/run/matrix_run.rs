@@ -19,7 +19,9 @@ use crate::run::{run_scenario, LoadedScenario, RunOptions};
 pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError> {
     let m = matrix::load(&args.matrix).map_err(|e| CliError::Scenario(e.to_string()))?;
     if !vm.kernels.is_empty() {
-        return Err(CliError::Other("a matrix names its kernels in the matrix file; --kernel does not apply".into()));
+        return Err(CliError::Other(
+            "a matrix names its kernels in the matrix file; --kernel does not apply".into(),
+        ));
     }
     let all = m.cells();
     let mut cells = match &args.partition {
@@ -27,9 +29,15 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         None => all.clone(),
     };
     let out = vm.out.clone().unwrap_or_else(crate::cli::default_out);
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out { path: out.clone(), source })?;
+    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
+        path: out.clone(),
+        source,
+    })?;
     let existing = if args.resume && out.join("results.json").exists() {
-        Some(matrix::read_results(&out.join("results.json")).map_err(|e| CliError::Other(e.to_string()))?)
+        Some(
+            matrix::read_results(&out.join("results.json"))
+                .map_err(|e| CliError::Other(e.to_string()))?,
+        )
     } else {
         None
     };
@@ -44,7 +52,13 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         match crate::cli::load_scenario(&cell.scenario.path) {
             Ok(loaded) => match matrix::cell_scenario(&loaded.scenario, cell) {
                 Ok(s) => {
-                    scenarios.insert(cell.index, LoadedScenario { scenario: s, path: loaded.path });
+                    scenarios.insert(
+                        cell.index,
+                        LoadedScenario {
+                            scenario: s,
+                            path: loaded.path,
+                        },
+                    );
                 }
                 Err(e) => problems.push(format!("{}: {e}", cell.id())),
             },
@@ -69,7 +83,14 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
             .filter(|c| c.kernel.label == k.label)
             .flat_map(|c| scenarios[&c.index].scenario.kconfig.clone())
             .collect();
-        let mut resolved = resolve_kernel_with(&k.spec_text, &k.kconfig, &k.patches, &scenario_kconfig, &cache).await?;
+        let mut resolved = resolve_kernel_with(
+            &k.spec_text,
+            &k.kconfig,
+            &k.patches,
+            &scenario_kconfig,
+            &cache,
+        )
+        .await?;
         resolved.spec = k.label.clone();
         kernels.insert(k.label.clone(), Arc::new(resolved));
     }
@@ -78,14 +99,26 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         return finish(&out, &args, &m);
     };
     let bare = crate::image::bare_initramfs(&cache)?;
-    let (accel, reason) = crate::vm::choose_accel(vm.accel, &kernels[&first.kernel.label].image, &bare).await?;
+    let (accel, reason) =
+        crate::vm::choose_accel(vm.accel, &kernels[&first.kernel.label].image, &bare).await?;
     let image = Arc::new(prepare_image(vm.recipe.clone(), &cache).await?);
 
     let (cores, mem) = matrix::host_resources();
-    let per_vm = cells.iter().map(|c| scenarios[&c.index].scenario.vm.memory.0).max().unwrap_or(2 << 30);
-    let jobs = args.jobs.unwrap_or_else(|| matrix::default_jobs(cores, mem.unwrap_or(u64::MAX), per_vm)).max(1);
+    let per_vm = cells
+        .iter()
+        .map(|c| scenarios[&c.index].scenario.vm.memory.0)
+        .max()
+        .unwrap_or(2 << 30);
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| matrix::default_jobs(cores, mem.unwrap_or(u64::MAX), per_vm))
+        .max(1);
 
-    let host = HostInfo { qemu: crate::vm::qemu::qemu_version().await, accel: accel.to_string(), accel_reason: reason.clone() };
+    let host = HostInfo {
+        qemu: crate::vm::qemu::qemu_version().await,
+        accel: accel.to_string(),
+        accel_reason: reason.clone(),
+    };
     let writer = match existing {
         Some(existing) => {
             let mut kept = existing.clone();
@@ -94,10 +127,15 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         }
         None => ResultsWriter::new(&out, host),
     };
-    let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(Terminal::new(vm.verbose)), Box::new(writer)];
+    let reporters: Vec<Box<dyn Reporter>> =
+        vec![Box::new(Terminal::new(vm.verbose)), Box::new(writer)];
     let mut sink = EventSink::new(reporters);
     sink.info(format!("accelerator: {accel} ({reason})"));
-    sink.info(format!("{} cells to run, {jobs} at a time; results: {}", cells.len(), out.display()));
+    sink.info(format!(
+        "{} cells to run, {jobs} at a time; results: {}",
+        cells.len(),
+        out.display()
+    ));
 
     let opts = RunOptions {
         iterations: args.iterations.or(m.iterations),
@@ -107,6 +145,8 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         out: out.clone(),
         only_iteration: None,
         cell: None,
+        stop_when: None,
+        stop_arg: String::new(),
         cache,
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
@@ -143,17 +183,28 @@ fn finish(out: &std::path::Path, args: &MatrixArgs, m: &matrix::Matrix) -> Resul
     let path = out.join("results.json");
     let mut results = matrix::read_results(&path).map_err(|e| CliError::Other(e.to_string()))?;
     matrix::sort_runs(&mut results);
-    write_json_atomic(&path, &results).map_err(|source| CliError::Out { path: path.clone(), source })?;
+    write_json_atomic(&path, &results).map_err(|source| CliError::Out {
+        path: path.clone(),
+        source,
+    })?;
     let baseline_path = args.baseline.clone().or_else(|| m.baseline.clone());
-    let baseline =
-        baseline_path.as_deref().map(matrix::load_baseline).transpose().map_err(|e| CliError::Other(e.to_string()))?;
+    let baseline = baseline_path
+        .as_deref()
+        .map(matrix::load_baseline)
+        .transpose()
+        .map_err(|e| CliError::Other(e.to_string()))?;
     if let Some(p) = &args.write_baseline {
-        matrix::write_json(p, &matrix::baseline_from(&results)).map_err(|e| CliError::Other(e.to_string()))?;
+        matrix::write_json(p, &matrix::baseline_from(&results))
+            .map_err(|e| CliError::Other(e.to_string()))?;
     }
-    let outcome = matrix::write_reports(out, &results, baseline.as_ref()).map_err(|e| CliError::Other(e.to_string()))?;
+    let outcome = matrix::write_reports(out, &results, baseline.as_ref())
+        .map_err(|e| CliError::Other(e.to_string()))?;
     println!("{}", outcome.markdown);
     if !outcome.missing_cells.is_empty() {
-        eprintln!("crashrig: note: {} cells of the matrix are not in these results (other shards?)", outcome.missing_cells.len());
+        eprintln!(
+            "crashrig: note: {} cells of the matrix are not in these results (other shards?)",
+            outcome.missing_cells.len()
+        );
     }
     Ok(outcome.exit_code)
 }
