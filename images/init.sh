@@ -29,6 +29,8 @@ echo "ssh-ed25519 $crashrig_key crashrig" > /root/.ssh/authorized_keys
 chmod 700 /root /root/.ssh
 chmod 600 /root/.ssh/authorized_keys
 /usr/sbin/dropbear -s -r /etc/dropbear/host_key -p 22
+# The host starts connecting when it sees this on the console.
+echo "crashrig: sshd started" > /dev/kmsg
 
 for m in $(echo "$crashrig_modules" | tr , ' '); do load_module $m; done
 

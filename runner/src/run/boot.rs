@@ -126,11 +126,18 @@ pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
                 tail,
             });
         }
+        // Before init announces sshd, a connection would only reach slirp, which holds it
+        // until the guest answers: each early attempt would cost a whole timeout. Images
+        // whose init does not announce sshd get attempts after 20 s.
+        if !vm.sshd_started() && vm.started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         let key = spec.key.clone();
         let host_key = spec.image.host_key.clone();
         // A refused or reset connection returns at once; the pause below keeps us from spinning.
         let result = tokio::task::spawn_blocking(move || {
-            Guest::connect(port, &key, &host_key, Duration::from_secs(3))
+            Guest::connect(port, &key, &host_key, Duration::from_secs(2))
         })
         .await
         .map_err(|e| SshError::Join(e.to_string()))?;

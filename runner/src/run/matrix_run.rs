@@ -158,7 +158,8 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         let image = image.clone();
         let mut opts = opts.clone();
         opts.cell = Some(cell.info());
-        opts.iterations = cell.iterations.or(opts.iterations);
+        // --iterations beats the matrix file, which beats the scenario.
+        opts.iterations = args.iterations.or(cell.iterations).or(m.iterations);
         let tx = tx.clone();
         let semaphore = semaphore.clone();
         tasks.spawn(async move {

@@ -146,6 +146,8 @@ pub struct ConsoleState {
     partial: String,
     /// Set when a line announcing a kernel panic went by.
     pub panicked: bool,
+    /// Set when init announced that sshd runs (`crashrig: sshd started`).
+    pub sshd_started: bool,
     pub last_output: Option<Instant>,
 }
 
@@ -160,6 +162,9 @@ impl ConsoleState {
             let line = line.trim_end_matches(['\n', '\r']).to_string();
             if line.contains("Kernel panic - not syncing") {
                 self.panicked = true;
+            }
+            if line.contains("crashrig: sshd started") {
+                self.sshd_started = true;
             }
             if self.tail.len() == TAIL_LINES {
                 self.tail.pop_front();
@@ -284,6 +289,10 @@ impl Vm {
             .skip(c.tail.len().saturating_sub(lines))
             .cloned()
             .collect()
+    }
+
+    pub fn sshd_started(&self) -> bool {
+        self.console.lock().expect("console lock").sshd_started
     }
 
     pub fn panicked(&self) -> bool {

@@ -1,0 +1,583 @@
+//! `crashrig bisect` and `crashrig check`: the async driver around the pure, flake-aware
+//! search in `crate::bisect`. Each step builds a candidate through the build cache, reuses
+//! the verdict of a byte-identical kernel, runs a batch of iterations, and appends the
+//! outcome to a journal before the next step, so an interrupted bisection resumes without
+//! redoing finished work.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::bisect::{self, Action, BatchOutcome, Bisector, Config, Direction, Header, Journal, Step};
+use crate::cache::Cache;
+use crate::cli::{load_scenario, prepare_image, CliError, CommonVmArgs};
+use crate::kernel::{self, BuildOptions, KernelSpec, PatchFile, ResolvedKernel};
+use crate::report::events::{Event, EventSink, Reporter};
+use crate::report::terminal::Terminal;
+use crate::report::writer::{write_json_atomic, ResultsWriter};
+use crate::report::{HostInfo, IterationRecord, RunRecord, Verdict};
+use crate::run::{run_scenario, LoadedScenario, RunOptions};
+
+#[derive(Args, Debug)]
+pub struct BisectArgs {
+    /// The scenario whose outcome changed.
+    #[arg(value_name = "SCENARIO.yaml")]
+    pub scenario: PathBuf,
+    /// Range form: the good end, `PATH@REF` of a kernel git tree.
+    #[arg(long, value_name = "PATH@REF", requires = "bad")]
+    pub good: Option<String>,
+    /// Range form: the bad end, `PATH@REF` (same tree).
+    #[arg(long, value_name = "PATH@REF", requires = "good")]
+    pub bad: Option<String>,
+    /// Patch form: the series to bisect (mbox, quilt series, directory or one patch), applied
+    /// on the `--kernel` base; the base alone is good, base plus the whole series bad.
+    #[arg(long, value_name = "SERIES", conflicts_with_all = ["good", "bad"])]
+    pub patches: Vec<PathBuf>,
+    /// Kernel config fragments for every build (besides `base` and the scenario's).
+    #[arg(long, value_name = "FRAGMENT")]
+    pub kconfig: Vec<String>,
+    /// Find the fix instead: the old end is bad, the new end good.
+    #[arg(long)]
+    pub fix: bool,
+    /// The outcome to look for, `STEP-ID:ERRNO` (e.g. `umount:EBUSY`), or `STEP-ID` for any
+    /// violated expectation of that step. Default: the first violation the bad end shows.
+    #[arg(long, value_name = "STEP:ERRNO")]
+    pub target: Option<String>,
+    /// Most iterations in one batch. Default: 32.
+    #[arg(long, short = 'n')]
+    pub iterations: Option<u32>,
+    /// Stop when one candidate holds this posterior probability. Default: 0.95.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Budget of search iterations. Default: 1000.
+    #[arg(long)]
+    pub max_iterations: Option<u64>,
+    /// Chance that a good kernel shows the target anyway (0 means one sighting proves bad).
+    #[arg(long, default_value_t = 0.0)]
+    pub false_positive_rate: f64,
+    /// Continue the bisection journaled in --out.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub vm: CommonVmArgs,
+}
+
+/// What the bisection looks for in an iteration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub step: String,
+    /// `None`: any violation of the step's expectation.
+    pub errno: Option<String>,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Target {
+        match s.split_once(':') {
+            Some((step, errno)) => Target { step: step.into(), errno: Some(errno.into()) },
+            None => Target { step: s.into(), errno: None },
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match &self.errno {
+            Some(e) => format!("{}:{e}", self.step),
+            None => self.step.clone(),
+        }
+    }
+
+    /// Whether an iteration shows the target.
+    pub fn seen_in(&self, it: &IterationRecord) -> bool {
+        it.steps.iter().any(|s| {
+            s.id == self.step && !s.ok && self.errno.as_ref().is_none_or(|e| s.errno.as_deref() == Some(e.as_str()))
+        })
+    }
+
+    /// The first violation of an iteration, as a target.
+    pub fn from_iteration(it: &IterationRecord) -> Option<Target> {
+        it.steps.iter().find(|s| !s.ok).map(|s| Target { step: s.id.clone(), errno: s.errno.clone() })
+    }
+}
+
+fn target_seen(it: &IterationRecord, target: &str) -> bool {
+    Target::parse(target).seen_in(it)
+}
+
+fn any_failure(it: &IterationRecord, _: &str) -> bool {
+    it.verdict.is_failure()
+}
+
+/// How a batch reads for the search: target sightings are failures, clean iterations passes,
+/// iterations that failed for another reason (an unrelated WARNING, a hang without the
+/// target) are left out and named. No usable iteration makes the candidate unknown.
+pub fn batch_outcome(run: &RunRecord, target: &Target) -> (BatchOutcome, Vec<String>) {
+    let mut failures = 0;
+    let mut clean = 0;
+    let mut unrelated = Vec::new();
+    for it in &run.iterations {
+        if target.seen_in(it) {
+            failures += 1;
+        } else if it.verdict == Verdict::Pass {
+            clean += 1;
+        } else {
+            unrelated.push(format!("iteration {}: {}", it.iteration, it.reasons.first().cloned().unwrap_or_default()));
+        }
+    }
+    if failures + clean == 0 {
+        let reason = run
+            .error
+            .clone()
+            .or_else(|| unrelated.first().cloned())
+            .unwrap_or_else(|| "no iteration ran".into());
+        return (BatchOutcome::Unknown { reason }, unrelated);
+    }
+    (BatchOutcome::Ran { iterations: failures + clean, failures }, unrelated)
+}
+
+/// The candidates of a bisection: what to build for each index.
+enum Candidates {
+    Commits { repo: PathBuf, commits: Vec<String>, subjects: Vec<String> },
+    Patches { base: KernelSpec, patches: Vec<PatchFile> },
+}
+
+impl Candidates {
+    fn last(&self) -> usize {
+        match self {
+            Candidates::Commits { commits, .. } => commits.len() - 1,
+            Candidates::Patches { patches, .. } => patches.len(),
+        }
+    }
+
+    fn describe(&self, k: usize) -> String {
+        match self {
+            Candidates::Commits { commits, subjects, .. } => format!("{} {}", &commits[k][..12.min(commits[k].len())], subjects[k]),
+            Candidates::Patches { patches, .. } if k == 0 => format!("base without patches ({} in the series)", patches.len()),
+            Candidates::Patches { patches, .. } => {
+                let p = &patches[k - 1];
+                format!("patch {k}/{}: {} ({})", patches.len(), p.subject, p.path.display())
+            }
+        }
+    }
+
+    fn identity(&self, k: usize) -> String {
+        match self {
+            Candidates::Commits { commits, .. } => commits[k].clone(),
+            Candidates::Patches { patches, .. } if k == 0 => "base".into(),
+            Candidates::Patches { patches, .. } => format!("{}", patches[k - 1].path.display()),
+        }
+    }
+
+    async fn build(&self, k: usize, opts: &BuildOptions, cache: &Cache, sink: &mut EventSink) -> Result<ResolvedKernel, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let progress = move |p: kernel::BuildProgress| {
+            let _ = tx.send(p);
+        };
+        let label = self.describe(k);
+        let fut = async {
+            match self {
+                Candidates::Commits { repo, commits, .. } => {
+                    let spec = KernelSpec::Git { path: repo.clone(), rev: Some(commits[k].clone()) };
+                    kernel::resolve(&spec, opts, cache, &progress).await
+                }
+                Candidates::Patches { base, patches } => {
+                    kernel::resolve_patches(base, opts, patches[..k].to_vec(), cache, &progress).await
+                }
+            }
+        };
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => return r.map_err(|e| crate::report::error_chain(&e)),
+                Some(p) = rx.recv() => sink.emit(Event::Build { spec: label.clone(), stage: format!("{:?}", p.stage).to_lowercase(), detail: p.detail.clone() }),
+            }
+        }
+    }
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<String, CliError> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .map_err(|e| CliError::Other(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(CliError::Other(format!(
+            "git {} in {} failed: {}",
+            args.join(" "),
+            repo.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn split_path_ref(s: &str) -> Result<(PathBuf, String), CliError> {
+    match KernelSpec::parse(s)? {
+        KernelSpec::Git { path, rev: Some(rev) } => Ok((path, rev)),
+        _ => Err(CliError::Other(format!("`{s}` is not PATH@REF of a git tree"))),
+    }
+}
+
+fn candidates(args: &BisectArgs) -> Result<(Candidates, String), CliError> {
+    if let (Some(good), Some(bad)) = (&args.good, &args.bad) {
+        let (repo, good_ref) = split_path_ref(good)?;
+        let (repo_b, bad_ref) = split_path_ref(bad)?;
+        if std::fs::canonicalize(&repo).ok() != std::fs::canonicalize(&repo_b).ok() {
+            return Err(CliError::Other("--good and --bad must name the same git tree".into()));
+        }
+        let (old, new) = (good_ref, bad_ref);
+        let base = git(&repo, &["rev-parse", "--verify", &format!("{old}^{{commit}}")])?.trim().to_string();
+        // First-parent order keeps the history linear: with merges, the culprit found is the
+        // merge that brought the change in.
+        let list = git(&repo, &["rev-list", "--reverse", "--first-parent", &format!("{old}..{new}")])?;
+        let mut commits = vec![base];
+        commits.extend(list.lines().map(str::to_owned));
+        if commits.len() < 2 {
+            return Err(CliError::Other(format!("no commits between {old} and {new}")));
+        }
+        let subjects = commits
+            .iter()
+            .map(|c| git(&repo, &["log", "-1", "--format=%s", c]).map(|s| s.trim().to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let range = format!("{}@{old}..{new}", repo.display());
+        return Ok((Candidates::Commits { repo, commits, subjects }, range));
+    }
+    if args.patches.is_empty() {
+        return Err(CliError::Other("give either --good and --bad (a git range) or --kernel and --patches (a series)".into()));
+    }
+    let base_spec = match args.vm.kernels.as_slice() {
+        [one] => KernelSpec::parse(one)?,
+        _ => return Err(CliError::Other("the patch form needs exactly one --kernel (the base the series applies to)".into())),
+    };
+    if !base_spec.is_built() {
+        return Err(CliError::Other(format!("--kernel {base_spec}: patches need a kernel crashrig builds (debian-source:X or a git tree)")));
+    }
+    let patches = kernel::patches::expand(&args.patches).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+    if patches.is_empty() {
+        return Err(CliError::Other("the series has no patches".into()));
+    }
+    let range = format!("{base_spec} + {}", args.patches.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + "));
+    Ok((Candidates::Patches { base: base_spec, patches }, range))
+}
+
+/// The bisection's end result, written as bisect.json.
+#[derive(Debug, Serialize)]
+struct BisectResult<'a> {
+    scenario: String,
+    range: String,
+    target: Option<&'a Target>,
+    candidates: Vec<String>,
+    report: &'a bisect::Report,
+    journal: Vec<bisect::Entry>,
+}
+
+pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
+    let loaded = load_scenario(&args.scenario)?;
+    let (cands, range) = candidates(&args)?;
+    let last = cands.last();
+    let out = args.vm.out.clone().unwrap_or_else(crate::cli::default_out);
+    std::fs::create_dir_all(&out).map_err(|source| CliError::Out { path: out.clone(), source })?;
+    let cache = Cache::from_env();
+    let mut config = Config { confidence: args.confidence, false_positive_rate: args.false_positive_rate, ..Config::default() };
+    if let Some(n) = args.iterations {
+        config.max_batch = n.max(1);
+    }
+    if let Some(n) = args.max_iterations {
+        config.max_iterations = n;
+    }
+    config.direction = if args.fix { Direction::Fix } else { Direction::Regression };
+    let header = Header::new(&loaded.scenario.name, &range, last, config.clone());
+    let journal_path = out.join("bisect.journal");
+    let target_path = out.join("bisect-target.json");
+    let (mut journal, mut bisector) = if args.resume {
+        let (journal, replay) = Journal::resume(&journal_path, &header).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+        if let Some(w) = &replay.warning {
+            eprintln!("crashrig: warning: {w}");
+        }
+        let b = Bisector::from_journal(&replay).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+        (journal, b)
+    } else {
+        let j = Journal::create(&journal_path, &header).map_err(|e| {
+            CliError::Other(format!("{} (use --resume to continue it, or another --out)", crate::report::error_chain(&e)))
+        })?;
+        (j, Bisector::new(last, config.clone()).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?)
+    };
+    let mut target: Option<Target> = match &args.target {
+        Some(t) => Some(Target::parse(t)),
+        None => std::fs::read_to_string(&target_path).ok().and_then(|t| serde_json::from_str(&t).ok()),
+    };
+
+    let opts = BuildOptions { kconfig: args.kconfig.clone(), patches: Vec::new(), scenario_kconfig: loaded.scenario.kconfig.clone() };
+    let image = prepare_image(args.vm.recipe.clone(), &cache).await?;
+    let bare = crate::image::bare_initramfs(&cache)?;
+    let mut accel = None;
+    let reporters: Vec<Box<dyn Reporter>> =
+        vec![Box::new(Terminal::new(args.vm.verbose)), Box::new(ResultsWriter::new(&out, HostInfo::default()))];
+    let mut sink = EventSink::new(reporters);
+    sink.info(format!("bisecting {} over {range}: {} candidates; journal {}", loaded.scenario.name, last + 1, journal_path.display()));
+    let mut tested: HashMap<String, usize> = HashMap::new();
+    let mut run_index = 0;
+
+    // Learn the target from the bad end first when it was not given: the first violation it
+    // shows (the bad end of a regression is the newest candidate, of a fix the oldest).
+    let bad_end = if args.fix { 0 } else { last };
+    loop {
+        let action = if target.is_none() {
+            Action::Test { candidate: bad_end, iterations: config.max_batch.max(20), stop_at_first_failure: true }
+        } else {
+            bisector.next_action()
+        };
+        let (k, iterations, stop_early) = match action {
+            Action::Done(report) => {
+                let candidates: Vec<String> = (0..=last).map(|k| cands.describe(k)).collect();
+                let replay = Journal::replay(&journal_path).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+                let result = BisectResult {
+                    scenario: loaded.scenario.name.clone(),
+                    range: range.clone(),
+                    target: target.as_ref(),
+                    candidates: candidates.clone(),
+                    report: &report,
+                    journal: replay.entries,
+                };
+                let path = out.join("bisect.json");
+                write_json_atomic(&path, &result).map_err(|source| CliError::Out { path, source })?;
+                sink.finish();
+                println!("{}", report_text(&report, &candidates, target.as_ref()));
+                return Ok(match report.status {
+                    bisect::Status::Found => crate::exit::OK,
+                    _ => crate::exit::EXPECTATION_FAILED,
+                });
+            }
+            Action::Test { candidate, iterations, stop_at_first_failure } => (candidate, iterations, stop_at_first_failure),
+        };
+        let p = bisector.progress();
+        sink.info(format!(
+            "step: {} ({} iterations); {} builds, {} iterations so far; culprit range {}..={}{}",
+            cands.describe(k),
+            iterations,
+            p.builds,
+            p.iterations,
+            p.range.0,
+            p.range.1,
+            p.leader.map(|l| format!(", leader {} at {:.2}", l.candidate, l.probability)).unwrap_or_default()
+        ));
+        let kernel = match cands.build(k, &opts, &cache, &mut sink).await {
+            Ok(k) => k,
+            Err(why) => {
+                let outcome = BatchOutcome::Unknown { reason: format!("build failed: {why}") };
+                if target.is_none() {
+                    return Err(CliError::Other(format!("the bad end does not build: {why}")));
+                }
+                record(&mut bisector, &mut journal, &cands, k, outcome)?;
+                continue;
+            }
+        };
+        if let Some(&same) = tested.get(&kernel.image_sha256) {
+            if same != k {
+                sink.info(format!("candidate {k} builds the same kernel image as candidate {same}: reusing its evidence"));
+                bisector.record_alias(k, same).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+                journal
+                    .append(k, &cands.identity(k), Step::Alias { same_as: same })
+                    .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+                continue;
+            }
+        }
+        tested.insert(kernel.image_sha256.clone(), k);
+        let accel = match accel {
+            Some(a) => a,
+            None => {
+                let (a, reason) = crate::vm::choose_accel(args.vm.accel, &kernel.image, &bare).await?;
+                sink.info(format!("accelerator: {a} ({reason})"));
+                let host = HostInfo { qemu: crate::vm::qemu::qemu_version().await, accel: a.to_string(), accel_reason: reason };
+                sink.emit(Event::Host(host));
+                accel = Some(a);
+                a
+            }
+        };
+        let run_opts = RunOptions {
+            iterations: Some(iterations),
+            accel,
+            seed: None,
+            keep: false,
+            out: out.clone(),
+            only_iteration: None,
+            cell: None,
+            stop_when: Some(if target.is_some() { target_seen } else { any_failure }),
+            stop_arg: target.as_ref().map(Target::text).unwrap_or_default(),
+            cache: cache.clone(),
+        };
+        let run = run_scenario(&loaded, &kernel, &image, &run_opts, run_index, &mut sink).await;
+        run_index += 1;
+        if target.is_none() {
+            let first = run.iterations.iter().find(|i| i.verdict.is_failure());
+            match first.and_then(Target::from_iteration) {
+                Some(t) => {
+                    sink.info(format!("target: {} (the first violation the bad end showed)", t.text()));
+                    let _ = std::fs::write(&target_path, serde_json::to_string(&t).unwrap_or_default());
+                    target = Some(t);
+                }
+                None => {
+                    return Err(CliError::Other(format!(
+                        "the bad end ({}) showed no step violation in {} iterations{}; give --target or more --iterations",
+                        cands.describe(k),
+                        run.iterations.len(),
+                        run.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    )))
+                }
+            }
+        }
+        let t = target.as_ref().expect("set above");
+        let (outcome, unrelated) = batch_outcome(&run, t);
+        for u in unrelated {
+            sink.warn(format!("candidate {k}: not counted (failed without the target): {u}"));
+        }
+        record(&mut bisector, &mut journal, &cands, k, outcome)?;
+    }
+}
+
+fn record(bisector: &mut Bisector, journal: &mut Journal, cands: &Candidates, k: usize, outcome: BatchOutcome) -> Result<(), CliError> {
+    let step = match &outcome {
+        BatchOutcome::Ran { iterations, failures } => Step::Ran { iterations: *iterations, failures: *failures },
+        BatchOutcome::Unknown { reason } => Step::Unknown { reason: reason.clone() },
+    };
+    bisector.record(k, outcome).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+    journal.append(k, &cands.identity(k), step).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+    Ok(())
+}
+
+fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target>) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "bisect: {:?}; target {}; {} builds, {} iterations (+{} to verify)\n",
+        r.status,
+        target.map(Target::text).unwrap_or_else(|| "?".into()),
+        r.builds,
+        r.iterations,
+        r.verify_iterations
+    ));
+    match r.culprit {
+        Some(c) => s.push_str(&format!(
+            "culprit: {} (posterior {:.3}){}\n",
+            candidates.get(c).cloned().unwrap_or_default(),
+            r.confidence,
+            match &r.verified {
+                Some(v) => format!("; verification: {v:?}"),
+                None => String::new(),
+            }
+        )),
+        None => {
+            s.push_str("no single culprit at the target confidence; suspects:\n");
+            for sp in &r.suspects {
+                s.push_str(&format!("  {:.3}  {}\n", sp.probability, candidates.get(sp.candidate).cloned().unwrap_or_default()));
+            }
+        }
+    }
+    s.push_str("evidence (candidate: iterations, target seen):\n");
+    for row in r.evidence.iter().filter(|row| row.iterations > 0 || row.unknown.is_some() || row.alias_of.is_some()) {
+        let extra = match (&row.unknown, &row.alias_of) {
+            (Some(u), _) => format!("  unknown: {u}"),
+            (_, Some(a)) => format!("  same kernel as {a}"),
+            _ => String::new(),
+        };
+        s.push_str(&format!(
+            "  {:>3}: {:>3} / {:<3} {}{}\n",
+            row.candidate,
+            row.iterations,
+            row.failures,
+            candidates.get(row.candidate).cloned().unwrap_or_default(),
+            extra
+        ));
+    }
+    s
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[arg(value_name = "SCENARIO.yaml")]
+    pub scenario: PathBuf,
+    /// Kernel config fragments (built kernels).
+    #[arg(long, value_name = "FRAGMENT")]
+    pub kconfig: Vec<String>,
+    /// Patches on top of the kernel (built kernels).
+    #[arg(long, value_name = "PATCHES")]
+    pub patches: Vec<PathBuf>,
+    /// Iterations (default: the scenario's).
+    #[arg(long, short = 'n')]
+    pub iterations: Option<u32>,
+    #[command(flatten)]
+    pub vm: CommonVmArgs,
+}
+
+/// `crashrig check`: for `git bisect run`: 0 good, 1 bad, 125 cannot test (build or boot
+/// failure, or only unrelated failures).
+pub async fn check(args: CheckArgs) -> Result<i32, CliError> {
+    let loaded = match load_scenario(&args.scenario) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(bisect::EXIT_SKIP);
+        }
+    };
+    let cache = Cache::from_env();
+    let spec_text = match args.vm.kernels.as_slice() {
+        [one] => one.clone(),
+        [] => ".".to_string(),
+        _ => return Err(CliError::Other("check takes one --kernel".into())),
+    };
+    let outcome = check_inner(&args, &loaded, &spec_text, &cache).await;
+    if let BatchOutcome::Unknown { reason } = &outcome {
+        eprintln!("crashrig: cannot test: {reason}");
+    }
+    Ok(bisect::check_exit_code(&outcome))
+}
+
+async fn check_inner(args: &CheckArgs, loaded: &LoadedScenario, spec_text: &str, cache: &Cache) -> BatchOutcome {
+    let unknown = |reason: String| BatchOutcome::Unknown { reason };
+    let spec = match KernelSpec::parse(spec_text) {
+        Ok(s) => s,
+        Err(e) => return unknown(e.to_string()),
+    };
+    let opts = BuildOptions { kconfig: args.kconfig.clone(), patches: args.patches.clone(), scenario_kconfig: loaded.scenario.kconfig.clone() };
+    let mut sink = EventSink::new(vec![Box::new(Terminal::new(args.vm.verbose)) as Box<dyn Reporter>]);
+    let kernel = match kernel::resolve(&spec, &opts, cache, &|_| {}).await {
+        Ok(k) => k,
+        Err(e) => return unknown(format!("build failed: {}", crate::report::error_chain(&e))),
+    };
+    let image = match prepare_image(args.vm.recipe.clone(), cache).await {
+        Ok(i) => i,
+        Err(e) => return unknown(crate::report::error_chain(&e)),
+    };
+    let bare = match crate::image::bare_initramfs(cache) {
+        Ok(b) => b,
+        Err(e) => return unknown(crate::report::error_chain(&e)),
+    };
+    let accel = match crate::vm::choose_accel(args.vm.accel, &kernel.image, &bare).await {
+        Ok((a, _)) => a,
+        Err(e) => return unknown(crate::report::error_chain(&e)),
+    };
+    let out = args.vm.out.clone().unwrap_or_else(crate::cli::default_out);
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        return unknown(format!("cannot create {}: {e}", out.display()));
+    }
+    let run_opts = RunOptions {
+        iterations: args.iterations,
+        accel,
+        seed: None,
+        keep: false,
+        out,
+        only_iteration: None,
+        cell: None,
+        stop_when: Some(any_failure),
+        stop_arg: String::new(),
+        cache: cache.clone(),
+    };
+    let run = run_scenario(loaded, &kernel, &image, &run_opts, 0, &mut sink).await;
+    let failed = run.iterations.iter().filter(|i| i.verdict.is_failure()).count() as u32;
+    let clean = run.iterations.iter().filter(|i| i.verdict == Verdict::Pass).count() as u32;
+    if failed + clean == 0 {
+        return unknown(run.error.unwrap_or_else(|| "no iteration could be judged".into()));
+    }
+    BatchOutcome::Ran { iterations: failed + clean, failures: failed }
+}
