@@ -18,5 +18,7 @@ pub use dmesg::{
 };
 pub use error::Error;
 pub use signature::{first_meaningful, group, normalize_text, signature, FindingGroup};
-pub use stats::{fisher_exact_two_sided, max, median, wilson_95, wilson_interval, Z_95};
+pub use stats::{
+    fisher_exact_greater, fisher_exact_two_sided, max, median, wilson_95, wilson_interval, Z_95,
+};
 pub use symbolize::{symbolize_finding, symbolize_report, SystemMap};

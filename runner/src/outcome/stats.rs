@@ -75,6 +75,24 @@ pub fn fisher_exact_two_sided(a: u64, b: u64, c: u64, d: u64) -> f64 {
     total.clamp(0.0, 1.0)
 }
 
+/// One-sided Fisher exact test for "row 1 has a higher first-column proportion than row 2": the
+/// probability, with the table's margins fixed, of a top-left count of `a` or more. A baseline
+/// check asks this (did the failure rate go up?). Empty tables return 1.0.
+pub fn fisher_exact_greater(a: u64, b: u64, c: u64, d: u64) -> f64 {
+    let row1 = a + b;
+    let row2 = c + d;
+    let col1 = a + c;
+    let n = row1 + row2;
+    if n == 0 {
+        return 1.0;
+    }
+    let hi = row1.min(col1);
+    let p: f64 = (a..=hi)
+        .map(|x| (ln_choose(row1, x) + ln_choose(row2, col1 - x) - ln_choose(n, col1)).exp())
+        .sum();
+    p.clamp(0.0, 1.0)
+}
+
 fn ln_choose(n: u64, k: u64) -> f64 {
     ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k)
 }
