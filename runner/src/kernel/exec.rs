@@ -106,7 +106,19 @@ impl Exec {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             if self.cancelled() {
-                // the guard kills the group; readers end when the pipes close
+                // SIGTERM first: make deletes the half-written target it is building (a
+                // truncated .o with a fresh mtime would poison the next incremental build)
+                // SAFETY: kill(2) on the process group we created.
+                unsafe {
+                    libc::kill(-(child.id() as i32), libc::SIGTERM);
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while std::time::Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 drop(guard);
                 let _ = child.wait();
                 return Err(KernelError::Cancelled);

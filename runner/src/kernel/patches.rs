@@ -557,7 +557,9 @@ Index: linux/fs/namespace.c
         let d = tempfile::tempdir().unwrap();
         let series = write(d.path(), "series", "# c\nnope.patch\n");
         assert_eq!(
-            expand(std::slice::from_ref(&series)).unwrap_err().to_string(),
+            expand(std::slice::from_ref(&series))
+                .unwrap_err()
+                .to_string(),
             format!(
                 "read patch series {}:2: {}/nope.patch is not a file",
                 series.display(),

@@ -26,6 +26,9 @@ pub struct Source {
     pub commit: String,
     /// What identifies the source in cache keys: the commit, or the Debian package version.
     pub identity: String,
+    /// The repository is crashrig's (in the cache), so `git worktree prune` may run in it;
+    /// a user's repository only gets our worktree added (`--force` replaces a stale one).
+    pub owned: bool,
 }
 
 /// `linux-source-6.1`.
@@ -176,6 +179,7 @@ pub fn debian_source(
         repo: dest,
         commit,
         identity: format!("{package} {version}"),
+        owned: true,
     })
 }
 
@@ -207,6 +211,7 @@ pub fn git_source(exec: &Exec, path: &Path, rev: Option<&str>) -> Result<Source,
         identity: commit.clone(),
         repo,
         commit,
+        owned: false,
     })
 }
 
@@ -231,8 +236,10 @@ pub fn checkout(
     worktree: &Path,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), KernelError> {
-    // forget worktrees whose directories were deleted
-    exec.run(git(&source.repo).args(["worktree", "prune"]), log)?;
+    if source.owned {
+        // forget worktrees whose directories were deleted
+        exec.run(git(&source.repo).args(["worktree", "prune"]), log)?;
+    }
     let ours = worktree.join(".git").is_file()
         && exec
             .output(Command::new("git").arg("-C").arg(worktree).args([
@@ -258,7 +265,6 @@ pub fn checkout(
                 path: worktree.to_path_buf(),
                 source,
             })?;
-            exec.run(git(&source.repo).args(["worktree", "prune"]), log)?;
         }
         log(&format!(
             "checking out {} into {}",
@@ -300,7 +306,9 @@ pub fn remove_worktree(exec: &Exec, source: &Source, worktree: &Path) {
         &mut |_| {},
     );
     let _ = std::fs::remove_dir_all(worktree);
-    let _ = exec.run(git(&source.repo).args(["worktree", "prune"]), &mut |_| {});
+    if source.owned {
+        let _ = exec.run(git(&source.repo).args(["worktree", "prune"]), &mut |_| {});
+    }
 }
 
 #[cfg(test)]
