@@ -268,6 +268,23 @@ pub fn find_depends(src: &Path, sym: &str) -> Option<String> {
     None
 }
 
+/// Names of the fragments in `dir` (`base`, `fs-xfs`, ...), sorted.
+pub fn known_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_suffix(".config")
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// A fragment file read for a build.
 #[derive(Debug, Clone)]
 pub struct Fragment {
@@ -289,6 +306,7 @@ pub fn load_fragments(names: &[String], dir: &Path) -> Result<Vec<Fragment>, Ker
         let text = std::fs::read_to_string(&path).map_err(|source| KernelError::Fragment {
             name: name.clone(),
             path: path.clone(),
+            known: known_names(dir).join(", "),
             source,
         })?;
         let file = path
@@ -491,6 +509,21 @@ config XFS_SELECTED
             Some("depends on XFS_FS (fs/xfs/Kconfig)")
         );
         assert_eq!(find_depends(dir.path(), "NOPE"), None);
+    }
+
+    #[test]
+    fn an_unknown_name_lists_the_known_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.config"), "CONFIG_A=y\n").unwrap();
+        std::fs::write(dir.path().join("fs-xfs.config"), "CONFIG_B=y\n").unwrap();
+        let err = load_fragments(&["fs-zfs".into()], dir.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "read kconfig fragment `fs-zfs` ({}/fs-zfs.config; named fragments: base, fs-xfs)",
+                dir.path().display()
+            )
+        );
     }
 
     #[test]

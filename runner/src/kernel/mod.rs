@@ -70,10 +70,12 @@ pub enum KernelError {
         #[source]
         source: io::Error,
     },
-    #[error("read kconfig fragment `{name}` ({path})")]
+    #[error("read kconfig fragment `{name}` ({path}; named fragments: {known})")]
     Fragment {
         name: String,
         path: PathBuf,
+        /// The names in the kconfigs directory, for the message.
+        known: String,
         #[source]
         source: io::Error,
     },
