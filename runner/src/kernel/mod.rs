@@ -1,7 +1,360 @@
-//! Kernels: spec parsing, Debian prebuilt packages, and (with the build issue) source trees,
-//! kconfig fragments, patch series and the build cache.
+//! Kernels: spec parsing, Debian prebuilt packages, source trees, kconfig fragments, patch
+//! series and the build cache.
 
+pub mod build;
 pub mod debian;
+pub mod exec;
+pub mod kconfig;
+pub mod patches;
+pub mod source;
 pub mod spec;
 
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use build::{BuildProgress, Stage};
+pub use patches::PatchFile;
 pub use spec::{KernelSpec, ResolvedKernel};
+
+use crate::cache::{Cache, CacheError};
+use crate::host::MissingTool;
+use exec::Exec;
+
+/// Options of every built spec (`build`, `run`, `bisect`, matrix files).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// `--kconfig`: fragment names (`kconfigs/<name>.config`) or paths, merged after `base`
+    /// and the scenario's fragments.
+    pub kconfig: Vec<String>,
+    /// `--patches`: mbox, quilt series, directory of `*.patch` or one patch, in order.
+    pub patches: Vec<PathBuf>,
+    /// The scenario's `kconfig:` list, merged after `base`.
+    pub scenario_kconfig: Vec<String>,
+}
+
+impl BuildOptions {
+    /// Fragment names in merge order: `base`, the scenario's, the user's (later ones win).
+    pub fn fragment_names(&self) -> Vec<String> {
+        std::iter::once(kconfig::BASE.to_string())
+            .chain(self.scenario_kconfig.iter().cloned())
+            .chain(self.kconfig.iter().cloned())
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    MissingTool(#[from] MissingTool),
+    #[error(transparent)]
+    Debian(#[from] debian::DebianError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("find package {package} (run `apt-get update`; the machine's apt lists may be empty)")]
+    NoPackage { package: String },
+    #[error("resolve `{rev}` to a commit in {repo}")]
+    BadRevision { repo: PathBuf, rev: String },
+    #[error("run `{command}`:\n{output}")]
+    Command { command: String, output: String },
+    #[error("start `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("access {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read kconfig fragment `{name}` ({path}; named fragments: {known})")]
+    Fragment {
+        name: String,
+        path: PathBuf,
+        /// The names in the kconfigs directory, for the message.
+        known: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parse kconfig fragment {fragment}:{line}: `{text}` is neither `CONFIG_X=value`, `# CONFIG_X is not set`, a comment nor blank")]
+    FragmentSyntax {
+        fragment: String,
+        line: usize,
+        text: String,
+    },
+    /// The verification after `olddefconfig`; the text lists every dropped option.
+    #[error("configure the kernel: {0}")]
+    ConfigDropped(String),
+    #[error("read patches {path}: {why}")]
+    NotAPatch { path: PathBuf, why: String },
+    #[error("read patch series {}:{line}: {why}", series.display())]
+    Series {
+        series: PathBuf,
+        line: usize,
+        why: String,
+    },
+    #[error("apply patch {patch} ({subject:?}):\n{details}")]
+    PatchDoesNotApply {
+        patch: String,
+        subject: String,
+        details: String,
+    },
+    #[error("compile the kernel (full log: {}):\n{errors}", log.display())]
+    Compile { errors: String, log: PathBuf },
+    #[error("build kernels from {0}: only `debian-source:X` and git trees are built")]
+    NotBuilt(String),
+    #[error("finish the build: it was cancelled")]
+    Cancelled,
+    #[error("finish the build: its thread panicked")]
+    Panicked,
+}
+
+impl KernelError {
+    /// Whether the user's input is at fault (bad patch, bad fragment, dropped option, compile
+    /// error), as opposed to the machine. Both exit with 2; bisect treats these as "skip".
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            KernelError::BadRevision { .. }
+                | KernelError::Fragment { .. }
+                | KernelError::FragmentSyntax { .. }
+                | KernelError::ConfigDropped(_)
+                | KernelError::NotAPatch { .. }
+                | KernelError::Series { .. }
+                | KernelError::PatchDoesNotApply { .. }
+                | KernelError::Compile { .. }
+        )
+    }
+}
+
+/// The release (`uname -r`) written in a bzImage's setup header: the `kernel_version` field
+/// at 0x20E is an offset (minus 0x200) of a NUL-terminated version string.
+pub fn image_release(image: &[u8]) -> Option<String> {
+    if image.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let off = u16::from_le_bytes([*image.get(0x20E)?, *image.get(0x20F)?]) as usize + 0x200;
+    let rest = image.get(off..)?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    text.split_whitespace().next().map(str::to_string)
+}
+
+fn resolve_image(
+    path: &Path,
+    modules: Option<&Path>,
+    spec: &KernelSpec,
+) -> Result<ResolvedKernel, KernelError> {
+    let bytes = std::fs::read(path).map_err(|source| KernelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    Ok(ResolvedKernel {
+        spec: spec.to_string(),
+        release: image_release(&bytes),
+        version: format!("image sha256:{}", &sha[..16]),
+        image: path.to_path_buf(),
+        modules_dir: modules.map(Path::to_path_buf),
+        system_map: None,
+        vmlinux: None,
+        build_key: None,
+        image_sha256: sha,
+    })
+}
+
+/// Everything a build of `spec` depends on, read without checking anything out: source
+/// identity, patches, fragments, compiler. Sync and cheap (apt-cache or git rev-parse).
+pub fn plan(spec: &KernelSpec, opts: &BuildOptions) -> Result<build::Plan, KernelError> {
+    plan_with(spec, opts, patches::expand(&opts.patches)?)
+}
+
+/// Like [`plan`], with an already expanded patch list (bisect applies prefixes of a series).
+pub fn plan_with(
+    spec: &KernelSpec,
+    opts: &BuildOptions,
+    patch_list: Vec<PatchFile>,
+) -> Result<build::Plan, KernelError> {
+    let exec = Exec::default();
+    let (source, identity) = match spec {
+        KernelSpec::DebianSource { series } => (
+            build::SourceRef::Debian {
+                series: series.clone(),
+            },
+            source::debian_identity(&exec, series)?,
+        ),
+        KernelSpec::Git { path, rev } => {
+            let src = source::git_source(&exec, path, rev.as_deref())?;
+            (
+                build::SourceRef::Git {
+                    path: src.repo.clone(),
+                    commit: src.commit.clone(),
+                },
+                src.identity,
+            )
+        }
+        other => return Err(KernelError::NotBuilt(other.to_string())),
+    };
+    let fragments = kconfig::load_fragments(&opts.fragment_names(), &kconfig::kconfigs_dir())?;
+    Ok(build::Plan {
+        spec: build::describe_spec(&spec.to_string(), &opts.kconfig, &opts.patches),
+        source,
+        identity,
+        patches: patch_list,
+        fragments,
+        compiler: build::compiler_version(&exec)?,
+    })
+}
+
+/// The plan key of a build (what bisect compares before building): equal keys mean the same
+/// sources, patches, fragments and compiler, hence the same image. `None` for specs that are
+/// not built (compare `ResolvedKernel::image_sha256` for those).
+pub fn build_plan_key(
+    spec: &KernelSpec,
+    opts: &BuildOptions,
+) -> Result<Option<String>, KernelError> {
+    if !spec.is_built() {
+        return Ok(None);
+    }
+    let p = plan(spec, opts)?;
+    Ok(Some(build::plan_key(
+        &p.identity,
+        &p.patches,
+        &p.fragments,
+        &p.compiler,
+    )))
+}
+
+/// The cached kernel of a plan key, if it was built before (no git, no make).
+pub fn cached(
+    cache: &Cache,
+    plan_key: &str,
+    spec: &str,
+) -> Result<Option<ResolvedKernel>, KernelError> {
+    build::lookup(cache, plan_key)?
+        .map(|entry| build::load(&entry, spec))
+        .transpose()
+}
+
+/// Sets the cancel flag when the resolving future is dropped (Ctrl-C), so make dies with it.
+struct CancelOnDrop(Exec);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0
+            .cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Resolves any spec to a bootable kernel: Debian packages are downloaded, images hashed,
+/// sources built (or found in the cache). `opts` apply to built specs only.
+pub async fn resolve(
+    spec: &KernelSpec,
+    opts: &BuildOptions,
+    cache: &Cache,
+    progress: &(dyn Fn(BuildProgress) + Send + Sync),
+) -> Result<ResolvedKernel, KernelError> {
+    match spec {
+        KernelSpec::Debian { series } => {
+            let (series, cache) = (series.clone(), cache.clone());
+            tokio::task::spawn_blocking(move || debian::resolve(&series, &cache))
+                .await
+                .map_err(|_| KernelError::Panicked)?
+                .map_err(KernelError::from)
+        }
+        KernelSpec::Image { path, modules } => resolve_image(path, modules.as_deref(), spec),
+        KernelSpec::DebianSource { .. } | KernelSpec::Git { .. } => {
+            let (spec, opts) = (spec.clone(), opts.clone());
+            resolve_built(cache, progress, move || plan(&spec, &opts)).await
+        }
+    }
+}
+
+/// [`resolve`] for a built spec with an explicit patch list (bisect over a series' prefixes).
+pub async fn resolve_patches(
+    spec: &KernelSpec,
+    opts: &BuildOptions,
+    patch_list: Vec<PatchFile>,
+    cache: &Cache,
+    progress: &(dyn Fn(BuildProgress) + Send + Sync),
+) -> Result<ResolvedKernel, KernelError> {
+    let (spec, opts) = (spec.clone(), opts.clone());
+    resolve_built(cache, progress, move || plan_with(&spec, &opts, patch_list)).await
+}
+
+async fn resolve_built(
+    cache: &Cache,
+    progress: &(dyn Fn(BuildProgress) + Send + Sync),
+    make_plan: impl FnOnce() -> Result<build::Plan, KernelError> + Send + 'static,
+) -> Result<ResolvedKernel, KernelError> {
+    let exec = Exec::default();
+    // dropping this future (Ctrl-C) kills make; after completion the flag is harmless
+    let _guard = CancelOnDrop(exec.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cache = cache.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let plan = make_plan()?;
+        build::build(&exec, &plan, &cache, &mut |p| {
+            let _ = tx.send(p);
+        })
+    });
+    while let Some(p) = rx.recv().await {
+        progress(p);
+    }
+    task.await.map_err(|_| KernelError::Panicked)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_image(version: &str) -> Vec<u8> {
+        let mut img = vec![0u8; 0x400];
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        let off: u16 = 0x300 - 0x200;
+        img[0x20E..0x210].copy_from_slice(&off.to_le_bytes());
+        img[0x300..0x300 + version.len()].copy_from_slice(version.as_bytes());
+        img
+    }
+
+    #[test]
+    fn release_comes_from_the_setup_header() {
+        assert_eq!(
+            image_release(&fake_image(
+                "6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP"
+            ))
+            .as_deref(),
+            Some("6.1.0-28-cloud-amd64")
+        );
+        let mut bad = fake_image("6.1");
+        bad[0x202] = b'X';
+        assert_eq!(image_release(&bad), None);
+        assert_eq!(image_release(b"short"), None);
+    }
+
+    #[test]
+    fn fragments_merge_base_then_scenario_then_user() {
+        let o = BuildOptions {
+            kconfig: vec!["debug".into()],
+            patches: vec![],
+            scenario_kconfig: vec!["fs-xfs".into()],
+        };
+        assert_eq!(o.fragment_names(), ["base", "fs-xfs", "debug"]);
+    }
+
+    #[test]
+    fn prebuilt_specs_have_no_plan_key() {
+        let spec = KernelSpec::Image {
+            path: "/nonexistent".into(),
+            modules: None,
+        };
+        assert_eq!(
+            build_plan_key(&spec, &BuildOptions::default()).unwrap(),
+            None
+        );
+    }
+}

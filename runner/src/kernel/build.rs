@@ -1,0 +1,610 @@
+//! Cached out-of-tree kernel builds.
+//!
+//! Two keys: the *plan key* hashes what the user asked for (source identity, patch contents,
+//! fragment contents, compiler) and maps to the *build key*, which hashes the source identity,
+//! the patches, the FINAL `.config` and the compiler. A repeated request is a plan-key hit and
+//! runs neither git nor make; a different request that yields the same `.config` is a
+//! build-key hit after the config step only. `make O=` directories are kept per repository and
+//! final config, and the repository's worktree is reused, so a patch touching one file
+//! recompiles only that file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::exec::Exec;
+use super::kconfig::{self, Fragment};
+use super::patches::{self, PatchFile};
+use super::source::{self, Source};
+use super::spec::ResolvedKernel;
+use super::KernelError;
+use crate::cache::Cache;
+use crate::host;
+
+/// Bumped when the build recipe changes in a way that changes images.
+const RECIPE: u32 = 1;
+
+/// Fixed so that rebuilds are reproducible and ccache-friendly.
+pub const BUILD_TIMESTAMP: &str = "Sat Jan  1 00:00:00 UTC 2000";
+
+/// Files of a finished cache entry.
+pub const ENTRY_FILES: &[&str] = &[
+    "bzImage",
+    "vmlinux",
+    "System.map",
+    "config",
+    "build.log",
+    "key.json",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Downloading/unpacking the source, checking out the worktree.
+    Source,
+    /// Applying `--patches`.
+    Patches,
+    /// tinyconfig + fragments + olddefconfig + verification.
+    Config,
+    /// `make bzImage modules`.
+    Compile,
+    /// Copying the results into the cache.
+    Install,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Source => "source",
+            Stage::Patches => "patches",
+            Stage::Config => "config",
+            Stage::Compile => "compile",
+            Stage::Install => "install",
+        })
+    }
+}
+
+/// What a build is doing, for a terminal reporter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildProgress {
+    pub stage: Stage,
+    /// Since the build started.
+    pub elapsed: Duration,
+    /// The last interesting output line (`CC fs/xfs/xfs_super.o`), when there is one.
+    pub line: Option<String>,
+}
+
+/// Which source a plan builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRef {
+    Debian { series: String },
+    Git { path: PathBuf, commit: String },
+}
+
+/// Everything a build depends on, known before any checkout.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The spec as the user wrote it, with options (for `ResolvedKernel::spec`).
+    pub spec: String,
+    pub source: SourceRef,
+    /// Commit id, or `linux-source-6.1 6.1.192-2`.
+    pub identity: String,
+    pub patches: Vec<PatchFile>,
+    pub fragments: Vec<Fragment>,
+    /// `gcc --version`, first line.
+    pub compiler: String,
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Hash of what was asked for (pure).
+pub fn plan_key(
+    identity: &str,
+    patches: &[PatchFile],
+    fragments: &[Fragment],
+    compiler: &str,
+) -> String {
+    let doc = serde_json::json!({
+        "recipe": RECIPE,
+        "source": identity,
+        "patches": patches.iter().map(|p| sha(&p.content)).collect::<Vec<_>>(),
+        "fragments": fragments.iter().map(|f| sha(f.text.as_bytes())).collect::<Vec<_>>(),
+        "compiler": compiler,
+    });
+    sha(doc.to_string().as_bytes())
+}
+
+/// Hash of what determines the image (pure).
+pub fn build_key(
+    identity: &str,
+    patches: &[PatchFile],
+    final_config: &str,
+    compiler: &str,
+) -> String {
+    let doc = serde_json::json!({
+        "recipe": RECIPE,
+        "source": identity,
+        "patches": patches.iter().map(|p| sha(&p.content)).collect::<Vec<_>>(),
+        "config": sha(final_config.as_bytes()),
+        "compiler": compiler,
+    });
+    sha(doc.to_string().as_bytes())
+}
+
+/// `key.json` of a cache entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub key: String,
+    pub plan_key: String,
+    pub source: String,
+    pub commit: String,
+    pub patches: Vec<KeyPatch>,
+    pub fragments: Vec<String>,
+    pub compiler: String,
+    pub release: Option<String>,
+    pub modules: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyPatch {
+    pub patch: String,
+    pub subject: String,
+    pub sha256: String,
+    pub commit: String,
+}
+
+/// First line of `gcc --version`.
+pub fn compiler_version(exec: &Exec) -> Result<String, KernelError> {
+    host::require("gcc")?;
+    let out = exec.output(Command::new("gcc").arg("--version"))?;
+    Ok(out.lines().next().unwrap_or_default().to_string())
+}
+
+/// The `make` variables every build uses.
+pub fn make_command(src: &Path, obj: &Path) -> Command {
+    let mut cmd = Command::new("make");
+    cmd.arg("-C")
+        .arg(src)
+        .arg(format!("O={}", obj.display()))
+        .env("KBUILD_BUILD_TIMESTAMP", BUILD_TIMESTAMP)
+        .env("KBUILD_BUILD_USER", "crashrig")
+        .env("KBUILD_BUILD_HOST", "crashrig")
+        .env("KBUILD_BUILD_VERSION", "1")
+        // set and empty: no `+` suffix from setlocalversion for a git tree
+        .env("LOCALVERSION", "");
+    if host::find("ccache").is_some() {
+        cmd.arg("CC=ccache gcc");
+    }
+    cmd
+}
+
+fn jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The lines of a build log that carry the compiler's (or linker's) errors.
+pub fn error_lines(log: &str) -> String {
+    let mut lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("error:")
+                || l.contains("undefined reference")
+                || l.starts_with("make") && l.contains("***")
+        })
+        .collect();
+    lines.dedup();
+    if lines.len() > 30 {
+        lines.drain(30..);
+    }
+    lines.join("\n")
+}
+
+/// A kbuild quiet-mode line worth showing (`  CC      fs/xfs/xfs_super.o`).
+pub fn progress_line(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("  ")?;
+    let (verb, what) = rest.split_once(' ')?;
+    (!verb.is_empty()
+        && verb
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit()))
+    .then(|| format!("{verb} {}", what.trim()))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
+    move |source| KernelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn plan_file(cache: &Cache, plan_key: &str) -> Result<PathBuf, KernelError> {
+    Ok(cache.dir("builds/plans")?.join(plan_key))
+}
+
+/// The build key a plan key is known to map to, when that entry exists.
+pub fn lookup(cache: &Cache, plan_key: &str) -> Result<Option<PathBuf>, KernelError> {
+    let Ok(key) = std::fs::read_to_string(plan_file(cache, plan_key)?) else {
+        return Ok(None);
+    };
+    let entry = cache.dir("builds")?.join(key.trim());
+    Ok(is_entry(&entry).then_some(entry))
+}
+
+fn is_entry(dir: &Path) -> bool {
+    dir.join("key.json").is_file() && dir.join("bzImage").is_file()
+}
+
+fn remember(cache: &Cache, plan_key: &str, key: &str) -> Result<(), KernelError> {
+    let path = plan_file(cache, plan_key)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, key).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// Reads a finished entry as a [`ResolvedKernel`].
+pub fn load(entry: &Path, spec: &str) -> Result<ResolvedKernel, KernelError> {
+    let key_path = entry.join("key.json");
+    let text = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+    let key: KeyFile = serde_json::from_str(&text).map_err(|e| KernelError::Io {
+        path: key_path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    let image = entry.join("bzImage");
+    let bytes = std::fs::read(&image).map_err(io(&image))?;
+    let version = if key.patches.is_empty() {
+        key.commit.clone()
+    } else {
+        format!("{}+{} patches", key.commit, key.patches.len())
+    };
+    Ok(ResolvedKernel {
+        spec: spec.to_string(),
+        release: key.release.clone(),
+        version,
+        image,
+        modules_dir: key.modules.then(|| entry.join("modules")),
+        system_map: Some(entry.join("System.map")),
+        vmlinux: Some(entry.join("vmlinux")),
+        build_key: Some(key.key),
+        image_sha256: sha(&bytes),
+    })
+}
+
+/// Builds `plan` (or finds it in the cache). Synchronous: run it on a blocking thread.
+pub fn build(
+    exec: &Exec,
+    plan: &Plan,
+    cache: &Cache,
+    progress: &mut dyn FnMut(BuildProgress),
+) -> Result<ResolvedKernel, KernelError> {
+    let pkey = plan_key(
+        &plan.identity,
+        &plan.patches,
+        &plan.fragments,
+        &plan.compiler,
+    );
+    if let Some(entry) = lookup(cache, &pkey)? {
+        return load(&entry, &plan.spec);
+    }
+    let start = Instant::now();
+    let mut log: Vec<String> = Vec::new();
+    progress(BuildProgress {
+        stage: Stage::Source,
+        elapsed: start.elapsed(),
+        line: None,
+    });
+    let src = {
+        let mut on_line = |l: &str| log.push(l.to_string());
+        match &plan.source {
+            SourceRef::Debian { series } => {
+                source::debian_source(exec, series, cache, &mut on_line)?
+            }
+            SourceRef::Git { path, commit } => source::git_source(exec, path, Some(commit))?,
+        }
+    };
+    let repo_id = source::repo_id(exec, &src.repo)?;
+    let _lock = source::lock(&cache.dir("builds")?.join(format!("{repo_id}.lock")))?;
+    // another process may have built it while we waited for the lock
+    if let Some(entry) = lookup(cache, &pkey)? {
+        return load(&entry, &plan.spec);
+    }
+    let worktree = cache.dir("worktrees")?.join(&repo_id);
+    source::checkout(exec, &src, &worktree, &mut |l| log.push(l.to_string()))?;
+
+    let result = build_in(
+        exec, plan, cache, &src, &repo_id, &worktree, &pkey, start, &mut log, progress,
+    );
+    if result.is_err() {
+        // nothing half-applied stays behind: back to the plain commit, or gone
+        if source::reset(exec, &worktree, &src.commit, &mut |_| {}).is_err() {
+            source::remove_worktree(exec, &src, &worktree);
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_in(
+    exec: &Exec,
+    plan: &Plan,
+    cache: &Cache,
+    src: &Source,
+    repo_id: &str,
+    worktree: &Path,
+    pkey: &str,
+    start: Instant,
+    log: &mut Vec<String>,
+    progress: &mut dyn FnMut(BuildProgress),
+) -> Result<ResolvedKernel, KernelError> {
+    let mut report = |stage: Stage, line: Option<String>| {
+        progress(BuildProgress {
+            stage,
+            elapsed: start.elapsed(),
+            line,
+        })
+    };
+    report(Stage::Patches, None);
+    let applied = patches::apply(worktree, &plan.patches, source::COMMIT_DATE)?;
+
+    report(Stage::Config, None);
+    let kconf = cache.dir("builds/obj")?.join(format!("{repo_id}-kconfig"));
+    std::fs::create_dir_all(&kconf).map_err(io(&kconf))?;
+    let config = kconfig::generate(exec, worktree, &kconf, &plan.fragments, &mut |l| {
+        log.push(l.to_string())
+    })?;
+    let key = build_key(&plan.identity, &plan.patches, &config, &plan.compiler);
+    let builds = cache.dir("builds")?;
+    let dest = builds.join(&key);
+    if is_entry(&dest) {
+        remember(cache, pkey, &key)?;
+        return load(&dest, &plan.spec);
+    }
+
+    report(Stage::Compile, None);
+    let obj = cache
+        .dir("builds/obj")?
+        .join(format!("{repo_id}-{}", &sha(config.as_bytes())[..16]));
+    std::fs::create_dir_all(&obj).map_err(io(&obj))?;
+    let obj_config = obj.join(".config");
+    // rewriting an equal .config would bump its mtime and make kbuild reconfigure
+    if std::fs::read_to_string(&obj_config).ok().as_deref() != Some(config.as_str()) {
+        std::fs::write(&obj_config, &config).map_err(io(&obj_config))?;
+    }
+    let modules = kconfig::has_modules(&kconfig::parse_config(&config));
+    let log_path = obj.join("build.log");
+    let mut make_log: Vec<String> = std::mem::take(log);
+    let mut targets = vec!["bzImage"];
+    if modules {
+        targets.push("modules");
+    }
+    let result = exec.run(
+        make_command(worktree, &obj)
+            .arg(format!("-j{}", jobs()))
+            .args(&targets),
+        &mut |l| {
+            if let Some(p) = progress_line(l) {
+                report(Stage::Compile, Some(p));
+            }
+            make_log.push(l.to_string());
+        },
+    );
+    let text = make_log.join("\n") + "\n";
+    std::fs::write(&log_path, &text).map_err(io(&log_path))?;
+    if let Err(e) = result {
+        if matches!(e, KernelError::Cancelled) {
+            return Err(e);
+        }
+        let failed = cache.dir("builds/failed")?.join(format!("{key}.log"));
+        let _ = std::fs::copy(&log_path, &failed);
+        return Err(KernelError::Compile {
+            errors: error_lines(&text),
+            log: failed,
+        });
+    }
+
+    report(Stage::Install, None);
+    let tmp = cache.tempdir()?;
+    let entry = tmp.path().join("entry");
+    std::fs::create_dir_all(&entry).map_err(io(&entry))?;
+    let copy = |from: PathBuf, to: &str| -> Result<(), KernelError> {
+        std::fs::copy(&from, entry.join(to))
+            .map(|_| ())
+            .map_err(|source| KernelError::Io { path: from, source })
+    };
+    copy(obj.join("arch/x86/boot/bzImage"), "bzImage")?;
+    copy(obj.join("vmlinux"), "vmlinux")?;
+    copy(obj.join("System.map"), "System.map")?;
+    copy(obj.join(".config"), "config")?;
+    copy(log_path.clone(), "build.log")?;
+    let release = std::fs::read_to_string(obj.join("include/config/kernel.release"))
+        .ok()
+        .map(|r| r.trim().to_string());
+    if modules {
+        let mods = tmp.path().join("mods");
+        let mut install_log = Vec::new();
+        exec.run(
+            make_command(worktree, &obj)
+                .arg(format!("INSTALL_MOD_PATH={}", mods.display()))
+                .arg("modules_install"),
+            &mut |l| install_log.push(l.to_string()),
+        )?;
+        let release = release.clone().unwrap_or_default();
+        let dir = mods.join("lib/modules").join(&release);
+        // these point into crashrig's worktree and build directory
+        let _ = std::fs::remove_file(dir.join("build"));
+        let _ = std::fs::remove_file(dir.join("source"));
+        std::fs::rename(&dir, entry.join("modules")).map_err(io(&dir))?;
+    }
+    let keyfile = KeyFile {
+        key: key.clone(),
+        plan_key: pkey.to_string(),
+        source: plan.identity.clone(),
+        commit: src.commit.clone(),
+        patches: applied
+            .iter()
+            .map(|(p, c)| KeyPatch {
+                patch: p.to_string(),
+                subject: p.subject.clone(),
+                sha256: sha(&p.content),
+                commit: c.clone(),
+            })
+            .collect(),
+        fragments: plan
+            .fragments
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect(),
+        compiler: plan.compiler.clone(),
+        release,
+        modules,
+    };
+    let key_path = entry.join("key.json");
+    let json = serde_json::to_string_pretty(&keyfile).expect("plain data serializes");
+    std::fs::write(&key_path, json).map_err(io(&key_path))?;
+    cache.install(&entry, &dest)?;
+    remember(cache, pkey, &key)?;
+    load(&dest, &plan.spec)
+}
+
+/// Options a build was asked for, for `ResolvedKernel::spec`.
+pub fn describe_spec(spec: &str, fragments: &[String], patches: &[PathBuf]) -> String {
+    let mut s = spec.to_string();
+    for f in fragments {
+        s.push_str(" --kconfig ");
+        s.push_str(f);
+    }
+    for p in patches {
+        s.push_str(" --patches ");
+        s.push_str(&p.display().to_string());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::patches::PatchKind;
+
+    fn patch(content: &str) -> PatchFile {
+        PatchFile {
+            path: "p".into(),
+            index: None,
+            kind: PatchKind::Diff,
+            subject: "s".into(),
+            strip: 1,
+            content: content.as_bytes().to_vec(),
+        }
+    }
+
+    fn frag(text: &str) -> Fragment {
+        Fragment {
+            name: "f.config".into(),
+            path: "/k/f.config".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn keys_change_with_every_input_and_only_with_them() {
+        let base = build_key("c1", &[patch("a")], "CONFIG_A=y\n", "gcc 12");
+        assert_eq!(
+            base,
+            build_key("c1", &[patch("a")], "CONFIG_A=y\n", "gcc 12")
+        );
+        for other in [
+            build_key("c2", &[patch("a")], "CONFIG_A=y\n", "gcc 12"),
+            build_key("c1", &[patch("b")], "CONFIG_A=y\n", "gcc 12"),
+            build_key("c1", &[patch("a"), patch("a")], "CONFIG_A=y\n", "gcc 12"),
+            build_key("c1", &[], "CONFIG_A=y\n", "gcc 12"),
+            build_key("c1", &[patch("a")], "CONFIG_A=m\n", "gcc 12"),
+            build_key("c1", &[patch("a")], "CONFIG_A=y\n", "gcc 13"),
+        ] {
+            assert_ne!(base, other);
+        }
+        let p = plan_key("c1", &[patch("a")], &[frag("CONFIG_A=y\n")], "gcc 12");
+        assert_eq!(
+            p,
+            plan_key("c1", &[patch("a")], &[frag("CONFIG_A=y\n")], "gcc 12")
+        );
+        assert_ne!(
+            p,
+            plan_key("c1", &[patch("a")], &[frag("CONFIG_B=y\n")], "gcc 12")
+        );
+        // the order of patches matters
+        assert_ne!(
+            plan_key("c1", &[patch("a"), patch("b")], &[], "g"),
+            plan_key("c1", &[patch("b"), patch("a")], &[], "g")
+        );
+    }
+
+    #[test]
+    fn compiler_errors_are_picked_from_the_log() {
+        let log = "  CC      init/main.o
+../init/main.c: In function 'start_kernel':
+../init/main.c:1000:9: error: 'foo' undeclared (first use in this function)
+../init/main.c:1000:9: note: each undeclared identifier is reported only once
+make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1
+  CC      kernel/fork.o
+";
+        assert_eq!(
+            error_lines(log),
+            "../init/main.c:1000:9: error: 'foo' undeclared (first use in this function)
+make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
+        );
+    }
+
+    #[test]
+    fn kbuild_lines_become_progress() {
+        assert_eq!(
+            progress_line("  CC      fs/xfs/xfs_super.o").as_deref(),
+            Some("CC fs/xfs/xfs_super.o")
+        );
+        assert_eq!(
+            progress_line("  LD [M]  fs/xfs/xfs.ko").as_deref(),
+            Some("LD [M]  fs/xfs/xfs.ko")
+        );
+        assert_eq!(progress_line("make[1]: Entering directory"), None);
+        assert_eq!(progress_line("  in function foo"), None);
+    }
+
+    #[test]
+    fn a_hit_is_read_back_from_the_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::at(d.path());
+        let key = "k".repeat(64);
+        let entry = cache.dir("builds").unwrap().join(&key);
+        std::fs::create_dir_all(&entry).unwrap();
+        std::fs::write(entry.join("bzImage"), b"image").unwrap();
+        let kf = KeyFile {
+            key: key.clone(),
+            plan_key: "p".into(),
+            source: "linux-source-6.1 6.1.192-2".into(),
+            commit: "abc".into(),
+            patches: vec![KeyPatch {
+                patch: "x.patch".into(),
+                subject: "s".into(),
+                sha256: "0".into(),
+                commit: "def".into(),
+            }],
+            fragments: vec![],
+            compiler: "gcc".into(),
+            release: Some("6.1.192".into()),
+            modules: false,
+        };
+        std::fs::write(entry.join("key.json"), serde_json::to_string(&kf).unwrap()).unwrap();
+        assert_eq!(lookup(&cache, "p").unwrap(), None);
+        remember(&cache, "p", &key).unwrap();
+        let k = load(&lookup(&cache, "p").unwrap().unwrap(), "spec").unwrap();
+        assert_eq!(k.version, "abc+1 patches");
+        assert_eq!(k.release.as_deref(), Some("6.1.192"));
+        assert_eq!(k.build_key.as_deref(), Some(key.as_str()));
+        assert_eq!(k.image_sha256, sha(b"image"));
+        assert_eq!(k.modules_dir, None);
+    }
+}

@@ -1,0 +1,384 @@
+//! Kernel sources: `debian-source:6.x` unpacked once into a cached git repository, local git
+//! trees at a commit, and crashrig's own worktree of each repository (the user's working copy
+//! is never touched).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use super::exec::Exec;
+use super::patches::git_identity;
+use super::KernelError;
+use crate::cache::Cache;
+use crate::host;
+
+/// Date of crashrig's own commits: fixed, so equal trees give equal commit ids.
+pub const COMMIT_DATE: &str = "2000-01-01T00:00:00Z";
+
+/// A resolved source: a git repository and the commit to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// A git directory or work tree, usable with `git -C`.
+    pub repo: PathBuf,
+    /// Full commit id to build (before patches).
+    pub commit: String,
+    /// What identifies the source in cache keys: the commit, or the Debian package version.
+    pub identity: String,
+    /// The repository is crashrig's (in the cache), so `git worktree prune` may run in it;
+    /// a user's repository only gets our worktree added (`--force` replaces a stale one).
+    pub owned: bool,
+}
+
+/// `linux-source-6.1`.
+pub fn debian_package(series: &str) -> String {
+    format!("linux-source-{series}")
+}
+
+/// A git ref name for a Debian version (`~` and `:` are not allowed in refs).
+pub fn tag_for(package: &str, version: &str) -> String {
+    format!("{package}_{}", version.replace([':', '~'], "_"))
+}
+
+/// The candidate version of the `linux-source-X` package (fast: no download).
+pub fn debian_version(exec: &Exec, series: &str) -> Result<String, KernelError> {
+    host::require("apt-get")?;
+    let package = debian_package(series);
+    let out =
+        exec.output(Command::new("apt-cache").args(["show", "--no-all-versions", &package]))?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .map(|v| v.trim().to_string())
+        .ok_or(KernelError::NoPackage { package })
+}
+
+/// Cache identity of `debian-source:<series>` without downloading anything.
+pub fn debian_identity(exec: &Exec, series: &str) -> Result<String, KernelError> {
+    Ok(format!(
+        "{} {}",
+        debian_package(series),
+        debian_version(exec, series)?
+    ))
+}
+
+/// An exclusive `flock` on a file, released on drop.
+pub struct Lock(#[allow(dead_code)] File);
+
+pub fn lock(path: &Path) -> Result<Lock, KernelError> {
+    use std::os::unix::io::AsRawFd;
+    let file = File::create(path).map_err(|source| KernelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(KernelError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(Lock(file))
+}
+
+fn git(repo: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(repo);
+    git_identity(&mut cmd, COMMIT_DATE);
+    cmd
+}
+
+/// `debian-source:<series>`: the package unpacked into a bare git repository with one commit
+/// tagged after the package version, created once per version.
+pub fn debian_source(
+    exec: &Exec,
+    series: &str,
+    cache: &Cache,
+    log: &mut dyn FnMut(&str),
+) -> Result<Source, KernelError> {
+    host::require("apt-get")?;
+    host::require("dpkg-deb")?;
+    host::require("git")?;
+    let package = debian_package(series);
+    let version = debian_version(exec, series)?;
+    let tag = tag_for(&package, &version);
+    let sources = cache.dir("sources")?;
+    let dest = sources.join(format!("{tag}.git"));
+    let _lock = lock(&sources.join(format!("{tag}.lock")))?;
+    if !dest.join("HEAD").exists() {
+        let tmp = cache.tempdir()?;
+        log(&format!("downloading {package} {version}"));
+        exec.run(
+            Command::new("apt-get")
+                .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
+                .arg(format!("{package}={version}"))
+                .current_dir(tmp.path()),
+            log,
+        )?;
+        let deb = std::fs::read_dir(tmp.path())
+            .map_err(|source| KernelError::Io {
+                path: tmp.path().into(),
+                source,
+            })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .ok_or_else(|| KernelError::NoPackage {
+                package: package.clone(),
+            })?;
+        let root = tmp.path().join("root");
+        exec.run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root), log)?;
+        let _ = std::fs::remove_file(&deb);
+        let tarball = root.join(format!("usr/src/{package}.tar.xz"));
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(&src).map_err(|source| KernelError::Io {
+            path: src.clone(),
+            source,
+        })?;
+        log(&format!("unpacking {}", tarball.display()));
+        exec.run(
+            Command::new("tar")
+                .arg("-xJf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(&src)
+                .arg("--strip-components=1"),
+            log,
+        )?;
+        log("committing the unpacked tree");
+        exec.run(git(&src).args(["init", "-q"]), log)?;
+        // -f: the tarball ships files that the kernel's .gitignore would hide
+        exec.run(
+            git(&src).args(["-c", "core.compression=1", "add", "-A", "-f", "."]),
+            log,
+        )?;
+        exec.run(
+            git(&src).args([
+                "-c",
+                "gc.auto=0",
+                "commit",
+                "-q",
+                "--no-verify",
+                "-m",
+                &format!("{package} {version}"),
+            ]),
+            log,
+        )?;
+        exec.run(git(&src).args(["tag", &tag]), log)?;
+        // keep only the repository: worktrees are checked out from it
+        let entry = tmp.path().join("repo.git");
+        std::fs::rename(src.join(".git"), &entry).map_err(|source| KernelError::Io {
+            path: entry.clone(),
+            source,
+        })?;
+        exec.run(git(&entry).args(["config", "core.bare", "true"]), log)?;
+        cache.install(&entry, &dest)?;
+    }
+    let commit = rev_parse(exec, &dest, &tag)?;
+    Ok(Source {
+        repo: dest,
+        commit,
+        identity: format!("{package} {version}"),
+        owned: true,
+    })
+}
+
+/// `git rev-parse --verify REF^{commit}` in `repo`.
+pub fn rev_parse(exec: &Exec, repo: &Path, rev: &str) -> Result<String, KernelError> {
+    exec.output(Command::new("git").arg("-C").arg(repo).args([
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        &format!("{rev}^{{commit}}"),
+    ]))
+    .ok()
+    .filter(|c| !c.is_empty())
+    .ok_or_else(|| KernelError::BadRevision {
+        repo: repo.to_path_buf(),
+        rev: rev.to_string(),
+    })
+}
+
+/// A local tree at `rev` (default: HEAD). Only reads the user's repository.
+pub fn git_source(exec: &Exec, path: &Path, rev: Option<&str>) -> Result<Source, KernelError> {
+    host::require("git")?;
+    let repo = std::fs::canonicalize(path).map_err(|source| KernelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let commit = rev_parse(exec, &repo, rev.unwrap_or("HEAD"))?;
+    Ok(Source {
+        identity: commit.clone(),
+        repo,
+        commit,
+        owned: false,
+    })
+}
+
+/// Short stable id of a repository (its common git directory), naming its worktree and
+/// build directories.
+pub fn repo_id(exec: &Exec, repo: &Path) -> Result<String, KernelError> {
+    let common = exec.output(Command::new("git").arg("-C").arg(repo).args([
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-common-dir",
+    ]))?;
+    let digest = Sha256::digest(common.as_bytes());
+    Ok(hex::encode(&digest[..8]))
+}
+
+/// crashrig's worktree of `source.repo` (`<cache>/worktrees/<id>`), checked out at
+/// `source.commit` with nothing else in it. Reusing one worktree per repository keeps the
+/// mtimes of unchanged files, so `make` stays incremental. Hold the repository's lock.
+pub fn checkout(
+    exec: &Exec,
+    source: &Source,
+    worktree: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), KernelError> {
+    if source.owned {
+        // forget worktrees whose directories were deleted
+        exec.run(git(&source.repo).args(["worktree", "prune"]), log)?;
+    }
+    let ours = worktree.join(".git").is_file()
+        && exec
+            .output(Command::new("git").arg("-C").arg(worktree).args([
+                "rev-parse",
+                "--path-format=absolute",
+                "--git-common-dir",
+            ]))
+            .ok()
+            .zip(
+                exec.output(Command::new("git").arg("-C").arg(&source.repo).args([
+                    "rev-parse",
+                    "--path-format=absolute",
+                    "--git-common-dir",
+                ]))
+                .ok(),
+            )
+            .is_some_and(|(a, b)| a == b);
+    if ours {
+        reset(exec, worktree, &source.commit, log)
+    } else {
+        if worktree.exists() {
+            std::fs::remove_dir_all(worktree).map_err(|source| KernelError::Io {
+                path: worktree.to_path_buf(),
+                source,
+            })?;
+        }
+        log(&format!(
+            "checking out {} into {}",
+            source.commit,
+            worktree.display()
+        ));
+        exec.run(
+            git(&source.repo)
+                .args(["worktree", "add", "--detach", "--force"])
+                .arg(worktree)
+                .arg(&source.commit),
+            log,
+        )
+    }
+}
+
+/// Puts the worktree at `commit` with no local changes, aborting a half-done `git am`.
+/// Only files that differ are rewritten.
+pub fn reset(
+    exec: &Exec,
+    worktree: &Path,
+    commit: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), KernelError> {
+    let _ = exec.run(git(worktree).args(["am", "--abort"]), &mut |_| {});
+    exec.run(
+        git(worktree).args(["checkout", "-q", "--detach", "-f", commit]),
+        log,
+    )?;
+    exec.run(git(worktree).args(["clean", "-q", "-ffdx"]), log)
+}
+
+/// Removes crashrig's worktree entirely (after a failure that left it in an unknown state).
+pub fn remove_worktree(exec: &Exec, source: &Source, worktree: &Path) {
+    let _ = exec.run(
+        git(&source.repo)
+            .args(["worktree", "remove", "--force"])
+            .arg(worktree),
+        &mut |_| {},
+    );
+    let _ = std::fs::remove_dir_all(worktree);
+    if source.owned {
+        let _ = exec.run(git(&source.repo).args(["worktree", "prune"]), &mut |_| {});
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(dir: &Path, script: &str) -> String {
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn tags_are_valid_ref_names() {
+        assert_eq!(
+            tag_for("linux-source-6.12", "6.12.117-1~deb12u1"),
+            "linux-source-6.12_6.12.117-1_deb12u1"
+        );
+    }
+
+    #[test]
+    fn worktree_checkout_leaves_the_users_copy_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let user = d.path().join("linux");
+        std::fs::create_dir(&user).unwrap();
+        sh(
+            &user,
+            "git init -q && echo a > f && echo keep > g && git add . && git commit -qm one && git tag v1 \
+             && echo b > f && git commit -qam two && echo dirty > f",
+        );
+        let exec = Exec::default();
+        let src = git_source(&exec, &user, Some("v1")).unwrap();
+        assert_eq!(src.commit, sh(&user, "git rev-parse v1"));
+        assert!(matches!(
+            git_source(&exec, &user, Some("nope")),
+            Err(KernelError::BadRevision { .. })
+        ));
+
+        let wt = d.path().join("cache/worktrees/x");
+        checkout(&exec, &src, &wt, &mut |_| {}).unwrap();
+        assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
+        // the user's working copy and HEAD did not move
+        assert_eq!(std::fs::read_to_string(user.join("f")).unwrap(), "dirty\n");
+        assert_eq!(sh(&user, "git log -1 --format=%s"), "two");
+
+        // reuse: only changed files are rewritten, junk is removed
+        let g_mtime = std::fs::metadata(wt.join("g")).unwrap().modified().unwrap();
+        std::fs::write(wt.join("junk.o"), "x").unwrap();
+        let head = git_source(&exec, &user, None).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        checkout(&exec, &head, &wt, &mut |_| {}).unwrap();
+        assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "b\n");
+        assert!(!wt.join("junk.o").exists());
+        assert_eq!(
+            std::fs::metadata(wt.join("g")).unwrap().modified().unwrap(),
+            g_mtime
+        );
+
+        // a stale worktree (directory deleted) is pruned and recreated
+        std::fs::remove_dir_all(&wt).unwrap();
+        checkout(&exec, &src, &wt, &mut |_| {}).unwrap();
+        assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
+        assert_eq!(sh(&user, "git worktree list | wc -l"), "2");
+    }
+}
