@@ -39,6 +39,13 @@ pub enum Command {
     Doctor,
     /// Build (or find in the cache) the guest image and print its paths.
     Image(ImageArgs),
+    /// Build a kernel (or find it in the build cache); prints the image path and cache key.
+    Build(BuildArgs),
+    /// Find the commit or patch that changed a scenario's outcome, even when it shows only
+    /// sometimes.
+    Bisect(crate::run::bisect_run::BisectArgs),
+    /// For `git bisect run`: exit 0 good, 1 bad, 125 cannot test.
+    Check(crate::run::bisect_run::CheckArgs),
     /// Run a matrix of kernels x scenarios x parameters (see docs/matrix.md).
     Matrix {
         #[command(flatten)]
@@ -122,6 +129,35 @@ pub struct RunArgs {
     /// Keep the scratch disk images after the run (their directory is printed).
     #[arg(long)]
     pub keep: bool,
+    #[command(flatten)]
+    pub build: BuildOpts,
+}
+
+/// Options of kernels crashrig builds (git trees, debian-source:X).
+#[derive(Args, Debug, Clone, Default)]
+pub struct BuildOpts {
+    /// Kernel config fragment (repeatable): a name in kconfigs/ (base, fs-xfs, fs-ext4,
+    /// fs-btrfs, debug, kasan) or a file. `base` and the scenarios' `kconfig:` are always
+    /// merged first.
+    #[arg(long = "kconfig", value_name = "FRAGMENT")]
+    pub kconfig: Vec<String>,
+    /// Patches on top of the source (repeatable, applied in order): an mbox (`git am`,
+    /// `b4 am`), a quilt `series` file, a directory of `*.patch`, or one patch.
+    #[arg(long = "patches", value_name = "PATH")]
+    pub patches: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// A kernel spec crashrig builds: PATH or PATH@REF of a git tree, or debian-source:6.1 /
+    /// debian-source:6.12.
+    #[arg(value_name = "SPEC")]
+    pub spec: String,
+    #[command(flatten)]
+    pub build: BuildOpts,
+    /// Also merge the `kconfig:` fragments these scenarios declare.
+    #[arg(long = "scenario", value_name = "SCENARIO.yaml")]
+    pub scenarios: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -162,6 +198,8 @@ pub enum CliError {
     Spec(#[from] crate::kernel::spec::SpecError),
     #[error(transparent)]
     Debian(#[from] crate::kernel::debian::DebianError),
+    #[error(transparent)]
+    Kernel(crate::kernel::KernelError),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
     #[error(transparent)]
@@ -227,6 +265,17 @@ pub fn main() -> i32 {
                 Err(e) => Err(CliError::Other(error_chain(&e))),
             },
             Command::Repro(args) => with_signals(cmd_repro(args)).await,
+            Command::Build(args) => with_signals(cmd_build(args)).await,
+            Command::Bisect(args) => with_signals(crate::run::bisect_run::bisect(args)).await,
+            Command::Check(args) => match with_signals(crate::run::bisect_run::check(args)).await {
+                // git bisect run stops on exit codes above 127; keep errors at "cannot test".
+                Ok(code) if code == exit::INTERRUPTED => Ok(code),
+                Ok(code) => Ok(code),
+                Err(e) => {
+                    eprintln!("crashrig: cannot test: {}", error_chain(&e));
+                    Ok(crate::bisect::EXIT_SKIP)
+                }
+            },
         }
     });
     // Blocking SSH calls may still sit in the pool after an interrupt; do not wait for them.
@@ -275,13 +324,15 @@ pub fn load_scenario(path: &std::path::Path) -> Result<LoadedScenario, CliError>
 }
 
 /// Resolves a kernel spec with its build options (kconfig fragments, patches, and the
-/// fragments the scenarios declare).
+/// fragments the scenarios declare): Debian packages are fetched, images hashed, sources
+/// built or found in the build cache. Build progress goes to `sink`.
 pub async fn resolve_kernel_with(
     spec: &str,
     kconfig: &[String],
     patches: &[PathBuf],
-    _scenario_kconfig: &[String],
+    scenario_kconfig: &[String],
     cache: &Cache,
+    sink: &mut EventSink,
 ) -> Result<ResolvedKernel, CliError> {
     let parsed = KernelSpec::parse(spec)?;
     if !parsed.is_built() && (!kconfig.is_empty() || !patches.is_empty()) {
@@ -289,27 +340,50 @@ pub async fn resolve_kernel_with(
             "--kconfig and --patches apply to kernels crashrig builds (a git tree or debian-source:X), not to `{spec}`"
         )));
     }
-    resolve_kernel(spec, cache).await
+    let mut fragments: Vec<String> = Vec::new();
+    for k in scenario_kconfig {
+        if !fragments.contains(k) {
+            fragments.push(k.clone());
+        }
+    }
+    let opts = crate::kernel::BuildOptions {
+        kconfig: kconfig.to_vec(),
+        patches: patches.to_vec(),
+        scenario_kconfig: fragments,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let progress = move |p: crate::kernel::BuildProgress| {
+        let _ = tx.send(p);
+    };
+    let fut = crate::kernel::resolve(&parsed, &opts, cache, &progress);
+    tokio::pin!(fut);
+    let label = spec.to_string();
+    let mut last_stage = None;
+    loop {
+        tokio::select! {
+            r = &mut fut => {
+                let mut kernel = r.map_err(CliError::Kernel)?;
+                // Results name the kernel as the user did, and what was added to it.
+                kernel.spec = spec.to_string();
+                kernel.kconfig = kconfig.to_vec();
+                kernel.patches = patches.to_vec();
+                return Ok(kernel);
+            }
+            Some(p) = rx.recv() => {
+                if last_stage != Some(p.stage) {
+                    sink.info(format!("build {label}: {} ({:.0} s)", p.stage, p.elapsed.as_secs_f64()));
+                    last_stage = Some(p.stage);
+                }
+                sink.emit(crate::report::Event::Build { spec: label.clone(), stage: p.stage.to_string(), detail: p.line.clone().unwrap_or_default() });
+            }
+        }
+    }
 }
 
-/// Resolves a kernel spec to a bootable kernel.
+/// Resolves a kernel spec that needs no build options.
 pub async fn resolve_kernel(spec: &str, cache: &Cache) -> Result<ResolvedKernel, CliError> {
-    let parsed = KernelSpec::parse(spec)?;
-    match parsed {
-        KernelSpec::Debian { series } => {
-            let cache = cache.clone();
-            Ok(
-                tokio::task::spawn_blocking(move || {
-                    crate::kernel::debian::resolve(&series, &cache)
-                })
-                .await
-                .map_err(|e| CliError::Other(e.to_string()))??,
-            )
-        }
-        other => Err(CliError::Other(format!(
-            "kernel spec `{other}` needs kernel builds, which this crashrig does not have yet"
-        ))),
-    }
+    let mut sink = EventSink::new(vec![Box::new(Terminal::new(false)) as Box<dyn Reporter>]);
+    resolve_kernel_with(spec, &[], &[], &[], cache, &mut sink).await
 }
 
 pub fn default_out() -> PathBuf {
@@ -359,10 +433,41 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
         path: out.clone(),
         source,
     })?;
-    // Resolve every kernel before booting anything: a bad spec fails in seconds.
+    // Resolve (and build) every kernel before booting anything: a bad spec fails in seconds.
+    let scenario_kconfig: Vec<String> = scenarios
+        .iter()
+        .flat_map(|s| s.scenario.kconfig.clone())
+        .collect();
+    let mut build_sink = EventSink::new(vec![
+        Box::new(Terminal::new(args.vm.verbose)) as Box<dyn Reporter>
+    ]);
     let mut kernels = Vec::new();
     for spec in &specs {
-        kernels.push(resolve_kernel(spec, &cache).await?);
+        let built = KernelSpec::parse(spec)?.is_built();
+        let (kconfig, patches) = if built {
+            (&args.build.kconfig[..], &args.build.patches[..])
+        } else {
+            (&[][..], &[][..])
+        };
+        if !built
+            && (!args.build.kconfig.is_empty() || !args.build.patches.is_empty())
+            && specs.len() == 1
+        {
+            return Err(CliError::Other(format!(
+                "--kconfig and --patches apply to kernels crashrig builds (a git tree or debian-source:X), not to `{spec}`"
+            )));
+        }
+        kernels.push(
+            resolve_kernel_with(
+                spec,
+                kconfig,
+                patches,
+                &scenario_kconfig,
+                &cache,
+                &mut build_sink,
+            )
+            .await?,
+        );
     }
     let bare = crate::image::bare_initramfs(&cache)?;
     let (accel, reason) = crate::vm::choose_accel(args.vm.accel, &kernels[0].image, &bare).await?;
@@ -535,4 +640,40 @@ async fn cmd_repro(args: ReproArgs) -> Result<i32, CliError> {
     let record = crate::run::run_scenario(&loaded, &kernel, &image, &opts, 0, &mut sink).await;
     sink.finish();
     Ok(run_exit_code(&record))
+}
+
+async fn cmd_build(args: BuildArgs) -> Result<i32, CliError> {
+    let cache = Cache::from_env();
+    let mut scenario_kconfig = Vec::new();
+    for path in &args.scenarios {
+        scenario_kconfig.extend(load_scenario(path)?.scenario.kconfig);
+    }
+    if !KernelSpec::parse(&args.spec)?.is_built() {
+        return Err(CliError::Other(format!(
+            "`{}` is not built by crashrig; build takes a git tree (PATH, PATH@REF) or debian-source:X",
+            args.spec
+        )));
+    }
+    let mut sink = EventSink::new(vec![Box::new(Terminal::new(true)) as Box<dyn Reporter>]);
+    let t = std::time::Instant::now();
+    let kernel = resolve_kernel_with(
+        &args.spec,
+        &args.build.kconfig,
+        &args.build.patches,
+        &scenario_kconfig,
+        &cache,
+        &mut sink,
+    )
+    .await?;
+    println!("image:     {}", kernel.image.display());
+    println!("version:   {}", kernel.version);
+    if let Some(r) = &kernel.release {
+        println!("release:   {r}");
+    }
+    println!("cache key: {}", kernel.build_key.as_deref().unwrap_or("-"));
+    if let Some(v) = &kernel.vmlinux {
+        println!("vmlinux:   {}", v.display());
+    }
+    println!("took:      {:.1} s", t.elapsed().as_secs_f64());
+    Ok(exit::OK)
 }

@@ -273,6 +273,8 @@ pub fn load(entry: &Path, spec: &str) -> Result<ResolvedKernel, KernelError> {
         vmlinux: Some(entry.join("vmlinux")),
         build_key: Some(key.key),
         image_sha256: sha(&bytes),
+        kconfig: Vec::new(),
+        patches: Vec::new(),
     })
 }
 

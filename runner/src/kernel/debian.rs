@@ -196,6 +196,8 @@ fn load(
         vmlinux: None,
         build_key: None,
         image_sha256,
+        kconfig: Vec::new(),
+        patches: Vec::new(),
     })
 }
 

@@ -163,6 +163,8 @@ fn resolve_image(
         vmlinux: None,
         build_key: None,
         image_sha256: sha,
+        kconfig: Vec::new(),
+        patches: Vec::new(),
     })
 }
 

@@ -161,6 +161,12 @@ pub struct ResolvedKernel {
     pub build_key: Option<String>,
     /// sha256 of the kernel image: identical images give identical verdicts (bisect reuses).
     pub image_sha256: String,
+    /// `--kconfig` fragments a built kernel was built with (besides `base` and the scenario's).
+    #[serde(default)]
+    pub kconfig: Vec<String>,
+    /// `--patches` a built kernel was built with.
+    #[serde(default)]
+    pub patches: Vec<PathBuf>,
 }
 
 #[cfg(test)]

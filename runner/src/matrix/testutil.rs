@@ -114,6 +114,8 @@ pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
             release: None,
             image_sha256: "00".into(),
             build_key: None,
+            kconfig: vec![],
+            patches: vec![],
         },
         accel: "tcg".into(),
         seed: cell.index as u64,

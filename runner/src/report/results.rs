@@ -48,6 +48,12 @@ pub struct KernelInfo {
     pub image_sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_key: Option<String>,
+    /// `--kconfig` fragments of a built kernel (besides `base` and the scenario's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kconfig: Vec<String>,
+    /// `--patches` of a built kernel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -281,6 +281,8 @@ mod tests {
                 release: None,
                 image_sha256: String::new(),
                 build_key: None,
+                kconfig: vec![],
+                patches: vec![],
             },
             accel: "tcg".into(),
             seed: 1,

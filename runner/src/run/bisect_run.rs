@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::bisect::{self, Action, BatchOutcome, Bisector, Config, Direction, Header, Journal, Step};
+use crate::bisect::{
+    self, Action, BatchOutcome, Bisector, Config, Direction, Header, Journal, Step,
+};
 use crate::cache::Cache;
 use crate::cli::{load_scenario, prepare_image, CliError, CommonVmArgs};
 use crate::kernel::{self, BuildOptions, KernelSpec, PatchFile, ResolvedKernel};
@@ -75,8 +77,14 @@ pub struct Target {
 impl Target {
     pub fn parse(s: &str) -> Target {
         match s.split_once(':') {
-            Some((step, errno)) => Target { step: step.into(), errno: Some(errno.into()) },
-            None => Target { step: s.into(), errno: None },
+            Some((step, errno)) => Target {
+                step: step.into(),
+                errno: Some(errno.into()),
+            },
+            None => Target {
+                step: s.into(),
+                errno: None,
+            },
         }
     }
 
@@ -90,13 +98,21 @@ impl Target {
     /// Whether an iteration shows the target.
     pub fn seen_in(&self, it: &IterationRecord) -> bool {
         it.steps.iter().any(|s| {
-            s.id == self.step && !s.ok && self.errno.as_ref().is_none_or(|e| s.errno.as_deref() == Some(e.as_str()))
+            s.id == self.step
+                && !s.ok
+                && self
+                    .errno
+                    .as_ref()
+                    .is_none_or(|e| s.errno.as_deref() == Some(e.as_str()))
         })
     }
 
     /// The first violation of an iteration, as a target.
     pub fn from_iteration(it: &IterationRecord) -> Option<Target> {
-        it.steps.iter().find(|s| !s.ok).map(|s| Target { step: s.id.clone(), errno: s.errno.clone() })
+        it.steps.iter().find(|s| !s.ok).map(|s| Target {
+            step: s.id.clone(),
+            errno: s.errno.clone(),
+        })
     }
 }
 
@@ -121,7 +137,11 @@ pub fn batch_outcome(run: &RunRecord, target: &Target) -> (BatchOutcome, Vec<Str
         } else if it.verdict == Verdict::Pass {
             clean += 1;
         } else {
-            unrelated.push(format!("iteration {}: {}", it.iteration, it.reasons.first().cloned().unwrap_or_default()));
+            unrelated.push(format!(
+                "iteration {}: {}",
+                it.iteration,
+                it.reasons.first().cloned().unwrap_or_default()
+            ));
         }
     }
     if failures + clean == 0 {
@@ -132,13 +152,26 @@ pub fn batch_outcome(run: &RunRecord, target: &Target) -> (BatchOutcome, Vec<Str
             .unwrap_or_else(|| "no iteration ran".into());
         return (BatchOutcome::Unknown { reason }, unrelated);
     }
-    (BatchOutcome::Ran { iterations: failures + clean, failures }, unrelated)
+    (
+        BatchOutcome::Ran {
+            iterations: failures + clean,
+            failures,
+        },
+        unrelated,
+    )
 }
 
 /// The candidates of a bisection: what to build for each index.
 enum Candidates {
-    Commits { repo: PathBuf, commits: Vec<String>, subjects: Vec<String> },
-    Patches { base: KernelSpec, patches: Vec<PatchFile> },
+    Commits {
+        repo: PathBuf,
+        commits: Vec<String>,
+        subjects: Vec<String>,
+    },
+    Patches {
+        base: KernelSpec,
+        patches: Vec<PatchFile>,
+    },
 }
 
 impl Candidates {
@@ -151,11 +184,24 @@ impl Candidates {
 
     fn describe(&self, k: usize) -> String {
         match self {
-            Candidates::Commits { commits, subjects, .. } => format!("{} {}", &commits[k][..12.min(commits[k].len())], subjects[k]),
-            Candidates::Patches { patches, .. } if k == 0 => format!("base without patches ({} in the series)", patches.len()),
+            Candidates::Commits {
+                commits, subjects, ..
+            } => format!(
+                "{} {}",
+                &commits[k][..12.min(commits[k].len())],
+                subjects[k]
+            ),
+            Candidates::Patches { patches, .. } if k == 0 => {
+                format!("base without patches ({} in the series)", patches.len())
+            }
             Candidates::Patches { patches, .. } => {
                 let p = &patches[k - 1];
-                format!("patch {k}/{}: {} ({})", patches.len(), p.subject, p.path.display())
+                format!(
+                    "patch {k}/{}: {} ({})",
+                    patches.len(),
+                    p.subject,
+                    p.path.display()
+                )
             }
         }
     }
@@ -168,7 +214,13 @@ impl Candidates {
         }
     }
 
-    async fn build(&self, k: usize, opts: &BuildOptions, cache: &Cache, sink: &mut EventSink) -> Result<ResolvedKernel, String> {
+    async fn build(
+        &self,
+        k: usize,
+        opts: &BuildOptions,
+        cache: &Cache,
+        sink: &mut EventSink,
+    ) -> Result<ResolvedKernel, String> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let progress = move |p: kernel::BuildProgress| {
             let _ = tx.send(p);
@@ -177,11 +229,15 @@ impl Candidates {
         let fut = async {
             match self {
                 Candidates::Commits { repo, commits, .. } => {
-                    let spec = KernelSpec::Git { path: repo.clone(), rev: Some(commits[k].clone()) };
+                    let spec = KernelSpec::Git {
+                        path: repo.clone(),
+                        rev: Some(commits[k].clone()),
+                    };
                     kernel::resolve(&spec, opts, cache, &progress).await
                 }
                 Candidates::Patches { base, patches } => {
-                    kernel::resolve_patches(base, opts, patches[..k].to_vec(), cache, &progress).await
+                    kernel::resolve_patches(base, opts, patches[..k].to_vec(), cache, &progress)
+                        .await
                 }
             }
         };
@@ -189,7 +245,7 @@ impl Candidates {
         loop {
             tokio::select! {
                 r = &mut fut => return r.map_err(|e| crate::report::error_chain(&e)),
-                Some(p) = rx.recv() => sink.emit(Event::Build { spec: label.clone(), stage: format!("{:?}", p.stage).to_lowercase(), detail: p.detail.clone() }),
+                Some(p) = rx.recv() => sink.emit(Event::Build { spec: label.clone(), stage: p.stage.to_string(), detail: p.line.clone().unwrap_or_default() }),
             }
         }
     }
@@ -215,8 +271,13 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, CliError> {
 
 fn split_path_ref(s: &str) -> Result<(PathBuf, String), CliError> {
     match KernelSpec::parse(s)? {
-        KernelSpec::Git { path, rev: Some(rev) } => Ok((path, rev)),
-        _ => Err(CliError::Other(format!("`{s}` is not PATH@REF of a git tree"))),
+        KernelSpec::Git {
+            path,
+            rev: Some(rev),
+        } => Ok((path, rev)),
+        _ => Err(CliError::Other(format!(
+            "`{s}` is not PATH@REF of a git tree"
+        ))),
     }
 }
 
@@ -225,41 +286,86 @@ fn candidates(args: &BisectArgs) -> Result<(Candidates, String), CliError> {
         let (repo, good_ref) = split_path_ref(good)?;
         let (repo_b, bad_ref) = split_path_ref(bad)?;
         if std::fs::canonicalize(&repo).ok() != std::fs::canonicalize(&repo_b).ok() {
-            return Err(CliError::Other("--good and --bad must name the same git tree".into()));
+            return Err(CliError::Other(
+                "--good and --bad must name the same git tree".into(),
+            ));
         }
         let (old, new) = (good_ref, bad_ref);
-        let base = git(&repo, &["rev-parse", "--verify", &format!("{old}^{{commit}}")])?.trim().to_string();
+        let base = git(
+            &repo,
+            &["rev-parse", "--verify", &format!("{old}^{{commit}}")],
+        )?
+        .trim()
+        .to_string();
         // First-parent order keeps the history linear: with merges, the culprit found is the
         // merge that brought the change in.
-        let list = git(&repo, &["rev-list", "--reverse", "--first-parent", &format!("{old}..{new}")])?;
+        let list = git(
+            &repo,
+            &[
+                "rev-list",
+                "--reverse",
+                "--first-parent",
+                &format!("{old}..{new}"),
+            ],
+        )?;
         let mut commits = vec![base];
         commits.extend(list.lines().map(str::to_owned));
         if commits.len() < 2 {
-            return Err(CliError::Other(format!("no commits between {old} and {new}")));
+            return Err(CliError::Other(format!(
+                "no commits between {old} and {new}"
+            )));
         }
         let subjects = commits
             .iter()
             .map(|c| git(&repo, &["log", "-1", "--format=%s", c]).map(|s| s.trim().to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let range = format!("{}@{old}..{new}", repo.display());
-        return Ok((Candidates::Commits { repo, commits, subjects }, range));
+        return Ok((
+            Candidates::Commits {
+                repo,
+                commits,
+                subjects,
+            },
+            range,
+        ));
     }
     if args.patches.is_empty() {
-        return Err(CliError::Other("give either --good and --bad (a git range) or --kernel and --patches (a series)".into()));
+        return Err(CliError::Other(
+            "give either --good and --bad (a git range) or --kernel and --patches (a series)"
+                .into(),
+        ));
     }
     let base_spec = match args.vm.kernels.as_slice() {
         [one] => KernelSpec::parse(one)?,
-        _ => return Err(CliError::Other("the patch form needs exactly one --kernel (the base the series applies to)".into())),
+        _ => {
+            return Err(CliError::Other(
+                "the patch form needs exactly one --kernel (the base the series applies to)".into(),
+            ))
+        }
     };
     if !base_spec.is_built() {
         return Err(CliError::Other(format!("--kernel {base_spec}: patches need a kernel crashrig builds (debian-source:X or a git tree)")));
     }
-    let patches = kernel::patches::expand(&args.patches).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+    let patches = kernel::patches::expand(&args.patches)
+        .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
     if patches.is_empty() {
         return Err(CliError::Other("the series has no patches".into()));
     }
-    let range = format!("{base_spec} + {}", args.patches.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + "));
-    Ok((Candidates::Patches { base: base_spec, patches }, range))
+    let range = format!(
+        "{base_spec} + {}",
+        args.patches
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    );
+    Ok((
+        Candidates::Patches {
+            base: base_spec,
+            patches,
+        },
+        range,
+    ))
 }
 
 /// The bisection's end result, written as bisect.json.
@@ -278,45 +384,78 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
     let (cands, range) = candidates(&args)?;
     let last = cands.last();
     let out = args.vm.out.clone().unwrap_or_else(crate::cli::default_out);
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out { path: out.clone(), source })?;
+    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
+        path: out.clone(),
+        source,
+    })?;
     let cache = Cache::from_env();
-    let mut config = Config { confidence: args.confidence, false_positive_rate: args.false_positive_rate, ..Config::default() };
+    let mut config = Config {
+        confidence: args.confidence,
+        false_positive_rate: args.false_positive_rate,
+        ..Config::default()
+    };
     if let Some(n) = args.iterations {
         config.max_batch = n.max(1);
     }
     if let Some(n) = args.max_iterations {
         config.max_iterations = n;
     }
-    config.direction = if args.fix { Direction::Fix } else { Direction::Regression };
+    config.direction = if args.fix {
+        Direction::Fix
+    } else {
+        Direction::Regression
+    };
     let header = Header::new(&loaded.scenario.name, &range, last, config.clone());
     let journal_path = out.join("bisect.journal");
     let target_path = out.join("bisect-target.json");
     let (mut journal, mut bisector) = if args.resume {
-        let (journal, replay) = Journal::resume(&journal_path, &header).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+        let (journal, replay) = Journal::resume(&journal_path, &header)
+            .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
         if let Some(w) = &replay.warning {
             eprintln!("crashrig: warning: {w}");
         }
-        let b = Bisector::from_journal(&replay).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+        let b = Bisector::from_journal(&replay)
+            .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
         (journal, b)
     } else {
         let j = Journal::create(&journal_path, &header).map_err(|e| {
-            CliError::Other(format!("{} (use --resume to continue it, or another --out)", crate::report::error_chain(&e)))
+            CliError::Other(format!(
+                "{} (use --resume to continue it, or another --out)",
+                crate::report::error_chain(&e)
+            ))
         })?;
-        (j, Bisector::new(last, config.clone()).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?)
+        (
+            j,
+            Bisector::new(last, config.clone())
+                .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?,
+        )
     };
     let mut target: Option<Target> = match &args.target {
         Some(t) => Some(Target::parse(t)),
-        None => std::fs::read_to_string(&target_path).ok().and_then(|t| serde_json::from_str(&t).ok()),
+        None => std::fs::read_to_string(&target_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok()),
     };
 
-    let opts = BuildOptions { kconfig: args.kconfig.clone(), patches: Vec::new(), scenario_kconfig: loaded.scenario.kconfig.clone() };
+    let opts = BuildOptions {
+        kconfig: args.kconfig.clone(),
+        patches: Vec::new(),
+        scenario_kconfig: loaded.scenario.kconfig.clone(),
+    };
     let image = prepare_image(args.vm.recipe.clone(), &cache).await?;
     let bare = crate::image::bare_initramfs(&cache)?;
     let mut accel = None;
-    let reporters: Vec<Box<dyn Reporter>> =
-        vec![Box::new(Terminal::new(args.vm.verbose)), Box::new(ResultsWriter::new(&out, HostInfo::default()))];
+    let reporters: Vec<Box<dyn Reporter>> = vec![
+        Box::new(Terminal::new(args.vm.verbose)),
+        Box::new(ResultsWriter::new(&out, HostInfo::default())),
+    ];
     let mut sink = EventSink::new(reporters);
-    sink.info(format!("bisecting {} over {range}: {} candidates; journal {}", loaded.scenario.name, last + 1, journal_path.display()));
+    sink.info(format!(
+        "bisecting {} over {range}: {} candidates; journal {}",
+        loaded.scenario.name,
+        last + 1,
+        journal_path.display()
+    ));
     let mut tested: HashMap<String, usize> = HashMap::new();
     let mut run_index = 0;
 
@@ -325,14 +464,19 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
     let bad_end = if args.fix { 0 } else { last };
     loop {
         let action = if target.is_none() {
-            Action::Test { candidate: bad_end, iterations: config.max_batch.max(20), stop_at_first_failure: true }
+            Action::Test {
+                candidate: bad_end,
+                iterations: config.max_batch.max(20),
+                stop_at_first_failure: true,
+            }
         } else {
             bisector.next_action()
         };
         let (k, iterations, stop_early) = match action {
             Action::Done(report) => {
                 let candidates: Vec<String> = (0..=last).map(|k| cands.describe(k)).collect();
-                let replay = Journal::replay(&journal_path).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+                let replay = Journal::replay(&journal_path)
+                    .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
                 let result = BisectResult {
                     scenario: loaded.scenario.name.clone(),
                     range: range.clone(),
@@ -342,7 +486,8 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
                     journal: replay.entries,
                 };
                 let path = out.join("bisect.json");
-                write_json_atomic(&path, &result).map_err(|source| CliError::Out { path, source })?;
+                write_json_atomic(&path, &result)
+                    .map_err(|source| CliError::Out { path, source })?;
                 sink.finish();
                 println!("{}", report_text(&report, &candidates, target.as_ref()));
                 return Ok(match report.status {
@@ -350,7 +495,11 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
                     _ => crate::exit::EXPECTATION_FAILED,
                 });
             }
-            Action::Test { candidate, iterations, stop_at_first_failure } => (candidate, iterations, stop_at_first_failure),
+            Action::Test {
+                candidate,
+                iterations,
+                stop_at_first_failure,
+            } => (candidate, iterations, stop_at_first_failure),
         };
         let p = bisector.progress();
         sink.info(format!(
@@ -361,14 +510,20 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
             p.iterations,
             p.range.0,
             p.range.1,
-            p.leader.map(|l| format!(", leader {} at {:.2}", l.candidate, l.probability)).unwrap_or_default()
+            p.leader
+                .map(|l| format!(", leader {} at {:.2}", l.candidate, l.probability))
+                .unwrap_or_default()
         ));
         let kernel = match cands.build(k, &opts, &cache, &mut sink).await {
             Ok(k) => k,
             Err(why) => {
-                let outcome = BatchOutcome::Unknown { reason: format!("build failed: {why}") };
+                let outcome = BatchOutcome::Unknown {
+                    reason: format!("build failed: {why}"),
+                };
                 if target.is_none() {
-                    return Err(CliError::Other(format!("the bad end does not build: {why}")));
+                    return Err(CliError::Other(format!(
+                        "the bad end does not build: {why}"
+                    )));
                 }
                 record(&mut bisector, &mut journal, &cands, k, outcome)?;
                 continue;
@@ -377,7 +532,9 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         if let Some(&same) = tested.get(&kernel.image_sha256) {
             if same != k {
                 sink.info(format!("candidate {k} builds the same kernel image as candidate {same}: reusing its evidence"));
-                bisector.record_alias(k, same).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+                bisector
+                    .record_alias(k, same)
+                    .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
                 journal
                     .append(k, &cands.identity(k), Step::Alias { same_as: same })
                     .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
@@ -388,9 +545,14 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         let accel = match accel {
             Some(a) => a,
             None => {
-                let (a, reason) = crate::vm::choose_accel(args.vm.accel, &kernel.image, &bare).await?;
+                let (a, reason) =
+                    crate::vm::choose_accel(args.vm.accel, &kernel.image, &bare).await?;
                 sink.info(format!("accelerator: {a} ({reason})"));
-                let host = HostInfo { qemu: crate::vm::qemu::qemu_version().await, accel: a.to_string(), accel_reason: reason };
+                let host = HostInfo {
+                    qemu: crate::vm::qemu::qemu_version().await,
+                    accel: a.to_string(),
+                    accel_reason: reason,
+                };
                 sink.emit(Event::Host(host));
                 accel = Some(a);
                 a
@@ -404,7 +566,11 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
             out: out.clone(),
             only_iteration: None,
             cell: None,
-            stop_when: Some(if target.is_some() { target_seen } else { any_failure }),
+            stop_when: match (&target, stop_early) {
+                (None, _) => Some(any_failure),
+                (Some(_), true) => Some(target_seen),
+                (Some(_), false) => None,
+            },
             stop_arg: target.as_ref().map(Target::text).unwrap_or_default(),
             cache: cache.clone(),
         };
@@ -431,19 +597,39 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         let t = target.as_ref().expect("set above");
         let (outcome, unrelated) = batch_outcome(&run, t);
         for u in unrelated {
-            sink.warn(format!("candidate {k}: not counted (failed without the target): {u}"));
+            sink.warn(format!(
+                "candidate {k}: not counted (failed without the target): {u}"
+            ));
         }
         record(&mut bisector, &mut journal, &cands, k, outcome)?;
     }
 }
 
-fn record(bisector: &mut Bisector, journal: &mut Journal, cands: &Candidates, k: usize, outcome: BatchOutcome) -> Result<(), CliError> {
+fn record(
+    bisector: &mut Bisector,
+    journal: &mut Journal,
+    cands: &Candidates,
+    k: usize,
+    outcome: BatchOutcome,
+) -> Result<(), CliError> {
     let step = match &outcome {
-        BatchOutcome::Ran { iterations, failures } => Step::Ran { iterations: *iterations, failures: *failures },
-        BatchOutcome::Unknown { reason } => Step::Unknown { reason: reason.clone() },
+        BatchOutcome::Ran {
+            iterations,
+            failures,
+        } => Step::Ran {
+            iterations: *iterations,
+            failures: *failures,
+        },
+        BatchOutcome::Unknown { reason } => Step::Unknown {
+            reason: reason.clone(),
+        },
     };
-    bisector.record(k, outcome).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
-    journal.append(k, &cands.identity(k), step).map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+    bisector
+        .record(k, outcome)
+        .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+    journal
+        .append(k, &cands.identity(k), step)
+        .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
     Ok(())
 }
 
@@ -470,12 +656,20 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         None => {
             s.push_str("no single culprit at the target confidence; suspects:\n");
             for sp in &r.suspects {
-                s.push_str(&format!("  {:.3}  {}\n", sp.probability, candidates.get(sp.candidate).cloned().unwrap_or_default()));
+                s.push_str(&format!(
+                    "  {:.3}  {}\n",
+                    sp.probability,
+                    candidates.get(sp.candidate).cloned().unwrap_or_default()
+                ));
             }
         }
     }
     s.push_str("evidence (candidate: iterations, target seen):\n");
-    for row in r.evidence.iter().filter(|row| row.iterations > 0 || row.unknown.is_some() || row.alias_of.is_some()) {
+    for row in r
+        .evidence
+        .iter()
+        .filter(|row| row.iterations > 0 || row.unknown.is_some() || row.alias_of.is_some())
+    {
         let extra = match (&row.unknown, &row.alias_of) {
             (Some(u), _) => format!("  unknown: {u}"),
             (_, Some(a)) => format!("  same kernel as {a}"),
@@ -533,14 +727,25 @@ pub async fn check(args: CheckArgs) -> Result<i32, CliError> {
     Ok(bisect::check_exit_code(&outcome))
 }
 
-async fn check_inner(args: &CheckArgs, loaded: &LoadedScenario, spec_text: &str, cache: &Cache) -> BatchOutcome {
+async fn check_inner(
+    args: &CheckArgs,
+    loaded: &LoadedScenario,
+    spec_text: &str,
+    cache: &Cache,
+) -> BatchOutcome {
     let unknown = |reason: String| BatchOutcome::Unknown { reason };
     let spec = match KernelSpec::parse(spec_text) {
         Ok(s) => s,
         Err(e) => return unknown(e.to_string()),
     };
-    let opts = BuildOptions { kconfig: args.kconfig.clone(), patches: args.patches.clone(), scenario_kconfig: loaded.scenario.kconfig.clone() };
-    let mut sink = EventSink::new(vec![Box::new(Terminal::new(args.vm.verbose)) as Box<dyn Reporter>]);
+    let opts = BuildOptions {
+        kconfig: args.kconfig.clone(),
+        patches: args.patches.clone(),
+        scenario_kconfig: loaded.scenario.kconfig.clone(),
+    };
+    let mut sink = EventSink::new(vec![
+        Box::new(Terminal::new(args.vm.verbose)) as Box<dyn Reporter>
+    ]);
     let kernel = match kernel::resolve(&spec, &opts, cache, &|_| {}).await {
         Ok(k) => k,
         Err(e) => return unknown(format!("build failed: {}", crate::report::error_chain(&e))),
@@ -574,10 +779,24 @@ async fn check_inner(args: &CheckArgs, loaded: &LoadedScenario, spec_text: &str,
         cache: cache.clone(),
     };
     let run = run_scenario(loaded, &kernel, &image, &run_opts, 0, &mut sink).await;
-    let failed = run.iterations.iter().filter(|i| i.verdict.is_failure()).count() as u32;
-    let clean = run.iterations.iter().filter(|i| i.verdict == Verdict::Pass).count() as u32;
+    let failed = run
+        .iterations
+        .iter()
+        .filter(|i| i.verdict.is_failure())
+        .count() as u32;
+    let clean = run
+        .iterations
+        .iter()
+        .filter(|i| i.verdict == Verdict::Pass)
+        .count() as u32;
     if failed + clean == 0 {
-        return unknown(run.error.unwrap_or_else(|| "no iteration could be judged".into()));
+        return unknown(
+            run.error
+                .unwrap_or_else(|| "no iteration could be judged".into()),
+        );
     }
-    BatchOutcome::Ran { iterations: failed + clean, failures: failed }
+    BatchOutcome::Ran {
+        iterations: failed + clean,
+        failures: failed,
+    }
 }

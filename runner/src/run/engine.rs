@@ -332,6 +332,12 @@ pub async fn run_scenario(
             release: kernel.release.clone(),
             image_sha256: kernel.image_sha256.clone(),
             build_key: kernel.build_key.clone(),
+            kconfig: kernel.kconfig.clone(),
+            patches: kernel
+                .patches
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
         },
         accel: opts.accel.to_string(),
         seed,

@@ -73,6 +73,9 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
 
     let cache = Cache::from_env();
     let mut kernels: HashMap<String, Arc<ResolvedKernel>> = HashMap::new();
+    let mut build_sink = EventSink::new(vec![
+        Box::new(Terminal::new(vm.verbose)) as Box<dyn Reporter>
+    ]);
     for cell in &cells {
         let k = &cell.kernel;
         if kernels.contains_key(&k.label) {
@@ -89,6 +92,7 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
             &k.patches,
             &scenario_kconfig,
             &cache,
+            &mut build_sink,
         )
         .await?;
         resolved.spec = k.label.clone();

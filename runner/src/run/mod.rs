@@ -1,6 +1,7 @@
 //! Running scenarios: boot, plan, iterate, classify, report.
 
 pub mod bench;
+pub mod bisect_run;
 pub mod boot;
 pub mod engine;
 pub mod matrix_run;
