@@ -488,16 +488,10 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
         key: image.key.clone(),
     });
     let opts = RunOptions {
-        only_iteration: None,
-        cell: None,
-        stop_when: None,
-        stop_arg: String::new(),
         iterations: args.iterations,
-        accel,
         seed: args.seed,
         keep: args.keep,
-        out: out.clone(),
-        cache: cache.clone(),
+        ..RunOptions::new(accel, out.clone(), cache.clone())
     };
     let mut code = exit::OK;
     let mut index = 0;
@@ -626,16 +620,10 @@ async fn cmd_repro(args: ReproArgs) -> Result<i32, CliError> {
         out.display()
     ));
     let opts = RunOptions {
-        iterations: None,
-        accel,
         seed: Some(run.seed),
-        keep: false,
-        out,
         only_iteration: Some(args.iteration),
         cell: run.cell.clone(),
-        stop_when: None,
-        stop_arg: String::new(),
-        cache,
+        ..RunOptions::new(accel, out, cache)
     };
     let record = crate::run::run_scenario(&loaded, &kernel, &image, &opts, 0, &mut sink).await;
     sink.finish();

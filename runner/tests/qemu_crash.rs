@@ -1,13 +1,13 @@
 //! Crash modes with real QEMU on debian:6.1: power cut, panic, hot-unplug, dm-error.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::workspace;
+
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// Runs one crash scenario for one iteration; returns the run record and the results dir.
 fn run(scenario: &str) -> (Value, tempfile::TempDir) {

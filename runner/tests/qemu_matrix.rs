@@ -1,32 +1,11 @@
 //! A small real matrix (debian:6.1 and debian:6.12 x smoke x 2 iterations): shards, resume and
 //! merge; and `repro` of one iteration.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::{crashrig, results};
 
 use serde_json::Value;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn crashrig(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_crashrig"))
-        .args(args)
-        .current_dir(workspace())
-        .env("CI", "true")
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
-
-fn results(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
-}
 
 fn cell_ids(r: &Value) -> Vec<String> {
     r["runs"]

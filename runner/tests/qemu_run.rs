@@ -1,33 +1,11 @@
 //! Integration tests with real QEMU: boot Debian's 6.1 cloud kernel, run shipped scenarios,
 //! and check what results.json says. They need the packages scripts/setup.sh installs.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::{crashrig, results};
 
 use serde_json::Value;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn crashrig(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_crashrig"))
-        .args(args)
-        .current_dir(workspace())
-        .env("CI", "true")
-        .output()
-        .expect("crashrig runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn results(dir: &Path) -> Value {
-    let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json written");
-    serde_json::from_str(&text).expect("results.json is JSON")
-}
 
 #[test]
 fn smoke_scenario_boots_debian_6_1_and_records_every_iteration() {

@@ -560,19 +560,13 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         };
         let run_opts = RunOptions {
             iterations: Some(iterations),
-            accel,
-            seed: None,
-            keep: false,
-            out: out.clone(),
-            only_iteration: None,
-            cell: None,
             stop_when: match (&target, stop_early) {
                 (None, _) => Some(any_failure),
                 (Some(_), true) => Some(target_seen),
                 (Some(_), false) => None,
             },
             stop_arg: target.as_ref().map(Target::text).unwrap_or_default(),
-            cache: cache.clone(),
+            ..RunOptions::new(accel, out.clone(), cache.clone())
         };
         let run = run_scenario(&loaded, &kernel, &image, &run_opts, run_index, &mut sink).await;
         run_index += 1;
@@ -768,15 +762,8 @@ async fn check_inner(
     }
     let run_opts = RunOptions {
         iterations: args.iterations,
-        accel,
-        seed: None,
-        keep: false,
-        out,
-        only_iteration: None,
-        cell: None,
         stop_when: Some(any_failure),
-        stop_arg: String::new(),
-        cache: cache.clone(),
+        ..RunOptions::new(accel, out, cache.clone())
     };
     let run = run_scenario(loaded, &kernel, &image, &run_opts, 0, &mut sink).await;
     let failed = run

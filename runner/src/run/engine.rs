@@ -71,6 +71,24 @@ pub struct RunOptions {
     pub cache: Cache,
 }
 
+impl RunOptions {
+    /// Options for a plain run: every iteration, a fresh seed, no early stop.
+    pub fn new(accel: Accel, out: PathBuf, cache: Cache) -> Self {
+        RunOptions {
+            iterations: None,
+            accel,
+            seed: None,
+            keep: false,
+            out,
+            only_iteration: None,
+            cell: None,
+            stop_when: None,
+            stop_arg: String::new(),
+            cache,
+        }
+    }
+}
+
 /// A scenario as loaded, with where it came from.
 #[derive(Clone)]
 pub struct LoadedScenario {

@@ -143,15 +143,7 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
 
     let opts = RunOptions {
         iterations: args.iterations.or(m.iterations),
-        accel,
-        seed: None,
-        keep: false,
-        out: out.clone(),
-        only_iteration: None,
-        cell: None,
-        stop_when: None,
-        stop_arg: String::new(),
-        cache,
+        ..RunOptions::new(accel, out.clone(), cache)
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let semaphore = Arc::new(Semaphore::new(jobs));

@@ -1,0 +1,33 @@
+//! Shared by the integration tests: run the crashrig binary from the workspace root, read
+//! results.json.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs crashrig (as CI does: no progress bars); returns exit code, stdout, stderr.
+pub fn crashrig(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_crashrig"))
+        .args(args)
+        .current_dir(workspace())
+        .env("CI", "true")
+        .output()
+        .expect("crashrig runs");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+pub fn results(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json written");
+    serde_json::from_str(&text).expect("results.json is JSON")
+}
