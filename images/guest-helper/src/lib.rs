@@ -263,7 +263,7 @@ pub struct PlanEnd {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum OutputLine {
-    Step(StepReport),
+    Step(Box<StepReport>),
     End(PlanEnd),
 }
 

@@ -125,7 +125,7 @@ impl Sandbox {
         for line in stdout.lines() {
             match serde_json::from_str::<OutputLine>(line).unwrap_or_else(|e| panic!("{e}: {line}"))
             {
-                OutputLine::Step(s) => reports.push(s),
+                OutputLine::Step(s) => reports.push(*s),
                 OutputLine::End(e) => end = Some(e),
             }
         }

@@ -255,6 +255,7 @@ impl<'a> Machine<'a> {
         for line in lines.lock().expect("lines lock").iter() {
             match serde_json::from_str::<OutputLine>(line) {
                 Ok(OutputLine::Step(r)) => {
+                    let r = *r;
                     if let Some(sr) = StepRef::from_wire(r.index) {
                         reports.push((sr, r));
                     } else {
@@ -486,7 +487,7 @@ async fn run_inner(
         let last = done + 1 == numbers.len();
         let it = run_iteration(&mut m, s, n, seed, data_seed, sink, index).await;
         let needs_fresh_boot = it.verdict != crate::report::Verdict::Pass
-            && m.booted.as_mut().map_or(true, |b| b.vm.exited().is_some())
+            && m.booted.as_mut().is_none_or(|b| b.vm.exited().is_some())
             || matches!(
                 it.verdict,
                 crate::report::Verdict::Hang
@@ -607,13 +608,16 @@ async fn run_iteration(
     let seed = plan::iteration_seed(run_seed, n);
     let mut steps: Vec<StepRecord> = Vec::new();
     let mut abort: Option<Abort> = None;
-    let mut ctx = ClassifyContext::default();
-    ctx.ignore = s
-        .dmesg
-        .ignore
-        .iter()
-        .filter_map(|r| regex::Regex::new(r).ok())
-        .collect();
+    let mut ctx = ClassifyContext {
+        // Patterns were checked when the scenario loaded.
+        ignore: s
+            .dmesg
+            .ignore
+            .iter()
+            .filter_map(|r| regex::Regex::new(r).ok())
+            .collect(),
+        ..ClassifyContext::default()
+    };
     let mut console_text = String::new();
     let mut kmsg: Vec<KmsgRecord> = Vec::new();
 
