@@ -18,7 +18,17 @@ load_module() {
   while read -r ko; do insmod "/lib/modules/$ko" 2>/dev/null; done < /etc/crashrig/modules/$1
 }
 
-# SSH first: it is what the host waits for. Everything else happens while the host connects;
+# Filesystem and device-mapper modules take longest (xfs: ~0.8 s under TCG) and nothing
+# needs them before the first mount: load them on another vCPU while the network and sshd
+# come up. The virtio drivers are what the boot itself waits for.
+(
+  for m in $(echo "$crashrig_modules" | tr , ' '); do
+    case $m in virtio_*) ;; *) load_module $m ;; esac
+  done
+) &
+fs_modules=$!
+
+# SSH next: it is what the host waits for. Everything else happens while the host connects;
 # the host's first command waits for /run/crashrig/ready.
 load_module virtio_pci
 load_module virtio_net
@@ -32,7 +42,7 @@ chmod 600 /root/.ssh/authorized_keys
 # The host starts connecting when it sees this on the console.
 echo "crashrig: sshd started" > /dev/kmsg
 
-for m in $(echo "$crashrig_modules" | tr , ' '); do load_module $m; done
+load_module virtio_blk
 
 for d in /sys/block/vd*; do
   if [ "$(cat $d/serial 2>/dev/null)" = crashrig-tools ]; then
@@ -41,5 +51,6 @@ for d in /sys/block/vd*; do
 done
 
 echo 1 > /proc/sys/kernel/sysrq
+wait $fs_modules
 echo "crashrig: init done" > /dev/kmsg
 touch /run/crashrig/ready
