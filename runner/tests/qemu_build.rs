@@ -83,7 +83,7 @@ fn a_patch_that_does_not_apply_is_named_and_exits_2() {
     let bad = dir.path().join("0001-broken.patch");
     std::fs::write(
         &bad,
-        "From: t <t@t>\nSubject: [PATCH] broken\n\n---\n--- a/init/main.c\n+++ b/init/main.c\n@@ -1,3 +1,4 @@\n-this line is not in main.c\n+neither is this\n context\n context\n",
+        "From: t <t@t>\nSubject: [PATCH] broken\n\n---\n--- a/init/main.c\n+++ b/init/main.c\n@@ -1,3 +1,3 @@\n-this line is not in main.c\n+neither is this\n context that is not there\n either\n",
     )
     .unwrap();
     let (code, stdout, stderr) = crashrig(&[

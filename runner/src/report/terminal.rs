@@ -159,14 +159,24 @@ impl Reporter for Terminal {
                 stage,
                 detail,
             } => {
-                if let Some(bar) = &self.progress {
+                // Stage changes are printed as messages; on a TTY a spinner shows what is
+                // compiling.
+                if self.fancy {
+                    let bar = self.progress.get_or_insert_with(|| {
+                        let bar = ProgressBar::new_spinner();
+                        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                        bar
+                    });
                     bar.set_message(format!("build {spec}: {stage} {detail}"));
-                } else if self.verbose {
-                    eprintln!("build {spec}: {stage} {detail}");
                 }
             }
             Event::Host(_) => {}
-            Event::KernelReady { spec, version } => self.line(&format!("kernel {spec}: {version}")),
+            Event::KernelReady { spec, version } => {
+                if let Some(bar) = self.progress.take() {
+                    bar.finish_and_clear();
+                }
+                self.line(&format!("kernel {spec}: {version}"))
+            }
             Event::ImageReady { key } => {
                 if self.verbose {
                     self.line(&format!("guest image {key}"))
