@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -178,6 +178,23 @@ pub enum BenchCommand {
     /// calibration of the reported confidence, mean iterations and builds, and the
     /// information-theoretic bound on iterations beside them. No VM.
     Bisect(crate::bisect::SimParams),
+    /// The same matrix run sequentially (-j 1) and in parallel (-j N), wall times side by side.
+    Matrix(BenchMatrixArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchMatrixArgs {
+    /// Default: tests/matrix/small.yaml of this crashrig.
+    #[arg(value_name = "MATRIX.yaml")]
+    pub matrix: Option<PathBuf>,
+    /// Iterations per cell.
+    #[arg(long, short = 'n', default_value_t = 2)]
+    pub iterations: u32,
+    /// Parallel VMs of the second run.
+    #[arg(short = 'j', long, default_value_t = 2)]
+    pub jobs: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +264,7 @@ pub fn main() -> i32 {
                     Err(e) => Err(CliError::Other(error_chain(&e))),
                 }
             }
+            Command::Bench(BenchCommand::Matrix(args)) => with_signals(bench_matrix(args)).await,
             Command::Matrix { args, vm } => {
                 with_signals(crate::run::matrix_run::matrix(args, vm)).await
             }
@@ -663,5 +681,43 @@ async fn cmd_build(args: BuildArgs) -> Result<i32, CliError> {
         println!("vmlinux:   {}", v.display());
     }
     println!("took:      {:.1} s", t.elapsed().as_secs_f64());
+    Ok(exit::OK)
+}
+
+/// Runs this crashrig's own `matrix` command twice, so both runs are exactly what users run.
+async fn bench_matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
+    let matrix = args.matrix.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/matrix/small.yaml"));
+    let exe = std::env::current_exe().map_err(|e| CliError::Other(format!("cannot find crashrig itself: {e}")))?;
+    let tmp = tempfile::tempdir().map_err(|e| CliError::Other(e.to_string()))?;
+    let accel = match args.accel {
+        AccelChoice::Auto => "auto",
+        AccelChoice::Kvm => "kvm",
+        AccelChoice::Tcg => "tcg",
+    };
+    let mut times = Vec::new();
+    for jobs in [1, args.jobs] {
+        let out = tmp.path().join(format!("j{jobs}"));
+        let start = std::time::Instant::now();
+        let status = tokio::process::Command::new(&exe)
+            .arg("matrix")
+            .arg(&matrix)
+            .args(["-n", &args.iterations.to_string(), "-j", &jobs.to_string(), "--accel", accel, "--out"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| CliError::Other(format!("cannot run crashrig matrix: {e}")))?;
+        if !status.success() {
+            return Err(CliError::Other(format!("crashrig matrix -j {jobs} failed ({status}); run it by hand to see why")));
+        }
+        times.push((jobs, start.elapsed().as_secs_f64()));
+    }
+    println!("matrix {} with {} iterations per cell:", matrix.display(), args.iterations);
+    for (jobs, t) in &times {
+        println!("  -j {jobs}: {t:.1} s");
+    }
+    println!("  speed-up: {:.2}x", times[0].1 / times[1].1);
     Ok(exit::OK)
 }
