@@ -686,8 +686,11 @@ async fn cmd_build(args: BuildArgs) -> Result<i32, CliError> {
 
 /// Runs this crashrig's own `matrix` command twice, so both runs are exactly what users run.
 async fn bench_matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
-    let matrix = args.matrix.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/matrix/small.yaml"));
-    let exe = std::env::current_exe().map_err(|e| CliError::Other(format!("cannot find crashrig itself: {e}")))?;
+    let matrix = args.matrix.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/matrix/small.yaml")
+    });
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Other(format!("cannot find crashrig itself: {e}")))?;
     let tmp = tempfile::tempdir().map_err(|e| CliError::Other(e.to_string()))?;
     let accel = match args.accel {
         AccelChoice::Auto => "auto",
@@ -701,7 +704,15 @@ async fn bench_matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
         let status = tokio::process::Command::new(&exe)
             .arg("matrix")
             .arg(&matrix)
-            .args(["-n", &args.iterations.to_string(), "-j", &jobs.to_string(), "--accel", accel, "--out"])
+            .args([
+                "-n",
+                &args.iterations.to_string(),
+                "-j",
+                &jobs.to_string(),
+                "--accel",
+                accel,
+                "--out",
+            ])
             .arg(&out)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -710,11 +721,17 @@ async fn bench_matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
             .await
             .map_err(|e| CliError::Other(format!("cannot run crashrig matrix: {e}")))?;
         if !status.success() {
-            return Err(CliError::Other(format!("crashrig matrix -j {jobs} failed ({status}); run it by hand to see why")));
+            return Err(CliError::Other(format!(
+                "crashrig matrix -j {jobs} failed ({status}); run it by hand to see why"
+            )));
         }
         times.push((jobs, start.elapsed().as_secs_f64()));
     }
-    println!("matrix {} with {} iterations per cell:", matrix.display(), args.iterations);
+    println!(
+        "matrix {} with {} iterations per cell:",
+        matrix.display(),
+        args.iterations
+    );
     for (jobs, t) in &times {
         println!("  -j {jobs}: {t:.1} s");
     }

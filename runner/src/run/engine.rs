@@ -128,8 +128,9 @@ struct Machine<'a> {
     rel_dir: String,
     boots: u32,
     booted: Option<Booted>,
-    /// dmesg/console text of boots that ended inside the current iteration.
-    carried_console: Vec<String>,
+    /// For traces printed as bare addresses. Debian packages ship a placeholder System.map,
+    /// which does not load; built kernels have a real one.
+    system_map: Option<outcome::SystemMap>,
 }
 
 impl<'a> Machine<'a> {
@@ -465,7 +466,10 @@ async fn run_inner(
         rel_dir: rel_dir.to_string(),
         boots: 0,
         booted: None,
-        carried_console: Vec::new(),
+        system_map: kernel
+            .system_map
+            .as_deref()
+            .and_then(|p| outcome::SystemMap::load(p).ok()),
     };
     m.boot("start", sink, index).await?;
     let data_seed = plan::iteration_seed(seed, u32::MAX);
@@ -716,6 +720,11 @@ async fn run_iteration(
     if !console_text.is_empty() {
         findings.extend(outcome::classify_console(&console_text, &ctx));
     }
+    if let Some(map) = &m.system_map {
+        for f in &mut findings {
+            outcome::symbolize_finding(f, map);
+        }
+    }
     let dmesg_file = format!("{}/dmesg/iteration-{n:03}.txt", m.rel_dir);
     let mut text = kmsg_text(&kmsg);
     if !console_text.is_empty() {
@@ -723,7 +732,6 @@ async fn run_iteration(
         text.push_str(&console_text);
     }
     let _ = std::fs::write(m.run_dir.join(format!("dmesg/iteration-{n:03}.txt")), text);
-    m.carried_console.clear();
     let (v, reasons) = verdict::verdict(s, &steps, &findings, abort.as_ref());
     IterationRecord {
         iteration: n,
