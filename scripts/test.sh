@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CRASHRIG_GUEST_HELPER="$PWD/target/guest/x86_64-unknown-linux-gnu/release/crashrig-guest"
-cargo test --release --locked --workspace -- --test-threads=1
+cargo test --release --locked --workspace --no-fail-fast -- --test-threads=1
