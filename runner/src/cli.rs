@@ -94,11 +94,13 @@ pub struct ReproArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct CommonVmArgs {
-    /// Kernel to boot (repeatable): debian:6.1, debian:6.12, a bzImage path (optionally
-    /// `,modules=DIR`). Default: debian:6.1.
+    /// Kernel to boot (repeatable): debian:6.1, debian:6.12 (Debian's prebuilt cloud
+    /// kernels), debian-source:6.1, debian-source:6.12, a git tree PATH or PATH@REF (built),
+    /// or a bzImage path (optionally `,modules=DIR`). Default: debian:6.1.
     #[arg(long = "kernel", value_name = "SPEC")]
     pub kernels: Vec<String>,
-    /// Accelerator: auto uses KVM when a short probe shows it works, else TCG.
+    /// Accelerator: auto uses KVM when the kernel under test boots under KVM within 15 s,
+    /// else TCG (results say which, and why).
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
     /// Directory for results.json, junit.xml, console logs and dmesg. Default:

@@ -33,7 +33,7 @@ impl std::fmt::Display for Accel {
 /// `--accel` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccelChoice {
-    /// KVM when a short probe shows it runs guest code, else TCG.
+    /// KVM when the kernel boots under it within 15 s, else TCG.
     Auto,
     Kvm,
     Tcg,
