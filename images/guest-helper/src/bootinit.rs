@@ -193,8 +193,8 @@ fn boot(timeline: &mut Timeline) -> Result<(), String> {
     // serialize is a module's init: virtio_pci's probes the devices (~0.3 s: ACPI interrupt
     // links, virtio set-up). So a second thread loads the small virtio drivers (virtio_pci
     // binds them as it finds the devices), waits until virtio_pci is past its load and in its
-    // init, then loads xfs and the rest; this thread loads virtio_pci, then does the network
-    // and dropbear, which need no module loads.
+    // init, then loads xfs and the rest; this thread starts dropbear, loads virtio_pci, then
+    // configures the network.
     let small = ["virtio_net", "virtio_blk"].map(String::from);
     let rest: Vec<String> = background_modules(&config.modules)
         .into_iter()
