@@ -4,6 +4,7 @@
 //!   one [`StepReport`] JSON line per step as soon as it finishes, then a [`PlanEnd`] line.
 //!   A malformed plan gives one `{"fatal": "..."}` line and exit status 2.
 //! - `crashrig-guest version`: print the protocol version.
+//! - `crashrig-guest boot-init`: the guest's start-up, run by /etc/init.sh (see [`bootinit`]).
 //!
 //! The plan is read as one JSON value, so the host may keep stdin open after writing it.
 //!
@@ -17,6 +18,7 @@
 //! /run/crashrig), `CRASHRIG_CGROUP_ROOT` (cgroup2 mount; default /sys/fs/cgroup; when it is
 //! not cgroup2, workloads fall back to process groups), `CRASHRIG_KMSG` (default /dev/kmsg).
 
+mod bootinit;
 mod cgroup;
 mod data;
 mod device;
@@ -90,8 +92,9 @@ fn main() {
     match arg.as_deref() {
         Some("exec") => std::process::exit(exec()),
         Some("version") => println!("{PROTOCOL_VERSION}"),
+        Some("boot-init") => std::process::exit(bootinit::run()),
         _ => {
-            eprintln!("usage: crashrig-guest exec | version");
+            eprintln!("usage: crashrig-guest exec | version | boot-init");
             std::process::exit(EXIT_BAD_PLAN);
         }
     }
