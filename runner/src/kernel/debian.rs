@@ -113,19 +113,24 @@ pub fn resolve(series: &str, cache: &Cache) -> Result<ResolvedKernel, DebianErro
     load(&format!("debian:{series}"), &package, &version, &dest)
 }
 
+/// The `.deb` that `apt-get download` left in `dir`.
+pub fn find_deb(dir: &Path) -> io::Result<Option<PathBuf>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb")))
+}
+
 fn fetch(package: &str, cache: &Cache, dest: &Path) -> Result<(), DebianError> {
     let tmp = cache.tempdir()?;
     run(Command::new("apt-get")
         .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
         .current_dir(tmp.path()))?;
-    let deb = std::fs::read_dir(tmp.path())
+    let deb = find_deb(tmp.path())
         .map_err(|source| DebianError::Io {
             path: tmp.path().into(),
             source,
         })?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .ok_or(DebianError::BadPackage {
             package: package.into(),
             what: ".deb after apt-get download",

@@ -115,14 +115,11 @@ pub fn debian_source(
                 .current_dir(tmp.path()),
             log,
         )?;
-        let deb = std::fs::read_dir(tmp.path())
+        let deb = super::debian::find_deb(tmp.path())
             .map_err(|source| KernelError::Io {
                 path: tmp.path().into(),
                 source,
             })?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
             .ok_or_else(|| KernelError::NoPackage {
                 package: package.clone(),
             })?;
