@@ -333,7 +333,7 @@ async fn with_signals(
 /// Loads and validates a scenario; warnings go to stderr.
 pub fn load_scenario(path: &std::path::Path) -> Result<LoadedScenario, CliError> {
     let loaded = crate::scenario::load_file_with_warnings(path)
-        .map_err(|e| CliError::Scenario(e.to_string()))?;
+        .map_err(|e| CliError::Scenario(error_chain(&e)))?;
     if !loaded.warnings.is_empty() {
         eprintln!("{}", loaded.warnings);
     }
