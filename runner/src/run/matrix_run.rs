@@ -17,7 +17,8 @@ use crate::report::HostInfo;
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
 pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError> {
-    let m = matrix::load(&args.matrix).map_err(|e| CliError::Scenario(crate::report::error_chain(&e)))?;
+    let m = matrix::load(&args.matrix)
+        .map_err(|e| CliError::Scenario(crate::report::error_chain(&e)))?;
     if !vm.kernels.is_empty() {
         return Err(CliError::Other(
             "a matrix names its kernels in the matrix file; --kernel does not apply".into(),
