@@ -85,15 +85,7 @@ impl KernelSpec {
     }
 
     pub fn parse(s: &str) -> Result<Self, SpecError> {
-        Self::parse_with(s, |p| {
-            if p.is_file() {
-                PathKind::File
-            } else if p.is_dir() {
-                PathKind::Dir
-            } else {
-                PathKind::Missing
-            }
-        })
+        Self::parse_with(s, PathKind::of)
     }
 
     /// Specs that need a kernel build (and so accept `--kconfig` / `--patches`).
@@ -118,6 +110,19 @@ pub enum PathKind {
     File,
     Dir,
     Missing,
+}
+
+impl PathKind {
+    /// What `path` is on this machine (following symlinks).
+    pub fn of(path: &Path) -> PathKind {
+        if path.is_file() {
+            PathKind::File
+        } else if path.is_dir() {
+            PathKind::Dir
+        } else {
+            PathKind::Missing
+        }
+    }
 }
 
 impl fmt::Display for KernelSpec {

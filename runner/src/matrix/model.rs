@@ -323,15 +323,7 @@ pub fn load(path: &Path) -> Result<Matrix, MatrixError> {
         source,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    load_str(&text, &path.display().to_string(), base, &|p: &Path| {
-        if p.is_file() {
-            PathKind::File
-        } else if p.is_dir() {
-            PathKind::Dir
-        } else {
-            PathKind::Missing
-        }
-    })
+    load_str(&text, &path.display().to_string(), base, &PathKind::of)
 }
 
 /// Parses and validates matrix text. `origin` names the file in messages; relative paths

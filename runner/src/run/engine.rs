@@ -700,11 +700,7 @@ async fn run_iteration(
             let out = m
                 .exec_ops(&[(None, Op::Dmesg)], Duration::from_secs(60), "dmesg")
                 .await;
-            for (_, r) in out.reports {
-                if let Some(Detail::Dmesg { records }) = r.detail {
-                    kmsg.extend(records);
-                }
-            }
+            collect_dmesg(out, &mut kmsg);
         }
         _ => {
             if let Some(b) = m.booted.as_mut() {
