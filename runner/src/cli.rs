@@ -174,7 +174,8 @@ pub struct ImageArgs {
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Bare boot (busybox init that powers off at once) vs crashrig's start to first SSH
-    /// command, and per-iteration overhead vs the same loop as a shell script in the guest.
+    /// command vs a restore of a saved guest to first SSH command, and per-iteration overhead
+    /// vs the same loop as a shell script in the guest.
     Boot(BenchBootArgs),
     /// Bisection accuracy on simulated histories: share of runs naming the true culprit,
     /// calibration of the reported confidence, mean iterations and builds, and the

@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 
 use crashrig_guest::{Op, Plan, PlanStep, PROTOCOL_VERSION};
 
-use super::boot::{boot, BootSpec};
+use super::boot::{boot, restore, BootSpec};
 use crate::cache::Cache;
 use crate::cli::{resolve_kernel, BenchBootArgs, CliError};
 use crate::guest::RunKey;
 use crate::image;
-use crate::vm::{create_disk, Disk};
+use crate::vm::snapshot::{self, OverlayTemplate};
+use crate::vm::{create_disk, Disk, DiskFormat};
 
 const LOOP_ITERATIONS: u32 = 20;
 
@@ -44,6 +45,9 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
     let mut ready_times = Vec::new();
     let mut shell_loop = Vec::new();
     let mut helper_loop = Vec::new();
+    let mut save_times = Vec::new();
+    let mut state_sizes = Vec::new();
+    let mut restore_times = Vec::new();
     for _ in 0..args.repeat {
         bare_times.push(
             crate::vm::qemu::bare_boot(&kernel.image, &bare, accel, Duration::from_secs(120))
@@ -53,7 +57,7 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
         let disk = tmp.path().join("scratch.img");
         create_disk(&disk, 1 << 30)?;
         let key = RunKey::generate().map_err(|e| CliError::Other(e.to_string()))?;
-        let mut booted = boot(BootSpec {
+        let spec = |disk: &std::path::Path, format| BootSpec {
             kernel: &kernel.image,
             initrd: &initrd,
             image: &image,
@@ -62,8 +66,9 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
             cpus: 2,
             disks: vec![Disk {
                 serial: "scratch".into(),
-                path: disk,
+                path: disk.to_path_buf(),
                 read_only: false,
+                format,
             }],
             modules: image::boot_modules(&["xfs"], false),
             extra_cmdline: vec![],
@@ -71,9 +76,10 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
             console_log: tmp.path().join("console.log"),
             qmp_socket: tmp.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(240),
-        })
-        .await
-        .map_err(crate::run::RunError::from)?;
+        };
+        let mut booted = boot(spec(&disk, DiskFormat::Raw))
+            .await
+            .map_err(crate::run::RunError::from)?;
         ready_times.push(booted.ready_after.as_secs_f64());
 
         // Per-iteration overhead: the same mount/umount loop as a guest shell script and as
@@ -140,7 +146,32 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
                 .map_err(crate::run::RunError::from)?;
         }
         helper_loop.push(t.elapsed().as_secs_f64() * 1000.0 / f64::from(LOOP_ITERATIONS));
+
+        // Restore: save this guest (after its mkfs, like an "after setup" snapshot), then
+        // start a new QEMU from it on a fresh overlay over the frozen scratch disk, up to the
+        // first command (the RNG reseed) over a new SSH connection.
+        let state = tmp.path().join("state");
+        let t = Instant::now();
+        let size = snapshot::save(&mut booted.vm, &state, Duration::from_secs(120))
+            .await
+            .map_err(crate::run::RunError::from)?;
+        save_times.push(t.elapsed().as_secs_f64());
+        state_sizes.push(size as f64);
         booted.vm.stop().await;
+        let template =
+            OverlayTemplate::create(&disk, DiskFormat::Raw, &tmp.path().join("template.qcow2"))
+                .await
+                .map_err(crate::run::RunError::from)?;
+        let overlay = tmp.path().join("overlay.qcow2");
+        let t = Instant::now();
+        template
+            .fresh(&overlay)
+            .map_err(crate::run::RunError::from)?;
+        let mut restored = restore(spec(&overlay, DiskFormat::Qcow2), &state)
+            .await
+            .map_err(crate::run::RunError::from)?;
+        restore_times.push(t.elapsed().as_secs_f64());
+        restored.vm.stop().await;
     }
     let bare = median(bare_times);
     let ready = median(ready_times);
@@ -148,6 +179,16 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
     println!(
         "crashrig start to first SSH command:        {ready:.2} s  ({:.2}x bare; goal <= 1.6x)",
         ready / bare
+    );
+    let restored = median(restore_times);
+    println!(
+        "restore to first SSH command:               {restored:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)",
+        restored / ready
+    );
+    println!(
+        "saving the guest (paused, to a file):       {:.2} s, {:.0} MB",
+        median(save_times),
+        median(state_sizes) / 1e6
     );
     let (sh, cr) = (median(shell_loop), median(helper_loop));
     println!("mount+umount loop as a guest shell script:  {sh:.1} ms/iteration");
