@@ -342,6 +342,7 @@ mod tests {
                 mount_options: vec![],
             }),
             iterations: 3,
+            iterations_share_state: false,
             iteration_timeout: Duration::from_secs(300),
             seed: None,
             setup: vec![],
