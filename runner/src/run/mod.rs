@@ -10,6 +10,7 @@ pub mod machine;
 pub mod matrix_run;
 pub mod plan;
 pub mod qemu_machine;
+pub mod session;
 pub mod verdict;
 
 pub use engine::{run_batch, run_scenario, LoadedScenario, Rig, RunError, RunOptions};
