@@ -588,7 +588,8 @@ impl Searcher {
 mod tests {
     use super::*;
     use crate::amplify::space::Knob;
-    use proptest::prelude::*;
+    use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest, ProptestConfig};
+    use rand::Rng;
 
     fn space(shape: &[usize]) -> Space {
         Space::new(
