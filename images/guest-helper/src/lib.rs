@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a field changes meaning; the helper refuses a plan of another version (with
 /// an [`OutputLine::Fatal`] line), so host and guest image always agree.
-/// Version 2: output lines are tagged (`"line": "step" | "end" | "fatal"`); step indices are
-/// positions in the plan.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 2: the `reseed` op. Version 3: output lines are tagged
+/// (`"line": "step" | "end" | "fatal"`); step indices are positions in the plan.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A sequence of operations to run back to back in the guest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +173,14 @@ pub enum Op {
         device: DeviceRef,
         present: bool,
         timeout_ms: u64,
+    },
+    /// After a snapshot restore: mix `entropy` (fresh from the host) into the kernel RNG and
+    /// reseed it at once, then set CLOCK_REALTIME to `realtime_ns` (the host's time), so
+    /// guests restored from one snapshot neither draw the same random numbers nor live at
+    /// the moment it was saved.
+    Reseed {
+        entropy: Vec<u8>,
+        realtime_ns: u64,
     },
 }
 

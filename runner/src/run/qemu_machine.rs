@@ -14,7 +14,7 @@ use crate::guest::{self, Ending, Guest, GuestHandle, RunKey, SshError, HELPER_CO
 use crate::image::{self, GuestImage};
 use crate::kernel::ResolvedKernel;
 use crate::scenario::Scenario;
-use crate::vm::{create_disk, Accel, Disk};
+use crate::vm::{create_disk, Accel, Disk, DiskFormat};
 
 /// Attempts at a plan whose command never reached the guest (channel not opened).
 const SEND_ATTEMPTS: u32 = 3;
@@ -99,6 +99,7 @@ impl<'a> QemuMachine<'a> {
                 serial: d.name.clone(),
                 path,
                 read_only: false,
+                format: DiskFormat::Raw,
             });
         }
         let base = runtime_base();
