@@ -27,11 +27,7 @@ fn run(scenario: &str, extra: &[&str]) -> (i32, Value, tempfile::TempDir) {
     let text = std::fs::read_to_string(out.path().join("results.json"))
         .unwrap_or_else(|e| panic!("{e}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     let r: Value = serde_json::from_str(&text).unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        r["runs"][0].clone(),
-        out,
-    )
+    (o.status.code().unwrap_or(-1), r["runs"][0].clone(), out)
 }
 
 fn step<'a>(it: &'a Value, id: &str) -> &'a Value {
@@ -59,7 +55,7 @@ fn boots(run: &Value) -> Vec<(String, Option<String>)> {
 
 #[test]
 fn restored_iterations_see_setup_not_each_other_and_draw_their_own_random_numbers() {
-    let (code, run, _out) = run(
+    let (code, run, out) = run(
         "tests/restore/independent-iterations.yaml",
         &["--restore", "always"],
     );
@@ -76,9 +72,17 @@ fn restored_iterations_see_setup_not_each_other_and_draw_their_own_random_number
         // The second iteration would find the first one's marker on a reused guest.
         assert_eq!(step(it, "fresh-start")["ok"], true, "{it}");
     }
-    let random: Vec<&str> = its
+    let random: Vec<String> = its
         .iter()
-        .map(|it| step(it, "random")["output"].as_str().unwrap().trim())
+        .map(|it| {
+            let file = out.path().join(it["dmesg_file"].as_str().unwrap());
+            let text = std::fs::read_to_string(file).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.contains("random: "))
+                .unwrap_or_else(|| panic!("{text}"));
+            line.rsplit("random: ").next().unwrap().trim().to_string()
+        })
         .collect();
     assert_eq!(random[0].len(), 32, "{random:?}");
     assert_ne!(
