@@ -90,6 +90,10 @@ pub struct ReproArgs {
     /// Default: RESULTS_DIR/repro-<run>-<iteration>.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Change a parameter of the recorded setting (repeatable): the scenario is then loaded
+    /// again from its recorded path with the recorded setting and these values.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -113,6 +117,45 @@ pub struct CommonVmArgs {
     /// Print every iteration and more detail.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Set a scenario parameter (repeatable): the scenario's `${NAME}` becomes VALUE instead
+    /// of the declared default. `cpus`, `memory` and `filesystem` set the VM's CPUs and memory
+    /// and the filesystem type. See docs/scenario-format.md.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+}
+
+impl CommonVmArgs {
+    /// The `--param` values; a name given twice is an error.
+    pub fn setting(&self) -> Result<crate::scenario::Setting, CliError> {
+        setting_of(&self.params)
+    }
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    if !crate::scenario::is_parameter_name(name) {
+        return Err(format!(
+            "`{name}` is not a parameter name (lowercase letters, digits, `-`, `_`, starting with a letter)"
+        ));
+    }
+    crate::scenario::check_parameter_value(value)
+        .map_err(|why| format!("the value of `{name}` {why}"))?;
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Collects `--param` pairs; a name given twice is an error.
+pub fn setting_of(params: &[(String, String)]) -> Result<crate::scenario::Setting, CliError> {
+    let mut setting = crate::scenario::Setting::new();
+    for (name, value) in params {
+        if let Some(first) = setting.insert(name.clone(), value.clone()) {
+            return Err(CliError::Other(format!(
+                "--param {name} is given twice (`{first}` and `{value}`)"
+            )));
+        }
+    }
+    Ok(setting)
 }
 
 #[derive(Args, Debug)]
@@ -332,7 +375,16 @@ async fn with_signals(
 
 /// Loads and validates a scenario; warnings go to stderr.
 pub fn load_scenario(path: &std::path::Path) -> Result<LoadedScenario, CliError> {
-    let loaded = crate::scenario::load_file_with_warnings(path)
+    load_scenario_with(path, &crate::scenario::Setting::new())
+}
+
+/// Loads and validates a scenario with parameter values (`--param`, a matrix cell's);
+/// warnings go to stderr.
+pub fn load_scenario_with(
+    path: &std::path::Path,
+    setting: &crate::scenario::Setting,
+) -> Result<LoadedScenario, CliError> {
+    let loaded = crate::scenario::load_with(path, setting)
         .map_err(|e| CliError::Scenario(error_chain(&e)))?;
     if !loaded.warnings.is_empty() {
         eprintln!("{}", loaded.warnings);
@@ -432,8 +484,9 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
     // Validate every scenario before booting anything.
     let mut scenarios = Vec::new();
     let mut problems = Vec::new();
+    let setting = args.vm.setting()?;
     for path in &args.scenarios {
-        match load_scenario(path) {
+        match load_scenario_with(path, &setting) {
             Ok(s) => scenarios.push(s),
             Err(e) => problems.push(e.to_string()),
         }
@@ -588,8 +641,22 @@ async fn cmd_repro(args: ReproArgs) -> Result<i32, CliError> {
         .runs
         .get(index)
         .ok_or_else(|| CliError::Other("the results have no runs".into()))?;
-    let recorded = args.results.join(&run.dir).join("scenario.yaml");
-    let loaded = load_scenario(&recorded)?;
+    let loaded = if args.params.is_empty() {
+        // The scenario as it ran, its parameters substituted.
+        let recorded = args.results.join(&run.dir).join("scenario.yaml");
+        let mut loaded = crate::scenario::load_recorded(&recorded)
+            .map_err(|e| CliError::Scenario(error_chain(&e)))?;
+        loaded.scenario.setting = run.setting.clone();
+        LoadedScenario {
+            scenario: loaded.scenario,
+            path: recorded,
+        }
+    } else {
+        let mut setting = run.setting.clone();
+        setting.extend(setting_of(&args.params)?);
+        let path = PathBuf::from(&run.scenario.path);
+        load_scenario_with(&path, &setting)?
+    };
     let cache = Cache::from_env();
     let spec = args
         .kernel

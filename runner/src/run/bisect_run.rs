@@ -14,7 +14,7 @@ use crate::bisect::{
     self, Action, BatchOutcome, Bisector, Config, Direction, Header, Journal, Step,
 };
 use crate::cache::Cache;
-use crate::cli::{load_scenario, prepare_image, CliError, CommonVmArgs};
+use crate::cli::{load_scenario_with, prepare_image, CliError, CommonVmArgs};
 use crate::kernel::{self, BuildOptions, KernelSpec, PatchFile, ResolvedKernel};
 use crate::report::events::{Event, EventSink, Reporter};
 use crate::report::terminal::Terminal;
@@ -380,7 +380,7 @@ struct BisectResult<'a> {
 }
 
 pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
-    let loaded = load_scenario(&args.scenario)?;
+    let loaded = load_scenario_with(&args.scenario, &args.vm.setting()?)?;
     let (cands, range) = candidates(&args)?;
     let last = cands.last();
     let out = args.vm.out.clone().unwrap_or_else(crate::cli::default_out);
@@ -701,7 +701,11 @@ pub struct CheckArgs {
 /// `crashrig check`: for `git bisect run`: 0 good, 1 bad, 125 cannot test (build or boot
 /// failure, or only unrelated failures).
 pub async fn check(args: CheckArgs) -> Result<i32, CliError> {
-    let loaded = match load_scenario(&args.scenario) {
+    let loaded = match args
+        .vm
+        .setting()
+        .and_then(|setting| load_scenario_with(&args.scenario, &setting))
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");

@@ -49,21 +49,26 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
     // Validate every scenario (with its parameters) before booting anything.
     let mut scenarios: HashMap<usize, LoadedScenario> = HashMap::new();
     let mut problems = Vec::new();
+    let given = vm.setting()?;
+    if let Some(name) = given.keys().find(|n| m.parameters.contains_key(*n)) {
+        return Err(CliError::Other(format!(
+            "--param {name}: the matrix varies `{name}` itself"
+        )));
+    }
     for cell in &cells {
-        match crate::cli::load_scenario(&cell.scenario.path) {
-            Ok(loaded) => match matrix::cell_scenario(&loaded.scenario, cell) {
-                Ok(s) => {
-                    scenarios.insert(
-                        cell.index,
-                        LoadedScenario {
-                            scenario: s,
-                            path: loaded.path,
-                        },
-                    );
-                }
-                Err(e) => problems.push(format!("{}: {e}", cell.id())),
-            },
-            Err(e) => problems.push(e.to_string()),
+        let mut setting = given.clone();
+        setting.extend(cell.params.clone());
+        match crate::cli::load_scenario_with(&cell.scenario.path, &setting) {
+            Ok(loaded) => {
+                scenarios.insert(
+                    cell.index,
+                    LoadedScenario {
+                        scenario: matrix::cell_scenario(loaded.scenario, cell),
+                        path: loaded.path,
+                    },
+                );
+            }
+            Err(e) => problems.push(format!("{}: {e}", cell.id())),
         }
     }
     if !problems.is_empty() {
