@@ -31,9 +31,10 @@ impl std::fmt::Display for Accel {
 }
 
 /// `--accel` choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AccelChoice {
     /// KVM when the kernel boots under it within 15 s, else TCG.
+    #[default]
     Auto,
     Kvm,
     Tcg,
