@@ -33,9 +33,7 @@ pub use model::{
     join_clean, load, load_str, Cell, Diagnostic, Diagnostics, Matrix, MatrixError, MatrixKernel,
     MatrixScenario,
 };
-pub use params::{
-    apply_params, cell_scenario, mkfs_overwrite_options, ParamError, KNOWN_PARAMETERS,
-};
+pub use params::cell_scenario;
 pub use partition::{
     default_jobs, host_resources, parse_partition, Partition, PartitionError, PER_VM_OVERHEAD,
 };

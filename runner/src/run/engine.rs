@@ -367,6 +367,7 @@ pub async fn run_scenario(
         finished: None,
         dir: rel_dir.clone(),
         cell: opts.cell.clone(),
+        setting: s.setting.clone(),
         guest_image: guest_image.key.clone(),
         boots: Vec::new(),
         setup: Vec::new(),
