@@ -13,6 +13,13 @@ pub struct AmplifyArgs {
     /// The scenario; its `parameters:` with `values:` are the space searched.
     #[arg(value_name = "SCENARIO.yaml")]
     pub scenario: PathBuf,
+    #[command(flatten)]
+    pub search: SearchArgs,
+}
+
+/// The search's options (shared with `bench amplify`).
+#[derive(Args, Debug)]
+pub struct SearchArgs {
     /// A second kernel: search for the setting where the two kernels' rates differ most
     /// (what a bisection between them needs).
     #[arg(long, value_name = "SPEC")]
@@ -46,10 +53,10 @@ fn parse_confidence(s: &str) -> Result<f64, String> {
     }
 }
 
-impl AmplifyArgs {
-    pub fn options(&self) -> AmplifyOptions {
+impl SearchArgs {
+    pub fn options(&self, scenario: PathBuf) -> AmplifyOptions {
         AmplifyOptions {
-            scenario: self.scenario.clone(),
+            scenario,
             against: self.against.clone(),
             target: self.target.clone(),
             budget: self.budget,
@@ -63,7 +70,7 @@ impl AmplifyArgs {
 }
 
 pub async fn amplify(args: AmplifyArgs) -> Result<i32, CliError> {
-    let outcome = run_amplify(args.options()).await?;
+    let outcome = run_amplify(args.search.options(args.scenario)).await?;
     print!("{}", report_text(&outcome));
     Ok(crate::exit::OK)
 }

@@ -696,3 +696,194 @@ mod tests {
         );
     }
 }
+
+/// `crashrig bench amplify`: what was asked.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub search: AmplifyOptions,
+    /// Fresh iterations of the default and of the winner after the search (at least 60 for
+    /// the default).
+    pub confirm: u32,
+    /// Simulated bisections per rate for the expected bisection cost.
+    pub bisect_runs: u32,
+}
+
+/// One setting measured after the search, on fresh iterations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub label: String,
+    pub counts: Counts,
+    pub interval: (f64, f64),
+    /// Mean iterations of a simulated bisection (64 commits) at this rate; `None` at rate 0.
+    pub bisect_iterations: Option<f64>,
+}
+
+/// The benchmark's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchFigures {
+    pub outcome: AmplifyOutcome,
+    pub default: Measured,
+    pub winner: Measured,
+    /// Two-sided Fisher p, winner against default, on the fresh iterations.
+    pub fisher_p: f64,
+}
+
+/// Searches (as `crashrig amplify`), then measures the default and the winner again on
+/// `confirm` fresh iterations each: the search's own counts of the winner are biased upward
+/// by the selection, fresh ones are not.
+pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> {
+    let mut session = Session::new(opts.search.vm.clone());
+    let base = session.load_scenario(&opts.search.scenario)?;
+    let space = space_of(&base.scenario, &opts.search.vm.setting()?)?;
+    let spec = opts
+        .search
+        .vm
+        .kernels
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "debian:6.1".into());
+    session.create_out()?;
+    let kernel = session
+        .resolve_kernel(&spec, &opts.search.build, &base.scenario.kconfig)
+        .await?;
+    let host = session.host(&kernel.image).await?;
+    let accel = host.accel;
+    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info));
+    let image = session.image().await?;
+    let prepared = Prepared {
+        kernels: vec![(spec.clone(), kernel)],
+        image,
+        accel,
+    };
+    let mut index = 0;
+    let (report, target, space) = search(
+        &opts.search,
+        space,
+        &prepared,
+        &session.out,
+        &session.cache,
+        &mut sink,
+        &mut index,
+    )
+    .await?;
+    let target = target.unwrap_or_else(|| Target::parse("umount:EBUSY"));
+    let winner_arm = report
+        .winner
+        .and_then(|w| report.row(w))
+        .map(|r| r.arm.clone())
+        .unwrap_or_else(|| space.default_arm());
+    let mut measured = Vec::new();
+    for arm in [space.default_arm(), winner_arm] {
+        let (setting, label) = (space.setting(&arm), space.describe(&arm));
+        let loaded = load_setting(&opts.search.scenario, &setting)?;
+        sink.info(format!(
+            "bench amplify: {label}: {} fresh iterations",
+            opts.confirm
+        ));
+        let run_opts = RunOptions {
+            iterations: Some(opts.confirm),
+            ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
+        };
+        let run = run_scenario(
+            &loaded,
+            &prepared.kernels[0].1,
+            &prepared.image,
+            &run_opts,
+            index,
+            &mut sink,
+        )
+        .await;
+        index += 1;
+        let counts = match batch_outcome(&run, &target).0 {
+            BatchOutcome::Ran {
+                iterations,
+                failures,
+            } => Counts {
+                trials: u64::from(iterations),
+                hits: u64::from(failures),
+            },
+            BatchOutcome::Unknown { reason } => {
+                return Err(AmplifyRunError::Batches { failed: 1, reason })
+            }
+        };
+        let bisect_iterations = (counts.hits > 0)
+            .then(|| {
+                crate::bisect::simulate(&crate::bisect::SimParams {
+                    p: counts.rate(),
+                    runs: opts.bisect_runs,
+                    ..crate::bisect::SimParams::default()
+                })
+                .ok()
+                .map(|s| s.mean_iterations)
+            })
+            .flatten();
+        measured.push(Measured {
+            label,
+            interval: crate::outcome::stats::wilson_95(counts.hits, counts.trials),
+            counts,
+            bisect_iterations,
+        });
+    }
+    sink.finish();
+    let winner = measured.pop().expect("two measured");
+    let default = measured.pop().expect("two measured");
+    let (w, d) = (winner.counts, default.counts);
+    let fisher_p = crate::outcome::stats::fisher_exact_two_sided(
+        w.hits,
+        w.trials - w.hits,
+        d.hits,
+        d.trials - d.hits,
+    );
+    let outcome = finish(
+        &opts.search,
+        &session.out,
+        &base.scenario.name,
+        report,
+        Some(target),
+        &space,
+    )?;
+    let figures = BenchFigures {
+        outcome,
+        default,
+        winner,
+        fisher_p,
+    };
+    let json = session.out.join("bench-amplify.json");
+    write_json_atomic(&json, &figures)
+        .map_err(|source| AmplifyRunError::Write { path: json, source })?;
+    Ok(figures)
+}
+
+/// The benchmark's printout.
+pub fn bench_text(f: &BenchFigures) -> String {
+    let line = |name: &str, m: &Measured| {
+        format!(
+            "{name:<8} {:<36} {:>3}/{:<3} = {:>5.1}%  (95% CI {:.1}%-{:.1}%)  bisection (64 commits, simulated): {}\n",
+            m.label,
+            m.counts.hits,
+            m.counts.trials,
+            100.0 * m.counts.rate(),
+            100.0 * m.interval.0,
+            100.0 * m.interval.1,
+            m.bisect_iterations
+                .map(|i| format!("{i:.0} iterations"))
+                .unwrap_or_else(|| "impossible (rate 0)".into())
+        )
+    };
+    let mut s = report_text(&f.outcome);
+    s.push_str("fresh iterations after the search:\n");
+    s.push_str(&line("default", &f.default));
+    s.push_str(&line("winner", &f.winner));
+    let ratio = if f.default.counts.rate() > 0.0 {
+        format!("{:.1}x", f.winner.counts.rate() / f.default.counts.rate())
+    } else if f.winner.counts.hits > 0 {
+        "infinite (the default showed none)".into()
+    } else {
+        "none (neither showed the target)".into()
+    };
+    s.push_str(&format!(
+        "winner / default: {ratio} (goal >= 5x); Fisher p = {:.4} (goal < 0.01); search spent {} iterations (goal <= 300)\n",
+        f.fisher_p, f.outcome.report.spent
+    ));
+    s
+}
