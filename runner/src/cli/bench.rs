@@ -13,7 +13,8 @@ use crate::run::bench::{boot_bench, BootBenchOptions};
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Bare boot (busybox init that powers off at once) vs crashrig's start to first SSH
-    /// command, and per-iteration overhead vs the same loop as a shell script in the guest.
+    /// command vs a restore of a saved guest to first SSH command, and per-iteration overhead
+    /// vs the same loop as a shell script in the guest.
     Boot(BenchBootArgs),
     /// Bisection accuracy on simulated histories: share of runs naming the true culprit,
     /// calibration of the reported confidence, mean iterations and builds, and the
@@ -149,6 +150,16 @@ async fn boot(args: BenchBootArgs) -> Result<i32, CliError> {
         "crashrig start to first SSH command:        {:.2} s  ({:.2}x bare; goal <= 1.6x)",
         f.ready_s,
         f.ready_s / f.bare_boot_s
+    );
+    println!(
+        "restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)",
+        f.restore_s,
+        f.restore_s / f.ready_s
+    );
+    println!(
+        "saving the guest (paused, to a file):       {:.2} s, {:.0} MB",
+        f.save_s,
+        f.state_bytes / 1e6
     );
     println!(
         "mount+umount loop as a guest shell script:  {:.1} ms/iteration",

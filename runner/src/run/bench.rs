@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use crashrig_guest::{Op, Plan, PlanStep, PROTOCOL_VERSION};
 
-use super::boot::{boot, BootSpec};
+use super::boot::{boot, restore, BootSpec};
 use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::guest::RunKey;
 use crate::image;
-use crate::vm::{create_disk, AccelChoice, Disk};
+use crate::vm::snapshot::{self, OverlayTemplate, SnapshotError};
+use crate::vm::{create_disk, AccelChoice, Disk, DiskFormat};
 
 const LOOP_ITERATIONS: u32 = 20;
 
@@ -32,6 +33,12 @@ pub struct BootBenchFigures {
     pub bare_boot_s: f64,
     /// crashrig's start to its first SSH command, in seconds.
     pub ready_s: f64,
+    /// A new QEMU from a saved guest (fresh disk overlay included) to its first SSH command.
+    pub restore_s: f64,
+    /// Saving the paused guest to a file, in seconds.
+    pub save_s: f64,
+    /// The saved state file, in bytes.
+    pub state_bytes: f64,
     /// The mount+umount loop as a guest shell script, ms per iteration.
     pub shell_loop_ms: f64,
     /// The same loop as crashrig iterations (helper plan + dmesg), ms per iteration.
@@ -52,6 +59,8 @@ pub enum BenchError {
     Ssh(#[from] crate::guest::SshError),
     #[error(transparent)]
     Run(#[from] super::RunError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 impl BenchError {
@@ -85,6 +94,9 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, Benc
     let mut ready_times = Vec::new();
     let mut shell_loop = Vec::new();
     let mut helper_loop = Vec::new();
+    let mut save_times = Vec::new();
+    let mut state_sizes = Vec::new();
+    let mut restore_times = Vec::new();
     for _ in 0..opts.repeat {
         bare_times.push(
             crate::vm::qemu::bare_boot(&kernel.image, &bare, accel, Duration::from_secs(120))
@@ -94,7 +106,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, Benc
         let disk = tmp.path().join("scratch.img");
         create_disk(&disk, 1 << 30)?;
         let key = RunKey::generate()?;
-        let mut booted = boot(BootSpec {
+        let spec = |disk: &std::path::Path, format| BootSpec {
             kernel: &kernel.image,
             initrd: &initrd,
             image: &image,
@@ -103,8 +115,9 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, Benc
             cpus: 2,
             disks: vec![Disk {
                 serial: "scratch".into(),
-                path: disk,
+                path: disk.to_path_buf(),
                 read_only: false,
+                format,
             }],
             modules: image::boot_modules(&["xfs"], false),
             extra_cmdline: vec![],
@@ -112,9 +125,10 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, Benc
             console_log: tmp.path().join("console.log"),
             qmp_socket: tmp.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(240),
-        })
-        .await
-        .map_err(super::RunError::from)?;
+        };
+        let mut booted = boot(spec(&disk, DiskFormat::Raw))
+            .await
+            .map_err(super::RunError::from)?;
         ready_times.push(booted.ready_after.as_secs_f64());
 
         // Per-iteration overhead: the same mount/umount loop as a guest shell script and as
@@ -181,7 +195,26 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, Benc
                 .map_err(super::RunError::from)?;
         }
         helper_loop.push(t.elapsed().as_secs_f64() * 1000.0 / f64::from(LOOP_ITERATIONS));
+
+        // Restore: save this guest (after its mkfs, like an "after setup" snapshot), then
+        // start a new QEMU from it on a fresh overlay over the frozen scratch disk, up to the
+        // first command (the RNG reseed) over a new SSH connection.
+        let state = tmp.path().join("state");
+        let t = Instant::now();
+        let size = snapshot::save(&mut booted.vm, &state, Duration::from_secs(120)).await?;
+        save_times.push(t.elapsed().as_secs_f64());
+        state_sizes.push(size as f64);
         booted.vm.stop().await;
+        let template_path = tmp.path().join("template.qcow2");
+        let template = OverlayTemplate::create(&disk, DiskFormat::Raw, &template_path).await?;
+        let overlay = tmp.path().join("overlay.qcow2");
+        let t = Instant::now();
+        template.fresh(&overlay)?;
+        let mut restored = restore(spec(&overlay, DiskFormat::Qcow2), &state)
+            .await
+            .map_err(super::RunError::from)?;
+        restore_times.push(t.elapsed().as_secs_f64());
+        restored.vm.stop().await;
     }
     Ok(BootBenchFigures {
         kernel_version: kernel.version,
@@ -189,6 +222,9 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, Benc
         accel_reason: host.info.accel_reason,
         bare_boot_s: median(bare_times),
         ready_s: median(ready_times),
+        restore_s: median(restore_times),
+        save_s: median(save_times),
+        state_bytes: median(state_sizes),
         shell_loop_ms: median(shell_loop),
         helper_loop_ms: median(helper_loop),
     })
