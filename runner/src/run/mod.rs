@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bisect_run;
 pub mod boot;
 pub mod engine;
+pub mod matrix_report;
 pub mod matrix_run;
 pub mod plan;
 pub mod session;
