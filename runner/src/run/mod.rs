@@ -7,6 +7,7 @@ pub mod engine;
 #[cfg(test)]
 mod fake;
 pub mod machine;
+pub mod matrix_report;
 pub mod matrix_run;
 pub mod plan;
 pub mod qemu_machine;
