@@ -15,7 +15,8 @@ use crate::bisect::BatchOutcome;
 use crate::image::GuestImage;
 use crate::kernel::ResolvedKernel;
 use crate::report::events::EventSink;
-use crate::report::writer::{write_json_atomic, ResultsWriter};
+use crate::report::store::{write_json, StoreError};
+use crate::report::writer::ResultsWriter;
 use crate::report::Event;
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 use crate::scenario::{self, LoadError, Setting};
@@ -68,6 +69,8 @@ pub enum AmplifyRunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("write the amplified scenario: {0}")]
     Rewrite(String),
 }
@@ -537,8 +540,7 @@ pub fn finish(
             .collect(),
     };
     let json = out.join("amplify.json");
-    write_json_atomic(&json, &outcome)
-        .map_err(|source| AmplifyRunError::Write { path: json, source })?;
+    write_json(&json, &outcome)?;
     Ok(outcome)
 }
 
@@ -849,8 +851,7 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         fisher_p,
     };
     let json = session.out.join("bench-amplify.json");
-    write_json_atomic(&json, &figures)
-        .map_err(|source| AmplifyRunError::Write { path: json, source })?;
+    write_json(&json, &figures)?;
     Ok(figures)
 }
 
