@@ -670,7 +670,7 @@ mod tests {
     #[test]
     fn defaults_are_rewritten_in_flow_and_block_forms() {
         let text = "name: x\nparameters:\n  jobs: { default: 12, values: [4, 12, 32] }  # threads\n  engine:\n    values: [io_uring, libaio]\n    default: io_uring\nsteps:\n  - run: { command: \"fio --numjobs=${jobs}\" }\n";
-        let out = with_defaults(&text, &setting(&[("jobs", "32"), ("engine", "libaio")])).unwrap();
+        let out = with_defaults(text, &setting(&[("jobs", "32"), ("engine", "libaio")])).unwrap();
         assert_eq!(
             out,
             "name: x\nparameters:\n  jobs: { default: 32, values: [4, 12, 32] }  # threads\n  engine:\n    values: [io_uring, libaio]\n    default: libaio\nsteps:\n  - run: { command: \"fio --numjobs=${jobs}\" }\n"
