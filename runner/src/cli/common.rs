@@ -56,6 +56,11 @@ pub struct CommonVmArgs {
     /// guest).
     #[arg(long, value_enum, default_value = "never")]
     pub restore: RestoreArg,
+    /// Set a scenario parameter (repeatable): the scenario's `${NAME}` becomes VALUE instead
+    /// of the declared default. `cpus`, `memory` and `filesystem` set the VM's CPUs and memory
+    /// and the filesystem type. See docs/scenario-format.md.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
 }
 
 /// `--restore`.
@@ -76,6 +81,22 @@ impl From<RestoreArg> for RestoreMode {
     }
 }
 
+/// `--param NAME=VALUE`.
+pub fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    if !crate::scenario::is_parameter_name(name) {
+        return Err(format!(
+            "`{name}` is not a parameter name (lowercase letters, digits, `-`, `_`, starting \
+             with a letter)"
+        ));
+    }
+    crate::scenario::check_parameter_value(value)
+        .map_err(|why| format!("the value of `{name}` {why}"))?;
+    Ok((name.to_string(), value.to_string()))
+}
+
 impl CommonVmArgs {
     pub fn options(&self) -> VmOptions {
         VmOptions {
@@ -85,6 +106,7 @@ impl CommonVmArgs {
             recipe: self.recipe.clone(),
             verbose: self.verbose,
             restore: self.restore.into(),
+            params: self.params.clone(),
         }
     }
 }

@@ -180,6 +180,10 @@ pub struct RunRecord {
     /// on one guest.
     #[serde(default)]
     pub independent_iterations: bool,
+    /// The scenario's parameters as this run set them (name -> value): declared defaults,
+    /// `--param` values and a matrix cell's values. Empty without parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub setting: BTreeMap<String, String>,
 }
 
 fn restore_never() -> String {

@@ -306,6 +306,7 @@ mod tests {
             cell: None,
             restore: "never".into(),
             independent_iterations: false,
+            setting: Default::default(),
             guest_image: String::new(),
             boots: vec![],
             setup: vec![],

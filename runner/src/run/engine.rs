@@ -630,6 +630,7 @@ pub async fn run_batch<M: Machine>(
         cell: opts.cell.clone(),
         restore: opts.restore.to_string(),
         independent_iterations: false,
+        setting: s.setting.clone(),
         guest_image: guest_image_key.to_string(),
         boots: Vec::new(),
         setup: Vec::new(),
@@ -702,7 +703,7 @@ async fn run_inner<M: Machine>(
     // so the next batch of the same kernel and scenario starts from it too.
     let mut restores = opts.restore.restores_iterations(run.scenario);
     let set_up_key = plan::setup_key(run.scenario, seed, data_seed);
-    if !*ready && !(restores && run.machine.has_set_up(&set_up_key)) {
+    if !(*ready || restores && run.machine.has_set_up(&set_up_key)) {
         run.boot("start").await?;
         let (steps, error) = run.setup(seed, data_seed).await;
         record.setup = steps.clone();

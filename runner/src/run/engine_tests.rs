@@ -38,6 +38,8 @@ fn scenario(steps: Vec<Step>) -> Scenario {
         steps,
         cleanup: vec![],
         dmesg: DmesgExpect::default(),
+        parameters: vec![],
+        setting: Default::default(),
     }
 }
 

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::matrix_report::{finish_matrix, ReportError};
 use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::kernel::ResolvedKernel;
-use crate::matrix::{self, BaselineError, CommandError, MatrixError, MergeError, Partition};
+use crate::matrix::{self, MatrixError, Partition};
 use crate::report::events::{Event, EventSink, Forward, Reporter};
-use crate::report::writer::{write_json_atomic, ResultsWriter};
+use crate::report::store::{read_results, StoreError};
+use crate::report::writer::ResultsWriter;
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
 /// What `crashrig matrix` runs, as plain values.
@@ -41,20 +43,14 @@ pub enum MatrixRunError {
     Load(#[from] MatrixError),
     #[error("use --kernel with a matrix: a matrix names its kernels in the matrix file")]
     KernelFlag,
+    #[error("set `{name}` with --param: the matrix varies `{name}` itself")]
+    ParamVaried { name: String },
     #[error("validate the scenarios of the matrix ({count} problems above)")]
     Scenarios { count: usize },
     #[error(transparent)]
-    Results(#[from] MergeError),
+    Results(#[from] StoreError),
     #[error(transparent)]
-    Baseline(#[from] BaselineError),
-    #[error(transparent)]
-    Reports(#[from] CommandError),
-    #[error("write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    Reports(#[from] ReportError),
 }
 
 impl MatrixRunError {
@@ -78,7 +74,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     session.create_out()?;
     let out = session.out.clone();
     let existing = if args.resume && out.join("results.json").exists() {
-        Some(matrix::read_results(&out.join("results.json"))?)
+        Some(read_results(&out.join("results.json"))?)
     } else {
         None
     };
@@ -89,25 +85,43 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     // Validate every scenario (with its parameters) before booting anything.
     let mut scenarios: HashMap<usize, LoadedScenario> = HashMap::new();
     let mut problems = Vec::new();
+    let given = session.vm.setting()?;
+    if let Some(name) = given.keys().find(|n| m.parameters.contains_key(*n)) {
+        return Err(MatrixRunError::ParamVaried { name: name.clone() });
+    }
     for cell in &cells {
-        match session.load_scenario(&cell.scenario.path) {
-            Ok(loaded) => match matrix::cell_scenario(&loaded.scenario, cell) {
-                Ok(s) => {
-                    scenarios.insert(
-                        cell.index,
-                        LoadedScenario {
-                            scenario: s,
-                            path: loaded.path,
-                        },
-                    );
+        let mut setting = given.clone();
+        setting.extend(cell.params.clone());
+        match session.load_scenario_with(&cell.scenario.path, &setting) {
+            Ok(loaded) => {
+                scenarios.insert(
+                    cell.index,
+                    LoadedScenario {
+                        scenario: matrix::cell_scenario(loaded.scenario, cell),
+                        path: loaded.path,
+                    },
+                );
+            }
+            Err(e) => {
+                // The same scenario and values fail the same way on every kernel: once.
+                let values: Vec<String> = cell
+                    .params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let text = crate::report::error_chain(&e);
+                let problem = if values.is_empty() {
+                    text
+                } else {
+                    format!("cells with {}: {text}", values.join(","))
+                };
+                if !problems.contains(&problem) {
+                    problems.push(problem);
                 }
-                Err(e) => problems.push(format!("{}: {e}", cell.id())),
-            },
-            Err(e) => problems.push(crate::report::error_chain(&e)),
+            }
         }
     }
     if !problems.is_empty() {
-        problems.dedup();
         let count = problems.len();
         session.setup_sink().emit(Event::Diagnostics {
             text: problems.join("\n"),
@@ -145,7 +159,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     let (accel, reason) = (host.accel, host.info.accel_reason.clone());
     let image = Arc::new(session.image().await?);
 
-    let (cores, mem) = matrix::host_resources();
+    let (cores, mem) = crate::host::resources();
     let per_vm = cells
         .iter()
         .map(|c| scenarios[&c.index].scenario.vm.memory.0)
@@ -207,30 +221,16 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     finish(&out, &args, &m, &mut sink)
 }
 
-/// Orders the runs as the matrix expands, writes junit.xml, summary.md and the baseline, and
-/// decides the exit code. The markdown summary goes to `sink` as the command's report.
+/// Orders the runs as the matrix expands, writes the reports and the baseline, and decides
+/// the exit code. The markdown summary goes to `sink` as the command's report.
 fn finish(
     out: &Path,
     args: &MatrixOptions,
     m: &matrix::Matrix,
     sink: &mut EventSink,
 ) -> Result<i32, MatrixRunError> {
-    let path = out.join("results.json");
-    let mut results = matrix::read_results(&path)?;
-    matrix::sort_runs(&mut results);
-    write_json_atomic(&path, &results).map_err(|source| MatrixRunError::Write {
-        path: path.clone(),
-        source,
-    })?;
-    let baseline_path = args.baseline.clone().or_else(|| m.baseline.clone());
-    let baseline = baseline_path
-        .as_deref()
-        .map(matrix::load_baseline)
-        .transpose()?;
-    if let Some(p) = &args.write_baseline {
-        matrix::write_json(p, &matrix::baseline_from(&results))?;
-    }
-    let outcome = matrix::write_reports(out, &results, baseline.as_ref())?;
+    let baseline = args.baseline.clone().or_else(|| m.baseline.clone());
+    let outcome = finish_matrix(out, baseline.as_deref(), args.write_baseline.as_deref())?;
     sink.emit(Event::Report {
         text: outcome.markdown,
     });

@@ -1,5 +1,6 @@
 //! Running scenarios: boot, plan, iterate, classify, report.
 
+pub mod amplify_run;
 pub mod bench;
 pub mod bisect_run;
 pub mod boot;
@@ -7,6 +8,7 @@ pub mod engine;
 #[cfg(test)]
 mod fake;
 pub mod machine;
+pub mod matrix_report;
 pub mod matrix_run;
 pub mod plan;
 pub mod qemu_machine;

@@ -355,6 +355,8 @@ mod tests {
             steps,
             cleanup: vec![],
             dmesg: DmesgExpect::default(),
+            parameters: vec![],
+            setting: Setting::new(),
         }
     }
 

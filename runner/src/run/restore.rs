@@ -97,8 +97,7 @@ impl SetUp {
         vm.stop().await;
         let mut templates = Vec::new();
         for disk in disks {
-            let read_only =
-                std::fs::Permissions::from(std::os::unix::fs::PermissionsExt::from_mode(0o444));
+            let read_only = std::os::unix::fs::PermissionsExt::from_mode(0o444);
             std::fs::set_permissions(&disk.path, read_only).map_err(|source| {
                 SnapshotError::Io {
                     path: disk.path.clone(),
