@@ -135,16 +135,3 @@ impl Reporter for Forward {
         let _ = self.0.send(event.event.clone());
     }
 }
-
-/// A reporter that keeps every event (tests).
-#[derive(Default)]
-pub struct Collect(pub std::sync::Arc<std::sync::Mutex<Vec<Event>>>);
-
-impl Reporter for Collect {
-    fn report(&mut self, event: &Stamped) {
-        self.0
-            .lock()
-            .expect("collect lock")
-            .push(event.event.clone());
-    }
-}
