@@ -363,6 +363,7 @@ mod tests {
             finished: None,
             dir: String::new(),
             cell: None,
+            setting: Default::default(),
             guest_image: String::new(),
             boots: vec![],
             setup: vec![],
