@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::workspace;
+use common::{step, workspace};
 
 use std::process::Command;
 
@@ -28,15 +28,6 @@ fn run(scenario: &str, extra: &[&str]) -> (i32, Value, tempfile::TempDir) {
         .unwrap_or_else(|e| panic!("{e}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     let r: Value = serde_json::from_str(&text).unwrap();
     (o.status.code().unwrap_or(-1), r["runs"][0].clone(), out)
-}
-
-fn step<'a>(it: &'a Value, id: &str) -> &'a Value {
-    it["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {it}"))
 }
 
 fn boots(run: &Value) -> Vec<(String, Option<String>)> {
