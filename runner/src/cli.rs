@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cache::Cache;
 use crate::exit;
 use crate::kernel::{KernelSpec, ResolvedKernel};
+use crate::report::durable::claim_results_dir;
 use crate::report::events::{EventSink, Reporter};
 use crate::report::terminal::Terminal;
 use crate::report::writer::ResultsWriter;
@@ -87,7 +88,7 @@ pub struct ReproArgs {
     pub kernel: Option<String>,
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
-    /// Default: RESULTS_DIR/repro-<run>-<iteration>.
+    /// Default: a new RESULTS_DIR/repro-<run>-<iteration>[-N].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
@@ -103,8 +104,9 @@ pub struct CommonVmArgs {
     /// else TCG (results say which, and why).
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
-    /// Directory for results.json, junit.xml, console logs and dmesg. Default:
-    /// ./crashrig-results/<date-time>.
+    /// Directory for results.json, junit.xml, console logs and dmesg; one that already
+    /// holds results is refused unless --resume is given. Default: a new
+    /// ./crashrig-results/<date-time>[-N].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Guest image recipe. Default: images/default.yaml of this crashrig.
@@ -131,6 +133,10 @@ pub struct RunArgs {
     /// Keep the scratch disk images after the run (their directory is printed).
     #[arg(long)]
     pub keep: bool,
+    /// Continue the run a killed crashrig left in --out: finished runs and iterations are
+    /// kept, the missing iterations run with the recorded seed.
+    #[arg(long)]
+    pub resume: bool,
     #[command(flatten)]
     pub build: BuildOpts,
 }
@@ -227,6 +233,8 @@ pub enum CliError {
     Run(#[from] crate::run::RunError),
     #[error("{0}")]
     Scenario(String),
+    #[error(transparent)]
+    ResultsDir(#[from] crate::report::durable::ResultsDirError),
     #[error("cannot create the results directory {path}")]
     Out {
         path: PathBuf,
@@ -448,11 +456,12 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
     } else {
         args.vm.kernels.clone()
     };
-    let out = args.vm.out.clone().unwrap_or_else(default_out);
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
-        path: out.clone(),
-        source,
-    })?;
+    let out = claim_results_dir(args.vm.out.as_deref(), &default_out(), args.resume)?;
+    let existing = if args.resume {
+        read_for_resume(&out)?
+    } else {
+        None
+    };
     // Resolve (and build) every kernel before booting anything: a bad spec fails in seconds.
     let scenario_kconfig: Vec<String> = scenarios
         .iter()
@@ -496,10 +505,12 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
         accel: accel.to_string(),
         accel_reason: reason.clone(),
     };
-    let reporters: Vec<Box<dyn Reporter>> = vec![
-        Box::new(Terminal::new(args.vm.verbose)),
-        Box::new(ResultsWriter::new(&out, host)),
-    ];
+    let writer = match &existing {
+        Some(results) => ResultsWriter::resuming(&out, results.clone()),
+        None => ResultsWriter::new(&out, host),
+    };
+    let reporters: Vec<Box<dyn Reporter>> =
+        vec![Box::new(Terminal::new(args.vm.verbose)), Box::new(writer)];
     let mut sink = EventSink::new(reporters);
     sink.info(format!("accelerator: {accel} ({reason})"));
     sink.info(format!("results: {}", out.display()));
@@ -521,14 +532,67 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
             version: kernel.version.clone(),
         });
         for loaded in &scenarios {
-            let record =
-                crate::run::run_scenario(loaded, kernel, &image, &opts, index, &mut sink).await;
+            let previous = existing.as_ref().and_then(|r| r.runs.get(index));
+            if let Some(prev) = previous {
+                if prev.scenario.name != loaded.scenario.name || prev.kernel.spec != *spec {
+                    return Err(CliError::Other(format!(
+                        "resume {}: its run {} is {} on {}, not {} on {spec}; resume with the same scenarios and kernels",
+                        out.display(),
+                        index + 1,
+                        prev.scenario.name,
+                        prev.kernel.spec,
+                        loaded.scenario.name
+                    )));
+                }
+            }
+            let record = match previous {
+                Some(prev) if prev.finished.is_some() => {
+                    sink.info(format!("run {}: finished before, kept as it is", index + 1));
+                    prev.clone()
+                }
+                _ => {
+                    let opts = RunOptions {
+                        resume: previous.cloned(),
+                        ..opts.clone()
+                    };
+                    crate::run::run_scenario(loaded, kernel, &image, &opts, index, &mut sink).await
+                }
+            };
             index += 1;
             code = code.max(run_exit_code(&record));
         }
     }
-    sink.finish();
-    Ok(code)
+    finish_sink(&mut sink, code)
+}
+
+/// Finishes the reporters; results that could not be written end the command with exit 2.
+pub fn finish_sink(sink: &mut EventSink, code: i32) -> Result<i32, CliError> {
+    match sink.finish() {
+        Some(failure) => Err(CliError::Other(failure)),
+        None => Ok(code),
+    }
+}
+
+/// The results a `--resume` continues: None when the directory has none yet (said, so a
+/// resume that starts afresh is never silent); an empty or torn results.json is an error,
+/// never a reason to run everything again over it.
+pub fn read_for_resume(out: &Path) -> Result<Option<crate::report::Results>, CliError> {
+    let path = out.join("results.json");
+    if !path.exists() {
+        eprintln!(
+            "crashrig: note: {} has no results.json; nothing to resume, starting afresh",
+            out.display()
+        );
+        return Ok(None);
+    }
+    crate::matrix::read_results(&path)
+        .map(Some)
+        .map_err(|e| {
+            CliError::Other(format!(
+                "{}; it was not written by this crashrig or was damaged outside it; move it away to start afresh",
+                error_chain(&e)
+            ))
+        })
 }
 
 /// 1 when any iteration failed; 2 when the run could not be carried out; else 0.
@@ -610,14 +674,13 @@ async fn cmd_repro(args: ReproArgs) -> Result<i32, CliError> {
             image.key, run.guest_image
         );
     }
-    let out = args.out.clone().unwrap_or_else(|| {
-        args.results
-            .join(format!("repro-{}-{}", index + 1, args.iteration))
-    });
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
-        path: out.clone(),
-        source,
-    })?;
+    let out = claim_results_dir(
+        args.out.as_deref(),
+        &args
+            .results
+            .join(format!("repro-{}-{}", index + 1, args.iteration)),
+        false,
+    )?;
     let bare = crate::image::bare_initramfs(&cache)?;
     let (accel, reason) = crate::vm::choose_accel(args.accel, &kernel.image, &bare).await?;
     let host = HostInfo {
@@ -646,8 +709,7 @@ async fn cmd_repro(args: ReproArgs) -> Result<i32, CliError> {
         ..RunOptions::new(accel, out, cache)
     };
     let record = crate::run::run_scenario(&loaded, &kernel, &image, &opts, 0, &mut sink).await;
-    sink.finish();
-    Ok(run_exit_code(&record))
+    finish_sink(&mut sink, run_exit_code(&record))
 }
 
 async fn cmd_build(args: BuildArgs) -> Result<i32, CliError> {

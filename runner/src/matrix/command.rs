@@ -141,17 +141,18 @@ pub fn report_merge(args: &ReportMergeArgs) -> Result<Outcome, CommandError> {
 
 /// Pretty JSON, as results.json and baselines are written.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), CommandError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| CommandError::Write {
+    crate::report::durable::write_json_atomic(path, value).map_err(|source| CommandError::Write {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    write(path, &(text + "\n"))
+        source,
+    })
 }
 
 fn write(path: &Path, text: &str) -> Result<(), CommandError> {
-    std::fs::write(path, text).map_err(|source| CommandError::Write {
-        path: path.to_path_buf(),
-        source,
+    crate::report::durable::write_atomic(path, text.as_bytes()).map_err(|source| {
+        CommandError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

@@ -1,10 +1,11 @@
-//! Writes `results.json` (rewritten atomically after every iteration, so a killed run keeps
-//! everything finished) and `junit.xml`.
+//! Writes `results.json` (rewritten atomically and durably after every iteration, so a killed
+//! run or a crashed host keeps everything finished) and `junit.xml`.
 
 use std::path::{Path, PathBuf};
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
+use super::durable::{write_atomic, write_json_atomic};
 use super::events::{Event, Reporter, Stamped};
 use super::results::{summarize, HostInfo, Results, RunRecord, Verdict, SCHEMA_VERSION};
 
@@ -49,6 +50,21 @@ impl ResultsWriter {
         }
     }
 
+    /// Continues `results` in place: run event index `i` is run `i` of the results, so a
+    /// resumed run replaces its unfinished record and the order stays.
+    pub fn resuming(dir: &Path, results: Results) -> Self {
+        let positions = (0..results.runs.len()).map(|i| (i, i)).collect();
+        ResultsWriter {
+            dir: dir.to_path_buf(),
+            results: Results {
+                finished: None,
+                ..results
+            },
+            positions,
+            error: None,
+        }
+    }
+
     pub fn results(&self) -> &Results {
         &self.results
     }
@@ -59,17 +75,32 @@ impl ResultsWriter {
     }
 
     fn write(&mut self) {
-        if let Err(e) = write_json_atomic(&self.dir.join("results.json"), &self.results) {
-            self.error.get_or_insert(e.to_string());
+        let path = self.dir.join("results.json");
+        if let Err(e) = write_json_atomic(&path, &self.results) {
+            self.failed(&path, e);
         }
     }
-}
 
-pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text + "\n")?;
-    std::fs::rename(&tmp, path)
+    fn write_junit(&mut self) {
+        let path = self.dir.join("junit.xml");
+        if let Err(e) = write_atomic(&path, junit(&self.results).as_bytes()) {
+            self.failed(&path, e);
+        }
+    }
+
+    /// The first failure is said at once (a full disk should not wait for the end of a long
+    /// run to be noticed) and again by the caller, which exits 2; the file on disk keeps the
+    /// last complete results.
+    fn failed(&mut self, path: &Path, e: std::io::Error) {
+        if self.error.is_none() {
+            let text = format!(
+                "cannot write {}: {e}; it keeps the results written before",
+                path.display()
+            );
+            eprintln!("crashrig: error: {text}");
+            self.error = Some(text);
+        }
+    }
 }
 
 impl Reporter for ResultsWriter {
@@ -114,7 +145,7 @@ impl Reporter for ResultsWriter {
                     }
                 }
                 self.write();
-                let _ = std::fs::write(self.dir.join("junit.xml"), junit(&self.results));
+                self.write_junit();
             }
             _ => {}
         }
@@ -123,15 +154,11 @@ impl Reporter for ResultsWriter {
     fn finish(&mut self) {
         self.results.finished = Some(now_rfc3339());
         self.write();
-        if let Err(e) = std::fs::write(self.dir.join("junit.xml"), junit(&self.results)) {
-            self.error.get_or_insert(e.to_string());
-        }
-        if let Some(e) = &self.error {
-            eprintln!(
-                "crashrig: warning: cannot write results in {}: {e}",
-                self.dir.display()
-            );
-        }
+        self.write_junit();
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.error.clone()
     }
 }
 

@@ -16,9 +16,10 @@ use crate::bisect::{
 use crate::cache::Cache;
 use crate::cli::{load_scenario, prepare_image, CliError, CommonVmArgs};
 use crate::kernel::{self, BuildOptions, KernelSpec, PatchFile, ResolvedKernel};
+use crate::report::durable::write_json_atomic;
 use crate::report::events::{Event, EventSink, Reporter};
 use crate::report::terminal::Terminal;
-use crate::report::writer::{write_json_atomic, ResultsWriter};
+use crate::report::writer::ResultsWriter;
 use crate::report::{HostInfo, IterationRecord, RunRecord, Verdict};
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
@@ -383,11 +384,11 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
     let loaded = load_scenario(&args.scenario)?;
     let (cands, range) = candidates(&args)?;
     let last = cands.last();
-    let out = args.vm.out.clone().unwrap_or_else(crate::cli::default_out);
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
-        path: out.clone(),
-        source,
-    })?;
+    let out = crate::report::durable::claim_results_dir(
+        args.vm.out.as_deref(),
+        &crate::cli::default_out(),
+        args.resume,
+    )?;
     let cache = Cache::from_env();
     let mut config = Config {
         confidence: args.confidence,
@@ -408,12 +409,29 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
     let header = Header::new(&loaded.scenario.name, &range, last, config.clone());
     let journal_path = out.join("bisect.journal");
     let target_path = out.join("bisect-target.json");
+    let mut target: Option<Target> = args.target.as_deref().map(Target::parse);
     let (mut journal, mut bisector) = if args.resume {
         let (journal, replay) = Journal::resume(&journal_path, &header)
             .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
         if let Some(w) = &replay.warning {
             eprintln!("crashrig: warning: {w}");
         }
+        let recorded = match std::fs::read(&target_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(CliError::Out {
+                    path: target_path,
+                    source: e,
+                })
+            }
+        };
+        target = resumed_target(
+            &target_path,
+            recorded.as_deref(),
+            target,
+            !replay.entries.is_empty(),
+        )?;
         let b = Bisector::from_journal(&replay)
             .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
         (journal, b)
@@ -430,12 +448,13 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
                 .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?,
         )
     };
-    let mut target: Option<Target> = match &args.target {
-        Some(t) => Some(Target::parse(t)),
-        None => std::fs::read_to_string(&target_path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok()),
-    };
+    if let Some(t) = &target {
+        // The evidence a resume replays was gathered for this target: record it first.
+        write_json_atomic(&target_path, t).map_err(|source| CliError::Out {
+            path: target_path.clone(),
+            source,
+        })?;
+    }
 
     let opts = BuildOptions {
         kconfig: args.kconfig.clone(),
@@ -445,10 +464,19 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
     let image = prepare_image(args.vm.recipe.clone(), &cache).await?;
     let bare = crate::image::bare_initramfs(&cache)?;
     let mut accel = None;
-    let reporters: Vec<Box<dyn Reporter>> = vec![
-        Box::new(Terminal::new(args.vm.verbose)),
-        Box::new(ResultsWriter::new(&out, HostInfo::default())),
-    ];
+    // A resumed bisection appends its runs to the results it has (run directories are new).
+    let existing = if args.resume {
+        crate::cli::read_for_resume(&out)?
+    } else {
+        None
+    };
+    let mut run_index = existing.as_ref().map_or(0, |r| r.runs.len());
+    let writer = match existing {
+        Some(results) => ResultsWriter::with_existing(&out, results),
+        None => ResultsWriter::new(&out, HostInfo::default()),
+    };
+    let reporters: Vec<Box<dyn Reporter>> =
+        vec![Box::new(Terminal::new(args.vm.verbose)), Box::new(writer)];
     let mut sink = EventSink::new(reporters);
     sink.info(format!(
         "bisecting {} over {range}: {} candidates; journal {}",
@@ -457,7 +485,6 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         journal_path.display()
     ));
     let mut tested: HashMap<String, usize> = HashMap::new();
-    let mut run_index = 0;
 
     // Learn the target from the bad end first when it was not given: the first violation it
     // shows (the bad end of a regression is the newest candidate, of a fix the oldest).
@@ -488,7 +515,7 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
                 let path = out.join("bisect.json");
                 write_json_atomic(&path, &result)
                     .map_err(|source| CliError::Out { path, source })?;
-                sink.finish();
+                crate::cli::finish_sink(&mut sink, 0)?;
                 println!("{}", report_text(&report, &candidates, target.as_ref()));
                 return Ok(match report.status {
                     bisect::Status::Found => crate::exit::OK,
@@ -575,7 +602,10 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
             match first.and_then(Target::from_iteration) {
                 Some(t) => {
                     sink.info(format!("target: {} (the first violation the bad end showed)", t.text()));
-                    let _ = std::fs::write(&target_path, serde_json::to_string(&t).unwrap_or_default());
+                    write_json_atomic(&target_path, &t).map_err(|source| CliError::Out {
+                        path: target_path.clone(),
+                        source,
+                    })?;
                     target = Some(t);
                 }
                 None => {
@@ -596,6 +626,38 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
             ));
         }
         record(&mut bisector, &mut journal, &cands, k, outcome)?;
+    }
+}
+
+/// The target of a resumed bisection. The journal's evidence was counted for the target in
+/// bisect-target.json: a `--target` that differs is refused, and when the file is unreadable
+/// after steps were journaled the target is never learned again (a new one would mix
+/// evidence of two outcomes).
+fn resumed_target(
+    path: &Path,
+    recorded: Option<&[u8]>,
+    given: Option<Target>,
+    has_steps: bool,
+) -> Result<Option<Target>, CliError> {
+    let parsed = recorded.map(serde_json::from_slice::<Target>);
+    match (parsed, given) {
+        (Some(Ok(r)), Some(g)) if r != g => Err(CliError::Other(format!(
+            "resume with --target {}: this bisection counted its evidence for {} ({}); drop --target or start another --out",
+            g.text(),
+            r.text(),
+            path.display()
+        ))),
+        (Some(Ok(r)), _) => Ok(Some(r)),
+        (_, Some(g)) => Ok(Some(g)),
+        (Some(Err(e)), None) if has_steps => Err(CliError::Other(format!(
+            "resume: {} is damaged ({e}); give the bisection's --target (it was not learned again, so the journaled evidence is not mixed with another outcome's)",
+            path.display()
+        ))),
+        (None, None) if has_steps => Err(CliError::Other(format!(
+            "resume: {} is missing although the journal has steps; give the bisection's --target",
+            path.display()
+        ))),
+        _ => Ok(None),
     }
 }
 
@@ -756,10 +818,16 @@ async fn check_inner(
         Ok((a, _)) => a,
         Err(e) => return unknown(crate::report::error_chain(&e)),
     };
-    let out = args.vm.out.clone().unwrap_or_else(crate::cli::default_out);
-    if let Err(e) = std::fs::create_dir_all(&out) {
-        return unknown(format!("cannot create {}: {e}", out.display()));
-    }
+    // `git bisect run` calls check once per commit: each call gets a directory of its own
+    // (DIR/check, DIR/check-2, ... with --out DIR).
+    let base = match &args.vm.out {
+        Some(dir) => dir.join("check"),
+        None => crate::cli::default_out(),
+    };
+    let out = match crate::report::durable::claim_results_dir(None, &base, false) {
+        Ok(out) => out,
+        Err(e) => return unknown(crate::report::error_chain(&e)),
+    };
     let run_opts = RunOptions {
         iterations: args.iterations,
         stop_when: Some(any_failure),
@@ -785,5 +853,49 @@ async fn check_inner(
     BatchOutcome::Ran {
         iterations: failed + clean,
         failures: failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Target {
+        Target::parse(s)
+    }
+
+    #[test]
+    fn resume_keeps_the_journaled_target_and_never_learns_another() {
+        let path = Path::new("out/bisect-target.json");
+        let recorded = serde_json::to_vec(&t("umount:EBUSY")).unwrap();
+        // The recorded target is used; the same --target is fine.
+        for given in [None, Some(t("umount:EBUSY"))] {
+            let got = resumed_target(path, Some(&recorded), given, true).unwrap();
+            assert_eq!(got, Some(t("umount:EBUSY")));
+        }
+        // Another --target would mix evidence of two outcomes.
+        let err = resumed_target(path, Some(&recorded), Some(t("mount:EIO")), true)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "resume with --target mount:EIO: this bisection counted its evidence for umount:EBUSY (out/bisect-target.json); drop --target or start another --out"
+        );
+        // Torn or missing after steps: an error, not a new target learned from the bad end.
+        let err = resumed_target(path, Some(b""), None, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("resume: out/bisect-target.json is damaged (EOF while parsing"),
+            "{err}"
+        );
+        assert!(resumed_target(path, None, None, true).is_err());
+        // Torn but the user names it: theirs.
+        assert_eq!(
+            resumed_target(path, Some(b"{\"st"), Some(t("umount")), true).unwrap(),
+            Some(t("umount"))
+        );
+        // No steps yet: the target may still be learned.
+        assert_eq!(resumed_target(path, None, None, false).unwrap(), None);
     }
 }

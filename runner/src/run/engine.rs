@@ -69,6 +69,9 @@ pub struct RunOptions {
     /// Argument of `stop_when` (the bisect target).
     pub stop_arg: String,
     pub cache: Cache,
+    /// `--resume`: the unfinished run a killed crashrig left. Its seed and finished
+    /// iterations are kept; only the missing iterations run, in a run directory of their own.
+    pub resume: Option<RunRecord>,
 }
 
 impl RunOptions {
@@ -85,6 +88,7 @@ impl RunOptions {
             stop_when: None,
             stop_arg: String::new(),
             cache,
+            resume: None,
         }
     }
 }
@@ -94,6 +98,18 @@ impl RunOptions {
 pub struct LoadedScenario {
     pub scenario: Scenario,
     pub path: PathBuf,
+}
+
+/// `base`, or `base-2`, `base-3`, ... when a run directory of that name exists (a resumed
+/// run never writes over the files of the run it continues).
+fn fresh_rel_dir(out: &Path, base: &str) -> String {
+    if !out.join(base).exists() {
+        return base.to_string();
+    }
+    (2u32..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|d| !out.join(d).exists())
+        .expect("some suffix is free")
 }
 
 fn sanitize(s: &str) -> String {
@@ -332,12 +348,21 @@ pub async fn run_scenario(
 ) -> RunRecord {
     let s = &loaded.scenario;
     let iterations = opts.iterations.unwrap_or(s.iterations);
-    let seed = opts.seed.or(s.seed).unwrap_or_else(rand::random);
-    let rel_dir = format!(
-        "runs/{:02}-{}-{}",
-        index + 1,
-        sanitize(&s.name),
-        sanitize(&kernel.spec)
+    let seed = opts
+        .resume
+        .as_ref()
+        .map(|r| r.seed)
+        .or(opts.seed)
+        .or(s.seed)
+        .unwrap_or_else(rand::random);
+    let rel_dir = fresh_rel_dir(
+        &opts.out,
+        &format!(
+            "runs/{:02}-{}-{}",
+            index + 1,
+            sanitize(&s.name),
+            sanitize(&kernel.spec)
+        ),
     );
     let run_dir = opts.out.join(&rel_dir);
     let mut record = RunRecord {
@@ -372,6 +397,12 @@ pub async fn run_scenario(
         summary: Summary::default(),
         iterations: Vec::new(),
     };
+    if let Some(prev) = &opts.resume {
+        record.started = prev.started.clone();
+        record.boots = prev.boots.clone();
+        record.iterations = prev.iterations.clone();
+        record.summary = crate::report::summarize(&record.iterations);
+    }
     sink.emit(Event::RunStarted {
         index,
         run: Box::new(record.clone()),
@@ -418,6 +449,16 @@ async fn run_inner(
     record: &mut RunRecord,
 ) -> Result<(), RunError> {
     let s = &loaded.scenario;
+    // A resumed run skips the iterations it kept.
+    let numbers: Vec<u32> = match opts.only_iteration {
+        Some(n) => vec![n],
+        None => (1..=iterations)
+            .filter(|n| !record.iterations.iter().any(|i| i.iteration == *n))
+            .collect(),
+    };
+    if numbers.is_empty() {
+        return Ok(());
+    }
     std::fs::create_dir_all(run_dir.join("dmesg")).map_err(|source| RunError::Io {
         path: run_dir.into(),
         source,
@@ -483,10 +524,6 @@ async fn run_inner(
         m.stop().await;
         return Err(e);
     }
-    let numbers: Vec<u32> = match opts.only_iteration {
-        Some(n) => vec![n],
-        None => (1..=iterations).collect(),
-    };
     for (done, n) in numbers.iter().copied().enumerate() {
         let last = done + 1 == numbers.len();
         let it = run_iteration(&mut m, s, n, seed, data_seed, sink, index).await;

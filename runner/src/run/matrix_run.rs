@@ -10,9 +10,10 @@ use crate::cache::Cache;
 use crate::cli::{prepare_image, resolve_kernel_with, CliError, CommonVmArgs};
 use crate::kernel::ResolvedKernel;
 use crate::matrix::{self, MatrixArgs};
+use crate::report::durable::write_json_atomic;
 use crate::report::events::{Event, EventSink, Forward, Reporter};
 use crate::report::terminal::Terminal;
-use crate::report::writer::{write_json_atomic, ResultsWriter};
+use crate::report::writer::ResultsWriter;
 use crate::report::HostInfo;
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
@@ -29,16 +30,13 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         Some(p) => p.select(&all),
         None => all.clone(),
     };
-    let out = vm.out.clone().unwrap_or_else(crate::cli::default_out);
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
-        path: out.clone(),
-        source,
-    })?;
-    let existing = if args.resume && out.join("results.json").exists() {
-        Some(
-            matrix::read_results(&out.join("results.json"))
-                .map_err(|e| CliError::Other(e.to_string()))?,
-        )
+    let out = crate::report::durable::claim_results_dir(
+        vm.out.as_deref(),
+        &crate::cli::default_out(),
+        args.resume,
+    )?;
+    let existing = if args.resume {
+        crate::cli::read_for_resume(&out)?
     } else {
         None
     };
@@ -124,7 +122,7 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         accel: accel.to_string(),
         accel_reason: reason.clone(),
     };
-    let writer = match existing {
+    let writer = match existing.clone() {
         Some(existing) => {
             let mut kept = existing.clone();
             kept.runs = matrix::finished_runs(&all, &existing);
@@ -155,6 +153,13 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         let image = image.clone();
         let mut opts = opts.clone();
         opts.cell = Some(cell.info());
+        // A cell a killed run left unfinished continues with its finished iterations.
+        opts.resume = existing.as_ref().and_then(|r| {
+            r.runs
+                .iter()
+                .find(|run| run.cell.as_ref().is_some_and(|c| c.id == cell.id()))
+                .cloned()
+        });
         // --iterations beats the matrix file, which beats the scenario.
         opts.iterations = args.iterations.or(cell.iterations).or(m.iterations);
         let tx = tx.clone();
@@ -171,7 +176,7 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         sink.emit(event);
     }
     while tasks.join_next().await.is_some() {}
-    sink.finish();
+    crate::cli::finish_sink(&mut sink, 0)?;
     finish(&out, &args, &m)
 }
 
