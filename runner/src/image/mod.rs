@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 pub use recipe::{Recipe, RecipeError};
 
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, Contents};
 use crate::host::{self, MissingTool};
 use crate::kernel::ResolvedKernel;
 
@@ -152,7 +152,14 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
     let key = hex::encode(&hasher.finalize()[..16]);
 
     let dest = cache.dir("images")?.join(&key);
-    if !dest.join("initramfs.cpio").exists() {
+    if !cache
+        .lookup(
+            &dest,
+            &["initramfs.cpio", "tools.ext4", "host_key.pub"],
+            Contents::Hashed,
+        )?
+        .is_ready()
+    {
         let tmp = cache.tempdir()?;
         let entry = tmp.path().join("entry");
         std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
@@ -175,7 +182,7 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
             })?;
         write(&entry.join("host_key.pub"), public.as_bytes())?;
         let out = entry.join("initramfs.cpio");
-        let file = std::fs::File::create(&out).map_err(io_err(&out))?;
+        let file = private_file(&out)?;
         cpio::archive_dir(&root, io::BufWriter::new(file)).map_err(io_err(&out))?;
 
         let tools = tmp.path().join("tools");
@@ -183,7 +190,7 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
             copy_file(src, &tools.join(dst))?;
         }
         make_ext4(&tools, &entry.join("tools.ext4"))?;
-        cache.install(&entry, &dest)?;
+        cache.install(&entry, &dest, Contents::Hashed)?;
     }
     let pub_path = dest.join("host_key.pub");
     let host_key = std::fs::read_to_string(&pub_path)
@@ -196,6 +203,17 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
         tools_disk: dest.join("tools.ext4"),
         host_key,
     })
+}
+
+/// A new file only this user can read: archives that hold the guest's SSH host key.
+fn private_file(path: &Path) -> Result<std::fs::File, ImageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), ImageError> {
@@ -365,7 +383,10 @@ pub fn initrd_for(
     let key = hex::encode(&hasher.finalize()[..16]);
     let dest = cache.dir("initrds")?.join(&key);
     let initrd = dest.join("initrd.cpio");
-    if initrd.exists() {
+    if cache
+        .lookup(&dest, &["initrd.cpio"], Contents::Hashed)?
+        .is_ready()
+    {
         return Ok(initrd);
     }
     let tmp = cache.tempdir()?;
@@ -374,7 +395,7 @@ pub fn initrd_for(
     let entry = tmp.path().join("entry");
     std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
     let out = entry.join("initrd.cpio");
-    let mut file = io::BufWriter::new(std::fs::File::create(&out).map_err(io_err(&out))?);
+    let mut file = io::BufWriter::new(private_file(&out)?);
     let mut base = std::fs::File::open(&image.initramfs).map_err(io_err(&image.initramfs))?;
     io::copy(&mut base, &mut file).map_err(io_err(&out))?;
     let file = cpio::archive_dir(&stage, file).map_err(io_err(&out))?;
@@ -385,7 +406,7 @@ pub fn initrd_for(
         })?
         .flush()
         .map_err(io_err(&out))?;
-    cache.install(&entry, &dest)?;
+    cache.install(&entry, &dest, Contents::Hashed)?;
     Ok(initrd)
 }
 
@@ -484,7 +505,10 @@ pub fn bare_initramfs(cache: &Cache) -> Result<PathBuf, ImageError> {
     let key = hex::encode(&Sha256::digest(&data)[..8]);
     let dest = cache.dir("images")?.join(format!("bare-{key}"));
     let out = dest.join("bare.cpio");
-    if out.exists() {
+    if cache
+        .lookup(&dest, &["bare.cpio"], Contents::Hashed)?
+        .is_ready()
+    {
         return Ok(out);
     }
     let tmp = cache.tempdir()?;
@@ -497,7 +521,7 @@ pub fn bare_initramfs(cache: &Cache) -> Result<PathBuf, ImageError> {
     std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
     let file = std::fs::File::create(entry.join("bare.cpio")).map_err(io_err(&entry))?;
     cpio::archive_dir(&root, file).map_err(io_err(&entry))?;
-    cache.install(&entry, &dest)?;
+    cache.install(&entry, &dest, Contents::Hashed)?;
     Ok(out)
 }
 

@@ -8,7 +8,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::spec::ResolvedKernel;
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, Contents};
 use crate::host::{self, MissingTool};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +107,10 @@ pub fn resolve(series: &str, cache: &Cache) -> Result<ResolvedKernel, DebianErro
     let dest = cache
         .dir("kernels")?
         .join(format!("{package}_{}", version.replace([':', '/'], "_")));
-    if !dest.join("vmlinuz").exists() {
+    if !cache
+        .lookup(&dest, &["vmlinuz", "release"], Contents::Hashed)?
+        .is_ready()
+    {
         fetch(&package, cache, &dest)?;
     }
     load(&format!("debian:{series}"), &package, &version, &dest)
@@ -175,7 +178,7 @@ fn fetch(package: &str, cache: &Cache, dest: &Path) -> Result<(), DebianError> {
         path: entry.clone(),
         source,
     })?;
-    cache.install(&entry, dest)?;
+    cache.install(&entry, dest, Contents::Hashed)?;
     Ok(())
 }
 
