@@ -119,7 +119,13 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
         "-append",
         &cfg.cmdline,
     ]);
-    let netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", cfg.ssh_port);
+    // restrict=on: the guest (a kernel under test and whatever a scenario starts) reaches
+    // nothing, not the host's loopback through 10.0.2.2 nor any other network; the SSH
+    // forward into the guest still works.
+    let netdev = format!(
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
+        cfg.ssh_port
+    );
     push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
     for disk in &cfg.disks {
         // JSON syntax: no comma escaping of file names.
@@ -530,7 +536,7 @@ mod tests {
         let args = qemu_args(&config());
         let joined = args.join(" ");
         assert!(
-            joined.contains("hostfwd=tcp:127.0.0.1:2222-:22"),
+            joined.contains("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"),
             "{joined}"
         );
         assert!(joined.contains("-accel tcg -cpu max"), "{joined}");
