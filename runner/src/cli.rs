@@ -408,6 +408,20 @@ pub async fn resolve_kernel_with(
     }
 }
 
+/// Removes what killed runs left (partial cache entries, scratch-disk directories of runs
+/// that are gone) and says so. Locks need no sweep: they are flocks, which die with their
+/// holder.
+pub fn sweep_leftovers(cache: &Cache, sink: &mut EventSink) {
+    let mut lines = crate::vm::scratch::sweep();
+    match cache.sweep() {
+        Ok(more) => lines.extend(more),
+        Err(e) => sink.warn(format!("cannot sweep the cache: {}", error_chain(&e))),
+    }
+    for line in lines {
+        sink.info(line);
+    }
+}
+
 /// Resolves a kernel spec that needs no build options.
 pub async fn resolve_kernel(spec: &str, cache: &Cache) -> Result<ResolvedKernel, CliError> {
     let mut sink = EventSink::new(vec![Box::new(Terminal::new(false)) as Box<dyn Reporter>]);
@@ -470,6 +484,7 @@ async fn cmd_run(args: RunArgs) -> Result<i32, CliError> {
     let mut build_sink = EventSink::new(vec![
         Box::new(Terminal::new(args.vm.verbose)) as Box<dyn Reporter>
     ]);
+    sweep_leftovers(&cache, &mut build_sink);
     let mut kernels = Vec::new();
     for spec in &specs {
         let built = KernelSpec::parse(spec)?.is_built();
@@ -725,6 +740,7 @@ async fn cmd_build(args: BuildArgs) -> Result<i32, CliError> {
         )));
     }
     let mut sink = EventSink::new(vec![Box::new(Terminal::new(true)) as Box<dyn Reporter>]);
+    sweep_leftovers(&cache, &mut sink);
     let t = std::time::Instant::now();
     let kernel = resolve_kernel_with(
         &args.spec,

@@ -478,6 +478,7 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
     let reporters: Vec<Box<dyn Reporter>> =
         vec![Box::new(Terminal::new(args.vm.verbose)), Box::new(writer)];
     let mut sink = EventSink::new(reporters);
+    crate::cli::sweep_leftovers(&cache, &mut sink);
     sink.info(format!(
         "bisecting {} over {range}: {} candidates; journal {}",
         loaded.scenario.name,

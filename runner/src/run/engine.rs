@@ -21,7 +21,7 @@ use crate::report::{
     BootRecord, IterationRecord, KernelInfo, RunRecord, ScenarioInfo, StepRecord, Summary,
 };
 use crate::scenario::{Scenario, Step};
-use crate::vm::{create_disk, Accel, Disk};
+use crate::vm::{Accel, Disk, ScratchDisks};
 
 /// How the guest helper is invoked: tools on the tools disk need their PATH and libraries.
 const HELPER: &str =
@@ -469,32 +469,18 @@ async fn run_inner(
     let text = serde_json::to_string_pretty(&loaded.scenario).unwrap_or_default();
     std::fs::write(&copy, text + "\n").map_err(|source| RunError::Io { path: copy, source })?;
     let initrd = image::initrd_for(guest_image, kernel, &opts.cache)?;
-    let disk_dir = tempfile::Builder::new()
-        .prefix("crashrig-disks-")
-        .tempdir()
-        .map_err(|source| RunError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    let mut disks = Vec::new();
-    for d in &s.devices {
-        let path = disk_dir.path().join(format!("{}.img", d.name));
-        create_disk(&path, d.size.0)?;
-        disks.push(Disk {
-            serial: d.name.clone(),
-            path,
-            read_only: false,
-        });
-    }
-    // With --keep the directory outlives the run; otherwise TempDir removes it on every path
-    // out of this function, including cancellation by Ctrl-C.
-    let _disk_guard = if opts.keep {
-        let kept = disk_dir.keep();
+    let devices: Vec<(String, u64)> = s
+        .devices
+        .iter()
+        .map(|d| (d.name.clone(), d.size.0))
+        .collect();
+    // Freed on every path out of this function, including cancellation by Ctrl-C and a
+    // kill -9 (the disk files are unlinked; see vm::scratch). With --keep they stay.
+    let scratch = ScratchDisks::create(&devices, opts.keep)?;
+    if let Some(kept) = scratch.kept() {
         sink.info(format!("disk images kept in {}", kept.display()));
-        None
-    } else {
-        Some(disk_dir)
-    };
+    }
+    let disks = scratch.disks.clone();
     let mut m = Machine {
         scenario: s,
         kernel,

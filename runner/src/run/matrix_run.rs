@@ -75,6 +75,7 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
     let mut build_sink = EventSink::new(vec![
         Box::new(Terminal::new(vm.verbose)) as Box<dyn Reporter>
     ]);
+    crate::cli::sweep_leftovers(&cache, &mut build_sink);
     for cell in &cells {
         let k = &cell.kernel;
         if kernels.contains_key(&k.label) {
