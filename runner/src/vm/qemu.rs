@@ -81,6 +81,22 @@ pub struct VmConfig {
     pub qmp_socket: PathBuf,
 }
 
+/// Test hook, not a user option: with `CRASHRIG_TEST_QMP_DIR=DIR` every QEMU also serves a
+/// second QMP monitor at `DIR/qmp-<n>.sock` (n counts up per QEMU of this crashrig), through
+/// which the fault-injection tests freeze the guest's vCPUs (`stop`) behind crashrig's back.
+fn test_monitor() -> Vec<String> {
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let Some(dir) = std::env::var_os("CRASHRIG_TEST_QMP_DIR") else {
+        return Vec::new();
+    };
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let path = Path::new(&dir).join(format!("qmp-{n}.sock"));
+    vec![
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", path.display()),
+    ]
+}
+
 /// The QEMU command line for `cfg` (pure: tested without QEMU).
 pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
@@ -201,6 +217,7 @@ impl Vm {
             })?;
         let mut child = Command::new(qemu)
             .args(qemu_args(&config))
+            .args(test_monitor())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
