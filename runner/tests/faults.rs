@@ -115,7 +115,10 @@ fn read_results(dir: &Path) -> Option<Value> {
 }
 
 fn iterations(r: &Value) -> Vec<Value> {
-    r["runs"][0]["iterations"].as_array().cloned().unwrap_or_default()
+    r["runs"][0]["iterations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Kills crashrig with SIGKILL and waits until every process it started is gone; returns
@@ -255,7 +258,16 @@ fn kill_9_in_mid_iteration_leaves_nothing_and_resume_keeps_every_finished_iterat
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
-    let args = ["run", "tests/smoke.yaml", "-n", "4", "--seed", "7", "--out", o];
+    let args = [
+        "run",
+        "tests/smoke.yaml",
+        "-n",
+        "4",
+        "--seed",
+        "7",
+        "--out",
+        o,
+    ];
     let mut child = spawn(tmp.path(), &args, &[]);
     let pid = child.id();
     // Kill it once an iteration is recorded and the next one is running.
@@ -284,7 +296,9 @@ fn kill_9_in_mid_iteration_leaves_nothing_and_resume_keeps_every_finished_iterat
             .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(
-            images.iter().all(|n| !n.to_string_lossy().ends_with(".img")),
+            images
+                .iter()
+                .all(|n| !n.to_string_lossy().ends_with(".img")),
             "{}: {images:?}",
             dir.display()
         );
@@ -299,7 +313,10 @@ fn kill_9_in_mid_iteration_leaves_nothing_and_resume_keeps_every_finished_iterat
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let after = results(&out);
     let its = iterations(&after);
-    let numbers: Vec<u64> = its.iter().map(|i| i["iteration"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = its
+        .iter()
+        .map(|i| i["iteration"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, vec![1, 2, 3, 4], "{after}");
     assert_eq!(
         &its[..kept_before.len()],
@@ -354,7 +371,9 @@ fn kill_9_in_mid_build_leaves_no_make() {
     })
     .unwrap_or_else(|| panic!("make never ran\n{}", output(tmp.path())));
     match kill_9_and_watch(&mut child) {
-        Ok(t) => eprintln!("figure: after kill -9 in mid-build, make and its children gone in {t:?}"),
+        Ok(t) => {
+            eprintln!("figure: after kill -9 in mid-build, make and its children gone in {t:?}")
+        }
         Err(left) => panic!("still running {DIE_TOGETHER:?} after kill -9: {left:?}"),
     }
 }
@@ -402,7 +421,11 @@ fn qemu_fault_is_an_infrastructure_error(fault: fn(u32)) {
     let tmp = tempfile::tempdir().unwrap();
     let path = scenario(tmp.path(), "slow", SLOW_STEPS);
     let out = tmp.path().join("out");
-    let mut child = spawn(tmp.path(), &["run", &path, "--out", out.to_str().unwrap()], &[]);
+    let mut child = spawn(
+        tmp.path(),
+        &["run", &path, "--out", out.to_str().unwrap()],
+        &[],
+    );
     let pid = child.id();
     wait_for(Duration::from_secs(600), || {
         read_results(&out).filter(|r| iterations(r).len() == 1)
@@ -423,7 +446,11 @@ fn qemu_fault_is_an_infrastructure_error(fault: fn(u32)) {
         .map(|i| i["verdict"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(verdicts, vec!["pass", "error", "pass"], "{r}\n{text}");
-    assert_eq!(status.code(), Some(2), "infrastructure, not the kernel\n{text}");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "infrastructure, not the kernel\n{text}"
+    );
     assert!(!alive(qemu), "the faulty QEMU was reaped");
 }
 

@@ -16,8 +16,7 @@
 //!    [`Journal::append`] it.
 //! 3. [`Action::Done`] carries the [`Report`]; [`Bisector::progress`] feeds a progress line.
 //!
-//! [`simulate`] measures the engine against simulated histories (`crashrig bisect-sim`, or
-//! `cargo run --release -p crashrig --example bisect_sim -- --help`).
+//! [`simulate`] measures the engine against simulated histories (`crashrig bench bisect`).
 
 mod check;
 mod error;

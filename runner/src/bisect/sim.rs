@@ -1,4 +1,4 @@
-//! `crashrig bisect-sim`: the search engine against simulated histories, to measure accuracy,
+//! `crashrig bench bisect`: the search engine against simulated histories, to measure accuracy,
 //! calibration and cost without a kernel in sight.
 
 use std::io::Write;
@@ -11,50 +11,36 @@ use super::error::BisectError;
 use super::model::{BatchOutcome, Config, ReproPrior, Status};
 use super::search::{Bisector, Oracle};
 
-/// Parameters of a simulation run. Defaults are the benchmark (clap prints each one).
-#[derive(Clone, Debug, PartialEq, clap::Args)]
+/// Parameters of a simulation run. Defaults (see [`Default`]) are the benchmark.
+#[derive(Clone, Debug, PartialEq)]
 pub struct SimParams {
     /// Commits after the known-good one, N: candidates 0..=N, 0 good, N bad
-    #[arg(long, default_value_t = 64)]
     pub commits: usize,
     /// Probability that one iteration on a bad candidate shows the bug
-    #[arg(long, default_value_t = 0.3)]
     pub p: f64,
     /// Probability that one iteration on a good candidate shows it anyway
-    #[arg(long, default_value_t = 0.0)]
     pub fp: f64,
     /// Simulated bisections
-    #[arg(long, default_value_t = 200)]
     pub runs: u32,
     /// Seed of the random histories
-    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Target confidence
-    #[arg(long, default_value_t = 0.95)]
     pub confidence: f64,
     /// Cost of a build, in iterations
-    #[arg(long, default_value_t = 10.0)]
     pub build_cost: f64,
     /// Search iteration budget of each bisection
-    #[arg(long, default_value_t = 1000)]
     pub max_iterations: u64,
     /// Tell the engine the false-positive rate it simulates (otherwise it assumes 0)
-    #[arg(long)]
     pub tell_fp: bool,
     /// Tell the engine `p` instead of letting it estimate `p` from the runs.
-    #[arg(long)]
     pub known_p: bool,
     /// Largest batch the engine asks for
-    #[arg(long, default_value_t = 32)]
     pub max_batch: u32,
     /// Skip the verification re-runs after each search.
-    #[arg(long)]
     pub no_verify: bool,
     /// First parameter of the engine's Beta prior on p (1 and 1: uniform)
-    #[arg(long, default_value_t = 1.0)]
     pub prior_alpha: f64,
     /// Second parameter of the engine's Beta prior on p
-    #[arg(long, default_value_t = 1.0)]
     pub prior_beta: f64,
 }
 

@@ -3,9 +3,11 @@
 pub mod qemu;
 pub mod qmp;
 pub mod scratch;
+pub mod snapshot;
 
 pub use qemu::{
-    choose_accel, create_disk, free_port, Accel, AccelChoice, Disk, Vm, VmConfig, VmError,
+    choose_accel, create_disk, free_port, Accel, AccelChoice, Disk, DiskFormat, Vm, VmConfig,
+    VmError,
 };
 pub use qmp::{Qmp, QmpError};
 pub use scratch::ScratchDisks;

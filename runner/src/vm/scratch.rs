@@ -69,6 +69,7 @@ impl ScratchDisks {
                 serial: name.clone(),
                 path: qemu_path,
                 read_only: false,
+                format: super::qemu::DiskFormat::Raw,
             });
         }
         Ok(if keep {

@@ -1,8 +1,8 @@
-//! Simulated bisections: `cargo run --release -p crashrig --example bisect_sim -- --p 0.3`.
-//! The same engine and printout as `crashrig bisect-sim`.
+//! The amplification search against simulated spaces: `cargo run --release -p crashrig --example amplify_sim -- --runs 100`.
+//! The same engine and printout as `crashrig bench amplify-sim`.
 
 use clap::Parser;
-use crashrig::bisect::{print_summary, simulate, SimParams};
+use crashrig::amplify::{print_summary, simulate, SimParams};
 
 #[derive(Parser)]
 struct Cli {

@@ -1,0 +1,238 @@
+//! `crashrig bench`: benchmarks that print figures against a baseline measured in the same
+//! run.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use super::common::AccelArg;
+use super::CliError;
+use crate::bisect::SimParams;
+use crate::run::bench::{boot_bench, BootBenchOptions};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Bare boot (busybox init that powers off at once) vs crashrig's start to first SSH
+    /// command vs a restore of a saved guest to first SSH command, and per-iteration overhead
+    /// vs the same loop as a shell script in the guest.
+    Boot(BenchBootArgs),
+    /// Bisection accuracy on simulated histories: share of runs naming the true culprit,
+    /// calibration of the reported confidence, mean iterations and builds, and the
+    /// information-theoretic bound on iterations beside them. No VM.
+    Bisect(BenchBisectArgs),
+    /// The same matrix run sequentially (-j 1) and in parallel (-j N), wall times side by side.
+    Matrix(BenchMatrixArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchBootArgs {
+    #[arg(long = "kernel", value_name = "SPEC", default_value = "debian:6.1")]
+    pub kernel: String,
+    /// Repetitions of each measurement (the median is printed).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+}
+
+/// The parameters of [`SimParams`]; its defaults are the benchmark.
+#[derive(Args, Debug, Clone)]
+pub struct BenchBisectArgs {
+    /// Commits after the known-good one, N: candidates 0..=N, 0 good, N bad
+    #[arg(long, default_value_t = SimParams::default().commits)]
+    pub commits: usize,
+    /// Probability that one iteration on a bad candidate shows the bug
+    #[arg(long, default_value_t = SimParams::default().p)]
+    pub p: f64,
+    /// Probability that one iteration on a good candidate shows it anyway
+    #[arg(long, default_value_t = SimParams::default().fp)]
+    pub fp: f64,
+    /// Simulated bisections
+    #[arg(long, default_value_t = SimParams::default().runs)]
+    pub runs: u32,
+    /// Seed of the random histories
+    #[arg(long, default_value_t = SimParams::default().seed)]
+    pub seed: u64,
+    /// Target confidence
+    #[arg(long, default_value_t = SimParams::default().confidence)]
+    pub confidence: f64,
+    /// Cost of a build, in iterations
+    #[arg(long, default_value_t = SimParams::default().build_cost)]
+    pub build_cost: f64,
+    /// Search iteration budget of each bisection
+    #[arg(long, default_value_t = SimParams::default().max_iterations)]
+    pub max_iterations: u64,
+    /// Tell the engine the false-positive rate it simulates (otherwise it assumes 0)
+    #[arg(long)]
+    pub tell_fp: bool,
+    /// Tell the engine `p` instead of letting it estimate `p` from the runs.
+    #[arg(long)]
+    pub known_p: bool,
+    /// Largest batch the engine asks for
+    #[arg(long, default_value_t = SimParams::default().max_batch)]
+    pub max_batch: u32,
+    /// Skip the verification re-runs after each search.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// First parameter of the engine's Beta prior on p (1 and 1: uniform)
+    #[arg(long, default_value_t = SimParams::default().prior_alpha)]
+    pub prior_alpha: f64,
+    /// Second parameter of the engine's Beta prior on p
+    #[arg(long, default_value_t = SimParams::default().prior_beta)]
+    pub prior_beta: f64,
+}
+
+impl BenchBisectArgs {
+    pub fn params(&self) -> SimParams {
+        SimParams {
+            commits: self.commits,
+            p: self.p,
+            fp: self.fp,
+            runs: self.runs,
+            seed: self.seed,
+            confidence: self.confidence,
+            build_cost: self.build_cost,
+            max_iterations: self.max_iterations,
+            tell_fp: self.tell_fp,
+            known_p: self.known_p,
+            max_batch: self.max_batch,
+            no_verify: self.no_verify,
+            prior_alpha: self.prior_alpha,
+            prior_beta: self.prior_beta,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchMatrixArgs {
+    /// Default: tests/matrix/small.yaml of this crashrig.
+    #[arg(value_name = "MATRIX.yaml")]
+    pub matrix: Option<PathBuf>,
+    /// Iterations per cell.
+    #[arg(long, short = 'n', default_value_t = 2)]
+    pub iterations: u32,
+    /// Parallel VMs of the second run.
+    #[arg(short = 'j', long, default_value_t = 2)]
+    pub jobs: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+}
+
+pub async fn bench(command: BenchCommand) -> Result<i32, CliError> {
+    match command {
+        BenchCommand::Boot(args) => boot(args).await,
+        BenchCommand::Bisect(args) => {
+            let summary = crate::bisect::simulate(&args.params())?;
+            crate::bisect::print_summary(&summary, &mut std::io::stdout())
+                .map_err(|source| CliError::Stdout { source })?;
+            Ok(crate::exit::OK)
+        }
+        BenchCommand::Matrix(args) => matrix(args).await,
+    }
+}
+
+async fn boot(args: BenchBootArgs) -> Result<i32, CliError> {
+    let f = boot_bench(BootBenchOptions {
+        kernel: args.kernel.clone(),
+        repeat: args.repeat,
+        accel: args.accel.into(),
+    })
+    .await?;
+    println!(
+        "kernel {} ({}), accelerator {} ({}), {} repetitions",
+        args.kernel, f.kernel_version, f.accel, f.accel_reason, args.repeat
+    );
+    println!(
+        "bare boot (init powers off at once):        {:.2} s",
+        f.bare_boot_s
+    );
+    println!(
+        "crashrig start to first SSH command:        {:.2} s  ({:.2}x bare; goal <= 1.6x)",
+        f.ready_s,
+        f.ready_s / f.bare_boot_s
+    );
+    println!(
+        "restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)",
+        f.restore_s,
+        f.restore_s / f.ready_s
+    );
+    println!(
+        "saving the guest (paused, to a file):       {:.2} s, {:.0} MB",
+        f.save_s,
+        f.state_bytes / 1e6
+    );
+    println!(
+        "mount+umount loop as a guest shell script:  {:.1} ms/iteration",
+        f.shell_loop_ms
+    );
+    println!(
+        "same as crashrig iterations (plan + dmesg): {:.1} ms/iteration  (+{:.1} ms overhead)",
+        f.helper_loop_ms,
+        f.helper_loop_ms - f.shell_loop_ms
+    );
+    Ok(crate::exit::OK)
+}
+
+/// Runs this crashrig's own `matrix` command twice, so both runs are exactly what users run.
+async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
+    let matrix = args.matrix.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/matrix/small.yaml")
+    });
+    let exe = std::env::current_exe().map_err(|source| CliError::Io {
+        what: "find crashrig itself",
+        source,
+    })?;
+    let tmp = tempfile::tempdir().map_err(|source| CliError::Io {
+        what: "create a temporary directory",
+        source,
+    })?;
+    let accel = match args.accel {
+        AccelArg::Auto => "auto",
+        AccelArg::Kvm => "kvm",
+        AccelArg::Tcg => "tcg",
+    };
+    let mut times = Vec::new();
+    for jobs in [1, args.jobs] {
+        let out = tmp.path().join(format!("j{jobs}"));
+        let start = std::time::Instant::now();
+        let status = tokio::process::Command::new(&exe)
+            .arg("matrix")
+            .arg(&matrix)
+            .args([
+                "-n",
+                &args.iterations.to_string(),
+                "-j",
+                &jobs.to_string(),
+                "--accel",
+                accel,
+                "--out",
+            ])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|source| CliError::Io {
+                what: "run crashrig matrix",
+                source,
+            })?;
+        if !status.success() {
+            return Err(CliError::BenchMatrix {
+                jobs,
+                status: status.to_string(),
+            });
+        }
+        times.push((jobs, start.elapsed().as_secs_f64()));
+    }
+    println!(
+        "matrix {} with {} iterations per cell:",
+        matrix.display(),
+        args.iterations
+    );
+    for (jobs, t) in &times {
+        println!("  -j {jobs}: {t:.1} s");
+    }
+    println!("  speed-up: {:.2}x", times[0].1 / times[1].1);
+    Ok(crate::exit::OK)
+}
