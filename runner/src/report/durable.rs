@@ -30,13 +30,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
-/// Pretty JSON with a trailing newline, written with [`write_atomic`] (results.json,
-/// baselines, bisect files).
-pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
-    write_atomic(path, (text + "\n").as_bytes())
-}
-
 /// `.NAME.PID.RANDOM.tmp` next to the target, created exclusively (never a symlink left by
 /// someone else, never another writer's temporary).
 fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {

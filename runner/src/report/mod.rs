@@ -3,6 +3,7 @@
 pub mod durable;
 pub mod events;
 pub mod results;
+pub mod store;
 pub mod terminal;
 pub mod writer;
 

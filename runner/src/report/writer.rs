@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::durable::{write_atomic, write_json_atomic};
+use super::error_chain;
 use super::events::{Event, Reporter, Stamped};
 use super::results::{summarize, HostInfo, Results, RunRecord, Verdict, SCHEMA_VERSION};
+use super::store::{write_atomic, write_json};
 
 pub struct ResultsWriter {
     dir: PathBuf,
@@ -65,38 +66,30 @@ impl ResultsWriter {
         }
     }
 
-    pub fn results(&self) -> &Results {
-        &self.results
-    }
-
     fn run_mut(&mut self, index: usize) -> Option<&mut RunRecord> {
         let pos = *self.positions.get(&index)?;
         self.results.runs.get_mut(pos)
     }
 
     fn write(&mut self) {
-        let path = self.dir.join("results.json");
-        if let Err(e) = write_json_atomic(&path, &self.results) {
-            self.failed(&path, e);
+        if let Err(e) = write_json(&self.dir.join("results.json"), &self.results) {
+            self.failed(e);
         }
     }
 
     fn write_junit(&mut self) {
-        let path = self.dir.join("junit.xml");
-        if let Err(e) = write_atomic(&path, junit(&self.results).as_bytes()) {
-            self.failed(&path, e);
+        let xml = junit(&self.results);
+        if let Err(e) = write_atomic(&self.dir.join("junit.xml"), xml.as_bytes()) {
+            self.failed(e);
         }
     }
 
     /// The first failure is said at once (a full disk should not wait for the end of a long
     /// run to be noticed) and again by the caller, which exits 2; the file on disk keeps the
     /// last complete results.
-    fn failed(&mut self, path: &Path, e: std::io::Error) {
+    fn failed(&mut self, e: super::store::StoreError) {
         if self.error.is_none() {
-            let text = format!(
-                "cannot write {}: {e}; it keeps the results written before",
-                path.display()
-            );
+            let text = format!("{}; it keeps the results written before", error_chain(&e));
             eprintln!("crashrig: error: {text}");
             self.error = Some(text);
         }

@@ -15,8 +15,8 @@ use crate::bisect::{
 };
 use crate::cache::Cache;
 use crate::kernel::{self, BuildOptions, KernelError, KernelSpec, PatchFile, ResolvedKernel};
-use crate::report::durable::write_json_atomic;
 use crate::report::events::{Event, EventSink};
+use crate::report::store::{write_json, StoreError};
 use crate::report::writer::ResultsWriter;
 use crate::report::{HostInfo, IterationRecord, RunRecord, Verdict};
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
@@ -105,12 +105,6 @@ pub enum BisectRunError {
         iterations: usize,
         why: String,
     },
-    #[error("write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("resume with --target {given}: this bisection counted its evidence for {recorded} ({path}); drop --target or start another --out")]
     OtherTarget {
         given: String,
@@ -127,6 +121,8 @@ pub enum BisectRunError {
         "resume: {path} is missing although the journal has steps; give the bisection's --target"
     )]
     NoTargetFile { path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl BisectRunError {
@@ -467,10 +463,11 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => {
-                return Err(BisectRunError::Write {
+                return Err(StoreError::Read {
                     path: target_path,
                     source,
-                })
+                }
+                .into())
             }
         };
         target = resumed_target(
@@ -487,10 +484,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     };
     if let Some(t) = &target {
         // The evidence a resume replays was gathered for this target: record it first.
-        write_json_atomic(&target_path, t).map_err(|source| BisectRunError::Write {
-            path: target_path.clone(),
-            source,
-        })?;
+        write_json(&target_path, t)?;
     }
 
     let opts = BuildOptions {
@@ -546,8 +540,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                     journal: replay.entries,
                 };
                 let path = out.join("bisect.json");
-                write_json_atomic(&path, &result)
-                    .map_err(|source| BisectRunError::Write { path, source })?;
+                write_json(&path, &result)?;
                 super::session::finish(&mut sink)?;
                 sink.emit(Event::Report {
                     text: report_text(&report, &candidates, target.as_ref()),
@@ -641,12 +634,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                         "target: {} (the first violation the bad end showed)",
                         t.text()
                     ));
-                    write_json_atomic(&target_path, &t).map_err(|source| {
-                        BisectRunError::Write {
-                            path: target_path.clone(),
-                            source,
-                        }
-                    })?;
+                    write_json(&target_path, &t)?;
                     target = Some(t);
                 }
                 None => {

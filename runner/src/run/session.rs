@@ -79,7 +79,7 @@ pub enum SessionError {
     Resume {
         path: PathBuf,
         #[source]
-        source: crate::matrix::MergeError,
+        source: crate::report::store::StoreError,
     },
     /// Results that could not be written (a full disk); the files keep what was written
     /// before.
@@ -189,7 +189,7 @@ impl Session {
             ));
             return Ok(None);
         }
-        crate::matrix::read_results(&path)
+        crate::report::store::read_results(&path)
             .map(Some)
             .map_err(|source| SessionError::Resume { path, source })
     }
