@@ -91,14 +91,15 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     let host = session.host(&kernels[0].image).await?;
     let accel = host.accel;
-    let reason = host.info.accel_reason.clone();
     let writer = match &existing {
         Some(results) => ResultsWriter::resuming(&session.out, results.clone()),
-        None => ResultsWriter::new(&session.out, host.info),
+        None => ResultsWriter::new(&session.out, host.info.clone()),
     };
     let mut sink = session.results_sink(writer);
-    sink.info(format!("accelerator: {accel} ({reason})"));
-    sink.info(format!("results: {}", session.out.display()));
+    sink.emit(Event::Host(host.info));
+    sink.emit(Event::ResultsDir {
+        path: session.out.clone(),
+    });
     let image = session.image().await?;
     sink.emit(Event::ImageReady {
         key: image.key.clone(),
