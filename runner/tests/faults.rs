@@ -110,6 +110,34 @@ fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
+/// Waits for crashrig to end; one that is still running after `limit` is killed and the
+/// test fails (a run stuck on a fault must not hang the suite).
+fn finish_within(child: &mut Child, limit: Duration, dir: &Path) -> std::process::ExitStatus {
+    let t = Instant::now();
+    let status = wait_for(limit, || child.try_wait().unwrap());
+    match status {
+        Some(s) => {
+            eprintln!(
+                "figure: the run ended {:.0} s after the fault",
+                t.elapsed().as_secs_f64()
+            );
+            s
+        }
+        None => {
+            let pid = child.id();
+            for (p, _) in descendants(pid) {
+                signal(p, libc::SIGKILL);
+            }
+            signal(pid, libc::SIGKILL);
+            let _ = child.wait();
+            panic!(
+                "crashrig still running {limit:?} after the fault\n{}",
+                output(dir)
+            );
+        }
+    }
+}
+
 fn read_results(dir: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).ok()?).ok()
 }
@@ -253,30 +281,24 @@ fn guest_cannot_reach_a_host_loopback_port() {
     );
 }
 
-#[test]
-#[ignore = "waits for seam-engine's process layer and transport fixes (PDEATHSIG, infrastructure vs hang); run with --ignored"]
-fn kill_9_in_mid_iteration_leaves_nothing_and_resume_keeps_every_finished_iteration() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let o = out.to_str().unwrap();
-    let args = [
-        "run",
-        "tests/smoke.yaml",
-        "-n",
-        "4",
-        "--seed",
-        "7",
-        "--out",
-        o,
-    ];
-    let mut child = spawn(tmp.path(), &args, &[]);
+/// Starts a 12-iteration smoke run in `out` and kills it (SIGKILL) once an iteration is
+/// recorded; returns the iterations recorded at the kill, the scratch directories the run had
+/// open, and how its children fared (Ok: all gone within 10 s).
+fn start_and_kill_9(
+    dir: &Path,
+    args: &[&str],
+) -> (
+    Vec<Value>,
+    Vec<PathBuf>,
+    Result<Duration, Vec<(u32, String)>>,
+) {
+    let out = PathBuf::from(args[args.len() - 1]);
+    let mut child = spawn(dir, args, &[]);
     let pid = child.id();
-    // Kill it once an iteration is recorded and the next one is running.
-    let before = wait_for(Duration::from_secs(600), || {
+    wait_for(Duration::from_secs(600), || {
         read_results(&out).filter(|r| !iterations(r).is_empty())
     })
-    .unwrap_or_else(|| panic!("no iteration finished\n{}", output(tmp.path())));
-    std::thread::sleep(Duration::from_secs(2));
+    .unwrap_or_else(|| panic!("no iteration finished\n{}", output(dir)));
     let procs = descendants(pid);
     assert!(
         procs.iter().any(|(_, c)| c.starts_with("qemu-system")),
@@ -284,10 +306,35 @@ fn kill_9_in_mid_iteration_leaves_nothing_and_resume_keeps_every_finished_iterat
     );
     let disks = scratch_dirs(pid);
     assert!(!disks.is_empty(), "the run's scratch disks are open");
-    // Iterations recorded when the kill came (one may have finished since `before`).
-    let kept_before = iterations(&read_results(&out).unwrap());
-    assert!(kept_before.len() >= iterations(&before).len());
-    match kill_9_and_watch(&mut child) {
+    let kept = iterations(&read_results(&out).unwrap());
+    let gone = kill_9_and_watch(&mut child);
+    (kept, disks, gone)
+}
+
+fn smoke_args(out: &Path) -> Vec<String> {
+    [
+        "run",
+        "tests/smoke.yaml",
+        "-n",
+        "12",
+        "--seed",
+        "7",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.to_str().unwrap().to_string()])
+    .collect()
+}
+
+#[test]
+#[ignore = "fails today: QEMU outlives a kill -9 of crashrig (vm/qemu.rs does not spawn it under the process layer's watchdog yet); run with --ignored"]
+fn kill_9_in_mid_iteration_leaves_no_qemu_and_no_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = smoke_args(&tmp.path().join("out"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, disks, gone) = start_and_kill_9(tmp.path(), &args);
+    match gone {
         Ok(t) => eprintln!("figure: after kill -9 in mid-iteration, every child gone in {t:?}"),
         Err(left) => panic!("still running {DIE_TOGETHER:?} after kill -9: {left:?}"),
     }
@@ -304,11 +351,21 @@ fn kill_9_in_mid_iteration_leaves_nothing_and_resume_keeps_every_finished_iterat
             dir.display()
         );
     }
+}
+
+#[test]
+fn resume_after_kill_9_keeps_every_finished_iteration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let args = smoke_args(&out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Survivors (see the test above) are killed by start_and_kill_9 either way.
+    let (kept, disks, _) = start_and_kill_9(tmp.path(), &args);
     // Without --resume the directory is not reused.
     let (code, _, stderr) = crashrig(&args);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("give --resume"), "{stderr}");
-    let mut resume = args.to_vec();
+    let mut resume = args.clone();
     resume.push("--resume");
     let (code, stdout, stderr) = crashrig(&resume);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -318,11 +375,16 @@ fn kill_9_in_mid_iteration_leaves_nothing_and_resume_keeps_every_finished_iterat
         .iter()
         .map(|i| i["iteration"].as_u64().unwrap())
         .collect();
-    assert_eq!(numbers, vec![1, 2, 3, 4], "{after}");
+    assert_eq!(numbers, (1..=12).collect::<Vec<u64>>(), "{after}");
     assert_eq!(
-        &its[..kept_before.len()],
-        &kept_before[..],
+        &its[..kept.len()],
+        &kept[..],
         "the iterations finished before the kill are kept as they were"
+    );
+    eprintln!(
+        "figure: resume after kill -9 kept {} finished iterations and ran {}",
+        kept.len(),
+        12 - kept.len()
     );
     assert_eq!(after["runs"].as_array().unwrap().len(), 1);
     assert_eq!(after["runs"][0]["seed"], 7);
@@ -334,7 +396,7 @@ fn kill_9_in_mid_iteration_leaves_nothing_and_resume_keeps_every_finished_iterat
 }
 
 #[test]
-#[ignore = "waits for seam-engine's process layer and transport fixes (PDEATHSIG, infrastructure vs hang); run with --ignored"]
+#[ignore = "fails today: make (kconfig stage) outlives a kill -9 of crashrig, kernel/exec.rs does not use the process layer's watchdog yet; run with --ignored"]
 fn kill_9_in_mid_build_leaves_no_make() {
     let tmp = tempfile::tempdir().unwrap();
     // A git tree whose every make target takes long: crashrig is killed while make runs.
@@ -381,7 +443,7 @@ fn kill_9_in_mid_build_leaves_no_make() {
 }
 
 #[test]
-#[ignore = "waits for seam-engine's process layer and transport fixes (PDEATHSIG, infrastructure vs hang); run with --ignored"]
+#[ignore = "passes but takes about 4 minutes: the hang is judged at the plan deadline (240 s), not at the scenario's 40 s iteration-timeout; run with --ignored"]
 fn paused_vcpus_in_mid_iteration_are_a_hang_with_console_and_the_run_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let monitors = tmp.path().join("qmp");
@@ -402,7 +464,7 @@ fn paused_vcpus_in_mid_iteration_are_a_hang_with_console_and_the_run_goes_on() {
     let monitor = newest_monitor(&monitors).unwrap();
     let answer = qmp(&monitor, "stop");
     assert!(answer.get("return").is_some(), "{answer}");
-    let status = child.wait().unwrap();
+    let status = finish_within(&mut child, Duration::from_secs(900), tmp.path());
     let text = output(tmp.path());
     let r = results(&out);
     let its = iterations(&r);
@@ -441,7 +503,7 @@ fn qemu_fault_is_an_infrastructure_error(fault: fn(u32)) {
         .unwrap()
         .0;
     fault(qemu);
-    let status = child.wait().unwrap();
+    let status = finish_within(&mut child, Duration::from_secs(900), tmp.path());
     let text = output(tmp.path());
     let r = results(&out);
     let verdicts: Vec<String> = iterations(&r)
@@ -458,19 +520,17 @@ fn qemu_fault_is_an_infrastructure_error(fault: fn(u32)) {
 }
 
 #[test]
-#[ignore = "waits for seam-engine's process layer and transport fixes (PDEATHSIG, infrastructure vs hang); run with --ignored"]
+#[ignore = "fails today: a SIGSTOPped QEMU is judged a kernel hang after 240 s (QMP silence is not yet told apart from a frozen guest); run with --ignored"]
 fn qemu_sigstopped_in_mid_iteration_is_an_infrastructure_error() {
     qemu_fault_is_an_infrastructure_error(|pid| signal(pid, libc::SIGSTOP));
 }
 
 #[test]
-#[ignore = "waits for seam-engine's process layer and transport fixes (PDEATHSIG, infrastructure vs hang); run with --ignored"]
 fn qemu_killed_in_mid_iteration_is_an_infrastructure_error() {
     qemu_fault_is_an_infrastructure_error(|pid| signal(pid, libc::SIGKILL));
 }
 
 #[test]
-#[ignore = "waits for seam-engine's process layer and transport fixes (PDEATHSIG, infrastructure vs hang); run with --ignored"]
 fn full_results_filesystem_is_a_clear_error_and_keeps_earlier_results() {
     // A 4 MiB tmpfs in a mount namespace of its own (nothing to clean up on the host): a run
     // writes there, the filesystem is filled while it runs.
@@ -575,7 +635,6 @@ fn smoke_under_cpu_hog(n: u32) {
 }
 
 #[test]
-#[ignore = "waits for seam-engine's process layer and transport fixes (PDEATHSIG, infrastructure vs hang); run with --ignored"]
 fn no_false_hang_under_cpu_hog() {
     smoke_under_cpu_hog(6);
 }
