@@ -281,17 +281,18 @@ fn guest_cannot_reach_a_host_loopback_port() {
     );
 }
 
-/// Starts a 12-iteration smoke run in `out` and kills it (SIGKILL) once an iteration is
-/// recorded; returns the iterations recorded at the kill, the scratch directories the run had
-/// open, and how its children fared (Ok: all gone within 10 s).
-fn start_and_kill_9(
-    dir: &Path,
-    args: &[&str],
-) -> (
+/// What [`start_and_kill_9`] saw: iterations recorded at the kill, the run's scratch
+/// directories, and whether its children were all gone within 10 s.
+type Killed = (
     Vec<Value>,
     Vec<PathBuf>,
     Result<Duration, Vec<(u32, String)>>,
-) {
+);
+
+/// Starts a 12-iteration smoke run in `out` and kills it (SIGKILL) once an iteration is
+/// recorded; returns the iterations recorded at the kill, the scratch directories the run had
+/// open, and how its children fared (Ok: all gone within 10 s).
+fn start_and_kill_9(dir: &Path, args: &[&str]) -> Killed {
     let out = PathBuf::from(args[args.len() - 1]);
     let mut child = spawn(dir, args, &[]);
     let pid = child.id();
