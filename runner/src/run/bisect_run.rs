@@ -56,9 +56,11 @@ pub struct BisectArgs {
     /// Budget of search iterations. Default: 1000.
     #[arg(long)]
     pub max_iterations: Option<u64>,
-    /// Chance that a good kernel shows the target anyway (0 means one sighting proves bad).
-    #[arg(long, default_value_t = 0.0)]
-    pub false_positive_rate: f64,
+    /// A guess of the good side's rate (how often a kernel before the change shows the
+    /// target), used as a prior worth 20 iterations; the rate is still learnt from the runs.
+    /// Default: none (a weak prior).
+    #[arg(long, value_name = "RATE")]
+    pub false_positive_rate: Option<f64>,
     /// Continue the bisection journaled in --out.
     #[arg(long)]
     pub resume: bool,
@@ -391,7 +393,10 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
     let cache = Cache::from_env();
     let mut config = Config {
         confidence: args.confidence,
-        false_positive_rate: args.false_positive_rate,
+        good_rate: args
+            .false_positive_rate
+            .map(bisect::RatePrior::guess)
+            .unwrap_or_default(),
         ..Config::default()
     };
     if let Some(n) = args.iterations {
@@ -630,8 +635,8 @@ fn record(
 fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target>) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "bisect: {:?}; target {}; {} builds, {} iterations (+{} to verify)\n",
-        r.status,
+        "bisect: {}; target {}; {} builds, {} iterations (+{} to verify)\n",
+        r.status.describe(),
         target.map(Target::text).unwrap_or_else(|| "?".into()),
         r.builds,
         r.iterations,
@@ -643,7 +648,7 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             candidates.get(c).cloned().unwrap_or_default(),
             r.confidence,
             match &r.verified {
-                Some(v) => format!("; verification: {v:?}"),
+                Some(v) => format!("; verification: {}", v.probability),
                 None => String::new(),
             }
         )),
