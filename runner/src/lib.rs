@@ -6,6 +6,7 @@
 //! QEMU, SSH and make around it. The engine never prints: it emits [`report::Event`]s that
 //! reporters consume.
 
+pub mod amplify;
 pub mod bisect;
 pub mod cache;
 pub mod cli;

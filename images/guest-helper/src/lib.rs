@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a field changes meaning; the host refuses a helper of another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A sequence of operations to run back to back in the guest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,6 +170,14 @@ pub enum Op {
         device: DeviceRef,
         present: bool,
         timeout_ms: u64,
+    },
+    /// After a snapshot restore: mix `entropy` (fresh from the host) into the kernel RNG and
+    /// reseed it at once, then set CLOCK_REALTIME to `realtime_ns` (the host's time), so
+    /// guests restored from one snapshot neither draw the same random numbers nor live at
+    /// the moment it was saved.
+    Reseed {
+        entropy: Vec<u8>,
+        realtime_ns: u64,
     },
 }
 

@@ -25,6 +25,7 @@ mod device;
 mod dm;
 mod kmsg;
 mod mounts;
+mod reseed;
 mod task;
 mod util;
 
@@ -165,6 +166,7 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Dmesg => "dmesg",
         Op::Panic => "panic",
         Op::WaitDevice { .. } => "wait-device",
+        Op::Reseed { .. } => "reseed",
     }
 }
 
@@ -323,6 +325,16 @@ fn run_op(env: &Env, op: &Op, r: &mut StepReport) {
                 util::sleep_ms(10);
             }
         }
+        Op::Reseed {
+            entropy,
+            realtime_ns,
+        } => {
+            if let Err(e) = reseed::reseed(Path::new("/dev/urandom"), entropy) {
+                r.error = Some(format!("reseed the RNG: {}", util::io_error_name(&e)));
+            } else if let Err(e) = reseed::set_clock(*realtime_ns) {
+                r.error = Some(format!("set the clock: {}", util::io_error_name(&e)));
+            }
+        }
     }
 }
 
@@ -425,6 +437,10 @@ mod tests {
                 timeout_ms: 1,
             },
             Op::Sync { target: None },
+            Op::Reseed {
+                entropy: vec![1, 2],
+                realtime_ns: 3,
+            },
         ];
         for op in ops {
             let json = serde_json::to_value(&op).unwrap();

@@ -32,12 +32,12 @@ pub use check::{check_exit_code, EXIT_BAD, EXIT_GOOD, EXIT_SKIP};
 pub use error::BisectError;
 pub use journal::{Entry, Header, Journal, Replay, Step, JOURNAL_FORMAT};
 pub use model::{
-    Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow,
-    MeasuredRate, Phase, RatePrior, Report, SideRates, Status, Suspect, SuspectRange,
+    Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, MeasuredRate,
+    Phase, RatePrior, Report, SideRates, Status, Suspect, SuspectRange,
 };
 pub use search::{Bisector, Oracle, Progress};
 pub use sim::{
-    iteration_bound, print_summary, simulate, CaseSummary, Method, MethodSummary, SimParams,
-    SimSummary, SimulatedHistory, DEFAULT_CASES,
+    iteration_bound, parse_case, print_summary, simulate, CaseSummary, Method, MethodSummary,
+    SimParams, SimSummary, SimulatedHistory, DEFAULT_CASES,
 };
 pub use verify::iterations_to_separate;

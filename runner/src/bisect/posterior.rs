@@ -79,14 +79,19 @@ impl RateGrid {
         };
         match *prior {
             RatePrior::Weak => {
-                let (atom_q, atom) = if good { (0.0, ZERO_ATOM) } else { (1.0, ONE_ATOM) };
+                let (atom_q, atom) = if good {
+                    (0.0, ZERO_ATOM)
+                } else {
+                    (1.0, ONE_ATOM)
+                };
                 let mut points = interior(&|_| (1.0 - atom) / GRID as f64);
                 points.push((atom_q, atom));
                 RateGrid::new(points)
             }
             RatePrior::Known { rate } => RateGrid::new(vec![(rate, 1.0)]),
             RatePrior::Beta { alpha, beta } => {
-                let points = interior(&|q| ((alpha - 1.0) * q.ln() + (beta - 1.0) * (1.0 - q).ln()).exp());
+                let points =
+                    interior(&|q| ((alpha - 1.0) * q.ln() + (beta - 1.0) * (1.0 - q).ln()).exp());
                 RateGrid::new(points)
             }
         }
@@ -310,7 +315,9 @@ pub(crate) fn info_gain(
     mode: Mode,
 ) -> (Vec<f64>, Vec<f64>) {
     let len = probs.len();
-    let preds: Vec<((Vec<f64>, f64), (Vec<f64>, f64))> = post
+    // Per split: (outcome distribution, expected iterations) on the good and the bad side.
+    type Side = (Vec<f64>, f64);
+    let preds: Vec<(Side, Side)> = post
         .splits
         .iter()
         .map(|s| {
@@ -479,7 +486,13 @@ mod tests {
 
     #[test]
     fn prob_greater_table() {
-        let beta = RateGrid::of(&RatePrior::Beta { alpha: 1.0, beta: 1.0 }, true);
+        let beta = RateGrid::of(
+            &RatePrior::Beta {
+                alpha: 1.0,
+                beta: 1.0,
+            },
+            true,
+        );
         // Symmetric evidence under one prior: one half.
         assert!((prob_greater(t(5, 2), &beta, t(5, 2), &beta) - 0.5).abs() < 1e-9);
         // Uniform priors, 1/1 against 0/9: 1 - E[q^2] for q ~ Beta(1, 10) = 0.985 (on the
@@ -490,7 +503,10 @@ mod tests {
         let p = prob_greater(t(10, 2), &beta, t(10, 1), &beta);
         assert!(p > 0.6 && p < 0.85, "{p}");
         // The weak priors favour a lower good side; clean runs there count more.
-        let (g0, g1) = (RateGrid::of(&RatePrior::Weak, true), RateGrid::of(&RatePrior::Weak, false));
+        let (g0, g1) = (
+            RateGrid::of(&RatePrior::Weak, true),
+            RateGrid::of(&RatePrior::Weak, false),
+        );
         let p = prob_greater(t(5, 2), &g1, t(5, 0), &g0);
         assert!(p > 0.95, "{p}");
         assert!(prob_greater(t(9, 0), &g1, t(1, 1), &g0) < 0.05);

@@ -21,8 +21,8 @@
 
 use super::error::BisectError;
 use super::model::{
-    Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, Phase,
-    Report, SideRates, Status, Suspect, SuspectRange,
+    Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, Phase, Report,
+    SideRates, Status, Suspect, SuspectRange,
 };
 use super::posterior::{self, Mode, Posterior, RateGrid, Tally};
 use super::verify;
@@ -632,8 +632,14 @@ impl Bisector {
         let mut c = self.compare((pair.good, parent), (pair.bad, fresh));
         c.holds = match self.verify_rates {
             Some(r) => {
-                verify::verdict(parent, fresh, r.good_high, r.bad_rate, u64::MAX, self.config.confidence)
-                    == Some(true)
+                verify::verdict(
+                    parent,
+                    fresh,
+                    r.good_high,
+                    r.bad_rate,
+                    u64::MAX,
+                    self.config.confidence,
+                ) == Some(true)
             }
             None => false,
         };
@@ -705,7 +711,13 @@ impl Bisector {
         let caps = [cap.saturating_sub(spent[0]), cap.saturating_sub(spent[1])];
         let sides = [
             (pair.good, self.kernel_tally(pair.good)),
-            (pair.bad, Tally { iterations: c.bad.iterations, failures: c.bad.failures }),
+            (
+                pair.bad,
+                Tally {
+                    iterations: c.bad.iterations,
+                    failures: c.bad.failures,
+                },
+            ),
         ];
         match self.compare_step(sides, caps) {
             Some(p) => Some(Decision::Test(p)),
@@ -765,10 +777,7 @@ impl Bisector {
                         iterations[m] * self.config.iteration_cost + build + self.boot_cost(m);
                     let score = gain / cost;
                     // Near-ties go to the smaller batch, then the older candidate.
-                    if best
-                        .as_ref()
-                        .is_none_or(|(s, _)| score > *s * (1.0 + 1e-9))
-                    {
+                    if best.as_ref().is_none_or(|(s, _)| score > *s * (1.0 + 1e-9)) {
                         best = Some((
                             score,
                             Pending {
@@ -811,7 +820,13 @@ impl Bisector {
                 probability,
             });
         let internal: Vec<f64> = (0..=self.last)
-            .map(|c| if c == 0 { 0.0 } else { probs[self.position_to_external(c)] })
+            .map(|c| {
+                if c == 0 {
+                    0.0
+                } else {
+                    probs[self.position_to_external(c)]
+                }
+            })
             .collect();
         let (lo, hi) = shortest_range(&internal, self.config.confidence);
         let (a, b) = (self.position_to_external(lo), self.position_to_external(hi));
@@ -879,7 +894,9 @@ impl Bisector {
         let ends = (self.kernel_tally(good).iterations + self.kernel_tally(bad).iterations > 0)
             .then(|| self.ends());
         let iterations_needed = match (status, &ends) {
-            (Status::NoDifference, Some(e)) => verify::iterations_to_separate(e.good.rate, e.bad.rate),
+            (Status::NoDifference, Some(e)) => {
+                verify::iterations_to_separate(e.good.rate, e.bad.rate)
+            }
             _ => None,
         };
         let rates = match &post.probs {
@@ -1076,8 +1093,15 @@ mod tests {
             let mut b = Bisector::new(64, Config::default()).unwrap();
             let report = drive(&mut b, &mut oracle);
             assert_eq!(report.culprit, Some(culprit), "{report:?}");
-            assert!(report.builds <= 2 + 7, "culprit {culprit}: {} builds", report.builds);
-            assert!(report.total_iterations() <= 40, "culprit {culprit}: {report:?}");
+            assert!(
+                report.builds <= 2 + 7,
+                "culprit {culprit}: {} builds",
+                report.builds
+            );
+            assert!(
+                report.total_iterations() <= 40,
+                "culprit {culprit}: {report:?}"
+            );
         }
     }
 
@@ -1349,7 +1373,12 @@ mod tests {
         assert_eq!(back.culprit, Some(9));
         assert_eq!(
             (back.status, back.builds, back.iterations, back.boots),
-            (report.status, report.builds, report.iterations, report.boots)
+            (
+                report.status,
+                report.builds,
+                report.iterations,
+                report.boots
+            )
         );
         assert_eq!(back.evidence, report.evidence);
         assert!((back.confidence - report.confidence).abs() < 1e-12);

@@ -16,50 +16,38 @@ use super::search::{Bisector, Oracle};
 pub const DEFAULT_CASES: [(f64, f64); 5] =
     [(0.3, 0.0), (0.3, 0.05), (0.4, 0.1), (0.1, 0.0), (0.5, 0.2)];
 
-/// Parameters of `crashrig bench bisect`. Defaults are the benchmark (clap prints each).
-#[derive(Clone, Debug, PartialEq, clap::Args)]
+/// Parameters of `crashrig bench bisect`. Defaults (see [`Default`]) are the benchmark.
+#[derive(Clone, Debug, PartialEq)]
 pub struct SimParams {
-    /// Commits after the known-good one, N: candidates 0..=N, 0 good, N bad
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    /// Commits after the known-good one, N: candidates 0..=N, 0 good, N bad (1 to 4096)
     pub commits: u16,
     /// Cases to run, `P_BAD:P_GOOD` (the rate after and before the change), repeatable.
     /// Default: 0.3:0, 0.3:0.05, 0.4:0.1, 0.1:0, 0.5:0.2
-    #[arg(long = "case", value_name = "P_BAD:P_GOOD", value_parser = parse_case)]
     pub cases: Vec<(f64, f64)>,
     /// Simulated bisections per case and method
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub runs: u32,
     /// Seed of the random histories
-    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Target confidence of crashrig
-    #[arg(long, default_value_t = 0.95)]
     pub confidence: f64,
     /// Cost of a build, in iterations, in the cost column and crashrig's cost model
-    #[arg(long, default_value_t = 10.0)]
     pub build_cost: f64,
     /// Cost of a boot, in iterations, in crashrig's cost model (the cost column does not
     /// count boots; the boots column does)
-    #[arg(long, default_value_t = 2.0)]
     pub boot_cost: f64,
     /// Iteration budget of each crashrig bisection (ends and search)
-    #[arg(long, default_value_t = 1000)]
     pub max_iterations: u64,
     /// Tell crashrig both true rates instead of letting it learn them
-    #[arg(long)]
     pub tell_rates: bool,
     /// Largest batch crashrig asks for
-    #[arg(long, default_value_t = 32)]
     pub max_batch: u32,
     /// ktest.pl's BISECT_TRIES: runs per commit, bad at the first failure
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub ktest_tries: u32,
     /// Only crashrig, no peers
-    #[arg(long)]
     pub no_peers: bool,
 }
 
-fn parse_case(s: &str) -> Result<(f64, f64), String> {
+pub fn parse_case(s: &str) -> Result<(f64, f64), String> {
     let (bad, good) = s
         .split_once(':')
         .ok_or_else(|| format!("`{s}`: expected P_BAD:P_GOOD, e.g. 0.3:0.05"))?;
@@ -72,7 +60,9 @@ fn parse_case(s: &str) -> Result<(f64, f64), String> {
     };
     let (bad, good) = (num(bad)?, num(good)?);
     if good >= bad {
-        return Err(format!("`{s}`: the rate after the change must be above the rate before"));
+        return Err(format!(
+            "`{s}`: the rate after the change must be above the rate before"
+        ));
     }
     Ok((bad, good))
 }
@@ -236,10 +226,7 @@ struct PeerRun {
 }
 
 /// Plain bisection with a per-commit verdict rule (the peers): good end 0, bad end `last`.
-fn peer_bisect(
-    last: usize,
-    mut is_bad: impl FnMut(usize, &mut u64) -> bool,
-) -> PeerRun {
+fn peer_bisect(last: usize, mut is_bad: impl FnMut(usize, &mut u64) -> bool) -> PeerRun {
     let (mut good, mut bad) = (0, last);
     let mut iterations = 0;
     let mut builds = 0;
@@ -259,7 +246,12 @@ fn peer_bisect(
     }
 }
 
-fn run_peer<R: Rng>(method: Method, h: &mut SimulatedHistory<'_, R>, last: usize, k: u32) -> PeerRun {
+fn run_peer<R: Rng>(
+    method: Method,
+    h: &mut SimulatedHistory<'_, R>,
+    last: usize,
+    k: u32,
+) -> PeerRun {
     match method {
         Method::GitBisect => peer_bisect(last, |m, it| {
             *it += 1;
@@ -396,11 +388,7 @@ pub fn print_summary(s: &SimSummary, out: &mut dyn Write) -> std::io::Result<()>
     )?;
     for case in &s.cases {
         writeln!(out)?;
-        writeln!(
-            out,
-            "case p_bad {} p_good {}:",
-            case.p_bad, case.p_good
-        )?;
+        writeln!(out, "case p_bad {} p_good {}:", case.p_bad, case.p_good)?;
         writeln!(
             out,
             "  {:<24} {:>9} {:>11} {:>11} {:>8} {:>7} {:>8}",

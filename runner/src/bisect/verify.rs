@@ -58,7 +58,8 @@ pub(crate) fn verdict(
     confidence: f64,
 ) -> Option<bool> {
     let alpha = 1.0 - confidence;
-    let significant_above = |t: Tally| t.failures > 0 && upper_tail(t.iterations, t.failures, good_high) <= alpha;
+    let significant_above =
+        |t: Tally| t.failures > 0 && upper_tail(t.iterations, t.failures, good_high) <= alpha;
     let bad_holds = significant_above(bad);
     let good_holds =
         good.iterations > 0 && lower_tail(good.iterations, good.failures, bad_rate) <= alpha;

@@ -1,59 +1,27 @@
-//! Command-line arguments of `crashrig matrix` and `crashrig report merge`, the report files
-//! both write, and the exit code they end with. The run loop itself (booting VMs for cells)
+//! The report files `crashrig matrix` and `crashrig report merge` both write, and the exit
+//! code they end with. The run loop itself (booting VMs for cells)
 //! belongs to the run engine; `report merge` needs no VM and is complete here.
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use thiserror::Error;
 
 use super::baseline::{check, load_baseline, Baseline, BaselineError, Regression};
 use super::compare::compare;
 use super::merge::{merge_dirs, MergeError};
-use super::partition::{parse_partition, Partition};
 use super::summary::{junit, markdown};
 use crate::report::Results;
 
-#[derive(Args, Debug, Clone)]
-pub struct MatrixArgs {
-    /// The matrix file (YAML): kernels x scenarios x parameters.
-    #[arg(value_name = "MATRIX.yaml")]
-    pub matrix: PathBuf,
-    /// Run only shard M of N: cell i (in expansion order) belongs to shard i % N + 1.
-    #[arg(long, value_name = "M/N", value_parser = parse_partition)]
-    pub partition: Option<Partition>,
-    /// VMs at once. Default: at most one per core, and as many as memory holds (guest
-    /// memory + 512 MiB each).
-    #[arg(short = 'j', long, value_name = "N")]
-    pub jobs: Option<usize>,
-    /// Iterations per cell (overrides the matrix's and the scenarios' `iterations`).
-    #[arg(long, short = 'n')]
-    pub iterations: Option<u32>,
-    /// Skip cells that already finished in --out (a killed run loses no finished cell).
-    #[arg(long)]
-    pub resume: bool,
-    /// Known results to check against (default: the matrix's `baseline`); with a baseline,
-    /// only regressions fail the run.
-    #[arg(long, value_name = "FILE")]
-    pub baseline: Option<PathBuf>,
-    /// Write a baseline of this run's results to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub write_baseline: Option<PathBuf>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ReportMergeArgs {
+/// What `crashrig report merge` merges and where it writes.
+#[derive(Debug, Clone)]
+pub struct MergeRequest {
     /// Results directories of the shards (each with a results.json).
-    #[arg(required = true, value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
-    /// Where to write the merged results.json, junit.xml and summary.md.
-    #[arg(long, value_name = "DIR")]
+    /// Where the merged results.json, junit.xml and summary.md go.
     pub out: PathBuf,
     /// Known results to check against; with a baseline, only regressions fail.
-    #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
-    /// Write a baseline of the merged results to FILE.
-    #[arg(long, value_name = "FILE")]
+    /// Write a baseline of the merged results to this file.
     pub write_baseline: Option<PathBuf>,
 }
 
@@ -125,7 +93,7 @@ pub fn write_reports(
 
 /// `crashrig report merge DIR... --out DIR`: merges the shards and writes results.json,
 /// junit.xml, summary.md (and the baseline, when asked) into `--out`.
-pub fn report_merge(args: &ReportMergeArgs) -> Result<Outcome, CommandError> {
+pub fn report_merge(args: &MergeRequest) -> Result<Outcome, CommandError> {
     let merged = merge_dirs(&args.dirs)?;
     let baseline = args.baseline.as_deref().map(load_baseline).transpose()?;
     std::fs::create_dir_all(&args.out).map_err(|source| CommandError::Write {
@@ -160,29 +128,6 @@ mod tests {
     use super::super::merge::read_results;
     use super::super::testutil::*;
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        matrix: MatrixArgs,
-    }
-
-    #[test]
-    fn parses_partition_flag() {
-        let cli =
-            Cli::try_parse_from(["crashrig", "m.yaml", "--partition", "2/3", "-j", "2"]).unwrap();
-        assert_eq!(cli.matrix.partition, Some(Partition { index: 2, count: 3 }));
-        assert_eq!(cli.matrix.jobs, Some(2));
-        let err = Cli::try_parse_from(["crashrig", "m.yaml", "--partition", "4/3"])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            err.contains("use partition `4/3`: M must be between 1 and N (3)"),
-            "{err}"
-        );
-    }
 
     #[test]
     fn report_merge_writes_every_output_and_sets_the_exit_code() {
@@ -208,7 +153,7 @@ mod tests {
         }
         let out = tmp.path().join("merged");
         let base_path = tmp.path().join("baseline.json");
-        let args = ReportMergeArgs {
+        let args = MergeRequest {
             dirs: dirs.clone(),
             out: out.clone(),
             baseline: None,
@@ -226,7 +171,7 @@ mod tests {
         assert!(outcome.missing_cells.is_empty());
 
         // Against the baseline of the same results: nothing changed, exit 0.
-        let again = report_merge(&ReportMergeArgs {
+        let again = report_merge(&MergeRequest {
             baseline: Some(base_path),
             write_baseline: None,
             ..args
@@ -236,7 +181,7 @@ mod tests {
         assert_eq!(again.exit_code, 0);
 
         // One shard only: merged, with the other shard's cells reported missing.
-        let partial = report_merge(&ReportMergeArgs {
+        let partial = report_merge(&MergeRequest {
             dirs: dirs[..1].to_vec(),
             out: tmp.path().join("partial"),
             baseline: None,

@@ -22,8 +22,7 @@ pub use baseline::{
     Regression, BASELINE_SCHEMA,
 };
 pub use command::{
-    exit_code, report_merge, write_json, write_reports, CommandError, MatrixArgs, Outcome,
-    ReportMergeArgs,
+    exit_code, report_merge, write_json, write_reports, CommandError, MergeRequest, Outcome,
 };
 pub use compare::{compare, failure_errno, Comparison, RunKey, ALPHA};
 pub use merge::{

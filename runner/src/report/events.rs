@@ -11,6 +11,15 @@ pub enum Event {
         level: Level,
         text: String,
     },
+    /// Diagnostics of an input file (scenario warnings), printed as they are.
+    Diagnostics {
+        text: String,
+    },
+    /// A command's closing report for its standard output (the bisect result, the matrix
+    /// markdown summary).
+    Report {
+        text: String,
+    },
     /// A kernel build made progress (stage, what is compiling).
     Build {
         spec: String,

@@ -169,6 +169,19 @@ pub struct RunRecord {
     pub cell: Option<CellInfo>,
 }
 
+impl RunRecord {
+    /// 1 when any iteration failed; 2 when the run could not be carried out; else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.summary.failed > 0 {
+            crate::exit::EXPECTATION_FAILED
+        } else if self.error.is_some() || self.summary.errors > 0 || self.iterations.is_empty() {
+            crate::exit::CONFIG_OR_INFRA
+        } else {
+            crate::exit::OK
+        }
+    }
+}
+
 /// A run's place in a matrix: enough to merge shards and resume without the matrix file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellInfo {

@@ -154,6 +154,10 @@ impl Reporter for Terminal {
                 Level::Info => self.line(&format!("crashrig: {text}")),
                 Level::Warn => self.line(&format!("crashrig: warning: {text}")),
             },
+            Event::Diagnostics { text } => self.line(text),
+            Event::Report { text } => {
+                let _ = writeln!(std::io::stdout().lock(), "{text}");
+            }
             Event::Build {
                 spec,
                 stage,

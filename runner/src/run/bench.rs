@@ -1,59 +1,112 @@
 //! `crashrig bench boot`: start-up and per-iteration overhead, each next to its baseline
-//! measured in the same run.
+//! measured in the same run. The figures go back to the caller, which prints them.
 
 use std::time::{Duration, Instant};
 
 use crashrig_guest::{Op, Plan, PlanStep, PROTOCOL_VERSION};
 
-use super::boot::{boot, BootSpec};
-use crate::cache::Cache;
-use crate::cli::{resolve_kernel, BenchBootArgs, CliError};
+use super::boot::{boot, restore, BootSpec};
+use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::guest::RunKey;
 use crate::image;
-use crate::vm::{create_disk, Disk};
+use crate::vm::snapshot::{self, OverlayTemplate, SnapshotError};
+use crate::vm::{create_disk, AccelChoice, Disk, DiskFormat};
 
 const LOOP_ITERATIONS: u32 = 20;
+
+/// What `crashrig bench boot` measures with.
+#[derive(Debug, Clone)]
+pub struct BootBenchOptions {
+    pub kernel: String,
+    /// Repetitions of each measurement (the median is reported).
+    pub repeat: u32,
+    pub accel: AccelChoice,
+}
+
+/// Medians of the boot benchmark, each beside its baseline.
+#[derive(Debug, Clone)]
+pub struct BootBenchFigures {
+    pub kernel_version: String,
+    pub accel: String,
+    pub accel_reason: String,
+    /// Bare boot: a busybox init that powers off at once, in seconds.
+    pub bare_boot_s: f64,
+    /// crashrig's start to its first SSH command, in seconds.
+    pub ready_s: f64,
+    /// A new QEMU from a saved guest (fresh disk overlay included) to its first SSH command.
+    pub restore_s: f64,
+    /// Saving the paused guest to a file, in seconds.
+    pub save_s: f64,
+    /// The saved state file, in bytes.
+    pub state_bytes: f64,
+    /// The mount+umount loop as a guest shell script, ms per iteration.
+    pub shell_loop_ms: f64,
+    /// The same loop as crashrig iterations (helper plan + dmesg), ms per iteration.
+    pub helper_loop_ms: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("boot the bare kernel: {0}")]
+    BareBoot(String),
+    #[error("create a temporary directory")]
+    TempDir(#[source] std::io::Error),
+    #[error(transparent)]
+    Vm(#[from] crate::vm::VmError),
+    #[error(transparent)]
+    Ssh(#[from] crate::guest::SshError),
+    #[error(transparent)]
+    Run(#[from] super::RunError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+impl BenchError {
+    /// Every benchmark failure is a configuration or infrastructure error.
+    pub fn exit_code(&self) -> i32 {
+        crate::exit::CONFIG_OR_INFRA
+    }
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
-    let cache = Cache::from_env();
-    let kernel = resolve_kernel(&args.kernel, &cache).await?;
-    let bare = image::bare_initramfs(&cache)?;
-    let (accel, reason) = crate::vm::choose_accel(args.accel, &kernel.image, &bare).await?;
-    let image = {
-        let cache = cache.clone();
-        tokio::task::spawn_blocking(move || {
-            let helper = image::guest_helper()?;
-            image::prepare(&image::default_recipe(), &helper, &cache)
-        })
-        .await
-        .map_err(|e| CliError::Other(e.to_string()))??
-    };
-    let initrd = image::initrd_for(&image, &kernel, &cache)?;
-    let tmp = tempfile::tempdir().map_err(|e| CliError::Other(e.to_string()))?;
-    println!(
-        "kernel {} ({}), accelerator {accel} ({reason}), {} repetitions",
-        args.kernel, kernel.version, args.repeat
-    );
+pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, BenchError> {
+    let mut session = Session::new(VmOptions {
+        accel: opts.accel,
+        ..VmOptions::default()
+    });
+    let kernel = session
+        .resolve_kernel(&opts.kernel, &BuildRequest::default(), &[])
+        .await?;
+    let host = session.host(&kernel.image).await?;
+    let accel = host.accel;
+    let bare = image::bare_initramfs(&session.cache).map_err(SessionError::from)?;
+    let image = session.image().await?;
+    let initrd = image::initrd_for(&image, &kernel, &session.cache).map_err(SessionError::from)?;
+    let tmp = tempfile::tempdir().map_err(BenchError::TempDir)?;
 
     let mut bare_times = Vec::new();
     let mut ready_times = Vec::new();
     let mut shell_loop = Vec::new();
     let mut helper_loop = Vec::new();
-    for _ in 0..args.repeat {
+    let mut save_times = Vec::new();
+    let mut state_sizes = Vec::new();
+    let mut restore_times = Vec::new();
+    for _ in 0..opts.repeat {
         bare_times.push(
             crate::vm::qemu::bare_boot(&kernel.image, &bare, accel, Duration::from_secs(120))
                 .await
-                .map_err(|e| CliError::Other(format!("bare boot: {e}")))?,
+                .map_err(BenchError::BareBoot)?,
         );
         let disk = tmp.path().join("scratch.img");
         create_disk(&disk, 1 << 30)?;
-        let key = RunKey::generate().map_err(|e| CliError::Other(e.to_string()))?;
-        let mut booted = boot(BootSpec {
+        let key = RunKey::generate()?;
+        let spec = |disk: &std::path::Path, format| BootSpec {
             kernel: &kernel.image,
             initrd: &initrd,
             image: &image,
@@ -62,8 +115,9 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
             cpus: 2,
             disks: vec![Disk {
                 serial: "scratch".into(),
-                path: disk,
+                path: disk.to_path_buf(),
                 read_only: false,
+                format,
             }],
             modules: image::boot_modules(&["xfs"], false),
             extra_cmdline: vec![],
@@ -71,9 +125,10 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
             console_log: tmp.path().join("console.log"),
             qmp_socket: tmp.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(240),
-        })
-        .await
-        .map_err(crate::run::RunError::from)?;
+        };
+        let mut booted = boot(spec(&disk, DiskFormat::Raw))
+            .await
+            .map_err(super::RunError::from)?;
         ready_times.push(booted.ready_after.as_secs_f64());
 
         // Per-iteration overhead: the same mount/umount loop as a guest shell script and as
@@ -85,7 +140,7 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
             .guest
             .exec(prep, vec![], Duration::from_secs(120), |_| {})
             .await
-            .map_err(crate::run::RunError::from)?;
+            .map_err(super::RunError::from)?;
         let script = format!(
             "{env} sh -c 'D={dev}; for i in $(seq {LOOP_ITERATIONS}); do mount -t xfs $D /mnt && umount /mnt || exit 1; done'"
         );
@@ -94,7 +149,7 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
             .guest
             .exec(script, vec![], Duration::from_secs(300), |_| {})
             .await
-            .map_err(crate::run::RunError::from)?;
+            .map_err(super::RunError::from)?;
         shell_loop.push(t.elapsed().as_secs_f64() * 1000.0 / f64::from(LOOP_ITERATIONS));
         let t = Instant::now();
         for _ in 0..LOOP_ITERATIONS {
@@ -137,23 +192,40 @@ pub async fn boot_bench(args: BenchBootArgs) -> Result<i32, CliError> {
                     |_| {},
                 )
                 .await
-                .map_err(crate::run::RunError::from)?;
+                .map_err(super::RunError::from)?;
         }
         helper_loop.push(t.elapsed().as_secs_f64() * 1000.0 / f64::from(LOOP_ITERATIONS));
+
+        // Restore: save this guest (after its mkfs, like an "after setup" snapshot), then
+        // start a new QEMU from it on a fresh overlay over the frozen scratch disk, up to the
+        // first command (the RNG reseed) over a new SSH connection.
+        let state = tmp.path().join("state");
+        let t = Instant::now();
+        let size = snapshot::save(&mut booted.vm, &state, Duration::from_secs(120)).await?;
+        save_times.push(t.elapsed().as_secs_f64());
+        state_sizes.push(size as f64);
         booted.vm.stop().await;
+        let template_path = tmp.path().join("template.qcow2");
+        let template = OverlayTemplate::create(&disk, DiskFormat::Raw, &template_path).await?;
+        let overlay = tmp.path().join("overlay.qcow2");
+        let t = Instant::now();
+        template.fresh(&overlay)?;
+        let mut restored = restore(spec(&overlay, DiskFormat::Qcow2), &state)
+            .await
+            .map_err(super::RunError::from)?;
+        restore_times.push(t.elapsed().as_secs_f64());
+        restored.vm.stop().await;
     }
-    let bare = median(bare_times);
-    let ready = median(ready_times);
-    println!("bare boot (init powers off at once):        {bare:.2} s");
-    println!(
-        "crashrig start to first SSH command:        {ready:.2} s  ({:.2}x bare; goal <= 1.6x)",
-        ready / bare
-    );
-    let (sh, cr) = (median(shell_loop), median(helper_loop));
-    println!("mount+umount loop as a guest shell script:  {sh:.1} ms/iteration");
-    println!(
-        "same as crashrig iterations (plan + dmesg): {cr:.1} ms/iteration  (+{:.1} ms overhead)",
-        cr - sh
-    );
-    Ok(crate::exit::OK)
+    Ok(BootBenchFigures {
+        kernel_version: kernel.version,
+        accel: host.info.accel,
+        accel_reason: host.info.accel_reason,
+        bare_boot_s: median(bare_times),
+        ready_s: median(ready_times),
+        restore_s: median(restore_times),
+        save_s: median(save_times),
+        state_bytes: median(state_sizes),
+        shell_loop_ms: median(shell_loop),
+        helper_loop_ms: median(helper_loop),
+    })
 }

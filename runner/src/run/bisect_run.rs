@@ -7,65 +7,117 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use super::session::{build_progress, forward_build_progress, Session, SessionError, VmOptions};
 use crate::bisect::{
-    self, Action, BatchOutcome, Bisector, Config, Direction, Header, Journal, Step,
+    self, Action, BatchOutcome, BisectError, Bisector, Config, Direction, Header, Journal, Step,
 };
 use crate::cache::Cache;
-use crate::cli::{load_scenario, prepare_image, CliError, CommonVmArgs};
-use crate::kernel::{self, BuildOptions, KernelSpec, PatchFile, ResolvedKernel};
-use crate::report::events::{Event, EventSink, Reporter};
-use crate::report::terminal::Terminal;
+use crate::kernel::{self, BuildOptions, KernelError, KernelSpec, PatchFile, ResolvedKernel};
+use crate::report::events::{Event, EventSink};
 use crate::report::writer::{write_json_atomic, ResultsWriter};
 use crate::report::{HostInfo, IterationRecord, RunRecord, Verdict};
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
-#[derive(Args, Debug)]
-pub struct BisectArgs {
+/// What `crashrig bisect` searches, as plain values (see the CLI for each option's meaning).
+#[derive(Debug, Clone)]
+pub struct BisectOptions {
     /// The scenario whose outcome changed.
-    #[arg(value_name = "SCENARIO.yaml")]
     pub scenario: PathBuf,
     /// Range form: the good end, `PATH@REF` of a kernel git tree.
-    #[arg(long, value_name = "PATH@REF", requires = "bad")]
     pub good: Option<String>,
     /// Range form: the bad end, `PATH@REF` (same tree).
-    #[arg(long, value_name = "PATH@REF", requires = "good")]
     pub bad: Option<String>,
     /// Patch form: the series to bisect (mbox, quilt series, directory or one patch), applied
     /// on the `--kernel` base; the base alone is good, base plus the whole series bad.
-    #[arg(long, value_name = "SERIES", conflicts_with_all = ["good", "bad"])]
     pub patches: Vec<PathBuf>,
     /// Kernel config fragments for every build (besides `base` and the scenario's).
-    #[arg(long, value_name = "FRAGMENT")]
     pub kconfig: Vec<String>,
     /// Find the fix instead: the old end is bad, the new end good.
-    #[arg(long)]
     pub fix: bool,
     /// The outcome to look for, `STEP-ID:ERRNO` (e.g. `umount:EBUSY`), or `STEP-ID` for any
     /// violated expectation of that step. Default: the first violation the bad end shows.
-    #[arg(long, value_name = "STEP:ERRNO")]
     pub target: Option<String>,
     /// Most iterations in one batch. Default: 32.
-    #[arg(long, short = 'n')]
     pub iterations: Option<u32>,
-    /// Stop when one candidate holds this posterior probability. Default: 0.95.
-    #[arg(long, default_value_t = 0.95)]
+    /// Stop when one candidate holds this posterior probability (the CLI default: 0.95).
     pub confidence: f64,
     /// Budget of search iterations. Default: 1000.
-    #[arg(long)]
     pub max_iterations: Option<u64>,
-    /// A guess of the good side's rate (how often a kernel before the change shows the
-    /// target), used as a prior worth 20 iterations; the rate is still learnt from the runs.
-    /// Default: none (a weak prior).
-    #[arg(long, value_name = "RATE")]
+    /// A guess of the good side's rate, used as a prior worth 20 iterations (the rate is still
+    /// learnt from the runs); `None`: a weak prior.
     pub false_positive_rate: Option<f64>,
     /// Continue the bisection journaled in --out.
-    #[arg(long)]
     pub resume: bool,
-    #[command(flatten)]
-    pub vm: CommonVmArgs,
+    pub vm: VmOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BisectRunError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("run git")]
+    GitSpawn(#[source] std::io::Error),
+    #[error("run `git {args}` in {repo}: {stderr}")]
+    Git {
+        args: String,
+        repo: PathBuf,
+        stderr: String,
+    },
+    #[error("use `{spec}` as an end of the range: it is not PATH@REF of a git tree")]
+    NotPathRef { spec: String },
+    #[error("bisect across two trees: --good and --bad must name the same git tree")]
+    TwoTrees,
+    #[error("find commits between {old} and {new}: there are none")]
+    NoCommits { old: String, new: String },
+    #[error(
+        "choose what to bisect: give either --good and --bad (a git range) or --kernel and --patches (a series)"
+    )]
+    NoRange,
+    #[error("choose the base of the series: the patch form needs exactly one --kernel")]
+    PatchBase,
+    #[error("bisect patches on `{spec}`: patches need a kernel crashrig builds (debian-source:X or a git tree)")]
+    PatchBaseNotBuilt { spec: String },
+    #[error("read the patch series")]
+    Series(#[source] KernelError),
+    #[error("bisect the series: it has no patches")]
+    EmptySeries,
+    #[error("start the journal (use --resume to continue it, or another --out)")]
+    JournalCreate(#[source] BisectError),
+    #[error(transparent)]
+    Bisect(#[from] BisectError),
+    #[error("build the bad end ({candidate})")]
+    BadEnd {
+        candidate: String,
+        #[source]
+        source: KernelError,
+    },
+    #[error("build candidate {candidate}; the host, not the candidate, is at fault, so the bisection stops")]
+    Host {
+        candidate: String,
+        #[source]
+        source: KernelError,
+    },
+    #[error("find the target: the bad end ({candidate}) showed no step violation in {iterations} iterations{why}; give --target or more --iterations")]
+    NoTarget {
+        candidate: String,
+        iterations: usize,
+        why: String,
+    },
+    #[error("write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BisectRunError {
+    /// A bisection that could not be carried out is a configuration or infrastructure error.
+    pub fn exit_code(&self) -> i32 {
+        crate::exit::CONFIG_OR_INFRA
+    }
 }
 
 /// What the bisection looks for in an iteration.
@@ -222,11 +274,8 @@ impl Candidates {
         opts: &BuildOptions,
         cache: &Cache,
         sink: &mut EventSink,
-    ) -> Result<ResolvedKernel, String> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let progress = move |p: kernel::BuildProgress| {
-            let _ = tx.send(p);
-        };
+    ) -> Result<ResolvedKernel, KernelError> {
+        let (progress, rx) = build_progress();
         let label = self.describe(k);
         let fut = async {
             match self {
@@ -243,54 +292,43 @@ impl Candidates {
                 }
             }
         };
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                r = &mut fut => return r.map_err(|e| crate::report::error_chain(&e)),
-                Some(p) = rx.recv() => sink.emit(Event::Build { spec: label.clone(), stage: p.stage.to_string(), detail: p.line.clone().unwrap_or_default() }),
-            }
-        }
+        forward_build_progress(&label, sink, fut, rx).await
     }
 }
 
-fn git(repo: &Path, args: &[&str]) -> Result<String, CliError> {
+fn git(repo: &Path, args: &[&str]) -> Result<String, BisectRunError> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(repo)
         .args(args)
         .output()
-        .map_err(|e| CliError::Other(format!("cannot run git: {e}")))?;
+        .map_err(BisectRunError::GitSpawn)?;
     if !out.status.success() {
-        return Err(CliError::Other(format!(
-            "git {} in {} failed: {}",
-            args.join(" "),
-            repo.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(BisectRunError::Git {
+            args: args.join(" "),
+            repo: repo.to_path_buf(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn split_path_ref(s: &str) -> Result<(PathBuf, String), CliError> {
-    match KernelSpec::parse(s)? {
+fn split_path_ref(s: &str) -> Result<(PathBuf, String), BisectRunError> {
+    match KernelSpec::parse(s).map_err(SessionError::from)? {
         KernelSpec::Git {
             path,
             rev: Some(rev),
         } => Ok((path, rev)),
-        _ => Err(CliError::Other(format!(
-            "`{s}` is not PATH@REF of a git tree"
-        ))),
+        _ => Err(BisectRunError::NotPathRef { spec: s.into() }),
     }
 }
 
-fn candidates(args: &BisectArgs) -> Result<(Candidates, String), CliError> {
+fn candidates(args: &BisectOptions) -> Result<(Candidates, String), BisectRunError> {
     if let (Some(good), Some(bad)) = (&args.good, &args.bad) {
         let (repo, good_ref) = split_path_ref(good)?;
         let (repo_b, bad_ref) = split_path_ref(bad)?;
         if std::fs::canonicalize(&repo).ok() != std::fs::canonicalize(&repo_b).ok() {
-            return Err(CliError::Other(
-                "--good and --bad must name the same git tree".into(),
-            ));
+            return Err(BisectRunError::TwoTrees);
         }
         let (old, new) = (good_ref, bad_ref);
         let base = git(
@@ -313,9 +351,10 @@ fn candidates(args: &BisectArgs) -> Result<(Candidates, String), CliError> {
         let mut commits = vec![base];
         commits.extend(list.lines().map(str::to_owned));
         if commits.len() < 2 {
-            return Err(CliError::Other(format!(
-                "no commits between {old} and {new}"
-            )));
+            return Err(BisectRunError::NoCommits {
+                old: old.clone(),
+                new: new.clone(),
+            });
         }
         let subjects = commits
             .iter()
@@ -332,26 +371,20 @@ fn candidates(args: &BisectArgs) -> Result<(Candidates, String), CliError> {
         ));
     }
     if args.patches.is_empty() {
-        return Err(CliError::Other(
-            "give either --good and --bad (a git range) or --kernel and --patches (a series)"
-                .into(),
-        ));
+        return Err(BisectRunError::NoRange);
     }
     let base_spec = match args.vm.kernels.as_slice() {
-        [one] => KernelSpec::parse(one)?,
-        _ => {
-            return Err(CliError::Other(
-                "the patch form needs exactly one --kernel (the base the series applies to)".into(),
-            ))
-        }
+        [one] => KernelSpec::parse(one).map_err(SessionError::from)?,
+        _ => return Err(BisectRunError::PatchBase),
     };
     if !base_spec.is_built() {
-        return Err(CliError::Other(format!("--kernel {base_spec}: patches need a kernel crashrig builds (debian-source:X or a git tree)")));
+        return Err(BisectRunError::PatchBaseNotBuilt {
+            spec: base_spec.to_string(),
+        });
     }
-    let patches = kernel::patches::expand(&args.patches)
-        .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+    let patches = kernel::patches::expand(&args.patches).map_err(BisectRunError::Series)?;
     if patches.is_empty() {
-        return Err(CliError::Other("the series has no patches".into()));
+        return Err(BisectRunError::EmptySeries);
     }
     let range = format!(
         "{base_spec} + {}",
@@ -381,16 +414,14 @@ struct BisectResult<'a> {
     journal: Vec<bisect::Entry>,
 }
 
-pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
-    let loaded = load_scenario(&args.scenario)?;
+pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
+    let mut session = Session::new(args.vm.clone());
+    let loaded = session.load_scenario(&args.scenario)?;
     let (cands, range) = candidates(&args)?;
     let last = cands.last();
-    let out = args.vm.out.clone().unwrap_or_else(crate::cli::default_out);
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
-        path: out.clone(),
-        source,
-    })?;
-    let cache = Cache::from_env();
+    session.create_out()?;
+    let out = session.out.clone();
+    let cache = session.cache.clone();
     let mut config = Config {
         confidence: args.confidence,
         good_rate: args
@@ -414,26 +445,15 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
     let journal_path = out.join("bisect.journal");
     let target_path = out.join("bisect-target.json");
     let (mut journal, mut bisector) = if args.resume {
-        let (journal, replay) = Journal::resume(&journal_path, &header)
-            .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+        let (journal, replay) = Journal::resume(&journal_path, &header)?;
         if let Some(w) = &replay.warning {
-            eprintln!("crashrig: warning: {w}");
+            session.setup_sink().warn(w.clone());
         }
-        let b = Bisector::from_journal(&replay)
-            .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+        let b = Bisector::from_journal(&replay)?;
         (journal, b)
     } else {
-        let j = Journal::create(&journal_path, &header).map_err(|e| {
-            CliError::Other(format!(
-                "{} (use --resume to continue it, or another --out)",
-                crate::report::error_chain(&e)
-            ))
-        })?;
-        (
-            j,
-            Bisector::new(last, config.clone())
-                .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?,
-        )
+        let j = Journal::create(&journal_path, &header).map_err(BisectRunError::JournalCreate)?;
+        (j, Bisector::new(last, config.clone())?)
     };
     let mut target: Option<Target> = match &args.target {
         Some(t) => Some(Target::parse(t)),
@@ -447,14 +467,9 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         patches: Vec::new(),
         scenario_kconfig: loaded.scenario.kconfig.clone(),
     };
-    let image = prepare_image(args.vm.recipe.clone(), &cache).await?;
-    let bare = crate::image::bare_initramfs(&cache)?;
+    let image = session.image().await?;
     let mut accel = None;
-    let reporters: Vec<Box<dyn Reporter>> = vec![
-        Box::new(Terminal::new(args.vm.verbose)),
-        Box::new(ResultsWriter::new(&out, HostInfo::default())),
-    ];
-    let mut sink = EventSink::new(reporters);
+    let mut sink = session.results_sink(ResultsWriter::new(&out, HostInfo::default()));
     sink.info(format!(
         "bisecting {} over {range}: {} candidates; journal {}",
         loaded.scenario.name,
@@ -480,8 +495,7 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         let (k, iterations, stop_early) = match action {
             Action::Done(report) => {
                 let candidates: Vec<String> = (0..=last).map(|k| cands.describe(k)).collect();
-                let replay = Journal::replay(&journal_path)
-                    .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+                let replay = Journal::replay(&journal_path)?;
                 let result = BisectResult {
                     scenario: loaded.scenario.name.clone(),
                     range: range.clone(),
@@ -492,11 +506,17 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
                 };
                 let path = out.join("bisect.json");
                 write_json_atomic(&path, &result)
-                    .map_err(|source| CliError::Out { path, source })?;
+                    .map_err(|source| BisectRunError::Write { path, source })?;
                 sink.finish();
-                println!("{}", report_text(&report, &candidates, target.as_ref()));
+                sink.emit(Event::Report {
+                    text: report_text(&report, &candidates, target.as_ref()),
+                });
                 return Ok(match report.status {
                     bisect::Status::Found => crate::exit::OK,
+                    // No difference was shown: nothing to bisect, as with a bad argument.
+                    bisect::Status::NoDifference | bisect::Status::WrongDirection => {
+                        crate::exit::CONFIG_OR_INFRA
+                    }
                     _ => crate::exit::EXPECTATION_FAILED,
                 });
             }
@@ -521,15 +541,25 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         ));
         let kernel = match cands.build(k, &opts, &cache, &mut sink).await {
             Ok(k) => k,
+            Err(source) if target.is_none() => {
+                return Err(BisectRunError::BadEnd {
+                    candidate: cands.describe(k),
+                    source,
+                })
+            }
+            // A patch that does not apply or an option the tree lacks says nothing about the
+            // target: skip the candidate. A broken host (disk full, missing tool) would make
+            // every later candidate unknown too: stop.
+            Err(source) if !source.is_input_error() => {
+                return Err(BisectRunError::Host {
+                    candidate: cands.describe(k),
+                    source,
+                })
+            }
             Err(why) => {
                 let outcome = BatchOutcome::Unknown {
-                    reason: format!("build failed: {why}"),
+                    reason: format!("build failed: {}", crate::report::error_chain(&why)),
                 };
-                if target.is_none() {
-                    return Err(CliError::Other(format!(
-                        "the bad end does not build: {why}"
-                    )));
-                }
                 record(&mut bisector, &mut journal, &cands, k, outcome)?;
                 continue;
             }
@@ -537,12 +567,8 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         if let Some(&same) = tested.get(&kernel.image_sha256) {
             if same != k {
                 sink.info(format!("candidate {k} builds the same kernel image as candidate {same}: reusing its evidence"));
-                bisector
-                    .record_alias(k, same)
-                    .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
-                journal
-                    .append(k, &cands.identity(k), Step::Alias { same_as: same })
-                    .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+                bisector.record_alias(k, same)?;
+                journal.append(k, &cands.identity(k), Step::Alias { same_as: same })?;
                 continue;
             }
         }
@@ -550,15 +576,10 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         let accel = match accel {
             Some(a) => a,
             None => {
-                let (a, reason) =
-                    crate::vm::choose_accel(args.vm.accel, &kernel.image, &bare).await?;
-                sink.info(format!("accelerator: {a} ({reason})"));
-                let host = HostInfo {
-                    qemu: crate::vm::qemu::qemu_version().await,
-                    accel: a.to_string(),
-                    accel_reason: reason,
-                };
-                sink.emit(Event::Host(host));
+                let host = session.host(&kernel.image).await?;
+                let a = host.accel;
+                sink.info(format!("accelerator: {a} ({})", host.info.accel_reason));
+                sink.emit(Event::Host(host.info));
                 accel = Some(a);
                 a
             }
@@ -579,17 +600,24 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
             let first = run.iterations.iter().find(|i| i.verdict.is_failure());
             match first.and_then(Target::from_iteration) {
                 Some(t) => {
-                    sink.info(format!("target: {} (the first violation the bad end showed)", t.text()));
-                    let _ = std::fs::write(&target_path, serde_json::to_string(&t).unwrap_or_default());
+                    sink.info(format!(
+                        "target: {} (the first violation the bad end showed)",
+                        t.text()
+                    ));
+                    let _ =
+                        std::fs::write(&target_path, serde_json::to_string(&t).unwrap_or_default());
                     target = Some(t);
                 }
                 None => {
-                    return Err(CliError::Other(format!(
-                        "the bad end ({}) showed no step violation in {} iterations{}; give --target or more --iterations",
-                        cands.describe(k),
-                        run.iterations.len(),
-                        run.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
-                    )))
+                    return Err(BisectRunError::NoTarget {
+                        candidate: cands.describe(k),
+                        iterations: run.iterations.len(),
+                        why: run
+                            .error
+                            .as_ref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default(),
+                    })
                 }
             }
         }
@@ -610,7 +638,7 @@ fn record(
     cands: &Candidates,
     k: usize,
     outcome: BatchOutcome,
-) -> Result<(), CliError> {
+) -> Result<(), BisectRunError> {
     let step = match &outcome {
         BatchOutcome::Ran {
             iterations,
@@ -623,115 +651,180 @@ fn record(
             reason: reason.clone(),
         },
     };
-    bisector
-        .record(k, outcome)
-        .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
-    journal
-        .append(k, &cands.identity(k), step)
-        .map_err(|e| CliError::Other(crate::report::error_chain(&e)))?;
+    bisector.record(k, outcome)?;
+    journal.append(k, &cands.identity(k), step)?;
     Ok(())
 }
 
 fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target>) -> String {
+    let name = |k: usize| candidates.get(k).cloned().unwrap_or_else(|| k.to_string());
     let mut s = String::new();
     s.push_str(&format!(
-        "bisect: {}; target {}; {} builds, {} iterations (+{} to verify)\n",
+        "bisect: {}; target {}\n",
         r.status.describe(),
-        target.map(Target::text).unwrap_or_else(|| "?".into()),
-        r.builds,
-        r.iterations,
-        r.verify_iterations
+        target
+            .map(Target::text)
+            .unwrap_or_else(|| "not found".into()),
     ));
+    if let Some(e) = &r.ends {
+        s.push_str(&format!(
+            "ends: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}, one-sided Fisher p = {:.3}\n",
+            e.good_candidate,
+            e.good.text(),
+            e.bad_candidate,
+            e.bad.text(),
+            e.probability,
+            e.fisher_p
+        ));
+    }
+    if matches!(
+        r.status,
+        bisect::Status::NoDifference | bisect::Status::WrongDirection
+    ) {
+        s.push_str("no culprit: the ends did not show the difference at the confidence asked");
+        match r.iterations_needed {
+            Some(n) => s.push_str(&format!(
+                "; at the observed rates about {n} iterations per end would separate them (--max-iterations)\n"
+            )),
+            None => s.push_str("; they show the same rate\n"),
+        }
+    }
     match r.culprit {
         Some(c) => s.push_str(&format!(
-            "culprit: {} (posterior {:.3}){}\n",
-            candidates.get(c).cloned().unwrap_or_default(),
-            r.confidence,
-            match &r.verified {
-                Some(v) => format!("; verification: {}", v.probability),
-                None => String::new(),
-            }
+            "culprit: {} (posterior {:.3})\n",
+            name(c),
+            r.confidence
         )),
         None => {
-            s.push_str("no single culprit at the target confidence; suspects:\n");
-            for sp in &r.suspects {
+            if let Some(range) = &r.range {
                 s.push_str(&format!(
-                    "  {:.3}  {}\n",
-                    sp.probability,
-                    candidates.get(sp.candidate).cloned().unwrap_or_default()
+                    "no single culprit at the target confidence; the culprit is in {}..={} with probability {:.3}\n",
+                    range.first, range.last, range.mass
                 ));
             }
         }
     }
-    s.push_str("evidence (candidate: iterations, target seen):\n");
-    for row in r
-        .evidence
-        .iter()
-        .filter(|row| row.iterations > 0 || row.unknown.is_some() || row.alias_of.is_some())
-    {
+    if !r.top.is_empty() && r.status != bisect::Status::NoDifference {
+        s.push_str("top suspects:\n");
+        for sp in &r.top {
+            s.push_str(&format!(
+                "  {:.3}  {}\n",
+                sp.probability,
+                name(sp.candidate)
+            ));
+        }
+    }
+    if let (Some(rates), true) = (&r.rates, r.iterations > 0) {
+        s.push_str(&format!(
+            "rates around candidate {}: before {} after {} (posterior mean, 95% interval)\n",
+            rates.culprit,
+            if r.direction == bisect::Direction::Fix {
+                rates.bad.text()
+            } else {
+                rates.good.text()
+            },
+            if r.direction == bisect::Direction::Fix {
+                rates.good.text()
+            } else {
+                rates.bad.text()
+            },
+        ));
+    }
+    if let Some(v) = &r.verified {
+        s.push_str(&format!(
+            "verification {}: culprit {} fresh runs {}, parent {} every run {}; P(culprit rate above parent) = {:.3}, one-sided Fisher p = {:.3}\n",
+            if v.holds { "holds" } else { "did not hold" },
+            v.bad_candidate,
+            v.bad.text(),
+            v.good_candidate,
+            v.good.text(),
+            v.probability,
+            v.fisher_p
+        ));
+    }
+    s.push_str(&format!(
+        "spent: {} iterations ({} on the ends, {} searching, {} verifying), {} builds, {} boots\n",
+        r.total_iterations(),
+        r.end_iterations,
+        r.iterations,
+        r.verify_iterations,
+        r.total_builds(),
+        r.boots
+    ));
+    s.push_str("evidence (candidate: target seen / iterations, then verification):\n");
+    for row in r.evidence.iter().filter(|row| {
+        row.iterations + row.verify_iterations > 0
+            || row.unknown.is_some()
+            || row.alias_of.is_some()
+    }) {
         let extra = match (&row.unknown, &row.alias_of) {
-            (Some(u), _) => format!("  unknown: {u}"),
+            (Some(u), _) => format!("  skipped: {u}"),
             (_, Some(a)) => format!("  same kernel as {a}"),
             _ => String::new(),
         };
+        let verify = if row.verify_iterations > 0 {
+            format!(" + {}/{}", row.verify_failures, row.verify_iterations)
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "  {:>3}: {:>3} / {:<3} {}{}\n",
+            "  {:>3}: {:>3}/{:<3}{:<9} {}{}\n",
             row.candidate,
-            row.iterations,
             row.failures,
-            candidates.get(row.candidate).cloned().unwrap_or_default(),
+            row.iterations,
+            verify,
+            name(row.candidate),
             extra
         ));
     }
     s
 }
 
-#[derive(Args, Debug)]
-pub struct CheckArgs {
-    #[arg(value_name = "SCENARIO.yaml")]
+/// What `crashrig check` tests, as plain values.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
     pub scenario: PathBuf,
     /// Kernel config fragments (built kernels).
-    #[arg(long, value_name = "FRAGMENT")]
     pub kconfig: Vec<String>,
     /// Patches on top of the kernel (built kernels).
-    #[arg(long, value_name = "PATCHES")]
     pub patches: Vec<PathBuf>,
     /// Iterations (default: the scenario's).
-    #[arg(long, short = 'n')]
     pub iterations: Option<u32>,
-    #[command(flatten)]
-    pub vm: CommonVmArgs,
+    pub vm: VmOptions,
 }
 
-/// `crashrig check`: for `git bisect run`: 0 good, 1 bad, 125 cannot test (build or boot
-/// failure, or only unrelated failures).
-pub async fn check(args: CheckArgs) -> Result<i32, CliError> {
-    let loaded = match load_scenario(&args.scenario) {
+/// `crashrig check`, for `git bisect run`: the batch outcome the exit code is made of (see
+/// [`bisect::check_exit_code`]): good, bad, or unknown (cannot test: build or boot failure,
+/// only unrelated failures, or bad input).
+pub async fn check(args: CheckOptions) -> BatchOutcome {
+    let mut session = Session::new(args.vm.clone());
+    let loaded = match session.load_scenario(&args.scenario) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("{e}");
-            return Ok(bisect::EXIT_SKIP);
+            return BatchOutcome::Unknown {
+                reason: crate::report::error_chain(&e),
+            }
         }
     };
-    let cache = Cache::from_env();
     let spec_text = match args.vm.kernels.as_slice() {
         [one] => one.clone(),
         [] => ".".to_string(),
-        _ => return Err(CliError::Other("check takes one --kernel".into())),
+        _ => {
+            return BatchOutcome::Unknown {
+                reason: "check takes one --kernel".into(),
+            }
+        }
     };
-    let outcome = check_inner(&args, &loaded, &spec_text, &cache).await;
-    if let BatchOutcome::Unknown { reason } = &outcome {
-        eprintln!("crashrig: cannot test: {reason}");
-    }
-    Ok(bisect::check_exit_code(&outcome))
+    check_inner(&args, &loaded, &spec_text, &mut session).await
 }
 
 async fn check_inner(
-    args: &CheckArgs,
+    args: &CheckOptions,
     loaded: &LoadedScenario,
     spec_text: &str,
-    cache: &Cache,
+    session: &mut Session,
 ) -> BatchOutcome {
+    let cache = &session.cache.clone();
     let unknown = |reason: String| BatchOutcome::Unknown { reason };
     let spec = match KernelSpec::parse(spec_text) {
         Ok(s) => s,
@@ -742,35 +835,27 @@ async fn check_inner(
         patches: args.patches.clone(),
         scenario_kconfig: loaded.scenario.kconfig.clone(),
     };
-    let mut sink = EventSink::new(vec![
-        Box::new(Terminal::new(args.vm.verbose)) as Box<dyn Reporter>
-    ]);
     let kernel = match kernel::resolve(&spec, &opts, cache, &|_| {}).await {
         Ok(k) => k,
         Err(e) => return unknown(format!("build failed: {}", crate::report::error_chain(&e))),
     };
-    let image = match prepare_image(args.vm.recipe.clone(), cache).await {
+    let image = match session.image().await {
         Ok(i) => i,
         Err(e) => return unknown(crate::report::error_chain(&e)),
     };
-    let bare = match crate::image::bare_initramfs(cache) {
-        Ok(b) => b,
+    let accel = match session.host(&kernel.image).await {
+        Ok(host) => host.accel,
         Err(e) => return unknown(crate::report::error_chain(&e)),
     };
-    let accel = match crate::vm::choose_accel(args.vm.accel, &kernel.image, &bare).await {
-        Ok((a, _)) => a,
-        Err(e) => return unknown(crate::report::error_chain(&e)),
-    };
-    let out = args.vm.out.clone().unwrap_or_else(crate::cli::default_out);
-    if let Err(e) = std::fs::create_dir_all(&out) {
-        return unknown(format!("cannot create {}: {e}", out.display()));
+    if let Err(e) = session.create_out() {
+        return unknown(crate::report::error_chain(&e));
     }
     let run_opts = RunOptions {
         iterations: args.iterations,
         stop_when: Some(any_failure),
-        ..RunOptions::new(accel, out, cache.clone())
+        ..RunOptions::new(accel, session.out.clone(), cache.clone())
     };
-    let run = run_scenario(loaded, &kernel, &image, &run_opts, 0, &mut sink).await;
+    let run = run_scenario(loaded, &kernel, &image, &run_opts, 0, session.setup_sink()).await;
     let failed = run
         .iterations
         .iter()

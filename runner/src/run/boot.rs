@@ -3,8 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crashrig_guest::{Op, OutputLine, Plan, PlanStep, PROTOCOL_VERSION};
+
 use crate::guest::{Guest, GuestHandle, RunKey, SshError};
 use crate::image::GuestImage;
+use crate::vm::snapshot::{self, SnapshotError};
 use crate::vm::{Accel, Disk, Vm, VmConfig, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,10 @@ pub enum BootError {
     },
     #[error(transparent)]
     Ssh(#[from] SshError),
+    #[error("cannot restore the saved guest")]
+    Restore(#[from] SnapshotError),
+    #[error("the restored guest was not refreshed: {0}")]
+    Refresh(String),
 }
 
 /// Everything needed to boot one VM.
@@ -71,12 +78,26 @@ pub fn cmdline(key_b64: &str, modules: &[String], extra: &[String]) -> String {
 
 const WAIT_READY: &str = "i=0; while [ ! -e /run/crashrig/ready ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.05; done";
 
+/// Boots the kernel and waits until the guest's init has finished.
 pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
+    start(spec, None).await
+}
+
+/// Starts a new QEMU from the guest state saved in `state` (by `vm::snapshot::save`, from a
+/// guest booted with the same spec and key, on disks of the same sizes) instead of booting.
+/// The guest's RNG is reseeded and its clock set before this returns; that is also its first
+/// command over SSH.
+pub async fn restore(spec: BootSpec<'_>, state: &Path) -> Result<Booted, BootError> {
+    start(spec, Some(state)).await
+}
+
+async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootError> {
     let mut disks = spec.disks;
     disks.push(Disk {
         serial: crate::image::TOOLS_SERIAL.into(),
         path: spec.image.tools_disk.clone(),
         read_only: true,
+        format: crate::vm::DiskFormat::Raw,
     });
     let mut attempt = 0;
     let mut vm = loop {
@@ -96,6 +117,7 @@ pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
             accel: spec.accel,
             console_log: spec.console_log.clone(),
             qmp_socket: spec.qmp_socket.clone(),
+            incoming: state.is_some(),
         };
         let _ = std::fs::remove_file(&spec.qmp_socket);
         match Vm::start(config).await {
@@ -107,8 +129,14 @@ pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
             Err(e) => return Err(e.into()),
         }
     };
-    let port = vm.config().ssh_port;
     let deadline = Instant::now() + spec.ready_timeout;
+    if let Some(state) = state {
+        if let Err(e) = snapshot::load(&mut vm, state, spec.ready_timeout).await {
+            vm.stop().await;
+            return Err(e.into());
+        }
+    }
+    let port = vm.config().ssh_port;
     let mut last = String::from("none yet");
     loop {
         if let Some(status) = vm.exited() {
@@ -129,7 +157,7 @@ pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
         // Before init announces sshd, a connection would only reach slirp, which holds it
         // until the guest answers: each early attempt would cost a whole timeout. Images
         // whose init does not announce sshd get attempts after 20 s.
-        if !vm.sshd_started() && vm.started.elapsed() < Duration::from_secs(20) {
+        if state.is_none() && !vm.sshd_started() && vm.started.elapsed() < Duration::from_secs(20) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
@@ -144,9 +172,21 @@ pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
         match result {
             Ok(guest) => {
                 let guest = GuestHandle::new(guest);
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if state.is_some() {
+                    if let Err(e) = refresh(&guest, remaining).await {
+                        vm.stop().await;
+                        return Err(e);
+                    }
+                    let ready_after = vm.started.elapsed();
+                    return Ok(Booted {
+                        vm,
+                        guest,
+                        ready_after,
+                    });
+                }
                 // init starts sshd before it loads the remaining modules and mounts /tools;
                 // it marks the end with /run/crashrig/ready.
-                let remaining = deadline.saturating_duration_since(Instant::now());
                 let out = guest
                     .exec(WAIT_READY.into(), Vec::new(), remaining, |_| {})
                     .await?;
@@ -173,6 +213,48 @@ pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
             Err(e) => last = crate::report::error_chain(&e),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Host entropy per refresh: a full ChaCha key and then some.
+const ENTROPY_BYTES: usize = 64;
+
+/// The first command in a restored guest: fresh entropy from the host and the host's time.
+async fn refresh(guest: &GuestHandle, within: Duration) -> Result<(), BootError> {
+    let realtime_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let plan = Plan {
+        version: PROTOCOL_VERSION,
+        label: "restored".into(),
+        steps: vec![PlanStep {
+            index: 0,
+            op: Op::Reseed {
+                entropy: (0..ENTROPY_BYTES).map(|_| rand::random::<u8>()).collect(),
+                realtime_ns,
+            },
+        }],
+    };
+    let stdin = serde_json::to_vec(&plan).unwrap_or_default();
+    let out = guest
+        .exec(super::engine::HELPER.into(), stdin, within, |_| {})
+        .await?;
+    let report = out
+        .stdout
+        .lines()
+        .find_map(|l| match serde_json::from_str::<OutputLine>(l) {
+            Ok(OutputLine::Step(r)) => Some(r),
+            _ => None,
+        });
+    match report {
+        Some(r) if r.error.is_none() => Ok(()),
+        Some(r) => Err(BootError::Refresh(r.error.unwrap_or_default())),
+        None => Err(BootError::Refresh(format!(
+            "the guest helper answered (status {}): {}{}",
+            out.status,
+            out.stdout.trim(),
+            out.stderr.trim()
+        ))),
     }
 }
 

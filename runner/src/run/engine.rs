@@ -24,7 +24,7 @@ use crate::scenario::{Scenario, Step};
 use crate::vm::{create_disk, Accel, Disk};
 
 /// How the guest helper is invoked: tools on the tools disk need their PATH and libraries.
-const HELPER: &str =
+pub(crate) const HELPER: &str =
     "PATH=/tools/bin:/bin:/sbin:/usr/bin:/usr/sbin LD_LIBRARY_PATH=/tools/lib crashrig-guest exec";
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,8 @@ pub enum RunError {
     Ssh(#[from] crate::guest::SshError),
     #[error(transparent)]
     Vm(#[from] crate::vm::VmError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::vm::snapshot::SnapshotError),
     #[error("cannot write {path}")]
     Io {
         path: PathBuf,
@@ -443,6 +445,7 @@ async fn run_inner(
             serial: d.name.clone(),
             path,
             read_only: false,
+            format: crate::vm::DiskFormat::Raw,
         });
     }
     // With --keep the directory outlives the run; otherwise TempDir removes it on every path

@@ -2,43 +2,83 @@
 //! the pure planning in `crate::matrix`.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::cache::Cache;
-use crate::cli::{prepare_image, resolve_kernel_with, CliError, CommonVmArgs};
+use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::kernel::ResolvedKernel;
-use crate::matrix::{self, MatrixArgs};
+use crate::matrix::{self, BaselineError, CommandError, MatrixError, MergeError, Partition};
 use crate::report::events::{Event, EventSink, Forward, Reporter};
-use crate::report::terminal::Terminal;
 use crate::report::writer::{write_json_atomic, ResultsWriter};
-use crate::report::HostInfo;
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
-pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError> {
-    let m = matrix::load(&args.matrix)
-        .map_err(|e| CliError::Scenario(crate::report::error_chain(&e)))?;
-    if !vm.kernels.is_empty() {
-        return Err(CliError::Other(
-            "a matrix names its kernels in the matrix file; --kernel does not apply".into(),
-        ));
+/// What `crashrig matrix` runs, as plain values.
+#[derive(Debug, Clone)]
+pub struct MatrixOptions {
+    /// The matrix file.
+    pub matrix: PathBuf,
+    /// Run only this shard.
+    pub partition: Option<Partition>,
+    /// VMs at once. Default: [`matrix::default_jobs`].
+    pub jobs: Option<usize>,
+    /// Iterations per cell (beats the matrix's and the scenarios').
+    pub iterations: Option<u32>,
+    /// Skip cells that already finished in the results directory.
+    pub resume: bool,
+    /// Known results to check against (default: the matrix's `baseline`).
+    pub baseline: Option<PathBuf>,
+    /// Write a baseline of this run's results here.
+    pub write_baseline: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixRunError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Load(#[from] MatrixError),
+    #[error("use --kernel with a matrix: a matrix names its kernels in the matrix file")]
+    KernelFlag,
+    #[error("validate the scenarios of the matrix ({count} problems above)")]
+    Scenarios { count: usize },
+    #[error(transparent)]
+    Results(#[from] MergeError),
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
+    #[error(transparent)]
+    Reports(#[from] CommandError),
+    #[error("write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl MatrixRunError {
+    /// Every failure to carry out a matrix is a configuration or infrastructure error.
+    pub fn exit_code(&self) -> i32 {
+        crate::exit::CONFIG_OR_INFRA
     }
+}
+
+pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRunError> {
+    let m = matrix::load(&args.matrix)?;
+    if !vm.kernels.is_empty() {
+        return Err(MatrixRunError::KernelFlag);
+    }
+    let mut session = Session::new(vm);
     let all = m.cells();
     let mut cells = match &args.partition {
         Some(p) => p.select(&all),
         None => all.clone(),
     };
-    let out = vm.out.clone().unwrap_or_else(crate::cli::default_out);
-    std::fs::create_dir_all(&out).map_err(|source| CliError::Out {
-        path: out.clone(),
-        source,
-    })?;
+    session.create_out()?;
+    let out = session.out.clone();
     let existing = if args.resume && out.join("results.json").exists() {
-        Some(
-            matrix::read_results(&out.join("results.json"))
-                .map_err(|e| CliError::Other(e.to_string()))?,
-        )
+        Some(matrix::read_results(&out.join("results.json"))?)
     } else {
         None
     };
@@ -50,7 +90,7 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
     let mut scenarios: HashMap<usize, LoadedScenario> = HashMap::new();
     let mut problems = Vec::new();
     for cell in &cells {
-        match crate::cli::load_scenario(&cell.scenario.path) {
+        match session.load_scenario(&cell.scenario.path) {
             Ok(loaded) => match matrix::cell_scenario(&loaded.scenario, cell) {
                 Ok(s) => {
                     scenarios.insert(
@@ -63,20 +103,19 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
                 }
                 Err(e) => problems.push(format!("{}: {e}", cell.id())),
             },
-            Err(e) => problems.push(e.to_string()),
+            Err(e) => problems.push(crate::report::error_chain(&e)),
         }
     }
     if !problems.is_empty() {
         problems.dedup();
-        eprintln!("{}", problems.join("\n"));
-        return Ok(crate::exit::CONFIG_OR_INFRA);
+        let count = problems.len();
+        session.setup_sink().emit(Event::Diagnostics {
+            text: problems.join("\n"),
+        });
+        return Err(MatrixRunError::Scenarios { count });
     }
 
-    let cache = Cache::from_env();
     let mut kernels: HashMap<String, Arc<ResolvedKernel>> = HashMap::new();
-    let mut build_sink = EventSink::new(vec![
-        Box::new(Terminal::new(vm.verbose)) as Box<dyn Reporter>
-    ]);
     for cell in &cells {
         let k = &cell.kernel;
         if kernels.contains_key(&k.label) {
@@ -87,26 +126,24 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
             .filter(|c| c.kernel.label == k.label)
             .flat_map(|c| scenarios[&c.index].scenario.kconfig.clone())
             .collect();
-        let mut resolved = resolve_kernel_with(
-            &k.spec_text,
-            &k.kconfig,
-            &k.patches,
-            &scenario_kconfig,
-            &cache,
-            &mut build_sink,
-        )
-        .await?;
+        let build = BuildRequest {
+            kconfig: k.kconfig.clone(),
+            patches: k.patches.clone(),
+        };
+        let mut resolved = session
+            .resolve_kernel(&k.spec_text, &build, &scenario_kconfig)
+            .await?;
         resolved.spec = k.label.clone();
         kernels.insert(k.label.clone(), Arc::new(resolved));
     }
     let Some(first) = cells.first() else {
-        eprintln!("crashrig: every cell of this matrix (or shard) has finished; nothing to run");
-        return finish(&out, &args, &m);
+        let sink = session.setup_sink();
+        sink.info("every cell of this matrix (or shard) has finished; nothing to run");
+        return finish(&out, &args, &m, sink);
     };
-    let bare = crate::image::bare_initramfs(&cache)?;
-    let (accel, reason) =
-        crate::vm::choose_accel(vm.accel, &kernels[&first.kernel.label].image, &bare).await?;
-    let image = Arc::new(prepare_image(vm.recipe.clone(), &cache).await?);
+    let host = session.host(&kernels[&first.kernel.label].image).await?;
+    let (accel, reason) = (host.accel, host.info.accel_reason.clone());
+    let image = Arc::new(session.image().await?);
 
     let (cores, mem) = matrix::host_resources();
     let per_vm = cells
@@ -119,22 +156,15 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         .unwrap_or_else(|| matrix::default_jobs(cores, mem.unwrap_or(u64::MAX), per_vm))
         .max(1);
 
-    let host = HostInfo {
-        qemu: crate::vm::qemu::qemu_version().await,
-        accel: accel.to_string(),
-        accel_reason: reason.clone(),
-    };
     let writer = match existing {
         Some(existing) => {
             let mut kept = existing.clone();
             kept.runs = matrix::finished_runs(&all, &existing);
             ResultsWriter::with_existing(&out, kept)
         }
-        None => ResultsWriter::new(&out, host),
+        None => ResultsWriter::new(&out, host.info),
     };
-    let reporters: Vec<Box<dyn Reporter>> =
-        vec![Box::new(Terminal::new(vm.verbose)), Box::new(writer)];
-    let mut sink = EventSink::new(reporters);
+    let mut sink = session.results_sink(writer);
     sink.info(format!("accelerator: {accel} ({reason})"));
     sink.info(format!(
         "{} cells to run, {jobs} at a time; results: {}",
@@ -144,7 +174,7 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
 
     let opts = RunOptions {
         iterations: args.iterations.or(m.iterations),
-        ..RunOptions::new(accel, out.clone(), cache)
+        ..RunOptions::new(accel, out.clone(), session.cache.clone())
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let semaphore = Arc::new(Semaphore::new(jobs));
@@ -161,7 +191,7 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         let semaphore = semaphore.clone();
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
-            let mut sink = EventSink::new(vec![Box::new(Forward(tx))]);
+            let mut sink = EventSink::new(vec![Box::new(Forward(tx)) as Box<dyn Reporter>]);
             run_scenario(&loaded, &kernel, &image, &opts, cell.index, &mut sink).await
         });
     }
@@ -171,17 +201,23 @@ pub async fn matrix(args: MatrixArgs, vm: CommonVmArgs) -> Result<i32, CliError>
         sink.emit(event);
     }
     while tasks.join_next().await.is_some() {}
+    // The writer's last results.json comes before the reports that read it.
     sink.finish();
-    finish(&out, &args, &m)
+    finish(&out, &args, &m, &mut sink)
 }
 
 /// Orders the runs as the matrix expands, writes junit.xml, summary.md and the baseline, and
-/// decides the exit code.
-fn finish(out: &std::path::Path, args: &MatrixArgs, m: &matrix::Matrix) -> Result<i32, CliError> {
+/// decides the exit code. The markdown summary goes to `sink` as the command's report.
+fn finish(
+    out: &Path,
+    args: &MatrixOptions,
+    m: &matrix::Matrix,
+    sink: &mut EventSink,
+) -> Result<i32, MatrixRunError> {
     let path = out.join("results.json");
-    let mut results = matrix::read_results(&path).map_err(|e| CliError::Other(e.to_string()))?;
+    let mut results = matrix::read_results(&path)?;
     matrix::sort_runs(&mut results);
-    write_json_atomic(&path, &results).map_err(|source| CliError::Out {
+    write_json_atomic(&path, &results).map_err(|source| MatrixRunError::Write {
         path: path.clone(),
         source,
     })?;
@@ -189,20 +225,19 @@ fn finish(out: &std::path::Path, args: &MatrixArgs, m: &matrix::Matrix) -> Resul
     let baseline = baseline_path
         .as_deref()
         .map(matrix::load_baseline)
-        .transpose()
-        .map_err(|e| CliError::Other(e.to_string()))?;
+        .transpose()?;
     if let Some(p) = &args.write_baseline {
-        matrix::write_json(p, &matrix::baseline_from(&results))
-            .map_err(|e| CliError::Other(e.to_string()))?;
+        matrix::write_json(p, &matrix::baseline_from(&results))?;
     }
-    let outcome = matrix::write_reports(out, &results, baseline.as_ref())
-        .map_err(|e| CliError::Other(e.to_string()))?;
-    println!("{}", outcome.markdown);
+    let outcome = matrix::write_reports(out, &results, baseline.as_ref())?;
+    sink.emit(Event::Report {
+        text: outcome.markdown,
+    });
     if !outcome.missing_cells.is_empty() {
-        eprintln!(
-            "crashrig: note: {} cells of the matrix are not in these results (other shards?)",
+        sink.info(format!(
+            "note: {} cells of the matrix are not in these results (other shards?)",
             outcome.missing_cells.len()
-        );
+        ));
     }
     Ok(outcome.exit_code)
 }

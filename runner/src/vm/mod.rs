@@ -2,8 +2,10 @@
 
 pub mod qemu;
 pub mod qmp;
+pub mod snapshot;
 
 pub use qemu::{
-    choose_accel, create_disk, free_port, Accel, AccelChoice, Disk, Vm, VmConfig, VmError,
+    choose_accel, create_disk, free_port, Accel, AccelChoice, Disk, DiskFormat, Vm, VmConfig,
+    VmError,
 };
 pub use qmp::{Qmp, QmpError};

@@ -31,9 +31,10 @@ impl std::fmt::Display for Accel {
 }
 
 /// `--accel` choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AccelChoice {
     /// KVM when the kernel boots under it within 15 s, else TCG.
+    #[default]
     Auto,
     Kvm,
     Tcg,
@@ -65,6 +66,26 @@ pub struct Disk {
     pub serial: String,
     pub path: PathBuf,
     pub read_only: bool,
+    pub format: DiskFormat,
+}
+
+/// How a disk file is laid out. Scratch disks are raw; restored guests get qcow2 overlays
+/// over a frozen base (see `vm::snapshot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// QEMU's name for the format (block driver, `qemu-img -f`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +100,8 @@ pub struct VmConfig {
     pub accel: Accel,
     pub console_log: PathBuf,
     pub qmp_socket: PathBuf,
+    /// Start paused, waiting for a saved state (`-incoming defer`; `vm::snapshot::load`).
+    pub incoming: bool,
 }
 
 /// The QEMU command line for `cfg` (pure: tested without QEMU).
@@ -124,13 +147,16 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
     for disk in &cfg.disks {
         // JSON syntax: no comma escaping of file names.
         let blockdev = json!({
-            "driver": "raw",
+            "driver": disk.format.name(),
             "node-name": format!("disk-{}", disk.serial),
             "read-only": disk.read_only,
             "file": { "driver": "file", "filename": disk.path, "read-only": disk.read_only },
         });
         push(&["-blockdev", &blockdev.to_string()]);
         push(&["-device", &device_spec(&disk.serial)]);
+    }
+    if cfg.incoming {
+        push(&["-incoming", "defer"]);
     }
     a
 }
@@ -341,7 +367,7 @@ impl Vm {
         }
     }
 
-    fn qmp(&mut self) -> Result<&mut Qmp, VmError> {
+    pub(crate) fn qmp(&mut self) -> Result<&mut Qmp, VmError> {
         self.qmp.as_mut().ok_or(VmError::Qmp(QmpError::Closed))
     }
 
@@ -517,11 +543,13 @@ mod tests {
                 serial: "scratch".into(),
                 path: "/tmp/a,b.img".into(),
                 read_only: false,
+                format: DiskFormat::Raw,
             }],
             ssh_port: 2222,
             accel: Accel::Tcg,
             console_log: "/tmp/console.log".into(),
             qmp_socket: "/tmp/qmp.sock".into(),
+            incoming: false,
         }
     }
 
@@ -542,6 +570,31 @@ mod tests {
             "commas in paths need no escaping in JSON"
         );
         assert!(joined.contains("-no-reboot"));
+        assert_eq!(v["driver"], "raw");
+        assert!(!joined.contains("-incoming"));
+    }
+
+    #[test]
+    fn a_restored_guest_has_the_same_devices_and_waits_for_its_state() {
+        let booted = config();
+        let mut restored = config();
+        restored.incoming = true;
+        restored.disks[0].format = DiskFormat::Qcow2;
+        restored.disks[0].path = "/tmp/overlay.qcow2".into();
+        let (a, b) = (qemu_args(&booted), qemu_args(&restored));
+        assert_eq!(b[b.len() - 2..], ["-incoming", "defer"]);
+        // Migration needs the same device set in the same order; only backends differ.
+        let devices = |args: &[String]| -> Vec<String> {
+            args.windows(2)
+                .filter(|w| w[0] == "-device")
+                .map(|w| w[1].clone())
+                .collect()
+        };
+        assert_eq!(devices(&a), devices(&b));
+        let blockdev = &b[b.iter().position(|x| x == "-blockdev").unwrap() + 1];
+        let v: serde_json::Value = serde_json::from_str(blockdev).unwrap();
+        assert_eq!(v["driver"], "qcow2");
+        assert_eq!(v["node-name"], "disk-scratch");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A small QMP client: JSON commands over QEMU's monitor socket.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -87,6 +88,36 @@ impl Qmp {
         let mut text = msg.to_string();
         text.push('\n');
         self.writer.write_all(text.as_bytes()).await?;
+        self.read_reply(command).await
+    }
+
+    /// Hands QEMU an open file under `name` (QMP `getfd`, the descriptor travelling as
+    /// SCM_RIGHTS), for commands that take `fd:NAME` (`migrate`, `migrate-incoming`). No host
+    /// shell ever sees a path this way.
+    pub async fn send_fd(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        let mut text = json!({ "execute": "getfd", "arguments": { "fdname": name } }).to_string();
+        text.push('\n');
+        let stream: &UnixStream = self.writer.as_ref();
+        loop {
+            stream.writable().await?;
+            match stream.try_io(tokio::io::Interest::WRITABLE, || {
+                send_with_fd(stream.as_raw_fd(), text.as_bytes(), fd.as_raw_fd())
+            }) {
+                Ok(n) if n == text.len() => break,
+                Ok(n) => {
+                    return Err(QmpError::Protocol(format!(
+                        "getfd: only {n} of {} bytes sent",
+                        text.len()
+                    )))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.read_reply("getfd").await.map(|_| ())
+    }
+
+    async fn read_reply(&mut self, command: &str) -> Result<Value, QmpError> {
         loop {
             let reply = self.read_message(command).await?;
             if reply.get("event").is_some() {
@@ -137,5 +168,84 @@ impl Qmp {
             }
             self.events.push(msg);
         }
+    }
+}
+
+/// One sendmsg(2) of `bytes` with `fd` attached as SCM_RIGHTS.
+fn send_with_fd(socket: i32, bytes: &[u8], fd: i32) -> std::io::Result<usize> {
+    let fd_len = std::mem::size_of::<libc::c_int>() as u32;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(fd_len) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call, and
+    // the control buffer is CMSG_SPACE bytes, room for exactly one descriptor.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_len) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::c_int, fd);
+        let n = libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL);
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    #[test]
+    fn a_descriptor_sent_with_a_message_arrives_open_on_the_other_side() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"state").unwrap();
+        file.rewind().unwrap();
+        let n = send_with_fd(a.as_raw_fd(), b"hello\n", file.as_raw_fd()).unwrap();
+        assert_eq!(n, 6);
+        drop(file);
+
+        let mut buf = [0u8; 16];
+        let mut control = vec![0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: test-only recvmsg into local buffers.
+        let received = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = control.len() as _;
+            let n = libc::recvmsg(b.as_raw_fd(), &mut msg, 0);
+            assert_eq!(n, 6);
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            assert!(!cmsg.is_null());
+            assert_eq!((*cmsg).cmsg_type, libc::SCM_RIGHTS);
+            OwnedFd::from_raw_fd(std::ptr::read_unaligned(
+                libc::CMSG_DATA(cmsg) as *const libc::c_int
+            ))
+        };
+        assert_eq!(&buf[..6], b"hello\n");
+        let mut text = String::new();
+        std::fs::File::from(received)
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "state");
     }
 }

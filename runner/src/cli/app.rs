@@ -1,0 +1,176 @@
+//! The `crashrig` command: its subcommands, the error every command ends with, and `main`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use super::bench::BenchCommand;
+use super::bisect::BisectArgs;
+use super::build::BuildArgs;
+use super::check::CheckArgs;
+use super::image::ImageArgs;
+use super::matrix::MatrixArgs;
+use super::report::ReportCommand;
+use super::repro::ReproArgs;
+use super::run::RunArgs;
+use crate::exit;
+use crate::report::error_chain;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "crashrig",
+    version,
+    about = "Boot kernels in QEMU, run crash-and-remount scenarios, count what the kernel returned",
+    long_about = "crashrig boots kernels in QEMU with virtio-blk disks, runs YAML crash-and-remount \
+scenarios inside the guest over SSH, counts the errno of every mount/umount (EBUSY after a crash \
+is the bug it was made for), classifies dmesg, and writes results.json and junit.xml.\n\n\
+Exit codes: 0 every expectation held; 1 an expectation was violated (the bug was seen); \
+2 configuration or infrastructure error; 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run scenarios on kernels.
+    Run(RunArgs),
+    /// Check the host: QEMU, KVM, apt, and the tools the guest image needs.
+    Doctor,
+    /// Build (or find in the cache) the guest image and print its paths.
+    Image(ImageArgs),
+    /// Build a kernel (or find it in the build cache); prints the image path and cache key.
+    Build(BuildArgs),
+    /// Find the commit or patch that changed a scenario's outcome, even when it shows only
+    /// sometimes.
+    Bisect(BisectArgs),
+    /// For `git bisect run`: exit 0 good, 1 bad, 125 cannot test.
+    Check(CheckArgs),
+    /// Run a matrix of kernels x scenarios x parameters (see docs/matrix.md).
+    Matrix(MatrixArgs),
+    /// Work with results directories.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Re-run one iteration of a finished run: same scenario, kernel, image and seed.
+    Repro(ReproArgs),
+    /// Benchmarks that print figures against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Why a command could not be carried out. `main` prints the chain once and exits with
+/// [`CliError::exit_code`].
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Session(#[from] crate::run::session::SessionError),
+    #[error(transparent)]
+    Bisect(#[from] crate::run::bisect_run::BisectRunError),
+    #[error(transparent)]
+    Matrix(#[from] crate::run::matrix_run::MatrixRunError),
+    #[error(transparent)]
+    Bench(#[from] crate::run::bench::BenchError),
+    #[error(transparent)]
+    Simulation(#[from] crate::bisect::BisectError),
+    #[error(transparent)]
+    Report(#[from] crate::matrix::CommandError),
+    #[error(transparent)]
+    Results(#[from] crate::matrix::MergeError),
+    #[error("use `{spec}`: build takes a kernel crashrig builds (a git tree PATH, PATH@REF, or debian-source:X)")]
+    NotBuilt { spec: String },
+    #[error("find run {run}: the results have {runs} runs")]
+    NoSuchRun { run: usize, runs: usize },
+    #[error("find a run: the results have none")]
+    NoRuns,
+    #[error(
+        "benchmark crashrig matrix -j {jobs}: it failed ({status}); run it by hand to see why"
+    )]
+    BenchMatrix { jobs: usize, status: String },
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write to standard output")]
+    Stdout {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Session(e) => e.exit_code(),
+            CliError::Bisect(e) => e.exit_code(),
+            CliError::Matrix(e) => e.exit_code(),
+            CliError::Bench(e) => e.exit_code(),
+            _ => exit::CONFIG_OR_INFRA,
+        }
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crashrig: error: cannot start the async runtime: {e}");
+            return exit::CONFIG_OR_INFRA;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => with_signals(super::run::run(args)).await,
+            Command::Doctor => Ok(crate::doctor::run().await),
+            Command::Image(args) => super::image::image(args).await,
+            Command::Build(args) => with_signals(super::build::build(args)).await,
+            Command::Bisect(args) => with_signals(super::bisect::bisect(args)).await,
+            Command::Check(args) => {
+                with_signals(async { Ok(super::check::check(args).await) }).await
+            }
+            Command::Matrix(args) => with_signals(super::matrix::matrix(args)).await,
+            Command::Report(command) => super::report::report(command),
+            Command::Repro(args) => with_signals(super::repro::repro(args)).await,
+            Command::Bench(command) => with_signals(super::bench::bench(command)).await,
+        }
+    });
+    // Blocking SSH calls may still sit in the pool after an interrupt; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crashrig: error: {}", error_chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// Runs `fut` until it finishes or SIGINT/SIGTERM arrives. Dropping the future kills every
+/// QEMU it started (kill_on_drop) and removes its disk files (TempDir); finished results were
+/// already written.
+async fn with_signals(
+    fut: impl std::future::Future<Output = Result<i32, CliError>>,
+) -> Result<i32, CliError> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| CliError::Io {
+            what: "install a SIGTERM handler",
+            source,
+        })?;
+    tokio::select! {
+        r = fut => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("crashrig: interrupted; finished results are kept");
+            Ok(exit::INTERRUPTED)
+        }
+        _ = term.recv() => {
+            eprintln!("crashrig: terminated; finished results are kept");
+            Ok(exit::INTERRUPTED)
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! `crashrig bench`: benchmarks that print figures against a baseline measured in the same
+//! run.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use super::common::AccelArg;
+use super::CliError;
+use crate::bisect::SimParams;
+use crate::run::bench::{boot_bench, BootBenchOptions};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Bare boot (busybox init that powers off at once) vs crashrig's start to first SSH
+    /// command vs a restore of a saved guest to first SSH command, and per-iteration overhead
+    /// vs the same loop as a shell script in the guest.
+    Boot(BenchBootArgs),
+    /// Bisection on simulated histories whose good side may fail too (the engine is not told
+    /// the rates): accuracy, calibration, iterations, builds, boots and cost of crashrig beside
+    /// git bisect (one run per step), ktest.pl (BISECT_TRIES) and syzbot's rule, on the same
+    /// histories. No VM.
+    Bisect(BenchBisectArgs),
+    /// The same matrix run sequentially (-j 1) and in parallel (-j N), wall times side by side.
+    Matrix(BenchMatrixArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchBootArgs {
+    #[arg(long = "kernel", value_name = "SPEC", default_value = "debian:6.1")]
+    pub kernel: String,
+    /// Repetitions of each measurement (the median is printed).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+}
+
+/// The parameters of [`SimParams`]; its defaults are the benchmark.
+#[derive(Args, Debug, Clone)]
+pub struct BenchBisectArgs {
+    /// Commits after the known-good one, N: candidates 0..=N, 0 good, N bad
+    #[arg(long, default_value_t = SimParams::default().commits,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub commits: u16,
+    /// A case, `P_BAD:P_GOOD` (the rate after and before the change); repeatable.
+    /// Default: 0.3:0, 0.3:0.05, 0.4:0.1, 0.1:0, 0.5:0.2
+    #[arg(long = "case", value_name = "P_BAD:P_GOOD", value_parser = crate::bisect::parse_case)]
+    pub cases: Vec<(f64, f64)>,
+    /// Simulated bisections per case and method
+    #[arg(long, default_value_t = SimParams::default().runs,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub runs: u32,
+    /// Seed of the random histories
+    #[arg(long, default_value_t = SimParams::default().seed)]
+    pub seed: u64,
+    /// Target confidence of crashrig
+    #[arg(long, default_value_t = SimParams::default().confidence)]
+    pub confidence: f64,
+    /// Cost of a build in iterations, in the cost column and crashrig's cost model
+    #[arg(long, default_value_t = SimParams::default().build_cost)]
+    pub build_cost: f64,
+    /// Cost of a boot in iterations, in crashrig's cost model (the cost column leaves boots
+    /// out; the boots column counts them)
+    #[arg(long, default_value_t = SimParams::default().boot_cost)]
+    pub boot_cost: f64,
+    /// Iteration budget of each crashrig bisection (ends and search)
+    #[arg(long, default_value_t = SimParams::default().max_iterations)]
+    pub max_iterations: u64,
+    /// Tell crashrig both true rates instead of letting it learn them
+    #[arg(long)]
+    pub tell_rates: bool,
+    /// Largest batch crashrig asks for
+    #[arg(long, default_value_t = SimParams::default().max_batch)]
+    pub max_batch: u32,
+    /// ktest.pl's BISECT_TRIES: runs per commit, bad at the first failure
+    #[arg(long, default_value_t = SimParams::default().ktest_tries,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub ktest_tries: u32,
+    /// Only crashrig, no peers
+    #[arg(long)]
+    pub no_peers: bool,
+}
+
+impl BenchBisectArgs {
+    pub fn params(&self) -> SimParams {
+        SimParams {
+            commits: self.commits,
+            cases: self.cases.clone(),
+            runs: self.runs,
+            seed: self.seed,
+            confidence: self.confidence,
+            build_cost: self.build_cost,
+            boot_cost: self.boot_cost,
+            max_iterations: self.max_iterations,
+            tell_rates: self.tell_rates,
+            max_batch: self.max_batch,
+            ktest_tries: self.ktest_tries,
+            no_peers: self.no_peers,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchMatrixArgs {
+    /// Default: tests/matrix/small.yaml of this crashrig.
+    #[arg(value_name = "MATRIX.yaml")]
+    pub matrix: Option<PathBuf>,
+    /// Iterations per cell.
+    #[arg(long, short = 'n', default_value_t = 2)]
+    pub iterations: u32,
+    /// Parallel VMs of the second run.
+    #[arg(short = 'j', long, default_value_t = 2)]
+    pub jobs: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+}
+
+pub async fn bench(command: BenchCommand) -> Result<i32, CliError> {
+    match command {
+        BenchCommand::Boot(args) => boot(args).await,
+        BenchCommand::Bisect(args) => {
+            let summary = crate::bisect::simulate(&args.params())?;
+            crate::bisect::print_summary(&summary, &mut std::io::stdout())
+                .map_err(|source| CliError::Stdout { source })?;
+            Ok(crate::exit::OK)
+        }
+        BenchCommand::Matrix(args) => matrix(args).await,
+    }
+}
+
+async fn boot(args: BenchBootArgs) -> Result<i32, CliError> {
+    let f = boot_bench(BootBenchOptions {
+        kernel: args.kernel.clone(),
+        repeat: args.repeat,
+        accel: args.accel.into(),
+    })
+    .await?;
+    println!(
+        "kernel {} ({}), accelerator {} ({}), {} repetitions",
+        args.kernel, f.kernel_version, f.accel, f.accel_reason, args.repeat
+    );
+    println!(
+        "bare boot (init powers off at once):        {:.2} s",
+        f.bare_boot_s
+    );
+    println!(
+        "crashrig start to first SSH command:        {:.2} s  ({:.2}x bare; goal <= 1.6x)",
+        f.ready_s,
+        f.ready_s / f.bare_boot_s
+    );
+    println!(
+        "restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)",
+        f.restore_s,
+        f.restore_s / f.ready_s
+    );
+    println!(
+        "saving the guest (paused, to a file):       {:.2} s, {:.0} MB",
+        f.save_s,
+        f.state_bytes / 1e6
+    );
+    println!(
+        "mount+umount loop as a guest shell script:  {:.1} ms/iteration",
+        f.shell_loop_ms
+    );
+    println!(
+        "same as crashrig iterations (plan + dmesg): {:.1} ms/iteration  (+{:.1} ms overhead)",
+        f.helper_loop_ms,
+        f.helper_loop_ms - f.shell_loop_ms
+    );
+    Ok(crate::exit::OK)
+}
+
+/// Runs this crashrig's own `matrix` command twice, so both runs are exactly what users run.
+async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
+    let matrix = args.matrix.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/matrix/small.yaml")
+    });
+    let exe = std::env::current_exe().map_err(|source| CliError::Io {
+        what: "find crashrig itself",
+        source,
+    })?;
+    let tmp = tempfile::tempdir().map_err(|source| CliError::Io {
+        what: "create a temporary directory",
+        source,
+    })?;
+    let accel = match args.accel {
+        AccelArg::Auto => "auto",
+        AccelArg::Kvm => "kvm",
+        AccelArg::Tcg => "tcg",
+    };
+    let mut times = Vec::new();
+    for jobs in [1, args.jobs] {
+        let out = tmp.path().join(format!("j{jobs}"));
+        let start = std::time::Instant::now();
+        let status = tokio::process::Command::new(&exe)
+            .arg("matrix")
+            .arg(&matrix)
+            .args([
+                "-n",
+                &args.iterations.to_string(),
+                "-j",
+                &jobs.to_string(),
+                "--accel",
+                accel,
+                "--out",
+            ])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|source| CliError::Io {
+                what: "run crashrig matrix",
+                source,
+            })?;
+        if !status.success() {
+            return Err(CliError::BenchMatrix {
+                jobs,
+                status: status.to_string(),
+            });
+        }
+        times.push((jobs, start.elapsed().as_secs_f64()));
+    }
+    println!(
+        "matrix {} with {} iterations per cell:",
+        matrix.display(),
+        args.iterations
+    );
+    for (jobs, t) in &times {
+        println!("  -j {jobs}: {t:.1} s");
+    }
+    println!("  speed-up: {:.2}x", times[0].1 / times[1].1);
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,86 @@
+//! Options several subcommands share, and their conversion to the plain types of the engine.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::run::session::{BuildRequest, VmOptions};
+use crate::vm::AccelChoice;
+
+/// `--accel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum AccelArg {
+    /// KVM when the kernel boots under it within 15 s, else TCG.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl From<AccelArg> for AccelChoice {
+    fn from(a: AccelArg) -> AccelChoice {
+        match a {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Kvm => AccelChoice::Kvm,
+            AccelArg::Tcg => AccelChoice::Tcg,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonVmArgs {
+    /// Kernel to boot (repeatable): debian:6.1, debian:6.12 (Debian's prebuilt cloud
+    /// kernels), debian-source:6.1, debian-source:6.12, a git tree PATH or PATH@REF (built),
+    /// or a bzImage path (optionally `,modules=DIR`). Default: debian:6.1.
+    #[arg(long = "kernel", value_name = "SPEC")]
+    pub kernels: Vec<String>,
+    /// Accelerator: auto uses KVM when the kernel under test boots under KVM within 15 s,
+    /// else TCG (results say which, and why).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// Directory for results.json, junit.xml, console logs and dmesg. Default:
+    /// ./crashrig-results/<date-time>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Guest image recipe. Default: images/default.yaml of this crashrig.
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// Print every iteration and more detail.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+impl CommonVmArgs {
+    pub fn options(&self) -> VmOptions {
+        VmOptions {
+            kernels: self.kernels.clone(),
+            accel: self.accel.into(),
+            out: self.out.clone(),
+            recipe: self.recipe.clone(),
+            verbose: self.verbose,
+        }
+    }
+}
+
+/// Options of kernels crashrig builds (git trees, debian-source:X).
+#[derive(Args, Debug, Clone, Default)]
+pub struct BuildOpts {
+    /// Kernel config fragment (repeatable): a name in kconfigs/ (base, fs-xfs, fs-ext4,
+    /// fs-btrfs, debug, kasan) or a file. `base` and the scenarios' `kconfig:` are always
+    /// merged first.
+    #[arg(long = "kconfig", value_name = "FRAGMENT")]
+    pub kconfig: Vec<String>,
+    /// Patches on top of the source (repeatable, applied in order): an mbox (`git am`,
+    /// `b4 am`), a quilt `series` file, a directory of `*.patch`, or one patch.
+    #[arg(long = "patches", value_name = "PATH")]
+    pub patches: Vec<PathBuf>,
+}
+
+impl BuildOpts {
+    pub fn request(&self) -> BuildRequest {
+        BuildRequest {
+            kconfig: self.kconfig.clone(),
+            patches: self.patches.clone(),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `crashrig image`: the guest image built (or found in the cache), its paths printed.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::run::session::{BuildRequest, Session, VmOptions};
+
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// Also build the per-kernel initrd for this kernel spec.
+    #[arg(long = "kernel", value_name = "SPEC")]
+    pub kernel: Option<String>,
+}
+
+pub async fn image(args: ImageArgs) -> Result<i32, CliError> {
+    let mut session = Session::new(VmOptions {
+        recipe: args.recipe,
+        ..VmOptions::default()
+    });
+    let image = session.image().await?;
+    println!("key:        {}", image.key);
+    println!("initramfs:  {}", image.initramfs.display());
+    println!("tools disk: {}", image.tools_disk.display());
+    println!("host key:   {}", image.host_key);
+    if let Some(spec) = args.kernel {
+        let kernel = session
+            .resolve_kernel(&spec, &BuildRequest::default(), &[])
+            .await?;
+        let initrd = crate::image::initrd_for(&image, &kernel, &session.cache)
+            .map_err(crate::run::session::SessionError::from)?;
+        println!(
+            "kernel:     {} ({})",
+            kernel.image.display(),
+            kernel.version
+        );
+        println!("initrd:     {}", initrd.display());
+    }
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,52 @@
+//! `crashrig report`: work with results directories.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::CliError;
+use crate::matrix::{report_merge, MergeRequest};
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Merge the results of matrix shards (`--partition M/N`) into the result set one
+    /// unsharded run gives; writes results.json, junit.xml and summary.md.
+    Merge(ReportMergeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportMergeArgs {
+    /// Results directories of the shards (each with a results.json).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write the merged results.json, junit.xml and summary.md.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Known results to check against; with a baseline, only regressions fail.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write a baseline of the merged results to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub write_baseline: Option<PathBuf>,
+}
+
+pub fn report(command: ReportCommand) -> Result<i32, CliError> {
+    match command {
+        ReportCommand::Merge(args) => {
+            let outcome = report_merge(&MergeRequest {
+                dirs: args.dirs,
+                out: args.out,
+                baseline: args.baseline,
+                write_baseline: args.write_baseline,
+            })?;
+            println!("{}", outcome.markdown);
+            if !outcome.missing_cells.is_empty() {
+                eprintln!(
+                    "crashrig: warning: {} cells of the matrix are in no shard",
+                    outcome.missing_cells.len()
+                );
+            }
+            Ok(outcome.exit_code)
+        }
+    }
+}

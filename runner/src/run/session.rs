@@ -1,0 +1,296 @@
+//! What every VM command shares before its first boot: the cache, the results directory, the
+//! guest image, kernels resolved (and built) with their build options, the accelerator and host
+//! facts, and the event sinks that carry set-up progress and results. `run`, `repro`,
+//! `matrix`, `bisect`, `check` and `bench boot` all start from a [`Session`].
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use crate::cache::Cache;
+use crate::image::{GuestImage, ImageError};
+use crate::kernel::spec::SpecError;
+use crate::kernel::{BuildOptions, BuildProgress, KernelError, KernelSpec, ResolvedKernel};
+use crate::report::events::{Event, EventSink, Reporter};
+use crate::report::terminal::Terminal;
+use crate::report::writer::ResultsWriter;
+use crate::report::HostInfo;
+use crate::run::LoadedScenario;
+use crate::scenario::LoadError;
+use crate::vm::{Accel, AccelChoice, VmError};
+
+/// The options every VM command takes (`--kernel`, `--accel`, `--out`, `--recipe`,
+/// `--verbose`), as plain values.
+#[derive(Debug, Clone, Default)]
+pub struct VmOptions {
+    /// Kernel specs, in the order given.
+    pub kernels: Vec<String>,
+    pub accel: AccelChoice,
+    /// Default: [`default_out`].
+    pub out: Option<PathBuf>,
+    /// Default: images/default.yaml of this crashrig.
+    pub recipe: Option<PathBuf>,
+    pub verbose: bool,
+}
+
+/// Build options the user adds to kernels crashrig builds (`--kconfig`, `--patches`).
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    pub kconfig: Vec<String>,
+    pub patches: Vec<PathBuf>,
+}
+
+impl BuildRequest {
+    pub fn is_empty(&self) -> bool {
+        self.kconfig.is_empty() && self.patches.is_empty()
+    }
+}
+
+/// Set-up failures of a VM command: all configuration or infrastructure errors.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Scenario(#[from] LoadError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("build kernel `{spec}`")]
+    Kernel {
+        spec: String,
+        #[source]
+        source: KernelError,
+    },
+    #[error(
+        "use --kconfig or --patches with `{spec}`: they apply to kernels crashrig builds (a git tree or debian-source:X)"
+    )]
+    NotBuilt { spec: String },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("create the results directory {path}")]
+    Out {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("finish a background task")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl SessionError {
+    /// Every set-up failure is a configuration or infrastructure error.
+    pub fn exit_code(&self) -> i32 {
+        crate::exit::CONFIG_OR_INFRA
+    }
+
+    /// Whether the user's input is at fault (a patch that does not apply, an impossible
+    /// option, a bad spec) rather than the host (disk full, missing tool).
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            SessionError::Kernel { source, .. } => source.is_input_error(),
+            SessionError::Scenario(_) | SessionError::Spec(_) | SessionError::NotBuilt { .. } => {
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The accelerator chosen for a session and the host facts results record.
+#[derive(Debug, Clone)]
+pub struct HostChoice {
+    pub accel: Accel,
+    pub info: HostInfo,
+}
+
+/// Shared set-up of one VM command.
+pub struct Session {
+    pub cache: Cache,
+    /// The results directory (created by [`Session::create_out`]).
+    pub out: PathBuf,
+    pub vm: VmOptions,
+    /// Set-up progress (scenario warnings, kernel builds) before results are recorded.
+    setup: EventSink,
+}
+
+impl Session {
+    /// A session on the shared cache; nothing is created yet.
+    pub fn new(vm: VmOptions) -> Session {
+        let out = vm.out.clone().unwrap_or_else(default_out);
+        Session {
+            cache: Cache::from_env(),
+            setup: EventSink::new(vec![
+                Box::new(Terminal::new(vm.verbose)) as Box<dyn Reporter>
+            ]),
+            out,
+            vm,
+        }
+    }
+
+    /// The sink for set-up progress (a terminal reporter).
+    pub fn setup_sink(&mut self) -> &mut EventSink {
+        &mut self.setup
+    }
+
+    pub fn create_out(&self) -> Result<(), SessionError> {
+        std::fs::create_dir_all(&self.out).map_err(|source| SessionError::Out {
+            path: self.out.clone(),
+            source,
+        })
+    }
+
+    /// Loads and validates a scenario; its warnings go to the set-up sink.
+    pub fn load_scenario(&mut self, path: &Path) -> Result<LoadedScenario, SessionError> {
+        let loaded = load_scenario(path)?;
+        if !loaded.1.is_empty() {
+            self.setup.emit(Event::Diagnostics { text: loaded.1 });
+        }
+        Ok(loaded.0)
+    }
+
+    /// Resolves a kernel spec with its build options (and the fragments the scenarios
+    /// declare): Debian packages are fetched, images hashed, sources built or found in the
+    /// build cache. Build progress goes to the set-up sink.
+    pub async fn resolve_kernel(
+        &mut self,
+        spec: &str,
+        build: &BuildRequest,
+        scenario_kconfig: &[String],
+    ) -> Result<ResolvedKernel, SessionError> {
+        let parsed = KernelSpec::parse(spec)?;
+        if !parsed.is_built() && !build.is_empty() {
+            return Err(SessionError::NotBuilt { spec: spec.into() });
+        }
+        let mut fragments: Vec<String> = Vec::new();
+        for k in scenario_kconfig {
+            if !fragments.contains(k) {
+                fragments.push(k.clone());
+            }
+        }
+        let opts = BuildOptions {
+            kconfig: build.kconfig.clone(),
+            patches: build.patches.clone(),
+            scenario_kconfig: fragments,
+        };
+        let (progress, rx) = build_progress();
+        let fut = crate::kernel::resolve(&parsed, &opts, &self.cache, &progress);
+        let mut kernel = forward_build_progress(spec, &mut self.setup, fut, rx)
+            .await
+            .map_err(|source| SessionError::Kernel {
+                spec: spec.into(),
+                source,
+            })?;
+        // Results name the kernel as the user did, and what was added to it.
+        kernel.spec = spec.to_string();
+        kernel.kconfig = build.kconfig.clone();
+        kernel.patches = build.patches.clone();
+        Ok(kernel)
+    }
+
+    /// The guest image of `--recipe` (default: images/default.yaml), built or from the cache.
+    pub async fn image(&self) -> Result<GuestImage, SessionError> {
+        let recipe = self
+            .vm
+            .recipe
+            .clone()
+            .unwrap_or_else(crate::image::default_recipe);
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            let helper = crate::image::guest_helper()?;
+            crate::image::prepare(&recipe, &helper, &cache)
+        })
+        .await
+        .map_err(SessionError::Task)?
+        .map_err(SessionError::from)
+    }
+
+    /// Chooses the accelerator by `--accel` with `kernel` (auto probes KVM with it) and
+    /// gathers the host facts results record.
+    pub async fn host(&self, kernel: &Path) -> Result<HostChoice, SessionError> {
+        let bare = crate::image::bare_initramfs(&self.cache)?;
+        let (accel, reason) = crate::vm::choose_accel(self.vm.accel, kernel, &bare).await?;
+        Ok(HostChoice {
+            accel,
+            info: HostInfo {
+                qemu: crate::vm::qemu::qemu_version().await,
+                accel: accel.to_string(),
+                accel_reason: reason,
+            },
+        })
+    }
+
+    /// Ends set-up and returns the sink of the runs: the terminal and `writer`
+    /// (results.json, junit.xml in the results directory).
+    pub fn results_sink(&mut self, writer: ResultsWriter) -> EventSink {
+        self.setup.finish();
+        EventSink::new(vec![
+            Box::new(Terminal::new(self.vm.verbose)),
+            Box::new(writer),
+        ])
+    }
+}
+
+/// A build progress callback for `kernel::resolve` and the receiving end for
+/// [`forward_build_progress`].
+pub fn build_progress() -> (
+    impl Fn(BuildProgress) + Send + Sync,
+    mpsc::UnboundedReceiver<BuildProgress>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let progress = move |p: BuildProgress| {
+        let _ = tx.send(p);
+    };
+    (progress, rx)
+}
+
+/// Drives a kernel resolution to its end, turning its progress into events on `sink`: a
+/// message at each stage change and a build event for each line.
+pub async fn forward_build_progress<T>(
+    label: &str,
+    sink: &mut EventSink,
+    fut: impl std::future::Future<Output = T>,
+    mut rx: mpsc::UnboundedReceiver<BuildProgress>,
+) -> T {
+    tokio::pin!(fut);
+    let mut last_stage = None;
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            Some(p) = rx.recv() => {
+                if last_stage != Some(p.stage) {
+                    sink.info(format!("build {label}: {} ({:.0} s)", p.stage, p.elapsed.as_secs_f64()));
+                    last_stage = Some(p.stage);
+                }
+                sink.emit(Event::Build {
+                    spec: label.to_string(),
+                    stage: p.stage.to_string(),
+                    detail: p.line.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+}
+
+/// Loads and validates a scenario; returns it with its warnings (empty when none).
+pub fn load_scenario(path: &Path) -> Result<(LoadedScenario, String), SessionError> {
+    let loaded = crate::scenario::load_file_with_warnings(path)?;
+    Ok((
+        LoadedScenario {
+            scenario: loaded.scenario,
+            path: path.to_path_buf(),
+        },
+        if loaded.warnings.is_empty() {
+            String::new()
+        } else {
+            loaded.warnings.to_string()
+        },
+    ))
+}
+
+/// ./crashrig-results/<date-time>.
+pub fn default_out() -> PathBuf {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "");
+    PathBuf::from("crashrig-results").join(stamp.trim_end_matches('Z'))
+}
