@@ -73,6 +73,23 @@ fn is_executable(p: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Host cores and available memory (`MemAvailable` of /proc/meminfo), for
+/// `matrix::default_jobs`. Memory is `None` when /proc/meminfo cannot be read.
+pub fn resources() -> (usize, Option<u64>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| mem_available(&t));
+    (cores, mem)
+}
+
+/// `MemAvailable:  123456 kB` -> bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +106,13 @@ mod tests {
         );
         assert!(require("crashrig-no-such-tool-xyz").is_err());
         assert!(find("sh").is_some());
+    }
+
+    #[test]
+    fn reads_mem_available() {
+        let meminfo =
+            "MemTotal:       24596028 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(mem_available(meminfo), Some(20_000_000 * 1024));
+        assert_eq!(mem_available("MemTotal: 5 kB\n"), None);
     }
 }

@@ -1,1 +1,646 @@
-//! process
+//! The one way crashrig runs host programs (QEMU, make, git, apt-get, dpkg-deb, depmod, tar,
+//! mkfs, ...):
+//!
+//! - each child leads a process group of its own, so stopping it stops what it started;
+//! - stdout and stderr are always drained (a full pipe would block the child);
+//! - every run has a deadline; a child that overstays it, or whose run is cancelled, is
+//!   stopped politely (SIGTERM to the group), then with SIGKILL after a grace period, and the
+//!   wait after SIGKILL is bounded too;
+//! - nothing outlives crashrig: every group gets a watchdog, a forked copy of the child that
+//!   blocks reading a pipe whose only writer is crashrig. However crashrig ends (SIGKILL, OOM,
+//!   a panic), the kernel closes that pipe and the watchdog kills the whole group, children of
+//!   children (make's compilers) included. PR_SET_PDEATHSIG on the group leader alone would
+//!   not reach those, and fires when the spawning *thread* ends, not the process.
+//! - on Ctrl-C, [`terminate_all`] stops and reaps every group still running.
+//!
+//! Synchronous runs ([`Tool`]) are for blocking code (builds, package tools); QEMU is driven
+//! by tokio and gets the same process group and watchdog from [`tokio_command`].
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Grace between SIGTERM and SIGKILL (default: 5 s): make deletes the half-written target
+/// it is building on SIGTERM, so a truncated .o never poisons the next incremental build.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// The longest wait for a group leader to be reaped after SIGKILL. A process stuck in the
+/// kernel (D state) can outlast SIGKILL; crashrig does not wait for it forever.
+pub const REAP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Output kept per stream; beyond it only the end is kept.
+const KEEP_BYTES: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("start `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("finish `{command}` within {limit:?}: it was stopped")]
+    Timeout { command: String, limit: Duration },
+    #[error("finish `{command}`: it was cancelled")]
+    Cancelled { command: String },
+    #[error("wait for `{command}`")]
+    Wait {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The command line of `cmd`, for messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// The pipe the watchdogs read: crashrig holds the only write end (close-on-exec, so no
+/// program it runs inherits it).
+struct Lifeline {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+fn lifeline() -> Option<&'static Lifeline> {
+    static LIFELINE: OnceLock<Option<Lifeline>> = OnceLock::new();
+    LIFELINE
+        .get_or_init(|| {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 fills two descriptors we then own.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return None;
+            }
+            use std::os::fd::FromRawFd;
+            // SAFETY: fresh descriptors from pipe2, owned by nobody else.
+            Some(unsafe {
+                Lifeline {
+                    read: OwnedFd::from_raw_fd(fds[0]),
+                    write: OwnedFd::from_raw_fd(fds[1]),
+                }
+            })
+        })
+        .as_ref()
+}
+
+/// Runs in the child between fork and exec: only async-signal-safe system calls.
+fn in_child(read: i32, write: i32) -> std::io::Result<()> {
+    // SAFETY: raw system calls on our own process; no allocation, no locks.
+    unsafe {
+        if libc::setpgid(0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let leader = libc::getpid();
+        if read < 0 {
+            // No lifeline: at least the leader dies with crashrig.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            return Ok(());
+        }
+        // fork(2) itself, not glibc's fork(): its atfork handlers take locks another thread
+        // of crashrig may have held when this child was forked.
+        let pid = libc::syscall(libc::SYS_fork);
+        if pid == 0 {
+            watchdog(leader, read, write);
+        }
+        if pid < 0 {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        }
+    }
+    Ok(())
+}
+
+/// The watchdog: ends with the group leader; kills the group when crashrig is gone.
+unsafe fn watchdog(leader: i32, read: i32, write: i32) -> ! {
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    if libc::getppid() != leader {
+        libc::_exit(0);
+    }
+    libc::close(write);
+    // Keep nothing but the lifeline (moved to fd 0) open: the child's stdout and stderr pipes
+    // must reach end-of-file when the child's own processes are done.
+    if libc::dup2(read, 0) < 0 {
+        libc::_exit(0);
+    }
+    if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
+        for fd in 1..4096 {
+            libc::close(fd);
+        }
+    }
+    let mut byte = 0u8;
+    loop {
+        let n = libc::read(0, (&mut byte as *mut u8).cast(), 1);
+        if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+            break;
+        }
+    }
+    libc::kill(-leader, libc::SIGKILL);
+    libc::_exit(0);
+}
+
+/// Makes `cmd` lead a process group of its own with a watchdog.
+pub fn contain(cmd: &mut Command) -> &mut Command {
+    let (read, write) = lifeline().map_or((-1, -1), |l| (l.read.as_raw_fd(), l.write.as_raw_fd()));
+    // SAFETY: the closure only makes async-signal-safe system calls.
+    unsafe { cmd.pre_exec(move || in_child(read, write)) }
+}
+
+/// A tokio command for `program` that leads a process group with a watchdog, has stdin on
+/// /dev/null and is killed when dropped.
+pub fn tokio_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
+    let mut std_cmd = Command::new(program);
+    contain(&mut std_cmd);
+    let mut cmd = tokio::process::Command::from(std_cmd);
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+/// Groups started by [`Tool`] and not yet reaped.
+fn live() -> &'static Mutex<BTreeSet<i32>> {
+    static LIVE: OnceLock<Mutex<BTreeSet<i32>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
+}
+
+/// Set by [`terminate_all`]: every running [`Tool`] stops its child.
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+fn signal_group(pgid: i32, signal: i32) {
+    if pgid > 0 {
+        // SAFETY: kill(2) of a process group crashrig created.
+        unsafe { libc::kill(-pgid, signal) };
+    }
+}
+
+/// Stops every group [`Tool`] runs (SIGTERM, then SIGKILL after `grace`) and waits, bounded,
+/// until their owners reaped them. For Ctrl-C: nothing blocking is abandoned.
+pub fn terminate_all(grace: Duration) {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    let groups = |()| live().lock().map(|l| l.clone()).unwrap_or_default();
+    for pgid in groups(()) {
+        signal_group(pgid, libc::SIGTERM);
+    }
+    let wait_empty = |limit: Duration| {
+        let end = Instant::now() + limit;
+        while Instant::now() < end && !groups(()).is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_empty(grace);
+    for pgid in groups(()) {
+        signal_group(pgid, libc::SIGKILL);
+    }
+    wait_empty(REAP_LIMIT);
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What a finished program left.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A host program to run to its end, with a deadline.
+pub struct Tool {
+    cmd: Command,
+    limit: Duration,
+    grace: Duration,
+    cancel: Option<Arc<AtomicBool>>,
+    stdin: Option<Vec<u8>>,
+}
+
+/// Kills the group and reaps the leader if the run ends any way but normally (a panic in the
+/// line callback, say).
+struct Reaper {
+    child: Option<std::process::Child>,
+    pgid: i32,
+}
+
+impl Reaper {
+    /// SIGTERM, `grace`, SIGKILL, bounded wait.
+    fn stop(&mut self, grace: Duration) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        signal_group(self.pgid, libc::SIGTERM);
+        if !wait_until(child, Instant::now() + grace) {
+            signal_group(self.pgid, libc::SIGKILL);
+            wait_until(child, Instant::now() + REAP_LIMIT);
+        }
+        // Whatever of the group survived its leader goes too.
+        signal_group(self.pgid, libc::SIGKILL);
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            signal_group(self.pgid, libc::SIGKILL);
+            wait_until(child, Instant::now() + REAP_LIMIT);
+        }
+        if let Ok(mut l) = live().lock() {
+            l.remove(&self.pgid);
+        }
+    }
+}
+
+/// Polls until `child` exited (true) or `end` passed.
+fn wait_until(child: &mut std::process::Child, end: Instant) -> bool {
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) if Instant::now() >= end => return false,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn drain(
+    mut stream: impl Read + Send + 'static,
+    which: Stream,
+    tx: mpsc::Sender<(Stream, Vec<u8>)>,
+) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16384];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send((which, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+/// Collected output of one stream and its partial last line.
+#[derive(Default)]
+struct Collected {
+    bytes: Vec<u8>,
+    line: Vec<u8>,
+}
+
+impl Collected {
+    fn push(&mut self, chunk: &[u8], which: Stream, on_line: &mut dyn FnMut(Stream, &str)) {
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.len() > KEEP_BYTES {
+            let cut = self.bytes.len() - KEEP_BYTES / 2;
+            self.bytes.drain(..cut);
+        }
+        for &b in chunk {
+            if b == b'\n' {
+                on_line(which, String::from_utf8_lossy(&self.line).trim_end());
+                self.line.clear();
+            } else {
+                self.line.push(b);
+            }
+        }
+    }
+
+    fn finish(&mut self, which: Stream, on_line: &mut dyn FnMut(Stream, &str)) {
+        if !self.line.is_empty() {
+            on_line(which, String::from_utf8_lossy(&self.line).trim_end());
+            self.line.clear();
+        }
+    }
+}
+
+impl Tool {
+    /// `cmd` with a deadline of `limit`.
+    pub fn new(cmd: Command, limit: Duration) -> Tool {
+        Tool {
+            cmd,
+            limit,
+            grace: GRACE,
+            cancel: None,
+            stdin: None,
+        }
+    }
+
+    /// Stops the program when `flag` becomes true.
+    pub fn cancel(mut self, flag: Arc<AtomicBool>) -> Tool {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Writes `bytes` to the program's stdin (else stdin is /dev/null).
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Tool {
+        self.stdin = Some(bytes);
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL when the program is stopped.
+    pub fn grace(mut self, grace: Duration) -> Tool {
+        self.grace = grace;
+        self
+    }
+
+    /// Runs the program to its end and returns its output (any exit status).
+    pub fn output(self) -> Result<Output, ProcessError> {
+        self.run(&mut |_, _| {})
+    }
+
+    /// Runs the program to its end, passing every output line to `on_line` as it arrives.
+    pub fn run(mut self, on_line: &mut dyn FnMut(Stream, &str)) -> Result<Output, ProcessError> {
+        let command = describe(&self.cmd);
+        let cancelled = |c: &Option<Arc<AtomicBool>>| {
+            SHUTTING_DOWN.load(Ordering::SeqCst)
+                || c.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+        };
+        if cancelled(&self.cancel) {
+            return Err(ProcessError::Cancelled { command });
+        }
+        contain(&mut self.cmd)
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = {
+            // Registered before the child exists, so terminate_all cannot miss it.
+            let mut l = live().lock().unwrap_or_else(|e| e.into_inner());
+            let child = self.cmd.spawn().map_err(|source| ProcessError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+            l.insert(child.id() as i32);
+            child
+        };
+        let pgid = child.id() as i32;
+        let (tx, rx) = mpsc::channel();
+        drain(
+            child.stdout.take().expect("piped"),
+            Stream::Stdout,
+            tx.clone(),
+        );
+        drain(child.stderr.take().expect("piped"), Stream::Stderr, tx);
+        if let (Some(bytes), Some(mut pipe)) = (self.stdin.take(), child.stdin.take()) {
+            // A program that stops reading must not block us: write from a thread of its own.
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        let mut reaper = Reaper {
+            child: Some(child),
+            pgid,
+        };
+        let deadline = Instant::now() + self.limit;
+        let (mut out, mut err) = (Collected::default(), Collected::default());
+        let mut stopped = None;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((Stream::Stdout, chunk)) => out.push(&chunk, Stream::Stdout, on_line),
+                Ok((Stream::Stderr, chunk)) => err.push(&chunk, Stream::Stderr, on_line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if cancelled(&self.cancel) {
+                stopped = Some(ProcessError::Cancelled {
+                    command: command.clone(),
+                });
+            } else if Instant::now() >= deadline {
+                stopped = Some(ProcessError::Timeout {
+                    command: command.clone(),
+                    limit: self.limit,
+                });
+            }
+            if stopped.is_some() {
+                break;
+            }
+            // The leader exited but something it started still holds the pipes: that
+            // something belongs to the group and goes with it.
+            if let Some(c) = reaper.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    let end = Instant::now() + Duration::from_millis(200);
+                    while let Ok(chunk) =
+                        rx.recv_timeout(end.saturating_duration_since(Instant::now()))
+                    {
+                        match chunk {
+                            (Stream::Stdout, c) => out.push(&c, Stream::Stdout, on_line),
+                            (Stream::Stderr, c) => err.push(&c, Stream::Stderr, on_line),
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        if let Some(e) = stopped {
+            reaper.stop(self.grace);
+            return Err(e);
+        }
+        out.finish(Stream::Stdout, on_line);
+        err.finish(Stream::Stderr, on_line);
+        let mut child = reaper.child.take().expect("not reaped yet");
+        let status = child.wait();
+        // Leftovers of the group (a daemon the program started) do not outlive the run.
+        signal_group(pgid, libc::SIGKILL);
+        drop(reaper);
+        let status = status.map_err(|source| ProcessError::Wait { command, source })?;
+        Ok(Output {
+            status,
+            stdout: out.bytes,
+            stderr: err.bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    fn alive(pid: i32) -> bool {
+        // Zombies count as gone: read the state from /proc.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    fn wait_gone(pids: &[i32], within: Duration) -> Vec<i32> {
+        let end = Instant::now() + within;
+        loop {
+            let left: Vec<i32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+            if left.is_empty() || Instant::now() > end {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn output_is_collected_and_lines_are_streamed_from_both_pipes() {
+        let mut lines = Vec::new();
+        let out = Tool::new(
+            sh("echo one; echo two >&2; printf tail"),
+            Duration::from_secs(30),
+        )
+        .run(&mut |s, l| lines.push((s, l.to_string())))
+        .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout_text(), "one\ntail");
+        assert_eq!(out.stderr_text(), "two\n");
+        lines.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            lines,
+            [
+                (Stream::Stdout, "one".to_string()),
+                (Stream::Stdout, "tail".to_string()),
+                (Stream::Stderr, "two".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn stdin_reaches_the_program_and_exit_status_is_kept() {
+        let out = Tool::new(sh("cat; exit 3"), Duration::from_secs(30))
+            .stdin(b"hello".to_vec())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout_text(), "hello");
+    }
+
+    #[test]
+    fn a_program_past_its_deadline_is_stopped_with_its_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // The grandchild ignores SIGTERM: only the SIGKILL after the grace period ends it.
+        let script = format!(
+            "sh -c 'trap \"\" TERM; sleep 60 & echo $! >> {p}; wait' & echo $! >> {p}; sleep 60",
+            p = pids.display()
+        );
+        let err = Tool::new(sh(&script), Duration::from_millis(500))
+            .grace(Duration::from_millis(200))
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Timeout { .. }), "{err:?}");
+        let pids: Vec<i32> = std::fs::read_to_string(&pids)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(pids.len(), 2);
+        assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn cancelling_stops_the_program() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            f.store(true, Ordering::SeqCst);
+        });
+        let err = Tool::new(sh("sleep 60"), Duration::from_secs(120))
+            .cancel(flag)
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_program_that_cannot_start_is_a_spawn_error() {
+        let err = Tool::new(Command::new("/nonexistent/tool"), Duration::from_secs(5))
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Spawn { .. }), "{err:?}");
+    }
+
+    /// Set for the copy of the test binary that plays crashrig in the test below.
+    const PARENT_ENV: &str = "CRASHRIG_TEST_LIFELINE_PIDS";
+
+    #[test]
+    #[ignore = "the parent process of killed_crashrig_leaves_no_group_behind, which runs it"]
+    fn lifeline_parent() {
+        let pids =
+            std::env::var(PARENT_ENV).expect("run by killed_crashrig_leaves_no_group_behind");
+        // A make-like tree: the leader's child starts a grandchild in the same group.
+        let script = format!(
+            "sh -c 'sleep 600 & echo $! >> {pids}; wait' & echo $! >> {pids}; echo $$ >> {pids}; sleep 600"
+        );
+        let _ = Tool::new(sh(&script), Duration::from_secs(600)).output();
+    }
+
+    #[test]
+    fn killed_crashrig_leaves_no_group_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids_file = dir.path().join("pids");
+        let mut parent = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "process::tests::lifeline_parent",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(PARENT_ENV, &pids_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        let pids: Vec<i32> = loop {
+            let text = std::fs::read_to_string(&pids_file).unwrap_or_default();
+            let pids: Vec<i32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+            if pids.len() == 3 {
+                break pids;
+            }
+            assert!(
+                Instant::now() < end,
+                "the parent never started its tree: {text:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(pids.iter().all(|&p| alive(p)));
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        assert_eq!(
+            wait_gone(&pids, Duration::from_secs(10)),
+            Vec::<i32>::new(),
+            "the leader, its child and its grandchild die with the process that ran them"
+        );
+    }
+}

@@ -92,11 +92,17 @@ fn shards_resume_and_merge_give_the_whole_matrix() {
         assert_eq!(run["summary"]["iterations"], 2);
         assert_eq!(run["summary"]["failed"], 0);
     }
-    let junit = std::fs::read_to_string(merged.join("junit.xml")).unwrap();
+    let junit = std::fs::read_to_string(merged.join("junit-cells.xml")).unwrap();
     assert_eq!(
         junit.matches("<testcase").count(),
         2,
         "one test case per cell: {junit}"
+    );
+    let junit = std::fs::read_to_string(merged.join("junit.xml")).unwrap();
+    assert_eq!(
+        junit.matches("<testcase").count(),
+        4,
+        "one test case per iteration: {junit}"
     );
     assert!(std::fs::read_to_string(merged.join("summary.md"))
         .unwrap()

@@ -12,8 +12,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a field changes meaning; the host refuses a helper of another version.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped whenever a field changes meaning; the helper refuses a plan of another version (with
+/// an [`OutputLine::Fatal`] line), so host and guest image always agree.
+/// Version 2: the `reseed` op. Version 3: output lines are tagged
+/// (`"line": "step" | "end" | "fatal"`); step indices are positions in the plan.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A sequence of operations to run back to back in the guest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,7 +32,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanStep {
-    /// Host-side index of the step; echoed back in the report.
+    /// Position of the step in the plan (0-based); echoed back in its report.
     pub index: usize,
     pub op: Op,
 }
@@ -267,12 +270,16 @@ pub struct PlanEnd {
     pub steps_run: usize,
 }
 
-/// One line of helper output.
+/// One line of helper output, tagged by `"line"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(tag = "line", rename_all = "kebab-case")]
 pub enum OutputLine {
+    /// One operation finished.
     Step(Box<StepReport>),
+    /// Every operation ran; the last line of a plan.
     End(PlanEnd),
+    /// The helper could not run the plan at all (malformed, another protocol version).
+    Fatal { message: String },
 }
 
 /// The errno name for a raw value, as the kernel headers spell it.
@@ -370,17 +377,40 @@ mod tests {
     }
 
     #[test]
-    fn output_lines_tell_steps_from_the_end() {
-        let step: OutputLine =
-            serde_json::from_str(r#"{"index":0,"errno":"EBUSY","final_errno":null,"attempts":1,"busy_window_ms":null,"duration_ms":0.5,"started_ms":10.0,"exit_status":null,"error":null}"#).unwrap();
-        assert!(matches!(step, OutputLine::Step(ref s) if s.errno.as_deref() == Some("EBUSY")));
-        let end: OutputLine = serde_json::from_str(r#"{"done":true,"steps_run":4}"#).unwrap();
-        assert_eq!(
-            end,
-            OutputLine::End(PlanEnd {
-                done: true,
-                steps_run: 4
-            })
-        );
+    fn output_lines_are_tagged_and_round_trip() {
+        let step = OutputLine::Step(Box::new(StepReport {
+            index: 2,
+            errno: Some("EBUSY".into()),
+            attempts: 1,
+            detail: Some(Detail::Fsck { clean: true }),
+            ..StepReport::default()
+        }));
+        let end = OutputLine::End(PlanEnd {
+            done: true,
+            steps_run: 4,
+        });
+        let fatal = OutputLine::Fatal {
+            message: "no plan".into(),
+        };
+        for line in [step, end, fatal] {
+            let json = serde_json::to_string(&line).unwrap();
+            assert_eq!(
+                serde_json::from_str::<OutputLine>(&json).unwrap(),
+                line,
+                "{json}"
+            );
+        }
+        let json = serde_json::to_string(&OutputLine::End(PlanEnd {
+            done: true,
+            steps_run: 1,
+        }))
+        .unwrap();
+        assert_eq!(json, r#"{"line":"end","done":true,"steps_run":1}"#);
+    }
+
+    #[test]
+    fn untagged_lines_of_protocol_1_are_rejected() {
+        assert!(serde_json::from_str::<OutputLine>(r#"{"done":true,"steps_run":4}"#).is_err());
+        assert!(serde_json::from_str::<OutputLine>(r#"{"fatal":"bad"}"#).is_err());
     }
 }

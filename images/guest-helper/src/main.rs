@@ -2,7 +2,7 @@
 //!
 //! - `crashrig-guest exec`: read one [`Plan`] (JSON) from stdin, run its steps in order, write
 //!   one [`StepReport`] JSON line per step as soon as it finishes, then a [`PlanEnd`] line.
-//!   A malformed plan gives one `{"fatal": "..."}` line and exit status 2.
+//!   A malformed plan gives one [`OutputLine::Fatal`] line and exit status 2.
 //! - `crashrig-guest version`: print the protocol version.
 //! - `crashrig-guest boot-init`: the guest's start-up, run by /etc/init.sh (see [`bootinit`]).
 //!
@@ -32,7 +32,9 @@ mod util;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crashrig_guest::{Detail, Op, Plan, PlanEnd, PlanStep, StepReport, PROTOCOL_VERSION};
+use crashrig_guest::{
+    Detail, Op, OutputLine, Plan, PlanEnd, PlanStep, StepReport, PROTOCOL_VERSION,
+};
 
 use util::monotonic_ms;
 
@@ -102,7 +104,10 @@ fn main() {
 }
 
 fn fatal(message: String) -> i32 {
-    println!("{}", serde_json::json!({ "fatal": message }));
+    let _ = emit(
+        &mut std::io::stdout().lock(),
+        &OutputLine::Fatal { message },
+    );
     EXIT_BAD_PLAN
 }
 
@@ -128,19 +133,19 @@ fn exec() -> i32 {
         kmsg::mark(&env.kmsg, &marker(&plan.label, step));
         let report = run_step(&env, step);
         // A host that went away cannot read the report; the plan still runs to its end.
-        let _ = emit(&mut out, &report);
+        let _ = emit(&mut out, &OutputLine::Step(Box::new(report)));
     }
     let _ = emit(
         &mut out,
-        &PlanEnd {
+        &OutputLine::End(PlanEnd {
             done: true,
             steps_run: plan.steps.len(),
-        },
+        }),
     );
     0
 }
 
-fn emit<T: serde::Serialize>(out: &mut impl Write, value: &T) -> std::io::Result<()> {
+fn emit(out: &mut impl Write, value: &OutputLine) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
     out.write_all(b"\n")?;
     out.flush()

@@ -127,6 +127,7 @@ impl Sandbox {
             {
                 OutputLine::Step(s) => reports.push(*s),
                 OutputLine::End(e) => end = Some(e),
+                OutputLine::Fatal { message } => panic!("fatal: {message}"),
             }
         }
         assert_eq!(
@@ -220,11 +221,10 @@ fn malformed_plans_are_fatal_with_exit_2() {
         assert_eq!(code, 2, "{input}: {stdout}");
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 1, "{stdout}");
-        let v: Value = serde_json::from_str(lines[0]).unwrap();
-        assert!(
-            v["fatal"].as_str().is_some_and(|m| !m.is_empty()),
-            "{stdout}"
-        );
+        match serde_json::from_str::<OutputLine>(lines[0]) {
+            Ok(OutputLine::Fatal { message }) => assert!(!message.is_empty(), "{stdout}"),
+            other => panic!("not a fatal line: {other:?}: {stdout}"),
+        }
     }
 }
 

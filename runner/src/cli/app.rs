@@ -74,9 +74,9 @@ pub enum CliError {
     #[error(transparent)]
     Simulation(#[from] crate::bisect::BisectError),
     #[error(transparent)]
-    Report(#[from] crate::matrix::CommandError),
+    Report(#[from] crate::run::matrix_report::ReportError),
     #[error(transparent)]
-    Results(#[from] crate::matrix::MergeError),
+    Results(#[from] crate::report::store::StoreError),
     #[error("use `{spec}`: build takes a kernel crashrig builds (a git tree PATH, PATH@REF, or debian-source:X)")]
     NotBuilt { spec: String },
     #[error("find run {run}: the results have {runs} runs")]
@@ -107,6 +107,8 @@ impl CliError {
             CliError::Bisect(e) => e.exit_code(),
             CliError::Matrix(e) => e.exit_code(),
             CliError::Bench(e) => e.exit_code(),
+            CliError::Report(e) => e.exit_code(),
+            CliError::Results(e) => e.exit_code(),
             _ => exit::CONFIG_OR_INFRA,
         }
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::CliError;
-use crate::matrix::{report_merge, MergeRequest};
+use crate::run::matrix_report::{report_merge, MergeRequest};
 
 #[derive(Subcommand, Debug)]
 pub enum ReportCommand {

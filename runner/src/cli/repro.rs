@@ -35,7 +35,7 @@ pub struct ReproArgs {
 }
 
 pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
-    let results = crate::matrix::read_results(&args.results.join("results.json"))?;
+    let results = crate::report::store::read_results(&args.results.join("results.json"))?;
     let index = match args.run {
         Some(k) if k >= 1 && k <= results.runs.len() => k - 1,
         Some(k) => {

@@ -25,6 +25,12 @@ pub enum SshError {
     HostKey { got: String },
     #[error("SSH public-key authentication as root failed")]
     Auth(#[source] ssh2::Error),
+    #[error("open an SSH channel for `{command}`")]
+    Channel {
+        command: String,
+        #[source]
+        source: ssh2::Error,
+    },
     #[error("cannot run `{command}` in the guest")]
     Exec {
         command: String,
@@ -42,6 +48,17 @@ pub enum SshError {
     #[error("the SSH worker thread failed: {0}")]
     Join(String),
 }
+
+impl SshError {
+    /// Whether the failure came before the command was sent: running it again is safe.
+    pub fn before_command(&self) -> bool {
+        matches!(self, SshError::Connect { .. } | SshError::Channel { .. })
+    }
+}
+
+/// Longest wait for one SSH protocol exchange (channel open, exec request, EOF) before the
+/// output loop. A loaded host can take seconds; the plan's own deadline still bounds the whole.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A key pair made for one run; the public half goes to the guest on the kernel command line.
 #[derive(Clone)]
@@ -137,14 +154,24 @@ impl Guest {
             command: command.into(),
             source,
         };
-        // Reads wake up at least every 500 ms so the deadline is checked.
-        self.session.set_timeout(500);
-        let mut channel = self.session.channel_session().map_err(exec_err)?;
+        // Opening the channel and sending the command get a generous bound of their own: a
+        // short one made a slow guest on a loaded host look like a dead one.
+        let stage = STAGE_TIMEOUT.min(timeout).max(Duration::from_secs(1));
+        self.session.set_timeout(stage.as_millis() as u32);
+        let mut channel = self
+            .session
+            .channel_session()
+            .map_err(|source| SshError::Channel {
+                command: command.into(),
+                source,
+            })?;
         channel.exec(command).map_err(exec_err)?;
         if !stdin.is_empty() {
             channel.write_all(stdin).map_err(io_err)?;
         }
         channel.send_eof().map_err(exec_err)?;
+        // Reads wake up at least every 500 ms so the deadline is checked.
+        self.session.set_timeout(500);
         let mut stdout = Vec::new();
         let mut line_start = 0;
         let mut buf = [0u8; 8192];
@@ -170,6 +197,7 @@ impl Guest {
                 });
             }
         }
+        self.session.set_timeout(stage.as_millis() as u32);
         let mut stderr = String::new();
         let _ = channel.stderr().read_to_string(&mut stderr);
         let _ = channel.wait_close();

@@ -6,7 +6,6 @@
 //! iteration records, which gives exactly what one unsharded run writes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -15,18 +14,6 @@ use crate::report::{summarize, CellInfo, Results, RunRecord, SCHEMA_VERSION};
 
 #[derive(Debug, Error)]
 pub enum MergeError {
-    #[error("read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("parse {}", path.display())]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
     #[error("merge results: no shard given")]
     Empty,
     #[error("merge {shard}: results schema {found}, this crashrig reads {SCHEMA_VERSION}")]
@@ -58,28 +45,6 @@ pub enum MergeError {
     },
 }
 
-/// Reads `DIR/results.json` of each directory and merges them (see [`merge_results`]).
-pub fn merge_dirs(dirs: &[PathBuf]) -> Result<Results, MergeError> {
-    let mut shards = Vec::new();
-    for dir in dirs {
-        let path = dir.join("results.json");
-        shards.push((dir.display().to_string(), read_results(&path)?));
-    }
-    merge_named(shards)
-}
-
-/// Reads a `results.json`.
-pub fn read_results(path: &Path) -> Result<Results, MergeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| MergeError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| MergeError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// Merges shard results into the result set an unsharded run gives: every run in expansion
 /// order, summaries recomputed. Shards are named "shard 1", "shard 2", ... in errors.
 /// Header fields: the earliest `started`, the latest `finished` (unset when any shard is
@@ -94,7 +59,8 @@ pub fn merge_results(shards: Vec<Results>) -> Result<Results, MergeError> {
     )
 }
 
-fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError> {
+/// [`merge_results`] with shards named as errors should say (their directories).
+pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError> {
     let mut header: Option<Results> = None;
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     // (shard, matrix name, digest) of the first cell seen.
@@ -223,30 +189,7 @@ mod tests {
     use super::super::partition::Partition;
     use super::super::testutil::*;
     use super::*;
-    use crate::report::Summary;
     use proptest::prelude::*;
-
-    /// Every cell with a different failure count, as one unsharded run writes it.
-    fn unsharded() -> (Vec<Cell>, Results) {
-        let cells = seed_matrix().cells();
-        let runs = cells
-            .iter()
-            .map(|c| run_for(c, 4, (c.index % 5) as u32))
-            .collect();
-        (cells, results(runs))
-    }
-
-    fn shard(all: &Results, p: Partition) -> Results {
-        let mut r = all.clone();
-        r.runs
-            .retain(|run| p.contains(run.cell.as_ref().unwrap().index as usize));
-        // A shard's own writer may hold stale summaries and any order: merge must not care.
-        r.runs.reverse();
-        for run in &mut r.runs {
-            run.summary = Summary::default();
-        }
-        r
-    }
 
     #[test]
     fn merged_shards_equal_the_unsharded_run() {
@@ -322,26 +265,6 @@ mod tests {
         let missing = missing_cells(&merged);
         assert_eq!(missing.len(), 8 - 3);
         assert!(missing.iter().all(|i| i % 3 != 1));
-    }
-
-    #[test]
-    fn merges_results_directories() {
-        let (_, all) = unsharded();
-        let tmp = tempfile::tempdir().unwrap();
-        let mut dirs = Vec::new();
-        for index in 1..=2 {
-            let dir = tmp.path().join(format!("shard-{index}"));
-            std::fs::create_dir(&dir).unwrap();
-            let text =
-                serde_json::to_string_pretty(&shard(&all, Partition { index, count: 2 })).unwrap();
-            std::fs::write(dir.join("results.json"), text).unwrap();
-            dirs.push(dir);
-        }
-        assert_eq!(merge_dirs(&dirs).unwrap(), all);
-        dirs.push(tmp.path().join("absent"));
-        let err = merge_dirs(&dirs).unwrap_err();
-        assert!(err.to_string().starts_with("read "), "{err}");
-        assert!(err.to_string().ends_with("absent/results.json"), "{err}");
     }
 
     #[test]

@@ -96,23 +96,6 @@ pub fn default_jobs(cores: usize, mem_bytes: u64, per_vm_mem: u64) -> usize {
         .max(1)
 }
 
-/// Host cores and available memory (`MemAvailable` of /proc/meminfo), for [`default_jobs`].
-/// Memory is `None` when /proc/meminfo cannot be read.
-pub fn host_resources() -> (usize, Option<u64>) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| mem_available(&t));
-    (cores, mem)
-}
-
-/// `MemAvailable:  123456 kB` -> bytes.
-pub fn mem_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,13 +193,5 @@ mod tests {
         // Not even one fits: still 1.
         assert_eq!(default_jobs(4, G, 2 * G), 1);
         assert_eq!(default_jobs(0, 0, 0), 1);
-    }
-
-    #[test]
-    fn reads_mem_available() {
-        let meminfo =
-            "MemTotal:       24596028 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
-        assert_eq!(mem_available(meminfo), Some(20_000_000 * 1024));
-        assert_eq!(mem_available("MemTotal: 5 kB\n"), None);
     }
 }

@@ -223,11 +223,11 @@ pub fn outcome_summary(run: &RunRecord) -> String {
 /// Failing iterations listed in a JUnit failure; results.json has them all.
 const MAX_REASONS: usize = 20;
 
-/// JUnit XML: one test suite per scenario, one test case per cell (named by its id). A
+/// JUnit XML of junit-cells.xml: one test suite per scenario, one test case per cell (named by its id). A
 /// cell with failed iterations is a failure whose message is [`outcome_summary`] and whose
 /// description lists the failing iterations' reasons; a run that ended with an
 /// infrastructure error, or judged no iteration, is an error.
-pub fn junit(results: &Results) -> Result<String, quick_junit::SerializeError> {
+pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeError> {
     let mut report = Report::new(title(results));
     let mut suites: Vec<TestSuite> = Vec::new();
     for run in &results.runs {
@@ -287,6 +287,24 @@ pub fn junit(results: &Results) -> Result<String, quick_junit::SerializeError> {
     }
     report.add_test_suites(suites);
     report.to_string()
+}
+
+/// Exit code of a matrix run or merge: with a baseline, 1 when there is a regression (known
+/// bugs pass); without one, 1 when any cell had a failed iteration; else 0. Runs that ended
+/// with an infrastructure error give 2 when nothing else failed.
+pub fn exit_code(results: &Results, baseline_used: bool, regressions: &[Regression]) -> i32 {
+    let failed = if baseline_used {
+        !regressions.is_empty()
+    } else {
+        results.runs.iter().any(|r| r.summary.failed > 0)
+    };
+    if failed {
+        crate::exit::EXPECTATION_FAILED
+    } else if results.runs.iter().any(|r| r.error.is_some()) {
+        crate::exit::CONFIG_OR_INFRA
+    } else {
+        crate::exit::OK
+    }
 }
 
 #[cfg(test)]
@@ -363,7 +381,7 @@ mod tests {
     #[test]
     fn junit_has_one_case_per_cell_with_failures_carrying_the_outcome() {
         let r = sample();
-        let xml = junit(&r).unwrap();
+        let xml = junit_cells(&r).unwrap();
         let parsed = Report::deserialize_from_str(&xml).unwrap();
         assert_eq!(parsed.name.as_str(), "crashrig matrix `seed`");
         let names: Vec<(&str, Vec<&str>)> = parsed
@@ -454,7 +472,7 @@ mod tests {
             outcome_summary(&run),
             "26 of 30 iterations failed (87%, 95% CI 70-95%), 1 hang, 0 panics; errnos: EBUSY 25"
         );
-        let xml = junit(&results(vec![run])).unwrap();
+        let xml = junit_cells(&results(vec![run])).unwrap();
         let parsed = Report::deserialize_from_str(&xml).unwrap();
         match &parsed.test_suites[0].test_cases[0].status {
             TestCaseStatus::NonSuccess { description, .. } => {

@@ -3,11 +3,12 @@
 use std::path::Path;
 
 use super::model::{load_str, Cell, Matrix};
+use super::partition::Partition;
 use crate::kernel::spec::PathKind;
 use crate::outcome::Finding;
 use crate::report::{
     summarize, HostInfo, IterationRecord, KernelInfo, Results, RunRecord, ScenarioInfo, StepRecord,
-    Verdict, SCHEMA_VERSION,
+    Summary, Verdict, SCHEMA_VERSION,
 };
 
 pub fn matrix(text: &str) -> Matrix {
@@ -141,4 +142,26 @@ pub fn results(runs: Vec<RunRecord>) -> Results {
         host: HostInfo::default(),
         runs,
     }
+}
+
+/// Every cell with a different failure count, as one unsharded run writes it.
+pub fn unsharded() -> (Vec<Cell>, Results) {
+    let cells = seed_matrix().cells();
+    let runs = cells
+        .iter()
+        .map(|c| run_for(c, 4, (c.index % 5) as u32))
+        .collect();
+    (cells, results(runs))
+}
+
+pub fn shard(all: &Results, p: Partition) -> Results {
+    let mut r = all.clone();
+    r.runs
+        .retain(|run| p.contains(run.cell.as_ref().unwrap().index as usize));
+    // A shard's own writer may hold stale summaries and any order: merge must not care.
+    r.runs.reverse();
+    for run in &mut r.runs {
+        run.summary = Summary::default();
+    }
+    r
 }

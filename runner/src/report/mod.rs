@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod results;
+pub mod store;
 pub mod terminal;
 pub mod writer;
 

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
+use super::error_chain;
 use super::events::{Event, Reporter, Stamped};
 use super::results::{summarize, HostInfo, Results, RunRecord, Verdict, SCHEMA_VERSION};
+use super::store::{write_atomic, write_json};
 
 pub struct ResultsWriter {
     dir: PathBuf,
@@ -49,27 +51,23 @@ impl ResultsWriter {
         }
     }
 
-    pub fn results(&self) -> &Results {
-        &self.results
-    }
-
     fn run_mut(&mut self, index: usize) -> Option<&mut RunRecord> {
         let pos = *self.positions.get(&index)?;
         self.results.runs.get_mut(pos)
     }
 
     fn write(&mut self) {
-        if let Err(e) = write_json_atomic(&self.dir.join("results.json"), &self.results) {
-            self.error.get_or_insert(e.to_string());
+        if let Err(e) = write_json(&self.dir.join("results.json"), &self.results) {
+            self.error.get_or_insert(error_chain(&e));
         }
     }
-}
 
-pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text + "\n")?;
-    std::fs::rename(&tmp, path)
+    fn write_junit(&mut self) {
+        let xml = junit(&self.results);
+        if let Err(e) = write_atomic(&self.dir.join("junit.xml"), xml.as_bytes()) {
+            self.error.get_or_insert(error_chain(&e));
+        }
+    }
 }
 
 impl Reporter for ResultsWriter {
@@ -114,7 +112,7 @@ impl Reporter for ResultsWriter {
                     }
                 }
                 self.write();
-                let _ = std::fs::write(self.dir.join("junit.xml"), junit(&self.results));
+                self.write_junit();
             }
             _ => {}
         }
@@ -123,9 +121,7 @@ impl Reporter for ResultsWriter {
     fn finish(&mut self) {
         self.results.finished = Some(now_rfc3339());
         self.write();
-        if let Err(e) = std::fs::write(self.dir.join("junit.xml"), junit(&self.results)) {
-            self.error.get_or_insert(e.to_string());
-        }
+        self.write_junit();
         if let Some(e) = &self.error {
             eprintln!(
                 "crashrig: warning: cannot write results in {}: {e}",

@@ -16,7 +16,8 @@ use crate::bisect::{
 use crate::cache::Cache;
 use crate::kernel::{self, BuildOptions, KernelError, KernelSpec, PatchFile, ResolvedKernel};
 use crate::report::events::{Event, EventSink};
-use crate::report::writer::{write_json_atomic, ResultsWriter};
+use crate::report::store::{write_json, StoreError};
+use crate::report::writer::ResultsWriter;
 use crate::report::{HostInfo, IterationRecord, RunRecord, Verdict};
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
@@ -105,12 +106,8 @@ pub enum BisectRunError {
         iterations: usize,
         why: String,
     },
-    #[error("write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl BisectRunError {
@@ -505,8 +502,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                     journal: replay.entries,
                 };
                 let path = out.join("bisect.json");
-                write_json_atomic(&path, &result)
-                    .map_err(|source| BisectRunError::Write { path, source })?;
+                write_json(&path, &result)?;
                 sink.finish();
                 sink.emit(Event::Report {
                     text: report_text(&report, &candidates, target.as_ref()),

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crashrig_guest::{Op, OutputLine, Plan, PlanStep, PROTOCOL_VERSION};
+use crashrig_guest::Op;
 
-use crate::guest::{Guest, GuestHandle, RunKey, SshError};
+use crate::guest::{helper, Guest, GuestHandle, RunKey, SshError};
 use crate::image::GuestImage;
 use crate::vm::snapshot::{self, SnapshotError};
 use crate::vm::{Accel, Disk, Vm, VmConfig, VmError};
@@ -224,28 +224,21 @@ async fn refresh(guest: &GuestHandle, within: Duration) -> Result<(), BootError>
     let realtime_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let plan = Plan {
-        version: PROTOCOL_VERSION,
-        label: "restored".into(),
-        steps: vec![PlanStep {
-            index: 0,
-            op: Op::Reseed {
-                entropy: (0..ENTROPY_BYTES).map(|_| rand::random::<u8>()).collect(),
-                realtime_ns,
-            },
+    let plan = helper::plan(
+        "restored",
+        [Op::Reseed {
+            entropy: (0..ENTROPY_BYTES).map(|_| rand::random::<u8>()).collect(),
+            realtime_ns,
         }],
-    };
+    );
     let stdin = serde_json::to_vec(&plan).unwrap_or_default();
     let out = guest
-        .exec(super::engine::HELPER.into(), stdin, within, |_| {})
+        .exec(helper::HELPER_COMMAND.into(), stdin, within, |_| {})
         .await?;
-    let report = out
-        .stdout
-        .lines()
-        .find_map(|l| match serde_json::from_str::<OutputLine>(l) {
-            Ok(OutputLine::Step(r)) => Some(r),
-            _ => None,
-        });
+    let report = helper::read_output(out.stdout.lines())
+        .reports
+        .into_iter()
+        .next();
     match report {
         Some(r) if r.error.is_none() => Ok(()),
         Some(r) => Err(BootError::Refresh(r.error.unwrap_or_default())),

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::matrix_report::{finish_matrix, ReportError};
 use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::kernel::ResolvedKernel;
-use crate::matrix::{self, BaselineError, CommandError, MatrixError, MergeError, Partition};
+use crate::matrix::{self, MatrixError, Partition};
 use crate::report::events::{Event, EventSink, Forward, Reporter};
-use crate::report::writer::{write_json_atomic, ResultsWriter};
+use crate::report::store::{read_results, StoreError};
+use crate::report::writer::ResultsWriter;
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
 /// What `crashrig matrix` runs, as plain values.
@@ -44,17 +46,9 @@ pub enum MatrixRunError {
     #[error("validate the scenarios of the matrix ({count} problems above)")]
     Scenarios { count: usize },
     #[error(transparent)]
-    Results(#[from] MergeError),
+    Results(#[from] StoreError),
     #[error(transparent)]
-    Baseline(#[from] BaselineError),
-    #[error(transparent)]
-    Reports(#[from] CommandError),
-    #[error("write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    Reports(#[from] ReportError),
 }
 
 impl MatrixRunError {
@@ -78,7 +72,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     session.create_out()?;
     let out = session.out.clone();
     let existing = if args.resume && out.join("results.json").exists() {
-        Some(matrix::read_results(&out.join("results.json"))?)
+        Some(read_results(&out.join("results.json"))?)
     } else {
         None
     };
@@ -145,7 +139,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     let (accel, reason) = (host.accel, host.info.accel_reason.clone());
     let image = Arc::new(session.image().await?);
 
-    let (cores, mem) = matrix::host_resources();
+    let (cores, mem) = crate::host::resources();
     let per_vm = cells
         .iter()
         .map(|c| scenarios[&c.index].scenario.vm.memory.0)
@@ -206,30 +200,16 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     finish(&out, &args, &m, &mut sink)
 }
 
-/// Orders the runs as the matrix expands, writes junit.xml, summary.md and the baseline, and
-/// decides the exit code. The markdown summary goes to `sink` as the command's report.
+/// Orders the runs as the matrix expands, writes the reports and the baseline, and decides
+/// the exit code. The markdown summary goes to `sink` as the command's report.
 fn finish(
     out: &Path,
     args: &MatrixOptions,
     m: &matrix::Matrix,
     sink: &mut EventSink,
 ) -> Result<i32, MatrixRunError> {
-    let path = out.join("results.json");
-    let mut results = matrix::read_results(&path)?;
-    matrix::sort_runs(&mut results);
-    write_json_atomic(&path, &results).map_err(|source| MatrixRunError::Write {
-        path: path.clone(),
-        source,
-    })?;
-    let baseline_path = args.baseline.clone().or_else(|| m.baseline.clone());
-    let baseline = baseline_path
-        .as_deref()
-        .map(matrix::load_baseline)
-        .transpose()?;
-    if let Some(p) = &args.write_baseline {
-        matrix::write_json(p, &matrix::baseline_from(&results))?;
-    }
-    let outcome = matrix::write_reports(out, &results, baseline.as_ref())?;
+    let baseline = args.baseline.clone().or_else(|| m.baseline.clone());
+    let outcome = finish_matrix(out, baseline.as_deref(), args.write_baseline.as_deref())?;
     sink.emit(Event::Report {
         text: outcome.markdown,
     });

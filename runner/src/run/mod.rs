@@ -4,9 +4,16 @@ pub mod bench;
 pub mod bisect_run;
 pub mod boot;
 pub mod engine;
+#[cfg(test)]
+mod fake;
+pub mod machine;
+pub mod matrix_report;
 pub mod matrix_run;
 pub mod plan;
+pub mod qemu_machine;
 pub mod session;
 pub mod verdict;
 
-pub use engine::{run_scenario, LoadedScenario, RunError, RunOptions};
+pub use engine::{run_batch, run_scenario, LoadedScenario, Rig, RunError, RunOptions};
+pub use machine::{Machine, MachineError};
+pub use qemu_machine::QemuMachine;

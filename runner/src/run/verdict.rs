@@ -159,8 +159,18 @@ pub enum Abort {
     Hang(String),
     /// The kernel panicked without a `panic` step asking for it.
     Panic(String),
-    /// crashrig or QEMU failed.
+    /// crashrig, QEMU or the transport to the guest failed: not a kernel verdict.
     Infra(String),
+}
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Abort::Hang(why) => write!(f, "hang: {why}"),
+            Abort::Panic(why) => write!(f, "panic: {why}"),
+            Abort::Infra(why) => write!(f, "infrastructure: {why}"),
+        }
+    }
 }
 
 /// The verdict of an iteration and the reasons for it.
@@ -189,17 +199,13 @@ pub fn verdict(
         reasons.push(format!("dmesg {}: {}", f.kind, f.title));
     }
     let v = match abort {
-        Some(Abort::Infra(why)) => {
-            reasons.insert(0, format!("infrastructure: {why}"));
-            Verdict::Error
-        }
-        Some(Abort::Hang(why)) => {
-            reasons.insert(0, format!("hang: {why}"));
-            Verdict::Hang
-        }
-        Some(Abort::Panic(why)) => {
-            reasons.insert(0, format!("panic: {why}"));
-            Verdict::Panic
+        Some(a) => {
+            reasons.insert(0, a.to_string());
+            match a {
+                Abort::Infra(_) => Verdict::Error,
+                Abort::Hang(_) => Verdict::Hang,
+                Abort::Panic(_) => Verdict::Panic,
+            }
         }
         None if reasons.is_empty() => Verdict::Pass,
         None => Verdict::Fail,

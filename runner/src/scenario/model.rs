@@ -235,18 +235,6 @@ impl Step {
             Step::Unplug(s) | Step::Replug(s) => s.id.as_deref(),
         }
     }
-
-    /// Steps carried out by the host on the VM (not by the guest helper).
-    pub fn is_host_step(&self) -> bool {
-        matches!(
-            self,
-            Step::PowerCut(_)
-                | Step::Panic(_)
-                | Step::Reboot(_)
-                | Step::Unplug(_)
-                | Step::Replug(_)
-        )
-    }
 }
 
 /// What outcomes of a step are acceptable. In YAML: `expect: ok`, `expect: any`, `expect: EBUSY`

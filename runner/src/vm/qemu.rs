@@ -174,14 +174,14 @@ pub struct ConsoleState {
     pub panicked: bool,
     /// Set when init announced that sshd runs (`crashrig: sshd started`).
     pub sshd_started: bool,
-    pub last_output: Option<Instant>,
+    /// Lines seen since QEMU started.
+    pub lines: u64,
 }
 
 const TAIL_LINES: usize = 400;
 
 impl ConsoleState {
     fn push(&mut self, bytes: &[u8]) {
-        self.last_output = Some(Instant::now());
         self.partial.push_str(&String::from_utf8_lossy(bytes));
         while let Some(pos) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=pos).collect();
@@ -192,6 +192,7 @@ impl ConsoleState {
             if line.contains("crashrig: sshd started") {
                 self.sshd_started = true;
             }
+            self.lines += 1;
             if self.tail.len() == TAIL_LINES {
                 self.tail.pop_front();
             }
@@ -317,6 +318,11 @@ impl Vm {
             .collect()
     }
 
+    /// Console lines seen so far: whether the guest still writes to its console.
+    pub fn console_lines(&self) -> u64 {
+        self.console.lock().expect("console lock").lines
+    }
+
     pub fn sshd_started(&self) -> bool {
         self.console.lock().expect("console lock").sshd_started
     }
@@ -397,7 +403,7 @@ impl Vm {
         Ok(())
     }
 
-    /// QMP `query-status`: "running", "paused", "shutdown", ...
+    /// QMP `query-status`: "running", "paused", "postmigrate", ...
     pub async fn status(&mut self) -> Result<String, VmError> {
         let r = self.qmp()?.execute("query-status", None).await?;
         Ok(r["status"].as_str().unwrap_or("unknown").to_string())

@@ -1,0 +1,484 @@
+//! The run loop driven by a scripted fake machine: no QEMU, each test well under a second.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crashrig_guest::StepReport;
+
+use super::*;
+use crate::report::events::{Reporter, Stamped};
+use crate::run::fake::{FakeMachine, Reply};
+use crate::scenario::*;
+
+fn scenario(steps: Vec<Step>) -> Scenario {
+    Scenario {
+        version: 1,
+        name: "fake".into(),
+        description: String::new(),
+        vm: VmSpec::default(),
+        kconfig: vec![],
+        devices: vec![Device {
+            name: "scratch".into(),
+            size: Size(1 << 30),
+            dm: false,
+        }],
+        filesystem: Some(Filesystem {
+            fstype: "xfs".into(),
+            device: None,
+            mountpoint: "/mnt".into(),
+            mkfs_options: vec![],
+            mount_options: vec![],
+        }),
+        iterations: 3,
+        iteration_timeout: Duration::from_secs(300),
+        seed: Some(7),
+        setup: vec![Step::Mkfs(MkfsStep::default())],
+        steps,
+        cleanup: vec![],
+        dmesg: DmesgExpect::default(),
+    }
+}
+
+fn mount_umount() -> Vec<Step> {
+    vec![
+        Step::Mount(MountStep::default()),
+        Step::Umount(UmountStep::default()),
+    ]
+}
+
+fn kernel() -> ResolvedKernel {
+    ResolvedKernel {
+        spec: "fake:1".into(),
+        release: None,
+        version: "1".into(),
+        image: "/nonexistent/bzImage".into(),
+        modules_dir: None,
+        system_map: None,
+        vmlinux: None,
+        build_key: None,
+        image_sha256: "00".into(),
+        kconfig: vec![],
+        patches: vec![],
+    }
+}
+
+/// Keeps every event.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Event>>>);
+
+impl Reporter for Recorder {
+    fn report(&mut self, e: &Stamped) {
+        self.0.lock().unwrap().push(e.event.clone());
+    }
+}
+
+impl Recorder {
+    fn names(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                Event::RunStarted { .. } => "run-started".to_string(),
+                Event::BootFinished { boot, .. } => format!("boot ({})", boot.reason),
+                Event::SetupFinished { .. } => "setup".into(),
+                Event::IterationFinished { record, .. } => {
+                    format!("iteration {} {:?}", record.iteration, record.verdict)
+                }
+                Event::RunFinished { .. } => "run-finished".into(),
+                Event::Message { text, .. } => format!("message {text}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+}
+
+struct Harness {
+    out: tempfile::TempDir,
+    loaded: LoadedScenario,
+    kernel: ResolvedKernel,
+    events: Recorder,
+    sink: EventSink,
+}
+
+impl Harness {
+    fn new(s: Scenario) -> Self {
+        let events = Recorder::default();
+        Harness {
+            out: tempfile::tempdir().unwrap(),
+            loaded: LoadedScenario {
+                scenario: s,
+                path: "fake.yaml".into(),
+            },
+            kernel: kernel(),
+            sink: EventSink::new(vec![Box::new(events.clone())]),
+            events,
+        }
+    }
+
+    fn opts(&self) -> RunOptions {
+        RunOptions::new(
+            Accel::Tcg,
+            self.out.path().to_path_buf(),
+            Cache::at(self.out.path().join("cache")),
+        )
+    }
+
+    async fn run(&mut self, rig: &mut Rig<FakeMachine>, opts: &RunOptions) -> RunRecord {
+        run_batch(
+            rig,
+            &self.loaded,
+            &self.kernel,
+            "img",
+            opts,
+            0,
+            &mut self.sink,
+        )
+        .await
+    }
+}
+
+fn verdicts(r: &RunRecord) -> Vec<Verdict> {
+    r.iterations.iter().map(|i| i.verdict).collect()
+}
+
+fn log(m: &FakeMachine) -> Vec<String> {
+    m.log.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn healthy_run_boots_once_sets_up_once_and_passes_every_iteration() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let opts = h.opts();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    assert_eq!(r.setup.len(), 1);
+    assert_eq!(
+        log(rig.machine()),
+        [
+            "boot",
+            "plan boot",
+            "plan setup",
+            "plan iteration 1",
+            "plan dmesg",
+            "plan iteration 2",
+            "plan dmesg",
+            "plan iteration 3",
+            "plan dmesg"
+        ]
+    );
+    assert!(rig.is_ready(), "a clean run leaves the machine ready");
+    assert_eq!(
+        h.events.names(),
+        [
+            "run-started",
+            "boot (start)",
+            "setup",
+            "iteration 1 Pass",
+            "iteration 2 Pass",
+            "iteration 3 Pass",
+            "run-finished"
+        ]
+    );
+    // Each iteration's dmesg went to its own file.
+    let dmesg = std::fs::read_to_string(
+        h.out
+            .path()
+            .join(r.iterations[0].dmesg_file.as_ref().unwrap()),
+    )
+    .unwrap();
+    assert!(dmesg.contains("fake kernel says hello"), "{dmesg}");
+}
+
+#[tokio::test]
+async fn a_hang_is_power_cut_then_the_machine_boots_and_sets_up_again() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 2" => Reply::Hang { step: 1 },
+        _ => Reply::Ok,
+    }));
+    let opts = h.opts();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), [Verdict::Pass, Verdict::Hang, Verdict::Pass]);
+    let hang = &r.iterations[1];
+    assert!(hang.reasons[0].starts_with("hang: "), "{:?}", hang.reasons);
+    assert_eq!(hang.steps.len(), 1, "the step before the hang is kept");
+    assert!(
+        !hang.console_tail.is_empty(),
+        "a hang carries the console tail"
+    );
+    let l = log(rig.machine());
+    let after = &l[l.iter().position(|c| c == "plan iteration 2").unwrap() + 1..];
+    assert_eq!(
+        &after[..5],
+        [
+            "power-cut",
+            "boot",
+            "plan boot",
+            "plan setup",
+            "plan iteration 3"
+        ]
+    );
+    assert_eq!(r.summary.hangs, 1);
+}
+
+#[tokio::test]
+async fn an_unexpected_panic_is_a_panic_verdict_and_the_run_goes_on_after_a_boot() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Panic { step: 0 },
+        _ => Reply::Ok,
+    }));
+    let opts = h.opts();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), [Verdict::Panic, Verdict::Pass, Verdict::Pass]);
+    assert_eq!(r.iterations[0].reasons[0], "panic: fake oops");
+    let boots = log(rig.machine()).iter().filter(|c| *c == "boot").count();
+    assert_eq!(boots, 2);
+    assert!(!log(rig.machine()).contains(&"power-cut".to_string()));
+}
+
+#[tokio::test]
+async fn qemu_dying_is_an_infrastructure_error_not_a_kernel_verdict() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 2" => Reply::Die { step: 1 },
+        _ => Reply::Ok,
+    }));
+    let opts = h.opts();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass, Verdict::Error, Verdict::Pass]);
+    assert!(
+        r.iterations[1].reasons[0].starts_with("infrastructure: QEMU exited"),
+        "{:?}",
+        r.iterations[1].reasons
+    );
+    assert!(
+        !Verdict::Error.is_failure(),
+        "an error never counts against the kernel"
+    );
+    assert_eq!(r.summary.failed, 0);
+    assert_eq!(r.summary.errors, 1);
+}
+
+#[tokio::test]
+async fn qemu_failing_to_start_is_a_run_error_with_no_iterations() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    machine.failing_boots.push_back(1);
+    let mut rig = Rig::new(machine);
+    let opts = h.opts();
+    let r = h.run(&mut rig, &opts).await;
+    assert!(r.iterations.is_empty());
+    let e = r.error.expect("an error");
+    assert!(
+        e.contains("QEMU exited (exit status: 1) before the guest answered"),
+        "{e}"
+    );
+    assert!(!rig.is_ready());
+}
+
+#[tokio::test]
+async fn a_failing_setup_step_ends_the_run_with_an_error_naming_it() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "setup" => Reply::Step {
+            step: 0,
+            report: StepReport {
+                attempts: 1,
+                exit_status: Some(1),
+                stderr: "mkfs.xfs: bad superblock".into(),
+                ..StepReport::default()
+            },
+        },
+        _ => Reply::Ok,
+    }));
+    let opts = h.opts();
+    let r = h.run(&mut rig, &opts).await;
+    assert!(r.iterations.is_empty());
+    let e = r.error.expect("an error");
+    assert!(
+        e.starts_with("setup step mkfs#1 failed: mkfs exited with 1"),
+        "{e}"
+    );
+    assert!(e.contains("bad superblock"), "{e}");
+    assert_eq!(r.setup.len(), 1);
+    assert!(!r.setup[0].ok);
+    assert!(!rig.is_ready());
+}
+
+#[tokio::test]
+async fn a_setup_that_fails_after_a_reboot_ends_the_run_keeping_earlier_iterations() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, n| match (label, n) {
+        ("iteration 1", _) => Reply::Hang { step: 0 },
+        ("setup", 1) => Reply::Hang { step: 0 },
+        _ => Reply::Ok,
+    }));
+    let opts = h.opts();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), [Verdict::Hang]);
+    let e = r.error.expect("an error");
+    assert!(e.starts_with("setup step setup failed: hang: "), "{e}");
+}
+
+fn failed(it: &IterationRecord, _: &str) -> bool {
+    it.verdict.is_failure()
+}
+
+#[tokio::test]
+async fn early_stop_ends_the_batch_at_the_first_sighting_of_the_target() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 10;
+    let mut h = Harness::new(s);
+    let busy = StepReport {
+        attempts: 1,
+        errno: Some("EBUSY".into()),
+        ..StepReport::default()
+    };
+    let mut rig = Rig::new(FakeMachine::new(move |label, _| match label {
+        "iteration 3" => Reply::Step {
+            step: 1,
+            report: busy.clone(),
+        },
+        _ => Reply::Ok,
+    }));
+    let opts = RunOptions {
+        stop_when: Some(failed),
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass, Verdict::Pass, Verdict::Fail]);
+    assert!(
+        r.iterations[2].reasons[0].contains("returned EBUSY"),
+        "{:?}",
+        r.iterations[2].reasons
+    );
+    assert!(rig.is_ready(), "a failed step leaves the guest usable");
+}
+
+#[tokio::test]
+async fn a_kept_rig_runs_the_next_batch_without_booting_or_setting_up_again() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let opts = RunOptions {
+        iterations: Some(2),
+        ..h.opts()
+    };
+    let first = h.run(&mut rig, &opts).await;
+    let second = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&first), [Verdict::Pass; 2]);
+    assert_eq!(verdicts(&second), [Verdict::Pass; 2]);
+    assert!(
+        second.setup.is_empty(),
+        "setup ran once, in the first batch"
+    );
+    let l = log(rig.machine());
+    assert_eq!(l.iter().filter(|c| *c == "boot").count(), 1, "{l:?}");
+    assert_eq!(l.iter().filter(|c| *c == "plan setup").count(), 1, "{l:?}");
+    rig.stop().await;
+    assert!(!rig.is_ready());
+    assert_eq!(log(rig.machine()).last().unwrap(), "stop");
+}
+
+#[tokio::test]
+async fn a_batch_after_a_hang_in_the_last_iteration_boots_again() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, n| match (label, n) {
+        ("iteration 2", 0) => Reply::Hang { step: 0 },
+        _ => Reply::Ok,
+    }));
+    let opts = RunOptions {
+        iterations: Some(2),
+        ..h.opts()
+    };
+    let first = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&first), [Verdict::Pass, Verdict::Hang]);
+    assert!(!rig.is_ready());
+    let second = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&second), [Verdict::Pass; 2]);
+    assert_eq!(
+        second.setup.len(),
+        1,
+        "the second batch set the new boot up"
+    );
+    let boots = log(rig.machine()).iter().filter(|c| *c == "boot").count();
+    assert_eq!(boots, 2);
+}
+
+#[tokio::test]
+async fn an_interrupted_run_keeps_finished_iterations_and_leaves_the_rig_unready() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 5;
+    let mut h = Harness::new(s);
+    let mut machine = FakeMachine::healthy();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    machine.on_plan = Some(tx);
+    let mut rig = Rig::new(machine);
+    let opts = h.opts();
+    let interrupt = async {
+        while let Some(label) = rx.recv().await {
+            if label == "iteration 3" {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = interrupt => {}
+        _ = h.run(&mut rig, &opts) => panic!("the run finished before the interrupt"),
+    }
+    assert_eq!(
+        h.events.names(),
+        [
+            "run-started",
+            "boot (start)",
+            "setup",
+            "iteration 1 Pass",
+            "iteration 2 Pass"
+        ]
+    );
+    assert!(
+        !rig.is_ready(),
+        "the machine's state is unknown after an interrupt"
+    );
+    rig.stop().await;
+    assert_eq!(log(rig.machine()).last().unwrap(), "stop");
+}
+
+#[tokio::test]
+async fn a_power_cut_step_reads_dmesg_cuts_and_boots_on_the_same_machine() {
+    let mut steps = mount_umount();
+    steps.insert(1, Step::PowerCut(HostStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let opts = h.opts();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    let ids: Vec<&str> = r.iterations[0]
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(ids, ["mount#1", "power-cut#2", "umount#3"]);
+    assert_eq!(
+        log(rig.machine()),
+        [
+            "boot",
+            "plan boot",
+            "plan setup",
+            "plan iteration 1",
+            "plan dmesg",
+            "power-cut",
+            "boot",
+            "plan boot",
+            "plan iteration 1",
+            "plan dmesg"
+        ]
+    );
+}

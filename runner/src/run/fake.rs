@@ -1,0 +1,218 @@
+//! A scripted machine for tests of the run loop: every plan succeeds unless the script says
+//! otherwise, and every call is logged.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crashrig_guest::{Detail, KmsgRecord, Op, Plan, StepReport};
+
+use super::boot::BootError;
+use super::machine::{BootInfo, Machine, MachineError, PlanRun};
+use super::verdict::Abort;
+
+/// What the fake does with a plan.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Every step succeeds.
+    Ok,
+    /// Steps succeed up to `step` (a position in the plan), which reports `report`; the rest run.
+    Step { step: usize, report: StepReport },
+    /// Steps before `step` succeed, then the guest stops answering (QEMU stays up).
+    Hang { step: usize },
+    /// Steps before `step` succeed, then the kernel panics and the machine ends.
+    Panic { step: usize },
+    /// Steps before `step` succeed, then QEMU dies without a panic.
+    Die { step: usize },
+}
+
+/// The script: which reply a plan gets, by its label ("setup", "iteration 2", "dmesg", ...)
+/// and how many plans with that label came before.
+pub type Script = Box<dyn FnMut(&str, usize) -> Reply + Send>;
+
+pub struct FakeMachine {
+    script: Script,
+    /// Every call, in order: "boot", "plan setup", "power-cut", "stop", ...
+    pub log: Arc<Mutex<Vec<String>>>,
+    running: bool,
+    seen: std::collections::HashMap<String, usize>,
+    /// Boots (1-based) that fail as QEMU dying before the guest answered.
+    pub failing_boots: VecDeque<u32>,
+    boots: u32,
+    /// Told the label of every plan as it starts (to interrupt a run at a chosen point).
+    pub on_plan: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+impl FakeMachine {
+    pub fn new(script: impl FnMut(&str, usize) -> Reply + Send + 'static) -> Self {
+        FakeMachine {
+            script: Box::new(script),
+            log: Arc::default(),
+            running: false,
+            seen: Default::default(),
+            failing_boots: VecDeque::new(),
+            boots: 0,
+            on_plan: None,
+        }
+    }
+
+    /// A machine on which everything works.
+    pub fn healthy() -> Self {
+        FakeMachine::new(|_, _| Reply::Ok)
+    }
+
+    fn note(&self, what: impl Into<String>) {
+        self.log.lock().unwrap().push(what.into());
+    }
+
+    fn ok_report(index: usize, op: &Op) -> StepReport {
+        let mut r = StepReport {
+            index,
+            attempts: 1,
+            duration_ms: 1.0,
+            ..StepReport::default()
+        };
+        match op {
+            Op::Mkfs { .. } | Op::Run { .. } | Op::Fsck { .. } => r.exit_status = Some(0),
+            Op::Dmesg => {
+                r.detail = Some(Detail::Dmesg {
+                    records: vec![KmsgRecord {
+                        seq: 1,
+                        ts_us: 1_000_000,
+                        level: 6,
+                        text: "fake kernel says hello".into(),
+                    }],
+                })
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+impl Machine for FakeMachine {
+    async fn boot(&mut self, _console_log: &Path) -> Result<BootInfo, MachineError> {
+        self.boots += 1;
+        self.note("boot");
+        if self.failing_boots.front() == Some(&self.boots) {
+            self.failing_boots.pop_front();
+            self.running = false;
+            return Err(BootError::DiedBeforeReady {
+                status: "exit status: 1".into(),
+                tail: "qemu: could not open disk".into(),
+            }
+            .into());
+        }
+        self.running = true;
+        Ok(BootInfo {
+            ready_after: Duration::from_millis(5),
+            command: vec!["fake-vm".into()],
+            kept_disks: None,
+        })
+    }
+
+    async fn run_plan(&mut self, plan: &Plan, _deadline: Duration) -> PlanRun {
+        self.note(format!("plan {}", plan.label));
+        if let Some(tx) = &self.on_plan {
+            let _ = tx.send(plan.label.clone());
+        }
+        // A real plan takes time: let an interrupt in.
+        tokio::task::yield_now().await;
+        if !self.running {
+            return PlanRun {
+                reports: vec![],
+                abort: Some(Abort::Infra("no VM".into())),
+            };
+        }
+        let count = self.seen.entry(plan.label.clone()).or_default();
+        let reply = (self.script)(&plan.label, *count);
+        *count += 1;
+        let ok = |upto: usize| -> Vec<StepReport> {
+            plan.steps
+                .iter()
+                .take(upto)
+                .map(|s| Self::ok_report(s.index, &s.op))
+                .collect()
+        };
+        match reply {
+            Reply::Ok => PlanRun {
+                reports: ok(plan.steps.len()),
+                abort: None,
+            },
+            Reply::Step { step, report } => {
+                let mut reports = ok(plan.steps.len());
+                reports[step] = StepReport {
+                    index: step,
+                    ..report
+                };
+                PlanRun {
+                    reports,
+                    abort: None,
+                }
+            }
+            Reply::Hang { step } => PlanRun {
+                reports: ok(step),
+                abort: Some(Abort::Hang("the guest stopped answering".into())),
+            },
+            Reply::Panic { step } => {
+                self.running = false;
+                PlanRun {
+                    reports: ok(step),
+                    abort: Some(Abort::Panic("fake oops".into())),
+                }
+            }
+            Reply::Die { step } => {
+                self.running = false;
+                PlanRun {
+                    reports: ok(step),
+                    abort: Some(Abort::Infra(
+                        "QEMU exited (signal: 9) during the plan".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn console_tail(&self, lines: usize) -> Vec<String> {
+        let tail = vec![
+            "[    1.000000] fake console".to_string(),
+            "[    2.000000] Kernel panic - not syncing: fake".to_string(),
+        ];
+        tail.into_iter().take(lines).collect()
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.running
+    }
+
+    async fn power_cut(&mut self) {
+        self.note("power-cut");
+        self.running = false;
+    }
+
+    async fn panic(&mut self) {
+        self.note("panic");
+        self.running = false;
+    }
+
+    async fn reboot(&mut self) {
+        self.note("reboot");
+        self.running = false;
+    }
+
+    async fn unplug(&mut self, serial: &str, _within: Duration) -> Result<(), MachineError> {
+        self.note(format!("unplug {serial}"));
+        Ok(())
+    }
+
+    async fn replug(&mut self, serial: &str) -> Result<(), MachineError> {
+        self.note(format!("replug {serial}"));
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        self.note("stop");
+        self.running = false;
+    }
+}

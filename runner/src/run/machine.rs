@@ -1,0 +1,100 @@
+//! The machine seam: what the run loop needs from a VM. [`super::qemu_machine::QemuMachine`]
+//! is QEMU plus SSH; tests drive the loop with a scripted fake.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crashrig_guest::{Plan, StepReport};
+
+use super::boot::BootError;
+use super::verdict::Abort;
+use crate::guest::SshError;
+use crate::image::ImageError;
+use crate::vm::VmError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("create {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reach the machine: it is not running")]
+    NotRunning,
+}
+
+/// What a boot reports.
+#[derive(Debug, Clone, Default)]
+pub struct BootInfo {
+    /// From start to the guest being ready for plans.
+    pub ready_after: Duration,
+    /// The command that started the machine, for results.
+    pub command: Vec<String>,
+    /// Where the scenario's disk images are kept (`--keep`), on the first boot.
+    pub kept_disks: Option<PathBuf>,
+}
+
+/// What a helper plan produced.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRun {
+    /// Reports as the helper wrote them; `index` is the step's position in the plan.
+    pub reports: Vec<StepReport>,
+    /// The plan did not finish: why. A transport failure while the guest is alive is
+    /// [`Abort::Infra`]; only a guest that stopped answering (or a step stuck past the
+    /// plan's deadline) is [`Abort::Hang`].
+    pub abort: Option<Abort>,
+}
+
+/// A machine the run loop boots and drives. One machine keeps its disks across boots, so a
+/// scenario's power cut, panic and reboot steps boot it again on the same disks, and a caller
+/// may keep it booted across several runs of the same kernel and scenario.
+pub trait Machine: Send {
+    /// Boots the machine (stopping whatever ran before); its console goes to `console_log`.
+    /// Ready means the guest runs plans.
+    fn boot(
+        &mut self,
+        console_log: &Path,
+    ) -> impl Future<Output = Result<BootInfo, MachineError>> + Send;
+
+    /// Runs one helper plan, bounded by `deadline`.
+    fn run_plan(&mut self, plan: &Plan, deadline: Duration)
+        -> impl Future<Output = PlanRun> + Send;
+
+    /// The last `lines` console lines of the current (or last) boot.
+    fn console_tail(&self, lines: usize) -> Vec<String>;
+
+    /// Whether the machine is booted and has not ended.
+    fn is_running(&mut self) -> bool;
+
+    /// Cuts the power: no flush, no clean shutdown.
+    fn power_cut(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Makes the kernel panic and waits (bounded) until the machine has ended.
+    fn panic(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Reboots the guest from inside and waits (bounded) until the machine has ended.
+    fn reboot(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Hot-removes the disk `serial`, waiting up to `within` for the guest to let it go.
+    fn unplug(
+        &mut self,
+        serial: &str,
+        within: Duration,
+    ) -> impl Future<Output = Result<(), MachineError>> + Send;
+
+    /// Adds the disk `serial` back.
+    fn replug(&mut self, serial: &str) -> impl Future<Output = Result<(), MachineError>> + Send;
+
+    /// Stops the machine (politely, then not); nothing it started keeps running.
+    fn stop(&mut self) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,279 @@
+//! The report files of a matrix, written after its cells ran (`crashrig matrix`) or from
+//! shard results (`crashrig report merge`): results.json in expansion order, junit.xml (one
+//! case per iteration, as every results directory), junit-cells.xml (one case per cell),
+//! summary.md, and a baseline when asked. The pure parts (merging, comparing, checking,
+//! rendering) are in `crate::matrix`; this is the file side around them.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::matrix::{
+    self, baseline_from, check, compare, junit_cells, markdown, merge_named, Baseline,
+    BaselineError, MergeError, Regression,
+};
+use crate::report::store::{read_json, read_results, write_atomic, write_json, StoreError};
+use crate::report::Results;
+
+/// What `crashrig report merge` merges and where it writes.
+#[derive(Debug, Clone)]
+pub struct MergeRequest {
+    /// Results directories of the shards (each with a results.json).
+    pub dirs: Vec<PathBuf>,
+    /// Where the merged results.json, junit.xml and summary.md go.
+    pub out: PathBuf,
+    /// Known results to check against; with a baseline, only regressions fail.
+    pub baseline: Option<PathBuf>,
+    /// Write a baseline of the merged results to this file.
+    pub write_baseline: Option<PathBuf>,
+}
+
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("create {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write JUnit XML")]
+    Junit(#[source] quick_junit::SerializeError),
+}
+
+impl ReportError {
+    /// Reports that cannot be made are a configuration or infrastructure error.
+    pub fn exit_code(&self) -> i32 {
+        crate::exit::CONFIG_OR_INFRA
+    }
+}
+
+/// What a matrix run or merge ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The markdown summary (also written as summary.md): print it.
+    pub markdown: String,
+    pub regressions: Vec<Regression>,
+    /// Matrix positions no run covers (a shard missing from the merge): warn about them.
+    pub missing_cells: Vec<u32>,
+    /// See [`matrix::exit_code`].
+    pub exit_code: i32,
+}
+
+/// Reads a baseline file.
+pub fn load_baseline(path: &Path) -> Result<Baseline, ReportError> {
+    Ok(read_json::<Baseline>(path)?.checked(path)?)
+}
+
+/// Reads `DIR/results.json` of each directory and merges them (see
+/// [`matrix::merge_results`]).
+pub fn merge_dirs(dirs: &[PathBuf]) -> Result<Results, ReportError> {
+    let mut shards = Vec::new();
+    for dir in dirs {
+        let path = dir.join("results.json");
+        shards.push((dir.display().to_string(), read_results(&path)?));
+    }
+    Ok(merge_named(shards)?)
+}
+
+/// After a matrix ran into `dir`: orders its results.json as the matrix expands, then
+/// writes the reports (see [`write_all`]).
+pub fn finish_matrix(
+    dir: &Path,
+    baseline: Option<&Path>,
+    write_baseline: Option<&Path>,
+) -> Result<Outcome, ReportError> {
+    let mut results = read_results(&dir.join("results.json"))?;
+    matrix::sort_runs(&mut results);
+    write_all(dir, &results, baseline, write_baseline)
+}
+
+/// `crashrig report merge DIR... --out DIR`: merges the shards and writes every report into
+/// `--out`.
+pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
+    let merged = merge_dirs(&args.dirs)?;
+    std::fs::create_dir_all(&args.out).map_err(|source| ReportError::CreateDir {
+        path: args.out.clone(),
+        source,
+    })?;
+    write_all(
+        &args.out,
+        &merged,
+        args.baseline.as_deref(),
+        args.write_baseline.as_deref(),
+    )
+}
+
+/// Writes results.json, junit.xml, junit-cells.xml, summary.md into `dir` and the baseline
+/// of `results` to `write_baseline`; checks against the baseline at `baseline`.
+fn write_all(
+    dir: &Path,
+    results: &Results,
+    baseline: Option<&Path>,
+    write_baseline: Option<&Path>,
+) -> Result<Outcome, ReportError> {
+    let baseline = baseline.map(load_baseline).transpose()?;
+    write_json(&dir.join("results.json"), results)?;
+    if let Some(path) = write_baseline {
+        write_json(path, &baseline_from(results))?;
+    }
+    let regressions = baseline
+        .as_ref()
+        .map(|b| check(results, b))
+        .unwrap_or_default();
+    let md = markdown(results, &compare(results), &regressions);
+    write_atomic(
+        &dir.join("junit.xml"),
+        crate::report::writer::junit(results).as_bytes(),
+    )?;
+    let cells = junit_cells(results).map_err(ReportError::Junit)?;
+    write_atomic(&dir.join("junit-cells.xml"), cells.as_bytes())?;
+    write_atomic(&dir.join("summary.md"), md.as_bytes())?;
+    Ok(Outcome {
+        exit_code: matrix::exit_code(results, baseline.is_some(), &regressions),
+        markdown: md,
+        regressions,
+        missing_cells: matrix::missing_cells(results),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::testutil::*;
+    use crate::matrix::Partition;
+
+    #[test]
+    fn report_merge_writes_every_output_and_sets_the_exit_code() {
+        let m = seed_matrix();
+        let cells = m.cells();
+        let all = results(
+            cells
+                .iter()
+                .map(|c| run_for(c, 4, (c.index % 2) as u32))
+                .collect(),
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = Vec::new();
+        for index in 1..=2u32 {
+            let dir = tmp.path().join(format!("shard-{index}"));
+            std::fs::create_dir(&dir).unwrap();
+            let mut shard = all.clone();
+            shard
+                .runs
+                .retain(|r| r.cell.as_ref().unwrap().index % 2 + 1 == index);
+            write_json(&dir.join("results.json"), &shard).unwrap();
+            dirs.push(dir);
+        }
+        let out = tmp.path().join("merged");
+        let base_path = tmp.path().join("baseline.json");
+        let args = MergeRequest {
+            dirs: dirs.clone(),
+            out: out.clone(),
+            baseline: None,
+            write_baseline: Some(base_path.clone()),
+        };
+        let outcome = report_merge(&args).unwrap();
+        assert_eq!(read_results(&out.join("results.json")).unwrap(), all);
+        let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+        assert_eq!(md, outcome.markdown);
+        assert_eq!(md.lines().filter(|l| l.starts_with("| debian-")).count(), 8);
+        // junit.xml: one case per iteration, as in every results directory; junit-cells.xml:
+        // one case per cell.
+        let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+        assert_eq!(xml.matches("<testcase ").count(), 8 * 4);
+        let xml = std::fs::read_to_string(out.join("junit-cells.xml")).unwrap();
+        assert_eq!(xml.matches("<testcase ").count(), 8);
+        // Odd cells failed once and there is no baseline: the bug was seen.
+        assert_eq!(outcome.exit_code, 1);
+        assert!(outcome.missing_cells.is_empty());
+
+        // Against the baseline of the same results: nothing changed, exit 0.
+        let again = report_merge(&MergeRequest {
+            baseline: Some(base_path),
+            write_baseline: None,
+            ..args
+        })
+        .unwrap();
+        assert_eq!(again.regressions, []);
+        assert_eq!(again.exit_code, 0);
+
+        // One shard only: merged, with the other shard's cells reported missing.
+        let partial = report_merge(&MergeRequest {
+            dirs: dirs[..1].to_vec(),
+            out: tmp.path().join("partial"),
+            baseline: None,
+            write_baseline: None,
+        })
+        .unwrap();
+        assert_eq!(partial.missing_cells, [1, 3, 5, 7]);
+    }
+
+    #[test]
+    fn infrastructure_errors_exit_2_unless_something_failed() {
+        let cells = seed_matrix().cells();
+        let mut broken = run_for(&cells[1], 0, 0);
+        broken.error = Some("QEMU exited".into());
+        let r = results(vec![run_for(&cells[0], 4, 0), broken]);
+        assert_eq!(matrix::exit_code(&r, false, &[]), 2);
+        let r = results(vec![run_for(&cells[0], 4, 0)]);
+        assert_eq!(matrix::exit_code(&r, false, &[]), 0);
+    }
+
+    #[test]
+    fn merges_results_directories() {
+        let (_, all) = unsharded();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = Vec::new();
+        for index in 1..=2 {
+            let dir = tmp.path().join(format!("shard-{index}"));
+            std::fs::create_dir(&dir).unwrap();
+            let text =
+                serde_json::to_string_pretty(&shard(&all, Partition { index, count: 2 })).unwrap();
+            std::fs::write(dir.join("results.json"), text).unwrap();
+            dirs.push(dir);
+        }
+        assert_eq!(merge_dirs(&dirs).unwrap(), all);
+        dirs.push(tmp.path().join("absent"));
+        let err = merge_dirs(&dirs).unwrap_err();
+        assert!(err.to_string().starts_with("read "), "{err}");
+        assert!(err.to_string().ends_with("absent/results.json"), "{err}");
+    }
+
+    #[test]
+    fn loads_files_and_rejects_unknown_fields() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("b.json");
+        std::fs::write(
+            &path,
+            r#"{"cells": [{"kernel": "debian-6.1", "scenario": "seed", "known_failure": true}]}"#,
+        )
+        .unwrap();
+        let b = load_baseline(&path).unwrap();
+        assert!(b.cells[0].known_failure);
+        assert_eq!(b.schema, 1);
+        std::fs::write(
+            &path,
+            r#"{"cells": [{"kernel": "k", "scenario": "s", "rate": 1}]}"#,
+        )
+        .unwrap();
+        let err = load_baseline(&path).unwrap_err();
+        assert!(
+            matches!(err, ReportError::Store(StoreError::Parse { .. })),
+            "{err}"
+        );
+        std::fs::write(&path, r#"{"schema": 2, "cells": []}"#).unwrap();
+        assert!(matches!(
+            load_baseline(&path),
+            Err(ReportError::Baseline(BaselineError::Schema {
+                found: 2,
+                ..
+            }))
+        ));
+    }
+}

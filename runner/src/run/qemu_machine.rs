@@ -1,0 +1,393 @@
+//! The machine of real runs: QEMU for the VM, SSH to the guest helper.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crashrig_guest::{Op, Plan};
+
+use super::boot::{boot, BootSpec, Booted};
+use super::machine::{BootInfo, Machine, MachineError, PlanRun};
+use super::verdict::Abort;
+use crate::cache::Cache;
+use crate::guest::{self, Ending, Guest, GuestHandle, RunKey, SshError, HELPER_COMMAND};
+use crate::image::{self, GuestImage};
+use crate::kernel::ResolvedKernel;
+use crate::scenario::Scenario;
+use crate::vm::{create_disk, Accel, Disk, DiskFormat};
+
+/// Attempts at a plan whose command never reached the guest (channel not opened).
+const SEND_ATTEMPTS: u32 = 3;
+
+/// How long a guest that failed a transport gets to answer a fresh connection before it
+/// counts as not answering. Bounded by the plan's own deadline.
+const PROBE_WITHIN: Duration = Duration::from_secs(60);
+
+/// A QEMU VM for one kernel and scenario, with the scenario's disks. Made before anything is
+/// prepared: the first boot makes the initramfs, disks and key.
+pub struct QemuMachine<'a> {
+    scenario: &'a Scenario,
+    kernel: &'a ResolvedKernel,
+    image: &'a GuestImage,
+    cache: Cache,
+    accel: Accel,
+    /// Keep the disk images after the machine is gone (`--keep`).
+    keep_disks: bool,
+    prepared: Option<Prepared>,
+    booted: Option<Booted>,
+}
+
+/// What every boot of one machine shares.
+struct Prepared {
+    initrd: PathBuf,
+    key: RunKey,
+    disks: Vec<Disk>,
+    /// Removed with the machine unless the disks are kept.
+    _disk_dir: Option<tempfile::TempDir>,
+    /// Short private directory (0700) for the QMP socket: a socket path must fit 108 bytes,
+    /// whatever the results directory is.
+    runtime: tempfile::TempDir,
+}
+
+/// A short directory for sockets: `$XDG_RUNTIME_DIR` or the temporary directory when short
+/// enough, else /tmp.
+pub fn runtime_base() -> PathBuf {
+    let candidates = [
+        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        Some(std::env::temp_dir()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_absolute() && p.as_os_str().len() <= 64 && p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+impl<'a> QemuMachine<'a> {
+    pub fn new(
+        scenario: &'a Scenario,
+        kernel: &'a ResolvedKernel,
+        image: &'a GuestImage,
+        cache: Cache,
+        accel: Accel,
+        keep_disks: bool,
+    ) -> Self {
+        QemuMachine {
+            scenario,
+            kernel,
+            image,
+            cache,
+            accel,
+            keep_disks,
+            prepared: None,
+            booted: None,
+        }
+    }
+
+    fn prepare(&self) -> Result<(Prepared, Option<PathBuf>), MachineError> {
+        let initrd = image::initrd_for(self.image, self.kernel, &self.cache)?;
+        let io = |path: PathBuf| move |source| MachineError::Io { path, source };
+        let disk_dir = tempfile::Builder::new()
+            .prefix("crashrig-disks-")
+            .tempdir()
+            .map_err(io(std::env::temp_dir()))?;
+        let mut disks = Vec::new();
+        for d in &self.scenario.devices {
+            let path = disk_dir.path().join(format!("{}.img", d.name));
+            create_disk(&path, d.size.0)?;
+            disks.push(Disk {
+                serial: d.name.clone(),
+                path,
+                read_only: false,
+                format: DiskFormat::Raw,
+            });
+        }
+        let base = runtime_base();
+        let runtime = tempfile::Builder::new()
+            .prefix("crashrig-")
+            .tempdir_in(&base)
+            .map_err(io(base))?;
+        // With --keep the directory outlives the machine; otherwise TempDir removes it on every
+        // path, including cancellation by Ctrl-C.
+        let (guard, kept) = if self.keep_disks {
+            (None, Some(disk_dir.keep()))
+        } else {
+            (Some(disk_dir), None)
+        };
+        let prepared = Prepared {
+            initrd,
+            key: RunKey::generate()?,
+            disks,
+            _disk_dir: guard,
+            runtime,
+        };
+        Ok((prepared, kept))
+    }
+
+    /// Runs a plan once; the error is the transport's.
+    async fn send(
+        guest: &GuestHandle,
+        stdin: Vec<u8>,
+        deadline: Duration,
+    ) -> (Result<guest::ExecOutput, SshError>, guest::HelperOutput) {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let result = guest
+            .exec(HELPER_COMMAND.into(), stdin, deadline, move |line| {
+                sink.lock().expect("lines lock").push(line.to_string())
+            })
+            .await;
+        let lines = lines.lock().expect("lines lock");
+        let output = guest::helper::read_output(lines.iter().map(String::as_str));
+        (result, output)
+    }
+
+    /// A fresh connection that runs `true`, tried until `within` has passed: the guest
+    /// answers when this returns one.
+    async fn probe(&self, within: Duration) -> Option<GuestHandle> {
+        let b = self.booted.as_ref()?;
+        let prepared = self.prepared.as_ref()?;
+        let port = b.vm.config().ssh_port;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let key = prepared.key.clone();
+            let host_key = self.image.host_key.clone();
+            let attempt = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(20));
+            let connected =
+                tokio::task::spawn_blocking(move || Guest::connect(port, &key, &host_key, attempt))
+                    .await;
+            if let Ok(Ok(g)) = connected {
+                let g = GuestHandle::new(g);
+                if let Ok(out) = g.exec("true".into(), vec![], attempt, |_| {}).await {
+                    if out.status == 0 {
+                        return Some(g);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        None
+    }
+
+    /// Why a plan failed: the kernel (panic, hang) or the host side (QEMU, transport).
+    async fn judge(&mut self, error: SshError, started: Instant, deadline: Duration) -> Abort {
+        let why = crate::report::error_chain(&error);
+        let Some(b) = self.booted.as_mut() else {
+            return Abort::Infra("no VM".into());
+        };
+        // QEMU exits on panic (panic=-1, -no-reboot): give it a moment to get there.
+        let exited = b.vm.wait_exit(Duration::from_secs(2)).await;
+        if b.vm.panicked() {
+            return Abort::Panic(panic_line(&b.vm.console_tail(60)));
+        }
+        if let Some(status) = exited {
+            return Abort::Infra(format!("QEMU exited ({status}) during the plan"));
+        }
+        // The stream worked but the plan did not end within its deadline: a step is stuck in
+        // the kernel, or the whole guest is. Either way the guest must boot again.
+        if matches!(error, SshError::Timeout { .. }) {
+            return Abort::Hang(why);
+        }
+        // The transport failed: only a guest that answers neither a new connection nor on its
+        // console has hung.
+        let console_before = b.vm.console_lines();
+        let left = deadline.saturating_sub(started.elapsed());
+        let within = PROBE_WITHIN.min(left.max(Duration::from_secs(10)));
+        let answered = self.probe(within).await;
+        let Some(b) = self.booted.as_mut() else {
+            return Abort::Infra("no VM".into());
+        };
+        if let Some(fresh) = answered {
+            b.guest = fresh;
+            return Abort::Infra(format!(
+                "the SSH transport failed while the guest was alive: {why}"
+            ));
+        }
+        if b.vm.console_lines() != console_before {
+            return Abort::Infra(format!(
+                "the guest stopped answering SSH ({why}) but its console kept writing"
+            ));
+        }
+        Abort::Hang(format!(
+            "{why}; the guest answered neither a new connection nor on its console within {within:?}"
+        ))
+    }
+}
+
+pub fn panic_line(tail: &[String]) -> String {
+    tail.iter()
+        .find(|l| l.contains("Kernel panic - not syncing"))
+        .map(|l| l.split("] ").nth(1).unwrap_or(l).trim().to_string())
+        .unwrap_or_else(|| "kernel panic".into())
+}
+
+impl Machine for QemuMachine<'_> {
+    async fn boot(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
+        self.stop().await;
+        let mut kept_disks = None;
+        if self.prepared.is_none() {
+            let (prepared, kept) = self.prepare()?;
+            self.prepared = Some(prepared);
+            kept_disks = kept;
+        }
+        let prepared = self.prepared.as_ref().expect("prepared above");
+        let s = self.scenario;
+        let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
+        let uses_dm = s.devices.iter().any(|d| d.dm);
+        let spec = BootSpec {
+            kernel: &self.kernel.image,
+            initrd: &prepared.initrd,
+            image: self.image,
+            key: &prepared.key,
+            memory_mib: s.vm.memory.0 >> 20,
+            cpus: s.vm.cpus,
+            disks: prepared.disks.clone(),
+            modules: image::boot_modules(&fstypes, uses_dm),
+            extra_cmdline: s.vm.cmdline.clone(),
+            accel: self.accel,
+            console_log: console_log.to_path_buf(),
+            qmp_socket: prepared.runtime.path().join("qmp.sock"),
+            ready_timeout: Duration::from_secs(if self.accel == Accel::Kvm { 60 } else { 240 }),
+        };
+        let booted = boot(spec).await?;
+        let mut command = vec!["qemu-system-x86_64".to_string()];
+        command.extend(crate::vm::qemu::qemu_args(booted.vm.config()));
+        let info = BootInfo {
+            ready_after: booted.ready_after,
+            command,
+            kept_disks,
+        };
+        self.booted = Some(booted);
+        Ok(info)
+    }
+
+    async fn run_plan(&mut self, plan: &Plan, deadline: Duration) -> PlanRun {
+        let started = Instant::now();
+        let stdin = serde_json::to_vec(plan).unwrap_or_default();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(b) = self.booted.as_ref() else {
+                return PlanRun {
+                    reports: vec![],
+                    abort: Some(Abort::Infra("no VM".into())),
+                };
+            };
+            let left = deadline.saturating_sub(started.elapsed());
+            let (result, output) = Self::send(&b.guest, stdin.clone(), left).await;
+            let abort = match result {
+                Ok(out) => match output.ending {
+                    Ending::Finished => None,
+                    Ending::Fatal(message) => {
+                        Some(Abort::Infra(format!("guest helper: {message}")))
+                    }
+                    Ending::Unfinished { unreadable } => Some(Abort::Infra(format!(
+                        "guest helper ended without finishing its plan (status {}): {}{}",
+                        out.status,
+                        out.stderr.trim(),
+                        unreadable
+                            .first()
+                            .map(|l| format!(" (unreadable output: {l})"))
+                            .unwrap_or_default()
+                    ))),
+                },
+                // The command never reached the guest: send it again on a new connection.
+                Err(e) if e.before_command() && attempt < SEND_ATTEMPTS => {
+                    let left = deadline.saturating_sub(started.elapsed());
+                    if let Some(fresh) = self.probe(PROBE_WITHIN.min(left)).await {
+                        if let Some(b) = self.booted.as_mut() {
+                            b.guest = fresh;
+                            continue;
+                        }
+                    }
+                    Some(self.judge(e, started, deadline).await)
+                }
+                Err(e) => Some(self.judge(e, started, deadline).await),
+            };
+            return PlanRun {
+                reports: output.reports,
+                abort,
+            };
+        }
+    }
+
+    fn console_tail(&self, lines: usize) -> Vec<String> {
+        self.booted
+            .as_ref()
+            .map(|b| b.vm.console_tail(lines))
+            .unwrap_or_default()
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.booted
+            .as_mut()
+            .is_some_and(|b| b.vm.exited().is_none())
+    }
+
+    async fn power_cut(&mut self) {
+        if let Some(b) = self.booted.as_mut() {
+            b.vm.power_cut().await;
+        }
+    }
+
+    async fn panic(&mut self) {
+        let Some(b) = self.booted.as_mut() else {
+            return;
+        };
+        let guest = b.guest.clone();
+        let stdin =
+            serde_json::to_vec(&guest::helper::plan("panic", [Op::Panic])).unwrap_or_default();
+        // The connection dies with the kernel; the result does not matter.
+        tokio::spawn(async move {
+            guest
+                .exec(
+                    HELPER_COMMAND.into(),
+                    stdin,
+                    Duration::from_secs(30),
+                    |_| {},
+                )
+                .await
+        });
+        if b.vm.wait_exit(Duration::from_secs(60)).await.is_none() {
+            b.vm.power_cut().await;
+        }
+    }
+
+    async fn reboot(&mut self) {
+        let Some(b) = self.booted.as_mut() else {
+            return;
+        };
+        let guest = b.guest.clone();
+        tokio::spawn(async move {
+            guest
+                .exec(
+                    "sync; reboot".into(),
+                    vec![],
+                    Duration::from_secs(30),
+                    |_| {},
+                )
+                .await
+        });
+        if b.vm.wait_exit(Duration::from_secs(120)).await.is_none() {
+            b.vm.power_cut().await;
+        }
+    }
+
+    async fn unplug(&mut self, serial: &str, within: Duration) -> Result<(), MachineError> {
+        let b = self.booted.as_mut().ok_or(MachineError::NotRunning)?;
+        Ok(b.vm.unplug(serial, within).await?)
+    }
+
+    async fn replug(&mut self, serial: &str) -> Result<(), MachineError> {
+        let b = self.booted.as_mut().ok_or(MachineError::NotRunning)?;
+        Ok(b.vm.replug(serial).await?)
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut b) = self.booted.take() {
+            b.vm.stop().await;
+        }
+    }
+}
