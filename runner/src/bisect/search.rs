@@ -151,6 +151,9 @@ pub struct Bisector {
     /// The pair of the last verification, for the report.
     verified_pair: Option<Pair>,
     verify_rates: Option<VerifyRates>,
+    /// The ends' comparison when it showed the difference (later runs of the ends change the
+    /// figures, not the fact that the search began on a shown difference).
+    ends_shown: Option<Comparison>,
     pending: Option<Pending>,
 }
 
@@ -184,6 +187,7 @@ impl Bisector {
             failed_rounds: 0,
             verified_pair: None,
             verify_rates: None,
+            ends_shown: None,
             pending: None,
         })
     }
@@ -471,6 +475,7 @@ impl Bisector {
                 State::Ends => match self.decide_ends() {
                     Some(d) => d,
                     None => {
+                        self.ends_shown = Some(self.ends());
                         self.state = State::Search;
                         continue;
                     }
@@ -891,8 +896,10 @@ impl Bisector {
             _ => None,
         };
         let (good, bad) = (self.rep(0), self.rep(self.last));
-        let ends = (self.kernel_tally(good).iterations + self.kernel_tally(bad).iterations > 0)
-            .then(|| self.ends());
+        let ends = self.ends_shown.clone().or_else(|| {
+            (self.kernel_tally(good).iterations + self.kernel_tally(bad).iterations > 0)
+                .then(|| self.ends())
+        });
         let iterations_needed = match (status, &ends) {
             (Status::NoDifference, Some(e)) => {
                 verify::iterations_to_separate(e.good.rate, e.bad.rate)

@@ -23,6 +23,10 @@ pub struct BisectArgs {
     /// on the `--kernel` base; the base alone is good, base plus the whole series bad.
     #[arg(long, value_name = "SERIES", conflicts_with_all = ["good", "bad"])]
     pub patches: Vec<PathBuf>,
+    /// Patch form: patches applied on the `--kernel` base under every candidate (the good end
+    /// included), before the series.
+    #[arg(long, value_name = "PATCHES", requires = "patches")]
+    pub base_patches: Vec<PathBuf>,
     /// Kernel config fragments for every build (besides `base` and the scenario's).
     #[arg(long, value_name = "FRAGMENT")]
     pub kconfig: Vec<String>,
@@ -67,6 +71,7 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         good: args.good,
         bad: args.bad,
         patches: args.patches,
+        base_patches: args.base_patches,
         kconfig: args.kconfig,
         fix: args.fix,
         target: args.target,

@@ -33,6 +33,8 @@ pub struct BisectOptions {
     /// Patch form: the series to bisect (mbox, quilt series, directory or one patch), applied
     /// on the `--kernel` base; the base alone is good, base plus the whole series bad.
     pub patches: Vec<PathBuf>,
+    /// Patch form: patches applied on the base under every candidate, the good end included.
+    pub base_patches: Vec<PathBuf>,
     /// Kernel config fragments for every build (besides `base` and the scenario's).
     pub kconfig: Vec<String>,
     /// Find the fix instead: the old end is bad, the new end good.
@@ -221,6 +223,8 @@ enum Candidates {
     },
     Patches {
         base: KernelSpec,
+        /// Applied under every candidate, the good end included.
+        under: Vec<PatchFile>,
         patches: Vec<PatchFile>,
     },
 }
@@ -283,9 +287,13 @@ impl Candidates {
                     };
                     kernel::resolve(&spec, opts, cache, &progress).await
                 }
-                Candidates::Patches { base, patches } => {
-                    kernel::resolve_patches(base, opts, patches[..k].to_vec(), cache, &progress)
-                        .await
+                Candidates::Patches {
+                    base,
+                    under,
+                    patches,
+                } => {
+                    let list = under.iter().chain(&patches[..k]).cloned().collect();
+                    kernel::resolve_patches(base, opts, list, cache, &progress).await
                 }
             }
         };
@@ -383,17 +391,26 @@ fn candidates(args: &BisectOptions) -> Result<(Candidates, String), BisectRunErr
     if patches.is_empty() {
         return Err(BisectRunError::EmptySeries);
     }
-    let range = format!(
-        "{base_spec} + {}",
-        args.patches
-            .iter()
+    let under = kernel::patches::expand(&args.base_patches).map_err(BisectRunError::Series)?;
+    let paths = |list: &[PathBuf]| {
+        list.iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(" + ")
-    );
+    };
+    let range = if under.is_empty() {
+        format!("{base_spec} + {}", paths(&args.patches))
+    } else {
+        format!(
+            "{base_spec} + {} under {}",
+            paths(&args.base_patches),
+            paths(&args.patches)
+        )
+    };
     Ok((
         Candidates::Patches {
             base: base_spec,
+            under,
             patches,
         },
         range,
