@@ -166,6 +166,7 @@ fn bisect_names_the_patch_that_defers_fput() {
 /// the culprit raises that to one in two; two patches build the same kernel image as the patch
 /// before them (documentation and a comment), which once livelocked the verification.
 #[test]
+#[ignore = "not yet run against real kernels: the series' builds and rates are unverified"]
 fn bisect_names_the_patch_that_raises_an_existing_rate() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
