@@ -57,8 +57,8 @@ pub struct BisectOptions {
 pub enum BisectRunError {
     #[error(transparent)]
     Session(#[from] SessionError),
-    #[error("run git")]
-    GitSpawn(#[source] std::io::Error),
+    #[error(transparent)]
+    GitRun(crate::process::ProcessError),
     #[error("run `git {args}` in {repo}: {stderr}")]
     Git {
         args: String,
@@ -293,20 +293,21 @@ impl Candidates {
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<String, BisectRunError> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
+    // rev-list and log over a kernel tree's history: seconds, minutes on a cold cache.
+    const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C").arg(repo).args(args);
+    let out = crate::process::Tool::new(&mut cmd, GIT_LIMIT)
         .output()
-        .map_err(BisectRunError::GitSpawn)?;
+        .map_err(BisectRunError::GitRun)?;
     if !out.status.success() {
         return Err(BisectRunError::Git {
             args: args.join(" "),
             repo: repo.to_path_buf(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr: out.stderr_text().trim().to_string(),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout_text())
 }
 
 fn split_path_ref(s: &str) -> Result<(PathBuf, String), BisectRunError> {
