@@ -15,40 +15,30 @@ use super::error::AmplifyError;
 use super::search::{Config, Counts, Searcher};
 use super::space::{Arm, Knob, Space};
 
-/// Parameters of the simulation benchmark (clap prints each default).
-#[derive(Clone, Debug, PartialEq, clap::Args)]
+/// Parameters of the simulation benchmark.
+#[derive(Clone, Debug, PartialEq)]
 pub struct SimParams {
-    /// Values per knob of the simulated spaces, comma-separated (default: the seed scenario's
-    /// shape: 6 knobs, 432 settings)
-    #[arg(long, value_delimiter = ',', default_value = "2,2,4,3,3,3")]
+    /// Values per knob of the simulated spaces. Default: 3, 4, 2 (24 settings, searched
+    /// whole); the seed scenario's shape is 4, 3, 3, 3, 2 (216, searched locally).
     pub shape: Vec<usize>,
     /// Simulated searches per budget
-    #[arg(long, default_value_t = 200)]
     pub runs: u32,
-    /// Budgets to compare, comma-separated (iterations)
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "150,300,600,1200,2400,4800,9600"
-    )]
+    /// Budgets to compare (iterations).
     pub budgets: Vec<u64>,
     /// A setting within this of the best rate counts as found
-    #[arg(long, default_value_t = 0.05)]
     pub tolerance: f64,
     /// Iterations per search step
-    #[arg(long, default_value_t = 5)]
     pub batch: u32,
     /// Seed of the simulated spaces
-    #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 
 impl Default for SimParams {
     fn default() -> Self {
         SimParams {
-            shape: vec![2, 2, 4, 3, 3, 3],
+            shape: vec![3, 4, 2],
             runs: 200,
-            budgets: vec![150, 300, 600, 1200, 2400, 4800, 9600],
+            budgets: vec![150, 300, 600, 1200, 2400, 4800],
             tolerance: 0.05,
             batch: 5,
             seed: 1,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use super::amplify::AmplifyArgs;
 use super::bench::BenchCommand;
 use super::bisect::BisectArgs;
 use super::build::BuildArgs;
@@ -45,6 +46,10 @@ pub enum Command {
     /// Find the commit or patch that changed a scenario's outcome, even when it shows only
     /// sometimes.
     Bisect(BisectArgs),
+    /// Search the scenario's declared parameters for the setting under which the bug shows
+    /// most often (or, with --against, where two kernels differ most); writes the scenario
+    /// with that setting as its defaults.
+    Amplify(AmplifyArgs),
     /// For `git bisect run`: exit 0 good, 1 bad, 125 cannot test.
     Check(CheckArgs),
     /// Run a matrix of kernels x scenarios x parameters (see docs/matrix.md).
@@ -69,6 +74,8 @@ pub enum CliError {
     Bisect(#[from] crate::run::bisect_run::BisectRunError),
     #[error(transparent)]
     Matrix(#[from] crate::run::matrix_run::MatrixRunError),
+    #[error(transparent)]
+    Amplify(#[from] crate::run::amplify_run::AmplifyRunError),
     #[error(transparent)]
     Bench(#[from] crate::run::bench::BenchError),
     #[error(transparent)]
@@ -106,6 +113,7 @@ impl CliError {
             CliError::Session(e) => e.exit_code(),
             CliError::Bisect(e) => e.exit_code(),
             CliError::Matrix(e) => e.exit_code(),
+            CliError::Amplify(e) => e.exit_code(),
             CliError::Bench(e) => e.exit_code(),
             CliError::Report(e) => e.exit_code(),
             CliError::Results(e) => e.exit_code(),
@@ -133,6 +141,7 @@ pub fn main() -> i32 {
             Command::Image(args) => super::image::image(args).await,
             Command::Build(args) => with_signals(super::build::build(args)).await,
             Command::Bisect(args) => with_signals(super::bisect::bisect(args)).await,
+            Command::Amplify(args) => with_signals(super::amplify::amplify(args)).await,
             Command::Check(args) => {
                 with_signals(async { Ok(super::check::check(args).await) }).await
             }

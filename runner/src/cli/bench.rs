@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::common::AccelArg;
 use super::CliError;
+use crate::amplify::SimParams as AmplifySimParams;
 use crate::bisect::SimParams;
 use crate::run::bench::{boot_bench, BootBenchOptions};
 
@@ -22,6 +23,14 @@ pub enum BenchCommand {
     Bisect(BenchBisectArgs),
     /// The same matrix run sequentially (-j 1) and in parallel (-j N), wall times side by side.
     Matrix(BenchMatrixArgs),
+    /// The amplification search against simulated spaces with known rates, next to uniform
+    /// allocation at the same budgets: how often each finds a setting within the tolerance
+    /// of the best, iterations spent, regret. No VM.
+    AmplifySim(BenchAmplifySimArgs),
+    /// The amplification search on a real kernel (default: the seed scenario on debian:6.1),
+    /// then fresh iterations of the default and of the winner: both rates with intervals,
+    /// Fisher p, and the expected bisection cost at each rate (bisection simulator).
+    Amplify(BenchAmplifyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +112,49 @@ impl BenchBisectArgs {
     }
 }
 
+/// The parameters of [`crate::amplify::SimParams`].
+#[derive(Args, Debug, Clone)]
+pub struct BenchAmplifySimArgs {
+    /// Values per knob of the simulated spaces, comma-separated (the seed scenario's shape
+    /// is 4,3,3,3,2: 216 settings)
+    #[arg(long, value_delimiter = ',', default_value = "3,4,2")]
+    pub shape: Vec<usize>,
+    /// Simulated spaces per budget
+    #[arg(long, default_value_t = AmplifySimParams::default().runs, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub runs: u32,
+    /// Budgets to compare (iterations), comma-separated
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "150,300,600,1200,2400,4800"
+    )]
+    pub budgets: Vec<u64>,
+    /// A setting within this of the best rate counts as found
+    #[arg(long, default_value_t = AmplifySimParams::default().tolerance)]
+    pub tolerance: f64,
+    /// Iterations per search step
+    #[arg(long, default_value_t = AmplifySimParams::default().batch, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: u32,
+    /// Seed of the simulated spaces
+    #[arg(long, default_value_t = AmplifySimParams::default().seed)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchAmplifyArgs {
+    /// Default: tests/seed-kill-umount.yaml of this crashrig.
+    #[arg(value_name = "SCENARIO.yaml")]
+    pub scenario: Option<PathBuf>,
+    /// Fresh iterations of the default and of the winner after the search.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(60..=10_000))]
+    pub confirm: u32,
+    /// Simulated bisections per rate.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub bisect_runs: u32,
+    #[command(flatten)]
+    pub search: super::amplify::SearchArgs,
+}
+
 #[derive(Args, Debug)]
 pub struct BenchMatrixArgs {
     /// Default: tests/matrix/small.yaml of this crashrig.
@@ -128,6 +180,37 @@ pub async fn bench(command: BenchCommand) -> Result<i32, CliError> {
             Ok(crate::exit::OK)
         }
         BenchCommand::Matrix(args) => matrix(args).await,
+        BenchCommand::AmplifySim(args) => {
+            let summary = crate::amplify::simulate(&AmplifySimParams {
+                shape: args.shape,
+                runs: args.runs,
+                budgets: args.budgets,
+                tolerance: args.tolerance,
+                batch: args.batch,
+                seed: args.seed,
+            })
+            .map_err(crate::run::amplify_run::AmplifyRunError::from)?;
+            crate::amplify::print_summary(&summary, &mut std::io::stdout())
+                .map_err(|source| CliError::Stdout { source })?;
+            Ok(crate::exit::OK)
+        }
+        BenchCommand::Amplify(args) => {
+            let scenario = args.scenario.unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/seed-kill-umount.yaml")
+            });
+            let mut search = args.search.options(scenario);
+            if search.target.is_none() {
+                search.target = Some("umount:EBUSY".into());
+            }
+            let figures = crate::run::amplify_run::bench(crate::run::amplify_run::BenchOptions {
+                search,
+                confirm: args.confirm,
+                bisect_runs: args.bisect_runs,
+            })
+            .await?;
+            print!("{}", crate::run::amplify_run::bench_text(&figures));
+            Ok(crate::exit::OK)
+        }
     }
 }
 

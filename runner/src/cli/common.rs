@@ -48,6 +48,27 @@ pub struct CommonVmArgs {
     /// Print every iteration and more detail.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Set a scenario parameter (repeatable): the scenario's `${NAME}` becomes VALUE instead
+    /// of the declared default. `cpus`, `memory` and `filesystem` set the VM's CPUs and memory
+    /// and the filesystem type. See docs/scenario-format.md.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+}
+
+/// `--param NAME=VALUE`.
+pub fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    if !crate::scenario::is_parameter_name(name) {
+        return Err(format!(
+            "`{name}` is not a parameter name (lowercase letters, digits, `-`, `_`, starting \
+             with a letter)"
+        ));
+    }
+    crate::scenario::check_parameter_value(value)
+        .map_err(|why| format!("the value of `{name}` {why}"))?;
+    Ok((name.to_string(), value.to_string()))
 }
 
 impl CommonVmArgs {
@@ -58,6 +79,7 @@ impl CommonVmArgs {
             out: self.out.clone(),
             recipe: self.recipe.clone(),
             verbose: self.verbose,
+            params: self.params.clone(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! Nothing outside this module uses clap: the arguments become the plain option types of
 //! `crate::run` and `crate::matrix` here.
 
+mod amplify;
 mod app;
 mod bench;
 mod bisect;

@@ -10,7 +10,7 @@ use super::CliError;
 use crate::report::writer::ResultsWriter;
 use crate::report::Verdict;
 use crate::run::session::{BuildRequest, Session, VmOptions};
-use crate::run::RunOptions;
+use crate::run::{LoadedScenario, RunOptions};
 
 #[derive(Args, Debug)]
 pub struct ReproArgs {
@@ -32,6 +32,10 @@ pub struct ReproArgs {
     /// Default: RESULTS_DIR/repro-<run>-<iteration>.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Change a parameter of the recorded setting (repeatable): the scenario is then loaded
+    /// again from its recorded path with the recorded setting and these values.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = super::common::parse_param)]
+    pub params: Vec<(String, String)>,
 }
 
 pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
@@ -65,8 +69,21 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
         verbose: true,
         ..VmOptions::default()
     });
-    let recorded = args.results.join(&run.dir).join("scenario.yaml");
-    let loaded = session.load_scenario(&recorded)?;
+    let loaded = if args.params.is_empty() {
+        // The scenario as it ran, its parameters already substituted.
+        let recorded = args.results.join(&run.dir).join("scenario.yaml");
+        let mut loaded = crate::scenario::load_recorded(&recorded)
+            .map_err(crate::run::session::SessionError::from)?;
+        loaded.scenario.setting = run.setting.clone();
+        LoadedScenario {
+            scenario: loaded.scenario,
+            path: recorded,
+        }
+    } else {
+        let mut setting = run.setting.clone();
+        setting.extend(crate::run::session::setting_of(&args.params)?);
+        session.load_scenario_with(std::path::Path::new(&run.scenario.path), &setting)?
+    };
     let spec = args
         .kernel
         .clone()

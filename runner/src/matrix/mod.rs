@@ -28,9 +28,7 @@ pub use model::{
     join_clean, load, load_str, Cell, Diagnostic, Diagnostics, Matrix, MatrixError, MatrixKernel,
     MatrixScenario,
 };
-pub use params::{
-    apply_params, cell_scenario, mkfs_overwrite_options, ParamError, KNOWN_PARAMETERS,
-};
+pub use params::cell_scenario;
 pub use partition::{default_jobs, parse_partition, Partition, PartitionError, PER_VM_OVERHEAD};
 pub use significance::{fisher_exact_greater, fisher_exact_two_sided, format_p};
 pub use summary::{

@@ -21,7 +21,6 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::locate::{Positions, Seg};
-use super::params::KNOWN_PARAMETERS;
 use crate::kernel::spec::{KernelSpec, PathKind};
 use crate::report::CellInfo;
 
@@ -538,7 +537,7 @@ fn check(
     let mut parameters = BTreeMap::new();
     for (name, values) in raw.parameters {
         let at = vec![key("parameters"), key(&name)];
-        if !KNOWN_PARAMETERS.contains(&name.as_str()) && !is_placeholder_name(&name) {
+        if !crate::scenario::is_parameter_name(&name) {
             bad(
                 at.clone(),
                 format!(
@@ -600,13 +599,6 @@ pub fn join_clean(base: &Path, p: impl AsRef<Path>) -> PathBuf {
         }
     }
     out
-}
-
-fn is_placeholder_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 fn resolve_spec(spec: KernelSpec, base: &Path) -> KernelSpec {

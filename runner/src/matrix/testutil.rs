@@ -130,6 +130,7 @@ pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
         summary: summarize(&iterations),
         iterations,
         cell: Some(cell.info()),
+        setting: cell.params.clone(),
     }
 }
 

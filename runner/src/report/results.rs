@@ -167,6 +167,10 @@ pub struct RunRecord {
     /// Which matrix cell this run is (`crashrig matrix` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cell: Option<CellInfo>,
+    /// The scenario's parameters as this run set them (name -> value): declared defaults,
+    /// `--param` values and a matrix cell's values. Empty without parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub setting: BTreeMap<String, String>,
 }
 
 impl RunRecord {

@@ -304,6 +304,7 @@ mod tests {
             finished: None,
             dir: String::new(),
             cell: None,
+            setting: Default::default(),
             guest_image: String::new(),
             boots: vec![],
             setup: vec![],

@@ -569,6 +569,7 @@ pub async fn run_batch<M: Machine>(
         finished: None,
         dir: rel_dir.clone(),
         cell: opts.cell.clone(),
+        setting: s.setting.clone(),
         guest_image: guest_image_key.to_string(),
         boots: Vec::new(),
         setup: Vec::new(),

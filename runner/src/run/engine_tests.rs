@@ -36,6 +36,8 @@ fn scenario(steps: Vec<Step>) -> Scenario {
         steps,
         cleanup: vec![],
         dmesg: DmesgExpect::default(),
+        parameters: vec![],
+        setting: Default::default(),
     }
 }
 

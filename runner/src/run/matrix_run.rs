@@ -43,6 +43,8 @@ pub enum MatrixRunError {
     Load(#[from] MatrixError),
     #[error("use --kernel with a matrix: a matrix names its kernels in the matrix file")]
     KernelFlag,
+    #[error("set `{name}` with --param: the matrix varies `{name}` itself")]
+    ParamVaried { name: String },
     #[error("validate the scenarios of the matrix ({count} problems above)")]
     Scenarios { count: usize },
     #[error(transparent)]
@@ -83,25 +85,43 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     // Validate every scenario (with its parameters) before booting anything.
     let mut scenarios: HashMap<usize, LoadedScenario> = HashMap::new();
     let mut problems = Vec::new();
+    let given = session.vm.setting()?;
+    if let Some(name) = given.keys().find(|n| m.parameters.contains_key(*n)) {
+        return Err(MatrixRunError::ParamVaried { name: name.clone() });
+    }
     for cell in &cells {
-        match session.load_scenario(&cell.scenario.path) {
-            Ok(loaded) => match matrix::cell_scenario(&loaded.scenario, cell) {
-                Ok(s) => {
-                    scenarios.insert(
-                        cell.index,
-                        LoadedScenario {
-                            scenario: s,
-                            path: loaded.path,
-                        },
-                    );
+        let mut setting = given.clone();
+        setting.extend(cell.params.clone());
+        match session.load_scenario_with(&cell.scenario.path, &setting) {
+            Ok(loaded) => {
+                scenarios.insert(
+                    cell.index,
+                    LoadedScenario {
+                        scenario: matrix::cell_scenario(loaded.scenario, cell),
+                        path: loaded.path,
+                    },
+                );
+            }
+            Err(e) => {
+                // The same scenario and values fail the same way on every kernel: once.
+                let values: Vec<String> = cell
+                    .params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let text = crate::report::error_chain(&e);
+                let problem = if values.is_empty() {
+                    text
+                } else {
+                    format!("cells with {}: {text}", values.join(","))
+                };
+                if !problems.contains(&problem) {
+                    problems.push(problem);
                 }
-                Err(e) => problems.push(format!("{}: {e}", cell.id())),
-            },
-            Err(e) => problems.push(crate::report::error_chain(&e)),
+            }
         }
     }
     if !problems.is_empty() {
-        problems.dedup();
         let count = problems.len();
         session.setup_sink().emit(Event::Diagnostics {
             text: problems.join("\n"),

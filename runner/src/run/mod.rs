@@ -1,5 +1,6 @@
 //! Running scenarios: boot, plan, iterate, classify, report.
 
+pub mod amplify_run;
 pub mod bench;
 pub mod bisect_run;
 pub mod boot;

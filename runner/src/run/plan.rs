@@ -345,6 +345,8 @@ mod tests {
             steps,
             cleanup: vec![],
             dmesg: DmesgExpect::default(),
+            parameters: vec![],
+            setting: Setting::new(),
         }
     }
 

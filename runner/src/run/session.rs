@@ -16,7 +16,7 @@ use crate::report::terminal::Terminal;
 use crate::report::writer::ResultsWriter;
 use crate::report::HostInfo;
 use crate::run::LoadedScenario;
-use crate::scenario::LoadError;
+use crate::scenario::{LoadError, Setting};
 use crate::vm::{Accel, AccelChoice, VmError};
 
 /// The options every VM command takes (`--kernel`, `--accel`, `--out`, `--recipe`,
@@ -31,6 +31,30 @@ pub struct VmOptions {
     /// Default: images/default.yaml of this crashrig.
     pub recipe: Option<PathBuf>,
     pub verbose: bool,
+    /// Scenario parameter values (`--param NAME=VALUE`), in the order given.
+    pub params: Vec<(String, String)>,
+}
+
+impl VmOptions {
+    /// The `--param` values as a setting; a name given twice is an error.
+    pub fn setting(&self) -> Result<Setting, SessionError> {
+        setting_of(&self.params)
+    }
+}
+
+/// Collects `NAME=VALUE` pairs into a setting; a name given twice is an error.
+pub fn setting_of(params: &[(String, String)]) -> Result<Setting, SessionError> {
+    let mut setting = Setting::new();
+    for (name, value) in params {
+        if let Some(first) = setting.insert(name.clone(), value.clone()) {
+            return Err(SessionError::ParamTwice {
+                name: name.clone(),
+                first,
+                second: value.clone(),
+            });
+        }
+    }
+    Ok(setting)
 }
 
 /// Build options the user adds to kernels crashrig builds (`--kconfig`, `--patches`).
@@ -75,6 +99,12 @@ pub enum SessionError {
     },
     #[error("finish a background task")]
     Task(#[source] tokio::task::JoinError),
+    #[error("set parameter `{name}`: --param gives it twice (`{first}` and `{second}`)")]
+    ParamTwice {
+        name: String,
+        first: String,
+        second: String,
+    },
 }
 
 impl SessionError {
@@ -88,9 +118,10 @@ impl SessionError {
     pub fn is_input_error(&self) -> bool {
         match self {
             SessionError::Kernel { source, .. } => source.is_input_error(),
-            SessionError::Scenario(_) | SessionError::Spec(_) | SessionError::NotBuilt { .. } => {
-                true
-            }
+            SessionError::Scenario(_)
+            | SessionError::Spec(_)
+            | SessionError::NotBuilt { .. }
+            | SessionError::ParamTwice { .. } => true,
             _ => false,
         }
     }
@@ -139,9 +170,21 @@ impl Session {
         })
     }
 
-    /// Loads and validates a scenario; its warnings go to the set-up sink.
+    /// Loads and validates a scenario with the `--param` values; its warnings go to the
+    /// set-up sink.
     pub fn load_scenario(&mut self, path: &Path) -> Result<LoadedScenario, SessionError> {
-        let loaded = load_scenario(path)?;
+        let setting = self.vm.setting()?;
+        self.load_scenario_with(path, &setting)
+    }
+
+    /// Loads and validates a scenario with these parameter values (a matrix cell's and
+    /// `--param`'s); its warnings go to the set-up sink.
+    pub fn load_scenario_with(
+        &mut self,
+        path: &Path,
+        setting: &Setting,
+    ) -> Result<LoadedScenario, SessionError> {
+        let loaded = load_scenario(path, setting)?;
         if !loaded.1.is_empty() {
             self.setup.emit(Event::Diagnostics { text: loaded.1 });
         }
@@ -271,9 +314,13 @@ pub async fn forward_build_progress<T>(
     }
 }
 
-/// Loads and validates a scenario; returns it with its warnings (empty when none).
-pub fn load_scenario(path: &Path) -> Result<(LoadedScenario, String), SessionError> {
-    let loaded = crate::scenario::load_file_with_warnings(path)?;
+/// Loads and validates a scenario with parameter values; returns it with its warnings
+/// (empty when none).
+pub fn load_scenario(
+    path: &Path,
+    setting: &Setting,
+) -> Result<(LoadedScenario, String), SessionError> {
+    let loaded = crate::scenario::load_with(path, setting)?;
     Ok((
         LoadedScenario {
             scenario: loaded.scenario,

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::model::Scenario;
+use super::model::{Scenario, Setting};
+use super::params::{self, set_filesystem, Decl, RESERVED};
 use super::validate::{self, Partial, PathSeg, Severity};
 use super::yaml::{self, DeError, ErrKind, Kind, NodeId, Role, Seg, Tree};
 
@@ -58,8 +59,8 @@ pub struct Loaded {
     pub warnings: Diagnostics,
 }
 
-/// Reads, parses and validates the scenario at `path`. Warnings are dropped; use
-/// [`load_file_with_warnings`] to show them.
+/// Reads, parses and validates the scenario at `path`, with its parameters' defaults.
+/// Warnings are dropped; use [`load_file_with_warnings`] to show them.
 pub fn load_file(path: &Path) -> Result<Scenario, LoadError> {
     load_file_with_warnings(path).map(|l| l.scenario)
 }
@@ -70,18 +71,62 @@ pub fn load_str(text: &str, origin: &str) -> Result<Scenario, LoadError> {
 }
 
 pub fn load_file_with_warnings(path: &Path) -> Result<Loaded, LoadError> {
+    load_with(path, &Setting::new())
+}
+
+pub fn load_str_with_warnings(text: &str, origin: &str) -> Result<Loaded, LoadError> {
+    load_str_with(text, origin, &Setting::new())
+}
+
+/// Loads the scenario at `path` with `overrides` for its parameters (`--param`, a matrix
+/// cell's values): a name the scenario neither declares nor uses is an error, and so is a
+/// value that does not fit where it is substituted.
+pub fn load_with(path: &Path, overrides: &Setting) -> Result<Loaded, LoadError> {
+    let text = read(path)?;
+    load_str_with(&text, &path.display().to_string(), overrides)
+}
+
+pub fn load_str_with(text: &str, origin: &str, overrides: &Setting) -> Result<Loaded, LoadError> {
+    load_text(
+        text,
+        origin,
+        Mode::Source {
+            overrides,
+            try_values: true,
+        },
+    )
+}
+
+/// Loads a scenario crashrig recorded as it ran (`scenario.yaml` in a run directory): its
+/// parameters are already substituted, so `${` is read as it stands.
+pub fn load_recorded(path: &Path) -> Result<Loaded, LoadError> {
+    let text = read(path)?;
+    load_text(&text, &path.display().to_string(), Mode::Recorded)
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let text = std::str::from_utf8(&bytes).map_err(|source| LoadError::NotUtf8 {
+    String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
         path: path.to_path_buf(),
-        source,
-    })?;
-    load_str_with_warnings(text, &path.display().to_string())
+        source: e.utf8_error(),
+    })
 }
 
-pub fn load_str_with_warnings(text: &str, origin: &str) -> Result<Loaded, LoadError> {
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// A file as a user wrote it: `parameters` and `${name}` are read.
+    Source {
+        overrides: &'a Setting,
+        /// Load once more with each declared value, to report the ones that do not fit.
+        try_values: bool,
+    },
+    Recorded,
+}
+
+fn load_text(text: &str, origin: &str, mode: Mode) -> Result<Loaded, LoadError> {
     let mut diags = Diagnostics {
         origin: origin.to_string(),
         items: Vec::new(),
@@ -115,14 +160,79 @@ pub fn load_str_with_warnings(text: &str, origin: &str) -> Result<Loaded, LoadEr
         return Err(LoadError::Invalid(diags));
     }
 
-    let read = read_scenario(&mut tree, root);
-    for (node, message) in &read.errors {
+    let params = match mode {
+        Mode::Source { overrides, .. } => read_parameters(&mut tree, root, overrides),
+        Mode::Recorded => Params::default(),
+    };
+    let note = |node: NodeId, message: String| match params.notes.get(&node) {
+        Some(pairs) => {
+            let pairs: Vec<String> = pairs
+                .iter()
+                .map(|(n, v)| format!("`{n}` = `{v}`"))
+                .collect();
+            format!("{message} (with {})", pairs.join(", "))
+        }
+        None => message,
+    };
+    for (node, message) in &params.errors {
         diags.push(text, Severity::Error, tree.span(*node), message.clone());
     }
-    let Some(scenario) = read.scenario else {
+    for (node, name, message) in &params.unknown_names {
+        let span = tree.span(*node);
+        let placeholder = format!("${{{name}}}");
+        // The placeholder's own line and column, within the lines of its scalar.
+        let found = (span.start.line()..=span.end.line().max(span.start.line())).find_map(|l| {
+            let line = text.split('\n').nth(l.checked_sub(1)?)?;
+            let at = line.find(&placeholder)?;
+            Some((l, line[..at].chars().count() + 1))
+        });
+        match found {
+            Some((line, column)) => diags.push_at(
+                text,
+                Severity::Error,
+                line,
+                column,
+                placeholder.chars().count(),
+                message.clone(),
+            ),
+            None => diags.push(text, Severity::Error, span, message.clone()),
+        }
+    }
+
+    let read = read_scenario(&mut tree, root);
+    for (node, message) in &read.errors {
+        // `${nope}` was reported as unknown; that it is no duration follows from it.
+        if !params.unknown.contains(node) {
+            diags.push(
+                text,
+                Severity::Error,
+                tree.span(*node),
+                note(*node, message.clone()),
+            );
+        }
+    }
+    let Some(mut scenario) = read.scenario else {
         diags.sort();
         return Err(LoadError::Invalid(diags));
     };
+    if let Some(fstype) = params.setting.get("filesystem") {
+        if set_filesystem(&mut scenario, fstype).is_err() {
+            let at = params
+                .declared_at
+                .get("filesystem")
+                .copied()
+                .unwrap_or(root);
+            diags.push(
+                text,
+                Severity::Error,
+                tree.span(at),
+                format!(
+                    "parameter `filesystem` = `{fstype}` sets the filesystem type, but the \
+                     scenario declares no `filesystem`"
+                ),
+            );
+        }
+    }
     for problem in validate::check(&scenario, &read.partial) {
         let path: Vec<Seg> = problem
             .path
@@ -133,16 +243,191 @@ pub fn load_str_with_warnings(text: &str, origin: &str) -> Result<Loaded, LoadEr
             })
             .collect();
         let node = tree.locate(&path, &read.removed).unwrap_or(root);
-        diags.push(text, problem.severity, tree.span(node), problem.message);
+        diags.push(
+            text,
+            problem.severity,
+            tree.span(node),
+            note(node, problem.message),
+        );
+    }
+    if diags.error_count() == 0 {
+        if let Mode::Source {
+            overrides,
+            try_values: true,
+        } = mode
+        {
+            try_values(text, origin, overrides, &params, &tree, &mut diags);
+        }
     }
     diags.sort();
     if diags.error_count() > 0 {
         return Err(LoadError::Invalid(diags));
     }
+    scenario.parameters = params.decls.into_iter().map(|d| d.param).collect();
+    scenario.setting = params.setting;
     Ok(Loaded {
         scenario,
         warnings: diags,
     })
+}
+
+/// The parameters of a scenario as the loader reads them.
+#[derive(Default)]
+struct Params {
+    decls: Vec<Decl>,
+    setting: Setting,
+    errors: Vec<(NodeId, String)>,
+    /// Nodes with a `${name}` of an unknown name.
+    unknown: HashSet<NodeId>,
+    /// (node, name, message) of each unknown `${name}`: shown at the placeholder itself.
+    unknown_names: Vec<(NodeId, String, String)>,
+    /// Node -> (name, value) substituted into it.
+    notes: std::collections::HashMap<NodeId, Vec<(String, String)>>,
+    /// Parameter name -> its declaration's key node.
+    declared_at: std::collections::HashMap<String, NodeId>,
+}
+
+/// Takes `parameters` out of the tree, substitutes the setting into it and sets the
+/// reserved fields; every problem is collected, none stops the load.
+fn read_parameters(tree: &mut Tree, root: NodeId, overrides: &Setting) -> Params {
+    let mut p = Params::default();
+    let taken = params::take_entries(tree, root, "parameters");
+    let mut broken = Vec::new();
+    for (i, &(k, v)) in taken.iter().enumerate() {
+        if i == 0 {
+            (p.decls, broken) = params::declarations(tree, v, &mut p.errors);
+        } else {
+            p.errors.push((k, "duplicate field `parameters`".into()));
+        }
+    }
+    let section = taken.first().map_or(root, |&(k, _)| k);
+    p.declared_at = p
+        .decls
+        .iter()
+        .map(|d| (d.param.name.clone(), d.key))
+        .collect();
+    let mut overrides = overrides.clone();
+    for (name, value) in std::mem::take(&mut overrides) {
+        let at = p.declared_at.get(&name).copied().unwrap_or(section);
+        if !params::is_name(&name) {
+            p.errors.push((
+                at,
+                format!("`{name}` given a value is not a parameter name (lowercase letters, digits, `-`, `_`)"),
+            ));
+        } else if let Err(why) = params::check_value(&value) {
+            p.errors.push((
+                at,
+                format!("value `{value}` given for parameter `{name}` {why}"),
+            ));
+        } else {
+            overrides.insert(name, value);
+        }
+    }
+    p.setting = params::effective(&p.decls, &overrides);
+    let sub = params::substitute(tree, root, &p.setting);
+    for (node, name) in &sub.unknown {
+        p.unknown.insert(*node);
+        if broken.contains(name) {
+            continue;
+        }
+        p.unknown_names.push((
+            *node,
+            name.clone(),
+            format!(
+                "unknown parameter `${{{name}}}`: declare it under `parameters:`, or write \
+                 `$${{{name}}}` for a literal `${{{name}}}`"
+            ),
+        ));
+    }
+    for d in &p.decls {
+        let name = &d.param.name;
+        if !sub.uses.contains_key(name) && !RESERVED.contains(&name.as_str()) {
+            p.errors.push((
+                d.key,
+                format!("parameter `{name}` is declared but never used: write `${{{name}}}` where its value goes"),
+            ));
+        }
+    }
+    let declared: Vec<String> = p
+        .decls
+        .iter()
+        .map(|d| format!("`{}`", d.param.name))
+        .collect();
+    for name in overrides.keys() {
+        if !p.declared_at.contains_key(name)
+            && !broken.contains(name)
+            && !sub.uses.contains_key(name)
+            && !RESERVED.contains(&name.as_str())
+        {
+            p.errors.push((
+                section,
+                format!(
+                    "a value is given for parameter `{name}`, but the scenario neither declares \
+                     nor uses it ({})",
+                    if declared.is_empty() {
+                        "it declares no parameters".to_string()
+                    } else {
+                        format!("it declares {}", declared.join(", "))
+                    }
+                ),
+            ));
+        }
+    }
+    p.notes = sub.notes;
+    for field in ["cpus", "memory"] {
+        let Some(value) = p.setting.get(field).cloned() else {
+            continue;
+        };
+        if sub.uses.contains_key(field) {
+            continue;
+        }
+        let declared_at = p.declared_at.get(field).copied();
+        if let Some(node) =
+            params::set_vm_field(tree, root, field, &value, declared_at, &mut p.errors)
+        {
+            p.notes.insert(node, vec![(field.to_string(), value)]);
+        }
+    }
+    p
+}
+
+/// Loads the text once with each declared value that the load did not use and reports,
+/// at the value, those that make the scenario fail.
+fn try_values(
+    text: &str,
+    origin: &str,
+    overrides: &Setting,
+    params: &Params,
+    tree: &Tree,
+    diags: &mut Diagnostics,
+) {
+    for d in &params.decls {
+        let name = &d.param.name;
+        for (value, &node) in d.param.values.iter().zip(&d.value_nodes) {
+            if params.setting.get(name) == Some(value) {
+                continue;
+            }
+            let mut trial = overrides.clone();
+            trial.insert(name.clone(), value.clone());
+            let mode = Mode::Source {
+                overrides: &trial,
+                try_values: false,
+            };
+            if let Err(LoadError::Invalid(found)) = load_text(text, origin, mode) {
+                if let Some(first) = found.items.iter().find(|i| i.severity == Severity::Error) {
+                    diags.push(
+                        text,
+                        Severity::Error,
+                        tree.span(node),
+                        format!(
+                            "with `{name}` = `{value}` the scenario does not load: {}:{}: {}",
+                            first.line, first.column, first.message
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 struct Read {
@@ -1107,7 +1392,7 @@ mod tests {
             load_str(&text, "docs/scenario-format.md").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
             examples += 1;
         }
-        assert_eq!(examples, 6);
+        assert_eq!(examples, 7);
     }
 
     fn repo_tests() -> PathBuf {
@@ -1265,3 +1550,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "params_tests.rs"]
+mod params_tests;

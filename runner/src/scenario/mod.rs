@@ -3,12 +3,17 @@
 
 mod load;
 pub mod model;
+mod params;
 mod validate;
 mod yaml;
 
 pub use load::{
-    load_file, load_file_with_warnings, load_str, load_str_with_warnings, Diagnostic, Diagnostics,
-    LoadError, Loaded,
+    load_file, load_file_with_warnings, load_recorded, load_str, load_str_with,
+    load_str_with_warnings, load_with, Diagnostic, Diagnostics, LoadError, Loaded,
 };
 pub use model::*;
+pub use params::{
+    check_value as check_parameter_value, is_name as is_parameter_name, mkfs_overwrite_options,
+    MAX_PARAMETERS, MAX_VALUES, RESERVED as RESERVED_PARAMETERS,
+};
 pub use validate::{validate, PathSeg, Problem, Severity, KNOWN_FSTYPES, MAX_DEVICE_NAME, SIGNALS};

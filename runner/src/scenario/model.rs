@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crashrig_guest::{DmTable, ShutdownFlag};
 
+pub use super::params::{Parameter, Setting};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Scenario {
@@ -70,6 +72,13 @@ pub struct Scenario {
     /// Which dmesg findings fail an iteration. Default: all of them.
     #[serde(default)]
     pub dmesg: DmesgExpect,
+    /// Declared parameters (`parameters:`), in file order. Read by the loader, not by serde,
+    /// and not serialized: a serialized scenario has its values substituted.
+    #[serde(skip)]
+    pub parameters: Vec<Parameter>,
+    /// The parameter values this scenario was loaded with (defaults unless overridden).
+    #[serde(skip)]
+    pub setting: Setting,
 }
 
 impl Scenario {

@@ -1,0 +1,890 @@
+//! `crashrig amplify`: the async driver around the pure search in `crate::amplify`. Each step
+//! loads the scenario with the setting the search chose, runs a batch of iterations on the
+//! kernel (and on `--against`), counts the target, and feeds the counts back. Every batch is
+//! a run in results.json; the end is a table of every setting tried, the winner's Fisher p
+//! against the default, and the scenario with the winner as its defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::bisect_run::{batch_outcome, Target};
+use super::session::{BuildRequest, Session, SessionError, VmOptions};
+use crate::amplify::{self, Action, AmplifyError, Counts, Goal, Knob, Report, Searcher, Space};
+use crate::bisect::BatchOutcome;
+use crate::image::GuestImage;
+use crate::kernel::ResolvedKernel;
+use crate::report::events::EventSink;
+use crate::report::store::{write_json, StoreError};
+use crate::report::writer::ResultsWriter;
+use crate::report::Event;
+use crate::run::{run_scenario, LoadedScenario, RunOptions};
+use crate::scenario::{self, LoadError, Setting};
+
+/// Batches in a row without a usable iteration (boot or setup failing) that end the search:
+/// the host or the scenario is broken, not the setting unlucky.
+const MAX_FAILED_BATCHES: u32 = 3;
+
+/// What `crashrig amplify` was asked, as plain values.
+#[derive(Debug, Clone)]
+pub struct AmplifyOptions {
+    pub scenario: PathBuf,
+    /// `--against`: a second kernel; the search maximises the difference of the rates.
+    pub against: Option<String>,
+    /// `STEP-ID:ERRNO` or `STEP-ID`; default: the first violation seen.
+    pub target: Option<String>,
+    pub budget: u64,
+    pub batch: u32,
+    pub confidence: f64,
+    pub seed: Option<u64>,
+    /// `--kernel` (one; default debian:6.1), `--param` (knobs fixed to a value).
+    pub vm: VmOptions,
+    pub build: BuildRequest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmplifyRunError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Search(#[from] AmplifyError),
+    #[error("load {path} with {setting}")]
+    Setting {
+        path: PathBuf,
+        setting: String,
+        #[source]
+        source: LoadError,
+    },
+    #[error("amplify on one kernel: give one --kernel (and --against for a second)")]
+    Kernels,
+    #[error("search {path}: it declares no parameter with more than one value (add `values:` to its `parameters:`)")]
+    NothingToSearch { path: PathBuf },
+    #[error(
+        "run the search: {failed} batches in a row had no usable iteration; the last: {reason}"
+    )]
+    Batches { failed: u32, reason: String },
+    #[error("write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("write the amplified scenario: {0}")]
+    Rewrite(String),
+}
+
+impl AmplifyRunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AmplifyRunError::Session(e) => e.exit_code(),
+            AmplifyRunError::Search(e) => e.exit_code(),
+            _ => crate::exit::CONFIG_OR_INFRA,
+        }
+    }
+}
+
+/// What the search found, for the CLI's table and for `bisect --amplify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AmplifyOutcome {
+    pub scenario: String,
+    pub kernel: String,
+    pub against: Option<String>,
+    pub target: Option<Target>,
+    pub report: Report,
+    /// The winner's full setting (every declared parameter).
+    pub winner_setting: Setting,
+    /// The scenario with the winner as its defaults.
+    pub amplified: Option<PathBuf>,
+    /// Why it could not be written (the table and `--param` still say what won).
+    pub rewrite_error: Option<String>,
+    /// Names of the knobs searched, with their values.
+    pub knobs: Vec<(String, Vec<String>)>,
+}
+
+/// The knobs of a loaded scenario: every declared parameter with its values; `fixed`
+/// (`--param`) pins a parameter to one value.
+pub fn space_of(scenario: &scenario::Scenario, fixed: &Setting) -> Result<Space, AmplifyError> {
+    let knobs = scenario
+        .parameters
+        .iter()
+        .map(|p| match fixed.get(&p.name) {
+            Some(v) => Knob::from_owned(p.name.clone(), v.clone(), vec![v.clone()]),
+            None => Knob::from_owned(p.name.clone(), p.default.clone(), p.values.clone()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Space::new(knobs)
+}
+
+/// Loads the scenario at `path` with `setting`.
+pub fn load_setting(path: &Path, setting: &Setting) -> Result<LoadedScenario, AmplifyRunError> {
+    let loaded = scenario::load_with(path, setting).map_err(|source| AmplifyRunError::Setting {
+        path: path.to_path_buf(),
+        setting: describe_setting(setting),
+        source,
+    })?;
+    Ok(LoadedScenario {
+        scenario: loaded.scenario,
+        path: path.to_path_buf(),
+    })
+}
+
+fn describe_setting(s: &Setting) -> String {
+    s.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The kernels and image of a search, resolved once.
+pub struct Prepared {
+    pub kernels: Vec<(String, ResolvedKernel)>,
+    pub image: GuestImage,
+    pub accel: crate::vm::Accel,
+}
+
+/// The search loop on prepared kernels; `sink` gets every batch as a run and progress lines.
+/// Used by `crashrig amplify`, `bisect --amplify` and `bench amplify`.
+pub async fn search(
+    opts: &AmplifyOptions,
+    space: Space,
+    prepared: &Prepared,
+    out: &Path,
+    cache: &crate::cache::Cache,
+    sink: &mut EventSink,
+    run_index: &mut usize,
+) -> Result<(Report, Option<Target>, Space), AmplifyRunError> {
+    let goal = if prepared.kernels.len() == 2 {
+        Goal::Difference
+    } else {
+        Goal::Rate
+    };
+    let config = amplify::Config {
+        budget: opts.budget,
+        batch: opts.batch,
+        confidence: opts.confidence,
+        goal,
+        seed: opts.seed.unwrap_or_else(rand::random),
+        ..amplify::Config::default()
+    };
+    let mut searcher = Searcher::new(space.clone(), config)?;
+    let mut target = opts.target.as_deref().map(Target::parse);
+    sink.info(format!(
+        "amplify: {} settings over {} knobs ({}); budget {} iterations, batches of {}{}",
+        space.size(),
+        space.knobs().iter().filter(|k| k.values.len() > 1).count(),
+        space
+            .knobs()
+            .iter()
+            .filter(|k| k.values.len() > 1)
+            .map(|k| format!("{}: {}", k.name, k.values.join("/")))
+            .collect::<Vec<_>>()
+            .join(", "),
+        opts.budget,
+        opts.batch,
+        match &target {
+            Some(t) => format!("; target {}", t.text()),
+            None => "; target: the first violation seen".into(),
+        }
+    ));
+    let mut failed_in_a_row = 0;
+    loop {
+        let (id, arm, iterations) = match searcher.next_action() {
+            Action::Done(report) => return Ok((report, target, space)),
+            Action::Run {
+                id,
+                arm,
+                iterations,
+            } => (id, arm, iterations),
+        };
+        let setting = space.setting(&arm);
+        let loaded = load_setting(&opts.scenario, &setting)?;
+        for (side, (_, kernel)) in prepared.kernels.iter().enumerate() {
+            let run_opts = RunOptions {
+                iterations: Some(iterations),
+                seed: None,
+                ..RunOptions::new(prepared.accel, out.to_path_buf(), cache.clone())
+            };
+            let run = run_scenario(
+                &loaded,
+                kernel,
+                &prepared.image,
+                &run_opts,
+                *run_index,
+                sink,
+            )
+            .await;
+            *run_index += 1;
+            if target.is_none() {
+                if let Some(t) = run
+                    .iterations
+                    .iter()
+                    .filter(|i| i.verdict.is_failure())
+                    .find_map(Target::from_iteration)
+                {
+                    sink.info(format!(
+                        "amplify: target {} (the first violation seen)",
+                        t.text()
+                    ));
+                    target = Some(t);
+                }
+            }
+            let counts = match &target {
+                Some(t) => match batch_outcome(&run, t).0 {
+                    BatchOutcome::Ran {
+                        iterations,
+                        failures,
+                    } => Counts {
+                        trials: u64::from(iterations),
+                        hits: u64::from(failures),
+                    },
+                    BatchOutcome::Unknown { reason } => {
+                        sink.warn(format!(
+                            "amplify: {}: no usable iteration ({reason})",
+                            space.describe(&arm)
+                        ));
+                        failed_in_a_row += 1;
+                        if failed_in_a_row >= MAX_FAILED_BATCHES {
+                            return Err(AmplifyRunError::Batches {
+                                failed: failed_in_a_row,
+                                reason,
+                            });
+                        }
+                        Counts::default()
+                    }
+                },
+                // No violation seen yet: every clean iteration is a trial without a hit.
+                None => Counts {
+                    trials: run
+                        .iterations
+                        .iter()
+                        .filter(|i| i.verdict == crate::report::Verdict::Pass)
+                        .count() as u64,
+                    hits: 0,
+                },
+            };
+            if counts.trials > 0 {
+                failed_in_a_row = 0;
+            }
+            searcher.record(id, side, counts)?;
+            if counts.trials == 0 {
+                // Count the attempt against the budget so a setting that never runs cannot
+                // loop forever.
+                searcher.record(id, side, Counts { trials: 1, hits: 0 })?;
+            }
+        }
+        let progress = searcher.report(None);
+        sink.info(progress_line(&progress));
+    }
+}
+
+/// The leading settings with their rates and intervals.
+pub fn progress_line(r: &Report) -> String {
+    let lead: Vec<String> = r
+        .rows
+        .iter()
+        .take(3)
+        .map(|row| format!("{} {}", row.label, rates_text(row)))
+        .collect();
+    format!(
+        "amplify: {}/{} iterations; leading: {}",
+        r.spent,
+        r.budget,
+        lead.join("; ")
+    )
+}
+
+fn rates_text(row: &amplify::Row) -> String {
+    row.counts
+        .iter()
+        .zip(&row.intervals)
+        .map(|(c, (lo, hi))| {
+            format!(
+                "{}/{} ({:.0}%, 95% CI {:.0}%-{:.0}%)",
+                c.hits,
+                c.trials,
+                100.0 * c.rate(),
+                100.0 * lo,
+                100.0 * hi
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" vs ")
+}
+
+/// The final table: every setting tried, best first.
+pub fn report_text(o: &AmplifyOutcome) -> String {
+    let r = &o.report;
+    let mut s = format!(
+        "amplify {} on {}{}: target {}; {} of {} iterations; {}\n",
+        o.scenario,
+        o.kernel,
+        o.against
+            .as_ref()
+            .map(|a| format!(" against {a}"))
+            .unwrap_or_default(),
+        o.target
+            .as_ref()
+            .map(Target::text)
+            .unwrap_or_else(|| "none seen".into()),
+        r.spent,
+        r.budget,
+        match r.stop {
+            Some(amplify::Stop::Confident) => "stopped: the leader is clearly best",
+            _ => "stopped: budget spent",
+        }
+    );
+    s.push_str(&format!(
+        "  {:<40} {:>5}  {}\n",
+        "setting",
+        "p-best",
+        if r.goal == Goal::Difference {
+            "kernel vs against: hits/iterations (rate, 95% Wilson CI)"
+        } else {
+            "hits/iterations (rate, 95% Wilson CI)"
+        }
+    ));
+    for row in &r.rows {
+        let mark = match (Some(row.id) == r.winner, row.id == r.default) {
+            (true, true) => " (winner, default)",
+            (true, false) => " (winner)",
+            (false, true) => " (default)",
+            _ => "",
+        };
+        s.push_str(&format!(
+            "  {:<40} {:>5.2}  {}{}\n",
+            row.label,
+            row.p_best,
+            rates_text(row),
+            mark
+        ));
+    }
+    match (r.winner.and_then(|w| r.row(w)), r.fisher_vs_default) {
+        (Some(w), Some(p)) => s.push_str(&format!(
+            "winner: {} ; Fisher p against the default = {p:.3}\n",
+            w.label
+        )),
+        (Some(w), None) => s.push_str(&format!("winner: {} (the default)\n", w.label)),
+        _ => s.push_str("winner: none (no setting ran)\n"),
+    }
+    if let Some(p) = &o.amplified {
+        s.push_str(&format!("amplified scenario: {}\n", p.display()));
+    }
+    if let Some(why) = &o.rewrite_error {
+        s.push_str(&format!(
+            "could not write the amplified scenario ({why}); run it with {}\n",
+            o.winner_setting
+                .iter()
+                .map(|(k, v)| format!("--param {k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    s
+}
+
+/// `crashrig amplify`.
+pub async fn amplify(opts: AmplifyOptions) -> Result<AmplifyOutcome, AmplifyRunError> {
+    let mut session = Session::new(opts.vm.clone());
+    let fixed = opts.vm.setting()?;
+    let base = session.load_scenario(&opts.scenario)?;
+    let space = space_of(&base.scenario, &fixed)?;
+    if space.knobs().iter().all(|k| k.values.len() < 2) {
+        return Err(AmplifyRunError::NothingToSearch {
+            path: opts.scenario.clone(),
+        });
+    }
+    let kernel_spec = match opts.vm.kernels.as_slice() {
+        [] => "debian:6.1".to_string(),
+        [one] => one.clone(),
+        _ => return Err(AmplifyRunError::Kernels),
+    };
+    session.create_out()?;
+    let mut specs = vec![kernel_spec.clone()];
+    specs.extend(opts.against.clone());
+    let mut kernels = Vec::new();
+    for spec in &specs {
+        let k = session
+            .resolve_kernel(spec, &opts.build, &base.scenario.kconfig)
+            .await?;
+        kernels.push((spec.clone(), k));
+    }
+    let host = session.host(&kernels[0].1.image).await?;
+    let accel = host.accel;
+    let reason = host.info.accel_reason.clone();
+    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info));
+    sink.info(format!("accelerator: {accel} ({reason})"));
+    sink.info(format!("results: {}", session.out.display()));
+    let image = session.image().await?;
+    sink.emit(Event::ImageReady {
+        key: image.key.clone(),
+    });
+    for (spec, k) in &kernels {
+        sink.emit(Event::KernelReady {
+            spec: spec.clone(),
+            version: k.version.clone(),
+        });
+    }
+    let prepared = Prepared {
+        kernels,
+        image,
+        accel,
+    };
+    let mut index = 0;
+    let (report, target, space) = search(
+        &opts,
+        space,
+        &prepared,
+        &session.out,
+        &session.cache,
+        &mut sink,
+        &mut index,
+    )
+    .await?;
+    sink.finish();
+    finish(
+        &opts,
+        &session.out,
+        &base.scenario.name,
+        report,
+        target,
+        &space,
+    )
+}
+
+/// Writes amplify.json and the amplified scenario; returns the outcome.
+pub fn finish(
+    opts: &AmplifyOptions,
+    out: &Path,
+    name: &str,
+    report: Report,
+    target: Option<Target>,
+    space: &Space,
+) -> Result<AmplifyOutcome, AmplifyRunError> {
+    let winner_setting = report
+        .winner
+        .and_then(|w| report.row(w))
+        .map(|r| space.setting(&r.arm))
+        .unwrap_or_else(|| space.setting(&space.default_arm()));
+    let text =
+        std::fs::read_to_string(&opts.scenario).map_err(|source| AmplifyRunError::Write {
+            path: opts.scenario.clone(),
+            source,
+        })?;
+    let stem = opts
+        .scenario
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    let amplified_path = out.join(format!("{stem}.amplified.yaml"));
+    // Only the knobs the winner moves are rewritten; the rest of the file stays as written.
+    let default_setting = space.setting(&space.default_arm());
+    let changed: Setting = winner_setting
+        .iter()
+        .filter(|(k, v)| default_setting.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let rewritten = with_defaults(&text, &changed).and_then(|t| {
+        // The file must load, and its defaults must be the winner.
+        let loaded =
+            scenario::load_str_with(&t, &amplified_path.display().to_string(), &Setting::new())
+                .map_err(|e| crate::report::error_chain(&e))?;
+        let defaults: Setting = loaded
+            .scenario
+            .parameters
+            .iter()
+            .map(|p| (p.name.clone(), p.default.clone()))
+            .collect();
+        let expected: Setting = defaults
+            .keys()
+            .map(|k| {
+                let v = winner_setting.get(k).or(defaults.get(k)).cloned();
+                (k.clone(), v.unwrap_or_default())
+            })
+            .collect();
+        if defaults == expected {
+            Ok(t)
+        } else {
+            Err(format!(
+                "the rewritten defaults read back as {}",
+                describe_setting(&defaults)
+            ))
+        }
+    });
+    let (amplified, rewrite_error) = match rewritten {
+        Ok(t) => {
+            write_new(&amplified_path, &t)?;
+            (Some(amplified_path), None)
+        }
+        Err(why) => (None, Some(why)),
+    };
+    let outcome = AmplifyOutcome {
+        scenario: name.to_string(),
+        kernel: opts
+            .vm
+            .kernels
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "debian:6.1".into()),
+        against: opts.against.clone(),
+        target,
+        report,
+        winner_setting,
+        amplified,
+        rewrite_error,
+        knobs: space
+            .knobs()
+            .iter()
+            .map(|k| (k.name.clone(), k.values.clone()))
+            .collect(),
+    };
+    let json = out.join("amplify.json");
+    write_json(&json, &outcome)?;
+    Ok(outcome)
+}
+
+fn write_new(path: &Path, text: &str) -> Result<(), AmplifyRunError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|source| AmplifyRunError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|source| AmplifyRunError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The scenario text with each parameter's `default:` set to `setting`'s value, everything
+/// else (comments, layout) as written. Handles the flow form
+/// `name: { default: V, values: [...] }` and the block form (`name:` then an indented
+/// `default: V`).
+pub fn with_defaults(text: &str, setting: &Setting) -> Result<String, String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end() == "parameters:")
+        .ok_or("the scenario has no top-level `parameters:` line")?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#'))
+        .map_or(lines.len(), |i| start + 1 + i);
+    for (name, value) in setting {
+        let key = format!("{name}:");
+        let at = (start + 1..end)
+            .find(|&i| lines[i].trim_start().starts_with(&key))
+            .ok_or_else(|| format!("parameter `{name}` is not declared on a line of its own"))?;
+        let quoted = yaml_scalar(value);
+        let line = &lines[at];
+        if let Some(pos) = line.find("default:") {
+            let rest = &line[pos + "default:".len()..];
+            let len = scalar_len(rest);
+            let new = format!(
+                "{} {quoted}{}",
+                &line[..pos + "default:".len()],
+                &rest[len..]
+            );
+            lines[at] = new;
+            continue;
+        }
+        let after_key = line.trim_start()[key.len()..].trim();
+        if !after_key.is_empty() && !after_key.starts_with('#') {
+            // `name: V`, short for `name: { default: V }`.
+            let pos = line.find(&key).expect("found above") + key.len();
+            let len = scalar_len(&line[pos..]);
+            lines[at] = format!("{} {quoted}{}", &line[..pos], &line[pos + len..]);
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let inner = (at + 1..end)
+            .take_while(|&i| {
+                lines[i].trim().is_empty() || lines[i].len() - lines[i].trim_start().len() > indent
+            })
+            .find(|&i| lines[i].trim_start().starts_with("default:"))
+            .ok_or_else(|| format!("parameter `{name}` has no `default:`"))?;
+        let l = &lines[inner];
+        let pos = l.find("default:").expect("found above");
+        lines[inner] = format!("{} {quoted}", &l[..pos + "default:".len()]);
+    }
+    let mut out = lines.join("\n");
+    if text.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Length of the flow scalar at the start of `rest` (after `default:`), up to `,` or `}` or
+/// the end, quotes respected.
+fn scalar_len(rest: &str) -> usize {
+    let trimmed = rest.trim_start();
+    let lead = rest.len() - trimmed.len();
+    let mut chars = trimmed.char_indices();
+    match trimmed.chars().next() {
+        Some(q @ ('"' | '\'')) => {
+            chars.next();
+            for (i, c) in chars {
+                if c == q {
+                    return lead + i + 1;
+                }
+            }
+            rest.len()
+        }
+        _ => {
+            let n = trimmed.find([',', '}', '#']).unwrap_or(trimmed.len());
+            lead + trimmed[..n].trim_end().len()
+        }
+    }
+}
+
+/// A value as a YAML scalar: plain when it reads back as the same string, else quoted.
+fn yaml_scalar(v: &str) -> String {
+    let plain = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c))
+        && !v.is_empty();
+    if plain {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(pairs: &[(&str, &str)]) -> Setting {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_rewritten_in_flow_and_block_forms() {
+        let text = "name: x\nparameters:\n  jobs: { default: 12, values: [4, 12, 32] }  # threads\n  engine:\n    values: [io_uring, libaio]\n    default: io_uring\nsteps:\n  - run: { command: \"fio --numjobs=${jobs}\" }\n";
+        let out = with_defaults(text, &setting(&[("jobs", "32"), ("engine", "libaio")])).unwrap();
+        assert_eq!(
+            out,
+            "name: x\nparameters:\n  jobs: { default: 32, values: [4, 12, 32] }  # threads\n  engine:\n    values: [io_uring, libaio]\n    default: libaio\nsteps:\n  - run: { command: \"fio --numjobs=${jobs}\" }\n"
+        );
+    }
+
+    #[test]
+    fn odd_values_are_quoted_and_missing_declarations_named() {
+        let text = "parameters:\n  opts: { default: '--a', values: ['--a', '--b x'] }\n";
+        assert_eq!(
+            with_defaults(text, &setting(&[("opts", "--b x")])).unwrap(),
+            "parameters:\n  opts: { default: '--b x', values: ['--a', '--b x'] }\n"
+        );
+        assert!(with_defaults(text, &setting(&[("other", "1")]))
+            .unwrap_err()
+            .contains("`other`"));
+        assert!(with_defaults("steps: []\n", &setting(&[("a", "1")])).is_err());
+        assert_eq!(
+            with_defaults(
+                "parameters:\n  memory: 2G # small\n",
+                &setting(&[("memory", "512M")])
+            )
+            .unwrap(),
+            "parameters:\n  memory: 512M # small\n"
+        );
+    }
+}
+
+/// `crashrig bench amplify`: what was asked.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub search: AmplifyOptions,
+    /// Fresh iterations of the default and of the winner after the search (at least 60 for
+    /// the default).
+    pub confirm: u32,
+    /// Simulated bisections per rate for the expected bisection cost.
+    pub bisect_runs: u32,
+}
+
+/// One setting measured after the search, on fresh iterations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub label: String,
+    pub counts: Counts,
+    pub interval: (f64, f64),
+    /// Mean iterations of a simulated bisection (64 commits) at this rate; `None` at rate 0.
+    pub bisect_iterations: Option<f64>,
+}
+
+/// The benchmark's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchFigures {
+    pub outcome: AmplifyOutcome,
+    pub default: Measured,
+    pub winner: Measured,
+    /// Two-sided Fisher p, winner against default, on the fresh iterations.
+    pub fisher_p: f64,
+}
+
+/// Searches (as `crashrig amplify`), then measures the default and the winner again on
+/// `confirm` fresh iterations each: the search's own counts of the winner are biased upward
+/// by the selection, fresh ones are not.
+pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> {
+    let mut session = Session::new(opts.search.vm.clone());
+    let base = session.load_scenario(&opts.search.scenario)?;
+    let space = space_of(&base.scenario, &opts.search.vm.setting()?)?;
+    let spec = opts
+        .search
+        .vm
+        .kernels
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "debian:6.1".into());
+    session.create_out()?;
+    let kernel = session
+        .resolve_kernel(&spec, &opts.search.build, &base.scenario.kconfig)
+        .await?;
+    let host = session.host(&kernel.image).await?;
+    let accel = host.accel;
+    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info));
+    let image = session.image().await?;
+    let prepared = Prepared {
+        kernels: vec![(spec.clone(), kernel)],
+        image,
+        accel,
+    };
+    let mut index = 0;
+    let (report, target, space) = search(
+        &opts.search,
+        space,
+        &prepared,
+        &session.out,
+        &session.cache,
+        &mut sink,
+        &mut index,
+    )
+    .await?;
+    let target = target.unwrap_or_else(|| Target::parse("umount:EBUSY"));
+    let winner_arm = report
+        .winner
+        .and_then(|w| report.row(w))
+        .map(|r| r.arm.clone())
+        .unwrap_or_else(|| space.default_arm());
+    let mut measured = Vec::new();
+    for arm in [space.default_arm(), winner_arm] {
+        let (setting, label) = (space.setting(&arm), space.describe(&arm));
+        let loaded = load_setting(&opts.search.scenario, &setting)?;
+        sink.info(format!(
+            "bench amplify: {label}: {} fresh iterations",
+            opts.confirm
+        ));
+        let run_opts = RunOptions {
+            iterations: Some(opts.confirm),
+            ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
+        };
+        let run = run_scenario(
+            &loaded,
+            &prepared.kernels[0].1,
+            &prepared.image,
+            &run_opts,
+            index,
+            &mut sink,
+        )
+        .await;
+        index += 1;
+        let counts = match batch_outcome(&run, &target).0 {
+            BatchOutcome::Ran {
+                iterations,
+                failures,
+            } => Counts {
+                trials: u64::from(iterations),
+                hits: u64::from(failures),
+            },
+            BatchOutcome::Unknown { reason } => {
+                return Err(AmplifyRunError::Batches { failed: 1, reason })
+            }
+        };
+        let bisect_iterations = (counts.hits > 0)
+            .then(|| {
+                crate::bisect::simulate(&crate::bisect::SimParams {
+                    p: counts.rate(),
+                    runs: opts.bisect_runs,
+                    ..crate::bisect::SimParams::default()
+                })
+                .ok()
+                .map(|s| s.mean_iterations)
+            })
+            .flatten();
+        measured.push(Measured {
+            label,
+            interval: crate::outcome::stats::wilson_95(counts.hits, counts.trials),
+            counts,
+            bisect_iterations,
+        });
+    }
+    sink.finish();
+    let winner = measured.pop().expect("two measured");
+    let default = measured.pop().expect("two measured");
+    let (w, d) = (winner.counts, default.counts);
+    let fisher_p = crate::outcome::stats::fisher_exact_two_sided(
+        w.hits,
+        w.trials - w.hits,
+        d.hits,
+        d.trials - d.hits,
+    );
+    let outcome = finish(
+        &opts.search,
+        &session.out,
+        &base.scenario.name,
+        report,
+        Some(target),
+        &space,
+    )?;
+    let figures = BenchFigures {
+        outcome,
+        default,
+        winner,
+        fisher_p,
+    };
+    let json = session.out.join("bench-amplify.json");
+    write_json(&json, &figures)?;
+    Ok(figures)
+}
+
+/// The benchmark's printout.
+pub fn bench_text(f: &BenchFigures) -> String {
+    let line = |name: &str, m: &Measured| {
+        format!(
+            "{name:<8} {:<36} {:>3}/{:<3} = {:>5.1}%  (95% CI {:.1}%-{:.1}%)  bisection (64 commits, simulated): {}\n",
+            m.label,
+            m.counts.hits,
+            m.counts.trials,
+            100.0 * m.counts.rate(),
+            100.0 * m.interval.0,
+            100.0 * m.interval.1,
+            m.bisect_iterations
+                .map(|i| format!("{i:.0} iterations"))
+                .unwrap_or_else(|| "impossible (rate 0)".into())
+        )
+    };
+    let mut s = report_text(&f.outcome);
+    s.push_str("fresh iterations after the search:\n");
+    s.push_str(&line("default", &f.default));
+    s.push_str(&line("winner", &f.winner));
+    let ratio = if f.default.counts.rate() > 0.0 {
+        format!("{:.1}x", f.winner.counts.rate() / f.default.counts.rate())
+    } else if f.winner.counts.hits > 0 {
+        "infinite (the default showed none)".into()
+    } else {
+        "none (neither showed the target)".into()
+    };
+    s.push_str(&format!(
+        "winner / default: {ratio} (goal >= 5x); Fisher p = {:.4} (goal < 0.01); search spent {} iterations (goal <= 300)\n",
+        f.fisher_p, f.outcome.report.spent
+    ));
+    s
+}
