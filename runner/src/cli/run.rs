@@ -82,10 +82,11 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     let host = session.host(&kernels[0].image).await?;
     let accel = host.accel;
-    let reason = host.info.accel_reason.clone();
-    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info));
-    sink.info(format!("accelerator: {accel} ({reason})"));
-    sink.info(format!("results: {}", session.out.display()));
+    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info.clone()));
+    sink.emit(Event::Host(host.info));
+    sink.emit(Event::ResultsDir {
+        path: session.out.clone(),
+    });
     let image = session.image().await?;
     sink.emit(Event::ImageReady {
         key: image.key.clone(),

@@ -1,12 +1,13 @@
 //! The event stream. The engine never prints: it emits events, reporters consume them.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::results::{BootRecord, IterationRecord, RunRecord, StepRecord};
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A note for the user (accelerator choice, cache hits, warnings).
+    /// A note for the user (cache hits, warnings).
     Message {
         level: Level,
         text: String,
@@ -25,9 +26,48 @@ pub enum Event {
         spec: String,
         stage: String,
         detail: String,
+        /// Since the build started.
+        elapsed: Duration,
     },
     /// The accelerator and QEMU became known (after the first kernel was probed).
     Host(super::results::HostInfo),
+    /// Where the results of this command go.
+    ResultsDir {
+        path: PathBuf,
+    },
+    /// A matrix (or shard) is about to run `cells` cells, `jobs` at a time.
+    MatrixPlanned {
+        cells: usize,
+        jobs: usize,
+    },
+    /// `count` cells of the matrix are in none of the results (other shards?).
+    MissingCells {
+        count: usize,
+    },
+    /// A bisection started over `candidates` candidates.
+    BisectStarted {
+        scenario: String,
+        range: String,
+        candidates: usize,
+        journal: PathBuf,
+    },
+    /// The target of a bisection became known (the first violation the bad end showed).
+    BisectTarget {
+        target: String,
+    },
+    /// The next step of a bisection, with the search's state before it.
+    BisectStep(Box<BisectStep>),
+    /// A candidate builds the same kernel image as one already tested: its evidence is
+    /// reused.
+    BisectAlias {
+        candidate: usize,
+        same_as: usize,
+    },
+    /// An iteration of a candidate failed without the target; it is not counted.
+    BisectUncounted {
+        candidate: usize,
+        why: String,
+    },
     KernelReady {
         spec: String,
         version: String,
@@ -57,6 +97,22 @@ pub enum Event {
         index: usize,
         run: Box<RunRecord>,
     },
+}
+
+/// A bisection step (see [`Event::BisectStep`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BisectStep {
+    /// The candidate under test, described ("0123abcd4567 subject", "patch 3/7: ...").
+    pub candidate: String,
+    /// Iterations of this batch.
+    pub iterations: u32,
+    /// Builds and iterations so far.
+    pub builds: u64,
+    pub iterations_so_far: u64,
+    /// The culprit lies in this range of candidate indices.
+    pub range: (usize, usize),
+    /// The most probable culprit and its posterior probability.
+    pub leader: Option<(usize, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,18 +189,5 @@ pub struct Forward(pub tokio::sync::mpsc::UnboundedSender<Event>);
 impl Reporter for Forward {
     fn report(&mut self, event: &Stamped) {
         let _ = self.0.send(event.event.clone());
-    }
-}
-
-/// A reporter that keeps every event (tests).
-#[derive(Default)]
-pub struct Collect(pub std::sync::Arc<std::sync::Mutex<Vec<Event>>>);
-
-impl Reporter for Collect {
-    fn report(&mut self, event: &Stamped) {
-        self.0
-            .lock()
-            .expect("collect lock")
-            .push(event.event.clone());
     }
 }

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::events::{Event, Level, Reporter, Stamped};
+use super::events::{BisectStep, Event, Level, Reporter, Stamped};
 use super::results::{RunRecord, Summary, Verdict};
 
 pub struct Terminal {
@@ -13,6 +13,8 @@ pub struct Terminal {
     /// Runs under way (index -> "scenario@kernel"); with more than one (a parallel matrix),
     /// lines name their run.
     active: std::collections::HashMap<usize, String>,
+    /// The build stage last shown for each kernel being built.
+    build_stages: std::collections::HashMap<String, String>,
     fancy: bool,
     verbose: bool,
 }
@@ -23,6 +25,7 @@ impl Terminal {
         Terminal {
             progress: None,
             active: Default::default(),
+            build_stages: Default::default(),
             fancy,
             verbose,
         }
@@ -147,6 +150,21 @@ pub fn summary_text(run: &RunRecord) -> String {
     out
 }
 
+fn bisect_step_text(s: &BisectStep) -> String {
+    format!(
+        "crashrig: step: {} ({} iterations); {} builds, {} iterations so far; culprit range {}..={}{}",
+        s.candidate,
+        s.iterations,
+        s.builds,
+        s.iterations_so_far,
+        s.range.0,
+        s.range.1,
+        s.leader
+            .map(|(c, p)| format!(", leader {c} at {p:.2}"))
+            .unwrap_or_default()
+    )
+}
+
 impl Reporter for Terminal {
     fn report(&mut self, e: &Stamped) {
         match &e.event {
@@ -162,7 +180,15 @@ impl Reporter for Terminal {
                 spec,
                 stage,
                 detail,
+                elapsed,
             } => {
+                if self.build_stages.get(spec) != Some(stage) {
+                    self.line(&format!(
+                        "crashrig: build {spec}: {stage} ({:.0} s)",
+                        elapsed.as_secs_f64()
+                    ));
+                    self.build_stages.insert(spec.clone(), stage.clone());
+                }
                 // Stage changes are printed as messages; on a TTY a spinner shows what is
                 // compiling.
                 if self.fancy {
@@ -174,7 +200,40 @@ impl Reporter for Terminal {
                     bar.set_message(format!("build {spec}: {stage} {detail}"));
                 }
             }
-            Event::Host(_) => {}
+            Event::Host(host) => self.line(&format!(
+                "crashrig: accelerator: {} ({})",
+                host.accel, host.accel_reason
+            )),
+            Event::ResultsDir { path } => {
+                self.line(&format!("crashrig: results: {}", path.display()))
+            }
+            Event::MatrixPlanned { cells, jobs } => {
+                self.line(&format!("crashrig: {cells} cells to run, {jobs} at a time"))
+            }
+            Event::MissingCells { count } => self.line(&format!(
+                "crashrig: note: {count} cells of the matrix are not in these results (other shards?)"
+            )),
+            Event::BisectStarted {
+                scenario,
+                range,
+                candidates,
+                journal,
+            } => self.line(&format!(
+                "crashrig: bisecting {scenario} over {range}: {candidates} candidates; journal {}",
+                journal.display()
+            )),
+            Event::BisectTarget { target } => self.line(&format!(
+                "crashrig: target: {target} (the first violation the bad end showed)"
+            )),
+            Event::BisectStep(step) => self.line(&bisect_step_text(step)),
+            Event::BisectAlias { candidate, same_as } => self.line(&format!(
+                "crashrig: candidate {candidate} builds the same kernel image as candidate \
+                 {same_as}: reusing its evidence"
+            )),
+            Event::BisectUncounted { candidate, why } => self.line(&format!(
+                "crashrig: warning: candidate {candidate}: not counted (failed without the \
+                 target): {why}"
+            )),
             Event::KernelReady { spec, version } => {
                 if let Some(bar) = self.progress.take() {
                     bar.finish_and_clear();

@@ -15,7 +15,7 @@ use crate::bisect::{
 };
 use crate::cache::Cache;
 use crate::kernel::{self, BuildOptions, KernelError, KernelSpec, PatchFile, ResolvedKernel};
-use crate::report::events::{Event, EventSink};
+use crate::report::events::{BisectStep, Event, EventSink};
 use crate::report::store::{write_json, StoreError};
 use crate::report::writer::ResultsWriter;
 use crate::report::{HostInfo, IterationRecord, RunRecord, Verdict};
@@ -464,12 +464,12 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     let image = session.image().await?;
     let mut accel = None;
     let mut sink = session.results_sink(ResultsWriter::new(&out, HostInfo::default()));
-    sink.info(format!(
-        "bisecting {} over {range}: {} candidates; journal {}",
-        loaded.scenario.name,
-        last + 1,
-        journal_path.display()
-    ));
+    sink.emit(Event::BisectStarted {
+        scenario: loaded.scenario.name.clone(),
+        range: range.clone(),
+        candidates: last + 1,
+        journal: journal_path.clone(),
+    });
     let mut tested: HashMap<String, usize> = HashMap::new();
     let mut run_index = 0;
 
@@ -516,18 +516,14 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
             } => (candidate, iterations, stop_at_first_failure),
         };
         let p = bisector.progress();
-        sink.info(format!(
-            "step: {} ({} iterations); {} builds, {} iterations so far; culprit range {}..={}{}",
-            cands.describe(k),
+        sink.emit(Event::BisectStep(Box::new(BisectStep {
+            candidate: cands.describe(k),
             iterations,
-            p.builds,
-            p.iterations,
-            p.range.0,
-            p.range.1,
-            p.leader
-                .map(|l| format!(", leader {} at {:.2}", l.candidate, l.probability))
-                .unwrap_or_default()
-        ));
+            builds: p.builds,
+            iterations_so_far: p.iterations,
+            range: p.range,
+            leader: p.leader.map(|l| (l.candidate, l.probability)),
+        })));
         let kernel = match cands.build(k, &opts, &cache, &mut sink).await {
             Ok(k) => k,
             Err(source) if target.is_none() => {
@@ -555,7 +551,10 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         };
         if let Some(&same) = tested.get(&kernel.image_sha256) {
             if same != k {
-                sink.info(format!("candidate {k} builds the same kernel image as candidate {same}: reusing its evidence"));
+                sink.emit(Event::BisectAlias {
+                    candidate: k,
+                    same_as: same,
+                });
                 bisector.record_alias(k, same)?;
                 journal.append(k, &cands.identity(k), Step::Alias { same_as: same })?;
                 continue;
@@ -567,7 +566,6 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
             None => {
                 let host = session.host(&kernel.image).await?;
                 let a = host.accel;
-                sink.info(format!("accelerator: {a} ({})", host.info.accel_reason));
                 sink.emit(Event::Host(host.info));
                 accel = Some(a);
                 a
@@ -589,10 +587,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
             let first = run.iterations.iter().find(|i| i.verdict.is_failure());
             match first.and_then(Target::from_iteration) {
                 Some(t) => {
-                    sink.info(format!(
-                        "target: {} (the first violation the bad end showed)",
-                        t.text()
-                    ));
+                    sink.emit(Event::BisectTarget { target: t.text() });
                     let _ =
                         std::fs::write(&target_path, serde_json::to_string(&t).unwrap_or_default());
                     target = Some(t);
@@ -613,9 +608,10 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         let t = target.as_ref().expect("set above");
         let (outcome, unrelated) = batch_outcome(&run, t);
         for u in unrelated {
-            sink.warn(format!(
-                "candidate {k}: not counted (failed without the target): {u}"
-            ));
+            sink.emit(Event::BisectUncounted {
+                candidate: k,
+                why: u,
+            });
         }
         record(&mut bisector, &mut journal, &cands, k, outcome)?;
     }

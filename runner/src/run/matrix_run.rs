@@ -156,7 +156,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         return finish(&out, &args, &m, sink);
     };
     let host = session.host(&kernels[&first.kernel.label].image).await?;
-    let (accel, reason) = (host.accel, host.info.accel_reason.clone());
+    let accel = host.accel;
     let image = Arc::new(session.image().await?);
 
     let (cores, mem) = crate::host::resources();
@@ -176,15 +176,15 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
             kept.runs = matrix::finished_runs(&all, &existing);
             ResultsWriter::with_existing(&out, kept)
         }
-        None => ResultsWriter::new(&out, host.info),
+        None => ResultsWriter::new(&out, host.info.clone()),
     };
     let mut sink = session.results_sink(writer);
-    sink.info(format!("accelerator: {accel} ({reason})"));
-    sink.info(format!(
-        "{} cells to run, {jobs} at a time; results: {}",
-        cells.len(),
-        out.display()
-    ));
+    sink.emit(Event::Host(host.info));
+    sink.emit(Event::MatrixPlanned {
+        cells: cells.len(),
+        jobs,
+    });
+    sink.emit(Event::ResultsDir { path: out.clone() });
 
     let opts = RunOptions {
         iterations: args.iterations.or(m.iterations),
@@ -234,10 +234,9 @@ fn finish(
         text: outcome.markdown,
     });
     if !outcome.missing_cells.is_empty() {
-        sink.info(format!(
-            "note: {} cells of the matrix are not in these results (other shards?)",
-            outcome.missing_cells.len()
-        ));
+        sink.emit(Event::MissingCells {
+            count: outcome.missing_cells.len(),
+        });
     }
     Ok(outcome.exit_code)
 }

@@ -286,8 +286,7 @@ pub fn build_progress() -> (
     (progress, rx)
 }
 
-/// Drives a kernel resolution to its end, turning its progress into events on `sink`: a
-/// message at each stage change and a build event for each line.
+/// Drives a kernel resolution to its end, turning its progress into build events on `sink`.
 pub async fn forward_build_progress<T>(
     label: &str,
     sink: &mut EventSink,
@@ -295,21 +294,15 @@ pub async fn forward_build_progress<T>(
     mut rx: mpsc::UnboundedReceiver<BuildProgress>,
 ) -> T {
     tokio::pin!(fut);
-    let mut last_stage = None;
     loop {
         tokio::select! {
             r = &mut fut => return r,
-            Some(p) = rx.recv() => {
-                if last_stage != Some(p.stage) {
-                    sink.info(format!("build {label}: {} ({:.0} s)", p.stage, p.elapsed.as_secs_f64()));
-                    last_stage = Some(p.stage);
-                }
-                sink.emit(Event::Build {
-                    spec: label.to_string(),
-                    stage: p.stage.to_string(),
-                    detail: p.line.clone().unwrap_or_default(),
-                });
-            }
+            Some(p) = rx.recv() => sink.emit(Event::Build {
+                spec: label.to_string(),
+                stage: p.stage.to_string(),
+                detail: p.line.unwrap_or_default(),
+                elapsed: p.elapsed,
+            }),
         }
     }
 }

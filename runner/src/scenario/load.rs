@@ -42,16 +42,6 @@ pub enum LoadError {
     Invalid(Diagnostics),
 }
 
-impl LoadError {
-    /// The problems found, when the file could be read.
-    pub fn diagnostics(&self) -> Option<&Diagnostics> {
-        match self {
-            LoadError::Invalid(d) => Some(d),
-            _ => None,
-        }
-    }
-}
-
 /// A scenario that loaded, and the warnings it produced (print them; they do not fail a run).
 #[derive(Debug, Clone)]
 pub struct Loaded {
