@@ -75,6 +75,8 @@ pub enum ImageError {
         "module {path} is compressed in a format crashrig cannot unpack (only .ko and .ko.xz)"
     )]
     ModuleCompression { path: PathBuf },
+    #[error("stage {path} into the image: the path leaves the staging directory")]
+    OutsideStaging { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
@@ -181,7 +183,7 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
 
         let tools = tmp.path().join("tools");
         for (dst, src) in &tools_files {
-            copy_file(src, &tools.join(dst))?;
+            copy_file(src, &staged(&tools, dst)?)?;
         }
         make_ext4(&tools, &entry.join("tools.ext4"))?;
         cache.install(&entry, &dest)?;
@@ -206,13 +208,55 @@ fn write(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     std::fs::write(path, data).map_err(io_err(path))
 }
 
+/// `root/rel` for a path staged into an image: `rel` may be absolute (a host path kept as the
+/// guest path) but never leaves `root` (no `..`).
+fn staged(root: &Path, rel: &Path) -> Result<PathBuf, ImageError> {
+    use std::path::Component;
+    let mut out = root.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(ImageError::OutsideStaging {
+                    path: rel.to_path_buf(),
+                })
+            }
+        }
+    }
+    if out == root {
+        return Err(ImageError::OutsideStaging {
+            path: rel.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+/// Copies `src` (following its symlinks: libraries are usually links to versioned files)
+/// to a new file `dst`, keeping the permission bits. Whatever was at `dst` in the staging
+/// tree (a busybox applet link to `/bin/busybox`, say) is replaced, never written through:
+/// following it would overwrite the host's file.
 fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = dst.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
-    // fs::copy follows symlinks (libraries are usually links to versioned files) and keeps
-    // the permission bits.
-    std::fs::copy(src, dst).map_err(io_err(src))?;
+    // Open the source first: should `dst` be the source itself, the open file keeps its
+    // content through the removal below.
+    let mut input = std::fs::File::open(src).map_err(io_err(src))?;
+    let mode = input.metadata().map_err(io_err(src))?.permissions();
+    if dst.symlink_metadata().is_ok() {
+        std::fs::remove_file(dst).map_err(io_err(dst))?;
+    }
+    // create_new: O_EXCL, which also refuses to follow a symlink at `dst`.
+    let mut output = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dst)
+        .map_err(io_err(dst))?;
+    io::copy(&mut input, &mut output).map_err(io_err(dst))?;
+    output.set_permissions(mode).map_err(io_err(dst))?;
     Ok(())
 }
 
@@ -246,8 +290,8 @@ fn stage_initramfs(
     copy_file(busybox, &root.join("bin/busybox"))?;
     let applets = run(Command::new(busybox).arg("--list-full"))?;
     for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty()) {
-        let link = root.join(applet);
-        if !link.exists() {
+        let link = staged(root, Path::new(applet))?;
+        if link.symlink_metadata().is_err() {
             if let Some(parent) = link.parent() {
                 std::fs::create_dir_all(parent).map_err(io_err(parent))?;
             }
@@ -257,7 +301,7 @@ fn stage_initramfs(
     std::os::unix::fs::symlink("/bin/busybox", root.join("init")).map_err(io_err(root))?;
     copy_file(helper, &root.join("bin/crashrig-guest"))?;
     for (dst, src) in files {
-        copy_file(src, &root.join(dst.strip_prefix("/").unwrap_or(dst)))?;
+        copy_file(src, &staged(root, dst)?)?;
     }
     write(&root.join("etc/inittab"), INITTAB.as_bytes())?;
     write(&root.join("etc/passwd"), PASSWD.as_bytes())?;
@@ -559,6 +603,42 @@ pub fn guest_helper() -> Result<PathBuf, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staging_never_writes_outside_or_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        assert_eq!(
+            staged(&root, Path::new("/usr/bin/fio")).unwrap(),
+            root.join("usr/bin/fio")
+        );
+        for bad in ["../x", "bin/../../x", "/", ""] {
+            assert!(
+                matches!(
+                    staged(&root, Path::new(bad)),
+                    Err(ImageError::OutsideStaging { .. })
+                ),
+                "{bad}"
+            );
+        }
+        // A link in the staging tree (a busybox applet) pointing at a host file: the copy
+        // replaces the link and leaves the host file alone.
+        let host_file = tmp.path().join("host-busybox");
+        std::fs::write(&host_file, b"host").unwrap();
+        let src = tmp.path().join("awk");
+        std::fs::write(&src, b"awk").unwrap();
+        let link = root.join("usr/bin/awk");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&host_file, &link).unwrap();
+        copy_file(&src, &link).unwrap();
+        assert_eq!(std::fs::read(&host_file).unwrap(), b"host");
+        assert_eq!(std::fs::read(&link).unwrap(), b"awk");
+        assert!(!link.symlink_metadata().unwrap().file_type().is_symlink());
+        // A file copied onto itself keeps its content (it used to be truncated to 0 bytes).
+        copy_file(&src, &src).unwrap();
+        assert_eq!(std::fs::read(&src).unwrap(), b"awk");
+    }
 
     #[test]
     fn ldd_output_parses_to_library_paths() {

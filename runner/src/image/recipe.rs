@@ -44,6 +44,18 @@ pub enum RecipeError {
     },
     #[error("{path}: file `dst` must be a relative path inside /tools, got `{dst}`")]
     BadDst { path: PathBuf, dst: String },
+    #[error(
+        "{path}:{line}:{column}: `{section}` entry `{name}` must be a program name found on \
+         PATH, such as `fio`; to add a file by its path use \
+         `files: [{{ src: {name}, dst: bin/NAME }}]`"
+    )]
+    NotAProgramName {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        section: &'static str,
+        name: String,
+    },
 }
 
 impl Recipe {
@@ -68,6 +80,28 @@ impl Recipe {
                 message: e.to_string(),
             }
         })?;
+        let positions = crate::matrix::locate::Positions::of(text);
+        for (section, names) in [("initramfs", &recipe.initramfs), ("tools", &recipe.tools)] {
+            for (i, name) in names.iter().enumerate() {
+                // A name is looked up on PATH and staged as bin/NAME: a `/` would make the
+                // staged path the host path itself (and copy the file onto itself).
+                if name.is_empty()
+                    || name.contains(['/', '\0'])
+                    || name == "."
+                    || name == ".."
+                    || name.chars().any(char::is_control)
+                {
+                    let (line, column) = positions.find(&[section.into(), i.into()]);
+                    return Err(RecipeError::NotAProgramName {
+                        path: path.into(),
+                        line,
+                        column,
+                        section,
+                        name: name.clone(),
+                    });
+                }
+            }
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for f in &mut recipe.files {
             if f.dst.is_absolute()
@@ -117,6 +151,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, RecipeError::BadDst { .. }), "{err}");
+        let err = Recipe::parse(
+            "tools: [fio, /usr/local/bin/fsstress]\n",
+            Path::new("/r/x.yaml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/r/x.yaml:1:14: `tools` entry `/usr/local/bin/fsstress` must be a program name \
+             found on PATH, such as `fio`; to add a file by its path use \
+             `files: [{ src: /usr/local/bin/fsstress, dst: bin/NAME }]`"
+        );
+        for bad in ["..", "../x", "a/b", ""] {
+            let text = format!("initramfs: [dropbear, '{bad}']\n");
+            let err = Recipe::parse(&text, Path::new("r.yaml")).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RecipeError::NotAProgramName {
+                        section: "initramfs",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
         let ok = Recipe::parse("files: [{src: a, dst: bin/a}]", Path::new("/r/x.yaml")).unwrap();
         assert_eq!(ok.files[0].src, PathBuf::from("/r/a"));
     }

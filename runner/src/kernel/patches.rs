@@ -46,10 +46,16 @@ impl fmt::Display for PatchFile {
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PatchFile>, KernelError> {
     let mut out = Vec::new();
     for p in paths {
-        expand_one(p, 1, &mut out)?;
+        expand_one(p, 1, &mut out, &mut Vec::new())?;
     }
     Ok(out)
 }
+
+/// Series may name series; deeper than this is a mistake, not a patch set.
+const MAX_SERIES_DEPTH: usize = 16;
+/// More single patches than any series crashrig bisects (bounds series that name the same
+/// series many times over).
+const MAX_PATCHES: usize = 20_000;
 
 fn read(path: &Path) -> Result<Vec<u8>, KernelError> {
     std::fs::read(path).map_err(|source| KernelError::Io {
@@ -58,11 +64,24 @@ fn read(path: &Path) -> Result<Vec<u8>, KernelError> {
     })
 }
 
-fn expand_one(path: &Path, strip: u32, out: &mut Vec<PatchFile>) -> Result<(), KernelError> {
+/// `series`: the series files being expanded, outermost first (a series that names itself,
+/// directly or not, is an error instead of an endless recursion).
+fn expand_one(
+    path: &Path,
+    strip: u32,
+    out: &mut Vec<PatchFile>,
+    series: &mut Vec<PathBuf>,
+) -> Result<(), KernelError> {
+    if out.len() > MAX_PATCHES {
+        return Err(KernelError::NotAPatch {
+            path: path.to_path_buf(),
+            why: format!("the series expand to more than {MAX_PATCHES} patches"),
+        });
+    }
     if path.is_dir() {
-        let series = path.join("series");
-        if series.is_file() {
-            return expand_series(&series, out);
+        let file = path.join("series");
+        if file.is_file() {
+            return expand_series(&file, out, series);
         }
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|source| KernelError::Io {
@@ -81,7 +100,7 @@ fn expand_one(path: &Path, strip: u32, out: &mut Vec<PatchFile>) -> Result<(), K
             });
         }
         for f in files {
-            expand_one(&f, 1, out)?;
+            expand_one(&f, 1, out, series)?;
         }
         return Ok(());
     }
@@ -115,7 +134,7 @@ fn expand_one(path: &Path, strip: u32, out: &mut Vec<PatchFile>) -> Result<(), K
             });
             Ok(())
         }
-        _ => expand_series(path, out),
+        _ => expand_series(path, out, series),
     }
 }
 
@@ -225,7 +244,40 @@ fn diff_subject(text: &str) -> Option<String> {
 
 /// A quilt `series` file: one patch per line relative to the file's directory, `#` comments,
 /// optional `-pN` after the name (default: `-p1`).
-fn expand_series(series: &Path, out: &mut Vec<PatchFile>) -> Result<(), KernelError> {
+fn expand_series(
+    series: &Path,
+    out: &mut Vec<PatchFile>,
+    open: &mut Vec<PathBuf>,
+) -> Result<(), KernelError> {
+    let key = std::fs::canonicalize(series).unwrap_or_else(|_| series.to_path_buf());
+    if let Some(first) = open.iter().position(|s| *s == key) {
+        let chain: Vec<String> = open[first..]
+            .iter()
+            .chain([&key])
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(KernelError::NotAPatch {
+            path: series.to_path_buf(),
+            why: format!("the series names itself: {}", chain.join(" -> ")),
+        });
+    }
+    if open.len() >= MAX_SERIES_DEPTH {
+        return Err(KernelError::NotAPatch {
+            path: series.to_path_buf(),
+            why: format!("series nest deeper than {MAX_SERIES_DEPTH} levels"),
+        });
+    }
+    open.push(key);
+    let result = expand_series_lines(series, out, open);
+    open.pop();
+    result
+}
+
+fn expand_series_lines(
+    series: &Path,
+    out: &mut Vec<PatchFile>,
+    open: &mut Vec<PathBuf>,
+) -> Result<(), KernelError> {
     let text = String::from_utf8_lossy(&read(series)?).into_owned();
     let dir = series.parent().unwrap_or(Path::new("."));
     let mut any = false;
@@ -255,7 +307,7 @@ fn expand_series(series: &Path, out: &mut Vec<PatchFile>) -> Result<(), KernelEr
             });
         }
         let before = out.len();
-        expand_one(&path, strip, out)?;
+        expand_one(&path, strip, out, open)?;
         if out[before..].is_empty() {
             return Err(KernelError::Series {
                 series: series.to_path_buf(),
@@ -538,6 +590,42 @@ Index: linux/fs/namespace.c
         );
         // the directory holding `series` means the same series
         assert_eq!(expand(&[d.path().join("patches")]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_series_that_names_itself_is_an_error_not_a_stack_overflow() {
+        let d = tempfile::tempdir().unwrap();
+        let series = write(d.path(), "series", "series\n");
+        let err = expand(std::slice::from_ref(&series))
+            .unwrap_err()
+            .to_string();
+        let real = std::fs::canonicalize(&series).unwrap();
+        assert!(
+            err.ends_with(&format!(
+                "the series names itself: {} -> {}",
+                real.display(),
+                real.display()
+            )),
+            "{err}"
+        );
+        // Through another series, and through a directory holding it.
+        write(d.path(), "a/series", "../b/series\n");
+        write(d.path(), "b/series", "../a/series\n");
+        let err = expand(&[d.path().join("a")]).unwrap_err().to_string();
+        assert!(err.contains("the series names itself"), "{err}");
+        // The same series named many times over is bounded, not exponential.
+        let mut prev = write(
+            d.path(),
+            "c0/p.patch",
+            "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n",
+        );
+        for i in 1..=15 {
+            let name = prev.strip_prefix(d.path()).unwrap().display().to_string();
+            let line = format!("../{name}\n");
+            prev = write(d.path(), &format!("c{i}/series"), &line.repeat(4));
+        }
+        let err = expand(&[prev]).unwrap_err().to_string();
+        assert!(err.contains("more than 20000 patches"), "{err}");
     }
 
     #[test]

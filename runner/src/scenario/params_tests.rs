@@ -252,3 +252,28 @@ fn a_recorded_scenario_reads_dollar_braces_as_they_stand() {
     );
     assert!(again.parameters.is_empty() && again.setting.is_empty());
 }
+
+#[test]
+fn huge_numbers_are_refused_with_their_bound() {
+    let text = "name: t\niterations: 4294967295\niteration-timeout: 1000years\nvm: { memory: 16000T }\nsteps: [sync]\n";
+    assert_eq!(
+        errors(text, &[]),
+        "\
+k.yaml:2:13: `iterations` is 4294967295, at most 1000000
+  |
+2 | iterations: 4294967295
+  |             ^^^^^^^^^^
+
+k.yaml:3:20: `iteration-timeout` is 1000years, at most 24h
+  |
+3 | iteration-timeout: 1000years
+  |                    ^^^^^^^^^
+
+k.yaml:4:15: `vm.memory` is 16000T, at most 1T
+  |
+4 | vm: { memory: 16000T }
+  |               ^^^^^^
+
+error: 3 problems in k.yaml"
+    );
+}

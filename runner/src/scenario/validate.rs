@@ -61,6 +61,11 @@ pub const MAX_DEVICE_NAME: usize = 20;
 const MIN_MEMORY: Size = Size(256 << 20);
 const MIN_DEVICE_SIZE: Size = Size(1 << 20);
 const MAX_CPUS: u32 = 64;
+/// Upper bounds on what a user writes, so deadlines cannot overflow and nothing allocates
+/// without end: a million iterations, a day per iteration, 1 TiB of guest memory.
+const MAX_ITERATIONS: u32 = 1_000_000;
+const MAX_ITERATION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const MAX_MEMORY: Size = Size(1 << 40);
 
 impl fmt::Display for Problem {
     /// `steps[3].kill.name: kill step names ...`, for problems found outside a file.
@@ -156,6 +161,26 @@ impl Checker<'_> {
             self.error(
                 vec![Key("iterations")],
                 "`iterations` must be at least 1".into(),
+            );
+        } else if s.iterations > MAX_ITERATIONS {
+            self.error(
+                vec![Key("iterations")],
+                format!("`iterations` is {}, at most {MAX_ITERATIONS}", s.iterations),
+            );
+        }
+        if s.iteration_timeout > MAX_ITERATION_TIMEOUT {
+            self.error(
+                vec![Key("iteration-timeout")],
+                format!(
+                    "`iteration-timeout` is {}, at most 24h",
+                    humantime::format_duration(s.iteration_timeout)
+                ),
+            );
+        }
+        if s.vm.memory > MAX_MEMORY {
+            self.error(
+                vec![Key("vm"), Key("memory")],
+                format!("`vm.memory` is {}, at most {MAX_MEMORY}", s.vm.memory),
             );
         }
         if s.iteration_timeout < Duration::from_secs(1) {
