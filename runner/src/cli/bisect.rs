@@ -48,6 +48,12 @@ pub struct BisectArgs {
     /// Continue the bisection journaled in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Search the scenario's declared parameters on the bad end (the good end with --fix)
+    /// first, with this budget of iterations, then bisect with the setting that shows the
+    /// target most often; the report says what was chosen and why.
+    #[arg(long, value_name = "BUDGET", num_args = 0..=1, default_missing_value = "300",
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub amplify: Option<u64>,
     #[command(flatten)]
     pub vm: CommonVmArgs,
 }
@@ -66,6 +72,7 @@ pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
         max_iterations: args.max_iterations,
         false_positive_rate: args.false_positive_rate,
         resume: args.resume,
+        amplify: args.amplify,
         vm: args.vm.options(),
     })
     .await?)

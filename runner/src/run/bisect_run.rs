@@ -50,6 +50,9 @@ pub struct BisectOptions {
     pub false_positive_rate: f64,
     /// Continue the bisection journaled in --out.
     pub resume: bool,
+    /// `--amplify N`: search the scenario's parameters on the bad end first (budget N
+    /// iterations), then bisect with the winning setting.
+    pub amplify: Option<u64>,
     pub vm: VmOptions,
 }
 
@@ -57,6 +60,8 @@ pub struct BisectOptions {
 pub enum BisectRunError {
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error(transparent)]
+    Amplify(#[from] Box<crate::run::amplify_run::AmplifyRunError>),
     #[error(transparent)]
     GitRun(crate::process::ProcessError),
     #[error("run `git {args}` in {repo}: {stderr}")]
@@ -409,11 +414,13 @@ struct BisectResult<'a> {
     candidates: Vec<String>,
     report: &'a bisect::Report,
     journal: Vec<bisect::Entry>,
+    /// What `--amplify` chose, and why.
+    amplification: Option<&'a str>,
 }
 
 pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     let mut session = Session::new(args.vm.clone());
-    let loaded = session.load_scenario(&args.scenario)?;
+    let mut loaded = session.load_scenario(&args.scenario)?;
     let (cands, range) = candidates(&args)?;
     let last = cands.last();
     session.create_out()?;
@@ -472,6 +479,37 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     });
     let mut tested: HashMap<String, usize> = HashMap::new();
     let mut run_index = 0;
+    let mut amplification = None;
+    if let (Some(budget), false) = (args.amplify, args.resume) {
+        let end = if args.fix { 0 } else { last };
+        let kernel = cands
+            .build(end, &opts, &cache, &mut sink)
+            .await
+            .map_err(|source| BisectRunError::BadEnd {
+                candidate: cands.describe(end),
+                source,
+            })?;
+        let host = session.host(&kernel.image).await?;
+        accel = Some(host.accel);
+        sink.emit(Event::Host(host.info));
+        let (winner, why) = amplify_end(
+            &args,
+            budget,
+            target.as_ref(),
+            (cands.describe(end), kernel),
+            &image,
+            host.accel,
+            &out,
+            &cache,
+            &mut sink,
+            &mut run_index,
+        )
+        .await
+        .map_err(Box::new)?;
+        sink.info(why.clone());
+        loaded = winner;
+        amplification = Some(why);
+    }
 
     // Learn the target from the bad end first when it was not given: the first violation it
     // shows (the bad end of a regression is the newest candidate, of a fix the oldest).
@@ -497,13 +535,17 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                     candidates: candidates.clone(),
                     report: &report,
                     journal: replay.entries,
+                    amplification: amplification.as_deref(),
                 };
                 let path = out.join("bisect.json");
                 write_json(&path, &result)?;
                 sink.finish();
-                sink.emit(Event::Report {
-                    text: report_text(&report, &candidates, target.as_ref()),
-                });
+                let mut text = report_text(&report, &candidates, target.as_ref());
+                if let Some(a) = &amplification {
+                    text.push_str(a);
+                    text.push('\n');
+                }
+                sink.emit(Event::Report { text });
                 return Ok(match report.status {
                     bisect::Status::Found => crate::exit::OK,
                     _ => crate::exit::EXPECTATION_FAILED,
@@ -615,6 +657,77 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         }
         record(&mut bisector, &mut journal, &cands, k, outcome)?;
     }
+}
+
+/// `--amplify`: the search on the bad end; returns the scenario with the winning setting and
+/// a sentence saying what was chosen and why.
+#[allow(clippy::too_many_arguments)]
+async fn amplify_end(
+    args: &BisectOptions,
+    budget: u64,
+    target: Option<&Target>,
+    end: (String, crate::kernel::ResolvedKernel),
+    image: &crate::image::GuestImage,
+    accel: crate::vm::Accel,
+    out: &Path,
+    cache: &crate::cache::Cache,
+    sink: &mut crate::report::events::EventSink,
+    run_index: &mut usize,
+) -> Result<(LoadedScenario, String), crate::run::amplify_run::AmplifyRunError> {
+    use crate::run::amplify_run::{load_setting, search, space_of, AmplifyOptions, Prepared};
+    let base = load_setting(&args.scenario, &args.vm.setting()?)?;
+    let space = space_of(&base.scenario, &args.vm.setting()?)?;
+    let opts = AmplifyOptions {
+        scenario: args.scenario.clone(),
+        against: None,
+        target: target.map(Target::text),
+        budget,
+        batch: 10,
+        confidence: 0.95,
+        seed: None,
+        vm: args.vm.clone(),
+        build: Default::default(),
+    };
+    let label = end.0.clone();
+    let prepared = Prepared {
+        kernels: vec![end],
+        image: image.clone(),
+        accel,
+    };
+    let (report, found, space) =
+        search(&opts, space, &prepared, out, cache, sink, run_index).await?;
+    let winner = report.winner.and_then(|w| report.row(w));
+    let default = report.row(report.default);
+    let setting = winner.map_or_else(
+        || space.setting(&space.default_arm()),
+        |w| space.setting(&w.arm),
+    );
+    let rate = |r: Option<&crate::amplify::Row>| {
+        r.map_or("not run".to_string(), |r| {
+            format!(
+                "{}/{} ({:.0}%, 95% CI {:.0}%-{:.0}%)",
+                r.counts[0].hits,
+                r.counts[0].trials,
+                100.0 * r.rates[0],
+                100.0 * r.intervals[0].0,
+                100.0 * r.intervals[0].1
+            )
+        })
+    };
+    let why = format!(
+        "amplify: bisecting with {} (target {} on the bad end {label}: {} against the default's {}{}; {} iterations of search over {} settings)",
+        winner.map_or("the default".to_string(), |w| w.label.clone()),
+        found.as_ref().map(Target::text).unwrap_or_else(|| "none seen".into()),
+        rate(winner),
+        rate(default),
+        report
+            .fisher_vs_default
+            .map(|p| format!(", Fisher p {p:.3}"))
+            .unwrap_or_default(),
+        report.spent,
+        space.size(),
+    );
+    Ok((load_setting(&args.scenario, &setting)?, why))
 }
 
 fn record(
