@@ -276,7 +276,7 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
     for jobs in [1, args.jobs] {
         let out = tmp.path().join(format!("j{jobs}"));
         let start = std::time::Instant::now();
-        let status = tokio::process::Command::new(&exe)
+        let status = crate::process::tokio_command(&exe)
             .arg("matrix")
             .arg(&matrix)
             .args([

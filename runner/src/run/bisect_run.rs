@@ -65,8 +65,8 @@ pub enum BisectRunError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Amplify(#[from] Box<crate::run::amplify_run::AmplifyRunError>),
-    #[error("run git")]
-    GitSpawn(#[source] std::io::Error),
+    #[error(transparent)]
+    GitRun(crate::process::ProcessError),
     #[error("run `git {args}` in {repo}: {stderr}")]
     Git {
         args: String,
@@ -307,20 +307,21 @@ impl Candidates {
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<String, BisectRunError> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
+    // rev-list and log over a kernel tree's history: seconds, minutes on a cold cache.
+    const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C").arg(repo).args(args);
+    let out = crate::process::Tool::new(&mut cmd, GIT_LIMIT)
         .output()
-        .map_err(BisectRunError::GitSpawn)?;
+        .map_err(BisectRunError::GitRun)?;
     if !out.status.success() {
         return Err(BisectRunError::Git {
             args: args.join(" "),
             repo: repo.to_path_buf(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr: out.stderr_text().trim().to_string(),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout_text())
 }
 
 fn split_path_ref(s: &str) -> Result<(PathBuf, String), BisectRunError> {
