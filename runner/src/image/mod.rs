@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -372,28 +373,31 @@ fn walk_size(dir: &Path) -> Result<u64, ImageError> {
     Ok(total)
 }
 
+/// dropbearkey, busybox --list, ldd and mkfs of the tools disk take seconds.
+const TOOL_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// Building the guest helper from source.
+const CARGO_LIMIT: Duration = Duration::from_secs(60 * 60);
+
 fn run(cmd: &mut Command) -> Result<String, ImageError> {
-    let command = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| ImageError::Command {
-        command: command.clone(),
-        stderr: e.to_string(),
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(ImageError::Command { command, stderr });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::process::Tool::new(cmd, TOOL_LIMIT)
+        .stdout()
+        .map_err(|e| {
+            let (command, stderr) = e.parts();
+            ImageError::Command { command, stderr }
+        })
 }
 
 /// Shared libraries of a dynamically linked program (empty for static ones), from `ldd`.
 fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, ImageError> {
     let ldd = host::require("ldd")?;
-    let out = Command::new(ldd)
-        .arg(program)
+    let out = crate::process::Tool::new(Command::new(ldd).arg(program), TOOL_LIMIT)
         .output()
-        .map_err(io_err(program))?;
+        .map_err(|e| ImageError::Command {
+            command: format!("ldd {}", program.display()),
+            stderr: crate::report::error_chain(&e),
+        })?;
     // ldd exits 1 for static programs ("not a dynamic executable").
-    Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_ldd(&out.stdout_text()))
 }
 
 /// Parses `ldd` output into library paths.
@@ -593,27 +597,28 @@ pub fn guest_helper() -> Result<PathBuf, ImageError> {
         ));
     }
     let cargo = host::require("cargo")?;
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "crashrig-guest",
-            "--target",
-            triple,
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .current_dir(&workspace)
-        // crt-static: rustup cannot fetch a musl target here, so glibc is linked statically.
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "crashrig-guest",
+        "--target",
+        triple,
+        "--target-dir",
+    ])
+    .arg(&target_dir)
+    .current_dir(&workspace)
+    // crt-static: rustup cannot fetch a musl target here, so glibc is linked statically.
+    .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    let out = crate::process::Tool::new(&mut cmd, CARGO_LIMIT)
         .output()
-        .map_err(|e| ImageError::Helper(format!("cannot run cargo: {e}")))?;
+        .map_err(|e| ImageError::Helper(crate::report::error_chain(&e)))?;
     if !out.status.success() {
         return Err(ImageError::Helper(format!(
             "cargo build of crashrig-guest failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            out.stderr_text()
         )));
     }
     Ok(built)

@@ -811,12 +811,13 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         let bisect_iterations = (counts.hits > 0)
             .then(|| {
                 crate::bisect::simulate(&crate::bisect::SimParams {
-                    p: counts.rate(),
+                    cases: vec![(counts.rate(), 0.0)],
                     runs: opts.bisect_runs,
+                    no_peers: true,
                     ..crate::bisect::SimParams::default()
                 })
                 .ok()
-                .map(|s| s.mean_iterations)
+                .and_then(|s| Some(s.cases.first()?.methods.first()?.mean_iterations))
             })
             .flatten();
         measured.push(Measured {

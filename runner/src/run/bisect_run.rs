@@ -33,6 +33,8 @@ pub struct BisectOptions {
     /// Patch form: the series to bisect (mbox, quilt series, directory or one patch), applied
     /// on the `--kernel` base; the base alone is good, base plus the whole series bad.
     pub patches: Vec<PathBuf>,
+    /// Patch form: patches applied on the base under every candidate, the good end included.
+    pub base_patches: Vec<PathBuf>,
     /// Kernel config fragments for every build (besides `base` and the scenario's).
     pub kconfig: Vec<String>,
     /// Find the fix instead: the old end is bad, the new end good.
@@ -46,8 +48,9 @@ pub struct BisectOptions {
     pub confidence: f64,
     /// Budget of search iterations. Default: 1000.
     pub max_iterations: Option<u64>,
-    /// Chance that a good kernel shows the target anyway (0 means one sighting proves bad).
-    pub false_positive_rate: f64,
+    /// A guess of the good side's rate, used as a prior worth 20 iterations (the rate is still
+    /// learnt from the runs); `None`: a weak prior.
+    pub false_positive_rate: Option<f64>,
     /// Continue the bisection journaled in --out.
     pub resume: bool,
     /// `--amplify N`: search the scenario's parameters on the bad end first (budget N
@@ -62,8 +65,8 @@ pub enum BisectRunError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Amplify(#[from] Box<crate::run::amplify_run::AmplifyRunError>),
-    #[error("run git")]
-    GitSpawn(#[source] std::io::Error),
+    #[error(transparent)]
+    GitRun(crate::process::ProcessError),
     #[error("run `git {args}` in {repo}: {stderr}")]
     Git {
         args: String,
@@ -241,6 +244,8 @@ enum Candidates {
     },
     Patches {
         base: KernelSpec,
+        /// Applied under every candidate, the good end included.
+        under: Vec<PatchFile>,
         patches: Vec<PatchFile>,
     },
 }
@@ -303,9 +308,13 @@ impl Candidates {
                     };
                     kernel::resolve(&spec, opts, cache, &progress).await
                 }
-                Candidates::Patches { base, patches } => {
-                    kernel::resolve_patches(base, opts, patches[..k].to_vec(), cache, &progress)
-                        .await
+                Candidates::Patches {
+                    base,
+                    under,
+                    patches,
+                } => {
+                    let list = under.iter().chain(&patches[..k]).cloned().collect();
+                    kernel::resolve_patches(base, opts, list, cache, &progress).await
                 }
             }
         };
@@ -314,20 +323,21 @@ impl Candidates {
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<String, BisectRunError> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
+    // rev-list and log over a kernel tree's history: seconds, minutes on a cold cache.
+    const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C").arg(repo).args(args);
+    let out = crate::process::Tool::new(&mut cmd, GIT_LIMIT)
         .output()
-        .map_err(BisectRunError::GitSpawn)?;
+        .map_err(BisectRunError::GitRun)?;
     if !out.status.success() {
         return Err(BisectRunError::Git {
             args: args.join(" "),
             repo: repo.to_path_buf(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr: out.stderr_text().trim().to_string(),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout_text())
 }
 
 fn split_path_ref(s: &str) -> Result<(PathBuf, String), BisectRunError> {
@@ -403,17 +413,26 @@ fn candidates(args: &BisectOptions) -> Result<(Candidates, String), BisectRunErr
     if patches.is_empty() {
         return Err(BisectRunError::EmptySeries);
     }
-    let range = format!(
-        "{base_spec} + {}",
-        args.patches
-            .iter()
+    let under = kernel::patches::expand(&args.base_patches).map_err(BisectRunError::Series)?;
+    let paths = |list: &[PathBuf]| {
+        list.iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(" + ")
-    );
+    };
+    let range = if under.is_empty() {
+        format!("{base_spec} + {}", paths(&args.patches))
+    } else {
+        format!(
+            "{base_spec} + {} under {}",
+            paths(&args.base_patches),
+            paths(&args.patches)
+        )
+    };
     Ok((
         Candidates::Patches {
             base: base_spec,
+            under,
             patches,
         },
         range,
@@ -443,7 +462,10 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     let cache = session.cache.clone();
     let mut config = Config {
         confidence: args.confidence,
-        false_positive_rate: args.false_positive_rate,
+        good_rate: args
+            .false_positive_rate
+            .map(bisect::RatePrior::guess)
+            .unwrap_or_default(),
         ..Config::default()
     };
     if let Some(n) = args.iterations {
@@ -589,6 +611,10 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 sink.emit(Event::Report { text });
                 return Ok(match report.status {
                     bisect::Status::Found => crate::exit::OK,
+                    // No difference was shown: nothing to bisect, as with a bad argument.
+                    bisect::Status::NoDifference | bisect::Status::WrongDirection => {
+                        crate::exit::CONFIG_OR_INFRA
+                    }
                     _ => crate::exit::EXPECTATION_FAILED,
                 });
             }
@@ -825,53 +851,123 @@ fn record(
 }
 
 fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target>) -> String {
+    let name = |k: usize| candidates.get(k).cloned().unwrap_or_else(|| k.to_string());
     let mut s = String::new();
     s.push_str(&format!(
-        "bisect: {:?}; target {}; {} builds, {} iterations (+{} to verify)\n",
-        r.status,
-        target.map(Target::text).unwrap_or_else(|| "?".into()),
-        r.builds,
-        r.iterations,
-        r.verify_iterations
+        "bisect: {}; target {}\n",
+        r.status.describe(),
+        target
+            .map(Target::text)
+            .unwrap_or_else(|| "not found".into()),
     ));
+    if let Some(e) = &r.ends {
+        s.push_str(&format!(
+            "ends: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}, one-sided Fisher p = {:.3}\n",
+            e.good_candidate,
+            e.good.text(),
+            e.bad_candidate,
+            e.bad.text(),
+            e.probability,
+            e.fisher_p
+        ));
+    }
+    if matches!(
+        r.status,
+        bisect::Status::NoDifference | bisect::Status::WrongDirection
+    ) {
+        s.push_str("no culprit: the ends did not show the difference at the confidence asked");
+        match r.iterations_needed {
+            Some(n) => s.push_str(&format!(
+                "; at the observed rates about {n} iterations per end would separate them (--max-iterations)\n"
+            )),
+            None => s.push_str("; they show the same rate\n"),
+        }
+    }
     match r.culprit {
         Some(c) => s.push_str(&format!(
-            "culprit: {} (posterior {:.3}){}\n",
-            candidates.get(c).cloned().unwrap_or_default(),
-            r.confidence,
-            match &r.verified {
-                Some(v) => format!("; verification: {v:?}"),
-                None => String::new(),
-            }
+            "culprit: {} (posterior {:.3})\n",
+            name(c),
+            r.confidence
         )),
         None => {
-            s.push_str("no single culprit at the target confidence; suspects:\n");
-            for sp in &r.suspects {
+            if let Some(range) = &r.range {
                 s.push_str(&format!(
-                    "  {:.3}  {}\n",
-                    sp.probability,
-                    candidates.get(sp.candidate).cloned().unwrap_or_default()
+                    "no single culprit at the target confidence; the culprit is in {}..={} with probability {:.3}\n",
+                    range.first, range.last, range.mass
                 ));
             }
         }
     }
-    s.push_str("evidence (candidate: iterations, target seen):\n");
-    for row in r
-        .evidence
-        .iter()
-        .filter(|row| row.iterations > 0 || row.unknown.is_some() || row.alias_of.is_some())
-    {
+    if !r.top.is_empty() && r.status != bisect::Status::NoDifference {
+        s.push_str("top suspects:\n");
+        for sp in &r.top {
+            s.push_str(&format!(
+                "  {:.3}  {}\n",
+                sp.probability,
+                name(sp.candidate)
+            ));
+        }
+    }
+    if let (Some(rates), true) = (&r.rates, r.iterations > 0) {
+        s.push_str(&format!(
+            "rates around candidate {}: before {} after {} (posterior mean, 95% interval)\n",
+            rates.culprit,
+            if r.direction == bisect::Direction::Fix {
+                rates.bad.text()
+            } else {
+                rates.good.text()
+            },
+            if r.direction == bisect::Direction::Fix {
+                rates.good.text()
+            } else {
+                rates.bad.text()
+            },
+        ));
+    }
+    if let Some(v) = &r.verified {
+        s.push_str(&format!(
+            "verification {}: culprit {} fresh runs {}, parent {} every run {}; P(culprit rate above parent) = {:.3}, one-sided Fisher p = {:.3}\n",
+            if v.holds { "holds" } else { "did not hold" },
+            v.bad_candidate,
+            v.bad.text(),
+            v.good_candidate,
+            v.good.text(),
+            v.probability,
+            v.fisher_p
+        ));
+    }
+    s.push_str(&format!(
+        "spent: {} iterations ({} on the ends, {} searching, {} verifying), {} builds, {} boots\n",
+        r.total_iterations(),
+        r.end_iterations,
+        r.iterations,
+        r.verify_iterations,
+        r.total_builds(),
+        r.boots
+    ));
+    s.push_str("evidence (candidate: target seen / iterations, then verification):\n");
+    for row in r.evidence.iter().filter(|row| {
+        row.iterations + row.verify_iterations > 0
+            || row.unknown.is_some()
+            || row.alias_of.is_some()
+    }) {
         let extra = match (&row.unknown, &row.alias_of) {
-            (Some(u), _) => format!("  unknown: {u}"),
+            (Some(u), _) => format!("  skipped: {u}"),
             (_, Some(a)) => format!("  same kernel as {a}"),
             _ => String::new(),
         };
+        let verify = if row.verify_iterations > 0 {
+            format!(" + {}/{}", row.verify_failures, row.verify_iterations)
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "  {:>3}: {:>3} / {:<3} {}{}\n",
+            "  {:>3}: {:>3}/{:<3}{:<9} {}{}\n",
             row.candidate,
-            row.iterations,
             row.failures,
-            candidates.get(row.candidate).cloned().unwrap_or_default(),
+            row.iterations,
+            verify,
+            name(row.candidate),
             extra
         ));
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::qmp::{Qmp, QmpError};
 use crate::host::{self, MissingTool};
@@ -242,14 +242,11 @@ impl Vm {
                 path: config.console_log.clone(),
                 source,
             })?;
-        let mut child = Command::new(qemu)
+        let mut child = crate::process::tokio_command(qemu)
             .args(qemu_args(&config))
             .args(test_monitor())
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
             .spawn()
             .map_err(VmError::Spawn)?;
         let started = Instant::now();
@@ -356,8 +353,7 @@ impl Vm {
 
     /// Cuts the power: SIGKILL, no guest flush, no clean shutdown.
     pub async fn power_cut(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        crate::process::kill_group(&mut self.child).await;
     }
 
     /// Stops QEMU: QMP `quit`, then SIGTERM, then SIGKILL to its process group.
@@ -374,17 +370,7 @@ impl Vm {
         {
             return;
         }
-        if let Some(pid) = self.child.id() {
-            // SAFETY: plain kill(2) of the process group we created for QEMU.
-            unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
-        }
-        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        self.power_cut().await;
+        crate::process::stop_group(&mut self.child, Duration::from_secs(3)).await;
     }
 
     /// Waits up to `within` for QEMU to exit by itself (after a guest poweroff or panic).
@@ -475,7 +461,7 @@ pub async fn bare_boot(
         Accel::Tcg => ("tcg", "max"),
     };
     let start = Instant::now();
-    let mut child = Command::new(qemu)
+    let mut child = crate::process::tokio_command(qemu)
         .args([
             "-nodefaults",
             "-no-user-config",
@@ -494,11 +480,8 @@ pub async fn bare_boot(
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", "console=ttyS0 panic=-1 random.trust_cpu=on"])
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start QEMU: {e}"))?;
     match tokio::time::timeout(within, child.wait()).await {
@@ -515,8 +498,7 @@ pub async fn bare_boot(
         }
         Ok(Err(e)) => Err(format!("cannot wait for QEMU: {e}")),
         Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            crate::process::kill_group(&mut child).await;
             Err(format!(
                 "a {accel_name} guest did not boot and power off within {within:?} (nested KVM?)"
             ))
@@ -538,7 +520,15 @@ pub async fn probe_kvm(kernel: &Path, bare_initrd: &Path) -> Result<f64, String>
 /// QEMU's version line, for results.
 pub async fn qemu_version() -> Option<String> {
     let qemu = host::find("qemu-system-x86_64")?;
-    let out = Command::new(qemu).arg("--version").output().await.ok()?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        crate::process::tokio_command(qemu)
+            .arg("--version")
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
