@@ -329,7 +329,6 @@ fn smoke_args(out: &Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "fails today: QEMU outlives a kill -9 of crashrig (vm/qemu.rs does not spawn it under the process layer's watchdog yet); run with --ignored"]
 fn kill_9_in_mid_iteration_leaves_no_qemu_and_no_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let args = smoke_args(&tmp.path().join("out"));
@@ -360,7 +359,7 @@ fn resume_after_kill_9_keeps_every_finished_iteration() {
     let out = tmp.path().join("out");
     let args = smoke_args(&out);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    // Survivors (see the test above) are killed by start_and_kill_9 either way.
+    // Survivors, if any (the test above fails then), are killed by start_and_kill_9.
     let (kept, disks, _) = start_and_kill_9(tmp.path(), &args);
     // Without --resume the directory is not reused.
     let (code, _, stderr) = crashrig(&args);
@@ -397,7 +396,6 @@ fn resume_after_kill_9_keeps_every_finished_iteration() {
 }
 
 #[test]
-#[ignore = "fails today: make (kconfig stage) outlives a kill -9 of crashrig, kernel/exec.rs does not use the process layer's watchdog yet; run with --ignored"]
 fn kill_9_in_mid_build_leaves_no_make() {
     let tmp = tempfile::tempdir().unwrap();
     // A git tree whose every make target takes long: crashrig is killed while make runs.
