@@ -57,6 +57,41 @@ pub enum ProcessError {
     },
 }
 
+/// A program that did not run, or did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failed {
+    #[error(transparent)]
+    Process(ProcessError),
+    #[error("run `{command}` ({status}): {stderr}")]
+    Status {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+}
+
+impl Failed {
+    /// The command and what it said, for the callers' own error variants.
+    pub fn parts(&self) -> (String, String) {
+        match self {
+            Failed::Process(e) => (
+                match e {
+                    ProcessError::Spawn { command, .. }
+                    | ProcessError::Timeout { command, .. }
+                    | ProcessError::Cancelled { command }
+                    | ProcessError::Wait { command, .. } => command.clone(),
+                },
+                crate::report::error_chain(e),
+            ),
+            Failed::Status {
+                command,
+                status,
+                stderr,
+            } => (command.clone(), format!("{status}: {stderr}")),
+        }
+    }
+}
+
 /// The command line of `cmd`, for messages.
 pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
@@ -166,6 +201,27 @@ pub fn tokio_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
     cmd
 }
 
+/// SIGKILL to the group of `child` (a [`tokio_command`]), then a wait bounded by
+/// [`REAP_LIMIT`]. Returns whether it was reaped.
+pub async fn kill_group(child: &mut tokio::process::Child) -> bool {
+    if let Some(pid) = child.id() {
+        signal_group(pid as i32, libc::SIGKILL);
+    }
+    let _ = child.start_kill();
+    tokio::time::timeout(REAP_LIMIT, child.wait()).await.is_ok()
+}
+
+/// SIGTERM to the group of `child`, `grace` to exit, then [`kill_group`].
+pub async fn stop_group(child: &mut tokio::process::Child, grace: Duration) -> bool {
+    if let Some(pid) = child.id() {
+        signal_group(pid as i32, libc::SIGTERM);
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+        return true;
+    }
+    kill_group(child).await
+}
+
 /// Groups started by [`Tool`] and not yet reaped.
 fn live() -> &'static Mutex<BTreeSet<i32>> {
     static LIVE: OnceLock<Mutex<BTreeSet<i32>>> = OnceLock::new();
@@ -229,8 +285,8 @@ impl Output {
 }
 
 /// A host program to run to its end, with a deadline.
-pub struct Tool {
-    cmd: Command,
+pub struct Tool<'c> {
+    cmd: &'c mut Command,
     limit: Duration,
     grace: Duration,
     cancel: Option<Arc<AtomicBool>>,
@@ -337,9 +393,9 @@ impl Collected {
     }
 }
 
-impl Tool {
+impl<'c> Tool<'c> {
     /// `cmd` with a deadline of `limit`.
-    pub fn new(cmd: Command, limit: Duration) -> Tool {
+    pub fn new(cmd: &'c mut Command, limit: Duration) -> Tool<'c> {
         Tool {
             cmd,
             limit,
@@ -350,19 +406,19 @@ impl Tool {
     }
 
     /// Stops the program when `flag` becomes true.
-    pub fn cancel(mut self, flag: Arc<AtomicBool>) -> Tool {
+    pub fn cancel(mut self, flag: Arc<AtomicBool>) -> Tool<'c> {
         self.cancel = Some(flag);
         self
     }
 
     /// Writes `bytes` to the program's stdin (else stdin is /dev/null).
-    pub fn stdin(mut self, bytes: Vec<u8>) -> Tool {
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Tool<'c> {
         self.stdin = Some(bytes);
         self
     }
 
     /// Time between SIGTERM and SIGKILL when the program is stopped.
-    pub fn grace(mut self, grace: Duration) -> Tool {
+    pub fn grace(mut self, grace: Duration) -> Tool<'c> {
         self.grace = grace;
         self
     }
@@ -372,9 +428,24 @@ impl Tool {
         self.run(&mut |_, _| {})
     }
 
+    /// Runs the program; its stdout when it exits with 0, else [`Failed`] with its stderr.
+    pub fn stdout(self) -> Result<String, Failed> {
+        let command = describe(self.cmd);
+        let out = self.output().map_err(Failed::Process)?;
+        if out.status.success() {
+            Ok(out.stdout_text())
+        } else {
+            Err(Failed::Status {
+                command,
+                status: out.status,
+                stderr: out.stderr_text().trim().to_string(),
+            })
+        }
+    }
+
     /// Runs the program to its end, passing every output line to `on_line` as it arrives.
     pub fn run(mut self, on_line: &mut dyn FnMut(Stream, &str)) -> Result<Output, ProcessError> {
-        let command = describe(&self.cmd);
+        let command = describe(self.cmd);
         let cancelled = |c: &Option<Arc<AtomicBool>>| {
             SHUTTING_DOWN.load(Ordering::SeqCst)
                 || c.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
@@ -382,7 +453,7 @@ impl Tool {
         if cancelled(&self.cancel) {
             return Err(ProcessError::Cancelled { command });
         }
-        contain(&mut self.cmd)
+        contain(self.cmd)
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -515,7 +586,7 @@ mod tests {
     fn output_is_collected_and_lines_are_streamed_from_both_pipes() {
         let mut lines = Vec::new();
         let out = Tool::new(
-            sh("echo one; echo two >&2; printf tail"),
+            &mut sh("echo one; echo two >&2; printf tail"),
             Duration::from_secs(30),
         )
         .run(&mut |s, l| lines.push((s, l.to_string())))
@@ -536,7 +607,7 @@ mod tests {
 
     #[test]
     fn stdin_reaches_the_program_and_exit_status_is_kept() {
-        let out = Tool::new(sh("cat; exit 3"), Duration::from_secs(30))
+        let out = Tool::new(&mut sh("cat; exit 3"), Duration::from_secs(30))
             .stdin(b"hello".to_vec())
             .output()
             .unwrap();
@@ -553,7 +624,7 @@ mod tests {
             "sh -c 'trap \"\" TERM; sleep 60 & echo $! >> {p}; wait' & echo $! >> {p}; sleep 60",
             p = pids.display()
         );
-        let err = Tool::new(sh(&script), Duration::from_millis(500))
+        let err = Tool::new(&mut sh(&script), Duration::from_millis(500))
             .grace(Duration::from_millis(200))
             .output()
             .unwrap_err();
@@ -575,7 +646,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(200));
             f.store(true, Ordering::SeqCst);
         });
-        let err = Tool::new(sh("sleep 60"), Duration::from_secs(120))
+        let err = Tool::new(&mut sh("sleep 60"), Duration::from_secs(120))
             .cancel(flag)
             .output()
             .unwrap_err();
@@ -584,9 +655,12 @@ mod tests {
 
     #[test]
     fn a_program_that_cannot_start_is_a_spawn_error() {
-        let err = Tool::new(Command::new("/nonexistent/tool"), Duration::from_secs(5))
-            .output()
-            .unwrap_err();
+        let err = Tool::new(
+            &mut Command::new("/nonexistent/tool"),
+            Duration::from_secs(5),
+        )
+        .output()
+        .unwrap_err();
         assert!(matches!(err, ProcessError::Spawn { .. }), "{err:?}");
     }
 
@@ -602,7 +676,7 @@ mod tests {
         let script = format!(
             "sh -c 'sleep 600 & echo $! >> {pids}; wait' & echo $! >> {pids}; echo $$ >> {pids}; sleep 600"
         );
-        let _ = Tool::new(sh(&script), Duration::from_secs(600)).output();
+        let _ = Tool::new(&mut sh(&script), Duration::from_secs(600)).output();
     }
 
     #[test]

@@ -20,8 +20,7 @@ fn is_root() -> bool {
 macro_rules! require_root {
     () => {
         if !is_root() {
-            eprintln!("SKIPPED: needs root");
-            return;
+            panic!("cannot run: needs root (the suite runs as root on a Debian host with these; see scripts/setup.sh)");
         }
     };
 }
@@ -319,8 +318,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
 fn kill_workload_with_forked_child(cgroups: bool) {
     let mut sb = Sandbox::new(if cgroups { "kill-cg" } else { "kill-pg" }, cgroups);
     if cgroups && sb.cgroup_root.is_none() {
-        eprintln!("SKIPPED: no cgroup2 with cgroup.kill on this host");
-        return;
+        panic!("cannot run: no cgroup2 with cgroup.kill on this host (the suite runs as root on a Debian host with these; see scripts/setup.sh)");
     }
     let name = sb.workload("load");
     let child_pid = sb.path("child.pid");
@@ -517,8 +515,7 @@ fn written_data_verifies_and_losses_are_named() {
 fn dmesg_returns_only_records_since_the_last_read() {
     require_root!();
     if std::fs::File::open("/dev/kmsg").is_err() {
-        eprintln!("SKIPPED: /dev/kmsg not readable");
-        return;
+        panic!("cannot run: /dev/kmsg not readable (the suite runs as root on a Debian host with these; see scripts/setup.sh)");
     }
     let sb = Sandbox::new("dmesg", false);
     let label = format!("dmesg-test-{}", std::process::id());
@@ -573,12 +570,10 @@ fn fs_round_trip(fstype: &str, mkfs_options: &[&str]) {
     if !Path::new(&format!("/sbin/mkfs.{fstype}")).exists()
         && !Path::new(&format!("/usr/sbin/mkfs.{fstype}")).exists()
     {
-        eprintln!("SKIPPED: no mkfs.{fstype}");
-        return;
+        panic!("cannot run: no mkfs.{fstype} (the suite runs as root on a Debian host with these; see scripts/setup.sh)");
     }
     let Some(dev) = loop_device(&mut sb, 320 << 20) else {
-        eprintln!("SKIPPED: losetup does not work here; no mkfs/fsck test");
-        return;
+        panic!("cannot run: losetup does not work here; no mkfs/fsck test (the suite runs as root on a Debian host with these; see scripts/setup.sh)");
     };
     let mnt = sb.path("mnt");
     let data = format!("{mnt}/data");
@@ -722,6 +717,7 @@ fn helper_problems_are_errors_not_crashes() {
 }
 
 #[test]
+#[ignore = "needs device-mapper in the host kernel (`dmsetup version` fails on this CI VM); the same dm-error path runs in the guest in runner/tests/qemu_crash.rs; run with --ignored on a host with dm"]
 fn dm_tables_swap_under_a_mounted_filesystem() {
     require_root!();
     let ok = Command::new("dmsetup")
@@ -730,13 +726,11 @@ fn dm_tables_swap_under_a_mounted_filesystem() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        eprintln!("SKIPPED: device-mapper is not available on this host");
-        return;
+        panic!("cannot run: device-mapper is not available on this host (the suite runs as root on a Debian host with these; see scripts/setup.sh)");
     }
     let mut sb = Sandbox::new("dm", true);
     let Some(dev) = loop_device(&mut sb, 64 << 20) else {
-        eprintln!("SKIPPED: losetup does not work here");
-        return;
+        panic!("cannot run: losetup does not work here (the suite runs as root on a Debian host with these; see scripts/setup.sh)");
     };
     let name = format!("crashrig-test-{}", std::process::id());
     let r = sb.run(

@@ -14,7 +14,7 @@ use super::model::{BatchOutcome, Config};
 use super::search::Bisector;
 
 /// The value of [`Header::format`].
-pub const JOURNAL_FORMAT: &str = "crashrig-bisect-journal/1";
+pub const JOURNAL_FORMAT: &str = "crashrig-bisect-journal/2";
 
 /// First line: what bisection this journal belongs to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -394,7 +394,8 @@ mod tests {
             replay.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
             (0..6).collect::<Vec<_>>()
         );
-        assert_eq!(replay.entries[0].identity, "commit-10");
+        // The bad end goes first.
+        assert_eq!(replay.entries[0].identity, "commit-20");
         let mut resumed = Bisector::from_journal(&replay).unwrap();
         assert_eq!(resumed.posterior(), live.posterior());
         assert_eq!(resumed.next_action(), live.next_action());

@@ -16,7 +16,8 @@
 //!    [`Journal::append`] it.
 //! 3. [`Action::Done`] carries the [`Report`]; [`Bisector::progress`] feeds a progress line.
 //!
-//! [`simulate`] measures the engine against simulated histories (`crashrig bench bisect`).
+//! [`simulate`] measures the engine against simulated histories beside the rules people use
+//! today (`crashrig bench bisect`).
 
 mod check;
 mod error;
@@ -31,12 +32,12 @@ pub use check::{check_exit_code, EXIT_BAD, EXIT_GOOD, EXIT_SKIP};
 pub use error::BisectError;
 pub use journal::{Entry, Header, Journal, Replay, Step, JOURNAL_FORMAT};
 pub use model::{
-    Action, BatchOutcome, Config, Direction, EvidenceRow, Report, ReproPrior, Status, Suspect,
-    Verdict, Verification, VerifyCheck,
+    Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, MeasuredRate,
+    Phase, RatePrior, Report, SideRates, Status, Suspect, SuspectRange,
 };
 pub use search::{Bisector, Oracle, Progress};
 pub use sim::{
-    iteration_bound, print_summary, simulate, CalibrationBucket, SimParams, SimSummary,
-    SimulatedHistory,
+    iteration_bound, parse_case, print_summary, simulate, CaseSummary, Method, MethodSummary,
+    SimParams, SimSummary, SimulatedHistory, DEFAULT_CASES,
 };
-pub use verify::clean_runs_needed;
+pub use verify::iterations_to_separate;

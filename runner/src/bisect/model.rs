@@ -15,21 +15,56 @@ pub enum Direction {
     Fix,
 }
 
-/// Prior belief about `p`, the per-iteration probability that a bad candidate shows the target.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// Prior belief about one side's rate: the per-iteration probability that a candidate on that
+/// side of the change shows the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum ReproPrior {
-    /// `p ~ Beta(alpha, beta)`, integrated exactly (default: `Beta(1, 1)`, uniform on (0,1)).
+pub enum RatePrior {
+    /// Uniform on a grid of 48 rates, with an atom at 0 on the good side ("it never happened
+    /// before", prior mass 0.3) and at 1 on the bad side ("it always happens", 0.05), so a
+    /// plain 0 -> p regression and a deterministic bug are as cheap as when told (default).
+    #[default]
+    Weak,
+    /// `Beta(alpha, beta)` on the same grid (an informed guess that the runs still correct).
     Beta { alpha: f64, beta: f64 },
-    /// `p` is known; `Known { p: 1.0 }` turns the search into plain bisection.
-    Known { p: f64 },
+    /// The rate is known exactly (tests, simulations).
+    Known { rate: f64 },
 }
 
-impl Default for ReproPrior {
-    fn default() -> Self {
-        ReproPrior::Beta {
-            alpha: 1.0,
-            beta: 1.0,
+impl RatePrior {
+    /// A guess worth 20 iterations centered on `rate` (what `--false-positive-rate` means).
+    pub fn guess(rate: f64) -> RatePrior {
+        RatePrior::Beta {
+            alpha: 20.0 * rate + 0.5,
+            beta: 20.0 * (1.0 - rate) + 0.5,
+        }
+    }
+
+    fn validate(&self, name: &'static str) -> Result<(), BisectError> {
+        let bad = |value: String, expected| BisectError::BadConfig {
+            name,
+            value,
+            expected,
+        };
+        match *self {
+            RatePrior::Weak => Ok(()),
+            RatePrior::Beta { alpha, beta } => {
+                if alpha > 0.0 && alpha.is_finite() && beta > 0.0 && beta.is_finite() {
+                    Ok(())
+                } else {
+                    Err(bad(
+                        format!("beta({alpha}, {beta})"),
+                        "expected finite positive parameters",
+                    ))
+                }
+            }
+            RatePrior::Known { rate } => {
+                if (0.0..=1.0).contains(&rate) {
+                    Ok(())
+                } else {
+                    Err(bad(format!("known rate {rate}"), "expected 0 <= rate <= 1"))
+                }
+            }
         }
     }
 }
@@ -38,33 +73,39 @@ impl Default for ReproPrior {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    /// Stop when one culprit (or one group of candidates no test can tell apart) holds this
-    /// posterior probability; also the confidence of each verification verdict (default: 0.95).
+    /// Confidence of every claim: that the ends differ, that one culprit (or one group of
+    /// candidates no test can tell apart) holds the posterior, and that the culprit's rate
+    /// differs from its parent's (default: 0.95).
     pub confidence: f64,
-    /// Probability that one iteration on a good candidate shows the target anyway
-    /// (default: 0.0, so a single failure proves a candidate bad).
-    pub false_positive_rate: f64,
-    /// Prior on the reproduction probability of bad candidates (default: uniform).
-    pub repro_prior: ReproPrior,
+    /// Prior on the rate of candidates before the change (default: weak, learnt from the runs).
+    pub good_rate: RatePrior,
+    /// Prior on the rate of candidates after the change (default: weak, learnt from the runs).
+    pub bad_rate: RatePrior,
     /// Cost of building a candidate not tested before, in the unit of `iteration_cost`
     /// (default: 10.0).
     pub build_cost: f64,
+    /// Cost of booting a candidate's kernel, paid when a batch runs on another kernel than the
+    /// previous batch (consecutive batches on one candidate reuse the booted VM) (default: 2.0).
+    pub boot_cost: f64,
     /// Cost of one iteration of an already built candidate (default: 1.0).
     pub iteration_cost: f64,
     /// Largest batch the search asks for at once (default: 32).
     pub max_batch: u32,
-    /// Budget of search iterations; verification has its own (default: 1000).
+    /// Budget of iterations for the ends and the search; verification has its own
+    /// (default: 1000).
     pub max_iterations: u64,
     /// Budget of builds during the search (default: none, that is every candidate).
     pub max_builds: Option<u64>,
     /// Regression or fix (default: regression).
     pub direction: Direction,
-    /// Re-run the culprit and its parent after the search until each verdict holds
-    /// (default: true).
+    /// Run the good and the bad end until their rates differ before searching (default: true).
+    pub check_ends: bool,
+    /// Compare the culprit's rate with its parent's after the search (default: true).
     pub verify: bool,
-    /// Most verification iterations spent on each of the two candidates (default: 100).
+    /// Most verification iterations spent on each of the two candidates in one round
+    /// (default: 100).
     pub max_verify_iterations: u64,
-    /// Verification rounds: a verification that fails puts its runs into the posterior and
+    /// Verification rounds: a verification that fails keeps its runs in the posterior and
     /// sends the search back to work, at most this many rounds in all (default: 3).
     pub max_verify_rounds: u32,
 }
@@ -73,14 +114,16 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             confidence: 0.95,
-            false_positive_rate: 0.0,
-            repro_prior: ReproPrior::default(),
+            good_rate: RatePrior::Weak,
+            bad_rate: RatePrior::Weak,
             build_cost: 10.0,
+            boot_cost: 2.0,
             iteration_cost: 1.0,
             max_batch: 32,
             max_iterations: 1000,
             max_builds: None,
             direction: Direction::Regression,
+            check_ends: true,
             verify: true,
             max_verify_iterations: 100,
             max_verify_rounds: 3,
@@ -98,55 +141,56 @@ impl Config {
                 expected,
             }
         }
-        if !(self.confidence > 0.0 && self.confidence < 1.0) {
-            return Err(bad("confidence", self.confidence, "expected 0 < x < 1"));
+        if !(self.confidence >= 0.5 && self.confidence < 1.0) {
+            return Err(bad("confidence", self.confidence, "expected 0.5 <= x < 1"));
         }
-        if !(self.false_positive_rate >= 0.0 && self.false_positive_rate < 1.0) {
-            return Err(bad(
-                "false-positive-rate",
-                self.false_positive_rate,
-                "expected 0 <= x < 1",
-            ));
-        }
-        match self.repro_prior {
-            ReproPrior::Beta { alpha, beta } => {
-                if !(alpha > 0.0 && alpha.is_finite() && beta > 0.0 && beta.is_finite()) {
-                    return Err(bad(
-                        "repro-prior",
-                        format!("beta({alpha}, {beta})"),
-                        "expected finite positive parameters",
-                    ));
-                }
-            }
-            ReproPrior::Known { p } => {
-                if !(p > self.false_positive_rate && p <= 1.0) {
-                    return Err(bad(
-                        "repro-prior",
-                        format!("known p = {p}"),
-                        "expected false-positive-rate < p <= 1",
-                    ));
-                }
+        self.good_rate.validate("good-rate")?;
+        self.bad_rate.validate("bad-rate")?;
+        if let (RatePrior::Known { rate: g }, RatePrior::Known { rate: b }) =
+            (self.good_rate, self.bad_rate)
+        {
+            if g >= b {
+                return Err(bad(
+                    "good-rate",
+                    g,
+                    "expected a known good rate below the known bad rate",
+                ));
             }
         }
-        if !(self.build_cost >= 0.0 && self.build_cost.is_finite()) {
+        for (name, value, zero_ok) in [
+            ("build-cost", self.build_cost, true),
+            ("boot-cost", self.boot_cost, true),
+            ("iteration-cost", self.iteration_cost, false),
+        ] {
+            let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0));
+            if !ok || value > 1e6 {
+                return Err(bad(
+                    name,
+                    value,
+                    if zero_ok {
+                        "expected a finite 0 <= x <= 1e6"
+                    } else {
+                        "expected a finite 0 < x <= 1e6"
+                    },
+                ));
+            }
+        }
+        if self.max_verify_rounds == 0 || self.max_verify_rounds > 100 {
             return Err(bad(
-                "build-cost",
-                self.build_cost,
-                "expected a finite x >= 0",
+                "max-verify-rounds",
+                self.max_verify_rounds,
+                "expected 1 to 100",
             ));
         }
-        if !(self.iteration_cost > 0.0 && self.iteration_cost.is_finite()) {
+        if self.max_batch == 0 || self.max_batch > 10_000 {
+            return Err(bad("max-batch", self.max_batch, "expected 1 to 10000"));
+        }
+        if self.max_iterations == 0 || self.max_iterations > 1_000_000 {
             return Err(bad(
-                "iteration-cost",
-                self.iteration_cost,
-                "expected a finite x > 0",
+                "max-iterations",
+                self.max_iterations,
+                "expected 1 to 1000000",
             ));
-        }
-        if self.max_verify_rounds == 0 {
-            return Err(bad("max-verify-rounds", 0, "expected at least 1"));
-        }
-        if self.max_batch == 0 {
-            return Err(bad("max-batch", self.max_batch, "expected at least 1"));
         }
         Ok(())
     }
@@ -171,35 +215,70 @@ pub enum Action {
     Test {
         candidate: usize,
         iterations: u32,
-        /// Stop the batch after the first iteration that shows the target: with no false
-        /// positives that one failure settles the candidate. Stopping early does not bias
-        /// the posterior (the likelihood does not depend on the stopping rule).
+        /// Stop the batch after the first iteration that shows the target (the engine asks
+        /// when a failure would settle the question). Stopping early does not bias the
+        /// posterior: the likelihood does not depend on the stopping rule.
         stop_at_first_failure: bool,
     },
     /// The bisection is over.
     Done(Box<Report>),
 }
 
-/// How the search ended.
+/// Where a bisection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Running the good and the bad end until their rates differ.
+    Ends,
+    /// Looking for the culprit.
+    Search,
+    /// Comparing the culprit's rate with its parent's.
+    Verify,
+    Done,
+}
+
+/// How the bisection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// The bisection is still running.
     InProgress,
-    /// One candidate holds the target confidence.
+    /// One candidate holds the target confidence (and its rate differs from its parent's).
     Found,
     /// A group of candidates holds it, but skipped candidates leave no test that tells them apart.
     Ambiguous,
-    /// The iteration or build budget ran out first.
+    /// The search's leader did not show a rate different from its parent's.
+    Unverified,
+    /// The iteration or build budget ran out first: see the suspect range.
     BudgetExhausted,
+    /// The good and the bad end did not show different rates within the budget.
+    NoDifference,
+    /// The good end fails more often than the bad end: the change goes the other way.
+    WrongDirection,
     /// No test left could change the posterior (everything useful was skipped).
     NoProgress,
-    /// The evidence contradicts the model: the known-good end showed the target with a zero
-    /// false-positive rate, or a known reproduction probability was violated.
+    /// The evidence contradicts the model (a known rate was violated).
     Contradiction,
 }
 
-/// One member of the leading group.
+impl Status {
+    /// The status in words, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Status::InProgress => "in progress",
+            Status::Found => "found the culprit",
+            Status::Ambiguous => "found a group of candidates no test can tell apart",
+            Status::Unverified => "the leading candidate's rate did not differ from its parent's",
+            Status::BudgetExhausted => "the budget ran out before one candidate stood out",
+            Status::NoDifference => "the good and the bad end did not show different rates",
+            Status::WrongDirection => "the good end fails more often than the bad end",
+            Status::NoProgress => "no candidate left that could be tested",
+            Status::Contradiction => "the evidence contradicts the given rates",
+        }
+    }
+}
+
+/// One candidate and its posterior probability of being the culprit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Suspect {
@@ -207,14 +286,24 @@ pub struct Suspect {
     pub probability: f64,
 }
 
+/// The shortest run of candidates that holds the target confidence, when no single one does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SuspectRange {
+    pub first: usize,
+    pub last: usize,
+    /// Posterior probability that the culprit is in `first..=last`.
+    pub mass: f64,
+}
+
 /// What is known about one candidate.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct EvidenceRow {
     pub candidate: usize,
-    /// Search iterations run on it.
+    /// Iterations run on it before verification (ends and search).
     pub iterations: u64,
-    /// Search iterations that showed the target.
+    /// Of those, iterations that showed the target.
     pub failures: u64,
     /// Why it was skipped, when it was.
     pub unknown: Option<String>,
@@ -226,40 +315,94 @@ pub struct EvidenceRow {
     pub verify_failures: u64,
 }
 
-/// What a verification found about one candidate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Bad,
-    Good,
-    /// The budget ran out, the candidate could not be tested, or both verdicts hold.
-    Inconclusive,
-}
-
-/// One re-run check of the verification.
+/// A rate measured on one kernel: failures of iterations with a 95% Wilson interval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct VerifyCheck {
-    pub candidate: usize,
-    /// The verdict the search result predicts.
-    pub expected: Verdict,
-    pub verdict: Verdict,
+pub struct MeasuredRate {
     pub iterations: u64,
     pub failures: u64,
+    pub rate: f64,
+    pub low: f64,
+    pub high: f64,
 }
 
-/// Fresh re-runs of both ends of the culprit after the search.
+impl MeasuredRate {
+    pub fn new(failures: u64, iterations: u64) -> MeasuredRate {
+        let (low, high) = crate::outcome::stats::wilson_95(failures, iterations);
+        MeasuredRate {
+            iterations,
+            failures,
+            rate: if iterations == 0 {
+                0.0
+            } else {
+                failures as f64 / iterations as f64
+            },
+            low,
+            high,
+        }
+    }
+
+    /// `3/20 = 15% [5%, 36%]`
+    pub fn text(&self) -> String {
+        format!(
+            "{}/{} = {:.0}% [{:.0}%, {:.0}%]",
+            self.failures,
+            self.iterations,
+            100.0 * self.rate,
+            100.0 * self.low,
+            100.0 * self.high
+        )
+    }
+}
+
+/// Two kernels' rates compared: the one expected to fail less (`good`) and the one expected to
+/// fail more (`bad`), in the caller's numbering.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct Verification {
-    /// The reproduction probability used for "good" verdicts, frozen when verification began.
-    pub p_used: f64,
-    /// Clean runs that make a "good" verdict at the target confidence: `ln(1-c)/ln(1-p)`.
-    pub clean_runs_needed: u64,
-    /// The culprit (expected bad for a regression) then its parent.
-    pub checks: Vec<VerifyCheck>,
-    /// Every check gave the expected verdict.
+pub struct Comparison {
+    pub good_candidate: usize,
+    pub good: MeasuredRate,
+    pub bad_candidate: usize,
+    pub bad: MeasuredRate,
+    /// Posterior probability that the bad kernel's rate is above the good one's (independent
+    /// Jeffreys priors on the two rates); the claim holds at `>= confidence`.
+    pub probability: f64,
+    /// One-sided Fisher exact p-value of the same question, for reference.
+    pub fisher_p: f64,
     pub holds: bool,
+}
+
+/// A rate estimated by the model: posterior mean and central 95% interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct EstimatedRate {
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl EstimatedRate {
+    /// `12% [6%, 20%]`
+    pub fn text(&self) -> String {
+        format!(
+            "{:.0}% [{:.0}%, {:.0}%]",
+            100.0 * self.mean,
+            100.0 * self.low,
+            100.0 * self.high
+        )
+    }
+}
+
+/// The rates on both sides of the leading culprit, learnt from every run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SideRates {
+    /// The leading culprit the estimates are conditioned on.
+    pub culprit: usize,
+    /// Rate of the candidates on the good side (before a regression, after a fix).
+    pub good: EstimatedRate,
+    /// Rate of the candidates on the bad side.
+    pub bad: EstimatedRate,
 }
 
 /// The result of a bisection, in the caller's candidate numbering.
@@ -268,26 +411,53 @@ pub struct Verification {
 pub struct Report {
     pub status: Status,
     pub direction: Direction,
-    /// The first bad candidate (first good one for a fix), when a single candidate holds.
+    /// The first bad candidate (first good one for a fix), named only when one candidate holds
+    /// the target confidence and its rate differs from its parent's.
     pub culprit: Option<usize>,
     /// The leading group: one candidate, or the ones no test can tell apart.
     pub suspects: Vec<Suspect>,
     /// Posterior probability of the leading group.
     pub confidence: f64,
-    /// Posterior over the culprit, indexed by candidate; index 0 is always 0.
+    /// The most probable culprits, most probable first (at most five).
+    pub top: Vec<Suspect>,
+    /// The shortest run of candidates holding the target confidence, when the search did not
+    /// name one candidate.
+    pub range: Option<SuspectRange>,
+    /// Posterior over the culprit, indexed by candidate; the good end's entry is always 0.
     pub posterior: Vec<f64>,
     /// One row per candidate, 0 to last.
     pub evidence: Vec<EvidenceRow>,
-    /// Candidates built (tested at least once, not an alias) in the search.
+    /// The good end against the bad end, when they were run.
+    pub ends: Option<Comparison>,
+    /// Iterations per end that would show the observed difference (Fisher, alpha 0.05, power
+    /// 0.8), when the ends did not differ within the budget.
+    pub iterations_needed: Option<u64>,
+    /// The estimated rates on both sides of the leading culprit.
+    pub rates: Option<SideRates>,
+    /// The culprit against its parent, when verification ran.
+    pub verified: Option<Comparison>,
+    /// Candidates built (tested at least once, not an alias) for the ends and the search.
     pub builds: u64,
+    /// Kernel boots: batches on another kernel than the batch before.
+    pub boots: u64,
+    /// Iterations on the ends before the search.
+    pub end_iterations: u64,
     /// Search iterations.
     pub iterations: u64,
     /// Candidates built only for verification.
     pub verify_builds: u64,
     /// Verification iterations.
     pub verify_iterations: u64,
-    /// Posterior mean of the reproduction probability given the leading culprit.
-    pub p_estimate: f64,
-    /// The verification, when it ran.
-    pub verified: Option<Verification>,
+}
+
+impl Report {
+    /// Every iteration run: ends, search and verification.
+    pub fn total_iterations(&self) -> u64 {
+        self.end_iterations + self.iterations + self.verify_iterations
+    }
+
+    /// Every build: search and verification.
+    pub fn total_builds(&self) -> u64 {
+        self.builds + self.verify_builds
+    }
 }

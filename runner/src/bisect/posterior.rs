@@ -1,8 +1,12 @@
-//! The numbers: posterior over the culprit, predictive distributions of a batch, expected
-//! information gain. Everything is in natural logarithms; probabilities are normalized in log
-//! space so long runs of clean iterations do not underflow.
+//! The numbers: the posterior over the culprit with both rates unknown, predictive
+//! distributions of a batch, expected information gain, and two-rate comparisons.
+//!
+//! Both rates live on a grid: candidates before the culprit fail at rate `q0`, the culprit and
+//! after at `q1 > q0`; each has a prior on its own grid, and the likelihood of a culprit
+//! position integrates both out under the order constraint. Everything is in natural
+//! logarithms and normalized in log space, so long runs of clean iterations do not underflow.
 
-use super::model::ReproPrior;
+use super::model::RatePrior;
 
 /// Iterations and failures seen on one candidate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,40 +19,13 @@ impl Tally {
     pub fn clean(&self) -> u64 {
         self.iterations - self.failures
     }
-}
 
-/// `ln Γ(x)` for `x > 0` (Lanczos, g = 7, nine terms; relative error about 1e-15).
-pub(crate) fn ln_gamma(x: f64) -> f64 {
-    const G: f64 = 7.0;
-    const COEF: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    use std::f64::consts::PI;
-    if x < 0.5 {
-        // Reflection keeps the series in its accurate range.
-        PI.ln() - (PI * x).sin().ln() - ln_gamma(1.0 - x)
-    } else {
-        let x = x - 1.0;
-        let t = x + G + 0.5;
-        let mut a = COEF[0];
-        for (i, c) in COEF.iter().enumerate().skip(1) {
-            a += c / (x + i as f64);
+    pub fn add(self, other: Tally) -> Tally {
+        Tally {
+            iterations: self.iterations + other.iterations,
+            failures: self.failures + other.failures,
         }
-        0.5 * (2.0 * PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
     }
-}
-
-/// `ln B(a, b)`.
-pub(crate) fn ln_beta(a: f64, b: f64) -> f64 {
-    ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b)
 }
 
 /// `x ln y` with `0 ln 0 = 0`, so that zero counts never turn a zero probability into NaN.
@@ -60,116 +37,188 @@ pub(crate) fn xlny(x: f64, y: f64) -> f64 {
     }
 }
 
-impl ReproPrior {
-    /// `ln ∫ p^failures (1-p)^clean dPrior(p)`: the evidence of runs on bad candidates.
-    pub(crate) fn ln_marginal(&self, failures: u64, clean: u64) -> f64 {
-        let (f, s) = (failures as f64, clean as f64);
-        match *self {
-            ReproPrior::Beta { alpha, beta } => ln_beta(alpha + f, beta + s) - ln_beta(alpha, beta),
-            ReproPrior::Known { p } => xlny(f, p) + xlny(s, 1.0 - p),
+/// Interior points of the weak prior's grid: `(k + 0.5) / GRID` for `k` in `0..GRID`.
+const GRID: usize = 48;
+/// Prior mass of "the good side never shows the target" (rate exactly 0) in the weak prior.
+const ZERO_ATOM: f64 = 0.3;
+/// Prior mass of "the bad side always shows it" (rate exactly 1) in the weak prior.
+const ONE_ATOM: f64 = 0.05;
+
+/// A discrete distribution over rates: points in increasing order with log weights.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RateGrid {
+    pub q: Vec<f64>,
+    pub ln_w: Vec<f64>,
+    ln_q: Vec<f64>,
+    ln_1q: Vec<f64>,
+}
+
+impl RateGrid {
+    fn new(points: Vec<(f64, f64)>) -> RateGrid {
+        let mut points: Vec<(f64, f64)> = points.into_iter().filter(|p| p.1 > 0.0).collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total: f64 = points.iter().map(|p| p.1).sum();
+        RateGrid {
+            ln_q: points.iter().map(|p| p.0.ln()).collect(),
+            ln_1q: points.iter().map(|p| (1.0 - p.0).ln()).collect(),
+            ln_w: points.iter().map(|p| (p.1 / total).ln()).collect(),
+            q: points.into_iter().map(|p| p.0).collect(),
         }
     }
 
-    /// Posterior mean of `p` after `failures` and `clean` runs on bad candidates.
-    pub(crate) fn mean(&self, failures: u64, clean: u64) -> f64 {
-        match *self {
-            ReproPrior::Beta { alpha, beta } => {
-                (alpha + failures as f64) / (alpha + beta + (failures + clean) as f64)
+    /// The grid of a prior; `good` selects the side (the weak prior puts an atom at 0 on the
+    /// good side, at 1 on the bad side).
+    pub fn of(prior: &RatePrior, good: bool) -> RateGrid {
+        let interior = |f: &dyn Fn(f64) -> f64| -> Vec<(f64, f64)> {
+            (0..GRID)
+                .map(|k| {
+                    let q = (k as f64 + 0.5) / GRID as f64;
+                    (q, f(q))
+                })
+                .collect()
+        };
+        match *prior {
+            RatePrior::Weak => {
+                let (atom_q, atom) = if good {
+                    (0.0, ZERO_ATOM)
+                } else {
+                    (1.0, ONE_ATOM)
+                };
+                let mut points = interior(&|_| (1.0 - atom) / GRID as f64);
+                points.push((atom_q, atom));
+                RateGrid::new(points)
             }
-            ReproPrior::Known { p } => p,
+            RatePrior::Known { rate } => RateGrid::new(vec![(rate, 1.0)]),
+            RatePrior::Beta { alpha, beta } => {
+                let points =
+                    interior(&|q| ((alpha - 1.0) * q.ln() + (beta - 1.0) * (1.0 - q).ln()).exp());
+                RateGrid::new(points)
+            }
         }
     }
 
-    /// Distribution of the number of failures in a batch of `batch` iterations on a bad
-    /// candidate, after `failures` and `clean` runs on bad candidates: beta-binomial for a
-    /// Beta prior, binomial for a known `p`. Index = failures in the batch.
-    pub(crate) fn predictive(&self, batch: u32, failures: u64, clean: u64) -> Vec<f64> {
-        match *self {
-            ReproPrior::Beta { alpha, beta } => {
-                let a = alpha + failures as f64;
-                let b = beta + clean as f64;
-                let n = batch as f64;
-                // ln P(0) = ln B(a, b+n) - ln B(a, b), as a product; then the pmf ratio
-                // P(f+1)/P(f) = (n-f)/(f+1) * (a+f)/(b+n-f-1).
-                let mut lp: f64 = (0..batch)
-                    .map(|k| ((b + k as f64) / (a + b + k as f64)).ln())
-                    .sum();
-                let mut out = Vec::with_capacity(batch as usize + 1);
-                out.push(lp.exp());
-                for f in 0..batch {
-                    let f = f as f64;
-                    lp += ((n - f) / (f + 1.0)).ln() + ((a + f) / (b + n - f - 1.0)).ln();
-                    out.push(lp.exp());
-                }
-                out
-            }
-            ReproPrior::Known { p } => binomial_pmf(batch, p),
-        }
+    /// `ln w_i + F ln q_i + S ln(1-q_i)` for every point.
+    pub(crate) fn log_post(&self, t: Tally) -> Vec<f64> {
+        let (f, s) = (t.failures as f64, t.clean() as f64);
+        (0..self.q.len())
+            .map(|i| {
+                let lf = if f == 0.0 { 0.0 } else { f * self.ln_q[i] };
+                let ls = if s == 0.0 { 0.0 } else { s * self.ln_1q[i] };
+                self.ln_w[i] + lf + ls
+            })
+            .collect()
     }
 }
 
-/// Binomial pmf of `batch` trials at rate `p`, index = successes.
-pub(crate) fn binomial_pmf(batch: u32, p: f64) -> Vec<f64> {
-    let n = batch as f64;
-    let mut ln_choose = 0.0;
-    let mut out = Vec::with_capacity(batch as usize + 1);
-    for f in 0..=batch {
-        let fl = f as f64;
-        if f > 0 {
-            ln_choose += ((n - fl + 1.0) / fl).ln();
-        }
-        out.push((ln_choose + xlny(fl, p) + xlny(n - fl, 1.0 - p)).exp());
-    }
-    out
+/// The two rates given one split of the evidence: the marginal likelihood and the posterior
+/// of each rate (weights over its grid).
+#[derive(Clone, Debug)]
+pub(crate) struct Split {
+    pub ln_evidence: f64,
+    pub good: Vec<f64>,
+    pub bad: Vec<f64>,
 }
 
-/// Posterior over the culprit position, with the sums the predictive distributions need.
+/// Evidence for "runs `good` come from rate `q0`, runs `bad` from rate `q1`, `q0 < q1`".
+pub(crate) fn split(g0: &RateGrid, g1: &RateGrid, good: Tally, bad: Tally) -> Split {
+    let a = g0.log_post(good);
+    let b = g1.log_post(bad);
+    let (amax, bmax) = (
+        a.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        b.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let ea: Vec<f64> = a.iter().map(|v| (v - amax).exp()).collect();
+    let eb: Vec<f64> = b.iter().map(|v| (v - bmax).exp()).collect();
+    // below[j] = Σ_{i: q0_i < q1_j} ea_i; above[i] = Σ_{j: q1_j > q0_i} eb_j.
+    let mut below = vec![0.0; eb.len()];
+    let (mut i, mut acc) = (0, 0.0);
+    for (j, q1) in g1.q.iter().enumerate() {
+        while i < g0.q.len() && g0.q[i] < *q1 {
+            acc += ea[i];
+            i += 1;
+        }
+        below[j] = acc;
+    }
+    let mut above = vec![0.0; ea.len()];
+    let (mut j, mut acc) = (g1.q.len(), 0.0);
+    for i in (0..g0.q.len()).rev() {
+        while j > 0 && g1.q[j - 1] > g0.q[i] {
+            j -= 1;
+            acc += eb[j];
+        }
+        above[i] = acc;
+    }
+    let total: f64 = eb.iter().zip(&below).map(|(x, y)| x * y).sum();
+    if !(total > 0.0 && amax.is_finite() && bmax.is_finite()) {
+        return Split {
+            ln_evidence: f64::NEG_INFINITY,
+            good: vec![0.0; ea.len()],
+            bad: vec![0.0; eb.len()],
+        };
+    }
+    Split {
+        ln_evidence: amax + bmax + total.ln(),
+        good: ea.iter().zip(&above).map(|(x, y)| x * y / total).collect(),
+        bad: eb.iter().zip(&below).map(|(x, y)| x * y / total).collect(),
+    }
+}
+
+/// Posterior over the culprit position, with the rate posteriors of each position.
 #[derive(Clone, Debug)]
 pub(crate) struct Posterior {
     /// `probs[c]` for `c` in `0..=last`; `probs[0]` is 0. `None` when the evidence has zero
     /// likelihood under every hypothesis.
     pub probs: Option<Vec<f64>>,
-    /// Failures on candidates `>= c` (those bad if `c` is the culprit).
-    pub fail_suffix: Vec<u64>,
-    /// Clean runs on candidates `>= c`.
-    pub clean_suffix: Vec<u64>,
+    /// `split_of[c]`: index into `splits` of position `c` (positions between two tested
+    /// candidates share one split).
+    pub split_of: Vec<usize>,
+    pub splits: Vec<Split>,
+}
+
+#[cfg(test)]
+impl Posterior {
+    /// Posterior mean of the good and the bad rate given culprit `c`.
+    pub fn rate_means(&self, c: usize, g0: &RateGrid, g1: &RateGrid) -> (f64, f64) {
+        let s = &self.splits[self.split_of[c]];
+        let mean = |w: &[f64], g: &RateGrid| w.iter().zip(&g.q).map(|(w, q)| w * q).sum();
+        (mean(&s.good, g0), mean(&s.bad, g1))
+    }
 }
 
 /// Posterior over the culprit `c` in `1..=last`, uniform prior except positions ruled out by
 /// `excluded` (identical kernels on both sides of the step), given per-candidate tallies.
-///
-/// Likelihood of culprit `c`: candidates `< c` are good and fail at rate `fp`; candidates
-/// `>= c` are bad and share one unknown `p`, integrated over the prior.
 pub(crate) fn posterior(
     tallies: &[Tally],
     excluded: &[bool],
-    prior: &ReproPrior,
-    fp: f64,
+    g0: &RateGrid,
+    g1: &RateGrid,
 ) -> Posterior {
     let len = tallies.len();
-    let mut fail_suffix = vec![0u64; len + 1];
-    let mut clean_suffix = vec![0u64; len + 1];
-    for i in (0..len).rev() {
-        fail_suffix[i] = fail_suffix[i + 1] + tallies[i].failures;
-        clean_suffix[i] = clean_suffix[i + 1] + tallies[i].clean();
-    }
-    fail_suffix.truncate(len);
-    clean_suffix.truncate(len);
-
+    let total = tallies.iter().fold(Tally::default(), |a, t| a.add(*t));
     let mut log = vec![f64::NEG_INFINITY; len];
-    // Log-likelihood of candidates 0..c all being good.
-    let mut good_prefix = 0.0;
+    let mut split_of = vec![0usize; len];
+    let mut splits: Vec<Split> = Vec::new();
+    let mut prefix = Tally::default();
     for c in 1..len {
         let t = tallies[c - 1];
-        good_prefix += xlny(t.failures as f64, fp) + xlny(t.clean() as f64, 1.0 - fp);
+        prefix = prefix.add(t);
+        // Prefix and suffix change together, exactly when candidate c-1 has runs.
+        if splits.is_empty() || t.iterations > 0 {
+            let suffix = Tally {
+                iterations: total.iterations - prefix.iterations,
+                failures: total.failures - prefix.failures,
+            };
+            splits.push(split(g0, g1, prefix, suffix));
+        }
+        split_of[c] = splits.len() - 1;
         if !excluded[c] {
-            log[c] = good_prefix + prior.ln_marginal(fail_suffix[c], clean_suffix[c]);
+            log[c] = splits[split_of[c]].ln_evidence;
         }
     }
     Posterior {
         probs: normalize(&log),
-        fail_suffix,
-        clean_suffix,
+        split_of,
+        splits,
     }
 }
 
@@ -189,164 +238,277 @@ pub(crate) fn entropy(probs: &[f64]) -> f64 {
     -probs.iter().map(|&q| xlny(q, q)).sum::<f64>()
 }
 
-/// Expected reduction of the entropy of the culprit position (nats) from one batch of `batch`
-/// iterations on each candidate `m` (index = `m`; a candidate is bad iff `c <= m`), counting
-/// failures.
-pub(crate) fn info_gain(
-    post: &Posterior,
-    probs: &[f64],
-    batch: u32,
-    prior: &ReproPrior,
-    fp: f64,
-) -> Vec<f64> {
-    let preds: Vec<Option<Vec<f64>>> = (0..probs.len())
-        .map(|c| {
-            (probs[c] > 0.0)
-                .then(|| prior.predictive(batch, post.fail_suffix[c], post.clean_suffix[c]))
-        })
-        .collect();
-    info_gain_from(probs, &preds, &binomial_pmf(batch, fp))
-}
-
-/// For a batch that stops at its first failure (with no false positives a failure settles the
-/// candidate, so the rest of the batch would only teach `p`): the expected information gain of
-/// the outcome "failed / all `batch` clean" on each candidate `m`, and the expected number of
-/// iterations run. `streaks[c][k]` is `P(k clean runs in a row | culprit c, c bad)`.
-pub(crate) fn gain_until_failure(
-    probs: &[f64],
-    streaks: &[Option<Vec<f64>>],
-    batch: u32,
-) -> (Vec<f64>, Vec<f64>) {
-    let b = batch as usize;
-    let preds: Vec<Option<Vec<f64>>> = streaks
-        .iter()
-        .map(|s| s.as_ref().map(|s| vec![s[b], 1.0 - s[b]]))
-        .collect();
-    let gains = info_gain_from(probs, &preds, &[1.0, 0.0]);
-    // Iterations run on a bad candidate: one per clean prefix, Σ_{k<b} P(k clean in a row).
-    let mut below = 0.0;
-    let mut mass = 0.0;
-    let mut iterations = Vec::with_capacity(probs.len());
-    for (c, s) in streaks.iter().enumerate() {
-        if let Some(s) = s {
-            below += probs[c] * s[..b].iter().sum::<f64>();
-            mass += probs[c];
+/// Binomial pmf of `batch` trials at rate `p`, index = successes.
+pub(crate) fn binomial_pmf(batch: u32, p: f64) -> Vec<f64> {
+    let n = batch as f64;
+    let mut ln_choose = 0.0;
+    let mut out = Vec::with_capacity(batch as usize + 1);
+    for f in 0..=batch {
+        let fl = f as f64;
+        if f > 0 {
+            ln_choose += ((n - fl + 1.0) / fl).ln();
         }
-        iterations.push(below + (1.0 - mass).max(0.0) * batch as f64);
-    }
-    (gains, iterations)
-}
-
-/// `P(k clean runs in a row)` on a bad candidate for `k` in `0..=max`, after `failures` and
-/// `clean` runs on bad candidates.
-pub(crate) fn clean_streaks(prior: &ReproPrior, max: u32, failures: u64, clean: u64) -> Vec<f64> {
-    let mut out = Vec::with_capacity(max as usize + 1);
-    let mut q = 1.0;
-    out.push(q);
-    for k in 0..max {
-        q *= match *prior {
-            ReproPrior::Beta { alpha, beta } => {
-                let (a, b) = (alpha + failures as f64, beta + clean as f64);
-                (b + k as f64) / (a + b + k as f64)
-            }
-            ReproPrior::Known { p } => 1.0 - p,
-        };
-        out.push(q);
+        out.push((ln_choose + xlny(fl, p) + xlny(n - fl, 1.0 - p)).exp());
     }
     out
 }
 
-/// The expected entropy reduction for outcome distributions `preds[c]` (when `c <= m`, `None`
-/// where `π_c = 0`) and `g0` (when `c > m`).
-///
-/// With `P(c, f) = π_c g_c(f)`, the expected posterior entropy is
-/// `Σ_f [P(f) ln P(f) - Σ_c P(c,f) ln P(c,f)]`; prefix sums over `c` give every `m` at once,
-/// `O(len · outcomes)`.
-fn info_gain_from(probs: &[f64], preds: &[Option<Vec<f64>>], g0: &[f64]) -> Vec<f64> {
-    let len = probs.len();
-    let h0 = entropy(probs);
-    // Suffix sums over c > m of π_c and π_c ln π_c.
-    let mut rest = vec![0.0; len + 1];
-    let mut rest_ln = vec![0.0; len + 1];
-    for c in (0..len).rev() {
-        rest[c] = rest[c + 1] + probs[c];
-        rest_ln[c] = rest_ln[c + 1] + xlny(probs[c], probs[c]);
-    }
-    let mut expected_h = vec![0.0; len];
-    for (f, &g0f) in g0.iter().enumerate() {
-        let g0_ln = xlny(g0f, g0f);
-        let mut u = 0.0; // Σ_{c<=m} π_c g_c(f)
-        let mut v = 0.0; // Σ_{c<=m} π_c g_c(f) ln(π_c g_c(f))
-        for m in 0..len {
-            if let Some(pred) = &preds[m] {
-                let joint = probs[m] * pred[f];
-                v += xlny(joint, joint);
-                u += joint;
+/// How a batch is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// All iterations; the outcome is the number of failures.
+    Full,
+    /// Stop at the first failure; the outcome is "failed" or "all clean".
+    UntilFailure,
+}
+
+/// Outcome distribution of one batch under a rate posterior `w` over `grid`, and the
+/// expected iterations it runs.
+fn predictive(w: &[f64], grid: &RateGrid, batch: u32, mode: Mode) -> (Vec<f64>, f64) {
+    match mode {
+        Mode::Full => {
+            let mut out = vec![0.0; batch as usize + 1];
+            for (wi, q) in w.iter().zip(&grid.q) {
+                if *wi < 1e-14 {
+                    continue;
+                }
+                for (o, p) in out.iter_mut().zip(binomial_pmf(batch, *q)) {
+                    *o += wi * p;
+                }
             }
-            let r = rest[m + 1];
-            let p_f = u + g0f * r;
-            let q = v + g0f * rest_ln[m + 1] + g0_ln * r;
-            expected_h[m] += xlny(p_f, p_f) - q;
+            (out, f64::from(batch))
+        }
+        Mode::UntilFailure => {
+            let (mut clean_all, mut iterations) = (0.0, 0.0);
+            for (wi, q) in w.iter().zip(&grid.q) {
+                if *wi < 1e-14 {
+                    continue;
+                }
+                let r = 1.0 - q;
+                // Σ_{k<b} r^k iterations run: one per clean prefix.
+                let run = if r >= 1.0 {
+                    f64::from(batch)
+                } else {
+                    (1.0 - r.powi(batch as i32)) / (1.0 - r)
+                };
+                clean_all += wi * r.powi(batch as i32);
+                iterations += wi * run;
+            }
+            (vec![clean_all, (1.0 - clean_all).max(0.0)], iterations)
         }
     }
-    expected_h.into_iter().map(|h| (h0 - h).max(0.0)).collect()
+}
+
+/// For each candidate `m` (index `m`; candidate `m` is bad iff `c <= m`): the expected
+/// reduction of the culprit's entropy (nats) from one batch on it, and the expected number of
+/// iterations the batch runs.
+///
+/// With `P(c, f) = π_c g_c(f)`, the expected posterior entropy is
+/// `Σ_f [P(f) ln P(f) - Σ_c P(c,f) ln P(c,f)]`; prefix sums over `c` of the bad-side terms and
+/// suffix sums of the good-side terms give every `m` at once.
+pub(crate) fn info_gain(
+    post: &Posterior,
+    probs: &[f64],
+    g0: &RateGrid,
+    g1: &RateGrid,
+    batch: u32,
+    mode: Mode,
+) -> (Vec<f64>, Vec<f64>) {
+    let len = probs.len();
+    // Per split: (outcome distribution, expected iterations) on the good and the bad side.
+    type Side = (Vec<f64>, f64);
+    let preds: Vec<(Side, Side)> = post
+        .splits
+        .iter()
+        .map(|s| {
+            (
+                predictive(&s.good, g0, batch, mode),
+                predictive(&s.bad, g1, batch, mode),
+            )
+        })
+        .collect();
+    let outcomes = preds.first().map_or(0, |p| p.0 .0.len());
+    let h0 = entropy(probs);
+    let mut expected_h = vec![0.0; len];
+    for f in 0..outcomes {
+        // Suffix sums over c > m of the good-side terms.
+        let mut good_u = vec![0.0; len + 1];
+        let mut good_v = vec![0.0; len + 1];
+        for c in (1..len).rev() {
+            let joint = probs[c] * preds[post.split_of[c]].0 .0[f];
+            good_u[c] = good_u[c + 1] + joint;
+            good_v[c] = good_v[c + 1] + xlny(joint, joint);
+        }
+        let (mut u, mut v) = (0.0, 0.0);
+        for m in 0..len {
+            if m >= 1 {
+                let joint = probs[m] * preds[post.split_of[m]].1 .0[f];
+                u += joint;
+                v += xlny(joint, joint);
+            }
+            let (gu, gv) = if m + 1 < len {
+                (good_u[m + 1], good_v[m + 1])
+            } else {
+                (0.0, 0.0)
+            };
+            let p_f = u + gu;
+            expected_h[m] += xlny(p_f, p_f) - v - gv;
+        }
+    }
+    let gains = expected_h.into_iter().map(|h| (h0 - h).max(0.0)).collect();
+    // Expected iterations: bad-side runs for c <= m, good-side runs for c > m.
+    let mut iterations = vec![0.0; len];
+    let mut bad_part = 0.0;
+    let mut good_rest: f64 = (1..len)
+        .map(|c| probs[c] * preds[post.split_of[c]].0 .1)
+        .sum();
+    for (m, it) in iterations.iter_mut().enumerate() {
+        if m >= 1 {
+            let s = &preds[post.split_of[m]];
+            bad_part += probs[m] * s.1 .1;
+            good_rest -= probs[m] * s.0 .1;
+        }
+        *it = (bad_part + good_rest.max(0.0)).max(1.0);
+    }
+    (gains, iterations)
+}
+
+/// Posterior probability that the rate behind `high` (prior `gh`) exceeds the rate behind
+/// `low` (prior `gl`), the two rates independent: no model of the range enters, only the
+/// priors of the two sides.
+pub(crate) fn prob_greater(high: Tally, gh: &RateGrid, low: Tally, gl: &RateGrid) -> f64 {
+    let (Some(h), Some(l)) = (normalize(&gh.log_post(high)), normalize(&gl.log_post(low))) else {
+        return 0.5;
+    };
+    // Σ_j h_j (Σ_{i: ql_i < qh_j} l_i + 1/2 Σ_{i: ql_i = qh_j} l_i)
+    let mut p = 0.0;
+    for (hj, qh) in h.iter().zip(&gh.q) {
+        let mut below = 0.0;
+        for (li, ql) in l.iter().zip(&gl.q) {
+            if ql < qh {
+                below += li;
+            } else if ql == qh {
+                below += 0.5 * li;
+            }
+        }
+        p += hj * below;
+    }
+    p.clamp(0.0, 1.0)
+}
+
+/// Mean and central 95% interval of a rate posterior `w` over `grid`.
+pub(crate) fn summarize(w: &[f64], grid: &RateGrid) -> (f64, f64, f64) {
+    let mean = w.iter().zip(&grid.q).map(|(w, q)| w * q).sum();
+    (mean, quantile(w, grid, 0.025), quantile(w, grid, 0.975))
+}
+
+/// The smallest grid rate at which the posterior `w` reaches `target` mass.
+pub(crate) fn quantile(w: &[f64], grid: &RateGrid, target: f64) -> f64 {
+    let total: f64 = w.iter().sum();
+    let mut acc = 0.0;
+    for (wi, q) in w.iter().zip(&grid.q) {
+        acc += wi;
+        if acc >= target * total {
+            return *q;
+        }
+    }
+    grid.q.last().copied().unwrap_or(0.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn ln_gamma_matches_factorials_and_half() {
-        let mut fact: f64 = 1.0;
-        for n in 1..30u32 {
-            // Γ(n) = (n-1)!
-            assert!((ln_gamma(n as f64) - fact.ln()).abs() < 1e-12, "n = {n}");
-            fact *= n as f64;
+    fn t(iterations: u64, failures: u64) -> Tally {
+        Tally {
+            iterations,
+            failures,
         }
-        let half = std::f64::consts::PI.sqrt().ln();
-        assert!((ln_gamma(0.5) - half).abs() < 1e-13);
-        // Γ(0.25) = 3.6256099082219083119
-        assert!((ln_gamma(0.25) - 3.625_609_908_221_908_f64.ln()).abs() < 1e-13);
     }
 
     #[test]
-    fn predictive_is_a_distribution_with_the_right_mean() {
-        let prior = ReproPrior::Beta {
-            alpha: 1.0,
-            beta: 1.0,
-        };
-        for (batch, f, s) in [(1, 0, 0), (5, 2, 7), (32, 40, 3), (10, 0, 200)] {
-            let pred = prior.predictive(batch, f, s);
-            let sum: f64 = pred.iter().sum();
-            assert!((sum - 1.0).abs() < 1e-12, "{batch} {f} {s}: {sum}");
-            let mean: f64 = pred.iter().enumerate().map(|(k, q)| k as f64 * q).sum();
-            assert!((mean - batch as f64 * prior.mean(f, s)).abs() < 1e-9);
+    fn split_matches_a_hand_computed_two_point_case() {
+        // Good rate 0 or 0.5 (equal weight), bad rate 0.5 or 1: with the order constraint the
+        // pairs are (0, .5), (0, 1), (.5, 1). Good side 1 clean run, bad side 1 failure:
+        // (0,.5): 1 * .5 = .5; (0,1): 1 * 1 = 1; (.5,1): .5 * 1 = .5; prior 1/4 each.
+        let g0 = RateGrid::new(vec![(0.0, 1.0), (0.5, 1.0)]);
+        let g1 = RateGrid::new(vec![(0.5, 1.0), (1.0, 1.0)]);
+        let s = split(&g0, &g1, t(1, 0), t(1, 1));
+        assert!((s.ln_evidence - (2.0f64 / 4.0).ln()).abs() < 1e-12);
+        // P(q0 = 0) = 1.5/2, P(q1 = 1) = 1.5/2.
+        assert!((s.good[0] - 0.75).abs() < 1e-12 && (s.bad[1] - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn posterior_sums_to_one_and_follows_the_evidence() {
+        let g0 = RateGrid::of(&RatePrior::Weak, true);
+        let g1 = RateGrid::of(&RatePrior::Weak, false);
+        // Candidates 0..=4: 0 and 1 clean, 3 and 4 fail often.
+        let tallies = [t(10, 1), t(10, 1), t(0, 0), t(10, 6), t(10, 5)];
+        let post = posterior(&tallies, &[false; 5], &g0, &g1);
+        let probs = post.probs.clone().unwrap();
+        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert_eq!(probs[0], 0.0);
+        assert!(probs[2] + probs[3] > 0.9, "{probs:?}");
+        let (q0, q1) = post.rate_means(3, &g0, &g1);
+        assert!(q0 < 0.2 && q1 > 0.4, "{q0} {q1}");
+    }
+
+    #[test]
+    fn predictive_is_a_distribution() {
+        let g = RateGrid::of(&RatePrior::Weak, false);
+        let w: Vec<f64> = g.ln_w.iter().map(|l| l.exp()).collect();
+        for b in [1, 4, 17] {
+            let (p, it) = predictive(&w, &g, b, Mode::Full);
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+            assert_eq!(it, f64::from(b));
+            let (p, it) = predictive(&w, &g, b, Mode::UntilFailure);
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+            assert!(it >= 1.0 - 1e-9 && it <= f64::from(b) + 1e-9, "{it}");
         }
-        // Beta(1,1) after nothing: one iteration fails with probability 1/2; two iterations
-        // give 0, 1, 2 failures with probability 1/3 each.
-        assert_eq!(prior.predictive(1, 0, 0), vec![0.5, 0.5]);
-        for q in prior.predictive(2, 0, 0) {
-            assert!((q - 1.0 / 3.0).abs() < 1e-12);
-        }
-        let b = binomial_pmf(3, 0.5);
-        assert_eq!(b.len(), 4);
-        assert!((b[1] - 0.375).abs() < 1e-12);
-        assert_eq!(binomial_pmf(2, 0.0), vec![1.0, 0.0, 0.0]);
     }
 
     #[test]
     fn info_gain_of_a_deterministic_split_is_the_split_entropy() {
-        // Known p = 1, fp = 0: testing m tells c <= m exactly.
-        let prior = ReproPrior::Known { p: 1.0 };
+        // Known rates 0 and 1: testing m tells c <= m exactly.
+        let g0 = RateGrid::of(&RatePrior::Known { rate: 0.0 }, true);
+        let g1 = RateGrid::of(&RatePrior::Known { rate: 1.0 }, false);
         let tallies = vec![Tally::default(); 5];
-        let post = posterior(&tallies, &[false; 5], &prior, 0.0);
+        let post = posterior(&tallies, &[false; 5], &g0, &g1);
         let probs = post.probs.clone().unwrap();
-        let gains = info_gain(&post, &probs, 1, &prior, 0.0);
+        let (gains, _) = info_gain(&post, &probs, &g0, &g1, 1, Mode::Full);
         for (m, gain) in gains.iter().enumerate().skip(1) {
             let q = m as f64 / 4.0;
             let h = -(xlny(q, q) + xlny(1.0 - q, 1.0 - q));
             assert!((gain - h).abs() < 1e-12, "m = {m}: {gain} vs {h}");
         }
+    }
+
+    #[test]
+    fn prob_greater_table() {
+        let beta = RateGrid::of(
+            &RatePrior::Beta {
+                alpha: 1.0,
+                beta: 1.0,
+            },
+            true,
+        );
+        // Symmetric evidence under one prior: one half.
+        assert!((prob_greater(t(5, 2), &beta, t(5, 2), &beta) - 0.5).abs() < 1e-9);
+        // Uniform priors, 1/1 against 0/9: 1 - E[q^2] for q ~ Beta(1, 10) = 0.985 (on the
+        // grid, to about 1e-3).
+        let p = prob_greater(t(1, 1), &beta, t(9, 0), &beta);
+        assert!((p - 0.9848).abs() < 2e-3, "{p}");
+        // 2/10 against 1/10: far from sure.
+        let p = prob_greater(t(10, 2), &beta, t(10, 1), &beta);
+        assert!(p > 0.6 && p < 0.85, "{p}");
+        // The weak priors favour a lower good side; clean runs there count more.
+        let (g0, g1) = (
+            RateGrid::of(&RatePrior::Weak, true),
+            RateGrid::of(&RatePrior::Weak, false),
+        );
+        let p = prob_greater(t(5, 2), &g1, t(5, 0), &g0);
+        assert!(p > 0.95, "{p}");
+        assert!(prob_greater(t(9, 0), &g1, t(1, 1), &g0) < 0.05);
     }
 }

@@ -1,5 +1,6 @@
-//! `crashrig bench bisect`: the search engine against simulated histories, to measure accuracy,
-//! calibration and cost without a kernel in sight.
+//! `crashrig bench bisect`: the engine against simulated histories, beside the rules people use
+//! today (implemented here), on the same histories: accuracy, calibration, iterations, builds,
+//! cost. No kernel in sight.
 
 use std::io::Write;
 
@@ -8,88 +9,114 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::error::BisectError;
-use super::model::{BatchOutcome, Config, ReproPrior, Status};
+use super::model::{BatchOutcome, Config, RatePrior};
 use super::search::{Bisector, Oracle};
 
-/// Parameters of a simulation run. Defaults (see [`Default`]) are the benchmark.
+/// The cases: (rate after the change, rate before it).
+pub const DEFAULT_CASES: [(f64, f64); 5] =
+    [(0.3, 0.0), (0.3, 0.05), (0.4, 0.1), (0.1, 0.0), (0.5, 0.2)];
+
+/// Parameters of `crashrig bench bisect`. Defaults (see [`Default`]) are the benchmark.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimParams {
-    /// Commits after the known-good one, N: candidates 0..=N, 0 good, N bad
-    pub commits: usize,
-    /// Probability that one iteration on a bad candidate shows the bug
-    pub p: f64,
-    /// Probability that one iteration on a good candidate shows it anyway
-    pub fp: f64,
-    /// Simulated bisections
+    /// Commits after the known-good one, N: candidates 0..=N, 0 good, N bad (1 to 4096)
+    pub commits: u16,
+    /// Cases to run, `P_BAD:P_GOOD` (the rate after and before the change), repeatable.
+    /// Default: 0.3:0, 0.3:0.05, 0.4:0.1, 0.1:0, 0.5:0.2
+    pub cases: Vec<(f64, f64)>,
+    /// Simulated bisections per case and method
     pub runs: u32,
     /// Seed of the random histories
     pub seed: u64,
-    /// Target confidence
+    /// Target confidence of crashrig
     pub confidence: f64,
-    /// Cost of a build, in iterations
+    /// Cost of a build, in iterations, in the cost column and crashrig's cost model
     pub build_cost: f64,
-    /// Search iteration budget of each bisection
+    /// Cost of a boot, in iterations, in crashrig's cost model (the cost column does not
+    /// count boots; the boots column does)
+    pub boot_cost: f64,
+    /// Iteration budget of each crashrig bisection (ends and search)
     pub max_iterations: u64,
-    /// Tell the engine the false-positive rate it simulates (otherwise it assumes 0)
-    pub tell_fp: bool,
-    /// Tell the engine `p` instead of letting it estimate `p` from the runs.
-    pub known_p: bool,
-    /// Largest batch the engine asks for
+    /// Tell crashrig both true rates instead of letting it learn them
+    pub tell_rates: bool,
+    /// Largest batch crashrig asks for
     pub max_batch: u32,
-    /// Skip the verification re-runs after each search.
-    pub no_verify: bool,
-    /// First parameter of the engine's Beta prior on p (1 and 1: uniform)
-    pub prior_alpha: f64,
-    /// Second parameter of the engine's Beta prior on p
-    pub prior_beta: f64,
+    /// ktest.pl's BISECT_TRIES: runs per commit, bad at the first failure
+    pub ktest_tries: u32,
+    /// Only crashrig, no peers
+    pub no_peers: bool,
+}
+
+pub fn parse_case(s: &str) -> Result<(f64, f64), String> {
+    let (bad, good) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}`: expected P_BAD:P_GOOD, e.g. 0.3:0.05"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| (0.0..=1.0).contains(v))
+            .ok_or_else(|| format!("`{x}` in `{s}`: expected a rate from 0 to 1"))
+    };
+    let (bad, good) = (num(bad)?, num(good)?);
+    if good >= bad {
+        return Err(format!(
+            "`{s}`: the rate after the change must be above the rate before"
+        ));
+    }
+    Ok((bad, good))
 }
 
 impl Default for SimParams {
     fn default() -> Self {
         SimParams {
             commits: 64,
-            p: 0.3,
-            fp: 0.0,
+            cases: Vec::new(),
             runs: 200,
             seed: 1,
             confidence: 0.95,
             build_cost: 10.0,
+            boot_cost: 2.0,
             max_iterations: 1000,
-            tell_fp: false,
-            known_p: false,
+            tell_rates: false,
             max_batch: 32,
-            no_verify: false,
-            prior_alpha: 1.0,
-            prior_beta: 1.0,
+            ktest_tries: 10,
+            no_peers: false,
         }
     }
 }
 
 impl SimParams {
-    /// The engine configuration the simulated bisections run with.
-    pub fn config(&self) -> Config {
+    /// The engine configuration for one case.
+    pub fn config(&self, p: f64, fp: f64) -> Config {
+        let (good_rate, bad_rate) = if self.tell_rates {
+            (RatePrior::Known { rate: fp }, RatePrior::Known { rate: p })
+        } else {
+            (RatePrior::Weak, RatePrior::Weak)
+        };
         Config {
             confidence: self.confidence,
-            false_positive_rate: if self.tell_fp { self.fp } else { 0.0 },
-            repro_prior: if self.known_p {
-                ReproPrior::Known { p: self.p }
-            } else {
-                ReproPrior::Beta {
-                    alpha: self.prior_alpha,
-                    beta: self.prior_beta,
-                }
-            },
+            good_rate,
+            bad_rate,
             build_cost: self.build_cost,
+            boot_cost: self.boot_cost,
             max_iterations: self.max_iterations,
-            verify: !self.no_verify,
             max_batch: self.max_batch,
             ..Config::default()
         }
     }
+
+    fn cases(&self) -> Vec<(f64, f64)> {
+        if self.cases.is_empty() {
+            DEFAULT_CASES.to_vec()
+        } else {
+            self.cases.clone()
+        }
+    }
 }
 
-/// A history with a known culprit: iterations on bad candidates fail at rate `p`, on good ones
-/// at rate `fp`.
+/// A history with a known culprit: iterations on candidates from the culprit on fail at rate
+/// `p`, before it at rate `fp`.
 pub struct SimulatedHistory<'r, R: Rng> {
     pub culprit: usize,
     pub p: f64,
@@ -97,17 +124,23 @@ pub struct SimulatedHistory<'r, R: Rng> {
     pub rng: &'r mut R,
 }
 
-impl<R: Rng> Oracle for SimulatedHistory<'_, R> {
-    fn test(&mut self, candidate: usize, iterations: u32, stop: bool) -> BatchOutcome {
+impl<R: Rng> SimulatedHistory<'_, R> {
+    fn run_one(&mut self, candidate: usize) -> bool {
         let rate = if candidate >= self.culprit {
             self.p
         } else {
             self.fp
         };
+        self.rng.gen::<f64>() < rate
+    }
+}
+
+impl<R: Rng> Oracle for SimulatedHistory<'_, R> {
+    fn test(&mut self, candidate: usize, iterations: u32, stop: bool) -> BatchOutcome {
         let (mut ran, mut failures) = (0, 0);
         while ran < iterations && !(stop && failures > 0) {
             ran += 1;
-            failures += u32::from(self.rng.gen::<f64>() < rate);
+            failures += u32::from(self.run_one(candidate));
         }
         BatchOutcome::Ran {
             iterations: ran,
@@ -116,64 +149,282 @@ impl<R: Rng> Oracle for SimulatedHistory<'_, R> {
     }
 }
 
-/// Observed accuracy of the runs whose reported confidence fell in `[lo, hi)`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CalibrationBucket {
-    pub lo: f64,
-    pub hi: f64,
-    pub runs: u32,
-    pub correct: u32,
-    pub mean_confidence: f64,
+/// A bisection method measured by the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    Crashrig,
+    /// `git bisect` with one run per step: bad iff that run failed.
+    GitBisect,
+    /// ktest.pl with `BISECT_TRIES=k`: up to k runs, bad at the first failure.
+    Ktest,
+    /// syzbot: 10 runs per commit, 20 once a result was flaky; bad at >= max(2, n/6) failures.
+    Syzbot,
 }
 
-/// What the simulated bisections did.
+impl Method {
+    pub fn name(self, ktest_tries: u32) -> String {
+        match self {
+            Method::Crashrig => "crashrig".into(),
+            Method::GitBisect => "git bisect, 1 run".into(),
+            Method::Ktest => format!("ktest BISECT_TRIES={ktest_tries}"),
+            Method::Syzbot => "syzbot 10/20 runs".into(),
+        }
+    }
+}
+
+/// What one method did on one case.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SimSummary {
-    pub commits: usize,
-    pub p: f64,
-    pub fp: f64,
-    pub confidence: f64,
-    pub build_cost: f64,
+#[serde(rename_all = "kebab-case")]
+pub struct MethodSummary {
+    pub method: Method,
+    pub name: String,
     pub runs: u32,
     /// Runs that named the true culprit.
     pub correct: u32,
     pub accuracy: f64,
-    /// Runs that ended with a culprit at the target confidence.
-    pub found: u32,
+    /// Runs that named a culprit at all (crashrig names one only at the target confidence).
+    pub named: u32,
+    /// Of the runs that named a culprit, the share that named the true one (for crashrig: the
+    /// calibration of "reported >= confidence"); `None` when no run named one.
+    pub named_right: Option<f64>,
+    /// Every iteration, verification included.
     pub mean_iterations: f64,
-    pub max_iterations: u64,
     pub mean_builds: f64,
-    pub max_builds: u64,
-    /// `ceil(log2 N) + 1`, the build limit for deterministic bugs.
-    pub build_limit: u64,
-    /// Bits one iteration gives at the best split (the channel capacity).
-    pub bits_per_iteration: f64,
-    /// `log2 N / bits_per_iteration`.
-    pub iteration_bound: f64,
-    pub mean_verify_iterations: f64,
-    /// Runs whose verification held.
-    pub verified: u32,
-    pub calibration: Vec<CalibrationBucket>,
+    pub mean_boots: f64,
+    /// `mean_iterations + build_cost * mean_builds`.
+    pub mean_cost: f64,
 }
 
-fn binary_entropy(q: f64) -> f64 {
-    if q <= 0.0 || q >= 1.0 {
-        0.0
-    } else {
-        -(q * q.log2() + (1.0 - q) * (1.0 - q).log2())
+/// One case of the benchmark.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CaseSummary {
+    pub p_bad: f64,
+    pub p_good: f64,
+    pub methods: Vec<MethodSummary>,
+}
+
+/// The whole benchmark.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SimSummary {
+    pub commits: u16,
+    pub runs: u32,
+    pub confidence: f64,
+    pub build_cost: f64,
+    pub boot_cost: f64,
+    pub ktest_tries: u32,
+    pub cases: Vec<CaseSummary>,
+}
+
+/// What a peer rule concluded: the candidate it names and what it spent.
+struct PeerRun {
+    named: usize,
+    iterations: u64,
+    builds: u64,
+}
+
+/// Plain bisection with a per-commit verdict rule (the peers): good end 0, bad end `last`.
+fn peer_bisect(last: usize, mut is_bad: impl FnMut(usize, &mut u64) -> bool) -> PeerRun {
+    let (mut good, mut bad) = (0, last);
+    let mut iterations = 0;
+    let mut builds = 0;
+    while bad - good > 1 {
+        let mid = (good + bad) / 2;
+        builds += 1;
+        if is_bad(mid, &mut iterations) {
+            bad = mid;
+        } else {
+            good = mid;
+        }
+    }
+    PeerRun {
+        named: bad,
+        iterations,
+        builds,
     }
 }
 
+fn run_peer<R: Rng>(
+    method: Method,
+    h: &mut SimulatedHistory<'_, R>,
+    last: usize,
+    k: u32,
+) -> PeerRun {
+    match method {
+        Method::GitBisect => peer_bisect(last, |m, it| {
+            *it += 1;
+            h.run_one(m)
+        }),
+        Method::Ktest => peer_bisect(last, |m, it| {
+            for _ in 0..k {
+                *it += 1;
+                if h.run_one(m) {
+                    return true;
+                }
+            }
+            false
+        }),
+        Method::Syzbot => {
+            let mut n = 10u32;
+            peer_bisect(last, |m, it| {
+                let failures = (0..n).filter(|_| h.run_one(m)).count() as u32;
+                *it += u64::from(n);
+                if failures > 0 && failures < n {
+                    n = 20; // flaky: more runs from now on
+                }
+                failures >= (n / 6).max(2)
+            })
+        }
+        Method::Crashrig => unreachable!("crashrig runs the engine"),
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    correct: u32,
+    named: u32,
+    named_right: u32,
+    iterations: u64,
+    builds: u64,
+    boots: u64,
+}
+
+/// Run the benchmark: every case, every method, the same seeded histories for each method.
+pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
+    let last = usize::from(params.commits);
+    let mut methods = vec![Method::Crashrig];
+    if !params.no_peers {
+        methods.extend([Method::GitBisect, Method::Ktest, Method::Syzbot]);
+    }
+    let mut cases = Vec::new();
+    for (case_index, (p, fp)) in params.cases().into_iter().enumerate() {
+        let config = params.config(p, fp);
+        config.validate()?;
+        let mut out = Vec::new();
+        for &method in &methods {
+            // Every method sees the same culprits and the same random stream per run.
+            let mut acc = Acc::default();
+            for run in 0..params.runs {
+                let seed = params
+                    .seed
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add((case_index as u64) << 32)
+                    .wrapping_add(u64::from(run));
+                let mut rng = SmallRng::seed_from_u64(seed);
+                let culprit = rng.gen_range(1..=last);
+                let mut h = SimulatedHistory {
+                    culprit,
+                    p,
+                    fp,
+                    rng: &mut rng,
+                };
+                let (named, iterations, builds, boots) = if method == Method::Crashrig {
+                    let report = Bisector::new(last, config.clone())?.run(&mut h)?;
+                    (
+                        report.culprit,
+                        report.total_iterations(),
+                        report.total_builds(),
+                        report.boots,
+                    )
+                } else {
+                    let r = run_peer(method, &mut h, last, params.ktest_tries);
+                    (Some(r.named), r.iterations, r.builds, r.builds)
+                };
+                acc.correct += u32::from(named == Some(culprit));
+                acc.named += u32::from(named.is_some());
+                acc.named_right += u32::from(named == Some(culprit));
+                acc.iterations += iterations;
+                acc.builds += builds;
+                acc.boots += boots;
+            }
+            let n = f64::from(params.runs);
+            let mean_iterations = acc.iterations as f64 / n;
+            let mean_builds = acc.builds as f64 / n;
+            out.push(MethodSummary {
+                method,
+                name: method.name(params.ktest_tries),
+                runs: params.runs,
+                correct: acc.correct,
+                accuracy: f64::from(acc.correct) / n,
+                named: acc.named,
+                named_right: (acc.named > 0)
+                    .then(|| f64::from(acc.named_right) / f64::from(acc.named)),
+                mean_iterations,
+                mean_builds,
+                mean_boots: acc.boots as f64 / n,
+                mean_cost: mean_iterations + params.build_cost * mean_builds,
+            });
+        }
+        cases.push(CaseSummary {
+            p_bad: p,
+            p_good: fp,
+            methods: out,
+        });
+    }
+    Ok(SimSummary {
+        commits: params.commits,
+        runs: params.runs,
+        confidence: params.confidence,
+        build_cost: params.build_cost,
+        boot_cost: params.boot_cost,
+        ktest_tries: params.ktest_tries,
+        cases,
+    })
+}
+
+/// Print the benchmark as a table for people.
+pub fn print_summary(s: &SimSummary, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "bisection benchmark: N = {} commits, {} runs per case and method, crashrig at confidence {} (not told the rates), build cost {} and boot cost {} iterations",
+        s.commits, s.runs, s.confidence, s.build_cost, s.boot_cost
+    )?;
+    writeln!(
+        out,
+        "accuracy: named the true culprit; named right: of the runs that named one, the share right (crashrig names one only at >= {}); cost = iterations + {} x builds",
+        s.confidence, s.build_cost
+    )?;
+    for case in &s.cases {
+        writeln!(out)?;
+        writeln!(out, "case p_bad {} p_good {}:", case.p_bad, case.p_good)?;
+        writeln!(
+            out,
+            "  {:<24} {:>9} {:>11} {:>11} {:>8} {:>7} {:>8}",
+            "method", "accuracy", "named right", "iterations", "builds", "boots", "cost"
+        )?;
+        for m in &case.methods {
+            writeln!(
+                out,
+                "  {:<24} {:>8.1}% {:>11} {:>11.1} {:>8.1} {:>7.1} {:>8.1}",
+                m.name,
+                100.0 * m.accuracy,
+                m.named_right
+                    .map(|r| format!("{:.1}%", 100.0 * r))
+                    .unwrap_or_else(|| "-".into()),
+                m.mean_iterations,
+                m.mean_builds,
+                m.mean_boots,
+                m.mean_cost
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Bits about the culprit that one iteration can give, at best: the capacity of the binary
-/// channel "is the culprit at or before the tested candidate?" → "did the iteration fail?",
-/// `C = max_q h(q p + (1-q) fp) - q h(p) - (1-q) h(fp)`, where `q` is the posterior mass at or
-/// before the tested candidate and `h` the binary entropy (for `fp = 0` this is the Z-channel).
-/// Whatever the policy, one iteration's outcome carries at most `C` bits about the culprit, and
-/// naming one of N equally likely culprits takes `log2 N` bits, so no search needs fewer than
-/// `log2 N / C` iterations on average (with `p` known; not knowing `p` only costs more). The
-/// bound ignores the confidence target (Fano would shave `(1-confidence) log2 N` bits off).
+/// channel "is the culprit at or before the tested candidate?" -> "did the iteration fail?",
+/// `C = max_q h(q p + (1-q) fp) - q h(p) - (1-q) h(fp)`. No search needs fewer than
+/// `log2 N / C` iterations on average, even knowing both rates.
 pub fn iteration_bound(commits: usize, p: f64, fp: f64) -> (f64, f64) {
-    // The mutual information is concave in q: a fine grid then golden-section is plenty.
+    fn binary_entropy(q: f64) -> f64 {
+        if q <= 0.0 || q >= 1.0 {
+            0.0
+        } else {
+            -(q * q.log2() + (1.0 - q) * (1.0 - q).log2())
+        }
+    }
     let info = |q: f64| {
         binary_entropy(q * p + (1.0 - q) * fp)
             - q * binary_entropy(p)
@@ -193,168 +444,75 @@ pub fn iteration_bound(commits: usize, p: f64, fp: f64) -> (f64, f64) {
     (capacity, (commits as f64).log2() / capacity)
 }
 
-const BUCKETS: [(f64, f64); 6] = [
-    (0.0, 0.5),
-    (0.5, 0.8),
-    (0.8, 0.9),
-    (0.9, 0.95),
-    (0.95, 0.99),
-    (0.99, 1.000_001),
-];
-
-/// Run `params.runs` simulated bisections with a seeded generator.
-pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
-    let config = params.config();
-    config.validate()?;
-    let mut rng = SmallRng::seed_from_u64(params.seed);
-    let mut correct = 0;
-    let mut found = 0;
-    let mut verified = 0;
-    let (mut iterations, mut max_iterations, mut builds, mut max_builds, mut verify_iterations) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut buckets: Vec<CalibrationBucket> = BUCKETS
-        .iter()
-        .map(|&(lo, hi)| CalibrationBucket {
-            lo,
-            hi,
-            runs: 0,
-            correct: 0,
-            mean_confidence: 0.0,
-        })
-        .collect();
-    for _ in 0..params.runs {
-        let culprit = rng.gen_range(1..=params.commits);
-        let mut bisector = Bisector::new(params.commits, config.clone())?;
-        let mut history = SimulatedHistory {
-            culprit,
-            p: params.p,
-            fp: params.fp,
-            rng: &mut rng,
-        };
-        let report = bisector.run(&mut history)?;
-        let named = report.culprit == Some(culprit);
-        correct += u32::from(named);
-        found += u32::from(report.status == Status::Found);
-        verified += u32::from(report.verified.as_ref().is_some_and(|v| v.holds));
-        iterations += report.iterations;
-        max_iterations = max_iterations.max(report.iterations);
-        builds += report.builds;
-        max_builds = max_builds.max(report.builds);
-        verify_iterations += report.verify_iterations;
-        // Calibration of the leader's probability, whether or not the search stopped on it.
-        let leader = report
-            .suspects
-            .iter()
-            .max_by(|a, b| a.probability.total_cmp(&b.probability));
-        if let Some(leader) = leader {
-            if let Some(b) = buckets
-                .iter_mut()
-                .find(|b| leader.probability >= b.lo && leader.probability < b.hi)
-            {
-                b.runs += 1;
-                b.correct += u32::from(leader.candidate == culprit);
-                b.mean_confidence += leader.probability;
-            }
-        }
-    }
-    for b in &mut buckets {
-        if b.runs > 0 {
-            b.mean_confidence /= f64::from(b.runs);
-        }
-    }
-    let runs = params.runs.max(1);
-    let mean = |total: u64| total as f64 / f64::from(runs);
-    let (bits_per_iteration, iteration_bound) =
-        iteration_bound(params.commits, params.p, params.fp);
-    Ok(SimSummary {
-        commits: params.commits,
-        p: params.p,
-        fp: params.fp,
-        confidence: params.confidence,
-        build_cost: params.build_cost,
-        runs: params.runs,
-        correct,
-        accuracy: f64::from(correct) / f64::from(runs),
-        found,
-        mean_iterations: mean(iterations),
-        max_iterations,
-        mean_builds: mean(builds),
-        max_builds,
-        build_limit: (params.commits as f64).log2().ceil() as u64 + 1,
-        bits_per_iteration,
-        iteration_bound,
-        mean_verify_iterations: mean(verify_iterations),
-        verified,
-        calibration: buckets,
-    })
-}
-
-/// Print a simulation summary for people.
-pub fn print_summary(s: &SimSummary, out: &mut dyn Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{} simulated bisections: N = {}, p = {}, false positives = {}, confidence {}, build cost {} iterations",
-        s.runs, s.commits, s.p, s.fp, s.confidence, s.build_cost
-    )?;
-    writeln!(
-        out,
-        "accuracy:   {:.1}% named the true culprit ({} of {}; {} stopped at the target confidence)",
-        100.0 * s.accuracy,
-        s.correct,
-        s.runs,
-        s.found
-    )?;
-    writeln!(
-        out,
-        "iterations: mean {:.1}, max {}; bound log2(N)/C = {:.1} (C = {:.3} bits per iteration); ratio {:.2}",
-        s.mean_iterations,
-        s.max_iterations,
-        s.iteration_bound,
-        s.bits_per_iteration,
-        s.mean_iterations / s.iteration_bound
-    )?;
-    writeln!(
-        out,
-        "builds:     mean {:.1}, max {}; ceil(log2 N)+1 = {}",
-        s.mean_builds, s.max_builds, s.build_limit
-    )?;
-    writeln!(
-        out,
-        "verify:     mean {:.1} extra iterations, held in {} of {} runs",
-        s.mean_verify_iterations, s.verified, s.runs
-    )?;
-    writeln!(
-        out,
-        "calibration (reported confidence of the leader vs observed accuracy):"
-    )?;
-    for b in s.calibration.iter().filter(|b| b.runs > 0) {
-        writeln!(
-            out,
-            "  [{:.2}, {:.2}): {:4} runs, mean confidence {:.3}, accuracy {:.3}",
-            b.lo,
-            b.hi.min(1.0),
-            b.runs,
-            b.mean_confidence,
-            f64::from(b.correct) / f64::from(b.runs)
-        )?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bound_for_the_target_case() {
-        // p = 0.3, fp = 0: the Z-channel capacity is about 0.177 bits (best split q ≈ 0.385),
-        // so 6 bits take at least about 34 iterations.
+        // p = 0.3, fp = 0: the Z-channel capacity is about 0.177 bits.
         let (c, bound) = iteration_bound(64, 0.3, 0.0);
         assert!((c - 0.17699).abs() < 1e-4, "capacity {c}");
         assert!((bound - 6.0 / c).abs() < 1e-9);
-        // A deterministic bug: one bit per iteration, the plain bisection bound.
-        let (c, bound) = iteration_bound(64, 1.0, 0.0);
-        assert!((c - 1.0).abs() < 1e-9);
-        assert!((bound - 6.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn peers_follow_their_rules() {
+        // A deterministic bug: every peer names the culprit in log2 N steps.
+        let mut rng = SmallRng::seed_from_u64(1);
+        for method in [Method::GitBisect, Method::Ktest, Method::Syzbot] {
+            let mut h = SimulatedHistory {
+                culprit: 37,
+                p: 1.0,
+                fp: 0.0,
+                rng: &mut rng,
+            };
+            let r = run_peer(method, &mut h, 64, 5);
+            assert_eq!(r.named, 37, "{method:?}");
+            assert_eq!(r.builds, 6);
+        }
+        // git bisect runs once per step; syzbot 10 per commit while nothing is flaky.
+        let mut h = SimulatedHistory {
+            culprit: 37,
+            p: 1.0,
+            fp: 0.0,
+            rng: &mut rng,
+        };
+        assert_eq!(run_peer(Method::GitBisect, &mut h, 64, 5).iterations, 6);
+        assert_eq!(run_peer(Method::Syzbot, &mut h, 64, 5).iterations, 60);
+        // ktest: 5 tries on good commits, 1 on bad ones.
+        let r = run_peer(Method::Ktest, &mut h, 64, 5);
+        assert!(r.iterations > 6 && r.iterations < 30);
+    }
+
+    #[test]
+    fn case_parsing() {
+        assert_eq!(parse_case("0.3:0.05"), Ok((0.3, 0.05)));
+        assert!(parse_case("0.3").is_err());
+        assert!(parse_case("0.1:0.3").is_err());
+        assert!(parse_case("2:0").is_err());
+    }
+
+    #[test]
+    fn small_benchmark_runs_every_method_on_every_case() {
+        let params = SimParams {
+            commits: 16,
+            runs: 4,
+            cases: vec![(0.5, 0.0), (0.6, 0.1)],
+            ..SimParams::default()
+        };
+        let s = simulate(&params).unwrap();
+        assert_eq!(s.cases.len(), 2);
+        for case in &s.cases {
+            assert_eq!(case.methods.len(), 4);
+            for m in &case.methods {
+                assert!(m.mean_iterations > 0.0 && m.mean_builds > 0.0, "{m:?}");
+            }
+        }
+        let mut text = Vec::new();
+        print_summary(&s, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("ktest BISECT_TRIES=10"), "{text}");
+        assert!(!text.contains("Some("), "{text}");
     }
 }

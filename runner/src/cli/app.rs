@@ -100,6 +100,13 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error("resume {out}: its run {run} is {found}, not {given}; resume with the same scenarios and kernels")]
+    ResumeMismatch {
+        out: std::path::PathBuf,
+        run: usize,
+        found: String,
+        given: String,
+    },
     #[error("write to standard output")]
     Stdout {
         #[source]
@@ -151,6 +158,9 @@ pub fn main() -> i32 {
             Command::Bench(command) => with_signals(super::bench::bench(command)).await,
         }
     });
+    // After an interrupt, host tools run by blocking tasks (apt-get, dpkg-deb, git am, make,
+    // image builds) are stopped and reaped here rather than abandoned.
+    crate::process::terminate_all(crate::process::GRACE);
     // Blocking SSH calls may still sit in the pool after an interrupt; do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {

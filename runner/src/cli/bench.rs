@@ -17,9 +17,10 @@ pub enum BenchCommand {
     /// command vs a restore of a saved guest to first SSH command, and per-iteration overhead
     /// vs the same loop as a shell script in the guest.
     Boot(BenchBootArgs),
-    /// Bisection accuracy on simulated histories: share of runs naming the true culprit,
-    /// calibration of the reported confidence, mean iterations and builds, and the
-    /// information-theoretic bound on iterations beside them. No VM.
+    /// Bisection on simulated histories whose good side may fail too (the engine is not told
+    /// the rates): accuracy, calibration, iterations, builds, boots and cost of crashrig beside
+    /// git bisect (one run per step), ktest.pl (BISECT_TRIES) and syzbot's rule, on the same
+    /// histories. No VM.
     Bisect(BenchBisectArgs),
     /// The same matrix run sequentially (-j 1) and in parallel (-j N), wall times side by side.
     Matrix(BenchMatrixArgs),
@@ -48,66 +49,63 @@ pub struct BenchBootArgs {
 #[derive(Args, Debug, Clone)]
 pub struct BenchBisectArgs {
     /// Commits after the known-good one, N: candidates 0..=N, 0 good, N bad
-    #[arg(long, default_value_t = SimParams::default().commits)]
-    pub commits: usize,
-    /// Probability that one iteration on a bad candidate shows the bug
-    #[arg(long, default_value_t = SimParams::default().p)]
-    pub p: f64,
-    /// Probability that one iteration on a good candidate shows it anyway
-    #[arg(long, default_value_t = SimParams::default().fp)]
-    pub fp: f64,
-    /// Simulated bisections
-    #[arg(long, default_value_t = SimParams::default().runs)]
+    #[arg(long, default_value_t = SimParams::default().commits,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub commits: u16,
+    /// A case, `P_BAD:P_GOOD` (the rate after and before the change); repeatable.
+    /// Default: 0.3:0, 0.3:0.05, 0.4:0.1, 0.1:0, 0.5:0.2
+    #[arg(long = "case", value_name = "P_BAD:P_GOOD", value_parser = crate::bisect::parse_case)]
+    pub cases: Vec<(f64, f64)>,
+    /// Simulated bisections per case and method
+    #[arg(long, default_value_t = SimParams::default().runs,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub runs: u32,
     /// Seed of the random histories
     #[arg(long, default_value_t = SimParams::default().seed)]
     pub seed: u64,
-    /// Target confidence
+    /// Target confidence of crashrig
     #[arg(long, default_value_t = SimParams::default().confidence)]
     pub confidence: f64,
-    /// Cost of a build, in iterations
+    /// Cost of a build in iterations, in the cost column and crashrig's cost model
     #[arg(long, default_value_t = SimParams::default().build_cost)]
     pub build_cost: f64,
-    /// Search iteration budget of each bisection
+    /// Cost of a boot in iterations, in crashrig's cost model (the cost column leaves boots
+    /// out; the boots column counts them)
+    #[arg(long, default_value_t = SimParams::default().boot_cost)]
+    pub boot_cost: f64,
+    /// Iteration budget of each crashrig bisection (ends and search)
     #[arg(long, default_value_t = SimParams::default().max_iterations)]
     pub max_iterations: u64,
-    /// Tell the engine the false-positive rate it simulates (otherwise it assumes 0)
+    /// Tell crashrig both true rates instead of letting it learn them
     #[arg(long)]
-    pub tell_fp: bool,
-    /// Tell the engine `p` instead of letting it estimate `p` from the runs.
-    #[arg(long)]
-    pub known_p: bool,
-    /// Largest batch the engine asks for
+    pub tell_rates: bool,
+    /// Largest batch crashrig asks for
     #[arg(long, default_value_t = SimParams::default().max_batch)]
     pub max_batch: u32,
-    /// Skip the verification re-runs after each search.
+    /// ktest.pl's BISECT_TRIES: runs per commit, bad at the first failure
+    #[arg(long, default_value_t = SimParams::default().ktest_tries,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub ktest_tries: u32,
+    /// Only crashrig, no peers
     #[arg(long)]
-    pub no_verify: bool,
-    /// First parameter of the engine's Beta prior on p (1 and 1: uniform)
-    #[arg(long, default_value_t = SimParams::default().prior_alpha)]
-    pub prior_alpha: f64,
-    /// Second parameter of the engine's Beta prior on p
-    #[arg(long, default_value_t = SimParams::default().prior_beta)]
-    pub prior_beta: f64,
+    pub no_peers: bool,
 }
 
 impl BenchBisectArgs {
     pub fn params(&self) -> SimParams {
         SimParams {
             commits: self.commits,
-            p: self.p,
-            fp: self.fp,
+            cases: self.cases.clone(),
             runs: self.runs,
             seed: self.seed,
             confidence: self.confidence,
             build_cost: self.build_cost,
+            boot_cost: self.boot_cost,
             max_iterations: self.max_iterations,
-            tell_fp: self.tell_fp,
-            known_p: self.known_p,
+            tell_rates: self.tell_rates,
             max_batch: self.max_batch,
-            no_verify: self.no_verify,
-            prior_alpha: self.prior_alpha,
-            prior_beta: self.prior_beta,
+            ktest_tries: self.ktest_tries,
+            no_peers: self.no_peers,
         }
     }
 }
@@ -278,7 +276,7 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
     for jobs in [1, args.jobs] {
         let out = tmp.path().join(format!("j{jobs}"));
         let start = std::time::Instant::now();
-        let status = tokio::process::Command::new(&exe)
+        let status = crate::process::tokio_command(&exe)
             .arg("matrix")
             .arg(&matrix)
             .args([

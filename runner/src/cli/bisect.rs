@@ -23,6 +23,10 @@ pub struct BisectArgs {
     /// on the `--kernel` base; the base alone is good, base plus the whole series bad.
     #[arg(long, value_name = "SERIES", conflicts_with_all = ["good", "bad"])]
     pub patches: Vec<PathBuf>,
+    /// Patch form: patches applied on the `--kernel` base under every candidate (the good end
+    /// included), before the series.
+    #[arg(long, value_name = "PATCHES", requires = "patches")]
+    pub base_patches: Vec<PathBuf>,
     /// Kernel config fragments for every build (besides `base` and the scenario's).
     #[arg(long, value_name = "FRAGMENT")]
     pub kconfig: Vec<String>,
@@ -42,9 +46,11 @@ pub struct BisectArgs {
     /// Budget of search iterations. Default: 1000.
     #[arg(long)]
     pub max_iterations: Option<u64>,
-    /// Chance that a good kernel shows the target anyway (0 means one sighting proves bad).
-    #[arg(long, default_value_t = 0.0)]
-    pub false_positive_rate: f64,
+    /// A guess of how often a kernel before the change shows the target (0 to 1), used as a
+    /// prior worth 20 iterations; the rate is still learnt from the runs. Default: none, a
+    /// weak prior (both rates are learnt).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub false_positive_rate: Option<f64>,
     /// Continue the bisection journaled in --out.
     #[arg(long)]
     pub resume: bool,
@@ -58,12 +64,20 @@ pub struct BisectArgs {
     pub vm: CommonVmArgs,
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("`{s}`: expected a rate from 0 to 1"))
+}
+
 pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {
     Ok(run_bisect(BisectOptions {
         scenario: args.scenario,
         good: args.good,
         bad: args.bad,
         patches: args.patches,
+        base_patches: args.base_patches,
         kconfig: args.kconfig,
         fix: args.fix,
         target: args.target,

@@ -39,6 +39,7 @@ pub async fn build(args: BuildArgs) -> Result<i32, CliError> {
             spec: args.spec.clone(),
         });
     }
+    session.sweep();
     let t = std::time::Instant::now();
     let kernel = session
         .resolve_kernel(&args.spec, &args.build.request(), &scenario_kconfig)

@@ -59,16 +59,15 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
             .unwrap_or(0),
     };
     let run = results.runs.get(index).ok_or(CliError::NoRuns)?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        args.results
-            .join(format!("repro-{}-{}", index + 1, args.iteration))
-    });
     let mut session = Session::new(VmOptions {
         accel: args.accel.into(),
-        out: Some(out),
+        out: args.out.clone(),
         verbose: true,
         ..VmOptions::default()
     });
+    session.default_out = args
+        .results
+        .join(format!("repro-{}-{}", index + 1, args.iteration));
     let loaded = if args.params.is_empty() {
         // The scenario as it ran, its parameters already substituted.
         let recorded = args.results.join(&run.dir).join("scenario.yaml");
@@ -107,7 +106,7 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
             image.key, run.guest_image
         ));
     }
-    session.create_out()?;
+    session.create_out(false)?;
     let host = session.host(&kernel.image).await?;
     let (accel, reason) = (host.accel, host.info.accel_reason.clone());
     let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info));
@@ -127,6 +126,6 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
         ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
     };
     let record = crate::run::run_scenario(&loaded, &kernel, &image, &opts, 0, &mut sink).await;
-    sink.finish();
+    crate::run::session::finish(&mut sink)?;
     Ok(record.exit_code())
 }

@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Keep the scratch disk images after the run (their directory is printed).
     #[arg(long)]
     pub keep: bool,
+    /// Continue the run a killed crashrig left in --out: finished runs and iterations are
+    /// kept, the missing iterations run with the recorded seed.
+    #[arg(long)]
+    pub resume: bool,
     #[command(flatten)]
     pub build: BuildOpts,
 }
@@ -53,7 +57,12 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     } else {
         args.vm.kernels.clone()
     };
-    session.create_out()?;
+    session.create_out(args.resume)?;
+    let existing = if args.resume {
+        session.existing_results()?
+    } else {
+        None
+    };
     // Resolve (and build) every kernel before booting anything: a bad spec fails in seconds.
     let scenario_kconfig: Vec<String> = scenarios
         .iter()
@@ -82,7 +91,11 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     let host = session.host(&kernels[0].image).await?;
     let accel = host.accel;
-    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info.clone()));
+    let writer = match &existing {
+        Some(results) => ResultsWriter::resuming(&session.out, results.clone()),
+        None => ResultsWriter::new(&session.out, host.info.clone()),
+    };
+    let mut sink = session.results_sink(writer);
     sink.emit(Event::Host(host.info));
     sink.emit(Event::ResultsDir {
         path: session.out.clone(),
@@ -106,12 +119,34 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
             version: kernel.version.clone(),
         });
         for loaded in &scenarios {
-            let record =
-                crate::run::run_scenario(loaded, kernel, &image, &opts, index, &mut sink).await;
+            let previous = existing.as_ref().and_then(|r| r.runs.get(index));
+            if let Some(prev) = previous {
+                if prev.scenario.name != loaded.scenario.name || prev.kernel.spec != *spec {
+                    return Err(CliError::ResumeMismatch {
+                        out: session.out.clone(),
+                        run: index + 1,
+                        found: format!("{} on {}", prev.scenario.name, prev.kernel.spec),
+                        given: format!("{} on {spec}", loaded.scenario.name),
+                    });
+                }
+            }
+            let record = match previous {
+                Some(prev) if prev.finished.is_some() => {
+                    sink.info(format!("run {}: finished before, kept as it is", index + 1));
+                    prev.clone()
+                }
+                _ => {
+                    let opts = RunOptions {
+                        resume: previous.cloned(),
+                        ..opts.clone()
+                    };
+                    crate::run::run_scenario(loaded, kernel, &image, &opts, index, &mut sink).await
+                }
+            };
             index += 1;
             code = code.max(record.exit_code());
         }
     }
-    sink.finish();
+    crate::run::session::finish(&mut sink)?;
     Ok(code)
 }

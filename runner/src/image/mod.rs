@@ -10,12 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 pub use recipe::{Recipe, RecipeError};
 
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, Contents};
 use crate::host::{self, MissingTool};
 use crate::kernel::ResolvedKernel;
 
@@ -154,7 +155,14 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
     let key = hex::encode(&hasher.finalize()[..16]);
 
     let dest = cache.dir("images")?.join(&key);
-    if !dest.join("initramfs.cpio").exists() {
+    if !cache
+        .lookup(
+            &dest,
+            &["initramfs.cpio", "tools.ext4", "host_key.pub"],
+            Contents::Hashed,
+        )?
+        .is_ready()
+    {
         let tmp = cache.tempdir()?;
         let entry = tmp.path().join("entry");
         std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
@@ -177,7 +185,7 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
             })?;
         write(&entry.join("host_key.pub"), public.as_bytes())?;
         let out = entry.join("initramfs.cpio");
-        let file = std::fs::File::create(&out).map_err(io_err(&out))?;
+        let file = private_file(&out)?;
         cpio::archive_dir(&root, io::BufWriter::new(file)).map_err(io_err(&out))?;
 
         let tools = tmp.path().join("tools");
@@ -185,7 +193,7 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
             copy_file(src, &staged(&tools, dst)?)?;
         }
         make_ext4(&tools, &entry.join("tools.ext4"))?;
-        cache.install(&entry, &dest)?;
+        cache.install(&entry, &dest, Contents::Hashed)?;
     }
     let pub_path = dest.join("host_key.pub");
     let host_key = std::fs::read_to_string(&pub_path)
@@ -198,6 +206,17 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
         tools_disk: dest.join("tools.ext4"),
         host_key,
     })
+}
+
+/// A new file only this user can read: archives that hold the guest's SSH host key.
+fn private_file(path: &Path) -> Result<std::fs::File, ImageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), ImageError> {
@@ -354,28 +373,31 @@ fn walk_size(dir: &Path) -> Result<u64, ImageError> {
     Ok(total)
 }
 
+/// dropbearkey, busybox --list, ldd and mkfs of the tools disk take seconds.
+const TOOL_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// Building the guest helper from source.
+const CARGO_LIMIT: Duration = Duration::from_secs(60 * 60);
+
 fn run(cmd: &mut Command) -> Result<String, ImageError> {
-    let command = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| ImageError::Command {
-        command: command.clone(),
-        stderr: e.to_string(),
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(ImageError::Command { command, stderr });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::process::Tool::new(cmd, TOOL_LIMIT)
+        .stdout()
+        .map_err(|e| {
+            let (command, stderr) = e.parts();
+            ImageError::Command { command, stderr }
+        })
 }
 
 /// Shared libraries of a dynamically linked program (empty for static ones), from `ldd`.
 fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, ImageError> {
     let ldd = host::require("ldd")?;
-    let out = Command::new(ldd)
-        .arg(program)
+    let out = crate::process::Tool::new(Command::new(ldd).arg(program), TOOL_LIMIT)
         .output()
-        .map_err(io_err(program))?;
+        .map_err(|e| ImageError::Command {
+            command: format!("ldd {}", program.display()),
+            stderr: crate::report::error_chain(&e),
+        })?;
     // ldd exits 1 for static programs ("not a dynamic executable").
-    Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_ldd(&out.stdout_text()))
 }
 
 /// Parses `ldd` output into library paths.
@@ -409,7 +431,10 @@ pub fn initrd_for(
     let key = hex::encode(&hasher.finalize()[..16]);
     let dest = cache.dir("initrds")?.join(&key);
     let initrd = dest.join("initrd.cpio");
-    if initrd.exists() {
+    if cache
+        .lookup(&dest, &["initrd.cpio"], Contents::Hashed)?
+        .is_ready()
+    {
         return Ok(initrd);
     }
     let tmp = cache.tempdir()?;
@@ -418,7 +443,7 @@ pub fn initrd_for(
     let entry = tmp.path().join("entry");
     std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
     let out = entry.join("initrd.cpio");
-    let mut file = io::BufWriter::new(std::fs::File::create(&out).map_err(io_err(&out))?);
+    let mut file = io::BufWriter::new(private_file(&out)?);
     let mut base = std::fs::File::open(&image.initramfs).map_err(io_err(&image.initramfs))?;
     io::copy(&mut base, &mut file).map_err(io_err(&out))?;
     let file = cpio::archive_dir(&stage, file).map_err(io_err(&out))?;
@@ -429,7 +454,7 @@ pub fn initrd_for(
         })?
         .flush()
         .map_err(io_err(&out))?;
-    cache.install(&entry, &dest)?;
+    cache.install(&entry, &dest, Contents::Hashed)?;
     Ok(initrd)
 }
 
@@ -528,7 +553,10 @@ pub fn bare_initramfs(cache: &Cache) -> Result<PathBuf, ImageError> {
     let key = hex::encode(&Sha256::digest(&data)[..8]);
     let dest = cache.dir("images")?.join(format!("bare-{key}"));
     let out = dest.join("bare.cpio");
-    if out.exists() {
+    if cache
+        .lookup(&dest, &["bare.cpio"], Contents::Hashed)?
+        .is_ready()
+    {
         return Ok(out);
     }
     let tmp = cache.tempdir()?;
@@ -541,7 +569,7 @@ pub fn bare_initramfs(cache: &Cache) -> Result<PathBuf, ImageError> {
     std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
     let file = std::fs::File::create(entry.join("bare.cpio")).map_err(io_err(&entry))?;
     cpio::archive_dir(&root, file).map_err(io_err(&entry))?;
-    cache.install(&entry, &dest)?;
+    cache.install(&entry, &dest, Contents::Hashed)?;
     Ok(out)
 }
 
@@ -569,27 +597,28 @@ pub fn guest_helper() -> Result<PathBuf, ImageError> {
         ));
     }
     let cargo = host::require("cargo")?;
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "crashrig-guest",
-            "--target",
-            triple,
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .current_dir(&workspace)
-        // crt-static: rustup cannot fetch a musl target here, so glibc is linked statically.
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "crashrig-guest",
+        "--target",
+        triple,
+        "--target-dir",
+    ])
+    .arg(&target_dir)
+    .current_dir(&workspace)
+    // crt-static: rustup cannot fetch a musl target here, so glibc is linked statically.
+    .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    let out = crate::process::Tool::new(&mut cmd, CARGO_LIMIT)
         .output()
-        .map_err(|e| ImageError::Helper(format!("cannot run cargo: {e}")))?;
+        .map_err(|e| ImageError::Helper(crate::report::error_chain(&e)))?;
     if !out.status.success() {
         return Err(ImageError::Helper(format!(
             "cargo build of crashrig-guest failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            out.stderr_text()
         )));
     }
     Ok(built)

@@ -21,7 +21,7 @@ use super::patches::{self, PatchFile};
 use super::source::{self, Source};
 use super::spec::ResolvedKernel;
 use super::KernelError;
-use crate::cache::Cache;
+use crate::cache::{Cache, Contents};
 use crate::host;
 
 /// Bumped when the build recipe changes in a way that changes images.
@@ -238,18 +238,19 @@ pub fn lookup(cache: &Cache, plan_key: &str) -> Result<Option<PathBuf>, KernelEr
         return Ok(None);
     };
     let entry = cache.dir("builds")?.join(key.trim());
-    Ok(is_entry(&entry).then_some(entry))
+    Ok(is_entry(cache, &entry)?.then_some(entry))
 }
 
-fn is_entry(dir: &Path) -> bool {
-    dir.join("key.json").is_file() && dir.join("bzImage").is_file()
+/// A finished build entry that matches its completion marker (a damaged one is removed).
+fn is_entry(cache: &Cache, dir: &Path) -> Result<bool, KernelError> {
+    Ok(cache
+        .lookup(dir, &["key.json", "bzImage"], Contents::Hashed)?
+        .is_ready())
 }
 
 fn remember(cache: &Cache, plan_key: &str, key: &str) -> Result<(), KernelError> {
     let path = plan_file(cache, plan_key)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, key).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    crate::report::durable::write_atomic(&path, key.as_bytes()).map_err(io(&path))
 }
 
 /// Reads a finished entry as a [`ResolvedKernel`].
@@ -315,7 +316,7 @@ pub fn build(
         }
     };
     let repo_id = source::repo_id(exec, &src.repo)?;
-    let _lock = source::lock(&cache.dir("builds")?.join(format!("{repo_id}.lock")))?;
+    let _lock = crate::cache::lock(&cache.dir("builds")?.join(format!("{repo_id}.lock")))?;
     // another process may have built it while we waited for the lock
     if let Some(entry) = lookup(cache, &pkey)? {
         return load(&entry, &plan.spec);
@@ -367,7 +368,7 @@ fn build_in(
     let key = build_key(&plan.identity, &plan.patches, &config, &plan.compiler);
     let builds = cache.dir("builds")?;
     let dest = builds.join(&key);
-    if is_entry(&dest) {
+    if is_entry(cache, &dest)? {
         remember(cache, pkey, &key)?;
         return load(&dest, &plan.spec);
     }
@@ -473,7 +474,7 @@ fn build_in(
     let key_path = entry.join("key.json");
     let json = serde_json::to_string_pretty(&keyfile).expect("plain data serializes");
     std::fs::write(&key_path, json).map_err(io(&key_path))?;
-    cache.install(&entry, &dest)?;
+    cache.install(&entry, &dest, Contents::Hashed)?;
     remember(cache, pkey, &key)?;
     load(&dest, &plan.spec)
 }

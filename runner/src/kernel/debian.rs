@@ -4,11 +4,12 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::spec::ResolvedKernel;
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, Contents};
 use crate::host::{self, MissingTool};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +22,6 @@ pub enum DebianError {
     NoPackage { series: String },
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
-    #[error("cannot run `{command}`")]
-    Spawn {
-        command: String,
-        #[source]
-        source: io::Error,
-    },
     #[error("package {package} has no {what}")]
     BadPackage { package: String, what: &'static str },
     #[error("cannot read {path}")]
@@ -70,22 +65,25 @@ fn numbers(s: &str) -> Vec<u64> {
         .collect()
 }
 
-fn run(cmd: &mut Command) -> Result<String, DebianError> {
-    let command = format!("{:?}", cmd).replace('"', "");
-    let out = cmd.output().map_err(|source| DebianError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(DebianError::Command { command, stderr });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// apt-cache queries are local; a download of a kernel package is tens of MB.
+const QUERY_LIMIT: Duration = Duration::from_secs(120);
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// dpkg-deb and depmod on one kernel package.
+const UNPACK_LIMIT: Duration = Duration::from_secs(10 * 60);
+
+fn run(cmd: &mut Command, limit: Duration) -> Result<String, DebianError> {
+    crate::process::Tool::new(cmd, limit).stdout().map_err(|e| {
+        let (command, stderr) = e.parts();
+        DebianError::Command { command, stderr }
+    })
 }
 
 /// The package's candidate version (`apt-cache show`).
 fn package_version(package: &str) -> Result<String, DebianError> {
-    let out = run(Command::new("apt-cache").args(["show", "--no-all-versions", package]))?;
+    let out = run(
+        Command::new("apt-cache").args(["show", "--no-all-versions", package]),
+        QUERY_LIMIT,
+    )?;
     out.lines()
         .find_map(|l| l.strip_prefix("Version: "))
         .map(|v| v.trim().to_string())
@@ -99,7 +97,10 @@ fn package_version(package: &str) -> Result<String, DebianError> {
 pub fn resolve(series: &str, cache: &Cache) -> Result<ResolvedKernel, DebianError> {
     host::require("apt-get")?;
     host::require("dpkg-deb")?;
-    let names = run(Command::new("apt-cache").args(["pkgnames", "linux-image-"]))?;
+    let names = run(
+        Command::new("apt-cache").args(["pkgnames", "linux-image-"]),
+        QUERY_LIMIT,
+    )?;
     let package = newest_package(series, names.lines()).ok_or(DebianError::NoPackage {
         series: series.into(),
     })?;
@@ -107,7 +108,10 @@ pub fn resolve(series: &str, cache: &Cache) -> Result<ResolvedKernel, DebianErro
     let dest = cache
         .dir("kernels")?
         .join(format!("{package}_{}", version.replace([':', '/'], "_")));
-    if !dest.join("vmlinuz").exists() {
+    if !cache
+        .lookup(&dest, &["vmlinuz", "release"], Contents::Hashed)?
+        .is_ready()
+    {
         fetch(&package, cache, &dest)?;
     }
     load(&format!("debian:{series}"), &package, &version, &dest)
@@ -123,9 +127,12 @@ pub fn find_deb(dir: &Path) -> io::Result<Option<PathBuf>> {
 
 fn fetch(package: &str, cache: &Cache, dest: &Path) -> Result<(), DebianError> {
     let tmp = cache.tempdir()?;
-    run(Command::new("apt-get")
-        .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
-        .current_dir(tmp.path()))?;
+    run(
+        Command::new("apt-get")
+            .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
+            .current_dir(tmp.path()),
+        DOWNLOAD_LIMIT,
+    )?;
     let deb = find_deb(tmp.path())
         .map_err(|source| DebianError::Io {
             path: tmp.path().into(),
@@ -136,7 +143,10 @@ fn fetch(package: &str, cache: &Cache, dest: &Path) -> Result<(), DebianError> {
             what: ".deb after apt-get download",
         })?;
     let root = tmp.path().join("root");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    run(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
+        UNPACK_LIMIT,
+    )?;
     let boot = root.join("boot");
     let entries = std::fs::read_dir(&boot).map_err(|source| DebianError::Io {
         path: boot.clone(),
@@ -157,7 +167,10 @@ fn fetch(package: &str, cache: &Cache, dest: &Path) -> Result<(), DebianError> {
         vmlinuz.file_name().unwrap_or_default().to_string_lossy()["vmlinuz-".len()..].to_string();
     // The package has no modules.dep (the postinst runs depmod); the image builder needs it.
     host::require("depmod")?;
-    run(Command::new("depmod").arg("-b").arg(&root).arg(&release))?;
+    run(
+        Command::new("depmod").arg("-b").arg(&root).arg(&release),
+        UNPACK_LIMIT,
+    )?;
     let entry = tmp.path().join("entry");
     let mv = |from: PathBuf, to: &str| {
         std::fs::rename(&from, entry.join(to))
@@ -175,7 +188,7 @@ fn fetch(package: &str, cache: &Cache, dest: &Path) -> Result<(), DebianError> {
         path: entry.clone(),
         source,
     })?;
-    cache.install(&entry, dest)?;
+    cache.install(&entry, dest, Contents::Hashed)?;
     Ok(())
 }
 

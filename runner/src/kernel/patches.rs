@@ -3,9 +3,8 @@
 //! series can be bisected patch by patch.
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::KernelError;
 
@@ -349,6 +348,9 @@ pub fn failure_lines(output: &str) -> String {
 }
 
 /// Identity for commits crashrig makes (the user's git config may have none).
+/// git am of one patch, or rev-parse, on a kernel worktree.
+const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 pub(crate) fn git_identity(cmd: &mut Command, date: &str) {
     cmd.env("GIT_COMMITTER_NAME", "crashrig")
         .env("GIT_COMMITTER_EMAIL", "crashrig@localhost")
@@ -374,24 +376,11 @@ fn git_stdin(
             .env_remove("GIT_AUTHOR_EMAIL")
             .env_remove("GIT_AUTHOR_DATE");
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("cannot wait for git: {e}"))?;
-    let _ = writer.join();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = crate::process::Tool::new(&mut cmd, GIT_LIMIT)
+        .stdin(input.to_vec())
+        .output()
+        .map_err(|e| crate::report::error_chain(&e))?;
+    let text = format!("{}{}", out.stdout_text(), out.stderr_text());
     if out.status.success() {
         Ok(text)
     } else {
@@ -400,16 +389,15 @@ fn git_stdin(
 }
 
 fn head(worktree: &Path) -> Result<String, String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(worktree)
-        .args(["rev-parse", "HEAD"])
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(worktree).args(["rev-parse", "HEAD"]);
+    let out = crate::process::Tool::new(&mut cmd, GIT_LIMIT)
         .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(|e| crate::report::error_chain(&e))?;
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Ok(out.stdout_text().trim().to_string())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        Err(out.stderr_text())
     }
 }
 

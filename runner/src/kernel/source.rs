@@ -2,7 +2,6 @@
 //! trees at a commit, and crashrig's own worktree of each repository (the user's working copy
 //! is never touched).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::exec::Exec;
 use super::patches::git_identity;
 use super::KernelError;
-use crate::cache::Cache;
+use crate::cache::{Cache, Contents, Lookup};
 use crate::host;
 
 /// Date of crashrig's own commits: fixed, so equal trees give equal commit ids.
@@ -62,25 +61,6 @@ pub fn debian_identity(exec: &Exec, series: &str) -> Result<String, KernelError>
     ))
 }
 
-/// An exclusive `flock` on a file, released on drop.
-pub struct Lock(#[allow(dead_code)] File);
-
-pub fn lock(path: &Path) -> Result<Lock, KernelError> {
-    use std::os::unix::io::AsRawFd;
-    let file = File::create(path).map_err(|source| KernelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // SAFETY: flock(2) on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(KernelError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(Lock(file))
-}
-
 fn git(repo: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.arg("-C").arg(repo);
@@ -104,8 +84,18 @@ pub fn debian_source(
     let tag = tag_for(&package, &version);
     let sources = cache.dir("sources")?;
     let dest = sources.join(format!("{tag}.git"));
-    let _lock = lock(&sources.join(format!("{tag}.lock")))?;
-    if !dest.join("HEAD").exists() {
+    let _lock = crate::cache::lock(&sources.join(format!("{tag}.lock")))?;
+    // The repository changes in use (worktrees, patch commits), so its marker hashes
+    // nothing; git vouches for the tagged commit instead.
+    let mut state = cache.lookup(&dest, &["HEAD"], Contents::Unhashed)?;
+    if state.is_ready() && rev_parse(exec, &dest, &tag).is_err() {
+        cache.discard(&dest)?;
+        state = Lookup::Discarded(format!("{}: tag {tag} unreadable", dest.display()));
+    }
+    if let Lookup::Discarded(why) = &state {
+        log(why);
+    }
+    if !state.is_ready() {
         let tmp = cache.tempdir()?;
         log(&format!("downloading {package} {version}"));
         exec.run(
@@ -169,7 +159,7 @@ pub fn debian_source(
             source,
         })?;
         exec.run(git(&entry).args(["config", "core.bare", "true"]), log)?;
-        cache.install(&entry, &dest)?;
+        cache.install(&entry, &dest, Contents::Unhashed)?;
     }
     let commit = rev_parse(exec, &dest, &tag)?;
     Ok(Source {

@@ -397,6 +397,9 @@ fn strip_location(message: &str, line: usize, column: usize) -> String {
     message.replacen(&format!(" at line {line} column {column}"), "", 1)
 }
 
+/// Cells in one matrix at most.
+pub const MAX_CELLS: usize = 10_000;
+
 fn key(k: &str) -> Seg {
     Seg::Key(k.to_string())
 }
@@ -570,6 +573,19 @@ fn check(
             list.push(v);
         }
         parameters.insert(name, list);
+    }
+
+    // Refused before anything expands: a product of parameter lists grows fast.
+    let count = parameters.values().try_fold(
+        kernels.len().max(1) * scenarios.len().max(1),
+        |n, v: &Vec<String>| n.checked_mul(v.len().max(1)),
+    );
+    if count.is_none_or(|n| n > MAX_CELLS) {
+        let shown = count.map_or("more than 2^64".to_string(), |n| n.to_string());
+        bad(
+            vec![key("parameters")],
+            format!("the matrix has {shown} cells, at most {MAX_CELLS}"),
+        );
     }
 
     Matrix {
@@ -848,6 +864,19 @@ parameters:
         assert_eq!(m.scenarios[0].path, tmp.path().join("seed.yaml"));
         let missing = load(&tmp.path().join("nope.yaml")).unwrap_err();
         assert!(matches!(missing, MatrixError::Read { .. }), "{missing}");
+    }
+
+    #[test]
+    fn a_huge_parameter_product_is_refused_before_expansion() {
+        let values: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+        let list = format!("[{}]", values.join(", "));
+        let text = format!(
+            "name: x\nkernels: [debian:6.1]\nscenarios: [a.yaml]\nparameters:\n  a: {list}\n  b: {list}\n  c: {list}\n"
+        );
+        assert_eq!(
+            errors(&text).lines().next().unwrap(),
+            "m.yaml:5:3: the matrix has 216000 cells, at most 10000"
+        );
     }
 
     #[test]

@@ -335,6 +335,23 @@ mod tests {
         ])
     }
 
+    /// The whole summary.md as users see it (rows, comparisons, regressions, run errors);
+    /// times of day and paths are redacted so the snapshot only moves with the format.
+    #[test]
+    fn markdown_snapshot() {
+        let r = sample();
+        let mut b = baseline_from(&r);
+        b.cells[2].failure_rate = 0.0;
+        b.cells[2].iterations = 40;
+        let md = markdown(&r, &compare(&r), &check(&r, &b));
+        insta::with_settings!({filters => vec![
+            (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[time]"),
+            (r"(/[\w.-]+)+/", "[path]/"),
+        ]}, {
+            insta::assert_snapshot!(md);
+        });
+    }
+
     #[test]
     fn markdown_has_one_row_per_cell_and_the_comparisons() {
         let r = sample();

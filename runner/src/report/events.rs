@@ -134,6 +134,10 @@ pub trait Reporter: Send {
     fn report(&mut self, event: &Stamped);
     /// Called once at the end (flush files, clear progress bars).
     fn finish(&mut self) {}
+    /// What this reporter could not do (results it could not write), after `finish`.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Fans events out to reporters.
@@ -175,10 +179,13 @@ impl EventSink {
         });
     }
 
-    pub fn finish(&mut self) {
+    /// Finishes every reporter; returns the first failure (results that could not be
+    /// written), which callers turn into exit 2.
+    pub fn finish(&mut self) -> Option<String> {
         for r in &mut self.reporters {
             r.finish();
         }
+        self.reporters.iter().find_map(|r| r.failure())
     }
 }
 

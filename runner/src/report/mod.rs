@@ -1,5 +1,6 @@
 //! Events and the reporters that consume them; the results model.
 
+pub mod durable;
 pub mod events;
 pub mod results;
 pub mod store;

@@ -39,18 +39,13 @@ impl StoreError {
     }
 }
 
-/// Replaces `path` with `bytes` in one step: written to a temporary file next to it, then
-/// renamed over it.
+/// Replaces `path` with `bytes` in one step, durably: see [`super::durable::write_atomic`]
+/// (a unique temporary, fsync, rename, fsync of the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let write_err = |source| StoreError::Write {
+    super::durable::write_atomic(path, bytes).map_err(|source| StoreError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    std::fs::write(&tmp, bytes).map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)
+    })
 }
 
 /// Pretty JSON with a final newline, as every JSON file crashrig writes.

@@ -339,6 +339,58 @@ mod tests {
     use crate::report::results::tests::seed_iterations;
     use crate::report::{summarize, KernelInfo, ScenarioInfo};
 
+    /// The terminal summary of a run with an infrastructure error, unexpected findings and
+    /// expected ones, as users see it; paths redacted.
+    #[test]
+    fn summary_snapshot() {
+        let mut iterations = seed_iterations();
+        iterations[1].findings.push(crate::outcome::Finding {
+            kind: crate::outcome::FindingKind::Warning,
+            title: "WARNING: CPU: 0 PID: 1 at fs/xfs/xfs_inode.c:1 xfs_evict_inode".into(),
+            report: String::new(),
+            frames: vec!["xfs_evict_inode".into()],
+            signature: "warning:xfs_evict_inode".into(),
+            expected: false,
+            ts_us: None,
+            seq: None,
+        });
+        let mut run = RunRecord {
+            scenario: ScenarioInfo {
+                name: "seed-kill-umount".into(),
+                path: "/home/someone/tests/seed-kill-umount.yaml".into(),
+                description: String::new(),
+            },
+            kernel: KernelInfo {
+                spec: "/home/someone/linux@v6.12".into(),
+                version: "v6.12-0-gadc218676eef".into(),
+                release: None,
+                image_sha256: String::new(),
+                build_key: None,
+                kconfig: vec![],
+                patches: vec![],
+            },
+            accel: "tcg".into(),
+            seed: 1,
+            started: String::new(),
+            finished: None,
+            dir: String::new(),
+            cell: None,
+            restore: "never".into(),
+            independent_iterations: false,
+            guest_image: String::new(),
+            boots: vec![],
+            setup: vec![],
+            error: Some("QEMU exited before the guest answered on SSH".into()),
+            setting: Default::default(),
+            summary: summarize(&iterations),
+            iterations,
+        };
+        run.summary = summarize(&run.iterations);
+        insta::with_settings!({filters => vec![(r"(/[\w.-]+)+/", "[path]/")]}, {
+            insta::assert_snapshot!(summary_text(&run));
+        });
+    }
+
     #[test]
     fn summary_reads_like_the_readme_says() {
         let iterations = seed_iterations();

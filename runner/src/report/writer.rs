@@ -1,5 +1,5 @@
-//! Writes `results.json` (rewritten atomically after every iteration, so a killed run keeps
-//! everything finished) and `junit.xml`.
+//! Writes `results.json` (rewritten atomically and durably after every iteration, so a killed
+//! run or a crashed host keeps everything finished) and `junit.xml`.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +51,21 @@ impl ResultsWriter {
         }
     }
 
+    /// Continues `results` in place: run event index `i` is run `i` of the results, so a
+    /// resumed run replaces its unfinished record and the order stays.
+    pub fn resuming(dir: &Path, results: Results) -> Self {
+        let positions = (0..results.runs.len()).map(|i| (i, i)).collect();
+        ResultsWriter {
+            dir: dir.to_path_buf(),
+            results: Results {
+                finished: None,
+                ..results
+            },
+            positions,
+            error: None,
+        }
+    }
+
     fn run_mut(&mut self, index: usize) -> Option<&mut RunRecord> {
         let pos = *self.positions.get(&index)?;
         self.results.runs.get_mut(pos)
@@ -58,14 +73,25 @@ impl ResultsWriter {
 
     fn write(&mut self) {
         if let Err(e) = write_json(&self.dir.join("results.json"), &self.results) {
-            self.error.get_or_insert(error_chain(&e));
+            self.failed(e);
         }
     }
 
     fn write_junit(&mut self) {
         let xml = junit(&self.results);
         if let Err(e) = write_atomic(&self.dir.join("junit.xml"), xml.as_bytes()) {
-            self.error.get_or_insert(error_chain(&e));
+            self.failed(e);
+        }
+    }
+
+    /// The first failure is said at once (a full disk should not wait for the end of a long
+    /// run to be noticed) and again by the caller, which exits 2; the file on disk keeps the
+    /// last complete results.
+    fn failed(&mut self, e: super::store::StoreError) {
+        if self.error.is_none() {
+            let text = format!("{}; it keeps the results written before", error_chain(&e));
+            eprintln!("crashrig: error: {text}");
+            self.error = Some(text);
         }
     }
 }
@@ -122,12 +148,10 @@ impl Reporter for ResultsWriter {
         self.results.finished = Some(now_rfc3339());
         self.write();
         self.write_junit();
-        if let Some(e) = &self.error {
-            eprintln!(
-                "crashrig: warning: cannot write results in {}: {e}",
-                self.dir.display()
-            );
-        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.error.clone()
     }
 }
 

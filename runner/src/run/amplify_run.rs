@@ -231,15 +231,9 @@ pub async fn search(
                 }
             }
             let counts = match &target {
-                Some(t) => match batch_outcome(&run, t).0 {
-                    BatchOutcome::Ran {
-                        iterations,
-                        failures,
-                    } => Counts {
-                        trials: u64::from(iterations),
-                        hits: u64::from(failures),
-                    },
-                    BatchOutcome::Unknown { reason } => {
+                Some(t) => match batch_counts(batch_outcome(&run, t).0) {
+                    Ok(counts) => counts,
+                    Err(reason) => {
                         sink.warn(format!(
                             "amplify: {}: no usable iteration ({reason})",
                             space.describe(&arm)
@@ -400,7 +394,7 @@ pub async fn amplify(opts: AmplifyOptions) -> Result<AmplifyOutcome, AmplifyRunE
         [one] => one.clone(),
         _ => return Err(AmplifyRunError::Kernels),
     };
-    session.create_out()?;
+    session.create_out(false)?;
     let mut specs = vec![kernel_spec.clone()];
     specs.extend(opts.against.clone());
     let mut kernels = Vec::new();
@@ -656,6 +650,20 @@ fn yaml_scalar(v: &str) -> String {
     }
 }
 
+/// A batch's target counts, or why it had no usable iteration.
+fn batch_counts(outcome: BatchOutcome) -> Result<Counts, String> {
+    match outcome {
+        BatchOutcome::Ran {
+            iterations,
+            failures,
+        } => Ok(Counts {
+            trials: u64::from(iterations),
+            hits: u64::from(failures),
+        }),
+        BatchOutcome::Unknown { reason } => Err(reason),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -744,7 +752,7 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         .first()
         .cloned()
         .unwrap_or_else(|| "debian:6.1".into());
-    session.create_out()?;
+    session.create_out(false)?;
     let kernel = session
         .resolve_kernel(&spec, &opts.search.build, &base.scenario.kconfig)
         .await?;
@@ -796,27 +804,18 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         )
         .await;
         index += 1;
-        let counts = match batch_outcome(&run, &target).0 {
-            BatchOutcome::Ran {
-                iterations,
-                failures,
-            } => Counts {
-                trials: u64::from(iterations),
-                hits: u64::from(failures),
-            },
-            BatchOutcome::Unknown { reason } => {
-                return Err(AmplifyRunError::Batches { failed: 1, reason })
-            }
-        };
+        let counts = batch_counts(batch_outcome(&run, &target).0)
+            .map_err(|reason| AmplifyRunError::Batches { failed: 1, reason })?;
         let bisect_iterations = (counts.hits > 0)
             .then(|| {
                 crate::bisect::simulate(&crate::bisect::SimParams {
-                    p: counts.rate(),
+                    cases: vec![(counts.rate(), 0.0)],
                     runs: opts.bisect_runs,
+                    no_peers: true,
                     ..crate::bisect::SimParams::default()
                 })
                 .ok()
-                .map(|s| s.mean_iterations)
+                .and_then(|s| Some(s.cases.first()?.methods.first()?.mean_iterations))
             })
             .flatten();
         measured.push(Measured {

@@ -33,6 +33,8 @@ pub struct BisectOptions {
     /// Patch form: the series to bisect (mbox, quilt series, directory or one patch), applied
     /// on the `--kernel` base; the base alone is good, base plus the whole series bad.
     pub patches: Vec<PathBuf>,
+    /// Patch form: patches applied on the base under every candidate, the good end included.
+    pub base_patches: Vec<PathBuf>,
     /// Kernel config fragments for every build (besides `base` and the scenario's).
     pub kconfig: Vec<String>,
     /// Find the fix instead: the old end is bad, the new end good.
@@ -46,8 +48,9 @@ pub struct BisectOptions {
     pub confidence: f64,
     /// Budget of search iterations. Default: 1000.
     pub max_iterations: Option<u64>,
-    /// Chance that a good kernel shows the target anyway (0 means one sighting proves bad).
-    pub false_positive_rate: f64,
+    /// A guess of the good side's rate, used as a prior worth 20 iterations (the rate is still
+    /// learnt from the runs); `None`: a weak prior.
+    pub false_positive_rate: Option<f64>,
     /// Continue the bisection journaled in --out.
     pub resume: bool,
     /// `--amplify N`: search the scenario's parameters on the bad end first (budget N
@@ -62,8 +65,8 @@ pub enum BisectRunError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Amplify(#[from] Box<crate::run::amplify_run::AmplifyRunError>),
-    #[error("run git")]
-    GitSpawn(#[source] std::io::Error),
+    #[error(transparent)]
+    GitRun(crate::process::ProcessError),
     #[error("run `git {args}` in {repo}: {stderr}")]
     Git {
         args: String,
@@ -110,6 +113,22 @@ pub enum BisectRunError {
         iterations: usize,
         why: String,
     },
+    #[error("resume with --target {given}: this bisection counted its evidence for {recorded} ({path}); drop --target or start another --out")]
+    OtherTarget {
+        given: String,
+        recorded: String,
+        path: PathBuf,
+    },
+    #[error("resume: {path} is damaged; give the bisection's --target (it is not learned again, so the journaled evidence is not mixed with another outcome's)")]
+    TornTarget {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "resume: {path} is missing although the journal has steps; give the bisection's --target"
+    )]
+    NoTargetFile { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -225,6 +244,8 @@ enum Candidates {
     },
     Patches {
         base: KernelSpec,
+        /// Applied under every candidate, the good end included.
+        under: Vec<PatchFile>,
         patches: Vec<PatchFile>,
     },
 }
@@ -287,9 +308,13 @@ impl Candidates {
                     };
                     kernel::resolve(&spec, opts, cache, &progress).await
                 }
-                Candidates::Patches { base, patches } => {
-                    kernel::resolve_patches(base, opts, patches[..k].to_vec(), cache, &progress)
-                        .await
+                Candidates::Patches {
+                    base,
+                    under,
+                    patches,
+                } => {
+                    let list = under.iter().chain(&patches[..k]).cloned().collect();
+                    kernel::resolve_patches(base, opts, list, cache, &progress).await
                 }
             }
         };
@@ -298,20 +323,21 @@ impl Candidates {
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<String, BisectRunError> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
+    // rev-list and log over a kernel tree's history: seconds, minutes on a cold cache.
+    const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C").arg(repo).args(args);
+    let out = crate::process::Tool::new(&mut cmd, GIT_LIMIT)
         .output()
-        .map_err(BisectRunError::GitSpawn)?;
+        .map_err(BisectRunError::GitRun)?;
     if !out.status.success() {
         return Err(BisectRunError::Git {
             args: args.join(" "),
             repo: repo.to_path_buf(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr: out.stderr_text().trim().to_string(),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout_text())
 }
 
 fn split_path_ref(s: &str) -> Result<(PathBuf, String), BisectRunError> {
@@ -387,17 +413,26 @@ fn candidates(args: &BisectOptions) -> Result<(Candidates, String), BisectRunErr
     if patches.is_empty() {
         return Err(BisectRunError::EmptySeries);
     }
-    let range = format!(
-        "{base_spec} + {}",
-        args.patches
-            .iter()
+    let under = kernel::patches::expand(&args.base_patches).map_err(BisectRunError::Series)?;
+    let paths = |list: &[PathBuf]| {
+        list.iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(" + ")
-    );
+    };
+    let range = if under.is_empty() {
+        format!("{base_spec} + {}", paths(&args.patches))
+    } else {
+        format!(
+            "{base_spec} + {} under {}",
+            paths(&args.base_patches),
+            paths(&args.patches)
+        )
+    };
     Ok((
         Candidates::Patches {
             base: base_spec,
+            under,
             patches,
         },
         range,
@@ -422,12 +457,15 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     let mut loaded = session.load_scenario(&args.scenario)?;
     let (cands, range) = candidates(&args)?;
     let last = cands.last();
-    session.create_out()?;
+    session.create_out(args.resume)?;
     let out = session.out.clone();
     let cache = session.cache.clone();
     let mut config = Config {
         confidence: args.confidence,
-        false_positive_rate: args.false_positive_rate,
+        good_rate: args
+            .false_positive_rate
+            .map(bisect::RatePrior::guess)
+            .unwrap_or_default(),
         ..Config::default()
     };
     if let Some(n) = args.iterations {
@@ -444,23 +482,39 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     let header = Header::new(&loaded.scenario.name, &range, last, config.clone());
     let journal_path = out.join("bisect.journal");
     let target_path = out.join("bisect-target.json");
+    let mut target: Option<Target> = args.target.as_deref().map(Target::parse);
     let (mut journal, mut bisector) = if args.resume {
         let (journal, replay) = Journal::resume(&journal_path, &header)?;
         if let Some(w) = &replay.warning {
             session.setup_sink().warn(w.clone());
         }
+        let recorded = match std::fs::read(&target_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: target_path,
+                    source,
+                }
+                .into())
+            }
+        };
+        target = resumed_target(
+            &target_path,
+            recorded.as_deref(),
+            target,
+            !replay.entries.is_empty(),
+        )?;
         let b = Bisector::from_journal(&replay)?;
         (journal, b)
     } else {
         let j = Journal::create(&journal_path, &header).map_err(BisectRunError::JournalCreate)?;
         (j, Bisector::new(last, config.clone())?)
     };
-    let mut target: Option<Target> = match &args.target {
-        Some(t) => Some(Target::parse(t)),
-        None => std::fs::read_to_string(&target_path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok()),
-    };
+    if let Some(t) = &target {
+        // The evidence a resume replays was gathered for this target: record it first.
+        write_json(&target_path, t)?;
+    }
 
     let opts = BuildOptions {
         kconfig: args.kconfig.clone(),
@@ -469,7 +523,18 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     };
     let image = session.image().await?;
     let mut accel = None;
-    let mut sink = session.results_sink(ResultsWriter::new(&out, HostInfo::default()));
+    // A resumed bisection appends its runs to the results it has (run directories are new).
+    let existing = if args.resume {
+        session.existing_results()?
+    } else {
+        None
+    };
+    let mut run_index = existing.as_ref().map_or(0, |r| r.runs.len());
+    let writer = match existing {
+        Some(results) => ResultsWriter::with_existing(&out, results),
+        None => ResultsWriter::new(&out, HostInfo::default()),
+    };
+    let mut sink = session.results_sink(writer);
     sink.emit(Event::BisectStarted {
         scenario: loaded.scenario.name.clone(),
         range: range.clone(),
@@ -477,7 +542,6 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         journal: journal_path.clone(),
     });
     let mut tested: HashMap<String, usize> = HashMap::new();
-    let mut run_index = 0;
     let mut amplification = None;
     if let (Some(budget), false) = (args.amplify, args.resume) {
         let end = if args.fix { 0 } else { last };
@@ -538,7 +602,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 };
                 let path = out.join("bisect.json");
                 write_json(&path, &result)?;
-                sink.finish();
+                super::session::finish(&mut sink)?;
                 let mut text = report_text(&report, &candidates, target.as_ref());
                 if let Some(a) = &amplification {
                     text.push_str(a);
@@ -547,6 +611,10 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 sink.emit(Event::Report { text });
                 return Ok(match report.status {
                     bisect::Status::Found => crate::exit::OK,
+                    // No difference was shown: nothing to bisect, as with a bad argument.
+                    bisect::Status::NoDifference | bisect::Status::WrongDirection => {
+                        crate::exit::CONFIG_OR_INFRA
+                    }
                     _ => crate::exit::EXPECTATION_FAILED,
                 });
             }
@@ -630,8 +698,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
             match first.and_then(Target::from_iteration) {
                 Some(t) => {
                     sink.emit(Event::BisectTarget { target: t.text() });
-                    let _ =
-                        std::fs::write(&target_path, serde_json::to_string(&t).unwrap_or_default());
+                    write_json(&target_path, &t)?;
                     target = Some(t);
                 }
                 None => {
@@ -656,6 +723,36 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
             });
         }
         record(&mut bisector, &mut journal, &cands, k, outcome)?;
+    }
+}
+
+/// The target of a resumed bisection. The journal's evidence was counted for the target in
+/// bisect-target.json: a `--target` that differs is refused, and when the file is unreadable
+/// after steps were journaled the target is never learned again (a new one would mix
+/// evidence of two outcomes).
+fn resumed_target(
+    path: &Path,
+    recorded: Option<&[u8]>,
+    given: Option<Target>,
+    has_steps: bool,
+) -> Result<Option<Target>, BisectRunError> {
+    let parsed = recorded.map(serde_json::from_slice::<Target>);
+    match (parsed, given) {
+        (Some(Ok(r)), Some(g)) if r != g => Err(BisectRunError::OtherTarget {
+            given: g.text(),
+            recorded: r.text(),
+            path: path.to_path_buf(),
+        }),
+        (Some(Ok(r)), _) => Ok(Some(r)),
+        (_, Some(g)) => Ok(Some(g)),
+        (Some(Err(source)), None) if has_steps => Err(BisectRunError::TornTarget {
+            path: path.to_path_buf(),
+            source,
+        }),
+        (None, None) if has_steps => Err(BisectRunError::NoTargetFile {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(None),
     }
 }
 
@@ -755,53 +852,123 @@ fn record(
 }
 
 fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target>) -> String {
+    let name = |k: usize| candidates.get(k).cloned().unwrap_or_else(|| k.to_string());
     let mut s = String::new();
     s.push_str(&format!(
-        "bisect: {:?}; target {}; {} builds, {} iterations (+{} to verify)\n",
-        r.status,
-        target.map(Target::text).unwrap_or_else(|| "?".into()),
-        r.builds,
-        r.iterations,
-        r.verify_iterations
+        "bisect: {}; target {}\n",
+        r.status.describe(),
+        target
+            .map(Target::text)
+            .unwrap_or_else(|| "not found".into()),
     ));
+    if let Some(e) = &r.ends {
+        s.push_str(&format!(
+            "ends: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}, one-sided Fisher p = {:.3}\n",
+            e.good_candidate,
+            e.good.text(),
+            e.bad_candidate,
+            e.bad.text(),
+            e.probability,
+            e.fisher_p
+        ));
+    }
+    if matches!(
+        r.status,
+        bisect::Status::NoDifference | bisect::Status::WrongDirection
+    ) {
+        s.push_str("no culprit: the ends did not show the difference at the confidence asked");
+        match r.iterations_needed {
+            Some(n) => s.push_str(&format!(
+                "; at the observed rates about {n} iterations per end would separate them (--max-iterations)\n"
+            )),
+            None => s.push_str("; they show the same rate\n"),
+        }
+    }
     match r.culprit {
         Some(c) => s.push_str(&format!(
-            "culprit: {} (posterior {:.3}){}\n",
-            candidates.get(c).cloned().unwrap_or_default(),
-            r.confidence,
-            match &r.verified {
-                Some(v) => format!("; verification: {v:?}"),
-                None => String::new(),
-            }
+            "culprit: {} (posterior {:.3})\n",
+            name(c),
+            r.confidence
         )),
         None => {
-            s.push_str("no single culprit at the target confidence; suspects:\n");
-            for sp in &r.suspects {
+            if let Some(range) = &r.range {
                 s.push_str(&format!(
-                    "  {:.3}  {}\n",
-                    sp.probability,
-                    candidates.get(sp.candidate).cloned().unwrap_or_default()
+                    "no single culprit at the target confidence; the culprit is in {}..={} with probability {:.3}\n",
+                    range.first, range.last, range.mass
                 ));
             }
         }
     }
-    s.push_str("evidence (candidate: iterations, target seen):\n");
-    for row in r
-        .evidence
-        .iter()
-        .filter(|row| row.iterations > 0 || row.unknown.is_some() || row.alias_of.is_some())
-    {
+    if !r.top.is_empty() && r.status != bisect::Status::NoDifference {
+        s.push_str("top suspects:\n");
+        for sp in &r.top {
+            s.push_str(&format!(
+                "  {:.3}  {}\n",
+                sp.probability,
+                name(sp.candidate)
+            ));
+        }
+    }
+    if let (Some(rates), true) = (&r.rates, r.iterations > 0) {
+        s.push_str(&format!(
+            "rates around candidate {}: before {} after {} (posterior mean, 95% interval)\n",
+            rates.culprit,
+            if r.direction == bisect::Direction::Fix {
+                rates.bad.text()
+            } else {
+                rates.good.text()
+            },
+            if r.direction == bisect::Direction::Fix {
+                rates.good.text()
+            } else {
+                rates.bad.text()
+            },
+        ));
+    }
+    if let Some(v) = &r.verified {
+        s.push_str(&format!(
+            "verification {}: culprit {} fresh runs {}, parent {} every run {}; P(culprit rate above parent) = {:.3}, one-sided Fisher p = {:.3}\n",
+            if v.holds { "holds" } else { "did not hold" },
+            v.bad_candidate,
+            v.bad.text(),
+            v.good_candidate,
+            v.good.text(),
+            v.probability,
+            v.fisher_p
+        ));
+    }
+    s.push_str(&format!(
+        "spent: {} iterations ({} on the ends, {} searching, {} verifying), {} builds, {} boots\n",
+        r.total_iterations(),
+        r.end_iterations,
+        r.iterations,
+        r.verify_iterations,
+        r.total_builds(),
+        r.boots
+    ));
+    s.push_str("evidence (candidate: target seen / iterations, then verification):\n");
+    for row in r.evidence.iter().filter(|row| {
+        row.iterations + row.verify_iterations > 0
+            || row.unknown.is_some()
+            || row.alias_of.is_some()
+    }) {
         let extra = match (&row.unknown, &row.alias_of) {
-            (Some(u), _) => format!("  unknown: {u}"),
+            (Some(u), _) => format!("  skipped: {u}"),
             (_, Some(a)) => format!("  same kernel as {a}"),
             _ => String::new(),
         };
+        let verify = if row.verify_iterations > 0 {
+            format!(" + {}/{}", row.verify_failures, row.verify_iterations)
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "  {:>3}: {:>3} / {:<3} {}{}\n",
+            "  {:>3}: {:>3}/{:<3}{:<9} {}{}\n",
             row.candidate,
-            row.iterations,
             row.failures,
-            candidates.get(row.candidate).cloned().unwrap_or_default(),
+            row.iterations,
+            verify,
+            name(row.candidate),
             extra
         ));
     }
@@ -875,7 +1042,12 @@ async fn check_inner(
         Ok(host) => host.accel,
         Err(e) => return unknown(crate::report::error_chain(&e)),
     };
-    if let Err(e) = session.create_out() {
+    // `git bisect run` calls check once per commit: each call gets a directory of its own
+    // (DIR/check, DIR/check-2, ... with --out DIR).
+    if let Some(dir) = session.vm.out.take() {
+        session.default_out = dir.join("check");
+    }
+    if let Err(e) = session.create_out(false) {
         return unknown(crate::report::error_chain(&e));
     }
     let run_opts = RunOptions {
@@ -904,5 +1076,47 @@ async fn check_inner(
     BatchOutcome::Ran {
         iterations: failed + clean,
         failures: failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Target {
+        Target::parse(s)
+    }
+
+    #[test]
+    fn resume_keeps_the_journaled_target_and_never_learns_another() {
+        let path = Path::new("out/bisect-target.json");
+        let recorded = serde_json::to_vec(&t("umount:EBUSY")).unwrap();
+        // The recorded target is used; the same --target is fine.
+        for given in [None, Some(t("umount:EBUSY"))] {
+            let got = resumed_target(path, Some(&recorded), given, true).unwrap();
+            assert_eq!(got, Some(t("umount:EBUSY")));
+        }
+        // Another --target would mix evidence of two outcomes.
+        let err = resumed_target(path, Some(&recorded), Some(t("mount:EIO")), true)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "resume with --target mount:EIO: this bisection counted its evidence for umount:EBUSY (out/bisect-target.json); drop --target or start another --out"
+        );
+        // Torn or missing after steps: an error, not a new target learned from the bad end.
+        let err = resumed_target(path, Some(b""), None, true).unwrap_err();
+        assert_eq!(
+            crate::report::error_chain(&err),
+            "resume: out/bisect-target.json is damaged; give the bisection's --target (it is not learned again, so the journaled evidence is not mixed with another outcome's): EOF while parsing a value at line 1 column 0"
+        );
+        assert!(resumed_target(path, None, None, true).is_err());
+        // Torn but the user names it: theirs.
+        assert_eq!(
+            resumed_target(path, Some(b"{\"st"), Some(t("umount")), true).unwrap(),
+            Some(t("umount"))
+        );
+        // No steps yet: the target may still be learned.
+        assert_eq!(resumed_target(path, None, None, false).unwrap(), None);
     }
 }

@@ -63,6 +63,9 @@ pub struct RunOptions {
     /// Argument of `stop_when` (the bisect target).
     pub stop_arg: String,
     pub cache: Cache,
+    /// `--resume`: the unfinished run a killed crashrig left. Its seed and finished
+    /// iterations are kept; only the missing iterations run, in a run directory of their own.
+    pub resume: Option<RunRecord>,
 }
 
 impl RunOptions {
@@ -80,6 +83,7 @@ impl RunOptions {
             stop_arg: String::new(),
             cache,
             restore: RestoreMode::Never,
+            resume: None,
         }
     }
 }
@@ -536,6 +540,18 @@ impl<M: Machine> Run<'_, M> {
     }
 }
 
+/// `base`, or `base-2`, `base-3`, ... when a run directory of that name exists (a resumed
+/// run never writes over the files of the run it continues).
+fn fresh_rel_dir(out: &Path, base: &str) -> String {
+    if !out.join(base).exists() {
+        return base.to_string();
+    }
+    (2u32..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|d| !out.join(d).exists())
+        .expect("some suffix is free")
+}
+
 fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -596,12 +612,21 @@ pub async fn run_batch<M: Machine>(
 ) -> RunRecord {
     let s = &loaded.scenario;
     let iterations = opts.iterations.unwrap_or(s.iterations);
-    let seed = opts.seed.or(s.seed).unwrap_or_else(rand::random);
-    let rel_dir = format!(
-        "runs/{:02}-{}-{}",
-        index + 1,
-        sanitize(&s.name),
-        sanitize(&kernel.spec)
+    let seed = opts
+        .resume
+        .as_ref()
+        .map(|r| r.seed)
+        .or(opts.seed)
+        .or(s.seed)
+        .unwrap_or_else(rand::random);
+    let rel_dir = fresh_rel_dir(
+        &opts.out,
+        &format!(
+            "runs/{:02}-{}-{}",
+            index + 1,
+            sanitize(&s.name),
+            sanitize(&kernel.spec)
+        ),
     );
     let mut record = RunRecord {
         scenario: ScenarioInfo {
@@ -638,6 +663,12 @@ pub async fn run_batch<M: Machine>(
         summary: Summary::default(),
         iterations: Vec::new(),
     };
+    if let Some(prev) = &opts.resume {
+        record.started = prev.started.clone();
+        record.boots = prev.boots.clone();
+        record.iterations = prev.iterations.clone();
+        record.summary = crate::report::summarize(&record.iterations);
+    }
     sink.emit(Event::RunStarted {
         index,
         run: Box::new(record.clone()),
@@ -692,6 +723,16 @@ async fn run_inner<M: Machine>(
         let path = path.to_path_buf();
         move |source| RunError::Io { path, source }
     };
+    // A resumed run skips the iterations it kept.
+    let numbers: Vec<u32> = match opts.only_iteration {
+        Some(n) => vec![n],
+        None => (1..=iterations)
+            .filter(|n| !record.iterations.iter().any(|i| i.iteration == *n))
+            .collect(),
+    };
+    if numbers.is_empty() {
+        return Ok(());
+    }
     std::fs::create_dir_all(run.run_dir.join("dmesg")).map_err(io(&run.run_dir))?;
     // The scenario as it ran (after matrix parameters), in JSON, which is YAML the loader
     // reads back: `crashrig repro` needs nothing else.
@@ -719,10 +760,6 @@ async fn run_inner<M: Machine>(
         restores = run.save_set_up(&set_up_key, seed, data_seed).await?;
     }
     record.independent_iterations = restores;
-    let numbers: Vec<u32> = match opts.only_iteration {
-        Some(n) => vec![n],
-        None => (1..=iterations).collect(),
-    };
     for (done, n) in numbers.iter().copied().enumerate() {
         let last = done + 1 == numbers.len();
         // Until the iteration ends well, the machine's state is unknown (an interrupted run

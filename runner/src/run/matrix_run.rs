@@ -12,7 +12,7 @@ use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::kernel::ResolvedKernel;
 use crate::matrix::{self, MatrixError, Partition};
 use crate::report::events::{Event, EventSink, Forward, Reporter};
-use crate::report::store::{read_results, StoreError};
+use crate::report::store::StoreError;
 use crate::report::writer::ResultsWriter;
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
@@ -71,10 +71,10 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         Some(p) => p.select(&all),
         None => all.clone(),
     };
-    session.create_out()?;
+    session.create_out(args.resume)?;
     let out = session.out.clone();
-    let existing = if args.resume && out.join("results.json").exists() {
-        Some(read_results(&out.join("results.json"))?)
+    let existing = if args.resume {
+        session.existing_results()?
     } else {
         None
     };
@@ -170,7 +170,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         .unwrap_or_else(|| matrix::default_jobs(cores, mem.unwrap_or(u64::MAX), per_vm))
         .max(1);
 
-    let writer = match existing {
+    let writer = match existing.clone() {
         Some(existing) => {
             let mut kept = existing.clone();
             kept.runs = matrix::finished_runs(&all, &existing);
@@ -200,6 +200,13 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         let image = image.clone();
         let mut opts = opts.clone();
         opts.cell = Some(cell.info());
+        // A cell a killed run left unfinished continues with its finished iterations.
+        opts.resume = existing.as_ref().and_then(|r| {
+            r.runs
+                .iter()
+                .find(|run| run.cell.as_ref().is_some_and(|c| c.id == cell.id()))
+                .cloned()
+        });
         // --iterations beats the matrix file, which beats the scenario.
         opts.iterations = args.iterations.or(cell.iterations).or(m.iterations);
         let tx = tx.clone();
@@ -217,7 +224,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     }
     while tasks.join_next().await.is_some() {}
     // The writer's last results.json comes before the reports that read it.
-    sink.finish();
+    super::session::finish(&mut sink)?;
     finish(&out, &args, &m, &mut sink)
 }
 

@@ -15,7 +15,7 @@ use crate::guest::{self, Ending, Guest, GuestHandle, RunKey, SshError, HELPER_CO
 use crate::image::{self, GuestImage};
 use crate::kernel::ResolvedKernel;
 use crate::scenario::Scenario;
-use crate::vm::{create_disk, Accel, Disk, DiskFormat};
+use crate::vm::{Accel, Disk, ScratchDisks};
 
 /// Attempts at a plan whose command never reached the guest (channel not opened).
 const SEND_ATTEMPTS: u32 = 3;
@@ -53,9 +53,10 @@ struct Prepared {
     disks: Vec<Disk>,
     disk_dir: PathBuf,
     /// Removed with the machine unless the disks are kept.
-    _disk_dir: Option<tempfile::TempDir>,
-    /// Saved guest states; always removed with the machine.
+    /// Saved guest states, in the scratch directory (so a killed run's are swept with its
+    /// disks); always removed with the machine. Dropped before the disks.
     snapshots: tempfile::TempDir,
+    _scratch: ScratchDisks,
     /// Short private directory (0700) for the QMP socket: a socket path must fit 108 bytes,
     /// whatever the results directory is.
     runtime: tempfile::TempDir,
@@ -141,49 +142,33 @@ impl<'a> QemuMachine<'a> {
     fn prepare(&self) -> Result<(Prepared, Option<PathBuf>), MachineError> {
         let initrd = image::initrd_for(self.image, self.kernel, &self.cache)?;
         let io = |path: PathBuf| move |source| MachineError::Io { path, source };
-        let disk_dir = tempfile::Builder::new()
-            .prefix("crashrig-disks-")
-            .tempdir()
-            .map_err(io(std::env::temp_dir()))?;
-        let mut disks = Vec::new();
-        for d in &self.scenario.devices {
-            let path = disk_dir.path().join(format!("{}.img", d.name));
-            create_disk(&path, d.size.0)?;
-            disks.push(Disk {
-                serial: d.name.clone(),
-                path,
-                read_only: false,
-                format: DiskFormat::Raw,
-            });
-        }
+        let devices: Vec<(String, u64)> = self
+            .scenario
+            .devices
+            .iter()
+            .map(|d| (d.name.clone(), d.size.0))
+            .collect();
+        // Freed on every path, including cancellation by Ctrl-C and a kill -9 of crashrig (the
+        // disk files are unlinked; see vm::scratch). With --keep they stay.
+        let scratch = ScratchDisks::create(&devices, self.keep_disks)?;
+        let disks = scratch.disks.clone();
         let snapshots = tempfile::Builder::new()
-            .prefix("crashrig-snapshots-")
-            .tempdir()
-            .map_err(io(std::env::temp_dir()))?;
+            .prefix("snapshots-")
+            .tempdir_in(scratch.dir())
+            .map_err(io(scratch.dir().to_path_buf()))?;
         let base = runtime_base();
         let runtime = tempfile::Builder::new()
             .prefix("crashrig-")
             .tempdir_in(&base)
             .map_err(io(base))?;
-        // With --keep the directory outlives the machine; otherwise TempDir removes it on every
-        // path, including cancellation by Ctrl-C.
-        let (guard, kept) = if self.keep_disks {
-            (None, Some(disk_dir.keep()))
-        } else {
-            (Some(disk_dir), None)
-        };
+        let kept = scratch.kept().map(Path::to_path_buf);
         let prepared = Prepared {
             initrd,
             key: RunKey::generate()?,
             disks,
-            disk_dir: kept.clone().unwrap_or_else(|| {
-                guard
-                    .as_ref()
-                    .map(|d| d.path().to_path_buf())
-                    .unwrap_or_default()
-            }),
-            _disk_dir: guard,
+            disk_dir: scratch.dir().to_path_buf(),
             snapshots,
+            _scratch: scratch,
             runtime,
         };
         Ok((prepared, kept))

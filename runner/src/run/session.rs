@@ -99,6 +99,18 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ResultsDir(#[from] crate::report::durable::ResultsDirError),
+    #[error("resume from {path}: it was not written by this crashrig or was damaged outside it; move it away to start afresh")]
+    Resume {
+        path: PathBuf,
+        #[source]
+        source: crate::report::store::StoreError,
+    },
+    /// Results that could not be written (a full disk); the files keep what was written
+    /// before.
+    #[error("{0}")]
+    Results(String),
     #[error("finish a background task")]
     Task(#[source] tokio::task::JoinError),
     #[error("set parameter `{name}`: --param gives it twice (`{first}` and `{second}`)")]
@@ -139,8 +151,11 @@ pub struct HostChoice {
 /// Shared set-up of one VM command.
 pub struct Session {
     pub cache: Cache,
-    /// The results directory (created by [`Session::create_out`]).
+    /// The results directory (claimed by [`Session::create_out`]).
     pub out: PathBuf,
+    /// Where a new results directory goes without --out: [`default_out`] unless the
+    /// command has its own (repro, check).
+    pub default_out: PathBuf,
     pub vm: VmOptions,
     /// Set-up progress (scenario warnings, kernel builds) before results are recorded.
     setup: EventSink,
@@ -151,6 +166,7 @@ impl Session {
     pub fn new(vm: VmOptions) -> Session {
         let out = vm.out.clone().unwrap_or_else(default_out);
         Session {
+            default_out: default_out(),
             cache: Cache::from_env(),
             setup: EventSink::new(vec![
                 Box::new(Terminal::new(vm.verbose)) as Box<dyn Reporter>
@@ -165,11 +181,50 @@ impl Session {
         &mut self.setup
     }
 
-    pub fn create_out(&self) -> Result<(), SessionError> {
-        std::fs::create_dir_all(&self.out).map_err(|source| SessionError::Out {
-            path: self.out.clone(),
-            source,
-        })
+    /// Claims the results directory: --out (refused when it holds results, unless
+    /// `resume`), else a new unique directory. Then sweeps what killed runs left.
+    pub fn create_out(&mut self, resume: bool) -> Result<(), SessionError> {
+        self.out = crate::report::durable::claim_results_dir(
+            self.vm.out.as_deref(),
+            &self.default_out,
+            resume,
+        )?;
+        self.sweep();
+        Ok(())
+    }
+
+    /// Removes what killed runs left (partial cache entries, scratch-disk directories of runs
+    /// that are gone) and says so. Locks need no sweep: they are flocks, which die with their
+    /// holder.
+    pub fn sweep(&mut self) {
+        let mut lines = crate::vm::scratch::sweep();
+        match self.cache.sweep() {
+            Ok(more) => lines.extend(more),
+            Err(e) => self.setup.warn(format!(
+                "cannot sweep the cache: {}",
+                crate::report::error_chain(&e)
+            )),
+        }
+        for line in lines {
+            self.setup.info(line);
+        }
+    }
+
+    /// The results a `--resume` continues: None when the directory has none yet (said, so a
+    /// resume that starts afresh is never silent); an empty or torn results.json is an error,
+    /// never a reason to run everything again over it.
+    pub fn existing_results(&mut self) -> Result<Option<crate::report::Results>, SessionError> {
+        let path = self.out.join("results.json");
+        if !path.exists() {
+            self.setup.info(format!(
+                "{} has no results.json: nothing to resume, starting afresh",
+                self.out.display()
+            ));
+            return Ok(None);
+        }
+        crate::report::store::read_results(&path)
+            .map(Some)
+            .map_err(|source| SessionError::Resume { path, source })
     }
 
     /// Loads and validates a scenario with the `--param` values; its warnings go to the
@@ -275,6 +330,14 @@ impl Session {
     }
 }
 
+/// Finishes a results sink; results that could not be written end the command with exit 2.
+pub fn finish(sink: &mut EventSink) -> Result<(), SessionError> {
+    match sink.finish() {
+        Some(failure) => Err(SessionError::Results(failure)),
+        None => Ok(()),
+    }
+}
+
 /// A build progress callback for `kernel::resolve` and the receiving end for
 /// [`forward_build_progress`].
 pub fn build_progress() -> (
@@ -329,7 +392,7 @@ pub fn load_scenario(
     ))
 }
 
-/// ./crashrig-results/<date-time>.
+/// ./crashrig-results/<date-time> (made unique by [`Session::create_out`]).
 pub fn default_out() -> PathBuf {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()

@@ -2,6 +2,7 @@
 
 pub mod qemu;
 pub mod qmp;
+pub mod scratch;
 pub mod snapshot;
 
 pub use qemu::{
@@ -9,3 +10,4 @@ pub use qemu::{
     VmError,
 };
 pub use qmp::{Qmp, QmpError};
+pub use scratch::ScratchDisks;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::qmp::{Qmp, QmpError};
 use crate::host::{self, MissingTool};
@@ -104,6 +104,22 @@ pub struct VmConfig {
     pub incoming: bool,
 }
 
+/// Test hook, not a user option: with `CRASHRIG_TEST_QMP_DIR=DIR` every QEMU also serves a
+/// second QMP monitor at `DIR/qmp-<n>.sock` (n counts up per QEMU of this crashrig), through
+/// which the fault-injection tests freeze the guest's vCPUs (`stop`) behind crashrig's back.
+fn test_monitor() -> Vec<String> {
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let Some(dir) = std::env::var_os("CRASHRIG_TEST_QMP_DIR") else {
+        return Vec::new();
+    };
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let path = Path::new(&dir).join(format!("qmp-{n}.sock"));
+    vec![
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", path.display()),
+    ]
+}
+
 /// The QEMU command line for `cfg` (pure: tested without QEMU).
 pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
@@ -142,7 +158,13 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
         "-append",
         &cfg.cmdline,
     ]);
-    let netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", cfg.ssh_port);
+    // restrict=on: the guest (a kernel under test and whatever a scenario starts) reaches
+    // nothing, not the host's loopback through 10.0.2.2 nor any other network; the SSH
+    // forward into the guest still works.
+    let netdev = format!(
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
+        cfg.ssh_port
+    );
     push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
     for disk in &cfg.disks {
         // JSON syntax: no comma escaping of file names.
@@ -220,13 +242,11 @@ impl Vm {
                 path: config.console_log.clone(),
                 source,
             })?;
-        let mut child = Command::new(qemu)
+        let mut child = crate::process::tokio_command(qemu)
             .args(qemu_args(&config))
-            .stdin(Stdio::null())
+            .args(test_monitor())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
             .spawn()
             .map_err(VmError::Spawn)?;
         let started = Instant::now();
@@ -333,8 +353,7 @@ impl Vm {
 
     /// Cuts the power: SIGKILL, no guest flush, no clean shutdown.
     pub async fn power_cut(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        crate::process::kill_group(&mut self.child).await;
     }
 
     /// Stops QEMU: QMP `quit`, then SIGTERM, then SIGKILL to its process group.
@@ -351,17 +370,7 @@ impl Vm {
         {
             return;
         }
-        if let Some(pid) = self.child.id() {
-            // SAFETY: plain kill(2) of the process group we created for QEMU.
-            unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
-        }
-        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        self.power_cut().await;
+        crate::process::stop_group(&mut self.child, Duration::from_secs(3)).await;
     }
 
     /// Waits up to `within` for QEMU to exit by itself (after a guest poweroff or panic).
@@ -452,7 +461,7 @@ pub async fn bare_boot(
         Accel::Tcg => ("tcg", "max"),
     };
     let start = Instant::now();
-    let mut child = Command::new(qemu)
+    let mut child = crate::process::tokio_command(qemu)
         .args([
             "-nodefaults",
             "-no-user-config",
@@ -471,11 +480,8 @@ pub async fn bare_boot(
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", "console=ttyS0 panic=-1 random.trust_cpu=on"])
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start QEMU: {e}"))?;
     match tokio::time::timeout(within, child.wait()).await {
@@ -492,8 +498,7 @@ pub async fn bare_boot(
         }
         Ok(Err(e)) => Err(format!("cannot wait for QEMU: {e}")),
         Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            crate::process::kill_group(&mut child).await;
             Err(format!(
                 "a {accel_name} guest did not boot and power off within {within:?} (nested KVM?)"
             ))
@@ -515,7 +520,15 @@ pub async fn probe_kvm(kernel: &Path, bare_initrd: &Path) -> Result<f64, String>
 /// QEMU's version line, for results.
 pub async fn qemu_version() -> Option<String> {
     let qemu = host::find("qemu-system-x86_64")?;
-    let out = Command::new(qemu).arg("--version").output().await.ok()?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        crate::process::tokio_command(qemu)
+            .arg("--version")
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -564,7 +577,7 @@ mod tests {
         let args = qemu_args(&config());
         let joined = args.join(" ");
         assert!(
-            joined.contains("hostfwd=tcp:127.0.0.1:2222-:22"),
+            joined.contains("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"),
             "{joined}"
         );
         assert!(joined.contains("-accel tcg -cpu max"), "{joined}");

@@ -182,13 +182,10 @@ pub async fn load(vm: &mut Vm, path: &Path, within: Duration) -> Result<(), Snap
 /// Runs `qemu-img` with `args`, bounded.
 async fn qemu_img(args: &[&std::ffi::OsStr], creates: &Path) -> Result<(), SnapshotError> {
     let program = host::require("qemu-img").map_err(VmError::from)?;
-    let child = tokio::process::Command::new(program)
+    let child = crate::process::tokio_command(program)
         .args(args)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
         .spawn()
         .map_err(VmError::Spawn)?;
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())

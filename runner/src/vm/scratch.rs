@@ -1,0 +1,206 @@
+//! Scratch disks: sparse files the guest's filesystems live on, made so that a killed
+//! crashrig leaves none behind.
+//!
+//! Each run's disks live in a `crashrig-disks-*` directory of the temporary directory, which
+//! holds an owner lock for as long as the run lives. Without `--keep` every disk file is
+//! unlinked right after it is created and QEMU opens it through `/proc/<crashrig>/fd/<n>`:
+//! the space is freed by the kernel as soon as crashrig and its QEMU are gone, however they
+//! end. What a killed run leaves is an empty directory whose lock nobody holds; the next run
+//! sweeps it and says so.
+
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::qemu::{Disk, VmError};
+
+const PREFIX: &str = "crashrig-disks-";
+
+/// A run's scratch disks; dropping it closes (and so frees) them and removes the directory,
+/// unless they are kept.
+pub struct ScratchDisks {
+    dir: Option<tempfile::TempDir>,
+    kept: Option<PathBuf>,
+    /// Open descriptors of the unlinked disk files, which QEMU opens through /proc.
+    _files: Vec<File>,
+    _owner: Option<File>,
+    pub disks: Vec<Disk>,
+}
+
+impl ScratchDisks {
+    /// Creates one sparse disk of `size` bytes per `(name, size)`. With `keep` the files stay
+    /// in a directory that outlives the run ([`ScratchDisks::kept`]).
+    pub fn create(devices: &[(String, u64)], keep: bool) -> Result<ScratchDisks, VmError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| VmError::Io { path, source }
+        };
+        let dir = tempfile::Builder::new()
+            .prefix(PREFIX)
+            .tempdir()
+            .map_err(io(&std::env::temp_dir()))?;
+        let owner = crate::cache::own(dir.path()).map_err(|e| VmError::Io {
+            path: dir.path().into(),
+            source: std::io::Error::other(crate::report::error_chain(&e)),
+        })?;
+        let mut files = Vec::new();
+        let mut disks = Vec::new();
+        for (name, size) in devices {
+            let path = dir.path().join(format!("{name}.img"));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            file.set_len(*size).map_err(io(&path))?;
+            let qemu_path = if keep {
+                path
+            } else {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                PathBuf::from(format!(
+                    "/proc/{}/fd/{}",
+                    std::process::id(),
+                    file.as_raw_fd()
+                ))
+            };
+            files.push(file);
+            disks.push(Disk {
+                serial: name.clone(),
+                path: qemu_path,
+                read_only: false,
+                format: super::qemu::DiskFormat::Raw,
+            });
+        }
+        Ok(if keep {
+            // Kept disks are the user's: no owner file, so no sweep ever removes them.
+            drop(owner);
+            let _ = std::fs::remove_file(dir.path().join(".owner"));
+            ScratchDisks {
+                kept: Some(dir.keep()),
+                dir: None,
+                _files: Vec::new(),
+                _owner: None,
+                disks,
+            }
+        } else {
+            ScratchDisks {
+                dir: Some(dir),
+                kept: None,
+                _files: files,
+                _owner: Some(owner),
+                disks,
+            }
+        })
+    }
+
+    /// The directory of disks kept for the user (`--keep`).
+    pub fn kept(&self) -> Option<&Path> {
+        self.kept.as_deref()
+    }
+
+    /// The directory this run's disks are in.
+    pub fn dir(&self) -> &Path {
+        match (&self.dir, &self.kept) {
+            (Some(d), _) => d.path(),
+            (None, Some(k)) => k,
+            (None, None) => Path::new(""),
+        }
+    }
+}
+
+/// Removes the scratch-disk directories of runs that are gone (their owner lock is free;
+/// directories with no lock, from an older crashrig, after a day; kept ones never, as they
+/// have no lock file but their disks). Returns one line per removal.
+pub fn sweep() -> Vec<String> {
+    sweep_in(&std::env::temp_dir())
+}
+
+fn sweep_in(tmp: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return Vec::new();
+    };
+    let mut swept = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let ours = entry.file_name().to_string_lossy().starts_with(PREFIX)
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if !ours || !path.join(".owner").exists() || !crate::cache::abandoned(&path) {
+            continue;
+        }
+        if std::fs::remove_dir_all(&path).is_ok() {
+            swept.push(format!(
+                "removed scratch disks {} (left by a crashrig that was killed)",
+                path.display()
+            ));
+        }
+    }
+    swept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    #[test]
+    fn disks_are_unlinked_but_usable_through_proc_and_gone_on_drop() {
+        let scratch = ScratchDisks::create(&[("scratch".into(), 1 << 20)], false).unwrap();
+        let dir = scratch.dir().to_path_buf();
+        let disk = &scratch.disks[0];
+        assert!(disk.path.starts_with("/proc/"), "{}", disk.path.display());
+        // What QEMU does: open the path and use it.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk.path)
+            .unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 1 << 20);
+        f.write_all(b"data").unwrap();
+        f.rewind().unwrap();
+        let mut back = [0u8; 4];
+        f.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"data");
+        // Nothing but the owner lock is in the directory.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![".owner".to_string()]);
+        assert!(sweep_in(dir.parent().unwrap())
+            .iter()
+            .all(|l| !l.contains(&*dir.to_string_lossy())));
+        drop(scratch);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn kept_disks_stay_and_are_never_swept() {
+        let scratch = ScratchDisks::create(&[("a".into(), 4096)], true).unwrap();
+        let dir = scratch.kept().unwrap().to_path_buf();
+        drop(scratch);
+        assert!(dir.join("a.img").is_file());
+        sweep_in(dir.parent().unwrap());
+        assert!(dir.join("a.img").is_file());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sweep_removes_what_a_killed_run_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join("crashrig-disks-dead");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join(".owner"), "").unwrap();
+        let other = tmp.path().join("unrelated");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join(".owner"), "").unwrap();
+        assert_eq!(
+            sweep_in(tmp.path()),
+            vec![format!(
+                "removed scratch disks {} (left by a crashrig that was killed)",
+                dead.display()
+            )]
+        );
+        assert!(!dead.exists() && other.exists());
+    }
+}
