@@ -204,6 +204,7 @@ pub async fn search(
             let run_opts = RunOptions {
                 iterations: Some(iterations),
                 seed: None,
+                restore: opts.vm.restore,
                 ..RunOptions::new(prepared.accel, out.to_path_buf(), cache.clone())
             };
             let run = run_scenario(
@@ -792,6 +793,7 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         ));
         let run_opts = RunOptions {
             iterations: Some(opts.confirm),
+            restore: session.vm.restore,
             ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
         };
         let run = run_scenario(
