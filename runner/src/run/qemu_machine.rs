@@ -313,7 +313,8 @@ impl Machine for QemuMachine<'_> {
     async fn boot(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
         self.stop().await;
         let mut kept_disks = None;
-        if self.prepared.is_none() {
+        let first = self.prepared.is_none();
+        if first {
             let (prepared, kept) = self.prepare()?;
             self.prepared = Some(prepared);
             kept_disks = kept;
@@ -332,6 +333,9 @@ impl Machine for QemuMachine<'_> {
         let prepared = self.prepared.as_ref().expect("prepared above");
         // A crash step or a hang: the booted guest, on the disks as they are now.
         if let Some((state, entry)) = &self.booted_state {
+            if let (Some(entry), true) = (entry, first) {
+                let _ = restore::CachedBooted::write_boot_console(entry, console_log);
+            }
             match restore(self.spec(prepared, console_log), state.path()).await {
                 Ok(booted) => {
                     let info = Self::info(&booted, kept_disks, Some("booted"));
@@ -351,8 +355,14 @@ impl Machine for QemuMachine<'_> {
         if self.restore.restores_boots() && self.booted_state.is_none() {
             // Before anything opened a scratch disk, so the guest caches none of its
             // contents. Without a saved state, later boots stay boots.
-            match restore::save_booted(&mut booted.vm, &self.cache, &booted_key, &prepared.key)
-                .await
+            match restore::save_booted(
+                &mut booted.vm,
+                &self.cache,
+                &booted_key,
+                &prepared.key,
+                console_log,
+            )
+            .await
             {
                 Ok(state) => self.booted_state = Some((state, None)),
                 Err(_) => {

@@ -38,6 +38,8 @@ const SNAPSHOTS: &str = "snapshots";
 const STATE: &str = "guest.state";
 /// The private key the saved guest trusts (it came on the kernel command line of its boot).
 const KEY: &str = "run-key";
+/// The console of the boot that saved the guest.
+const CONSOLE: &str = "boot-console.log";
 /// Saved guests in the cache take at most this much (a 2 GiB guest saves to about 150 MB);
 /// past it the least recently used entries are removed.
 pub const CACHE_CAP: u64 = 4 << 30;
@@ -130,6 +132,19 @@ pub struct CachedBooted {
     pub entry: PathBuf,
 }
 
+impl CachedBooted {
+    /// Starts `console_log` with the console of the boot that saved the guest, under a line
+    /// that says so: a restored guest's console log then reads like a booted one's.
+    pub fn write_boot_console(entry: &Path, console_log: &Path) -> std::io::Result<()> {
+        let boot = std::fs::read(entry.join(CONSOLE))?;
+        let mut text =
+            b"crashrig: restored from a saved booted guest; its boot console follows\n".to_vec();
+        text.extend_from_slice(&boot);
+        text.extend_from_slice(b"\ncrashrig: the restored guest's console follows\n");
+        std::fs::write(console_log, text)
+    }
+}
+
 /// The cache key of a booted guest: every part (kernel, image, initramfs, VM shape, QEMU)
 /// as text, in a fixed order.
 pub fn booted_key(parts: &[String]) -> String {
@@ -151,18 +166,17 @@ pub fn binary_identity(path: &Path) -> String {
         .and_then(|m| m.modified().ok())
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    format!(
-        "{} {} {mtime}",
-        path.display(),
-        meta.map_or(0, |m| m.len())
-    )
+    format!("{} {} {mtime}", path.display(), meta.map_or(0, |m| m.len()))
 }
 
 /// The booted guest saved under `key`, checked against its completion marker (a damaged entry
 /// is removed and `None` returned).
 pub fn cached_booted(cache: &Cache, key: &str) -> Result<Option<CachedBooted>, CacheError> {
     let entry = cache.dir(SNAPSHOTS)?.join(key);
-    if !cache.lookup(&entry, &[STATE, KEY], Contents::Hashed)?.is_ready() {
+    if !cache
+        .lookup(&entry, &[STATE, KEY, CONSOLE], Contents::Hashed)?
+        .is_ready()
+    {
         return Ok(None);
     }
     let text = std::fs::read_to_string(entry.join(KEY)).map_err(|source| CacheError::Read {
@@ -191,6 +205,7 @@ pub async fn save_booted(
     cache: &Cache,
     key: &str,
     run_key: &RunKey,
+    console_log: &Path,
 ) -> Result<Pinned, SnapshotError> {
     let cache_err = |e: CacheError| SnapshotError::Io {
         path: cache.root().to_path_buf(),
@@ -209,7 +224,9 @@ pub async fn save_booted(
         path: state.clone(),
         source,
     })?;
-    install_booted(cache, &from, key, run_key);
+    if std::fs::copy(console_log, from.join(CONSOLE)).is_ok() {
+        install_booted(cache, &from, key, run_key);
+    }
     Ok(pinned)
 }
 
@@ -225,7 +242,10 @@ fn install_booted(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bo
     let Ok(dir) = cache.dir(SNAPSHOTS) else {
         return false;
     };
-    let installed = written.is_ok() && cache.install(from, &dir.join(key), Contents::Hashed).is_ok();
+    let installed = written.is_ok()
+        && cache
+            .install(from, &dir.join(key), Contents::Hashed)
+            .is_ok();
     if installed {
         prune(cache, CACHE_CAP, key);
     }
@@ -352,6 +372,7 @@ mod tests {
         let from = partial.path().join("entry");
         std::fs::create_dir(&from).unwrap();
         std::fs::write(from.join(STATE), vec![7u8; bytes]).unwrap();
+        std::fs::write(from.join(CONSOLE), b"Linux version 6.1").unwrap();
         let run_key = RunKey::generate().unwrap();
         assert!(install_booted(cache, &from, key, &run_key));
         run_key
@@ -366,6 +387,10 @@ mod tests {
         let found = cached_booted(&cache, "k1").unwrap().expect("cached");
         assert_eq!(found.key.public_b64(), run_key.public_b64());
         assert_eq!(std::fs::read(found.state.path()).unwrap(), vec![7u8; 1000]);
+        let console = tmp.path().join("console-01.log");
+        CachedBooted::write_boot_console(&found.entry, &console).unwrap();
+        let text = std::fs::read_to_string(&console).unwrap();
+        assert!(text.starts_with("crashrig: restored") && text.contains("Linux version 6.1\n"));
         // A host crash truncated the state: not trusted, removed.
         std::fs::write(found.entry.join(STATE), b"").unwrap();
         assert!(cached_booted(&cache, "k1").unwrap().is_none());
