@@ -280,14 +280,7 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
     let scenario = args.scenario.unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/crash/power-cut-xfs.yaml")
     });
-    let exe = std::env::current_exe().map_err(|source| CliError::Io {
-        what: "find crashrig itself",
-        source,
-    })?;
-    let tmp = tempfile::tempdir().map_err(|source| CliError::Io {
-        what: "create a temporary directory",
-        source,
-    })?;
+    let (exe, tmp) = self_and_scratch()?;
     println!(
         "{} on {}, {} iterations per run, same seed:",
         scenario.display(),
@@ -348,6 +341,20 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
     Ok(crate::exit::OK)
 }
 
+/// This crashrig's executable, and a temporary directory for the results of the runs a
+/// benchmark makes with it.
+fn self_and_scratch() -> Result<(PathBuf, tempfile::TempDir), CliError> {
+    let exe = std::env::current_exe().map_err(|source| CliError::Io {
+        what: "find crashrig itself",
+        source,
+    })?;
+    let tmp = tempfile::tempdir().map_err(|source| CliError::Io {
+        what: "create a temporary directory",
+        source,
+    })?;
+    Ok((exe, tmp))
+}
+
 fn accel_name(a: AccelArg) -> &'static str {
     match a {
         AccelArg::Auto => "auto",
@@ -361,14 +368,7 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
     let matrix = args.matrix.unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/matrix/small.yaml")
     });
-    let exe = std::env::current_exe().map_err(|source| CliError::Io {
-        what: "find crashrig itself",
-        source,
-    })?;
-    let tmp = tempfile::tempdir().map_err(|source| CliError::Io {
-        what: "create a temporary directory",
-        source,
-    })?;
+    let (exe, tmp) = self_and_scratch()?;
     let accel = accel_name(args.accel);
     let mut times = Vec::new();
     for jobs in [1, args.jobs] {
