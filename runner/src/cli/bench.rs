@@ -31,7 +31,7 @@ pub enum BenchCommand {
     /// The amplification search on a real kernel (default: the seed scenario on debian:6.1),
     /// then fresh iterations of the default and of the winner: both rates with intervals,
     /// Fisher p, and the expected bisection cost at each rate (bisection simulator).
-    Amplify(BenchAmplifyArgs),
+    Amplify(Box<BenchAmplifyArgs>),
 }
 
 #[derive(Args, Debug)]
