@@ -15,6 +15,7 @@ use crate::bisect::{
     RateTest, RateVerdict, Step,
 };
 use crate::cache::Cache;
+use crate::image::GuestImage;
 use crate::kernel::{self, BuildOptions, KernelError, KernelSpec, PatchFile, ResolvedKernel};
 use crate::report::events::{BisectStep, Event, EventSink};
 use crate::report::store::{write_json, StoreError};
@@ -673,8 +674,10 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 a
             }
         };
+        let restore = session.vm.restore;
         let batch_opts = |target: Option<&Target>, iterations: u32, stop_early: bool| RunOptions {
             iterations: Some(iterations),
+            restore,
             stop_when: match (target, stop_early) {
                 (None, _) => Some(any_failure as StopWhen),
                 (Some(_), true) => Some(target_seen as StopWhen),
@@ -685,21 +688,13 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         };
         let first = batch_opts(target.as_ref(), iterations, stop_early);
         // Consecutive batches on this candidate run on one booted machine.
-        let machine = QemuMachine::new(
-            &loaded.scenario,
-            &kernel,
-            &image,
-            cache.clone(),
-            accel,
-            first.keep,
-        );
         let on = OnKernel {
             loaded: &loaded,
             kernel: &kernel,
             image_key: &image.key,
         };
         run_index = consecutive_batches(
-            &mut Rig::new(machine),
+            &mut Rig::new(qemu_machine(&on, &image, &first)),
             &on,
             first,
             run_index,
@@ -775,6 +770,23 @@ pub struct OnKernel<'a> {
     pub loaded: &'a LoadedScenario,
     pub kernel: &'a ResolvedKernel,
     pub image_key: &'a str,
+}
+
+/// The QEMU machine for `on` with `opts`' disk keeping and restore mode.
+fn qemu_machine<'a>(
+    on: &OnKernel<'a>,
+    image: &'a GuestImage,
+    opts: &RunOptions,
+) -> QemuMachine<'a> {
+    QemuMachine::new(
+        &on.loaded.scenario,
+        on.kernel,
+        image,
+        opts.cache.clone(),
+        opts.accel,
+        opts.keep,
+    )
+    .with_restore(opts.restore)
 }
 
 /// Runs batches of one kernel and scenario on one machine while `next` asks for another (it
@@ -1212,8 +1224,10 @@ async fn check_inner(
         .create_out(false)
         .map_err(|e| crate::report::error_chain(&e))?;
     let out = session.out.clone();
+    let restore = session.vm.restore;
     let batch = |iterations: Option<u32>, stop: bool| RunOptions {
         iterations,
+        restore,
         stop_when: match (&target, stop) {
             (_, false) => None,
             (None, true) => Some(any_failure as StopWhen),
@@ -1249,15 +1263,15 @@ async fn check_inner(
         kernel: &kernel,
         image_key: &image.key,
     };
-    let machine = |k| QemuMachine::new(&loaded.scenario, k, &image, cache.clone(), accel, false);
     let first = measured.as_ref().map_or(0, |_| 1);
     let Some(p0) = reference else {
         // "Bad" means seen: one batch, stopped at the first sighting.
         let mut outcome = None;
+        let opts = batch(args.iterations, true);
         consecutive_batches(
-            &mut Rig::new(machine(&kernel)),
+            &mut Rig::new(qemu_machine(&on, &image, &opts)),
             &on,
-            batch(args.iterations, true),
+            opts,
             0,
             session.setup_sink(),
             |run, _| {
@@ -1283,10 +1297,11 @@ async fn check_inner(
     let (mut n, mut f) = (0u32, 0u32);
     let mut unknown = None;
     let mut verdict = None;
+    let opts = batch(Some(test.next_batch(0, 0)), true);
     consecutive_batches(
-        &mut Rig::new(machine(&kernel)),
+        &mut Rig::new(qemu_machine(&on, &image, &opts)),
         &on,
-        batch(Some(test.next_batch(0, 0)), true),
+        opts,
         first,
         session.setup_sink(),
         |run, _| {
@@ -1390,7 +1405,7 @@ async fn reference_rate(
     args: &CheckOptions,
     loaded: &LoadedScenario,
     target: Option<&Target>,
-    (image, cache): (&crate::image::GuestImage, &Cache),
+    (image, cache): (&GuestImage, &Cache),
     session: &mut Session,
     opts: RunOptions,
 ) -> Result<(MeasuredReference, bool), String> {
@@ -1421,10 +1436,9 @@ async fn reference_rate(
         kernel: &kernel,
         image_key: &image.key,
     };
-    let machine = QemuMachine::new(&loaded.scenario, &kernel, image, cache.clone(), opts.accel, false);
     let mut outcome = None;
     consecutive_batches(
-        &mut Rig::new(machine),
+        &mut Rig::new(qemu_machine(&on, image, &opts)),
         &on,
         opts,
         0,

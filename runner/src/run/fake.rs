@@ -27,12 +27,13 @@ pub enum Reply {
     Die { step: usize },
 }
 
-/// The script: which reply a plan gets, by its label ("setup", "iteration 2", "dmesg", ...)
-/// and how many plans with that label came before.
-pub type Script = Box<dyn FnMut(&str, usize) -> Reply + Send>;
+/// The script: which reply a plan gets, by the plan (its label: "setup", "iteration 2",
+/// "dmesg", ...; its operations: what the scenario's parameters became) and how many plans
+/// with that label came before.
+pub type PlanScript = Box<dyn FnMut(&Plan, usize) -> Reply + Send>;
 
 pub struct FakeMachine {
-    script: Script,
+    script: PlanScript,
     /// Every call, in order: "boot", "plan setup", "power-cut", "stop", ...
     pub log: Arc<Mutex<Vec<String>>>,
     running: bool,
@@ -42,10 +43,17 @@ pub struct FakeMachine {
     boots: u32,
     /// Told the label of every plan as it starts (to interrupt a run at a chosen point).
     pub on_plan: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// The key of the saved set-up machine.
+    set_up: Option<String>,
 }
 
 impl FakeMachine {
-    pub fn new(script: impl FnMut(&str, usize) -> Reply + Send + 'static) -> Self {
+    pub fn new(mut script: impl FnMut(&str, usize) -> Reply + Send + 'static) -> Self {
+        Self::with_plans(move |plan, n| script(&plan.label, n))
+    }
+
+    /// A machine whose script sees each plan.
+    pub fn with_plans(script: impl FnMut(&Plan, usize) -> Reply + Send + 'static) -> Self {
         FakeMachine {
             script: Box::new(script),
             log: Arc::default(),
@@ -54,6 +62,7 @@ impl FakeMachine {
             failing_boots: VecDeque::new(),
             boots: 0,
             on_plan: None,
+            set_up: None,
         }
     }
 
@@ -109,6 +118,7 @@ impl Machine for FakeMachine {
             ready_after: Duration::from_millis(5),
             command: vec!["fake-vm".into()],
             kept_disks: None,
+            restored: None,
         })
     }
 
@@ -126,7 +136,7 @@ impl Machine for FakeMachine {
             };
         }
         let count = self.seen.entry(plan.label.clone()).or_default();
-        let reply = (self.script)(&plan.label, *count);
+        let reply = (self.script)(plan, *count);
         *count += 1;
         let ok = |upto: usize| -> Vec<StepReport> {
             plan.steps
@@ -214,5 +224,30 @@ impl Machine for FakeMachine {
     async fn stop(&mut self) {
         self.note("stop");
         self.running = false;
+    }
+
+    async fn save_set_up(&mut self, key: &str) -> Result<(), MachineError> {
+        self.note("save set-up");
+        self.running = false;
+        self.set_up = Some(key.to_string());
+        Ok(())
+    }
+
+    fn has_set_up(&self, key: &str) -> bool {
+        self.set_up.as_deref() == Some(key)
+    }
+
+    async fn restore_set_up(&mut self, _console_log: &Path) -> Result<BootInfo, MachineError> {
+        self.note("restore set-up");
+        if self.set_up.is_none() {
+            return Err(MachineError::NoSetUp);
+        }
+        self.running = true;
+        Ok(BootInfo {
+            ready_after: Duration::from_millis(1),
+            command: vec!["fake-vm".into()],
+            kept_disks: None,
+            restored: Some("set-up".into()),
+        })
     }
 }

@@ -314,6 +314,15 @@ pub fn plan_timeout(ops: &[(StepRef, Op)], iteration_timeout: Duration) -> Durat
     iteration_timeout.max(Duration::from_millis(bounded) + Duration::from_secs(60))
 }
 
+/// What the setup of `s` runs with these seeds (its guest plans and the boot prelude before
+/// them), as a key: a guest saved after one setup stands for another only under the same key.
+pub fn setup_key(s: &Scenario, seed: u64, data_seed: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let setup = plan_phase(s, Phase::Setup, iteration_seed(seed, 0), data_seed);
+    let text = format!("{:?}\n{:?}\n{:?}", boot_prelude(s), setup, s.devices);
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +348,7 @@ mod tests {
                 mount_options: vec![],
             }),
             iterations: 3,
+            iterations_share_state: false,
             iteration_timeout: Duration::from_secs(300),
             seed: None,
             setup: vec![],
