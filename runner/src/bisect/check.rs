@@ -67,7 +67,7 @@ impl RateTest {
     }
 
     /// A test against reference rate `reference` (0 <= r <= 0.9); `bad_rate` above it (default
-    /// [`RateTest::default_bad_rate`]); `budget` 1 to 100,000 iterations.
+    /// [`RateTest::default_bad_rate`]); `budget` 1 to 1,000,000 iterations.
     pub fn new(
         reference: f64,
         bad_rate: Option<f64>,
@@ -97,8 +97,12 @@ impl RateTest {
         if !(0.5..1.0).contains(&confidence) {
             return Err(bad("confidence", confidence, "expected 0.5 <= x < 1"));
         }
-        if budget == 0 || budget > 100_000 {
-            return Err(bad("iterations", f64::from(budget), "expected 1 to 100000"));
+        if budget == 0 || budget > 1_000_000 {
+            return Err(bad(
+                "iterations",
+                f64::from(budget),
+                "expected 1 to 1000000",
+            ));
         }
         Ok(RateTest {
             reference,

@@ -19,7 +19,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "PATCHES")]
     pub patches: Vec<PathBuf>,
     /// Most iterations on the kernel (default: the scenario's; with a reference: 60).
-    #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, short = 'n', value_parser = super::common::iterations_parser())]
     pub iterations: Option<u32>,
     /// What counts, `STEP-ID:ERRNO` (e.g. `umount:EBUSY`) or `STEP-ID`. Default: any failed
     /// iteration.
@@ -35,7 +35,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "SPEC")]
     pub reference: Option<String>,
     /// Iterations of the reference measurement.
-    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 40, value_parser = super::common::iterations_parser())]
     pub reference_iterations: u32,
     /// The rate the test should recognise as bad. Default: twice the reference rate, at least
     /// 0.25 above it, at most halfway to 1.

@@ -1412,8 +1412,8 @@ async fn reference_rate(
     let kernel = check_kernel(spec, args, loaded, cache)
         .await
         .map_err(|e| format!("reference {spec}: {e}"))?;
-    let scenario_bytes = std::fs::read(&loaded.path)
-        .map_err(|e| format!("read {}: {e}", loaded.path.display()))?;
+    let scenario_bytes =
+        std::fs::read(&loaded.path).map_err(|e| format!("read {}: {e}", loaded.path.display()))?;
     let key = reference_key(
         &kernel.image_sha256,
         &scenario_bytes,
@@ -1463,7 +1463,8 @@ async fn reference_rate(
         failures: f,
     };
     let bytes = serde_json::to_vec_pretty(&m).expect("plain data serializes");
-    crate::report::store::write_atomic(&path, &bytes).map_err(|e| crate::report::error_chain(&e))?;
+    crate::report::store::write_atomic(&path, &bytes)
+        .map_err(|e| crate::report::error_chain(&e))?;
     Ok((m, false))
 }
 
@@ -1480,7 +1481,9 @@ fn reference_key(
     for part in [
         image_sha256.as_bytes(),
         &Sha256::digest(scenario)[..],
-        serde_json::to_string(setting).unwrap_or_default().as_bytes(),
+        serde_json::to_string(setting)
+            .unwrap_or_default()
+            .as_bytes(),
         target.map(Target::text).unwrap_or_default().as_bytes(),
         iterations.to_string().as_bytes(),
     ] {

@@ -522,7 +522,11 @@ async fn consecutive_batches_on_one_candidate_boot_and_set_up_once() {
     let l = log.lock().unwrap().clone();
     assert_eq!(l.iter().filter(|c| *c == "boot").count(), 1, "{l:?}");
     assert_eq!(l.iter().filter(|c| *c == "plan setup").count(), 1, "{l:?}");
-    assert_eq!(l.last().unwrap(), "stop", "the machine is stopped at the end");
+    assert_eq!(
+        l.last().unwrap(),
+        "stop",
+        "the machine is stopped at the end"
+    );
     assert!(!rig.is_ready());
 }
 
