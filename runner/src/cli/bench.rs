@@ -35,7 +35,7 @@ pub enum BenchCommand {
     /// The amplification search on a real kernel (default: the seed scenario on debian:6.1),
     /// then fresh iterations of the default and of the winner: both rates with intervals,
     /// Fisher p, and the expected bisection cost at each rate (bisection simulator).
-    Amplify(BenchAmplifyArgs),
+    Amplify(Box<BenchAmplifyArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +153,11 @@ pub struct BenchAmplifyArgs {
     /// Simulated bisections per rate.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bisect_runs: u32,
+    /// Start the search from this value of a parameter instead of its default, and compare
+    /// the winner against that setting (repeatable): measures a scenario whose defaults are
+    /// already amplified against the setting it was amplified from.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = super::common::parse_param)]
+    pub baseline: Vec<(String, String)>,
     #[command(flatten)]
     pub search: super::amplify::SearchArgs,
 }
@@ -178,10 +183,10 @@ pub struct BenchMatrixArgs {
     #[arg(value_name = "MATRIX.yaml")]
     pub matrix: Option<PathBuf>,
     /// Iterations per cell.
-    #[arg(long, short = 'n', default_value_t = 2)]
+    #[arg(long, short = 'n', default_value_t = 2, value_parser = super::common::iterations_parser())]
     pub iterations: u32,
     /// Parallel VMs of the second run.
-    #[arg(short = 'j', long, default_value_t = 2)]
+    #[arg(short = 'j', long, default_value_t = 2, value_parser = super::common::jobs_parser())]
     pub jobs: usize,
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
@@ -224,6 +229,7 @@ pub async fn bench(command: BenchCommand) -> Result<i32, CliError> {
                 search,
                 confirm: args.confirm,
                 bisect_runs: args.bisect_runs,
+                baseline: crate::run::session::setting_of(&args.baseline)?,
             })
             .await?;
             print!("{}", crate::run::amplify_run::bench_text(&figures));

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::bisect_run::{batch_outcome, Target};
+use super::machine::Machine;
+use super::qemu_machine::{vm_shape, QemuMachine};
 use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::amplify::{self, Action, AmplifyError, Counts, Goal, Knob, Report, Searcher, Space};
 use crate::bisect::BatchOutcome;
@@ -18,8 +20,9 @@ use crate::report::events::EventSink;
 use crate::report::store::{write_json, StoreError};
 use crate::report::writer::ResultsWriter;
 use crate::report::Event;
-use crate::run::{run_scenario, LoadedScenario, RunOptions};
-use crate::scenario::{self, LoadError, Setting};
+use crate::report::RunRecord;
+use crate::run::{run_batch, LoadedScenario, Rig, RunOptions};
+use crate::scenario::{self, LoadError, Scenario, Setting};
 
 /// Batches in a row without a usable iteration (boot or setup failing) that end the search:
 /// the host or the scenario is broken, not the setting unlucky.
@@ -144,8 +147,62 @@ pub struct Prepared {
     pub accel: crate::vm::Accel,
 }
 
-/// The search loop on prepared kernels; `sink` gets every batch as a run and progress lines.
-/// Used by `crashrig amplify`, `bisect --amplify` and `bench amplify`.
+/// One machine per kernel, kept booted across batches whose scenarios share a VM shape
+/// ([`vm_shape`]: CPUs, memory, disks, filesystem modules): a batch of another setting of the
+/// same shape only sets up again; a new shape stops the old machine and boots a new one.
+pub struct Rigs<M, F> {
+    make: F,
+    rigs: Vec<Option<(String, Rig<M>)>>,
+}
+
+impl<M: Machine, F: FnMut(usize, &Scenario) -> M> Rigs<M, F> {
+    /// `make(side, scenario)` makes the machine for kernel `side` (0, or 1 for `--against`).
+    pub fn new(make: F) -> Self {
+        Rigs {
+            make,
+            rigs: Vec::new(),
+        }
+    }
+
+    /// Runs a batch of `loaded` on kernel `side`'s machine.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run(
+        &mut self,
+        side: usize,
+        loaded: &LoadedScenario,
+        kernel: &ResolvedKernel,
+        image_key: &str,
+        opts: &RunOptions,
+        index: usize,
+        sink: &mut EventSink,
+    ) -> RunRecord {
+        if self.rigs.len() <= side {
+            self.rigs.resize_with(side + 1, || None);
+        }
+        let shape = vm_shape(&loaded.scenario);
+        if self.rigs[side].as_ref().is_some_and(|(s, _)| *s != shape) {
+            if let Some((_, mut old)) = self.rigs[side].take() {
+                old.stop().await;
+            }
+        }
+        let (_, rig) = match &mut self.rigs[side] {
+            Some(r) => r,
+            empty => empty.insert((shape, Rig::new((self.make)(side, &loaded.scenario)))),
+        };
+        run_batch(rig, loaded, kernel, image_key, opts, index, sink).await
+    }
+
+    /// Stops every machine.
+    pub async fn stop(&mut self) {
+        for (_, rig) in self.rigs.iter_mut().flatten() {
+            rig.stop().await;
+        }
+        self.rigs.clear();
+    }
+}
+
+/// The search loop on prepared kernels, on QEMU machines; `sink` gets every batch as a run
+/// and progress lines. Used by `crashrig amplify` and `bisect --amplify`.
 pub async fn search(
     opts: &AmplifyOptions,
     space: Space,
@@ -155,7 +212,50 @@ pub async fn search(
     sink: &mut EventSink,
     run_index: &mut usize,
 ) -> Result<(Report, Option<Target>, Space), AmplifyRunError> {
-    let goal = if prepared.kernels.len() == 2 {
+    let mut rigs = Rigs::new(|side: usize, s: &Scenario| {
+        QemuMachine::new(
+            s,
+            &prepared.kernels[side].1,
+            &prepared.image,
+            cache.clone(),
+            prepared.accel,
+            false,
+        )
+        .with_restore(opts.vm.restore)
+    });
+    let base = RunOptions {
+        restore: opts.vm.restore,
+        ..RunOptions::new(prepared.accel, out.to_path_buf(), cache.clone())
+    };
+    let result = search_on(
+        opts,
+        space,
+        &prepared.kernels,
+        &prepared.image.key,
+        &base,
+        &mut rigs,
+        sink,
+        run_index,
+    )
+    .await;
+    rigs.stop().await;
+    result
+}
+
+/// The search loop on `rigs`: `base` gives the results directory and accelerator of every
+/// batch. The machines stay up for the caller's further batches.
+#[allow(clippy::too_many_arguments)]
+pub async fn search_on<M: Machine, F: FnMut(usize, &Scenario) -> M>(
+    opts: &AmplifyOptions,
+    space: Space,
+    kernels: &[(String, ResolvedKernel)],
+    image_key: &str,
+    base: &RunOptions,
+    rigs: &mut Rigs<M, F>,
+    sink: &mut EventSink,
+    run_index: &mut usize,
+) -> Result<(Report, Option<Target>, Space), AmplifyRunError> {
+    let goal = if kernels.len() == 2 {
         Goal::Difference
     } else {
         Goal::Rate
@@ -200,22 +300,17 @@ pub async fn search(
         };
         let setting = space.setting(&arm);
         let loaded = load_setting(&opts.scenario, &setting)?;
-        for (side, (_, kernel)) in prepared.kernels.iter().enumerate() {
+        for (side, (_, kernel)) in kernels.iter().enumerate() {
             let run_opts = RunOptions {
                 iterations: Some(iterations),
                 seed: None,
-                restore: opts.vm.restore,
-                ..RunOptions::new(prepared.accel, out.to_path_buf(), cache.clone())
+                ..base.clone()
             };
-            let run = run_scenario(
-                &loaded,
-                kernel,
-                &prepared.image,
-                &run_opts,
-                *run_index,
-                sink,
-            )
-            .await;
+            let run = rigs
+                .run(
+                    side, &loaded, kernel, image_key, &run_opts, *run_index, sink,
+                )
+                .await;
             *run_index += 1;
             if target.is_none() {
                 if let Some(t) = run
@@ -263,11 +358,11 @@ pub async fn search(
                 failed_in_a_row = 0;
             }
             searcher.record(id, side, counts)?;
-            if counts.trials == 0 {
-                // Count the attempt against the budget so a setting that never runs cannot
-                // loop forever.
-                searcher.record(id, side, Counts { trials: 1, hits: 0 })?;
-            }
+            // Iterations without an outcome (infrastructure errors, unrelated failures) are
+            // not trials of the setting, but they cost budget; a batch that ran nothing costs
+            // one, so a setting that never runs cannot keep the search going.
+            let ran = (run.iterations.len() as u64).max(1);
+            searcher.charge(ran.saturating_sub(counts.trials));
         }
         let progress = searcher.report(None);
         sink.info(progress_line(&progress));
@@ -356,6 +451,11 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
         ));
     }
     match (r.winner.and_then(|w| r.row(w)), r.fisher_vs_default) {
+        (Some(w), _) if w.score <= 0.0 => s.push_str(if r.goal == Goal::Difference {
+            "no setting showed a difference between the kernels: nothing to amplify\n"
+        } else {
+            "no setting showed the target: nothing to amplify (more iterations, other values, or another --target)\n"
+        }),
         (Some(w), Some(p)) => s.push_str(&format!(
             "winner: {} ; Fisher p against the default = {p:.3}\n",
             w.label
@@ -473,11 +573,22 @@ pub fn finish(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "scenario".into());
     let amplified_path = out.join(format!("{stem}.amplified.yaml"));
-    // Only the knobs the winner moves are rewritten; the rest of the file stays as written.
-    let default_setting = space.setting(&space.default_arm());
+    // Only the knobs where the winner differs from the file's defaults are rewritten (the
+    // search may have started elsewhere: `bench amplify --baseline`); the rest of the file
+    // stays as written.
+    let file_defaults: Setting =
+        scenario::load_str_with(&text, &opts.scenario.display().to_string(), &Setting::new())
+            .map(|l| {
+                l.scenario
+                    .parameters
+                    .iter()
+                    .map(|p| (p.name.clone(), p.default.clone()))
+                    .collect()
+            })
+            .unwrap_or_else(|_| space.setting(&space.default_arm()));
     let changed: Setting = winner_setting
         .iter()
-        .filter(|(k, v)| default_setting.get(*k) != Some(*v))
+        .filter(|(k, v)| file_defaults.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let rewritten = with_defaults(&text, &changed).and_then(|t| {
@@ -507,7 +618,14 @@ pub fn finish(
             ))
         }
     });
+    // A winner that never showed the target (or no difference) is no amplification: say so
+    // rather than hand out a scenario that changes nothing that matters.
+    let showed = report
+        .winner
+        .and_then(|w| report.row(w))
+        .is_some_and(|r| r.score > 0.0);
     let (amplified, rewrite_error) = match rewritten {
+        _ if !showed => (None, None),
         Ok(t) => {
             write_new(&amplified_path, &t)?;
             (Some(amplified_path), None)
@@ -717,6 +835,9 @@ pub struct BenchOptions {
     pub confirm: u32,
     /// Simulated bisections per rate for the expected bisection cost.
     pub bisect_runs: u32,
+    /// The setting the search starts from and the winner is compared against (`--baseline`;
+    /// knobs not named keep the scenario's defaults).
+    pub baseline: Setting,
 }
 
 /// One setting measured after the search, on fresh iterations.
@@ -737,6 +858,8 @@ pub struct BenchFigures {
     pub winner: Measured,
     /// Two-sided Fisher p, winner against default, on the fresh iterations.
     pub fisher_p: f64,
+    /// `--baseline`: where "default" was moved from the scenario's defaults.
+    pub baseline: Setting,
 }
 
 /// Searches (as `crashrig amplify`), then measures the default and the winner again on
@@ -745,7 +868,7 @@ pub struct BenchFigures {
 pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> {
     let mut session = Session::new(opts.search.vm.clone());
     let base = session.load_scenario(&opts.search.scenario)?;
-    let space = space_of(&base.scenario, &opts.search.vm.setting()?)?;
+    let space = space_of(&base.scenario, &opts.search.vm.setting()?)?.rebased(&opts.baseline)?;
     let spec = opts
         .search
         .vm
@@ -767,47 +890,63 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         accel,
     };
     let mut index = 0;
-    let (report, target, space) = search(
+    let mut rigs = Rigs::new(|_: usize, s: &Scenario| {
+        QemuMachine::new(
+            s,
+            &prepared.kernels[0].1,
+            &prepared.image,
+            session.cache.clone(),
+            accel,
+            false,
+        )
+        .with_restore(session.vm.restore)
+    });
+    let run_base = RunOptions {
+        restore: session.vm.restore,
+        ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
+    };
+    let searched = search_on(
         &opts.search,
         space,
-        &prepared,
-        &session.out,
-        &session.cache,
+        &prepared.kernels,
+        &prepared.image.key,
+        &run_base,
+        &mut rigs,
         &mut sink,
         &mut index,
     )
-    .await?;
-    let target = target.unwrap_or_else(|| Target::parse("umount:EBUSY"));
-    let winner_arm = report
-        .winner
-        .and_then(|w| report.row(w))
-        .map(|r| r.arm.clone())
-        .unwrap_or_else(|| space.default_arm());
+    .await;
+    let confirmed = match searched {
+        Ok((report, target, space)) => {
+            let target = target.unwrap_or_else(|| Target::parse("umount:EBUSY"));
+            let winner_arm = report
+                .winner
+                .and_then(|w| report.row(w))
+                .map(|r| r.arm.clone())
+                .unwrap_or_else(|| space.default_arm());
+            let arms = [space.default_arm(), winner_arm];
+            confirm(
+                &opts,
+                &space,
+                &arms,
+                &target,
+                &prepared.kernels[0].1,
+                &prepared.image.key,
+                &run_base,
+                &mut rigs,
+                &mut sink,
+                &mut index,
+            )
+            .await
+            .map(|counts| (report, target, space, arms, counts))
+        }
+        Err(e) => Err(e),
+    };
+    rigs.stop().await;
+    let (report, target, space, arms, counts) = confirmed?;
     let mut measured = Vec::new();
-    for arm in [space.default_arm(), winner_arm] {
-        let (setting, label) = (space.setting(&arm), space.describe(&arm));
-        let loaded = load_setting(&opts.search.scenario, &setting)?;
-        sink.info(format!(
-            "bench amplify: {label}: {} fresh iterations",
-            opts.confirm
-        ));
-        let run_opts = RunOptions {
-            iterations: Some(opts.confirm),
-            restore: session.vm.restore,
-            ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
-        };
-        let run = run_scenario(
-            &loaded,
-            &prepared.kernels[0].1,
-            &prepared.image,
-            &run_opts,
-            index,
-            &mut sink,
-        )
-        .await;
-        index += 1;
-        let counts = batch_counts(batch_outcome(&run, &target).0)
-            .map_err(|reason| AmplifyRunError::Batches { failed: 1, reason })?;
+    for (arm, counts) in arms.iter().zip(counts) {
+        let label = space.describe(arm);
         let bisect_iterations = (counts.hits > 0)
             .then(|| {
                 crate::bisect::simulate(&crate::bisect::SimParams {
@@ -850,10 +989,79 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         default,
         winner,
         fisher_p,
+        baseline: opts.baseline.clone(),
     };
     let json = session.out.join("bench-amplify.json");
     write_json(&json, &figures)?;
     Ok(figures)
+}
+
+/// Fresh iterations of each of `arms` (the default, the winner), `opts.confirm` each, in
+/// alternating batches so that both see the same host load.
+#[allow(clippy::too_many_arguments)]
+async fn confirm<M: Machine, F: FnMut(usize, &Scenario) -> M>(
+    opts: &BenchOptions,
+    space: &Space,
+    arms: &[amplify::Arm],
+    target: &Target,
+    kernel: &ResolvedKernel,
+    image_key: &str,
+    base: &RunOptions,
+    rigs: &mut Rigs<M, F>,
+    sink: &mut EventSink,
+    index: &mut usize,
+) -> Result<Vec<Counts>, AmplifyRunError> {
+    let loaded = arms
+        .iter()
+        .map(|arm| load_setting(&opts.search.scenario, &space.setting(arm)))
+        .collect::<Result<Vec<_>, _>>()?;
+    sink.info(format!(
+        "bench amplify: {} fresh iterations each of {}, in alternating batches of {}",
+        opts.confirm,
+        arms.iter()
+            .map(|a| space.describe(a))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        opts.search.batch
+    ));
+    let mut counts = vec![Counts::default(); arms.len()];
+    let mut attempts = vec![0u32; arms.len()];
+    let mut failed_in_a_row = 0;
+    while attempts.iter().any(|&a| a < opts.confirm) {
+        for (i, loaded) in loaded.iter().enumerate() {
+            let left = opts.confirm.saturating_sub(attempts[i]);
+            if left == 0 {
+                continue;
+            }
+            let n = left.min(opts.search.batch.max(1));
+            let run_opts = RunOptions {
+                iterations: Some(n),
+                ..base.clone()
+            };
+            let run = rigs
+                .run(0, loaded, kernel, image_key, &run_opts, *index, sink)
+                .await;
+            *index += 1;
+            attempts[i] += n;
+            match batch_counts(batch_outcome(&run, target).0) {
+                Ok(c) => {
+                    failed_in_a_row = 0;
+                    counts[i].trials += c.trials;
+                    counts[i].hits += c.hits;
+                }
+                Err(reason) => {
+                    failed_in_a_row += 1;
+                    if failed_in_a_row >= MAX_FAILED_BATCHES {
+                        return Err(AmplifyRunError::Batches {
+                            failed: failed_in_a_row,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(counts)
 }
 
 /// The benchmark's printout.
@@ -874,6 +1082,12 @@ pub fn bench_text(f: &BenchFigures) -> String {
     };
     let mut s = report_text(&f.outcome);
     s.push_str("fresh iterations after the search:\n");
+    if !f.baseline.is_empty() {
+        s.push_str(&format!(
+            "(\"default\" is the baseline {}, the scenario's defaults elsewhere)\n",
+            describe_setting(&f.baseline)
+        ));
+    }
     s.push_str(&line("default", &f.default));
     s.push_str(&line("winner", &f.winner));
     let ratio = if f.default.counts.rate() > 0.0 {
@@ -889,3 +1103,7 @@ pub fn bench_text(f: &BenchFigures) -> String {
     ));
     s
 }
+
+#[cfg(test)]
+#[path = "amplify_run_tests.rs"]
+mod driver_tests;
