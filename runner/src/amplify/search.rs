@@ -450,15 +450,21 @@ impl Searcher {
     /// Whether the leader's rate is known to be at least `enough` (95% Wilson lower bound),
     /// with the default run so that the table can compare them.
     fn enough(&self) -> bool {
+        self.leader_enough() && self.default_ran()
+    }
+
+    fn leader_enough(&self) -> bool {
         if self.config.goal != Goal::Rate || self.config.enough >= 1.0 {
             return false;
         }
-        let default_ran = self.arms[0].sides[0].trials >= u64::from(self.config.batch);
-        let sure = self.leader().is_some_and(|id| {
+        self.leader().is_some_and(|id| {
             let c = self.arms[id].sides[0];
             wilson_95(c.hits, c.trials).0 >= self.config.enough
-        });
-        default_ran && sure
+        })
+    }
+
+    fn default_ran(&self) -> bool {
+        self.arms[0].sides[0].trials >= u64::from(self.config.batch)
     }
 
     /// Posterior mean and variance of the score.
@@ -520,7 +526,12 @@ impl Searcher {
         if self.enough() {
             return Action::Done(self.report(Some(Stop::Enough)));
         }
-        let id = self.choose();
+        // High enough, but the default has not run: run it, for the comparison.
+        let id = if self.leader_enough() {
+            0
+        } else {
+            self.choose()
+        };
         Action::Run {
             id,
             arm: self.arms[id].arm.clone(),
