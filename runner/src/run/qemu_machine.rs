@@ -23,6 +23,10 @@ const SEND_ATTEMPTS: u32 = 3;
 /// counts as not answering. Bounded by the plan's own deadline.
 const PROBE_WITHIN: Duration = Duration::from_secs(60);
 
+/// How long QEMU's monitor gets to answer `query-status` when a plan failed: silence means
+/// QEMU itself is not running, not the guest.
+const QMP_WITHIN: Duration = Duration::from_secs(10);
+
 /// A QEMU VM for one kernel and scenario, with the scenario's disks. Made before anything is
 /// prepared: the first boot makes the initramfs, disks and key.
 pub struct QemuMachine<'a> {
@@ -173,6 +177,12 @@ impl<'a> QemuMachine<'a> {
         }
         if let Some(status) = exited {
             return Abort::Infra(format!("QEMU exited ({status}) during the plan"));
+        }
+        // A guest can only hang while QEMU runs it: a stopped QEMU, or one whose monitor is
+        // silent, is the host's failure. It is put out of its misery, the run boots anew.
+        if let Some(fault) = b.vm.host_fault(QMP_WITHIN).await {
+            b.vm.power_cut().await;
+            return Abort::Infra(format!("{fault} ({why})"));
         }
         // The stream worked but the plan did not end within its deadline: a step is stuck in
         // the kernel, or the whole guest is. Either way the guest must boot again.
