@@ -469,7 +469,13 @@ fn paused_vcpus_in_mid_iteration_are_a_hang_with_console_and_the_run_goes_on() {
     let verdicts: Vec<&str> = its.iter().map(|i| i["verdict"].as_str().unwrap()).collect();
     assert_eq!(verdicts, vec!["pass", "hang", "pass"], "{r}\n{text}");
     let hang = &its[1];
-    eprintln!("figure: the hang's reason: {}", hang["reasons"][0]);
+    let why = &hang["reasons"][0];
+    eprintln!("figure: the hang's reason: {why}");
+    assert!(
+        why.as_str()
+            .is_some_and(|w| w.contains("guest state `paused`")),
+        "QEMU answered and said its guest was paused: {why}"
+    );
     assert!(
         !hang["console_tail"].as_array().unwrap().is_empty(),
         "the hang carries the console tail: {hang}"

@@ -14,7 +14,7 @@ use crate::guest::{self, Ending, Guest, GuestHandle, RunKey, SshError, HELPER_CO
 use crate::image::{self, GuestImage};
 use crate::kernel::ResolvedKernel;
 use crate::scenario::Scenario;
-use crate::vm::{Accel, Disk, ScratchDisks};
+use crate::vm::{Accel, Disk, Health, ScratchDisks};
 
 /// Attempts at a plan whose command never reached the guest (channel not opened).
 const SEND_ATTEMPTS: u32 = 3;
@@ -180,14 +180,17 @@ impl<'a> QemuMachine<'a> {
         }
         // A guest can only hang while QEMU runs it: a stopped QEMU, or one whose monitor is
         // silent, is the host's failure. It is put out of its misery, the run boots anew.
-        if let Some(fault) = b.vm.host_fault(QMP_WITHIN).await {
-            b.vm.power_cut().await;
-            return Abort::Infra(format!("{fault} ({why})"));
-        }
+        let status = match b.vm.health(QMP_WITHIN).await {
+            Health::Answers { status } => status,
+            Health::Fault(fault) => {
+                b.vm.power_cut().await;
+                return Abort::Infra(format!("{fault} ({why})"));
+            }
+        };
         // The stream worked but the plan did not end within its deadline: a step is stuck in
         // the kernel, or the whole guest is. Either way the guest must boot again.
         if matches!(error, SshError::Timeout { .. }) {
-            return Abort::Hang(why);
+            return Abort::Hang(format!("{why}; QEMU answers, guest state `{status}`"));
         }
         // The transport failed: only a guest that answers neither a new connection nor on its
         // console has hung.
@@ -210,7 +213,8 @@ impl<'a> QemuMachine<'a> {
             ));
         }
         Abort::Hang(format!(
-            "{why}; the guest answered neither a new connection nor on its console within {within:?}"
+            "{why}; the guest answered neither a new connection nor on its console within \
+             {within:?} (QEMU answers, guest state `{status}`)"
         ))
     }
 }

@@ -424,25 +424,25 @@ impl Vm {
         Ok(())
     }
 
-    /// Why QEMU itself is not running the guest, or `None` when it is working (whatever its
-    /// guest does): a stopped process, or a monitor that does not answer `query-status`
-    /// within `within`. A guest that is frozen or silent while QEMU answers is not QEMU's
-    /// fault. After a fault the monitor connection is dropped (its state is unknown).
-    pub async fn host_fault(&mut self, within: Duration) -> Option<String> {
+    /// Whether QEMU itself runs its guest: a stopped process, or a monitor that does not
+    /// answer `query-status` within `within`, does not ([`Health::Fault`]); one that answers
+    /// does, whatever its guest does (frozen, silent). After a fault the monitor connection
+    /// is dropped (its state is unknown).
+    pub async fn health(&mut self, within: Duration) -> Health {
         if let Some(pid) = self.child.id() {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             if let Some(why) = stopped_state(&stat) {
                 self.qmp = None;
-                return Some(why.to_string());
+                return Health::Fault(why.to_string());
             }
         }
         let why = match tokio::time::timeout(within, self.status()).await {
-            Ok(Ok(_)) => return None,
+            Ok(Ok(status)) => return Health::Answers { status },
             Ok(Err(e)) => crate::report::error_chain(&e),
             Err(_) => format!("no answer to `query-status` within {within:?}"),
         };
         self.qmp = None;
-        Some(format!("QEMU does not answer its monitor: {why}"))
+        Health::Fault(format!("QEMU does not answer its monitor: {why}"))
     }
 
     /// QMP `query-status`: "running", "paused", "postmigrate", ...
@@ -450,6 +450,15 @@ impl Vm {
         let r = self.qmp()?.execute("query-status", None).await?;
         Ok(r["status"].as_str().unwrap_or("unknown").to_string())
     }
+}
+
+/// What [`Vm::health`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    /// QEMU answers its monitor; `status` is the guest's run state ("running", "paused").
+    Answers { status: String },
+    /// QEMU itself is not running the guest: why.
+    Fault(String),
 }
 
 /// Why QEMU itself cannot be running a guest, read from `/proc/PID/stat` (`stat`): it is

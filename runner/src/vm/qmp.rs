@@ -232,7 +232,9 @@ mod tests {
         let (r, mut w) = peer.into_split();
         let mut lines = BufReader::new(r).lines();
         let greeting = r#"{"QMP": {"version": {}, "capabilities": []}}"#;
-        w.write_all(format!("{greeting}\n").as_bytes()).await.unwrap();
+        w.write_all(format!("{greeting}\n").as_bytes())
+            .await
+            .unwrap();
         lines.next_line().await.unwrap(); // qmp_capabilities
         w.write_all(b"{\"return\": {}}\n").await.unwrap();
         let event = r#"{"event": "RTC_CHANGE", "data": {"offset": 0}, "timestamp": {}}"#;
@@ -251,14 +253,15 @@ mod tests {
         let timeout = Duration::from_millis(300);
         let mut qmp = Qmp::handshake(ours, timeout).await.unwrap();
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(
-            Duration::from_secs(10),
-            qmp.execute("query-status", None),
-        )
-        .await
-        .expect("execute returned at its own deadline, not after the guard's 10 s");
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), qmp.execute("query-status", None))
+                .await
+                .expect("execute returned at its own deadline, not after the guard's 10 s");
         match result {
-            Err(QmpError::Timeout { command, timeout: t }) => {
+            Err(QmpError::Timeout {
+                command,
+                timeout: t,
+            }) => {
                 assert_eq!(command, "query-status");
                 assert_eq!(t, timeout);
             }
