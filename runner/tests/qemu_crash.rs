@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::workspace;
+use common::{step, workspace};
 
 use std::path::Path;
 use std::process::Command;
@@ -35,15 +35,6 @@ fn run(scenario: &str) -> (Value, tempfile::TempDir) {
     let text = std::fs::read_to_string(out.path().join("results.json")).unwrap();
     let r: Value = serde_json::from_str(&text).unwrap();
     (r["runs"][0].clone(), out)
-}
-
-fn step<'a>(it: &'a Value, id: &str) -> &'a Value {
-    it["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {it}"))
 }
 
 fn dmesg(out: &Path, it: &Value) -> String {

@@ -86,8 +86,8 @@ mod tests {
     fn ioctl_numbers_are_the_kernels() {
         // _IOC(dir, type, nr, size) = dir << 30 | size << 16 | type << 8 | nr
         let iow = |nr: u64, size: u64| (1u64 << 30) | (size << 16) | ((b'R' as u64) << 8) | nr;
-        assert_eq!(RNDADDENTROPY as u64, iow(3, 8));
-        assert_eq!(RNDRESEEDCRNG as u64, ((b'R' as u64) << 8) | 7);
+        assert_eq!(RNDADDENTROPY, iow(3, 8));
+        assert_eq!(RNDRESEEDCRNG, ((b'R' as u64) << 8) | 7);
     }
 
     #[test]

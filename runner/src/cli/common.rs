@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::run::restore::RestoreMode;
 use crate::run::session::{BuildRequest, VmOptions};
 use crate::vm::AccelChoice;
 
@@ -48,11 +49,36 @@ pub struct CommonVmArgs {
     /// Print every iteration and more detail.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Restore a saved guest instead of booting: `auto` where it is faster (boots after a
+    /// power cut, panic, reboot or hang; each iteration of scenarios with such steps starts
+    /// from the set-up guest), `always` (every iteration starts from the set-up guest, unless
+    /// the scenario says `iterations-share-state`), `never` (boot; iterations reuse one
+    /// guest).
+    #[arg(long, value_enum, default_value = "never")]
+    pub restore: RestoreArg,
     /// Set a scenario parameter (repeatable): the scenario's `${NAME}` becomes VALUE instead
     /// of the declared default. `cpus`, `memory` and `filesystem` set the VM's CPUs and memory
     /// and the filesystem type. See docs/scenario-format.md.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
+}
+
+/// `--restore`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RestoreArg {
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<RestoreArg> for RestoreMode {
+    fn from(a: RestoreArg) -> Self {
+        match a {
+            RestoreArg::Auto => RestoreMode::Auto,
+            RestoreArg::Always => RestoreMode::Always,
+            RestoreArg::Never => RestoreMode::Never,
+        }
+    }
 }
 
 /// `--param NAME=VALUE`.
@@ -79,6 +105,7 @@ impl CommonVmArgs {
             out: self.out.clone(),
             recipe: self.recipe.clone(),
             verbose: self.verbose,
+            restore: self.restore.into(),
             params: self.params.clone(),
         }
     }

@@ -108,6 +108,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         iterations: args.iterations,
         seed: args.seed,
         keep: args.keep,
+        restore: session.vm.restore,
         ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
     };
     let mut code = exit::OK;

@@ -123,6 +123,8 @@ pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
         started: format!("2026-11-25T10:{:02}:00Z", cell.index),
         finished: Some(format!("2026-11-25T10:{:02}:30Z", cell.index)),
         dir: cell.id(),
+        restore: "never".into(),
+        independent_iterations: false,
         guest_image: "test-image".into(),
         boots: Vec::new(),
         setup: Vec::new(),

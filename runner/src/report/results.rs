@@ -70,6 +70,11 @@ pub struct BootRecord {
     /// Kernel messages of the boot itself (before setup), relative to the results directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dmesg_file: Option<String>,
+    /// Set when the guest was restored from a snapshot instead of booted: `booted` (the guest
+    /// just ready, on the disks as they were) or `set-up` (the guest after setup, on fresh
+    /// overlays of the disks as setup left them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -167,10 +172,22 @@ pub struct RunRecord {
     /// Which matrix cell this run is (`crashrig matrix` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cell: Option<CellInfo>,
+    /// `--restore` of the run: `auto`, `always` or `never`.
+    #[serde(default = "restore_never")]
+    pub restore: String,
+    /// Every iteration started from a restore of the same set-up guest, on fresh disks:
+    /// independent trials from identical starts. Otherwise iterations ran one after another
+    /// on one guest.
+    #[serde(default)]
+    pub independent_iterations: bool,
     /// The scenario's parameters as this run set them (name -> value): declared defaults,
     /// `--param` values and a matrix cell's values. Empty without parameters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub setting: BTreeMap<String, String>,
+}
+
+fn restore_never() -> String {
+    "never".into()
 }
 
 impl RunRecord {

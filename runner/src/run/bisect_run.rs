@@ -682,6 +682,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         };
         let run_opts = RunOptions {
             iterations: Some(iterations),
+            restore: session.vm.restore,
             stop_when: match (&target, stop_early) {
                 (None, _) => Some(any_failure),
                 (Some(_), true) => Some(target_seen),
@@ -1052,6 +1053,7 @@ async fn check_inner(
     let run_opts = RunOptions {
         iterations: args.iterations,
         stop_when: Some(any_failure),
+        restore: session.vm.restore,
         ..RunOptions::new(accel, session.out.clone(), cache.clone())
     };
     let run = run_scenario(loaded, &kernel, &image, &run_opts, 0, session.setup_sink()).await;

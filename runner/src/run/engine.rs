@@ -10,6 +10,7 @@ use super::boot::BootError;
 use super::machine::{Machine, MachineError};
 use super::plan::{self, HostAction, Phase, Segment, StepRef};
 use super::qemu_machine::QemuMachine;
+use super::restore::RestoreMode;
 use super::verdict::{self, Abort};
 use crate::cache::Cache;
 use crate::guest::helper;
@@ -54,6 +55,8 @@ pub struct RunOptions {
     pub only_iteration: Option<u32>,
     /// The matrix cell this run is, for matrix runs.
     pub cell: Option<crate::report::CellInfo>,
+    /// When a saved guest replaces a boot (`--restore`).
+    pub restore: RestoreMode,
     /// Stop after the first iteration for which this returns true (bisect batches stop at
     /// the first sighting of their target).
     pub stop_when: Option<fn(&IterationRecord, &str) -> bool>,
@@ -79,6 +82,7 @@ impl RunOptions {
             stop_when: None,
             stop_arg: String::new(),
             cache,
+            restore: RestoreMode::Never,
             resume: None,
         }
     }
@@ -185,6 +189,7 @@ impl<M: Machine> Run<'_, M> {
                 reason: reason.into(),
                 qemu_command: info.command,
                 dmesg_file: Some(format!("{}/{dmesg_name}", self.rel_dir)),
+                restored: info.restored,
             },
         });
         let prelude = plan::boot_prelude(self.scenario);
@@ -210,6 +215,59 @@ impl<M: Machine> Run<'_, M> {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Saves the set-up guest under `key` for every iteration to start from. Its kernel
+    /// messages so far go to `dmesg/setup.txt` first, so no iteration counts setup's. When
+    /// saving fails, the guest is booted and set up again and iterations share it (false).
+    async fn save_set_up(
+        &mut self,
+        key: &str,
+        seed: u64,
+        data_seed: u64,
+    ) -> Result<bool, RunError> {
+        let out = self
+            .exec_ops(vec![(None, Op::Dmesg)], Duration::from_secs(60), "dmesg")
+            .await;
+        let mut records = Vec::new();
+        collect_dmesg(out, &mut records);
+        let _ = std::fs::write(self.run_dir.join("dmesg/setup.txt"), kmsg_text(&records));
+        match self.machine.save_set_up(key).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.sink.info(format!(
+                    "iterations share one guest: {}",
+                    crate::report::error_chain(&e)
+                ));
+                self.boot("after a failed save").await?;
+                match self.setup(seed, data_seed).await {
+                    (_, Some(e)) => Err(e),
+                    (_, None) => Ok(false),
+                }
+            }
+        }
+    }
+
+    /// Starts the next iteration from the saved set-up guest, on fresh disks.
+    async fn restore_set_up(&mut self) -> Result<(), RunError> {
+        self.boots += 1;
+        let console_name = format!("console-{:02}.log", self.boots);
+        let info = self
+            .machine
+            .restore_set_up(&self.run_dir.join(&console_name))
+            .await?;
+        self.sink.emit(Event::BootFinished {
+            index: self.index,
+            boot: BootRecord {
+                ready_after_ms: info.ready_after.as_millis() as u64,
+                console_log: format!("{}/{console_name}", self.rel_dir),
+                reason: "iteration".into(),
+                qemu_command: info.command,
+                dmesg_file: None,
+                restored: info.restored,
+            },
+        });
         Ok(())
     }
 
@@ -529,7 +587,8 @@ pub async fn run_scenario(
         opts.cache.clone(),
         opts.accel,
         opts.keep,
-    );
+    )
+    .with_restore(opts.restore);
     let mut rig = Rig::new(machine);
     let record = run_batch(
         &mut rig,
@@ -600,6 +659,8 @@ pub async fn run_batch<M: Machine>(
         finished: None,
         dir: rel_dir.clone(),
         cell: opts.cell.clone(),
+        restore: opts.restore.to_string(),
+        independent_iterations: false,
         setting: s.setting.clone(),
         guest_image: guest_image_key.to_string(),
         boots: Vec::new(),
@@ -685,7 +746,11 @@ async fn run_inner<M: Machine>(
     let text = serde_json::to_string_pretty(&loaded.scenario).unwrap_or_default();
     std::fs::write(&copy, text + "\n").map_err(io(&copy))?;
     let data_seed = plan::iteration_seed(seed, u32::MAX);
-    if !*ready {
+    // Each iteration from a restore of the set-up guest: saved once under the setup it ran,
+    // so the next batch of the same kernel and scenario starts from it too.
+    let mut restores = opts.restore.restores_iterations(run.scenario);
+    let set_up_key = plan::setup_key(run.scenario, seed, data_seed);
+    if !(*ready || restores && run.machine.has_set_up(&set_up_key)) {
         run.boot("start").await?;
         let (steps, error) = run.setup(seed, data_seed).await;
         record.setup = steps.clone();
@@ -697,11 +762,30 @@ async fn run_inner<M: Machine>(
             return Err(e);
         }
     }
+    if restores && !run.machine.has_set_up(&set_up_key) {
+        restores = run.save_set_up(&set_up_key, seed, data_seed).await?;
+    }
+    record.independent_iterations = restores;
     for (done, n) in numbers.iter().copied().enumerate() {
         let last = done + 1 == numbers.len();
         // Until the iteration ends well, the machine's state is unknown (an interrupted run
         // leaves it so).
         *ready = false;
+        if restores {
+            if let Err(e) = run.restore_set_up().await {
+                run.sink.info(format!(
+                    "iterations go on without restores: {}",
+                    crate::report::error_chain(&e)
+                ));
+                restores = false;
+                record.independent_iterations = false;
+                run.boot("after a failed restore").await?;
+                let (_, error) = run.setup(seed, data_seed).await;
+                if let Some(e) = error {
+                    return Err(e);
+                }
+            }
+        }
         let it = run.iteration(n, seed, data_seed).await;
         let needs_fresh_boot = it.verdict != Verdict::Pass && !run.machine.is_running()
             || matches!(it.verdict, Verdict::Hang | Verdict::Panic | Verdict::Error);
@@ -716,7 +800,7 @@ async fn run_inner<M: Machine>(
         if stop {
             break;
         }
-        if needs_fresh_boot && !last {
+        if needs_fresh_boot && !last && !restores {
             // The guest's state is unknown after a hang or panic: boot again and redo setup.
             run.boot("after a failed iteration").await?;
             let (_, error) = run.setup(seed, data_seed).await;

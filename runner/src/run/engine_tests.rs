@@ -8,6 +8,7 @@ use crashrig_guest::StepReport;
 use super::*;
 use crate::report::events::{Reporter, Stamped};
 use crate::run::fake::{FakeMachine, Reply};
+use crate::run::restore::RestoreMode;
 use crate::scenario::*;
 
 fn scenario(steps: Vec<Step>) -> Scenario {
@@ -30,6 +31,7 @@ fn scenario(steps: Vec<Step>) -> Scenario {
             mount_options: vec![],
         }),
         iterations: 3,
+        iterations_share_state: false,
         iteration_timeout: Duration::from_secs(300),
         seed: Some(7),
         setup: vec![Step::Mkfs(MkfsStep::default())],
@@ -483,4 +485,99 @@ async fn a_power_cut_step_reads_dmesg_cuts_and_boots_on_the_same_machine() {
             "plan dmesg"
         ]
     );
+}
+
+#[tokio::test]
+async fn restored_iterations_each_start_from_the_set_up_machine_saved_once() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    assert!(r.independent_iterations);
+    assert_eq!(r.restore, "always");
+    assert_eq!(
+        log(rig.machine()),
+        [
+            "boot",
+            "plan boot",
+            "plan setup",
+            "plan dmesg",
+            "save set-up",
+            "restore set-up",
+            "plan iteration 1",
+            "plan dmesg",
+            "restore set-up",
+            "plan iteration 2",
+            "plan dmesg",
+            "restore set-up",
+            "plan iteration 3",
+            "plan dmesg"
+        ]
+    );
+    let restored: Vec<(String, Option<String>)> = h
+        .events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::BootFinished { boot, .. } => Some((boot.reason.clone(), boot.restored.clone())),
+            _ => None,
+        })
+        .collect();
+    let set_up = || ("iteration".to_string(), Some("set-up".to_string()));
+    assert_eq!(
+        restored,
+        [("start".to_string(), None), set_up(), set_up(), set_up()]
+    );
+    // The next batch of the same scenario and setup starts from the saved machine: no boot.
+    rig.machine().log.lock().unwrap().clear();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    let log = log(rig.machine());
+    assert_eq!(log.first().map(String::as_str), Some("restore set-up"));
+    assert!(!log.contains(&"boot".to_string()), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_hang_over_restores_needs_no_boot_and_setup_the_next_iteration_restores() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 2" => Reply::Hang { step: 1 },
+        _ => Reply::Ok,
+    }));
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass, Verdict::Hang, Verdict::Pass]);
+    let log = log(rig.machine());
+    assert_eq!(log.iter().filter(|l| *l == "boot").count(), 1, "{log:?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "plan setup").count(),
+        1,
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn scenarios_whose_iterations_share_state_run_them_on_one_machine() {
+    let mut s = scenario(mount_umount());
+    s.iterations_share_state = true;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert!(!r.independent_iterations);
+    let log = log(rig.machine());
+    assert!(!log.iter().any(|l| l.contains("set-up")), "{log:?}");
 }

@@ -42,6 +42,8 @@ pub struct FakeMachine {
     boots: u32,
     /// Told the label of every plan as it starts (to interrupt a run at a chosen point).
     pub on_plan: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// The key of the saved set-up machine.
+    set_up: Option<String>,
 }
 
 impl FakeMachine {
@@ -54,6 +56,7 @@ impl FakeMachine {
             failing_boots: VecDeque::new(),
             boots: 0,
             on_plan: None,
+            set_up: None,
         }
     }
 
@@ -109,6 +112,7 @@ impl Machine for FakeMachine {
             ready_after: Duration::from_millis(5),
             command: vec!["fake-vm".into()],
             kept_disks: None,
+            restored: None,
         })
     }
 
@@ -214,5 +218,30 @@ impl Machine for FakeMachine {
     async fn stop(&mut self) {
         self.note("stop");
         self.running = false;
+    }
+
+    async fn save_set_up(&mut self, key: &str) -> Result<(), MachineError> {
+        self.note("save set-up");
+        self.running = false;
+        self.set_up = Some(key.to_string());
+        Ok(())
+    }
+
+    fn has_set_up(&self, key: &str) -> bool {
+        self.set_up.as_deref() == Some(key)
+    }
+
+    async fn restore_set_up(&mut self, _console_log: &Path) -> Result<BootInfo, MachineError> {
+        self.note("restore set-up");
+        if self.set_up.is_none() {
+            return Err(MachineError::NoSetUp);
+        }
+        self.running = true;
+        Ok(BootInfo {
+            ready_after: Duration::from_millis(1),
+            command: vec!["fake-vm".into()],
+            kept_disks: None,
+            restored: Some("set-up".into()),
+        })
     }
 }

@@ -31,6 +31,10 @@ pub enum MachineError {
     },
     #[error("reach the machine: it is not running")]
     NotRunning,
+    #[error(transparent)]
+    Snapshot(#[from] crate::vm::snapshot::SnapshotError),
+    #[error("restore the set-up guest: none was saved")]
+    NoSetUp,
 }
 
 /// What a boot reports.
@@ -42,6 +46,9 @@ pub struct BootInfo {
     pub command: Vec<String>,
     /// Where the scenario's disk images are kept (`--keep`), on the first boot.
     pub kept_disks: Option<PathBuf>,
+    /// Restored from a snapshot instead of booted: `booted` or `set-up`
+    /// (see `run::restore`).
+    pub restored: Option<String>,
 }
 
 /// What a helper plan produced.
@@ -97,4 +104,18 @@ pub trait Machine: Send {
 
     /// Stops the machine (politely, then not); nothing it started keeps running.
     fn stop(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Saves the running machine, just set up, under `key` (what setup ran) as the start of
+    /// every later [`Machine::restore_set_up`], and stops it.
+    fn save_set_up(&mut self, key: &str) -> impl Future<Output = Result<(), MachineError>> + Send;
+
+    /// Whether a set-up machine is saved under `key`.
+    fn has_set_up(&self, key: &str) -> bool;
+
+    /// Starts the saved set-up machine on fresh copies of its disks as they were saved
+    /// (stopping whatever ran before); its console goes to `console_log`.
+    fn restore_set_up(
+        &mut self,
+        console_log: &Path,
+    ) -> impl Future<Output = Result<BootInfo, MachineError>> + Send;
 }

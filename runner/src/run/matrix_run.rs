@@ -188,6 +188,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
 
     let opts = RunOptions {
         iterations: args.iterations.or(m.iterations),
+        restore: session.vm.restore,
         ..RunOptions::new(accel, out.clone(), session.cache.clone())
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();

@@ -12,6 +12,7 @@ pub mod matrix_report;
 pub mod matrix_run;
 pub mod plan;
 pub mod qemu_machine;
+pub mod restore;
 pub mod session;
 pub mod verdict;
 

@@ -330,6 +330,15 @@ pub fn setup_timeout(ops: &[(StepRef, Op)], iteration_timeout: Duration) -> Dura
     iteration_timeout.max(bounded + Duration::from_secs(60))
 }
 
+/// What the setup of `s` runs with these seeds (its guest plans and the boot prelude before
+/// them), as a key: a guest saved after one setup stands for another only under the same key.
+pub fn setup_key(s: &Scenario, seed: u64, data_seed: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let setup = plan_phase(s, Phase::Setup, iteration_seed(seed, 0), data_seed);
+    let text = format!("{:?}\n{:?}\n{:?}", boot_prelude(s), setup, s.devices);
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +364,7 @@ mod tests {
                 mount_options: vec![],
             }),
             iterations: 3,
+            iterations_share_state: false,
             iteration_timeout: Duration::from_secs(300),
             seed: None,
             setup: vec![],

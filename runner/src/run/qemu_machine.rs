@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use crashrig_guest::{Op, Plan};
 
-use super::boot::{boot, BootSpec, Booted};
+use super::boot::{boot, restore, BootSpec, Booted};
 use super::machine::{BootInfo, Machine, MachineError, PlanRun};
+use super::restore::{self, RestoreMode, SetUp};
 use super::verdict::Abort;
 use crate::cache::Cache;
 use crate::guest::{self, Ending, Guest, GuestHandle, RunKey, SshError, HELPER_COMMAND};
@@ -37,16 +38,28 @@ pub struct QemuMachine<'a> {
     accel: Accel,
     /// Keep the disk images after the machine is gone (`--keep`).
     keep_disks: bool,
+    /// When a saved guest replaces a boot.
+    restore: RestoreMode,
     prepared: Option<Prepared>,
     booted: Option<Booted>,
+    /// The guest just booted, saved once (`--restore`), restored instead of later boots.
+    booted_state: Option<PathBuf>,
+    /// The set-up guest, saved under the key of the setup it ran.
+    set_up: Option<(String, SetUp)>,
 }
 
 /// What every boot of one machine shares.
 struct Prepared {
     initrd: PathBuf,
     key: RunKey,
+    /// The disks of the next boot: the scenario's raw disks, or after a restore of the
+    /// set-up guest its overlays.
     disks: Vec<Disk>,
+    disk_dir: PathBuf,
     /// Removed with the machine unless the disks are kept.
+    /// Saved guest states, in the scratch directory (so a killed run's are swept with its
+    /// disks); always removed with the machine. Dropped before the disks.
+    snapshots: tempfile::TempDir,
     _scratch: ScratchDisks,
     /// Short private directory (0700) for the QMP socket: a socket path must fit 108 bytes,
     /// whatever the results directory is.
@@ -83,8 +96,50 @@ impl<'a> QemuMachine<'a> {
             cache,
             accel,
             keep_disks,
+            restore: RestoreMode::Never,
             prepared: None,
             booted: None,
+            booted_state: None,
+            set_up: None,
+        }
+    }
+
+    /// Restores saved guests instead of booting, as `mode` allows.
+    pub fn with_restore(mut self, mode: RestoreMode) -> Self {
+        self.restore = mode;
+        self
+    }
+
+    /// What booting or restoring this machine takes.
+    fn spec<'s>(&'s self, prepared: &'s Prepared, console_log: &Path) -> BootSpec<'s> {
+        let s = self.scenario;
+        let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
+        let uses_dm = s.devices.iter().any(|d| d.dm);
+        BootSpec {
+            kernel: &self.kernel.image,
+            initrd: &prepared.initrd,
+            image: self.image,
+            key: &prepared.key,
+            memory_mib: s.vm.memory.0 >> 20,
+            cpus: s.vm.cpus,
+            disks: prepared.disks.clone(),
+            modules: image::boot_modules(&fstypes, uses_dm),
+            extra_cmdline: s.vm.cmdline.clone(),
+            accel: self.accel,
+            console_log: console_log.to_path_buf(),
+            qmp_socket: prepared.runtime.path().join("qmp.sock"),
+            ready_timeout: Duration::from_secs(if self.accel == Accel::Kvm { 60 } else { 240 }),
+        }
+    }
+
+    fn info(booted: &Booted, kept_disks: Option<PathBuf>, restored: Option<&str>) -> BootInfo {
+        let mut command = vec!["qemu-system-x86_64".to_string()];
+        command.extend(crate::vm::qemu::qemu_args(booted.vm.config()));
+        BootInfo {
+            ready_after: booted.ready_after,
+            command,
+            kept_disks,
+            restored: restored.map(str::to_owned),
         }
     }
 
@@ -101,6 +156,10 @@ impl<'a> QemuMachine<'a> {
         // disk files are unlinked; see vm::scratch). With --keep they stay.
         let scratch = ScratchDisks::create(&devices, self.keep_disks)?;
         let disks = scratch.disks.clone();
+        let snapshots = tempfile::Builder::new()
+            .prefix("snapshots-")
+            .tempdir_in(scratch.dir())
+            .map_err(io(scratch.dir().to_path_buf()))?;
         let base = runtime_base();
         let runtime = tempfile::Builder::new()
             .prefix("crashrig-")
@@ -111,6 +170,8 @@ impl<'a> QemuMachine<'a> {
             initrd,
             key: RunKey::generate()?,
             disks,
+            disk_dir: scratch.dir().to_path_buf(),
+            snapshots,
             _scratch: scratch,
             runtime,
         };
@@ -236,32 +297,33 @@ impl Machine for QemuMachine<'_> {
             kept_disks = kept;
         }
         let prepared = self.prepared.as_ref().expect("prepared above");
-        let s = self.scenario;
-        let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
-        let uses_dm = s.devices.iter().any(|d| d.dm);
-        let spec = BootSpec {
-            kernel: &self.kernel.image,
-            initrd: &prepared.initrd,
-            image: self.image,
-            key: &prepared.key,
-            memory_mib: s.vm.memory.0 >> 20,
-            cpus: s.vm.cpus,
-            disks: prepared.disks.clone(),
-            modules: image::boot_modules(&fstypes, uses_dm),
-            extra_cmdline: s.vm.cmdline.clone(),
-            accel: self.accel,
-            console_log: console_log.to_path_buf(),
-            qmp_socket: prepared.runtime.path().join("qmp.sock"),
-            ready_timeout: Duration::from_secs(if self.accel == Accel::Kvm { 60 } else { 240 }),
-        };
-        let booted = boot(spec).await?;
-        let mut command = vec!["qemu-system-x86_64".to_string()];
-        command.extend(crate::vm::qemu::qemu_args(booted.vm.config()));
-        let info = BootInfo {
-            ready_after: booted.ready_after,
-            command,
-            kept_disks,
-        };
+        // A crash step or a hang: the booted guest, on the disks as they are now.
+        if let Some(state) = self.booted_state.clone() {
+            match restore(self.spec(prepared, console_log), &state).await {
+                Ok(booted) => {
+                    let info = Self::info(&booted, kept_disks, Some("booted"));
+                    self.booted = Some(booted);
+                    return Ok(info);
+                }
+                // A state that does not load is not used again; this boot is a real one.
+                Err(_) => self.booted_state = None,
+            }
+        }
+        let mut booted = boot(self.spec(prepared, console_log)).await?;
+        if self.restore.restores_boots() && self.booted_state.is_none() {
+            // Before anything opened a scratch disk, so the guest caches none of its
+            // contents. Without a saved state, later boots stay boots.
+            match restore::save_booted(&mut booted.vm, prepared.snapshots.path()).await {
+                Ok(state) => self.booted_state = Some(state),
+                Err(_) => {
+                    if booted.vm.status().await.ok().as_deref() != Some("running") {
+                        booted.vm.stop().await;
+                        booted = boot(self.spec(prepared, console_log)).await?;
+                    }
+                }
+            }
+        }
+        let info = Self::info(&booted, kept_disks, None);
         self.booted = Some(booted);
         Ok(info)
     }
@@ -392,5 +454,30 @@ impl Machine for QemuMachine<'_> {
         if let Some(mut b) = self.booted.take() {
             b.vm.stop().await;
         }
+    }
+
+    async fn save_set_up(&mut self, key: &str) -> Result<(), MachineError> {
+        let prepared = self.prepared.as_ref().ok_or(MachineError::NotRunning)?;
+        let b = self.booted.as_mut().ok_or(MachineError::NotRunning)?;
+        let saved = SetUp::freeze(&mut b.vm, &prepared.disks, prepared.snapshots.path()).await;
+        self.stop().await;
+        self.set_up = Some((key.to_string(), saved?));
+        Ok(())
+    }
+
+    fn has_set_up(&self, key: &str) -> bool {
+        self.set_up.as_ref().is_some_and(|(k, _)| k == key)
+    }
+
+    async fn restore_set_up(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
+        self.stop().await;
+        let (_, set_up) = self.set_up.as_ref().ok_or(MachineError::NoSetUp)?;
+        let prepared = self.prepared.as_mut().ok_or(MachineError::NoSetUp)?;
+        prepared.disks = set_up.fresh_disks(&prepared.disk_dir)?;
+        let prepared = self.prepared.as_ref().expect("checked above");
+        let booted = restore(self.spec(prepared, console_log), set_up.state()).await?;
+        let info = Self::info(&booted, None, Some("set-up"));
+        self.booted = Some(booted);
+        Ok(info)
     }
 }

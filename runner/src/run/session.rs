@@ -31,6 +31,8 @@ pub struct VmOptions {
     /// Default: images/default.yaml of this crashrig.
     pub recipe: Option<PathBuf>,
     pub verbose: bool,
+    /// When a saved guest replaces a boot (`--restore`).
+    pub restore: super::restore::RestoreMode,
     /// Scenario parameter values (`--param NAME=VALUE`), in the order given.
     pub params: Vec<(String, String)>,
 }

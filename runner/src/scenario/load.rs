@@ -1340,6 +1340,24 @@ mod tests {
         );
         assert!(s.dmesg.fail_on.selects("warning") && !s.dmesg.fail_on.selects("bug"));
         assert!(s.cleanup.is_empty());
+        assert!(!s.iterations_share_state);
+    }
+
+    #[test]
+    fn iterations_that_share_state_say_so() {
+        let s = load_str(
+            "name: t\niterations-share-state: true\nsteps: [sync]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert!(s.iterations_share_state);
+        let e = load_str(
+            "name: t\niterations-share-state: 2\nsteps: [sync]\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("t.yaml:2:"), "{e}");
     }
 
     #[test]

@@ -69,6 +69,11 @@ pub struct Scenario {
     /// Run after every iteration, whatever happened, to bring the guest back to a known state.
     #[serde(default)]
     pub cleanup: Vec<Step>,
+    /// An iteration depends on what earlier ones left (files, filesystem state), so
+    /// iterations must not start from a restored snapshot of the set-up guest; they run one
+    /// after another on the same guest. Default: false.
+    #[serde(default)]
+    pub iterations_share_state: bool,
     /// Which dmesg findings fail an iteration. Default: all of them.
     #[serde(default)]
     pub dmesg: DmesgExpect,

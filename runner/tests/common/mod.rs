@@ -31,3 +31,13 @@ pub fn results(dir: &Path) -> Value {
     let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json written");
     serde_json::from_str(&text).expect("results.json is JSON")
 }
+
+/// The step record with `id` in an iteration record.
+pub fn step<'a>(it: &'a Value, id: &str) -> &'a Value {
+    it["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {it}"))
+}
