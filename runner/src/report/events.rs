@@ -68,6 +68,33 @@ pub enum Event {
         candidate: usize,
         why: String,
     },
+    /// An amplification search started over `settings` settings.
+    AmplifyStarted {
+        settings: usize,
+        /// The knobs searched (those with more than one value): name and values.
+        knobs: Vec<(String, Vec<String>)>,
+        budget: u64,
+        batch: u32,
+        /// The target given; `None`: the first violation seen becomes the target.
+        target: Option<String>,
+    },
+    /// The search's target became known: the first violation seen.
+    AmplifyTarget {
+        target: String,
+    },
+    /// A batch of `setting` had no usable iteration (boot or setup failed); it counts as one
+    /// trial without a hit.
+    AmplifyUnusable {
+        setting: String,
+        why: String,
+    },
+    /// The search's state after a batch; reporters show the leading settings.
+    AmplifyProgress(Box<crate::amplify::Report>),
+    /// `bench amplify`: fresh iterations of `setting` after the search.
+    AmplifyConfirm {
+        setting: String,
+        iterations: u32,
+    },
     KernelReady {
         spec: String,
         version: String,

@@ -71,8 +71,16 @@ pub enum AmplifyRunError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("write the amplified scenario: {0}")]
-    Rewrite(String),
+    #[error("find a top-level `parameters:` line in the scenario")]
+    RewriteNoParameters,
+    #[error("find parameter `{0}` on a line of its own")]
+    RewriteNotOnALine(String),
+    #[error("find the `default:` of parameter `{0}`")]
+    RewriteNoDefault(String),
+    #[error("load the rewritten scenario")]
+    RewriteLoad(#[source] LoadError),
+    #[error("keep the winner as the defaults: they read back as {0}")]
+    RewriteReadBack(String),
 }
 
 impl AmplifyRunError {
@@ -170,24 +178,18 @@ pub async fn search(
     };
     let mut searcher = Searcher::new(space.clone(), config)?;
     let mut target = opts.target.as_deref().map(Target::parse);
-    sink.info(format!(
-        "amplify: {} settings over {} knobs ({}); budget {} iterations, batches of {}{}",
-        space.size(),
-        space.knobs().iter().filter(|k| k.values.len() > 1).count(),
-        space
+    sink.emit(Event::AmplifyStarted {
+        settings: space.size(),
+        knobs: space
             .knobs()
             .iter()
             .filter(|k| k.values.len() > 1)
-            .map(|k| format!("{}: {}", k.name, k.values.join("/")))
-            .collect::<Vec<_>>()
-            .join(", "),
-        opts.budget,
-        opts.batch,
-        match &target {
-            Some(t) => format!("; target {}", t.text()),
-            None => "; target: the first violation seen".into(),
-        }
-    ));
+            .map(|k| (k.name.to_string(), k.values.clone()))
+            .collect(),
+        budget: opts.budget,
+        batch: opts.batch,
+        target: target.as_ref().map(Target::text),
+    });
     let mut failed_in_a_row = 0;
     loop {
         let (id, arm, iterations) = match searcher.next_action() {
@@ -223,10 +225,7 @@ pub async fn search(
                     .filter(|i| i.verdict.is_failure())
                     .find_map(Target::from_iteration)
                 {
-                    sink.info(format!(
-                        "amplify: target {} (the first violation seen)",
-                        t.text()
-                    ));
+                    sink.emit(Event::AmplifyTarget { target: t.text() });
                     target = Some(t);
                 }
             }
@@ -234,10 +233,10 @@ pub async fn search(
                 Some(t) => match batch_counts(batch_outcome(&run, t).0) {
                     Ok(counts) => counts,
                     Err(reason) => {
-                        sink.warn(format!(
-                            "amplify: {}: no usable iteration ({reason})",
-                            space.describe(&arm)
-                        ));
+                        sink.emit(Event::AmplifyUnusable {
+                            setting: space.describe(&arm),
+                            why: reason.clone(),
+                        });
                         failed_in_a_row += 1;
                         if failed_in_a_row >= MAX_FAILED_BATCHES {
                             return Err(AmplifyRunError::Batches {
@@ -268,43 +267,8 @@ pub async fn search(
                 searcher.record(id, side, Counts { trials: 1, hits: 0 })?;
             }
         }
-        let progress = searcher.report(None);
-        sink.info(progress_line(&progress));
+        sink.emit(Event::AmplifyProgress(Box::new(searcher.report(None))));
     }
-}
-
-/// The leading settings with their rates and intervals.
-pub fn progress_line(r: &Report) -> String {
-    let lead: Vec<String> = r
-        .rows
-        .iter()
-        .take(3)
-        .map(|row| format!("{} {}", row.label, rates_text(row)))
-        .collect();
-    format!(
-        "amplify: {}/{} iterations; leading: {}",
-        r.spent,
-        r.budget,
-        lead.join("; ")
-    )
-}
-
-fn rates_text(row: &amplify::Row) -> String {
-    row.counts
-        .iter()
-        .zip(&row.intervals)
-        .map(|(c, (lo, hi))| {
-            format!(
-                "{}/{} ({:.0}%, 95% CI {:.0}%-{:.0}%)",
-                c.hits,
-                c.trials,
-                100.0 * c.rate(),
-                100.0 * lo,
-                100.0 * hi
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" vs ")
 }
 
 /// The final table: every setting tried, best first.
@@ -350,7 +314,7 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
             "  {:<40} {:>5.2}  {}{}\n",
             row.label,
             row.p_best,
-            rates_text(row),
+            row.rates_text(),
             mark
         ));
     }
@@ -406,10 +370,11 @@ pub async fn amplify(opts: AmplifyOptions) -> Result<AmplifyOutcome, AmplifyRunE
     }
     let host = session.host(&kernels[0].1.image).await?;
     let accel = host.accel;
-    let reason = host.info.accel_reason.clone();
-    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info));
-    sink.info(format!("accelerator: {accel} ({reason})"));
-    sink.info(format!("results: {}", session.out.display()));
+    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info.clone()));
+    sink.emit(Event::Host(host.info));
+    sink.emit(Event::ResultsDir {
+        path: session.out.clone(),
+    });
     let image = session.image().await?;
     sink.emit(Event::ImageReady {
         key: image.key.clone(),
@@ -483,7 +448,7 @@ pub fn finish(
         // The file must load, and its defaults must be the winner.
         let loaded =
             scenario::load_str_with(&t, &amplified_path.display().to_string(), &Setting::new())
-                .map_err(|e| crate::report::error_chain(&e))?;
+                .map_err(AmplifyRunError::RewriteLoad)?;
         let defaults: Setting = loaded
             .scenario
             .parameters
@@ -500,10 +465,9 @@ pub fn finish(
         if defaults == expected {
             Ok(t)
         } else {
-            Err(format!(
-                "the rewritten defaults read back as {}",
-                describe_setting(&defaults)
-            ))
+            Err(AmplifyRunError::RewriteReadBack(describe_setting(
+                &defaults,
+            )))
         }
     });
     let (amplified, rewrite_error) = match rewritten {
@@ -511,7 +475,7 @@ pub fn finish(
             write_new(&amplified_path, &t)?;
             (Some(amplified_path), None)
         }
-        Err(why) => (None, Some(why)),
+        Err(e) => (None, Some(crate::report::error_chain(&e))),
     };
     let outcome = AmplifyOutcome {
         scenario: name.to_string(),
@@ -560,12 +524,12 @@ fn write_new(path: &Path, text: &str) -> Result<(), AmplifyRunError> {
 /// else (comments, layout) as written. Handles the flow form
 /// `name: { default: V, values: [...] }` and the block form (`name:` then an indented
 /// `default: V`).
-pub fn with_defaults(text: &str, setting: &Setting) -> Result<String, String> {
+pub fn with_defaults(text: &str, setting: &Setting) -> Result<String, AmplifyRunError> {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let start = lines
         .iter()
         .position(|l| l.trim_end() == "parameters:")
-        .ok_or("the scenario has no top-level `parameters:` line")?;
+        .ok_or(AmplifyRunError::RewriteNoParameters)?;
     let end = lines[start + 1..]
         .iter()
         .position(|l| !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#'))
@@ -574,7 +538,7 @@ pub fn with_defaults(text: &str, setting: &Setting) -> Result<String, String> {
         let key = format!("{name}:");
         let at = (start + 1..end)
             .find(|&i| lines[i].trim_start().starts_with(&key))
-            .ok_or_else(|| format!("parameter `{name}` is not declared on a line of its own"))?;
+            .ok_or_else(|| AmplifyRunError::RewriteNotOnALine(name.clone()))?;
         let quoted = yaml_scalar(value);
         let line = &lines[at];
         if let Some(pos) = line.find("default:") {
@@ -602,7 +566,7 @@ pub fn with_defaults(text: &str, setting: &Setting) -> Result<String, String> {
                 lines[i].trim().is_empty() || lines[i].len() - lines[i].trim_start().len() > indent
             })
             .find(|&i| lines[i].trim_start().starts_with("default:"))
-            .ok_or_else(|| format!("parameter `{name}` has no `default:`"))?;
+            .ok_or_else(|| AmplifyRunError::RewriteNoDefault(name.clone()))?;
         let l = &lines[inner];
         let pos = l.find("default:").expect("found above");
         lines[inner] = format!("{} {quoted}", &l[..pos + "default:".len()]);
@@ -694,6 +658,7 @@ mod tests {
         );
         assert!(with_defaults(text, &setting(&[("other", "1")]))
             .unwrap_err()
+            .to_string()
             .contains("`other`"));
         assert!(with_defaults("steps: []\n", &setting(&[("a", "1")])).is_err());
         assert_eq!(
@@ -786,10 +751,10 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
     for arm in [space.default_arm(), winner_arm] {
         let (setting, label) = (space.setting(&arm), space.describe(&arm));
         let loaded = load_setting(&opts.search.scenario, &setting)?;
-        sink.info(format!(
-            "bench amplify: {label}: {} fresh iterations",
-            opts.confirm
-        ));
+        sink.emit(Event::AmplifyConfirm {
+            setting: label.clone(),
+            iterations: opts.confirm,
+        });
         let run_opts = RunOptions {
             iterations: Some(opts.confirm),
             ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
