@@ -83,9 +83,20 @@ pub fn resources() -> (usize, Option<u64>) {
     (cores, mem)
 }
 
+/// The host's total memory (`MemTotal` of /proc/meminfo) in bytes, the most a guest can
+/// be given; `None` when /proc/meminfo cannot be read.
+pub fn memory_total() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_field(&meminfo, "MemTotal:")
+}
+
 /// `MemAvailable:  123456 kB` -> bytes.
 fn mem_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    meminfo_field(meminfo, "MemAvailable:")
+}
+
+fn meminfo_field(meminfo: &str, name: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with(name))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kb.checked_mul(1024)
 }
@@ -114,5 +125,6 @@ mod tests {
             "MemTotal:       24596028 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
         assert_eq!(mem_available(meminfo), Some(20_000_000 * 1024));
         assert_eq!(mem_available("MemTotal: 5 kB\n"), None);
+        assert_eq!(meminfo_field(meminfo, "MemTotal:"), Some(24_596_028 * 1024));
     }
 }

@@ -404,13 +404,19 @@ impl Searcher {
         pick(settled).or_else(|| pick(1))
     }
 
-    /// Probability of being the best candidate, per candidate (same order), by Monte Carlo.
+    /// Probability of being the best of the candidates tried so far, per candidate (same
+    /// order; 0 for the untried), by Monte Carlo. An untried setting's flat prior would
+    /// otherwise take a share of the probability that no measurement supports.
     fn p_best(&mut self) -> Vec<f64> {
         let n = self.candidates.len();
+        let tried: Vec<usize> = (0..n).filter(|&i| self.tried(self.candidates[i])).collect();
         let mut wins = vec![0u32; n];
+        if tried.is_empty() {
+            return vec![0.0; n];
+        }
         for _ in 0..self.config.draws {
             let mut best = (f64::NEG_INFINITY, 0);
-            for i in 0..n {
+            for &i in &tried {
                 let d = self.score_draw(self.candidates[i]);
                 if d > best.0 {
                     best = (d, i);
@@ -528,6 +534,13 @@ impl Searcher {
         c.hits += hits;
         self.spent += counts.trials;
         Ok(())
+    }
+
+    /// Spends `iterations` of the budget without an observation: iterations that ran but
+    /// gave no outcome (an infrastructure error, a hang of the harness) still cost time, and
+    /// a setting that never runs must not keep the search going forever.
+    pub fn charge(&mut self, iterations: u64) {
+        self.spent += iterations;
     }
 
     /// The state so far: every setting tried, best first.
@@ -681,6 +694,63 @@ mod tests {
         assert_eq!(w.label, "k0=1");
         assert!(report.spent < 100, "spent {}", report.spent);
         assert!(report.fisher_vs_default.unwrap() < 0.01);
+    }
+
+    #[test]
+    fn p_best_is_shared_among_the_settings_tried_only() {
+        // Six candidates, two of them run: the four untried ones hold no probability.
+        let mut s = Searcher::new(space(&[2, 3]), Config::default()).unwrap();
+        s.record(
+            0,
+            0,
+            Counts {
+                trials: 10,
+                hits: 1,
+            },
+        )
+        .unwrap();
+        s.record(
+            1,
+            0,
+            Counts {
+                trials: 10,
+                hits: 6,
+            },
+        )
+        .unwrap();
+        let report = s.report(None);
+        assert_eq!(report.rows.len(), 2);
+        let total: f64 = report.rows.iter().map(|r| r.p_best).sum();
+        assert!((total - 1.0).abs() < 1e-9, "p-best sums to {total}");
+        assert!(report.row(1).unwrap().p_best > 0.9);
+        // Nothing tried: nothing is anyone's.
+        let mut s = Searcher::new(space(&[2, 3]), Config::default()).unwrap();
+        assert!(s.p_best().iter().all(|&p| p == 0.0));
+    }
+
+    #[test]
+    fn charged_iterations_spend_the_budget_without_being_trials() {
+        let mut s = Searcher::new(
+            space(&[2]),
+            Config {
+                budget: 20,
+                batch: 10,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        s.record(0, 0, Counts { trials: 4, hits: 0 }).unwrap();
+        s.charge(6);
+        let Action::Run { iterations, .. } = s.next_action() else {
+            panic!("budget left")
+        };
+        assert_eq!(iterations, 10);
+        s.charge(10);
+        let Action::Done(report) = s.next_action() else {
+            panic!("budget spent")
+        };
+        assert_eq!(report.spent, 20);
+        assert_eq!(report.row(0).unwrap().counts[0].trials, 4);
     }
 
     #[test]

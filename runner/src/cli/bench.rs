@@ -159,10 +159,10 @@ pub struct BenchMatrixArgs {
     #[arg(value_name = "MATRIX.yaml")]
     pub matrix: Option<PathBuf>,
     /// Iterations per cell.
-    #[arg(long, short = 'n', default_value_t = 2)]
+    #[arg(long, short = 'n', default_value_t = 2, value_parser = super::common::iterations_parser())]
     pub iterations: u32,
     /// Parallel VMs of the second run.
-    #[arg(short = 'j', long, default_value_t = 2)]
+    #[arg(short = 'j', long, default_value_t = 2, value_parser = super::common::jobs_parser())]
     pub jobs: usize,
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,

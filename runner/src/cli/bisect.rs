@@ -38,13 +38,13 @@ pub struct BisectArgs {
     #[arg(long, value_name = "STEP:ERRNO")]
     pub target: Option<String>,
     /// Most iterations in one batch. Default: 32.
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_parser = super::common::iterations_parser())]
     pub iterations: Option<u32>,
     /// Stop when one candidate holds this posterior probability.
     #[arg(long, default_value_t = 0.95)]
     pub confidence: f64,
     /// Budget of search iterations. Default: 1000.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub max_iterations: Option<u64>,
     /// A guess of how often a kernel before the change shows the target (0 to 1), used as a
     /// prior worth 20 iterations; the rate is still learnt from the runs. Default: none, a

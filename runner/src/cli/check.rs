@@ -19,7 +19,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "PATCHES")]
     pub patches: Vec<PathBuf>,
     /// Iterations (default: the scenario's).
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_parser = super::common::iterations_parser())]
     pub iterations: Option<u32>,
     #[command(flatten)]
     pub vm: CommonVmArgs,

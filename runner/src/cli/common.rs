@@ -8,6 +8,19 @@ use crate::run::restore::RestoreMode;
 use crate::run::session::{BuildRequest, VmOptions};
 use crate::vm::AccelChoice;
 
+/// `-n/--iterations`: 1 to a million, the bound of a scenario's own `iterations`.
+pub fn iterations_parser() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=i64::from(crate::scenario::MAX_ITERATIONS))
+}
+
+/// Most VMs at once (`-j`): far more than any host here runs.
+pub const MAX_JOBS: u64 = 256;
+
+/// `-j/--jobs`: 1 to [`MAX_JOBS`].
+pub fn jobs_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_JOBS)
+}
+
 /// `--accel`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum AccelArg {

@@ -19,10 +19,10 @@ pub struct MatrixArgs {
     pub partition: Option<Partition>,
     /// VMs at once. Default: at most one per core, and as many as memory holds (guest
     /// memory + 512 MiB each).
-    #[arg(short = 'j', long, value_name = "N")]
+    #[arg(short = 'j', long, value_name = "N", value_parser = super::common::jobs_parser())]
     pub jobs: Option<usize>,
     /// Iterations per cell (overrides the matrix's and the scenarios' `iterations`).
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_parser = super::common::iterations_parser())]
     pub iterations: Option<u32>,
     /// Skip cells that already finished in --out (a killed run loses no finished cell).
     #[arg(long)]
@@ -80,5 +80,29 @@ mod tests {
             err.contains("use partition `4/3`: M must be between 1 and N (3)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn jobs_and_iterations_are_bounded() {
+        let err = |args: &[&str]| {
+            let mut argv = vec!["crashrig", "m.yaml"];
+            argv.extend(args);
+            Cli::try_parse_from(argv)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        for (args, want) in [
+            (&["-j", "0"][..], "0 is not in 1..=256"),
+            (&["-j", "100000"], "100000 is not in 1..=256"),
+            (&["-j", "99999999999999999999999"], "number too large"),
+            (&["-n", "0"], "0 is not in 1..=1000000"),
+            (&["-n", "1000001"], "1000001 is not in 1..=1000000"),
+            (&["-n", "4294967296"], "4294967296 is not in 1..=1000000"),
+        ] {
+            let got = err(args);
+            assert!(got.contains(want), "{args:?}: {got}");
+        }
+        assert!(err(&["-j", "256", "-n", "1000000"]).is_empty());
     }
 }

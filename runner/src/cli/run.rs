@@ -21,7 +21,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub vm: CommonVmArgs,
     /// Iterations per scenario (overrides the scenario's `iterations`).
-    #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, short = 'n', value_parser = super::common::iterations_parser())]
     pub iterations: Option<u32>,
     /// Seed for random sleeps (default: the scenario's, else random; always recorded).
     #[arg(long)]

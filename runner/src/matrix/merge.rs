@@ -141,9 +141,10 @@ pub fn missing_cells(results: &Results) -> Vec<u32> {
     let Some(total) = cells.iter().map(|c| c.total).max() else {
         return Vec::new();
     };
-    (0..total)
-        .filter(|i| !cells.iter().any(|c| c.index == *i))
-        .collect()
+    // `total` comes from files: never count further than a matrix can hold.
+    let total = total.min(super::model::MAX_CELLS as u32);
+    let present: std::collections::BTreeSet<u32> = cells.iter().map(|c| c.index).collect();
+    (0..total).filter(|i| !present.contains(i)).collect()
 }
 
 /// Whether `existing` holds a finished run of this cell.

@@ -60,7 +60,8 @@ impl fmt::Display for Diagnostic {
             "{}:{}:{}: {}",
             self.file, self.line, self.column, self.message
         )?;
-        if !self.source_line.is_empty() {
+        // A minified line is left out rather than printed whole.
+        if !self.source_line.is_empty() && self.source_line.len() <= 200 {
             let gutter = self.line.to_string().len();
             write!(
                 f,
@@ -414,11 +415,17 @@ fn check(
     if raw.name.trim().is_empty() {
         bad(vec![key("name")], "`name` must not be empty".into());
     }
-    if raw.iterations == Some(0) {
-        bad(
+    let most = crate::scenario::MAX_ITERATIONS;
+    match raw.iterations {
+        Some(0) => bad(
             vec![key("iterations")],
             "`iterations` must be at least 1".into(),
-        );
+        ),
+        Some(n) if n > most => bad(
+            vec![key("iterations")],
+            format!("`iterations` is {n}, at most {most}"),
+        ),
+        _ => {}
     }
     if raw.kernels.is_empty() {
         bad(vec![key("kernels")], "`kernels` lists no kernel".into());

@@ -90,10 +90,12 @@ pub enum Event {
     },
     /// The search's state after a batch; reporters show the leading settings.
     AmplifyProgress(Box<crate::amplify::Report>),
-    /// `bench amplify`: fresh iterations of `setting` after the search.
+    /// `bench amplify`: `iterations` fresh iterations of each of `settings` after the search,
+    /// in alternating batches of `batch`.
     AmplifyConfirm {
-        setting: String,
+        settings: Vec<String>,
         iterations: u32,
+        batch: u32,
     },
     KernelReady {
         spec: String,

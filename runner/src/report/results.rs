@@ -280,6 +280,100 @@ pub struct FindingSummary {
     pub title: String,
 }
 
+/// The longest duration a record may state: about 11 days, far beyond the 24 h bound of an
+/// iteration, far below where `Duration` arithmetic overflows.
+const MAX_RECORDED_MS: f64 = 1e9;
+
+impl Results {
+    /// What makes these results unusable, as `field: problem` lines (empty: none): numbers a
+    /// crashrig never writes (negative or huge durations, counts that do not add up, a cell
+    /// outside its matrix). Files are read from disk and may have been edited or damaged;
+    /// everything downstream (merge, summaries, JUnit times) may then trust the numbers.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut ms = |field: String, v: f64| {
+            if !(0.0..=MAX_RECORDED_MS).contains(&v) {
+                let shown = if v.abs() >= 1e15 {
+                    format!("{v:e}")
+                } else {
+                    v.to_string()
+                };
+                out.push(format!(
+                    "{field} is {shown}, expected 0 to {MAX_RECORDED_MS} milliseconds"
+                ));
+            }
+        };
+        for (r, run) in self.runs.iter().enumerate() {
+            for (i, it) in run.iterations.iter().enumerate() {
+                ms(
+                    format!("runs[{r}].iterations[{i}].duration_ms"),
+                    it.duration_ms,
+                );
+                for (s, step) in it.steps.iter().enumerate() {
+                    let at = format!("runs[{r}].iterations[{i}].steps[{s}]");
+                    ms(format!("{at}.duration_ms"), step.duration_ms);
+                    if let Some(w) = step.busy_window_ms {
+                        ms(format!("{at}.busy_window_ms"), w);
+                    }
+                }
+            }
+            for (s, step) in run.setup.iter().enumerate() {
+                ms(
+                    format!("runs[{r}].setup[{s}].duration_ms"),
+                    step.duration_ms,
+                );
+            }
+        }
+        for (r, run) in self.runs.iter().enumerate() {
+            let at = format!("runs[{r}]");
+            let s = &run.summary;
+            let n = u64::from(s.iterations);
+            let judged = u64::from(s.passed) + u64::from(s.failed) + u64::from(s.errors);
+            if judged > n {
+                out.push(format!(
+                    "{at}.summary: passed {} + failed {} + errors {} is more than its {} iterations",
+                    s.passed, s.failed, s.errors, s.iterations
+                ));
+            }
+            if u64::from(s.hangs) + u64::from(s.panics) > u64::from(s.failed) {
+                out.push(format!(
+                    "{at}.summary: hangs {} + panics {} is more than failed {}",
+                    s.hangs, s.panics, s.failed
+                ));
+            }
+            if !(0.0..=1.0).contains(&s.failure_rate) {
+                out.push(format!(
+                    "{at}.summary.failure_rate is {}, expected 0 to 1",
+                    s.failure_rate
+                ));
+            }
+            for (id, step) in &s.steps {
+                if step.violations > step.runs || !(0.0..=1.0).contains(&step.violation_rate) {
+                    out.push(format!(
+                        "{at}.summary.steps.{id}: {} violations in {} runs (rate {})",
+                        step.violations, step.runs, step.violation_rate
+                    ));
+                }
+            }
+            if let Some(cell) = &run.cell {
+                let most = crate::matrix::MAX_CELLS as u32;
+                if cell.total == 0 || cell.total > most {
+                    out.push(format!(
+                        "{at}.cell.total is {}, a matrix has 1 to {most} cells",
+                        cell.total
+                    ));
+                } else if cell.index >= cell.total {
+                    out.push(format!(
+                        "{at}.cell.index is {}, outside its matrix of {} cells",
+                        cell.index, cell.total
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Summarizes iteration records.
 pub fn summarize(iterations: &[IterationRecord]) -> Summary {
     let mut s = Summary {

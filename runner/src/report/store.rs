@@ -24,6 +24,12 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The file parses but states what no run produces; `problems` lists each.
+    #[error("read {}: the file is damaged or was edited: {}", path.display(), problems.join("; "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
     #[error("write {}", path.display())]
     Write {
         path: PathBuf,
@@ -68,9 +74,36 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
     })
 }
 
-/// Reads a `results.json`.
+/// Reads a `results.json` and checks that its numbers are ones crashrig writes (see
+/// [`Results::problems`]).
 pub fn read_results(path: &Path) -> Result<Results, StoreError> {
-    read_json(path)
+    let text = std::fs::read_to_string(path).map_err(|source| StoreError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_results(&text, path)
+}
+
+/// [`read_results`] of text read from `path`.
+pub fn parse_results(text: &str, path: &Path) -> Result<Results, StoreError> {
+    let results: Results = serde_json::from_str(text).map_err(|source| StoreError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut problems = results.problems();
+    if problems.is_empty() {
+        return Ok(results);
+    }
+    // One damaged field is usually repeated; the first few say enough.
+    let more = problems.len().saturating_sub(5);
+    problems.truncate(5);
+    if more > 0 {
+        problems.push(format!("and {more} more"));
+    }
+    Err(StoreError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    })
 }
 
 #[cfg(test)]
@@ -90,6 +123,106 @@ mod tests {
             .collect();
         assert_eq!(names, ["results.json"]);
         assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), [3]);
+    }
+
+    fn damaged(edit: impl FnOnce(&mut Results)) -> String {
+        let (_, mut all) = crate::matrix::testutil::unsharded();
+        edit(&mut all);
+        let text = serde_json::to_string(&all).unwrap();
+        match parse_results(&text, Path::new("shard/results.json")) {
+            Ok(_) => panic!("damaged results were accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn results_with_numbers_no_run_writes_are_refused() {
+        let head = "read shard/results.json: the file is damaged or was edited: ";
+        assert_eq!(
+            damaged(|r| r.runs[1].iterations[2].duration_ms = 1e300),
+            format!("{head}runs[1].iterations[2].duration_ms is 1e300, expected 0 to 1000000000 milliseconds")
+        );
+        assert_eq!(
+            damaged(|r| r.runs[0].iterations[0].duration_ms = -1.0),
+            format!("{head}runs[0].iterations[0].duration_ms is -1, expected 0 to 1000000000 milliseconds")
+        );
+        assert_eq!(
+            damaged(|r| r.runs[3].cell.as_mut().unwrap().total = u32::MAX),
+            format!("{head}runs[3].cell.total is 4294967295, a matrix has 1 to 10000 cells")
+        );
+        assert_eq!(
+            damaged(|r| r.runs[3].cell.as_mut().unwrap().index = 8),
+            format!("{head}runs[3].cell.index is 8, outside its matrix of 8 cells")
+        );
+        assert_eq!(
+            damaged(|r| r.runs[0].summary.passed = 9),
+            format!("{head}runs[0].summary: passed 9 + failed 0 + errors 0 is more than its 4 iterations")
+        );
+        assert_eq!(
+            damaged(|r| r.runs[1].summary.hangs = 5),
+            format!("{head}runs[1].summary: hangs 5 + panics 0 is more than failed 1")
+        );
+        let many = damaged(|r| {
+            for run in &mut r.runs {
+                run.summary.failure_rate = 2.0;
+                run.summary.passed = u32::MAX;
+            }
+        });
+        assert!(many.ends_with("; and 11 more"), "{many}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes and random edits of a real results.json never panic the reader,
+        /// and what it accepts merges and renders (JUnit, markdown) without panicking.
+        #[test]
+        fn results_reader_survives_damage(
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            edits in proptest::collection::vec(
+                (proptest::num::usize::ANY, proptest::sample::select(vec![
+                    "", "0", "-1", "1e308", "4294967295", "18446744073709551615", "null", "[]",
+                    "{}", "\"x\"", "true", ",", "1.5", "99999999999999999999999",
+                ])),
+                1..4,
+            ),
+        ) {
+            let path = Path::new("r.json");
+            let _ = parse_results(&String::from_utf8_lossy(&noise), path);
+            let (_, all) = crate::matrix::testutil::unsharded();
+            let mut text = serde_json::to_string(&all).unwrap();
+            for (at, piece) in edits {
+                // Replace one number or literal of the file with another.
+                let starts: Vec<usize> = text
+                    .char_indices()
+                    .filter(|(i, c)| {
+                        (c.is_ascii_digit() || *c == 't' || *c == 'f' || *c == 'n')
+                            && text[..*i].ends_with(':')
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                if starts.is_empty() {
+                    break;
+                }
+                let start = starts[at % starts.len()];
+                let end = text[start..]
+                    .find([',', '}', ']'])
+                    .map_or(text.len(), |n| start + n);
+                text.replace_range(start..end, piece);
+            }
+            if let Ok(results) = parse_results(&text, path) {
+                let _ = crate::report::writer::junit(&results);
+                let _ = crate::matrix::junit_cells(&results);
+                let _ = crate::matrix::missing_cells(&results);
+                if let Ok(merged) = crate::matrix::merge_results(vec![results.clone()]) {
+                    let _ = crate::matrix::markdown(
+                        &merged,
+                        &crate::matrix::compare(&merged),
+                        &[],
+                    );
+                }
+            }
+        }
     }
 
     #[test]

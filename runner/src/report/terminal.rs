@@ -278,10 +278,13 @@ impl Reporter for Terminal {
             )),
             Event::AmplifyProgress(report) => self.line(&amplify_progress_text(report)),
             Event::AmplifyConfirm {
-                setting,
+                settings,
                 iterations,
+                batch,
             } => self.line(&format!(
-                "crashrig: bench amplify: {setting}: {iterations} fresh iterations"
+                "crashrig: bench amplify: {iterations} fresh iterations each of {}, in \
+                 alternating batches of {batch}",
+                settings.join(" and ")
             )),
             Event::KernelReady { spec, version } => {
                 if let Some(bar) = self.progress.take() {

@@ -189,7 +189,10 @@ pub fn junit(results: &Results) -> String {
             };
             let mut case = TestCase::new(format!("iteration {}", it.iteration), status);
             case.set_classname(format!("{}.{}", run.scenario.name, run.kernel.spec));
-            case.set_time(std::time::Duration::from_secs_f64(it.duration_ms / 1000.0));
+            // try_: a time no run records (negative, huge) must not panic the report.
+            case.set_time(
+                std::time::Duration::try_from_secs_f64(it.duration_ms / 1000.0).unwrap_or_default(),
+            );
             suite.add_test_case(case);
         }
         report.add_test_suite(suite);

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::bisect_run::{batch_outcome, Target};
+use super::machine::Machine;
+use super::qemu_machine::{vm_shape, QemuMachine};
 use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::amplify::{self, Action, AmplifyError, Counts, Goal, Knob, Report, Searcher, Space};
 use crate::bisect::BatchOutcome;
@@ -18,8 +20,9 @@ use crate::report::events::EventSink;
 use crate::report::store::{write_json, StoreError};
 use crate::report::writer::ResultsWriter;
 use crate::report::Event;
-use crate::run::{run_scenario, LoadedScenario, RunOptions};
-use crate::scenario::{self, LoadError, Setting};
+use crate::report::RunRecord;
+use crate::run::{run_batch, LoadedScenario, Rig, RunOptions};
+use crate::scenario::{self, LoadError, Scenario, Setting};
 
 /// Batches in a row without a usable iteration (boot or setup failing) that end the search:
 /// the host or the scenario is broken, not the setting unlucky.
@@ -152,8 +155,62 @@ pub struct Prepared {
     pub accel: crate::vm::Accel,
 }
 
-/// The search loop on prepared kernels; `sink` gets every batch as a run and progress lines.
-/// Used by `crashrig amplify`, `bisect --amplify` and `bench amplify`.
+/// One machine per kernel, kept booted across batches whose scenarios share a VM shape
+/// ([`vm_shape`]: CPUs, memory, disks, filesystem modules): a batch of another setting of the
+/// same shape only sets up again; a new shape stops the old machine and boots a new one.
+pub struct Rigs<M, F> {
+    make: F,
+    rigs: Vec<Option<(String, Rig<M>)>>,
+}
+
+impl<M: Machine, F: FnMut(usize, &Scenario) -> M> Rigs<M, F> {
+    /// `make(side, scenario)` makes the machine for kernel `side` (0, or 1 for `--against`).
+    pub fn new(make: F) -> Self {
+        Rigs {
+            make,
+            rigs: Vec::new(),
+        }
+    }
+
+    /// Runs a batch of `loaded` on kernel `side`'s machine.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run(
+        &mut self,
+        side: usize,
+        loaded: &LoadedScenario,
+        kernel: &ResolvedKernel,
+        image_key: &str,
+        opts: &RunOptions,
+        index: usize,
+        sink: &mut EventSink,
+    ) -> RunRecord {
+        if self.rigs.len() <= side {
+            self.rigs.resize_with(side + 1, || None);
+        }
+        let shape = vm_shape(&loaded.scenario);
+        if self.rigs[side].as_ref().is_some_and(|(s, _)| *s != shape) {
+            if let Some((_, mut old)) = self.rigs[side].take() {
+                old.stop().await;
+            }
+        }
+        let (_, rig) = match &mut self.rigs[side] {
+            Some(r) => r,
+            empty => empty.insert((shape, Rig::new((self.make)(side, &loaded.scenario)))),
+        };
+        run_batch(rig, loaded, kernel, image_key, opts, index, sink).await
+    }
+
+    /// Stops every machine.
+    pub async fn stop(&mut self) {
+        for (_, rig) in self.rigs.iter_mut().flatten() {
+            rig.stop().await;
+        }
+        self.rigs.clear();
+    }
+}
+
+/// The search loop on prepared kernels, on QEMU machines; `sink` gets every batch as a run
+/// and progress lines. Used by `crashrig amplify` and `bisect --amplify`.
 pub async fn search(
     opts: &AmplifyOptions,
     space: Space,
@@ -163,7 +220,46 @@ pub async fn search(
     sink: &mut EventSink,
     run_index: &mut usize,
 ) -> Result<(Report, Option<Target>, Space), AmplifyRunError> {
-    let goal = if prepared.kernels.len() == 2 {
+    let mut rigs = Rigs::new(|side: usize, s: &Scenario| {
+        QemuMachine::new(
+            s,
+            &prepared.kernels[side].1,
+            &prepared.image,
+            cache.clone(),
+            prepared.accel,
+            false,
+        )
+    });
+    let base = RunOptions::new(prepared.accel, out.to_path_buf(), cache.clone());
+    let result = search_on(
+        opts,
+        space,
+        &prepared.kernels,
+        &prepared.image.key,
+        &base,
+        &mut rigs,
+        sink,
+        run_index,
+    )
+    .await;
+    rigs.stop().await;
+    result
+}
+
+/// The search loop on `rigs`: `base` gives the results directory and accelerator of every
+/// batch. The machines stay up for the caller's further batches.
+#[allow(clippy::too_many_arguments)]
+pub async fn search_on<M: Machine, F: FnMut(usize, &Scenario) -> M>(
+    opts: &AmplifyOptions,
+    space: Space,
+    kernels: &[(String, ResolvedKernel)],
+    image_key: &str,
+    base: &RunOptions,
+    rigs: &mut Rigs<M, F>,
+    sink: &mut EventSink,
+    run_index: &mut usize,
+) -> Result<(Report, Option<Target>, Space), AmplifyRunError> {
+    let goal = if kernels.len() == 2 {
         Goal::Difference
     } else {
         Goal::Rate
@@ -202,21 +298,17 @@ pub async fn search(
         };
         let setting = space.setting(&arm);
         let loaded = load_setting(&opts.scenario, &setting)?;
-        for (side, (_, kernel)) in prepared.kernels.iter().enumerate() {
+        for (side, (_, kernel)) in kernels.iter().enumerate() {
             let run_opts = RunOptions {
                 iterations: Some(iterations),
                 seed: None,
-                ..RunOptions::new(prepared.accel, out.to_path_buf(), cache.clone())
+                ..base.clone()
             };
-            let run = run_scenario(
-                &loaded,
-                kernel,
-                &prepared.image,
-                &run_opts,
-                *run_index,
-                sink,
-            )
-            .await;
+            let run = rigs
+                .run(
+                    side, &loaded, kernel, image_key, &run_opts, *run_index, sink,
+                )
+                .await;
             *run_index += 1;
             if target.is_none() {
                 if let Some(t) = run
@@ -261,11 +353,11 @@ pub async fn search(
                 failed_in_a_row = 0;
             }
             searcher.record(id, side, counts)?;
-            if counts.trials == 0 {
-                // Count the attempt against the budget so a setting that never runs cannot
-                // loop forever.
-                searcher.record(id, side, Counts { trials: 1, hits: 0 })?;
-            }
+            // Iterations without an outcome (infrastructure errors, unrelated failures) are
+            // not trials of the setting, but they cost budget; a batch that ran nothing costs
+            // one, so a setting that never runs cannot keep the search going.
+            let ran = (run.iterations.len() as u64).max(1);
+            searcher.charge(ran.saturating_sub(counts.trials));
         }
         sink.emit(Event::AmplifyProgress(Box::new(searcher.report(None))));
     }
@@ -731,46 +823,59 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         accel,
     };
     let mut index = 0;
-    let (report, target, space) = search(
+    let mut rigs = Rigs::new(|_: usize, s: &Scenario| {
+        QemuMachine::new(
+            s,
+            &prepared.kernels[0].1,
+            &prepared.image,
+            session.cache.clone(),
+            accel,
+            false,
+        )
+    });
+    let run_base = RunOptions::new(accel, session.out.clone(), session.cache.clone());
+    let searched = search_on(
         &opts.search,
         space,
-        &prepared,
-        &session.out,
-        &session.cache,
+        &prepared.kernels,
+        &prepared.image.key,
+        &run_base,
+        &mut rigs,
         &mut sink,
         &mut index,
     )
-    .await?;
-    let target = target.unwrap_or_else(|| Target::parse("umount:EBUSY"));
-    let winner_arm = report
-        .winner
-        .and_then(|w| report.row(w))
-        .map(|r| r.arm.clone())
-        .unwrap_or_else(|| space.default_arm());
+    .await;
+    let confirmed = match searched {
+        Ok((report, target, space)) => {
+            let target = target.unwrap_or_else(|| Target::parse("umount:EBUSY"));
+            let winner_arm = report
+                .winner
+                .and_then(|w| report.row(w))
+                .map(|r| r.arm.clone())
+                .unwrap_or_else(|| space.default_arm());
+            let arms = [space.default_arm(), winner_arm];
+            confirm(
+                &opts,
+                &space,
+                &arms,
+                &target,
+                &prepared.kernels[0].1,
+                &prepared.image.key,
+                &run_base,
+                &mut rigs,
+                &mut sink,
+                &mut index,
+            )
+            .await
+            .map(|counts| (report, target, space, arms, counts))
+        }
+        Err(e) => Err(e),
+    };
+    rigs.stop().await;
+    let (report, target, space, arms, counts) = confirmed?;
     let mut measured = Vec::new();
-    for arm in [space.default_arm(), winner_arm] {
-        let (setting, label) = (space.setting(&arm), space.describe(&arm));
-        let loaded = load_setting(&opts.search.scenario, &setting)?;
-        sink.emit(Event::AmplifyConfirm {
-            setting: label.clone(),
-            iterations: opts.confirm,
-        });
-        let run_opts = RunOptions {
-            iterations: Some(opts.confirm),
-            ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
-        };
-        let run = run_scenario(
-            &loaded,
-            &prepared.kernels[0].1,
-            &prepared.image,
-            &run_opts,
-            index,
-            &mut sink,
-        )
-        .await;
-        index += 1;
-        let counts = batch_counts(batch_outcome(&run, &target).0)
-            .map_err(|reason| AmplifyRunError::Batches { failed: 1, reason })?;
+    for (arm, counts) in arms.iter().zip(counts) {
+        let label = space.describe(arm);
         let bisect_iterations = (counts.hits > 0)
             .then(|| {
                 crate::bisect::simulate(&crate::bisect::SimParams {
@@ -819,6 +924,70 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
     Ok(figures)
 }
 
+/// Fresh iterations of each of `arms` (the default, the winner), `opts.confirm` each, in
+/// alternating batches so that both see the same host load.
+#[allow(clippy::too_many_arguments)]
+async fn confirm<M: Machine, F: FnMut(usize, &Scenario) -> M>(
+    opts: &BenchOptions,
+    space: &Space,
+    arms: &[amplify::Arm],
+    target: &Target,
+    kernel: &ResolvedKernel,
+    image_key: &str,
+    base: &RunOptions,
+    rigs: &mut Rigs<M, F>,
+    sink: &mut EventSink,
+    index: &mut usize,
+) -> Result<Vec<Counts>, AmplifyRunError> {
+    let loaded = arms
+        .iter()
+        .map(|arm| load_setting(&opts.search.scenario, &space.setting(arm)))
+        .collect::<Result<Vec<_>, _>>()?;
+    sink.emit(Event::AmplifyConfirm {
+        settings: arms.iter().map(|a| space.describe(a)).collect(),
+        iterations: opts.confirm,
+        batch: opts.search.batch,
+    });
+    let mut counts = vec![Counts::default(); arms.len()];
+    let mut attempts = vec![0u32; arms.len()];
+    let mut failed_in_a_row = 0;
+    while attempts.iter().any(|&a| a < opts.confirm) {
+        for (i, loaded) in loaded.iter().enumerate() {
+            let left = opts.confirm.saturating_sub(attempts[i]);
+            if left == 0 {
+                continue;
+            }
+            let n = left.min(opts.search.batch.max(1));
+            let run_opts = RunOptions {
+                iterations: Some(n),
+                ..base.clone()
+            };
+            let run = rigs
+                .run(0, loaded, kernel, image_key, &run_opts, *index, sink)
+                .await;
+            *index += 1;
+            attempts[i] += n;
+            match batch_counts(batch_outcome(&run, target).0) {
+                Ok(c) => {
+                    failed_in_a_row = 0;
+                    counts[i].trials += c.trials;
+                    counts[i].hits += c.hits;
+                }
+                Err(reason) => {
+                    failed_in_a_row += 1;
+                    if failed_in_a_row >= MAX_FAILED_BATCHES {
+                        return Err(AmplifyRunError::Batches {
+                            failed: failed_in_a_row,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
 /// The benchmark's printout.
 pub fn bench_text(f: &BenchFigures) -> String {
     let line = |name: &str, m: &Measured| {
@@ -852,3 +1021,7 @@ pub fn bench_text(f: &BenchFigures) -> String {
     ));
     s
 }
+
+#[cfg(test)]
+#[path = "amplify_run_tests.rs"]
+mod driver_tests;

@@ -108,12 +108,15 @@ impl From<crate::guest::SshError> for RunError {
 }
 
 /// A machine and whether it is booted and set up for its scenario. A caller that runs several
-/// batches of the same kernel and scenario keeps one rig: a batch after a clean one starts on
-/// the running machine, without booting or setting up again.
+/// batches of the same kernel keeps one rig: a batch after a clean one starts on the running
+/// machine, without booting; it sets up again only when its scenario differs from the one the
+/// machine was set up for (another setting of the same VM shape, as `amplify` runs them).
 pub struct Rig<M> {
     machine: M,
     /// Booted, set up, and the last iteration left it usable.
     ready: bool,
+    /// The scenario the machine was last set up for (as JSON).
+    set_up_for: Option<String>,
 }
 
 impl<M: Machine> Rig<M> {
@@ -121,6 +124,7 @@ impl<M: Machine> Rig<M> {
         Rig {
             machine,
             ready: false,
+            set_up_for: None,
         }
     }
 
@@ -693,9 +697,16 @@ pub async fn run_batch<M: Machine>(
             .as_deref()
             .and_then(|p| outcome::SystemMap::load(p).ok()),
     };
+    let scenario_key = serde_json::to_string(s).unwrap_or_default();
+    if rig.set_up_for.as_ref() != Some(&scenario_key) {
+        // Set up for another scenario: boot-free, but setup runs again.
+        rig.set_up_for = None;
+    }
     let result = run_inner(
         &mut run,
         &mut rig.ready,
+        &mut rig.set_up_for,
+        &scenario_key,
         loaded,
         opts,
         seed,
@@ -716,9 +727,12 @@ pub async fn run_batch<M: Machine>(
     record
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_inner<M: Machine>(
     run: &mut Run<'_, M>,
     ready: &mut bool,
+    set_up_for: &mut Option<String>,
+    scenario_key: &str,
     loaded: &LoadedScenario,
     opts: &RunOptions,
     seed: u64,
@@ -750,7 +764,25 @@ async fn run_inner<M: Machine>(
     // so the next batch of the same kernel and scenario starts from it too.
     let mut restores = opts.restore.restores_iterations(run.scenario);
     let set_up_key = plan::setup_key(run.scenario, seed, data_seed);
-    if !(*ready || restores && run.machine.has_set_up(&set_up_key)) {
+    let saved = restores && run.machine.has_set_up(&set_up_key);
+    if *ready && set_up_for.is_none() && !saved {
+        // The running machine was set up for another scenario: set up again without
+        // booting; a setup that fails there (it was not written to run twice) gets a fresh
+        // boot below.
+        let (steps, error) = run.setup(seed, data_seed).await;
+        if error.is_none() {
+            record.setup = steps.clone();
+            run.sink.emit(Event::SetupFinished {
+                index: run.index,
+                steps,
+            });
+            *set_up_for = Some(scenario_key.to_string());
+        } else {
+            *ready = false;
+        }
+    }
+    if !(*ready || saved) {
+        *set_up_for = None;
         run.boot("start").await?;
         let (steps, error) = run.setup(seed, data_seed).await;
         record.setup = steps.clone();
@@ -761,6 +793,7 @@ async fn run_inner<M: Machine>(
         if let Some(e) = error {
             return Err(e);
         }
+        *set_up_for = Some(scenario_key.to_string());
     }
     if restores && !run.machine.has_set_up(&set_up_key) {
         restores = run.save_set_up(&set_up_key, seed, data_seed).await?;

@@ -27,12 +27,13 @@ pub enum Reply {
     Die { step: usize },
 }
 
-/// The script: which reply a plan gets, by its label ("setup", "iteration 2", "dmesg", ...)
-/// and how many plans with that label came before.
-pub type Script = Box<dyn FnMut(&str, usize) -> Reply + Send>;
+/// The script: which reply a plan gets, by the plan (its label: "setup", "iteration 2",
+/// "dmesg", ...; its operations: what the scenario's parameters became) and how many plans
+/// with that label came before.
+pub type PlanScript = Box<dyn FnMut(&Plan, usize) -> Reply + Send>;
 
 pub struct FakeMachine {
-    script: Script,
+    script: PlanScript,
     /// Every call, in order: "boot", "plan setup", "power-cut", "stop", ...
     pub log: Arc<Mutex<Vec<String>>>,
     running: bool,
@@ -47,7 +48,12 @@ pub struct FakeMachine {
 }
 
 impl FakeMachine {
-    pub fn new(script: impl FnMut(&str, usize) -> Reply + Send + 'static) -> Self {
+    pub fn new(mut script: impl FnMut(&str, usize) -> Reply + Send + 'static) -> Self {
+        Self::with_plans(move |plan, n| script(&plan.label, n))
+    }
+
+    /// A machine whose script sees each plan.
+    pub fn with_plans(script: impl FnMut(&Plan, usize) -> Reply + Send + 'static) -> Self {
         FakeMachine {
             script: Box::new(script),
             log: Arc::default(),
@@ -130,7 +136,7 @@ impl Machine for FakeMachine {
             };
         }
         let count = self.seen.entry(plan.label.clone()).or_default();
-        let reply = (self.script)(&plan.label, *count);
+        let reply = (self.script)(plan, *count);
         *count += 1;
         let ok = |upto: usize| -> Vec<StepReport> {
             plan.steps

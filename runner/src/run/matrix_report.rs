@@ -44,6 +44,12 @@ pub enum ReportError {
     },
     #[error("write JUnit XML")]
     Junit(#[source] quick_junit::SerializeError),
+    /// Merging there would replace a run's own results (a shard's, or any run's).
+    #[error(
+        "write merged results into {}: it holds the results of a run ({why}); give another --out",
+        path.display()
+    )]
+    OutHoldsRun { path: PathBuf, why: &'static str },
 }
 
 impl ReportError {
@@ -97,6 +103,21 @@ pub fn finish_matrix(
 /// `--out`.
 pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
     let merged = merge_dirs(&args.dirs)?;
+    // A merged directory may be merged into again; a run's directory never is.
+    let out = args.out.canonicalize().ok();
+    let why = if out.is_some() && args.dirs.iter().any(|d| d.canonicalize().ok() == out) {
+        Some("it is one of the shards")
+    } else if args.out.join("runs").exists() || args.out.join("bisect.journal").exists() {
+        Some("it has a runs/ directory")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(ReportError::OutHoldsRun {
+            path: args.out.clone(),
+            why,
+        });
+    }
     std::fs::create_dir_all(&args.out).map_err(|source| ReportError::CreateDir {
         path: args.out.clone(),
         source,
@@ -212,6 +233,23 @@ mod tests {
         })
         .unwrap();
         assert_eq!(partial.missing_cells, [1, 3, 5, 7]);
+
+        // Never into a shard (its results.json would be replaced by the merge).
+        let before = std::fs::read(dirs[0].join("results.json")).unwrap();
+        let err = report_merge(&MergeRequest {
+            dirs: dirs.clone(),
+            out: dirs[0].clone(),
+            baseline: None,
+            write_baseline: None,
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "it holds the results of a run (it is one of the shards); give another --out"
+            ),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(dirs[0].join("results.json")).unwrap(), before);
     }
 
     #[test]

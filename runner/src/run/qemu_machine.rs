@@ -31,7 +31,9 @@ const QMP_WITHIN: Duration = Duration::from_secs(10);
 /// A QEMU VM for one kernel and scenario, with the scenario's disks. Made before anything is
 /// prepared: the first boot makes the initramfs, disks and key.
 pub struct QemuMachine<'a> {
-    scenario: &'a Scenario,
+    /// Its own copy: a machine may outlive the scenario it was made for, running other
+    /// scenarios of the same [`vm_shape`].
+    scenario: Scenario,
     kernel: &'a ResolvedKernel,
     image: &'a GuestImage,
     cache: Cache,
@@ -66,6 +68,21 @@ struct Prepared {
     runtime: tempfile::TempDir,
 }
 
+/// What a machine's boots take from its scenario: scenarios with the same shape can share one
+/// booted machine (their setups differ, their VMs do not).
+pub fn vm_shape(s: &Scenario) -> String {
+    let devices: Vec<String> = s
+        .devices
+        .iter()
+        .map(|d| format!("{}:{}:{}", d.name, d.size.0, d.dm))
+        .collect();
+    let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
+    format!(
+        "cpus={} memory={} cmdline={:?} devices={devices:?} fs={fstypes:?}",
+        s.vm.cpus, s.vm.memory.0, s.vm.cmdline
+    )
+}
+
 /// A short directory for sockets: `$XDG_RUNTIME_DIR` or the temporary directory when short
 /// enough, else /tmp.
 pub fn runtime_base() -> PathBuf {
@@ -82,7 +99,7 @@ pub fn runtime_base() -> PathBuf {
 
 impl<'a> QemuMachine<'a> {
     pub fn new(
-        scenario: &'a Scenario,
+        scenario: &Scenario,
         kernel: &'a ResolvedKernel,
         image: &'a GuestImage,
         cache: Cache,
@@ -90,7 +107,7 @@ impl<'a> QemuMachine<'a> {
         keep_disks: bool,
     ) -> Self {
         QemuMachine {
-            scenario,
+            scenario: scenario.clone(),
             kernel,
             image,
             cache,
@@ -112,7 +129,7 @@ impl<'a> QemuMachine<'a> {
 
     /// What booting or restoring this machine takes.
     fn spec<'s>(&'s self, prepared: &'s Prepared, console_log: &Path) -> BootSpec<'s> {
-        let s = self.scenario;
+        let s = &self.scenario;
         let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
         let uses_dm = s.devices.iter().any(|d| d.dm);
         BootSpec {

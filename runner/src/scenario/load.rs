@@ -223,7 +223,7 @@ fn load_text(text: &str, origin: &str, mode: Mode) -> Result<Loaded, LoadError> 
             );
         }
     }
-    for problem in validate::check(&scenario, &read.partial) {
+    for problem in validate::check(&scenario, &read.partial, &validate::HostLimits::of_host()) {
         let path: Vec<Seg> = problem
             .path
             .iter()
@@ -655,6 +655,9 @@ impl Diagnostics {
     }
 }
 
+/// Characters of a source line shown around a problem.
+const WINDOW: usize = 120;
+
 impl Diagnostic {
     /// `origin:line:column: message`, then the source line with a caret under the problem,
     /// as rustc shows it.
@@ -670,17 +673,35 @@ impl Diagnostic {
         if let Some(src) = &self.source_line {
             let number = self.line.to_string();
             let pad = " ".repeat(number.len());
+            // A long line (minified or generated YAML) is shown as a window around the
+            // problem, so one diagnostic stays a few lines of terminal.
+            let chars: Vec<char> = src.chars().collect();
+            let from = if chars.len() <= WINDOW {
+                0
+            } else {
+                (self.column - 1)
+                    .saturating_sub(WINDOW / 2)
+                    .min(chars.len())
+            };
+            let to = (from + WINDOW).min(chars.len());
+            let (lead, tail) = (
+                if from > 0 { "..." } else { "" },
+                if to < chars.len() { "..." } else { "" },
+            );
+            let shown = &chars[from..to];
             // Tabs are shown as four spaces, and the caret moved to match.
-            let indent: usize = src
-                .chars()
-                .take(self.column - 1)
-                .map(|c| if c == '\t' { 4 } else { 1 })
-                .sum();
+            let indent: usize = lead.len()
+                + shown
+                    .iter()
+                    .take(self.column - 1 - from)
+                    .map(|&c| if c == '\t' { 4 } else { 1 })
+                    .sum::<usize>();
+            let width = self.width.min(to.saturating_sub(self.column - 1).max(1));
             out.push_str(&format!(
-                "\n{pad} |\n{number} | {}\n{pad} | {}{}",
-                src.replace('\t', "    "),
+                "\n{pad} |\n{number} | {lead}{}{tail}\n{pad} | {}{}",
+                shown.iter().collect::<String>().replace('\t', "    "),
                 " ".repeat(indent),
-                "^".repeat(self.width)
+                "^".repeat(width)
             ));
         }
         out

@@ -16,4 +16,7 @@ pub use params::{
     check_value as check_parameter_value, is_name as is_parameter_name, mkfs_overwrite_options,
     MAX_PARAMETERS, MAX_VALUES, RESERVED as RESERVED_PARAMETERS,
 };
-pub use validate::{validate, PathSeg, Problem, Severity, KNOWN_FSTYPES, MAX_DEVICE_NAME, SIGNALS};
+pub use validate::{
+    validate, HostLimits, PathSeg, Problem, Severity, KNOWN_FSTYPES, MAX_DEVICE_NAME,
+    MAX_ITERATIONS, SIGNALS,
+};

@@ -776,6 +776,20 @@ impl Size {
     }
 }
 
+impl Size {
+    /// A rounded size for messages about the host: `23.4G`, `512M`.
+    pub fn approx(self) -> String {
+        for (suffix, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+            if self.0 >= 1 << shift {
+                let v = self.0 as f64 / (1u64 << shift) as f64;
+                let text = format!("{v:.1}");
+                return format!("{}{suffix}", text.trim_end_matches(".0"));
+            }
+        }
+        self.0.to_string()
+    }
+}
+
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (suffix, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {

@@ -63,9 +63,33 @@ const MIN_DEVICE_SIZE: Size = Size(1 << 20);
 const MAX_CPUS: u32 = 64;
 /// Upper bounds on what a user writes, so deadlines cannot overflow and nothing allocates
 /// without end: a million iterations, a day per iteration, 1 TiB of guest memory.
-const MAX_ITERATIONS: u32 = 1_000_000;
+pub const MAX_ITERATIONS: u32 = 1_000_000;
 const MAX_ITERATION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const MAX_MEMORY: Size = Size(1 << 40);
+/// A step's retry, wait, timeout or sleep: a day at most, like the iteration timeout.
+const MAX_STEP_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// A scratch disk is a sparse file on the host; 1 TiB is more than any test needs.
+const MAX_DEVICE_SIZE: Size = Size(1 << 40);
+/// write-data/verify-data: at most this many files of at most this size each.
+const MAX_DATA_FILES: u32 = 100_000;
+const MAX_DATA_FILE_SIZE: Size = Size(1 << 30);
+
+/// What the host offers, for the checks that depend on it (`vm.memory`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Total memory of the host (MemTotal) in bytes; `None`: unknown, not checked.
+    pub memory: Option<u64>,
+}
+
+impl HostLimits {
+    /// This host's, read once.
+    pub fn of_host() -> HostLimits {
+        static HOST: std::sync::OnceLock<HostLimits> = std::sync::OnceLock::new();
+        *HOST.get_or_init(|| HostLimits {
+            memory: crate::host::memory_total(),
+        })
+    }
+}
 
 impl fmt::Display for Problem {
     /// `steps[3].kill.name: kill step names ...`, for problems found outside a file.
@@ -92,13 +116,14 @@ impl fmt::Display for Problem {
 /// Every problem in a scenario (for one built or changed in code, such as an
 /// `--iterations` override; files get these from the loader, with positions).
 pub fn validate(s: &Scenario) -> Vec<Problem> {
-    check(s, &Partial::default())
+    check(s, &Partial::default(), &HostLimits::of_host())
 }
 
-pub(crate) fn check(s: &Scenario, partial: &Partial) -> Vec<Problem> {
+pub(crate) fn check(s: &Scenario, partial: &Partial, host: &HostLimits) -> Vec<Problem> {
     let mut v = Checker {
         s,
         partial,
+        host,
         problems: Vec::new(),
     };
     v.top();
@@ -112,6 +137,7 @@ pub(crate) fn check(s: &Scenario, partial: &Partial) -> Vec<Problem> {
 struct Checker<'a> {
     s: &'a Scenario,
     partial: &'a Partial,
+    host: &'a HostLimits,
     problems: Vec<Problem>,
 }
 
@@ -181,6 +207,15 @@ impl Checker<'_> {
             self.error(
                 vec![Key("vm"), Key("memory")],
                 format!("`vm.memory` is {}, at most {MAX_MEMORY}", s.vm.memory),
+            );
+        } else if let Some(total) = self.host.memory.filter(|&t| s.vm.memory.0 > t) {
+            self.error(
+                vec![Key("vm"), Key("memory")],
+                format!(
+                    "`vm.memory` is {}, but the host has {} of memory in all",
+                    s.vm.memory,
+                    Size(total).approx()
+                ),
             );
         }
         if s.iteration_timeout < Duration::from_secs(1) {
@@ -258,6 +293,14 @@ impl Checker<'_> {
                     vec![Key("devices"), Index(i), Key("size")],
                     format!(
                         "device size {} is too small, at least {MIN_DEVICE_SIZE}",
+                        d.size
+                    ),
+                );
+            } else if d.size > MAX_DEVICE_SIZE {
+                self.error(
+                    vec![Key("devices"), Index(i), Key("size")],
+                    format!(
+                        "device size {} is too large, at most {MAX_DEVICE_SIZE}",
                         d.size
                     ),
                 );
@@ -472,12 +515,14 @@ impl Checker<'_> {
             }
             Step::Mount(m) => {
                 need_fs(self, true, "");
+                self.duration(at(Some("retry")), "retry", m.retry);
                 device(self, &m.device);
                 if let Some(p) = &m.mountpoint {
                     self.absolute(at(Some("mountpoint")), "mountpoint", p);
                 }
             }
             Step::Umount(u) => {
+                self.duration(at(Some("retry")), "retry", u.retry);
                 need_fs(
                     self,
                     u.mountpoint.is_none(),
@@ -510,6 +555,20 @@ impl Checker<'_> {
                 need_fs(self, true, "");
                 if d.files == 0 {
                     self.error(at(Some("files")), "`files` must be at least 1".into());
+                } else if d.files > MAX_DATA_FILES {
+                    self.error(
+                        at(Some("files")),
+                        format!("`files` is {}, at most {MAX_DATA_FILES}", d.files),
+                    );
+                }
+                if d.size > MAX_DATA_FILE_SIZE {
+                    self.error(
+                        at(Some("size")),
+                        format!(
+                            "`size` is {}, at most {MAX_DATA_FILE_SIZE} per file",
+                            d.size
+                        ),
+                    );
                 }
                 if d.dir.is_empty() || d.dir.starts_with('/') || d.dir.split('/').any(|c| c == "..")
                 {
@@ -560,6 +619,7 @@ impl Checker<'_> {
                 }
             }
             Step::Kill(k) => {
+                self.duration(at(Some("wait")), "wait", Some(k.wait));
                 if let Some(bare) = k.signal.strip_prefix("SIG") {
                     self.error(
                         at(Some("signal")),
@@ -587,6 +647,13 @@ impl Checker<'_> {
                 }
                 if r.timeout.is_zero() {
                     self.error(at(Some("timeout")), "`timeout` must be more than 0s".into());
+                }
+                self.duration(at(Some("timeout")), "timeout", Some(r.timeout));
+                if !(0..=255).contains(&r.exit) {
+                    self.error(
+                        at(Some("exit")),
+                        format!("`exit` is {}, an exit status is 0 to 255", r.exit),
+                    );
                 }
             }
             Step::Sleep(sl) => self.sleep(sl, at),
@@ -627,7 +694,23 @@ impl Checker<'_> {
         }
     }
 
+    /// A step's duration: at most [`MAX_STEP_DURATION`], so deadlines cannot overflow.
+    fn duration(&mut self, path: Vec<PathSeg>, field: &str, d: Option<Duration>) {
+        if let Some(d) = d.filter(|d| *d > MAX_STEP_DURATION) {
+            self.error(
+                path,
+                format!(
+                    "`{field}` is {}, at most 24h",
+                    humantime::format_duration(d)
+                ),
+            );
+        }
+    }
+
     fn sleep(&mut self, sl: &SleepStep, at: &dyn Fn(Option<&'static str>) -> Vec<PathSeg>) {
+        self.duration(at(Some("time")), "time", sl.time);
+        self.duration(at(Some("min")), "min", sl.min);
+        self.duration(at(Some("max")), "max", sl.max);
         match (sl.time, sl.min, sl.max) {
             (Some(_), None, None) => {}
             (None, Some(min), Some(max)) => {
@@ -861,6 +944,29 @@ mod tests {
                     "steps[5].sync.mountpoint: `mountpoint` must be an absolute path, got `rel`",
                 ],
             ),
+            // Bounds on numbers: a day per step duration, 1T per device, exit statuses.
+            (
+                "name: t\ndevices: [{name: d, size: 2T}]\nfilesystem: {type: xfs}\nsteps:\n\
+                 - {umount: {retry: 25h}}\n- {mount: {retry: 1000years}}\n\
+                 - {spawn: {name: l, command: x}}\n- {kill: {name: l, wait: 2d}}\n\
+                 - {run: {command: x, timeout: 86401s, exit: 256}}\n- {run: {command: x, exit: -1}}\n\
+                 - {sleep: 30h}\n- {sleep: {min: 1s, max: 48h}}\n\
+                 - {write-data: {files: 4294967295, size: 2G}}\n\
+                 - {umount: {retry: 24h}}\n- {sleep: {min: 1s, max: 24h}}\n",
+                &[
+                    "devices[0].size: device size 2T is too large, at most 1T",
+                    "steps[0].umount.retry: `retry` is 1day 1h, at most 24h",
+                    "steps[1].mount.retry: `retry` is 1000years, at most 24h",
+                    "steps[3].kill.wait: `wait` is 2days, at most 24h",
+                    "steps[4].run.timeout: `timeout` is 1day 1s, at most 24h",
+                    "steps[4].run.exit: `exit` is 256, an exit status is 0 to 255",
+                    "steps[5].run.exit: `exit` is -1, an exit status is 0 to 255",
+                    "steps[6].sleep.time: `time` is 1day 6h, at most 24h",
+                    "steps[7].sleep.max: `max` is 2days, at most 24h",
+                    "steps[8].write-data.files: `files` is 4294967295, at most 100000",
+                    "steps[8].write-data.size: `size` is 2G, at most 1G per file",
+                ],
+            ),
             // dmesg.
             (
                 "name: t\nsteps: [{sync: {}}]\ndmesg: {fail-on: [warning, kasan, nope], ignore: ['a(', 'ok.*']}\n",
@@ -874,6 +980,33 @@ mod tests {
         for (yaml, want) in table {
             assert_eq!(problems(yaml), *want, "\n{yaml}");
         }
+    }
+
+    #[test]
+    fn guest_memory_is_checked_against_the_host() {
+        use serde::Deserialize;
+        let check_with = |yaml: &str, memory: Option<u64>| -> Vec<String> {
+            let tree = super::super::yaml::parse(yaml).unwrap();
+            let none = HashSet::new();
+            let de = super::super::yaml::De::new(&tree, &none, tree.root.unwrap());
+            let s = Scenario::deserialize(de).unwrap();
+            check(&s, &Partial::default(), &HostLimits { memory })
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let yaml = "name: t\nvm: {memory: 8G}\nsteps: [sync]\n";
+        assert_eq!(
+            check_with(yaml, Some(6 << 30 | 400 << 20)),
+            ["vm.memory: `vm.memory` is 8G, but the host has 6.4G of memory in all"]
+        );
+        assert!(check_with(yaml, Some(8 << 30)).is_empty());
+        assert!(check_with(yaml, None).is_empty());
+        // Over the absolute bound, that is the one message.
+        assert_eq!(
+            check_with("name: t\nvm: {memory: 2T}\nsteps: [sync]\n", Some(1 << 30)),
+            ["vm.memory: `vm.memory` is 2T, at most 1T"]
+        );
     }
 
     #[test]

@@ -1,0 +1,253 @@
+//! Bad input as a new user gives it, through the real binary: every case ends with exit 2,
+//! a message that says where the problem is, a short stderr, and nothing of the user's
+//! touched. None of these boots QEMU (input is checked before anything starts).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Tried {
+    code: Option<i32>,
+    stderr: String,
+}
+
+fn crashrig(home: &Path, args: &[&str]) -> Tried {
+    let out = Command::new(env!("CARGO_BIN_EXE_crashrig"))
+        .args(args)
+        .current_dir(home)
+        // A private cache: these runs must not touch the user's.
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .output()
+        .expect("start crashrig");
+    Tried {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs crashrig and checks the common promises; returns stderr for case checks.
+fn refused(home: &Path, args: &[&str], want: &[&str]) -> String {
+    let t = crashrig(home, args);
+    assert_eq!(t.code, Some(2), "{args:?}: exit {:?}\n{}", t.code, t.stderr);
+    for w in want {
+        assert!(t.stderr.contains(w), "{args:?}: no `{w}` in\n{}", t.stderr);
+    }
+    assert!(
+        !t.stderr.contains("panicked"),
+        "{args:?} panicked:\n{}",
+        t.stderr
+    );
+    // One problem is a few lines, even for a 200 KB line of brackets.
+    assert!(
+        t.stderr.len() < 4096,
+        "{args:?}: {} bytes of stderr",
+        t.stderr.len()
+    );
+    t.stderr
+}
+
+fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A billion laughs: nine levels of nine aliases each, under an otherwise good file.
+fn laughs(head: &str) -> String {
+    let mut s = format!("{head}x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*x{}", i - 1); 9].join(", ");
+        s.push_str(&format!("x{i}: &x{i} [{refs}]\n"));
+    }
+    s
+}
+
+#[test]
+fn bad_scenario_files_are_refused_with_a_location() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    // A results directory with the user's own file in it: it must survive every attempt.
+    let out = home.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mine = write(&out, "notes.txt", "mine");
+    let deep = "name: x\nsteps: ".to_string() + &"[".repeat(100_000) + &"]".repeat(100_000);
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        ("empty.yaml", vec![], vec!["empty.yaml:1:1: empty scenario"]),
+        (
+            "binary.yaml",
+            b"name: t\nsteps: [\xff\xfe\x00\x01]\n".to_vec(),
+            vec!["binary.yaml", "UTF-8"],
+        ),
+        (
+            "laughs.yaml",
+            laughs("name: t\nsteps: [sync]\n").into_bytes(),
+            vec!["laughs.yaml:", "too large"],
+        ),
+        ("deep.yaml", deep.into_bytes(), vec!["deep.yaml:2:"]),
+        (
+            "dup.yaml",
+            b"name: a\nsteps: [sync]\nname: b\n".to_vec(),
+            vec!["dup.yaml:3:1: duplicate field `name`"],
+        ),
+        (
+            "tabs.yaml",
+            b"name: t\nsteps:\n\t- sync\n".to_vec(),
+            vec!["tabs.yaml:3:"],
+        ),
+        (
+            "numbers.yaml",
+            b"name: t\niterations: 99999999999999999999999\nvm: { memory: 16000T, cpus: 4294967296 }\n\
+              steps: [{ sleep: 1000000000h }, { umount: { retry: 90000s } }]\n"
+                .to_vec(),
+            vec![
+                "numbers.yaml:2:13:",
+                "numbers.yaml:3:15:",
+                "numbers.yaml:3:29:",
+                "numbers.yaml:4:",
+            ],
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let path = write(home, name, bytes);
+        refused(
+            home,
+            &[
+                "run",
+                path.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &want,
+        );
+    }
+    let dir = home.join("dir.yaml");
+    std::fs::create_dir(&dir).unwrap();
+    refused(home, &["run", "dir.yaml"], &["dir.yaml", "directory"]);
+    refused(home, &["run", "missing.yaml"], &["missing.yaml"]);
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}
+
+#[test]
+fn out_of_range_numbers_on_the_command_line_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let scenario = write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    let s = scenario.to_str().unwrap();
+    for (args, want) in [
+        (vec!["run", s, "-n", "0"], "0 is not in 1..=1000000"),
+        (vec!["run", s, "-n", "4294967296"], "not in 1..=1000000"),
+        (vec!["matrix", "m.yaml", "-j", "0"], "0 is not in 1..=256"),
+        (vec!["matrix", "m.yaml", "-j", "1000000"], "not in 1..=256"),
+        (vec!["check", s, "-n", "2000000"], "not in 1..=1000000"),
+    ] {
+        refused(home, &args, &[want]);
+    }
+}
+
+#[test]
+fn bad_matrix_files_are_refused_with_a_location() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    let head = "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n";
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "empty.yaml",
+            String::new(),
+            vec!["empty.yaml:1:1: empty matrix"],
+        ),
+        (
+            "laughs.yaml",
+            laughs(&format!("{head}parameters:\n  a: [1]\n")),
+            vec!["laughs.yaml:"],
+        ),
+        (
+            "dup.yaml",
+            format!("{head}name: again\n"),
+            vec!["dup.yaml:", "duplicate field `name`"],
+        ),
+        (
+            "iterations.yaml",
+            format!("{head}iterations: 2000000\n"),
+            vec!["iterations.yaml:4:13:", "at most 1000000"],
+        ),
+        (
+            "huge.yaml",
+            format!("{head}iterations: 99999999999999999999\n"),
+            vec!["huge.yaml:4:13:"],
+        ),
+        (
+            "deep.yaml",
+            format!(
+                "{head}parameters: {}{}",
+                "[".repeat(50_000),
+                "]".repeat(50_000)
+            ),
+            vec!["deep.yaml:4:"],
+        ),
+    ];
+    for (name, text, want) in cases {
+        let path = write(home, name, text);
+        refused(home, &["matrix", path.to_str().unwrap()], &want);
+    }
+}
+
+#[test]
+fn report_merge_refuses_damaged_results_and_keeps_its_out_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let shard = home.join("shard");
+    std::fs::create_dir(&shard).unwrap();
+    let out = home.join("merged");
+    std::fs::create_dir(&out).unwrap();
+    let mine = write(&out, "results.json", "the user's own file");
+    let cell = r#"{"id":"k/s","matrix":"m","digest":"d","index":0,"total":4294967295,"kernel":"k","scenario":"s"}"#;
+    let run = |duration: &str, cell: &str| {
+        format!(
+            r#"{{"schema":1,"crashrig_version":"0","started":"t","finished":null,
+            "host":{{"qemu":null,"accel":"tcg","accel_reason":""}},
+            "runs":[{{"scenario":{{"name":"s","path":"s.yaml"}},
+            "kernel":{{"spec":"k","version":"v","release":null,"image_sha256":""}},
+            "accel":"tcg","seed":1,"started":"t","finished":null,"dir":"r","boots":[],"setup":[],
+            "error":null,"summary":{{"iterations":1,"passed":1,"failed":0,"hangs":0,"panics":0,
+            "errors":0,"failure_rate":0.0,"failure_ci95":[0.0,0.0],"errno_counts":{{}},"steps":{{}},
+            "findings":[]}},
+            "iterations":[{{"iteration":1,"verdict":"pass","reasons":[],"steps":[],"findings":[],
+            "duration_ms":{duration},"seed":1}}],"cell":{cell}}}]}}"#
+        )
+    };
+    for (results, want) in [
+        (run("1e300", cell), "duration_ms is 1e300"),
+        (run("5", cell), "cell.total is 4294967295"),
+        (
+            run("5", &cell.replace("4294967295", "2")).replace("\"passed\":1", "\"passed\":7"),
+            "passed 7",
+        ),
+        ("{".to_string(), "parse"),
+        (String::new(), "parse"),
+    ] {
+        write(&shard, "results.json", results);
+        refused(
+            home,
+            &["report", "merge", "shard", "--out", "merged"],
+            &["shard/results.json", want],
+        );
+        assert_eq!(
+            std::fs::read_to_string(&mine).unwrap(),
+            "the user's own file"
+        );
+    }
+    // A good shard merged into itself would replace its own results.
+    let good = run("5", &cell.replace("4294967295", "1"));
+    write(&shard, "results.json", &good);
+    refused(
+        home,
+        &["report", "merge", "shard", "--out", "shard"],
+        &["it is one of the shards"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(shard.join("results.json")).unwrap(),
+        good
+    );
+}
