@@ -70,7 +70,7 @@ pub enum Event {
     },
     /// An amplification search started over `settings` settings.
     AmplifyStarted {
-        settings: usize,
+        settings: u64,
         /// The knobs searched (those with more than one value): name and values.
         knobs: Vec<(String, Vec<String>)>,
         budget: u64,
