@@ -488,6 +488,49 @@ async fn a_power_cut_step_reads_dmesg_cuts_and_boots_on_the_same_machine() {
 }
 
 #[tokio::test]
+async fn consecutive_batches_on_one_candidate_boot_and_set_up_once() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let log = rig.machine().log.clone();
+    let batch = |n| RunOptions {
+        iterations: Some(n),
+        ..h.opts()
+    };
+    let (first, later) = (batch(2), batch(1));
+    let on = crate::run::bisect_run::OnKernel {
+        loaded: &h.loaded,
+        kernel: &h.kernel,
+        image_key: "img",
+    };
+    // Three batches, as a bisection asking for one candidate three times in a row.
+    let mut sizes = Vec::new();
+    let next = crate::run::bisect_run::consecutive_batches(
+        &mut rig,
+        &on,
+        first,
+        4,
+        &mut h.sink,
+        |run, _| {
+            sizes.push(run.iterations.len());
+            Ok::<_, ()>((sizes.len() < 3).then(|| later.clone()))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(next, 7, "three run indexes used");
+    assert_eq!(sizes, [2, 1, 1]);
+    let l = log.lock().unwrap().clone();
+    assert_eq!(l.iter().filter(|c| *c == "boot").count(), 1, "{l:?}");
+    assert_eq!(l.iter().filter(|c| *c == "plan setup").count(), 1, "{l:?}");
+    assert_eq!(
+        l.last().unwrap(),
+        "stop",
+        "the machine is stopped at the end"
+    );
+    assert!(!rig.is_ready());
+}
+
+#[tokio::test]
 async fn restored_iterations_each_start_from_the_set_up_machine_saved_once() {
     let mut h = Harness::new(scenario(mount_umount()));
     let mut rig = Rig::new(FakeMachine::healthy());
