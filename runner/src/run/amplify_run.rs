@@ -411,6 +411,11 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
         ));
     }
     match (r.winner.and_then(|w| r.row(w)), r.fisher_vs_default) {
+        (Some(w), _) if w.score <= 0.0 => s.push_str(if r.goal == Goal::Difference {
+            "no setting showed a difference between the kernels: nothing to amplify\n"
+        } else {
+            "no setting showed the target: nothing to amplify (more iterations, other values, or another --target)\n"
+        }),
         (Some(w), Some(p)) => s.push_str(&format!(
             "winner: {} ; Fisher p against the default = {p:.3}\n",
             w.label
@@ -529,11 +534,22 @@ pub fn finish(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "scenario".into());
     let amplified_path = out.join(format!("{stem}.amplified.yaml"));
-    // Only the knobs the winner moves are rewritten; the rest of the file stays as written.
-    let default_setting = space.setting(&space.default_arm());
+    // Only the knobs where the winner differs from the file's defaults are rewritten (the
+    // search may have started elsewhere: `bench amplify --baseline`); the rest of the file
+    // stays as written.
+    let file_defaults: Setting =
+        scenario::load_str_with(&text, &opts.scenario.display().to_string(), &Setting::new())
+            .map(|l| {
+                l.scenario
+                    .parameters
+                    .iter()
+                    .map(|p| (p.name.clone(), p.default.clone()))
+                    .collect()
+            })
+            .unwrap_or_else(|_| space.setting(&space.default_arm()));
     let changed: Setting = winner_setting
         .iter()
-        .filter(|(k, v)| default_setting.get(*k) != Some(*v))
+        .filter(|(k, v)| file_defaults.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let rewritten = with_defaults(&text, &changed).and_then(|t| {
@@ -562,7 +578,14 @@ pub fn finish(
             )))
         }
     });
+    // A winner that never showed the target (or no difference) is no amplification: say so
+    // rather than hand out a scenario that changes nothing that matters.
+    let showed = report
+        .winner
+        .and_then(|w| report.row(w))
+        .is_some_and(|r| r.score > 0.0);
     let (amplified, rewrite_error) = match rewritten {
+        _ if !showed => (None, None),
         Ok(t) => {
             write_new(&amplified_path, &t)?;
             (Some(amplified_path), None)
@@ -773,6 +796,9 @@ pub struct BenchOptions {
     pub confirm: u32,
     /// Simulated bisections per rate for the expected bisection cost.
     pub bisect_runs: u32,
+    /// The setting the search starts from and the winner is compared against (`--baseline`;
+    /// knobs not named keep the scenario's defaults).
+    pub baseline: Setting,
 }
 
 /// One setting measured after the search, on fresh iterations.
@@ -793,6 +819,8 @@ pub struct BenchFigures {
     pub winner: Measured,
     /// Two-sided Fisher p, winner against default, on the fresh iterations.
     pub fisher_p: f64,
+    /// `--baseline`: where "default" was moved from the scenario's defaults.
+    pub baseline: Setting,
 }
 
 /// Searches (as `crashrig amplify`), then measures the default and the winner again on
@@ -801,7 +829,7 @@ pub struct BenchFigures {
 pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> {
     let mut session = Session::new(opts.search.vm.clone());
     let base = session.load_scenario(&opts.search.scenario)?;
-    let space = space_of(&base.scenario, &opts.search.vm.setting()?)?;
+    let space = space_of(&base.scenario, &opts.search.vm.setting()?)?.rebased(&opts.baseline)?;
     let spec = opts
         .search
         .vm
@@ -918,6 +946,7 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         default,
         winner,
         fisher_p,
+        baseline: opts.baseline.clone(),
     };
     let json = session.out.join("bench-amplify.json");
     write_json(&json, &figures)?;
@@ -1006,6 +1035,12 @@ pub fn bench_text(f: &BenchFigures) -> String {
     };
     let mut s = report_text(&f.outcome);
     s.push_str("fresh iterations after the search:\n");
+    if !f.baseline.is_empty() {
+        s.push_str(&format!(
+            "(\"default\" is the baseline {}, the scenario's defaults elsewhere)\n",
+            describe_setting(&f.baseline)
+        ));
+    }
     s.push_str(&line("default", &f.default));
     s.push_str(&line("winner", &f.winner));
     let ratio = if f.default.counts.rate() > 0.0 {
