@@ -227,6 +227,27 @@ pub struct Report {
     pub fisher_vs_default: Option<f64>,
 }
 
+impl Row {
+    /// `hits/trials (rate%, 95% CI lo%-hi%)` per kernel, joined by ` vs `.
+    pub fn rates_text(&self) -> String {
+        self.counts
+            .iter()
+            .zip(&self.intervals)
+            .map(|(c, (lo, hi))| {
+                format!(
+                    "{}/{} ({:.0}%, 95% CI {:.0}%-{:.0}%)",
+                    c.hits,
+                    c.trials,
+                    100.0 * c.rate(),
+                    100.0 * lo,
+                    100.0 * hi
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" vs ")
+    }
+}
+
 impl Report {
     pub fn row(&self, id: usize) -> Option<&Row> {
         self.rows.iter().find(|r| r.id == id)
