@@ -243,7 +243,7 @@ async fn infrastructure_errors_are_not_outcomes_but_cost_budget() {
                 Some(step) => {
                     let mut n = seen.lock().unwrap();
                     *n += 1;
-                    if *n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         Reply::Die { step: 0 }
                     } else {
                         Reply::Step {
