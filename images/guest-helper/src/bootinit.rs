@@ -1,9 +1,9 @@
 //! `crashrig-guest boot-init`: the guest's start-up, from /init to /run/crashrig/ready, in one
-//! process.
+//! process. busybox init runs it as its only `sysinit` action: it is the one boot path.
 //!
-//! Under TCG every fork+exec costs tens of milliseconds, and the shell version of this
-//! (`/etc/init.sh`) spawned about thirty processes on the path to SSH. Here the only child is
-//! dropbear. The order is the one the host relies on:
+//! Under TCG every fork+exec costs tens of milliseconds, and the shell script this replaced
+//! spawned about thirty processes on the path to SSH. Here the only child is dropbear. The
+//! order is the one the host relies on:
 //!
 //! 1. mount proc, sysfs, devtmpfs, devpts, /run, /tmp, cgroup2, debugfs;
 //! 2. write the host's key to /root/.ssh/authorized_keys and start dropbear;
@@ -16,9 +16,9 @@
 //! 5. the tools disk at /tools, sysrq, the end of the module thread, then
 //!    `crashrig: init done` and /run/crashrig/ready, which the host's first command waits for.
 //!
-//! A failure up to the network makes the command fail, and init.sh then does the same steps
-//! itself (a second dropbear finds the port taken and exits); after that point failures are
-//! reported and the boot goes on, as init.sh did.
+//! A failure up to the network is written to the console (`crashrig: boot-init failed: ...`)
+//! and the command fails: the guest never announces sshd, and the host's wait for it ends
+//! with the console tail. After that point failures are reported and the boot goes on.
 
 use std::ffi::CStr;
 use std::io;
@@ -28,7 +28,7 @@ use std::path::Path;
 
 use crate::{device, kmsg, util};
 
-/// Exit status when a step before sshd failed and init.sh should take over.
+/// Exit status when a step before sshd failed (the guest cannot be reached).
 pub const EXIT_FAILED: i32 = 1;
 
 const KMSG: &str = "/dev/kmsg";
@@ -168,7 +168,7 @@ pub fn run() -> i32 {
     match outcome {
         Ok(()) => 0,
         Err(e) => {
-            let line = format!("crashrig: boot-init failed: {e}; init.sh takes over\n");
+            let line = format!("crashrig: boot-init failed: {e}\n");
             eprint!("{line}");
             kmsg::mark(Path::new(KMSG), &line);
             EXIT_FAILED
@@ -240,7 +240,7 @@ fn boot(timeline: &mut Timeline) -> Result<(), String> {
         .and_then(|()| up_to_sshd(&mut loaded, timeline))
         .map(|()| after_sshd(&mut loaded, timeline));
 
-    // Whatever happened, the module thread finishes before init.sh or the host go on.
+    // Whatever happened, the module thread finishes before the host goes on.
     match loader.join() {
         Ok((failures, ms)) => {
             warn_all(&failures);
@@ -252,8 +252,8 @@ fn boot(timeline: &mut Timeline) -> Result<(), String> {
     result?;
     kmsg::mark(Path::new(KMSG), "crashrig: init done\n");
     if let Err(e) = std::fs::write("/run/crashrig/ready", b"") {
-        // sshd runs: init.sh must not start it again, so this is only reported (the host
-        // gives up waiting and shows the console).
+        // sshd runs, so this is only reported (the host gives up waiting and shows the
+        // console).
         warn(&format!(
             "create /run/crashrig/ready: {}",
             util::io_error_name(&e)
@@ -272,8 +272,8 @@ fn up_to_sshd(loaded: &mut Loaded, timeline: &mut Timeline) -> Result<(), String
     Ok(())
 }
 
-/// The steps after sshd: failures are reported and the boot goes on, since running init.sh's
-/// steps again would start a second sshd.
+/// The steps after sshd: failures are reported and the boot goes on (the guest can be
+/// reached, and what failed is on the console).
 fn after_sshd(loaded: &mut Loaded, timeline: &mut Timeline) {
     loaded.wait_for("virtio_blk");
     timeline.mark("wait for virtio_blk");
@@ -385,7 +385,7 @@ fn mount_fs(
     }
 }
 
-/// The pseudo filesystems init.sh mounted, with its tolerance: devtmpfs, cgroup2 and debugfs
+/// The pseudo filesystems the guest needs, with some tolerance: devtmpfs, cgroup2 and debugfs
 /// may be missing from a kernel; the others are reported but do not stop the boot.
 fn mount_filesystems() {
     let required = |fstype: &str, source: &str, target: &str| {
@@ -528,7 +528,7 @@ fn configure_network() -> Result<(), String> {
         .map_err(|e| failed("set the netmask of eth0", e))?;
     let mut route = default_route(GATEWAY);
     match sock.ioctl(libc::SIOCADDRT, &mut route) {
-        // A second run (init.sh after a late failure) finds the route in place.
+        // A second run (boot-init run again by hand) finds the route in place.
         Ok(()) | Err(libc::EEXIST) => Ok(()),
         Err(e) => Err(failed("add the default route", e)),
     }

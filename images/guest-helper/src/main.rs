@@ -4,7 +4,8 @@
 //!   one [`StepReport`] JSON line per step as soon as it finishes, then a [`PlanEnd`] line.
 //!   A malformed plan gives one [`OutputLine::Fatal`] line and exit status 2.
 //! - `crashrig-guest version`: print the protocol version.
-//! - `crashrig-guest boot-init`: the guest's start-up, run by /etc/init.sh (see [`bootinit`]).
+//! - `crashrig-guest boot-init`: the guest's start-up, busybox init's `sysinit` action (see
+//!   [`bootinit`]).
 //!
 //! The plan is read as one JSON value, so the host may keep stdin open after writing it.
 //!

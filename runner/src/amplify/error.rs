@@ -11,6 +11,8 @@ pub enum AmplifyError {
     NoValues(String),
     #[error("search parameter `{name}`: its default `{default}` is not one of its values")]
     DefaultNotListed { name: String, default: String },
+    #[error("start the search from `{0}`: the scenario declares no such parameter")]
+    UnknownKnob(String),
     #[error("search parameter `{0}` declared twice")]
     Duplicate(String),
     #[error("search parameter `{name}`: value `{value}` listed twice")]

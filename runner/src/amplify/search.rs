@@ -72,6 +72,10 @@ pub struct Config {
     pub seed: u64,
     /// Monte Carlo draws for the probability of being the best. Default: 2000.
     pub draws: u32,
+    /// Stop once the leader's 95% Wilson lower bound reaches this rate (and the default has
+    /// run): past it a bisection gains little, and telling near-certain settings apart costs
+    /// the most. Rate goal only. Default: 1 (never; `crashrig amplify` uses 0.8).
+    pub enough: f64,
 }
 
 impl Default for Config {
@@ -84,6 +88,7 @@ impl Default for Config {
             goal: Goal::Rate,
             seed: 1,
             draws: 2000,
+            enough: 1.0,
         }
     }
 }
@@ -102,6 +107,9 @@ impl Config {
                 "confidence",
                 format!("{} is not between 0.5 and 1", self.confidence),
             );
+        }
+        if !(self.enough > 0.0 && self.enough <= 1.0) {
+            return bad("enough", format!("{} is not in (0, 1]", self.enough));
         }
         if !(100..=1_000_000).contains(&self.draws) {
             return bad("draws", format!("{} is not in 100..=1000000", self.draws));
@@ -156,6 +164,8 @@ impl Counts {
 pub enum Stop {
     /// The leader is the best with the configured confidence.
     Confident,
+    /// The leader's rate is high enough (its lower bound reached `enough`).
+    Enough,
     /// The budget is spent.
     Budget,
 }
@@ -225,6 +235,27 @@ pub struct Report {
     /// Two-sided Fisher p of the winner's rate against the default's on the first kernel
     /// (`None` for the default itself or without data).
     pub fisher_vs_default: Option<f64>,
+}
+
+impl Row {
+    /// `hits/trials (rate%, 95% CI lo%-hi%)` per kernel, joined by ` vs `.
+    pub fn rates_text(&self) -> String {
+        self.counts
+            .iter()
+            .zip(&self.intervals)
+            .map(|(c, (lo, hi))| {
+                format!(
+                    "{}/{} ({:.0}%, 95% CI {:.0}%-{:.0}%)",
+                    c.hits,
+                    c.trials,
+                    100.0 * c.rate(),
+                    100.0 * lo,
+                    100.0 * hi
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" vs ")
+    }
 }
 
 impl Report {
@@ -437,6 +468,26 @@ impl Searcher {
         true
     }
 
+    /// Whether the leader's rate is known to be at least `enough` (95% Wilson lower bound),
+    /// with the default run so that the table can compare them.
+    fn enough(&self) -> bool {
+        self.leader_enough() && self.default_ran()
+    }
+
+    fn leader_enough(&self) -> bool {
+        if self.config.goal != Goal::Rate || self.config.enough >= 1.0 {
+            return false;
+        }
+        self.leader().is_some_and(|id| {
+            let c = self.arms[id].sides[0];
+            wilson_95(c.hits, c.trials).0 >= self.config.enough
+        })
+    }
+
+    fn default_ran(&self) -> bool {
+        self.arms[0].sides[0].trials >= u64::from(self.config.batch)
+    }
+
     /// Posterior mean and variance of the score.
     fn score_moments(&self, id: usize) -> (f64, f64) {
         let s = &self.arms[id].sides;
@@ -493,7 +544,15 @@ impl Searcher {
         if self.confident() {
             return Action::Done(self.report(Some(Stop::Confident)));
         }
-        let id = self.choose();
+        if self.enough() {
+            return Action::Done(self.report(Some(Stop::Enough)));
+        }
+        // High enough, but the default has not run: run it, for the comparison.
+        let id = if self.leader_enough() {
+            0
+        } else {
+            self.choose()
+        };
         Action::Run {
             id,
             arm: self.arms[id].arm.clone(),
@@ -730,6 +789,41 @@ mod tests {
         };
         assert_eq!(report.spent, 20);
         assert_eq!(report.row(0).unwrap().counts[0].trials, 4);
+    }
+
+    #[test]
+    fn a_leader_sure_to_be_high_enough_stops_the_search_once_the_default_ran() {
+        // Four settings always show the target: telling them apart would take the whole
+        // budget; any of them will do.
+        let config = Config {
+            budget: 300,
+            batch: 10,
+            enough: 0.8,
+            ..Config::default()
+        };
+        let s = Searcher::new(space(&[5, 2]), config.clone()).unwrap();
+        let report = s
+            .run_with(exact(|a| if a[0] >= 1 && a[1] == 0 { 1.0 } else { 0.05 }))
+            .unwrap();
+        assert_eq!(report.stop, Some(Stop::Enough));
+        assert!(report.spent < 300, "spent {}", report.spent);
+        let w = report.row(report.winner.unwrap()).unwrap();
+        assert!(wilson_95(w.counts[0].hits, w.counts[0].trials).0 >= 0.8);
+        assert!(report.row(report.default).unwrap().counts[0].trials >= 10);
+        // Off (the default), the same space spends more.
+        let s = Searcher::new(
+            space(&[5, 2]),
+            Config {
+                enough: 1.0,
+                ..config
+            },
+        )
+        .unwrap();
+        let off = s
+            .run_with(exact(|a| if a[0] >= 1 && a[1] == 0 { 1.0 } else { 0.05 }))
+            .unwrap();
+        assert_ne!(off.stop, Some(Stop::Enough));
+        assert!(off.spent > report.spent);
     }
 
     #[test]

@@ -96,6 +96,25 @@ impl Space {
             .fold(1u64, |n, k| n.saturating_mul(k.values.len() as u64))
     }
 
+    /// The same space searched from another setting: each `name=value` of `baseline` becomes
+    /// that knob's default (what the search starts from and compares the winner against).
+    pub fn rebased(mut self, baseline: &BTreeMap<String, String>) -> Result<Space, AmplifyError> {
+        for (name, value) in baseline {
+            let knob = self
+                .knobs
+                .iter_mut()
+                .find(|k| k.name == *name)
+                .ok_or_else(|| AmplifyError::UnknownKnob(name.clone()))?;
+            knob.default = knob.values.iter().position(|v| v == value).ok_or_else(|| {
+                AmplifyError::DefaultNotListed {
+                    name: name.clone(),
+                    default: value.clone(),
+                }
+            })?;
+        }
+        Ok(self)
+    }
+
     pub fn default_arm(&self) -> Arm {
         self.knobs.iter().map(|k| k.default).collect()
     }
@@ -201,6 +220,27 @@ mod tests {
             ]
         );
         assert_eq!(s.all(5), None);
+    }
+
+    #[test]
+    fn a_rebased_space_starts_from_the_baseline() {
+        let base = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = space().rebased(&base(&[("iodepth", "8")])).unwrap();
+        assert_eq!(s.setting(&s.default_arm())["iodepth"], "8");
+        assert_eq!(s.setting(&s.default_arm())["engine"], "io_uring");
+        assert_eq!(
+            space().rebased(&base(&[("nope", "1")])).unwrap_err(),
+            AmplifyError::UnknownKnob("nope".into())
+        );
+        assert!(matches!(
+            space().rebased(&base(&[("iodepth", "7")])).unwrap_err(),
+            AmplifyError::DefaultNotListed { .. }
+        ));
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod search;
 mod sim;
 mod verify;
 
-pub use check::{check_exit_code, EXIT_BAD, EXIT_GOOD, EXIT_SKIP};
+pub use check::{check_exit_code, RateTest, RateVerdict, EXIT_BAD, EXIT_GOOD, EXIT_SKIP};
 pub use error::BisectError;
 pub use journal::{Entry, Header, Journal, Replay, Step, JOURNAL_FORMAT};
 pub use model::{

@@ -27,7 +27,7 @@ pub struct SearchArgs {
     /// Most iterations of the search, every kernel together.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub budget: u64,
-    /// Iterations per step (one boot per step and kernel).
+    /// Iterations per step (settings of the same VM shape share one booted VM per kernel).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub batch: u32,
     /// The outcome to amplify, `STEP-ID:ERRNO` (e.g. `umount:EBUSY`) or `STEP-ID`. Default:

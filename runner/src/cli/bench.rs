@@ -31,7 +31,7 @@ pub enum BenchCommand {
     /// The amplification search on a real kernel (default: the seed scenario on debian:6.1),
     /// then fresh iterations of the default and of the winner: both rates with intervals,
     /// Fisher p, and the expected bisection cost at each rate (bisection simulator).
-    Amplify(BenchAmplifyArgs),
+    Amplify(Box<BenchAmplifyArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -149,6 +149,11 @@ pub struct BenchAmplifyArgs {
     /// Simulated bisections per rate.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bisect_runs: u32,
+    /// Start the search from this value of a parameter instead of its default, and compare
+    /// the winner against that setting (repeatable): measures a scenario whose defaults are
+    /// already amplified against the setting it was amplified from.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = super::common::parse_param)]
+    pub baseline: Vec<(String, String)>,
     #[command(flatten)]
     pub search: super::amplify::SearchArgs,
 }
@@ -204,6 +209,7 @@ pub async fn bench(command: BenchCommand) -> Result<i32, CliError> {
                 search,
                 confirm: args.confirm,
                 bisect_runs: args.bisect_runs,
+                baseline: crate::run::session::setting_of(&args.baseline)?,
             })
             .await?;
             print!("{}", crate::run::amplify_run::bench_text(&figures));

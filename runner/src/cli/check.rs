@@ -1,12 +1,12 @@
-//! `crashrig check`: one verdict for `git bisect run` (0 good, 1 bad, 125 cannot test).
+//! `crashrig check`: one verdict for `git bisect run` (0 good, 1 bad, 125 cannot test or
+//! cannot tell).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::common::CommonVmArgs;
-use crate::bisect::{check_exit_code, BatchOutcome};
-use crate::run::bisect_run::{check as run_check, CheckOptions};
+use crate::run::bisect_run::{check as run_check, CheckOptions, Reference};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -18,25 +18,79 @@ pub struct CheckArgs {
     /// Patches on top of the kernel (built kernels).
     #[arg(long, value_name = "PATCHES")]
     pub patches: Vec<PathBuf>,
-    /// Iterations (default: the scenario's).
+    /// Most iterations on the kernel (default: the scenario's; with a reference: 60).
     #[arg(long, short = 'n', value_parser = super::common::iterations_parser())]
     pub iterations: Option<u32>,
+    /// What counts, `STEP-ID:ERRNO` (e.g. `umount:EBUSY`) or `STEP-ID`. Default: any failed
+    /// iteration.
+    #[arg(long, value_name = "STEP:ERRNO")]
+    pub target: Option<String>,
+    /// The rate of a good kernel (0 to 0.9): "bad" then means a rate significantly above it
+    /// (a sequential test, stopped as soon as the kernel is clearly good or clearly bad).
+    #[arg(long, value_name = "RATE", value_parser = parse_reference_rate,
+          conflicts_with = "reference")]
+    pub reference_rate: Option<f64>,
+    /// Measure the reference rate on this kernel (once: the result is cached by kernel image,
+    /// scenario, parameters, target and --reference-iterations).
+    #[arg(long, value_name = "SPEC")]
+    pub reference: Option<String>,
+    /// Iterations of the reference measurement.
+    #[arg(long, default_value_t = 40, value_parser = super::common::iterations_parser())]
+    pub reference_iterations: u32,
+    /// The rate the test should recognise as bad. Default: twice the reference rate, at least
+    /// 0.25 above it, at most halfway to 1.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub bad_rate: Option<f64>,
+    /// Each verdict is wrong at most 1 - confidence of the time (with a reference).
+    #[arg(long, default_value_t = 0.95, value_parser = parse_confidence)]
+    pub confidence: f64,
     #[command(flatten)]
     pub vm: CommonVmArgs,
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("`{s}`: expected a rate from 0 to 1"))
+}
+
+fn parse_reference_rate(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=0.9).contains(r))
+        .ok_or_else(|| format!("`{s}`: expected a rate from 0 to 0.9"))
+}
+
+fn parse_confidence(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|c| (0.5..1.0).contains(c))
+        .ok_or_else(|| format!("`{s}`: expected 0.5 <= confidence < 1"))
+}
+
 /// Every failure is "cannot test" (125): git bisect run stops on exit codes above 127.
 pub async fn check(args: CheckArgs) -> i32 {
-    let outcome = run_check(CheckOptions {
+    let reference = match (args.reference_rate, args.reference) {
+        (Some(r), _) => Some(Reference::Rate(r)),
+        (None, Some(spec)) => Some(Reference::Kernel {
+            spec,
+            iterations: args.reference_iterations,
+        }),
+        (None, None) => None,
+    };
+    let report = run_check(CheckOptions {
         scenario: args.scenario,
         kconfig: args.kconfig,
         patches: args.patches,
         iterations: args.iterations,
+        target: args.target,
+        reference,
+        bad_rate: args.bad_rate,
+        confidence: args.confidence,
         vm: args.vm.options(),
     })
     .await;
-    if let BatchOutcome::Unknown { reason } = &outcome {
-        eprintln!("crashrig: cannot test: {reason}");
-    }
-    check_exit_code(&outcome)
+    eprintln!("crashrig: {}", report.text());
+    report.exit_code()
 }

@@ -37,7 +37,7 @@ pub enum SshError {
         #[source]
         source: ssh2::Error,
     },
-    #[error("`{command}` in the guest did not finish within {timeout:?}")]
+    #[error("`{command}` in the guest did not finish within {timeout:.1?}")]
     Timeout { command: String, timeout: Duration },
     #[error("SSH I/O with the guest failed during `{command}`")]
     Io {

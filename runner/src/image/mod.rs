@@ -21,12 +21,15 @@ use crate::host::{self, MissingTool};
 use crate::kernel::ResolvedKernel;
 
 /// Bump when the layout of the image changes in a way its inputs do not show.
-const FORMAT: &str = "crashrig-image-v1";
+const FORMAT: &str = "crashrig-image-v2";
 
 /// The serial of the tools disk; scenario device names may not use it.
 pub const TOOLS_SERIAL: &str = "crashrig-tools";
 
-const INITTAB: &str = "::sysinit:/etc/init.sh
+/// The helper's `boot-init` is the guest's whole start-up (one boot path: no shell script
+/// behind it). Kernel command-line words with `=` (crashrig_key, crashrig_modules) reach it
+/// through init's environment.
+const INITTAB: &str = "::sysinit:/bin/crashrig-guest boot-init
 ::ctrlaltdel:/sbin/reboot -f
 ::shutdown:/bin/sync
 ";
@@ -102,15 +105,9 @@ pub fn default_recipe() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/default.yaml")
 }
 
-fn init_script(recipe: &Path) -> PathBuf {
-    recipe.parent().unwrap_or(Path::new(".")).join("init.sh")
-}
-
 /// Builds (or finds in the cache) the image described by `recipe_path`.
 pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<GuestImage, ImageError> {
     let recipe = Recipe::load(recipe_path)?;
-    let init_path = init_script(recipe_path);
-    let init = std::fs::read(&init_path).map_err(io_err(&init_path))?;
     let busybox = host::require("busybox")?;
     let dropbearkey = host::require("dropbearkey")?;
 
@@ -142,7 +139,6 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
     let mut hasher = Sha256::new();
     hasher.update(FORMAT);
     hasher.update(std::fs::read(recipe_path).map_err(io_err(recipe_path))?);
-    hasher.update(&init);
     for (label, files) in [("initramfs", &initramfs_files), ("tools", &tools_files)] {
         hasher.update(label);
         for (dst, src) in files.iter() {
@@ -167,7 +163,7 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
         let entry = tmp.path().join("entry");
         std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
         let root = tmp.path().join("initramfs");
-        stage_initramfs(&root, &busybox, helper, &init, &initramfs_files)?;
+        stage_initramfs(&root, &busybox, helper, &initramfs_files)?;
         let host_key = root.join("etc/dropbear/host_key");
         run(Command::new(&dropbearkey)
             .args(["-t", "ed25519", "-f"])
@@ -282,7 +278,6 @@ fn stage_initramfs(
     root: &Path,
     busybox: &Path,
     helper: &Path,
-    init: &[u8],
     files: &BTreeMap<PathBuf, PathBuf>,
 ) -> Result<(), ImageError> {
     for dir in [
@@ -325,10 +320,7 @@ fn stage_initramfs(
     write(&root.join("etc/passwd"), PASSWD.as_bytes())?;
     write(&root.join("etc/group"), GROUP.as_bytes())?;
     write(&root.join("etc/shells"), b"/bin/sh\n")?;
-    write(&root.join("etc/profile"), PROFILE.as_bytes())?;
-    let init_path = root.join("etc/init.sh");
-    write(&init_path, init)?;
-    set_mode(&init_path, 0o755)
+    write(&root.join("etc/profile"), PROFILE.as_bytes())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), ImageError> {

@@ -30,16 +30,6 @@ const RECIPE: u32 = 1;
 /// Fixed so that rebuilds are reproducible and ccache-friendly.
 pub const BUILD_TIMESTAMP: &str = "Sat Jan  1 00:00:00 UTC 2000";
 
-/// Files of a finished cache entry.
-pub const ENTRY_FILES: &[&str] = &[
-    "bzImage",
-    "vmlinux",
-    "System.map",
-    "config",
-    "build.log",
-    "key.json",
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {

@@ -28,7 +28,7 @@ pub struct Exec {
 
 use crate::process::describe;
 
-fn process_error(e: ProcessError) -> KernelError {
+pub(super) fn process_error(e: ProcessError) -> KernelError {
     match e {
         ProcessError::Spawn { command, source } => KernelError::Spawn { command, source },
         ProcessError::Cancelled { .. } => KernelError::Cancelled,

@@ -347,10 +347,10 @@ pub fn failure_lines(output: &str) -> String {
     }
 }
 
-/// Identity for commits crashrig makes (the user's git config may have none).
 /// git am of one patch, or rev-parse, on a kernel worktree.
 const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
+/// Identity for commits crashrig makes (the user's git config may have none).
 pub(crate) fn git_identity(cmd: &mut Command, date: &str) {
     cmd.env("GIT_COMMITTER_NAME", "crashrig")
         .env("GIT_COMMITTER_EMAIL", "crashrig@localhost")
@@ -360,13 +360,21 @@ pub(crate) fn git_identity(cmd: &mut Command, date: &str) {
         .env("GIT_AUTHOR_DATE", date);
 }
 
+/// What a git command that ran said: whether it succeeded, and its stdout then stderr.
+struct GitRun {
+    ok: bool,
+    text: String,
+}
+
+/// Runs git on the worktree with `input` on stdin. A git that could not run (or ran past its
+/// deadline) is the host's error; a git that ran and failed is reported in [`GitRun`].
 fn git_stdin(
     worktree: &Path,
     args: &[&str],
     input: &[u8],
     date: &str,
     mail: bool,
-) -> Result<String, String> {
+) -> Result<GitRun, KernelError> {
     let mut cmd = Command::new("git");
     cmd.arg("-C").arg(worktree).args(args);
     git_identity(&mut cmd, date);
@@ -379,25 +387,29 @@ fn git_stdin(
     let out = crate::process::Tool::new(&mut cmd, GIT_LIMIT)
         .stdin(input.to_vec())
         .output()
-        .map_err(|e| crate::report::error_chain(&e))?;
-    let text = format!("{}{}", out.stdout_text(), out.stderr_text());
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
+        .map_err(super::exec::process_error)?;
+    Ok(GitRun {
+        ok: out.status.success(),
+        text: format!("{}{}", out.stdout_text(), out.stderr_text()),
+    })
 }
 
-fn head(worktree: &Path) -> Result<String, String> {
-    let mut cmd = Command::new("git");
-    cmd.arg("-C").arg(worktree).args(["rev-parse", "HEAD"]);
-    let out = crate::process::Tool::new(&mut cmd, GIT_LIMIT)
-        .output()
-        .map_err(|e| crate::report::error_chain(&e))?;
-    if out.status.success() {
-        Ok(out.stdout_text().trim().to_string())
+/// [`git_stdin`] for a command that must succeed whatever the patch (commit, rev-parse): its
+/// failure is the host's, not the patch's.
+fn git_must(
+    worktree: &Path,
+    args: &[&str],
+    input: &[u8],
+    date: &str,
+) -> Result<String, KernelError> {
+    let run = git_stdin(worktree, args, input, date, false)?;
+    if run.ok {
+        Ok(run.text)
     } else {
-        Err(out.stderr_text())
+        Err(KernelError::Command {
+            command: format!("git {}", args.join(" ")),
+            output: run.text,
+        })
     }
 }
 
@@ -412,66 +424,66 @@ pub fn apply(
     let mut done = Vec::new();
     for p in patches {
         let strip = format!("-p{}", p.strip);
-        let result = match p.kind {
-            PatchKind::Mail => git_stdin(
-                worktree,
-                &["am", "--3way", "--quiet", &strip],
-                &p.content,
-                date,
-                true,
-            )
-            .map_err(|out| {
-                let _ = git_stdin(worktree, &["am", "--abort"], b"", date, true);
-                // with --3way, git am may only say that it could not build an ancestor;
-                // git apply --check names the file and hunk
-                let check = git_stdin(
+        // Some(git's output) when the patch does not apply.
+        let mut failed = None;
+        match p.kind {
+            PatchKind::Mail => {
+                let am = git_stdin(
                     worktree,
-                    &["apply", "--check", "--verbose", &strip, "-"],
+                    &["am", "--3way", "--quiet", &strip],
+                    &p.content,
+                    date,
+                    true,
+                )?;
+                if !am.ok {
+                    git_stdin(worktree, &["am", "--abort"], b"", date, true)?;
+                    // with --3way, git am may only say that it could not build an ancestor;
+                    // git apply --check names the file and hunk
+                    let check = git_stdin(
+                        worktree,
+                        &["apply", "--check", "--verbose", &strip, "-"],
+                        &p.content,
+                        date,
+                        false,
+                    )?;
+                    let check = if check.ok { String::new() } else { check.text };
+                    failed = Some(format!("{}\n{check}", am.text));
+                }
+            }
+            PatchKind::Diff => {
+                let applied = git_stdin(
+                    worktree,
+                    &["apply", "--index", "--verbose", &strip, "-"],
                     &p.content,
                     date,
                     false,
-                )
-                .err()
-                .unwrap_or_default();
-                format!("{out}\n{check}")
-            }),
-            PatchKind::Diff => git_stdin(
-                worktree,
-                &["apply", "--index", "--verbose", &strip, "-"],
-                &p.content,
-                date,
-                false,
-            )
-            .and_then(|_| {
-                let message = format!("{}\n\nApplied by crashrig from {}\n", p.subject, p);
-                git_stdin(
-                    worktree,
-                    &[
+                )?;
+                if applied.ok {
+                    let message = format!("{}\n\nApplied by crashrig from {}\n", p.subject, p);
+                    let commit = [
                         "commit",
                         "--quiet",
                         "--no-verify",
                         "--allow-empty",
                         "-F",
                         "-",
-                    ],
-                    message.as_bytes(),
-                    date,
-                    false,
-                )
-            }),
-        };
-        if let Err(output) = result {
+                    ];
+                    git_must(worktree, &commit, message.as_bytes(), date)?;
+                } else {
+                    failed = Some(applied.text);
+                }
+            }
+        }
+        if let Some(failed) = failed {
             return Err(KernelError::PatchDoesNotApply {
                 patch: p.to_string(),
                 subject: p.subject.clone(),
-                details: failure_lines(&output),
+                details: failure_lines(&failed),
             });
         }
-        let commit = head(worktree).map_err(|e| KernelError::PatchDoesNotApply {
-            patch: p.to_string(),
-            subject: p.subject.clone(),
-            details: e,
-        })?;
+        let commit = git_must(worktree, &["rev-parse", "HEAD"], b"", date)?
+            .trim()
+            .to_string();
         done.push((p.clone(), commit));
     }
     Ok(done)

@@ -68,6 +68,35 @@ pub enum Event {
         candidate: usize,
         why: String,
     },
+    /// An amplification search started over `settings` settings.
+    AmplifyStarted {
+        settings: u64,
+        /// The knobs searched (those with more than one value): name and values.
+        knobs: Vec<(String, Vec<String>)>,
+        budget: u64,
+        batch: u32,
+        /// The target given; `None`: the first violation seen becomes the target.
+        target: Option<String>,
+    },
+    /// The search's target became known: the first violation seen.
+    AmplifyTarget {
+        target: String,
+    },
+    /// A batch of `setting` had no usable iteration (boot or setup failed); it counts as one
+    /// trial without a hit.
+    AmplifyUnusable {
+        setting: String,
+        why: String,
+    },
+    /// The search's state after a batch; reporters show the leading settings.
+    AmplifyProgress(Box<crate::amplify::Report>),
+    /// `bench amplify`: `iterations` fresh iterations of each of `settings` after the search,
+    /// in alternating batches of `batch`.
+    AmplifyConfirm {
+        settings: Vec<String>,
+        iterations: u32,
+        batch: u32,
+    },
     KernelReady {
         spec: String,
         version: String,

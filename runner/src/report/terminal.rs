@@ -150,6 +150,22 @@ pub fn summary_text(run: &RunRecord) -> String {
     out
 }
 
+/// The search's spending and its three leading settings.
+fn amplify_progress_text(r: &crate::amplify::Report) -> String {
+    let lead: Vec<String> = r
+        .rows
+        .iter()
+        .take(3)
+        .map(|row| format!("{} {}", row.label, row.rates_text()))
+        .collect();
+    format!(
+        "crashrig: amplify: {}/{} iterations; leading: {}",
+        r.spent,
+        r.budget,
+        lead.join("; ")
+    )
+}
+
 fn bisect_step_text(s: &BisectStep) -> String {
     format!(
         "crashrig: step: {} ({} iterations); {} builds, {} iterations so far; culprit range {}..={}{}",
@@ -233,6 +249,42 @@ impl Reporter for Terminal {
             Event::BisectUncounted { candidate, why } => self.line(&format!(
                 "crashrig: warning: candidate {candidate}: not counted (failed without the \
                  target): {why}"
+            )),
+            Event::AmplifyStarted {
+                settings,
+                knobs,
+                budget,
+                batch,
+                target,
+            } => self.line(&format!(
+                "crashrig: amplify: {settings} settings over {} knobs ({}); budget {budget} \
+                 iterations, batches of {batch}; {}",
+                knobs.len(),
+                knobs
+                    .iter()
+                    .map(|(name, values)| format!("{name}: {}", values.join("/")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                match target {
+                    Some(t) => format!("target {t}"),
+                    None => "target: the first violation seen".into(),
+                }
+            )),
+            Event::AmplifyTarget { target } => self.line(&format!(
+                "crashrig: amplify: target {target} (the first violation seen)"
+            )),
+            Event::AmplifyUnusable { setting, why } => self.line(&format!(
+                "crashrig: warning: amplify: {setting}: no usable iteration ({why})"
+            )),
+            Event::AmplifyProgress(report) => self.line(&amplify_progress_text(report)),
+            Event::AmplifyConfirm {
+                settings,
+                iterations,
+                batch,
+            } => self.line(&format!(
+                "crashrig: bench amplify: {iterations} fresh iterations each of {}, in \
+                 alternating batches of {batch}",
+                settings.join(" and ")
             )),
             Event::KernelReady { spec, version } => {
                 if let Some(bar) = self.progress.take() {

@@ -28,6 +28,10 @@ use crate::scenario::{self, LoadError, Scenario, Setting};
 /// the host or the scenario is broken, not the setting unlucky.
 const MAX_FAILED_BATCHES: u32 = 3;
 
+/// The search stops once the leader's 95% lower bound reaches this rate: a bisection at 80%
+/// costs little more than at 100%, and telling near-certain settings apart costs the most.
+const ENOUGH: f64 = 0.8;
+
 /// What `crashrig amplify` was asked, as plain values.
 #[derive(Debug, Clone)]
 pub struct AmplifyOptions {
@@ -74,8 +78,16 @@ pub enum AmplifyRunError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("write the amplified scenario: {0}")]
-    Rewrite(String),
+    #[error("find a top-level `parameters:` line in the scenario")]
+    RewriteNoParameters,
+    #[error("find parameter `{0}` on a line of its own")]
+    RewriteNotOnALine(String),
+    #[error("find the `default:` of parameter `{0}`")]
+    RewriteNoDefault(String),
+    #[error("load the rewritten scenario")]
+    RewriteLoad(#[source] LoadError),
+    #[error("keep the winner as the defaults: they read back as {0}")]
+    RewriteReadBack(String),
 }
 
 impl AmplifyRunError {
@@ -262,28 +274,23 @@ pub async fn search_on<M: Machine, F: FnMut(usize, &Scenario) -> M>(
         confidence: opts.confidence,
         goal,
         seed: opts.seed.unwrap_or_else(rand::random),
+        enough: ENOUGH,
         ..amplify::Config::default()
     };
     let mut searcher = Searcher::new(space.clone(), config)?;
     let mut target = opts.target.as_deref().map(Target::parse);
-    sink.info(format!(
-        "amplify: {} settings over {} knobs ({}); budget {} iterations, batches of {}{}",
-        space.size(),
-        space.knobs().iter().filter(|k| k.values.len() > 1).count(),
-        space
+    sink.emit(Event::AmplifyStarted {
+        settings: space.size(),
+        knobs: space
             .knobs()
             .iter()
             .filter(|k| k.values.len() > 1)
-            .map(|k| format!("{}: {}", k.name, k.values.join("/")))
-            .collect::<Vec<_>>()
-            .join(", "),
-        opts.budget,
-        opts.batch,
-        match &target {
-            Some(t) => format!("; target {}", t.text()),
-            None => "; target: the first violation seen".into(),
-        }
-    ));
+            .map(|k| (k.name.to_string(), k.values.clone()))
+            .collect(),
+        budget: opts.budget,
+        batch: opts.batch,
+        target: target.as_ref().map(Target::text),
+    });
     let mut failed_in_a_row = 0;
     loop {
         let (id, arm, iterations) = match searcher.next_action() {
@@ -315,10 +322,7 @@ pub async fn search_on<M: Machine, F: FnMut(usize, &Scenario) -> M>(
                     .filter(|i| i.verdict.is_failure())
                     .find_map(Target::from_iteration)
                 {
-                    sink.info(format!(
-                        "amplify: target {} (the first violation seen)",
-                        t.text()
-                    ));
+                    sink.emit(Event::AmplifyTarget { target: t.text() });
                     target = Some(t);
                 }
             }
@@ -326,10 +330,10 @@ pub async fn search_on<M: Machine, F: FnMut(usize, &Scenario) -> M>(
                 Some(t) => match batch_counts(batch_outcome(&run, t).0) {
                     Ok(counts) => counts,
                     Err(reason) => {
-                        sink.warn(format!(
-                            "amplify: {}: no usable iteration ({reason})",
-                            space.describe(&arm)
-                        ));
+                        sink.emit(Event::AmplifyUnusable {
+                            setting: space.describe(&arm),
+                            why: reason.clone(),
+                        });
                         failed_in_a_row += 1;
                         if failed_in_a_row >= MAX_FAILED_BATCHES {
                             return Err(AmplifyRunError::Batches {
@@ -360,43 +364,8 @@ pub async fn search_on<M: Machine, F: FnMut(usize, &Scenario) -> M>(
             let ran = (run.iterations.len() as u64).max(1);
             searcher.charge(ran.saturating_sub(counts.trials));
         }
-        let progress = searcher.report(None);
-        sink.info(progress_line(&progress));
+        sink.emit(Event::AmplifyProgress(Box::new(searcher.report(None))));
     }
-}
-
-/// The leading settings with their rates and intervals.
-pub fn progress_line(r: &Report) -> String {
-    let lead: Vec<String> = r
-        .rows
-        .iter()
-        .take(3)
-        .map(|row| format!("{} {}", row.label, rates_text(row)))
-        .collect();
-    format!(
-        "amplify: {}/{} iterations; leading: {}",
-        r.spent,
-        r.budget,
-        lead.join("; ")
-    )
-}
-
-fn rates_text(row: &amplify::Row) -> String {
-    row.counts
-        .iter()
-        .zip(&row.intervals)
-        .map(|(c, (lo, hi))| {
-            format!(
-                "{}/{} ({:.0}%, 95% CI {:.0}%-{:.0}%)",
-                c.hits,
-                c.trials,
-                100.0 * c.rate(),
-                100.0 * lo,
-                100.0 * hi
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" vs ")
 }
 
 /// The final table: every setting tried, best first.
@@ -418,6 +387,8 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
         r.budget,
         match r.stop {
             Some(amplify::Stop::Confident) => "stopped: the leader is clearly best",
+            Some(amplify::Stop::Enough) =>
+                "stopped: the leader shows the target often enough (95% lower bound >= 80%)",
             _ => "stopped: budget spent",
         }
     );
@@ -442,11 +413,16 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
             "  {:<40} {:>5.2}  {}{}\n",
             row.label,
             row.p_best,
-            rates_text(row),
+            row.rates_text(),
             mark
         ));
     }
     match (r.winner.and_then(|w| r.row(w)), r.fisher_vs_default) {
+        (Some(w), _) if w.score <= 0.0 => s.push_str(if r.goal == Goal::Difference {
+            "no setting showed a difference between the kernels: nothing to amplify\n"
+        } else {
+            "no setting showed the target: nothing to amplify (more iterations, other values, or another --target)\n"
+        }),
         (Some(w), Some(p)) => s.push_str(&format!(
             "winner: {} ; Fisher p against the default = {p:.3}\n",
             w.label
@@ -498,10 +474,11 @@ pub async fn amplify(opts: AmplifyOptions) -> Result<AmplifyOutcome, AmplifyRunE
     }
     let host = session.host(&kernels[0].1.image).await?;
     let accel = host.accel;
-    let reason = host.info.accel_reason.clone();
-    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info));
-    sink.info(format!("accelerator: {accel} ({reason})"));
-    sink.info(format!("results: {}", session.out.display()));
+    let mut sink = session.results_sink(ResultsWriter::new(&session.out, host.info.clone()));
+    sink.emit(Event::Host(host.info));
+    sink.emit(Event::ResultsDir {
+        path: session.out.clone(),
+    });
     let image = session.image().await?;
     sink.emit(Event::ImageReady {
         key: image.key.clone(),
@@ -564,18 +541,29 @@ pub fn finish(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "scenario".into());
     let amplified_path = out.join(format!("{stem}.amplified.yaml"));
-    // Only the knobs the winner moves are rewritten; the rest of the file stays as written.
-    let default_setting = space.setting(&space.default_arm());
+    // Only the knobs where the winner differs from the file's defaults are rewritten (the
+    // search may have started elsewhere: `bench amplify --baseline`); the rest of the file
+    // stays as written.
+    let file_defaults: Setting =
+        scenario::load_str_with(&text, &opts.scenario.display().to_string(), &Setting::new())
+            .map(|l| {
+                l.scenario
+                    .parameters
+                    .iter()
+                    .map(|p| (p.name.clone(), p.default.clone()))
+                    .collect()
+            })
+            .unwrap_or_else(|_| space.setting(&space.default_arm()));
     let changed: Setting = winner_setting
         .iter()
-        .filter(|(k, v)| default_setting.get(*k) != Some(*v))
+        .filter(|(k, v)| file_defaults.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let rewritten = with_defaults(&text, &changed).and_then(|t| {
         // The file must load, and its defaults must be the winner.
         let loaded =
             scenario::load_str_with(&t, &amplified_path.display().to_string(), &Setting::new())
-                .map_err(|e| crate::report::error_chain(&e))?;
+                .map_err(AmplifyRunError::RewriteLoad)?;
         let defaults: Setting = loaded
             .scenario
             .parameters
@@ -592,18 +580,24 @@ pub fn finish(
         if defaults == expected {
             Ok(t)
         } else {
-            Err(format!(
-                "the rewritten defaults read back as {}",
-                describe_setting(&defaults)
-            ))
+            Err(AmplifyRunError::RewriteReadBack(describe_setting(
+                &defaults,
+            )))
         }
     });
+    // A winner that never showed the target (or no difference) is no amplification: say so
+    // rather than hand out a scenario that changes nothing that matters.
+    let showed = report
+        .winner
+        .and_then(|w| report.row(w))
+        .is_some_and(|r| r.score > 0.0);
     let (amplified, rewrite_error) = match rewritten {
+        _ if !showed => (None, None),
         Ok(t) => {
             write_new(&amplified_path, &t)?;
             (Some(amplified_path), None)
         }
-        Err(why) => (None, Some(why)),
+        Err(e) => (None, Some(crate::report::error_chain(&e))),
     };
     let outcome = AmplifyOutcome {
         scenario: name.to_string(),
@@ -652,12 +646,12 @@ fn write_new(path: &Path, text: &str) -> Result<(), AmplifyRunError> {
 /// else (comments, layout) as written. Handles the flow form
 /// `name: { default: V, values: [...] }` and the block form (`name:` then an indented
 /// `default: V`).
-pub fn with_defaults(text: &str, setting: &Setting) -> Result<String, String> {
+pub fn with_defaults(text: &str, setting: &Setting) -> Result<String, AmplifyRunError> {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let start = lines
         .iter()
         .position(|l| l.trim_end() == "parameters:")
-        .ok_or("the scenario has no top-level `parameters:` line")?;
+        .ok_or(AmplifyRunError::RewriteNoParameters)?;
     let end = lines[start + 1..]
         .iter()
         .position(|l| !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#'))
@@ -666,7 +660,7 @@ pub fn with_defaults(text: &str, setting: &Setting) -> Result<String, String> {
         let key = format!("{name}:");
         let at = (start + 1..end)
             .find(|&i| lines[i].trim_start().starts_with(&key))
-            .ok_or_else(|| format!("parameter `{name}` is not declared on a line of its own"))?;
+            .ok_or_else(|| AmplifyRunError::RewriteNotOnALine(name.clone()))?;
         let quoted = yaml_scalar(value);
         let line = &lines[at];
         if let Some(pos) = line.find("default:") {
@@ -694,7 +688,7 @@ pub fn with_defaults(text: &str, setting: &Setting) -> Result<String, String> {
                 lines[i].trim().is_empty() || lines[i].len() - lines[i].trim_start().len() > indent
             })
             .find(|&i| lines[i].trim_start().starts_with("default:"))
-            .ok_or_else(|| format!("parameter `{name}` has no `default:`"))?;
+            .ok_or_else(|| AmplifyRunError::RewriteNoDefault(name.clone()))?;
         let l = &lines[inner];
         let pos = l.find("default:").expect("found above");
         lines[inner] = format!("{} {quoted}", &l[..pos + "default:".len()]);
@@ -786,6 +780,7 @@ mod tests {
         );
         assert!(with_defaults(text, &setting(&[("other", "1")]))
             .unwrap_err()
+            .to_string()
             .contains("`other`"));
         assert!(with_defaults("steps: []\n", &setting(&[("a", "1")])).is_err());
         assert_eq!(
@@ -808,6 +803,9 @@ pub struct BenchOptions {
     pub confirm: u32,
     /// Simulated bisections per rate for the expected bisection cost.
     pub bisect_runs: u32,
+    /// The setting the search starts from and the winner is compared against (`--baseline`;
+    /// knobs not named keep the scenario's defaults).
+    pub baseline: Setting,
 }
 
 /// One setting measured after the search, on fresh iterations.
@@ -828,6 +826,8 @@ pub struct BenchFigures {
     pub winner: Measured,
     /// Two-sided Fisher p, winner against default, on the fresh iterations.
     pub fisher_p: f64,
+    /// `--baseline`: where "default" was moved from the scenario's defaults.
+    pub baseline: Setting,
 }
 
 /// Searches (as `crashrig amplify`), then measures the default and the winner again on
@@ -836,7 +836,7 @@ pub struct BenchFigures {
 pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> {
     let mut session = Session::new(opts.search.vm.clone());
     let base = session.load_scenario(&opts.search.scenario)?;
-    let space = space_of(&base.scenario, &opts.search.vm.setting()?)?;
+    let space = space_of(&base.scenario, &opts.search.vm.setting()?)?.rebased(&opts.baseline)?;
     let spec = opts
         .search
         .vm
@@ -953,6 +953,7 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
         default,
         winner,
         fisher_p,
+        baseline: opts.baseline.clone(),
     };
     let json = session.out.join("bench-amplify.json");
     write_json(&json, &figures)?;
@@ -978,15 +979,11 @@ async fn confirm<M: Machine, F: FnMut(usize, &Scenario) -> M>(
         .iter()
         .map(|arm| load_setting(&opts.search.scenario, &space.setting(arm)))
         .collect::<Result<Vec<_>, _>>()?;
-    sink.info(format!(
-        "bench amplify: {} fresh iterations each of {}, in alternating batches of {}",
-        opts.confirm,
-        arms.iter()
-            .map(|a| space.describe(a))
-            .collect::<Vec<_>>()
-            .join(" and "),
-        opts.search.batch
-    ));
+    sink.emit(Event::AmplifyConfirm {
+        settings: arms.iter().map(|a| space.describe(a)).collect(),
+        iterations: opts.confirm,
+        batch: opts.search.batch,
+    });
     let mut counts = vec![Counts::default(); arms.len()];
     let mut attempts = vec![0u32; arms.len()];
     let mut failed_in_a_row = 0;
@@ -1045,6 +1042,12 @@ pub fn bench_text(f: &BenchFigures) -> String {
     };
     let mut s = report_text(&f.outcome);
     s.push_str("fresh iterations after the search:\n");
+    if !f.baseline.is_empty() {
+        s.push_str(&format!(
+            "(\"default\" is the baseline {}, the scenario's defaults elsewhere)\n",
+            describe_setting(&f.baseline)
+        ));
+    }
     s.push_str(&line("default", &f.default));
     s.push_str(&line("winner", &f.winner));
     let ratio = if f.default.counts.rate() > 0.0 {

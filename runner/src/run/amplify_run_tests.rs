@@ -124,6 +124,23 @@ impl Driver {
         }
     }
 
+    /// The search, then what `crashrig amplify` prints and writes after it.
+    async fn amplify(&self, machine: impl FnMut() -> FakeMachine + Send) -> AmplifyOutcome {
+        let (report, _) = self.search(machine).await;
+        let out = self.dir.path().join("out");
+        let base = load_setting(&self.opts.scenario, &Setting::new()).unwrap();
+        let space = space_of(&base.scenario, &Setting::new()).unwrap();
+        finish(
+            &self.opts,
+            &out,
+            "knobs",
+            report.unwrap(),
+            Some(Target::parse("umount:EBUSY")),
+            &space,
+        )
+        .unwrap()
+    }
+
     /// Runs the search; `machine` makes each new machine.
     async fn search(
         &self,
@@ -307,4 +324,36 @@ async fn a_setting_that_never_boots_ends_the_search_with_an_error() {
         boots as u32, MAX_FAILED_BATCHES,
         "one boot attempt per batch"
     );
+}
+
+#[tokio::test]
+async fn the_winner_is_written_out_as_a_scenario_that_loads_with_it_as_defaults() {
+    let d = Driver::new("[2]", 60);
+    let outcome = d.amplify(busy_machine).await;
+    let text = report_text(&outcome);
+    assert!(
+        text.contains("winner: busy=1 ; Fisher p against the default = 0.000"),
+        "{text}"
+    );
+    let path = outcome.amplified.expect("written");
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        written.contains("busy: { default: 1, values: [0, 1] }"),
+        "{written}"
+    );
+    let again = load_setting(&path, &Setting::new()).unwrap();
+    assert_eq!(again.scenario.setting["busy"], "1");
+}
+
+#[tokio::test]
+async fn a_search_where_nothing_shows_writes_no_scenario_and_says_so() {
+    let d = Driver::new("[2]", 40);
+    let outcome = d.amplify(FakeMachine::healthy).await;
+    assert_eq!(outcome.amplified, None);
+    let text = report_text(&outcome);
+    assert!(
+        text.contains("no setting showed the target: nothing to amplify"),
+        "{text}"
+    );
+    assert!(!text.contains("winner:"), "{text}");
 }

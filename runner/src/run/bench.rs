@@ -49,8 +49,6 @@ pub struct BootBenchFigures {
 pub enum BenchError {
     #[error(transparent)]
     Session(#[from] SessionError),
-    #[error("boot the bare kernel: {0}")]
-    BareBoot(String),
     #[error("create a temporary directory")]
     TempDir(#[source] std::io::Error),
     #[error(transparent)]
@@ -100,8 +98,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, Benc
     for _ in 0..opts.repeat {
         bare_times.push(
             crate::vm::qemu::bare_boot(&kernel.image, &bare, accel, Duration::from_secs(120))
-                .await
-                .map_err(BenchError::BareBoot)?,
+                .await?,
         );
         let disk = tmp.path().join("scratch.img");
         create_disk(&disk, 1 << 30)?;

@@ -11,15 +11,17 @@ use serde::{Deserialize, Serialize};
 
 use super::session::{build_progress, forward_build_progress, Session, SessionError, VmOptions};
 use crate::bisect::{
-    self, Action, BatchOutcome, BisectError, Bisector, Config, Direction, Header, Journal, Step,
+    self, Action, BatchOutcome, BisectError, Bisector, Config, Direction, Header, Journal,
+    RateTest, RateVerdict, Step,
 };
 use crate::cache::Cache;
+use crate::image::GuestImage;
 use crate::kernel::{self, BuildOptions, KernelError, KernelSpec, PatchFile, ResolvedKernel};
 use crate::report::events::{BisectStep, Event, EventSink};
 use crate::report::store::{write_json, StoreError};
 use crate::report::writer::ResultsWriter;
 use crate::report::{HostInfo, IterationRecord, RunRecord, Verdict};
-use crate::run::{run_scenario, LoadedScenario, RunOptions};
+use crate::run::{run_batch, LoadedScenario, Machine, QemuMachine, Rig, RunOptions};
 
 /// What `crashrig bisect` searches, as plain values (see the CLI for each option's meaning).
 #[derive(Debug, Clone)]
@@ -624,15 +626,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 stop_at_first_failure,
             } => (candidate, iterations, stop_at_first_failure),
         };
-        let p = bisector.progress();
-        sink.emit(Event::BisectStep(Box::new(BisectStep {
-            candidate: cands.describe(k),
-            iterations,
-            builds: p.builds,
-            iterations_so_far: p.iterations,
-            range: p.range,
-            leader: p.leader.map(|l| (l.candidate, l.probability)),
-        })));
+        sink.emit(step_event(&bisector, &cands, k, iterations));
         let kernel = match cands.build(k, &opts, &cache, &mut sink).await {
             Ok(k) => k,
             Err(source) if target.is_none() => {
@@ -680,50 +674,144 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 a
             }
         };
-        let run_opts = RunOptions {
+        let restore = session.vm.restore;
+        let batch_opts = |target: Option<&Target>, iterations: u32, stop_early: bool| RunOptions {
             iterations: Some(iterations),
-            restore: session.vm.restore,
-            stop_when: match (&target, stop_early) {
-                (None, _) => Some(any_failure),
-                (Some(_), true) => Some(target_seen),
+            restore,
+            stop_when: match (target, stop_early) {
+                (None, _) => Some(any_failure as StopWhen),
+                (Some(_), true) => Some(target_seen as StopWhen),
                 (Some(_), false) => None,
             },
-            stop_arg: target.as_ref().map(Target::text).unwrap_or_default(),
+            stop_arg: target.map(Target::text).unwrap_or_default(),
             ..RunOptions::new(accel, out.clone(), cache.clone())
         };
-        let run = run_scenario(&loaded, &kernel, &image, &run_opts, run_index, &mut sink).await;
-        run_index += 1;
-        if target.is_none() {
-            let first = run.iterations.iter().find(|i| i.verdict.is_failure());
-            match first.and_then(Target::from_iteration) {
-                Some(t) => {
-                    sink.emit(Event::BisectTarget { target: t.text() });
-                    write_json(&target_path, &t)?;
-                    target = Some(t);
+        let first = batch_opts(target.as_ref(), iterations, stop_early);
+        // Consecutive batches on this candidate run on one booted machine.
+        let on = OnKernel {
+            loaded: &loaded,
+            kernel: &kernel,
+            image_key: &image.key,
+        };
+        run_index = consecutive_batches(
+            &mut Rig::new(qemu_machine(&on, &image, &first)),
+            &on,
+            first,
+            run_index,
+            &mut sink,
+            |run, sink| {
+                if target.is_none() {
+                    let first = run.iterations.iter().find(|i| i.verdict.is_failure());
+                    match first.and_then(Target::from_iteration) {
+                        Some(t) => {
+                            sink.emit(Event::BisectTarget { target: t.text() });
+                            write_json(&target_path, &t)?;
+                            target = Some(t);
+                        }
+                        None => {
+                            return Err(BisectRunError::NoTarget {
+                                candidate: cands.describe(k),
+                                iterations: run.iterations.len(),
+                                why: run
+                                    .error
+                                    .as_ref()
+                                    .map(|e| format!(" ({e})"))
+                                    .unwrap_or_default(),
+                            })
+                        }
+                    }
                 }
-                None => {
-                    return Err(BisectRunError::NoTarget {
-                        candidate: cands.describe(k),
-                        iterations: run.iterations.len(),
-                        why: run
-                            .error
-                            .as_ref()
-                            .map(|e| format!(" ({e})"))
-                            .unwrap_or_default(),
-                    })
+                let t = target.as_ref().expect("set above");
+                let (outcome, unrelated) = batch_outcome(&run, t);
+                for u in unrelated {
+                    sink.emit(Event::BisectUncounted {
+                        candidate: k,
+                        why: u,
+                    });
                 }
-            }
-        }
-        let t = target.as_ref().expect("set above");
-        let (outcome, unrelated) = batch_outcome(&run, t);
-        for u in unrelated {
-            sink.emit(Event::BisectUncounted {
-                candidate: k,
-                why: u,
-            });
-        }
-        record(&mut bisector, &mut journal, &cands, k, outcome)?;
+                record(&mut bisector, &mut journal, &cands, k, outcome)?;
+                match bisector.next_action() {
+                    Action::Test {
+                        candidate,
+                        iterations,
+                        stop_at_first_failure,
+                    } if candidate == k => {
+                        sink.emit(step_event(&bisector, &cands, k, iterations));
+                        Ok(Some(batch_opts(
+                            target.as_ref(),
+                            iterations,
+                            stop_at_first_failure,
+                        )))
+                    }
+                    _ => Ok(None),
+                }
+            },
+        )
+        .await?;
     }
+}
+
+type StopWhen = fn(&IterationRecord, &str) -> bool;
+
+fn step_event(bisector: &Bisector, cands: &Candidates, k: usize, iterations: u32) -> Event {
+    let p = bisector.progress();
+    Event::BisectStep(Box::new(BisectStep {
+        candidate: cands.describe(k),
+        iterations,
+        builds: p.builds,
+        iterations_so_far: p.iterations,
+        range: p.range,
+        leader: p.leader.map(|l| (l.candidate, l.probability)),
+    }))
+}
+
+/// The scenario and kernel a machine runs.
+pub struct OnKernel<'a> {
+    pub loaded: &'a LoadedScenario,
+    pub kernel: &'a ResolvedKernel,
+    pub image_key: &'a str,
+}
+
+/// The QEMU machine for `on` with `opts`' disk keeping and restore mode.
+fn qemu_machine<'a>(
+    on: &OnKernel<'a>,
+    image: &'a GuestImage,
+    opts: &RunOptions,
+) -> QemuMachine<'a> {
+    QemuMachine::new(
+        &on.loaded.scenario,
+        on.kernel,
+        image,
+        opts.cache.clone(),
+        opts.accel,
+        opts.keep,
+    )
+    .with_restore(opts.restore)
+}
+
+/// Runs batches of one kernel and scenario on one machine while `next` asks for another (it
+/// gets each batch's record and returns the next batch's options, or `None`): a batch after a
+/// clean one starts on the running machine, without booting or setting up again. The machine
+/// is stopped before returning, on every path. Returns the next run index.
+pub async fn consecutive_batches<M: Machine, E>(
+    rig: &mut Rig<M>,
+    on: &OnKernel<'_>,
+    mut opts: RunOptions,
+    mut index: usize,
+    sink: &mut EventSink,
+    mut next: impl FnMut(RunRecord, &mut EventSink) -> Result<Option<RunOptions>, E>,
+) -> Result<usize, E> {
+    let result = loop {
+        let run = run_batch(rig, on.loaded, on.kernel, on.image_key, &opts, index, sink).await;
+        index += 1;
+        match next(run, sink) {
+            Ok(Some(o)) => opts = o,
+            Ok(None) => break Ok(index),
+            Err(e) => break Err(e),
+        }
+    };
+    rig.stop().await;
+    result
 }
 
 /// The target of a resumed bisection. The journal's evidence was counted for the target in
@@ -983,34 +1071,130 @@ pub struct CheckOptions {
     pub kconfig: Vec<String>,
     /// Patches on top of the kernel (built kernels).
     pub patches: Vec<PathBuf>,
-    /// Iterations (default: the scenario's).
+    /// Most iterations (default: the scenario's; with a reference, 60).
     pub iterations: Option<u32>,
+    /// What counts, `STEP:ERRNO` or `STEP`; default: any failed iteration.
+    pub target: Option<String>,
+    /// The rate of a good kernel: "bad" means significantly above it.
+    pub reference: Option<Reference>,
+    /// The rate the sequential test is built to recognise as bad (default: twice the
+    /// reference rate, at least 0.25 above it, at most halfway to 1).
+    pub bad_rate: Option<f64>,
+    /// Error rate of each verdict: `1 - confidence` (default 0.95).
+    pub confidence: f64,
     pub vm: VmOptions,
 }
 
-/// `crashrig check`, for `git bisect run`: the batch outcome the exit code is made of (see
-/// [`bisect::check_exit_code`]): good, bad, or unknown (cannot test: build or boot failure,
-/// only unrelated failures, or bad input).
-pub async fn check(args: CheckOptions) -> BatchOutcome {
+/// Where the reference rate of `crashrig check` comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reference {
+    /// `--reference-rate R`.
+    Rate(f64),
+    /// `--reference SPEC`: measured once with this many iterations and cached.
+    Kernel { spec: String, iterations: u32 },
+}
+
+/// The reference measured on a kernel (cached under `check-reference/` in the crashrig cache,
+/// keyed by kernel image, scenario file, setting, target and iterations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MeasuredReference {
+    pub kernel: String,
+    pub image_sha256: String,
+    pub iterations: u32,
+    pub failures: u32,
+}
+
+impl MeasuredReference {
+    /// The rate the test compares with: `(f + 1) / (n + 2)`, which is never exactly 0 after
+    /// a finite clean measurement (a candidate is not called bad on one sighting because the
+    /// reference happened to show none in its runs).
+    pub fn rate(&self) -> f64 {
+        (f64::from(self.failures) + 1.0) / (f64::from(self.iterations) + 2.0)
+    }
+}
+
+/// What `crashrig check` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckReport {
+    pub outcome: BatchOutcome,
+    /// With a reference: the sequential test, its verdict, and the measured reference.
+    pub rate: Option<(RateTest, RateVerdict)>,
+    pub measured: Option<(MeasuredReference, bool)>,
+}
+
+impl CheckReport {
+    fn unknown(reason: String) -> CheckReport {
+        CheckReport {
+            outcome: BatchOutcome::Unknown { reason },
+            rate: None,
+            measured: None,
+        }
+    }
+
+    /// `git bisect run`'s exit code: 0 good, 1 bad, 125 cannot test or cannot tell.
+    pub fn exit_code(&self) -> i32 {
+        match (&self.outcome, &self.rate) {
+            (BatchOutcome::Ran { .. }, Some((_, verdict))) => verdict.exit_code(),
+            _ => bisect::check_exit_code(&self.outcome),
+        }
+    }
+
+    /// One line for people.
+    pub fn text(&self) -> String {
+        let mut s = match &self.outcome {
+            BatchOutcome::Ran {
+                iterations,
+                failures,
+            } => format!(
+                "check: {}",
+                bisect::MeasuredRate::new(u64::from(*failures), u64::from(*iterations)).text()
+            ),
+            BatchOutcome::Unknown { reason } => format!("check: cannot test: {reason}"),
+        };
+        if let Some((m, cached)) = &self.measured {
+            s.push_str(&format!(
+                "; reference {} {} ({})",
+                m.kernel,
+                bisect::MeasuredRate::new(u64::from(m.failures), u64::from(m.iterations)).text(),
+                if *cached { "cached" } else { "measured now" }
+            ));
+        }
+        if let (BatchOutcome::Ran { .. }, Some((t, v))) = (&self.outcome, &self.rate) {
+            s.push_str(&format!(
+                "; {} (sequential test of {:.1}% against {:.1}%, each error at most {:.0}%)",
+                match v {
+                    RateVerdict::Good => "good",
+                    RateVerdict::Bad => "bad",
+                    RateVerdict::CannotTell => "cannot tell within the budget",
+                },
+                100.0 * t.reference,
+                100.0 * t.bad_rate,
+                100.0 * (1.0 - t.confidence)
+            ));
+        }
+        s
+    }
+}
+
+/// `crashrig check`, for `git bisect run`: good, bad, or unknown (cannot test: build or boot
+/// failure, only unrelated failures, or bad input). Without a reference, "bad" means the
+/// target was seen; with one, that the rate is significantly above the reference rate.
+pub async fn check(args: CheckOptions) -> CheckReport {
     let mut session = Session::new(args.vm.clone());
     let loaded = match session.load_scenario(&args.scenario) {
         Ok(l) => l,
-        Err(e) => {
-            return BatchOutcome::Unknown {
-                reason: crate::report::error_chain(&e),
-            }
-        }
+        Err(e) => return CheckReport::unknown(crate::report::error_chain(&e)),
     };
     let spec_text = match args.vm.kernels.as_slice() {
         [one] => one.clone(),
         [] => ".".to_string(),
-        _ => {
-            return BatchOutcome::Unknown {
-                reason: "check takes one --kernel".into(),
-            }
-        }
+        _ => return CheckReport::unknown("check takes one --kernel".into()),
     };
-    check_inner(&args, &loaded, &spec_text, &mut session).await
+    match check_inner(&args, &loaded, &spec_text, &mut session).await {
+        Ok(r) => r,
+        Err(reason) => CheckReport::unknown(reason),
+    }
 }
 
 async fn check_inner(
@@ -1018,65 +1202,295 @@ async fn check_inner(
     loaded: &LoadedScenario,
     spec_text: &str,
     session: &mut Session,
-) -> BatchOutcome {
+) -> Result<CheckReport, String> {
     let cache = &session.cache.clone();
-    let unknown = |reason: String| BatchOutcome::Unknown { reason };
-    let spec = match KernelSpec::parse(spec_text) {
-        Ok(s) => s,
-        Err(e) => return unknown(e.to_string()),
-    };
-    let opts = BuildOptions {
-        kconfig: args.kconfig.clone(),
-        patches: args.patches.clone(),
-        scenario_kconfig: loaded.scenario.kconfig.clone(),
-    };
-    let kernel = match kernel::resolve(&spec, &opts, cache, &|_| {}).await {
-        Ok(k) => k,
-        Err(e) => return unknown(format!("build failed: {}", crate::report::error_chain(&e))),
-    };
-    let image = match session.image().await {
-        Ok(i) => i,
-        Err(e) => return unknown(crate::report::error_chain(&e)),
-    };
-    let accel = match session.host(&kernel.image).await {
-        Ok(host) => host.accel,
-        Err(e) => return unknown(crate::report::error_chain(&e)),
-    };
+    let target = args.target.as_deref().map(Target::parse);
+    let kernel = check_kernel(spec_text, args, loaded, cache).await?;
+    let image = session
+        .image()
+        .await
+        .map_err(|e| crate::report::error_chain(&e))?;
+    let accel = session
+        .host(&kernel.image)
+        .await
+        .map_err(|e| crate::report::error_chain(&e))?
+        .accel;
     // `git bisect run` calls check once per commit: each call gets a directory of its own
     // (DIR/check, DIR/check-2, ... with --out DIR).
     if let Some(dir) = session.vm.out.take() {
         session.default_out = dir.join("check");
     }
-    if let Err(e) = session.create_out(false) {
-        return unknown(crate::report::error_chain(&e));
-    }
-    let run_opts = RunOptions {
-        iterations: args.iterations,
-        stop_when: Some(any_failure),
-        restore: session.vm.restore,
-        ..RunOptions::new(accel, session.out.clone(), cache.clone())
+    session
+        .create_out(false)
+        .map_err(|e| crate::report::error_chain(&e))?;
+    let out = session.out.clone();
+    let restore = session.vm.restore;
+    let batch = |iterations: Option<u32>, stop: bool| RunOptions {
+        iterations,
+        restore,
+        stop_when: match (&target, stop) {
+            (_, false) => None,
+            (None, true) => Some(any_failure as StopWhen),
+            (Some(_), true) => Some(target_seen as StopWhen),
+        },
+        stop_arg: target.as_ref().map(Target::text).unwrap_or_default(),
+        ..RunOptions::new(accel, out.clone(), cache.clone())
     };
-    let run = run_scenario(loaded, &kernel, &image, &run_opts, 0, session.setup_sink()).await;
-    let failed = run
-        .iterations
-        .iter()
-        .filter(|i| i.verdict.is_failure())
-        .count() as u32;
-    let clean = run
-        .iterations
-        .iter()
-        .filter(|i| i.verdict == Verdict::Pass)
-        .count() as u32;
-    if failed + clean == 0 {
-        return unknown(
-            run.error
-                .unwrap_or_else(|| "no iteration could be judged".into()),
-        );
+    let count = |run: &RunRecord| counted(run, target.as_ref());
+    let mut measured = None;
+    let reference = match &args.reference {
+        None => None,
+        Some(Reference::Rate(r)) => Some(*r),
+        Some(Reference::Kernel { spec, iterations }) => {
+            let r = reference_rate(
+                spec,
+                *iterations,
+                args,
+                loaded,
+                target.as_ref(),
+                (&image, cache),
+                session,
+                batch(Some(*iterations), false),
+            )
+            .await?;
+            let rate = r.0.rate();
+            measured = Some(r);
+            Some(rate)
+        }
+    };
+    let on = OnKernel {
+        loaded,
+        kernel: &kernel,
+        image_key: &image.key,
+    };
+    let first = measured.as_ref().map_or(0, |_| 1);
+    let Some(p0) = reference else {
+        // "Bad" means seen: one batch, stopped at the first sighting.
+        let mut outcome = None;
+        let opts = batch(args.iterations, true);
+        consecutive_batches(
+            &mut Rig::new(qemu_machine(&on, &image, &opts)),
+            &on,
+            opts,
+            0,
+            session.setup_sink(),
+            |run, _| {
+                outcome = Some(count(&run));
+                Ok::<_, String>(None)
+            },
+        )
+        .await?;
+        return Ok(CheckReport {
+            outcome: outcome.expect("one batch ran"),
+            rate: None,
+            measured,
+        });
+    };
+    let test = RateTest::new(
+        p0,
+        args.bad_rate,
+        args.confidence,
+        args.iterations.unwrap_or(DEFAULT_CHECK_BUDGET),
+    )
+    .map_err(|e| e.to_string())?;
+    // The sequential test: batches that stop at the first sighting, on one booted machine.
+    let (mut n, mut f) = (0u32, 0u32);
+    let mut unknown = None;
+    let mut verdict = None;
+    let opts = batch(Some(test.next_batch(0, 0)), true);
+    consecutive_batches(
+        &mut Rig::new(qemu_machine(&on, &image, &opts)),
+        &on,
+        opts,
+        first,
+        session.setup_sink(),
+        |run, _| {
+            match count(&run) {
+                BatchOutcome::Ran {
+                    iterations,
+                    failures,
+                } => {
+                    n += iterations;
+                    f += failures;
+                }
+                BatchOutcome::Unknown { reason } => {
+                    unknown = Some(reason);
+                    return Ok::<_, String>(None);
+                }
+            }
+            verdict = test.verdict(n, f);
+            Ok(verdict
+                .is_none()
+                .then(|| batch(Some(test.next_batch(n, f)), true)))
+        },
+    )
+    .await?;
+    let outcome = match (n, unknown) {
+        (0, Some(reason)) => BatchOutcome::Unknown { reason },
+        _ => BatchOutcome::Ran {
+            iterations: n,
+            failures: f,
+        },
+    };
+    // A batch that could not be judged ends the test: what ran so far decides, or it
+    // cannot tell.
+    let verdict = verdict.unwrap_or(RateVerdict::CannotTell);
+    Ok(CheckReport {
+        outcome,
+        rate: Some((test, verdict)),
+        measured,
+    })
+}
+
+/// Iterations `crashrig check` may spend on a kernel against a reference (default of `-n`).
+pub const DEFAULT_CHECK_BUDGET: u32 = 60;
+
+/// How one batch of `check` counts: target sightings (any failure without a target) against
+/// clean iterations; iterations failing otherwise are left out.
+fn counted(run: &RunRecord, target: Option<&Target>) -> BatchOutcome {
+    match target {
+        Some(t) => batch_outcome(run, t).0,
+        None => {
+            let failed = run
+                .iterations
+                .iter()
+                .filter(|i| i.verdict.is_failure())
+                .count() as u32;
+            let clean = run
+                .iterations
+                .iter()
+                .filter(|i| i.verdict == Verdict::Pass)
+                .count() as u32;
+            if failed + clean == 0 {
+                BatchOutcome::Unknown {
+                    reason: run
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "no iteration could be judged".into()),
+                }
+            } else {
+                BatchOutcome::Ran {
+                    iterations: failed + clean,
+                    failures: failed,
+                }
+            }
+        }
     }
-    BatchOutcome::Ran {
-        iterations: failed + clean,
-        failures: failed,
+}
+
+async fn check_kernel(
+    spec_text: &str,
+    args: &CheckOptions,
+    loaded: &LoadedScenario,
+    cache: &Cache,
+) -> Result<ResolvedKernel, String> {
+    let spec = KernelSpec::parse(spec_text).map_err(|e| e.to_string())?;
+    let opts = BuildOptions {
+        kconfig: args.kconfig.clone(),
+        patches: args.patches.clone(),
+        scenario_kconfig: loaded.scenario.kconfig.clone(),
+    };
+    kernel::resolve(&spec, &opts, cache, &|_| {})
+        .await
+        .map_err(|e| format!("build failed: {}", crate::report::error_chain(&e)))
+}
+
+/// The reference kernel's rate: from the cache when this kernel image, scenario file, setting,
+/// target and number of iterations were measured before, else measured now (one batch, no
+/// early stop) and cached. `bool`: it came from the cache.
+#[allow(clippy::too_many_arguments)]
+async fn reference_rate(
+    spec: &str,
+    iterations: u32,
+    args: &CheckOptions,
+    loaded: &LoadedScenario,
+    target: Option<&Target>,
+    (image, cache): (&GuestImage, &Cache),
+    session: &mut Session,
+    opts: RunOptions,
+) -> Result<(MeasuredReference, bool), String> {
+    let kernel = check_kernel(spec, args, loaded, cache)
+        .await
+        .map_err(|e| format!("reference {spec}: {e}"))?;
+    let scenario_bytes =
+        std::fs::read(&loaded.path).map_err(|e| format!("read {}: {e}", loaded.path.display()))?;
+    let key = reference_key(
+        &kernel.image_sha256,
+        &scenario_bytes,
+        &loaded.scenario.setting,
+        target,
+        iterations,
+    );
+    let dir = cache
+        .dir("check-reference")
+        .map_err(|e| crate::report::error_chain(&e))?;
+    let path = dir.join(format!("{key}.json"));
+    if let Some(m) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<MeasuredReference>(&b).ok())
+    {
+        return Ok((m, true));
     }
+    let on = OnKernel {
+        loaded,
+        kernel: &kernel,
+        image_key: &image.key,
+    };
+    let mut outcome = None;
+    consecutive_batches(
+        &mut Rig::new(qemu_machine(&on, image, &opts)),
+        &on,
+        opts,
+        0,
+        session.setup_sink(),
+        |run, _| {
+            outcome = Some(counted(&run, target));
+            Ok::<_, String>(None)
+        },
+    )
+    .await?;
+    let (n, f) = match outcome.expect("one batch ran") {
+        BatchOutcome::Ran {
+            iterations,
+            failures,
+        } => (iterations, failures),
+        BatchOutcome::Unknown { reason } => return Err(format!("reference {spec}: {reason}")),
+    };
+    let m = MeasuredReference {
+        kernel: spec.to_string(),
+        image_sha256: kernel.image_sha256.clone(),
+        iterations: n,
+        failures: f,
+    };
+    let bytes = serde_json::to_vec_pretty(&m).expect("plain data serializes");
+    crate::report::store::write_atomic(&path, &bytes)
+        .map_err(|e| crate::report::error_chain(&e))?;
+    Ok((m, false))
+}
+
+/// The cache key of a reference measurement.
+fn reference_key(
+    image_sha256: &str,
+    scenario: &[u8],
+    setting: &crate::scenario::Setting,
+    target: Option<&Target>,
+    iterations: u32,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        image_sha256.as_bytes(),
+        &Sha256::digest(scenario)[..],
+        serde_json::to_string(setting)
+            .unwrap_or_default()
+            .as_bytes(),
+        target.map(Target::text).unwrap_or_default().as_bytes(),
+        iterations.to_string().as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
 }
 
 #[cfg(test)]

@@ -312,7 +312,7 @@ impl<M: Machine> Run<'_, M> {
         for seg in plan::plan_phase(s, Phase::Setup, plan::iteration_seed(seed, 0), data_seed) {
             match seg {
                 Segment::Guest(ops) => {
-                    let timeout = plan::plan_timeout(&ops, s.iteration_timeout);
+                    let timeout = plan::setup_timeout(&ops, s.iteration_timeout);
                     let ops = ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
                     let out = self.exec_ops(ops, timeout, "setup").await;
                     for (r, rep) in &out.reports {
@@ -378,6 +378,7 @@ impl<M: Machine> Run<'_, M> {
         let mut console_text = String::new();
         let mut kmsg: Vec<KmsgRecord> = Vec::new();
 
+        let mut in_guest = Duration::ZERO;
         let mut segments = plan::plan_phase(s, Phase::Steps, seed, data_seed);
         segments.extend(plan::plan_phase(s, Phase::Cleanup, seed, data_seed));
         for seg in segments {
@@ -386,9 +387,14 @@ impl<M: Machine> Run<'_, M> {
             }
             match seg {
                 Segment::Guest(ops) => {
-                    let timeout = plan::plan_timeout(&ops, s.iteration_timeout);
+                    // The iteration timeout is spent in the guest: boots after a host step
+                    // do not count against it.
+                    let left = s.iteration_timeout.saturating_sub(in_guest);
+                    let timeout = plan::plan_timeout(&ops, left);
                     let ops = ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
+                    let t0 = Instant::now();
                     let out = self.exec_ops(ops, timeout, &format!("iteration {n}")).await;
+                    in_guest += t0.elapsed();
                     for (r, rep) in &out.reports {
                         if let Some(r) = r {
                             steps.push(verdict::step_record(s, *r, rep));

@@ -488,6 +488,49 @@ async fn a_power_cut_step_reads_dmesg_cuts_and_boots_on_the_same_machine() {
 }
 
 #[tokio::test]
+async fn consecutive_batches_on_one_candidate_boot_and_set_up_once() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let log = rig.machine().log.clone();
+    let batch = |n| RunOptions {
+        iterations: Some(n),
+        ..h.opts()
+    };
+    let (first, later) = (batch(2), batch(1));
+    let on = crate::run::bisect_run::OnKernel {
+        loaded: &h.loaded,
+        kernel: &h.kernel,
+        image_key: "img",
+    };
+    // Three batches, as a bisection asking for one candidate three times in a row.
+    let mut sizes = Vec::new();
+    let next = crate::run::bisect_run::consecutive_batches(
+        &mut rig,
+        &on,
+        first,
+        4,
+        &mut h.sink,
+        |run, _| {
+            sizes.push(run.iterations.len());
+            Ok::<_, ()>((sizes.len() < 3).then(|| later.clone()))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(next, 7, "three run indexes used");
+    assert_eq!(sizes, [2, 1, 1]);
+    let l = log.lock().unwrap().clone();
+    assert_eq!(l.iter().filter(|c| *c == "boot").count(), 1, "{l:?}");
+    assert_eq!(l.iter().filter(|c| *c == "plan setup").count(), 1, "{l:?}");
+    assert_eq!(
+        l.last().unwrap(),
+        "stop",
+        "the machine is stopped at the end"
+    );
+    assert!(!rig.is_ready());
+}
+
+#[tokio::test]
 async fn restored_iterations_each_start_from_the_set_up_machine_saved_once() {
     let mut h = Harness::new(scenario(mount_umount()));
     let mut rig = Rig::new(FakeMachine::healthy());
@@ -580,4 +623,54 @@ async fn scenarios_whose_iterations_share_state_run_them_on_one_machine() {
     assert!(!r.independent_iterations);
     let log = log(rig.machine());
     assert!(!log.iter().any(|l| l.contains("set-up")), "{log:?}");
+}
+
+fn run_step(timeout_s: u64) -> Step {
+    Step::Run(RunStep {
+        id: None,
+        command: "true".into(),
+        timeout: Duration::from_secs(timeout_s),
+        exit: 0,
+    })
+}
+
+#[tokio::test]
+async fn an_iterations_plans_are_bounded_by_the_iteration_timeout_not_their_summed_steps() {
+    // Three 20 s steps in a 40 s iteration: the plan used to get 3 x 20 s + 60 s = 120 s.
+    let mut s = scenario(vec![run_step(20), run_step(20), run_step(20)]);
+    s.iteration_timeout = Duration::from_secs(40);
+    s.iterations = 1;
+    // A power cut splits the iteration in two plans; its boot does not count against it.
+    s.steps.insert(1, Step::PowerCut(HostStep::default()));
+    // A step whose own timeout is longer than the iteration's keeps it.
+    s.steps.push(run_step(600));
+    let mut h = Harness::new(s);
+    let machine = FakeMachine::healthy();
+    let deadlines = machine.deadlines.clone();
+    let mut rig = Rig::new(machine);
+    let opts = h.opts();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), vec![Verdict::Pass]);
+    let plans: Vec<Duration> = deadlines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(label, _)| label == "iteration 1")
+        .map(|(_, d)| *d)
+        .collect();
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    let secs = Duration::from_secs;
+    // The fake takes no time: what is left is (almost) all of the 40 s each time.
+    assert!(plans[0] <= secs(40) && plans[0] > secs(39), "{plans:?}");
+    assert_eq!(plans[1], secs(600) + plan::STEP_GRACE);
+    // Setup is outside the iteration: its summed rule.
+    // Setup (one mkfs, no bound of its own) is outside any iteration: the iteration timeout
+    // or its bounds added up plus a minute, whichever is longer.
+    let setup = deadlines
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(label, _)| label == "setup")
+        .map(|(_, d)| *d);
+    assert_eq!(setup, Some(secs(60)));
 }

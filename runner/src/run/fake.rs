@@ -36,6 +36,8 @@ pub struct FakeMachine {
     script: PlanScript,
     /// Every call, in order: "boot", "plan setup", "power-cut", "stop", ...
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The label and deadline of every plan, in order.
+    pub deadlines: Arc<Mutex<Vec<(String, Duration)>>>,
     running: bool,
     seen: std::collections::HashMap<String, usize>,
     /// Boots (1-based) that fail as QEMU dying before the guest answered.
@@ -57,6 +59,7 @@ impl FakeMachine {
         FakeMachine {
             script: Box::new(script),
             log: Arc::default(),
+            deadlines: Arc::default(),
             running: false,
             seen: Default::default(),
             failing_boots: VecDeque::new(),
@@ -122,8 +125,12 @@ impl Machine for FakeMachine {
         })
     }
 
-    async fn run_plan(&mut self, plan: &Plan, _deadline: Duration) -> PlanRun {
+    async fn run_plan(&mut self, plan: &Plan, deadline: Duration) -> PlanRun {
         self.note(format!("plan {}", plan.label));
+        self.deadlines
+            .lock()
+            .unwrap()
+            .push((plan.label.clone(), deadline));
         if let Some(tx) = &self.on_plan {
             let _ = tx.send(plan.label.clone());
         }

@@ -299,19 +299,35 @@ fn plan_step(s: &Scenario, step: &Step, rng: &mut impl Rng, data_seed: u64) -> P
     Planned::Guest(op)
 }
 
-/// The longest a guest plan may take: its own bounds plus slack for the guest being slow.
-pub fn plan_timeout(ops: &[(StepRef, Op)], iteration_timeout: Duration) -> Duration {
-    let bounded: u64 = ops
-        .iter()
-        .map(|(_, op)| match op {
-            Op::Sleep { ms } => *ms,
-            Op::Run { timeout_ms, .. } => *timeout_ms,
-            Op::Kill { wait_ms, .. } => *wait_ms,
-            Op::Mount { retry: Some(r), .. } | Op::Umount { retry: Some(r), .. } => r.max_ms,
-            _ => 0,
-        })
-        .sum();
-    iteration_timeout.max(Duration::from_millis(bounded) + Duration::from_secs(60))
+/// How long a step may take by its own bound (run timeout, sleep, kill wait, mount or umount
+/// retry window); zero for steps without one.
+fn own_bound(op: &Op) -> Duration {
+    Duration::from_millis(match op {
+        Op::Sleep { ms } => *ms,
+        Op::Run { timeout_ms, .. } => *timeout_ms,
+        Op::Kill { wait_ms, .. } => *wait_ms,
+        Op::Mount { retry: Some(r), .. } | Op::Umount { retry: Some(r), .. } => r.max_ms,
+        _ => 0,
+    })
+}
+
+/// Slack past a step's own bound for the helper to end the step and report it.
+pub const STEP_GRACE: Duration = Duration::from_secs(15);
+
+/// The deadline of an iteration's guest plan: what is `left` of the iteration's timeout, or
+/// the plan's longest step's own bound plus [`STEP_GRACE`] when that is longer (a step's own
+/// timeout bounds that step, whatever the iteration has left). A guest still silent at the
+/// deadline is judged then, so a hang is seen at the scenario's `iteration-timeout`.
+pub fn plan_timeout(ops: &[(StepRef, Op)], left: Duration) -> Duration {
+    let longest = ops.iter().map(|(_, op)| own_bound(op)).max();
+    left.max(longest.unwrap_or_default() + STEP_GRACE)
+}
+
+/// The deadline of a setup plan (setup runs once, outside any iteration): the iteration
+/// timeout, or the plan's bounds added up plus a minute when that is longer.
+pub fn setup_timeout(ops: &[(StepRef, Op)], iteration_timeout: Duration) -> Duration {
+    let bounded: Duration = ops.iter().map(|(_, op)| own_bound(op)).sum();
+    iteration_timeout.max(bounded + Duration::from_secs(60))
 }
 
 /// What the setup of `s` runs with these seeds (its guest plans and the boot prelude before
@@ -465,5 +481,47 @@ mod tests {
             .id(&s),
             "umount"
         );
+    }
+
+    fn ops(ops: Vec<Op>) -> Vec<(StepRef, Op)> {
+        ops.into_iter()
+            .enumerate()
+            .map(|(index, op)| {
+                let phase = Phase::Steps;
+                (StepRef { phase, index }, op)
+            })
+            .collect()
+    }
+
+    fn run(secs: u64) -> Op {
+        Op::Run {
+            command: "true".into(),
+            timeout_ms: secs * 1000,
+        }
+    }
+
+    #[test]
+    fn an_iteration_plan_gets_what_is_left_of_the_iteration_timeout() {
+        let secs = Duration::from_secs;
+        // Three 20 s steps in a 40 s iteration: judged at 40 s, not at their 60 s sum.
+        let plan = ops(vec![run(20), run(20), run(20)]);
+        assert_eq!(plan_timeout(&plan, secs(40)), secs(40));
+        // Later in the iteration, what is left; never less than its longest step's bound.
+        assert_eq!(plan_timeout(&plan, secs(10)), secs(20) + STEP_GRACE);
+        assert_eq!(plan_timeout(&plan, Duration::ZERO), secs(20) + STEP_GRACE);
+        // A step whose own timeout is longer than the iteration's keeps it.
+        let long = ops(vec![Op::Sync { target: None }, run(600)]);
+        assert_eq!(plan_timeout(&long, secs(40)), secs(600) + STEP_GRACE);
+        // Steps without a bound of their own get the grace once the iteration is spent.
+        let unbounded = ops(vec![Op::Sync { target: None }, Op::Dmesg]);
+        assert_eq!(plan_timeout(&unbounded, Duration::ZERO), STEP_GRACE);
+    }
+
+    #[test]
+    fn a_setup_plan_gets_its_bounds_added_up() {
+        let secs = Duration::from_secs;
+        let plan = ops(vec![run(200), Op::Sleep { ms: 100_000 }]);
+        assert_eq!(setup_timeout(&plan, secs(300)), secs(360));
+        assert_eq!(setup_timeout(&plan, secs(600)), secs(600));
     }
 }

@@ -15,7 +15,7 @@ use crate::guest::{self, Ending, Guest, GuestHandle, RunKey, SshError, HELPER_CO
 use crate::image::{self, GuestImage};
 use crate::kernel::ResolvedKernel;
 use crate::scenario::Scenario;
-use crate::vm::{Accel, Disk, ScratchDisks};
+use crate::vm::{Accel, Disk, Health, ScratchDisks};
 
 /// Attempts at a plan whose command never reached the guest (channel not opened).
 const SEND_ATTEMPTS: u32 = 3;
@@ -23,6 +23,10 @@ const SEND_ATTEMPTS: u32 = 3;
 /// How long a guest that failed a transport gets to answer a fresh connection before it
 /// counts as not answering. Bounded by the plan's own deadline.
 const PROBE_WITHIN: Duration = Duration::from_secs(60);
+
+/// How long QEMU's monitor gets to answer `query-status` when a plan failed: silence means
+/// QEMU itself is not running, not the guest.
+const QMP_WITHIN: Duration = Duration::from_secs(10);
 
 /// A QEMU VM for one kernel and scenario, with the scenario's disks. Made before anything is
 /// prepared: the first boot makes the initramfs, disks and key.
@@ -252,10 +256,19 @@ impl<'a> QemuMachine<'a> {
         if let Some(status) = exited {
             return Abort::Infra(format!("QEMU exited ({status}) during the plan"));
         }
+        // A guest can only hang while QEMU runs it: a stopped QEMU, or one whose monitor is
+        // silent, is the host's failure. It is put out of its misery, the run boots anew.
+        let status = match b.vm.health(QMP_WITHIN).await {
+            Health::Answers { status } => status,
+            Health::Fault(fault) => {
+                b.vm.power_cut().await;
+                return Abort::Infra(format!("{fault} ({why})"));
+            }
+        };
         // The stream worked but the plan did not end within its deadline: a step is stuck in
         // the kernel, or the whole guest is. Either way the guest must boot again.
         if matches!(error, SshError::Timeout { .. }) {
-            return Abort::Hang(why);
+            return Abort::Hang(format!("{why}; QEMU answers, guest state `{status}`"));
         }
         // The transport failed: only a guest that answers neither a new connection nor on its
         // console has hung.
@@ -278,7 +291,8 @@ impl<'a> QemuMachine<'a> {
             ));
         }
         Abort::Hang(format!(
-            "{why}; the guest answered neither a new connection nor on its console within {within:?}"
+            "{why}; the guest answered neither a new connection nor on its console within \
+             {within:?} (QEMU answers, guest state `{status}`)"
         ))
     }
 }

@@ -1211,7 +1211,7 @@ mod tests {
         let kinds: Vec<&str> = seed.steps.iter().map(Step::kind).collect();
         assert_eq!(
             kinds,
-            ["mount", "spawn", "sleep", "kill", "umount", "mount", "umount"]
+            ["mount", "spawn", "run", "sleep", "kill", "umount", "mount", "umount"]
         );
         let Step::Spawn(load_step) = &seed.steps[1] else {
             unreachable!()
@@ -1221,6 +1221,7 @@ mod tests {
             "--thread",
             "--numjobs=12",
             "--iodepth=2",
+            "riops=50\" >",
         ] {
             assert!(load_step.command.contains(arg), "{arg}");
         }

@@ -6,8 +6,8 @@ pub mod scratch;
 pub mod snapshot;
 
 pub use qemu::{
-    choose_accel, create_disk, free_port, Accel, AccelChoice, Disk, DiskFormat, Vm, VmConfig,
-    VmError,
+    choose_accel, create_disk, free_port, Accel, AccelChoice, Disk, DiskFormat, Health, Vm,
+    VmConfig, VmError,
 };
 pub use qmp::{Qmp, QmpError};
 pub use scratch::ScratchDisks;

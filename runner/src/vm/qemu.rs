@@ -56,8 +56,20 @@ pub enum VmError {
     EarlyExit { status: String, stderr: String },
     #[error(transparent)]
     Qmp(#[from] QmpError),
-    #[error("KVM was asked for but {0}")]
-    KvmUnusable(String),
+    #[error("use KVM, which was asked for")]
+    KvmUnusable(#[source] Box<VmError>),
+    #[error("open /dev/kvm")]
+    KvmDevice(#[source] std::io::Error),
+    #[error("boot a bare {accel} guest: QEMU exited with {status}: {stderr}")]
+    BareExit {
+        accel: Accel,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("boot a bare {accel} guest and power it off within {within:?} (nested KVM?)")]
+    BareTimeout { accel: Accel, within: Duration },
+    #[error("wait for QEMU")]
+    Wait(#[source] std::io::Error),
 }
 
 #[derive(Debug, Clone)]
@@ -412,10 +424,52 @@ impl Vm {
         Ok(())
     }
 
+    /// Whether QEMU itself runs its guest: a stopped process, or a monitor that does not
+    /// answer `query-status` within `within`, does not ([`Health::Fault`]); one that answers
+    /// does, whatever its guest does (frozen, silent). After a fault the monitor connection
+    /// is dropped (its state is unknown).
+    pub async fn health(&mut self, within: Duration) -> Health {
+        if let Some(pid) = self.child.id() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if let Some(why) = stopped_state(&stat) {
+                self.qmp = None;
+                return Health::Fault(why.to_string());
+            }
+        }
+        let why = match tokio::time::timeout(within, self.status()).await {
+            Ok(Ok(status)) => return Health::Answers { status },
+            Ok(Err(e)) => crate::report::error_chain(&e),
+            Err(_) => format!("no answer to `query-status` within {within:?}"),
+        };
+        self.qmp = None;
+        Health::Fault(format!("QEMU does not answer its monitor: {why}"))
+    }
+
     /// QMP `query-status`: "running", "paused", "postmigrate", ...
     pub async fn status(&mut self) -> Result<String, VmError> {
         let r = self.qmp()?.execute("query-status", None).await?;
         Ok(r["status"].as_str().unwrap_or("unknown").to_string())
+    }
+}
+
+/// What [`Vm::health`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    /// QEMU answers its monitor; `status` is the guest's run state ("running", "paused").
+    Answers { status: String },
+    /// QEMU itself is not running the guest: why.
+    Fault(String),
+}
+
+/// Why QEMU itself cannot be running a guest, read from `/proc/PID/stat` (`stat`): it is
+/// stopped (SIGSTOP, job control) or held by a tracer. `None` for a runnable or sleeping one.
+pub fn stopped_state(stat: &str) -> Option<&'static str> {
+    // pid (comm) state ...: comm may hold spaces and parentheses.
+    let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
+    match state {
+        'T' => Some("QEMU is stopped (SIGSTOP or job control)"),
+        't' => Some("QEMU is held by a tracer"),
+        _ => None,
     }
 }
 
@@ -439,23 +493,27 @@ pub async fn choose_accel(
         AccelChoice::Tcg => Ok((Accel::Tcg, "requested".into())),
         AccelChoice::Kvm => match probe_kvm(kernel, bare_initrd).await {
             Ok(t) => Ok((Accel::Kvm, format!("requested; a probe boot took {t:.1} s"))),
-            Err(why) => Err(VmError::KvmUnusable(why)),
+            Err(e) => Err(VmError::KvmUnusable(Box::new(e))),
         },
         AccelChoice::Auto => match probe_kvm(kernel, bare_initrd).await {
             Ok(t) => Ok((Accel::Kvm, format!("a probe boot under KVM took {t:.1} s"))),
-            Err(why) => Ok((Accel::Tcg, format!("KVM unusable: {why}"))),
+            Err(e) => Ok((
+                Accel::Tcg,
+                format!("KVM unusable: {}", crate::report::error_chain(&e)),
+            )),
         },
     }
 }
 
-/// Boots `kernel` with a busybox init that powers off at once; returns the wall time.
+/// Boots `kernel` with a busybox init that powers off at once; returns the wall time in
+/// seconds.
 pub async fn bare_boot(
     kernel: &Path,
     initrd: &Path,
     accel: Accel,
     within: Duration,
-) -> Result<f64, String> {
-    let qemu = host::find("qemu-system-x86_64").ok_or("qemu-system-x86_64 not found")?;
+) -> Result<f64, VmError> {
+    let qemu = host::require("qemu-system-x86_64")?;
     let (accel_name, cpu) = match accel {
         Accel::Kvm => ("kvm", "host"),
         Accel::Tcg => ("tcg", "max"),
@@ -483,37 +541,35 @@ pub async fn bare_boot(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start QEMU: {e}"))?;
+        .map_err(VmError::Spawn)?;
     match tokio::time::timeout(within, child.wait()).await {
         Ok(Ok(s)) if s.success() => Ok(start.elapsed().as_secs_f64()),
-        Ok(Ok(s)) => {
+        Ok(Ok(status)) => {
             let mut stderr = String::new();
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut stderr).await;
             }
-            Err(format!(
-                "QEMU exited with {s}: {}",
-                stderr.trim().lines().next().unwrap_or("")
-            ))
+            let stderr = stderr.trim().lines().next().unwrap_or("").to_string();
+            Err(VmError::BareExit {
+                accel,
+                status,
+                stderr,
+            })
         }
-        Ok(Err(e)) => Err(format!("cannot wait for QEMU: {e}")),
+        Ok(Err(e)) => Err(VmError::Wait(e)),
         Err(_) => {
             crate::process::kill_group(&mut child).await;
-            Err(format!(
-                "a {accel_name} guest did not boot and power off within {within:?} (nested KVM?)"
-            ))
+            Err(VmError::BareTimeout { accel, within })
         }
     }
 }
 
-pub async fn probe_kvm(kernel: &Path, bare_initrd: &Path) -> Result<f64, String> {
-    if let Err(e) = std::fs::OpenOptions::new()
+pub async fn probe_kvm(kernel: &Path, bare_initrd: &Path) -> Result<f64, VmError> {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-    {
-        return Err(format!("cannot open /dev/kvm: {e}"));
-    }
+        .map_err(VmError::KvmDevice)?;
     bare_boot(kernel, bare_initrd, Accel::Kvm, Duration::from_secs(15)).await
 }
 
@@ -614,6 +670,20 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(blockdev).unwrap();
         assert_eq!(v["driver"], "qcow2");
         assert_eq!(v["node-name"], "disk-scratch");
+    }
+
+    #[test]
+    fn a_stopped_or_traced_qemu_is_told_from_a_running_one() {
+        let stat = |state: &str| format!("4242 (qemu-system-x86) {state} 1 4242 4242 0 -1");
+        assert!(stopped_state(&stat("T")).unwrap().contains("stopped"));
+        assert!(stopped_state(&stat("t")).unwrap().contains("tracer"));
+        for running in ["R", "S", "D"] {
+            assert_eq!(stopped_state(&stat(running)), None, "{running}");
+        }
+        // The command name may hold parentheses and spaces.
+        assert!(stopped_state("7 (a) T (b)) T 1 7").is_some());
+        assert!(stopped_state("7 (a) T (b)) S 1 7").is_none());
+        assert_eq!(stopped_state(""), None);
     }
 
     #[test]

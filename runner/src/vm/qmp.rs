@@ -49,6 +49,11 @@ impl Qmp {
                 path: path.display().to_string(),
                 source,
             })?;
+        Qmp::handshake(stream, timeout).await
+    }
+
+    /// Reads the greeting and negotiates capabilities on a connected monitor.
+    async fn handshake(stream: UnixStream, timeout: Duration) -> Result<Qmp, QmpError> {
         let (r, w) = stream.into_split();
         let mut qmp = Qmp {
             reader: BufReader::new(r),
@@ -56,18 +61,26 @@ impl Qmp {
             events: Vec::new(),
             timeout,
         };
-        qmp.read_message("greeting").await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        qmp.read_message("greeting", deadline, timeout).await?;
         qmp.execute("qmp_capabilities", None).await?;
         Ok(qmp)
     }
 
-    async fn read_message(&mut self, command: &str) -> Result<Value, QmpError> {
+    /// Reads one message, waiting at most until `deadline` (`within` names that bound in the
+    /// error).
+    async fn read_message(
+        &mut self,
+        command: &str,
+        deadline: tokio::time::Instant,
+        within: Duration,
+    ) -> Result<Value, QmpError> {
         let mut line = String::new();
-        let n = tokio::time::timeout(self.timeout, self.reader.read_line(&mut line))
+        let n = tokio::time::timeout_at(deadline, self.reader.read_line(&mut line))
             .await
             .map_err(|_| QmpError::Timeout {
                 command: command.into(),
-                timeout: self.timeout,
+                timeout: within,
             })??;
         if n == 0 {
             return Err(QmpError::Closed);
@@ -87,8 +100,15 @@ impl Qmp {
         }
         let mut text = msg.to_string();
         text.push('\n');
-        self.writer.write_all(text.as_bytes()).await?;
-        self.read_reply(command).await
+        // One deadline for the whole command: writing it, then reading past any events.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        tokio::time::timeout_at(deadline, self.writer.write_all(text.as_bytes()))
+            .await
+            .map_err(|_| QmpError::Timeout {
+                command: command.into(),
+                timeout: self.timeout,
+            })??;
+        self.read_reply(command, deadline).await
     }
 
     /// Hands QEMU an open file under `name` (QMP `getfd`, the descriptor travelling as
@@ -114,12 +134,19 @@ impl Qmp {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.read_reply("getfd").await.map(|_| ())
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.read_reply("getfd", deadline).await.map(|_| ())
     }
 
-    async fn read_reply(&mut self, command: &str) -> Result<Value, QmpError> {
+    /// Reads until the reply to `command`, keeping events, until `deadline`: the command's,
+    /// for all of it, so a stream of events does not postpone it.
+    async fn read_reply(
+        &mut self,
+        command: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Value, QmpError> {
         loop {
-            let reply = self.read_message(command).await?;
+            let reply = self.read_message(command, deadline, self.timeout).await?;
             if reply.get("event").is_some() {
                 self.events.push(reply);
                 continue;
@@ -150,19 +177,9 @@ impl Qmp {
             return Ok(self.events.remove(pos));
         }
         let deadline = tokio::time::Instant::now() + within;
+        let what = format!("event {name}");
         loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout_at(deadline, self.reader.read_line(&mut line))
-                .await
-                .map_err(|_| QmpError::Timeout {
-                    command: format!("event {name}"),
-                    timeout: within,
-                })??;
-            if n == 0 {
-                return Err(QmpError::Closed);
-            }
-            let msg: Value = serde_json::from_str(&line)
-                .map_err(|e| QmpError::Protocol(format!("{e}: {line}")))?;
+            let msg = self.read_message(&what, deadline, within).await?;
             if msg["event"] == name && pred(&msg["data"]) {
                 return Ok(msg);
             }
@@ -208,6 +225,52 @@ mod tests {
     use super::*;
     use std::io::{Read, Seek, Write};
     use std::os::fd::{FromRawFd, OwnedFd};
+
+    /// A fake QEMU on the other end of a socket pair: greets, accepts capabilities, then
+    /// answers nothing and streams an event every 20 ms.
+    async fn chatty_peer(peer: UnixStream) {
+        let (r, mut w) = peer.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let greeting = r#"{"QMP": {"version": {}, "capabilities": []}}"#;
+        w.write_all(format!("{greeting}\n").as_bytes())
+            .await
+            .unwrap();
+        lines.next_line().await.unwrap(); // qmp_capabilities
+        w.write_all(b"{\"return\": {}}\n").await.unwrap();
+        let event = r#"{"event": "RTC_CHANGE", "data": {"offset": 0}, "timestamp": {}}"#;
+        loop {
+            if w.write_all(format!("{event}\n").as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_events_does_not_postpone_a_command_deadline() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let peer = tokio::spawn(chatty_peer(theirs));
+        let timeout = Duration::from_millis(300);
+        let mut qmp = Qmp::handshake(ours, timeout).await.unwrap();
+        let started = std::time::Instant::now();
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), qmp.execute("query-status", None))
+                .await
+                .expect("execute returned at its own deadline, not after the guard's 10 s");
+        match result {
+            Err(QmpError::Timeout {
+                command,
+                timeout: t,
+            }) => {
+                assert_eq!(command, "query-status");
+                assert_eq!(t, timeout);
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(started.elapsed() >= timeout);
+        assert!(!qmp.events.is_empty(), "the events were read and kept");
+        peer.abort();
+    }
 
     #[test]
     fn a_descriptor_sent_with_a_message_arrives_open_on_the_other_side() {
