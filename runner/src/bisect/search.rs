@@ -20,6 +20,7 @@
 //! outcome adds iterations, a skip or an alias.
 
 use super::error::BisectError;
+use super::model::RatePrior;
 use super::model::{
     Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, Phase, Report,
     SideRates, Status, Suspect, SuspectRange,
@@ -555,6 +556,24 @@ impl Bisector {
         let post = self.internal_posterior();
         let split = &post.splits[post.split_of[group[group.len() - 1]]];
         let good_high = posterior::quantile(&split.good, &self.g0, 0.975);
+        // With the weak prior, the top of the good side's interval from its own runs under a
+        // uniform prior too: the atom at 0 puts the model's at 0 whenever the good side
+        // happened to stay clean, and a good candidate's one lucky fresh failure would then
+        // pass for a culprit's (a rate the user gave is taken as given).
+        let good_runs = (0..group[0]).fold(Tally::default(), |t, j| t.add(self.cells[j].all()));
+        let uniform = RateGrid::of(
+            &RatePrior::Beta {
+                alpha: 1.0,
+                beta: 1.0,
+            },
+            true,
+        );
+        let runs_high = posterior::normalize(&uniform.log_post(good_runs))
+            .map_or(0.0, |w| posterior::quantile(&w, &uniform, 0.975));
+        let good_high = match self.config.good_rate {
+            RatePrior::Weak => good_high.max(runs_high),
+            RatePrior::Beta { .. } | RatePrior::Known { .. } => good_high,
+        };
         let bad_rate = posterior::quantile(&split.bad, &self.g1, 0.2);
         self.verified_pair = Some(pair);
         self.verify_rates = Some(VerifyRates {

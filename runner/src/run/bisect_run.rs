@@ -443,6 +443,7 @@ fn candidates(args: &BisectOptions) -> Result<(Candidates, String), BisectRunErr
 
 /// The bisection's end result, written as bisect.json.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
 struct BisectResult<'a> {
     scenario: String,
     range: String,
@@ -452,9 +453,12 @@ struct BisectResult<'a> {
     journal: Vec<bisect::Entry>,
     /// What `--amplify` chose, and why.
     amplification: Option<&'a str>,
+    /// Wall time of this invocation (a resumed bisection counts from the resume), seconds.
+    wall_seconds: u64,
 }
 
 pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
+    let started = std::time::Instant::now();
     let mut session = Session::new(args.vm.clone());
     let mut loaded = session.load_scenario(&args.scenario)?;
     let (cands, range) = candidates(&args)?;
@@ -601,11 +605,16 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                     report: &report,
                     journal: replay.entries,
                     amplification: amplification.as_deref(),
+                    wall_seconds: started.elapsed().as_secs(),
                 };
                 let path = out.join("bisect.json");
                 write_json(&path, &result)?;
                 super::session::finish(&mut sink)?;
                 let mut text = report_text(&report, &candidates, target.as_ref());
+                text.push_str(&format!(
+                    "wall time: {}\n",
+                    humantime::format_duration(std::time::Duration::from_secs(result.wall_seconds))
+                ));
                 if let Some(a) = &amplification {
                     text.push_str(a);
                     text.push('\n');
