@@ -80,9 +80,11 @@ fn restored_iterations_see_setup_not_each_other_and_draw_their_own_random_number
         random[0], random[1],
         "both iterations start from one snapshot; the reseed must make them differ"
     );
-    // One boot; every iteration starts from a restore of the set-up guest.
+    // One start (a boot, or a restore of the booted guest an earlier run left in the
+    // cache); every iteration starts from a restore of the set-up guest.
     let b = boots(&run);
-    assert_eq!(b[0], ("start".to_string(), None), "{b:?}");
+    assert_eq!(b[0].0, "start", "{b:?}");
+    assert_ne!(b[0].1.as_deref(), Some("set-up"), "{b:?}");
     assert_eq!(b.len(), 3, "{b:?}");
     assert!(
         b[1..].iter().all(|(_, r)| r.as_deref() == Some("set-up")),
@@ -107,16 +109,19 @@ fn a_reused_guest_carries_state_from_one_iteration_to_the_next() {
 
 #[test]
 fn power_cut_over_restores_keeps_acknowledged_data() {
-    let (code, run, _out) = run(
-        "tests/crash/power-cut-xfs.yaml",
-        &["--restore", "always", "--iterations", "2"],
-    );
+    // As a new user runs it: no flag, so `--restore auto`.
+    let (code, run, _out) = run("tests/crash/power-cut-xfs.yaml", &["--iterations", "2"]);
     assert_eq!(code, 0, "{run}");
+    assert_eq!(run["restore"], "auto");
+    assert_eq!(run["independent_iterations"], true, "{run}");
     let b = boots(&run);
-    // start (a real boot), then per iteration: the set-up guest, and the booted guest after
-    // the power cut, on the disk as the cut left it.
+    // The start (a boot, or the booted guest of an earlier run from the cache), then per
+    // iteration: the set-up guest, and the booted guest after the power cut, on the disk as
+    // the cut left it.
+    let start = b[0].1.clone();
+    assert_ne!(start.as_deref(), Some("set-up"), "{b:?}");
     let want: Vec<(String, Option<String>)> = vec![
-        ("start".into(), None),
+        ("start".into(), start),
         ("iteration".into(), Some("set-up".into())),
         ("power-cut".into(), Some("booted".into())),
         ("iteration".into(), Some("set-up".into())),
@@ -131,6 +136,29 @@ fn power_cut_over_restores_keeps_acknowledged_data() {
         assert_eq!(data["detail"]["missing"], serde_json::json!([]));
         assert_eq!(data["detail"]["corrupted"], serde_json::json!([]));
     }
+}
+
+#[test]
+fn a_second_run_of_the_same_kernel_and_vm_shape_restores_instead_of_booting() {
+    // The first run boots (or finds the booted guest in the cache already); the second one
+    // must find it there: no boot at all, and the iterations still pass.
+    let (code, first, _o1) = run("tests/smoke.yaml", &["--iterations", "1"]);
+    assert_eq!(code, 0, "{first}");
+    let (code, second, _o2) = run("tests/smoke.yaml", &["--iterations", "2"]);
+    assert_eq!(code, 0, "{second}");
+    let b = boots(&second);
+    assert_eq!(b, [("start".to_string(), Some("booted".to_string()))]);
+    assert_eq!(
+        second["independent_iterations"], false,
+        "plain scenarios reuse the guest"
+    );
+    // `never` boots.
+    let (code, never, _o3) = run(
+        "tests/smoke.yaml",
+        &["--iterations", "1", "--restore", "never"],
+    );
+    assert_eq!(code, 0, "{never}");
+    assert_eq!(boots(&never), [("start".to_string(), None)]);
 }
 
 /// EBUSY count and iterations of the seed scenario's umount.

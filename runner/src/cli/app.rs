@@ -94,6 +94,11 @@ pub enum CliError {
         "benchmark crashrig matrix -j {jobs}: it failed ({status}); run it by hand to see why"
     )]
     BenchMatrix { jobs: usize, status: String },
+    #[error("benchmark crashrig run --restore {restore}: it failed ({status}); run it by hand to see why")]
+    BenchRestore {
+        restore: &'static str,
+        status: String,
+    },
     #[error("{what}")]
     Io {
         what: &'static str,

@@ -17,6 +17,10 @@ pub enum BenchCommand {
     /// command vs a restore of a saved guest to first SSH command, and per-iteration overhead
     /// vs the same loop as a shell script in the guest.
     Boot(BenchBootArgs),
+    /// A crash scenario (default: tests/crash/power-cut-xfs.yaml) run by this crashrig with
+    /// `--restore never` (boots; iterations reuse the guest) and then `--restore auto`
+    /// (restored guests), same seed: wall time per iteration of each, side by side.
+    Restore(BenchRestoreArgs),
     /// Bisection on simulated histories whose good side may fail too (the engine is not told
     /// the rates): accuracy, calibration, iterations, builds, boots and cost of crashrig beside
     /// git bisect (one run per step), ktest.pl (BISECT_TRIES) and syzbot's rule, on the same
@@ -159,6 +163,21 @@ pub struct BenchAmplifyArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct BenchRestoreArgs {
+    /// Default: tests/crash/power-cut-xfs.yaml of this crashrig.
+    #[arg(value_name = "SCENARIO.yaml")]
+    pub scenario: Option<PathBuf>,
+    /// Iterations of each run.
+    #[arg(long, short = 'n', default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub iterations: u32,
+    #[arg(long = "kernel", value_name = "SPEC", default_value = "debian:6.1")]
+    pub kernel: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+}
+
+#[derive(Args, Debug)]
 pub struct BenchMatrixArgs {
     /// Default: tests/matrix/small.yaml of this crashrig.
     #[arg(value_name = "MATRIX.yaml")]
@@ -183,6 +202,7 @@ pub async fn bench(command: BenchCommand) -> Result<i32, CliError> {
             Ok(crate::exit::OK)
         }
         BenchCommand::Matrix(args) => matrix(args).await,
+        BenchCommand::Restore(args) => restore(args).await,
         BenchCommand::AmplifySim(args) => {
             let summary = crate::amplify::simulate(&AmplifySimParams {
                 shape: args.shape,
@@ -260,11 +280,76 @@ async fn boot(args: BenchBootArgs) -> Result<i32, CliError> {
     Ok(crate::exit::OK)
 }
 
-/// Runs this crashrig's own `matrix` command twice, so both runs are exactly what users run.
-async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
-    let matrix = args.matrix.unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/matrix/small.yaml")
+/// Runs this crashrig's own `run` command without and with restores, so both runs are what
+/// users run.
+async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
+    let scenario = args.scenario.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/crash/power-cut-xfs.yaml")
     });
+    let (exe, tmp) = self_and_scratch()?;
+    println!(
+        "{} on {}, {} iterations per run, same seed:",
+        scenario.display(),
+        args.kernel,
+        args.iterations
+    );
+    let mut per_iteration = Vec::new();
+    for restore in ["never", "auto"] {
+        let out = tmp.path().join(restore);
+        let start = std::time::Instant::now();
+        let status = crate::process::tokio_command(&exe)
+            .arg("run")
+            .arg(&scenario)
+            .args(["-n", &args.iterations.to_string(), "--seed", "1"])
+            .args(["--kernel", &args.kernel, "--accel", accel_name(args.accel)])
+            .args(["--restore", restore, "--out"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|source| CliError::Io {
+                what: "run crashrig run",
+                source,
+            })?;
+        let wall = start.elapsed().as_secs_f64();
+        let results = crate::report::store::read_results(&out.join("results.json")).ok();
+        let Some(run) = results.as_ref().and_then(|r| r.runs.first()) else {
+            return Err(CliError::BenchRestore {
+                restore,
+                status: status.to_string(),
+            });
+        };
+        // An iteration's own time (its reboots included) and the restore it started from.
+        let ms: f64 = run.iterations.iter().map(|i| i.duration_ms).sum::<f64>()
+            + run
+                .boots
+                .iter()
+                .filter(|b| b.reason == "iteration")
+                .map(|b| b.ready_after_ms as f64)
+                .sum::<f64>();
+        let n = run.iterations.len().max(1) as f64;
+        let restores = run.boots.iter().filter(|b| b.restored.is_some()).count();
+        println!(
+            "  --restore {restore:<6} {:.2} s per iteration; whole run {wall:.1} s; {} boots, {restores} restores; {} passed of {}",
+            ms / n / 1000.0,
+            run.boots.len() - restores,
+            run.summary.passed,
+            run.iterations.len()
+        );
+        per_iteration.push(ms / n);
+    }
+    println!(
+        "  speed-up per iteration: {:.2}x (goal >= 3x)",
+        per_iteration[0] / per_iteration[1]
+    );
+    Ok(crate::exit::OK)
+}
+
+/// This crashrig's executable, and a temporary directory for the results of the runs a
+/// benchmark makes with it.
+fn self_and_scratch() -> Result<(PathBuf, tempfile::TempDir), CliError> {
     let exe = std::env::current_exe().map_err(|source| CliError::Io {
         what: "find crashrig itself",
         source,
@@ -273,11 +358,24 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
         what: "create a temporary directory",
         source,
     })?;
-    let accel = match args.accel {
+    Ok((exe, tmp))
+}
+
+fn accel_name(a: AccelArg) -> &'static str {
+    match a {
         AccelArg::Auto => "auto",
         AccelArg::Kvm => "kvm",
         AccelArg::Tcg => "tcg",
-    };
+    }
+}
+
+/// Runs this crashrig's own `matrix` command twice, so both runs are exactly what users run.
+async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
+    let matrix = args.matrix.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/matrix/small.yaml")
+    });
+    let (exe, tmp) = self_and_scratch()?;
+    let accel = accel_name(args.accel);
     let mut times = Vec::new();
     for jobs in [1, args.jobs] {
         let out = tmp.path().join(format!("j{jobs}"));

@@ -62,12 +62,14 @@ pub struct CommonVmArgs {
     /// Print every iteration and more detail.
     #[arg(short, long)]
     pub verbose: bool,
-    /// Restore a saved guest instead of booting: `auto` where it is faster (boots after a
-    /// power cut, panic, reboot or hang; each iteration of scenarios with such steps starts
-    /// from the set-up guest), `always` (every iteration starts from the set-up guest, unless
-    /// the scenario says `iterations-share-state`), `never` (boot; iterations reuse one
-    /// guest).
-    #[arg(long, value_enum, default_value = "never")]
+    /// Restore a saved guest instead of booting. `auto` (default): the first boot restores
+    /// the booted guest saved in the cache by an earlier run of the same kernel and VM shape
+    /// (else boots and saves it), boots after a power cut, panic, reboot or hang restore it on
+    /// the disks as they are, and each iteration of a scenario with such steps starts from a
+    /// restore of the set-up guest on fresh disks. `always`: also every iteration of other
+    /// scenarios. Neither restores iterations of a scenario that says
+    /// `iterations-share-state: true`. `never`: boot every time; iterations reuse one guest.
+    #[arg(long, value_enum, default_value = "auto")]
     pub restore: RestoreArg,
     /// Set a scenario parameter (repeatable): the scenario's `${NAME}` becomes VALUE instead
     /// of the declared default. `cpus`, `memory` and `filesystem` set the VM's CPUs and memory

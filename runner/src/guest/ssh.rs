@@ -71,26 +71,34 @@ impl RunKey {
     pub fn generate() -> Result<RunKey, SshError> {
         let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
             .map_err(SshError::KeyGen)?;
-        let private_pem = key
-            .to_openssh(LineEnding::LF)
-            .map_err(SshError::KeyGen)?
-            .to_string();
+        let private_pem = key.to_openssh(LineEnding::LF).map_err(SshError::KeyGen)?;
+        RunKey::from_openssh(&private_pem)
+    }
+
+    /// The base64 public key blob (for `crashrig_key=` on the guest command line).
+    pub fn public_b64(&self) -> &str {
+        &self.public_b64
+    }
+
+    /// The private key in OpenSSH format: what a saved guest that trusts this key is stored
+    /// with (`run::restore`).
+    pub fn private_openssh(&self) -> &str {
+        &self.private_pem
+    }
+
+    /// The key pair from its private half in OpenSSH format.
+    pub fn from_openssh(private_pem: &str) -> Result<RunKey, SshError> {
+        let key = PrivateKey::from_openssh(private_pem).map_err(SshError::KeyGen)?;
         let public = key.public_key().to_openssh().map_err(SshError::KeyGen)?;
-        // "ssh-ed25519 AAAA... comment" -> the base64 blob.
         let public_b64 = public
             .split_whitespace()
             .nth(1)
             .unwrap_or_default()
             .to_string();
         Ok(RunKey {
-            private_pem,
+            private_pem: private_pem.to_string(),
             public_b64,
         })
-    }
-
-    /// The base64 public key blob (for `crashrig_key=` on the guest command line).
-    pub fn public_b64(&self) -> &str {
-        &self.public_b64
     }
 }
 
@@ -261,5 +269,13 @@ mod tests {
         assert!(a
             .private_pem
             .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    }
+
+    #[test]
+    fn a_stored_private_key_gives_back_the_same_pair() {
+        let a = RunKey::generate().unwrap();
+        let b = RunKey::from_openssh(a.private_openssh()).unwrap();
+        assert_eq!(a.public_b64(), b.public_b64());
+        assert!(RunKey::from_openssh("not a key").is_err());
     }
 }

@@ -51,6 +51,24 @@ fn pct(x: f64) -> String {
 }
 
 /// The summary block for one run (also used by `crashrig report`).
+/// How the run's guests started, when any was restored from a snapshot (`--restore`).
+fn starts_line(run: &RunRecord) -> Option<String> {
+    let restored = run.boots.iter().filter(|b| b.restored.is_some()).count();
+    if restored == 0 {
+        return None;
+    }
+    let booted = run.boots.len() - restored;
+    let how = if run.independent_iterations {
+        "independent starts: every iteration began from the same restored set-up guest on fresh disks"
+    } else {
+        "iterations ran one after another on one guest"
+    };
+    Some(format!(
+        "  {how}; {booted} boots, {restored} restores (--restore {})\n",
+        run.restore
+    ))
+}
+
 pub fn summary_text(run: &RunRecord) -> String {
     let mut out = String::new();
     let s: &Summary = &run.summary;
@@ -73,6 +91,9 @@ pub fn summary_text(run: &RunRecord) -> String {
         s.panics,
         s.errors
     ));
+    if let Some(line) = starts_line(run) {
+        out.push_str(&line);
+    }
     for (id, st) in &s.steps {
         if !matches!(
             st.kind.as_str(),
@@ -321,8 +342,13 @@ impl Reporter for Terminal {
                 }
             }
             Event::BootFinished { index, boot } => self.line(&format!(
-                "   {}boot ({}): guest ready after {:.1} s",
+                "   {}{} ({}): guest ready after {:.1} s",
                 self.prefix(*index),
+                match boot.restored.as_deref() {
+                    Some("set-up") => "restore of the set-up guest",
+                    Some(_) => "restore of the booted guest",
+                    None => "boot",
+                },
                 boot.reason,
                 boot.ready_after_ms as f64 / 1000.0
             )),
@@ -446,7 +472,7 @@ mod tests {
     #[test]
     fn summary_reads_like_the_readme_says() {
         let iterations = seed_iterations();
-        let run = RunRecord {
+        let mut run = RunRecord {
             scenario: ScenarioInfo {
                 name: "seed-kill-umount".into(),
                 path: "tests/seed-kill-umount.yaml".into(),
@@ -485,5 +511,23 @@ mod tests {
              \x20 errno counts: EBUSY 2\n\
              \x20 dmesg findings: none\n"
         );
+        // Restored from snapshots: the summary says how iterations started.
+        let boot = |restored: Option<&str>| crate::report::BootRecord {
+            ready_after_ms: 1,
+            console_log: String::new(),
+            reason: "start".into(),
+            qemu_command: vec![],
+            dmesg_file: None,
+            restored: restored.map(str::to_owned),
+        };
+        run.boots = vec![boot(None), boot(Some("set-up")), boot(Some("set-up"))];
+        run.restore = "auto".into();
+        run.independent_iterations = true;
+        assert!(summary_text(&run).contains(
+            "\n  independent starts: every iteration began from the same restored set-up guest \
+             on fresh disks; 1 boots, 2 restores (--restore auto)\n"
+        ));
+        run.independent_iterations = false;
+        assert!(summary_text(&run).contains("\n  iterations ran one after another on one guest;"));
     }
 }

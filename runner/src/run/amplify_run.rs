@@ -233,8 +233,12 @@ pub async fn search(
             prepared.accel,
             false,
         )
+        .with_restore(opts.vm.restore)
     });
-    let base = RunOptions::new(prepared.accel, out.to_path_buf(), cache.clone());
+    let base = RunOptions {
+        restore: opts.vm.restore,
+        ..RunOptions::new(prepared.accel, out.to_path_buf(), cache.clone())
+    };
     let result = search_on(
         opts,
         space,
@@ -867,8 +871,12 @@ pub async fn bench(opts: BenchOptions) -> Result<BenchFigures, AmplifyRunError> 
             accel,
             false,
         )
+        .with_restore(session.vm.restore)
     });
-    let run_base = RunOptions::new(accel, session.out.clone(), session.cache.clone());
+    let run_base = RunOptions {
+        restore: session.vm.restore,
+        ..RunOptions::new(accel, session.out.clone(), session.cache.clone())
+    };
     let searched = search_on(
         &opts.search,
         space,

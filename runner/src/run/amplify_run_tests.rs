@@ -9,7 +9,7 @@ use super::*;
 use crate::cache::Cache;
 use crate::report::events::{Reporter, Stamped};
 use crate::report::Verdict;
-use crate::run::fake::{FakeMachine, Reply};
+use crate::run::fake::{fake_kernel, FakeMachine, Reply};
 use crate::vm::Accel;
 
 /// `busy` decides whether umount fails with EBUSY (on the fake); `cpus` is the VM's shape.
@@ -29,22 +29,6 @@ steps:
   - run: { command: 'echo busy=${busy}' }
   - umount: { id: umount, expect: ok }
 ";
-
-fn kernel() -> ResolvedKernel {
-    ResolvedKernel {
-        spec: "fake:1".into(),
-        release: None,
-        version: "1".into(),
-        image: "/nonexistent/bzImage".into(),
-        modules_dir: None,
-        system_map: None,
-        vmlinux: None,
-        build_key: None,
-        image_sha256: "00".into(),
-        kconfig: vec![],
-        patches: vec![],
-    }
-}
 
 /// Keeps the runs as they finish.
 #[derive(Clone, Default)]
@@ -164,7 +148,7 @@ impl Driver {
         let result = search_on(
             &self.opts,
             space,
-            &[("fake:1".to_string(), kernel())],
+            &[("fake:1".to_string(), fake_kernel())],
             "img",
             &run_base,
             &mut rigs,
@@ -259,7 +243,7 @@ async fn infrastructure_errors_are_not_outcomes_but_cost_budget() {
                 Some(step) => {
                     let mut n = seen.lock().unwrap();
                     *n += 1;
-                    if *n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         Reply::Die { step: 0 }
                     } else {
                         Reply::Step {

@@ -162,6 +162,8 @@ struct Run<'r, M> {
     rel_dir: String,
     /// Boots in this run (names the console logs).
     boots: u32,
+    /// What each boot or restore reported, for the run record.
+    boot_records: Vec<BootRecord>,
     /// For traces printed as bare addresses. Debian packages ship a placeholder System.map,
     /// which does not load; built kernels have a real one.
     system_map: Option<outcome::SystemMap>,
@@ -185,16 +187,13 @@ impl<M: Machine> Run<'_, M> {
         let mut records = Vec::new();
         collect_dmesg(out, &mut records);
         let _ = std::fs::write(self.run_dir.join(&dmesg_name), kmsg_text(&records));
-        self.sink.emit(Event::BootFinished {
-            index: self.index,
-            boot: BootRecord {
-                ready_after_ms: info.ready_after.as_millis() as u64,
-                console_log: format!("{}/{console_name}", self.rel_dir),
-                reason: reason.into(),
-                qemu_command: info.command,
-                dmesg_file: Some(format!("{}/{dmesg_name}", self.rel_dir)),
-                restored: info.restored,
-            },
+        self.booted(BootRecord {
+            ready_after_ms: info.ready_after.as_millis() as u64,
+            console_log: format!("{}/{console_name}", self.rel_dir),
+            reason: reason.into(),
+            qemu_command: info.command,
+            dmesg_file: Some(format!("{}/{dmesg_name}", self.rel_dir)),
+            restored: info.restored,
         });
         let prelude = plan::boot_prelude(self.scenario);
         if !prelude.is_empty() {
@@ -261,18 +260,24 @@ impl<M: Machine> Run<'_, M> {
             .machine
             .restore_set_up(&self.run_dir.join(&console_name))
             .await?;
-        self.sink.emit(Event::BootFinished {
-            index: self.index,
-            boot: BootRecord {
-                ready_after_ms: info.ready_after.as_millis() as u64,
-                console_log: format!("{}/{console_name}", self.rel_dir),
-                reason: "iteration".into(),
-                qemu_command: info.command,
-                dmesg_file: None,
-                restored: info.restored,
-            },
+        self.booted(BootRecord {
+            ready_after_ms: info.ready_after.as_millis() as u64,
+            console_log: format!("{}/{console_name}", self.rel_dir),
+            reason: "iteration".into(),
+            qemu_command: info.command,
+            dmesg_file: None,
+            restored: info.restored,
         });
         Ok(())
+    }
+
+    /// Records a boot or restore for the run record and reporters.
+    fn booted(&mut self, boot: BootRecord) {
+        self.boot_records.push(boot.clone());
+        self.sink.emit(Event::BootFinished {
+            index: self.index,
+            boot,
+        });
     }
 
     /// Runs ops in the guest as one plan. Reports stream back as each op finishes.
@@ -692,6 +697,7 @@ pub async fn run_batch<M: Machine>(
         run_dir: opts.out.join(&rel_dir),
         rel_dir,
         boots: 0,
+        boot_records: Vec::new(),
         system_map: kernel
             .system_map
             .as_deref()
@@ -718,6 +724,7 @@ pub async fn run_batch<M: Machine>(
         rig.ready = false;
         record.error = Some(crate::report::error_chain(&e));
     }
+    record.boots.append(&mut run.boot_records);
     record.finished = Some(now_rfc3339());
     record.summary = crate::report::summarize(&record.iterations);
     run.sink.emit(Event::RunFinished {

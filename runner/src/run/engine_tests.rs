@@ -7,7 +7,7 @@ use crashrig_guest::StepReport;
 
 use super::*;
 use crate::report::events::{Reporter, Stamped};
-use crate::run::fake::{FakeMachine, Reply};
+use crate::run::fake::{fake_kernel, FakeMachine, Reply};
 use crate::run::restore::RestoreMode;
 use crate::scenario::*;
 
@@ -48,22 +48,6 @@ fn mount_umount() -> Vec<Step> {
         Step::Mount(MountStep::default()),
         Step::Umount(UmountStep::default()),
     ]
-}
-
-fn kernel() -> ResolvedKernel {
-    ResolvedKernel {
-        spec: "fake:1".into(),
-        release: None,
-        version: "1".into(),
-        image: "/nonexistent/bzImage".into(),
-        modules_dir: None,
-        system_map: None,
-        vmlinux: None,
-        build_key: None,
-        image_sha256: "00".into(),
-        kconfig: vec![],
-        patches: vec![],
-    }
 }
 
 /// Keeps every event.
@@ -114,7 +98,7 @@ impl Harness {
                 scenario: s,
                 path: "fake.yaml".into(),
             },
-            kernel: kernel(),
+            kernel: fake_kernel(),
             sink: EventSink::new(vec![Box::new(events.clone())]),
             events,
         }

@@ -258,3 +258,20 @@ impl Machine for FakeMachine {
         })
     }
 }
+
+/// A kernel that is never booted: what a run on the fake machine names.
+pub fn fake_kernel() -> crate::kernel::ResolvedKernel {
+    crate::kernel::ResolvedKernel {
+        spec: "fake:1".into(),
+        release: None,
+        version: "1".into(),
+        image: "/nonexistent/bzImage".into(),
+        modules_dir: None,
+        system_map: None,
+        vmlinux: None,
+        build_key: None,
+        image_sha256: "00".into(),
+        kconfig: vec![],
+        patches: vec![],
+    }
+}

@@ -44,8 +44,11 @@ pub struct QemuMachine<'a> {
     restore: RestoreMode,
     prepared: Option<Prepared>,
     booted: Option<Booted>,
-    /// The guest just booted, saved once (`--restore`), restored instead of later boots.
-    booted_state: Option<PathBuf>,
+    /// The guest just booted, saved once or found in the cache (`--restore`), restored
+    /// instead of later boots, and its cache entry.
+    booted_state: Option<(restore::Pinned, Option<PathBuf>)>,
+    /// The cache was asked for a booted guest (once per machine).
+    looked_up: bool,
     /// The set-up guest, saved under the key of the setup it ran.
     set_up: Option<(String, SetUp)>,
 }
@@ -117,6 +120,7 @@ impl<'a> QemuMachine<'a> {
             prepared: None,
             booted: None,
             booted_state: None,
+            looked_up: false,
             set_up: None,
         }
     }
@@ -147,6 +151,38 @@ impl<'a> QemuMachine<'a> {
             qmp_socket: prepared.runtime.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(if self.accel == Accel::Kvm { 60 } else { 240 }),
         }
+    }
+
+    /// The cache key of this machine's booted guest: everything its saved state depends on.
+    fn booted_key(&self) -> String {
+        let s = &self.scenario;
+        let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
+        let uses_dm = s.devices.iter().any(|d| d.dm);
+        let qemu = crate::host::require("qemu-system-x86_64")
+            .map(|p| restore::binary_identity(&p))
+            .unwrap_or_default();
+        let initrd = self
+            .prepared
+            .as_ref()
+            .map(|p| p.initrd.display().to_string())
+            .unwrap_or_default();
+        restore::booted_key(&[
+            format!("kernel {}", self.kernel.image_sha256),
+            format!("image {}", self.image.key),
+            format!("initrd {initrd}"),
+            format!("memory {} cpus {}", s.vm.memory.0 >> 20, s.vm.cpus),
+            format!(
+                "disks {:?}",
+                s.devices
+                    .iter()
+                    .map(|d| (&d.name, d.size.0))
+                    .collect::<Vec<_>>()
+            ),
+            format!("modules {:?}", image::boot_modules(&fstypes, uses_dm)),
+            format!("cmdline {:?}", s.vm.cmdline),
+            format!("accel {:?}", self.accel),
+            format!("qemu {qemu}"),
+        ])
     }
 
     fn info(booted: &Booted, kept_disks: Option<PathBuf>, restored: Option<&str>) -> BootInfo {
@@ -308,30 +344,58 @@ impl Machine for QemuMachine<'_> {
     async fn boot(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
         self.stop().await;
         let mut kept_disks = None;
-        if self.prepared.is_none() {
+        let first = self.prepared.is_none();
+        if first {
             let (prepared, kept) = self.prepare()?;
             self.prepared = Some(prepared);
             kept_disks = kept;
         }
+        let booted_key = self.booted_key();
+        if self.restore.restores_boots() && !self.looked_up {
+            self.looked_up = true;
+            // Another run of this kernel and VM shape saved it: no boot at all.
+            if let Ok(Some(cached)) = restore::cached_booted(&self.cache, &booted_key) {
+                if let Some(p) = self.prepared.as_mut() {
+                    p.key = cached.key;
+                }
+                self.booted_state = Some((cached.state, Some(cached.entry)));
+            }
+        }
         let prepared = self.prepared.as_ref().expect("prepared above");
         // A crash step or a hang: the booted guest, on the disks as they are now.
-        if let Some(state) = self.booted_state.clone() {
-            match restore(self.spec(prepared, console_log), &state).await {
+        if let Some((state, entry)) = &self.booted_state {
+            if let (Some(entry), true) = (entry, first) {
+                let _ = restore::CachedBooted::write_boot_console(entry, console_log);
+            }
+            match restore(self.spec(prepared, console_log), state.path()).await {
                 Ok(booted) => {
                     let info = Self::info(&booted, kept_disks, Some("booted"));
                     self.booted = Some(booted);
                     return Ok(info);
                 }
                 // A state that does not load is not used again; this boot is a real one.
-                Err(_) => self.booted_state = None,
+                Err(_) => {
+                    if let Some(entry) = entry {
+                        let _ = self.cache.discard(entry);
+                    }
+                    self.booted_state = None;
+                }
             }
         }
         let mut booted = boot(self.spec(prepared, console_log)).await?;
         if self.restore.restores_boots() && self.booted_state.is_none() {
             // Before anything opened a scratch disk, so the guest caches none of its
             // contents. Without a saved state, later boots stay boots.
-            match restore::save_booted(&mut booted.vm, prepared.snapshots.path()).await {
-                Ok(state) => self.booted_state = Some(state),
+            match restore::save_booted(
+                &mut booted.vm,
+                &self.cache,
+                &booted_key,
+                &prepared.key,
+                console_log,
+            )
+            .await
+            {
+                Ok(state) => self.booted_state = Some((state, None)),
                 Err(_) => {
                     if booted.vm.status().await.ok().as_deref() != Some("running") {
                         booted.vm.stop().await;

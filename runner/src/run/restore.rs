@@ -10,15 +10,39 @@
 //!   those disks: iterations are independent trials from identical starts.
 //!
 //! Each restore gets fresh randomness and the host's clock (`boot::restore`).
+//!
+//! Booted guests are kept in the cache (`snapshots/<key>/`, with the cache's completion
+//! marker, checked before use), keyed by everything the saved state depends on: kernel,
+//! guest image and initramfs, VM shape (memory, CPUs, disks and their sizes, command line,
+//! accelerator) and the QEMU binary. A later run of the same kernel and shape restores one
+//! instead of its first boot, so a bisection's or matrix's batches on one kernel boot at most
+//! once. The entries together stay under [`CACHE_CAP`]; the least recently used go first.
 
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use crate::cache::{Cache, CacheError, Contents, MARKER};
+use crate::guest::RunKey;
 use crate::scenario::{Scenario, Step};
 use crate::vm::snapshot::{self, OverlayTemplate, SnapshotError};
 use crate::vm::{Disk, DiskFormat, Vm};
+
+/// The cache directory of saved guests.
+const SNAPSHOTS: &str = "snapshots";
+/// The saved state in a cache entry.
+const STATE: &str = "guest.state";
+/// The private key the saved guest trusts (it came on the kernel command line of its boot).
+const KEY: &str = "run-key";
+/// The console of the boot that saved the guest.
+const CONSOLE: &str = "boot-console.log";
+/// Saved guests in the cache take at most this much (a 2 GiB guest saves to about 150 MB);
+/// past it the least recently used entries are removed.
+pub const CACHE_CAP: u64 = 4 << 30;
 
 /// How long saving a guest may take (a paused 2 GiB guest takes about a second).
 const SAVE_WITHIN: Duration = Duration::from_secs(120);
@@ -71,13 +95,207 @@ fn ends_the_guest(step: &Step) -> bool {
     matches!(step, Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_))
 }
 
-/// Saves the booted guest to `dir/booted.state` and lets it run on. Call it before anything
-/// has opened a scratch disk.
-pub async fn save_booted(vm: &mut Vm, dir: &Path) -> Result<PathBuf, SnapshotError> {
-    let state = dir.join("booted.state");
+/// A saved state held open: what [`Pinned::path`] names stays readable even when another
+/// crashrig prunes its cache entry meanwhile.
+#[derive(Debug)]
+pub struct Pinned {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Pinned {
+    fn open(path: &Path) -> std::io::Result<Pinned> {
+        use std::os::unix::io::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            file.as_raw_fd()
+        ));
+        Ok(Pinned { _file: file, path })
+    }
+
+    /// A path to the state for this process.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A booted guest from the cache: its state and the key it trusts.
+pub struct CachedBooted {
+    pub state: Pinned,
+    pub key: RunKey,
+    /// The cache entry, discarded when the state does not load.
+    pub entry: PathBuf,
+}
+
+impl CachedBooted {
+    /// Starts `console_log` with the console of the boot that saved the guest, under a line
+    /// that says so: a restored guest's console log then reads like a booted one's.
+    pub fn write_boot_console(entry: &Path, console_log: &Path) -> std::io::Result<()> {
+        let boot = std::fs::read(entry.join(CONSOLE))?;
+        let mut text =
+            b"crashrig: restored from a saved booted guest; its boot console follows\n".to_vec();
+        text.extend_from_slice(&boot);
+        text.extend_from_slice(b"\ncrashrig: the restored guest's console follows\n");
+        std::fs::write(console_log, text)
+    }
+}
+
+/// The cache key of a booted guest: every part (kernel, image, initramfs, VM shape, QEMU)
+/// as text, in a fixed order.
+pub fn booted_key(parts: &[String]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"crashrig booted guest v1\n");
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The identity of a host binary for cache keys: path, size and modification time (a QEMU
+/// upgrade may not load an older QEMU's state).
+pub fn binary_identity(path: &Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let mtime = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    format!("{} {} {mtime}", path.display(), meta.map_or(0, |m| m.len()))
+}
+
+/// The booted guest saved under `key`, checked against its completion marker (a damaged entry
+/// is removed and `None` returned).
+pub fn cached_booted(cache: &Cache, key: &str) -> Result<Option<CachedBooted>, CacheError> {
+    let entry = cache.dir(SNAPSHOTS)?.join(key);
+    if !cache
+        .lookup(&entry, &[STATE, KEY, CONSOLE], Contents::Hashed)?
+        .is_ready()
+    {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(entry.join(KEY)).map_err(|source| CacheError::Read {
+        path: entry.join(KEY),
+        source,
+    })?;
+    let Ok(key) = RunKey::from_openssh(&text) else {
+        // Matches its marker yet is no key: made by something else; not trusted.
+        cache.discard(&entry)?;
+        return Ok(None);
+    };
+    let state = Pinned::open(&entry.join(STATE)).map_err(|source| CacheError::Read {
+        path: entry.join(STATE),
+        source,
+    })?;
+    // Recently used: the last to be pruned.
+    let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
+    Ok(Some(CachedBooted { state, key, entry }))
+}
+
+/// Saves the booted guest (which trusts `run_key`) and lets it run on; the state goes to
+/// the cache under `key` for later runs and machines. Call it before anything has opened a
+/// scratch disk. When the cache cannot take it, the state still serves this machine.
+pub async fn save_booted(
+    vm: &mut Vm,
+    cache: &Cache,
+    key: &str,
+    run_key: &RunKey,
+    console_log: &Path,
+) -> Result<Pinned, SnapshotError> {
+    let cache_err = |e: CacheError| SnapshotError::Io {
+        path: cache.root().to_path_buf(),
+        source: std::io::Error::other(crate::report::error_chain(&e)),
+    };
+    let partial = cache.tempdir().map_err(cache_err)?;
+    let from = partial.path().join("entry");
+    std::fs::create_dir(&from).map_err(|source| SnapshotError::Io {
+        path: from.clone(),
+        source,
+    })?;
+    let state = from.join(STATE);
     snapshot::save(vm, &state, SAVE_WITHIN).await?;
     snapshot::resume(vm).await?;
-    Ok(state)
+    let pinned = Pinned::open(&state).map_err(|source| SnapshotError::Io {
+        path: state.clone(),
+        source,
+    })?;
+    if std::fs::copy(console_log, from.join(CONSOLE)).is_ok() {
+        install_booted(cache, &from, key, run_key);
+    }
+    Ok(pinned)
+}
+
+/// Moves `from` (holding the state) into the cache under `key` with the key the guest trusts,
+/// then prunes the others past [`CACHE_CAP`]. Whether it is in the cache now.
+fn install_booted(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bool {
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(from.join(KEY))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, run_key.private_openssh().as_bytes()));
+    let Ok(dir) = cache.dir(SNAPSHOTS) else {
+        return false;
+    };
+    let installed = written.is_ok()
+        && cache
+            .install(from, &dir.join(key), Contents::Hashed)
+            .is_ok();
+    if installed {
+        prune(cache, CACHE_CAP, key);
+    }
+    installed
+}
+
+/// Removes the least recently used saved guests until all of them take at most `cap`
+/// bytes; `keep` (just saved) stays. Returns what was removed.
+pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
+    let Ok(dir) = cache.dir(SNAPSHOTS) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(SystemTime, u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let path = e.path();
+            let used = std::fs::metadata(path.join(MARKER))
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let size = std::fs::read_dir(&path)
+                .map(|files| {
+                    files
+                        .filter_map(Result::ok)
+                        .filter_map(|f| f.metadata().ok())
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .unwrap_or(0);
+            (used, size, path)
+        })
+        .collect();
+    let mut total: u64 = found.iter().map(|(_, size, _)| size).sum();
+    found.sort();
+    let mut removed = Vec::new();
+    for (_, size, path) in found {
+        if total <= cap {
+            break;
+        }
+        if path.file_name().is_some_and(|n| n == keep) {
+            continue;
+        }
+        if cache.discard(&path).is_ok() {
+            total = total.saturating_sub(size);
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// The set-up guest: its state and the frozen disks every restore starts from.
@@ -146,6 +364,68 @@ mod tests {
             "t.yaml",
         )
         .unwrap()
+    }
+
+    /// A cache entry as `save_booted` leaves it, with `bytes` of state.
+    fn cached(cache: &Cache, key: &str, bytes: usize) -> RunKey {
+        let partial = cache.tempdir().unwrap();
+        let from = partial.path().join("entry");
+        std::fs::create_dir(&from).unwrap();
+        std::fs::write(from.join(STATE), vec![7u8; bytes]).unwrap();
+        std::fs::write(from.join(CONSOLE), b"Linux version 6.1").unwrap();
+        let run_key = RunKey::generate().unwrap();
+        assert!(install_booted(cache, &from, key, &run_key));
+        run_key
+    }
+
+    #[test]
+    fn a_cached_booted_guest_comes_back_with_its_key_and_a_damaged_one_is_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache"));
+        assert!(cached_booted(&cache, "k1").unwrap().is_none());
+        let run_key = cached(&cache, "k1", 1000);
+        let found = cached_booted(&cache, "k1").unwrap().expect("cached");
+        assert_eq!(found.key.public_b64(), run_key.public_b64());
+        assert_eq!(std::fs::read(found.state.path()).unwrap(), vec![7u8; 1000]);
+        let console = tmp.path().join("console-01.log");
+        CachedBooted::write_boot_console(&found.entry, &console).unwrap();
+        let text = std::fs::read_to_string(&console).unwrap();
+        assert!(text.starts_with("crashrig: restored") && text.contains("Linux version 6.1\n"));
+        // A host crash truncated the state: not trusted, removed.
+        std::fs::write(found.entry.join(STATE), b"").unwrap();
+        assert!(cached_booted(&cache, "k1").unwrap().is_none());
+        assert!(!found.entry.exists());
+        // What was pinned before stays readable for the machine using it.
+        assert_eq!(std::fs::read(found.state.path()).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn pruning_removes_the_least_recently_used_past_the_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache"));
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for (key, age) in [("a", 3), ("b", 1), ("c", 2)] {
+            cached(&cache, key, 100_000);
+            let marker = cache.dir(SNAPSHOTS).unwrap().join(key).join(MARKER);
+            File::options()
+                .write(true)
+                .open(marker)
+                .unwrap()
+                .set_modified(old - Duration::from_secs(age))
+                .unwrap();
+        }
+        // Room for two: the oldest (a) goes; c would be next but a is enough.
+        let removed = prune(&cache, 250_000, "b");
+        let names: Vec<_> = removed
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a"]);
+        // Room for none: everything but the one kept goes.
+        let removed = prune(&cache, 0, "b");
+        assert_eq!(removed.len(), 1);
+        assert!(cached_booted(&cache, "b").unwrap().is_some());
+        assert!(cached_booted(&cache, "c").unwrap().is_none());
     }
 
     #[test]

@@ -245,10 +245,14 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts QEMU. The console goes to `config.console_log` from the first byte.
+    /// Starts QEMU. The console goes to `config.console_log` from the first byte, after
+    /// what the file already holds (a restored guest's log starts with the boot that saved it).
     pub async fn start(config: VmConfig) -> Result<Vm, VmError> {
         let qemu = host::require("qemu-system-x86_64")?;
-        let log = tokio::fs::File::create(&config.console_log)
+        let log = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.console_log)
             .await
             .map_err(|source| VmError::Io {
                 path: config.console_log.clone(),
