@@ -647,13 +647,8 @@ fn smoke_under_cpu_hog(n: u32) {
     assert_eq!(passed, n as usize);
 }
 
+/// About 4 minutes on this project's 2-core TCG host (228 s at load 10-14).
 #[test]
-fn no_false_hang_in_20_iterations_under_cpu_hog() {
-    smoke_under_cpu_hog(20);
-}
-
-#[test]
-#[ignore = "100 iterations under load take about 20 minutes; run by hand (docs/reliability.md)"]
 fn no_false_hang_in_100_iterations_under_cpu_hog() {
     smoke_under_cpu_hog(100);
 }

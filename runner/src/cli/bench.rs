@@ -239,44 +239,12 @@ pub async fn bench(command: BenchCommand) -> Result<i32, CliError> {
 }
 
 async fn boot(args: BenchBootArgs) -> Result<i32, CliError> {
-    let f = boot_bench(BootBenchOptions {
-        kernel: args.kernel.clone(),
+    boot_bench(BootBenchOptions {
+        kernel: args.kernel,
         repeat: args.repeat,
         accel: args.accel.into(),
     })
     .await?;
-    println!(
-        "kernel {} ({}), accelerator {} ({}), {} repetitions",
-        args.kernel, f.kernel_version, f.accel, f.accel_reason, args.repeat
-    );
-    println!(
-        "bare boot (init powers off at once):        {:.2} s",
-        f.bare_boot_s
-    );
-    println!(
-        "crashrig start to first SSH command:        {:.2} s  ({:.2}x bare; goal <= 1.6x)",
-        f.ready_s,
-        f.ready_s / f.bare_boot_s
-    );
-    println!(
-        "restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)",
-        f.restore_s,
-        f.restore_s / f.ready_s
-    );
-    println!(
-        "saving the guest (paused, to a file):       {:.2} s, {:.0} MB",
-        f.save_s,
-        f.state_bytes / 1e6
-    );
-    println!(
-        "mount+umount loop as a guest shell script:  {:.1} ms/iteration",
-        f.shell_loop_ms
-    );
-    println!(
-        "same as crashrig iterations (plan + dmesg): {:.1} ms/iteration  (+{:.1} ms overhead)",
-        f.helper_loop_ms,
-        f.helper_loop_ms - f.shell_loop_ms
-    );
     Ok(crate::exit::OK)
 }
 

@@ -68,6 +68,8 @@ pub enum Event {
         candidate: usize,
         why: String,
     },
+    /// `crashrig bench boot`'s figures.
+    BootBench(Box<BootBenchFigures>),
     /// An amplification search started over `settings` settings.
     AmplifyStarted {
         settings: u64,
@@ -126,6 +128,31 @@ pub enum Event {
         index: usize,
         run: Box<RunRecord>,
     },
+}
+
+/// Medians of the boot benchmark, each beside its baseline.
+#[derive(Debug, Clone)]
+pub struct BootBenchFigures {
+    /// The kernel spec measured, and how many times each measurement ran.
+    pub kernel: String,
+    pub repeat: u32,
+    pub kernel_version: String,
+    pub accel: String,
+    pub accel_reason: String,
+    /// Bare boot: a busybox init that powers off at once, in seconds.
+    pub bare_boot_s: f64,
+    /// crashrig's start to its first SSH command, in seconds.
+    pub ready_s: f64,
+    /// A new QEMU from a saved guest (fresh disk overlay included) to its first SSH command.
+    pub restore_s: f64,
+    /// Saving the paused guest to a file, in seconds.
+    pub save_s: f64,
+    /// The saved state file, in bytes.
+    pub state_bytes: f64,
+    /// The mount+umount loop as a guest shell script, ms per iteration.
+    pub shell_loop_ms: f64,
+    /// The same loop as crashrig iterations (helper plan + dmesg), ms per iteration.
+    pub helper_loop_ms: f64,
 }
 
 /// A bisection step (see [`Event::BisectStep`]).

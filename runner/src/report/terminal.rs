@@ -171,6 +171,34 @@ pub fn summary_text(run: &RunRecord) -> String {
     out
 }
 
+/// `crashrig bench boot`'s table: each figure beside its baseline.
+fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
+    format!(
+        "kernel {} ({}), accelerator {} ({}), {} repetitions\n\
+         bare boot (init powers off at once):        {:.2} s\n\
+         crashrig start to first SSH command:        {:.2} s  ({:.2}x bare; goal <= 1.6x)\n\
+         restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
+         saving the guest (paused, to a file):       {:.2} s, {:.0} MB\n\
+         mount+umount loop as a guest shell script:  {:.1} ms/iteration\n\
+         same as crashrig iterations (plan + dmesg): {:.1} ms/iteration  (+{:.1} ms overhead)\n",
+        f.kernel,
+        f.kernel_version,
+        f.accel,
+        f.accel_reason,
+        f.repeat,
+        f.bare_boot_s,
+        f.ready_s,
+        f.ready_s / f.bare_boot_s,
+        f.restore_s,
+        f.restore_s / f.ready_s,
+        f.save_s,
+        f.state_bytes / 1e6,
+        f.shell_loop_ms,
+        f.helper_loop_ms,
+        f.helper_loop_ms - f.shell_loop_ms
+    )
+}
+
 /// The search's spending and its three leading settings.
 fn amplify_progress_text(r: &crate::amplify::Report) -> String {
     let lead: Vec<String> = r
@@ -271,6 +299,9 @@ impl Reporter for Terminal {
                 "crashrig: warning: candidate {candidate}: not counted (failed without the \
                  target): {why}"
             )),
+            Event::BootBench(f) => {
+                let _ = write!(std::io::stdout().lock(), "{}", boot_bench_text(f));
+            }
             Event::AmplifyStarted {
                 settings,
                 knobs,
@@ -416,6 +447,34 @@ mod tests {
     use super::*;
     use crate::report::results::tests::seed_iterations;
     use crate::report::{summarize, KernelInfo, ScenarioInfo};
+
+    #[test]
+    fn boot_bench_figures_are_shown_beside_their_baselines() {
+        let f = crate::report::events::BootBenchFigures {
+            kernel: "debian:6.1".into(),
+            repeat: 3,
+            kernel_version: "6.1.0-30-amd64".into(),
+            accel: "tcg".into(),
+            accel_reason: "requested".into(),
+            bare_boot_s: 4.0,
+            ready_s: 5.0,
+            restore_s: 1.0,
+            save_s: 0.5,
+            state_bytes: 210e6,
+            shell_loop_ms: 100.0,
+            helper_loop_ms: 112.5,
+        };
+        assert_eq!(
+            boot_bench_text(&f),
+            "kernel debian:6.1 (6.1.0-30-amd64), accelerator tcg (requested), 3 repetitions\n\
+             bare boot (init powers off at once):        4.00 s\n\
+             crashrig start to first SSH command:        5.00 s  (1.25x bare; goal <= 1.6x)\n\
+             restore to first SSH command:               1.00 s  (0.20x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
+             saving the guest (paused, to a file):       0.50 s, 210 MB\n\
+             mount+umount loop as a guest shell script:  100.0 ms/iteration\n\
+             same as crashrig iterations (plan + dmesg): 112.5 ms/iteration  (+12.5 ms overhead)\n"
+        );
+    }
 
     /// The terminal summary of a run with an infrastructure error, unexpected findings and
     /// expected ones, as users see it; paths redacted.

@@ -1,5 +1,5 @@
 //! `crashrig bench boot`: start-up and per-iteration overhead, each next to its baseline
-//! measured in the same run. The figures go back to the caller, which prints them.
+//! measured in the same run. The figures go out as an event, which reporters render.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use super::boot::{boot, restore, BootSpec};
 use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::guest::RunKey;
 use crate::image;
+use crate::report::events::{BootBenchFigures, Event};
 use crate::vm::snapshot::{self, OverlayTemplate, SnapshotError};
 use crate::vm::{create_disk, AccelChoice, Disk, DiskFormat};
 
@@ -21,28 +22,6 @@ pub struct BootBenchOptions {
     /// Repetitions of each measurement (the median is reported).
     pub repeat: u32,
     pub accel: AccelChoice,
-}
-
-/// Medians of the boot benchmark, each beside its baseline.
-#[derive(Debug, Clone)]
-pub struct BootBenchFigures {
-    pub kernel_version: String,
-    pub accel: String,
-    pub accel_reason: String,
-    /// Bare boot: a busybox init that powers off at once, in seconds.
-    pub bare_boot_s: f64,
-    /// crashrig's start to its first SSH command, in seconds.
-    pub ready_s: f64,
-    /// A new QEMU from a saved guest (fresh disk overlay included) to its first SSH command.
-    pub restore_s: f64,
-    /// Saving the paused guest to a file, in seconds.
-    pub save_s: f64,
-    /// The saved state file, in bytes.
-    pub state_bytes: f64,
-    /// The mount+umount loop as a guest shell script, ms per iteration.
-    pub shell_loop_ms: f64,
-    /// The same loop as crashrig iterations (helper plan + dmesg), ms per iteration.
-    pub helper_loop_ms: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +52,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, BenchError> {
+/// Runs the boot benchmark and emits its figures ([`Event::BootBench`]).
+pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
     let mut session = Session::new(VmOptions {
         accel: opts.accel,
         ..VmOptions::default()
@@ -213,7 +193,9 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, Benc
         restore_times.push(t.elapsed().as_secs_f64());
         restored.vm.stop().await;
     }
-    Ok(BootBenchFigures {
+    let figures = BootBenchFigures {
+        kernel: opts.kernel.clone(),
+        repeat: opts.repeat,
         kernel_version: kernel.version,
         accel: host.info.accel,
         accel_reason: host.info.accel_reason,
@@ -224,5 +206,9 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<BootBenchFigures, Benc
         state_bytes: median(state_sizes),
         shell_loop_ms: median(shell_loop),
         helper_loop_ms: median(helper_loop),
-    })
+    };
+    session
+        .setup_sink()
+        .emit(Event::BootBench(Box::new(figures)));
+    Ok(())
 }
