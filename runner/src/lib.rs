@@ -22,6 +22,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod vm;
+pub mod yaml;
 
 /// Process exit codes. `git bisect run` helpers (`crashrig check`) use 0/1/125 instead.
 pub mod exit {

@@ -165,7 +165,7 @@ fn bad_matrix_files_are_refused_with_a_location() {
         (
             "dup.yaml",
             format!("{head}name: again\n"),
-            vec!["dup.yaml:", "duplicate field `name`"],
+            vec!["dup.yaml:4:1: duplicate field `name`"],
         ),
         (
             "iterations.yaml",

@@ -166,7 +166,7 @@ fn bisect_names_the_patch_that_defers_fput() {
 /// the culprit raises that to one in two; two patches build the same kernel image as the patch
 /// before them (documentation and a comment), which once livelocked the verification.
 /// Measured here: 4 builds (the base build of `patched_debian_source_kernel_boots...` is
-/// reused incrementally), about 50 iterations and 8 boots; 4 minutes with the builds cached,
+/// reused incrementally), about 50 iterations and 8 boots; 2 to 4 minutes with the builds cached,
 /// 22 minutes with cold builds on a host with load average 10.
 #[test]
 fn bisect_names_the_patch_that_raises_an_existing_rate() {

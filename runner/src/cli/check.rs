@@ -9,6 +9,7 @@ use super::common::CommonVmArgs;
 use crate::run::bisect_run::{check as run_check, CheckOptions, Reference};
 
 #[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("reference-source").args(["reference_rate", "reference"]))]
 pub struct CheckArgs {
     #[arg(value_name = "SCENARIO.yaml")]
     pub scenario: PathBuf,
@@ -39,7 +40,7 @@ pub struct CheckArgs {
     pub reference_iterations: u32,
     /// The rate the test should recognise as bad. Default: twice the reference rate, at least
     /// 0.25 above it, at most halfway to 1.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, requires = "reference-source")]
     pub bad_rate: Option<f64>,
     /// Each verdict is wrong at most 1 - confidence of the time (with a reference).
     #[arg(long, default_value_t = 0.95, value_parser = parse_confidence)]
@@ -93,4 +94,58 @@ pub async fn check(args: CheckArgs) -> i32 {
     .await;
     eprintln!("crashrig: {}", report.text());
     report.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        check: CheckArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CheckArgs, String> {
+        let mut argv = vec!["crashrig", "s.yaml"];
+        argv.extend(args);
+        Cli::try_parse_from(argv)
+            .map(|c| c.check)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reference_flags_parse_and_are_bounded() {
+        let a = parse(&["--reference-rate", "0.125", "--bad-rate", "0.5"]).unwrap();
+        assert_eq!((a.reference_rate, a.bad_rate), (Some(0.125), Some(0.5)));
+        assert_eq!((a.reference_iterations, a.confidence), (40, 0.95));
+        let a = parse(&["--reference", "debian:6.1", "--target", "umount:EBUSY"]).unwrap();
+        assert_eq!(a.reference.as_deref(), Some("debian:6.1"));
+        for (args, want) in [
+            (
+                &["--reference-rate", "0.95"][..],
+                "expected a rate from 0 to 0.9",
+            ),
+            (
+                &["--reference-rate", "0.1", "--reference", "x"],
+                "cannot be used with",
+            ),
+            (
+                &["--bad-rate", "0.5"],
+                "--reference-rate <RATE>|--reference <SPEC>",
+            ),
+            (
+                &["--reference-rate", "0.1", "--confidence", "1"],
+                "0.5 <= confidence < 1",
+            ),
+            (
+                &["--reference", "x", "--reference-iterations", "0"],
+                "0 is not in",
+            ),
+        ] {
+            let err = parse(args).err().unwrap_or_default();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
 }

@@ -6,7 +6,6 @@
 
 pub mod baseline;
 pub mod compare;
-pub mod locate;
 pub mod merge;
 pub mod model;
 pub mod params;

@@ -20,9 +20,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::locate::{Positions, Seg};
 use crate::kernel::spec::{KernelSpec, PathKind};
 use crate::report::CellInfo;
+use crate::yaml::{self, Kind, ReadError, Seg, Severity};
+
+pub use crate::yaml::{Diagnostic, Diagnostics};
 
 #[derive(Debug, Error)]
 pub enum MatrixError {
@@ -30,63 +32,11 @@ pub enum MatrixError {
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
-    /// Every problem found, one `file:line:column: message` each.
+    /// Every problem found, one `file:line:column: message` each, and a count line.
     #[error("{0}")]
     Invalid(Diagnostics),
-}
-
-/// Problems in a matrix file, in file order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostics {
-    pub items: Vec<Diagnostic>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Diagnostic {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-    /// The offending source line, shown under the message with a caret.
-    pub source_line: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )?;
-        // A minified line is left out rather than printed whole.
-        if !self.source_line.is_empty() && self.source_line.len() <= 200 {
-            let gutter = self.line.to_string().len();
-            write!(
-                f,
-                "\n {:>gutter$} | {}\n {:gutter$} | {:>col$}",
-                self.line,
-                self.source_line,
-                "",
-                "^",
-                col = self.column
-            )?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for Diagnostics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.items.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
-    }
 }
 
 /// A loaded, validated matrix. Paths are resolved against the matrix file's directory.
@@ -318,7 +268,7 @@ impl<'de> Deserialize<'de> for ParamValue {
 
 /// Reads and validates the matrix file at `path`.
 pub fn load(path: &Path) -> Result<Matrix, MatrixError> {
-    let text = std::fs::read_to_string(path).map_err(|source| MatrixError::Read {
+    let text = yaml::read_text(path).map_err(|source| MatrixError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -326,76 +276,49 @@ pub fn load(path: &Path) -> Result<Matrix, MatrixError> {
     load_str(&text, &path.display().to_string(), base, &PathKind::of)
 }
 
-/// Parses and validates matrix text. `origin` names the file in messages; relative paths
-/// are resolved against `base`; `kind_of` tells files, directories and missing paths apart
-/// (a seam for tests).
+/// Parses and validates matrix text, reporting every problem at once. `origin` names the
+/// file in messages; relative paths are resolved against `base`; `kind_of` tells files,
+/// directories and missing paths apart (a seam for tests).
 pub fn load_str(
     text: &str,
     origin: &str,
     base: &Path,
     kind_of: &dyn Fn(&Path) -> PathKind,
 ) -> Result<Matrix, MatrixError> {
-    let lines: Vec<&str> = text.lines().collect();
-    let diag = |line: usize, column: usize, message: String| Diagnostic {
-        file: origin.to_string(),
-        line,
-        column,
-        source_line: lines
-            .get(line.wrapping_sub(1))
-            .map(|l| l.to_string())
-            .unwrap_or_default(),
-        message,
+    let mut diags = Diagnostics::new(origin);
+    let needs = "`name`, `kernels` and `scenarios`";
+    let Some((mut tree, root)) = yaml::parse_map(text, &mut diags, "matrix", needs) else {
+        return Err(MatrixError::Invalid(diags));
     };
-    let shape = match serde_yaml::from_str::<serde_yaml::Value>(text) {
-        Ok(serde_yaml::Value::Mapping(_)) | Err(_) => None,
-        Ok(serde_yaml::Value::Null) => Some("empty matrix file"),
-        Ok(_) => Some("not a map"),
-    };
-    if let Some(what) = shape {
-        return Err(MatrixError::Invalid(Diagnostics {
-            items: vec![diag(
-                1,
-                1,
-                format!(
-                    "{what}: a matrix is a map with at least `name`, `kernels` and `scenarios`"
-                ),
-            )],
-        }));
-    }
-    let raw: RawMatrix = match serde_yaml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            let message = strip_location(&e.to_string(), line, column);
-            return Err(MatrixError::Invalid(Diagnostics {
-                items: vec![diag(line, column, message)],
-            }));
+    let required = [
+        (
+            "name",
+            Kind::Scalar {
+                value: String::new(),
+                quoted: true,
+            },
+        ),
+        ("kernels", Kind::Seq(Vec::new())),
+        ("scenarios", Kind::Seq(Vec::new())),
+    ];
+    let mut read = yaml::deserialize_all::<RawMatrix>(&mut tree, root, &required);
+    read.report(text, &tree, &mut diags);
+    if let Some(raw) = read.value.take() {
+        let mut problems: Vec<(Vec<Seg>, String)> = Vec::new();
+        let matrix = check(raw, base, kind_of, &mut problems);
+        for (path, message) in problems {
+            if read.damaged(&tree, &path) {
+                continue;
+            }
+            let node = tree.locate(&path, &read.removed).unwrap_or(root);
+            diags.push(text, Severity::Error, tree.span(node), message);
         }
-    };
-    let mut problems: Vec<(Vec<Seg>, String)> = Vec::new();
-    let matrix = check(raw, base, kind_of, &mut problems);
-    if problems.is_empty() {
-        return Ok(matrix);
+        if diags.error_count() == 0 {
+            return Ok(matrix);
+        }
     }
-    let positions = Positions::of(text);
-    let mut items: Vec<Diagnostic> = problems
-        .into_iter()
-        .map(|(path, message)| {
-            let (line, column) = positions.find(&path);
-            diag(line, column, message)
-        })
-        .collect();
-    items.sort();
-    Err(MatrixError::Invalid(Diagnostics { items }))
-}
-
-/// serde_yaml writes " at line L column C" into its message; the diagnostic shows that
-/// position in front. Other positions (of an enclosing construct) stay.
-fn strip_location(message: &str, line: usize, column: usize) -> String {
-    message.replacen(&format!(" at line {line} column {column}"), "", 1)
+    diags.sort();
+    Err(MatrixError::Invalid(diags))
 }
 
 /// Cells in one matrix at most.
@@ -768,16 +691,21 @@ baseline: base.json
         assert_eq!(
             errors("name: x\nkernels: [debian:6.1]\nscenarios: [a.yaml]\niteration: 3\n"),
             "m.yaml:4:1: unknown field `iteration`, expected one of `name`, `iterations`, \
-             `kernels`, `scenarios`, `parameters`, `baseline`\n 4 | iteration: 3\n   | ^"
+             `kernels`, `scenarios`, `parameters`, `baseline`\n  |\n4 | iteration: 3\n  | \
+             ^^^^^^^^^\n\nerror: 1 problem in m.yaml"
         );
         assert_eq!(
-            errors("name: x\nkernels:\n  - { spec: debian:6.1, kconfg: [a] }\nscenarios: [a.yaml]\n"),
-            "m.yaml:3:25: kernels[0]: unknown field `kconfg`, expected one of `spec`, \
-             `kconfig`, `patches`, `label`\n 3 |   - { spec: debian:6.1, kconfg: [a] }\n   |                         ^"
+            errors(
+                "name: x\nkernels:\n  - { spec: debian:6.1, kconfg: [a] }\nscenarios: [a.yaml]\n"
+            ),
+            "m.yaml:3:25: unknown field `kconfg` in `kernels[0]`, expected one of `spec`, \
+             `kconfig`, `patches`, `label`\n  |\n3 |   - { spec: debian:6.1, kconfg: [a] }\n  \
+             |                         ^^^^^^\n\nerror: 1 problem in m.yaml"
         );
         assert_eq!(
             errors("name: x\nkernels: [debian:6.1]\nscenarios: [a.yaml]\niterations: many\n"),
-            "m.yaml:4:13: iterations: invalid type: string \"many\", expected u32\n 4 | iterations: many\n   |             ^"
+            "m.yaml:4:13: invalid type: string \"many\", expected u32 for `iterations`\n  |\n\
+             4 | iterations: many\n  |             ^^^^\n\nerror: 1 problem in m.yaml"
         );
     }
 
@@ -785,26 +713,45 @@ baseline: base.json
     fn syntax_errors_and_wrong_shapes() {
         assert_eq!(
             errors("name: x\nkernels: [debian:6.1\nscenarios: [a.yaml]\n"),
-            "m.yaml:3:10: did not find expected ',' or ']', while parsing a flow sequence at \
-             line 2 column 10\n 3 | scenarios: [a.yaml]\n   |          ^"
+            "m.yaml:3:10: illegal placement of ':' indicator (in the list opened at line 2, \
+             column 10)\n  |\n3 | scenarios: [a.yaml]\n  |          ^\n\nerror: 1 problem in m.yaml"
         );
         assert_eq!(
             errors(""),
-            "m.yaml:1:1: empty matrix file: a matrix is a map with at least `name`, `kernels` \
-             and `scenarios`"
+            "m.yaml:1:1: empty matrix: expected a map with at least `name`, `kernels` and \
+             `scenarios`\n  |\n1 | \n  | ^\n\nerror: 1 problem in m.yaml"
         );
         assert_eq!(
             errors("- a\n"),
-            "m.yaml:1:1: not a map: a matrix is a map with at least `name`, `kernels` and \
-             `scenarios`\n 1 | - a\n   | ^"
+            "m.yaml:1:1: a matrix is a map with at least `name`, `kernels` and `scenarios`\n  \
+             |\n1 | - a\n  | ^\n\nerror: 1 problem in m.yaml"
         );
         assert_eq!(
             errors("kernels: [debian:6.1]\nscenarios: [a.yaml]\n"),
-            "m.yaml:1:1: missing field `name`\n 1 | kernels: [debian:6.1]\n   | ^"
+            "m.yaml:1:1: missing field `name`\n  |\n1 | kernels: [debian:6.1]\n  | ^\n\n\
+             error: 1 problem in m.yaml"
         );
         assert_eq!(
             errors("name: x\nkernels: [{label: a}]\nscenarios: [a.yaml]\n"),
-            "m.yaml:2:11: kernels[0]: missing field `spec`\n 2 | kernels: [{label: a}]\n   |           ^"
+            "m.yaml:2:11: missing field `spec` in `kernels[0]`\n  |\n2 | kernels: [{label: a}]\n  \
+             |           ^\n\nerror: 1 problem in m.yaml"
+        );
+        // Every problem at once, the structural ones with the semantic ones.
+        let got = errors(
+            "name: x\niterations: -1\nkernels: [debian:9, {spec: debian:6.1, patchs: []}]\n\
+             scenarios: [a.yaml, nope.yaml]\nparameters: {fs: xfs}\nname: y\n",
+        );
+        let heads: Vec<&str> = got.lines().filter(|l| l.starts_with("m.yaml:")).collect();
+        assert_eq!(
+            heads,
+            [
+                "m.yaml:2:13: invalid value: integer `-1`, expected u32 for `iterations`",
+                "m.yaml:3:11: invalid kernel spec: unknown Debian kernel series `9` (known: 6.1, 6.12)",
+                "m.yaml:3:40: unknown field `patchs` in `kernels[1]`, expected one of `spec`, `kconfig`, `patches`, `label`",
+                "m.yaml:4:21: scenario file `nope.yaml` does not exist",
+                "m.yaml:5:18: invalid type: string \"xfs\", expected a sequence for `parameters.fs`",
+                "m.yaml:6:1: duplicate field `name`",
+            ]
         );
     }
 
@@ -830,8 +777,8 @@ parameters:
             "m.yaml:6:5: kernel label `debian-6.1` is already used by kernel 2; give this one a different `label`",
             "m.yaml:7:42: patch series `missing.mbox` does not exist",
             "m.yaml:7:64: label `a b` must be non-empty, without `/` or spaces, and not start with `.` (it names a directory)",
-            "m.yaml:8:21: scenario `other/a.yaml` has the same file name as `a.yaml`; cells are named by file name, so rename one",
             "m.yaml:8:21: scenario file `other/a.yaml` does not exist",
+            "m.yaml:8:21: scenario `other/a.yaml` has the same file name as `a.yaml`; cells are named by file name, so rename one",
             "m.yaml:8:35: scenario file `nope.yaml` does not exist",
             "m.yaml:10:8: parameter name `Bad` must be lowercase letters, digits, `-` or `_` (it is substituted as ${Bad})",
             "m.yaml:11:21: value `xfs` of parameter `filesystem` is listed twice",
@@ -857,8 +804,10 @@ parameters:
         assert_eq!(
             err,
             format!(
-                "{}:3:27: scenario file `../gone.yaml` does not exist\n \
-                 3 | scenarios: [../seed.yaml, ../gone.yaml]\n   |                           ^",
+                "{}:3:27: scenario file `../gone.yaml` does not exist\n  |\n\
+                 3 | scenarios: [../seed.yaml, ../gone.yaml]\n  |                           \
+                 ^^^^^^^^^^^^\n\nerror: 1 problem in {}",
+                path.display(),
                 path.display()
             )
         );

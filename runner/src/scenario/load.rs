@@ -1,27 +1,22 @@
 //! Loading a scenario: YAML text to a validated [`Scenario`], with every problem reported at
 //! once as `path:line:column: message`, the source line and a caret.
 //!
-//! How all problems are found in one go: the text is parsed into a tree that keeps positions
-//! (`yaml.rs`), then deserialized; when that fails, the error is recorded with its position,
-//! the node it happened in is dropped (a map entry or list element, so the field falls back
-//! to its default or the step disappears), and deserialization runs again. Errors at nodes
-//! that lost a child are consequences of an earlier drop and are not reported. Semantic
-//! validation then runs on what was read, skipping checks that depend on a dropped part.
+//! All problems are found in one go by the YAML layer (`crate::yaml`: a tree that keeps
+//! positions, deserialized again with each failed node dropped). Parameters are substituted
+//! into the tree first; semantic validation then runs on what was read, skipping checks that
+//! depend on a dropped part.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use thiserror::Error;
 
 use super::model::{Scenario, Setting};
 use super::params::{self, set_filesystem, Decl, RESERVED};
-use super::validate::{self, Partial, PathSeg, Severity};
-use super::yaml::{self, DeError, ErrKind, Kind, NodeId, Role, Seg, Tree};
+use super::validate::{self, Partial, PathSeg};
+use crate::yaml::{self, Kind, NodeId, ReadError, Seg, Severity, Tree};
 
-/// At most this many deserialization passes (each finds one problem).
-const MAX_PASSES: usize = 200;
+pub use crate::yaml::{Diagnostic, Diagnostics};
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -29,13 +24,7 @@ pub enum LoadError {
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
-    },
-    #[error("read scenario {} as UTF-8 text", path.display())]
-    NotUtf8 {
-        path: PathBuf,
-        #[source]
-        source: std::str::Utf8Error,
+        source: ReadError,
     },
     /// The scenario has problems; Display prints every one and a count line.
     #[error("{0}")]
@@ -95,13 +84,9 @@ pub fn load_recorded(path: &Path) -> Result<Loaded, LoadError> {
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+    yaml::read_text(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
-        path: path.to_path_buf(),
-        source: e.utf8_error(),
     })
 }
 
@@ -117,38 +102,13 @@ enum Mode<'a> {
 }
 
 fn load_text(text: &str, origin: &str, mode: Mode) -> Result<Loaded, LoadError> {
-    let mut diags = Diagnostics {
-        origin: origin.to_string(),
-        items: Vec::new(),
-    };
-    let mut tree = match yaml::parse(text) {
-        Ok(tree) => tree,
-        Err(e) => {
-            diags.push(text, Severity::Error, e.span, e.message);
-            return Err(LoadError::Invalid(diags));
-        }
-    };
-    let Some(root) = tree.root else {
-        diags.push_at(
-            text,
-            Severity::Error,
-            1,
-            1,
-            1,
-            "empty scenario: expected a map with at least `name` and `steps`".into(),
-        );
+    let mut diags = Diagnostics::new(origin);
+    let Some((mut tree, root)) =
+        yaml::parse_map(text, &mut diags, "scenario", "`name` and `steps`")
+    else {
         return Err(LoadError::Invalid(diags));
     };
-    if !matches!(tree.nodes[root].kind, Kind::Map(_)) {
-        let span = tree.span(root);
-        diags.push(
-            text,
-            Severity::Error,
-            span,
-            "a scenario is a map with at least `name` and `steps`".into(),
-        );
-        return Err(LoadError::Invalid(diags));
-    }
+    tree.step_sections = &SECTIONS;
 
     let params = match mode {
         Mode::Source { overrides, .. } => read_parameters(&mut tree, root, overrides),
@@ -427,72 +387,20 @@ struct Read {
     partial: Partial,
 }
 
-/// Deserializes the tree again and again, dropping what failed, until it reads.
+/// Reads the scenario with every problem (see `crate::yaml`), and what validation must know
+/// about the parts that were dropped.
 fn read_scenario(tree: &mut Tree, root: NodeId) -> Read {
-    let mut removed: HashSet<NodeId> = HashSet::new();
-    // (map, key) of every entry dropped, to tell "missing because we dropped it" apart.
-    let mut removed_keys: HashSet<(NodeId, String)> = HashSet::new();
-    let mut placeholders: HashSet<&'static str> = HashSet::new();
-    let mut errors = Vec::new();
-    let mut scenario = None;
-    for pass in 0.. {
-        if pass == MAX_PASSES {
-            errors.push((
-                root,
-                format!("stopped after {MAX_PASSES} problems; fix these and load the file again"),
-            ));
-            break;
-        }
-        let e: DeError = match Scenario::deserialize(yaml::De::new(tree, &removed, root)) {
-            Ok(s) => {
-                scenario = Some(s);
-                break;
-            }
-            Err(e) => e,
-        };
-        let node = e.node.unwrap_or(root);
-        let consequence = match &e.kind {
-            ErrKind::MissingField(f) => removed_keys.contains(&(node, f.to_string())),
-            _ => tree.contains_removed(node, &removed),
-        };
-        if !consequence {
-            errors.push((node, e.message(tree)));
-        }
-        if node == root {
-            // Stand in for a required top-level field so validation can still run.
-            match e.kind {
-                ErrKind::MissingField(f @ ("name" | "steps")) if placeholders.insert(f) => {
-                    let value = if f == "name" {
-                        Kind::Scalar {
-                            value: String::new(),
-                            quoted: true,
-                        }
-                    } else {
-                        Kind::Seq(Vec::new())
-                    };
-                    if tree.add_entry(root, f, value).is_some() {
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-            break;
-        }
-        let target = match tree.nodes[node].role {
-            Role::Key { value } => value,
-            _ => node,
-        };
-        if !removed.insert(target) {
-            break;
-        }
-        if let (Some(map), Role::Value { key }) =
-            (tree.nodes[target].parent, tree.nodes[target].role)
-        {
-            if let Some(k) = tree.scalar(key) {
-                removed_keys.insert((map, k.to_string()));
-            }
-        }
-    }
+    let name = Kind::Scalar {
+        value: String::new(),
+        quoted: true,
+    };
+    let required = [("name", name), ("steps", Kind::Seq(Vec::new()))];
+    let yaml::Collected {
+        value: scenario,
+        errors,
+        removed,
+        placeholders,
+    } = yaml::deserialize_all::<Scenario>(tree, root, &required);
     let mut partial = Partial::default();
     for &r in &removed {
         // Which kinds of step were left out: a kill is only "without spawn" if no spawn was.
@@ -542,8 +450,11 @@ fn read_scenario(tree: &mut Tree, root: NodeId) -> Read {
     }
 }
 
+/// The top-level lists of steps.
+const SECTIONS: [&str; 3] = ["setup", "steps", "cleanup"];
+
 fn is_section(key: &str) -> bool {
-    matches!(key, "setup" | "steps" | "cleanup")
+    SECTIONS.contains(&key)
 }
 
 /// The index in the loaded list of element `index` of the list at top-level key `section`.
@@ -568,166 +479,6 @@ fn live_index(
             )
         }
         _ => None,
-    }
-}
-
-/// One problem, with where it is and the source line it is on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub severity: Severity,
-    /// 1-based.
-    pub line: usize,
-    /// 1-based, in characters.
-    pub column: usize,
-    pub message: String,
-    /// The source line (tabs expanded), if the position is inside the text.
-    pub source_line: Option<String>,
-    /// Characters to underline from `column` (at least 1).
-    pub width: usize,
-}
-
-/// The problems of one scenario file. Display prints one block per diagnostic and a count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostics {
-    pub origin: String,
-    pub items: Vec<Diagnostic>,
-}
-
-impl Diagnostics {
-    pub fn error_count(&self) -> usize {
-        self.items
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    fn sort(&mut self) {
-        // Stable: problems at one place keep the order they were found in.
-        self.items.sort_by_key(|d| (d.line, d.column));
-    }
-
-    fn push(&mut self, text: &str, severity: Severity, span: saphyr_parser::Span, message: String) {
-        let (start, end) = (span.start, span.end);
-        let width = if end.line() == start.line() && end.index() > start.index() {
-            end.index() - start.index()
-        } else {
-            1
-        };
-        self.push_at(
-            text,
-            severity,
-            start.line(),
-            start.col() + 1,
-            width,
-            message,
-        );
-    }
-
-    fn push_at(
-        &mut self,
-        text: &str,
-        severity: Severity,
-        line: usize,
-        column: usize,
-        width: usize,
-        message: String,
-    ) {
-        let source_line = text
-            .split('\n')
-            .nth(line.saturating_sub(1))
-            .map(|l| l.trim_end_matches('\r').to_string());
-        let width = match &source_line {
-            Some(l) => width.clamp(1, l.chars().count().saturating_sub(column - 1).max(1)),
-            None => 1,
-        };
-        self.items.push(Diagnostic {
-            severity,
-            line,
-            column,
-            message,
-            source_line,
-            width,
-        });
-    }
-}
-
-/// Characters of a source line shown around a problem.
-const WINDOW: usize = 120;
-
-impl Diagnostic {
-    /// `origin:line:column: message`, then the source line with a caret under the problem,
-    /// as rustc shows it.
-    pub fn render(&self, origin: &str) -> String {
-        let label = match self.severity {
-            Severity::Error => "",
-            Severity::Warning => "warning: ",
-        };
-        let mut out = format!(
-            "{origin}:{}:{}: {label}{}",
-            self.line, self.column, self.message
-        );
-        if let Some(src) = &self.source_line {
-            let number = self.line.to_string();
-            let pad = " ".repeat(number.len());
-            // A long line (minified or generated YAML) is shown as a window around the
-            // problem, so one diagnostic stays a few lines of terminal.
-            let chars: Vec<char> = src.chars().collect();
-            let from = if chars.len() <= WINDOW {
-                0
-            } else {
-                (self.column - 1)
-                    .saturating_sub(WINDOW / 2)
-                    .min(chars.len())
-            };
-            let to = (from + WINDOW).min(chars.len());
-            let (lead, tail) = (
-                if from > 0 { "..." } else { "" },
-                if to < chars.len() { "..." } else { "" },
-            );
-            let shown = &chars[from..to];
-            // Tabs are shown as four spaces, and the caret moved to match.
-            let indent: usize = lead.len()
-                + shown
-                    .iter()
-                    .take(self.column - 1 - from)
-                    .map(|&c| if c == '\t' { 4 } else { 1 })
-                    .sum::<usize>();
-            let width = self.width.min(to.saturating_sub(self.column - 1).max(1));
-            out.push_str(&format!(
-                "\n{pad} |\n{number} | {lead}{}{tail}\n{pad} | {}{}",
-                shown.iter().collect::<String>().replace('\t', "    "),
-                " ".repeat(indent),
-                "^".repeat(width)
-            ));
-        }
-        out
-    }
-}
-
-impl fmt::Display for Diagnostics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.items {
-            writeln!(f, "{}\n", d.render(&self.origin))?;
-        }
-        let errors = self.error_count();
-        let warnings = self.items.len() - errors;
-        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-        match (errors, warnings) {
-            (0, 0) => write!(f, "no problems in {}", self.origin),
-            (0, w) => write!(f, "warning: {} in {}", plural(w, "warning"), self.origin),
-            (e, 0) => write!(f, "error: {} in {}", plural(e, "problem"), self.origin),
-            (e, w) => write!(
-                f,
-                "error: {} (and {}) in {}",
-                plural(e, "problem"),
-                plural(w, "warning"),
-                self.origin
-            ),
-        }
     }
 }
 
@@ -1120,7 +871,7 @@ mod tests {
         assert_eq!(
             format!("{err}: {}", std::error::Error::source(&err).unwrap()),
             format!(
-                "read scenario {} as UTF-8 text: invalid utf-8 sequence of 1 bytes from index 6",
+                "read scenario {}: line 1, column 7 is not UTF-8 (byte 0xff); YAML files are UTF-8 text",
                 binary.display()
             )
         );

@@ -5,7 +5,6 @@ mod load;
 pub mod model;
 mod params;
 mod validate;
-mod yaml;
 
 pub use load::{
     load_file, load_file_with_warnings, load_recorded, load_str, load_str_with,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use saphyr_parser::Span;
 
 use super::model::{Scenario, Step};
-use super::yaml::{Kind, NodeId, Role, Tree};
+use crate::yaml::{Kind, NodeId, Role, Tree};
 
 /// Parameter name -> value, as written (`jobs` -> `12`, `load-time` -> `1s`).
 pub type Setting = BTreeMap<String, String>;

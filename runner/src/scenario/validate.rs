@@ -8,12 +8,7 @@ use std::time::Duration;
 
 use super::model::{FindingSelector, Scenario, Size, SleepStep, Step, FINDING_KINDS};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Error,
-    /// Reported, but the scenario still loads.
-    Warning,
-}
+pub use crate::yaml::Severity;
 
 /// One step of a path into the scenario, named as in the YAML.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -786,9 +781,9 @@ mod tests {
     /// The problems `validate` finds in `yaml`, deserialized without the loader's checks.
     fn problems(yaml: &str) -> Vec<String> {
         use serde::Deserialize;
-        let tree = super::super::yaml::parse(yaml).unwrap();
+        let tree = crate::yaml::parse(yaml).unwrap();
         let none = HashSet::new();
-        let de = super::super::yaml::De::new(&tree, &none, tree.root.unwrap());
+        let de = crate::yaml::De::new(&tree, &none, tree.root.unwrap());
         let s =
             Scenario::deserialize(de).unwrap_or_else(|e| panic!("{}\n{yaml}", e.message(&tree)));
         validate(&s).iter().map(ToString::to_string).collect()
@@ -986,9 +981,9 @@ mod tests {
     fn guest_memory_is_checked_against_the_host() {
         use serde::Deserialize;
         let check_with = |yaml: &str, memory: Option<u64>| -> Vec<String> {
-            let tree = super::super::yaml::parse(yaml).unwrap();
+            let tree = crate::yaml::parse(yaml).unwrap();
             let none = HashSet::new();
-            let de = super::super::yaml::De::new(&tree, &none, tree.root.unwrap());
+            let de = crate::yaml::De::new(&tree, &none, tree.root.unwrap());
             let s = Scenario::deserialize(de).unwrap();
             check(&s, &Partial::default(), &HostLimits { memory })
                 .iter()

@@ -2,9 +2,9 @@
 //! `Deserializer` over it whose errors name the node they happened at.
 //!
 //! serde_yaml stops at the first error and `serde_yaml::Value` forgets positions, so the
-//! loader parses with `saphyr-parser` (events with spans) into this tree instead. The loader
-//! can then drop a node that failed and deserialize again, which is how it finds every
-//! problem in one go.
+//! loaders parse with `saphyr-parser` (events with spans) into this tree instead. A loader
+//! can then drop a node that failed and deserialize again ([`super::collect`]), which is how
+//! it finds every problem in one go.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -58,6 +58,9 @@ pub(crate) struct Node {
 pub(crate) struct Tree {
     pub nodes: Vec<Node>,
     pub root: Option<NodeId>,
+    /// Top-level keys whose list elements are steps (a scenario's `setup`, `steps`,
+    /// `cleanup`): messages inside them say "in umount step". Default: none.
+    pub step_sections: &'static [&'static str],
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +83,7 @@ pub(crate) fn parse(text: &str) -> Result<Tree, SyntaxError> {
     let parser = Parser::new_from_str(text);
     for event in parser {
         let (event, span) = event.map_err(|e| SyntaxError {
-            message: e.info().to_string(),
+            message: format!("{}{}", e.info(), open_flow(text, &tree, &stack)),
             span: Span::empty(*e.marker()),
         })?;
         let done = match event {
@@ -201,6 +204,30 @@ pub(crate) fn parse(text: &str) -> Result<Tree, SyntaxError> {
         }
     }
     Ok(tree)
+}
+
+/// Where the innermost `[` or `{` still open starts, for syntax errors inside it (a missing
+/// `]` shows up as an error lines later).
+fn open_flow(text: &str, tree: &Tree, stack: &[Frame]) -> String {
+    stack
+        .iter()
+        .rev()
+        .find_map(|f| {
+            let (Frame::Seq(id, _) | Frame::Map(id, _, _)) = f;
+            let start = tree.nodes[*id].span.start;
+            let line = text.split('\n').nth(start.line().checked_sub(1)?)?;
+            let what = match line.chars().nth(start.col())? {
+                '[' => "list",
+                '{' => "map",
+                _ => return None,
+            };
+            Some(format!(
+                " (in the {what} opened at line {}, column {})",
+                start.line(),
+                start.col() + 1
+            ))
+        })
+        .unwrap_or_default()
 }
 
 fn stack_contains(stack: &[Frame], id: NodeId) -> bool {
@@ -401,7 +428,7 @@ impl Tree {
         let path = self.path(id);
         let step_kind = match path.as_slice() {
             [Seg::Key(section), Seg::Index(_), ..]
-                if matches!(section.as_str(), "setup" | "steps" | "cleanup") =>
+                if self.step_sections.contains(&section.as_str()) =>
             {
                 // The path came from the tree, so it leads to the step's own element.
                 self.locate(&path[..2], &HashSet::new()).map(|elem| {
@@ -541,7 +568,7 @@ impl DeError {
     }
 
     /// The message for this error, with the field and step it happened in.
-    pub(crate) fn message(&self, tree: &Tree) -> String {
+    pub fn message(&self, tree: &Tree) -> String {
         let (field, scope) = match self.node {
             Some(n) => tree.context(n),
             None => (None, None),
