@@ -1202,8 +1202,42 @@ pub async fn check(args: CheckOptions) -> CheckReport {
     };
     match check_inner(&args, &loaded, &spec_text, &mut session).await {
         Ok(r) => r,
-        Err(reason) => CheckReport::unknown(reason),
+        Err(e) => CheckReport::unknown(crate::report::error_chain(&e)),
     }
+}
+
+/// Why `crashrig check` could not test a kernel: every one of these is exit 125 for
+/// `git bisect run` ("cannot test"), with this message as the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("read the kernel `{spec}`")]
+    Spec {
+        spec: String,
+        #[source]
+        source: crate::kernel::spec::SpecError,
+    },
+    #[error("build {spec}")]
+    Build {
+        spec: String,
+        #[source]
+        source: KernelError,
+    },
+    #[error("read {}", path.display())]
+    ReadScenario {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("open the reference cache")]
+    Cache(#[source] crate::cache::CacheError),
+    #[error("keep the reference measurement")]
+    Store(#[source] crate::report::store::StoreError),
+    #[error("measure the reference {spec}: {reason}")]
+    Reference { spec: String, reason: String },
+    #[error("set up the rate test")]
+    RateTest(#[source] BisectError),
 }
 
 async fn check_inner(
@@ -1211,27 +1245,18 @@ async fn check_inner(
     loaded: &LoadedScenario,
     spec_text: &str,
     session: &mut Session,
-) -> Result<CheckReport, String> {
+) -> Result<CheckReport, CheckError> {
     let cache = &session.cache.clone();
     let target = args.target.as_deref().map(Target::parse);
     let kernel = check_kernel(spec_text, args, loaded, cache).await?;
-    let image = session
-        .image()
-        .await
-        .map_err(|e| crate::report::error_chain(&e))?;
-    let accel = session
-        .host(&kernel.image)
-        .await
-        .map_err(|e| crate::report::error_chain(&e))?
-        .accel;
+    let image = session.image().await?;
+    let accel = session.host(&kernel.image).await?.accel;
     // `git bisect run` calls check once per commit: each call gets a directory of its own
     // (DIR/check, DIR/check-2, ... with --out DIR).
     if let Some(dir) = session.vm.out.take() {
         session.default_out = dir.join("check");
     }
-    session
-        .create_out(false)
-        .map_err(|e| crate::report::error_chain(&e))?;
+    session.create_out(false)?;
     let out = session.out.clone();
     let restore = session.vm.restore;
     let batch = |iterations: Option<u32>, stop: bool| RunOptions {
@@ -1285,7 +1310,7 @@ async fn check_inner(
             session.setup_sink(),
             |run, _| {
                 outcome = Some(count(&run));
-                Ok::<_, String>(None)
+                Ok::<_, CheckError>(None)
             },
         )
         .await?;
@@ -1301,7 +1326,7 @@ async fn check_inner(
         args.confidence,
         args.iterations.unwrap_or(DEFAULT_CHECK_BUDGET),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(CheckError::RateTest)?;
     // The sequential test: batches that stop at the first sighting, on one booted machine.
     let (mut n, mut f) = (0u32, 0u32);
     let mut unknown = None;
@@ -1324,7 +1349,7 @@ async fn check_inner(
                 }
                 BatchOutcome::Unknown { reason } => {
                     unknown = Some(reason);
-                    return Ok::<_, String>(None);
+                    return Ok::<_, CheckError>(None);
                 }
             }
             verdict = test.verdict(n, f);
@@ -1392,8 +1417,11 @@ async fn check_kernel(
     args: &CheckOptions,
     loaded: &LoadedScenario,
     cache: &Cache,
-) -> Result<ResolvedKernel, String> {
-    let spec = KernelSpec::parse(spec_text).map_err(|e| e.to_string())?;
+) -> Result<ResolvedKernel, CheckError> {
+    let spec = KernelSpec::parse(spec_text).map_err(|source| CheckError::Spec {
+        spec: spec_text.to_string(),
+        source,
+    })?;
     let opts = BuildOptions {
         kconfig: args.kconfig.clone(),
         patches: args.patches.clone(),
@@ -1401,7 +1429,10 @@ async fn check_kernel(
     };
     kernel::resolve(&spec, &opts, cache, &|_| {})
         .await
-        .map_err(|e| format!("build failed: {}", crate::report::error_chain(&e)))
+        .map_err(|source| CheckError::Build {
+            spec: spec_text.to_string(),
+            source,
+        })
 }
 
 /// The reference kernel's rate: from the cache when this kernel image, scenario file, setting,
@@ -1417,12 +1448,13 @@ async fn reference_rate(
     (image, cache): (&GuestImage, &Cache),
     session: &mut Session,
     opts: RunOptions,
-) -> Result<(MeasuredReference, bool), String> {
-    let kernel = check_kernel(spec, args, loaded, cache)
-        .await
-        .map_err(|e| format!("reference {spec}: {e}"))?;
+) -> Result<(MeasuredReference, bool), CheckError> {
+    let kernel = check_kernel(spec, args, loaded, cache).await?;
     let scenario_bytes =
-        std::fs::read(&loaded.path).map_err(|e| format!("read {}: {e}", loaded.path.display()))?;
+        std::fs::read(&loaded.path).map_err(|source| CheckError::ReadScenario {
+            path: loaded.path.clone(),
+            source,
+        })?;
     let key = reference_key(
         &kernel.image_sha256,
         &scenario_bytes,
@@ -1430,9 +1462,7 @@ async fn reference_rate(
         target,
         iterations,
     );
-    let dir = cache
-        .dir("check-reference")
-        .map_err(|e| crate::report::error_chain(&e))?;
+    let dir = cache.dir("check-reference").map_err(CheckError::Cache)?;
     let path = dir.join(format!("{key}.json"));
     if let Some(m) = std::fs::read(&path)
         .ok()
@@ -1454,7 +1484,7 @@ async fn reference_rate(
         session.setup_sink(),
         |run, _| {
             outcome = Some(counted(&run, target));
-            Ok::<_, String>(None)
+            Ok::<_, CheckError>(None)
         },
     )
     .await?;
@@ -1463,7 +1493,12 @@ async fn reference_rate(
             iterations,
             failures,
         } => (iterations, failures),
-        BatchOutcome::Unknown { reason } => return Err(format!("reference {spec}: {reason}")),
+        BatchOutcome::Unknown { reason } => {
+            return Err(CheckError::Reference {
+                spec: spec.to_string(),
+                reason,
+            })
+        }
     };
     let m = MeasuredReference {
         kernel: spec.to_string(),
@@ -1472,8 +1507,7 @@ async fn reference_rate(
         failures: f,
     };
     let bytes = serde_json::to_vec_pretty(&m).expect("plain data serializes");
-    crate::report::store::write_atomic(&path, &bytes)
-        .map_err(|e| crate::report::error_chain(&e))?;
+    crate::report::store::write_atomic(&path, &bytes).map_err(CheckError::Store)?;
     Ok((m, false))
 }
 
