@@ -2,39 +2,19 @@
 
 mod common;
 
-use common::{step, workspace};
+use common::{crashrig, results, step};
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 /// Runs one crash scenario for one iteration; returns the run record and the results dir.
 fn run(scenario: &str) -> (Value, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_crashrig"))
-        .args([
-            "run",
-            scenario,
-            "--iterations",
-            "1",
-            "--out",
-            out.path().to_str().unwrap(),
-        ])
-        .current_dir(workspace())
-        .env("CI", "true")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let text = std::fs::read_to_string(out.path().join("results.json")).unwrap();
-    let r: Value = serde_json::from_str(&text).unwrap();
-    (r["runs"][0].clone(), out)
+    let dir = out.path().to_str().unwrap();
+    let (code, stdout, stderr) = crashrig(&["run", scenario, "--iterations", "1", "--out", dir]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    (results(out.path())["runs"][0].clone(), out)
 }
 
 /// Why the guest was booted or restored, leaving out the restores of the set-up guest that

@@ -5,9 +5,7 @@
 
 mod common;
 
-use common::{step, workspace};
-
-use std::process::Command;
+use common::{crashrig, step};
 
 use serde_json::Value;
 
@@ -15,19 +13,13 @@ use serde_json::Value;
 /// results directory.
 fn run(scenario: &str, extra: &[&str]) -> (i32, Value, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_crashrig"))
-        .args(["run", scenario, "--out", out.path().to_str().unwrap()])
-        .args(extra)
-        .current_dir(workspace())
-        .env("CI", "true")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let mut args = vec!["run", scenario, "--out", out.path().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = crashrig(&args);
     let text = std::fs::read_to_string(out.path().join("results.json"))
         .unwrap_or_else(|e| panic!("{e}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     let r: Value = serde_json::from_str(&text).unwrap();
-    (o.status.code().unwrap_or(-1), r["runs"][0].clone(), out)
+    (code, r["runs"][0].clone(), out)
 }
 
 fn boots(run: &Value) -> Vec<(String, Option<String>)> {

@@ -265,22 +265,14 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
     for restore in ["never", "auto"] {
         let out = tmp.path().join(restore);
         let start = std::time::Instant::now();
-        let status = crate::process::tokio_command(&exe)
-            .arg("run")
+        let mut cmd = crate::process::tokio_command(&exe);
+        cmd.arg("run")
             .arg(&scenario)
             .args(["-n", &args.iterations.to_string(), "--seed", "1"])
             .args(["--kernel", &args.kernel, "--accel", accel_name(args.accel)])
             .args(["--restore", restore, "--out"])
-            .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .status()
-            .await
-            .map_err(|source| CliError::Io {
-                what: "run crashrig run",
-                source,
-            })?;
+            .arg(&out);
+        let status = quiet_status(cmd, "run crashrig run").await?;
         let wall = start.elapsed().as_secs_f64();
         let results = crate::report::store::read_results(&out.join("results.json")).ok();
         let Some(run) = results.as_ref().and_then(|r| r.runs.first()) else {
@@ -329,6 +321,20 @@ fn self_and_scratch() -> Result<(PathBuf, tempfile::TempDir), CliError> {
     Ok((exe, tmp))
 }
 
+/// Runs a child crashrig of a benchmark with its output discarded (the benchmark reads its
+/// results.json); it dies with the benchmark.
+async fn quiet_status(
+    mut cmd: tokio::process::Command,
+    what: &'static str,
+) -> Result<std::process::ExitStatus, CliError> {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|source| CliError::Io { what, source })
+}
+
 fn accel_name(a: AccelArg) -> &'static str {
     match a {
         AccelArg::Auto => "auto",
@@ -348,8 +354,8 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
     for jobs in [1, args.jobs] {
         let out = tmp.path().join(format!("j{jobs}"));
         let start = std::time::Instant::now();
-        let status = crate::process::tokio_command(&exe)
-            .arg("matrix")
+        let mut cmd = crate::process::tokio_command(&exe);
+        cmd.arg("matrix")
             .arg(&matrix)
             .args([
                 "-n",
@@ -360,16 +366,8 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
                 accel,
                 "--out",
             ])
-            .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .status()
-            .await
-            .map_err(|source| CliError::Io {
-                what: "run crashrig matrix",
-                source,
-            })?;
+            .arg(&out);
+        let status = quiet_status(cmd, "run crashrig matrix").await?;
         if !status.success() {
             return Err(CliError::BenchMatrix {
                 jobs,
