@@ -196,3 +196,26 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_key_written_twice_in_a_free_form_map_is_an_error_at_the_repeat() {
+    let err = matrix(
+        "name: seed\nkernels: [debian:6.1]\nscenarios: [a.yaml]\n\
+         parameters:\n  filesystem: [xfs]\n  filesystem: [ext4]\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("m.yaml:6:3: duplicate key `filesystem` (first written at line 5, column 3)"),
+        "{err}"
+    );
+    let err = scenario(
+        "name: t\nparameters:\n  jobs: { default: 1 }\n  jobs: { default: 2 }\n\
+         steps:\n  - run: { command: \"echo ${jobs}\" }\n",
+    )
+    .unwrap_err();
+    // The scenario's parameters had their own check already; it still answers first.
+    assert!(
+        err.contains("s.yaml:4:3: parameter `jobs` is declared twice"),
+        "{err}"
+    );
+}

@@ -788,8 +788,34 @@ impl<'a> De<'a> {
                     pos: 0,
                 })
             }
-            Kind::Map(_) => self.visit_map_entries(self.live_entries(), visitor),
+            Kind::Map(_) => {
+                let entries = self.live_entries();
+                self.repeated_key(&entries)?;
+                self.visit_map_entries(entries, visitor)
+            }
         }
+    }
+
+    /// A key written twice in a map read as a whole (a matrix's `parameters`, a scenario's
+    /// `env`): serde would keep the last value without a word. Fixed structures get serde's
+    /// own "duplicate field" instead.
+    fn repeated_key(&self, entries: &[(NodeId, NodeId)]) -> Result<(), DeError> {
+        let mut seen: HashMap<&str, NodeId> = HashMap::new();
+        for &(k, _) in entries {
+            if let Kind::Scalar { value, .. } = &self.tree.nodes[k].kind {
+                if let Some(&first) = seen.get(value.as_str()) {
+                    let at = self.tree.nodes[first].span.start;
+                    return Err(DeError::new(ErrKind::Plain(format!(
+                        "duplicate key `{value}` (first written at line {}, column {})",
+                        at.line(),
+                        at.col() + 1
+                    )))
+                    .at(k));
+                }
+                seen.insert(value, k);
+            }
+        }
+        Ok(())
     }
 }
 
