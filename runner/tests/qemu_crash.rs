@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{crashrig, results, step};
+use common::{crashrig, power_cut_kept_fsynced_data, results, step};
 
 use std::path::Path;
 
@@ -39,11 +39,7 @@ fn power_cut_during_writes_replays_the_log_and_keeps_fsynced_data() {
     assert_eq!(crash_boots(&run), ["start", "power-cut"]);
     let it = &run["iterations"][0];
     assert_eq!(it["verdict"], "pass", "{it}");
-    assert_eq!(step(it, "recovery-mount")["errno"], Value::Null);
-    let data = step(it, "fsynced-data");
-    assert_eq!(data["detail"]["checked"], 8, "{data}");
-    assert_eq!(data["detail"]["missing"], serde_json::json!([]));
-    assert_eq!(data["detail"]["corrupted"], serde_json::json!([]));
+    power_cut_kept_fsynced_data(it);
     assert_eq!(step(it, "fsck#9")["detail"]["clean"], true);
     assert!(
         dmesg(out.path(), it).contains("Starting recovery"),

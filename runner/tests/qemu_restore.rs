@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{crashrig, step};
+use common::{crashrig, power_cut_kept_fsynced_data, step};
 
 use serde_json::Value;
 
@@ -122,11 +122,7 @@ fn power_cut_over_restores_keeps_acknowledged_data() {
     assert_eq!(b, want);
     for it in run["iterations"].as_array().unwrap() {
         assert_eq!(it["verdict"], "pass", "{it}");
-        assert_eq!(step(it, "recovery-mount")["errno"], Value::Null);
-        let data = step(it, "fsynced-data");
-        assert_eq!(data["detail"]["checked"], 8, "{data}");
-        assert_eq!(data["detail"]["missing"], serde_json::json!([]));
-        assert_eq!(data["detail"]["corrupted"], serde_json::json!([]));
+        power_cut_kept_fsynced_data(it);
     }
 }
 
