@@ -476,6 +476,45 @@ mod tests {
         );
     }
 
+    /// A seed-scenario run record on TCG with these iterations; `kernel` is (spec, version).
+    fn seed_record(
+        path: &str,
+        kernel: (&str, &str),
+        iterations: Vec<crate::report::IterationRecord>,
+    ) -> RunRecord {
+        RunRecord {
+            scenario: ScenarioInfo {
+                name: "seed-kill-umount".into(),
+                path: path.into(),
+                description: String::new(),
+            },
+            kernel: KernelInfo {
+                spec: kernel.0.into(),
+                version: kernel.1.into(),
+                release: None,
+                image_sha256: String::new(),
+                build_key: None,
+                kconfig: vec![],
+                patches: vec![],
+            },
+            accel: "tcg".into(),
+            seed: 1,
+            started: String::new(),
+            finished: None,
+            dir: String::new(),
+            cell: None,
+            restore: "never".into(),
+            independent_iterations: false,
+            guest_image: String::new(),
+            boots: vec![],
+            setup: vec![],
+            error: None,
+            setting: Default::default(),
+            summary: summarize(&iterations),
+            iterations,
+        }
+    }
+
     /// The terminal summary of a run with an infrastructure error, unexpected findings and
     /// expected ones, as users see it; paths redacted.
     #[test]
@@ -491,37 +530,12 @@ mod tests {
             ts_us: None,
             seq: None,
         });
-        let mut run = RunRecord {
-            scenario: ScenarioInfo {
-                name: "seed-kill-umount".into(),
-                path: "/home/someone/tests/seed-kill-umount.yaml".into(),
-                description: String::new(),
-            },
-            kernel: KernelInfo {
-                spec: "/home/someone/linux@v6.12".into(),
-                version: "v6.12-0-gadc218676eef".into(),
-                release: None,
-                image_sha256: String::new(),
-                build_key: None,
-                kconfig: vec![],
-                patches: vec![],
-            },
-            accel: "tcg".into(),
-            seed: 1,
-            started: String::new(),
-            finished: None,
-            dir: String::new(),
-            cell: None,
-            restore: "never".into(),
-            independent_iterations: false,
-            guest_image: String::new(),
-            boots: vec![],
-            setup: vec![],
-            error: Some("QEMU exited before the guest answered on SSH".into()),
-            setting: Default::default(),
-            summary: summarize(&iterations),
+        let mut run = seed_record(
+            "/home/someone/tests/seed-kill-umount.yaml",
+            ("/home/someone/linux@v6.12", "v6.12-0-gadc218676eef"),
             iterations,
-        };
+        );
+        run.error = Some("QEMU exited before the guest answered on SSH".into());
         run.summary = summarize(&run.iterations);
         insta::with_settings!({filters => vec![(r"(/[\w.-]+)+/", "[path]/")]}, {
             insta::assert_snapshot!(summary_text(&run));
@@ -531,37 +545,11 @@ mod tests {
     #[test]
     fn summary_reads_like_the_readme_says() {
         let iterations = seed_iterations();
-        let mut run = RunRecord {
-            scenario: ScenarioInfo {
-                name: "seed-kill-umount".into(),
-                path: "tests/seed-kill-umount.yaml".into(),
-                description: String::new(),
-            },
-            kernel: KernelInfo {
-                spec: "debian:6.1".into(),
-                version: "linux-image-6.1.0-56-cloud-amd64 6.1.192-2".into(),
-                release: None,
-                image_sha256: String::new(),
-                build_key: None,
-                kconfig: vec![],
-                patches: vec![],
-            },
-            accel: "tcg".into(),
-            seed: 1,
-            started: String::new(),
-            finished: None,
-            dir: String::new(),
-            cell: None,
-            restore: "never".into(),
-            independent_iterations: false,
-            setting: Default::default(),
-            guest_image: String::new(),
-            boots: vec![],
-            setup: vec![],
-            error: None,
-            summary: summarize(&iterations),
+        let mut run = seed_record(
+            "tests/seed-kill-umount.yaml",
+            ("debian:6.1", "linux-image-6.1.0-56-cloud-amd64 6.1.192-2"),
             iterations,
-        };
+        );
         assert_eq!(
             summary_text(&run),
             "seed-kill-umount on debian:6.1 (linux-image-6.1.0-56-cloud-amd64 6.1.192-2, tcg)\n\
