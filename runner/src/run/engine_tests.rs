@@ -112,6 +112,12 @@ impl Harness {
         )
     }
 
+    /// One batch with the default options.
+    async fn run_plain(&mut self, rig: &mut Rig<FakeMachine>) -> RunRecord {
+        let opts = self.opts();
+        self.run(rig, &opts).await
+    }
+
     async fn run(&mut self, rig: &mut Rig<FakeMachine>, opts: &RunOptions) -> RunRecord {
         run_batch(
             rig,
@@ -138,8 +144,7 @@ fn log(m: &FakeMachine) -> Vec<String> {
 async fn healthy_run_boots_once_sets_up_once_and_passes_every_iteration() {
     let mut h = Harness::new(scenario(mount_umount()));
     let mut rig = Rig::new(FakeMachine::healthy());
-    let opts = h.opts();
-    let r = h.run(&mut rig, &opts).await;
+    let r = h.run_plain(&mut rig).await;
     assert_eq!(r.error, None);
     assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
     assert_eq!(r.setup.len(), 1);
@@ -187,8 +192,7 @@ async fn a_hang_is_power_cut_then_the_machine_boots_and_sets_up_again() {
         "iteration 2" => Reply::Hang { step: 1 },
         _ => Reply::Ok,
     }));
-    let opts = h.opts();
-    let r = h.run(&mut rig, &opts).await;
+    let r = h.run_plain(&mut rig).await;
     assert_eq!(r.error, None);
     assert_eq!(verdicts(&r), [Verdict::Pass, Verdict::Hang, Verdict::Pass]);
     let hang = &r.iterations[1];
@@ -220,8 +224,7 @@ async fn an_unexpected_panic_is_a_panic_verdict_and_the_run_goes_on_after_a_boot
         "iteration 1" => Reply::Panic { step: 0 },
         _ => Reply::Ok,
     }));
-    let opts = h.opts();
-    let r = h.run(&mut rig, &opts).await;
+    let r = h.run_plain(&mut rig).await;
     assert_eq!(verdicts(&r), [Verdict::Panic, Verdict::Pass, Verdict::Pass]);
     assert_eq!(r.iterations[0].reasons[0], "panic: fake oops");
     let boots = log(rig.machine()).iter().filter(|c| *c == "boot").count();
@@ -236,8 +239,7 @@ async fn qemu_dying_is_an_infrastructure_error_not_a_kernel_verdict() {
         "iteration 2" => Reply::Die { step: 1 },
         _ => Reply::Ok,
     }));
-    let opts = h.opts();
-    let r = h.run(&mut rig, &opts).await;
+    let r = h.run_plain(&mut rig).await;
     assert_eq!(verdicts(&r), [Verdict::Pass, Verdict::Error, Verdict::Pass]);
     assert!(
         r.iterations[1].reasons[0].starts_with("infrastructure: QEMU exited"),
@@ -258,8 +260,7 @@ async fn qemu_failing_to_start_is_a_run_error_with_no_iterations() {
     let mut machine = FakeMachine::healthy();
     machine.failing_boots.push_back(1);
     let mut rig = Rig::new(machine);
-    let opts = h.opts();
-    let r = h.run(&mut rig, &opts).await;
+    let r = h.run_plain(&mut rig).await;
     assert!(r.iterations.is_empty());
     let e = r.error.expect("an error");
     assert!(
@@ -284,8 +285,7 @@ async fn a_failing_setup_step_ends_the_run_with_an_error_naming_it() {
         },
         _ => Reply::Ok,
     }));
-    let opts = h.opts();
-    let r = h.run(&mut rig, &opts).await;
+    let r = h.run_plain(&mut rig).await;
     assert!(r.iterations.is_empty());
     let e = r.error.expect("an error");
     assert!(
@@ -306,8 +306,7 @@ async fn a_setup_that_fails_after_a_reboot_ends_the_run_keeping_earlier_iteratio
         ("setup", 1) => Reply::Hang { step: 0 },
         _ => Reply::Ok,
     }));
-    let opts = h.opts();
-    let r = h.run(&mut rig, &opts).await;
+    let r = h.run_plain(&mut rig).await;
     assert_eq!(verdicts(&r), [Verdict::Hang]);
     let e = r.error.expect("an error");
     assert!(e.starts_with("setup step setup failed: hang: "), "{e}");
@@ -445,8 +444,7 @@ async fn a_power_cut_step_reads_dmesg_cuts_and_boots_on_the_same_machine() {
     s.iterations = 1;
     let mut h = Harness::new(s);
     let mut rig = Rig::new(FakeMachine::healthy());
-    let opts = h.opts();
-    let r = h.run(&mut rig, &opts).await;
+    let r = h.run_plain(&mut rig).await;
     assert_eq!(verdicts(&r), [Verdict::Pass]);
     let ids: Vec<&str> = r.iterations[0]
         .steps
@@ -632,8 +630,7 @@ async fn an_iterations_plans_are_bounded_by_the_iteration_timeout_not_their_summ
     let machine = FakeMachine::healthy();
     let deadlines = machine.deadlines.clone();
     let mut rig = Rig::new(machine);
-    let opts = h.opts();
-    let r = h.run(&mut rig, &opts).await;
+    let r = h.run_plain(&mut rig).await;
     assert_eq!(verdicts(&r), vec![Verdict::Pass]);
     let plans: Vec<Duration> = deadlines
         .lock()
