@@ -20,9 +20,10 @@ pub enum Direction {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum RatePrior {
-    /// Uniform on a grid of 48 rates, with an atom at 0 on the good side ("it never happened
-    /// before", prior mass 0.3) and at 1 on the bad side ("it always happens", 0.05), so a
-    /// plain 0 -> p regression and a deterministic bug are as cheap as when told (default).
+    /// On a grid of 48 rates: the good side uniform with an atom at 0 ("it never happened
+    /// before", prior mass 0.3), the bad side `Beta(1, 3)`-shaped (races mostly show in a
+    /// minority of iterations) with an atom at 1 ("it always happens", 0.1), so a plain
+    /// 0 -> p regression and a deterministic bug are as cheap as when told (default).
     #[default]
     Weak,
     /// `Beta(alpha, beta)` on the same grid (an informed guess that the runs still correct).

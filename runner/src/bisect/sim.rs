@@ -194,6 +194,8 @@ pub struct MethodSummary {
     pub mean_boots: f64,
     /// `mean_iterations + build_cost * mean_builds`.
     pub mean_cost: f64,
+    /// crashrig only: mean iterations of the ends, the search and the verification.
+    pub phases: Option<[f64; 3]>,
 }
 
 /// One case of the benchmark.
@@ -289,6 +291,8 @@ struct Acc {
     iterations: u64,
     builds: u64,
     boots: u64,
+    /// Ends, search, verification (crashrig only).
+    phases: [u64; 3],
 }
 
 /// Run the benchmark: every case, every method, the same seeded histories for each method.
@@ -322,6 +326,9 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
                 };
                 let (named, iterations, builds, boots) = if method == Method::Crashrig {
                     let report = Bisector::new(last, config.clone())?.run(&mut h)?;
+                    acc.phases[0] += report.end_iterations;
+                    acc.phases[1] += report.iterations;
+                    acc.phases[2] += report.verify_iterations;
                     (
                         report.culprit,
                         report.total_iterations(),
@@ -355,6 +362,7 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
                 mean_builds,
                 mean_boots: acc.boots as f64 / n,
                 mean_cost: mean_iterations + params.build_cost * mean_builds,
+                phases: (method == Method::Crashrig).then(|| acc.phases.map(|x| x as f64 / n)),
             });
         }
         cases.push(CaseSummary {
@@ -383,7 +391,7 @@ pub fn print_summary(s: &SimSummary, out: &mut dyn Write) -> std::io::Result<()>
     )?;
     writeln!(
         out,
-        "accuracy: named the true culprit; named right: of the runs that named one, the share right (crashrig names one only at >= {}); cost = iterations + {} x builds",
+        "accuracy: named the true culprit; named right: of the runs that named one, the share right (crashrig names one only at >= {}); cost = iterations + {} x builds; under crashrig's iterations: ends + search + verification",
         s.confidence, s.build_cost
     )?;
     for case in &s.cases {
@@ -408,6 +416,16 @@ pub fn print_summary(s: &SimSummary, out: &mut dyn Write) -> std::io::Result<()>
                 m.mean_boots,
                 m.mean_cost
             )?;
+            if let Some([ends, search, verify]) = m.phases {
+                writeln!(
+                    out,
+                    "  {:<24} {:>9} {:>11} {:>11}",
+                    "",
+                    "",
+                    "",
+                    format!("{ends:.0}+{search:.0}+{verify:.0}")
+                )?;
+            }
         }
     }
     Ok(())
