@@ -178,11 +178,25 @@ pub fn summary_text(run: &RunRecord) -> String {
 
 /// `crashrig bench boot`'s table: each figure beside its baseline.
 fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
+    let stages: Vec<String> = f
+        .restore_phases
+        .iter()
+        .map(|p| format!("{} {:.2} s", p.name, p.ms / 1000.0))
+        .collect();
+    let stages = if stages.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  of which:                                  {}\n",
+            stages.join(", ")
+        )
+    };
     format!(
         "kernel {} ({}), accelerator {} ({}), {} repetitions\n\
          bare boot (init powers off at once):        {:.2} s\n\
          crashrig start to first SSH command:        {:.2} s  ({:.2}x bare; goal <= 1.6x)\n\
          restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
+         {}\
          saving the guest (paused, to a file):       {:.2} s, {:.0} MB\n\
          mount+umount loop as a guest shell script:  {:.1} ms/iteration\n\
          same as crashrig iterations (plan + dmesg): {:.1} ms/iteration  (+{:.1} ms overhead)\n",
@@ -196,6 +210,7 @@ fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
         f.ready_s / f.bare_boot_s,
         f.restore_s,
         f.restore_s / f.ready_s,
+        stages,
         f.save_s,
         f.state_bytes / 1e6,
         f.shell_loop_ms,
@@ -464,6 +479,16 @@ mod tests {
             bare_boot_s: 4.0,
             ready_s: 5.0,
             restore_s: 1.0,
+            restore_phases: vec![
+                crate::report::BootPhase {
+                    name: "qemu-start".into(),
+                    ms: 100.0,
+                },
+                crate::report::BootPhase {
+                    name: "state-load".into(),
+                    ms: 350.0,
+                },
+            ],
             save_s: 0.5,
             state_bytes: 210e6,
             shell_loop_ms: 100.0,
@@ -475,6 +500,7 @@ mod tests {
              bare boot (init powers off at once):        4.00 s\n\
              crashrig start to first SSH command:        5.00 s  (1.25x bare; goal <= 1.6x)\n\
              restore to first SSH command:               1.00 s  (0.20x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
+             \x20 of which:                                  qemu-start 0.10 s, state-load 0.35 s\n\
              saving the guest (paused, to a file):       0.50 s, 210 MB\n\
              mount+umount loop as a guest shell script:  100.0 ms/iteration\n\
              same as crashrig iterations (plan + dmesg): 112.5 ms/iteration  (+12.5 ms overhead)\n"
@@ -571,6 +597,7 @@ mod tests {
             qemu_command: vec![],
             dmesg_file: None,
             restored: restored.map(str::to_owned),
+            phases: vec![],
         };
         run.boots = vec![boot(None), boot(Some("set-up")), boot(Some("set-up"))];
         run.restore = "auto".into();

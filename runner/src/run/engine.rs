@@ -194,6 +194,7 @@ impl<M: Machine> Run<'_, M> {
             qemu_command: info.command,
             dmesg_file: Some(format!("{}/{dmesg_name}", self.rel_dir)),
             restored: info.restored,
+            phases: info.phases,
         });
         let prelude = plan::boot_prelude(self.scenario);
         if !prelude.is_empty() {
@@ -267,6 +268,7 @@ impl<M: Machine> Run<'_, M> {
             qemu_command: info.command,
             dmesg_file: None,
             restored: info.restored,
+            phases: info.phases,
         });
         Ok(())
     }

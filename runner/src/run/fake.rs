@@ -122,6 +122,7 @@ impl Machine for FakeMachine {
             command: vec!["fake-vm".into()],
             kept_disks: None,
             restored: None,
+            phases: Vec::new(),
         })
     }
 
@@ -255,6 +256,7 @@ impl Machine for FakeMachine {
             command: vec!["fake-vm".into()],
             kept_disks: None,
             restored: Some("set-up".into()),
+            phases: Vec::new(),
         })
     }
 }

@@ -49,6 +49,8 @@ pub struct BootInfo {
     /// Restored from a snapshot instead of booted: `booted` or `set-up`
     /// (see `run::restore`).
     pub restored: Option<String>,
+    /// Where `ready_after` went, stage by stage.
+    pub phases: Vec<crate::report::BootPhase>,
 }
 
 /// What a helper plan produced.

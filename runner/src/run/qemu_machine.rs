@@ -193,6 +193,7 @@ impl<'a> QemuMachine<'a> {
             command,
             kept_disks,
             restored: restored.map(str::to_owned),
+            phases: booted.phases.clone(),
         }
     }
 
