@@ -690,7 +690,12 @@ fn fsck_options_reach_the_checker_for_an_external_xfs_log() {
         "without -l xfs_repair cannot find the log: {:?}",
         r[1]
     );
-    assert_eq!(r[2].detail, Some(Detail::Fsck { clean: true }), "{:?}", r[2]);
+    assert_eq!(
+        r[2].detail,
+        Some(Detail::Fsck { clean: true }),
+        "{:?}",
+        r[2]
+    );
 }
 
 #[test]
