@@ -102,6 +102,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
     let mut state_sizes = Vec::new();
     let mut restore_times = Vec::new();
     let mut restore_phases = Vec::new();
+    let mut boot_phases = Vec::new();
     for _ in 0..opts.repeat {
         bare_times.push(
             crate::vm::qemu::bare_boot(&kernel.image, &bare, accel, Duration::from_secs(120))
@@ -134,6 +135,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
             .await
             .map_err(super::RunError::from)?;
         ready_times.push(booted.ready_after.as_secs_f64());
+        boot_phases.push(booted.phases.clone());
 
         // Per-iteration overhead: the same mount/umount loop as a guest shell script and as
         // crashrig iterations (one helper plan per iteration, with its dmesg read).
@@ -255,6 +257,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         ready_s: median(ready_times),
         restore_s: median(restore_times),
         restore_phases: median_phases(&restore_phases),
+        boot_phases: median_phases(&boot_phases),
         save_s: median(save_times),
         state_bytes: median(state_sizes),
         shell_loop_ms: median(shell_loop),

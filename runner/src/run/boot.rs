@@ -169,6 +169,7 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
     }
     let port = vm.config().ssh_port;
     let mut last = String::from("none yet");
+    let mut announced = false;
     loop {
         if let Some(status) = vm.exited() {
             return Err(BootError::DiedBeforeReady {
@@ -191,6 +192,11 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
         if state.is_none() && !vm.sshd_started() && vm.started.elapsed() < Duration::from_secs(20) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
+        }
+        if state.is_none() && !announced && vm.sshd_started() {
+            // The guest's boot up to its sshd, apart from the SSH connection that follows.
+            laps.lap("sshd-started");
+            announced = true;
         }
         let key = spec.key.clone();
         let host_key = spec.image.host_key.clone();
