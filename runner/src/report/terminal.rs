@@ -54,17 +54,22 @@ fn pct(x: f64) -> String {
 /// How the run's guests started, when any was restored from a snapshot (`--restore`).
 fn starts_line(run: &RunRecord) -> Option<String> {
     let restored = run.boots.iter().filter(|b| b.restored.is_some()).count();
-    if restored == 0 {
+    let booted = run.boots.len() - restored;
+    // A single boot says nothing; after crash steps the count is what `--restore` changes, so
+    // a `never` run says it too, to be read next to an `auto` one.
+    if restored == 0 && booted < 2 {
         return None;
     }
-    let booted = run.boots.len() - restored;
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let how = if run.independent_iterations {
         "independent starts: every iteration began from the same restored set-up guest on fresh disks"
     } else {
         "iterations ran one after another on one guest"
     };
     Some(format!(
-        "  {how}; {booted} boots, {restored} restores (--restore {})\n",
+        "  {how}; {}, {} (--restore {})\n",
+        plural(booted, "boot"),
+        plural(restored, "restore"),
         run.restore
     ))
 }
@@ -605,9 +610,15 @@ mod tests {
         run.independent_iterations = true;
         assert!(summary_text(&run).contains(
             "\n  independent starts: every iteration began from the same restored set-up guest \
-             on fresh disks; 1 boots, 2 restores (--restore auto)\n"
+             on fresh disks; 1 boot, 2 restores (--restore auto)\n"
         ));
         run.independent_iterations = false;
         assert!(summary_text(&run).contains("\n  iterations ran one after another on one guest;"));
+        // Booted again after crash steps, never restored: said too, to compare with `auto`.
+        run.boots = vec![boot(None), boot(None), boot(None)];
+        run.restore = "never".into();
+        assert!(summary_text(&run).contains(
+            "\n  iterations ran one after another on one guest; 3 boots, 0 restores (--restore never)\n"
+        ));
     }
 }
