@@ -225,14 +225,14 @@ pub async fn save_booted(
         source,
     })?;
     if std::fs::copy(console_log, from.join(CONSOLE)).is_ok() {
-        install_booted(cache, &from, key, run_key);
+        install(cache, &from, key, run_key);
     }
     Ok(pinned)
 }
 
-/// Moves `from` (holding the state) into the cache under `key` with the key the guest trusts,
-/// then prunes the others past [`CACHE_CAP`]. Whether it is in the cache now.
-fn install_booted(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bool {
+/// Moves `from` (holding a saved guest) into the cache under `key` with the key the guest
+/// trusts, then prunes the others past [`CACHE_CAP`]. Whether it is in the cache now.
+fn install(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bool {
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -298,39 +298,174 @@ pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
     removed
 }
 
-/// The set-up guest: its state and the frozen disks every restore starts from.
-#[derive(Debug, Clone)]
+/// The cache key of a set-up guest: the booted guest it started from (`booted`, see
+/// [`booted_key`]) and what its setup ran (`setup`: the prelude, the setup's operations after
+/// parameter substitution, the devices; `run::plan::setup_key`).
+pub fn set_up_key(booted: &str, setup: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"crashrig set-up guest v1\n");
+    h.update(booted.as_bytes());
+    h.update(b"\n");
+    h.update(setup.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A frozen disk of a set-up entry, by the disk's serial.
+fn base_name(serial: &str) -> String {
+    format!("disk-{serial}.qcow2")
+}
+
+/// The set-up guest: its state, the key it trusts, and the frozen disks every restore
+/// starts from.
 pub struct SetUp {
-    state: PathBuf,
+    state: Pinned,
+    key: RunKey,
     /// Per disk (in order): its serial and the template of its overlays.
     templates: Vec<(String, OverlayTemplate)>,
+    /// The frozen disks, held open (the templates name them through /proc).
+    _bases: Vec<Pinned>,
+    /// Its cache entry when it came from an earlier run (discarded when it does not load).
+    pub from_cache: Option<PathBuf>,
 }
 
 impl SetUp {
-    /// Saves the set-up guest, stops it, and freezes its disks: they become read-only bases
-    /// that nothing writes again. Files go to `dir`.
-    pub async fn freeze(vm: &mut Vm, disks: &[Disk], dir: &Path) -> Result<SetUp, SnapshotError> {
-        let state = dir.join("set-up.state");
+    /// Saves the set-up guest (which trusts `run_key`), stops it, and freezes its disks as
+    /// qcow2 bases that nothing writes again. State and bases go to the cache under `key`
+    /// (see [`set_up_key`]) for later runs; when the cache cannot take them they still serve
+    /// this machine. Overlay templates go to `dir`.
+    pub async fn freeze(
+        vm: &mut Vm,
+        disks: &[Disk],
+        dir: &Path,
+        cache: &Cache,
+        key: &str,
+        run_key: &RunKey,
+    ) -> Result<SetUp, SnapshotError> {
+        let partial = cache.tempdir().ok();
+        let work = match &partial {
+            Some(p) => p.path().join("entry"),
+            None => {
+                // A second save on this machine (the first did not load) replaces the first.
+                let _ = std::fs::remove_dir_all(dir.join("set-up"));
+                dir.join("set-up")
+            }
+        };
+        std::fs::create_dir(&work).map_err(|source| SnapshotError::Io {
+            path: work.clone(),
+            source,
+        })?;
+        let state = work.join(STATE);
         snapshot::save(vm, &state, SAVE_WITHIN).await?;
         vm.stop().await;
-        let mut templates = Vec::new();
+        let pin = |path: &Path| {
+            Pinned::open(path).map_err(|source| SnapshotError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let mut bases = Vec::new();
         for disk in disks {
+            let base = work.join(base_name(&disk.serial));
+            snapshot::convert_to_qcow2(&disk.path, disk.format, &base).await?;
             let read_only = std::os::unix::fs::PermissionsExt::from_mode(0o444);
-            std::fs::set_permissions(&disk.path, read_only).map_err(|source| {
-                SnapshotError::Io {
-                    path: disk.path.clone(),
-                    source,
-                }
+            std::fs::set_permissions(&base, read_only).map_err(|source| SnapshotError::Io {
+                path: base.clone(),
+                source,
             })?;
-            let template = dir.join(format!("{}.template.qcow2", disk.serial));
-            let template = OverlayTemplate::create(&disk.path, disk.format, &template).await?;
-            templates.push((disk.serial.clone(), template));
+            bases.push((disk.serial.clone(), pin(&base)?));
         }
-        Ok(SetUp { state, templates })
+        let state = pin(&state)?;
+        if partial.is_some() {
+            install(cache, &work, key, run_key);
+        }
+        Self::with_templates(state, run_key.clone(), bases, dir, None).await
+    }
+
+    /// The set-up guest an earlier run saved under `key` with disks `serials`, checked
+    /// against its completion marker (a damaged entry is removed and `None` returned).
+    /// Overlay templates go to `dir`.
+    pub async fn cached(
+        cache: &Cache,
+        key: &str,
+        serials: &[String],
+        dir: &Path,
+    ) -> Result<Option<SetUp>, SnapshotError> {
+        let cache_err = |e: CacheError| SnapshotError::Io {
+            path: cache.root().to_path_buf(),
+            source: std::io::Error::other(crate::report::error_chain(&e)),
+        };
+        let entry = cache.dir(SNAPSHOTS).map_err(cache_err)?.join(key);
+        let bases: Vec<String> = serials.iter().map(|s| base_name(s)).collect();
+        let mut required = vec![STATE, KEY];
+        required.extend(bases.iter().map(String::as_str));
+        if !cache
+            .lookup(&entry, &required, Contents::Hashed)
+            .map_err(cache_err)?
+            .is_ready()
+        {
+            return Ok(None);
+        }
+        let pin = |name: &str| {
+            Pinned::open(&entry.join(name)).map_err(|source| SnapshotError::Io {
+                path: entry.join(name),
+                source,
+            })
+        };
+        let text = std::fs::read_to_string(entry.join(KEY)).map_err(|source| {
+            SnapshotError::Io {
+                path: entry.join(KEY),
+                source,
+            }
+        })?;
+        let Ok(run_key) = RunKey::from_openssh(&text) else {
+            // Matches its marker yet is no key: made by something else; not trusted.
+            cache.discard(&entry).map_err(cache_err)?;
+            return Ok(None);
+        };
+        let state = pin(STATE)?;
+        let mut pinned = Vec::new();
+        for (serial, base) in serials.iter().zip(&bases) {
+            pinned.push((serial.clone(), pin(base)?));
+        }
+        // Recently used: the last to be pruned.
+        let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
+        Self::with_templates(state, run_key, pinned, dir, Some(entry))
+            .await
+            .map(Some)
+    }
+
+    async fn with_templates(
+        state: Pinned,
+        key: RunKey,
+        bases: Vec<(String, Pinned)>,
+        dir: &Path,
+        from_cache: Option<PathBuf>,
+    ) -> Result<SetUp, SnapshotError> {
+        let mut templates = Vec::new();
+        let mut pins = Vec::new();
+        for (serial, base) in bases {
+            let template = dir.join(format!("{serial}.template.qcow2"));
+            let template =
+                OverlayTemplate::create(base.path(), DiskFormat::Qcow2, &template).await?;
+            templates.push((serial, template));
+            pins.push(base);
+        }
+        Ok(SetUp {
+            state,
+            key,
+            templates,
+            _bases: pins,
+            from_cache,
+        })
     }
 
     pub fn state(&self) -> &Path {
-        &self.state
+        self.state.path()
+    }
+
+    /// The key the saved guest trusts.
+    pub fn key(&self) -> &RunKey {
+        &self.key
     }
 
     /// Fresh overlays in `dir` (replacing the previous restore's): the disks as frozen.
@@ -374,7 +509,7 @@ mod tests {
         std::fs::write(from.join(STATE), vec![7u8; bytes]).unwrap();
         std::fs::write(from.join(CONSOLE), b"Linux version 6.1").unwrap();
         let run_key = RunKey::generate().unwrap();
-        assert!(install_booted(cache, &from, key, &run_key));
+        assert!(install(cache, &from, key, &run_key));
         run_key
     }
 
