@@ -173,15 +173,8 @@ fn a_second_run_of_the_same_setup_restores_the_set_up_guest_without_boot_or_setu
     assert_eq!(it["verdict"], "pass", "{it}");
     assert_eq!(step(it, "setup-files")["detail"]["checked"], 4, "{it}");
     assert_eq!(step(it, "fresh-start")["ok"], true, "{it}");
-    // Another seed writes other files in setup: not the saved guest.
-    let (code, other, _o3) = run(
-        "tests/restore/independent-iterations.yaml",
-        &["--restore", "always", "--seed", "12", "--iterations", "1"],
-    );
-    assert_eq!(code, 0, "{other}");
-    let b = boots(&other);
-    assert_eq!(b[0].0, "start", "{b:?}");
-    assert_ne!(other["setup"], serde_json::json!([]), "{other}");
+    // (That another seed, setup step, device or kernel is another entry is unit-tested in
+    // run::qemu_machine: here any seed used once is in the cache from then on.)
 }
 
 /// EBUSY count and iterations of the seed scenario's umount.

@@ -534,6 +534,68 @@ mod tests {
         assert_eq!(std::fs::read(found.state.path()).unwrap().len(), 0);
     }
 
+    /// A set-up entry as `SetUp::freeze` leaves it: state, key and a real qcow2 base.
+    async fn cached_set_up(cache: &Cache, key: &str) -> RunKey {
+        let partial = cache.tempdir().unwrap();
+        let from = partial.path().join("entry");
+        std::fs::create_dir(&from).unwrap();
+        std::fs::write(from.join(STATE), vec![9u8; 4096]).unwrap();
+        snapshot::create_qcow2(&from.join(base_name("scratch")), 1 << 20)
+            .await
+            .unwrap();
+        let run_key = RunKey::generate().unwrap();
+        assert!(install(cache, &from, key, &run_key));
+        run_key
+    }
+
+    #[tokio::test]
+    async fn a_cached_set_up_guest_comes_back_with_its_key_and_disks_and_a_damaged_one_is_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache"));
+        let dir = tmp.path().join("machine");
+        std::fs::create_dir(&dir).unwrap();
+        let serials = ["scratch".to_string()];
+        assert!(SetUp::cached(&cache, "s1", &serials, &dir)
+            .await
+            .unwrap()
+            .is_none());
+        let run_key = cached_set_up(&cache, "s1").await;
+        let found = SetUp::cached(&cache, "s1", &serials, &dir)
+            .await
+            .unwrap()
+            .expect("cached");
+        assert_eq!(found.key().public_b64(), run_key.public_b64());
+        assert_eq!(std::fs::read(found.state()).unwrap(), vec![9u8; 4096]);
+        let entry = found.from_cache.clone().expect("from the cache");
+        let disks = found.fresh_disks(&dir).unwrap();
+        assert_eq!(disks.len(), 1);
+        assert_eq!(disks[0].format, DiskFormat::Qcow2);
+        // The overlay names its base through this process's descriptor, so a prune by
+        // another crashrig cannot take it away.
+        let overlay = std::fs::read(&disks[0].path).unwrap();
+        let pinned = format!("/proc/{}/fd/", std::process::id());
+        assert!(
+            overlay.windows(pinned.len()).any(|w| w == pinned.as_bytes()),
+            "the overlay's backing file is pinned"
+        );
+        // Asked for other disks than it holds: not used, and dropped as damaged.
+        let other = ["data".to_string()];
+        assert!(SetUp::cached(&cache, "s1", &other, &dir)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!entry.exists());
+        // A host crash truncated the state: not trusted, removed.
+        cached_set_up(&cache, "s2").await;
+        let entry2 = entry.with_file_name("s2");
+        std::fs::write(entry2.join(STATE), b"").unwrap();
+        assert!(SetUp::cached(&cache, "s2", &serials, &dir)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!entry2.exists());
+    }
+
     #[test]
     fn pruning_removes_the_least_recently_used_past_the_cap() {
         let tmp = tempfile::tempdir().unwrap();
