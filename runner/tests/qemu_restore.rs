@@ -163,7 +163,11 @@ fn a_second_run_of_the_same_setup_restores_the_set_up_guest_without_boot_or_setu
     let (code, second, _o2) = run("tests/restore/independent-iterations.yaml", &args);
     assert_eq!(code, 0, "{second}");
     assert_eq!(second["independent_iterations"], true, "{second}");
-    assert_eq!(second["setup"], serde_json::json!([]), "setup ran: {second}");
+    assert_eq!(
+        second["setup"],
+        serde_json::json!([]),
+        "setup ran: {second}"
+    );
     let starts = second["boots"].as_array().unwrap();
     assert_eq!(starts.len(), 1, "{second}");
     assert_eq!(starts[0]["reason"], "iteration");

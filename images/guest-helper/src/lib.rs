@@ -147,6 +147,9 @@ pub enum Op {
     Fsck {
         device: DeviceRef,
         fstype: String,
+        /// Extra checker arguments, before the device.
+        #[serde(default)]
+        options: Vec<String>,
     },
     /// Write `files` files of `size` bytes of seeded pseudo-random content below `dir`,
     /// fsync'ing each (and the directory) when `fsync` is set.

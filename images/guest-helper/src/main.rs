@@ -229,7 +229,10 @@ fn run_op(env: &Env, op: &Op, r: &mut StepReport) {
             task::run_captured(env, &format!("mkfs.{fstype}"), &args, TOOL_TIMEOUT_MS)
                 .into_report(r);
             if r.error.is_none() && r.exit_status != Some(0) {
-                r.error = Some(format!("mkfs.{fstype} exited with {:?}", r.exit_status));
+                r.error = Some(match r.exit_status {
+                    Some(status) => format!("mkfs.{fstype} exited with status {status}"),
+                    None => format!("mkfs.{fstype} ended without an exit status"),
+                });
             }
         }
         Op::Mount {
@@ -277,7 +280,11 @@ fn run_op(env: &Env, op: &Op, r: &mut StepReport) {
         }
         Op::DmSwap { name, table } => dm::swap(env, r, name, *table),
         Op::DmRemove { name } => dm::remove(env, r, name),
-        Op::Fsck { device, fstype } => fsck(env, r, device, fstype),
+        Op::Fsck {
+            device,
+            fstype,
+            options,
+        } => fsck(env, r, device, fstype, options),
         Op::WriteData {
             dir,
             files,
@@ -354,7 +361,7 @@ pub fn fsck_command(fstype: &str) -> Option<(&'static str, &'static [&'static st
     }
 }
 
-fn fsck(env: &Env, r: &mut StepReport, device: &str, fstype: &str) {
+fn fsck(env: &Env, r: &mut StepReport, device: &str, fstype: &str, options: &[String]) {
     let Some((program, flags)) = fsck_command(fstype) else {
         r.error = Some(format!("no read-only checker known for {fstype}"));
         return;
@@ -364,6 +371,7 @@ fn fsck(env: &Env, r: &mut StepReport, device: &str, fstype: &str) {
     };
     let dev = dev.display().to_string();
     let mut args = flags.to_vec();
+    args.extend(options.iter().map(String::as_str));
     args.push(&dev);
     task::run_captured(env, program, &args, TOOL_TIMEOUT_MS).into_report(r);
     if let Some(status) = r.exit_status {

@@ -549,7 +549,7 @@ fn dmesg_returns_only_records_since_the_last_read() {
 
 /// Attach a sparse file to a loop device, or None when the host cannot.
 fn loop_device(sb: &mut Sandbox, size: u64) -> Option<String> {
-    let img = sb.dir.join("disk.img");
+    let img = sb.dir.join(format!("disk-{}.img", sb.loops.len()));
     std::fs::File::create(&img).ok()?.set_len(size).ok()?;
     let out = Command::new("losetup")
         .args(["-f", "--show"])
@@ -659,6 +659,43 @@ fn ext4_survives_shutdown_with_fsynced_data() {
 #[test]
 fn btrfs_survives_shutdown_with_fsynced_data() {
     fs_round_trip("btrfs", &["-q", "-f"]);
+}
+
+/// xfs with its log on another device: `xfs_repair -n` needs `-l LOGDEV`, which only the
+/// fsck step's `options` can give it.
+#[test]
+fn fsck_options_reach_the_checker_for_an_external_xfs_log() {
+    require_root!();
+    let mut sb = Sandbox::new("fsck-logdev", true);
+    let (Some(data), Some(log)) = (
+        loop_device(&mut sb, 320 << 20),
+        loop_device(&mut sb, 64 << 20),
+    ) else {
+        panic!("cannot run: losetup does not work here (the suite runs as root on a Debian host with it; see scripts/setup.sh)");
+    };
+    let logdev = format!("logdev={log}");
+    let r = sb.run(
+        "fsck-logdev",
+        vec![
+            json!({"op": "mkfs", "device": data, "fstype": "xfs", "options": ["-f", "-q", "-l", logdev]}),
+            json!({"op": "fsck", "device": data, "fstype": "xfs"}),
+            json!({"op": "fsck", "device": data, "fstype": "xfs", "options": ["-l", log]}),
+        ],
+        true,
+    );
+    assert_eq!(r[0].exit_status, Some(0), "{:?}", r[0]);
+    assert_eq!(
+        r[1].detail,
+        Some(Detail::Fsck { clean: false }),
+        "without -l xfs_repair cannot find the log: {:?}",
+        r[1]
+    );
+    assert_eq!(
+        r[2].detail,
+        Some(Detail::Fsck { clean: true }),
+        "{:?}",
+        r[2]
+    );
 }
 
 #[test]

@@ -145,6 +145,8 @@ pub struct BootBenchFigures {
     pub ready_s: f64,
     /// A new QEMU from a saved guest (fresh disk overlay included) to its first SSH command.
     pub restore_s: f64,
+    /// Where a restore's time went: the median of each stage (`BootPhase` names), in order.
+    pub restore_phases: Vec<super::results::BootPhase>,
     /// Saving the paused guest to a file, in seconds.
     pub save_s: f64,
     /// The saved state file, in bytes.

@@ -78,6 +78,18 @@ pub struct BootRecord {
     /// The restored snapshot was saved by an earlier run and found in the cache.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_cache: bool,
+    /// Where `ready_after_ms` went, stage by stage, in order (see [`BootPhase`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<BootPhase>,
+}
+
+/// One stage of bringing a guest up and how long it took. A boot has `qemu-start`,
+/// `ssh-connect`, `init-finished`; a restore has `qemu-start`, `state-load` (the saved state
+/// read and the guest running again), `ssh-connect` and `first-command` (the reseed's result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootPhase {
+    pub name: String,
+    pub ms: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -325,6 +337,11 @@ impl Results {
                     format!("runs[{r}].setup[{s}].duration_ms"),
                     step.duration_ms,
                 );
+            }
+            for (b, boot) in run.boots.iter().enumerate() {
+                for (p, phase) in boot.phases.iter().enumerate() {
+                    ms(format!("runs[{r}].boots[{b}].phases[{p}].ms"), phase.ms);
+                }
             }
         }
         for (r, run) in self.runs.iter().enumerate() {

@@ -54,35 +54,47 @@ fn pct(x: f64) -> String {
 /// How the run's guests started, when any was restored from a snapshot (`--restore`).
 fn starts_line(run: &RunRecord) -> Option<String> {
     let restored = run.boots.iter().filter(|b| b.restored.is_some()).count();
-    if restored == 0 {
+    let booted = run.boots.len() - restored;
+    // A single boot says nothing; after crash steps the count is what `--restore` changes, so
+    // a `never` run says it too, to be read next to an `auto` one.
+    if restored == 0 && booted < 2 {
         return None;
     }
-    let booted = run.boots.len() - restored;
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let how = if run.independent_iterations {
         "independent starts: every iteration began from the same restored set-up guest on fresh disks"
     } else {
         "iterations ran one after another on one guest"
     };
     // Where each restore came from: saved in this run, or by an earlier one (the cache).
-    let origins: Vec<String> = [("set-up", "the set-up guest"), ("booted", "the booted guest")]
-        .into_iter()
-        .filter_map(|(kind, what)| {
-            let of_kind = run
-                .boots
-                .iter()
-                .filter(|b| b.restored.as_deref() == Some(kind));
-            let (n, cached) = of_kind.fold((0, 0), |(n, c), b| (n + 1, c + b.from_cache as usize));
-            let from = match cached {
-                0 => "saved in this run".to_string(),
-                c if c == n => "saved by an earlier run".to_string(),
-                c => format!("{c} saved by an earlier run"),
-            };
-            (n > 0).then(|| format!("{n} of {what} ({from})"))
-        })
-        .collect();
+    let origins: Vec<String> = [
+        ("set-up", "the set-up guest"),
+        ("booted", "the booted guest"),
+    ]
+    .into_iter()
+    .filter_map(|(kind, what)| {
+        let of_kind = run
+            .boots
+            .iter()
+            .filter(|b| b.restored.as_deref() == Some(kind));
+        let (n, cached) = of_kind.fold((0, 0), |(n, c), b| (n + 1, c + b.from_cache as usize));
+        let from = match cached {
+            0 => "saved in this run".to_string(),
+            c if c == n => "saved by an earlier run".to_string(),
+            c => format!("{c} saved by an earlier run"),
+        };
+        (n > 0).then(|| format!("{n} of {what} ({from})"))
+    })
+    .collect();
+    let origins = if origins.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", origins.join(", "))
+    };
     Some(format!(
-        "  {how}; {booted} boots, {restored} restores: {} (--restore {})\n",
-        origins.join(", "),
+        "  {how}; {}, {}{origins} (--restore {})\n",
+        plural(booted, "boot"),
+        plural(restored, "restore"),
         run.restore
     ))
 }
@@ -191,11 +203,25 @@ pub fn summary_text(run: &RunRecord) -> String {
 
 /// `crashrig bench boot`'s table: each figure beside its baseline.
 fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
+    let stages: Vec<String> = f
+        .restore_phases
+        .iter()
+        .map(|p| format!("{} {:.2} s", p.name, p.ms / 1000.0))
+        .collect();
+    let stages = if stages.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  of which:                                  {}\n",
+            stages.join(", ")
+        )
+    };
     format!(
         "kernel {} ({}), accelerator {} ({}), {} repetitions\n\
          bare boot (init powers off at once):        {:.2} s\n\
          crashrig start to first SSH command:        {:.2} s  ({:.2}x bare; goal <= 1.6x)\n\
          restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
+         {}\
          saving the guest (paused, to a file):       {:.2} s, {:.0} MB\n\
          mount+umount loop as a guest shell script:  {:.1} ms/iteration\n\
          same as crashrig iterations (plan + dmesg): {:.1} ms/iteration  (+{:.1} ms overhead)\n",
@@ -209,6 +235,7 @@ fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
         f.ready_s / f.bare_boot_s,
         f.restore_s,
         f.restore_s / f.ready_s,
+        stages,
         f.save_s,
         f.state_bytes / 1e6,
         f.shell_loop_ms,
@@ -479,6 +506,16 @@ mod tests {
             bare_boot_s: 4.0,
             ready_s: 5.0,
             restore_s: 1.0,
+            restore_phases: vec![
+                crate::report::BootPhase {
+                    name: "qemu-start".into(),
+                    ms: 100.0,
+                },
+                crate::report::BootPhase {
+                    name: "state-load".into(),
+                    ms: 350.0,
+                },
+            ],
             save_s: 0.5,
             state_bytes: 210e6,
             shell_loop_ms: 100.0,
@@ -490,6 +527,7 @@ mod tests {
              bare boot (init powers off at once):        4.00 s\n\
              crashrig start to first SSH command:        5.00 s  (1.25x bare; goal <= 1.6x)\n\
              restore to first SSH command:               1.00 s  (0.20x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
+             \x20 of which:                                  qemu-start 0.10 s, state-load 0.35 s\n\
              saving the guest (paused, to a file):       0.50 s, 210 MB\n\
              mount+umount loop as a guest shell script:  100.0 ms/iteration\n\
              same as crashrig iterations (plan + dmesg): 112.5 ms/iteration  (+12.5 ms overhead)\n"
@@ -587,13 +625,14 @@ mod tests {
             dmesg_file: None,
             restored: restored.map(str::to_owned),
             from_cache: false,
+            phases: vec![],
         };
         run.boots = vec![boot(None), boot(Some("set-up")), boot(Some("set-up"))];
         run.restore = "auto".into();
         run.independent_iterations = true;
         assert!(summary_text(&run).contains(
             "\n  independent starts: every iteration began from the same restored set-up guest \
-             on fresh disks; 1 boots, 2 restores: 2 of the set-up guest (saved in this run) \
+             on fresh disks; 1 boot, 2 restores: 2 of the set-up guest (saved in this run) \
              (--restore auto)\n"
         ));
         // A second run of the same scenario: nothing booted, both snapshots from the cache.
@@ -601,12 +640,23 @@ mod tests {
             from_cache: true,
             ..boot(Some(restored))
         };
-        run.boots = vec![cached("set-up"), cached("booted"), cached("set-up"), boot(Some("booted"))];
+        run.boots = vec![
+            cached("set-up"),
+            cached("booted"),
+            cached("set-up"),
+            boot(Some("booted")),
+        ];
         assert!(summary_text(&run).contains(
             "; 0 boots, 4 restores: 2 of the set-up guest (saved by an earlier run), \
              2 of the booted guest (1 saved by an earlier run) (--restore auto)\n"
         ));
         run.independent_iterations = false;
         assert!(summary_text(&run).contains("\n  iterations ran one after another on one guest;"));
+        // Booted again after crash steps, never restored: said too, to compare with `auto`.
+        run.boots = vec![boot(None), boot(None), boot(None)];
+        run.restore = "never".into();
+        assert!(summary_text(&run).contains(
+            "\n  iterations ran one after another on one guest; 3 boots, 0 restores (--restore never)\n"
+        ));
     }
 }

@@ -10,6 +10,7 @@ use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::guest::RunKey;
 use crate::image;
 use crate::report::events::{BootBenchFigures, Event};
+use crate::report::BootPhase;
 use crate::vm::snapshot::{self, OverlayTemplate, SnapshotError};
 use crate::vm::{create_disk, AccelChoice, Disk, DiskFormat};
 
@@ -52,6 +53,29 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The median of each stage over several runs, in the order the stages first appear.
+fn median_phases(runs: &[Vec<BootPhase>]) -> Vec<BootPhase> {
+    let mut names: Vec<&str> = Vec::new();
+    for phase in runs.iter().flatten() {
+        if !names.contains(&phase.name.as_str()) {
+            names.push(&phase.name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| BootPhase {
+            name: name.into(),
+            ms: median(
+                runs.iter()
+                    .flatten()
+                    .filter(|p| p.name == name)
+                    .map(|p| p.ms)
+                    .collect(),
+            ),
+        })
+        .collect()
+}
+
 /// Runs the boot benchmark and emits its figures ([`Event::BootBench`]).
 pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
     let mut session = Session::new(VmOptions {
@@ -75,6 +99,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
     let mut save_times = Vec::new();
     let mut state_sizes = Vec::new();
     let mut restore_times = Vec::new();
+    let mut restore_phases = Vec::new();
     for _ in 0..opts.repeat {
         bare_times.push(
             crate::vm::qemu::bare_boot(&kernel.image, &bare, accel, Duration::from_secs(120))
@@ -191,6 +216,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
             .await
             .map_err(super::RunError::from)?;
         restore_times.push(t.elapsed().as_secs_f64());
+        restore_phases.push(restored.phases.clone());
         restored.vm.stop().await;
     }
     let figures = BootBenchFigures {
@@ -202,6 +228,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         bare_boot_s: median(bare_times),
         ready_s: median(ready_times),
         restore_s: median(restore_times),
+        restore_phases: median_phases(&restore_phases),
         save_s: median(save_times),
         state_bytes: median(state_sizes),
         shell_loop_ms: median(shell_loop),
@@ -211,4 +238,45 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         .setup_sink()
         .emit(Event::BootBench(Box::new(figures)));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phases(list: &[(&str, f64)]) -> Vec<BootPhase> {
+        list.iter()
+            .map(|&(name, ms)| BootPhase {
+                name: name.into(),
+                ms,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_stage_gets_its_own_median_in_the_order_stages_first_appear() {
+        let runs = [
+            phases(&[
+                ("qemu-start", 100.0),
+                ("state-load", 900.0),
+                ("ssh-connect", 700.0),
+            ]),
+            phases(&[
+                ("qemu-start", 120.0),
+                ("state-load", 300.0),
+                ("ssh-connect", 800.0),
+            ]),
+            phases(&[("qemu-start", 90.0), ("state-load", 400.0), ("extra", 5.0)]),
+        ];
+        assert_eq!(
+            median_phases(&runs),
+            phases(&[
+                ("qemu-start", 100.0),
+                ("state-load", 400.0),
+                ("ssh-connect", 800.0),
+                ("extra", 5.0)
+            ])
+        );
+        assert!(median_phases(&[]).is_empty());
+    }
 }

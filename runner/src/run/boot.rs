@@ -7,6 +7,7 @@ use crashrig_guest::Op;
 
 use crate::guest::{helper, Guest, GuestHandle, RunKey, SshError};
 use crate::image::GuestImage;
+use crate::report::BootPhase;
 use crate::vm::snapshot::{self, SnapshotError};
 use crate::vm::{Accel, Disk, Vm, VmConfig, VmError};
 
@@ -55,6 +56,32 @@ pub struct Booted {
     pub guest: GuestHandle,
     /// From QEMU start to an authenticated SSH session.
     pub ready_after: Duration,
+    /// Where the time went, stage by stage (see [`BootPhase`]).
+    pub phases: Vec<BootPhase>,
+}
+
+/// Times consecutive stages: each [`Laps::lap`] records the time since the previous one.
+struct Laps {
+    last: Instant,
+    phases: Vec<BootPhase>,
+}
+
+impl Laps {
+    fn new() -> Laps {
+        Laps {
+            last: Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, name: &str) {
+        let now = Instant::now();
+        self.phases.push(BootPhase {
+            name: name.into(),
+            ms: (now - self.last).as_secs_f64() * 1000.0,
+        });
+        self.last = now;
+    }
 }
 
 /// The kernel command line for a crashrig guest.
@@ -99,6 +126,7 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
         read_only: true,
         format: crate::vm::DiskFormat::Raw,
     });
+    let mut laps = Laps::new();
     let mut attempt = 0;
     let mut vm = loop {
         attempt += 1;
@@ -129,12 +157,14 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
             Err(e) => return Err(e.into()),
         }
     };
+    laps.lap("qemu-start");
     let deadline = Instant::now() + spec.ready_timeout;
     if let Some(state) = state {
         if let Err(e) = snapshot::load(&mut vm, state, spec.ready_timeout).await {
             vm.stop().await;
             return Err(e.into());
         }
+        laps.lap("state-load");
     }
     let port = vm.config().ssh_port;
     let mut last = String::from("none yet");
@@ -171,6 +201,7 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
         .map_err(|e| SshError::Join(e.to_string()))?;
         match result {
             Ok(guest) => {
+                laps.lap("ssh-connect");
                 let guest = GuestHandle::new(guest);
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if state.is_some() {
@@ -178,11 +209,13 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
                         vm.stop().await;
                         return Err(e);
                     }
+                    laps.lap("first-command");
                     let ready_after = vm.started.elapsed();
                     return Ok(Booted {
                         vm,
                         guest,
                         ready_after,
+                        phases: laps.phases,
                     });
                 }
                 // init starts sshd before it loads the remaining modules and mounts /tools;
@@ -199,11 +232,13 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
                         tail,
                     });
                 }
+                laps.lap("init-finished");
                 let ready_after = vm.started.elapsed();
                 return Ok(Booted {
                     vm,
                     guest,
                     ready_after,
+                    phases: laps.phases,
                 });
             }
             Err(e @ (SshError::HostKey { .. } | SshError::Auth(_))) => {

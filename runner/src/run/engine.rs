@@ -195,6 +195,7 @@ impl<M: Machine> Run<'_, M> {
             dmesg_file: Some(format!("{}/{dmesg_name}", self.rel_dir)),
             restored: info.restored,
             from_cache: info.from_cache,
+            phases: info.phases,
         });
         let prelude = plan::boot_prelude(self.scenario);
         if !prelude.is_empty() {
@@ -269,6 +270,7 @@ impl<M: Machine> Run<'_, M> {
             dmesg_file: None,
             restored: info.restored,
             from_cache: info.from_cache,
+            phases: info.phases,
         });
         Ok(())
     }

@@ -682,7 +682,11 @@ async fn a_saved_set_up_machine_that_does_not_start_is_set_up_and_saved_anew_onc
     assert!(!r.independent_iterations);
     let calls = self::log(rig.machine());
     assert_eq!(calls.iter().filter(|l| *l == "restore set-up").count(), 2);
-    assert_eq!(calls.iter().filter(|l| *l == "boot").count(), 2, "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|l| *l == "boot").count(),
+        2,
+        "{calls:?}"
+    );
 }
 
 #[tokio::test]

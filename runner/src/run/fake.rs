@@ -134,6 +134,7 @@ impl Machine for FakeMachine {
             kept_disks: None,
             restored: None,
             from_cache: false,
+            phases: Vec::new(),
         })
     }
 
@@ -289,6 +290,7 @@ impl Machine for FakeMachine {
             kept_disks: None,
             restored: Some("set-up".into()),
             from_cache: self.set_up_from_cache,
+            phases: Vec::new(),
         })
     }
 }

@@ -51,6 +51,8 @@ pub struct BootInfo {
     pub restored: Option<String>,
     /// The restored snapshot was saved by an earlier run (found in the cache).
     pub from_cache: bool,
+    /// Where `ready_after` went, stage by stage.
+    pub phases: Vec<crate::report::BootPhase>,
 }
 
 /// What a helper plan produced.

@@ -238,6 +238,7 @@ impl<'a> QemuMachine<'a> {
             kept_disks: self.kept.take(),
             restored: restored.map(str::to_owned),
             from_cache,
+            phases: booted.phases.clone(),
         }
     }
 
@@ -617,7 +618,12 @@ impl Machine for QemuMachine<'_> {
             return false;
         }
         let cache_key = restore::set_up_key(&self.booted_key(), key);
-        let serials: Vec<String> = self.scenario.devices.iter().map(|d| d.name.clone()).collect();
+        let serials: Vec<String> = self
+            .scenario
+            .devices
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
         let Some(prepared) = self.prepared.as_ref() else {
             return false;
         };
@@ -710,17 +716,41 @@ steps:
         let base = key(BASE);
         let edits = [
             ("setup command", edit("touch /mnt/ready", "touch /mnt/go")),
-            ("setup step added", edit("  - mount: {}\n  - run", "  - mount: {}\n  - sync: {}\n  - run")),
-            ("mkfs options", edit("mkfs-options: [-f]", "mkfs-options: [-f, -m, crc=0]")),
-            ("mount options", edit("mount-options: [noatime]", "mount-options: [sync]")),
-            ("filesystem type", edit("type: xfs, mkfs-options: [-f]", "type: ext4, mkfs-options: [-F]")),
+            (
+                "setup step added",
+                edit(
+                    "  - mount: {}\n  - run",
+                    "  - mount: {}\n  - sync: {}\n  - run",
+                ),
+            ),
+            (
+                "mkfs options",
+                edit("mkfs-options: [-f]", "mkfs-options: [-f, -m, crc=0]"),
+            ),
+            (
+                "mount options",
+                edit("mount-options: [noatime]", "mount-options: [sync]"),
+            ),
+            (
+                "filesystem type",
+                edit(
+                    "type: xfs, mkfs-options: [-f]",
+                    "type: ext4, mkfs-options: [-F]",
+                ),
+            ),
             ("device size", edit("size: 1G }]", "size: 2G }]")),
             ("device name", edit("name: scratch", "name: disk")),
-            ("device-mapper", edit("size: 1G }]", "size: 1G, dm: true }]")),
+            (
+                "device-mapper",
+                edit("size: 1G }]", "size: 1G, dm: true }]"),
+            ),
             ("parameter default", edit("default: 4,", "default: 8,")),
             ("memory", edit("memory: 1G", "memory: 2G")),
             ("cpus", edit("cpus: 2", "cpus: 1")),
-            ("kernel command line", edit("cpus: 2 }", "cpus: 2, cmdline: [quiet] }")),
+            (
+                "kernel command line",
+                edit("cpus: 2 }", "cpus: 2, cmdline: [quiet] }"),
+            ),
         ];
         let mut seen = std::collections::HashMap::from([(base.clone(), "base")]);
         for (what, text) in &edits {
@@ -732,10 +762,26 @@ steps:
         }
         // What the scenario does not write.
         let host_edits = [
-            ("kernel", ["other-kernel", HOST[1], HOST[2], HOST[3]], Accel::Tcg),
-            ("guest image and helper", [HOST[0], "other-image", HOST[2], HOST[3]], Accel::Tcg),
-            ("initramfs", [HOST[0], HOST[1], "/cache/other", HOST[3]], Accel::Tcg),
-            ("QEMU binary", [HOST[0], HOST[1], HOST[2], "qemu 1 3"], Accel::Tcg),
+            (
+                "kernel",
+                ["other-kernel", HOST[1], HOST[2], HOST[3]],
+                Accel::Tcg,
+            ),
+            (
+                "guest image and helper",
+                [HOST[0], "other-image", HOST[2], HOST[3]],
+                Accel::Tcg,
+            ),
+            (
+                "initramfs",
+                [HOST[0], HOST[1], "/cache/other", HOST[3]],
+                Accel::Tcg,
+            ),
+            (
+                "QEMU binary",
+                [HOST[0], HOST[1], HOST[2], "qemu 1 3"],
+                Accel::Tcg,
+            ),
             ("accelerator", HOST, Accel::Kvm),
         ];
         for (what, host, accel) in host_edits {
@@ -747,7 +793,11 @@ steps:
         let setting = Setting::from([("files".to_string(), "8".to_string())]);
         let k = key_with(BASE, &setting, 7, HOST, Accel::Tcg);
         assert_ne!(k, base, "--param files=8");
-        assert_eq!(k, key(&edit("default: 4,", "default: 8,")), "the same setting as a default");
+        assert_eq!(
+            k,
+            key(&edit("default: 4,", "default: 8,")),
+            "the same setting as a default"
+        );
         // Setup writes seeded data: another seed, other data.
         let k = key_with(BASE, &Setting::new(), 8, HOST, Accel::Tcg);
         assert!(seen.insert(k, "seed").is_none(), "another seed");
@@ -757,7 +807,10 @@ steps:
     fn edits_that_leave_the_set_up_guest_alone_keep_its_cache_key() {
         let base = key(BASE);
         for (what, text) in [
-            ("steps", edit("  - power-cut: {}\n", "  - power-cut: {}\n  - sync: {}\n")),
+            (
+                "steps",
+                edit("  - power-cut: {}\n", "  - power-cut: {}\n  - sync: {}\n"),
+            ),
             ("name", edit("name: t", "name: other")),
             ("iterations", edit("name: t\n", "name: t\niterations: 9\n")),
         ] {

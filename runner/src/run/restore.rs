@@ -411,12 +411,11 @@ impl SetUp {
                 source,
             })
         };
-        let text = std::fs::read_to_string(entry.join(KEY)).map_err(|source| {
-            SnapshotError::Io {
+        let text =
+            std::fs::read_to_string(entry.join(KEY)).map_err(|source| SnapshotError::Io {
                 path: entry.join(KEY),
                 source,
-            }
-        })?;
+            })?;
         let Ok(run_key) = RunKey::from_openssh(&text) else {
             // Matches its marker yet is no key: made by something else; not trusted.
             cache.discard(&entry).map_err(cache_err)?;
@@ -549,7 +548,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cached_set_up_guest_comes_back_with_its_key_and_disks_and_a_damaged_one_is_dropped() {
+    async fn a_cached_set_up_guest_comes_back_with_its_key_and_disks_and_a_damaged_one_is_dropped()
+    {
         let tmp = tempfile::tempdir().unwrap();
         let cache = Cache::at(tmp.path().join("cache"));
         let dir = tmp.path().join("machine");
@@ -575,7 +575,9 @@ mod tests {
         let overlay = std::fs::read(&disks[0].path).unwrap();
         let pinned = format!("/proc/{}/fd/", std::process::id());
         assert!(
-            overlay.windows(pinned.len()).any(|w| w == pinned.as_bytes()),
+            overlay
+                .windows(pinned.len())
+                .any(|w| w == pinned.as_bytes()),
             "the overlay's backing file is pinned"
         );
         // Asked for other disks than it holds: not used, and dropped as damaged.
