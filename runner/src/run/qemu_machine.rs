@@ -59,7 +59,7 @@ pub struct QemuMachine<'a> {
 
 /// A saved booted guest, the key it trusts, and its cache entry when an earlier run saved it.
 struct SavedBooted {
-    state: restore::Pinned,
+    state: restore::PinnedGuest,
     key: RunKey,
     entry: Option<PathBuf>,
 }
@@ -176,8 +176,14 @@ impl<'a> QemuMachine<'a> {
         self
     }
 
-    /// What booting or restoring this machine takes.
-    fn spec<'s>(&'s self, prepared: &'s Prepared, console_log: &Path) -> BootSpec<'s> {
+    /// What booting or restoring this machine takes. `saveable`: the guest may be saved (see
+    /// [`BootSpec::saveable`]).
+    fn spec<'s>(
+        &'s self,
+        prepared: &'s Prepared,
+        console_log: &Path,
+        saveable: bool,
+    ) -> BootSpec<'s> {
         let s = &self.scenario;
         let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
         let uses_dm = s.devices.iter().any(|d| d.dm);
@@ -195,7 +201,19 @@ impl<'a> QemuMachine<'a> {
             console_log: console_log.to_path_buf(),
             qmp_socket: prepared.runtime.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(if self.accel == Accel::Kvm { 60 } else { 240 }),
+            saveable,
         }
+    }
+
+    /// Whether the guest about to start may be saved: a booted guest is saved once
+    /// (`--restore` other than `never`), a set-up guest after its setup when iterations
+    /// restore it and none is saved yet. Guests that are never saved restore copy-on-write
+    /// without copying the RAM image.
+    fn saveable(&self) -> bool {
+        let saves_booted = self.restore.restores_boots() && self.booted_state.is_none();
+        let saves_set_up =
+            self.restore.restores_iterations(&self.scenario) && self.set_up.is_none();
+        saves_booted || saves_set_up
     }
 
     /// The cache key of this machine's booted guest: everything its saved state depends on.
@@ -408,10 +426,12 @@ impl Machine for QemuMachine<'_> {
                 let _ = restore::CachedBooted::write_boot_console(entry, console_log);
             }
             let from_cache = saved.entry.is_some();
+            let saveable = self.saveable();
             let prepared = self.prepared.as_mut().expect("prepared above");
             prepared.key = saved.key.clone();
             let prepared = self.prepared.as_ref().expect("prepared above");
-            match restore(self.spec(prepared, console_log), saved.state.path()).await {
+            let spec = self.spec(prepared, console_log, saveable);
+            match restore(spec, saved.state.saved()).await {
                 Ok(booted) => {
                     let info = self.info(&booted, Some("booted"), from_cache);
                     self.booted = Some(booted);
@@ -427,12 +447,14 @@ impl Machine for QemuMachine<'_> {
             }
         }
         let prepared = self.prepared.as_ref().expect("prepared above");
-        let mut booted = boot(self.spec(prepared, console_log)).await?;
+        let saveable = self.saveable();
+        let mut booted = boot(self.spec(prepared, console_log, saveable)).await?;
         if self.restore.restores_boots() && self.booted_state.is_none() {
             // Before anything opened a scratch disk, so the guest caches none of its
             // contents. Without a saved state, later boots stay boots.
             match restore::save_booted(
                 &mut booted.vm,
+                booted.ram.as_ref(),
                 &self.cache,
                 &booted_key,
                 &prepared.key,
@@ -450,7 +472,7 @@ impl Machine for QemuMachine<'_> {
                 Err(_) => {
                     if booted.vm.status().await.ok().as_deref() != Some("running") {
                         booted.vm.stop().await;
-                        booted = boot(self.spec(prepared, console_log)).await?;
+                        booted = boot(self.spec(prepared, console_log, saveable)).await?;
                     }
                 }
             }
@@ -592,8 +614,10 @@ impl Machine for QemuMachine<'_> {
         let cache_key = restore::set_up_key(&self.booted_key(), key);
         let prepared = self.prepared.as_ref().ok_or(MachineError::NotRunning)?;
         let b = self.booted.as_mut().ok_or(MachineError::NotRunning)?;
+        let ram = b.ram.take();
         let saved = SetUp::freeze(
             &mut b.vm,
+            ram,
             &prepared.disks,
             prepared.snapshots.path(),
             &self.cache,
@@ -644,7 +668,8 @@ impl Machine for QemuMachine<'_> {
         prepared.key = set_up.key().clone();
         let prepared = self.prepared.as_ref().expect("checked above");
         let from_cache = set_up.from_cache.is_some();
-        match restore(self.spec(prepared, console_log), set_up.state()).await {
+        let spec = self.spec(prepared, console_log, false);
+        match restore(spec, set_up.saved()).await {
             Ok(booted) => {
                 let info = self.info(&booted, Some("set-up"), from_cache);
                 self.booted = Some(booted);
