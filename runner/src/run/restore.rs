@@ -486,7 +486,10 @@ impl SetUp {
         let state = PinnedGuest::open(&entry.join(STATE), image.as_deref()).map_err(io(STATE))?;
         let mut pinned = Vec::new();
         for (serial, base) in serials.iter().zip(&bases) {
-            pinned.push((serial.clone(), Pinned::open(&entry.join(base)).map_err(io(base))?));
+            pinned.push((
+                serial.clone(),
+                Pinned::open(&entry.join(base)).map_err(io(base))?,
+            ));
         }
         // Recently used: the last to be pruned.
         let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
