@@ -75,6 +75,9 @@ pub struct BootRecord {
     /// overlays of the disks as setup left them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<String>,
+    /// The restored snapshot was saved by an earlier run and found in the cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_cache: bool,
     /// Where `ready_after_ms` went, stage by stage, in order (see [`BootPhase`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<BootPhase>,
@@ -82,7 +85,8 @@ pub struct BootRecord {
 
 /// One stage of bringing a guest up and how long it took. A boot has `qemu-start`,
 /// `sshd-started` (init announced sshd), `ssh-connect`, `init-finished`; a restore has
-/// `qemu-start`, `state-load` (the saved state read and the guest running again) and
+/// `qemu-start`, `ram-copy` (only when the RAM image was copied for a guest that may be saved
+/// again), `state-load` (the saved state read and the guest running again) and
 /// `ssh-connect`: its refresh travels with its first plan. `bench boot` adds `first-command`
 /// to a restore (that plan, carrying only the refresh, up to its result).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

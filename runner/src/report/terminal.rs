@@ -66,8 +66,33 @@ fn starts_line(run: &RunRecord) -> Option<String> {
     } else {
         "iterations ran one after another on one guest"
     };
+    // Where each restore came from: saved in this run, or by an earlier one (the cache).
+    let origins: Vec<String> = [
+        ("set-up", "the set-up guest"),
+        ("booted", "the booted guest"),
+    ]
+    .into_iter()
+    .filter_map(|(kind, what)| {
+        let of_kind = run
+            .boots
+            .iter()
+            .filter(|b| b.restored.as_deref() == Some(kind));
+        let (n, cached) = of_kind.fold((0, 0), |(n, c), b| (n + 1, c + b.from_cache as usize));
+        let from = match cached {
+            0 => "saved in this run".to_string(),
+            c if c == n => "saved by an earlier run".to_string(),
+            c => format!("{c} saved by an earlier run"),
+        };
+        (n > 0).then(|| format!("{n} of {what} ({from})"))
+    })
+    .collect();
+    let origins = if origins.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", origins.join(", "))
+    };
     Some(format!(
-        "  {how}; {}, {} (--restore {})\n",
+        "  {how}; {}, {}{origins} (--restore {})\n",
         plural(booted, "boot"),
         plural(restored, "restore"),
         run.restore
@@ -198,7 +223,8 @@ fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
          {}\
          restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
          {}\
-         saving the guest (paused, to a file):       {:.2} s, {:.0} MB\n\
+         saving the guest (paused, device state):    {:.2} s, {:.2} MB\n\
+         its RAM image as a sparse file (cache):     {:.2} s, {:.0} MB\n\
          mount+umount loop as a guest shell script:  {:.1} ms/iteration\n\
          same as crashrig iterations (plan + dmesg): {:.1} ms/iteration  (+{:.1} ms overhead)\n",
         f.kernel,
@@ -215,6 +241,8 @@ fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
         stages(&f.restore_phases),
         f.save_s,
         f.state_bytes / 1e6,
+        f.ram_image_s,
+        f.ram_image_bytes / 1e6,
         f.shell_loop_ms,
         f.helper_loop_ms,
         f.helper_loop_ms - f.shell_loop_ms
@@ -397,10 +425,12 @@ impl Reporter for Terminal {
             Event::BootFinished { index, boot } => self.line(&format!(
                 "   {}{} ({}): guest ready after {:.1} s",
                 self.prefix(*index),
-                match boot.restored.as_deref() {
-                    Some("set-up") => "restore of the set-up guest",
-                    Some(_) => "restore of the booted guest",
-                    None => "boot",
+                match (boot.restored.as_deref(), boot.from_cache) {
+                    (Some("set-up"), false) => "restore of the set-up guest",
+                    (Some("set-up"), true) => "restore of the set-up guest saved by an earlier run",
+                    (Some(_), false) => "restore of the booted guest",
+                    (Some(_), true) => "restore of the booted guest saved by an earlier run",
+                    (None, _) => "boot",
                 },
                 boot.reason,
                 boot.ready_after_ms as f64 / 1000.0
@@ -496,7 +526,9 @@ mod tests {
                 ms: 4200.0,
             }],
             save_s: 0.5,
-            state_bytes: 210e6,
+            state_bytes: 0.3e6,
+            ram_image_s: 0.4,
+            ram_image_bytes: 180e6,
             shell_loop_ms: 100.0,
             helper_loop_ms: 112.5,
         };
@@ -508,7 +540,8 @@ mod tests {
              \x20 of which:                                  sshd-started 4.20 s\n\
              restore to first SSH command:               1.00 s  (0.20x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
              \x20 of which:                                  qemu-start 0.10 s, state-load 0.35 s\n\
-             saving the guest (paused, to a file):       0.50 s, 210 MB\n\
+             saving the guest (paused, device state):    0.50 s, 0.30 MB\n\
+             its RAM image as a sparse file (cache):     0.40 s, 180 MB\n\
              mount+umount loop as a guest shell script:  100.0 ms/iteration\n\
              same as crashrig iterations (plan + dmesg): 112.5 ms/iteration  (+12.5 ms overhead)\n"
         );
@@ -604,6 +637,7 @@ mod tests {
             qemu_command: vec![],
             dmesg_file: None,
             restored: restored.map(str::to_owned),
+            from_cache: false,
             phases: vec![],
         };
         run.boots = vec![boot(None), boot(Some("set-up")), boot(Some("set-up"))];
@@ -611,7 +645,23 @@ mod tests {
         run.independent_iterations = true;
         assert!(summary_text(&run).contains(
             "\n  independent starts: every iteration began from the same restored set-up guest \
-             on fresh disks; 1 boot, 2 restores (--restore auto)\n"
+             on fresh disks; 1 boot, 2 restores: 2 of the set-up guest (saved in this run) \
+             (--restore auto)\n"
+        ));
+        // A second run of the same scenario: nothing booted, both snapshots from the cache.
+        let cached = |restored: &str| crate::report::BootRecord {
+            from_cache: true,
+            ..boot(Some(restored))
+        };
+        run.boots = vec![
+            cached("set-up"),
+            cached("booted"),
+            cached("set-up"),
+            boot(Some("booted")),
+        ];
+        assert!(summary_text(&run).contains(
+            "; 0 boots, 4 restores: 2 of the set-up guest (saved by an earlier run), \
+             2 of the booted guest (1 saved by an earlier run) (--restore auto)\n"
         ));
         run.independent_iterations = false;
         assert!(summary_text(&run).contains("\n  iterations ran one after another on one guest;"));
