@@ -65,7 +65,7 @@ struct Prepared {
     /// Saved guest states, in the scratch directory (so a killed run's are swept with its
     /// disks); always removed with the machine. Dropped before the disks.
     snapshots: tempfile::TempDir,
-    _scratch: ScratchDisks,
+    scratch: ScratchDisks,
     /// Short private directory (0700) for the QMP socket: a socket path must fit 108 bytes,
     /// whatever the results directory is.
     runtime: tempfile::TempDir,
@@ -226,7 +226,7 @@ impl<'a> QemuMachine<'a> {
             disks,
             disk_dir: scratch.dir().to_path_buf(),
             snapshots,
-            _scratch: scratch,
+            scratch,
             runtime,
         };
         Ok((prepared, kept))
@@ -552,6 +552,30 @@ impl Machine for QemuMachine<'_> {
     }
 
     async fn restore_set_up(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
+        let restored = self.restore_set_up_once(console_log).await;
+        if restored.is_err() {
+            self.forget_set_up();
+        }
+        restored
+    }
+}
+
+impl QemuMachine<'_> {
+    /// After a restore of the set-up guest failed (its files removed, a full disk, a state
+    /// that does not load), the caller boots and sets up again: on the scenario's own disks,
+    /// writable again, not on overlays that may be gone or half made.
+    fn forget_set_up(&mut self) {
+        self.set_up = None;
+        if let Some(p) = self.prepared.as_mut() {
+            p.disks = p.scratch.disks.clone();
+            for disk in &p.disks {
+                let writable = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+                let _ = std::fs::set_permissions(&disk.path, writable);
+            }
+        }
+    }
+
+    async fn restore_set_up_once(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
         self.stop().await;
         let (_, set_up) = self.set_up.as_ref().ok_or(MachineError::NoSetUp)?;
         let prepared = self.prepared.as_mut().ok_or(MachineError::NoSetUp)?;
