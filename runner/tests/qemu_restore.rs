@@ -312,3 +312,92 @@ fn restores_do_not_change_the_seed_scenarios_rate() {
 fn restores_do_not_change_the_seed_scenarios_rate_over_30_iterations() {
     rates_agree(30);
 }
+
+/// SHA-256 of a file, read whole (holes as zeros).
+fn file_sha256(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+/// A saved RAM image is mapped copy-on-write by every restore: two guests restored from one
+/// image at the same time (as matrix -j does with a cached booted guest) both run, each
+/// writes its own memory, and the image stays byte for byte what was saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_guests_restored_from_one_ram_image_at_once_both_run_and_leave_it_unchanged() {
+    use crashrig::guest::RunKey;
+    use crashrig::run::boot::{boot, restore, BootSpec};
+    use crashrig::run::session::{BuildRequest, Session, VmOptions};
+    use crashrig::vm::snapshot::{self, Saved};
+    use std::time::Duration;
+
+    let mut session = Session::new(VmOptions::default());
+    let kernel = session
+        .resolve_kernel("debian:6.1", &BuildRequest::default(), &[])
+        .await
+        .unwrap();
+    let accel = session.host(&kernel.image).await.unwrap().accel;
+    let image = session.image().await.unwrap();
+    let initrd = crashrig::image::initrd_for(&image, &kernel, &session.cache).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = RunKey::generate().unwrap();
+    let spec = |name: &str, saveable| BootSpec {
+        kernel: &kernel.image,
+        initrd: &initrd,
+        image: &image,
+        key: &key,
+        memory_mib: 1024,
+        cpus: 1,
+        disks: vec![],
+        modules: vec![],
+        extra_cmdline: vec![],
+        accel,
+        console_log: tmp.path().join(format!("{name}.log")),
+        qmp_socket: tmp.path().join(format!("{name}.sock")),
+        ready_timeout: Duration::from_secs(240),
+        saveable,
+    };
+    let mut booted = boot(spec("boot", true)).await.unwrap();
+    let state = tmp.path().join("guest.state");
+    let size = snapshot::save(&mut booted.vm, &state, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(
+        size < 16 << 20,
+        "the RAM is saved apart, not in the stream: {size} bytes"
+    );
+    let ram = tmp.path().join("guest.ram");
+    booted
+        .ram
+        .take()
+        .expect("a saveable guest's RAM")
+        .save_to(&ram)
+        .unwrap();
+    booted.vm.stop().await;
+    let before = file_sha256(&ram);
+
+    let saved = Saved {
+        state: &state,
+        ram: Some(&ram),
+    };
+    let (a, b) = tokio::join!(
+        restore(spec("a", false), saved),
+        restore(spec("b", false), saved)
+    );
+    let (mut a, mut b) = (a.unwrap(), b.unwrap());
+    // Each writes 32 MiB of its own random bytes to its RAM (the root filesystem is in RAM)
+    // and reads back their checksum.
+    let fill = "dd if=/dev/urandom of=/root/fill bs=1M count=32 2>/dev/null && md5sum /root/fill";
+    let t = Duration::from_secs(120);
+    let (out_a, out_b) = tokio::join!(
+        a.guest.exec(fill.into(), vec![], t, |_| {}),
+        b.guest.exec(fill.into(), vec![], t, |_| {})
+    );
+    let (out_a, out_b) = (out_a.unwrap(), out_b.unwrap());
+    assert_eq!((out_a.status, out_b.status), (0, 0), "{out_a:?} {out_b:?}");
+    assert_ne!(out_a.stdout, out_b.stdout, "two guests, two memories");
+    a.vm.stop().await;
+    b.vm.stop().await;
+    assert_eq!(file_sha256(&ram), before, "the saved RAM image was written");
+}

@@ -69,6 +69,8 @@ pub struct CommonVmArgs {
     /// restore of the set-up guest on fresh disks. `always`: also every iteration of other
     /// scenarios. Neither restores iterations of a scenario that says
     /// `iterations-share-state: true`. `never`: boot every time; iterations reuse one guest.
+    /// Except with `never`, guests run on RAM crashrig holds, so a save writes only device
+    /// state and a restore maps the saved RAM copy-on-write instead of reading it.
     #[arg(long, value_enum, default_value = "auto")]
     pub restore: RestoreArg,
     /// Set a scenario parameter (repeatable): the scenario's `${NAME}` becomes VALUE instead

@@ -81,7 +81,8 @@ pub struct BootRecord {
 }
 
 /// One stage of bringing a guest up and how long it took. A boot has `qemu-start`,
-/// `ssh-connect`, `init-finished`; a restore has `qemu-start`, `state-load` (the saved state
+/// `ssh-connect`, `init-finished`; a restore has `qemu-start`, `ram-copy` (only when the RAM
+/// image was copied for a guest that may be saved again), `state-load` (the saved state
 /// read and the guest running again), `ssh-connect` and `first-command` (the reseed's result).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootPhase {

@@ -11,7 +11,7 @@ use crate::guest::RunKey;
 use crate::image;
 use crate::report::events::{BootBenchFigures, Event};
 use crate::report::BootPhase;
-use crate::vm::snapshot::{self, OverlayTemplate, SnapshotError};
+use crate::vm::snapshot::{self, OverlayTemplate, Saved, SnapshotError};
 use crate::vm::{create_disk, AccelChoice, Disk, DiskFormat};
 
 const LOOP_ITERATIONS: u32 = 20;
@@ -98,6 +98,8 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
     let mut helper_loop = Vec::new();
     let mut save_times = Vec::new();
     let mut state_sizes = Vec::new();
+    let mut image_times = Vec::new();
+    let mut image_sizes = Vec::new();
     let mut restore_times = Vec::new();
     let mut restore_phases = Vec::new();
     for _ in 0..opts.repeat {
@@ -108,7 +110,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         let disk = tmp.path().join("scratch.img");
         create_disk(&disk, 1 << 30)?;
         let key = RunKey::generate()?;
-        let spec = |disk: &std::path::Path, format| BootSpec {
+        let spec = |disk: &std::path::Path, format, saveable| BootSpec {
             kernel: &kernel.image,
             initrd: &initrd,
             image: &image,
@@ -127,8 +129,9 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
             console_log: tmp.path().join("console.log"),
             qmp_socket: tmp.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(240),
+            saveable,
         };
-        let mut booted = boot(spec(&disk, DiskFormat::Raw))
+        let mut booted = boot(spec(&disk, DiskFormat::Raw, true))
             .await
             .map_err(super::RunError::from)?;
         ready_times.push(booted.ready_after.as_secs_f64());
@@ -198,21 +201,38 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         }
         helper_loop.push(t.elapsed().as_secs_f64() * 1000.0 / f64::from(LOOP_ITERATIONS));
 
-        // Restore: save this guest (after its mkfs, like an "after setup" snapshot), then
-        // start a new QEMU from it on a fresh overlay over the frozen scratch disk, up to the
-        // first command (the RNG reseed) over a new SSH connection.
+        // Restore: save this guest (after its mkfs, like an "after setup" snapshot), write
+        // its RAM image as a file (as for the cache), then start a new QEMU from both on a
+        // fresh overlay over the frozen scratch disk, up to the first command (the RNG
+        // reseed) over a new SSH connection.
         let state = tmp.path().join("state");
         let t = Instant::now();
         let size = snapshot::save(&mut booted.vm, &state, Duration::from_secs(120)).await?;
         save_times.push(t.elapsed().as_secs_f64());
         state_sizes.push(size as f64);
+        let image = tmp.path().join("guest.ram");
+        let _ = std::fs::remove_file(&image);
+        let ram = booted.ram.take();
+        if let Some(ram) = &ram {
+            let t = Instant::now();
+            let written = ram.save_to(&image).map_err(|source| SnapshotError::Io {
+                path: image.clone(),
+                source,
+            })?;
+            image_times.push(t.elapsed().as_secs_f64());
+            image_sizes.push(written as f64);
+        }
         booted.vm.stop().await;
         let template_path = tmp.path().join("template.qcow2");
         let template = OverlayTemplate::create(&disk, DiskFormat::Raw, &template_path).await?;
         let overlay = tmp.path().join("overlay.qcow2");
         let t = Instant::now();
         template.fresh(&overlay)?;
-        let mut restored = restore(spec(&overlay, DiskFormat::Qcow2), &state)
+        let saved = Saved {
+            state: &state,
+            ram: ram.is_some().then_some(image.as_path()),
+        };
+        let mut restored = restore(spec(&overlay, DiskFormat::Qcow2, false), saved)
             .await
             .map_err(super::RunError::from)?;
         restore_times.push(t.elapsed().as_secs_f64());
@@ -231,6 +251,8 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         restore_phases: median_phases(&restore_phases),
         save_s: median(save_times),
         state_bytes: median(state_sizes),
+        ram_image_s: median(image_times),
+        ram_image_bytes: median(image_sizes),
         shell_loop_ms: median(shell_loop),
         helper_loop_ms: median(helper_loop),
     };

@@ -8,7 +8,8 @@ use crashrig_guest::Op;
 use crate::guest::{helper, Guest, GuestHandle, RunKey, SshError};
 use crate::image::GuestImage;
 use crate::report::BootPhase;
-use crate::vm::snapshot::{self, SnapshotError};
+use crate::vm::ram::{GuestRam, RamBackend};
+use crate::vm::snapshot::{self, Saved, SnapshotError};
 use crate::vm::{Accel, Disk, Vm, VmConfig, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,10 @@ pub struct BootSpec<'a> {
     pub console_log: PathBuf,
     pub qmp_socket: PathBuf,
     pub ready_timeout: Duration,
+    /// The guest may be saved: it runs on RAM crashrig holds ([`Booted::ram`]), so saving
+    /// it streams only device state. A restore then copies the RAM image into it (a guest
+    /// that is never saved maps the image copy-on-write instead: nothing is copied).
+    pub saveable: bool,
 }
 
 pub struct Booted {
@@ -58,6 +63,8 @@ pub struct Booted {
     pub ready_after: Duration,
     /// Where the time went, stage by stage (see [`BootPhase`]).
     pub phases: Vec<BootPhase>,
+    /// The guest's RAM when it is saveable ([`BootSpec::saveable`]).
+    pub ram: Option<GuestRam>,
 }
 
 /// Times consecutive stages: each [`Laps::lap`] records the time since the previous one.
@@ -110,15 +117,44 @@ pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
     start(spec, None).await
 }
 
-/// Starts a new QEMU from the guest state saved in `state` (by `vm::snapshot::save`, from a
-/// guest booted with the same spec and key, on disks of the same sizes) instead of booting.
+/// Starts a new QEMU from the guest `saved` (by `vm::snapshot::save`, from a guest booted
+/// with the same spec and key, on disks of the same sizes) instead of booting.
 /// The guest's RNG is reseeded and its clock set before this returns; that is also its first
 /// command over SSH.
-pub async fn restore(spec: BootSpec<'_>, state: &Path) -> Result<Booted, BootError> {
-    start(spec, Some(state)).await
+pub async fn restore(spec: BootSpec<'_>, saved: Saved<'_>) -> Result<Booted, BootError> {
+    start(spec, Some(saved)).await
 }
 
-async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootError> {
+/// Where the guest's RAM lives: a saveable guest's in a memfd of ours (a restore copies the
+/// image into it), any other restore's maps the image copy-on-write. A state with its RAM in
+/// the stream needs RAM QEMU does not share (shared RAM is not migrated).
+fn ram_for(
+    spec: &BootSpec<'_>,
+    saved: Option<Saved<'_>>,
+) -> Result<(RamBackend, Option<GuestRam>), BootError> {
+    let io = |path: PathBuf| move |source| VmError::Io { path, source };
+    let image = saved.map(|s| s.ram);
+    Ok(match (spec.saveable, image) {
+        (true, None) => {
+            let ram = GuestRam::new(spec.memory_mib << 20).map_err(io("memfd".into()))?;
+            (RamBackend::Shared(ram.path().to_path_buf()), Some(ram))
+        }
+        (true, Some(Some(image))) => {
+            let ram = GuestRam::copy_of(image).map_err(io(image.to_path_buf()))?;
+            (RamBackend::Shared(ram.path().to_path_buf()), Some(ram))
+        }
+        (false, Some(Some(image))) => (RamBackend::Private(image.to_path_buf()), None),
+        (_, Some(None)) | (false, None) => (RamBackend::Anonymous, None),
+    })
+}
+
+async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, BootError> {
+    let state = saved.map(|s| s.state);
+    let mut laps = Laps::new();
+    let (ram_backend, ram) = ram_for(&spec, saved)?;
+    if spec.saveable && saved.is_some_and(|s| s.ram.is_some()) {
+        laps.lap("ram-copy");
+    }
     let mut disks = spec.disks;
     disks.push(Disk {
         serial: crate::image::TOOLS_SERIAL.into(),
@@ -126,7 +162,6 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
         read_only: true,
         format: crate::vm::DiskFormat::Raw,
     });
-    let mut laps = Laps::new();
     let mut attempt = 0;
     let mut vm = loop {
         attempt += 1;
@@ -146,6 +181,7 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
             console_log: spec.console_log.clone(),
             qmp_socket: spec.qmp_socket.clone(),
             incoming: state.is_some(),
+            ram: ram_backend.clone(),
         };
         let _ = std::fs::remove_file(&spec.qmp_socket);
         match Vm::start(config).await {
@@ -216,6 +252,7 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
                         guest,
                         ready_after,
                         phases: laps.phases,
+                        ram,
                     });
                 }
                 // init starts sshd before it loads the remaining modules and mounts /tools;
@@ -239,6 +276,7 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
                     guest,
                     ready_after,
                     phases: laps.phases,
+                    ram,
                 });
             }
             Err(e @ (SshError::HostKey { .. } | SshError::Auth(_))) => {

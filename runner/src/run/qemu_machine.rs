@@ -46,7 +46,7 @@ pub struct QemuMachine<'a> {
     booted: Option<Booted>,
     /// The guest just booted, saved once or found in the cache (`--restore`), restored
     /// instead of later boots, and its cache entry.
-    booted_state: Option<(restore::Pinned, Option<PathBuf>)>,
+    booted_state: Option<(restore::PinnedGuest, Option<PathBuf>)>,
     /// The cache was asked for a booted guest (once per machine).
     looked_up: bool,
     /// The set-up guest, saved under the key of the setup it ran.
@@ -131,8 +131,14 @@ impl<'a> QemuMachine<'a> {
         self
     }
 
-    /// What booting or restoring this machine takes.
-    fn spec<'s>(&'s self, prepared: &'s Prepared, console_log: &Path) -> BootSpec<'s> {
+    /// What booting or restoring this machine takes. `saveable`: the guest may be saved (see
+    /// [`BootSpec::saveable`]).
+    fn spec<'s>(
+        &'s self,
+        prepared: &'s Prepared,
+        console_log: &Path,
+        saveable: bool,
+    ) -> BootSpec<'s> {
         let s = &self.scenario;
         let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
         let uses_dm = s.devices.iter().any(|d| d.dm);
@@ -150,7 +156,19 @@ impl<'a> QemuMachine<'a> {
             console_log: console_log.to_path_buf(),
             qmp_socket: prepared.runtime.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(if self.accel == Accel::Kvm { 60 } else { 240 }),
+            saveable,
         }
+    }
+
+    /// Whether the guest about to start may be saved: a booted guest is saved once
+    /// (`--restore` other than `never`), a set-up guest after its setup when iterations
+    /// restore it and none is saved yet. Guests that are never saved restore copy-on-write
+    /// without copying the RAM image.
+    fn saveable(&self) -> bool {
+        let saves_booted = self.restore.restores_boots() && self.booted_state.is_none();
+        let saves_set_up =
+            self.restore.restores_iterations(&self.scenario) && self.set_up.is_none();
+        saves_booted || saves_set_up
     }
 
     /// The cache key of this machine's booted guest: everything its saved state depends on.
@@ -368,7 +386,8 @@ impl Machine for QemuMachine<'_> {
             if let (Some(entry), true) = (entry, first) {
                 let _ = restore::CachedBooted::write_boot_console(entry, console_log);
             }
-            match restore(self.spec(prepared, console_log), state.path()).await {
+            let spec = self.spec(prepared, console_log, self.saveable());
+            match restore(spec, state.saved()).await {
                 Ok(booted) => {
                     let info = Self::info(&booted, kept_disks, Some("booted"));
                     self.booted = Some(booted);
@@ -383,12 +402,14 @@ impl Machine for QemuMachine<'_> {
                 }
             }
         }
-        let mut booted = boot(self.spec(prepared, console_log)).await?;
+        let saveable = self.saveable();
+        let mut booted = boot(self.spec(prepared, console_log, saveable)).await?;
         if self.restore.restores_boots() && self.booted_state.is_none() {
             // Before anything opened a scratch disk, so the guest caches none of its
             // contents. Without a saved state, later boots stay boots.
             match restore::save_booted(
                 &mut booted.vm,
+                booted.ram.as_ref(),
                 &self.cache,
                 &booted_key,
                 &prepared.key,
@@ -400,7 +421,7 @@ impl Machine for QemuMachine<'_> {
                 Err(_) => {
                     if booted.vm.status().await.ok().as_deref() != Some("running") {
                         booted.vm.stop().await;
-                        booted = boot(self.spec(prepared, console_log)).await?;
+                        booted = boot(self.spec(prepared, console_log, saveable)).await?;
                     }
                 }
             }
@@ -541,7 +562,8 @@ impl Machine for QemuMachine<'_> {
     async fn save_set_up(&mut self, key: &str) -> Result<(), MachineError> {
         let prepared = self.prepared.as_ref().ok_or(MachineError::NotRunning)?;
         let b = self.booted.as_mut().ok_or(MachineError::NotRunning)?;
-        let saved = SetUp::freeze(&mut b.vm, &prepared.disks, prepared.snapshots.path()).await;
+        let ram = b.ram.take();
+        let saved = SetUp::freeze(&mut b.vm, ram, &prepared.disks, prepared.snapshots.path()).await;
         self.stop().await;
         self.set_up = Some((key.to_string(), saved?));
         Ok(())
@@ -581,7 +603,8 @@ impl QemuMachine<'_> {
         let prepared = self.prepared.as_mut().ok_or(MachineError::NoSetUp)?;
         prepared.disks = set_up.fresh_disks(&prepared.disk_dir)?;
         let prepared = self.prepared.as_ref().expect("checked above");
-        let booted = restore(self.spec(prepared, console_log), set_up.state()).await?;
+        let spec = self.spec(prepared, console_log, false);
+        let booted = restore(spec, set_up.saved()).await?;
         let info = Self::info(&booted, None, Some("set-up"));
         self.booted = Some(booted);
         Ok(info)

@@ -29,19 +29,23 @@ use sha2::{Digest, Sha256};
 use crate::cache::{Cache, CacheError, Contents, MARKER};
 use crate::guest::RunKey;
 use crate::scenario::{Scenario, Step};
-use crate::vm::snapshot::{self, OverlayTemplate, SnapshotError};
+use crate::vm::ram::{self, GuestRam};
+use crate::vm::snapshot::{self, OverlayTemplate, Saved, SnapshotError};
 use crate::vm::{Disk, DiskFormat, Vm};
 
 /// The cache directory of saved guests.
 const SNAPSHOTS: &str = "snapshots";
-/// The saved state in a cache entry.
+/// The saved device state in a cache entry.
 const STATE: &str = "guest.state";
+/// The guest's RAM image in a cache entry (sparse: as long as the guest's memory, taking room
+/// for the pages the guest wrote).
+const RAM: &str = "guest.ram";
 /// The private key the saved guest trusts (it came on the kernel command line of its boot).
 const KEY: &str = "run-key";
 /// The console of the boot that saved the guest.
 const CONSOLE: &str = "boot-console.log";
-/// Saved guests in the cache take at most this much (a 2 GiB guest saves to about 150 MB);
-/// past it the least recently used entries are removed.
+/// Saved guests in the cache take at most this much on disk (a 2 GiB guest just booted saves
+/// to a RAM image taking about 180 MB); past it the least recently used entries are removed.
 pub const CACHE_CAP: u64 = 4 << 30;
 
 /// How long saving a guest may take (a paused 2 GiB guest takes about a second).
@@ -118,15 +122,39 @@ impl Pinned {
         Ok(Pinned { _file: file, path })
     }
 
-    /// A path to the state for this process.
+    /// A path to the file for this process.
     pub fn path(&self) -> &Path {
         &self.path
     }
 }
 
+/// A saved guest held open: its device state and its RAM image (none when the RAM is in the
+/// state stream).
+#[derive(Debug)]
+pub struct PinnedGuest {
+    state: Pinned,
+    ram: Option<Pinned>,
+}
+
+impl PinnedGuest {
+    fn open(state: &Path, ram: Option<&Path>) -> std::io::Result<PinnedGuest> {
+        Ok(PinnedGuest {
+            state: Pinned::open(state)?,
+            ram: ram.map(Pinned::open).transpose()?,
+        })
+    }
+
+    pub fn saved(&self) -> Saved<'_> {
+        Saved {
+            state: self.state.path(),
+            ram: self.ram.as_ref().map(Pinned::path),
+        }
+    }
+}
+
 /// A booted guest from the cache: its state and the key it trusts.
 pub struct CachedBooted {
-    pub state: Pinned,
+    pub state: PinnedGuest,
     pub key: RunKey,
     /// The cache entry, discarded when the state does not load.
     pub entry: PathBuf,
@@ -149,7 +177,8 @@ impl CachedBooted {
 /// as text, in a fixed order.
 pub fn booted_key(parts: &[String]) -> String {
     let mut h = Sha256::new();
-    h.update(b"crashrig booted guest v1\n");
+    // v2: device state apart from a sparse RAM image.
+    h.update(b"crashrig booted guest v2\n");
     for p in parts {
         h.update(p.as_bytes());
         h.update(b"\n");
@@ -174,7 +203,7 @@ pub fn binary_identity(path: &Path) -> String {
 pub fn cached_booted(cache: &Cache, key: &str) -> Result<Option<CachedBooted>, CacheError> {
     let entry = cache.dir(SNAPSHOTS)?.join(key);
     if !cache
-        .lookup(&entry, &[STATE, KEY, CONSOLE], Contents::Hashed)?
+        .lookup(&entry, &[STATE, KEY, CONSOLE], Contents::HashedSparse)?
         .is_ready()
     {
         return Ok(None);
@@ -188,25 +217,30 @@ pub fn cached_booted(cache: &Cache, key: &str) -> Result<Option<CachedBooted>, C
         cache.discard(&entry)?;
         return Ok(None);
     };
-    let state = Pinned::open(&entry.join(STATE)).map_err(|source| CacheError::Read {
-        path: entry.join(STATE),
-        source,
+    let ram = Some(entry.join(RAM)).filter(|p| p.exists());
+    let state = PinnedGuest::open(&entry.join(STATE), ram.as_deref()).map_err(|source| {
+        CacheError::Read {
+            path: entry.clone(),
+            source,
+        }
     })?;
     // Recently used: the last to be pruned.
     let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
     Ok(Some(CachedBooted { state, key, entry }))
 }
 
-/// Saves the booted guest (which trusts `run_key`) and lets it run on; the state goes to
-/// the cache under `key` for later runs and machines. Call it before anything has opened a
-/// scratch disk. When the cache cannot take it, the state still serves this machine.
+/// Saves the booted guest (which trusts `run_key`, and runs on `ram` when saveable) and lets
+/// it run on; the state and RAM image go to the cache under `key` for later runs and
+/// machines. Call it before anything has opened a scratch disk. When the cache cannot take
+/// it, the state still serves this machine.
 pub async fn save_booted(
     vm: &mut Vm,
+    ram: Option<&GuestRam>,
     cache: &Cache,
     key: &str,
     run_key: &RunKey,
     console_log: &Path,
-) -> Result<Pinned, SnapshotError> {
+) -> Result<PinnedGuest, SnapshotError> {
     let cache_err = |e: CacheError| SnapshotError::Io {
         path: cache.root().to_path_buf(),
         source: std::io::Error::other(crate::report::error_chain(&e)),
@@ -219,8 +253,18 @@ pub async fn save_booted(
     })?;
     let state = from.join(STATE);
     snapshot::save(vm, &state, SAVE_WITHIN).await?;
+    // The guest is paused: its RAM is as the state left it until it resumes.
+    let image = from.join(RAM);
+    let copied = match ram {
+        Some(ram) => ram.save_to(&image).map(|_| Some(image.as_path())),
+        None => Ok(None),
+    };
     snapshot::resume(vm).await?;
-    let pinned = Pinned::open(&state).map_err(|source| SnapshotError::Io {
+    let image = copied.map_err(|source| SnapshotError::Io {
+        path: image.clone(),
+        source,
+    })?;
+    let pinned = PinnedGuest::open(&state, image).map_err(|source| SnapshotError::Io {
         path: state.clone(),
         source,
     })?;
@@ -244,7 +288,7 @@ fn install_booted(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bo
     };
     let installed = written.is_ok()
         && cache
-            .install(from, &dir.join(key), Contents::Hashed)
+            .install(from, &dir.join(key), Contents::HashedSparse)
             .is_ok();
     if installed {
         prune(cache, CACHE_CAP, key);
@@ -253,7 +297,8 @@ fn install_booted(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bo
 }
 
 /// Removes the least recently used saved guests until all of them take at most `cap`
-/// bytes; `keep` (just saved) stays. Returns what was removed.
+/// bytes on disk (RAM images are sparse: what they take, not their length); `keep` (just
+/// saved) stays. Returns what was removed.
 pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
     let Ok(dir) = cache.dir(SNAPSHOTS) else {
         return Vec::new();
@@ -273,7 +318,7 @@ pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
                     files
                         .filter_map(Result::ok)
                         .filter_map(|f| f.metadata().ok())
-                        .map(|m| m.len())
+                        .map(|m| ram::allocated(&m))
                         .sum()
                 })
                 .unwrap_or(0);
@@ -298,18 +343,26 @@ pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
     removed
 }
 
-/// The set-up guest: its state and the frozen disks every restore starts from.
-#[derive(Debug, Clone)]
+/// The set-up guest: its state, its RAM (the memfd it ran on, written by nothing once its
+/// QEMU stopped: every restore maps it copy-on-write) and the frozen disks every restore
+/// starts from.
+#[derive(Debug)]
 pub struct SetUp {
     state: PathBuf,
+    ram: Option<GuestRam>,
     /// Per disk (in order): its serial and the template of its overlays.
     templates: Vec<(String, OverlayTemplate)>,
 }
 
 impl SetUp {
-    /// Saves the set-up guest, stops it, and freezes its disks: they become read-only bases
-    /// that nothing writes again. Files go to `dir`.
-    pub async fn freeze(vm: &mut Vm, disks: &[Disk], dir: &Path) -> Result<SetUp, SnapshotError> {
+    /// Saves the set-up guest (running on `ram` when saveable), stops it, and freezes its
+    /// disks: they become read-only bases that nothing writes again. Files go to `dir`.
+    pub async fn freeze(
+        vm: &mut Vm,
+        ram: Option<GuestRam>,
+        disks: &[Disk],
+        dir: &Path,
+    ) -> Result<SetUp, SnapshotError> {
         let state = dir.join("set-up.state");
         snapshot::save(vm, &state, SAVE_WITHIN).await?;
         vm.stop().await;
@@ -326,11 +379,18 @@ impl SetUp {
             let template = OverlayTemplate::create(&disk.path, disk.format, &template).await?;
             templates.push((disk.serial.clone(), template));
         }
-        Ok(SetUp { state, templates })
+        Ok(SetUp {
+            state,
+            ram,
+            templates,
+        })
     }
 
-    pub fn state(&self) -> &Path {
-        &self.state
+    pub fn saved(&self) -> Saved<'_> {
+        Saved {
+            state: &self.state,
+            ram: self.ram.as_ref().map(GuestRam::path),
+        }
     }
 
     /// Fresh overlays in `dir` (replacing the previous restore's): the disks as frozen.
@@ -366,12 +426,17 @@ mod tests {
         .unwrap()
     }
 
-    /// A cache entry as `save_booted` leaves it, with `bytes` of state.
+    /// A cache entry as `save_booted` leaves it, with `bytes` of state and a RAM image of
+    /// 1 GiB holding `bytes` of pages.
     fn cached(cache: &Cache, key: &str, bytes: usize) -> RunKey {
+        use std::os::unix::fs::FileExt;
         let partial = cache.tempdir().unwrap();
         let from = partial.path().join("entry");
         std::fs::create_dir(&from).unwrap();
         std::fs::write(from.join(STATE), vec![7u8; bytes]).unwrap();
+        let image = File::create(from.join(RAM)).unwrap();
+        image.set_len(1 << 30).unwrap();
+        image.write_all_at(&vec![9u8; bytes], 1 << 20).unwrap();
         std::fs::write(from.join(CONSOLE), b"Linux version 6.1").unwrap();
         let run_key = RunKey::generate().unwrap();
         assert!(install_booted(cache, &from, key, &run_key));
@@ -386,7 +451,11 @@ mod tests {
         let run_key = cached(&cache, "k1", 1000);
         let found = cached_booted(&cache, "k1").unwrap().expect("cached");
         assert_eq!(found.key.public_b64(), run_key.public_b64());
-        assert_eq!(std::fs::read(found.state.path()).unwrap(), vec![7u8; 1000]);
+        let saved = found.state.saved();
+        assert_eq!(std::fs::read(saved.state).unwrap(), vec![7u8; 1000]);
+        let image = std::fs::read(saved.ram.expect("a RAM image")).unwrap();
+        assert_eq!(image.len(), 1 << 30);
+        assert_eq!(image[1 << 20..(1 << 20) + 1000], [9u8; 1000]);
         let console = tmp.path().join("console-01.log");
         CachedBooted::write_boot_console(&found.entry, &console).unwrap();
         let text = std::fs::read_to_string(&console).unwrap();
@@ -396,7 +465,7 @@ mod tests {
         assert!(cached_booted(&cache, "k1").unwrap().is_none());
         assert!(!found.entry.exists());
         // What was pinned before stays readable for the machine using it.
-        assert_eq!(std::fs::read(found.state.path()).unwrap().len(), 0);
+        assert_eq!(std::fs::read(found.state.saved().state).unwrap().len(), 0);
     }
 
     #[test]
@@ -414,8 +483,10 @@ mod tests {
                 .set_modified(old - Duration::from_secs(age))
                 .unwrap();
         }
-        // Room for two: the oldest (a) goes; c would be next but a is enough.
-        let removed = prune(&cache, 250_000, "b");
+        // Each takes about 200 kB on disk (state and the pages of its 1 GiB image: sizes are
+        // what the files take, not their length). Room for two: the oldest (a) goes; c would
+        // be next but a is enough.
+        let removed = prune(&cache, 500_000, "b");
         let names: Vec<_> = removed
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
