@@ -75,6 +75,9 @@ pub struct BootRecord {
     /// overlays of the disks as setup left them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<String>,
+    /// The restored snapshot was saved by an earlier run and found in the cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_cache: bool,
     /// Where `ready_after_ms` went, stage by stage, in order (see [`BootPhase`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<BootPhase>,

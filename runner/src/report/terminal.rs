@@ -66,8 +66,33 @@ fn starts_line(run: &RunRecord) -> Option<String> {
     } else {
         "iterations ran one after another on one guest"
     };
+    // Where each restore came from: saved in this run, or by an earlier one (the cache).
+    let origins: Vec<String> = [
+        ("set-up", "the set-up guest"),
+        ("booted", "the booted guest"),
+    ]
+    .into_iter()
+    .filter_map(|(kind, what)| {
+        let of_kind = run
+            .boots
+            .iter()
+            .filter(|b| b.restored.as_deref() == Some(kind));
+        let (n, cached) = of_kind.fold((0, 0), |(n, c), b| (n + 1, c + b.from_cache as usize));
+        let from = match cached {
+            0 => "saved in this run".to_string(),
+            c if c == n => "saved by an earlier run".to_string(),
+            c => format!("{c} saved by an earlier run"),
+        };
+        (n > 0).then(|| format!("{n} of {what} ({from})"))
+    })
+    .collect();
+    let origins = if origins.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", origins.join(", "))
+    };
     Some(format!(
-        "  {how}; {}, {} (--restore {})\n",
+        "  {how}; {}, {}{origins} (--restore {})\n",
         plural(booted, "boot"),
         plural(restored, "restore"),
         run.restore
@@ -398,10 +423,12 @@ impl Reporter for Terminal {
             Event::BootFinished { index, boot } => self.line(&format!(
                 "   {}{} ({}): guest ready after {:.1} s",
                 self.prefix(*index),
-                match boot.restored.as_deref() {
-                    Some("set-up") => "restore of the set-up guest",
-                    Some(_) => "restore of the booted guest",
-                    None => "boot",
+                match (boot.restored.as_deref(), boot.from_cache) {
+                    (Some("set-up"), false) => "restore of the set-up guest",
+                    (Some("set-up"), true) => "restore of the set-up guest saved by an earlier run",
+                    (Some(_), false) => "restore of the booted guest",
+                    (Some(_), true) => "restore of the booted guest saved by an earlier run",
+                    (None, _) => "boot",
                 },
                 boot.reason,
                 boot.ready_after_ms as f64 / 1000.0
@@ -603,6 +630,7 @@ mod tests {
             qemu_command: vec![],
             dmesg_file: None,
             restored: restored.map(str::to_owned),
+            from_cache: false,
             phases: vec![],
         };
         run.boots = vec![boot(None), boot(Some("set-up")), boot(Some("set-up"))];
@@ -610,7 +638,23 @@ mod tests {
         run.independent_iterations = true;
         assert!(summary_text(&run).contains(
             "\n  independent starts: every iteration began from the same restored set-up guest \
-             on fresh disks; 1 boot, 2 restores (--restore auto)\n"
+             on fresh disks; 1 boot, 2 restores: 2 of the set-up guest (saved in this run) \
+             (--restore auto)\n"
+        ));
+        // A second run of the same scenario: nothing booted, both snapshots from the cache.
+        let cached = |restored: &str| crate::report::BootRecord {
+            from_cache: true,
+            ..boot(Some(restored))
+        };
+        run.boots = vec![
+            cached("set-up"),
+            cached("booted"),
+            cached("set-up"),
+            boot(Some("booted")),
+        ];
+        assert!(summary_text(&run).contains(
+            "; 0 boots, 4 restores: 2 of the set-up guest (saved by an earlier run), \
+             2 of the booted guest (1 saved by an earlier run) (--restore auto)\n"
         ));
         run.independent_iterations = false;
         assert!(summary_text(&run).contains("\n  iterations ran one after another on one guest;"));

@@ -269,14 +269,14 @@ pub async fn save_booted(
         source,
     })?;
     if std::fs::copy(console_log, from.join(CONSOLE)).is_ok() {
-        install_booted(cache, &from, key, run_key);
+        install(cache, &from, key, run_key);
     }
     Ok(pinned)
 }
 
-/// Moves `from` (holding the state) into the cache under `key` with the key the guest trusts,
-/// then prunes the others past [`CACHE_CAP`]. Whether it is in the cache now.
-fn install_booted(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bool {
+/// Moves `from` (holding a saved guest) into the cache under `key` with the key the guest
+/// trusts, then prunes the others past [`CACHE_CAP`]. Whether it is in the cache now.
+fn install(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bool {
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -343,54 +343,199 @@ pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
     removed
 }
 
-/// The set-up guest: its state, its RAM (the memfd it ran on, written by nothing once its
-/// QEMU stopped: every restore maps it copy-on-write) and the frozen disks every restore
-/// starts from.
-#[derive(Debug)]
+/// The cache key of a set-up guest: the booted guest it started from (`booted`, see
+/// [`booted_key`]) and what its setup ran (`setup`: the prelude, the setup's operations after
+/// parameter substitution, the devices; `run::plan::setup_key`).
+pub fn set_up_key(booted: &str, setup: &str) -> String {
+    let mut h = Sha256::new();
+    // v2: device state apart from a sparse RAM image.
+    h.update(b"crashrig set-up guest v2\n");
+    h.update(booted.as_bytes());
+    h.update(b"\n");
+    h.update(setup.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A frozen disk of a set-up entry, by the disk's serial.
+fn base_name(serial: &str) -> String {
+    format!("disk-{serial}.qcow2")
+}
+
+/// The set-up guest: its state and RAM image, the key it trusts, and the frozen disks every
+/// restore starts from.
 pub struct SetUp {
-    state: PathBuf,
+    /// The device state and the RAM image in the cache entry (or the machine's directory).
+    state: PinnedGuest,
+    /// The memfd the guest ran on when this machine set it up: written by nothing once its
+    /// QEMU stopped, so restores map it copy-on-write rather than the file.
     ram: Option<GuestRam>,
+    key: RunKey,
     /// Per disk (in order): its serial and the template of its overlays.
     templates: Vec<(String, OverlayTemplate)>,
+    /// The frozen disks, held open (the templates name them through /proc).
+    _bases: Vec<Pinned>,
+    /// Its cache entry when it came from an earlier run (discarded when it does not load).
+    pub from_cache: Option<PathBuf>,
 }
 
 impl SetUp {
-    /// Saves the set-up guest (running on `ram` when saveable), stops it, and freezes its
-    /// disks: they become read-only bases that nothing writes again. Files go to `dir`.
+    /// Saves the set-up guest (which trusts `run_key`, and runs on `ram` when saveable), stops
+    /// it, and freezes its disks as qcow2 bases that nothing writes again. State, RAM image
+    /// and bases go to the cache under `key` (see [`set_up_key`]) for later runs; when the
+    /// cache cannot take them they still serve this machine. Overlay templates go to `dir`.
     pub async fn freeze(
         vm: &mut Vm,
         ram: Option<GuestRam>,
         disks: &[Disk],
         dir: &Path,
+        cache: &Cache,
+        key: &str,
+        run_key: &RunKey,
     ) -> Result<SetUp, SnapshotError> {
-        let state = dir.join("set-up.state");
+        let partial = cache.tempdir().ok();
+        let work = match &partial {
+            Some(p) => p.path().join("entry"),
+            None => {
+                // A second save on this machine (the first did not load) replaces the first.
+                let _ = std::fs::remove_dir_all(dir.join("set-up"));
+                dir.join("set-up")
+            }
+        };
+        std::fs::create_dir(&work).map_err(|source| SnapshotError::Io {
+            path: work.clone(),
+            source,
+        })?;
+        let state = work.join(STATE);
         snapshot::save(vm, &state, SAVE_WITHIN).await?;
         vm.stop().await;
-        let mut templates = Vec::new();
+        let pin = |path: &Path| {
+            Pinned::open(path).map_err(|source| SnapshotError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let mut bases = Vec::new();
         for disk in disks {
+            let base = work.join(base_name(&disk.serial));
+            snapshot::convert_to_qcow2(&disk.path, disk.format, &base).await?;
             let read_only = std::os::unix::fs::PermissionsExt::from_mode(0o444);
-            std::fs::set_permissions(&disk.path, read_only).map_err(|source| {
-                SnapshotError::Io {
-                    path: disk.path.clone(),
-                    source,
-                }
+            std::fs::set_permissions(&base, read_only).map_err(|source| SnapshotError::Io {
+                path: base.clone(),
+                source,
             })?;
-            let template = dir.join(format!("{}.template.qcow2", disk.serial));
-            let template = OverlayTemplate::create(&disk.path, disk.format, &template).await?;
-            templates.push((disk.serial.clone(), template));
+            bases.push((disk.serial.clone(), pin(&base)?));
+        }
+        // The guest is stopped: its RAM is as the state left it. The image goes to the cache
+        // for later runs; this run's restores map the memfd.
+        let image = work.join(RAM);
+        let image = match &ram {
+            Some(ram) => {
+                ram.save_to(&image).map_err(|source| SnapshotError::Io {
+                    path: image.clone(),
+                    source,
+                })?;
+                Some(image.as_path())
+            }
+            None => None,
+        };
+        let state = PinnedGuest::open(&state, image).map_err(|source| SnapshotError::Io {
+            path: state.clone(),
+            source,
+        })?;
+        if partial.is_some() {
+            install(cache, &work, key, run_key);
+        }
+        Self::with_templates(state, ram, run_key.clone(), bases, dir, None).await
+    }
+
+    /// The set-up guest an earlier run saved under `key` with disks `serials`, checked
+    /// against its completion marker (a damaged entry is removed and `None` returned).
+    /// Overlay templates go to `dir`.
+    pub async fn cached(
+        cache: &Cache,
+        key: &str,
+        serials: &[String],
+        dir: &Path,
+    ) -> Result<Option<SetUp>, SnapshotError> {
+        let cache_err = |e: CacheError| SnapshotError::Io {
+            path: cache.root().to_path_buf(),
+            source: std::io::Error::other(crate::report::error_chain(&e)),
+        };
+        let entry = cache.dir(SNAPSHOTS).map_err(cache_err)?.join(key);
+        let bases: Vec<String> = serials.iter().map(|s| base_name(s)).collect();
+        let mut required = vec![STATE, KEY];
+        required.extend(bases.iter().map(String::as_str));
+        if !cache
+            .lookup(&entry, &required, Contents::HashedSparse)
+            .map_err(cache_err)?
+            .is_ready()
+        {
+            return Ok(None);
+        }
+        let io = |name: &str| {
+            let path = entry.join(name);
+            move |source| SnapshotError::Io { path, source }
+        };
+        let text = std::fs::read_to_string(entry.join(KEY)).map_err(io(KEY))?;
+        let Ok(run_key) = RunKey::from_openssh(&text) else {
+            // Matches its marker yet is no key: made by something else; not trusted.
+            cache.discard(&entry).map_err(cache_err)?;
+            return Ok(None);
+        };
+        let image = Some(entry.join(RAM)).filter(|p| p.exists());
+        let state = PinnedGuest::open(&entry.join(STATE), image.as_deref()).map_err(io(STATE))?;
+        let mut pinned = Vec::new();
+        for (serial, base) in serials.iter().zip(&bases) {
+            pinned.push((
+                serial.clone(),
+                Pinned::open(&entry.join(base)).map_err(io(base))?,
+            ));
+        }
+        // Recently used: the last to be pruned.
+        let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
+        Self::with_templates(state, None, run_key, pinned, dir, Some(entry))
+            .await
+            .map(Some)
+    }
+
+    async fn with_templates(
+        state: PinnedGuest,
+        ram: Option<GuestRam>,
+        key: RunKey,
+        bases: Vec<(String, Pinned)>,
+        dir: &Path,
+        from_cache: Option<PathBuf>,
+    ) -> Result<SetUp, SnapshotError> {
+        let mut templates = Vec::new();
+        let mut pins = Vec::new();
+        for (serial, base) in bases {
+            let template = dir.join(format!("{serial}.template.qcow2"));
+            let template =
+                OverlayTemplate::create(base.path(), DiskFormat::Qcow2, &template).await?;
+            templates.push((serial, template));
+            pins.push(base);
         }
         Ok(SetUp {
             state,
             ram,
+            key,
             templates,
+            _bases: pins,
+            from_cache,
         })
     }
 
     pub fn saved(&self) -> Saved<'_> {
+        let saved = self.state.saved();
         Saved {
-            state: &self.state,
-            ram: self.ram.as_ref().map(GuestRam::path),
+            state: saved.state,
+            ram: self.ram.as_ref().map(GuestRam::path).or(saved.ram),
         }
+    }
+
+    /// The key the saved guest trusts.
+    pub fn key(&self) -> &RunKey {
+        &self.key
     }
 
     /// Fresh overlays in `dir` (replacing the previous restore's): the disks as frozen.
@@ -439,7 +584,7 @@ mod tests {
         image.write_all_at(&vec![9u8; bytes], 1 << 20).unwrap();
         std::fs::write(from.join(CONSOLE), b"Linux version 6.1").unwrap();
         let run_key = RunKey::generate().unwrap();
-        assert!(install_booted(cache, &from, key, &run_key));
+        assert!(install(cache, &from, key, &run_key));
         run_key
     }
 
@@ -466,6 +611,77 @@ mod tests {
         assert!(!found.entry.exists());
         // What was pinned before stays readable for the machine using it.
         assert_eq!(std::fs::read(found.state.saved().state).unwrap().len(), 0);
+    }
+
+    /// A set-up entry as `SetUp::freeze` leaves it: state, key and a real qcow2 base.
+    async fn cached_set_up(cache: &Cache, key: &str) -> RunKey {
+        let partial = cache.tempdir().unwrap();
+        let from = partial.path().join("entry");
+        std::fs::create_dir(&from).unwrap();
+        std::fs::write(from.join(STATE), vec![9u8; 4096]).unwrap();
+        let image = File::create(from.join(RAM)).unwrap();
+        image.set_len(1 << 30).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&image, &[5u8; 4096], 1 << 20).unwrap();
+        snapshot::create_qcow2(&from.join(base_name("scratch")), 1 << 20)
+            .await
+            .unwrap();
+        let run_key = RunKey::generate().unwrap();
+        assert!(install(cache, &from, key, &run_key));
+        run_key
+    }
+
+    #[tokio::test]
+    async fn a_cached_set_up_guest_comes_back_with_its_key_and_disks_and_a_damaged_one_is_dropped()
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache"));
+        let dir = tmp.path().join("machine");
+        std::fs::create_dir(&dir).unwrap();
+        let serials = ["scratch".to_string()];
+        assert!(SetUp::cached(&cache, "s1", &serials, &dir)
+            .await
+            .unwrap()
+            .is_none());
+        let run_key = cached_set_up(&cache, "s1").await;
+        let found = SetUp::cached(&cache, "s1", &serials, &dir)
+            .await
+            .unwrap()
+            .expect("cached");
+        assert_eq!(found.key().public_b64(), run_key.public_b64());
+        let saved = found.saved();
+        assert_eq!(std::fs::read(saved.state).unwrap(), vec![9u8; 4096]);
+        let image = std::fs::read(saved.ram.expect("a RAM image")).unwrap();
+        assert_eq!(image[1 << 20..(1 << 20) + 4096], [5u8; 4096]);
+        let entry = found.from_cache.clone().expect("from the cache");
+        let disks = found.fresh_disks(&dir).unwrap();
+        assert_eq!(disks.len(), 1);
+        assert_eq!(disks[0].format, DiskFormat::Qcow2);
+        // The overlay names its base through this process's descriptor, so a prune by
+        // another crashrig cannot take it away.
+        let overlay = std::fs::read(&disks[0].path).unwrap();
+        let pinned = format!("/proc/{}/fd/", std::process::id());
+        assert!(
+            overlay
+                .windows(pinned.len())
+                .any(|w| w == pinned.as_bytes()),
+            "the overlay's backing file is pinned"
+        );
+        // Asked for other disks than it holds: not used, and dropped as damaged.
+        let other = ["data".to_string()];
+        assert!(SetUp::cached(&cache, "s1", &other, &dir)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!entry.exists());
+        // A host crash truncated the state: not trusted, removed.
+        cached_set_up(&cache, "s2").await;
+        let entry2 = entry.with_file_name("s2");
+        std::fs::write(entry2.join(STATE), b"").unwrap();
+        assert!(SetUp::cached(&cache, "s2", &serials, &dir)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!entry2.exists());
     }
 
     #[test]

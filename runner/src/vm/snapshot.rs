@@ -254,6 +254,29 @@ pub async fn create_qcow2(path: &Path, size: u64) -> Result<(), SnapshotError> {
     .await
 }
 
+/// Copies the disk at `from` (`format`, a qcow2 with its backing chain flattened) to a
+/// standalone qcow2 at `to` holding only what was written: a frozen disk for the cache.
+pub async fn convert_to_qcow2(
+    from: &Path,
+    format: DiskFormat,
+    to: &Path,
+) -> Result<(), SnapshotError> {
+    qemu_img(
+        &[
+            "convert".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            format.name().as_ref(),
+            "-O".as_ref(),
+            "qcow2".as_ref(),
+            from.as_os_str(),
+            to.as_os_str(),
+        ],
+        to,
+    )
+    .await
+}
+
 /// An empty qcow2 overlay over one base, made once with `qemu-img` and copied for every
 /// restore: a copy of a few hundred KiB is cheaper than starting qemu-img each time, and all
 /// overlays of a base are byte for byte the same file.
