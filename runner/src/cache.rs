@@ -71,6 +71,10 @@ impl CacheError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contents {
     Hashed,
+    /// Every file hashed, sparse ones by their non-zero pages (saved guests' RAM images:
+    /// gigabytes long, mostly holes). Only entries that ask for it: a marker written this way
+    /// is not understood by a crashrig from before it.
+    HashedSparse,
     Unhashed,
 }
 
@@ -100,8 +104,14 @@ struct Marker {
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct FileSum {
     size: u64,
+    /// SHA-256 of the contents; for a sparse file (a saved guest's RAM image, gigabytes long
+    /// and mostly holes) [`PAGES`] and the SHA-256 of its non-zero pages, so that checking it
+    /// reads only the pages it holds.
     sha256: String,
 }
+
+/// The prefix of a sparse file's sum (see [`FileSum::sha256`]).
+const PAGES: &str = "pages-";
 
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -230,7 +240,8 @@ impl Cache {
         };
         let marker = Marker {
             files: match contents {
-                Contents::Hashed => sums(from).map_err(install)?,
+                Contents::Hashed => sums(from, false).map_err(install)?,
+                Contents::HashedSparse => sums(from, true).map_err(install)?,
                 Contents::Unhashed => BTreeMap::new(),
             },
         };
@@ -279,8 +290,9 @@ impl Cache {
                         let from = dest.to_path_buf();
                         let marker = Marker {
                             files: match contents {
-                                Contents::Hashed => {
-                                    sums(&from).map_err(|source| CacheError::Read {
+                                Contents::Hashed | Contents::HashedSparse => {
+                                    let sparse = contents == Contents::HashedSparse;
+                                    sums(&from, sparse).map_err(|source| CacheError::Read {
                                         path: from.clone(),
                                         source,
                                     })?
@@ -447,7 +459,8 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
 }
 
 /// Size and SHA-256 of every regular file below `root` (the marker and owner excluded).
-fn sums(root: &Path) -> io::Result<BTreeMap<String, FileSum>> {
+/// The sums of every file under `root`; `sparse`: sparse files by their pages.
+fn sums(root: &Path, sparse: bool) -> io::Result<BTreeMap<String, FileSum>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -466,21 +479,45 @@ fn sums(root: &Path) -> io::Result<BTreeMap<String, FileSum>> {
                 if rel == MARKER || rel == OWNER {
                     continue;
                 }
-                out.insert(rel, sum(&path)?);
+                out.insert(rel, sum(&path, sparse)?);
             }
         }
     }
     Ok(out)
 }
 
-fn sum(path: &Path) -> io::Result<FileSum> {
+fn sum(path: &Path, sparse: bool) -> io::Result<FileSum> {
     let mut file = File::open(path)?;
+    let meta = file.metadata()?;
+    if sparse && crate::vm::ram::allocated(&meta) < meta.len() {
+        return Ok(FileSum {
+            size: meta.len(),
+            sha256: format!("{PAGES}{}", pages_sum(&file)?),
+        });
+    }
     let mut hasher = Sha256::new();
     let size = io::copy(&mut file, &mut hasher)?;
     Ok(FileSum {
         size,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+/// SHA-256 over every non-zero page of `file` with its index: what the file holds, whatever
+/// its layout of holes, reading only the ranges that hold data.
+fn pages_sum(file: &File) -> io::Result<String> {
+    use crate::vm::ram::PAGE;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    crate::vm::ram::for_each_page(file, &mut buf, |offset, run| {
+        for (i, page) in run.chunks(PAGE).enumerate() {
+            let index = offset / PAGE as u64 + i as u64;
+            hasher.update(index.to_le_bytes());
+            hasher.update(page);
+        }
+        Ok(())
+    })?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// What is wrong with an entry, checked against its marker.
@@ -506,7 +543,18 @@ fn check(dest: &Path, marker: &Marker, required: &[&str]) -> Option<String> {
         }
     }
     for (rel, want) in &marker.files {
-        match sum(&dest.join(rel)) {
+        let got = match want.sha256.strip_prefix(PAGES) {
+            // Sparse when installed: sparse it stays (a copy that filled its holes is the
+            // same image).
+            Some(_) => File::open(dest.join(rel))
+                .and_then(|f| pages_sum(&f))
+                .map(|s| FileSum {
+                    size: want.size,
+                    sha256: format!("{PAGES}{s}"),
+                }),
+            None => sum(&dest.join(rel), false),
+        };
+        match got {
             Ok(got) if got.sha256 == want.sha256 => {}
             Ok(_) => return Some(format!("{rel} does not match its SHA-256")),
             Err(e) => return Some(format!("{rel}: {e}")),
@@ -582,6 +630,87 @@ mod tests {
             got,
             Lookup::Discarded(format!(
                 "cache entry {} discarded: modules/a.ko does not match its SHA-256",
+                dest.display()
+            ))
+        );
+    }
+
+    /// Installs an entry holding `name` (beside a small file): a sparse file of `len` bytes
+    /// with `data` at 12 MiB, as `contents`. Returns the cache's directory, the cache, the
+    /// entry and the sum its marker records for `name`.
+    fn sparse_entry(
+        contents: Contents,
+        name: &str,
+        len: u64,
+        data: &[u8],
+    ) -> (tempfile::TempDir, Cache, PathBuf, String) {
+        use std::os::unix::fs::FileExt;
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::at(root.path().join("c"));
+        let dest = cache.dir("entries").unwrap().join("e");
+        let tmp = entry(&cache, &[("small", "k")]);
+        let f = File::create(tmp.path().join("entry").join(name)).unwrap();
+        f.set_len(len).unwrap();
+        f.write_all_at(data, 12 << 20).unwrap();
+        cache
+            .install(&tmp.path().join("entry"), &dest, contents)
+            .unwrap();
+        let marker: Marker =
+            serde_json::from_slice(&std::fs::read(dest.join(MARKER)).unwrap()).unwrap();
+        assert!(!marker.files["small"].sha256.starts_with(PAGES));
+        let sum = marker.files[name].sha256.clone();
+        (root, cache, dest, sum)
+    }
+
+    /// Regression: sparse files of entries that did not ask for page sums (a guest image's
+    /// tools.ext4) must keep their plain SHA-256, which every crashrig before page sums
+    /// checks; a page sum there made older binaries discard and rebuild the image.
+    #[test]
+    fn a_sparse_file_of_a_plain_entry_keeps_its_plain_sum() {
+        let (_root, cache, dest, sum) =
+            sparse_entry(Contents::Hashed, "tools.ext4", 64 << 20, b"ext4");
+        let mut plain = Sha256::new();
+        io::copy(&mut io::Read::take(io::repeat(0), 12 << 20), &mut plain).unwrap();
+        plain.update(b"ext4");
+        io::copy(
+            &mut io::Read::take(io::repeat(0), (52 << 20) - 4),
+            &mut plain,
+        )
+        .unwrap();
+        assert_eq!(sum, hex::encode(plain.finalize()));
+        assert_eq!(
+            cache
+                .lookup(&dest, &["tools.ext4"], Contents::Hashed)
+                .unwrap(),
+            Lookup::Ready
+        );
+    }
+
+    #[test]
+    fn a_sparse_image_is_checked_by_its_pages_and_a_changed_page_is_caught() {
+        use std::os::unix::fs::FileExt;
+        let (_root, cache, dest, sum) =
+            sparse_entry(Contents::HashedSparse, "guest.ram", 1 << 30, b"page");
+        assert!(sum.starts_with(PAGES));
+        assert_eq!(
+            cache
+                .lookup(&dest, &["guest.ram"], Contents::Hashed)
+                .unwrap(),
+            Lookup::Ready
+        );
+        // The same bytes in another page: same length, same allocation, another image.
+        let f = File::options()
+            .write(true)
+            .open(dest.join("guest.ram"))
+            .unwrap();
+        f.write_all_at(b"\0\0\0\0", 12 << 20).unwrap();
+        f.write_all_at(b"page", 13 << 20).unwrap();
+        assert_eq!(
+            cache
+                .lookup(&dest, &["guest.ram"], Contents::Hashed)
+                .unwrap(),
+            Lookup::Discarded(format!(
+                "cache entry {} discarded: guest.ram does not match its SHA-256",
                 dest.display()
             ))
         );

@@ -89,6 +89,8 @@ impl Sandbox {
             c
         };
         cmd.env("CRASHRIG_RUN_DIR", self.dir.join("run"));
+        // Never the host's own RNG and clock: a refresh here must fail at the RNG.
+        cmd.env("CRASHRIG_RANDOM_DEV", "/dev/null");
         cmd.env(
             "CRASHRIG_CGROUP_ROOT",
             self.cgroup_root
@@ -225,6 +227,31 @@ fn malformed_plans_are_fatal_with_exit_2() {
             other => panic!("not a fatal line: {other:?}: {stdout}"),
         }
     }
+}
+
+#[test]
+fn a_refresh_that_fails_ends_the_plan_before_its_first_step() {
+    let sb = Sandbox::new("refresh", false);
+    let ran = sb.path("ran");
+    let plan = json!({
+        "version": PROTOCOL_VERSION,
+        "refresh": { "entropy": [1, 2, 3], "realtime_ns": 1 },
+        "steps": [{ "index": 0, "op": { "op": "run", "command": format!("touch {ran}"), "timeout_ms": 10_000 } }],
+    });
+    let (code, stdout) = sb.run_raw(plan.to_string().as_bytes(), false);
+    assert_eq!(code, 2, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    match serde_json::from_str::<OutputLine>(lines[0]) {
+        Ok(OutputLine::Fatal { message }) => {
+            assert_eq!(message, "reseed the RNG: ENOTTY", "{stdout}")
+        }
+        other => panic!("not a fatal line: {other:?}: {stdout}"),
+    }
+    assert!(
+        !Path::new(&ran).exists(),
+        "the step ran after a failed refresh"
+    );
 }
 
 #[test]
@@ -549,7 +576,7 @@ fn dmesg_returns_only_records_since_the_last_read() {
 
 /// Attach a sparse file to a loop device, or None when the host cannot.
 fn loop_device(sb: &mut Sandbox, size: u64) -> Option<String> {
-    let img = sb.dir.join("disk.img");
+    let img = sb.dir.join(format!("disk-{}.img", sb.loops.len()));
     std::fs::File::create(&img).ok()?.set_len(size).ok()?;
     let out = Command::new("losetup")
         .args(["-f", "--show"])
@@ -659,6 +686,43 @@ fn ext4_survives_shutdown_with_fsynced_data() {
 #[test]
 fn btrfs_survives_shutdown_with_fsynced_data() {
     fs_round_trip("btrfs", &["-q", "-f"]);
+}
+
+/// xfs with its log on another device: `xfs_repair -n` needs `-l LOGDEV`, which only the
+/// fsck step's `options` can give it.
+#[test]
+fn fsck_options_reach_the_checker_for_an_external_xfs_log() {
+    require_root!();
+    let mut sb = Sandbox::new("fsck-logdev", true);
+    let (Some(data), Some(log)) = (
+        loop_device(&mut sb, 320 << 20),
+        loop_device(&mut sb, 64 << 20),
+    ) else {
+        panic!("cannot run: losetup does not work here (the suite runs as root on a Debian host with it; see scripts/setup.sh)");
+    };
+    let logdev = format!("logdev={log}");
+    let r = sb.run(
+        "fsck-logdev",
+        vec![
+            json!({"op": "mkfs", "device": data, "fstype": "xfs", "options": ["-f", "-q", "-l", logdev]}),
+            json!({"op": "fsck", "device": data, "fstype": "xfs"}),
+            json!({"op": "fsck", "device": data, "fstype": "xfs", "options": ["-l", log]}),
+        ],
+        true,
+    );
+    assert_eq!(r[0].exit_status, Some(0), "{:?}", r[0]);
+    assert_eq!(
+        r[1].detail,
+        Some(Detail::Fsck { clean: false }),
+        "without -l xfs_repair cannot find the log: {:?}",
+        r[1]
+    );
+    assert_eq!(
+        r[2].detail,
+        Some(Detail::Fsck { clean: true }),
+        "{:?}",
+        r[2]
+    );
 }
 
 #[test]

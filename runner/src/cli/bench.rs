@@ -14,7 +14,9 @@ use crate::run::bench::{boot_bench, BootBenchOptions};
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Bare boot (busybox init that powers off at once) vs crashrig's start to first SSH
-    /// command vs a restore of a saved guest to first SSH command, and per-iteration overhead
+    /// command vs a restore of a saved guest to first SSH command (with where its time went:
+    /// QEMU's start, the state load, the SSH connection, the first command), the save (device
+    /// state, and the RAM image as a sparse file as for the cache), and per-iteration overhead
     /// vs the same loop as a shell script in the guest.
     Boot(BenchBootArgs),
     /// A crash scenario (default: tests/crash/power-cut-xfs.yaml) run by this crashrig with
@@ -298,6 +300,7 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
             run.summary.passed,
             run.iterations.len()
         );
+        println!("{}", iteration_breakdown(run));
         per_iteration.push(ms / n);
     }
     println!(
@@ -305,6 +308,38 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
         per_iteration[0] / per_iteration[1]
     );
     Ok(crate::exit::OK)
+}
+
+/// Where an iteration's time went, averaged over the run: the restore it started from, each
+/// step (a power cut's includes the start of the guest after it, shown apart), and what is
+/// outside the steps (the plans' round trips, reading dmesg).
+fn iteration_breakdown(run: &crate::report::RunRecord) -> String {
+    let n = run.iterations.len().max(1) as f64;
+    let secs = |ms: f64| format!("{:.2}", ms / n / 1000.0);
+    let ready = |reason: &str| -> f64 {
+        run.boots
+            .iter()
+            .filter(|b| b.reason == reason)
+            .map(|b| b.ready_after_ms as f64)
+            .sum()
+    };
+    let mut steps: Vec<(String, f64)> = Vec::new();
+    for st in run.iterations.iter().flat_map(|i| &i.steps) {
+        match steps.iter_mut().find(|(id, _)| *id == st.id) {
+            Some((_, ms)) => *ms += st.duration_ms,
+            None => steps.push((st.id.clone(), st.duration_ms)),
+        }
+    }
+    let in_steps: f64 = steps.iter().map(|(_, ms)| ms).sum();
+    let total: f64 = run.iterations.iter().map(|i| i.duration_ms).sum();
+    let mut parts = vec![format!("start (restore) {}", secs(ready("iteration")))];
+    parts.extend(steps.iter().map(|(id, ms)| format!("{id} {}", secs(*ms))));
+    parts.push(format!("outside steps {}", secs(total - in_steps)));
+    format!(
+        "      s per iteration: {}; of the crash steps, guest start after the crash {}",
+        parts.join(", "),
+        secs(ready("power-cut") + ready("panic") + ready("reboot"))
+    )
 }
 
 /// This crashrig's executable, and a temporary directory for the results of the runs a

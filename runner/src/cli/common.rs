@@ -66,9 +66,12 @@ pub struct CommonVmArgs {
     /// the booted guest saved in the cache by an earlier run of the same kernel and VM shape
     /// (else boots and saves it), boots after a power cut, panic, reboot or hang restore it on
     /// the disks as they are, and each iteration of a scenario with such steps starts from a
-    /// restore of the set-up guest on fresh disks. `always`: also every iteration of other
-    /// scenarios. Neither restores iterations of a scenario that says
+    /// restore of the set-up guest on fresh disks (saved in the cache too: a later run of the
+    /// same scenario, setup and kernel neither boots nor runs setup). `always`: also every
+    /// iteration of other scenarios. Neither restores iterations of a scenario that says
     /// `iterations-share-state: true`. `never`: boot every time; iterations reuse one guest.
+    /// Except with `never`, guests run on RAM crashrig holds, so a save writes only device
+    /// state and a restore maps the saved RAM copy-on-write instead of reading it.
     #[arg(long, value_enum, default_value = "auto")]
     pub restore: RestoreArg,
     /// Set a scenario parameter (repeatable): the scenario's `${NAME}` becomes VALUE instead

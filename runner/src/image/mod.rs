@@ -418,6 +418,9 @@ pub fn initrd_for(
     };
     let mut hasher = Sha256::new();
     hasher.update(&image.key);
+    // An image rebuilt under its key (its entry was found damaged) has a new SSH host key: an
+    // initrd made from the old one would make every guest refuse to be trusted.
+    hasher.update(&image.host_key);
     hasher.update(&kernel.image_sha256);
     hasher.update(IMAGE_MODULES.join(","));
     let key = hex::encode(&hasher.finalize()[..16]);

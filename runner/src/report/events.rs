@@ -145,10 +145,18 @@ pub struct BootBenchFigures {
     pub ready_s: f64,
     /// A new QEMU from a saved guest (fresh disk overlay included) to its first SSH command.
     pub restore_s: f64,
+    /// Where a restore's time went: the median of each stage (`BootPhase` names), in order.
+    pub restore_phases: Vec<super::results::BootPhase>,
+    /// Where crashrig's boot went, the same way.
+    pub boot_phases: Vec<super::results::BootPhase>,
     /// Saving the paused guest to a file, in seconds.
     pub save_s: f64,
-    /// The saved state file, in bytes.
+    /// The saved state file, in bytes (device state only when the RAM is saved apart).
     pub state_bytes: f64,
+    /// Writing the paused guest's RAM image as a sparse file (as a booted guest goes to the
+    /// cache), in seconds, and the bytes written (pages not all zero).
+    pub ram_image_s: f64,
+    pub ram_image_bytes: f64,
     /// The mount+umount loop as a guest shell script, ms per iteration.
     pub shell_loop_ms: f64,
     /// The same loop as crashrig iterations (helper plan + dmesg), ms per iteration.

@@ -75,6 +75,24 @@ pub struct BootRecord {
     /// overlays of the disks as setup left them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<String>,
+    /// The restored snapshot was saved by an earlier run and found in the cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_cache: bool,
+    /// Where `ready_after_ms` went, stage by stage, in order (see [`BootPhase`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<BootPhase>,
+}
+
+/// One stage of bringing a guest up and how long it took. A boot has `qemu-start`,
+/// `sshd-started` (init announced sshd), `ssh-connect`, `init-finished`; a restore has
+/// `qemu-start`, `ram-copy` (only when the RAM image was copied for a guest that may be saved
+/// again), `state-load` (the saved state read and the guest running again) and
+/// `ssh-connect`: its refresh travels with its first plan. `bench boot` adds `first-command`
+/// to a restore (that plan, carrying only the refresh, up to its result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootPhase {
+    pub name: String,
+    pub ms: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -322,6 +340,11 @@ impl Results {
                     format!("runs[{r}].setup[{s}].duration_ms"),
                     step.duration_ms,
                 );
+            }
+            for (b, boot) in run.boots.iter().enumerate() {
+                for (p, phase) in boot.phases.iter().enumerate() {
+                    ms(format!("runs[{r}].boots[{b}].phases[{p}].ms"), phase.ms);
+                }
             }
         }
         for (r, run) in self.runs.iter().enumerate() {

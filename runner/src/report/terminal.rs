@@ -54,17 +54,47 @@ fn pct(x: f64) -> String {
 /// How the run's guests started, when any was restored from a snapshot (`--restore`).
 fn starts_line(run: &RunRecord) -> Option<String> {
     let restored = run.boots.iter().filter(|b| b.restored.is_some()).count();
-    if restored == 0 {
+    let booted = run.boots.len() - restored;
+    // A single boot says nothing; after crash steps the count is what `--restore` changes, so
+    // a `never` run says it too, to be read next to an `auto` one.
+    if restored == 0 && booted < 2 {
         return None;
     }
-    let booted = run.boots.len() - restored;
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let how = if run.independent_iterations {
         "independent starts: every iteration began from the same restored set-up guest on fresh disks"
     } else {
         "iterations ran one after another on one guest"
     };
+    // Where each restore came from: saved in this run, or by an earlier one (the cache).
+    let origins: Vec<String> = [
+        ("set-up", "the set-up guest"),
+        ("booted", "the booted guest"),
+    ]
+    .into_iter()
+    .filter_map(|(kind, what)| {
+        let of_kind = run
+            .boots
+            .iter()
+            .filter(|b| b.restored.as_deref() == Some(kind));
+        let (n, cached) = of_kind.fold((0, 0), |(n, c), b| (n + 1, c + b.from_cache as usize));
+        let from = match cached {
+            0 => "saved in this run".to_string(),
+            c if c == n => "saved by an earlier run".to_string(),
+            c => format!("{c} saved by an earlier run"),
+        };
+        (n > 0).then(|| format!("{n} of {what} ({from})"))
+    })
+    .collect();
+    let origins = if origins.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", origins.join(", "))
+    };
     Some(format!(
-        "  {how}; {booted} boots, {restored} restores (--restore {})\n",
+        "  {how}; {}, {}{origins} (--restore {})\n",
+        plural(booted, "boot"),
+        plural(restored, "restore"),
         run.restore
     ))
 }
@@ -164,7 +194,8 @@ pub fn summary_text(run: &RunRecord) -> String {
         .sum::<u32>();
     if expected > 0 {
         out.push_str(&format!(
-            "\n  ({expected} expected messages caused by the scenario's own crash steps)"
+            "\n  ({expected} expected message{} caused by the scenario's own crash steps)",
+            if expected == 1 { "" } else { "s" }
         ));
     }
     out.push('\n');
@@ -173,12 +204,28 @@ pub fn summary_text(run: &RunRecord) -> String {
 
 /// `crashrig bench boot`'s table: each figure beside its baseline.
 fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
+    let stages = |phases: &[super::results::BootPhase]| {
+        if phases.is_empty() {
+            return String::new();
+        }
+        let each: Vec<String> = phases
+            .iter()
+            .map(|p| format!("{} {:.2} s", p.name, p.ms / 1000.0))
+            .collect();
+        format!(
+            "  of which:                                  {}\n",
+            each.join(", ")
+        )
+    };
     format!(
         "kernel {} ({}), accelerator {} ({}), {} repetitions\n\
          bare boot (init powers off at once):        {:.2} s\n\
          crashrig start to first SSH command:        {:.2} s  ({:.2}x bare; goal <= 1.6x)\n\
+         {}\
          restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
-         saving the guest (paused, to a file):       {:.2} s, {:.0} MB\n\
+         {}\
+         saving the guest (paused, device state):    {:.2} s, {:.2} MB\n\
+         its RAM image as a sparse file (cache):     {:.2} s, {:.0} MB\n\
          mount+umount loop as a guest shell script:  {:.1} ms/iteration\n\
          same as crashrig iterations (plan + dmesg): {:.1} ms/iteration  (+{:.1} ms overhead)\n",
         f.kernel,
@@ -189,10 +236,14 @@ fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
         f.bare_boot_s,
         f.ready_s,
         f.ready_s / f.bare_boot_s,
+        stages(&f.boot_phases),
         f.restore_s,
         f.restore_s / f.ready_s,
+        stages(&f.restore_phases),
         f.save_s,
         f.state_bytes / 1e6,
+        f.ram_image_s,
+        f.ram_image_bytes / 1e6,
         f.shell_loop_ms,
         f.helper_loop_ms,
         f.helper_loop_ms - f.shell_loop_ms
@@ -375,10 +426,12 @@ impl Reporter for Terminal {
             Event::BootFinished { index, boot } => self.line(&format!(
                 "   {}{} ({}): guest ready after {:.1} s",
                 self.prefix(*index),
-                match boot.restored.as_deref() {
-                    Some("set-up") => "restore of the set-up guest",
-                    Some(_) => "restore of the booted guest",
-                    None => "boot",
+                match (boot.restored.as_deref(), boot.from_cache) {
+                    (Some("set-up"), false) => "restore of the set-up guest",
+                    (Some("set-up"), true) => "restore of the set-up guest saved by an earlier run",
+                    (Some(_), false) => "restore of the booted guest",
+                    (Some(_), true) => "restore of the booted guest saved by an earlier run",
+                    (None, _) => "boot",
                 },
                 boot.reason,
                 boot.ready_after_ms as f64 / 1000.0
@@ -459,8 +512,24 @@ mod tests {
             bare_boot_s: 4.0,
             ready_s: 5.0,
             restore_s: 1.0,
+            restore_phases: vec![
+                crate::report::BootPhase {
+                    name: "qemu-start".into(),
+                    ms: 100.0,
+                },
+                crate::report::BootPhase {
+                    name: "state-load".into(),
+                    ms: 350.0,
+                },
+            ],
+            boot_phases: vec![crate::report::BootPhase {
+                name: "sshd-started".into(),
+                ms: 4200.0,
+            }],
             save_s: 0.5,
-            state_bytes: 210e6,
+            state_bytes: 0.3e6,
+            ram_image_s: 0.4,
+            ram_image_bytes: 180e6,
             shell_loop_ms: 100.0,
             helper_loop_ms: 112.5,
         };
@@ -469,8 +538,11 @@ mod tests {
             "kernel debian:6.1 (6.1.0-30-amd64), accelerator tcg (requested), 3 repetitions\n\
              bare boot (init powers off at once):        4.00 s\n\
              crashrig start to first SSH command:        5.00 s  (1.25x bare; goal <= 1.6x)\n\
+             \x20 of which:                                  sshd-started 4.20 s\n\
              restore to first SSH command:               1.00 s  (0.20x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
-             saving the guest (paused, to a file):       0.50 s, 210 MB\n\
+             \x20 of which:                                  qemu-start 0.10 s, state-load 0.35 s\n\
+             saving the guest (paused, device state):    0.50 s, 0.30 MB\n\
+             its RAM image as a sparse file (cache):     0.40 s, 180 MB\n\
              mount+umount loop as a guest shell script:  100.0 ms/iteration\n\
              same as crashrig iterations (plan + dmesg): 112.5 ms/iteration  (+12.5 ms overhead)\n"
         );
@@ -566,15 +638,50 @@ mod tests {
             qemu_command: vec![],
             dmesg_file: None,
             restored: restored.map(str::to_owned),
+            from_cache: false,
+            phases: vec![],
         };
         run.boots = vec![boot(None), boot(Some("set-up")), boot(Some("set-up"))];
         run.restore = "auto".into();
         run.independent_iterations = true;
         assert!(summary_text(&run).contains(
             "\n  independent starts: every iteration began from the same restored set-up guest \
-             on fresh disks; 1 boots, 2 restores (--restore auto)\n"
+             on fresh disks; 1 boot, 2 restores: 2 of the set-up guest (saved in this run) \
+             (--restore auto)\n"
+        ));
+        // A second run of the same scenario: nothing booted, both snapshots from the cache.
+        let cached = |restored: &str| crate::report::BootRecord {
+            from_cache: true,
+            ..boot(Some(restored))
+        };
+        run.boots = vec![
+            cached("set-up"),
+            cached("booted"),
+            cached("set-up"),
+            boot(Some("booted")),
+        ];
+        assert!(summary_text(&run).contains(
+            "; 0 boots, 4 restores: 2 of the set-up guest (saved by an earlier run), \
+             2 of the booted guest (1 saved by an earlier run) (--restore auto)\n"
         ));
         run.independent_iterations = false;
         assert!(summary_text(&run).contains("\n  iterations ran one after another on one guest;"));
+        // Booted again after crash steps, never restored: said too, to compare with `auto`.
+        run.boots = vec![boot(None), boot(None), boot(None)];
+        run.restore = "never".into();
+        assert!(summary_text(&run).contains(
+            "\n  iterations ran one after another on one guest; 3 boots, 0 restores (--restore never)\n"
+        ));
+        // The panic of a `panic` step, once: counted, marked expected, in the singular.
+        run.summary.findings = vec![crate::report::results::FindingSummary {
+            signature: "panic:sysrq".into(),
+            kind: "panic".into(),
+            count: 1,
+            expected: true,
+            iterations: vec![1],
+            title: "Kernel panic - not syncing: sysrq triggered crash".into(),
+        }];
+        assert!(summary_text(&run)
+            .contains("\n  (1 expected message caused by the scenario's own crash steps)\n"));
     }
 }

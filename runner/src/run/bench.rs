@@ -7,10 +7,11 @@ use crashrig_guest::{Op, Plan, PlanStep, PROTOCOL_VERSION};
 
 use super::boot::{boot, restore, BootSpec};
 use super::session::{BuildRequest, Session, SessionError, VmOptions};
-use crate::guest::RunKey;
+use crate::guest::{helper, Ending, RunKey, HELPER_COMMAND};
 use crate::image;
 use crate::report::events::{BootBenchFigures, Event};
-use crate::vm::snapshot::{self, OverlayTemplate, SnapshotError};
+use crate::report::BootPhase;
+use crate::vm::snapshot::{self, OverlayTemplate, Saved, SnapshotError};
 use crate::vm::{create_disk, AccelChoice, Disk, DiskFormat};
 
 const LOOP_ITERATIONS: u32 = 20;
@@ -28,6 +29,8 @@ pub struct BootBenchOptions {
 pub enum BenchError {
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error("run the first command in a restored guest: {0}")]
+    FirstCommand(String),
     #[error("create a temporary directory")]
     TempDir(#[source] std::io::Error),
     #[error(transparent)]
@@ -52,6 +55,29 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The median of each stage over several runs, in the order the stages first appear.
+fn median_phases(runs: &[Vec<BootPhase>]) -> Vec<BootPhase> {
+    let mut names: Vec<&str> = Vec::new();
+    for phase in runs.iter().flatten() {
+        if !names.contains(&phase.name.as_str()) {
+            names.push(&phase.name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| BootPhase {
+            name: name.into(),
+            ms: median(
+                runs.iter()
+                    .flatten()
+                    .filter(|p| p.name == name)
+                    .map(|p| p.ms)
+                    .collect(),
+            ),
+        })
+        .collect()
+}
+
 /// Runs the boot benchmark and emits its figures ([`Event::BootBench`]).
 pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
     let mut session = Session::new(VmOptions {
@@ -74,7 +100,11 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
     let mut helper_loop = Vec::new();
     let mut save_times = Vec::new();
     let mut state_sizes = Vec::new();
+    let mut image_times = Vec::new();
+    let mut image_sizes = Vec::new();
     let mut restore_times = Vec::new();
+    let mut restore_phases = Vec::new();
+    let mut boot_phases = Vec::new();
     for _ in 0..opts.repeat {
         bare_times.push(
             crate::vm::qemu::bare_boot(&kernel.image, &bare, accel, Duration::from_secs(120))
@@ -83,7 +113,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         let disk = tmp.path().join("scratch.img");
         create_disk(&disk, 1 << 30)?;
         let key = RunKey::generate()?;
-        let spec = |disk: &std::path::Path, format| BootSpec {
+        let spec = |disk: &std::path::Path, format, saveable| BootSpec {
             kernel: &kernel.image,
             initrd: &initrd,
             image: &image,
@@ -102,11 +132,13 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
             console_log: tmp.path().join("console.log"),
             qmp_socket: tmp.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(240),
+            saveable,
         };
-        let mut booted = boot(spec(&disk, DiskFormat::Raw))
+        let mut booted = boot(spec(&disk, DiskFormat::Raw, true))
             .await
             .map_err(super::RunError::from)?;
         ready_times.push(booted.ready_after.as_secs_f64());
+        boot_phases.push(booted.phases.clone());
 
         // Per-iteration overhead: the same mount/umount loop as a guest shell script and as
         // crashrig iterations (one helper plan per iteration, with its dmesg read).
@@ -133,6 +165,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
             let plan = Plan {
                 version: PROTOCOL_VERSION,
                 label: "bench".into(),
+                refresh: None,
                 steps: vec![
                     PlanStep {
                         index: 0,
@@ -173,24 +206,65 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         }
         helper_loop.push(t.elapsed().as_secs_f64() * 1000.0 / f64::from(LOOP_ITERATIONS));
 
-        // Restore: save this guest (after its mkfs, like an "after setup" snapshot), then
-        // start a new QEMU from it on a fresh overlay over the frozen scratch disk, up to the
-        // first command (the RNG reseed) over a new SSH connection.
+        // Restore: save this guest (after its mkfs, like an "after setup" snapshot), write
+        // its RAM image as a file (as for the cache), then start a new QEMU from both on a
+        // fresh overlay over the frozen scratch disk, up to the first command's result over
+        // a new SSH connection: a plan that carries only the refresh every restored guest
+        // owes (its RNG reseeded, its clock set).
         let state = tmp.path().join("state");
         let t = Instant::now();
         let size = snapshot::save(&mut booted.vm, &state, Duration::from_secs(120)).await?;
         save_times.push(t.elapsed().as_secs_f64());
         state_sizes.push(size as f64);
+        let image = tmp.path().join("guest.ram");
+        let _ = std::fs::remove_file(&image);
+        let ram = booted.ram.take();
+        if let Some(ram) = &ram {
+            let t = Instant::now();
+            let written = ram.save_to(&image).map_err(|source| SnapshotError::Io {
+                path: image.clone(),
+                source,
+            })?;
+            image_times.push(t.elapsed().as_secs_f64());
+            image_sizes.push(written as f64);
+        }
         booted.vm.stop().await;
         let template_path = tmp.path().join("template.qcow2");
         let template = OverlayTemplate::create(&disk, DiskFormat::Raw, &template_path).await?;
         let overlay = tmp.path().join("overlay.qcow2");
         let t = Instant::now();
         template.fresh(&overlay)?;
-        let mut restored = restore(spec(&overlay, DiskFormat::Qcow2), &state)
+        let saved = Saved {
+            state: &state,
+            ram: ram.is_some().then_some(image.as_path()),
+        };
+        let mut restored = restore(spec(&overlay, DiskFormat::Qcow2, false), saved)
             .await
             .map_err(super::RunError::from)?;
+        let first = Instant::now();
+        let mut plan = helper::plan("restored", []);
+        plan.refresh = restored.refresh_owed.then(helper::refresh);
+        let out = restored
+            .guest
+            .exec(
+                HELPER_COMMAND.into(),
+                serde_json::to_vec(&plan).unwrap_or_default(),
+                Duration::from_secs(60),
+                |_| {},
+            )
+            .await
+            .map_err(super::RunError::from)?;
+        let ending = helper::read_output(out.stdout.lines()).ending;
+        if ending != Ending::Finished {
+            restored.vm.stop().await;
+            return Err(BenchError::FirstCommand(format!("{ending:?}")));
+        }
+        restored.phases.push(BootPhase {
+            name: "first-command".into(),
+            ms: first.elapsed().as_secs_f64() * 1000.0,
+        });
         restore_times.push(t.elapsed().as_secs_f64());
+        restore_phases.push(restored.phases.clone());
         restored.vm.stop().await;
     }
     let figures = BootBenchFigures {
@@ -202,8 +276,12 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         bare_boot_s: median(bare_times),
         ready_s: median(ready_times),
         restore_s: median(restore_times),
+        restore_phases: median_phases(&restore_phases),
+        boot_phases: median_phases(&boot_phases),
         save_s: median(save_times),
         state_bytes: median(state_sizes),
+        ram_image_s: median(image_times),
+        ram_image_bytes: median(image_sizes),
         shell_loop_ms: median(shell_loop),
         helper_loop_ms: median(helper_loop),
     };
@@ -211,4 +289,45 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         .setup_sink()
         .emit(Event::BootBench(Box::new(figures)));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phases(list: &[(&str, f64)]) -> Vec<BootPhase> {
+        list.iter()
+            .map(|&(name, ms)| BootPhase {
+                name: name.into(),
+                ms,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_stage_gets_its_own_median_in_the_order_stages_first_appear() {
+        let runs = [
+            phases(&[
+                ("qemu-start", 100.0),
+                ("state-load", 900.0),
+                ("ssh-connect", 700.0),
+            ]),
+            phases(&[
+                ("qemu-start", 120.0),
+                ("state-load", 300.0),
+                ("ssh-connect", 800.0),
+            ]),
+            phases(&[("qemu-start", 90.0), ("state-load", 400.0), ("extra", 5.0)]),
+        ];
+        assert_eq!(
+            median_phases(&runs),
+            phases(&[
+                ("qemu-start", 100.0),
+                ("state-load", 400.0),
+                ("ssh-connect", 800.0),
+                ("extra", 5.0)
+            ])
+        );
+        assert!(median_phases(&[]).is_empty());
+    }
 }

@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crashrig_guest::Op;
-
-use crate::guest::{helper, Guest, GuestHandle, RunKey, SshError};
+use crate::guest::{Guest, GuestHandle, RunKey, SshError};
 use crate::image::GuestImage;
-use crate::vm::snapshot::{self, SnapshotError};
+use crate::report::BootPhase;
+use crate::vm::ram::{GuestRam, RamBackend};
+use crate::vm::snapshot::{self, Saved, SnapshotError};
 use crate::vm::{Accel, Disk, Vm, VmConfig, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +28,6 @@ pub enum BootError {
     Ssh(#[from] SshError),
     #[error("cannot restore the saved guest")]
     Restore(#[from] SnapshotError),
-    #[error("the restored guest was not refreshed: {0}")]
-    Refresh(String),
 }
 
 /// Everything needed to boot one VM.
@@ -48,6 +46,10 @@ pub struct BootSpec<'a> {
     pub console_log: PathBuf,
     pub qmp_socket: PathBuf,
     pub ready_timeout: Duration,
+    /// The guest may be saved: it runs on RAM crashrig holds ([`Booted::ram`]), so saving
+    /// it streams only device state. A restore then copies the RAM image into it (a guest
+    /// that is never saved maps the image copy-on-write instead: nothing is copied).
+    pub saveable: bool,
 }
 
 pub struct Booted {
@@ -55,6 +57,39 @@ pub struct Booted {
     pub guest: GuestHandle,
     /// From QEMU start to an authenticated SSH session.
     pub ready_after: Duration,
+    /// Where the time went, stage by stage (see [`BootPhase`]).
+    pub phases: Vec<BootPhase>,
+    /// The guest's RAM when it is saveable ([`BootSpec::saveable`]).
+    pub ram: Option<GuestRam>,
+    /// A restored guest still owes its refresh (fresh entropy, the host's clock): the first
+    /// plan sent to it carries one ([`crate::guest::helper::refresh`]), before its first
+    /// step, instead of a command of its own (each command costs a process start in the
+    /// guest, and under TCG the first ones after a restore run on untranslated code).
+    pub refresh_owed: bool,
+}
+
+/// Times consecutive stages: each [`Laps::lap`] records the time since the previous one.
+struct Laps {
+    last: Instant,
+    phases: Vec<BootPhase>,
+}
+
+impl Laps {
+    fn new() -> Laps {
+        Laps {
+            last: Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, name: &str) {
+        let now = Instant::now();
+        self.phases.push(BootPhase {
+            name: name.into(),
+            ms: (now - self.last).as_secs_f64() * 1000.0,
+        });
+        self.last = now;
+    }
 }
 
 /// The kernel command line for a crashrig guest.
@@ -83,15 +118,45 @@ pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
     start(spec, None).await
 }
 
-/// Starts a new QEMU from the guest state saved in `state` (by `vm::snapshot::save`, from a
-/// guest booted with the same spec and key, on disks of the same sizes) instead of booting.
-/// The guest's RNG is reseeded and its clock set before this returns; that is also its first
-/// command over SSH.
-pub async fn restore(spec: BootSpec<'_>, state: &Path) -> Result<Booted, BootError> {
-    start(spec, Some(state)).await
+/// Starts a new QEMU from the guest `saved` (by `vm::snapshot::save`, from a guest booted
+/// with the same spec and key, on disks of the same sizes) instead of booting.
+/// Returns with an authenticated SSH session and [`Booted::refresh_owed`] set: the first
+/// plan must carry the refresh (its RNG reseeded, its clock set) before anything else runs.
+pub async fn restore(spec: BootSpec<'_>, saved: Saved<'_>) -> Result<Booted, BootError> {
+    start(spec, Some(saved)).await
 }
 
-async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootError> {
+/// Where the guest's RAM lives: a saveable guest's in a memfd of ours (a restore copies the
+/// image into it), any other restore's maps the image copy-on-write. A state with its RAM in
+/// the stream needs RAM QEMU does not share (shared RAM is not migrated).
+fn ram_for(
+    saveable: bool,
+    memory_mib: u64,
+    saved: Option<Saved<'_>>,
+) -> Result<(RamBackend, Option<GuestRam>), VmError> {
+    let io = |path: PathBuf| move |source| VmError::Io { path, source };
+    let image = saved.map(|s| s.ram);
+    Ok(match (saveable, image) {
+        (true, None) => {
+            let ram = GuestRam::new(memory_mib << 20).map_err(io("memfd".into()))?;
+            (RamBackend::Shared(ram.path().to_path_buf()), Some(ram))
+        }
+        (true, Some(Some(image))) => {
+            let ram = GuestRam::copy_of(image).map_err(io(image.to_path_buf()))?;
+            (RamBackend::Shared(ram.path().to_path_buf()), Some(ram))
+        }
+        (false, Some(Some(image))) => (RamBackend::Private(image.to_path_buf()), None),
+        (_, Some(None)) | (false, None) => (RamBackend::Anonymous, None),
+    })
+}
+
+async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, BootError> {
+    let state = saved.map(|s| s.state);
+    let mut laps = Laps::new();
+    let (ram_backend, ram) = ram_for(spec.saveable, spec.memory_mib, saved)?;
+    if spec.saveable && saved.is_some_and(|s| s.ram.is_some()) {
+        laps.lap("ram-copy");
+    }
     let mut disks = spec.disks;
     disks.push(Disk {
         serial: crate::image::TOOLS_SERIAL.into(),
@@ -118,6 +183,7 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
             console_log: spec.console_log.clone(),
             qmp_socket: spec.qmp_socket.clone(),
             incoming: state.is_some(),
+            ram: ram_backend.clone(),
         };
         let _ = std::fs::remove_file(&spec.qmp_socket);
         match Vm::start(config).await {
@@ -129,15 +195,18 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
             Err(e) => return Err(e.into()),
         }
     };
+    laps.lap("qemu-start");
     let deadline = Instant::now() + spec.ready_timeout;
     if let Some(state) = state {
         if let Err(e) = snapshot::load(&mut vm, state, spec.ready_timeout).await {
             vm.stop().await;
             return Err(e.into());
         }
+        laps.lap("state-load");
     }
     let port = vm.config().ssh_port;
     let mut last = String::from("none yet");
+    let mut announced = false;
     loop {
         if let Some(status) = vm.exited() {
             return Err(BootError::DiedBeforeReady {
@@ -161,6 +230,11 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
+        if state.is_none() && !announced && vm.sshd_started() {
+            // The guest's boot up to its sshd, apart from the SSH connection that follows.
+            laps.lap("sshd-started");
+            announced = true;
+        }
         let key = spec.key.clone();
         let host_key = spec.image.host_key.clone();
         // A refused or reset connection returns at once; the pause below keeps us from spinning.
@@ -171,18 +245,18 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
         .map_err(|e| SshError::Join(e.to_string()))?;
         match result {
             Ok(guest) => {
+                laps.lap("ssh-connect");
                 let guest = GuestHandle::new(guest);
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if state.is_some() {
-                    if let Err(e) = refresh(&guest, remaining).await {
-                        vm.stop().await;
-                        return Err(e);
-                    }
                     let ready_after = vm.started.elapsed();
                     return Ok(Booted {
                         vm,
                         guest,
                         ready_after,
+                        phases: laps.phases,
+                        ram,
+                        refresh_owed: true,
                     });
                 }
                 // init starts sshd before it loads the remaining modules and mounts /tools;
@@ -199,11 +273,15 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
                         tail,
                     });
                 }
+                laps.lap("init-finished");
                 let ready_after = vm.started.elapsed();
                 return Ok(Booted {
                     vm,
                     guest,
                     ready_after,
+                    phases: laps.phases,
+                    ram,
+                    refresh_owed: false,
                 });
             }
             Err(e @ (SshError::HostKey { .. } | SshError::Auth(_))) => {
@@ -216,44 +294,53 @@ async fn start(spec: BootSpec<'_>, state: Option<&Path>) -> Result<Booted, BootE
     }
 }
 
-/// Host entropy per refresh: a full ChaCha key and then some.
-const ENTROPY_BYTES: usize = 64;
-
-/// The first command in a restored guest: fresh entropy from the host and the host's time.
-async fn refresh(guest: &GuestHandle, within: Duration) -> Result<(), BootError> {
-    let realtime_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let plan = helper::plan(
-        "restored",
-        [Op::Reseed {
-            entropy: (0..ENTROPY_BYTES).map(|_| rand::random::<u8>()).collect(),
-            realtime_ns,
-        }],
-    );
-    let stdin = serde_json::to_vec(&plan).unwrap_or_default();
-    let out = guest
-        .exec(helper::HELPER_COMMAND.into(), stdin, within, |_| {})
-        .await?;
-    let report = helper::read_output(out.stdout.lines())
-        .reports
-        .into_iter()
-        .next();
-    match report {
-        Some(r) if r.error.is_none() => Ok(()),
-        Some(r) => Err(BootError::Refresh(r.error.unwrap_or_default())),
-        None => Err(BootError::Refresh(format!(
-            "the guest helper answered (status {}): {}{}",
-            out.status,
-            out.stdout.trim(),
-            out.stderr.trim()
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_guests_that_may_be_saved_get_ram_of_their_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, image) = (tmp.path().join("s"), tmp.path().join("guest.ram"));
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"saved", 4096).unwrap();
+        let with_image = Saved {
+            state: &state,
+            ram: Some(&image),
+        };
+        let in_stream = Saved {
+            state: &state,
+            ram: None,
+        };
+        // A boot that may be saved: fresh RAM of ours, shared with QEMU.
+        let (backend, ram) = ram_for(true, 8, None).unwrap();
+        let ram = ram.expect("held");
+        assert_eq!(backend, RamBackend::Shared(ram.path().to_path_buf()));
+        // A restore that is never saved again: the image, copy-on-write, nothing copied.
+        let (backend, ram) = ram_for(false, 8, Some(with_image)).unwrap();
+        assert_eq!(
+            (backend, ram.is_none()),
+            (RamBackend::Private(image.clone()), true)
+        );
+        // A restore that may be saved again: a copy of the image, shared.
+        let (backend, ram) = ram_for(true, 8, Some(with_image)).unwrap();
+        let ram = ram.expect("held");
+        assert_eq!(backend, RamBackend::Shared(ram.path().to_path_buf()));
+        let mut got = [0u8; 5];
+        let copy = std::fs::File::open(ram.path()).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&copy, &mut got, 4096).unwrap();
+        assert_eq!(&got, b"saved");
+        // RAM in the stream loads only into RAM QEMU does not share; so does a plain boot.
+        for (saveable, saved) in [
+            (true, Some(in_stream)),
+            (false, Some(in_stream)),
+            (false, None),
+        ] {
+            let (backend, ram) = ram_for(saveable, 8, saved).unwrap();
+            assert_eq!((backend, ram.is_none()), (RamBackend::Anonymous, true));
+        }
+    }
 
     #[test]
     fn cmdline_carries_key_and_modules() {

@@ -194,6 +194,8 @@ impl<M: Machine> Run<'_, M> {
             qemu_command: info.command,
             dmesg_file: Some(format!("{}/{dmesg_name}", self.rel_dir)),
             restored: info.restored,
+            from_cache: info.from_cache,
+            phases: info.phases,
         });
         let prelude = plan::boot_prelude(self.scenario);
         if !prelude.is_empty() {
@@ -267,6 +269,8 @@ impl<M: Machine> Run<'_, M> {
             qemu_command: info.command,
             dmesg_file: None,
             restored: info.restored,
+            from_cache: info.from_cache,
+            phases: info.phases,
         });
         Ok(())
     }
@@ -768,10 +772,11 @@ async fn run_inner<M: Machine>(
     std::fs::write(&copy, text + "\n").map_err(io(&copy))?;
     let data_seed = plan::iteration_seed(seed, u32::MAX);
     // Each iteration from a restore of the set-up guest: saved once under the setup it ran,
-    // so the next batch of the same kernel and scenario starts from it too.
+    // so the next batch of the same kernel and scenario starts from it too, and so does a
+    // later run (the machine finds it in the cache): then nothing boots and setup never runs.
     let mut restores = opts.restore.restores_iterations(run.scenario);
     let set_up_key = plan::setup_key(run.scenario, seed, data_seed);
-    let saved = restores && run.machine.has_set_up(&set_up_key);
+    let saved = restores && run.machine.find_set_up(&set_up_key).await;
     if *ready && set_up_for.is_none() && !saved {
         // The running machine was set up for another scenario: set up again without
         // booting; a setup that fails there (it was not written to run twice) gets a fresh
@@ -802,28 +807,42 @@ async fn run_inner<M: Machine>(
         }
         *set_up_for = Some(scenario_key.to_string());
     }
-    if restores && !run.machine.has_set_up(&set_up_key) {
+    if restores && !run.machine.find_set_up(&set_up_key).await {
         restores = run.save_set_up(&set_up_key, seed, data_seed).await?;
     }
     record.independent_iterations = restores;
+    // A saved set-up guest that does not load is set up and saved anew, once.
+    let mut saved_anew = false;
     for (done, n) in numbers.iter().copied().enumerate() {
         let last = done + 1 == numbers.len();
         // Until the iteration ends well, the machine's state is unknown (an interrupted run
         // leaves it so).
         *ready = false;
-        if restores {
-            if let Err(e) = run.restore_set_up().await {
-                run.sink.info(format!(
-                    "iterations go on without restores: {}",
-                    crate::report::error_chain(&e)
-                ));
+        while restores {
+            let Err(e) = run.restore_set_up().await else {
+                break;
+            };
+            let why = crate::report::error_chain(&e);
+            run.boot("after a failed restore").await?;
+            let (steps, error) = run.setup(seed, data_seed).await;
+            if let Some(e) = error {
+                return Err(e);
+            }
+            if record.setup.is_empty() {
+                record.setup = steps;
+            }
+            if saved_anew {
+                run.sink
+                    .info(format!("iterations go on without restores: {why}"));
                 restores = false;
                 record.independent_iterations = false;
-                run.boot("after a failed restore").await?;
-                let (_, error) = run.setup(seed, data_seed).await;
-                if let Some(e) = error {
-                    return Err(e);
-                }
+            } else {
+                run.sink.info(format!(
+                    "the saved set-up guest did not start ({why}); set up and saved anew"
+                ));
+                saved_anew = true;
+                restores = run.save_set_up(&set_up_key, seed, data_seed).await?;
+                record.independent_iterations = restores;
             }
         }
         let it = run.iteration(n, seed, data_seed).await;

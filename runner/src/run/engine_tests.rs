@@ -569,6 +569,126 @@ async fn restored_iterations_each_start_from_the_set_up_machine_saved_once() {
     assert!(!log.contains(&"boot".to_string()), "{log:?}");
 }
 
+/// The key an earlier run saved its set-up machine under, for `seed`.
+fn set_up_key(s: &Scenario, seed: u64) -> String {
+    plan::setup_key(s, seed, plan::iteration_seed(seed, u32::MAX))
+}
+
+#[tokio::test]
+async fn a_set_up_machine_saved_by_an_earlier_run_starts_every_iteration_without_boot_or_setup() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    machine.cached_set_up = Some(set_up_key(&h.loaded.scenario, 7));
+    let mut rig = Rig::new(machine);
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        seed: Some(7),
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    assert!(r.independent_iterations);
+    assert!(r.setup.is_empty(), "setup did not run: {:?}", r.setup);
+    assert_eq!(
+        log(rig.machine()),
+        [
+            "set-up found in the cache",
+            "restore set-up",
+            "plan iteration 1",
+            "plan dmesg",
+            "restore set-up",
+            "plan iteration 2",
+            "plan dmesg",
+            "restore set-up",
+            "plan iteration 3",
+            "plan dmesg"
+        ]
+    );
+    assert!(r
+        .boots
+        .iter()
+        .all(|b| b.restored.as_deref() == Some("set-up") && b.from_cache));
+}
+
+#[tokio::test]
+async fn another_seed_whose_setup_differs_does_not_use_the_saved_set_up_machine() {
+    let mut s = scenario(mount_umount());
+    // Setup writes seeded data: another seed writes other data.
+    s.setup.push(Step::WriteData(DataStep {
+        id: None,
+        dir: "d".into(),
+        files: 1,
+        size: Size(4096),
+        fsync: true,
+    }));
+    let mut h = Harness::new(s);
+    let mut machine = FakeMachine::healthy();
+    machine.cached_set_up = Some(set_up_key(&h.loaded.scenario, 7));
+    let mut rig = Rig::new(machine);
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        seed: Some(8),
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    let log = log(rig.machine());
+    assert!(!log.iter().any(|l| l.contains("cache")), "{log:?}");
+    assert_eq!(&log[..4], ["boot", "plan boot", "plan setup", "plan dmesg"]);
+}
+
+#[tokio::test]
+async fn a_saved_set_up_machine_that_does_not_start_is_set_up_and_saved_anew_once() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    machine.cached_set_up = Some(set_up_key(&h.loaded.scenario, 7));
+    machine.failing_restores = [1].into();
+    let mut rig = Rig::new(machine);
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        seed: Some(7),
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    assert!(r.independent_iterations, "restores go on after saving anew");
+    assert!(!r.setup.is_empty(), "setup ran after the failed restore");
+    let log = log(rig.machine());
+    assert_eq!(
+        &log[..8],
+        [
+            "set-up found in the cache",
+            "restore set-up",
+            "boot",
+            "plan boot",
+            "plan setup",
+            "plan dmesg",
+            "save set-up",
+            "restore set-up",
+        ]
+    );
+    assert_eq!(log.iter().filter(|l| *l == "restore set-up").count(), 4);
+    // A second failure leaves restores for good: iterations share the guest.
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    machine.cached_set_up = Some(set_up_key(&h.loaded.scenario, 7));
+    machine.failing_restores = [1, 2].into();
+    let mut rig = Rig::new(machine);
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    assert!(!r.independent_iterations);
+    let calls = self::log(rig.machine());
+    assert_eq!(calls.iter().filter(|l| *l == "restore set-up").count(), 2);
+    assert_eq!(
+        calls.iter().filter(|l| *l == "boot").count(),
+        2,
+        "{calls:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_hang_over_restores_needs_no_boot_and_setup_the_next_iteration_restores() {
     let mut h = Harness::new(scenario(mount_umount()));

@@ -47,6 +47,13 @@ pub struct FakeMachine {
     pub on_plan: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// The key of the saved set-up machine.
     set_up: Option<String>,
+    /// A set-up machine an earlier run saved (the cache), found by `find_set_up`.
+    pub cached_set_up: Option<String>,
+    /// Restores of the set-up machine (1-based) whose state does not load.
+    pub failing_restores: VecDeque<u32>,
+    restores: u32,
+    /// The saved set-up machine came from `cached_set_up`.
+    set_up_from_cache: bool,
 }
 
 impl FakeMachine {
@@ -66,6 +73,10 @@ impl FakeMachine {
             boots: 0,
             on_plan: None,
             set_up: None,
+            cached_set_up: None,
+            failing_restores: VecDeque::new(),
+            restores: 0,
+            set_up_from_cache: false,
         }
     }
 
@@ -122,6 +133,8 @@ impl Machine for FakeMachine {
             command: vec!["fake-vm".into()],
             kept_disks: None,
             restored: None,
+            from_cache: false,
+            phases: Vec::new(),
         })
     }
 
@@ -237,17 +250,38 @@ impl Machine for FakeMachine {
         self.note("save set-up");
         self.running = false;
         self.set_up = Some(key.to_string());
+        self.set_up_from_cache = false;
         Ok(())
     }
 
-    fn has_set_up(&self, key: &str) -> bool {
-        self.set_up.as_deref() == Some(key)
+    async fn find_set_up(&mut self, key: &str) -> bool {
+        if self.set_up.as_deref() == Some(key) {
+            return true;
+        }
+        if self.cached_set_up.as_deref() == Some(key) {
+            self.note("set-up found in the cache");
+            self.set_up = self.cached_set_up.take();
+            self.set_up_from_cache = true;
+            return true;
+        }
+        false
     }
 
     async fn restore_set_up(&mut self, _console_log: &Path) -> Result<BootInfo, MachineError> {
         self.note("restore set-up");
+        self.restores += 1;
         if self.set_up.is_none() {
             return Err(MachineError::NoSetUp);
+        }
+        if self.failing_restores.front() == Some(&self.restores) {
+            self.failing_restores.pop_front();
+            self.set_up = None;
+            self.running = false;
+            return Err(BootError::DiedBeforeReady {
+                status: "exit status: 1".into(),
+                tail: "qemu: load of migration failed".into(),
+            }
+            .into());
         }
         self.running = true;
         Ok(BootInfo {
@@ -255,6 +289,8 @@ impl Machine for FakeMachine {
             command: vec!["fake-vm".into()],
             kept_disks: None,
             restored: Some("set-up".into()),
+            from_cache: self.set_up_from_cache,
+            phases: Vec::new(),
         })
     }
 }

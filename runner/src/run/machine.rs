@@ -49,6 +49,10 @@ pub struct BootInfo {
     /// Restored from a snapshot instead of booted: `booted` or `set-up`
     /// (see `run::restore`).
     pub restored: Option<String>,
+    /// The restored snapshot was saved by an earlier run (found in the cache).
+    pub from_cache: bool,
+    /// Where `ready_after` went, stage by stage.
+    pub phases: Vec<crate::report::BootPhase>,
 }
 
 /// What a helper plan produced.
@@ -109,8 +113,9 @@ pub trait Machine: Send {
     /// every later [`Machine::restore_set_up`], and stops it.
     fn save_set_up(&mut self, key: &str) -> impl Future<Output = Result<(), MachineError>> + Send;
 
-    /// Whether a set-up machine is saved under `key`.
-    fn has_set_up(&self, key: &str) -> bool;
+    /// Whether a set-up machine is saved under `key`: by this machine, or by an earlier run
+    /// of the same kernel and VM (the cache), in which case it is made ready to restore.
+    fn find_set_up(&mut self, key: &str) -> impl Future<Output = bool> + Send;
 
     /// Starts the saved set-up machine on fresh copies of its disks as they were saved
     /// (stopping whatever ran before); its console goes to `console_log`.

@@ -281,6 +281,7 @@ fn plan_step(s: &Scenario, step: &Step, rng: &mut impl Rng, data_seed: u64) -> P
         Step::Fsck(f) => Op::Fsck {
             device: fs_device(s, &device_name(s, &f.device)),
             fstype: fstype(s),
+            options: f.options.clone(),
         },
         Step::WriteData(d) => Op::WriteData {
             dir: format!("{}/{}", mountpoint(s, &None), d.dir),
@@ -429,6 +430,27 @@ mod tests {
                 name: "crashrig-scratch".into(),
                 device: "scratch".into()
             }]
+        );
+    }
+
+    #[test]
+    fn fsck_passes_its_options_to_the_checker() {
+        // xfs with an external log: xfs_repair must be told where the log is.
+        let s = scenario(vec![Step::Fsck(FsckStep {
+            options: vec!["-l".into(), "/dev/vdb".into()],
+            ..FsckStep::default()
+        })]);
+        let segs = plan_phase(&s, Phase::Steps, 1, 2);
+        let Segment::Guest(ops) = &segs[0] else {
+            panic!("{segs:?}")
+        };
+        assert_eq!(
+            ops[0].1,
+            Op::Fsck {
+                device: "/dev/mapper/crashrig-scratch".into(),
+                fstype: "xfs".into(),
+                options: vec!["-l".into(), "/dev/vdb".into()],
+            }
         );
     }
 

@@ -43,19 +43,31 @@ pub struct QemuMachine<'a> {
     /// When a saved guest replaces a boot.
     restore: RestoreMode,
     prepared: Option<Prepared>,
+    /// Where the disks are kept (`--keep`), until the first start reports it.
+    kept: Option<PathBuf>,
     booted: Option<Booted>,
     /// The guest just booted, saved once or found in the cache (`--restore`), restored
-    /// instead of later boots, and its cache entry.
-    booted_state: Option<(restore::Pinned, Option<PathBuf>)>,
+    /// instead of later boots.
+    booted_state: Option<SavedBooted>,
     /// The cache was asked for a booted guest (once per machine).
     looked_up: bool,
     /// The set-up guest, saved under the key of the setup it ran.
     set_up: Option<(String, SetUp)>,
+    /// The setup key the cache was last asked for (once per key).
+    looked_up_set_up: Option<String>,
+}
+
+/// A saved booted guest, the key it trusts, and its cache entry when an earlier run saved it.
+struct SavedBooted {
+    state: restore::PinnedGuest,
+    key: RunKey,
+    entry: Option<PathBuf>,
 }
 
 /// What every boot of one machine shares.
 struct Prepared {
     initrd: PathBuf,
+    /// The key the running guest trusts: a new one for boots, the saved one for restores.
     key: RunKey,
     /// The disks of the next boot: the scenario's raw disks, or after a restore of the
     /// set-up guest its overlays.
@@ -65,7 +77,7 @@ struct Prepared {
     /// Saved guest states, in the scratch directory (so a killed run's are swept with its
     /// disks); always removed with the machine. Dropped before the disks.
     snapshots: tempfile::TempDir,
-    _scratch: ScratchDisks,
+    scratch: ScratchDisks,
     /// Short private directory (0700) for the QMP socket: a socket path must fit 108 bytes,
     /// whatever the results directory is.
     runtime: tempfile::TempDir,
@@ -84,6 +96,37 @@ pub fn vm_shape(s: &Scenario) -> String {
         "cpus={} memory={} cmdline={:?} devices={devices:?} fs={fstypes:?}",
         s.vm.cpus, s.vm.memory.0, s.vm.cmdline
     )
+}
+
+/// The cache key of a booted guest (see `restore::booted_key`): the kernel, the guest image
+/// (its helper included), the initramfs, the VM shape, the accelerator and the QEMU binary.
+pub fn booted_key(
+    s: &Scenario,
+    kernel_sha256: &str,
+    image_key: &str,
+    initrd: &str,
+    accel: Accel,
+    qemu: &str,
+) -> String {
+    let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
+    let uses_dm = s.devices.iter().any(|d| d.dm);
+    restore::booted_key(&[
+        format!("kernel {kernel_sha256}"),
+        format!("image {image_key}"),
+        format!("initrd {initrd}"),
+        format!("memory {} cpus {}", s.vm.memory.0 >> 20, s.vm.cpus),
+        format!(
+            "disks {:?}",
+            s.devices
+                .iter()
+                .map(|d| (&d.name, d.size.0))
+                .collect::<Vec<_>>()
+        ),
+        format!("modules {:?}", image::boot_modules(&fstypes, uses_dm)),
+        format!("cmdline {:?}", s.vm.cmdline),
+        format!("accel {accel:?}"),
+        format!("qemu {qemu}"),
+    ])
 }
 
 /// A short directory for sockets: `$XDG_RUNTIME_DIR` or the temporary directory when short
@@ -118,10 +161,12 @@ impl<'a> QemuMachine<'a> {
             keep_disks,
             restore: RestoreMode::Never,
             prepared: None,
+            kept: None,
             booted: None,
             booted_state: None,
             looked_up: false,
             set_up: None,
+            looked_up_set_up: None,
         }
     }
 
@@ -131,8 +176,14 @@ impl<'a> QemuMachine<'a> {
         self
     }
 
-    /// What booting or restoring this machine takes.
-    fn spec<'s>(&'s self, prepared: &'s Prepared, console_log: &Path) -> BootSpec<'s> {
+    /// What booting or restoring this machine takes. `saveable`: the guest may be saved (see
+    /// [`BootSpec::saveable`]).
+    fn spec<'s>(
+        &'s self,
+        prepared: &'s Prepared,
+        console_log: &Path,
+        saveable: bool,
+    ) -> BootSpec<'s> {
         let s = &self.scenario;
         let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
         let uses_dm = s.devices.iter().any(|d| d.dm);
@@ -150,14 +201,23 @@ impl<'a> QemuMachine<'a> {
             console_log: console_log.to_path_buf(),
             qmp_socket: prepared.runtime.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(if self.accel == Accel::Kvm { 60 } else { 240 }),
+            saveable,
         }
+    }
+
+    /// Whether the guest about to start may be saved: a booted guest is saved once
+    /// (`--restore` other than `never`), a set-up guest after its setup when iterations
+    /// restore it and none is saved yet. Guests that are never saved restore copy-on-write
+    /// without copying the RAM image.
+    fn saveable(&self) -> bool {
+        let saves_booted = self.restore.restores_boots() && self.booted_state.is_none();
+        let saves_set_up =
+            self.restore.restores_iterations(&self.scenario) && self.set_up.is_none();
+        saves_booted || saves_set_up
     }
 
     /// The cache key of this machine's booted guest: everything its saved state depends on.
     fn booted_key(&self) -> String {
-        let s = &self.scenario;
-        let fstypes: Vec<&str> = s.filesystem.iter().map(|f| f.fstype.as_str()).collect();
-        let uses_dm = s.devices.iter().any(|d| d.dm);
         let qemu = crate::host::require("qemu-system-x86_64")
             .map(|p| restore::binary_identity(&p))
             .unwrap_or_default();
@@ -166,33 +226,37 @@ impl<'a> QemuMachine<'a> {
             .as_ref()
             .map(|p| p.initrd.display().to_string())
             .unwrap_or_default();
-        restore::booted_key(&[
-            format!("kernel {}", self.kernel.image_sha256),
-            format!("image {}", self.image.key),
-            format!("initrd {initrd}"),
-            format!("memory {} cpus {}", s.vm.memory.0 >> 20, s.vm.cpus),
-            format!(
-                "disks {:?}",
-                s.devices
-                    .iter()
-                    .map(|d| (&d.name, d.size.0))
-                    .collect::<Vec<_>>()
-            ),
-            format!("modules {:?}", image::boot_modules(&fstypes, uses_dm)),
-            format!("cmdline {:?}", s.vm.cmdline),
-            format!("accel {:?}", self.accel),
-            format!("qemu {qemu}"),
-        ])
+        booted_key(
+            &self.scenario,
+            &self.kernel.image_sha256,
+            &self.image.key,
+            &initrd,
+            self.accel,
+            &qemu,
+        )
     }
 
-    fn info(booted: &Booted, kept_disks: Option<PathBuf>, restored: Option<&str>) -> BootInfo {
+    /// Prepares the machine unless it is: whether this was the first time.
+    fn ensure_prepared(&mut self) -> Result<bool, MachineError> {
+        if self.prepared.is_some() {
+            return Ok(false);
+        }
+        let (prepared, kept) = self.prepare()?;
+        self.prepared = Some(prepared);
+        self.kept = kept;
+        Ok(true)
+    }
+
+    fn info(&mut self, booted: &Booted, restored: Option<&str>, from_cache: bool) -> BootInfo {
         let mut command = vec!["qemu-system-x86_64".to_string()];
         command.extend(crate::vm::qemu::qemu_args(booted.vm.config()));
         BootInfo {
             ready_after: booted.ready_after,
             command,
-            kept_disks,
+            kept_disks: self.kept.take(),
             restored: restored.map(str::to_owned),
+            from_cache,
+            phases: booted.phases.clone(),
         }
     }
 
@@ -225,7 +289,7 @@ impl<'a> QemuMachine<'a> {
             disks,
             disk_dir: scratch.dir().to_path_buf(),
             snapshots,
-            _scratch: scratch,
+            scratch,
             runtime,
         };
         Ok((prepared, kept))
@@ -343,51 +407,54 @@ pub fn panic_line(tail: &[String]) -> String {
 impl Machine for QemuMachine<'_> {
     async fn boot(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
         self.stop().await;
-        let mut kept_disks = None;
-        let first = self.prepared.is_none();
-        if first {
-            let (prepared, kept) = self.prepare()?;
-            self.prepared = Some(prepared);
-            kept_disks = kept;
-        }
+        let first = self.ensure_prepared()?;
         let booted_key = self.booted_key();
         if self.restore.restores_boots() && !self.looked_up {
             self.looked_up = true;
             // Another run of this kernel and VM shape saved it: no boot at all.
             if let Ok(Some(cached)) = restore::cached_booted(&self.cache, &booted_key) {
-                if let Some(p) = self.prepared.as_mut() {
-                    p.key = cached.key;
-                }
-                self.booted_state = Some((cached.state, Some(cached.entry)));
+                self.booted_state = Some(SavedBooted {
+                    state: cached.state,
+                    key: cached.key,
+                    entry: Some(cached.entry),
+                });
             }
         }
-        let prepared = self.prepared.as_ref().expect("prepared above");
         // A crash step or a hang: the booted guest, on the disks as they are now.
-        if let Some((state, entry)) = &self.booted_state {
-            if let (Some(entry), true) = (entry, first) {
+        if let Some(saved) = &self.booted_state {
+            if let (Some(entry), true) = (&saved.entry, first) {
                 let _ = restore::CachedBooted::write_boot_console(entry, console_log);
             }
-            match restore(self.spec(prepared, console_log), state.path()).await {
+            let from_cache = saved.entry.is_some();
+            let saveable = self.saveable();
+            let prepared = self.prepared.as_mut().expect("prepared above");
+            prepared.key = saved.key.clone();
+            let prepared = self.prepared.as_ref().expect("prepared above");
+            let spec = self.spec(prepared, console_log, saveable);
+            match restore(spec, saved.state.saved()).await {
                 Ok(booted) => {
-                    let info = Self::info(&booted, kept_disks, Some("booted"));
+                    let info = self.info(&booted, Some("booted"), from_cache);
                     self.booted = Some(booted);
                     return Ok(info);
                 }
                 // A state that does not load is not used again; this boot is a real one.
                 Err(_) => {
-                    if let Some(entry) = entry {
+                    if let Some(entry) = &saved.entry {
                         let _ = self.cache.discard(entry);
                     }
                     self.booted_state = None;
                 }
             }
         }
-        let mut booted = boot(self.spec(prepared, console_log)).await?;
+        let prepared = self.prepared.as_ref().expect("prepared above");
+        let saveable = self.saveable();
+        let mut booted = boot(self.spec(prepared, console_log, saveable)).await?;
         if self.restore.restores_boots() && self.booted_state.is_none() {
             // Before anything opened a scratch disk, so the guest caches none of its
             // contents. Without a saved state, later boots stay boots.
             match restore::save_booted(
                 &mut booted.vm,
+                booted.ram.as_ref(),
                 &self.cache,
                 &booted_key,
                 &prepared.key,
@@ -395,23 +462,28 @@ impl Machine for QemuMachine<'_> {
             )
             .await
             {
-                Ok(state) => self.booted_state = Some((state, None)),
+                Ok(state) => {
+                    self.booted_state = Some(SavedBooted {
+                        state,
+                        key: prepared.key.clone(),
+                        entry: None,
+                    })
+                }
                 Err(_) => {
                     if booted.vm.status().await.ok().as_deref() != Some("running") {
                         booted.vm.stop().await;
-                        booted = boot(self.spec(prepared, console_log)).await?;
+                        booted = boot(self.spec(prepared, console_log, saveable)).await?;
                     }
                 }
             }
         }
-        let info = Self::info(&booted, kept_disks, None);
+        let info = self.info(&booted, None, false);
         self.booted = Some(booted);
         Ok(info)
     }
 
     async fn run_plan(&mut self, plan: &Plan, deadline: Duration) -> PlanRun {
         let started = Instant::now();
-        let stdin = serde_json::to_vec(plan).unwrap_or_default();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -422,7 +494,21 @@ impl Machine for QemuMachine<'_> {
                 };
             };
             let left = deadline.saturating_sub(started.elapsed());
-            let (result, output) = Self::send(&b.guest, stdin.clone(), left).await;
+            // A restored guest's first plan refreshes it before its first step.
+            let stdin = if b.refresh_owed {
+                let mut owed = plan.clone();
+                owed.refresh = Some(guest::helper::refresh());
+                serde_json::to_vec(&owed)
+            } else {
+                serde_json::to_vec(plan)
+            }
+            .unwrap_or_default();
+            let (result, output) = Self::send(&b.guest, stdin, left).await;
+            if output.ending == Ending::Finished {
+                if let Some(b) = self.booted.as_mut() {
+                    b.refresh_owed = false;
+                }
+            }
             let abort = match result {
                 Ok(out) => match output.ending {
                     Ending::Finished => None,
@@ -538,27 +624,258 @@ impl Machine for QemuMachine<'_> {
     }
 
     async fn save_set_up(&mut self, key: &str) -> Result<(), MachineError> {
+        let cache_key = restore::set_up_key(&self.booted_key(), key);
         let prepared = self.prepared.as_ref().ok_or(MachineError::NotRunning)?;
         let b = self.booted.as_mut().ok_or(MachineError::NotRunning)?;
-        let saved = SetUp::freeze(&mut b.vm, &prepared.disks, prepared.snapshots.path()).await;
+        let ram = b.ram.take();
+        let saved = SetUp::freeze(
+            &mut b.vm,
+            ram,
+            &prepared.disks,
+            prepared.snapshots.path(),
+            &self.cache,
+            &cache_key,
+            &prepared.key,
+        )
+        .await;
         self.stop().await;
         self.set_up = Some((key.to_string(), saved?));
         Ok(())
     }
 
-    fn has_set_up(&self, key: &str) -> bool {
-        self.set_up.as_ref().is_some_and(|(k, _)| k == key)
+    async fn find_set_up(&mut self, key: &str) -> bool {
+        if self.set_up.as_ref().is_some_and(|(k, _)| k == key) {
+            return true;
+        }
+        if !self.restore.restores_boots() || self.looked_up_set_up.as_deref() == Some(key) {
+            return false;
+        }
+        self.looked_up_set_up = Some(key.to_string());
+        if self.ensure_prepared().is_err() {
+            return false;
+        }
+        let cache_key = restore::set_up_key(&self.booted_key(), key);
+        let serials: Vec<String> = self
+            .scenario
+            .devices
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
+        let Some(prepared) = self.prepared.as_ref() else {
+            return false;
+        };
+        match SetUp::cached(&self.cache, &cache_key, &serials, prepared.snapshots.path()).await {
+            Ok(Some(set_up)) => {
+                self.set_up = Some((key.to_string(), set_up));
+                true
+            }
+            _ => false,
+        }
     }
 
     async fn restore_set_up(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
+        let restored = self.restore_set_up_once(console_log).await;
+        if restored.is_err() {
+            self.forget_set_up();
+        }
+        restored
+    }
+}
+
+impl QemuMachine<'_> {
+    /// After a restore of the set-up guest failed (its overlay templates removed, a full
+    /// disk, a state that does not load), the caller boots and sets up again: on the
+    /// scenario's own disks, not on overlays that may be gone or half made.
+    fn forget_set_up(&mut self) {
+        self.set_up = None;
+        if let Some(p) = self.prepared.as_mut() {
+            p.disks = p.scratch.disks.clone();
+        }
+    }
+
+    async fn restore_set_up_once(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
         self.stop().await;
         let (_, set_up) = self.set_up.as_ref().ok_or(MachineError::NoSetUp)?;
         let prepared = self.prepared.as_mut().ok_or(MachineError::NoSetUp)?;
         prepared.disks = set_up.fresh_disks(&prepared.disk_dir)?;
+        prepared.key = set_up.key().clone();
         let prepared = self.prepared.as_ref().expect("checked above");
-        let booted = restore(self.spec(prepared, console_log), set_up.state()).await?;
-        let info = Self::info(&booted, None, Some("set-up"));
-        self.booted = Some(booted);
-        Ok(info)
+        let from_cache = set_up.from_cache.is_some();
+        let spec = self.spec(prepared, console_log, false);
+        match restore(spec, set_up.saved()).await {
+            Ok(booted) => {
+                let info = self.info(&booted, Some("set-up"), from_cache);
+                self.booted = Some(booted);
+                Ok(info)
+            }
+            // A state that does not load is not used again (and `restore_set_up` forgets it).
+            Err(e) => {
+                if let Some(entry) = &set_up.from_cache {
+                    let _ = self.cache.discard(entry);
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::plan;
+    use crate::scenario::{load_str, load_str_with, Setting};
+
+    const BASE: &str = "\
+name: t
+vm: { memory: 1G, cpus: 2 }
+parameters:
+  files: { default: 4, values: [4, 8] }
+devices: [{ name: scratch, size: 1G }]
+filesystem: { type: xfs, mkfs-options: [-f], mount-options: [noatime] }
+setup:
+  - mkfs: {}
+  - mount: {}
+  - run: { command: 'touch /mnt/ready' }
+  - write-data: { files: \"${files}\", size: 64K }
+steps:
+  - power-cut: {}
+  - mount: {}
+";
+
+    /// The cache key of the set-up guest of `text` (with `setting`) on the given host-side
+    /// inputs, as `QemuMachine::save_set_up` makes it.
+    fn key_with(text: &str, setting: &Setting, seed: u64, host: [&str; 4], accel: Accel) -> String {
+        let s = load_str_with(text, "t.yaml", setting).unwrap().scenario;
+        let [kernel, image, initrd, qemu] = host;
+        let booted = booted_key(&s, kernel, image, initrd, accel, qemu);
+        let setup = plan::setup_key(&s, seed, plan::iteration_seed(seed, u32::MAX));
+        restore::set_up_key(&booted, &setup)
+    }
+
+    const HOST: [&str; 4] = ["kernel-sha", "image-key", "/cache/initrd", "qemu 1 2"];
+
+    fn key(text: &str) -> String {
+        key_with(text, &Setting::new(), 7, HOST, Accel::Tcg)
+    }
+
+    fn edit(from: &str, to: &str) -> String {
+        assert!(BASE.contains(from), "{from}");
+        BASE.replace(from, to)
+    }
+
+    #[test]
+    fn every_edit_that_changes_the_set_up_guest_changes_its_cache_key() {
+        let base = key(BASE);
+        let edits = [
+            ("setup command", edit("touch /mnt/ready", "touch /mnt/go")),
+            (
+                "setup step added",
+                edit(
+                    "  - mount: {}\n  - run",
+                    "  - mount: {}\n  - sync: {}\n  - run",
+                ),
+            ),
+            (
+                "mkfs options",
+                edit("mkfs-options: [-f]", "mkfs-options: [-f, -m, crc=0]"),
+            ),
+            (
+                "mount options",
+                edit("mount-options: [noatime]", "mount-options: [sync]"),
+            ),
+            (
+                "filesystem type",
+                edit(
+                    "type: xfs, mkfs-options: [-f]",
+                    "type: ext4, mkfs-options: [-F]",
+                ),
+            ),
+            ("device size", edit("size: 1G }]", "size: 2G }]")),
+            ("device name", edit("name: scratch", "name: disk")),
+            (
+                "device-mapper",
+                edit("size: 1G }]", "size: 1G, dm: true }]"),
+            ),
+            ("parameter default", edit("default: 4,", "default: 8,")),
+            ("memory", edit("memory: 1G", "memory: 2G")),
+            ("cpus", edit("cpus: 2", "cpus: 1")),
+            (
+                "kernel command line",
+                edit("cpus: 2 }", "cpus: 2, cmdline: [quiet] }"),
+            ),
+        ];
+        let mut seen = std::collections::HashMap::from([(base.clone(), "base")]);
+        for (what, text) in &edits {
+            load_str(text, "t.yaml").unwrap_or_else(|e| panic!("{what}: {e}"));
+            let k = key(text);
+            if let Some(earlier) = seen.insert(k, what) {
+                panic!("{what} gives the same key as {earlier}");
+            }
+        }
+        // What the scenario does not write.
+        let host_edits = [
+            (
+                "kernel",
+                ["other-kernel", HOST[1], HOST[2], HOST[3]],
+                Accel::Tcg,
+            ),
+            (
+                "guest image and helper",
+                [HOST[0], "other-image", HOST[2], HOST[3]],
+                Accel::Tcg,
+            ),
+            (
+                "initramfs",
+                [HOST[0], HOST[1], "/cache/other", HOST[3]],
+                Accel::Tcg,
+            ),
+            (
+                "QEMU binary",
+                [HOST[0], HOST[1], HOST[2], "qemu 1 3"],
+                Accel::Tcg,
+            ),
+            ("accelerator", HOST, Accel::Kvm),
+        ];
+        for (what, host, accel) in host_edits {
+            let k = key_with(BASE, &Setting::new(), 7, host, accel);
+            if let Some(earlier) = seen.insert(k, what) {
+                panic!("{what} gives the same key as {earlier}");
+            }
+        }
+        let setting = Setting::from([("files".to_string(), "8".to_string())]);
+        let k = key_with(BASE, &setting, 7, HOST, Accel::Tcg);
+        assert_ne!(k, base, "--param files=8");
+        assert_eq!(
+            k,
+            key(&edit("default: 4,", "default: 8,")),
+            "the same setting as a default"
+        );
+        // Setup writes seeded data: another seed, other data.
+        let k = key_with(BASE, &Setting::new(), 8, HOST, Accel::Tcg);
+        assert!(seen.insert(k, "seed").is_none(), "another seed");
+    }
+
+    #[test]
+    fn edits_that_leave_the_set_up_guest_alone_keep_its_cache_key() {
+        let base = key(BASE);
+        for (what, text) in [
+            (
+                "steps",
+                edit("  - power-cut: {}\n", "  - power-cut: {}\n  - sync: {}\n"),
+            ),
+            ("name", edit("name: t", "name: other")),
+            ("iterations", edit("name: t\n", "name: t\niterations: 9\n")),
+        ] {
+            assert_eq!(key(&text), base, "{what}");
+        }
+        let no_data = edit(
+            "  - write-data: { files: \"${files}\", size: 64K }\n",
+            "  - run: { command: 'echo ${files}' }\n",
+        );
+        assert_eq!(
+            key_with(&no_data, &Setting::new(), 7, HOST, Accel::Tcg),
+            key_with(&no_data, &Setting::new(), 8, HOST, Accel::Tcg),
+            "a setup without seeded steps is the same whatever the seed"
+        );
     }
 }

@@ -9,7 +9,8 @@
 //!   instant. Every iteration then starts from a restore of it on fresh qcow2 overlays over
 //!   those disks: iterations are independent trials from identical starts.
 //!
-//! Each restore gets fresh randomness and the host's clock (`boot::restore`).
+//! Each restore gets fresh randomness and the host's clock with its first plan
+//! (`boot::Booted::refresh_owed`).
 //!
 //! Booted guests are kept in the cache (`snapshots/<key>/`, with the cache's completion
 //! marker, checked before use), keyed by everything the saved state depends on: kernel,
@@ -29,19 +30,23 @@ use sha2::{Digest, Sha256};
 use crate::cache::{Cache, CacheError, Contents, MARKER};
 use crate::guest::RunKey;
 use crate::scenario::{Scenario, Step};
-use crate::vm::snapshot::{self, OverlayTemplate, SnapshotError};
+use crate::vm::ram::{self, GuestRam};
+use crate::vm::snapshot::{self, OverlayTemplate, Saved, SnapshotError};
 use crate::vm::{Disk, DiskFormat, Vm};
 
 /// The cache directory of saved guests.
 const SNAPSHOTS: &str = "snapshots";
-/// The saved state in a cache entry.
+/// The saved device state in a cache entry.
 const STATE: &str = "guest.state";
+/// The guest's RAM image in a cache entry (sparse: as long as the guest's memory, taking room
+/// for the pages the guest wrote).
+const RAM: &str = "guest.ram";
 /// The private key the saved guest trusts (it came on the kernel command line of its boot).
 const KEY: &str = "run-key";
 /// The console of the boot that saved the guest.
 const CONSOLE: &str = "boot-console.log";
-/// Saved guests in the cache take at most this much (a 2 GiB guest saves to about 150 MB);
-/// past it the least recently used entries are removed.
+/// Saved guests in the cache take at most this much on disk (a 2 GiB guest just booted saves
+/// to a RAM image taking about 180 MB); past it the least recently used entries are removed.
 pub const CACHE_CAP: u64 = 4 << 30;
 
 /// How long saving a guest may take (a paused 2 GiB guest takes about a second).
@@ -118,15 +123,39 @@ impl Pinned {
         Ok(Pinned { _file: file, path })
     }
 
-    /// A path to the state for this process.
+    /// A path to the file for this process.
     pub fn path(&self) -> &Path {
         &self.path
     }
 }
 
+/// A saved guest held open: its device state and its RAM image (none when the RAM is in the
+/// state stream).
+#[derive(Debug)]
+pub struct PinnedGuest {
+    state: Pinned,
+    ram: Option<Pinned>,
+}
+
+impl PinnedGuest {
+    fn open(state: &Path, ram: Option<&Path>) -> std::io::Result<PinnedGuest> {
+        Ok(PinnedGuest {
+            state: Pinned::open(state)?,
+            ram: ram.map(Pinned::open).transpose()?,
+        })
+    }
+
+    pub fn saved(&self) -> Saved<'_> {
+        Saved {
+            state: self.state.path(),
+            ram: self.ram.as_ref().map(Pinned::path),
+        }
+    }
+}
+
 /// A booted guest from the cache: its state and the key it trusts.
 pub struct CachedBooted {
-    pub state: Pinned,
+    pub state: PinnedGuest,
     pub key: RunKey,
     /// The cache entry, discarded when the state does not load.
     pub entry: PathBuf,
@@ -149,7 +178,8 @@ impl CachedBooted {
 /// as text, in a fixed order.
 pub fn booted_key(parts: &[String]) -> String {
     let mut h = Sha256::new();
-    h.update(b"crashrig booted guest v1\n");
+    // v2: device state apart from a sparse RAM image.
+    h.update(b"crashrig booted guest v2\n");
     for p in parts {
         h.update(p.as_bytes());
         h.update(b"\n");
@@ -174,7 +204,7 @@ pub fn binary_identity(path: &Path) -> String {
 pub fn cached_booted(cache: &Cache, key: &str) -> Result<Option<CachedBooted>, CacheError> {
     let entry = cache.dir(SNAPSHOTS)?.join(key);
     if !cache
-        .lookup(&entry, &[STATE, KEY, CONSOLE], Contents::Hashed)?
+        .lookup(&entry, &[STATE, KEY, CONSOLE], Contents::HashedSparse)?
         .is_ready()
     {
         return Ok(None);
@@ -188,25 +218,30 @@ pub fn cached_booted(cache: &Cache, key: &str) -> Result<Option<CachedBooted>, C
         cache.discard(&entry)?;
         return Ok(None);
     };
-    let state = Pinned::open(&entry.join(STATE)).map_err(|source| CacheError::Read {
-        path: entry.join(STATE),
-        source,
+    let ram = Some(entry.join(RAM)).filter(|p| p.exists());
+    let state = PinnedGuest::open(&entry.join(STATE), ram.as_deref()).map_err(|source| {
+        CacheError::Read {
+            path: entry.clone(),
+            source,
+        }
     })?;
     // Recently used: the last to be pruned.
     let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
     Ok(Some(CachedBooted { state, key, entry }))
 }
 
-/// Saves the booted guest (which trusts `run_key`) and lets it run on; the state goes to
-/// the cache under `key` for later runs and machines. Call it before anything has opened a
-/// scratch disk. When the cache cannot take it, the state still serves this machine.
+/// Saves the booted guest (which trusts `run_key`, and runs on `ram` when saveable) and lets
+/// it run on; the state and RAM image go to the cache under `key` for later runs and
+/// machines. Call it before anything has opened a scratch disk. When the cache cannot take
+/// it, the state still serves this machine.
 pub async fn save_booted(
     vm: &mut Vm,
+    ram: Option<&GuestRam>,
     cache: &Cache,
     key: &str,
     run_key: &RunKey,
     console_log: &Path,
-) -> Result<Pinned, SnapshotError> {
+) -> Result<PinnedGuest, SnapshotError> {
     let cache_err = |e: CacheError| SnapshotError::Io {
         path: cache.root().to_path_buf(),
         source: std::io::Error::other(crate::report::error_chain(&e)),
@@ -219,20 +254,30 @@ pub async fn save_booted(
     })?;
     let state = from.join(STATE);
     snapshot::save(vm, &state, SAVE_WITHIN).await?;
+    // The guest is paused: its RAM is as the state left it until it resumes.
+    let image = from.join(RAM);
+    let copied = match ram {
+        Some(ram) => ram.save_to(&image).map(|_| Some(image.as_path())),
+        None => Ok(None),
+    };
     snapshot::resume(vm).await?;
-    let pinned = Pinned::open(&state).map_err(|source| SnapshotError::Io {
+    let image = copied.map_err(|source| SnapshotError::Io {
+        path: image.clone(),
+        source,
+    })?;
+    let pinned = PinnedGuest::open(&state, image).map_err(|source| SnapshotError::Io {
         path: state.clone(),
         source,
     })?;
     if std::fs::copy(console_log, from.join(CONSOLE)).is_ok() {
-        install_booted(cache, &from, key, run_key);
+        install(cache, &from, key, run_key);
     }
     Ok(pinned)
 }
 
-/// Moves `from` (holding the state) into the cache under `key` with the key the guest trusts,
-/// then prunes the others past [`CACHE_CAP`]. Whether it is in the cache now.
-fn install_booted(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bool {
+/// Moves `from` (holding a saved guest) into the cache under `key` with the key the guest
+/// trusts, then prunes the others past [`CACHE_CAP`]. Whether it is in the cache now.
+fn install(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bool {
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -244,7 +289,7 @@ fn install_booted(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bo
     };
     let installed = written.is_ok()
         && cache
-            .install(from, &dir.join(key), Contents::Hashed)
+            .install(from, &dir.join(key), Contents::HashedSparse)
             .is_ok();
     if installed {
         prune(cache, CACHE_CAP, key);
@@ -253,7 +298,8 @@ fn install_booted(cache: &Cache, from: &Path, key: &str, run_key: &RunKey) -> bo
 }
 
 /// Removes the least recently used saved guests until all of them take at most `cap`
-/// bytes; `keep` (just saved) stays. Returns what was removed.
+/// bytes on disk (RAM images are sparse: what they take, not their length); `keep` (just
+/// saved) stays. Returns what was removed.
 pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
     let Ok(dir) = cache.dir(SNAPSHOTS) else {
         return Vec::new();
@@ -273,7 +319,7 @@ pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
                     files
                         .filter_map(Result::ok)
                         .filter_map(|f| f.metadata().ok())
-                        .map(|m| m.len())
+                        .map(|m| ram::allocated(&m))
                         .sum()
                 })
                 .unwrap_or(0);
@@ -298,39 +344,199 @@ pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
     removed
 }
 
-/// The set-up guest: its state and the frozen disks every restore starts from.
-#[derive(Debug, Clone)]
+/// The cache key of a set-up guest: the booted guest it started from (`booted`, see
+/// [`booted_key`]) and what its setup ran (`setup`: the prelude, the setup's operations after
+/// parameter substitution, the devices; `run::plan::setup_key`).
+pub fn set_up_key(booted: &str, setup: &str) -> String {
+    let mut h = Sha256::new();
+    // v2: device state apart from a sparse RAM image.
+    h.update(b"crashrig set-up guest v2\n");
+    h.update(booted.as_bytes());
+    h.update(b"\n");
+    h.update(setup.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A frozen disk of a set-up entry, by the disk's serial.
+fn base_name(serial: &str) -> String {
+    format!("disk-{serial}.qcow2")
+}
+
+/// The set-up guest: its state and RAM image, the key it trusts, and the frozen disks every
+/// restore starts from.
 pub struct SetUp {
-    state: PathBuf,
+    /// The device state and the RAM image in the cache entry (or the machine's directory).
+    state: PinnedGuest,
+    /// The memfd the guest ran on when this machine set it up: written by nothing once its
+    /// QEMU stopped, so restores map it copy-on-write rather than the file.
+    ram: Option<GuestRam>,
+    key: RunKey,
     /// Per disk (in order): its serial and the template of its overlays.
     templates: Vec<(String, OverlayTemplate)>,
+    /// The frozen disks, held open (the templates name them through /proc).
+    _bases: Vec<Pinned>,
+    /// Its cache entry when it came from an earlier run (discarded when it does not load).
+    pub from_cache: Option<PathBuf>,
 }
 
 impl SetUp {
-    /// Saves the set-up guest, stops it, and freezes its disks: they become read-only bases
-    /// that nothing writes again. Files go to `dir`.
-    pub async fn freeze(vm: &mut Vm, disks: &[Disk], dir: &Path) -> Result<SetUp, SnapshotError> {
-        let state = dir.join("set-up.state");
+    /// Saves the set-up guest (which trusts `run_key`, and runs on `ram` when saveable), stops
+    /// it, and freezes its disks as qcow2 bases that nothing writes again. State, RAM image
+    /// and bases go to the cache under `key` (see [`set_up_key`]) for later runs; when the
+    /// cache cannot take them they still serve this machine. Overlay templates go to `dir`.
+    pub async fn freeze(
+        vm: &mut Vm,
+        ram: Option<GuestRam>,
+        disks: &[Disk],
+        dir: &Path,
+        cache: &Cache,
+        key: &str,
+        run_key: &RunKey,
+    ) -> Result<SetUp, SnapshotError> {
+        let partial = cache.tempdir().ok();
+        let work = match &partial {
+            Some(p) => p.path().join("entry"),
+            None => {
+                // A second save on this machine (the first did not load) replaces the first.
+                let _ = std::fs::remove_dir_all(dir.join("set-up"));
+                dir.join("set-up")
+            }
+        };
+        std::fs::create_dir(&work).map_err(|source| SnapshotError::Io {
+            path: work.clone(),
+            source,
+        })?;
+        let state = work.join(STATE);
         snapshot::save(vm, &state, SAVE_WITHIN).await?;
         vm.stop().await;
-        let mut templates = Vec::new();
+        let pin = |path: &Path| {
+            Pinned::open(path).map_err(|source| SnapshotError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let mut bases = Vec::new();
         for disk in disks {
+            let base = work.join(base_name(&disk.serial));
+            snapshot::convert_to_qcow2(&disk.path, disk.format, &base).await?;
             let read_only = std::os::unix::fs::PermissionsExt::from_mode(0o444);
-            std::fs::set_permissions(&disk.path, read_only).map_err(|source| {
-                SnapshotError::Io {
-                    path: disk.path.clone(),
-                    source,
-                }
+            std::fs::set_permissions(&base, read_only).map_err(|source| SnapshotError::Io {
+                path: base.clone(),
+                source,
             })?;
-            let template = dir.join(format!("{}.template.qcow2", disk.serial));
-            let template = OverlayTemplate::create(&disk.path, disk.format, &template).await?;
-            templates.push((disk.serial.clone(), template));
+            bases.push((disk.serial.clone(), pin(&base)?));
         }
-        Ok(SetUp { state, templates })
+        // The guest is stopped: its RAM is as the state left it. The image goes to the cache
+        // for later runs; this run's restores map the memfd.
+        let image = work.join(RAM);
+        let image = match &ram {
+            Some(ram) => {
+                ram.save_to(&image).map_err(|source| SnapshotError::Io {
+                    path: image.clone(),
+                    source,
+                })?;
+                Some(image.as_path())
+            }
+            None => None,
+        };
+        let state = PinnedGuest::open(&state, image).map_err(|source| SnapshotError::Io {
+            path: state.clone(),
+            source,
+        })?;
+        if partial.is_some() {
+            install(cache, &work, key, run_key);
+        }
+        Self::with_templates(state, ram, run_key.clone(), bases, dir, None).await
     }
 
-    pub fn state(&self) -> &Path {
-        &self.state
+    /// The set-up guest an earlier run saved under `key` with disks `serials`, checked
+    /// against its completion marker (a damaged entry is removed and `None` returned).
+    /// Overlay templates go to `dir`.
+    pub async fn cached(
+        cache: &Cache,
+        key: &str,
+        serials: &[String],
+        dir: &Path,
+    ) -> Result<Option<SetUp>, SnapshotError> {
+        let cache_err = |e: CacheError| SnapshotError::Io {
+            path: cache.root().to_path_buf(),
+            source: std::io::Error::other(crate::report::error_chain(&e)),
+        };
+        let entry = cache.dir(SNAPSHOTS).map_err(cache_err)?.join(key);
+        let bases: Vec<String> = serials.iter().map(|s| base_name(s)).collect();
+        let mut required = vec![STATE, KEY];
+        required.extend(bases.iter().map(String::as_str));
+        if !cache
+            .lookup(&entry, &required, Contents::HashedSparse)
+            .map_err(cache_err)?
+            .is_ready()
+        {
+            return Ok(None);
+        }
+        let io = |name: &str| {
+            let path = entry.join(name);
+            move |source| SnapshotError::Io { path, source }
+        };
+        let text = std::fs::read_to_string(entry.join(KEY)).map_err(io(KEY))?;
+        let Ok(run_key) = RunKey::from_openssh(&text) else {
+            // Matches its marker yet is no key: made by something else; not trusted.
+            cache.discard(&entry).map_err(cache_err)?;
+            return Ok(None);
+        };
+        let image = Some(entry.join(RAM)).filter(|p| p.exists());
+        let state = PinnedGuest::open(&entry.join(STATE), image.as_deref()).map_err(io(STATE))?;
+        let mut pinned = Vec::new();
+        for (serial, base) in serials.iter().zip(&bases) {
+            pinned.push((
+                serial.clone(),
+                Pinned::open(&entry.join(base)).map_err(io(base))?,
+            ));
+        }
+        // Recently used: the last to be pruned.
+        let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
+        Self::with_templates(state, None, run_key, pinned, dir, Some(entry))
+            .await
+            .map(Some)
+    }
+
+    async fn with_templates(
+        state: PinnedGuest,
+        ram: Option<GuestRam>,
+        key: RunKey,
+        bases: Vec<(String, Pinned)>,
+        dir: &Path,
+        from_cache: Option<PathBuf>,
+    ) -> Result<SetUp, SnapshotError> {
+        let mut templates = Vec::new();
+        let mut pins = Vec::new();
+        for (serial, base) in bases {
+            let template = dir.join(format!("{serial}.template.qcow2"));
+            let template =
+                OverlayTemplate::create(base.path(), DiskFormat::Qcow2, &template).await?;
+            templates.push((serial, template));
+            pins.push(base);
+        }
+        Ok(SetUp {
+            state,
+            ram,
+            key,
+            templates,
+            _bases: pins,
+            from_cache,
+        })
+    }
+
+    pub fn saved(&self) -> Saved<'_> {
+        let saved = self.state.saved();
+        Saved {
+            state: saved.state,
+            ram: self.ram.as_ref().map(GuestRam::path).or(saved.ram),
+        }
+    }
+
+    /// The key the saved guest trusts.
+    pub fn key(&self) -> &RunKey {
+        &self.key
     }
 
     /// Fresh overlays in `dir` (replacing the previous restore's): the disks as frozen.
@@ -366,15 +572,20 @@ mod tests {
         .unwrap()
     }
 
-    /// A cache entry as `save_booted` leaves it, with `bytes` of state.
+    /// A cache entry as `save_booted` leaves it, with `bytes` of state and a RAM image of
+    /// 1 GiB holding `bytes` of pages.
     fn cached(cache: &Cache, key: &str, bytes: usize) -> RunKey {
+        use std::os::unix::fs::FileExt;
         let partial = cache.tempdir().unwrap();
         let from = partial.path().join("entry");
         std::fs::create_dir(&from).unwrap();
         std::fs::write(from.join(STATE), vec![7u8; bytes]).unwrap();
+        let image = File::create(from.join(RAM)).unwrap();
+        image.set_len(1 << 30).unwrap();
+        image.write_all_at(&vec![9u8; bytes], 1 << 20).unwrap();
         std::fs::write(from.join(CONSOLE), b"Linux version 6.1").unwrap();
         let run_key = RunKey::generate().unwrap();
-        assert!(install_booted(cache, &from, key, &run_key));
+        assert!(install(cache, &from, key, &run_key));
         run_key
     }
 
@@ -386,7 +597,11 @@ mod tests {
         let run_key = cached(&cache, "k1", 1000);
         let found = cached_booted(&cache, "k1").unwrap().expect("cached");
         assert_eq!(found.key.public_b64(), run_key.public_b64());
-        assert_eq!(std::fs::read(found.state.path()).unwrap(), vec![7u8; 1000]);
+        let saved = found.state.saved();
+        assert_eq!(std::fs::read(saved.state).unwrap(), vec![7u8; 1000]);
+        let image = std::fs::read(saved.ram.expect("a RAM image")).unwrap();
+        assert_eq!(image.len(), 1 << 30);
+        assert_eq!(image[1 << 20..(1 << 20) + 1000], [9u8; 1000]);
         let console = tmp.path().join("console-01.log");
         CachedBooted::write_boot_console(&found.entry, &console).unwrap();
         let text = std::fs::read_to_string(&console).unwrap();
@@ -396,7 +611,78 @@ mod tests {
         assert!(cached_booted(&cache, "k1").unwrap().is_none());
         assert!(!found.entry.exists());
         // What was pinned before stays readable for the machine using it.
-        assert_eq!(std::fs::read(found.state.path()).unwrap().len(), 0);
+        assert_eq!(std::fs::read(found.state.saved().state).unwrap().len(), 0);
+    }
+
+    /// A set-up entry as `SetUp::freeze` leaves it: state, key and a real qcow2 base.
+    async fn cached_set_up(cache: &Cache, key: &str) -> RunKey {
+        let partial = cache.tempdir().unwrap();
+        let from = partial.path().join("entry");
+        std::fs::create_dir(&from).unwrap();
+        std::fs::write(from.join(STATE), vec![9u8; 4096]).unwrap();
+        let image = File::create(from.join(RAM)).unwrap();
+        image.set_len(1 << 30).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&image, &[5u8; 4096], 1 << 20).unwrap();
+        snapshot::create_qcow2(&from.join(base_name("scratch")), 1 << 20)
+            .await
+            .unwrap();
+        let run_key = RunKey::generate().unwrap();
+        assert!(install(cache, &from, key, &run_key));
+        run_key
+    }
+
+    #[tokio::test]
+    async fn a_cached_set_up_guest_comes_back_with_its_key_and_disks_and_a_damaged_one_is_dropped()
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache"));
+        let dir = tmp.path().join("machine");
+        std::fs::create_dir(&dir).unwrap();
+        let serials = ["scratch".to_string()];
+        assert!(SetUp::cached(&cache, "s1", &serials, &dir)
+            .await
+            .unwrap()
+            .is_none());
+        let run_key = cached_set_up(&cache, "s1").await;
+        let found = SetUp::cached(&cache, "s1", &serials, &dir)
+            .await
+            .unwrap()
+            .expect("cached");
+        assert_eq!(found.key().public_b64(), run_key.public_b64());
+        let saved = found.saved();
+        assert_eq!(std::fs::read(saved.state).unwrap(), vec![9u8; 4096]);
+        let image = std::fs::read(saved.ram.expect("a RAM image")).unwrap();
+        assert_eq!(image[1 << 20..(1 << 20) + 4096], [5u8; 4096]);
+        let entry = found.from_cache.clone().expect("from the cache");
+        let disks = found.fresh_disks(&dir).unwrap();
+        assert_eq!(disks.len(), 1);
+        assert_eq!(disks[0].format, DiskFormat::Qcow2);
+        // The overlay names its base through this process's descriptor, so a prune by
+        // another crashrig cannot take it away.
+        let overlay = std::fs::read(&disks[0].path).unwrap();
+        let pinned = format!("/proc/{}/fd/", std::process::id());
+        assert!(
+            overlay
+                .windows(pinned.len())
+                .any(|w| w == pinned.as_bytes()),
+            "the overlay's backing file is pinned"
+        );
+        // Asked for other disks than it holds: not used, and dropped as damaged.
+        let other = ["data".to_string()];
+        assert!(SetUp::cached(&cache, "s1", &other, &dir)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!entry.exists());
+        // A host crash truncated the state: not trusted, removed.
+        cached_set_up(&cache, "s2").await;
+        let entry2 = entry.with_file_name("s2");
+        std::fs::write(entry2.join(STATE), b"").unwrap();
+        assert!(SetUp::cached(&cache, "s2", &serials, &dir)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!entry2.exists());
     }
 
     #[test]
@@ -414,8 +700,10 @@ mod tests {
                 .set_modified(old - Duration::from_secs(age))
                 .unwrap();
         }
-        // Room for two: the oldest (a) goes; c would be next but a is enough.
-        let removed = prune(&cache, 250_000, "b");
+        // Each takes about 200 kB on disk (state and the pages of its 1 GiB image: sizes are
+        // what the files take, not their length). Room for two: the oldest (a) goes; c would
+        // be next but a is enough.
+        let removed = prune(&cache, 500_000, "b");
         let names: Vec<_> = removed
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())

@@ -1036,7 +1036,17 @@ mod tests {
                 Step::Fsck(FsckStep {
                     id: None,
                     device: None,
+                    options: vec![],
                     must_be_clean: false,
+                }),
+            ),
+            (
+                "  - fsck: { options: [-l, /dev/vdb] }\n",
+                Step::Fsck(FsckStep {
+                    id: None,
+                    device: None,
+                    options: vec!["-l".into(), "/dev/vdb".into()],
+                    must_be_clean: true,
                 }),
             ),
             (

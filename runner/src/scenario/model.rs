@@ -607,6 +607,10 @@ pub struct FsckStep {
     pub id: Option<String>,
     /// Default: the filesystem's device.
     pub device: Option<String>,
+    /// Arguments for the checker, after its read-only flag and before the device (xfs with an
+    /// external log needs `[-l, /dev/vdb]`). Default: none.
+    #[serde(default)]
+    pub options: Vec<String>,
     /// Expect a clean check. Default: true (a dirty result fails the iteration).
     #[serde(default = "yes")]
     pub must_be_clean: bool,

@@ -2,6 +2,7 @@
 
 pub mod qemu;
 pub mod qmp;
+pub mod ram;
 pub mod scratch;
 pub mod snapshot;
 

@@ -114,6 +114,8 @@ pub struct VmConfig {
     pub qmp_socket: PathBuf,
     /// Start paused, waiting for a saved state (`-incoming defer`; `vm::snapshot::load`).
     pub incoming: bool,
+    /// Where the guest's RAM lives (see `vm::ram`).
+    pub ram: super::ram::RamBackend,
 }
 
 /// Test hook, not a user option: with `CRASHRIG_TEST_QMP_DIR=DIR` every QEMU also serves a
@@ -151,7 +153,9 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
     }
     let mem = cfg.memory_mib.to_string();
     let smp = cfg.cpus.to_string();
-    push(&["-machine", "pc", "-m", &mem, "-smp", &smp]);
+    let ram = cfg.ram.object(cfg.memory_mib);
+    push(&["-object", &ram, "-machine", "pc,memory-backend=ram"]);
+    push(&["-m", &mem, "-smp", &smp]);
     push(&[
         "-chardev",
         "stdio,id=con,signal=off",
@@ -610,6 +614,7 @@ pub fn create_disk(path: &Path, size: u64) -> Result<(), VmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::ram::RamBackend;
 
     fn config() -> VmConfig {
         VmConfig {
@@ -629,6 +634,7 @@ mod tests {
             console_log: "/tmp/console.log".into(),
             qmp_socket: "/tmp/qmp.sock".into(),
             incoming: false,
+            ram: RamBackend::Anonymous,
         }
     }
 
@@ -655,9 +661,11 @@ mod tests {
 
     #[test]
     fn a_restored_guest_has_the_same_devices_and_waits_for_its_state() {
-        let booted = config();
+        let mut booted = config();
+        booted.ram = RamBackend::Shared("/proc/1/fd/9".into());
         let mut restored = config();
         restored.incoming = true;
+        restored.ram = RamBackend::Private("/cache/guest.ram".into());
         restored.disks[0].format = DiskFormat::Qcow2;
         restored.disks[0].path = "/tmp/overlay.qcow2".into();
         let (a, b) = (qemu_args(&booted), qemu_args(&restored));
@@ -670,6 +678,20 @@ mod tests {
                 .collect()
         };
         assert_eq!(devices(&a), devices(&b));
+        // The same RAM block (`ram`), shared while it runs, mapped privately when restored.
+        let ram = |args: &[String]| -> serde_json::Value {
+            let at = args.iter().position(|x| x == "-object").unwrap();
+            assert_eq!(args[at + 2..at + 4], ["-machine", "pc,memory-backend=ram"]);
+            serde_json::from_str(&args[at + 1]).unwrap()
+        };
+        assert_eq!(
+            (ram(&a)["id"].clone(), ram(&a)["share"].clone()),
+            ("ram".into(), true.into())
+        );
+        assert_eq!(
+            (ram(&b)["id"].clone(), ram(&b)["share"].clone()),
+            ("ram".into(), false.into())
+        );
         let blockdev = &b[b.iter().position(|x| x == "-blockdev").unwrap() + 1];
         let v: serde_json::Value = serde_json::from_str(blockdev).unwrap();
         assert_eq!(v["driver"], "qcow2");

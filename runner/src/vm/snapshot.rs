@@ -6,6 +6,9 @@
 //! reads it back with [`load`] and continues the guest where it stopped: same kernel, same
 //! processes, same page cache, in a fraction of a boot.
 //!
+//! Guest RAM is not in the state file either when the guest ran on shared RAM: it is saved
+//! as a file of its own and mapped by the restore (see [`super::ram`]).
+//!
 //! Disks are not in the state file. A guest saved with a scratch disk it has written to must be
 //! restored on the disk exactly as it was at that instant, and each restore must be free to
 //! write without changing what the next one starts from: the saved disk becomes a base that is
@@ -25,9 +28,6 @@ use crate::host;
 
 /// The name the state file's descriptor has inside QEMU.
 const FD_NAME: &str = "crashrig-state";
-
-/// How often migration progress is polled.
-const POLL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -63,46 +63,108 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     }
 }
 
+/// A saved guest: its device state and, when the guest ran on shared RAM
+/// ([`super::ram::RamBackend::Shared`]), the RAM image saved apart from it. Without an image
+/// the RAM is in the state stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Saved<'a> {
+    pub state: &'a Path,
+    pub ram: Option<&'a Path>,
+}
+
+/// The migration capabilities of every save and load (both ends must agree): shared RAM stays
+/// out of the stream (it is saved as a file), and progress comes as `MIGRATION` events.
+async fn set_capabilities(vm: &mut Vm) -> Result<(), SnapshotError> {
+    let caps = ["x-ignore-shared", "events"]
+        .map(|c| json!({ "capability": c, "state": true }))
+        .to_vec();
+    vm.qmp()?
+        .execute(
+            "migrate-set-capabilities",
+            Some(json!({ "capabilities": caps })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits for the migration to end (its `MIGRATION` event, no polling) until `deadline`.
+/// QEMU exiting meanwhile (it quits on a state that does not fit) is reported with its words.
+async fn wait_migration(
+    vm: &mut Vm,
+    what: &'static str,
+    deadline: Instant,
+    within: Duration,
+) -> Result<(), SnapshotError> {
+    let ended = |d: &serde_json::Value| {
+        matches!(
+            d["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        )
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let event = match vm.qmp()?.wait_event("MIGRATION", left, ended).await {
+        Ok(event) => event,
+        Err(QmpError::Timeout { .. }) => {
+            if let Ok(qmp) = vm.qmp() {
+                let _ = qmp.execute("migrate_cancel", None).await;
+            }
+            return Err(SnapshotError::Timeout { what, within });
+        }
+        Err(e @ (QmpError::Closed | QmpError::Io(_))) => {
+            let Some(status) = vm.wait_exit(Duration::from_secs(2)).await else {
+                return Err(e.into());
+            };
+            // Give the stderr reader a moment to collect QEMU's last words.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Err(SnapshotError::Migration {
+                what,
+                status: format!("ended with QEMU ({status})"),
+                error: vm.stderr(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match event["data"]["status"].as_str() {
+        Some("completed") => Ok(()),
+        status => {
+            let info = vm.qmp()?.execute("query-migrate", None).await?;
+            let mut error = info["error-desc"].as_str().unwrap_or_default().to_string();
+            if error.is_empty() {
+                error = vm.stderr();
+            }
+            Err(SnapshotError::Migration {
+                what,
+                status: status.unwrap_or("ended").into(),
+                error,
+            })
+        }
+    }
+}
+
 /// Pauses the guest and writes its state to `path` (created or truncated), waiting up to
 /// `within`. The guest stays paused, with QEMU's images handed over: [`resume`] continues it,
 /// or the caller stops QEMU. Disks are flushed by the pause, so a disk file copied or frozen
-/// now matches the state. Returns the size of the state file.
+/// now matches the state. A guest on shared RAM leaves it out: the caller keeps its RAM
+/// ([`super::ram::GuestRam`]) as it is now, unchanged while the guest stays paused. Returns
+/// the size of the state file.
 pub async fn save(vm: &mut Vm, path: &Path, within: Duration) -> Result<u64, SnapshotError> {
+    let deadline = Instant::now() + within;
     let file = std::fs::File::create(path).map_err(io_err(path))?;
-    let qmp = vm.qmp()?;
-    qmp.execute("stop", None).await?;
+    vm.qmp()?.execute("stop", None).await?;
     // The default bandwidth cap (32 MiB/s) is for live migration over a network; the guest is
     // paused and the target is a local file.
-    qmp.execute(
-        "migrate-set-parameters",
-        Some(json!({ "max-bandwidth": 1u64 << 40 })),
-    )
-    .await?;
+    vm.qmp()?
+        .execute(
+            "migrate-set-parameters",
+            Some(json!({ "max-bandwidth": 1u64 << 40 })),
+        )
+        .await?;
+    set_capabilities(vm).await?;
+    let qmp = vm.qmp()?;
     qmp.send_fd(FD_NAME, file.as_fd()).await?;
     qmp.execute("migrate", Some(json!({ "uri": format!("fd:{FD_NAME}") })))
         .await?;
-    let deadline = Instant::now() + within;
-    loop {
-        let info = vm.qmp()?.execute("query-migrate", None).await?;
-        match info["status"].as_str().unwrap_or("none") {
-            "completed" => break,
-            status @ ("failed" | "cancelled") => {
-                return Err(SnapshotError::Migration {
-                    what: "saving the guest",
-                    status: status.into(),
-                    error: info["error-desc"].as_str().unwrap_or_default().into(),
-                })
-            }
-            _ if Instant::now() > deadline => {
-                let _ = vm.qmp()?.execute("migrate_cancel", None).await;
-                return Err(SnapshotError::Timeout {
-                    what: "saving the guest",
-                    within,
-                });
-            }
-            _ => tokio::time::sleep(POLL).await,
-        }
-    }
+    wait_migration(vm, "saving the guest", deadline, within).await?;
     file.sync_all().map_err(io_err(path))?;
     Ok(file.metadata().map_err(io_err(path))?.len())
 }
@@ -113,11 +175,15 @@ pub async fn resume(vm: &mut Vm) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-/// Loads the state in `path` into a QEMU started with `incoming` set, and continues the guest.
-/// QEMU exits when the state does not fit its machine (another kernel, memory size or device
-/// set); that is reported with QEMU's own words.
+/// Loads the state in `path` into a QEMU started with `incoming` set (and its RAM image, if
+/// any, as its RAM backend), and continues the guest. QEMU exits when the state does not fit
+/// its machine (another kernel, memory size or device set); that is reported with QEMU's own
+/// words.
 pub async fn load(vm: &mut Vm, path: &Path, within: Duration) -> Result<(), SnapshotError> {
+    const WHAT: &str = "loading the guest";
+    let deadline = Instant::now() + within;
     let file = std::fs::File::open(path).map_err(io_err(path))?;
+    set_capabilities(vm).await?;
     let qmp = vm.qmp()?;
     qmp.send_fd(FD_NAME, file.as_fd()).await?;
     qmp.execute(
@@ -125,57 +191,23 @@ pub async fn load(vm: &mut Vm, path: &Path, within: Duration) -> Result<(), Snap
         Some(json!({ "uri": format!("fd:{FD_NAME}") })),
     )
     .await?;
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = vm.exited() {
-            // Give the stderr reader a moment to collect QEMU's last words.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return Err(SnapshotError::Migration {
-                what: "loading the guest",
-                status: format!("ended with QEMU ({status})"),
-                error: vm.stderr(),
-            });
-        }
-        let info = match vm.qmp()?.execute("query-migrate", None).await {
-            Ok(info) => info,
-            // QEMU quits on a bad stream; the exit check above says why.
-            Err(QmpError::Closed | QmpError::Io(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        match info["status"].as_str().unwrap_or("none") {
-            "completed" => break,
-            status @ ("failed" | "cancelled") => {
-                return Err(SnapshotError::Migration {
-                    what: "loading the guest",
-                    status: status.into(),
-                    error: vm.stderr(),
-                })
-            }
-            _ if Instant::now() > deadline => {
-                return Err(SnapshotError::Timeout {
-                    what: "loading the guest",
-                    within,
-                })
-            }
-            _ => tokio::time::sleep(POLL).await,
-        }
-    }
-    // Until QEMU's bottom half has run, `cont` only arms autostart; either way the guest runs
-    // once this returns with the status "running".
+    wait_migration(vm, WHAT, deadline, within).await?;
+    // The guest was saved paused, so it stays paused after the load; `completed` comes after
+    // QEMU decided that, so `cont` now starts it (before that it would only arm autostart).
     vm.qmp()?.execute("cont", None).await?;
-    loop {
-        let status = vm.status().await?;
-        if status == "running" {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(SnapshotError::Migration {
-                what: "loading the guest",
-                status: format!("left the guest {status}"),
-                error: String::new(),
-            });
-        }
-        tokio::time::sleep(POLL).await;
+    let status = vm.status().await?;
+    if status == "running" {
+        return Ok(());
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    match vm.qmp()?.wait_event("RESUME", left, |_| true).await {
+        Ok(_) => Ok(()),
+        Err(QmpError::Timeout { .. }) => Err(SnapshotError::Migration {
+            what: WHAT,
+            status: format!("left the guest {status}"),
+            error: String::new(),
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -222,6 +254,29 @@ pub async fn create_qcow2(path: &Path, size: u64) -> Result<(), SnapshotError> {
     .await
 }
 
+/// Copies the disk at `from` (`format`, a qcow2 with its backing chain flattened) to a
+/// standalone qcow2 at `to` holding only what was written: a frozen disk for the cache.
+pub async fn convert_to_qcow2(
+    from: &Path,
+    format: DiskFormat,
+    to: &Path,
+) -> Result<(), SnapshotError> {
+    qemu_img(
+        &[
+            "convert".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            format.name().as_ref(),
+            "-O".as_ref(),
+            "qcow2".as_ref(),
+            from.as_os_str(),
+            to.as_os_str(),
+        ],
+        to,
+    )
+    .await
+}
+
 /// An empty qcow2 overlay over one base, made once with `qemu-img` and copied for every
 /// restore: a copy of a few hundred KiB is cheaper than starting qemu-img each time, and all
 /// overlays of a base are byte for byte the same file.
@@ -261,7 +316,11 @@ impl OverlayTemplate {
     /// A fresh overlay at `path` (replacing what was there): the base as it was frozen.
     pub fn fresh(&self, path: &Path) -> Result<(), SnapshotError> {
         let _ = std::fs::remove_file(path);
-        std::fs::copy(&self.template, path).map_err(io_err(path))?;
+        std::fs::copy(&self.template, path).map_err(|e| {
+            // Name the file that is missing, not the copy that could not be made.
+            let missing = !self.template.exists();
+            io_err(if missing { &self.template } else { path })(e)
+        })?;
         Ok(())
     }
 }
