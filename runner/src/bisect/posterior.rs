@@ -472,9 +472,8 @@ mod tests {
 
     #[test]
     fn the_weak_prior_expects_a_low_bad_rate_and_allows_the_extremes() {
-        let mean = |g: &RateGrid| -> f64 {
-            g.ln_w.iter().zip(&g.q).map(|(l, q)| l.exp() * q).sum()
-        };
+        let mean =
+            |g: &RateGrid| -> f64 { g.ln_w.iter().zip(&g.q).map(|(l, q)| l.exp() * q).sum() };
         let (g0, g1) = (
             RateGrid::of(&RatePrior::Weak, true),
             RateGrid::of(&RatePrior::Weak, false),
@@ -486,7 +485,10 @@ mod tests {
         let last = g1.q.len() - 1;
         assert!(g1.q[last] == 1.0 && (g1.ln_w[last].exp() - ONE_ATOM).abs() < 1e-12);
         let interior = mean(&g1) - ONE_ATOM;
-        assert!((interior / (1.0 - ONE_ATOM) - 0.25).abs() < 0.01, "{interior}");
+        assert!(
+            (interior / (1.0 - ONE_ATOM) - 0.25).abs() < 0.01,
+            "{interior}"
+        );
         // Weights fall with the rate.
         assert!(g1.ln_w.windows(2).take(last - 1).all(|w| w[0] > w[1]));
     }

@@ -1133,7 +1133,11 @@ mod tests {
             );
             total += report.total_iterations();
         }
-        assert!(total <= 26 * 64, "{} iterations on average", total as f64 / 64.0);
+        assert!(
+            total <= 26 * 64,
+            "{} iterations on average",
+            total as f64 / 64.0
+        );
     }
 
     #[test]
