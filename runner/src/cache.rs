@@ -635,28 +635,49 @@ mod tests {
         );
     }
 
+    /// Installs an entry holding `name` (beside a small file): a sparse file of `len` bytes
+    /// with `data` at 12 MiB, as `contents`. Returns the cache's directory, the cache, the
+    /// entry and the sum its marker records for `name`.
+    fn sparse_entry(
+        contents: Contents,
+        name: &str,
+        len: u64,
+        data: &[u8],
+    ) -> (tempfile::TempDir, Cache, PathBuf, String) {
+        use std::os::unix::fs::FileExt;
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::at(root.path().join("c"));
+        let dest = cache.dir("entries").unwrap().join("e");
+        let tmp = entry(&cache, &[("small", "k")]);
+        let f = File::create(tmp.path().join("entry").join(name)).unwrap();
+        f.set_len(len).unwrap();
+        f.write_all_at(data, 12 << 20).unwrap();
+        cache
+            .install(&tmp.path().join("entry"), &dest, contents)
+            .unwrap();
+        let marker: Marker =
+            serde_json::from_slice(&std::fs::read(dest.join(MARKER)).unwrap()).unwrap();
+        assert!(!marker.files["small"].sha256.starts_with(PAGES));
+        let sum = marker.files[name].sha256.clone();
+        (root, cache, dest, sum)
+    }
+
     /// Regression: sparse files of entries that did not ask for page sums (a guest image's
     /// tools.ext4) must keep their plain SHA-256, which every crashrig before page sums
     /// checks; a page sum there made older binaries discard and rebuild the image.
     #[test]
     fn a_sparse_file_of_a_plain_entry_keeps_its_plain_sum() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = Cache::at(root.path().join("c"));
-        let dest = cache.dir("images").unwrap().join("i");
-        let tmp = entry(&cache, &[("host_key.pub", "k")]);
-        let f = File::create(tmp.path().join("entry/tools.ext4")).unwrap();
-        f.set_len(64 << 20).unwrap();
-        cache
-            .install(&tmp.path().join("entry"), &dest, Contents::Hashed)
-            .unwrap();
-        let marker: Marker =
-            serde_json::from_slice(&std::fs::read(dest.join(MARKER)).unwrap()).unwrap();
+        let (_root, cache, dest, sum) =
+            sparse_entry(Contents::Hashed, "tools.ext4", 64 << 20, b"ext4");
         let mut plain = Sha256::new();
-        io::copy(&mut io::Read::take(io::repeat(0), 64 << 20), &mut plain).unwrap();
-        assert_eq!(
-            marker.files["tools.ext4"].sha256,
-            hex::encode(plain.finalize())
-        );
+        io::copy(&mut io::Read::take(io::repeat(0), 12 << 20), &mut plain).unwrap();
+        plain.update(b"ext4");
+        io::copy(
+            &mut io::Read::take(io::repeat(0), (52 << 20) - 4),
+            &mut plain,
+        )
+        .unwrap();
+        assert_eq!(sum, hex::encode(plain.finalize()));
         assert_eq!(
             cache
                 .lookup(&dest, &["tools.ext4"], Contents::Hashed)
@@ -668,21 +689,9 @@ mod tests {
     #[test]
     fn a_sparse_image_is_checked_by_its_pages_and_a_changed_page_is_caught() {
         use std::os::unix::fs::FileExt;
-        let root = tempfile::tempdir().unwrap();
-        let cache = Cache::at(root.path().join("c"));
-        let dest = cache.dir("snapshots").unwrap().join("s");
-        let tmp = entry(&cache, &[("guest.state", "state")]);
-        let image = tmp.path().join("entry/guest.ram");
-        let f = File::create(&image).unwrap();
-        f.set_len(1 << 30).unwrap();
-        f.write_all_at(b"page", 12 << 20).unwrap();
-        cache
-            .install(&tmp.path().join("entry"), &dest, Contents::HashedSparse)
-            .unwrap();
-        let marker: Marker =
-            serde_json::from_slice(&std::fs::read(dest.join(MARKER)).unwrap()).unwrap();
-        assert!(marker.files["guest.ram"].sha256.starts_with(PAGES));
-        assert!(!marker.files["guest.state"].sha256.starts_with(PAGES));
+        let (_root, cache, dest, sum) =
+            sparse_entry(Contents::HashedSparse, "guest.ram", 1 << 30, b"page");
+        assert!(sum.starts_with(PAGES));
         assert_eq!(
             cache
                 .lookup(&dest, &["guest.ram"], Contents::Hashed)

@@ -153,6 +153,113 @@ fn a_second_run_of_the_same_kernel_and_vm_shape_restores_instead_of_booting() {
 }
 
 #[test]
+fn power_cut_with_an_external_xfs_log_over_restores_replays_and_checks_clean() {
+    // A held-out style scenario, as a new user wrote it: two devices, the log on /dev/vdb,
+    // xfs_repair told where the log is (fsck `options`; without them every check was dirty).
+    let (code, run, _out) = run(
+        "tests/crash/power-cut-xfs-logdev.yaml",
+        &["--iterations", "2"],
+    );
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["independent_iterations"], true, "{run}");
+    for it in run["iterations"].as_array().unwrap() {
+        assert_eq!(it["verdict"], "pass", "{it}");
+        power_cut_kept_fsynced_data(it);
+        assert_eq!(step(it, "fsck#9")["detail"]["clean"], true, "{it}");
+    }
+}
+
+/// The overlay templates of the saved set-up guest in a run's scratch directory below `tmp`,
+/// once the first iteration has been restored from them (its disk overlay exists).
+fn set_up_templates_in_use(tmp: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let entries = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let named = |p: &std::path::PathBuf, f: &dyn Fn(&str) -> bool| {
+        p.file_name().is_some_and(|n| f(&n.to_string_lossy()))
+    };
+    let Some(scratch) = entries(tmp)
+        .into_iter()
+        .find(|p| named(p, &|n| n.starts_with("crashrig-disks-")))
+    else {
+        return vec![];
+    };
+    if !scratch.join("scratch.qcow2").exists() {
+        return vec![];
+    }
+    entries(&scratch)
+        .into_iter()
+        .filter(|p| named(p, &|n| n.starts_with("snapshots-")))
+        .flat_map(|d| entries(&d))
+        .filter(|p| named(p, &|n| n.ends_with(".template.qcow2")))
+        .collect()
+}
+
+#[test]
+fn a_set_up_guest_removed_mid_run_is_replaced_by_a_boot_and_no_iteration_is_lost() {
+    // A temp cleaner or a full disk takes the saved set-up guest's files away between
+    // iterations, so the next fresh overlay cannot be made. The run must boot and set up
+    // again; it died instead: the fallback boot was pointed at the overlay the failed restore
+    // had just removed ("QEMU exited at start ... Could not open .../scratch.qcow2"), exit 2.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_crashrig"))
+        .args([
+            "run",
+            "tests/crash/power-cut-xfs.yaml",
+            "--iterations",
+            "3",
+            "--seed",
+            "7",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .current_dir(common::workspace())
+        .env("CI", "true")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut removed = false;
+    while child.try_wait().unwrap().is_none() {
+        let templates = set_up_templates_in_use(tmp.path());
+        if !templates.is_empty() {
+            for t in templates {
+                std::fs::remove_file(t).unwrap();
+            }
+            removed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        removed,
+        "the run ended before its first restored iteration: {stderr}"
+    );
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let run = common::results(out.path())["runs"][0].clone();
+    let its = run["iterations"].as_array().unwrap();
+    assert_eq!(its.len(), 3, "{run}");
+    for it in its {
+        assert_eq!(it["verdict"], "pass", "{it}");
+        power_cut_kept_fsynced_data(it);
+    }
+    // The fallback is a boot, or a restore of the booted guest (not of the set-up one); the
+    // set-up guest it then saves anew may start the later iterations.
+    let b = boots(&run);
+    assert!(
+        b.iter()
+            .any(|(why, r)| why == "after a failed restore" && r.as_deref() != Some("set-up")),
+        "{b:?}"
+    );
+}
+
+#[test]
 fn a_second_run_of_the_same_setup_restores_the_set_up_guest_without_boot_or_setup() {
     // The setup writes seeded files: the same seed, the same setup. The first run saves the
     // set-up guest (or finds it from an earlier test run); the second must start every

@@ -194,7 +194,8 @@ pub fn summary_text(run: &RunRecord) -> String {
         .sum::<u32>();
     if expected > 0 {
         out.push_str(&format!(
-            "\n  ({expected} expected messages caused by the scenario's own crash steps)"
+            "\n  ({expected} expected message{} caused by the scenario's own crash steps)",
+            if expected == 1 { "" } else { "s" }
         ));
     }
     out.push('\n');
@@ -664,5 +665,16 @@ mod tests {
         assert!(summary_text(&run).contains(
             "\n  iterations ran one after another on one guest; 3 boots, 0 restores (--restore never)\n"
         ));
+        // The panic of a `panic` step, once: counted, marked expected, in the singular.
+        run.summary.findings = vec![crate::report::results::FindingSummary {
+            signature: "panic:sysrq".into(),
+            kind: "panic".into(),
+            count: 1,
+            expected: true,
+            iterations: vec![1],
+            title: "Kernel panic - not syncing: sysrq triggered crash".into(),
+        }];
+        assert!(summary_text(&run)
+            .contains("\n  (1 expected message caused by the scenario's own crash steps)\n"));
     }
 }

@@ -129,14 +129,15 @@ pub async fn restore(spec: BootSpec<'_>, saved: Saved<'_>) -> Result<Booted, Boo
 /// image into it), any other restore's maps the image copy-on-write. A state with its RAM in
 /// the stream needs RAM QEMU does not share (shared RAM is not migrated).
 fn ram_for(
-    spec: &BootSpec<'_>,
+    saveable: bool,
+    memory_mib: u64,
     saved: Option<Saved<'_>>,
-) -> Result<(RamBackend, Option<GuestRam>), BootError> {
+) -> Result<(RamBackend, Option<GuestRam>), VmError> {
     let io = |path: PathBuf| move |source| VmError::Io { path, source };
     let image = saved.map(|s| s.ram);
-    Ok(match (spec.saveable, image) {
+    Ok(match (saveable, image) {
         (true, None) => {
-            let ram = GuestRam::new(spec.memory_mib << 20).map_err(io("memfd".into()))?;
+            let ram = GuestRam::new(memory_mib << 20).map_err(io("memfd".into()))?;
             (RamBackend::Shared(ram.path().to_path_buf()), Some(ram))
         }
         (true, Some(Some(image))) => {
@@ -151,7 +152,7 @@ fn ram_for(
 async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, BootError> {
     let state = saved.map(|s| s.state);
     let mut laps = Laps::new();
-    let (ram_backend, ram) = ram_for(&spec, saved)?;
+    let (ram_backend, ram) = ram_for(spec.saveable, spec.memory_mib, saved)?;
     if spec.saveable && saved.is_some_and(|s| s.ram.is_some()) {
         laps.lap("ram-copy");
     }
@@ -327,6 +328,50 @@ async fn refresh(guest: &GuestHandle, within: Duration) -> Result<(), BootError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_guests_that_may_be_saved_get_ram_of_their_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, image) = (tmp.path().join("s"), tmp.path().join("guest.ram"));
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"saved", 4096).unwrap();
+        let with_image = Saved {
+            state: &state,
+            ram: Some(&image),
+        };
+        let in_stream = Saved {
+            state: &state,
+            ram: None,
+        };
+        // A boot that may be saved: fresh RAM of ours, shared with QEMU.
+        let (backend, ram) = ram_for(true, 8, None).unwrap();
+        let ram = ram.expect("held");
+        assert_eq!(backend, RamBackend::Shared(ram.path().to_path_buf()));
+        // A restore that is never saved again: the image, copy-on-write, nothing copied.
+        let (backend, ram) = ram_for(false, 8, Some(with_image)).unwrap();
+        assert_eq!(
+            (backend, ram.is_none()),
+            (RamBackend::Private(image.clone()), true)
+        );
+        // A restore that may be saved again: a copy of the image, shared.
+        let (backend, ram) = ram_for(true, 8, Some(with_image)).unwrap();
+        let ram = ram.expect("held");
+        assert_eq!(backend, RamBackend::Shared(ram.path().to_path_buf()));
+        let mut got = [0u8; 5];
+        let copy = std::fs::File::open(ram.path()).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&copy, &mut got, 4096).unwrap();
+        assert_eq!(&got, b"saved");
+        // RAM in the stream loads only into RAM QEMU does not share; so does a plain boot.
+        for (saveable, saved) in [
+            (true, Some(in_stream)),
+            (false, Some(in_stream)),
+            (false, None),
+        ] {
+            let (backend, ram) = ram_for(saveable, 8, saved).unwrap();
+            assert_eq!((backend, ram.is_none()), (RamBackend::Anonymous, true));
+        }
+    }
 
     #[test]
     fn cmdline_carries_key_and_modules() {

@@ -661,6 +661,26 @@ impl Machine for QemuMachine<'_> {
     }
 
     async fn restore_set_up(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
+        let restored = self.restore_set_up_once(console_log).await;
+        if restored.is_err() {
+            self.forget_set_up();
+        }
+        restored
+    }
+}
+
+impl QemuMachine<'_> {
+    /// After a restore of the set-up guest failed (its overlay templates removed, a full
+    /// disk, a state that does not load), the caller boots and sets up again: on the
+    /// scenario's own disks, not on overlays that may be gone or half made.
+    fn forget_set_up(&mut self) {
+        self.set_up = None;
+        if let Some(p) = self.prepared.as_mut() {
+            p.disks = p.scratch.disks.clone();
+        }
+    }
+
+    async fn restore_set_up_once(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
         // The guest running now (the last iteration's) is never needed again: its power is
         // cut rather than asking QEMU to quit, and it is reaped in the background. Nothing
         // waits for it: the next guest gets new overlay files (its own have no other user),
@@ -681,16 +701,10 @@ impl Machine for QemuMachine<'_> {
                 self.booted = Some(booted);
                 Ok(info)
             }
-            // A state that does not load is not used again: the caller boots on the raw
-            // disks (the overlays go with the bases they need) and sets up anew.
+            // A state that does not load is not used again (and `restore_set_up` forgets it).
             Err(e) => {
-                if let Some(p) = self.prepared.as_mut() {
-                    p.disks = p.scratch.disks.clone();
-                }
-                if let Some((_, set_up)) = self.set_up.take() {
-                    if let Some(entry) = &set_up.from_cache {
-                        let _ = self.cache.discard(entry);
-                    }
+                if let Some(entry) = &set_up.from_cache {
+                    let _ = self.cache.discard(entry);
                 }
                 Err(e.into())
             }

@@ -316,7 +316,11 @@ impl OverlayTemplate {
     /// A fresh overlay at `path` (replacing what was there): the base as it was frozen.
     pub fn fresh(&self, path: &Path) -> Result<(), SnapshotError> {
         let _ = std::fs::remove_file(path);
-        std::fs::copy(&self.template, path).map_err(io_err(path))?;
+        std::fs::copy(&self.template, path).map_err(|e| {
+            // Name the file that is missing, not the copy that could not be made.
+            let missing = !self.template.exists();
+            io_err(if missing { &self.template } else { path })(e)
+        })?;
         Ok(())
     }
 }
