@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 /// Bumped whenever a field changes meaning; the helper refuses a plan of another version (with
 /// an [`OutputLine::Fatal`] line), so host and guest image always agree.
 /// Version 2: the `reseed` op. Version 3: output lines are tagged
-/// (`"line": "step" | "end" | "fatal"`); step indices are positions in the plan.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// (`"line": "step" | "end" | "fatal"`); step indices are positions in the plan. Version 4:
+/// the `reseed` op became the plan's [`Plan::refresh`], run before any step.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// A sequence of operations to run back to back in the guest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,7 +27,23 @@ pub struct Plan {
     /// Written to /dev/kmsg before each operation so dmesg lines can be tied to steps.
     #[serde(default)]
     pub label: String,
+    /// Done before the first step: a restored guest's first plan carries it, so it costs no
+    /// command of its own. When it fails the helper writes an [`OutputLine::Fatal`] line and
+    /// runs no step: nothing runs on a guest that may replay another restore's random numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Refresh>,
     pub steps: Vec<PlanStep>,
+}
+
+/// After a snapshot restore: mix `entropy` (fresh from the host) into the kernel RNG and
+/// reseed it at once, then set CLOCK_REALTIME to `realtime_ns` (the host's time), so guests
+/// restored from one snapshot neither draw the same random numbers nor live at the moment it
+/// was saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    pub entropy: Vec<u8>,
+    pub realtime_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,14 +193,6 @@ pub enum Op {
         device: DeviceRef,
         present: bool,
         timeout_ms: u64,
-    },
-    /// After a snapshot restore: mix `entropy` (fresh from the host) into the kernel RNG and
-    /// reseed it at once, then set CLOCK_REALTIME to `realtime_ns` (the host's time), so
-    /// guests restored from one snapshot neither draw the same random numbers nor live at
-    /// the moment it was saved.
-    Reseed {
-        entropy: Vec<u8>,
-        realtime_ns: u64,
     },
 }
 
@@ -358,9 +367,10 @@ mod tests {
 
     #[test]
     fn plan_json_is_tagged_by_op() {
-        let plan = Plan {
+        let mut plan = Plan {
             version: PROTOCOL_VERSION,
             label: "it 1".into(),
+            refresh: None,
             steps: vec![PlanStep {
                 index: 3,
                 op: Op::Umount {
@@ -376,6 +386,17 @@ mod tests {
         };
         let json = serde_json::to_string(&plan).unwrap();
         assert!(json.contains(r#""op":"umount""#), "{json}");
+        assert!(!json.contains("refresh"), "no refresh, no key: {json}");
+        assert_eq!(serde_json::from_str::<Plan>(&json).unwrap(), plan);
+        plan.refresh = Some(Refresh {
+            entropy: vec![1, 2],
+            realtime_ns: 3,
+        });
+        let json = serde_json::to_string(&plan).unwrap();
+        assert!(
+            json.contains(r#""refresh":{"entropy":[1,2],"realtime_ns":3}"#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Plan>(&json).unwrap(), plan);
     }
 

@@ -2,7 +2,8 @@
 //!
 //! - `crashrig-guest exec`: read one [`Plan`] (JSON) from stdin, run its steps in order, write
 //!   one [`StepReport`] JSON line per step as soon as it finishes, then a [`PlanEnd`] line.
-//!   A malformed plan gives one [`OutputLine::Fatal`] line and exit status 2.
+//!   A malformed plan, or a [`Plan::refresh`] that fails, gives one [`OutputLine::Fatal`]
+//!   line and exit status 2.
 //! - `crashrig-guest version`: print the protocol version.
 //! - `crashrig-guest boot-init`: the guest's start-up, busybox init's `sysinit` action (see
 //!   [`bootinit`]).
@@ -34,7 +35,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crashrig_guest::{
-    Detail, Op, OutputLine, Plan, PlanEnd, PlanStep, StepReport, PROTOCOL_VERSION,
+    Detail, Op, OutputLine, Plan, PlanEnd, PlanStep, Refresh, StepReport, PROTOCOL_VERSION,
 };
 
 use util::monotonic_ms;
@@ -50,6 +51,8 @@ pub struct Env {
     pub run_dir: PathBuf,
     pub cgroup_root: PathBuf,
     pub kmsg: PathBuf,
+    /// The RNG a [`Refresh`] reseeds (tests point it at something that is not one).
+    pub random_dev: PathBuf,
 }
 
 impl Env {
@@ -64,6 +67,7 @@ impl Env {
             run_dir: var("CRASHRIG_RUN_DIR", "/run/crashrig"),
             cgroup_root: var("CRASHRIG_CGROUP_ROOT", "/sys/fs/cgroup"),
             kmsg: var("CRASHRIG_KMSG", "/dev/kmsg"),
+            random_dev: var("CRASHRIG_RANDOM_DEV", "/dev/urandom"),
         }
     }
 }
@@ -129,6 +133,11 @@ fn exec() -> i32 {
         ));
     }
     let env = Env::from_env();
+    if let Some(refresh) = &plan.refresh {
+        if let Err(message) = refresh_guest(&env.random_dev, refresh) {
+            return fatal(message);
+        }
+    }
     let mut out = std::io::stdout().lock();
     for step in &plan.steps {
         kmsg::mark(&env.kmsg, &marker(&plan.label, step));
@@ -144,6 +153,14 @@ fn exec() -> i32 {
         }),
     );
     0
+}
+
+/// A restored guest's refresh: the RNG first, so a failure leaves the clock untouched.
+fn refresh_guest(random_dev: &Path, refresh: &Refresh) -> Result<(), String> {
+    reseed::reseed(random_dev, &refresh.entropy)
+        .map_err(|e| format!("reseed the RNG: {}", util::io_error_name(&e)))?;
+    reseed::set_clock(refresh.realtime_ns)
+        .map_err(|e| format!("set the clock: {}", util::io_error_name(&e)))
 }
 
 fn emit(out: &mut impl Write, value: &OutputLine) -> std::io::Result<()> {
@@ -172,7 +189,6 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Dmesg => "dmesg",
         Op::Panic => "panic",
         Op::WaitDevice { .. } => "wait-device",
-        Op::Reseed { .. } => "reseed",
     }
 }
 
@@ -338,16 +354,6 @@ fn run_op(env: &Env, op: &Op, r: &mut StepReport) {
                 util::sleep_ms(10);
             }
         }
-        Op::Reseed {
-            entropy,
-            realtime_ns,
-        } => {
-            if let Err(e) = reseed::reseed(Path::new("/dev/urandom"), entropy) {
-                r.error = Some(format!("reseed the RNG: {}", util::io_error_name(&e)));
-            } else if let Err(e) = reseed::set_clock(*realtime_ns) {
-                r.error = Some(format!("set the clock: {}", util::io_error_name(&e)));
-            }
-        }
     }
 }
 
@@ -451,10 +457,6 @@ mod tests {
                 timeout_ms: 1,
             },
             Op::Sync { target: None },
-            Op::Reseed {
-                entropy: vec![1, 2],
-                realtime_ns: 3,
-            },
         ];
         for op in ops {
             let json = serde_json::to_value(&op).unwrap();

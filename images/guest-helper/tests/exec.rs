@@ -89,6 +89,8 @@ impl Sandbox {
             c
         };
         cmd.env("CRASHRIG_RUN_DIR", self.dir.join("run"));
+        // Never the host's own RNG and clock: a refresh here must fail at the RNG.
+        cmd.env("CRASHRIG_RANDOM_DEV", "/dev/null");
         cmd.env(
             "CRASHRIG_CGROUP_ROOT",
             self.cgroup_root
@@ -225,6 +227,31 @@ fn malformed_plans_are_fatal_with_exit_2() {
             other => panic!("not a fatal line: {other:?}: {stdout}"),
         }
     }
+}
+
+#[test]
+fn a_refresh_that_fails_ends_the_plan_before_its_first_step() {
+    let sb = Sandbox::new("refresh", false);
+    let ran = sb.path("ran");
+    let plan = json!({
+        "version": PROTOCOL_VERSION,
+        "refresh": { "entropy": [1, 2, 3], "realtime_ns": 1 },
+        "steps": [{ "index": 0, "op": { "op": "run", "command": format!("touch {ran}"), "timeout_ms": 10_000 } }],
+    });
+    let (code, stdout) = sb.run_raw(plan.to_string().as_bytes(), false);
+    assert_eq!(code, 2, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    match serde_json::from_str::<OutputLine>(lines[0]) {
+        Ok(OutputLine::Fatal { message }) => {
+            assert_eq!(message, "reseed the RNG: ENOTTY", "{stdout}")
+        }
+        other => panic!("not a fatal line: {other:?}: {stdout}"),
+    }
+    assert!(
+        !Path::new(&ran).exists(),
+        "the step ran after a failed refresh"
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! reads its output lines back (see `crashrig_guest` for the wire format). Pure: the transport
 //! that carries plan and lines is the machine's business.
 
-use crashrig_guest::{Op, OutputLine, Plan, PlanStep, StepReport, PROTOCOL_VERSION};
+use crashrig_guest::{Op, OutputLine, Plan, PlanStep, Refresh, StepReport, PROTOCOL_VERSION};
 
 /// How the helper is invoked: tools on the tools disk need their PATH and libraries.
 pub const HELPER_COMMAND: &str =
@@ -13,11 +13,27 @@ pub fn plan(label: &str, ops: impl IntoIterator<Item = Op>) -> Plan {
     Plan {
         version: PROTOCOL_VERSION,
         label: label.into(),
+        refresh: None,
         steps: ops
             .into_iter()
             .enumerate()
             .map(|(index, op)| PlanStep { index, op })
             .collect(),
+    }
+}
+
+/// Host entropy per refresh: a full ChaCha key and then some.
+const ENTROPY_BYTES: usize = 64;
+
+/// What a restored guest's first plan carries ([`Plan::refresh`]): fresh entropy from the host
+/// and the host's time, taken now, as the plan is sent.
+pub fn refresh() -> Refresh {
+    let realtime_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    Refresh {
+        entropy: (0..ENTROPY_BYTES).map(|_| rand::random::<u8>()).collect(),
+        realtime_ns,
     }
 }
 
@@ -81,6 +97,19 @@ mod tests {
             vec![0, 1]
         );
         assert_eq!(p.steps[1].op, Op::Sync { target: None });
+    }
+
+    #[test]
+    fn each_refresh_carries_its_own_entropy_and_the_hosts_time() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let (a, b) = (refresh(), refresh());
+        assert_eq!(a.entropy.len(), ENTROPY_BYTES);
+        assert_ne!(a.entropy, b.entropy);
+        assert!(a.realtime_ns >= now && a.realtime_ns - now < 10_000_000_000);
+        assert!(plan("x", [Op::Dmesg]).refresh.is_none());
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub struct BootBenchFigures {
     pub restore_s: f64,
     /// Where a restore's time went: the median of each stage (`BootPhase` names), in order.
     pub restore_phases: Vec<super::results::BootPhase>,
+    /// Where crashrig's boot went, the same way.
+    pub boot_phases: Vec<super::results::BootPhase>,
     /// Saving the paused guest to a file, in seconds.
     pub save_s: f64,
     /// The saved state file, in bytes (device state only when the RAM is saved apart).

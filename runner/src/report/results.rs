@@ -84,9 +84,11 @@ pub struct BootRecord {
 }
 
 /// One stage of bringing a guest up and how long it took. A boot has `qemu-start`,
-/// `ssh-connect`, `init-finished`; a restore has `qemu-start`, `ram-copy` (only when the RAM
-/// image was copied for a guest that may be saved again), `state-load` (the saved state
-/// read and the guest running again), `ssh-connect` and `first-command` (the reseed's result).
+/// `sshd-started` (init announced sshd), `ssh-connect`, `init-finished`; a restore has
+/// `qemu-start`, `ram-copy` (only when the RAM image was copied for a guest that may be saved
+/// again), `state-load` (the saved state read and the guest running again) and
+/// `ssh-connect`: its refresh travels with its first plan. `bench boot` adds `first-command`
+/// to a restore (that plan, carrying only the refresh, up to its result).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootPhase {
     pub name: String,

@@ -204,23 +204,24 @@ pub fn summary_text(run: &RunRecord) -> String {
 
 /// `crashrig bench boot`'s table: each figure beside its baseline.
 fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
-    let stages: Vec<String> = f
-        .restore_phases
-        .iter()
-        .map(|p| format!("{} {:.2} s", p.name, p.ms / 1000.0))
-        .collect();
-    let stages = if stages.is_empty() {
-        String::new()
-    } else {
+    let stages = |phases: &[super::results::BootPhase]| {
+        if phases.is_empty() {
+            return String::new();
+        }
+        let each: Vec<String> = phases
+            .iter()
+            .map(|p| format!("{} {:.2} s", p.name, p.ms / 1000.0))
+            .collect();
         format!(
             "  of which:                                  {}\n",
-            stages.join(", ")
+            each.join(", ")
         )
     };
     format!(
         "kernel {} ({}), accelerator {} ({}), {} repetitions\n\
          bare boot (init powers off at once):        {:.2} s\n\
          crashrig start to first SSH command:        {:.2} s  ({:.2}x bare; goal <= 1.6x)\n\
+         {}\
          restore to first SSH command:               {:.2} s  ({:.2}x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
          {}\
          saving the guest (paused, device state):    {:.2} s, {:.2} MB\n\
@@ -235,9 +236,10 @@ fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
         f.bare_boot_s,
         f.ready_s,
         f.ready_s / f.bare_boot_s,
+        stages(&f.boot_phases),
         f.restore_s,
         f.restore_s / f.ready_s,
-        stages,
+        stages(&f.restore_phases),
         f.save_s,
         f.state_bytes / 1e6,
         f.ram_image_s,
@@ -520,6 +522,10 @@ mod tests {
                     ms: 350.0,
                 },
             ],
+            boot_phases: vec![crate::report::BootPhase {
+                name: "sshd-started".into(),
+                ms: 4200.0,
+            }],
             save_s: 0.5,
             state_bytes: 0.3e6,
             ram_image_s: 0.4,
@@ -532,6 +538,7 @@ mod tests {
             "kernel debian:6.1 (6.1.0-30-amd64), accelerator tcg (requested), 3 repetitions\n\
              bare boot (init powers off at once):        4.00 s\n\
              crashrig start to first SSH command:        5.00 s  (1.25x bare; goal <= 1.6x)\n\
+             \x20 of which:                                  sshd-started 4.20 s\n\
              restore to first SSH command:               1.00 s  (0.20x crashrig's boot; goals <= 0.5 s, <= 0.2x)\n\
              \x20 of which:                                  qemu-start 0.10 s, state-load 0.35 s\n\
              saving the guest (paused, device state):    0.50 s, 0.30 MB\n\

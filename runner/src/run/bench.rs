@@ -7,7 +7,7 @@ use crashrig_guest::{Op, Plan, PlanStep, PROTOCOL_VERSION};
 
 use super::boot::{boot, restore, BootSpec};
 use super::session::{BuildRequest, Session, SessionError, VmOptions};
-use crate::guest::RunKey;
+use crate::guest::{helper, Ending, RunKey, HELPER_COMMAND};
 use crate::image;
 use crate::report::events::{BootBenchFigures, Event};
 use crate::report::BootPhase;
@@ -29,6 +29,8 @@ pub struct BootBenchOptions {
 pub enum BenchError {
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error("run the first command in a restored guest: {0}")]
+    FirstCommand(String),
     #[error("create a temporary directory")]
     TempDir(#[source] std::io::Error),
     #[error(transparent)]
@@ -102,6 +104,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
     let mut image_sizes = Vec::new();
     let mut restore_times = Vec::new();
     let mut restore_phases = Vec::new();
+    let mut boot_phases = Vec::new();
     for _ in 0..opts.repeat {
         bare_times.push(
             crate::vm::qemu::bare_boot(&kernel.image, &bare, accel, Duration::from_secs(120))
@@ -135,6 +138,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
             .await
             .map_err(super::RunError::from)?;
         ready_times.push(booted.ready_after.as_secs_f64());
+        boot_phases.push(booted.phases.clone());
 
         // Per-iteration overhead: the same mount/umount loop as a guest shell script and as
         // crashrig iterations (one helper plan per iteration, with its dmesg read).
@@ -161,6 +165,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
             let plan = Plan {
                 version: PROTOCOL_VERSION,
                 label: "bench".into(),
+                refresh: None,
                 steps: vec![
                     PlanStep {
                         index: 0,
@@ -203,8 +208,9 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
 
         // Restore: save this guest (after its mkfs, like an "after setup" snapshot), write
         // its RAM image as a file (as for the cache), then start a new QEMU from both on a
-        // fresh overlay over the frozen scratch disk, up to the first command (the RNG
-        // reseed) over a new SSH connection.
+        // fresh overlay over the frozen scratch disk, up to the first command's result over
+        // a new SSH connection: a plan that carries only the refresh every restored guest
+        // owes (its RNG reseeded, its clock set).
         let state = tmp.path().join("state");
         let t = Instant::now();
         let size = snapshot::save(&mut booted.vm, &state, Duration::from_secs(120)).await?;
@@ -235,6 +241,28 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         let mut restored = restore(spec(&overlay, DiskFormat::Qcow2, false), saved)
             .await
             .map_err(super::RunError::from)?;
+        let first = Instant::now();
+        let mut plan = helper::plan("restored", []);
+        plan.refresh = restored.refresh_owed.then(helper::refresh);
+        let out = restored
+            .guest
+            .exec(
+                HELPER_COMMAND.into(),
+                serde_json::to_vec(&plan).unwrap_or_default(),
+                Duration::from_secs(60),
+                |_| {},
+            )
+            .await
+            .map_err(super::RunError::from)?;
+        let ending = helper::read_output(out.stdout.lines()).ending;
+        if ending != Ending::Finished {
+            restored.vm.stop().await;
+            return Err(BenchError::FirstCommand(format!("{ending:?}")));
+        }
+        restored.phases.push(BootPhase {
+            name: "first-command".into(),
+            ms: first.elapsed().as_secs_f64() * 1000.0,
+        });
         restore_times.push(t.elapsed().as_secs_f64());
         restore_phases.push(restored.phases.clone());
         restored.vm.stop().await;
@@ -249,6 +277,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         ready_s: median(ready_times),
         restore_s: median(restore_times),
         restore_phases: median_phases(&restore_phases),
+        boot_phases: median_phases(&boot_phases),
         save_s: median(save_times),
         state_bytes: median(state_sizes),
         ram_image_s: median(image_times),

@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crashrig_guest::Op;
-
-use crate::guest::{helper, Guest, GuestHandle, RunKey, SshError};
+use crate::guest::{Guest, GuestHandle, RunKey, SshError};
 use crate::image::GuestImage;
 use crate::report::BootPhase;
 use crate::vm::ram::{GuestRam, RamBackend};
@@ -30,8 +28,6 @@ pub enum BootError {
     Ssh(#[from] SshError),
     #[error("cannot restore the saved guest")]
     Restore(#[from] SnapshotError),
-    #[error("the restored guest was not refreshed: {0}")]
-    Refresh(String),
 }
 
 /// Everything needed to boot one VM.
@@ -65,6 +61,11 @@ pub struct Booted {
     pub phases: Vec<BootPhase>,
     /// The guest's RAM when it is saveable ([`BootSpec::saveable`]).
     pub ram: Option<GuestRam>,
+    /// A restored guest still owes its refresh (fresh entropy, the host's clock): the first
+    /// plan sent to it carries one ([`crate::guest::helper::refresh`]), before its first
+    /// step, instead of a command of its own (each command costs a process start in the
+    /// guest, and under TCG the first ones after a restore run on untranslated code).
+    pub refresh_owed: bool,
 }
 
 /// Times consecutive stages: each [`Laps::lap`] records the time since the previous one.
@@ -119,8 +120,8 @@ pub async fn boot(spec: BootSpec<'_>) -> Result<Booted, BootError> {
 
 /// Starts a new QEMU from the guest `saved` (by `vm::snapshot::save`, from a guest booted
 /// with the same spec and key, on disks of the same sizes) instead of booting.
-/// The guest's RNG is reseeded and its clock set before this returns; that is also its first
-/// command over SSH.
+/// Returns with an authenticated SSH session and [`Booted::refresh_owed`] set: the first
+/// plan must carry the refresh (its RNG reseeded, its clock set) before anything else runs.
 pub async fn restore(spec: BootSpec<'_>, saved: Saved<'_>) -> Result<Booted, BootError> {
     start(spec, Some(saved)).await
 }
@@ -205,6 +206,7 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
     }
     let port = vm.config().ssh_port;
     let mut last = String::from("none yet");
+    let mut announced = false;
     loop {
         if let Some(status) = vm.exited() {
             return Err(BootError::DiedBeforeReady {
@@ -228,6 +230,11 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
+        if state.is_none() && !announced && vm.sshd_started() {
+            // The guest's boot up to its sshd, apart from the SSH connection that follows.
+            laps.lap("sshd-started");
+            announced = true;
+        }
         let key = spec.key.clone();
         let host_key = spec.image.host_key.clone();
         // A refused or reset connection returns at once; the pause below keeps us from spinning.
@@ -242,11 +249,6 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                 let guest = GuestHandle::new(guest);
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if state.is_some() {
-                    if let Err(e) = refresh(&guest, remaining).await {
-                        vm.stop().await;
-                        return Err(e);
-                    }
-                    laps.lap("first-command");
                     let ready_after = vm.started.elapsed();
                     return Ok(Booted {
                         vm,
@@ -254,6 +256,7 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                         ready_after,
                         phases: laps.phases,
                         ram,
+                        refresh_owed: true,
                     });
                 }
                 // init starts sshd before it loads the remaining modules and mounts /tools;
@@ -278,6 +281,7 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                     ready_after,
                     phases: laps.phases,
                     ram,
+                    refresh_owed: false,
                 });
             }
             Err(e @ (SshError::HostKey { .. } | SshError::Auth(_))) => {
@@ -287,41 +291,6 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
             Err(e) => last = crate::report::error_chain(&e),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Host entropy per refresh: a full ChaCha key and then some.
-const ENTROPY_BYTES: usize = 64;
-
-/// The first command in a restored guest: fresh entropy from the host and the host's time.
-async fn refresh(guest: &GuestHandle, within: Duration) -> Result<(), BootError> {
-    let realtime_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let plan = helper::plan(
-        "restored",
-        [Op::Reseed {
-            entropy: (0..ENTROPY_BYTES).map(|_| rand::random::<u8>()).collect(),
-            realtime_ns,
-        }],
-    );
-    let stdin = serde_json::to_vec(&plan).unwrap_or_default();
-    let out = guest
-        .exec(helper::HELPER_COMMAND.into(), stdin, within, |_| {})
-        .await?;
-    let report = helper::read_output(out.stdout.lines())
-        .reports
-        .into_iter()
-        .next();
-    match report {
-        Some(r) if r.error.is_none() => Ok(()),
-        Some(r) => Err(BootError::Refresh(r.error.unwrap_or_default())),
-        None => Err(BootError::Refresh(format!(
-            "the guest helper answered (status {}): {}{}",
-            out.status,
-            out.stdout.trim(),
-            out.stderr.trim()
-        ))),
     }
 }
 

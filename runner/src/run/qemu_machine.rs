@@ -484,7 +484,6 @@ impl Machine for QemuMachine<'_> {
 
     async fn run_plan(&mut self, plan: &Plan, deadline: Duration) -> PlanRun {
         let started = Instant::now();
-        let stdin = serde_json::to_vec(plan).unwrap_or_default();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -495,7 +494,21 @@ impl Machine for QemuMachine<'_> {
                 };
             };
             let left = deadline.saturating_sub(started.elapsed());
-            let (result, output) = Self::send(&b.guest, stdin.clone(), left).await;
+            // A restored guest's first plan refreshes it before its first step.
+            let stdin = if b.refresh_owed {
+                let mut owed = plan.clone();
+                owed.refresh = Some(guest::helper::refresh());
+                serde_json::to_vec(&owed)
+            } else {
+                serde_json::to_vec(plan)
+            }
+            .unwrap_or_default();
+            let (result, output) = Self::send(&b.guest, stdin, left).await;
+            if output.ending == Ending::Finished {
+                if let Some(b) = self.booted.as_mut() {
+                    b.refresh_owed = false;
+                }
+            }
             let abort = match result {
                 Ok(out) => match output.ending {
                     Ending::Finished => None,

@@ -9,7 +9,8 @@
 //!   instant. Every iteration then starts from a restore of it on fresh qcow2 overlays over
 //!   those disks: iterations are independent trials from identical starts.
 //!
-//! Each restore gets fresh randomness and the host's clock (`boot::restore`).
+//! Each restore gets fresh randomness and the host's clock with its first plan
+//! (`boot::Booted::refresh_owed`).
 //!
 //! Booted guests are kept in the cache (`snapshots/<key>/`, with the cache's completion
 //! marker, checked before use), keyed by everything the saved state depends on: kernel,
