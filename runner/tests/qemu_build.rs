@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::crashrig;
+use common::{boots_and_kernels, crashrig};
 
 use serde_json::Value;
 
@@ -157,6 +157,11 @@ fn bisect_names_the_patch_that_defers_fput() {
     assert_eq!(report["target"]["step"], "umount");
     assert_eq!(report["target"]["errno"], "EBUSY");
     assert!(stdout.contains("culprit: patch 2/4"), "{stdout}");
+    let (boots, kernels) = boots_and_kernels(&common::results(out.path()));
+    assert!(
+        boots <= kernels,
+        "{boots} boots for {kernels} kernels: {stdout}"
+    );
     // Every step is in the journal.
     let journal = std::fs::read_to_string(out.path().join("bisect.journal")).unwrap();
     assert!(journal.lines().count() >= 3, "{journal}");
@@ -211,6 +216,11 @@ fn bisect_names_the_patch_that_raises_an_existing_rate() {
         assert!(!(ran(a) && ran(b)), "{a} and {b} are one kernel: {stdout}");
     }
     assert!(stdout.contains("culprit: patch 4/6"), "{stdout}");
+    let (boots, kernels) = boots_and_kernels(&common::results(out.path()));
+    assert!(
+        boots <= kernels,
+        "{boots} boots for {kernels} kernels: {stdout}"
+    );
     assert!(!stdout.contains("Some("), "no Rust debug output: {stdout}");
     assert!(report["wall-seconds"].as_u64().unwrap() > 0, "{report}");
     assert!(stdout.contains("wall time: "), "{stdout}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{crashrig, results};
+use common::{boots_and_kernels, crashrig, results};
 
 use serde_json::Value;
 
@@ -64,6 +64,8 @@ fn shards_resume_and_merge_give_the_whole_matrix() {
         .starts_with("linux-image-6.12."));
     assert!(out.contains("| debian-6.12 | smoke |"), "{out}");
     assert!(out.contains("debian-6.1 vs debian-6.12"), "{out}");
+    let (boots, kernels) = boots_and_kernels(&whole);
+    assert!(boots <= kernels, "{boots} boots for {kernels} kernels");
 
     // Shard 2 alone, then merge with shard 1's first run: the cells of the whole matrix.
     let (code, out, err) = crashrig(&[
@@ -77,6 +79,8 @@ fn shards_resume_and_merge_give_the_whole_matrix() {
         b_s,
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
+    // debian:6.12 booted for smoke's VM shape in the resumed run: this shard restores it.
+    assert_eq!(boots_and_kernels(&results(&b)), (0, 1), "{err}");
     let mut shard1 = results(&a);
     shard1["runs"].as_array_mut().unwrap().truncate(1);
     std::fs::write(

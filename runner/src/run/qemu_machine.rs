@@ -694,7 +694,13 @@ impl QemuMachine<'_> {
     }
 
     async fn restore_set_up_once(&mut self, console_log: &Path) -> Result<BootInfo, MachineError> {
-        self.stop().await;
+        // The guest running now (the last iteration's) is never needed again: its power is
+        // cut rather than asking QEMU to quit, and it is reaped in the background. Nothing
+        // waits for it: the next guest gets new overlay files (its own have no other user),
+        // a new socket, port and console, and maps the same RAM image copy-on-write.
+        if let Some(mut b) = self.booted.take() {
+            tokio::spawn(async move { b.vm.power_cut().await });
+        }
         let (_, set_up) = self.set_up.as_ref().ok_or(MachineError::NoSetUp)?;
         let prepared = self.prepared.as_mut().ok_or(MachineError::NoSetUp)?;
         prepared.disks = set_up.fresh_disks(&prepared.disk_dir)?;

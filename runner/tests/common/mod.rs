@@ -51,3 +51,20 @@ pub fn power_cut_kept_fsynced_data(it: &Value) {
     assert_eq!(data["detail"]["missing"], serde_json::json!([]));
     assert_eq!(data["detail"]["corrupted"], serde_json::json!([]));
 }
+
+/// Real boots (not restores) in a results.json, and the distinct kernels its runs used: a
+/// bisection or matrix boots each kernel at most once (`--restore auto`: later batches of a
+/// kernel restore its booted guest from the cache), so the first is at most the second.
+pub fn boots_and_kernels(results: &Value) -> (usize, usize) {
+    let runs = results["runs"].as_array().expect("runs");
+    let boots = runs
+        .iter()
+        .flat_map(|r| r["boots"].as_array().expect("boots"))
+        .filter(|b| b["restored"].is_null())
+        .count();
+    let kernels: std::collections::BTreeSet<&str> = runs
+        .iter()
+        .map(|r| r["kernel"]["image_sha256"].as_str().expect("kernel"))
+        .collect();
+    (boots, kernels.len())
+}
