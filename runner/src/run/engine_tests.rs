@@ -574,17 +574,24 @@ fn set_up_key(s: &Scenario, seed: u64) -> String {
     plan::setup_key(s, seed, plan::iteration_seed(seed, u32::MAX))
 }
 
+/// A fake machine whose cache holds the set-up machine an earlier run saved with seed 7 (its
+/// restores numbered in `failing` fail), and options that restore always with `seed`.
+fn cached_set_up(h: &Harness, failing: &[u32], seed: u64) -> (Rig<FakeMachine>, RunOptions) {
+    let mut machine = FakeMachine::healthy();
+    machine.cached_set_up = Some(set_up_key(&h.loaded.scenario, 7));
+    machine.failing_restores = failing.iter().copied().collect();
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        seed: Some(seed),
+        ..h.opts()
+    };
+    (Rig::new(machine), opts)
+}
+
 #[tokio::test]
 async fn a_set_up_machine_saved_by_an_earlier_run_starts_every_iteration_without_boot_or_setup() {
     let mut h = Harness::new(scenario(mount_umount()));
-    let mut machine = FakeMachine::healthy();
-    machine.cached_set_up = Some(set_up_key(&h.loaded.scenario, 7));
-    let mut rig = Rig::new(machine);
-    let opts = RunOptions {
-        restore: RestoreMode::Always,
-        seed: Some(7),
-        ..h.opts()
-    };
+    let (mut rig, opts) = cached_set_up(&h, &[], 7);
     let r = h.run(&mut rig, &opts).await;
     assert_eq!(r.error, None);
     assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
@@ -623,14 +630,7 @@ async fn another_seed_whose_setup_differs_does_not_use_the_saved_set_up_machine(
         fsync: true,
     }));
     let mut h = Harness::new(s);
-    let mut machine = FakeMachine::healthy();
-    machine.cached_set_up = Some(set_up_key(&h.loaded.scenario, 7));
-    let mut rig = Rig::new(machine);
-    let opts = RunOptions {
-        restore: RestoreMode::Always,
-        seed: Some(8),
-        ..h.opts()
-    };
+    let (mut rig, opts) = cached_set_up(&h, &[], 8);
     let r = h.run(&mut rig, &opts).await;
     assert_eq!(r.error, None);
     let log = log(rig.machine());
@@ -641,15 +641,7 @@ async fn another_seed_whose_setup_differs_does_not_use_the_saved_set_up_machine(
 #[tokio::test]
 async fn a_saved_set_up_machine_that_does_not_start_is_set_up_and_saved_anew_once() {
     let mut h = Harness::new(scenario(mount_umount()));
-    let mut machine = FakeMachine::healthy();
-    machine.cached_set_up = Some(set_up_key(&h.loaded.scenario, 7));
-    machine.failing_restores = [1].into();
-    let mut rig = Rig::new(machine);
-    let opts = RunOptions {
-        restore: RestoreMode::Always,
-        seed: Some(7),
-        ..h.opts()
-    };
+    let (mut rig, opts) = cached_set_up(&h, &[1], 7);
     let r = h.run(&mut rig, &opts).await;
     assert_eq!(r.error, None);
     assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
@@ -672,10 +664,7 @@ async fn a_saved_set_up_machine_that_does_not_start_is_set_up_and_saved_anew_onc
     assert_eq!(log.iter().filter(|l| *l == "restore set-up").count(), 4);
     // A second failure leaves restores for good: iterations share the guest.
     let mut h = Harness::new(scenario(mount_umount()));
-    let mut machine = FakeMachine::healthy();
-    machine.cached_set_up = Some(set_up_key(&h.loaded.scenario, 7));
-    machine.failing_restores = [1, 2].into();
-    let mut rig = Rig::new(machine);
+    let (mut rig, opts) = cached_set_up(&h, &[1, 2], 7);
     let r = h.run(&mut rig, &opts).await;
     assert_eq!(r.error, None);
     assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
