@@ -203,31 +203,44 @@ pub fn binary_identity(path: &Path) -> String {
 /// is removed and `None` returned).
 pub fn cached_booted(cache: &Cache, key: &str) -> Result<Option<CachedBooted>, CacheError> {
     let entry = cache.dir(SNAPSHOTS)?.join(key);
+    Ok(
+        open_entry(cache, &entry, &[STATE, KEY, CONSOLE])?.map(|(state, key)| CachedBooted {
+            state,
+            key,
+            entry,
+        }),
+    )
+}
+
+/// The saved guest in cache entry `entry` (holding at least `required`), checked against its
+/// completion marker, held open, with the key it trusts; marked recently used. A damaged
+/// entry, or one whose key is no key, is removed and `None` returned.
+fn open_entry(
+    cache: &Cache,
+    entry: &Path,
+    required: &[&str],
+) -> Result<Option<(PinnedGuest, RunKey)>, CacheError> {
     if !cache
-        .lookup(&entry, &[STATE, KEY, CONSOLE], Contents::HashedSparse)?
+        .lookup(entry, required, Contents::HashedSparse)?
         .is_ready()
     {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(entry.join(KEY)).map_err(|source| CacheError::Read {
-        path: entry.join(KEY),
+    let read = |source| CacheError::Read {
+        path: entry.to_path_buf(),
         source,
-    })?;
+    };
+    let text = std::fs::read_to_string(entry.join(KEY)).map_err(read)?;
     let Ok(key) = RunKey::from_openssh(&text) else {
         // Matches its marker yet is no key: made by something else; not trusted.
-        cache.discard(&entry)?;
+        cache.discard(entry)?;
         return Ok(None);
     };
     let ram = Some(entry.join(RAM)).filter(|p| p.exists());
-    let state = PinnedGuest::open(&entry.join(STATE), ram.as_deref()).map_err(|source| {
-        CacheError::Read {
-            path: entry.clone(),
-            source,
-        }
-    })?;
+    let state = PinnedGuest::open(&entry.join(STATE), ram.as_deref()).map_err(read)?;
     // Recently used: the last to be pruned.
     let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
-    Ok(Some(CachedBooted { state, key, entry }))
+    Ok(Some((state, key)))
 }
 
 /// Saves the booted guest (which trusts `run_key`, and runs on `ram` when saveable) and lets
@@ -466,34 +479,16 @@ impl SetUp {
         let bases: Vec<String> = serials.iter().map(|s| base_name(s)).collect();
         let mut required = vec![STATE, KEY];
         required.extend(bases.iter().map(String::as_str));
-        if !cache
-            .lookup(&entry, &required, Contents::HashedSparse)
-            .map_err(cache_err)?
-            .is_ready()
-        {
-            return Ok(None);
-        }
-        let io = |name: &str| {
-            let path = entry.join(name);
-            move |source| SnapshotError::Io { path, source }
-        };
-        let text = std::fs::read_to_string(entry.join(KEY)).map_err(io(KEY))?;
-        let Ok(run_key) = RunKey::from_openssh(&text) else {
-            // Matches its marker yet is no key: made by something else; not trusted.
-            cache.discard(&entry).map_err(cache_err)?;
+        let Some((state, run_key)) = open_entry(cache, &entry, &required).map_err(cache_err)?
+        else {
             return Ok(None);
         };
-        let image = Some(entry.join(RAM)).filter(|p| p.exists());
-        let state = PinnedGuest::open(&entry.join(STATE), image.as_deref()).map_err(io(STATE))?;
         let mut pinned = Vec::new();
         for (serial, base) in serials.iter().zip(&bases) {
-            pinned.push((
-                serial.clone(),
-                Pinned::open(&entry.join(base)).map_err(io(base))?,
-            ));
+            let path = entry.join(base);
+            let pin = Pinned::open(&path).map_err(|source| SnapshotError::Io { path, source })?;
+            pinned.push((serial.clone(), pin));
         }
-        // Recently used: the last to be pruned.
-        let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
         Self::with_templates(state, None, run_key, pinned, dir, Some(entry))
             .await
             .map(Some)
