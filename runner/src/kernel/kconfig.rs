@@ -170,9 +170,8 @@ pub fn verify(requests: &[Request], final_config: &BTreeMap<String, Value>) -> V
 /// Renders dropped options, one per line, with each symbol's `depends on` where `deps` knows it.
 pub fn describe_dropped(dropped: &[Dropped], deps: &dyn Fn(&str) -> Option<String>) -> String {
     let mut s = format!(
-        "{} requested kconfig option{} did not hold after `make olddefconfig`:",
-        dropped.len(),
-        if dropped.len() == 1 { "" } else { "s" }
+        "{} did not hold after `make olddefconfig`:",
+        crate::report::plural(dropped.len() as u64, "requested kconfig option")
     );
     for d in dropped {
         let r = &d.request;

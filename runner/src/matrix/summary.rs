@@ -8,7 +8,7 @@ use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::baseline::Regression;
 use super::compare::{Comparison, RunKey};
-use crate::report::{Results, RunRecord, Summary};
+use crate::report::{plural, Results, RunRecord, Summary};
 
 /// The title: the matrix name of the first cell, else "crashrig results".
 fn title(results: &Results) -> String {
@@ -41,7 +41,7 @@ pub fn markdown(
         let params: Vec<String> = key.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut iterations = s.iterations.to_string();
         if s.errors > 0 {
-            let _ = write!(iterations, " ({})", plural(s.errors, "error"));
+            let _ = write!(iterations, " ({})", plural(u64::from(s.errors), "error"));
         }
         let mut failures = s.failed.to_string();
         if run.error.is_some() {
@@ -100,14 +100,6 @@ fn cell(text: &str) -> String {
         return "–".into();
     }
     text.replace('|', "\\|").replace('\n', " ")
-}
-
-fn plural(n: u32, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
 }
 
 fn percent(x: f64) -> String {
@@ -194,8 +186,8 @@ pub fn outcome_summary(run: &RunRecord) -> String {
         let _ = write!(
             text,
             ", {}, {}",
-            plural(s.hangs, "hang"),
-            plural(s.panics, "panic")
+            plural(u64::from(s.hangs), "hang"),
+            plural(u64::from(s.panics), "panic")
         );
     }
     if s.errors > 0 {

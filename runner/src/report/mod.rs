@@ -10,6 +10,15 @@ pub mod writer;
 pub use events::{Event, EventSink, Reporter};
 pub use results::*;
 
+/// `n` and `what`, in the plural unless `n` is 1: "1 boot", "3 boots".
+pub fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// An error and its sources, joined the way `main` prints them: "a: b: c".
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();

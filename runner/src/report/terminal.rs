@@ -60,7 +60,7 @@ fn starts_line(run: &RunRecord) -> Option<String> {
     if restored == 0 && booted < 2 {
         return None;
     }
-    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let plural = |n: usize, what| super::plural(n as u64, what);
     let how = if run.independent_iterations {
         "independent starts: every iteration began from the same restored set-up guest on fresh disks"
     } else {
@@ -194,8 +194,8 @@ pub fn summary_text(run: &RunRecord) -> String {
         .sum::<u32>();
     if expected > 0 {
         out.push_str(&format!(
-            "\n  ({expected} expected message{} caused by the scenario's own crash steps)",
-            if expected == 1 { "" } else { "s" }
+            "\n  ({} caused by the scenario's own crash steps)",
+            super::plural(u64::from(expected), "expected message")
         ));
     }
     out.push('\n');

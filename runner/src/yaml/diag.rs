@@ -168,7 +168,7 @@ impl fmt::Display for Diagnostics {
         }
         let errors = self.error_count();
         let warnings = self.items.len() - errors;
-        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        let plural = |n: usize, word| crate::report::plural(n as u64, word);
         match (errors, warnings) {
             (0, 0) => write!(f, "no problems in {}", self.origin),
             (0, w) => write!(f, "warning: {} in {}", plural(w, "warning"), self.origin),
