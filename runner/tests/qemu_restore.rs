@@ -56,6 +56,7 @@ fn restored_iterations_see_setup_not_each_other_and_draw_their_own_random_number
         assert_eq!(data["detail"]["missing"], serde_json::json!([]));
         // The second iteration would find the first one's marker on a reused guest.
         assert_eq!(step(it, "fresh-start")["ok"], true, "{it}");
+        assert_eq!(step(it, "controllers-on")["ok"], true, "{it}");
     }
     let random: Vec<String> = its
         .iter()

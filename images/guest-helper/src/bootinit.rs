@@ -13,7 +13,8 @@
 //! 4. the network (10.0.2.15/24 via 10.0.2.2, QEMU's user network), then
 //!    `crashrig: sshd started` on /dev/kmsg: the host starts connecting when it sees that
 //!    line on the console;
-//! 5. the tools disk at /tools, sysrq, the end of the module thread, then
+//! 5. the tools disk at /tools, sysrq, the memory and io cgroup controllers (see
+//!    [`enable_controllers`]: before any guest is saved), the end of the module thread, then
 //!    `crashrig: init done` and /run/crashrig/ready, which the host's first command waits for.
 //!
 //! A failure up to the network is written to the console (`crashrig: boot-init failed: ...`)
@@ -294,6 +295,48 @@ fn after_sshd(loaded: &mut Loaded, timeline: &mut Timeline) {
     if let Err(e) = util::write_once(Path::new("/proc/sys/kernel/sysrq"), b"1") {
         warn(&format!("enable sysrq: {}", util::io_error_name(&e)));
     }
+    warn_all(&enable_controllers(Path::new(CGROUP_ROOT)));
+    timeline.mark("cgroup controllers");
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The controllers a systemd-based distribution enables at boot and that a scenario is likely
+/// to use (io for io.max; io brings memory with it), enabled at the root over our own subtree
+/// `crashrig/`, which lives as long as the guest.
+///
+/// The kernel patches its own code the first time a memory cgroup other than the root comes
+/// to life (the static keys `memcg_kmem_enabled_key`, `memcg_sockets_enabled_key`). Under
+/// TCG, a guest restored from a saved state starts with no translated code, and QEMU 7.2 can
+/// keep executing a stale translation of a patched site (an int3 the kernel has already
+/// replaced): the vCPU traps on it forever, a soft lockup in `kmem_cache_alloc`. Done here, at
+/// boot, the patching happens once, before any guest is saved, and never in a restored one.
+/// With `crashrig/` alive, later cgroups never take the count of memory cgroups back to zero
+/// (which would patch the code back). A kernel without a controller or without cgroup2 is
+/// reported and goes on without it.
+fn enable_controllers(root: &Path) -> Vec<String> {
+    if !crate::cgroup::is_cgroup2(root) {
+        return Vec::new();
+    }
+    let mut failures = Vec::new();
+    if let Err(e) = std::fs::create_dir_all(root.join("crashrig")) {
+        failures.push(format!(
+            "create cgroup crashrig: {}",
+            util::io_error_name(&e)
+        ));
+    }
+    for controller in ["+memory", "+io"] {
+        if let Err(e) =
+            util::write_once(&root.join("cgroup.subtree_control"), controller.as_bytes())
+        {
+            failures.push(format!(
+                "enable the cgroup controller {}: {}",
+                &controller[1..],
+                util::io_error_name(&e)
+            ));
+        }
+    }
+    failures
 }
 
 /// The modules the loading thread is done with, as it reports them.
