@@ -12,6 +12,7 @@ mod error;
 pub mod signature;
 pub mod stats;
 pub mod symbolize;
+pub mod tcg;
 
 pub use dmesg::{
     classify_console, classify_records, parse_frames, ClassifyContext, Finding, FindingKind,

@@ -66,6 +66,8 @@ pub struct Booted {
     /// step, instead of a command of its own (each command costs a process start in the
     /// guest, and under TCG the first ones after a restore run on untranslated code).
     pub refresh_owed: bool,
+    /// Started from a saved state rather than booted.
+    pub restored: bool,
 }
 
 /// Times consecutive stages: each [`Laps::lap`] records the time since the previous one.
@@ -257,6 +259,7 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                         phases: laps.phases,
                         ram,
                         refresh_owed: true,
+                        restored: true,
                     });
                 }
                 // init starts sshd before it loads the remaining modules and mounts /tools;
@@ -282,6 +285,7 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                     phases: laps.phases,
                     ram,
                     refresh_owed: false,
+                    restored: false,
                 });
             }
             Err(e @ (SshError::HostKey { .. } | SshError::Auth(_))) => {

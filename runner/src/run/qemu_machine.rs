@@ -368,6 +368,9 @@ impl<'a> QemuMachine<'a> {
         // The stream worked but the plan did not end within its deadline: a step is stuck in
         // the kernel, or the whole guest is. Either way the guest must boot again.
         if matches!(error, SshError::Timeout { .. }) {
+            if let Some(stale) = self.stale_translation().await {
+                return Abort::Infra(format!("{why}; {stale}"));
+            }
             return Abort::Hang(format!("{why}; QEMU answers, guest state `{status}`"));
         }
         // The transport failed: only a guest that answers neither a new connection nor on its
@@ -390,10 +393,27 @@ impl<'a> QemuMachine<'a> {
                 "the guest stopped answering SSH ({why}) but its console kept writing"
             ));
         }
+        if let Some(stale) = self.stale_translation().await {
+            return Abort::Infra(format!("{why}; {stale}"));
+        }
         Abort::Hang(format!(
             "{why}; the guest answered neither a new connection nor on its console within \
              {within:?} (QEMU answers, guest state `{status}`)"
         ))
+    }
+
+    /// A restored TCG guest whose console shows a vCPU looping on a stale translation of
+    /// patched kernel code ([`crate::outcome::tcg`]): QEMU's failure, not a kernel hang, so
+    /// the iteration is an infrastructure error and does not count in the rates. Such a
+    /// guest never recovers: it is stopped here.
+    async fn stale_translation(&mut self) -> Option<String> {
+        let b = self.booted.as_mut()?;
+        if self.accel != Accel::Tcg || !b.restored {
+            return None;
+        }
+        let stale = crate::outcome::tcg::stale_translation(&b.vm.console_tail(400).join("\n"))?;
+        b.vm.power_cut().await;
+        Some(stale)
     }
 }
 
