@@ -1565,7 +1565,7 @@ mod tests {
             let image: Vec<usize> = groups
                 .iter()
                 .enumerate()
-                .flat_map(|(g, &n)| std::iter::repeat(g).take(n))
+                .flat_map(|(g, &n)| std::iter::repeat_n(g, n))
                 .collect();
             let last = image.len() - 1;
             // The culprit starts a group (inside one, no kernel changes).

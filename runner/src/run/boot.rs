@@ -131,7 +131,7 @@ pub async fn restore(spec: BootSpec<'_>, saved: Saved<'_>) -> Result<Booted, Boo
 /// Where the guest's RAM lives: a saveable guest's in a memfd of ours (a restore copies the
 /// image into it), any other restore's maps the image copy-on-write. A state with its RAM in
 /// the stream needs RAM QEMU does not share (shared RAM is not migrated).
-fn ram_for(
+async fn ram_for(
     saveable: bool,
     memory_mib: u64,
     saved: Option<Saved<'_>>,
@@ -144,7 +144,9 @@ fn ram_for(
             (RamBackend::Shared(ram.path().to_path_buf()), Some(ram))
         }
         (true, Some(Some(image))) => {
-            let ram = GuestRam::copy_of(image).map_err(io(image.to_path_buf()))?;
+            let ram = GuestRam::copy_of_off_thread(image)
+                .await
+                .map_err(io(image.to_path_buf()))?;
             (RamBackend::Shared(ram.path().to_path_buf()), Some(ram))
         }
         (false, Some(Some(image))) => (RamBackend::Private(image.to_path_buf()), None),
@@ -155,7 +157,7 @@ fn ram_for(
 async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, BootError> {
     let state = saved.map(|s| s.state);
     let mut laps = Laps::new();
-    let (ram_backend, ram) = ram_for(spec.saveable, spec.memory_mib, saved)?;
+    let (ram_backend, ram) = ram_for(spec.saveable, spec.memory_mib, saved).await?;
     if spec.saveable && saved.is_some_and(|s| s.ram.is_some()) {
         laps.lap("ram-copy");
     }
@@ -302,8 +304,8 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_guests_that_may_be_saved_get_ram_of_their_own() {
+    #[tokio::test]
+    async fn only_guests_that_may_be_saved_get_ram_of_their_own() {
         let tmp = tempfile::tempdir().unwrap();
         let (state, image) = (tmp.path().join("s"), tmp.path().join("guest.ram"));
         let file = std::fs::File::create(&image).unwrap();
@@ -318,17 +320,17 @@ mod tests {
             ram: None,
         };
         // A boot that may be saved: fresh RAM of ours, shared with QEMU.
-        let (backend, ram) = ram_for(true, 8, None).unwrap();
+        let (backend, ram) = ram_for(true, 8, None).await.unwrap();
         let ram = ram.expect("held");
         assert_eq!(backend, RamBackend::Shared(ram.path().to_path_buf()));
         // A restore that is never saved again: the image, copy-on-write, nothing copied.
-        let (backend, ram) = ram_for(false, 8, Some(with_image)).unwrap();
+        let (backend, ram) = ram_for(false, 8, Some(with_image)).await.unwrap();
         assert_eq!(
             (backend, ram.is_none()),
             (RamBackend::Private(image.clone()), true)
         );
         // A restore that may be saved again: a copy of the image, shared.
-        let (backend, ram) = ram_for(true, 8, Some(with_image)).unwrap();
+        let (backend, ram) = ram_for(true, 8, Some(with_image)).await.unwrap();
         let ram = ram.expect("held");
         assert_eq!(backend, RamBackend::Shared(ram.path().to_path_buf()));
         let mut got = [0u8; 5];
@@ -341,7 +343,7 @@ mod tests {
             (false, Some(in_stream)),
             (false, None),
         ] {
-            let (backend, ram) = ram_for(saveable, 8, saved).unwrap();
+            let (backend, ram) = ram_for(saveable, 8, saved).await.unwrap();
             assert_eq!((backend, ram.is_none()), (RamBackend::Anonymous, true));
         }
     }

@@ -13,6 +13,9 @@ use super::machine::{BootInfo, Machine, MachineError, PlanRun};
 use super::verdict::Abort;
 
 /// What the fake does with a plan.
+// A test double: a scripted reply's size does not matter, and unboxed reports keep the
+// scripts readable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// Every step succeeds.

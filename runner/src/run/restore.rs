@@ -270,7 +270,10 @@ pub async fn save_booted(
     // The guest is paused: its RAM is as the state left it until it resumes.
     let image = from.join(RAM);
     let copied = match ram {
-        Some(ram) => ram.save_to(&image).map(|_| Some(image.as_path())),
+        Some(ram) => ram
+            .save_to_off_thread(&image)
+            .await
+            .map(|_| Some(image.as_path())),
         None => Ok(None),
     };
     snapshot::resume(vm).await?;
@@ -444,10 +447,12 @@ impl SetUp {
         let image = work.join(RAM);
         let image = match &ram {
             Some(ram) => {
-                ram.save_to(&image).map_err(|source| SnapshotError::Io {
-                    path: image.clone(),
-                    source,
-                })?;
+                ram.save_to_off_thread(&image)
+                    .await
+                    .map_err(|source| SnapshotError::Io {
+                        path: image.clone(),
+                        source,
+                    })?;
                 Some(image.as_path())
             }
             None => None,

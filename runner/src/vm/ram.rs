@@ -91,6 +91,24 @@ impl GuestRam {
         Ok(ram)
     }
 
+    /// [`GuestRam::copy_of`] on a blocking thread: the copy reads and writes up to the guest's
+    /// memory size and must not hold up the async runtime (the other machines of a matrix).
+    pub async fn copy_of_off_thread(from: &Path) -> io::Result<GuestRam> {
+        let from = from.to_path_buf();
+        tokio::task::spawn_blocking(move || GuestRam::copy_of(&from))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// [`GuestRam::save_to`] on a blocking thread (see [`GuestRam::copy_of_off_thread`]).
+    pub async fn save_to_off_thread(&self, to: &Path) -> io::Result<u64> {
+        let file = self.file.try_clone()?;
+        let to = to.to_path_buf();
+        tokio::task::spawn_blocking(move || save_file_to(&file, &to))
+            .await
+            .map_err(io::Error::other)?
+    }
+
     /// The path QEMU opens it by.
     pub fn path(&self) -> &Path {
         &self.path
@@ -99,15 +117,20 @@ impl GuestRam {
     /// Writes the RAM to a new file `to` as a sparse image: pages never written or all zero
     /// are holes. The QEMU using it must be paused or stopped. Returns the bytes written.
     pub fn save_to(&self, to: &Path) -> io::Result<u64> {
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(to)?;
-        out.set_len(self.file.metadata()?.len())?;
-        let written = copy_sparse(&self.file, &out)?;
-        out.sync_all()?;
-        Ok(written)
+        save_file_to(&self.file, to)
     }
+}
+
+/// Writes `ram` to a new sparse file `to` (see [`GuestRam::save_to`]).
+fn save_file_to(ram: &File, to: &Path) -> io::Result<u64> {
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
+    out.set_len(ram.metadata()?.len())?;
+    let written = copy_sparse(ram, &out)?;
+    out.sync_all()?;
+    Ok(written)
 }
 
 /// The ranges of `file` that hold data (SEEK_DATA/SEEK_HOLE); holes read as zeros.
@@ -259,5 +282,33 @@ mod tests {
         assert_eq!(page, vec![0u8; PAGE]);
         // An existing file is never overwritten.
         assert!(ram.save_to(&image).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_off_thread_copies_give_the_same_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ram = GuestRam::new(8 << 20).unwrap();
+        File::options()
+            .write(true)
+            .open(ram.path())
+            .unwrap()
+            .write_all_at(&[7u8; PAGE], 3 * PAGE as u64)
+            .unwrap();
+        let image = tmp.path().join("guest.ram");
+        assert_eq!(ram.save_to_off_thread(&image).await.unwrap(), PAGE as u64);
+        assert!(
+            ram.save_to_off_thread(&image).await.is_err(),
+            "never overwritten"
+        );
+        let back = GuestRam::copy_of_off_thread(&image).await.unwrap();
+        let mut page = vec![0u8; PAGE];
+        File::open(back.path())
+            .unwrap()
+            .read_exact_at(&mut page, 3 * PAGE as u64)
+            .unwrap();
+        assert_eq!(page, vec![7u8; PAGE]);
+        assert!(GuestRam::copy_of_off_thread(&tmp.path().join("missing"))
+            .await
+            .is_err());
     }
 }
