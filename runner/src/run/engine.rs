@@ -775,6 +775,13 @@ async fn run_inner<M: Machine>(
     // so the next batch of the same kernel and scenario starts from it too, and so does a
     // later run (the machine finds it in the cache): then nothing boots and setup never runs.
     let mut restores = opts.restore.restores_iterations(run.scenario);
+    if opts.restore == RestoreMode::Always && run.scenario.iterations_share_state {
+        run.sink.info(
+            "--restore always: the iterations run one after another on one guest, as the \
+             scenario declares (iterations-share-state: true); crash steps still restore the \
+             booted guest",
+        );
+    }
     let set_up_key = plan::setup_key(run.scenario, seed, data_seed);
     let saved = restores && run.machine.find_set_up(&set_up_key).await;
     if *ready && set_up_for.is_none() && !saved {

@@ -707,6 +707,15 @@ async fn scenarios_whose_iterations_share_state_run_them_on_one_machine() {
     assert!(!r.independent_iterations);
     let log = log(rig.machine());
     assert!(!log.iter().any(|l| l.contains("set-up")), "{log:?}");
+    // The user asked for restores of every iteration: told why they do not happen.
+    let events = h.events.names();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("message --restore always:")
+                && e.contains("iterations-share-state")),
+        "{events:?}"
+    );
 }
 
 fn run_step(timeout_s: u64) -> Step {
