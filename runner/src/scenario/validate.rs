@@ -433,6 +433,22 @@ impl Checker<'_> {
                         || self.partial.dropped_steps.contains("?")
                 };
                 match step {
+                    Step::PowerCut(_)
+                    | Step::Panic(_)
+                    | Step::Reboot(_)
+                    | Step::Unplug(_)
+                    | Step::Replug(_)
+                        if section == "setup" =>
+                    {
+                        self.error(
+                            at(None),
+                            format!(
+                                "{kind} steps cannot be in `setup`: setup runs in one guest \
+                                 session (its end is what iterations start from); put the \
+                                 {kind} in `steps`"
+                            ),
+                        );
+                    }
                     Step::Spawn(sp) => {
                         if let Some(first) = running.insert(&sp.name, section) {
                             self.error(
@@ -883,6 +899,17 @@ mod tests {
                     "steps[0].dm-error: dm-error step needs device `plain` to be declared with `dm: true`",
                     "steps[1].dm-flakey.device: dm-flakey step needs device `plain` to be declared with `dm: true`",
                     "steps[3].dm-error.device: unknown device `nope` (declared: `scratch`, `plain`)",
+                ],
+            ),
+            // Crash steps end the guest: not in setup, whose end iterations start from.
+            (
+                &format!("name: t\n{DEVICES}filesystem: {{type: xfs, device: plain}}\nsetup:\n- {{mkfs: {{}}}}\n\
+                 - {{power-cut: {{}}}}\n- {{reboot: {{}}}}\n- {{unplug: {{}}}}\nsteps:\n- {{power-cut: {{}}}}\n\
+                 cleanup:\n- {{panic: {{}}}}\n"),
+                &[
+                    "setup[1].power-cut: power-cut steps cannot be in `setup`: setup runs in one guest session (its end is what iterations start from); put the power-cut in `steps`",
+                    "setup[2].reboot: reboot steps cannot be in `setup`: setup runs in one guest session (its end is what iterations start from); put the reboot in `steps`",
+                    "setup[3].unplug: unplug steps cannot be in `setup`: setup runs in one guest session (its end is what iterations start from); put the unplug in `steps`",
                 ],
             ),
             // spawn / kill across sections.
