@@ -1,4 +1,4 @@
-//! Crash modes with real QEMU on debian:6.1: power cut, panic, hot-unplug, dm-error.
+//! Crash modes with real QEMU on debian:6.1: power cut, panic, reboot, hot-unplug, dm-error.
 
 mod common;
 
@@ -51,6 +51,31 @@ fn power_cut_during_writes_replays_the_log_and_keeps_fsynced_data() {
     assert!(
         dmesg(out.path(), it).contains("Starting recovery"),
         "the mount after the cut replayed the log"
+    );
+}
+
+/// A reboot step is init's clean reboot, without init's fixed pauses: a workload that catches
+/// SIGTERM gets to write and sync on its way out, one that ignores it does not hold the
+/// reboot up, and the guest restarts itself (the host's fallback, a power cut after 120 s,
+/// is not what ended it).
+#[test]
+fn reboot_step_terminates_workloads_syncs_and_restarts_the_guest() {
+    let (run, out) = run("tests/crash/clean-reboot.yaml");
+    assert_eq!(crash_boots(&run), ["reboot"]);
+    let it = &run["iterations"][0];
+    assert_eq!(it["verdict"], "pass", "{it}");
+    assert_eq!(step(it, "polite-got-term")["ok"], true, "{it}");
+    assert_eq!(
+        step(it, "verify-data#9")["detail"]["missing"],
+        serde_json::json!([])
+    );
+    let restarted = run["boots"].as_array().unwrap().iter().any(|b| {
+        std::fs::read_to_string(out.path().join(b["console_log"].as_str().unwrap()))
+            .is_ok_and(|c| c.contains("reboot: Restarting system"))
+    });
+    assert!(
+        restarted,
+        "no console shows the guest restarting itself: {run}"
     );
 }
 
