@@ -167,6 +167,9 @@ struct Run<'r, M> {
     /// For traces printed as bare addresses. Debian packages ship a placeholder System.map,
     /// which does not load; built kernels have a real one.
     system_map: Option<outcome::SystemMap>,
+    /// The file for the boot messages of the guest started last, when they have not been read
+    /// yet: the next plan reads them first (a plan of their own cost every boot a round trip).
+    unread_boot_dmesg: Option<String>,
 }
 
 impl<M: Machine> Run<'_, M> {
@@ -179,14 +182,10 @@ impl<M: Machine> Run<'_, M> {
                 .info(format!("disk images kept in {}", dir.display()));
         }
         // The boot's own messages go to a file of their own, so the first iteration's dmesg
-        // starts with that iteration.
+        // starts with that iteration: the next plan reads them before its first step.
         let dmesg_name = format!("dmesg/boot-{:02}.txt", self.boots);
-        let out = self
-            .exec_ops(vec![(None, Op::Dmesg)], Duration::from_secs(60), "boot")
-            .await;
-        let mut records = Vec::new();
-        collect_dmesg(out, &mut records);
-        let _ = std::fs::write(self.run_dir.join(&dmesg_name), kmsg_text(&records));
+        self.boot_dmesg_lost();
+        self.unread_boot_dmesg = Some(dmesg_name.clone());
         self.booted(BootRecord {
             ready_after_ms: info.ready_after.as_millis() as u64,
             console_log: format!("{}/{console_name}", self.rel_dir),
@@ -256,6 +255,7 @@ impl<M: Machine> Run<'_, M> {
 
     /// Starts the next iteration from the saved set-up guest, on fresh disks.
     async fn restore_set_up(&mut self) -> Result<(), RunError> {
+        self.boot_dmesg_lost();
         self.boots += 1;
         let console_name = format!("console-{:02}.log", self.boots);
         let info = self
@@ -291,6 +291,11 @@ impl<M: Machine> Run<'_, M> {
         timeout: Duration,
         label: &str,
     ) -> PlanOutcome {
+        let boot_dmesg = self.unread_boot_dmesg.take();
+        let mut ops = ops;
+        if boot_dmesg.is_some() {
+            ops.insert(0, (None, Op::Dmesg));
+        }
         let (refs, ops): (Vec<Option<StepRef>>, Vec<Op>) = ops.into_iter().unzip();
         let run = self
             .machine
@@ -298,7 +303,17 @@ impl<M: Machine> Run<'_, M> {
             .await;
         let mut reports = Vec::new();
         let mut abort = run.abort;
+        let mut boot_read = false;
         for r in run.reports {
+            if let (Some(file), 0) = (&boot_dmesg, r.index) {
+                let mut records = Vec::new();
+                if let Some(Detail::Dmesg { records: got }) = r.detail {
+                    records = got;
+                }
+                let _ = std::fs::write(self.run_dir.join(file), kmsg_text(&records));
+                boot_read = true;
+                continue;
+            }
             match refs.get(r.index) {
                 Some(step) => reports.push((*step, r)),
                 None => {
@@ -312,7 +327,26 @@ impl<M: Machine> Run<'_, M> {
                 }
             }
         }
+        if let (Some(file), false) = (boot_dmesg, boot_read) {
+            // The plan ended before its first operation: the messages stay in the guest for
+            // the next plan, unless the guest is gone.
+            self.unread_boot_dmesg = Some(file);
+            if !self.machine.is_running() {
+                self.boot_dmesg_lost();
+            }
+        }
         PlanOutcome { reports, abort }
+    }
+
+    /// The guest whose boot messages were not read yet has ended: its boot file says so.
+    fn boot_dmesg_lost(&mut self) {
+        if let Some(file) = self.unread_boot_dmesg.take() {
+            let _ = std::fs::write(
+                self.run_dir.join(file),
+                "(the guest ended before crashrig read its boot messages: they are in its \
+                 console log)\n",
+            );
+        }
     }
 
     async fn setup(&mut self, seed: u64, data_seed: u64) -> (Vec<StepRecord>, Option<RunError>) {
@@ -390,7 +424,12 @@ impl<M: Machine> Run<'_, M> {
         let mut in_guest = Duration::ZERO;
         let mut segments = plan::plan_phase(s, Phase::Steps, seed, data_seed);
         segments.extend(plan::plan_phase(s, Phase::Cleanup, seed, data_seed));
-        for seg in segments {
+        let mut segments = segments.into_iter().peekable();
+        // The guest's messages were read by the plan just before a power cut or panic.
+        let mut dmesg_read = false;
+        // ... or by the iteration's last plan, which ended normally.
+        let mut read_at_end = false;
+        while let Some(seg) = segments.next() {
             if abort.is_some() {
                 break;
             }
@@ -400,22 +439,40 @@ impl<M: Machine> Run<'_, M> {
                     // do not count against it.
                     let left = s.iteration_timeout.saturating_sub(in_guest);
                     let timeout = plan::plan_timeout(&ops, left);
-                    let ops = ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
+                    let mut ops: Vec<_> = ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
+                    // A power cut or panic ends the guest's kernel log, and the iteration's
+                    // last plan ends what it reads: either reads the log last, instead of a
+                    // plan of its own.
+                    let reads_log = matches!(
+                        segments.peek(),
+                        None | Some(Segment::Host(_, HostAction::PowerCut | HostAction::Panic))
+                    );
+                    if reads_log {
+                        ops.push((None, Op::Dmesg));
+                    }
                     let t0 = Instant::now();
                     let out = self.exec_ops(ops, timeout, &format!("iteration {n}")).await;
                     in_guest += t0.elapsed();
                     for (r, rep) in &out.reports {
-                        if let Some(r) = r {
-                            steps.push(verdict::step_record(s, *r, rep));
+                        match r {
+                            Some(r) => steps.push(verdict::step_record(s, *r, rep)),
+                            None => {
+                                if let Some(Detail::Dmesg { records }) = &rep.detail {
+                                    kmsg.extend(records.iter().cloned());
+                                    dmesg_read = true;
+                                }
+                            }
                         }
                     }
                     abort = out.abort;
+                    read_at_end = segments.peek().is_none() && dmesg_read && abort.is_none();
                 }
                 Segment::Host(r, action) => {
                     let t0 = Instant::now();
                     let result = self
-                        .host_action(&action, &mut kmsg, &mut console_text)
+                        .host_action(&action, &mut kmsg, &mut console_text, dmesg_read)
                         .await;
+                    dmesg_read = false;
                     if matches!(action, HostAction::Panic) {
                         ctx.expected_panic = true;
                     }
@@ -445,6 +502,7 @@ impl<M: Machine> Run<'_, M> {
         // dmesg of this iteration: from the guest while it lives, else from the console.
         let mut console_tail = Vec::new();
         match &abort {
+            None if read_at_end => {}
             None | Some(Abort::Infra(_)) if self.machine.is_running() => {
                 let out = self
                     .exec_ops(vec![(None, Op::Dmesg)], Duration::from_secs(60), "dmesg")
@@ -505,20 +563,26 @@ impl<M: Machine> Run<'_, M> {
     }
 
     /// Carries out a host step. Boots that end here leave their console text in `console`.
+    /// `dmesg_read`: the plan just before it read the guest's kernel log already.
     async fn host_action(
         &mut self,
         action: &HostAction,
         kmsg: &mut Vec<KmsgRecord>,
         console: &mut String,
+        dmesg_read: bool,
     ) -> Result<(), RunError> {
         match action {
             HostAction::PowerCut => {
-                self.read_dmesg(kmsg).await;
+                if !dmesg_read {
+                    self.read_dmesg(kmsg).await;
+                }
                 self.machine.power_cut().await;
                 self.boot("power-cut").await
             }
             HostAction::Panic => {
-                self.read_dmesg(kmsg).await;
+                if !dmesg_read {
+                    self.read_dmesg(kmsg).await;
+                }
                 self.machine.panic().await;
                 // The panic itself only reached the console; what came before it was read from
                 // /dev/kmsg above, so take the console from the helper's marker for this step on.
@@ -706,6 +770,7 @@ pub async fn run_batch<M: Machine>(
             .system_map
             .as_deref()
             .and_then(|p| outcome::SystemMap::load(p).ok()),
+        unread_boot_dmesg: None,
     };
     let scenario_key = serde_json::to_string(s).unwrap_or_default();
     if rig.set_up_for.as_ref() != Some(&scenario_key) {
@@ -724,6 +789,15 @@ pub async fn run_batch<M: Machine>(
         &mut record,
     )
     .await;
+    // A guest started last and never asked for anything since: its boot messages are read
+    // now, while it runs (a later batch may reuse it).
+    if run.unread_boot_dmesg.is_some() {
+        if run.machine.is_running() {
+            run.exec_ops(Vec::new(), Duration::from_secs(60), "dmesg")
+                .await;
+        }
+        run.boot_dmesg_lost();
+    }
     if let Err(e) = result {
         rig.ready = false;
         record.error = Some(crate::report::error_chain(&e));

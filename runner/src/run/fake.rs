@@ -161,6 +161,9 @@ impl Machine for FakeMachine {
         let count = self.seen.entry(plan.label.clone()).or_default();
         let reply = (self.script)(plan, *count);
         *count += 1;
+        // The run reads a new guest's boot messages first in its next plan: a reply's `step`
+        // counts the operations after that read, so scripts name the scenario's steps.
+        let lead = usize::from(plan.steps.len() > 1 && matches!(plan.steps[0].op, Op::Dmesg));
         let ok = |upto: usize| -> Vec<StepReport> {
             plan.steps
                 .iter()
@@ -174,6 +177,7 @@ impl Machine for FakeMachine {
                 abort: None,
             },
             Reply::Step { step, report } => {
+                let step = step + lead;
                 let mut reports = ok(plan.steps.len());
                 reports[step] = StepReport {
                     index: step,
@@ -185,20 +189,20 @@ impl Machine for FakeMachine {
                 }
             }
             Reply::Hang { step } => PlanRun {
-                reports: ok(step),
+                reports: ok(step + lead),
                 abort: Some(Abort::Hang("the guest stopped answering".into())),
             },
             Reply::Panic { step } => {
                 self.running = false;
                 PlanRun {
-                    reports: ok(step),
+                    reports: ok(step + lead),
                     abort: Some(Abort::Panic("fake oops".into())),
                 }
             }
             Reply::Die { step } => {
                 self.running = false;
                 PlanRun {
-                    reports: ok(step),
+                    reports: ok(step + lead),
                     abort: Some(Abort::Infra(
                         "QEMU exited (signal: 9) during the plan".into(),
                     )),
