@@ -221,13 +221,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         let ram = booted.ram.take();
         if let Some(ram) = &ram {
             let t = Instant::now();
-            let written =
-                ram.save_to_off_thread(&image)
-                    .await
-                    .map_err(|source| SnapshotError::Io {
-                        path: image.clone(),
-                        source,
-                    })?;
+            let written = super::restore::save_ram(ram, &image).await?;
             image_times.push(t.elapsed().as_secs_f64());
             image_sizes.push(written as f64);
         }

@@ -270,17 +270,11 @@ pub async fn save_booted(
     // The guest is paused: its RAM is as the state left it until it resumes.
     let image = from.join(RAM);
     let copied = match ram {
-        Some(ram) => ram
-            .save_to_off_thread(&image)
-            .await
-            .map(|_| Some(image.as_path())),
+        Some(ram) => save_ram(ram, &image).await.map(|_| Some(image.as_path())),
         None => Ok(None),
     };
     snapshot::resume(vm).await?;
-    let image = copied.map_err(|source| SnapshotError::Io {
-        path: image.clone(),
-        source,
-    })?;
+    let image = copied?;
     let pinned = PinnedGuest::open(&state, image).map_err(|source| SnapshotError::Io {
         path: state.clone(),
         source,
@@ -289,6 +283,17 @@ pub async fn save_booted(
         install(cache, &from, key, run_key);
     }
     Ok(pinned)
+}
+
+/// Writes the RAM image of a paused or stopped guest to `to` (a new file), off the runtime;
+/// returns the bytes written.
+pub async fn save_ram(ram: &GuestRam, to: &Path) -> Result<u64, SnapshotError> {
+    ram.save_to_off_thread(to)
+        .await
+        .map_err(|source| SnapshotError::Io {
+            path: to.to_path_buf(),
+            source,
+        })
 }
 
 /// Moves `from` (holding a saved guest) into the cache under `key` with the key the guest
@@ -447,12 +452,7 @@ impl SetUp {
         let image = work.join(RAM);
         let image = match &ram {
             Some(ram) => {
-                ram.save_to_off_thread(&image)
-                    .await
-                    .map_err(|source| SnapshotError::Io {
-                        path: image.clone(),
-                        source,
-                    })?;
+                save_ram(ram, &image).await?;
                 Some(image.as_path())
             }
             None => None,
