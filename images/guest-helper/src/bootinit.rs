@@ -5,7 +5,9 @@
 //! spawned about thirty processes on the path to SSH. Here the only child is dropbear. The
 //! order is the one the host relies on:
 //!
-//! 1. mount proc, sysfs, devtmpfs, devpts, /run, /tmp, cgroup2, debugfs;
+//! 1. mount proc, sysfs, devtmpfs, devpts, /run, /tmp, cgroup2, debugfs, then enable the
+//!    memory and io cgroup controllers (see [`enable_controllers`]: before any guest is
+//!    saved, and before anything else runs);
 //! 2. write the host's key to /root/.ssh/authorized_keys and start dropbear;
 //! 3. a second thread loads virtio_net, virtio_blk, then (once virtio_pci is in its init) the
 //!    other modules of `crashrig_modules` (filesystems, device-mapper: xfs alone takes ~0.8 s
@@ -13,8 +15,7 @@
 //! 4. the network (10.0.2.15/24 via 10.0.2.2, QEMU's user network), then
 //!    `crashrig: sshd started` on /dev/kmsg: the host starts connecting when it sees that
 //!    line on the console;
-//! 5. the tools disk at /tools, sysrq, the memory and io cgroup controllers (see
-//!    [`enable_controllers`]: before any guest is saved), the end of the module thread, then
+//! 5. the tools disk at /tools, sysrq, the end of the module thread, then
 //!    `crashrig: init done` and /run/crashrig/ready, which the host's first command waits for.
 //!
 //! A failure up to the network is written to the console (`crashrig: boot-init failed: ...`)
@@ -189,6 +190,10 @@ pub fn run() -> i32 {
 fn boot(timeline: &mut Timeline) -> Result<(), String> {
     mount_filesystems();
     timeline.mark("mounts");
+    // First, while nothing else runs in the guest: no module loading, no SSH connection
+    // (see `enable_controllers`).
+    warn_all(&enable_controllers(Path::new(CGROUP_ROOT)));
+    timeline.mark("cgroup controllers");
     let config = BootConfig::resolve(
         std::env::var("crashrig_key").ok(),
         std::env::var("crashrig_modules").ok(),
@@ -295,8 +300,6 @@ fn after_sshd(loaded: &mut Loaded, timeline: &mut Timeline) {
     if let Err(e) = util::write_once(Path::new("/proc/sys/kernel/sysrq"), b"1") {
         warn(&format!("enable sysrq: {}", util::io_error_name(&e)));
     }
-    warn_all(&enable_controllers(Path::new(CGROUP_ROOT)));
-    timeline.mark("cgroup controllers");
 }
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -310,7 +313,9 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// TCG, a guest restored from a saved state starts with no translated code, and QEMU 7.2 can
 /// keep executing a stale translation of a patched site (an int3 the kernel has already
 /// replaced): the vCPU traps on it forever, a soft lockup in `kmem_cache_alloc`. Done here, at
-/// boot, the patching happens once, before any guest is saved, and never in a restored one.
+/// boot, the patching happens once, before any guest is saved, and never in a restored one;
+/// and first thing, before dropbear and the module thread start, so that the other vCPU runs
+/// no newly loaded or newly translated code while the kernel patches its own.
 /// With `crashrig/` alive, later cgroups never take the count of memory cgroups back to zero
 /// (which would patch the code back). A kernel without a controller or without cgroup2 is
 /// reported and goes on without it.
