@@ -271,6 +271,8 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
         args.kernel,
     );
     let mut per_iteration = Vec::new();
+    // Runs in which an iteration did not pass: their results stay for a look.
+    let mut not_passed = Vec::new();
     for restore in ["never", "auto"] {
         let mut walls = Vec::new();
         let mut last = None;
@@ -296,6 +298,9 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
                     status: status.to_string(),
                 });
             };
+            if run.summary.passed < run.summary.iterations {
+                not_passed.push(out.clone());
+            }
             last = Some(run);
         }
         let run = last.expect("the measured run");
@@ -329,6 +334,19 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
         never_own / auto_own,
         never_wall / auto_wall
     );
+    if !not_passed.is_empty() {
+        let kept = tmp.keep();
+        println!(
+            "  not every iteration passed (the figures include it); results kept in {}: {}",
+            kept.display(),
+            not_passed
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(crate::exit::OK)
 }
 
