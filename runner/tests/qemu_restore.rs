@@ -406,6 +406,7 @@ async fn two_guests_restored_from_one_ram_image_at_once_both_run_and_leave_it_un
         .take()
         .expect("a saveable guest's RAM")
         .save_to(&ram)
+        .await
         .unwrap();
     booted.vm.stop().await;
     let before = file_sha256(&ram);

@@ -144,7 +144,7 @@ async fn ram_for(
             (RamBackend::Shared(ram.path().to_path_buf()), Some(ram))
         }
         (true, Some(Some(image))) => {
-            let ram = GuestRam::copy_of_off_thread(image)
+            let ram = GuestRam::copy_of(image)
                 .await
                 .map_err(io(image.to_path_buf()))?;
             (RamBackend::Shared(ram.path().to_path_buf()), Some(ram))

@@ -306,11 +306,8 @@ impl<M: Machine> Run<'_, M> {
         let mut boot_read = false;
         for r in run.reports {
             if let (Some(file), 0) = (&boot_dmesg, r.index) {
-                let mut records = Vec::new();
-                if let Some(Detail::Dmesg { records: got }) = r.detail {
-                    records = got;
-                }
-                let _ = std::fs::write(self.run_dir.join(file), kmsg_text(&records));
+                let records = dmesg_records(&r).unwrap_or_default();
+                let _ = std::fs::write(self.run_dir.join(file), kmsg_text(records));
                 boot_read = true;
                 continue;
             }
@@ -425,10 +422,9 @@ impl<M: Machine> Run<'_, M> {
         let mut segments = plan::plan_phase(s, Phase::Steps, seed, data_seed);
         segments.extend(plan::plan_phase(s, Phase::Cleanup, seed, data_seed));
         let mut segments = segments.into_iter().peekable();
-        // The guest's messages were read by the plan just before a power cut or panic.
+        // The last plan read the guest's kernel log (before a power cut or panic, or as the
+        // iteration's last).
         let mut dmesg_read = false;
-        // ... or by the iteration's last plan, which ended normally.
-        let mut read_at_end = false;
         while let Some(seg) = segments.next() {
             if abort.is_some() {
                 break;
@@ -457,15 +453,14 @@ impl<M: Machine> Run<'_, M> {
                         match r {
                             Some(r) => steps.push(verdict::step_record(s, *r, rep)),
                             None => {
-                                if let Some(Detail::Dmesg { records }) = &rep.detail {
-                                    kmsg.extend(records.iter().cloned());
+                                if let Some(records) = dmesg_records(rep) {
+                                    kmsg.extend_from_slice(records);
                                     dmesg_read = true;
                                 }
                             }
                         }
                     }
                     abort = out.abort;
-                    read_at_end = segments.peek().is_none() && dmesg_read && abort.is_none();
                 }
                 Segment::Host(r, action) => {
                     let t0 = Instant::now();
@@ -502,7 +497,8 @@ impl<M: Machine> Run<'_, M> {
         // dmesg of this iteration: from the guest while it lives, else from the console.
         let mut console_tail = Vec::new();
         match &abort {
-            None if read_at_end => {}
+            // Only the iteration's last plan leaves it set: a host step after a plan clears it.
+            None if dmesg_read => {}
             None | Some(Abort::Infra(_)) if self.machine.is_running() => {
                 let out = self
                     .exec_ops(vec![(None, Op::Dmesg)], Duration::from_secs(60), "dmesg")
@@ -972,10 +968,16 @@ fn kmsg_text(records: &[KmsgRecord]) -> String {
 }
 
 fn collect_dmesg(out: PlanOutcome, kmsg: &mut Vec<KmsgRecord>) {
-    for (_, r) in out.reports {
-        if let Some(Detail::Dmesg { records }) = r.detail {
-            kmsg.extend(records);
-        }
+    for (_, r) in &out.reports {
+        kmsg.extend_from_slice(dmesg_records(r).unwrap_or_default());
+    }
+}
+
+/// The kernel log records a `Dmesg` operation reported.
+fn dmesg_records(r: &StepReport) -> Option<&[KmsgRecord]> {
+    match &r.detail {
+        Some(Detail::Dmesg { records }) => Some(records),
+        _ => None,
     }
 }
 

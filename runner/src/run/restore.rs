@@ -288,12 +288,10 @@ pub async fn save_booted(
 /// Writes the RAM image of a paused or stopped guest to `to` (a new file), off the runtime;
 /// returns the bytes written.
 pub async fn save_ram(ram: &GuestRam, to: &Path) -> Result<u64, SnapshotError> {
-    ram.save_to_off_thread(to)
-        .await
-        .map_err(|source| SnapshotError::Io {
-            path: to.to_path_buf(),
-            source,
-        })
+    ram.save_to(to).await.map_err(|source| SnapshotError::Io {
+        path: to.to_path_buf(),
+        source,
+    })
 }
 
 /// Moves `from` (holding a saved guest) into the cache under `key` with the key the guest

@@ -84,29 +84,18 @@ impl GuestRam {
     }
 
     /// RAM holding a copy of the image `from` (which may be larger than the pages it holds).
-    pub fn copy_of(from: &Path) -> io::Result<GuestRam> {
-        let source = File::open(from)?;
-        let ram = GuestRam::new(source.metadata()?.len())?;
-        copy_sparse(&source, &ram.file)?;
-        Ok(ram)
-    }
-
-    /// [`GuestRam::copy_of`] on a blocking thread: the copy reads and writes up to the guest's
-    /// memory size and must not hold up the async runtime (the other machines of a matrix).
-    pub async fn copy_of_off_thread(from: &Path) -> io::Result<GuestRam> {
+    /// The copy runs on a blocking thread: it reads and writes up to the guest's memory size
+    /// and must not hold up the async runtime (the other machines of a matrix).
+    pub async fn copy_of(from: &Path) -> io::Result<GuestRam> {
         let from = from.to_path_buf();
-        tokio::task::spawn_blocking(move || GuestRam::copy_of(&from))
-            .await
-            .map_err(io::Error::other)?
-    }
-
-    /// [`GuestRam::save_to`] on a blocking thread (see [`GuestRam::copy_of_off_thread`]).
-    pub async fn save_to_off_thread(&self, to: &Path) -> io::Result<u64> {
-        let file = self.file.try_clone()?;
-        let to = to.to_path_buf();
-        tokio::task::spawn_blocking(move || save_file_to(&file, &to))
-            .await
-            .map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            let source = File::open(&from)?;
+            let ram = GuestRam::new(source.metadata()?.len())?;
+            copy_sparse(&source, &ram.file)?;
+            Ok(ram)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// The path QEMU opens it by.
@@ -115,22 +104,24 @@ impl GuestRam {
     }
 
     /// Writes the RAM to a new file `to` as a sparse image: pages never written or all zero
-    /// are holes. The QEMU using it must be paused or stopped. Returns the bytes written.
-    pub fn save_to(&self, to: &Path) -> io::Result<u64> {
-        save_file_to(&self.file, to)
+    /// are holes. The QEMU using it must be paused or stopped. Returns the bytes written. On a
+    /// blocking thread, as [`GuestRam::copy_of`].
+    pub async fn save_to(&self, to: &Path) -> io::Result<u64> {
+        let ram = self.file.try_clone()?;
+        let to = to.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&to)?;
+            out.set_len(ram.metadata()?.len())?;
+            let written = copy_sparse(&ram, &out)?;
+            out.sync_all()?;
+            Ok(written)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
-}
-
-/// Writes `ram` to a new sparse file `to` (see [`GuestRam::save_to`]).
-fn save_file_to(ram: &File, to: &Path) -> io::Result<u64> {
-    let out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)?;
-    out.set_len(ram.metadata()?.len())?;
-    let written = copy_sparse(ram, &out)?;
-    out.sync_all()?;
-    Ok(written)
 }
 
 /// The ranges of `file` that hold data (SEEK_DATA/SEEK_HOLE); holes read as zeros.
@@ -248,8 +239,8 @@ mod tests {
         assert!(!RamBackend::Private("x".into()).is_shared());
     }
 
-    #[test]
-    fn a_saved_image_keeps_the_pages_and_only_takes_room_for_non_zero_ones() {
+    #[tokio::test]
+    async fn a_saved_image_keeps_the_pages_and_only_takes_room_for_non_zero_ones() {
         let tmp = tempfile::tempdir().unwrap();
         let ram = GuestRam::new(64 << 20).unwrap();
         let live = File::options()
@@ -262,7 +253,7 @@ mod tests {
         live.write_all_at(&[0u8; PAGE], 5 * PAGE as u64).unwrap();
         live.write_all_at(b"end", (64 << 20) - 3).unwrap();
         let image = tmp.path().join("guest.ram");
-        assert_eq!(ram.save_to(&image).unwrap(), 2 * PAGE as u64);
+        assert_eq!(ram.save_to(&image).await.unwrap(), 2 * PAGE as u64);
         let meta = std::fs::metadata(&image).unwrap();
         assert_eq!(meta.len(), 64 << 20);
         assert!(
@@ -270,7 +261,7 @@ mod tests {
             "sparse: {}",
             allocated(&meta)
         );
-        let back = GuestRam::copy_of(&image).unwrap();
+        let back = GuestRam::copy_of(&image).await.unwrap();
         let f = File::open(back.path()).unwrap();
         let mut page = vec![0u8; PAGE];
         f.read_exact_at(&mut page, 0).unwrap();
@@ -281,7 +272,7 @@ mod tests {
         f.read_exact_at(&mut page, PAGE as u64).unwrap();
         assert_eq!(page, vec![0u8; PAGE]);
         // An existing file is never overwritten.
-        assert!(ram.save_to(&image).is_err());
+        assert!(ram.save_to(&image).await.is_err());
     }
 
     #[tokio::test]
@@ -295,19 +286,16 @@ mod tests {
             .write_all_at(&[7u8; PAGE], 3 * PAGE as u64)
             .unwrap();
         let image = tmp.path().join("guest.ram");
-        assert_eq!(ram.save_to_off_thread(&image).await.unwrap(), PAGE as u64);
-        assert!(
-            ram.save_to_off_thread(&image).await.is_err(),
-            "never overwritten"
-        );
-        let back = GuestRam::copy_of_off_thread(&image).await.unwrap();
+        assert_eq!(ram.save_to(&image).await.unwrap(), PAGE as u64);
+        assert!(ram.save_to(&image).await.is_err(), "never overwritten");
+        let back = GuestRam::copy_of(&image).await.unwrap();
         let mut page = vec![0u8; PAGE];
         File::open(back.path())
             .unwrap()
             .read_exact_at(&mut page, 3 * PAGE as u64)
             .unwrap();
         assert_eq!(page, vec![7u8; PAGE]);
-        assert!(GuestRam::copy_of_off_thread(&tmp.path().join("missing"))
+        assert!(GuestRam::copy_of(&tmp.path().join("missing"))
             .await
             .is_err());
     }
