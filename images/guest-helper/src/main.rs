@@ -28,6 +28,7 @@ mod dm;
 mod kmsg;
 mod mounts;
 mod reseed;
+mod shell;
 mod task;
 mod util;
 
@@ -285,7 +286,10 @@ fn run_op(env: &Env, op: &Op, r: &mut StepReport) {
         Op::Run {
             command,
             timeout_ms,
-        } => task::run_captured(env, "sh", &["-c", command], *timeout_ms).into_report(r),
+        } => {
+            let line = task::shell_command(command);
+            task::run_captured(env, "sh", &["-c", &line], *timeout_ms).into_report(r)
+        }
         Op::Sleep { ms } => util::sleep_ms(*ms),
         Op::Sync { target } => mounts::sync(r, target.as_deref()),
         Op::DmCreate { name, device } => {

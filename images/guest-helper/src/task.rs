@@ -78,6 +78,13 @@ fn spawn_files(env: &Env, name: &str) -> SpawnFiles {
     }
 }
 
+/// A `run` or `spawn` command as the guest's shell gets it: programs in `PATH` win over
+/// busybox applets of the same name (see [`crate::shell`]).
+pub fn shell_command(command: &str) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    crate::shell::command_line(&path, command)
+}
+
 fn find_sh() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
     std::env::split_paths(&path)
@@ -283,7 +290,7 @@ pub fn spawn(env: &Env, report: &mut StepReport, name: &str, command: &str) {
     let args = match (|| -> std::io::Result<SpawnArgs> {
         Ok(SpawnArgs {
             sh: util::path_cstring(&find_sh())?,
-            command: util::cstring(command)?,
+            command: util::cstring(&shell_command(command))?,
             log: util::path_cstring(&files.log)?,
             status: util::path_cstring(&files.status)?,
             procs: match &cg {
