@@ -373,7 +373,7 @@ impl<'a> QemuMachine<'a> {
         let status = match b.vm.health(QMP_WITHIN).await {
             Health::Answers { status } => status,
             Health::Fault(fault) => {
-                b.vm.power_cut().await;
+                b.vm.kill().await;
                 return Abort::Infra(format!("{fault} ({why})"));
             }
         };
@@ -424,7 +424,7 @@ impl<'a> QemuMachine<'a> {
             return None;
         }
         let stale = crate::outcome::tcg::stale_translation(&b.vm.console_tail(400).join("\n"))?;
-        b.vm.power_cut().await;
+        b.vm.kill().await;
         Some(stale)
     }
 }
@@ -726,7 +726,7 @@ impl QemuMachine<'_> {
         // waits for it: the next guest gets new overlay files (its own have no other user),
         // a new socket, port and console, and maps the same RAM image copy-on-write.
         if let Some(mut b) = self.booted.take() {
-            tokio::spawn(async move { b.vm.power_cut().await });
+            tokio::spawn(async move { b.vm.kill().await });
         }
         let (_, set_up) = self.set_up.as_ref().ok_or(MachineError::NoSetUp)?;
         let prepared = self.prepared.as_mut().ok_or(MachineError::NoSetUp)?;
