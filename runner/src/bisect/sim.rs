@@ -217,6 +217,8 @@ pub struct SimSummary {
     pub build_cost: f64,
     pub boot_cost: f64,
     pub ktest_tries: u32,
+    /// crashrig was told both true rates (`--tell-rates`).
+    pub told_rates: bool,
     pub cases: Vec<CaseSummary>,
 }
 
@@ -378,6 +380,7 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
         build_cost: params.build_cost,
         boot_cost: params.boot_cost,
         ktest_tries: params.ktest_tries,
+        told_rates: params.tell_rates,
         cases,
     })
 }
@@ -386,8 +389,17 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
 pub fn print_summary(s: &SimSummary, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "bisection benchmark: N = {} commits, {} runs per case and method, crashrig at confidence {} (not told the rates), build cost {} and boot cost {} iterations",
-        s.commits, s.runs, s.confidence, s.build_cost, s.boot_cost
+        "bisection benchmark: N = {} commits, {} runs per case and method, crashrig at confidence {} ({}), build cost {} and boot cost {} iterations",
+        s.commits,
+        s.runs,
+        s.confidence,
+        if s.told_rates {
+            "told both true rates"
+        } else {
+            "not told the rates"
+        },
+        s.build_cost,
+        s.boot_cost
     )?;
     writeln!(
         out,
