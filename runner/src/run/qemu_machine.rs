@@ -429,6 +429,20 @@ impl<'a> QemuMachine<'a> {
     }
 }
 
+/// How often a restored TCG guest's console is read for a stale translation while a plan runs.
+const STALE_WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// Resolves, with its description, once `console()` (read every `every`) shows a vCPU on a
+/// stale translation ([`crate::outcome::tcg`]); pending forever otherwise.
+async fn stale_translation_seen(console: impl Fn() -> String, every: Duration) -> String {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Some(why) = crate::outcome::tcg::stale_translation(&console()) {
+            return why;
+        }
+    }
+}
+
 pub fn panic_line(tail: &[String]) -> String {
     tail.iter()
         .find(|l| l.contains("Kernel panic - not syncing"))
@@ -535,7 +549,33 @@ impl Machine for QemuMachine<'_> {
                 serde_json::to_vec(plan)
             }
             .unwrap_or_default();
-            let (result, output) = Self::send(&b.guest, stdin, left).await;
+            // A restored TCG guest's console is watched while the plan runs: a vCPU caught on
+            // a stale translation never recovers, and waiting for the plan's deadline cost
+            // up to the scenario's whole iteration-timeout.
+            let sent = if b.restored && self.accel == Accel::Tcg {
+                let vm = &b.vm;
+                tokio::select! {
+                    sent = Self::send(&b.guest, stdin, left) => Ok(sent),
+                    why = stale_translation_seen(
+                        || vm.console_tail(400).join("\n"),
+                        STALE_WATCH_EVERY,
+                    ) => Err(why),
+                }
+            } else {
+                Ok(Self::send(&b.guest, stdin, left).await)
+            };
+            let (result, output) = match sent {
+                Ok(sent) => sent,
+                Err(why) => {
+                    if let Some(b) = self.booted.as_mut() {
+                        b.vm.kill().await;
+                    }
+                    return PlanRun {
+                        reports: vec![],
+                        abort: Some(Abort::Infra(format!("stopped during the plan: {why}"))),
+                    };
+                }
+            };
             if output.ending == Ending::Finished {
                 if let Some(b) = self.booted.as_mut() {
                     b.refresh_owed = false;
@@ -774,6 +814,40 @@ steps:
   - power-cut: {}
   - mount: {}
 ";
+
+    #[tokio::test]
+    async fn a_stale_translation_on_the_console_ends_the_watch_and_a_clean_console_never_does() {
+        let fixture = |name: &str| {
+            std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/dmesg")
+                    .join(name),
+            )
+            .unwrap()
+        };
+        let hung = fixture("tcg-stale-int3-nop5.log");
+        // The console grows: clean at first, the lockup reports from the third read on.
+        let reads = std::sync::atomic::AtomicU32::new(0);
+        let console = || {
+            if reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                String::from("[    3.1] crashrig: iteration 1 step 1\n")
+            } else {
+                hung.clone()
+            }
+        };
+        let why = stale_translation_seen(console, Duration::from_millis(5)).await;
+        assert!(why.contains("lockup"), "{why}");
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // A kernel's own lockup (syzbot's report, a real spin loop) is not QEMU's.
+        let own = fixture("rcu-stall-soft-lockup-syzbot.log");
+        let watch = stale_translation_seen(|| own.clone(), Duration::from_millis(5));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), watch)
+                .await
+                .is_err(),
+            "a kernel lockup ended the watch"
+        );
+    }
 
     /// The cache key of the set-up guest of `text` (with `setting`) on the given host-side
     /// inputs, as `QemuMachine::save_set_up` makes it.
