@@ -132,6 +132,11 @@ pub enum Op {
         name: String,
         signal: String,
         wait_ms: u64,
+        /// A crash step (power cut, panic, reboot) came between the workload's spawn and
+        /// this kill: the guest started again since, and a workload it does not know ended
+        /// with it (nothing to signal, not an error).
+        #[serde(default)]
+        may_have_ended: bool,
     },
     /// Run `sh -c command` in the foreground; killed (whole cgroup) after `timeout_ms`.
     Run {

@@ -282,7 +282,8 @@ fn run_op(env: &Env, op: &Op, r: &mut StepReport) {
             name,
             signal,
             wait_ms,
-        } => task::kill(env, r, name, signal, *wait_ms),
+            may_have_ended,
+        } => task::kill(env, r, name, signal, *wait_ms, *may_have_ended),
         Op::Run {
             command,
             timeout_ms,

@@ -408,7 +408,17 @@ fn read_status(path: &Path, wait_ms: f64) -> Option<i32> {
     }
 }
 
-pub fn kill(env: &Env, report: &mut StepReport, name: &str, signal: &str, wait_ms: u64) {
+/// Signals workload `name`'s tasks and waits up to `wait_ms` for them to exit. A name this
+/// guest never spawned is an error, unless `may_have_ended` (a crash step restarted the guest
+/// since the spawn): the workload ended with it, and there is nothing left to signal.
+pub fn kill(
+    env: &Env,
+    report: &mut StepReport,
+    name: &str,
+    signal: &str,
+    wait_ms: u64,
+    may_have_ended: bool,
+) {
     report.attempts = 1;
     if let Err(e) = check_name(name) {
         report.error = Some(e);
@@ -420,7 +430,16 @@ pub fn kill(env: &Env, report: &mut StepReport, name: &str, signal: &str, wait_m
     };
     let files = spawn_files(env, name);
     let Ok(record) = std::fs::read_to_string(&files.pid) else {
-        report.error = Some(format!("no workload named {name}"));
+        if may_have_ended {
+            report.detail = Some(Detail::Killed {
+                tasks: 0,
+                exit_wait_ms: None,
+                exit_status: None,
+                timed_out: false,
+            });
+        } else {
+            report.error = Some(format!("no workload named {name}"));
+        }
         return;
     };
     let mut words = record.split_whitespace();

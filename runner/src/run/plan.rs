@@ -114,13 +114,42 @@ pub fn plan_phase(s: &Scenario, phase: Phase, seed: u64, data_seed: u64) -> Vec<
                 }
                 segments.push(Segment::Host(r, action));
             }
-            Planned::Guest(op) => guest.push((r, op)),
+            Planned::Guest(mut op) => {
+                if let Op::Kill {
+                    name,
+                    may_have_ended,
+                    ..
+                } = &mut op
+                {
+                    *may_have_ended = crash_since_spawn(s, phase, index, name);
+                }
+                guest.push((r, op))
+            }
         }
     }
     if !guest.is_empty() {
         segments.push(Segment::Guest(guest));
     }
     segments
+}
+
+/// Whether a crash step (power cut, panic, reboot: the guest starts again, its workloads
+/// end) comes after the last spawn of `name` before step `index` of `phase`. An iteration
+/// runs `steps` then `cleanup`; setup has no crash steps.
+fn crash_since_spawn(s: &Scenario, phase: Phase, index: usize, name: &str) -> bool {
+    let before: Vec<&Step> = match phase {
+        Phase::Setup => return false,
+        Phase::Steps => s.steps[..index].iter().collect(),
+        Phase::Cleanup => s.steps.iter().chain(&s.cleanup[..index]).collect(),
+    };
+    for step in before.into_iter().rev() {
+        match step {
+            Step::Spawn(sp) if sp.name == name => return false,
+            Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether the scenario provokes filesystem errors on purpose (shutdown, failing devices,
@@ -242,6 +271,8 @@ fn plan_step(s: &Scenario, step: &Step, rng: &mut impl Rng, data_seed: u64) -> P
             name: k.name.clone(),
             signal: k.signal.clone(),
             wait_ms: ms(k.wait),
+            // Set by `plan_phase`, which sees where the step is.
+            may_have_ended: false,
         },
         Step::Run(r) => Op::Run {
             command: r.command.clone(),
@@ -451,6 +482,45 @@ mod tests {
                 fstype: "xfs".into(),
                 options: vec!["-l".into(), "/dev/vdb".into()],
             }
+        );
+    }
+
+    #[test]
+    fn a_kill_after_a_crash_step_may_find_its_workload_ended_with_the_guest() {
+        let s = load_str(
+            "name: t\ndevices: [{name: scratch, size: 1G}]\nfilesystem: {type: xfs}\n\
+             steps:\n- {spawn: {name: a, command: x}}\n- {spawn: {name: b, command: x}}\n\
+             - {kill: {name: a}}\n- {power-cut: {}}\n- {spawn: {name: b, command: y}}\n\
+             - {kill: {name: b}}\ncleanup:\n- {kill: {name: a}}\n- {kill: {name: b}}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let kills = |phase| -> Vec<(String, bool)> {
+            plan_phase(&s, phase, 1, 1)
+                .into_iter()
+                .flat_map(|seg| match seg {
+                    Segment::Guest(ops) => ops,
+                    Segment::Host(..) => vec![],
+                })
+                .filter_map(|(_, op)| match op {
+                    Op::Kill {
+                        name,
+                        may_have_ended,
+                        ..
+                    } => Some((name, may_have_ended)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Before the cut: not ended. `b` spawned again after it: not ended. `a` in cleanup:
+        // its only spawn was before the cut.
+        assert_eq!(
+            kills(Phase::Steps),
+            [("a".to_string(), false), ("b".to_string(), false)]
+        );
+        assert_eq!(
+            kills(Phase::Cleanup),
+            [("a".to_string(), true), ("b".to_string(), false)]
         );
     }
 

@@ -432,6 +432,11 @@ impl Checker<'_> {
                     self.partial.dropped_steps.contains(kind)
                         || self.partial.dropped_steps.contains("?")
                 };
+                // A crash step ends every workload (the guest starts again): one may be
+                // spawned anew after it without a kill.
+                if matches!(step, Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_)) {
+                    running.clear();
+                }
                 match step {
                     Step::PowerCut(_)
                     | Step::Panic(_)
@@ -911,6 +916,13 @@ mod tests {
                     "setup[2].reboot: reboot steps cannot be in `setup`: setup runs in one guest session (its end is what iterations start from); put the reboot in `steps`",
                     "setup[3].unplug: unplug steps cannot be in `setup`: setup runs in one guest session (its end is what iterations start from); put the unplug in `steps`",
                 ],
+            ),
+            // A crash step ends every workload: spawning one again after it needs no kill.
+            (
+                "name: t\nsteps:\n- {spawn: {name: bg, command: x}}\n- {power-cut: {}}\n\
+                 - {spawn: {name: bg, command: x}}\n- {spawn: {name: bg, command: y}}\n\
+                 cleanup: [{kill: {name: bg}}]\n",
+                &["steps[3].spawn.name: spawn `bg` is already running (started in `steps`); kill it before starting it again"],
             ),
             // spawn / kill across sections.
             (
