@@ -656,6 +656,7 @@ pub fn run_captured(env: &Env, program: &str, args: &[&str], timeout_ms: u64) ->
     let deadline = monotonic_ms() + timeout_ms as f64;
     let mut status = None;
     let mut timed_out = false;
+    let mut unkillable = false;
     let mut drain_deadline = f64::INFINITY;
     loop {
         if status.is_none() && !timed_out {
@@ -667,7 +668,17 @@ pub fn run_captured(env: &Env, program: &str, args: &[&str], timeout_ms: u64) ->
                 timed_out = true;
                 group.kill_all();
                 let _ = child.kill();
-                let _ = child.wait();
+                // Bounded: a task blocked in the kernel (D state: a sync on a suspended
+                // device) does not die of SIGKILL, and an unbounded wait held the whole
+                // plan, the crash step after it included, until the iteration was a hang.
+                let until = monotonic_ms() + 1000.0;
+                while !matches!(child.try_wait(), Ok(Some(_))) {
+                    if monotonic_ms() >= until {
+                        unkillable = true;
+                        break;
+                    }
+                    util::sleep_ms(5);
+                }
                 drain_deadline = monotonic_ms() + 2000.0;
             }
         }
@@ -727,7 +738,16 @@ pub fn run_captured(env: &Env, program: &str, args: &[&str], timeout_ms: u64) ->
         status,
         stdout: out.finish(),
         stderr: err.finish(),
-        error: timed_out.then(|| format!("timed out after {timeout_ms} ms")),
+        error: timed_out.then(|| {
+            if unkillable {
+                format!(
+                    "timed out after {timeout_ms} ms, and still there after SIGKILL (blocked in \
+                     the kernel, D state): left running"
+                )
+            } else {
+                format!("timed out after {timeout_ms} ms")
+            }
+        }),
     }
 }
 
