@@ -146,3 +146,30 @@ fn dm_error_fails_io_and_the_restored_device_mounts() {
         "I/O failed while the error table was loaded:\n{text}"
     );
 }
+
+/// A foreground command blocked in the kernel at its timeout (a sync on a suspended dm
+/// device: SIGKILL cannot end it) fails its step and is left behind; the plan goes on and the
+/// power cut after it happens. Before, the helper waited for it without bound and the
+/// iteration became a hang at the plan deadline.
+#[test]
+fn a_run_step_stuck_in_the_kernel_fails_at_its_timeout_and_the_power_cut_still_comes() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let (code, stdout, stderr) = crashrig(&[
+        "run",
+        "tests/crash/stuck-sync-power-cut.yaml",
+        "--out",
+        dir,
+    ]);
+    // Exit 1: the stuck step's expectation (exit 0) is violated, which is what it shows.
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let run = results(out.path())["runs"][0].clone();
+    let it = &run["iterations"][0];
+    assert_eq!(it["verdict"], "fail", "{it}");
+    let stuck = step(it, "stuck-sync");
+    let note = stuck["note"].as_str().unwrap_or_default();
+    assert!(note.contains("blocked in the kernel"), "{stuck}");
+    // The steps after it ran: the cut, the replay, the check of the fsync'd files.
+    assert_eq!(crash_boots(&run), ["power-cut"]);
+    power_cut_kept_fsynced_data(it);
+}
