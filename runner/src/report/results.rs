@@ -419,8 +419,14 @@ pub fn summarize(iterations: &[IterationRecord]) -> Summary {
             }
             Verdict::Error => s.errors += 1,
         }
-        for step in it.steps.iter().filter(|st| st.phase == "steps") {
-            if let Some(e) = &step.errno {
+        // Cleanup steps run in every iteration too and can fail it: they get their own rows
+        // (ids are unique across sections), but the run's errno totals stay the steps'.
+        for step in it
+            .steps
+            .iter()
+            .filter(|st| st.phase == "steps" || st.phase == "cleanup")
+        {
+            if let Some(e) = step.errno.as_ref().filter(|_| step.phase == "steps") {
                 *s.errno_counts.entry(e.clone()).or_default() += 1;
             }
             let entry = s

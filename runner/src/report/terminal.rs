@@ -132,15 +132,25 @@ pub fn summary_text(run: &RunRecord) -> String {
         {
             continue;
         }
-        let counts: Vec<String> = st
-            .errno_counts
-            .iter()
-            .map(|(e, n)| format!("{e} {n}/{}", st.runs))
-            .collect();
+        // Steps that make a system call whose errno is the outcome show the errno counts; the
+        // others only whether their expectation held ("ok 3/3; violated 3/3" read as both).
+        let counts: Vec<String> = if matches!(st.kind.as_str(), "mount" | "umount" | "shutdown") {
+            st.errno_counts
+                .iter()
+                .map(|(e, n)| format!("{e} {n}/{}", st.runs))
+                .collect()
+        } else if st.violations < st.runs {
+            vec![format!("held {}/{}", st.runs - st.violations, st.runs)]
+        } else {
+            vec![]
+        };
         let mut line = format!("  {id} ({}): {}", st.kind, counts.join(", "));
         if st.violations > 0 {
+            if !counts.is_empty() {
+                line.push_str("; ");
+            }
             line.push_str(&format!(
-                "; violated {}/{} ({}, 95% CI {}-{})",
+                "violated {}/{} ({}, 95% CI {}-{})",
                 st.violations,
                 st.runs,
                 pct(st.violation_rate),
@@ -612,6 +622,51 @@ mod tests {
         insta::with_settings!({filters => vec![(r"(/[\w.-]+)+/", "[path]/")]}, {
             insta::assert_snapshot!(summary_text(&run));
         });
+    }
+
+    /// Steps without an errno say whether their expectation held, not "ok" beside
+    /// "violated"; a failing cleanup step has its own row, outside the errno totals.
+    #[test]
+    fn steps_without_an_errno_say_held_or_violated_and_cleanup_steps_are_listed() {
+        use crate::report::results::tests::{iteration, step};
+        let cleanup = |ok, errno: Option<&str>| {
+            let mut st = step("kill-bg", "kill", errno, ok, None);
+            st.phase = "cleanup".into();
+            st
+        };
+        let its = vec![
+            iteration(
+                1,
+                Verdict::Fail,
+                vec![
+                    step("v", "verify-data", None, false, None),
+                    step("fsck", "fsck", None, true, None),
+                    cleanup(false, Some("ESRCH")),
+                ],
+            ),
+            iteration(
+                2,
+                Verdict::Fail,
+                vec![
+                    step("v", "verify-data", None, false, None),
+                    step("fsck", "fsck", None, true, None),
+                    cleanup(true, None),
+                ],
+            ),
+        ];
+        let run = seed_record("t.yaml", ("debian:6.1", "k"), its);
+        let text = summary_text(&run);
+        assert!(
+            text.contains("  v (verify-data): violated 2/2 (100%"),
+            "{text}"
+        );
+        assert!(text.contains("  fsck (fsck): held 2/2\n"), "{text}");
+        assert!(
+            text.contains("  kill-bg (kill): held 1/2; violated 1/2"),
+            "{text}"
+        );
+        assert!(!text.contains("ok 2/2; violated"), "{text}");
+        assert!(!text.contains("errno counts"), "{text}");
     }
 
     #[test]
