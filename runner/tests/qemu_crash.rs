@@ -155,12 +155,8 @@ fn dm_error_fails_io_and_the_restored_device_mounts() {
 fn a_run_step_stuck_in_the_kernel_fails_at_its_timeout_and_the_power_cut_still_comes() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
-    let (code, stdout, stderr) = crashrig(&[
-        "run",
-        "tests/crash/stuck-sync-power-cut.yaml",
-        "--out",
-        dir,
-    ]);
+    let (code, stdout, stderr) =
+        crashrig(&["run", "tests/crash/stuck-sync-power-cut.yaml", "--out", dir]);
     // Exit 1: the stuck step's expectation (exit 0) is violated, which is what it shows.
     assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let run = results(out.path())["runs"][0].clone();
