@@ -17,13 +17,14 @@ use std::path::{Path, PathBuf};
 
 /// `command` preceded by the functions that make `PATH`'s programs win over busybox applets
 /// of the same name, for the directories of `path` (a `PATH` value) in order.
+#[cfg(test)]
 pub fn command_line(path: &str, command: &str) -> String {
-    let prelude = prelude(&programs(path));
-    if prelude.is_empty() {
-        command.to_string()
-    } else {
-        format!("{prelude}{command}")
-    }
+    format!("{}{command}", prelude_for(path))
+}
+
+/// The functions (one line each, possibly none) that go before every command for `path`.
+pub fn prelude_for(path: &str) -> String {
+    prelude(&programs(path))
 }
 
 /// Every program in the directories of `path`, in `PATH` order (the first of a name is the

@@ -80,9 +80,12 @@ fn spawn_files(env: &Env, name: &str) -> SpawnFiles {
 
 /// A `run` or `spawn` command as the guest's shell gets it: programs in `PATH` win over
 /// busybox applets of the same name (see [`crate::shell`]).
+/// The prelude is made once per helper process (its `PATH` does not change), not per step.
 pub fn shell_command(command: &str) -> String {
-    let path = std::env::var("PATH").unwrap_or_default();
-    crate::shell::command_line(&path, command)
+    static PRELUDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let prelude = PRELUDE
+        .get_or_init(|| crate::shell::prelude_for(&std::env::var("PATH").unwrap_or_default()));
+    format!("{prelude}{command}")
 }
 
 fn find_sh() -> PathBuf {
