@@ -124,6 +124,15 @@ fn power_cut_over_restores_keeps_acknowledged_data() {
         ("power-cut".into(), Some("booted".into())),
     ];
     assert_eq!(b, want);
+    // Restored guests are driven over the agent channel, booted ones over SSH.
+    for boot in run["boots"].as_array().unwrap() {
+        let want = if boot["restored"].is_string() {
+            "agent"
+        } else {
+            "ssh"
+        };
+        assert_eq!(boot["transport"], want, "{boot}");
+    }
     for it in run["iterations"].as_array().unwrap() {
         assert_eq!(it["verdict"], "pass", "{it}");
         power_cut_kept_fsynced_data(it);
@@ -433,15 +442,22 @@ async fn two_guests_restored_from_one_ram_image_at_once_both_run_and_leave_it_un
     booted.vm.stop().await;
     let before = file_sha256(&ram);
 
+    // Both restores talk to their guests over the agent channel, as crashrig's restores do.
+    assert!(booted.agent, "the booted guest announced its agent channel");
     let saved = Saved {
         state: &state,
         ram: Some(&ram),
+        agent: true,
     };
     let (a, b) = tokio::join!(
         restore(spec("a", false), saved),
         restore(spec("b", false), saved)
     );
     let (mut a, mut b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        (a.guest.transport(), b.guest.transport()),
+        ("agent", "agent")
+    );
     // Each writes 32 MiB of its own random bytes to its RAM (the root filesystem is in RAM)
     // and reads back their checksum.
     let fill = "dd if=/dev/urandom of=/root/fill bs=1M count=32 2>/dev/null && md5sum /root/fill";

@@ -15,7 +15,9 @@
 //! 4. the network (10.0.2.15/24 via 10.0.2.2, QEMU's user network), then
 //!    `crashrig: sshd started` on /dev/kmsg: the host starts connecting when it sees that
 //!    line on the console;
-//! 5. the tools disk at /tools, sysrq, the end of the module thread, then
+//! 5. the tools disk at /tools, sysrq, the end of the module thread (virtio_console is its
+//!    first module after virtio_pci), the agent on the virtio-serial port (see [`crate::agent`];
+//!    announced as `crashrig: agent started`, or `crashrig: no agent channel`), then
 //!    `crashrig: init done` and /run/crashrig/ready, which the host's first command waits for.
 //!
 //! A failure up to the network is written to the console (`crashrig: boot-init failed: ...`)
@@ -232,6 +234,7 @@ fn boot(timeline: &mut Timeline) -> Result<(), String> {
         {
             util::sleep_ms(2);
         }
+        failures.extend(load_module("virtio_console"));
         for m in rest {
             failures.extend(load_module(&m));
         }
@@ -265,6 +268,8 @@ fn boot(timeline: &mut Timeline) -> Result<(), String> {
         Err(_) => warn("the module loading thread panicked"),
     }
     result?;
+    start_agent();
+    timeline.mark("agent");
     kmsg::mark(Path::new(KMSG), "crashrig: init done\n");
     if let Err(e) = std::fs::write("/run/crashrig/ready", b"") {
         // sshd runs, so this is only reported (the host gives up waiting and shows the
@@ -303,6 +308,38 @@ fn after_sshd(loaded: &mut Loaded, timeline: &mut Timeline) {
 }
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+const VIRTIO_PORTS: &str = "/sys/class/virtio-ports";
+/// How long the agent's port may take to appear once virtio_console is in: the driver adds
+/// ports as QEMU announces them, after its probe.
+const PORT_WAIT_MS: f64 = 2000.0;
+
+/// Starts the agent on its virtio-serial port and says so on the console, where the host
+/// learns whether this guest has the channel (a kernel without virtio_console has not; the
+/// host then keeps to SSH).
+fn start_agent() {
+    let deadline = util::monotonic_ms() + PORT_WAIT_MS;
+    let port = loop {
+        let found =
+            crate::agent::find_port(Path::new(VIRTIO_PORTS), crashrig_guest::channel::PORT_NAME);
+        if found.is_some() || !Path::new(VIRTIO_PORTS).exists() || util::monotonic_ms() > deadline {
+            break found;
+        }
+        util::sleep_ms(10);
+    };
+    let started = match &port {
+        Some(p) if p.exists() => crate::agent::start(p).map_err(|e| util::io_error_name(&e)),
+        Some(p) => Err(format!("{} does not exist", p.display())),
+        None => Err("no virtio console port (virtio_console missing?)".into()),
+    };
+    match started {
+        Ok(()) => kmsg::mark(Path::new(KMSG), "crashrig: agent started\n"),
+        Err(why) => kmsg::mark(
+            Path::new(KMSG),
+            &format!("crashrig: no agent channel: {why}\n"),
+        ),
+    }
+}
 
 /// The controllers a systemd-based distribution enables at boot and that a scenario is likely
 /// to use (io for io.max; io brings memory with it), enabled at the root over our own subtree

@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod channel;
+
 /// Bumped whenever a field changes meaning; the helper refuses a plan of another version (with
 /// an [`OutputLine::Fatal`] line), so host and guest image always agree.
 /// Version 2: the `reseed` op. Version 3: output lines are tagged

@@ -7,6 +7,8 @@
 //! - `crashrig-guest version`: print the protocol version.
 //! - `crashrig-guest boot-init`: the guest's start-up, busybox init's `sysinit` action (see
 //!   [`bootinit`]).
+//! - `crashrig-guest agent PORT`: serve the host's commands on the virtio-serial port `PORT`
+//!   (see [`agent`] and `crashrig_guest::channel`); init starts it.
 //!
 //! The plan is read as one JSON value, so the host may keep stdin open after writing it.
 //!
@@ -20,6 +22,7 @@
 //! /run/crashrig), `CRASHRIG_CGROUP_ROOT` (cgroup2 mount; default /sys/fs/cgroup; when it is
 //! not cgroup2, workloads fall back to process groups), `CRASHRIG_KMSG` (default /dev/kmsg).
 
+mod agent;
 mod bootinit;
 mod cgroup;
 mod data;
@@ -102,8 +105,15 @@ fn main() {
         Some("exec") => std::process::exit(exec()),
         Some("version") => println!("{PROTOCOL_VERSION}"),
         Some("boot-init") => std::process::exit(bootinit::run()),
+        Some("agent") => match std::env::args_os().nth(2) {
+            Some(port) => std::process::exit(agent::run(Path::new(&port))),
+            None => {
+                eprintln!("usage: crashrig-guest agent PORT");
+                std::process::exit(EXIT_BAD_PLAN);
+            }
+        },
         _ => {
-            eprintln!("usage: crashrig-guest exec | version | boot-init");
+            eprintln!("usage: crashrig-guest exec | version | boot-init | agent PORT");
             std::process::exit(EXIT_BAD_PLAN);
         }
     }

@@ -14,10 +14,11 @@ use crate::run::bench::{boot_bench, BootBenchOptions};
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Bare boot (busybox init that powers off at once) vs crashrig's start to first SSH
-    /// command vs a restore of a saved guest to first SSH command (with where its time went:
-    /// QEMU's start, the state load, the SSH connection, the first command), the save (device
-    /// state, and the RAM image as a sparse file as for the cache), and per-iteration overhead
-    /// vs the same loop as a shell script in the guest.
+    /// command vs a restore of a saved guest to its first command over the agent channel, and
+    /// the same restore with its first command over a new SSH connection (each with where its
+    /// time went: QEMU's start, the state load, the SSH connection, the first command), the
+    /// save (device state, and the RAM image as a sparse file as for the cache), and
+    /// per-iteration overhead vs the same loop as a shell script in the guest.
     Boot(BenchBootArgs),
     /// A crash scenario (default: tests/crash/power-cut-xfs.yaml) run by this crashrig with
     /// `--restore never` (boots; iterations reuse the guest) and then `--restore auto`

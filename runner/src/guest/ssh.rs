@@ -1,5 +1,6 @@
 //! SSH transport to the guest's dropbear, through the `ssh2` crate (libssh2). ssh2 blocks, so
 //! every call runs on tokio's blocking pool with `Session::set_timeout` as its bound.
+//! [`GuestHandle`] carries commands over SSH or over the agent channel ([`super::agent`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,7 +11,7 @@ use base64::Engine as _;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 
 #[derive(Debug, thiserror::Error)]
-pub enum SshError {
+pub enum GuestError {
     #[error("cannot make an SSH key pair")]
     KeyGen(#[source] ssh_key::Error),
     #[error("cannot connect to 127.0.0.1:{port}")]
@@ -47,12 +48,27 @@ pub enum SshError {
     },
     #[error("the SSH worker thread failed: {0}")]
     Join(String),
+    #[error("the agent channel to the guest failed during `{command}`")]
+    Agent {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent channel closed during `{command}`: QEMU or the guest's agent is gone")]
+    AgentClosed { command: String },
+    #[error("the guest's agent could not run `{command}`: {reason}")]
+    AgentRefused { command: String, reason: String },
+    #[error("the agent channel is out of step after an earlier command timed out")]
+    AgentOutOfStep,
 }
 
-impl SshError {
+impl GuestError {
     /// Whether the failure came before the command was sent: running it again is safe.
     pub fn before_command(&self) -> bool {
-        matches!(self, SshError::Connect { .. } | SshError::Channel { .. })
+        matches!(
+            self,
+            GuestError::Connect { .. } | GuestError::Channel { .. } | GuestError::AgentOutOfStep
+        )
     }
 }
 
@@ -68,10 +84,10 @@ pub struct RunKey {
 }
 
 impl RunKey {
-    pub fn generate() -> Result<RunKey, SshError> {
+    pub fn generate() -> Result<RunKey, GuestError> {
         let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
-            .map_err(SshError::KeyGen)?;
-        let private_pem = key.to_openssh(LineEnding::LF).map_err(SshError::KeyGen)?;
+            .map_err(GuestError::KeyGen)?;
+        let private_pem = key.to_openssh(LineEnding::LF).map_err(GuestError::KeyGen)?;
         RunKey::from_openssh(&private_pem)
     }
 
@@ -87,9 +103,9 @@ impl RunKey {
     }
 
     /// The key pair from its private half in OpenSSH format.
-    pub fn from_openssh(private_pem: &str) -> Result<RunKey, SshError> {
-        let key = PrivateKey::from_openssh(private_pem).map_err(SshError::KeyGen)?;
-        let public = key.public_key().to_openssh().map_err(SshError::KeyGen)?;
+    pub fn from_openssh(private_pem: &str) -> Result<RunKey, GuestError> {
+        let key = PrivateKey::from_openssh(private_pem).map_err(GuestError::KeyGen)?;
+        let public = key.public_key().to_openssh().map_err(GuestError::KeyGen)?;
         let public_b64 = public
             .split_whitespace()
             .nth(1)
@@ -122,26 +138,26 @@ impl Guest {
         key: &RunKey,
         host_key: &str,
         timeout: Duration,
-    ) -> Result<Guest, SshError> {
+    ) -> Result<Guest, GuestError> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let tcp = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|source| SshError::Connect { port, source })?;
+            .map_err(|source| GuestError::Connect { port, source })?;
         tcp.set_nodelay(true).ok();
-        let mut session = ssh2::Session::new().map_err(SshError::Handshake)?;
+        let mut session = ssh2::Session::new().map_err(GuestError::Handshake)?;
         session.set_tcp_stream(tcp);
         session.set_timeout(timeout.as_millis() as u32);
-        session.handshake().map_err(SshError::Handshake)?;
+        session.handshake().map_err(GuestError::Handshake)?;
         let expected = host_key.split_whitespace().nth(1).unwrap_or_default();
         let got = session
             .host_key()
             .map(|(bytes, _)| base64::engine::general_purpose::STANDARD.encode(bytes))
             .unwrap_or_default();
         if got != expected {
-            return Err(SshError::HostKey { got });
+            return Err(GuestError::HostKey { got });
         }
         session
             .userauth_pubkey_memory("root", None, &key.private_pem, None)
-            .map_err(SshError::Auth)?;
+            .map_err(GuestError::Auth)?;
         Ok(Guest { session })
     }
 
@@ -152,13 +168,13 @@ impl Guest {
         stdin: &[u8],
         timeout: Duration,
         mut on_line: impl FnMut(&str),
-    ) -> Result<ExecOutput, SshError> {
+    ) -> Result<ExecOutput, GuestError> {
         let deadline = Instant::now() + timeout;
-        let exec_err = |source| SshError::Exec {
+        let exec_err = |source| GuestError::Exec {
             command: command.into(),
             source,
         };
-        let io_err = |source| SshError::Io {
+        let io_err = |source| GuestError::Io {
             command: command.into(),
             source,
         };
@@ -169,7 +185,7 @@ impl Guest {
         let mut channel = self
             .session
             .channel_session()
-            .map_err(|source| SshError::Channel {
+            .map_err(|source| GuestError::Channel {
                 command: command.into(),
                 source,
             })?;
@@ -199,7 +215,7 @@ impl Guest {
                 Err(e) => return Err(io_err(e)),
             }
             if Instant::now() > deadline {
-                return Err(SshError::Timeout {
+                return Err(GuestError::Timeout {
                     command: command.into(),
                     timeout,
                 });
@@ -225,13 +241,33 @@ fn is_timeout(e: &std::io::Error) -> bool {
         || e.kind() == std::io::ErrorKind::WouldBlock
 }
 
-/// A shareable handle the async shell moves into blocking tasks.
+/// How commands reach one guest.
+enum Transport {
+    Ssh(Guest),
+    Agent(super::agent::Agent),
+}
+
+/// A shareable handle the async shell moves into blocking tasks: commands over an SSH
+/// session, or over the agent channel (a restored guest's: no handshake).
 #[derive(Clone)]
-pub struct GuestHandle(Arc<std::sync::Mutex<Guest>>);
+pub struct GuestHandle(Arc<std::sync::Mutex<Transport>>);
 
 impl GuestHandle {
     pub fn new(g: Guest) -> Self {
-        GuestHandle(Arc::new(std::sync::Mutex::new(g)))
+        GuestHandle(Arc::new(std::sync::Mutex::new(Transport::Ssh(g))))
+    }
+
+    /// Commands over the agent channel.
+    pub fn agent(a: super::agent::Agent) -> Self {
+        GuestHandle(Arc::new(std::sync::Mutex::new(Transport::Agent(a))))
+    }
+
+    /// "ssh" or "agent": which way commands go (for reports).
+    pub fn transport(&self) -> &'static str {
+        match self.0.lock().as_deref() {
+            Ok(Transport::Agent(_)) => "agent",
+            _ => "ssh",
+        }
     }
 
     /// Runs a command on the blocking pool; `on_line` gets each stdout line.
@@ -241,14 +277,17 @@ impl GuestHandle {
         stdin: Vec<u8>,
         timeout: Duration,
         on_line: impl FnMut(&str) + Send + 'static,
-    ) -> Result<ExecOutput, SshError> {
+    ) -> Result<ExecOutput, GuestError> {
         let g = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            let guest = g.lock().map_err(|e| SshError::Join(e.to_string()))?;
-            guest.exec_streaming(&command, &stdin, timeout, on_line)
+            let mut guest = g.lock().map_err(|e| GuestError::Join(e.to_string()))?;
+            match &mut *guest {
+                Transport::Ssh(ssh) => ssh.exec_streaming(&command, &stdin, timeout, on_line),
+                Transport::Agent(agent) => agent.exec_streaming(&command, &stdin, timeout, on_line),
+            }
         })
         .await
-        .map_err(|e| SshError::Join(e.to_string()))?
+        .map_err(|e| GuestError::Join(e.to_string()))?
     }
 }
 

@@ -45,6 +45,8 @@ pub const IMAGE_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
     "virtio_net",
+    // The agent channel's port (`crashrig_guest::channel`); init loads it after virtio_pci.
+    "virtio_console",
     "xfs",
     "ext4",
     "btrfs",

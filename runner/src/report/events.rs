@@ -143,10 +143,14 @@ pub struct BootBenchFigures {
     pub bare_boot_s: f64,
     /// crashrig's start to its first SSH command, in seconds.
     pub ready_s: f64,
-    /// A new QEMU from a saved guest (fresh disk overlay included) to its first SSH command.
-    pub restore_s: f64,
+    /// A new QEMU from a saved guest (fresh disk overlay included) to its first command's
+    /// result over the agent channel; `None` when the guest had no agent.
+    pub restore_s: Option<f64>,
     /// Where a restore's time went: the median of each stage (`BootPhase` names), in order.
     pub restore_phases: Vec<super::results::BootPhase>,
+    /// The same restore with its first command over a new SSH connection (the peer).
+    pub ssh_restore_s: f64,
+    pub ssh_restore_phases: Vec<super::results::BootPhase>,
     /// Where crashrig's boot went, the same way.
     pub boot_phases: Vec<super::results::BootPhase>,
     /// Saving the paused guest to a file, in seconds.

@@ -58,7 +58,9 @@ pub struct KernelInfo {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootRecord {
-    /// Milliseconds from QEMU start to the first guest command answering over SSH.
+    /// Milliseconds from QEMU start to the guest being ready for plans: its first command
+    /// answering over SSH after a boot, the state loaded and the agent channel connected
+    /// after a restore over it.
     pub ready_after_ms: u64,
     /// Console log file, relative to the results directory.
     pub console_log: String,
@@ -81,6 +83,14 @@ pub struct BootRecord {
     /// Where `ready_after_ms` went, stage by stage, in order (see [`BootPhase`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<BootPhase>,
+    /// How plans reached the guest: `ssh`, or `agent` (a restored guest's virtio-serial
+    /// channel, `guest::agent`). Results from before the field read as `ssh`.
+    #[serde(default = "ssh")]
+    pub transport: String,
+}
+
+fn ssh() -> String {
+    "ssh".into()
 }
 
 /// One stage of bringing a guest up and how long it took. A boot has `qemu-start`,

@@ -36,7 +36,7 @@ pub enum BenchError {
     #[error(transparent)]
     Vm(#[from] crate::vm::VmError),
     #[error(transparent)]
-    Ssh(#[from] crate::guest::SshError),
+    Guest(#[from] crate::guest::GuestError),
     #[error(transparent)]
     Run(#[from] super::RunError),
     #[error(transparent)]
@@ -104,6 +104,8 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
     let mut image_sizes = Vec::new();
     let mut restore_times = Vec::new();
     let mut restore_phases = Vec::new();
+    let mut ssh_restore_times = Vec::new();
+    let mut ssh_restore_phases = Vec::new();
     let mut boot_phases = Vec::new();
     for _ in 0..opts.repeat {
         bare_times.push(
@@ -208,9 +210,9 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
 
         // Restore: save this guest (after its mkfs, like an "after setup" snapshot), write
         // its RAM image as a file (as for the cache), then start a new QEMU from both on a
-        // fresh overlay over the frozen scratch disk, up to the first command's result over
-        // a new SSH connection: a plan that carries only the refresh every restored guest
-        // owes (its RNG reseeded, its clock set).
+        // fresh overlay over the frozen scratch disk, up to the first command's result (over
+        // the agent channel, and again over a new SSH connection): a plan that carries only
+        // the refresh every restored guest owes (its RNG reseeded, its clock set).
         let state = tmp.path().join("state");
         let t = Instant::now();
         let size = snapshot::save(&mut booted.vm, &state, Duration::from_secs(120)).await?;
@@ -228,41 +230,56 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         booted.vm.stop().await;
         let template_path = tmp.path().join("template.qcow2");
         let template = OverlayTemplate::create(&disk, DiskFormat::Raw, &template_path).await?;
-        let overlay = tmp.path().join("overlay.qcow2");
-        let t = Instant::now();
-        template.fresh(&overlay)?;
-        let saved = Saved {
-            state: &state,
-            ram: ram.is_some().then_some(image.as_path()),
+        // The restore as crashrig does it (over the agent channel when the guest has one),
+        // then the same restore over SSH: the peer, measured in the same run.
+        let transports = if booted.agent {
+            vec![true, false]
+        } else {
+            vec![false]
         };
-        let mut restored = restore(spec(&overlay, DiskFormat::Qcow2, false), saved)
-            .await
-            .map_err(super::RunError::from)?;
-        let first = Instant::now();
-        let mut plan = helper::plan("restored", []);
-        plan.refresh = restored.refresh_owed.then(helper::refresh);
-        let out = restored
-            .guest
-            .exec(
-                HELPER_COMMAND.into(),
-                serde_json::to_vec(&plan).unwrap_or_default(),
-                Duration::from_secs(60),
-                |_| {},
-            )
-            .await
-            .map_err(super::RunError::from)?;
-        let ending = helper::read_output(out.stdout.lines()).ending;
-        if ending != Ending::Finished {
+        for agent in transports {
+            let overlay = tmp.path().join("overlay.qcow2");
+            let t = Instant::now();
+            template.fresh(&overlay)?;
+            let saved = Saved {
+                state: &state,
+                ram: ram.is_some().then_some(image.as_path()),
+                agent,
+            };
+            let mut restored = restore(spec(&overlay, DiskFormat::Qcow2, false), saved)
+                .await
+                .map_err(super::RunError::from)?;
+            let first = Instant::now();
+            let mut plan = helper::plan("restored", []);
+            plan.refresh = restored.refresh_owed.then(helper::refresh);
+            let out = restored
+                .guest
+                .exec(
+                    HELPER_COMMAND.into(),
+                    serde_json::to_vec(&plan).unwrap_or_default(),
+                    Duration::from_secs(60),
+                    |_| {},
+                )
+                .await
+                .map_err(super::RunError::from)?;
+            let ending = helper::read_output(out.stdout.lines()).ending;
+            if ending != Ending::Finished {
+                restored.vm.stop().await;
+                return Err(BenchError::FirstCommand(format!("{ending:?}")));
+            }
+            restored.phases.push(BootPhase {
+                name: "first-command".into(),
+                ms: first.elapsed().as_secs_f64() * 1000.0,
+            });
+            let (times, phases) = if agent {
+                (&mut restore_times, &mut restore_phases)
+            } else {
+                (&mut ssh_restore_times, &mut ssh_restore_phases)
+            };
+            times.push(t.elapsed().as_secs_f64());
+            phases.push(restored.phases.clone());
             restored.vm.stop().await;
-            return Err(BenchError::FirstCommand(format!("{ending:?}")));
         }
-        restored.phases.push(BootPhase {
-            name: "first-command".into(),
-            ms: first.elapsed().as_secs_f64() * 1000.0,
-        });
-        restore_times.push(t.elapsed().as_secs_f64());
-        restore_phases.push(restored.phases.clone());
-        restored.vm.stop().await;
     }
     let figures = BootBenchFigures {
         kernel: opts.kernel.clone(),
@@ -272,8 +289,10 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         accel_reason: host.info.accel_reason,
         bare_boot_s: median(bare_times),
         ready_s: median(ready_times),
-        restore_s: median(restore_times),
+        restore_s: (!restore_times.is_empty()).then(|| median(restore_times)),
         restore_phases: median_phases(&restore_phases),
+        ssh_restore_s: median(ssh_restore_times),
+        ssh_restore_phases: median_phases(&ssh_restore_phases),
         boot_phases: median_phases(&boot_phases),
         save_s: median(save_times),
         state_bytes: median(state_sizes),

@@ -101,8 +101,8 @@ impl From<BootError> for RunError {
     }
 }
 
-impl From<crate::guest::SshError> for RunError {
-    fn from(e: crate::guest::SshError) -> Self {
+impl From<crate::guest::GuestError> for RunError {
+    fn from(e: crate::guest::GuestError) -> Self {
         RunError::Machine(e.into())
     }
 }
@@ -195,6 +195,7 @@ impl<M: Machine> Run<'_, M> {
             restored: info.restored,
             from_cache: info.from_cache,
             phases: info.phases,
+            transport: info.transport.into(),
         });
         let prelude = plan::boot_prelude(self.scenario);
         if !prelude.is_empty() {
@@ -271,6 +272,7 @@ impl<M: Machine> Run<'_, M> {
             restored: info.restored,
             from_cache: info.from_cache,
             phases: info.phases,
+            transport: info.transport.into(),
         });
         Ok(())
     }

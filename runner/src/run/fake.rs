@@ -138,6 +138,7 @@ impl Machine for FakeMachine {
             restored: None,
             from_cache: false,
             phases: Vec::new(),
+            transport: "ssh",
         })
     }
 
@@ -298,6 +299,7 @@ impl Machine for FakeMachine {
             restored: Some("set-up".into()),
             from_cache: self.set_up_from_cache,
             phases: Vec::new(),
+            transport: "ssh",
         })
     }
 }

@@ -9,7 +9,7 @@ use crashrig_guest::{Plan, StepReport};
 
 use super::boot::BootError;
 use super::verdict::Abort;
-use crate::guest::SshError;
+use crate::guest::GuestError;
 use crate::image::ImageError;
 use crate::vm::VmError;
 
@@ -22,7 +22,7 @@ pub enum MachineError {
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error(transparent)]
-    Ssh(#[from] SshError),
+    Guest(#[from] GuestError),
     #[error("create {path}")]
     Io {
         path: PathBuf,
@@ -53,6 +53,8 @@ pub struct BootInfo {
     pub from_cache: bool,
     /// Where `ready_after` went, stage by stage.
     pub phases: Vec<crate::report::BootPhase>,
+    /// How plans reach the guest: `ssh`, or `agent` (the virtio-serial channel).
+    pub transport: &'static str,
 }
 
 /// What a helper plan produced.

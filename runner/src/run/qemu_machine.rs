@@ -11,7 +11,7 @@ use super::machine::{BootInfo, Machine, MachineError, PlanRun};
 use super::restore::{self, RestoreMode, SetUp};
 use super::verdict::Abort;
 use crate::cache::Cache;
-use crate::guest::{self, Ending, Guest, GuestHandle, RunKey, SshError, HELPER_COMMAND};
+use crate::guest::{self, Ending, Guest, GuestError, GuestHandle, RunKey, HELPER_COMMAND};
 use crate::image::{self, GuestImage};
 use crate::kernel::ResolvedKernel;
 use crate::scenario::Scenario;
@@ -269,6 +269,7 @@ impl<'a> QemuMachine<'a> {
             restored: restored.map(str::to_owned),
             from_cache,
             phases: booted.phases.clone(),
+            transport: booted.guest.transport(),
         }
     }
 
@@ -312,7 +313,7 @@ impl<'a> QemuMachine<'a> {
         guest: &GuestHandle,
         stdin: Vec<u8>,
         deadline: Duration,
-    ) -> (Result<guest::ExecOutput, SshError>, guest::HelperOutput) {
+    ) -> (Result<guest::ExecOutput, GuestError>, guest::HelperOutput) {
         let lines = Arc::new(Mutex::new(Vec::<String>::new()));
         let sink = lines.clone();
         let result = guest
@@ -355,7 +356,7 @@ impl<'a> QemuMachine<'a> {
     }
 
     /// Why a plan failed: the kernel (panic, hang) or the host side (QEMU, transport).
-    async fn judge(&mut self, error: SshError, started: Instant, deadline: Duration) -> Abort {
+    async fn judge(&mut self, error: GuestError, started: Instant, deadline: Duration) -> Abort {
         let why = crate::report::error_chain(&error);
         let Some(b) = self.booted.as_mut() else {
             return Abort::Infra("no VM".into());
@@ -379,7 +380,7 @@ impl<'a> QemuMachine<'a> {
         };
         // The stream worked but the plan did not end within its deadline: a step is stuck in
         // the kernel, or the whole guest is. Either way the guest must boot again.
-        if matches!(error, SshError::Timeout { .. }) {
+        if matches!(error, GuestError::Timeout { .. }) {
             if let Some(stale) = self.stale_translation().await {
                 return Abort::Infra(format!("{why}; {stale}"));
             }
@@ -501,6 +502,7 @@ impl Machine for QemuMachine<'_> {
             match restore::save_booted(
                 &mut booted.vm,
                 booted.ram.as_ref(),
+                booted.agent,
                 &self.cache,
                 &booted_key,
                 &prepared.key,
@@ -694,10 +696,8 @@ impl Machine for QemuMachine<'_> {
         let cache_key = restore::set_up_key(&self.booted_key(), key);
         let prepared = self.prepared.as_ref().ok_or(MachineError::NotRunning)?;
         let b = self.booted.as_mut().ok_or(MachineError::NotRunning)?;
-        let ram = b.ram.take();
         let saved = SetUp::freeze(
-            &mut b.vm,
-            ram,
+            b,
             &prepared.disks,
             prepared.snapshots.path(),
             &self.cache,

@@ -45,6 +45,8 @@ const RAM: &str = "guest.ram";
 const KEY: &str = "run-key";
 /// The console of the boot that saved the guest.
 const CONSOLE: &str = "boot-console.log";
+/// Present when the saved guest serves the agent channel (see [`Saved::agent`]).
+const AGENT: &str = "agent-channel";
 /// Saved guests in the cache take at most this much on disk (a 2 GiB guest just booted saves
 /// to a RAM image taking about 180 MB); past it the least recently used entries are removed.
 pub const CACHE_CAP: u64 = 4 << 30;
@@ -135,13 +137,15 @@ impl Pinned {
 pub struct PinnedGuest {
     state: Pinned,
     ram: Option<Pinned>,
+    agent: bool,
 }
 
 impl PinnedGuest {
-    fn open(state: &Path, ram: Option<&Path>) -> std::io::Result<PinnedGuest> {
+    fn open(state: &Path, ram: Option<&Path>, agent: bool) -> std::io::Result<PinnedGuest> {
         Ok(PinnedGuest {
             state: Pinned::open(state)?,
             ram: ram.map(Pinned::open).transpose()?,
+            agent,
         })
     }
 
@@ -149,6 +153,7 @@ impl PinnedGuest {
         Saved {
             state: self.state.path(),
             ram: self.ram.as_ref().map(Pinned::path),
+            agent: self.agent,
         }
     }
 }
@@ -237,7 +242,8 @@ fn open_entry(
         return Ok(None);
     };
     let ram = Some(entry.join(RAM)).filter(|p| p.exists());
-    let state = PinnedGuest::open(&entry.join(STATE), ram.as_deref()).map_err(read)?;
+    let agent = entry.join(AGENT).exists();
+    let state = PinnedGuest::open(&entry.join(STATE), ram.as_deref(), agent).map_err(read)?;
     // Recently used: the last to be pruned.
     let _ = File::open(entry.join(MARKER)).and_then(|f| f.set_modified(SystemTime::now()));
     Ok(Some((state, key)))
@@ -246,10 +252,11 @@ fn open_entry(
 /// Saves the booted guest (which trusts `run_key`, and runs on `ram` when saveable) and lets
 /// it run on; the state and RAM image go to the cache under `key` for later runs and
 /// machines. Call it before anything has opened a scratch disk. When the cache cannot take
-/// it, the state still serves this machine.
+/// it, the state still serves this machine. `agent`: the guest serves the agent channel.
 pub async fn save_booted(
     vm: &mut Vm,
     ram: Option<&GuestRam>,
+    agent: bool,
     cache: &Cache,
     key: &str,
     run_key: &RunKey,
@@ -275,7 +282,8 @@ pub async fn save_booted(
     };
     snapshot::resume(vm).await?;
     let image = copied?;
-    let pinned = PinnedGuest::open(&state, image).map_err(|source| SnapshotError::Io {
+    mark_agent(&from, agent)?;
+    let pinned = PinnedGuest::open(&state, image, agent).map_err(|source| SnapshotError::Io {
         path: state.clone(),
         source,
     })?;
@@ -283,6 +291,15 @@ pub async fn save_booted(
         install(cache, &from, key, run_key);
     }
     Ok(pinned)
+}
+
+/// Records in the saved guest's directory that it serves the agent channel.
+fn mark_agent(dir: &Path, agent: bool) -> Result<(), SnapshotError> {
+    if !agent {
+        return Ok(());
+    }
+    let path = dir.join(AGENT);
+    std::fs::write(&path, b"").map_err(|source| SnapshotError::Io { path, source })
 }
 
 /// Writes the RAM image of a paused or stopped guest to `to` (a new file), off the runtime;
@@ -399,19 +416,20 @@ pub struct SetUp {
 }
 
 impl SetUp {
-    /// Saves the set-up guest (which trusts `run_key`, and runs on `ram` when saveable), stops
-    /// it, and freezes its disks as qcow2 bases that nothing writes again. State, RAM image
-    /// and bases go to the cache under `key` (see [`set_up_key`]) for later runs; when the
-    /// cache cannot take them they still serve this machine. Overlay templates go to `dir`.
+    /// Saves the set-up guest `booted` (which trusts `run_key`; its RAM, when saveable, is
+    /// taken), stops it, and freezes its disks as qcow2 bases that nothing writes again.
+    /// State, RAM image and bases go to the cache under `key` (see [`set_up_key`]) for later
+    /// runs; when the cache cannot take them they still serve this machine. Overlay templates
+    /// go to `dir`.
     pub async fn freeze(
-        vm: &mut Vm,
-        ram: Option<GuestRam>,
+        booted: &mut super::boot::Booted,
         disks: &[Disk],
         dir: &Path,
         cache: &Cache,
         key: &str,
         run_key: &RunKey,
     ) -> Result<SetUp, SnapshotError> {
+        let (vm, ram, agent) = (&mut booted.vm, booted.ram.take(), booted.agent);
         let partial = cache.tempdir().ok();
         let work = match &partial {
             Some(p) => p.path().join("entry"),
@@ -455,10 +473,12 @@ impl SetUp {
             }
             None => None,
         };
-        let state = PinnedGuest::open(&state, image).map_err(|source| SnapshotError::Io {
-            path: state.clone(),
-            source,
-        })?;
+        mark_agent(&work, agent)?;
+        let state =
+            PinnedGuest::open(&state, image, agent).map_err(|source| SnapshotError::Io {
+                path: state.clone(),
+                source,
+            })?;
         if partial.is_some() {
             install(cache, &work, key, run_key);
         }
@@ -529,6 +549,7 @@ impl SetUp {
         Saved {
             state: saved.state,
             ram: self.ram.as_ref().map(GuestRam::path).or(saved.ram),
+            agent: saved.agent,
         }
     }
 

@@ -112,6 +112,11 @@ pub struct VmConfig {
     pub accel: Accel,
     pub console_log: PathBuf,
     pub qmp_socket: PathBuf,
+    /// Where crashrig listens for QEMU's end of the agent channel (a virtio-serial port the
+    /// guest's `crashrig-guest agent` serves; `crashrig_guest::channel`). QEMU connects to
+    /// it as it starts, so the port is open on the host side from the guest's first instant,
+    /// saved and restored alike.
+    pub agent_socket: PathBuf,
     /// Start paused, waiting for a saved state (`-incoming defer`; `vm::snapshot::load`).
     pub incoming: bool,
     /// Where the guest's RAM lives (see `vm::ram`).
@@ -193,6 +198,18 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
         push(&["-blockdev", &blockdev.to_string()]);
         push(&["-device", &device_spec(&disk.serial)]);
     }
+    // After the disks: a disk plugged in later takes the next free slot, in both the saved
+    // and the restored machine.
+    let agent = format!(
+        "socket,id=agent,path={}",
+        cfg.agent_socket.display().to_string().replace(',', ",,")
+    );
+    let port = format!(
+        "virtserialport,bus=agent-bus.0,chardev=agent,name={}",
+        crashrig_guest::channel::PORT_NAME
+    );
+    push(&["-device", "virtio-serial-pci,id=agent-bus,max_ports=2"]);
+    push(&["-chardev", &agent, "-device", &port]);
     if cfg.incoming {
         push(&["-incoming", "defer"]);
     }
@@ -212,6 +229,9 @@ pub struct ConsoleState {
     pub panicked: bool,
     /// Set when init announced that sshd runs (`crashrig: sshd started`).
     pub sshd_started: bool,
+    /// What init announced about the agent channel: `crashrig: agent started` (true) or
+    /// `crashrig: no agent channel` (false); nothing yet (None).
+    pub agent: Option<bool>,
     /// Lines seen since QEMU started.
     pub lines: u64,
 }
@@ -230,6 +250,11 @@ impl ConsoleState {
             if line.contains("crashrig: sshd started") {
                 self.sshd_started = true;
             }
+            if line.contains("crashrig: agent started") {
+                self.agent = Some(true);
+            } else if line.contains("crashrig: no agent channel") {
+                self.agent = Some(false);
+            }
             self.lines += 1;
             if self.tail.len() == TAIL_LINES {
                 self.tail.pop_front();
@@ -244,6 +269,8 @@ pub struct Vm {
     console: Arc<Mutex<ConsoleState>>,
     stderr: Arc<Mutex<String>>,
     qmp: Option<Qmp>,
+    /// crashrig's end of the agent channel, until [`Vm::take_agent`].
+    agent: Option<std::os::unix::net::UnixStream>,
     config: VmConfig,
     pub started: Instant,
 }
@@ -260,6 +287,20 @@ impl Vm {
             .await
             .map_err(|source| VmError::Io {
                 path: config.console_log.clone(),
+                source,
+            })?;
+        let _ = std::fs::remove_file(&config.agent_socket);
+        let listener =
+            std::os::unix::net::UnixListener::bind(&config.agent_socket).map_err(|source| {
+                VmError::Io {
+                    path: config.agent_socket.clone(),
+                    source,
+                }
+            })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| VmError::Io {
+                path: config.agent_socket.clone(),
                 source,
             })?;
         let mut child = crate::process::tokio_command(qemu)
@@ -298,6 +339,7 @@ impl Vm {
             console,
             stderr,
             qmp: None,
+            agent: None,
             config,
             started,
         };
@@ -329,7 +371,63 @@ impl Vm {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // QEMU made its chardevs before its monitor: its agent connection is waiting.
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream
+                        .set_nonblocking(false)
+                        .map_err(|source| VmError::Io {
+                            path: vm.config.agent_socket.clone(),
+                            source,
+                        })?;
+                    vm.agent = Some(stream);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Some(status) = vm.exited() {
+                        return Err(VmError::EarlyExit {
+                            status,
+                            stderr: vm.stderr(),
+                        });
+                    }
+                    if Instant::now() > deadline {
+                        return Err(VmError::EarlyExit {
+                            status: "QEMU did not connect the agent channel within 10s".into(),
+                            stderr: vm.stderr(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(source) => {
+                    return Err(VmError::Io {
+                        path: vm.config.agent_socket.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&vm.config.agent_socket);
         Ok(vm)
+    }
+
+    /// crashrig's end of the agent channel (once: whoever takes it talks to the guest).
+    pub fn take_agent(&mut self) -> Option<std::os::unix::net::UnixStream> {
+        self.agent.take()
+    }
+
+    /// Whether the guest's init announced the agent channel on this QEMU's console; waits
+    /// up to `within` for the announcement (the console may lag the guest's other news).
+    pub async fn agent_started(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let said = self.console.lock().expect("console lock").agent;
+            match said {
+                Some(started) => return started,
+                None if Instant::now() >= deadline => return false,
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
     }
 
     pub fn config(&self) -> &VmConfig {
@@ -651,6 +749,7 @@ mod tests {
             accel: Accel::Tcg,
             console_log: "/tmp/console.log".into(),
             qmp_socket: "/tmp/qmp.sock".into(),
+            agent_socket: "/tmp/run,1/agent.sock".into(),
             incoming: false,
             ram: RamBackend::Anonymous,
         }
@@ -675,6 +774,25 @@ mod tests {
         assert!(joined.contains("-no-reboot"));
         assert_eq!(v["driver"], "raw");
         assert!(!joined.contains("-incoming"));
+    }
+
+    #[test]
+    fn the_agent_port_comes_after_the_disks_and_connects_to_crashrigs_socket() {
+        let args = qemu_args(&config());
+        let at = |needle: &str| args.iter().position(|a| a.contains(needle)).unwrap();
+        assert!(at("virtio-serial-pci") > at("virtio-blk-pci"));
+        // Client mode (no server=on): QEMU connects to crashrig's listener as it starts.
+        assert_eq!(
+            args[at("socket,id=agent")],
+            "socket,id=agent,path=/tmp/run,,1/agent.sock"
+        );
+        assert_eq!(
+            args[at("virtserialport")],
+            format!(
+                "virtserialport,bus=agent-bus.0,chardev=agent,name={}",
+                crashrig_guest::channel::PORT_NAME
+            )
+        );
     }
 
     #[test]

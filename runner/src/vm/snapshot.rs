@@ -70,6 +70,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 pub struct Saved<'a> {
     pub state: &'a Path,
     pub ram: Option<&'a Path>,
+    /// The saved guest serves the agent channel (its init announced it before it was saved):
+    /// a restore talks to it there rather than over SSH.
+    pub agent: bool,
 }
 
 /// The migration capabilities of every save and load (both ends must agree): shared RAM stays

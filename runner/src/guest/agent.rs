@@ -1,0 +1,230 @@
+//! The agent channel's host end: commands to `crashrig-guest agent` over the guest's
+//! virtio-serial port (wire format: `crashrig_guest::channel`). QEMU connects the port to a
+//! Unix socket of crashrig's as it starts ([`crate::vm::Vm::take_agent`]); no network, no key
+//! exchange, so a restored guest answers its first command without the SSH handshake that
+//! took most of a restore under TCG.
+//!
+//! Blocking, like the SSH transport: calls run on tokio's blocking pool.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use crashrig_guest::channel::{self, FrameBuf, EXEC, EXIT, FAILED, STDERR, STDOUT};
+
+use super::ssh::{ExecOutput, GuestError};
+
+/// Longest wait to hand a request to QEMU (the socket buffer is full only when the guest does
+/// not read).
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads wake up this often so the deadline is checked.
+const POLL: Duration = Duration::from_millis(500);
+
+/// crashrig's end of one guest's agent channel.
+pub struct Agent {
+    stream: UnixStream,
+    /// A command was left running (its deadline passed) or its stream broke: what comes next
+    /// on the channel may be its output, so no other command is sent.
+    out_of_step: bool,
+}
+
+impl Agent {
+    pub fn new(stream: UnixStream) -> Agent {
+        Agent {
+            stream,
+            out_of_step: false,
+        }
+    }
+
+    /// Runs `command` with `stdin`, calling `on_line` for every stdout line as it arrives.
+    pub fn exec_streaming(
+        &mut self,
+        command: &str,
+        stdin: &[u8],
+        timeout: Duration,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<ExecOutput, GuestError> {
+        if self.out_of_step {
+            return Err(GuestError::AgentOutOfStep);
+        }
+        // Until the end frame arrives, a failure leaves the channel in an unknown state.
+        self.out_of_step = true;
+        let deadline = Instant::now() + timeout;
+        let io_err = |source| GuestError::Agent {
+            command: command.into(),
+            source,
+        };
+        let request = channel::frame(EXEC, &channel::exec_payload(command, stdin));
+        self.stream
+            .set_write_timeout(Some(SEND_TIMEOUT.min(timeout).max(Duration::from_secs(1))))
+            .map_err(io_err)?;
+        self.stream.write_all(&request).map_err(io_err)?;
+        self.stream.set_read_timeout(Some(POLL)).map_err(io_err)?;
+        let mut frames = FrameBuf::default();
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut line_start = 0;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    return Err(GuestError::AgentClosed {
+                        command: command.into(),
+                    })
+                }
+                Ok(n) => frames.push(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(io_err(e)),
+            }
+            while let Some((kind, payload)) = frames.next_frame().map_err(io_err)? {
+                match kind {
+                    STDOUT => {
+                        stdout.extend_from_slice(&payload);
+                        while let Some(pos) = stdout[line_start..].iter().position(|&b| b == b'\n')
+                        {
+                            on_line(&String::from_utf8_lossy(
+                                &stdout[line_start..line_start + pos],
+                            ));
+                            line_start += pos + 1;
+                        }
+                    }
+                    STDERR => stderr.extend_from_slice(&payload),
+                    EXIT => {
+                        let status = payload
+                            .get(..4)
+                            .map_or(255, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                        self.out_of_step = frames.pending() != 0;
+                        return Ok(ExecOutput {
+                            status,
+                            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                        });
+                    }
+                    FAILED => {
+                        self.out_of_step = frames.pending() != 0;
+                        return Err(GuestError::AgentRefused {
+                            command: command.into(),
+                            reason: String::from_utf8_lossy(&payload).into_owned(),
+                        });
+                    }
+                    // Unknown kinds are from a newer helper: skipped.
+                    _ => {}
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(GuestError::Timeout {
+                    command: command.into(),
+                    timeout,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest's agent that answers each request with `reply(command, stdin)`'s frames.
+    fn fake_guest(
+        reply: impl Fn(&str, &[u8]) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> (Agent, std::thread::JoinHandle<()>) {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            while let Ok(Some((kind, payload))) = channel::read_frame(&mut guest) {
+                assert_eq!(kind, EXEC);
+                let (command, stdin) = channel::parse_exec(&payload).unwrap();
+                for piece in reply(&command, stdin) {
+                    if guest.write_all(&piece).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        (Agent::new(host), t)
+    }
+
+    #[test]
+    fn output_split_across_frames_and_reads_comes_back_as_lines_with_the_status() {
+        let (mut agent, _t) = fake_guest(|command, stdin| {
+            if command == "true" {
+                return vec![channel::frame(EXIT, &0i32.to_le_bytes())];
+            }
+            assert_eq!(command, "crashrig-guest exec");
+            let mut all = channel::frame(STDOUT, b"{\"a\":1}\n{\"b\"");
+            all.extend(channel::frame(STDERR, b"warning\n"));
+            all.extend(channel::frame(STDOUT, &[b":2}\n", stdin].concat()));
+            all.extend(channel::frame(EXIT, &7i32.to_le_bytes()));
+            // Delivered in pieces that cut frames anywhere.
+            all.chunks(3).map(<[u8]>::to_vec).collect()
+        });
+        let mut lines = Vec::new();
+        let out = agent
+            .exec_streaming(
+                "crashrig-guest exec",
+                b"tail",
+                Duration::from_secs(10),
+                |l| lines.push(l.to_string()),
+            )
+            .unwrap();
+        assert_eq!(lines, vec!["{\"a\":1}", "{\"b\":2}"]);
+        assert_eq!(out.status, 7);
+        assert_eq!(out.stdout, "{\"a\":1}\n{\"b\":2}\ntail");
+        assert_eq!(out.stderr, "warning\n");
+        // The channel is in step: the next command runs.
+        assert_eq!(
+            agent
+                .exec_streaming("true", b"", Duration::from_secs(10), |_| {})
+                .unwrap()
+                .status,
+            0
+        );
+    }
+
+    #[test]
+    fn a_command_past_its_deadline_times_out_and_the_channel_takes_no_other() {
+        let (mut agent, _t) = fake_guest(|_, _| vec![channel::frame(STDOUT, b"started\n")]);
+        let mut lines = Vec::new();
+        let err = agent
+            .exec_streaming("sleep 100", b"", Duration::from_millis(300), |l| {
+                lines.push(l.to_string())
+            })
+            .unwrap_err();
+        assert!(matches!(err, GuestError::Timeout { .. }), "{err}");
+        assert_eq!(lines, vec!["started"]);
+        let err = agent
+            .exec_streaming("true", b"", Duration::from_secs(1), |_| {})
+            .unwrap_err();
+        assert!(matches!(err, GuestError::AgentOutOfStep));
+        assert!(err.before_command());
+    }
+
+    #[test]
+    fn a_closed_channel_and_a_refused_command_are_told_apart() {
+        let (mut agent, t) = fake_guest(|command, _| match command {
+            "bad" => vec![channel::frame(FAILED, b"cannot start /bin/sh: ENOENT")],
+            _ => panic!("the fake guest goes away"),
+        });
+        let err = agent
+            .exec_streaming("bad", b"", Duration::from_secs(5), |_| {})
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("could not run `bad`: cannot start /bin/sh"),
+            "{err}"
+        );
+        // The fake guest panics on the next request: its end closes.
+        let err = agent
+            .exec_streaming("anything", b"", Duration::from_secs(5), |_| {})
+            .unwrap_err();
+        assert!(matches!(err, GuestError::AgentClosed { .. }), "{err}");
+        assert!(t.join().is_err());
+    }
+}
