@@ -420,6 +420,7 @@ async fn two_guests_restored_from_one_ram_image_at_once_both_run_and_leave_it_un
         console_log: tmp.path().join(format!("{name}.log")),
         qmp_socket: tmp.path().join(format!("{name}.sock")),
         ready_timeout: Duration::from_secs(240),
+        agent_channel: true,
         saveable,
     };
     let mut booted = boot(spec("boot", true)).await.unwrap();

@@ -234,7 +234,10 @@ fn boot(timeline: &mut Timeline) -> Result<(), String> {
         {
             util::sleep_ms(2);
         }
-        failures.extend(load_module("virtio_console"));
+        // Only a VM that may be saved or is restored has the agent's port.
+        if has_agent_device(Path::new(PCI_DEVICES)) {
+            failures.extend(load_module("virtio_console"));
+        }
         for m in rest {
             failures.extend(load_module(&m));
         }
@@ -310,6 +313,20 @@ fn after_sshd(loaded: &mut Loaded, timeline: &mut Timeline) {
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 const VIRTIO_PORTS: &str = "/sys/class/virtio-ports";
+const PCI_DEVICES: &str = "/sys/bus/pci/devices";
+
+/// Whether the VM has a virtio console device (virtio-serial-pci: vendor 0x1af4, device
+/// 0x1003 transitional or 0x1043 modern), which carries the agent's port. The PCI core has
+/// enumerated the bus before init runs.
+pub fn has_agent_device(pci_devices: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(pci_devices) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let read = |name: &str| std::fs::read_to_string(e.path().join(name)).unwrap_or_default();
+        read("vendor").trim() == "0x1af4" && matches!(read("device").trim(), "0x1003" | "0x1043")
+    })
+}
 /// How long the agent's port may take to appear once virtio_console is in: the driver adds
 /// ports as QEMU announces them, after its probe.
 const PORT_WAIT_MS: f64 = 2000.0;
@@ -318,6 +335,13 @@ const PORT_WAIT_MS: f64 = 2000.0;
 /// learns whether this guest has the channel (a kernel without virtio_console has not; the
 /// host then keeps to SSH).
 fn start_agent() {
+    if !has_agent_device(Path::new(PCI_DEVICES)) {
+        kmsg::mark(
+            Path::new(KMSG),
+            "crashrig: no agent channel: no virtio-serial device (a VM never saved)\n",
+        );
+        return;
+    }
     let deadline = util::monotonic_ms() + PORT_WAIT_MS;
     let port = loop {
         let found =
@@ -758,6 +782,26 @@ mod tests {
             ["kernel/lib/libcrc32c.ko", "kernel/fs/xfs/xfs.ko"]
         );
         assert_eq!(load_order(""), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn only_a_virtio_console_device_counts_as_the_agents() {
+        let sys = tempfile::tempdir().unwrap();
+        let device = |slot: &str, vendor: &str, device: &str| {
+            let dir = sys.path().join(slot);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("vendor"), format!("{vendor}\n")).unwrap();
+            std::fs::write(dir.join("device"), format!("{device}\n")).unwrap();
+        };
+        device("0000:00:03.0", "0x1af4", "0x1001");
+        device("0000:00:02.0", "0x8086", "0x1003");
+        assert!(
+            !has_agent_device(sys.path()),
+            "virtio-blk, and 0x1003 of another vendor"
+        );
+        device("0000:00:05.0", "0x1af4", "0x1003");
+        assert!(has_agent_device(sys.path()));
+        assert!(!has_agent_device(&sys.path().join("missing")));
     }
 
     #[test]

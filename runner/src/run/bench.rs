@@ -134,6 +134,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
             console_log: tmp.path().join("console.log"),
             qmp_socket: tmp.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(240),
+            agent_channel: true,
             saveable,
         };
         let mut booted = boot(spec(&disk, DiskFormat::Raw, true))

@@ -46,6 +46,11 @@ pub struct BootSpec<'a> {
     pub console_log: PathBuf,
     pub qmp_socket: PathBuf,
     pub ready_timeout: Duration,
+    /// The VM gets the agent channel's port (`guest::agent`): a restore must have it when the
+    /// guest was saved with it, so every VM of a machine that may save or restore has it, and
+    /// none of one that never does (the port costs a boot about 0.1 s under TCG: one more
+    /// device to probe, virtio_console to load).
+    pub agent_channel: bool,
     /// The guest may be saved: it runs on RAM crashrig holds ([`Booted::ram`]), so saving
     /// it streams only device state. A restore then copies the RAM image into it (a guest
     /// that is never saved maps the image copy-on-write instead: nothing is copied).
@@ -189,7 +194,9 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
             accel: spec.accel,
             console_log: spec.console_log.clone(),
             qmp_socket: spec.qmp_socket.clone(),
-            agent_socket: spec.qmp_socket.with_extension("agent"),
+            agent_socket: spec
+                .agent_channel
+                .then(|| spec.qmp_socket.with_extension("agent")),
             incoming: state.is_some(),
             ram: ram_backend.clone(),
         };

@@ -213,6 +213,7 @@ impl<'a> QemuMachine<'a> {
             console_log: console_log.to_path_buf(),
             qmp_socket: prepared.runtime.path().join("qmp.sock"),
             ready_timeout: Duration::from_secs(if self.accel == Accel::Kvm { 60 } else { 240 }),
+            agent_channel: self.restore != RestoreMode::Never,
             saveable,
         }
     }

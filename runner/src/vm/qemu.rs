@@ -115,8 +115,8 @@ pub struct VmConfig {
     /// Where crashrig listens for QEMU's end of the agent channel (a virtio-serial port the
     /// guest's `crashrig-guest agent` serves; `crashrig_guest::channel`). QEMU connects to
     /// it as it starts, so the port is open on the host side from the guest's first instant,
-    /// saved and restored alike.
-    pub agent_socket: PathBuf,
+    /// saved and restored alike. `None`: no port (a VM never saved nor restored).
+    pub agent_socket: Option<PathBuf>,
     /// Start paused, waiting for a saved state (`-incoming defer`; `vm::snapshot::load`).
     pub incoming: bool,
     /// Where the guest's RAM lives (see `vm::ram`).
@@ -200,20 +200,34 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
     }
     // After the disks: a disk plugged in later takes the next free slot, in both the saved
     // and the restored machine.
-    let agent = format!(
-        "socket,id=agent,path={}",
-        cfg.agent_socket.display().to_string().replace(',', ",,")
-    );
-    let port = format!(
-        "virtserialport,bus=agent-bus.0,chardev=agent,name={}",
-        crashrig_guest::channel::PORT_NAME
-    );
-    push(&["-device", "virtio-serial-pci,id=agent-bus,max_ports=2"]);
-    push(&["-chardev", &agent, "-device", &port]);
+    if let Some(socket) = &cfg.agent_socket {
+        let agent = format!(
+            "socket,id=agent,path={}",
+            socket.display().to_string().replace(',', ",,")
+        );
+        let port = format!(
+            "virtserialport,bus=agent-bus.0,chardev=agent,name={}",
+            crashrig_guest::channel::PORT_NAME
+        );
+        push(&["-device", "virtio-serial-pci,id=agent-bus,max_ports=2"]);
+        push(&["-chardev", &agent, "-device", &port]);
+    }
     if cfg.incoming {
         push(&["-incoming", "defer"]);
     }
     a
+}
+
+/// A non-blocking listener at `path` (a stale socket of an earlier QEMU removed first).
+fn agent_listener(path: &Path) -> Result<std::os::unix::net::UnixListener, VmError> {
+    let io = |source| VmError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    Ok(listener)
 }
 
 fn device_spec(serial: &str) -> String {
@@ -289,20 +303,10 @@ impl Vm {
                 path: config.console_log.clone(),
                 source,
             })?;
-        let _ = std::fs::remove_file(&config.agent_socket);
-        let listener =
-            std::os::unix::net::UnixListener::bind(&config.agent_socket).map_err(|source| {
-                VmError::Io {
-                    path: config.agent_socket.clone(),
-                    source,
-                }
-            })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| VmError::Io {
-                path: config.agent_socket.clone(),
-                source,
-            })?;
+        let listener = match &config.agent_socket {
+            Some(path) => Some(agent_listener(path)?),
+            None => None,
+        };
         let mut child = crate::process::tokio_command(qemu)
             .args(qemu_args(&config))
             .args(test_monitor())
@@ -371,44 +375,49 @@ impl Vm {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // QEMU made its chardevs before its monitor: its agent connection is waiting.
+        if let (Some(listener), Some(path)) = (listener, vm.config.agent_socket.clone()) {
+            vm.agent = Some(vm.accept_agent(&listener, &path, deadline).await?);
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(vm)
+    }
+
+    /// QEMU's connection to the agent channel's socket: QEMU made its chardevs before its
+    /// monitor, so it is waiting by now.
+    async fn accept_agent(
+        &mut self,
+        listener: &std::os::unix::net::UnixListener,
+        path: &Path,
+        deadline: Instant,
+    ) -> Result<std::os::unix::net::UnixStream, VmError> {
+        let io = |source| VmError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         loop {
             match listener.accept() {
                 Ok((stream, _)) => {
-                    stream
-                        .set_nonblocking(false)
-                        .map_err(|source| VmError::Io {
-                            path: vm.config.agent_socket.clone(),
-                            source,
-                        })?;
-                    vm.agent = Some(stream);
-                    break;
+                    stream.set_nonblocking(false).map_err(io)?;
+                    return Ok(stream);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if let Some(status) = vm.exited() {
+                    if let Some(status) = self.exited() {
                         return Err(VmError::EarlyExit {
                             status,
-                            stderr: vm.stderr(),
+                            stderr: self.stderr(),
                         });
                     }
                     if Instant::now() > deadline {
                         return Err(VmError::EarlyExit {
                             status: "QEMU did not connect the agent channel within 10s".into(),
-                            stderr: vm.stderr(),
+                            stderr: self.stderr(),
                         });
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err(source) => {
-                    return Err(VmError::Io {
-                        path: vm.config.agent_socket.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(io(source)),
             }
         }
-        let _ = std::fs::remove_file(&vm.config.agent_socket);
-        Ok(vm)
     }
 
     /// crashrig's end of the agent channel (once: whoever takes it talks to the guest).
@@ -749,7 +758,7 @@ mod tests {
             accel: Accel::Tcg,
             console_log: "/tmp/console.log".into(),
             qmp_socket: "/tmp/qmp.sock".into(),
-            agent_socket: "/tmp/run,1/agent.sock".into(),
+            agent_socket: Some("/tmp/run,1/agent.sock".into()),
             incoming: false,
             ram: RamBackend::Anonymous,
         }
@@ -793,6 +802,12 @@ mod tests {
                 crashrig_guest::channel::PORT_NAME
             )
         );
+        // A VM that is never saved nor restored has no port.
+        let none = qemu_args(&VmConfig {
+            agent_socket: None,
+            ..config()
+        });
+        assert!(!none.iter().any(|a| a.contains("agent")), "{none:?}");
     }
 
     #[test]
