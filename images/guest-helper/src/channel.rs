@@ -21,6 +21,9 @@ use std::io::{self, Read, Write};
 pub const PORT_NAME: &str = "org.crashrig.agent";
 
 pub const EXEC: u8 = b'X';
+/// Host to guest: start the command of the payload (UTF-8) ahead of its request, as a spare
+/// that waits for its input; answered with [`EXIT`] 0 once it waits, or [`FAILED`].
+pub const PREPARE: u8 = b'P';
 pub const STDOUT: u8 = b'O';
 pub const STDERR: u8 = b'E';
 pub const EXIT: u8 = b'S';

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crashrig_guest::channel::{self, FrameBuf, EXEC, EXIT, FAILED, STDERR, STDOUT};
+use crashrig_guest::channel::{self, FrameBuf, EXEC, EXIT, FAILED, PREPARE, STDERR, STDOUT};
 
 use super::ssh::{ExecOutput, GuestError};
 
@@ -37,11 +37,32 @@ impl Agent {
         }
     }
 
+    /// Has the guest start `command` now, as a spare its next request for `command` runs on
+    /// (see `crashrig-guest agent`): asked for before a guest is saved, so that its restores
+    /// start no process for their first plan.
+    pub fn prepare(&mut self, command: &str, timeout: Duration) -> Result<(), GuestError> {
+        self.request(PREPARE, command.as_bytes(), command, timeout, |_| {})
+            .map(drop)
+    }
+
     /// Runs `command` with `stdin`, calling `on_line` for every stdout line as it arrives.
     pub fn exec_streaming(
         &mut self,
         command: &str,
         stdin: &[u8],
+        timeout: Duration,
+        on_line: impl FnMut(&str),
+    ) -> Result<ExecOutput, GuestError> {
+        let payload = channel::exec_payload(command, stdin);
+        self.request(EXEC, &payload, command, timeout, on_line)
+    }
+
+    /// Sends one request and reads its answer up to the end frame.
+    fn request(
+        &mut self,
+        kind: u8,
+        payload: &[u8],
+        command: &str,
         timeout: Duration,
         mut on_line: impl FnMut(&str),
     ) -> Result<ExecOutput, GuestError> {
@@ -55,7 +76,7 @@ impl Agent {
             command: command.into(),
             source,
         };
-        let request = channel::frame(EXEC, &channel::exec_payload(command, stdin));
+        let request = channel::frame(kind, payload);
         self.stream
             .set_write_timeout(Some(SEND_TIMEOUT.min(timeout).max(Duration::from_secs(1))))
             .map_err(io_err)?;
@@ -186,6 +207,29 @@ mod tests {
                 .status,
             0
         );
+    }
+
+    #[test]
+    fn a_prepare_request_carries_the_command_alone_and_a_refusal_is_an_error() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let (kind, payload) = channel::read_frame(&mut guest).unwrap().unwrap();
+            assert_eq!(
+                (kind, payload.as_slice()),
+                (PREPARE, &b"crashrig-guest exec"[..])
+            );
+            channel::write_frame(&mut guest, EXIT, &0i32.to_le_bytes()).unwrap();
+            let (kind, _) = channel::read_frame(&mut guest).unwrap().unwrap();
+            assert_eq!(kind, PREPARE);
+            channel::write_frame(&mut guest, FAILED, b"the spare did not wait").unwrap();
+        });
+        let mut agent = Agent::new(host);
+        agent
+            .prepare("crashrig-guest exec", Duration::from_secs(5))
+            .unwrap();
+        let err = agent.prepare("exit 0", Duration::from_secs(5)).unwrap_err();
+        assert!(err.to_string().contains("the spare did not wait"), "{err}");
+        t.join().unwrap();
     }
 
     #[test]

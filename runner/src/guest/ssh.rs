@@ -262,6 +262,21 @@ impl GuestHandle {
         GuestHandle(Arc::new(std::sync::Mutex::new(Transport::Agent(a))))
     }
 
+    /// Over the agent channel, has the guest start `command` ahead as a spare for its next
+    /// request of it ([`super::agent::Agent::prepare`]); over SSH there is nothing to do.
+    pub async fn prepare(&self, command: String, timeout: Duration) -> Result<(), GuestError> {
+        let g = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guest = g.lock().map_err(|e| GuestError::Join(e.to_string()))?;
+            match &mut *guest {
+                Transport::Ssh(_) => Ok(()),
+                Transport::Agent(agent) => agent.prepare(&command, timeout),
+            }
+        })
+        .await
+        .map_err(|e| GuestError::Join(e.to_string()))?
+    }
+
     /// "ssh" or "agent": which way commands go (for reports).
     pub fn transport(&self) -> &'static str {
         match self.0.lock().as_deref() {

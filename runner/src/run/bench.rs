@@ -215,6 +215,7 @@ pub async fn boot_bench(opts: BootBenchOptions) -> Result<(), BenchError> {
         // the agent channel, and again over a new SSH connection): a plan that carries only
         // the refresh every restored guest owes (its RNG reseeded, its clock set).
         let state = tmp.path().join("state");
+        booted.prepare_spare().await;
         let t = Instant::now();
         let size = snapshot::save(&mut booted.vm, &state, Duration::from_secs(120)).await?;
         save_times.push(t.elapsed().as_secs_f64());

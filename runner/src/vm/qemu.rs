@@ -420,6 +420,11 @@ impl Vm {
         }
     }
 
+    /// A second handle on crashrig's end of the agent channel, while nobody has taken it.
+    pub fn agent_stream(&self) -> Option<std::os::unix::net::UnixStream> {
+        self.agent.as_ref().and_then(|s| s.try_clone().ok())
+    }
+
     /// crashrig's end of the agent channel (once: whoever takes it talks to the guest).
     pub fn take_agent(&mut self) -> Option<std::os::unix::net::UnixStream> {
         self.agent.take()
