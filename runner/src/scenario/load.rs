@@ -1060,7 +1060,7 @@ mod tests {
                 }),
             ),
             (
-                "  - write-data: { dir: d }\n  - verify-data: { dir: d, files: 2, size: 1M, fsync: false }\n",
+                "  - write-data: { dir: d, files: 2, size: 1M }\n  - verify-data: { dir: d, files: 2, size: 1M, fsync: false }\n",
                 Step::VerifyData(DataStep {
                     id: None,
                     dir: "d".into(),

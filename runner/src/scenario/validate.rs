@@ -395,7 +395,8 @@ impl Checker<'_> {
         let mut ids: HashMap<&str, (&'static str, &'static str)> = HashMap::new();
         let mut spawned: HashSet<&str> = HashSet::new();
         let mut running: HashMap<&str, &'static str> = HashMap::new();
-        let mut written: HashSet<&str> = HashSet::new();
+        // Per directory: what the last write-data step before this one wrote there.
+        let mut written: HashMap<&str, (u32, crate::scenario::model::Size)> = HashMap::new();
         for (section, steps) in SECTIONS.into_iter().zip([&s.setup, &s.steps, &s.cleanup]) {
             for (i, step) in steps.iter().enumerate() {
                 let kind = step.kind();
@@ -479,19 +480,29 @@ impl Checker<'_> {
                         }
                     }
                     Step::WriteData(d) => {
-                        written.insert(&d.dir);
+                        written.insert(&d.dir, (d.files, d.size));
                     }
-                    Step::VerifyData(d)
-                        if !written.contains(d.dir.as_str()) && !dropped("write-data") =>
-                    {
-                        self.error(
+                    Step::VerifyData(d) => match written.get(d.dir.as_str()) {
+                        None if !dropped("write-data") => self.error(
                             at(Some("dir")),
                             format!(
                                 "verify-data step checks `{}`, but no write-data step before it writes there",
                                 d.dir
                             ),
-                        );
-                    }
+                        ),
+                        // A verification of other files or sizes than were written would
+                        // report every file as lost: a kernel verdict for a scenario typo.
+                        Some(&(files, size)) if (files, size) != (d.files, d.size) => self.error(
+                            at(Some(if files != d.files { "files" } else { "size" })),
+                            format!(
+                                "verify-data step checks {} files of {} in `{}`, but the write-data \
+                                 step before it writes {files} files of {size} there; give both \
+                                 steps the same `files` and `size`",
+                                d.files, d.size, d.dir
+                            ),
+                        ),
+                        _ => {}
+                    },
                     _ => {}
                 }
             }
@@ -976,6 +987,19 @@ mod tests {
                     "steps[3].verify-data.dir: verify-data step checks `other`, but no write-data step before it writes there",
                     "steps[4].mount.mountpoint: `mountpoint` must be an absolute path, got `rel`",
                     "steps[5].sync.mountpoint: `mountpoint` must be an absolute path, got `rel`",
+                ],
+            ),
+            // verify-data checks what the last write-data to its directory wrote.
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
+                 - {write-data: {dir: a, files: 4, size: 64K}}\n- {verify-data: {dir: a, files: 4, size: 32K}}\n\
+                 - {verify-data: {dir: a, files: 5, size: 64K}}\n- {verify-data: {dir: a, files: 4, size: 64K}}\n\
+                 - {write-data: {dir: a, files: 2, size: 4K}}\n- {verify-data: {dir: a, files: 2, size: 4K}}\n\
+                 - {verify-data: {dir: a}}\n",
+                &[
+                    "steps[1].verify-data.size: verify-data step checks 4 files of 32K in `a`, but the write-data step before it writes 4 files of 64K there; give both steps the same `files` and `size`",
+                    "steps[2].verify-data.files: verify-data step checks 5 files of 64K in `a`, but the write-data step before it writes 4 files of 64K there; give both steps the same `files` and `size`",
+                    "steps[6].verify-data.files: verify-data step checks 16 files of 64K in `a`, but the write-data step before it writes 2 files of 4K there; give both steps the same `files` and `size`",
                 ],
             ),
             // Bounds on numbers: a day per step duration, 1T per device, exit statuses.
