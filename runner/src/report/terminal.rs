@@ -435,8 +435,12 @@ impl Reporter for Terminal {
                 self.active
                     .insert(*index, format!("{}@{}", run.scenario.name, run.kernel.spec));
                 self.line(&format!(
-                    "== {} on {} ({}), {planned} iterations, {}",
-                    run.scenario.name, run.kernel.spec, run.kernel.version, run.accel
+                    "== {} on {} ({}), {planned} iteration{}, {}",
+                    run.scenario.name,
+                    run.kernel.spec,
+                    run.kernel.version,
+                    if *planned == 1 { "" } else { "s" },
+                    run.accel
                 ));
                 if self.fancy {
                     let bar = ProgressBar::new(u64::from(*planned));

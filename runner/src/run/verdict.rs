@@ -41,9 +41,10 @@ pub fn judge_step(step: &Step, r: &StepReport) -> (bool, Option<String>) {
                 ok,
                 (!ok).then(|| {
                     format!(
-                        "exited with {} (expected {})",
+                        "exited with {} (expected {}){}",
                         r.exit_status.map_or("nothing".into(), |s| s.to_string()),
-                        run.exit
+                        run.exit,
+                        last_output(&r.stdout, &r.stderr)
                     )
                 }),
             )
@@ -211,4 +212,48 @@ pub fn verdict(
         None => Verdict::Fail,
     };
     (v, reasons)
+}
+
+/// The end of a failing command's output for its failure line (the whole output stays in
+/// results.json): the last non-empty line of stderr, else of stdout, at most 160 characters.
+fn last_output(stdout: &str, stderr: &str) -> String {
+    let last = |text: &str| {
+        text.lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_owned)
+    };
+    let Some(line) = last(stderr).or_else(|| last(stdout)) else {
+        return String::new();
+    };
+    let line: String = if line.chars().count() > 160 {
+        line.chars().take(157).chain("...".chars()).collect()
+    } else {
+        line
+    };
+    format!("; last output: {line}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_commands_line_ends_with_the_last_line_it_wrote() {
+        assert_eq!(
+            last_output("ack=57 lines=58\nbad record 10\n\n", ""),
+            "; last output: bad record 10"
+        );
+        assert_eq!(
+            last_output("progress\n", "  warning: x\n"),
+            "; last output: warning: x",
+            "stderr first"
+        );
+        assert_eq!(last_output("", " \n"), "");
+        let long = "é".repeat(300);
+        let cut = last_output(&long, "");
+        assert_eq!(cut.chars().count(), "; last output: ".len() + 160);
+        assert!(cut.ends_with("..."));
+    }
 }
