@@ -100,10 +100,7 @@ impl Agent {
             Some(s) => s.child,
             None => match spawn(&command) {
                 Ok(c) => c,
-                Err(e) => {
-                    let reason = format!("cannot start /bin/sh: {}", util::io_error_name(&e));
-                    return send(out, FAILED, reason.as_bytes());
-                }
+                Err(reason) => return send(out, FAILED, reason.as_bytes()),
             },
         };
         finish(child, stdin.to_vec(), out);
@@ -121,10 +118,7 @@ impl Agent {
         };
         let mut child = match spawn(&command) {
             Ok(c) => c,
-            Err(e) => {
-                let reason = format!("cannot start /bin/sh: {}", util::io_error_name(&e));
-                return send(out, FAILED, reason.as_bytes());
-            }
+            Err(reason) => return send(out, FAILED, reason.as_bytes()),
         };
         let deadline = util::monotonic_ms() + SPARE_WITHIN_MS;
         loop {
@@ -157,8 +151,8 @@ fn waiting_for_input(pid: u32) -> bool {
 }
 
 /// `/bin/sh -c command` as dropbear runs an exec request: a session of its own, in /root
-/// with HOME set, every standard stream a pipe.
-fn spawn(command: &str) -> io::Result<Child> {
+/// with HOME set, every standard stream a pipe. The error is the reason for a [`FAILED`].
+fn spawn(command: &str) -> Result<Child, String> {
     let home = Path::new("/root");
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
@@ -178,6 +172,7 @@ fn spawn(command: &str) -> io::Result<Child> {
         });
     }
     cmd.spawn()
+        .map_err(|e| format!("cannot start /bin/sh: {}", util::io_error_name(&e)))
 }
 
 /// Feeds `stdin` to the started command, sends both outputs to `out` as they come, then its

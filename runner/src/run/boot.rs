@@ -333,7 +333,7 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                 let ready_after = vm.started.elapsed();
                 // init announced the agent (or its absence) before it marked itself ready;
                 // an image without the announcement is taken to have no agent.
-                let agent = vm.agent_started(Duration::from_secs(1)).await;
+                let agent = spec.agent_channel && vm.agent_started(Duration::from_secs(1)).await;
                 return Ok(Booted {
                     vm,
                     guest,

@@ -500,11 +500,8 @@ impl Machine for QemuMachine<'_> {
         if self.restore.restores_boots() && self.booted_state.is_none() {
             // Before anything opened a scratch disk, so the guest caches none of its
             // contents. Without a saved state, later boots stay boots.
-            booted.prepare_spare().await;
             match restore::save_booted(
-                &mut booted.vm,
-                booted.ram.as_ref(),
-                booted.agent,
+                &mut booted,
                 &self.cache,
                 &booted_key,
                 &prepared.key,
@@ -698,7 +695,6 @@ impl Machine for QemuMachine<'_> {
         let cache_key = restore::set_up_key(&self.booted_key(), key);
         let prepared = self.prepared.as_ref().ok_or(MachineError::NotRunning)?;
         let b = self.booted.as_mut().ok_or(MachineError::NotRunning)?;
-        b.prepare_spare().await;
         let saved = SetUp::freeze(
             b,
             &prepared.disks,

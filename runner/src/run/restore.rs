@@ -27,12 +27,13 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::boot::Booted;
 use crate::cache::{Cache, CacheError, Contents, MARKER};
 use crate::guest::RunKey;
 use crate::scenario::{Scenario, Step};
 use crate::vm::ram::{self, GuestRam};
 use crate::vm::snapshot::{self, OverlayTemplate, Saved, SnapshotError};
-use crate::vm::{Disk, DiskFormat, Vm};
+use crate::vm::{Disk, DiskFormat};
 
 /// The cache directory of saved guests.
 const SNAPSHOTS: &str = "snapshots";
@@ -249,14 +250,12 @@ fn open_entry(
     Ok(Some((state, key)))
 }
 
-/// Saves the booted guest (which trusts `run_key`, and runs on `ram` when saveable) and lets
-/// it run on; the state and RAM image go to the cache under `key` for later runs and
-/// machines. Call it before anything has opened a scratch disk. When the cache cannot take
-/// it, the state still serves this machine. `agent`: the guest serves the agent channel.
+/// Saves the booted guest `booted` (which trusts `run_key`; with its spare helper, see
+/// [`Booted::prepare_spare`]) and lets it run on; the state and RAM image go to the cache
+/// under `key` for later runs and machines. Call it before anything has opened a scratch
+/// disk. When the cache cannot take it, the state still serves this machine.
 pub async fn save_booted(
-    vm: &mut Vm,
-    ram: Option<&GuestRam>,
-    agent: bool,
+    booted: &mut Booted,
     cache: &Cache,
     key: &str,
     run_key: &RunKey,
@@ -266,6 +265,8 @@ pub async fn save_booted(
         path: cache.root().to_path_buf(),
         source: std::io::Error::other(crate::report::error_chain(&e)),
     };
+    booted.prepare_spare().await;
+    let (vm, ram, agent) = (&mut booted.vm, booted.ram.as_ref(), booted.agent);
     let partial = cache.tempdir().map_err(cache_err)?;
     let from = partial.path().join("entry");
     std::fs::create_dir(&from).map_err(|source| SnapshotError::Io {
@@ -417,18 +418,20 @@ pub struct SetUp {
 
 impl SetUp {
     /// Saves the set-up guest `booted` (which trusts `run_key`; its RAM, when saveable, is
-    /// taken), stops it, and freezes its disks as qcow2 bases that nothing writes again.
+    /// taken; with its spare helper, see [`Booted::prepare_spare`]), stops it, and freezes
+    /// its disks as qcow2 bases that nothing writes again.
     /// State, RAM image and bases go to the cache under `key` (see [`set_up_key`]) for later
     /// runs; when the cache cannot take them they still serve this machine. Overlay templates
     /// go to `dir`.
     pub async fn freeze(
-        booted: &mut super::boot::Booted,
+        booted: &mut Booted,
         disks: &[Disk],
         dir: &Path,
         cache: &Cache,
         key: &str,
         run_key: &RunKey,
     ) -> Result<SetUp, SnapshotError> {
+        booted.prepare_spare().await;
         let (vm, ram, agent) = (&mut booted.vm, booted.ram.take(), booted.agent);
         let partial = cache.tempdir().ok();
         let work = match &partial {
