@@ -43,7 +43,7 @@ pub struct SimParams {
     pub max_batch: u32,
     /// ktest.pl's BISECT_TRIES: runs per commit, bad at the first failure
     pub ktest_tries: u32,
-    /// Only crashrig, no peers
+    /// Only crashrig: no peers, no told-rates reference
     pub no_peers: bool,
 }
 
@@ -87,9 +87,9 @@ impl Default for SimParams {
 }
 
 impl SimParams {
-    /// The engine configuration for one case.
-    pub fn config(&self, p: f64, fp: f64) -> Config {
-        let (good_rate, bad_rate) = if self.tell_rates {
+    /// The engine configuration for one case; `told` gives it both true rates.
+    pub fn config(&self, p: f64, fp: f64, told: bool) -> Config {
+        let (good_rate, bad_rate) = if told {
             (RatePrior::Known { rate: fp }, RatePrior::Known { rate: p })
         } else {
             (RatePrior::Weak, RatePrior::Weak)
@@ -154,6 +154,9 @@ impl<R: Rng> Oracle for SimulatedHistory<'_, R> {
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     Crashrig,
+    /// The engine told both true rates: what the search costs when nothing is left to learn
+    /// about the rates (a reference, not a method anyone can run).
+    CrashrigTold,
     /// `git bisect` with one run per step: bad iff that run failed.
     GitBisect,
     /// ktest.pl with `BISECT_TRIES=k`: up to k runs, bad at the first failure.
@@ -166,6 +169,7 @@ impl Method {
     pub fn name(self, ktest_tries: u32) -> String {
         match self {
             Method::Crashrig => "crashrig".into(),
+            Method::CrashrigTold => "crashrig, told the rates".into(),
             Method::GitBisect => "git bisect, 1 run".into(),
             Method::Ktest => format!("ktest BISECT_TRIES={ktest_tries}"),
             Method::Syzbot => "syzbot 10/20 runs".into(),
@@ -204,6 +208,11 @@ pub struct MethodSummary {
 pub struct CaseSummary {
     pub p_bad: f64,
     pub p_good: f64,
+    /// Bits about the culprit one iteration can give at best ([`iteration_bound`]).
+    pub capacity_bits: f64,
+    /// Fewest iterations any search needs on average, knowing both rates, between the ends
+    /// and the verification: `log2 N / capacity_bits`.
+    pub search_bound: f64,
     pub methods: Vec<MethodSummary>,
 }
 
@@ -281,7 +290,7 @@ fn run_peer<R: Rng>(
                 failures >= (n / 6).max(2)
             })
         }
-        Method::Crashrig => unreachable!("crashrig runs the engine"),
+        Method::Crashrig | Method::CrashrigTold => unreachable!("crashrig runs the engine"),
     }
 }
 
@@ -301,13 +310,17 @@ struct Acc {
 pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
     let last = usize::from(params.commits);
     let mut methods = vec![Method::Crashrig];
+    if !params.no_peers && !params.tell_rates {
+        methods.push(Method::CrashrigTold);
+    }
     if !params.no_peers {
         methods.extend([Method::GitBisect, Method::Ktest, Method::Syzbot]);
     }
     let mut cases = Vec::new();
     for (case_index, (p, fp)) in params.cases().into_iter().enumerate() {
-        let config = params.config(p, fp);
+        let config = params.config(p, fp, params.tell_rates);
         config.validate()?;
+        let told = params.config(p, fp, true);
         let mut out = Vec::new();
         for &method in &methods {
             // Every method sees the same culprits and the same random stream per run.
@@ -326,7 +339,12 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
                     fp,
                     rng: &mut rng,
                 };
-                let (named, iterations, builds, boots) = if method == Method::Crashrig {
+                let engine = match method {
+                    Method::Crashrig => Some(&config),
+                    Method::CrashrigTold => Some(&told),
+                    _ => None,
+                };
+                let (named, iterations, builds, boots) = if let Some(config) = engine {
                     let report = Bisector::new(last, config.clone())?.run(&mut h)?;
                     acc.phases[0] += report.end_iterations;
                     acc.phases[1] += report.iterations;
@@ -349,6 +367,7 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
                 acc.boots += boots;
             }
             let n = f64::from(params.runs);
+            let engine_row = matches!(method, Method::Crashrig | Method::CrashrigTold);
             let mean_iterations = acc.iterations as f64 / n;
             let mean_builds = acc.builds as f64 / n;
             out.push(MethodSummary {
@@ -364,12 +383,15 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
                 mean_builds,
                 mean_boots: acc.boots as f64 / n,
                 mean_cost: mean_iterations + params.build_cost * mean_builds,
-                phases: (method == Method::Crashrig).then(|| acc.phases.map(|x| x as f64 / n)),
+                phases: engine_row.then(|| acc.phases.map(|x| x as f64 / n)),
             });
         }
+        let (capacity_bits, search_bound) = iteration_bound(last, p, fp);
         cases.push(CaseSummary {
             p_bad: p,
             p_good: fp,
+            capacity_bits,
+            search_bound,
             methods: out,
         });
     }
@@ -439,6 +461,13 @@ pub fn print_summary(s: &SimSummary, out: &mut dyn Write) -> std::io::Result<()>
                 )?;
             }
         }
+        writeln!(
+            out,
+            "  bound: a search that names the culprit reliably needs at least {:.0} iterations on average here, even told both rates (at best {:.3} bits per iteration, {:.1} bits to learn)",
+            case.search_bound,
+            case.capacity_bits,
+            f64::from(s.commits).log2()
+        )?;
     }
     Ok(())
 }
@@ -534,7 +563,10 @@ mod tests {
         let s = simulate(&params).unwrap();
         assert_eq!(s.cases.len(), 2);
         for case in &s.cases {
-            assert_eq!(case.methods.len(), 4);
+            assert_eq!(case.methods.len(), 5);
+            // log2 16 = 4 bits at under a bit per iteration: more than 4 iterations.
+            assert!(case.search_bound > 4.0, "{case:?}");
+            assert!(case.search_bound > 0.0 && case.capacity_bits <= 1.0, "{case:?}");
             for m in &case.methods {
                 assert!(m.mean_iterations > 0.0 && m.mean_builds > 0.0, "{m:?}");
             }
@@ -543,6 +575,8 @@ mod tests {
         print_summary(&s, &mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("ktest BISECT_TRIES=10"), "{text}");
+        assert!(text.contains("crashrig, told the rates"), "{text}");
+        assert!(text.contains("bound: a search that names the culprit reliably needs at least"), "{text}");
         assert!(!text.contains("Some("), "{text}");
     }
 }

@@ -29,8 +29,9 @@ pub enum BenchCommand {
     Restore(BenchRestoreArgs),
     /// Bisection on simulated histories whose good side may fail too (the engine is not told
     /// the rates): accuracy, calibration, iterations, builds, boots and cost of crashrig beside
-    /// git bisect (one run per step), ktest.pl (BISECT_TRIES) and syzbot's rule, on the same
-    /// histories. No VM.
+    /// git bisect (one run per step), ktest.pl (BISECT_TRIES) and syzbot's rule, and beside the
+    /// same engine told both rates, on the same histories; with the fewest iterations any
+    /// search needs on average. No VM.
     Bisect(BenchBisectArgs),
     /// The same matrix run sequentially (-j 1) and in parallel (-j N), wall times side by side.
     Matrix(BenchMatrixArgs),
@@ -96,7 +97,7 @@ pub struct BenchBisectArgs {
     #[arg(long, default_value_t = SimParams::default().ktest_tries,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub ktest_tries: u32,
-    /// Only crashrig, no peers
+    /// Only crashrig: no peers, no told-rates reference
     #[arg(long)]
     pub no_peers: bool,
 }
