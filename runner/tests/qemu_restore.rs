@@ -320,6 +320,34 @@ fn a_second_run_of_the_same_setup_restores_the_set_up_guest_without_boot_or_setu
     // run::qemu_machine: here any seed used once is in the cache from then on.)
 }
 
+/// A step that kills the guest's agent (the channel restored guests are driven over) ends its
+/// iteration at once as an infrastructure error: the guest closes the port, QEMU says so
+/// (VSERPORT_CHANGE) though it keeps crashrig's socket open. Before, the plan was waited for
+/// until the iteration timeout (3 minutes here) and judged a hang: a failure in the rates.
+#[test]
+fn a_killed_agent_is_an_infrastructure_error_not_a_hang() {
+    let (code, run, _out) = run("tests/restore/agent-killed.yaml", &["--restore", "always"]);
+    assert_eq!(code, 2, "only infrastructure errors: {run}");
+    let its = run["iterations"].as_array().unwrap();
+    assert_eq!(its.len(), 2, "{run}");
+    for it in its {
+        assert_eq!(it["verdict"], "error", "{it}");
+        let reasons = it["reasons"].to_string();
+        assert!(reasons.contains("agent channel closed"), "{reasons}");
+        assert!(reasons.contains("guest was alive"), "{reasons}");
+        // The plan ran as far as the kill.
+        assert_eq!(step(it, "before")["ok"], true, "{it}");
+    }
+    // Every iteration ran on a restored set-up guest, over its agent.
+    let b = run["boots"].as_array().unwrap();
+    let restored: Vec<&Value> = b.iter().filter(|b| b["reason"] == "iteration").collect();
+    assert_eq!(restored.len(), 2, "{run}");
+    for r in restored {
+        assert_eq!(r["restored"], "set-up", "{r}");
+        assert_eq!(r["transport"], "agent", "{r}");
+    }
+}
+
 /// EBUSY count and iterations of the seed scenario's umount.
 fn umount_busy(run: &Value) -> (u64, u64) {
     let its = run["iterations"].as_array().unwrap();

@@ -566,7 +566,10 @@ mod tests {
             assert_eq!(case.methods.len(), 5);
             // log2 16 = 4 bits at under a bit per iteration: more than 4 iterations.
             assert!(case.search_bound > 4.0, "{case:?}");
-            assert!(case.search_bound > 0.0 && case.capacity_bits <= 1.0, "{case:?}");
+            assert!(
+                case.capacity_bits > 0.0 && case.capacity_bits <= 1.0,
+                "{case:?}"
+            );
             for m in &case.methods {
                 assert!(m.mean_iterations > 0.0 && m.mean_builds > 0.0, "{m:?}");
             }
@@ -576,7 +579,10 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("ktest BISECT_TRIES=10"), "{text}");
         assert!(text.contains("crashrig, told the rates"), "{text}");
-        assert!(text.contains("bound: a search that names the culprit reliably needs at least"), "{text}");
+        assert!(
+            text.contains("bound: a search that names the culprit reliably needs at least"),
+            "{text}"
+        );
         assert!(!text.contains("Some("), "{text}");
     }
 }

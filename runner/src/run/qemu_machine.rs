@@ -399,7 +399,7 @@ impl<'a> QemuMachine<'a> {
         if let Some(fresh) = answered {
             b.guest = fresh;
             return Abort::Infra(format!(
-                "the SSH transport failed while the guest was alive: {why}"
+                "the transport to the guest failed while the guest was alive: {why}"
             ));
         }
         if b.vm.console_lines() != console_before {
@@ -429,6 +429,13 @@ impl<'a> QemuMachine<'a> {
         b.vm.kill().await;
         Some(stale)
     }
+}
+
+/// What ended the wait for a plan first.
+enum Woke {
+    Sent((Result<guest::ExecOutput, GuestError>, guest::HelperOutput)),
+    Stale(String),
+    AgentGone,
 }
 
 /// How often a restored TCG guest's console is read for a stale translation while a plan runs.
@@ -534,7 +541,8 @@ impl Machine for QemuMachine<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(b) = self.booted.as_ref() else {
+            let accel = self.accel;
+            let Some(b) = self.booted.as_mut() else {
                 return PlanRun {
                     reports: vec![],
                     abort: Some(Abort::Infra("no VM".into())),
@@ -550,20 +558,42 @@ impl Machine for QemuMachine<'_> {
                 serde_json::to_vec(plan)
             }
             .unwrap_or_default();
-            // A restored TCG guest's console is watched while the plan runs: a vCPU caught on
-            // a stale translation never recovers, and waiting for the plan's deadline cost
-            // up to the scenario's whole iteration-timeout.
-            let sent = if b.restored && self.accel == Accel::Tcg {
-                let vm = &b.vm;
-                tokio::select! {
-                    sent = Self::send(&b.guest, stdin, left) => Ok(sent),
-                    why = stale_translation_seen(
-                        || vm.console_tail(400).join("\n"),
-                        STALE_WATCH_EVERY,
-                    ) => Err(why),
+            // Watched while the plan runs, so that a guest that cannot answer is not waited
+            // for until the plan's deadline (up to the scenario's whole iteration-timeout):
+            // a restored TCG guest's console, for a vCPU caught on a stale translation (it
+            // never recovers); and the agent's port, which the guest closes when the agent
+            // process is gone (its channel would just fall silent).
+            let sent = {
+                let watch_stale = b.restored && accel == Accel::Tcg;
+                let watch_agent = b.guest.transport() == "agent";
+                let console = b.vm.console_reader();
+                let send = Self::send(&b.guest, stdin, left);
+                tokio::pin!(send);
+                let woke = tokio::select! {
+                    sent = &mut send => Woke::Sent(sent),
+                    why = async {
+                        if !watch_stale {
+                            std::future::pending::<()>().await;
+                        }
+                        stale_translation_seen(|| console(400).join("\n"), STALE_WATCH_EVERY).await
+                    } => Woke::Stale(why),
+                    () = async {
+                        if !watch_agent {
+                            std::future::pending::<()>().await;
+                        }
+                        b.vm.agent_port_closed().await
+                    } => Woke::AgentGone,
+                };
+                match woke {
+                    Woke::Sent(sent) => Ok(sent),
+                    Woke::Stale(why) => Err(why),
+                    // The command's wait ends at once, with the channel closed: judged below as
+                    // any transport that broke.
+                    Woke::AgentGone => {
+                        b.vm.close_agent();
+                        Ok(send.await)
+                    }
                 }
-            } else {
-                Ok(Self::send(&b.guest, stdin, left).await)
             };
             let (result, output) = match sent {
                 Ok(sent) => sent,

@@ -184,8 +184,9 @@ impl CachedBooted {
 /// as text, in a fixed order.
 pub fn booted_key(parts: &[String]) -> String {
     let mut h = Sha256::new();
-    // v2: device state apart from a sparse RAM image.
-    h.update(b"crashrig booted guest v2\n");
+    // v2: device state apart from a sparse RAM image. v3: the agent port has a device id
+    // (QEMU reports its closing).
+    h.update(b"crashrig booted guest v3\n");
     for p in parts {
         h.update(p.as_bytes());
         h.update(b"\n");

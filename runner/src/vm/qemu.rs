@@ -206,7 +206,7 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
             socket.display().to_string().replace(',', ",,")
         );
         let port = format!(
-            "virtserialport,bus=agent-bus.0,chardev=agent,name={}",
+            "virtserialport,bus=agent-bus.0,chardev=agent,id={AGENT_PORT_ID},name={}",
             crashrig_guest::channel::PORT_NAME
         );
         push(&["-device", "virtio-serial-pci,id=agent-bus,max_ports=2"]);
@@ -278,6 +278,10 @@ impl ConsoleState {
     }
 }
 
+/// The agent port's device id: QEMU names it in `VSERPORT_CHANGE` when the guest opens or
+/// closes the port (a port without an id has no such event).
+const AGENT_PORT_ID: &str = "agent-port";
+
 pub struct Vm {
     child: Child,
     console: Arc<Mutex<ConsoleState>>,
@@ -285,6 +289,9 @@ pub struct Vm {
     qmp: Option<Qmp>,
     /// crashrig's end of the agent channel, until [`Vm::take_agent`].
     agent: Option<std::os::unix::net::UnixStream>,
+    /// A second handle on it, kept after [`Vm::take_agent`] to end the channel from here
+    /// ([`Vm::close_agent`]).
+    agent_handle: Option<std::os::unix::net::UnixStream>,
     config: VmConfig,
     pub started: Instant,
 }
@@ -344,6 +351,7 @@ impl Vm {
             stderr,
             qmp: None,
             agent: None,
+            agent_handle: None,
             config,
             started,
         };
@@ -427,7 +435,54 @@ impl Vm {
 
     /// crashrig's end of the agent channel (once: whoever takes it talks to the guest).
     pub fn take_agent(&mut self) -> Option<std::os::unix::net::UnixStream> {
-        self.agent.take()
+        let stream = self.agent.take()?;
+        self.agent_handle = stream.try_clone().ok();
+        Some(stream)
+    }
+
+    /// Resolves once the guest has closed the agent's port, which the guest kernel does when
+    /// the agent process is gone (killed with the rest by a `kill -9 -1`, say): QEMU keeps
+    /// crashrig's socket open, so a command waiting on the agent would otherwise wait for its
+    /// deadline. Never resolves for a VM without a monitor. Cancel-safe (a `select!` branch).
+    pub async fn agent_port_closed(&mut self) {
+        let Some(qmp) = self.qmp.as_mut() else {
+            return std::future::pending().await;
+        };
+        let closed = |d: &serde_json::Value| d["id"] == AGENT_PORT_ID && d["open"] == false;
+        loop {
+            match qmp
+                .wait_event("VSERPORT_CHANGE", Duration::from_secs(3600), closed)
+                .await
+            {
+                Ok(_) => return,
+                Err(QmpError::Timeout { .. }) => continue,
+                // A monitor that failed says nothing more: the plan's own deadline and
+                // QEMU's exit decide.
+                Err(_) => return std::future::pending().await,
+            }
+        }
+    }
+
+    /// Ends crashrig's end of the agent channel: a command waiting on it returns at once with
+    /// the channel closed.
+    pub fn close_agent(&self) {
+        for s in [&self.agent, &self.agent_handle].into_iter().flatten() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Reads the console's last lines without holding the VM (for a watcher running beside
+    /// another use of it).
+    pub fn console_reader(&self) -> impl Fn(usize) -> Vec<String> {
+        let console = self.console.clone();
+        move |lines| {
+            let c = console.lock().expect("console lock");
+            c.tail
+                .iter()
+                .skip(c.tail.len().saturating_sub(lines))
+                .cloned()
+                .collect()
+        }
     }
 
     /// Whether the guest's init announced the agent channel on this QEMU's console; waits
@@ -462,12 +517,7 @@ impl Vm {
     }
 
     pub fn console_tail(&self, lines: usize) -> Vec<String> {
-        let c = self.console.lock().expect("console lock");
-        c.tail
-            .iter()
-            .skip(c.tail.len().saturating_sub(lines))
-            .cloned()
-            .collect()
+        self.console_reader()(lines)
     }
 
     /// Console lines seen so far: whether the guest still writes to its console.
@@ -803,7 +853,7 @@ mod tests {
         assert_eq!(
             args[at("virtserialport")],
             format!(
-                "virtserialport,bus=agent-bus.0,chardev=agent,name={}",
+                "virtserialport,bus=agent-bus.0,chardev=agent,id=agent-port,name={}",
                 crashrig_guest::channel::PORT_NAME
             )
         );

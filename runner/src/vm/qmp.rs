@@ -35,6 +35,9 @@ pub enum QmpError {
 
 pub struct Qmp {
     reader: BufReader<OwnedReadHalf>,
+    /// The message being read: kept here, not in the read's future, so a read cancelled
+    /// mid-line (a `select!` watching for an event) loses nothing.
+    line: Vec<u8>,
     writer: OwnedWriteHalf,
     /// Asynchronous events seen while waiting for command replies (DEVICE_DELETED, ...).
     pub events: Vec<Value>,
@@ -57,6 +60,7 @@ impl Qmp {
         let (r, w) = stream.into_split();
         let mut qmp = Qmp {
             reader: BufReader::new(r),
+            line: Vec::new(),
             writer: w,
             events: Vec::new(),
             timeout,
@@ -75,8 +79,8 @@ impl Qmp {
         deadline: tokio::time::Instant,
         within: Duration,
     ) -> Result<Value, QmpError> {
-        let mut line = String::new();
-        let n = tokio::time::timeout_at(deadline, self.reader.read_line(&mut line))
+        // read_until appends what it read before a cancellation to `self.line`.
+        let n = tokio::time::timeout_at(deadline, self.reader.read_until(b'\n', &mut self.line))
             .await
             .map_err(|_| QmpError::Timeout {
                 command: command.into(),
@@ -85,7 +89,13 @@ impl Qmp {
         if n == 0 {
             return Err(QmpError::Closed);
         }
-        serde_json::from_str(&line).map_err(|e| QmpError::Protocol(format!("{e}: {line}")))
+        let line = std::mem::take(&mut self.line);
+        serde_json::from_slice(&line).map_err(|e| {
+            QmpError::Protocol(format!(
+                "{e}: {}",
+                String::from_utf8_lossy(&line).trim_end()
+            ))
+        })
     }
 
     /// Runs a command and returns its `return` value; events that arrive meanwhile are kept.
@@ -270,6 +280,39 @@ mod tests {
         assert!(started.elapsed() >= timeout);
         assert!(!qmp.events.is_empty(), "the events were read and kept");
         peer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_an_event_cancelled_mid_message_loses_nothing() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (r, mut w) = theirs.into_split();
+        let peer = tokio::spawn(async move {
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"{\"QMP\": {}}\n").await.unwrap();
+            lines.next_line().await.unwrap();
+            w.write_all(b"{\"return\": {}}\n").await.unwrap();
+            w
+        });
+        let mut qmp = Qmp::handshake(ours, Duration::from_secs(5)).await.unwrap();
+        let mut w = peer.await.unwrap();
+        let event = br#"{"event": "VSERPORT_CHANGE", "data": {"id": "agent-port", "open": false}}"#;
+        let (head, tail) = event.split_at(30);
+        w.write_all(head).await.unwrap();
+        // A watcher cancelled while the message is half read (a select! another branch won).
+        let closed = |d: &Value| d["open"] == false;
+        let cut = tokio::time::timeout(
+            Duration::from_millis(200),
+            qmp.wait_event("VSERPORT_CHANGE", Duration::from_secs(5), closed),
+        )
+        .await;
+        assert!(cut.is_err(), "the event was not complete yet: {cut:?}");
+        w.write_all(tail).await.unwrap();
+        w.write_all(b"\n").await.unwrap();
+        let got = qmp
+            .wait_event("VSERPORT_CHANGE", Duration::from_secs(5), closed)
+            .await
+            .unwrap();
+        assert_eq!(got["data"]["id"], "agent-port");
     }
 
     #[test]
