@@ -311,6 +311,12 @@ pub fn build(
     if let Some(entry) = lookup(cache, &pkey)? {
         return load(&entry, &plan.spec);
     }
+    let src = source::own_clone(
+        exec,
+        &src,
+        &cache.dir("clones")?.join(format!("{repo_id}.git")),
+        &mut |l| log.push(l.to_string()),
+    )?;
     let worktree = cache.dir("worktrees")?.join(&repo_id);
     source::checkout(exec, &src, &worktree, &mut |l| log.push(l.to_string()))?;
 

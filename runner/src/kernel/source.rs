@@ -1,6 +1,8 @@
 //! Kernel sources: `debian-source:6.x` unpacked once into a cached git repository, local git
-//! trees at a commit, and crashrig's own worktree of each repository (the user's working copy
-//! is never touched).
+//! trees at a commit, and crashrig's own worktree of each repository. A user's repository is
+//! only read: crashrig works in a bare clone of its own that borrows the user's objects
+//! ([`own_clone`]), so its worktree, the commits of applied patches and their reflogs are
+//! written under crashrig's cache, never into the user's `.git`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,8 +27,8 @@ pub struct Source {
     pub commit: String,
     /// What identifies the source in cache keys: the commit, or the Debian package version.
     pub identity: String,
-    /// The repository is crashrig's (in the cache), so `git worktree prune` may run in it;
-    /// a user's repository only gets our worktree added (`--force` replaces a stale one).
+    /// The repository is crashrig's (in the cache): worktrees are added to it and `git
+    /// worktree prune` may run in it. A user's repository is only read ([`own_clone`]).
     pub owned: bool,
 }
 
@@ -202,6 +204,59 @@ pub fn git_source(exec: &Exec, path: &Path, rev: Option<&str>) -> Result<Source,
     })
 }
 
+/// crashrig's bare clone of a user's repository at `dest` (made once, in the cache), sharing
+/// the user's objects through `objects/info/alternates` (`git clone --shared`: no copy of a
+/// kernel's history, and nothing written into the user's repository). New objects (patch
+/// commits) go into the clone. The user's later `git gc` keeps every commit their refs still
+/// reach; a commit they drop and prune can no longer be checked out, and git says so. A
+/// source crashrig owns is returned as it is.
+pub fn own_clone(
+    exec: &Exec,
+    source: &Source,
+    dest: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<Source, KernelError> {
+    if source.owned {
+        return Ok(source.clone());
+    }
+    let common = exec.output(Command::new("git").arg("-C").arg(&source.repo).args([
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-common-dir",
+    ]))?;
+    let objects = Path::new(common.trim()).join("objects");
+    let alternates = dest.join("objects/info/alternates");
+    let borrows = std::fs::read_to_string(&alternates)
+        .is_ok_and(|a| a.lines().any(|l| Path::new(l.trim()) == objects));
+    if !borrows {
+        if dest.exists() {
+            std::fs::remove_dir_all(dest).map_err(|source| KernelError::Io {
+                path: dest.to_path_buf(),
+                source,
+            })?;
+        }
+        log(&format!(
+            "cloning {} into {} (sharing its objects)",
+            source.repo.display(),
+            dest.display()
+        ));
+        exec.run(
+            Command::new("git")
+                .args(["clone", "--quiet", "--bare", "--shared", "--no-tags"])
+                .arg(&source.repo)
+                .arg(dest),
+            log,
+        )?;
+        // An automatic gc here would be harmless to the user's objects, but costs minutes.
+        exec.run(git(dest).args(["config", "gc.auto", "0"]), log)?;
+    }
+    Ok(Source {
+        repo: dest.to_path_buf(),
+        owned: true,
+        ..source.clone()
+    })
+}
+
 /// Short stable id of a repository (its common git directory), naming its worktree and
 /// build directories.
 pub fn repo_id(exec: &Exec, repo: &Path) -> Result<String, KernelError> {
@@ -324,8 +379,16 @@ mod tests {
         );
     }
 
+    /// Every file under the user's `.git` with its contents: what "nothing written" means.
+    fn git_dir_state(user: &Path) -> String {
+        sh(
+            user,
+            "find .git -type f | LC_ALL=C sort | xargs sha256sum; find .git -type d | LC_ALL=C sort",
+        )
+    }
+
     #[test]
-    fn worktree_checkout_leaves_the_users_copy_alone() {
+    fn worktree_checkout_leaves_the_users_repository_alone() {
         let d = tempfile::tempdir().unwrap();
         let user = d.path().join("linux");
         std::fs::create_dir(&user).unwrap();
@@ -334,25 +397,41 @@ mod tests {
             "git init -q && echo a > f && echo keep > g && git add . && git commit -qm one && git tag v1 \
              && echo b > f && git commit -qam two && echo dirty > f",
         );
+        let before = git_dir_state(&user);
         let exec = Exec::default();
         let src = git_source(&exec, &user, Some("v1")).unwrap();
         assert_eq!(src.commit, sh(&user, "git rev-parse v1"));
+        assert!(!src.owned);
         assert!(matches!(
             git_source(&exec, &user, Some("nope")),
             Err(KernelError::BadRevision { .. })
         ));
 
+        let clone = d.path().join("cache/clones/x.git");
+        let src = own_clone(&exec, &src, &clone, &mut |_| {}).unwrap();
+        assert!(src.owned && src.repo == clone);
+        // The clone borrows the user's objects: no copy of the history.
+        let alternates = std::fs::read_to_string(clone.join("objects/info/alternates")).unwrap();
+        assert!(alternates.contains("linux/.git/objects"), "{alternates}");
         let wt = d.path().join("cache/worktrees/x");
         checkout(&exec, &src, &wt, &mut |_| {}).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
-        // the user's working copy and HEAD did not move
-        assert_eq!(std::fs::read_to_string(user.join("f")).unwrap(), "dirty\n");
-        assert_eq!(sh(&user, "git log -1 --format=%s"), "two");
+        // A commit in crashrig's worktree (as a patch applied there) stays in its clone.
+        sh(&wt, "echo patched > g && git commit -qam patch");
+        let patch = sh(&wt, "git rev-parse HEAD");
+        assert!(Command::new("git")
+            .arg("-C")
+            .arg(&user)
+            .args(["cat-file", "-e", &patch])
+            .status()
+            .is_ok_and(|s| !s.success()));
 
         // reuse: only changed files are rewritten, junk is removed
+        checkout(&exec, &src, &wt, &mut |_| {}).unwrap();
         let g_mtime = std::fs::metadata(wt.join("g")).unwrap().modified().unwrap();
         std::fs::write(wt.join("junk.o"), "x").unwrap();
         let head = git_source(&exec, &user, None).unwrap();
+        let head = own_clone(&exec, &head, &clone, &mut |_| {}).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         checkout(&exec, &head, &wt, &mut |_| {}).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "b\n");
@@ -366,6 +445,12 @@ mod tests {
         std::fs::remove_dir_all(&wt).unwrap();
         checkout(&exec, &src, &wt, &mut |_| {}).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "a\n");
-        assert_eq!(sh(&user, "git worktree list | wc -l"), "2");
+
+        // Nothing of this is in the user's repository: no worktree, no object, no reflog;
+        // their working copy and HEAD did not move.
+        assert_eq!(sh(&user, "git worktree list | wc -l"), "1");
+        assert_eq!(git_dir_state(&user), before);
+        assert_eq!(std::fs::read_to_string(user.join("f")).unwrap(), "dirty\n");
+        assert_eq!(sh(&user, "git log -1 --format=%s"), "two");
     }
 }
