@@ -146,6 +146,58 @@ fn out_of_range_numbers_on_the_command_line_are_refused() {
 }
 
 #[test]
+fn a_target_the_scenario_cannot_show_is_refused_before_any_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let scenario = write(
+        home,
+        "s.yaml",
+        "name: t\nsteps:\n  - sync\n  - run: { id: probe, command: \"true\" }\n",
+    );
+    let s = scenario.to_str().unwrap();
+    let git = "linux@v1";
+    for (args, want) in [
+        (
+            vec![
+                "bisect",
+                s,
+                "--good",
+                git,
+                "--bad",
+                "linux@v2",
+                "--target",
+                "umount:EBUSY",
+            ],
+            "scenario `t` has no step `umount`; its step ids are sync#1, probe",
+        ),
+        (
+            vec![
+                "bisect",
+                s,
+                "--kernel",
+                "debian-source:6.1",
+                "--patches",
+                "p",
+                "--target",
+                "probe:EBUZY",
+            ],
+            "`EBUZY` is no errno name",
+        ),
+        (
+            vec!["amplify", s, "--target", "nosuch"],
+            "has no step `nosuch`",
+        ),
+    ] {
+        refused(home, &args, &[want]);
+    }
+    // Nothing was built or cached for it.
+    assert!(
+        !home.join("cache").exists()
+            || std::fs::read_dir(home.join("cache/crashrig/builds")).is_err()
+    );
+}
+
+#[test]
 fn bad_matrix_files_are_refused_with_a_location() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path();

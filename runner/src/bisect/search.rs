@@ -333,8 +333,8 @@ impl Bisector {
     }
 
     /// Record that `candidate`'s kernel is byte-identical to `same_as`'s: both behave alike, so
-    /// no commit between them can be the culprit, `candidate` costs no build, and the engine
-    /// never asks for `candidate` again (it asks for `same_as`).
+    /// no commit between them can be the culprit, and the engine never asks for `candidate`
+    /// again (it asks for `same_as`). Its build (that is how the driver found out) counts.
     pub fn record_alias(&mut self, candidate: usize, same_as: usize) -> Result<(), BisectError> {
         let i = self.check_candidate(candidate)?;
         let j = self.check_candidate(same_as)?;
@@ -358,6 +358,12 @@ impl Bisector {
         }
         for c in lo + 1..=hi {
             self.excluded[c] = true;
+        }
+        if !self.cells[i].built {
+            match &self.state {
+                State::Verify { .. } => self.verify_builds += 1,
+                _ => self.builds += 1,
+            }
         }
         let cell = &mut self.cells[i];
         cell.alias_of = Some(j);
@@ -1253,7 +1259,7 @@ mod tests {
     }
 
     #[test]
-    fn identical_kernels_share_evidence_and_cost_no_build() {
+    fn identical_kernels_share_evidence_and_are_never_run_again() {
         let mut b = Bisector::new(4, deterministic()).unwrap();
         b.record_alias(3, 2).unwrap();
         assert_close(&b.posterior(), &[0.0, 1.0 / 3.0, 1.0 / 3.0, 0.0, 1.0 / 3.0]);
@@ -1288,6 +1294,13 @@ mod tests {
         assert_eq!(report.culprit, Some(5));
         assert_eq!(report.evidence[6].alias_of, Some(5));
         assert_eq!(report.evidence[6].iterations, 0);
+        // The alias was built (that is how it was found): its build counts.
+        let tested = report
+            .evidence
+            .iter()
+            .filter(|e| e.iterations + e.verify_iterations > 0)
+            .count() as u64;
+        assert_eq!(report.total_builds(), tested + 1, "{report:?}");
     }
 
     #[test]

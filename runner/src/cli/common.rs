@@ -59,7 +59,8 @@ pub struct CommonVmArgs {
     /// Guest image recipe. Default: images/default.yaml of this crashrig.
     #[arg(long, value_name = "FILE")]
     pub recipe: Option<PathBuf>,
-    /// Print every iteration and more detail.
+    /// Print every iteration (on a terminal, passing ones otherwise only move the progress
+    /// bar; into a file or pipe every iteration is printed anyway) and more detail.
     #[arg(short, long)]
     pub verbose: bool,
     /// Restore a saved guest instead of booting. `auto` (default): the first boot restores

@@ -295,11 +295,11 @@ fn amplify_progress_text(r: &crate::amplify::Report) -> String {
 
 fn bisect_step_text(s: &BisectStep) -> String {
     format!(
-        "crashrig: step: {} ({} iterations); {} builds, {} iterations so far; culprit range {}..={}{}",
+        "crashrig: step: {} ({}); {}, {} so far; culprit range {}-{}{}",
         s.candidate,
-        s.iterations,
-        s.builds,
-        s.iterations_so_far,
+        crate::report::plural(u64::from(s.iterations), "iteration"),
+        crate::report::plural(s.builds, "build"),
+        crate::report::plural(s.iterations_so_far, "iteration"),
         s.range.0,
         s.range.1,
         s.leader
@@ -327,7 +327,7 @@ impl Reporter for Terminal {
             } => {
                 if self.build_stages.get(spec) != Some(stage) {
                     self.line(&format!(
-                        "crashrig: build {spec}: {stage} ({:.0} s)",
+                        "crashrig: build {spec}: {stage} (at {:.0} s)",
                         elapsed.as_secs_f64()
                     ));
                     self.build_stages.insert(spec.clone(), stage.clone());

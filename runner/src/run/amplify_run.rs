@@ -88,6 +88,8 @@ pub enum AmplifyRunError {
     RewriteLoad(#[source] LoadError),
     #[error("keep the winner as the defaults: they read back as {0}")]
     RewriteReadBack(String),
+    #[error("{0}")]
+    BadTarget(String),
 }
 
 impl AmplifyRunError {
@@ -455,6 +457,9 @@ pub async fn amplify(opts: AmplifyOptions) -> Result<AmplifyOutcome, AmplifyRunE
     let mut session = Session::new(opts.vm.clone());
     let fixed = opts.vm.setting()?;
     let base = session.load_scenario(&opts.scenario)?;
+    if let Some(t) = &opts.target {
+        Target::parse_checked(t, &base.scenario).map_err(AmplifyRunError::BadTarget)?;
+    }
     let space = space_of(&base.scenario, &fixed)?;
     if space.knobs().iter().all(|k| k.values.len() < 2) {
         return Err(AmplifyRunError::NothingToSearch {

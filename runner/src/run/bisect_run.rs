@@ -79,8 +79,22 @@ pub enum BisectRunError {
     NotPathRef { spec: String },
     #[error("bisect across two trees: --good and --bad must name the same git tree")]
     TwoTrees,
-    #[error("find commits between {old} and {new}: there are none")]
-    NoCommits { old: String, new: String },
+    #[error("find commits between {old} ({old_flag}, the older end) and {new} ({new_flag}): there are none; {old} must be an ancestor of {new} on its first-parent line ({hint})")]
+    NoCommits {
+        old: String,
+        old_flag: &'static str,
+        new: String,
+        new_flag: &'static str,
+        hint: &'static str,
+    },
+    #[error("{flag} {spec}: no commit `{rev}` in {}: {stderr}", repo.display())]
+    BadRef {
+        flag: &'static str,
+        spec: String,
+        rev: String,
+        repo: PathBuf,
+        stderr: String,
+    },
     #[error(
         "choose what to bisect: give either --good and --bad (a git range) or --kernel and --patches (a series)"
     )]
@@ -133,6 +147,8 @@ pub enum BisectRunError {
     NoTargetFile { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    BadTarget(String),
 }
 
 impl BisectRunError {
@@ -162,6 +178,43 @@ impl Target {
                 errno: None,
             },
         }
+    }
+
+    /// [`Target::parse`], checked against the scenario: the step must be one of its step ids
+    /// (an `id`, or `<kind>#<n>` in results), the errno a name the guest reports (`EBUSY`, or
+    /// `E<number>` for one without a name). A target no iteration could show would spend a
+    /// whole bisection for nothing.
+    pub fn parse_checked(s: &str, scenario: &crate::scenario::Scenario) -> Result<Target, String> {
+        use crate::run::plan::{Phase, StepRef};
+        let t = Target::parse(s);
+        let ids: Vec<String> = [Phase::Setup, Phase::Steps, Phase::Cleanup]
+            .into_iter()
+            .flat_map(|phase| {
+                (0..phase.steps(scenario).len()).map(move |index| StepRef { phase, index })
+            })
+            .map(|r| r.id(scenario))
+            .collect();
+        if !ids.contains(&t.step) {
+            return Err(format!(
+                "--target {s}: scenario `{}` has no step `{}`; its step ids are {}",
+                scenario.name,
+                t.step,
+                ids.join(", ")
+            ));
+        }
+        if let Some(e) = &t.errno {
+            let numbered = e
+                .strip_prefix('E')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if crashrig_guest::errno_value(e).is_none() && !numbered {
+                return Err(format!(
+                    "--target {s}: `{e}` is no errno name (as results spell them: EBUSY, EINVAL, \
+                     ENOSPC, ...; `{}` alone for any violation of the step)",
+                    t.step
+                ));
+            }
+        }
+        Ok(t)
     }
 
     pub fn text(&self) -> String {
@@ -359,13 +412,30 @@ fn candidates(args: &BisectOptions) -> Result<(Candidates, String), BisectRunErr
         if std::fs::canonicalize(&repo).ok() != std::fs::canonicalize(&repo_b).ok() {
             return Err(BisectRunError::TwoTrees);
         }
-        let (old, new) = (good_ref, bad_ref);
-        let base = git(
-            &repo,
-            &["rev-parse", "--verify", &format!("{old}^{{commit}}")],
-        )?
-        .trim()
-        .to_string();
+        // The older end comes first: the good one for a regression, the bad one for a fix.
+        let ((old_flag, old_spec, old), (new_flag, new_spec, new)) = if args.fix {
+            (("--bad", bad, bad_ref), ("--good", good, good_ref))
+        } else {
+            (("--good", good, good_ref), ("--bad", bad, bad_ref))
+        };
+        let verify = |flag: &'static str, spec: &str, rev: &str| {
+            git(
+                &repo,
+                &["rev-parse", "--verify", &format!("{rev}^{{commit}}")],
+            )
+            .map_err(|e| match e {
+                BisectRunError::Git { stderr, .. } => BisectRunError::BadRef {
+                    flag,
+                    spec: spec.to_string(),
+                    rev: rev.to_string(),
+                    repo: repo.clone(),
+                    stderr,
+                },
+                other => other,
+            })
+        };
+        let base = verify(old_flag, old_spec, &old)?.trim().to_string();
+        verify(new_flag, new_spec, &new)?;
         // First-parent order keeps the history linear: with merges, the culprit found is the
         // merge that brought the change in.
         let list = git(
@@ -382,7 +452,14 @@ fn candidates(args: &BisectOptions) -> Result<(Candidates, String), BisectRunErr
         if commits.len() < 2 {
             return Err(BisectRunError::NoCommits {
                 old: old.clone(),
+                old_flag,
                 new: new.clone(),
+                new_flag,
+                hint: if args.fix {
+                    "with --fix the bad end is the older one"
+                } else {
+                    "are --good and --bad swapped? To find a fix, add --fix"
+                },
             });
         }
         let subjects = commits
@@ -461,6 +538,13 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     let started = std::time::Instant::now();
     let mut session = Session::new(args.vm.clone());
     let mut loaded = session.load_scenario(&args.scenario)?;
+    // Before anything is built: a target no iteration could show.
+    let given_target = args
+        .target
+        .as_deref()
+        .map(|t| Target::parse_checked(t, &loaded.scenario))
+        .transpose()
+        .map_err(BisectRunError::BadTarget)?;
     let (cands, range) = candidates(&args)?;
     let last = cands.last();
     session.create_out(args.resume)?;
@@ -488,7 +572,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     let header = Header::new(&loaded.scenario.name, &range, last, config.clone());
     let journal_path = out.join("bisect.journal");
     let target_path = out.join("bisect-target.json");
-    let mut target: Option<Target> = args.target.as_deref().map(Target::parse);
+    let mut target: Option<Target> = given_target;
     let (mut journal, mut bisector) = if args.resume {
         let (journal, replay) = Journal::resume(&journal_path, &header)?;
         if let Some(w) = &replay.warning {
@@ -958,9 +1042,16 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             .map(Target::text)
             .unwrap_or_else(|| "not found".into()),
     ));
+    let no_search = matches!(
+        r.status,
+        bisect::Status::NoDifference | bisect::Status::WrongDirection
+    );
     if let Some(e) = &r.ends {
+        // When the search ran, these are the runs that showed the difference; the evidence
+        // table below counts the ends' later runs too.
         s.push_str(&format!(
-            "ends: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}, one-sided Fisher p = {:.3}\n",
+            "ends{}: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}, one-sided Fisher p = {:.3}\n",
+            if no_search { "" } else { " before the search" },
             e.good_candidate,
             e.good.text(),
             e.bad_candidate,
@@ -969,10 +1060,7 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             e.fisher_p
         ));
     }
-    if matches!(
-        r.status,
-        bisect::Status::NoDifference | bisect::Status::WrongDirection
-    ) {
+    if no_search {
         s.push_str("no culprit: the ends did not show the difference at the confidence asked");
         match r.iterations_needed {
             Some(n) => s.push_str(&format!(
@@ -990,7 +1078,7 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         None => {
             if let Some(range) = &r.range {
                 s.push_str(&format!(
-                    "no single culprit at the target confidence; the culprit is in {}..={} with probability {:.3}\n",
+                    "no single culprit at the target confidence; the culprit is in candidates {}-{} with probability {:.3}\n",
                     range.first, range.last, range.mass
                 ));
             }
@@ -1035,13 +1123,13 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         ));
     }
     s.push_str(&format!(
-        "spent: {} iterations ({} on the ends, {} searching, {} verifying), {} builds, {} boots\n",
-        r.total_iterations(),
+        "spent: {} ({} on the ends, {} searching, {} verifying), {}, {}\n",
+        crate::report::plural(r.total_iterations(), "iteration"),
         r.end_iterations,
         r.iterations,
         r.verify_iterations,
-        r.total_builds(),
-        r.boots
+        crate::report::plural(r.total_builds(), "build"),
+        crate::report::plural(r.boots, "boot")
     ));
     s.push_str("evidence (candidate: target seen / iterations, then verification):\n");
     for row in r.evidence.iter().filter(|row| {
@@ -1238,6 +1326,8 @@ pub enum CheckError {
     Reference { spec: String, reason: String },
     #[error("set up the rate test")]
     RateTest(#[source] BisectError),
+    #[error("{0}")]
+    BadTarget(String),
 }
 
 async fn check_inner(
@@ -1247,7 +1337,12 @@ async fn check_inner(
     session: &mut Session,
 ) -> Result<CheckReport, CheckError> {
     let cache = &session.cache.clone();
-    let target = args.target.as_deref().map(Target::parse);
+    let target = args
+        .target
+        .as_deref()
+        .map(|t| Target::parse_checked(t, &loaded.scenario))
+        .transpose()
+        .map_err(CheckError::BadTarget)?;
     let kernel = check_kernel(spec_text, args, loaded, cache).await?;
     let image = session.image().await?;
     let accel = session.host(&kernel.image).await?.accel;
@@ -1542,6 +1637,106 @@ mod tests {
 
     fn t(s: &str) -> Target {
         Target::parse(s)
+    }
+
+    fn range_options(good: &str, bad: &str, fix: bool) -> BisectOptions {
+        BisectOptions {
+            scenario: PathBuf::from("s.yaml"),
+            good: Some(good.into()),
+            bad: Some(bad.into()),
+            patches: vec![],
+            base_patches: vec![],
+            kconfig: vec![],
+            fix,
+            target: None,
+            iterations: None,
+            confidence: 0.95,
+            max_iterations: None,
+            false_positive_rate: None,
+            resume: false,
+            amplify: None,
+            vm: VmOptions::default(),
+        }
+    }
+
+    #[test]
+    fn a_range_runs_from_its_older_end_and_bad_ends_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("linux");
+        std::fs::create_dir(&repo).unwrap();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .args(["-c", script])
+                .current_dir(&repo)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        };
+        sh("git init -q && for i in 0 1 2; do echo $i > f && git add f && git commit -qm c$i && git tag v$i; done");
+        let at = |rev: &str| format!("{}@{rev}", repo.display());
+        let commits = |c: Candidates| match c {
+            Candidates::Commits { subjects, .. } => subjects,
+            Candidates::Patches { .. } => panic!("a range"),
+        };
+        // A regression: the good end is the older one.
+        let (c, _) = candidates(&range_options(&at("v0"), &at("v2"), false)).unwrap();
+        assert_eq!(commits(c), ["c0", "c1", "c2"]);
+        // A fix: the bad end is the older one, and the range still runs oldest first.
+        let (c, _) = candidates(&range_options(&at("v2"), &at("v0"), true)).unwrap();
+        assert_eq!(commits(c), ["c0", "c1", "c2"]);
+        // Swapped ends say so, and what to do.
+        let err = candidates(&range_options(&at("v2"), &at("v0"), false))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("there are none") && err.contains("add --fix"),
+            "{err}"
+        );
+        // A ref that is not there names its flag.
+        let err = candidates(&range_options(&at("v0"), &at("nosuchref"), false))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("--bad ") && err.contains("no commit `nosuchref`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_target_must_name_a_step_of_the_scenario_and_an_errno() {
+        let yaml = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bisect/one-writer-umount.yaml"),
+        )
+        .unwrap();
+        let s = crate::scenario::load_str(&yaml, "one-writer-umount.yaml").unwrap();
+        // An id, a generated id, a step alone, an errno without a name.
+        for ok in [
+            "umount:EBUSY",
+            "mount#1",
+            "umount",
+            "umount:E135",
+            "kill#4:ESRCH",
+        ] {
+            let got = Target::parse_checked(ok, &s);
+            assert_eq!(got, Ok(t(ok)), "{ok}");
+        }
+        let err = Target::parse_checked("nosuchstep:EBUSY", &s).unwrap_err();
+        assert!(err.contains("no step `nosuchstep`"), "{err}");
+        assert!(
+            err.contains("mkfs#1, mount#1, spawn#2"),
+            "the ids are listed: {err}"
+        );
+        let err = Target::parse_checked("umount:EBUZY", &s).unwrap_err();
+        assert!(err.contains("`EBUZY` is no errno name"), "{err}");
+        for bad in ["", ":EBUSY", "umount:", "umount:E", "umount:ebusy"] {
+            assert!(Target::parse_checked(bad, &s).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
