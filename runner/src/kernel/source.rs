@@ -353,23 +353,27 @@ pub fn remove_worktree(exec: &Exec, source: &Source, worktree: &Path) {
     }
 }
 
+/// Runs `script` with `sh -c` in `dir`, with a fixed git identity; its stdout, trimmed. Tests
+/// build small git histories with it.
+#[cfg(test)]
+pub(crate) fn test_sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_sh as sh;
     use super::*;
-
-    fn sh(dir: &Path, script: &str) -> String {
-        let out = Command::new("sh")
-            .args(["-c", script])
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{script}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
 
     #[test]
     fn tags_are_valid_ref_names() {

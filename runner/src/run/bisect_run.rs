@@ -1664,19 +1664,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let repo = d.path().join("linux");
         std::fs::create_dir(&repo).unwrap();
-        let sh = |script: &str| {
-            let out = std::process::Command::new("sh")
-                .args(["-c", script])
-                .current_dir(&repo)
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-        };
-        sh("git init -q && for i in 0 1 2; do echo $i > f && git add f && git commit -qm c$i && git tag v$i; done");
+        crate::kernel::source::test_sh(&repo, "git init -q && for i in 0 1 2; do echo $i > f && git add f && git commit -qm c$i && git tag v$i; done");
         let at = |rev: &str| format!("{}@{rev}", repo.display());
         let commits = |c: Candidates| match c {
             Candidates::Commits { subjects, .. } => subjects,
