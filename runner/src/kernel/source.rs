@@ -219,22 +219,12 @@ pub fn own_clone(
     if source.owned {
         return Ok(source.clone());
     }
-    let common = exec.output(Command::new("git").arg("-C").arg(&source.repo).args([
-        "rev-parse",
-        "--path-format=absolute",
-        "--git-common-dir",
-    ]))?;
-    let objects = Path::new(common.trim()).join("objects");
+    let objects = Path::new(common_dir(exec, &source.repo)?.trim()).join("objects");
     let alternates = dest.join("objects/info/alternates");
     let borrows = std::fs::read_to_string(&alternates)
         .is_ok_and(|a| a.lines().any(|l| Path::new(l.trim()) == objects));
     if !borrows {
-        if dest.exists() {
-            std::fs::remove_dir_all(dest).map_err(|source| KernelError::Io {
-                path: dest.to_path_buf(),
-                source,
-            })?;
-        }
+        remove_dir(dest)?;
         log(&format!(
             "cloning {} into {} (sharing its objects)",
             source.repo.display(),
@@ -257,15 +247,30 @@ pub fn own_clone(
     })
 }
 
-/// Short stable id of a repository (its common git directory), naming its worktree and
-/// build directories.
-pub fn repo_id(exec: &Exec, repo: &Path) -> Result<String, KernelError> {
-    let common = exec.output(Command::new("git").arg("-C").arg(repo).args([
+/// Removes `dir` and everything in it, if it is there (crashrig's own, in the cache).
+fn remove_dir(dir: &Path) -> Result<(), KernelError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(KernelError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The absolute path of a repository's (or worktree's) common git directory.
+fn common_dir(exec: &Exec, repo: &Path) -> Result<String, KernelError> {
+    exec.output(Command::new("git").arg("-C").arg(repo).args([
         "rev-parse",
         "--path-format=absolute",
         "--git-common-dir",
-    ]))?;
-    let digest = Sha256::digest(common.as_bytes());
+    ]))
+}
+
+/// Short stable id of a repository (its common git directory), naming its worktree and
+/// build directories.
+pub fn repo_id(exec: &Exec, repo: &Path) -> Result<String, KernelError> {
+    let digest = Sha256::digest(common_dir(exec, repo)?.as_bytes());
     Ok(hex::encode(&digest[..8]))
 }
 
@@ -283,31 +288,14 @@ pub fn checkout(
         exec.run(git(&source.repo).args(["worktree", "prune"]), log)?;
     }
     let ours = worktree.join(".git").is_file()
-        && exec
-            .output(Command::new("git").arg("-C").arg(worktree).args([
-                "rev-parse",
-                "--path-format=absolute",
-                "--git-common-dir",
-            ]))
+        && common_dir(exec, worktree)
             .ok()
-            .zip(
-                exec.output(Command::new("git").arg("-C").arg(&source.repo).args([
-                    "rev-parse",
-                    "--path-format=absolute",
-                    "--git-common-dir",
-                ]))
-                .ok(),
-            )
+            .zip(common_dir(exec, &source.repo).ok())
             .is_some_and(|(a, b)| a == b);
     if ours {
         reset(exec, worktree, &source.commit, log)
     } else {
-        if worktree.exists() {
-            std::fs::remove_dir_all(worktree).map_err(|source| KernelError::Io {
-                path: worktree.to_path_buf(),
-                source,
-            })?;
-        }
+        remove_dir(worktree)?;
         log(&format!(
             "checking out {} into {}",
             source.commit,
