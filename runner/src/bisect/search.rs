@@ -285,14 +285,7 @@ impl Bisector {
             _ => None,
         };
         let ends = matches!(self.state, State::Ends);
-        if !self.cells[i].built {
-            self.cells[i].built = true;
-            if verify_slot.is_some() {
-                self.verify_builds += 1;
-            } else {
-                self.builds += 1;
-            }
-        }
+        self.charge_build(i, verify_slot.is_some());
         match outcome {
             BatchOutcome::Ran {
                 iterations,
@@ -359,15 +352,8 @@ impl Bisector {
         for c in lo + 1..=hi {
             self.excluded[c] = true;
         }
-        if !self.cells[i].built {
-            match &self.state {
-                State::Verify { .. } => self.verify_builds += 1,
-                _ => self.builds += 1,
-            }
-        }
-        let cell = &mut self.cells[i];
-        cell.alias_of = Some(j);
-        cell.built = true;
+        self.charge_build(i, matches!(self.state, State::Verify { .. }));
+        self.cells[i].alias_of = Some(j);
         if self.booted == Some(i) {
             self.booted = Some(self.rep(j));
         }
@@ -380,6 +366,18 @@ impl Bisector {
         }
         self.pending = None;
         Ok(())
+    }
+
+    /// Counts candidate `i`'s build, once: in the verification's count when `verifying`.
+    fn charge_build(&mut self, i: usize, verifying: bool) {
+        if !self.cells[i].built {
+            self.cells[i].built = true;
+            if verifying {
+                self.verify_builds += 1;
+            } else {
+                self.builds += 1;
+            }
+        }
     }
 
     /// What to do next.

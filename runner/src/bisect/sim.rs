@@ -325,6 +325,11 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
         for &method in &methods {
             // Every method sees the same culprits and the same random stream per run.
             let mut acc = Acc::default();
+            let engine = match method {
+                Method::Crashrig => Some(&config),
+                Method::CrashrigTold => Some(&told),
+                _ => None,
+            };
             for run in 0..params.runs {
                 let seed = params
                     .seed
@@ -338,11 +343,6 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
                     p,
                     fp,
                     rng: &mut rng,
-                };
-                let engine = match method {
-                    Method::Crashrig => Some(&config),
-                    Method::CrashrigTold => Some(&told),
-                    _ => None,
                 };
                 let (named, iterations, builds, boots) = if let Some(config) = engine {
                     let report = Bisector::new(last, config.clone())?.run(&mut h)?;
@@ -367,7 +367,6 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
                 acc.boots += boots;
             }
             let n = f64::from(params.runs);
-            let engine_row = matches!(method, Method::Crashrig | Method::CrashrigTold);
             let mean_iterations = acc.iterations as f64 / n;
             let mean_builds = acc.builds as f64 / n;
             out.push(MethodSummary {
@@ -383,7 +382,7 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
                 mean_builds,
                 mean_boots: acc.boots as f64 / n,
                 mean_cost: mean_iterations + params.build_cost * mean_builds,
-                phases: engine_row.then(|| acc.phases.map(|x| x as f64 / n)),
+                phases: engine.is_some().then(|| acc.phases.map(|x| x as f64 / n)),
             });
         }
         let (capacity_bits, search_bound) = iteration_bound(last, p, fp);

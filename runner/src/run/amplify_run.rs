@@ -457,9 +457,8 @@ pub async fn amplify(opts: AmplifyOptions) -> Result<AmplifyOutcome, AmplifyRunE
     let mut session = Session::new(opts.vm.clone());
     let fixed = opts.vm.setting()?;
     let base = session.load_scenario(&opts.scenario)?;
-    if let Some(t) = &opts.target {
-        Target::parse_checked(t, &base.scenario).map_err(AmplifyRunError::BadTarget)?;
-    }
+    Target::from_option(opts.target.as_deref(), &base.scenario)
+        .map_err(AmplifyRunError::BadTarget)?;
     let space = space_of(&base.scenario, &fixed)?;
     if space.knobs().iter().all(|k| k.values.len() < 2) {
         return Err(AmplifyRunError::NothingToSearch {

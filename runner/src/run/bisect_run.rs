@@ -185,15 +185,8 @@ impl Target {
     /// `E<number>` for one without a name). A target no iteration could show would spend a
     /// whole bisection for nothing.
     pub fn parse_checked(s: &str, scenario: &crate::scenario::Scenario) -> Result<Target, String> {
-        use crate::run::plan::{Phase, StepRef};
         let t = Target::parse(s);
-        let ids: Vec<String> = [Phase::Setup, Phase::Steps, Phase::Cleanup]
-            .into_iter()
-            .flat_map(|phase| {
-                (0..phase.steps(scenario).len()).map(move |index| StepRef { phase, index })
-            })
-            .map(|r| r.id(scenario))
-            .collect();
+        let ids = crate::run::plan::step_ids(scenario);
         if !ids.contains(&t.step) {
             return Err(format!(
                 "--target {s}: scenario `{}` has no step `{}`; its step ids are {}",
@@ -215,6 +208,14 @@ impl Target {
             }
         }
         Ok(t)
+    }
+
+    /// A `--target` option, checked ([`Target::parse_checked`]).
+    pub fn from_option(
+        s: Option<&str>,
+        scenario: &crate::scenario::Scenario,
+    ) -> Result<Option<Target>, String> {
+        s.map(|t| Target::parse_checked(t, scenario)).transpose()
     }
 
     pub fn text(&self) -> String {
@@ -539,11 +540,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     let mut session = Session::new(args.vm.clone());
     let mut loaded = session.load_scenario(&args.scenario)?;
     // Before anything is built: a target no iteration could show.
-    let given_target = args
-        .target
-        .as_deref()
-        .map(|t| Target::parse_checked(t, &loaded.scenario))
-        .transpose()
+    let given_target = Target::from_option(args.target.as_deref(), &loaded.scenario)
         .map_err(BisectRunError::BadTarget)?;
     let (cands, range) = candidates(&args)?;
     let last = cands.last();
@@ -1337,11 +1334,7 @@ async fn check_inner(
     session: &mut Session,
 ) -> Result<CheckReport, CheckError> {
     let cache = &session.cache.clone();
-    let target = args
-        .target
-        .as_deref()
-        .map(|t| Target::parse_checked(t, &loaded.scenario))
-        .transpose()
+    let target = Target::from_option(args.target.as_deref(), &loaded.scenario)
         .map_err(CheckError::BadTarget)?;
     let kernel = check_kernel(spec_text, args, loaded, cache).await?;
     let image = session.image().await?;

@@ -57,6 +57,15 @@ impl StepRef {
     }
 }
 
+/// Every step id of a scenario as results name them, setup, steps and cleanup in order.
+pub fn step_ids(s: &Scenario) -> Vec<String> {
+    [Phase::Setup, Phase::Steps, Phase::Cleanup]
+        .into_iter()
+        .flat_map(|phase| (0..phase.steps(s).len()).map(move |index| StepRef { phase, index }))
+        .map(|r| r.id(s))
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostAction {
     PowerCut,

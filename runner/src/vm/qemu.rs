@@ -278,6 +278,16 @@ impl ConsoleState {
     }
 }
 
+/// The last `lines` lines of a console.
+fn console_tail_of(console: &Mutex<ConsoleState>, lines: usize) -> Vec<String> {
+    let c = console.lock().expect("console lock");
+    c.tail
+        .iter()
+        .skip(c.tail.len().saturating_sub(lines))
+        .cloned()
+        .collect()
+}
+
 /// The agent port's device id: QEMU names it in `VSERPORT_CHANGE` when the guest opens or
 /// closes the port (a port without an id has no such event).
 const AGENT_PORT_ID: &str = "agent-port";
@@ -475,14 +485,7 @@ impl Vm {
     /// another use of it).
     pub fn console_reader(&self) -> impl Fn(usize) -> Vec<String> {
         let console = self.console.clone();
-        move |lines| {
-            let c = console.lock().expect("console lock");
-            c.tail
-                .iter()
-                .skip(c.tail.len().saturating_sub(lines))
-                .cloned()
-                .collect()
-        }
+        move |lines| console_tail_of(&console, lines)
     }
 
     /// Whether the guest's init announced the agent channel on this QEMU's console; waits
@@ -517,7 +520,7 @@ impl Vm {
     }
 
     pub fn console_tail(&self, lines: usize) -> Vec<String> {
-        self.console_reader()(lines)
+        console_tail_of(&self.console, lines)
     }
 
     /// Console lines seen so far: whether the guest still writes to its console.
