@@ -13,15 +13,26 @@ PACKAGES=(
   git make bc bison flex libelf-dev cpio xz-utils ccache
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+missing_packages() {
+  missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+}
+# Twice: installing one package can remove another that was there (a qemu-utils from
+# backports goes when Debian 12's qemu-system-x86 comes in); the second pass puts it back.
+for pass in 1 2; do
+  missing_packages
+  [ ${#missing[@]} -eq 0 ] && break
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  [ "$pass" = 1 ] && apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+done
+missing_packages
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: still not installed after apt-get install: ${missing[*]}" >&2
+  exit 2
 fi
 # crashrig fetches Debian kernels with apt-get download: the package lists must exist.
 if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then

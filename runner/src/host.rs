@@ -12,6 +12,8 @@ pub struct MissingTool {
 /// (tool, Debian package) for every program crashrig may run on the host.
 pub const TOOLS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-img", "qemu-utils"),
+    ("apt-cache", "apt"),
     ("apt-get", "apt"),
     ("dpkg-deb", "dpkg"),
     ("git", "git"),
@@ -36,6 +38,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("xz", "xz-utils"),
     ("depmod", "kmod"),
     ("ldd", "libc-bin"),
+    ("tar", "tar"),
+    ("sh", "dash"),
     ("cargo", "rustup (https://rustup.rs) or the cargo package"),
 ];
 
@@ -117,6 +121,38 @@ mod tests {
         );
         assert!(require("crashrig-no-such-tool-xyz").is_err());
         assert!(find("sh").is_some());
+    }
+
+    /// Every program the source names for the host has a package in the table, so a missing
+    /// one is reported as `apt-get install <package>`, never as "(unknown package)".
+    #[test]
+    fn every_host_program_the_source_runs_names_its_package() {
+        let called = regex::Regex::new(
+            r#"(?:host::require|host::find|\brequire|Command::new)\("([A-Za-z][A-Za-z0-9_.+-]*)""#,
+        )
+        .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for c in called.captures_iter(&text) {
+                        seen.insert((c[1].to_string(), path.display().to_string()));
+                    }
+                }
+            }
+        }
+        assert!(seen.iter().any(|(tool, _)| tool == "qemu-img"), "{seen:?}");
+        let unmapped: Vec<_> = seen
+            .iter()
+            .filter(|(tool, _)| !tool.contains("no-such"))
+            .filter(|(tool, _)| package_for(tool) == "(unknown package)")
+            .collect();
+        assert!(unmapped.is_empty(), "add these to TOOLS: {unmapped:?}");
     }
 
     #[test]
