@@ -152,6 +152,9 @@ pub struct Bisector {
     /// The pair of the last verification, for the report.
     verified_pair: Option<Pair>,
     verify_rates: Option<VerifyRates>,
+    /// The culprit's verification runs before the current round: each round judges its own
+    /// fresh runs (the earlier rounds' are in the posterior, which chose the pair again).
+    round_base: Tally,
     /// The ends' comparison when it showed the difference (later runs of the ends change the
     /// figures, not the fact that the search began on a shown difference).
     ends_shown: Option<Comparison>,
@@ -188,6 +191,7 @@ impl Bisector {
             failed_rounds: 0,
             verified_pair: None,
             verify_rates: None,
+            round_base: Tally::default(),
             ends_shown: None,
             pending: None,
         })
@@ -580,6 +584,7 @@ impl Bisector {
         };
         let bad_rate = posterior::quantile(&split.bad, &self.g1, 0.2);
         self.verified_pair = Some(pair);
+        self.round_base = self.verify_tally(pair.bad);
         self.verify_rates = Some(VerifyRates {
             good_high,
             bad_rate,
@@ -650,12 +655,32 @@ impl Bisector {
         )
     }
 
+    /// Every verification run of kernel `i` (its own and its aliases').
+    fn verify_tally(&self, i: usize) -> Tally {
+        let r = self.rep(i);
+        (0..=self.last)
+            .filter(|&j| self.rep(j) == r)
+            .fold(Tally::default(), |t, j| t.add(self.cells[j].verify))
+    }
+
+    /// The culprit's fresh runs of the current verification round.
+    fn fresh_runs(&self, pair: Pair) -> Tally {
+        let all = self.verify_tally(pair.bad);
+        let base = if self.verified_pair == Some(pair) {
+            self.round_base
+        } else {
+            Tally::default()
+        };
+        Tally {
+            iterations: all.iterations.saturating_sub(base.iterations),
+            failures: all.failures.saturating_sub(base.failures),
+        }
+    }
+
     /// The verification's comparison: every run of the parent against fresh runs of the
     /// culprit (the search chose it for its failures, so those would prove nothing).
     fn verification(&self, pair: Pair) -> Comparison {
-        let fresh = (0..=self.last)
-            .filter(|&j| self.rep(j) == pair.bad)
-            .fold(Tally::default(), |t, j| t.add(self.cells[j].verify));
+        let fresh = self.fresh_runs(pair);
         let parent = self.kernel_tally(pair.good);
         let mut c = self.compare((pair.good, parent), (pair.bad, fresh));
         c.holds = match self.verify_rates {
@@ -677,9 +702,7 @@ impl Bisector {
     /// The verification failed: the culprit's fresh runs are as clean as a bad kernel would
     /// hardly be.
     fn verification_refuted(&self, pair: Pair, rates: VerifyRates) -> bool {
-        let fresh = (0..=self.last)
-            .filter(|&j| self.rep(j) == pair.bad)
-            .fold(Tally::default(), |t, j| t.add(self.cells[j].verify));
+        let fresh = self.fresh_runs(pair);
         verify::verdict(
             self.kernel_tally(pair.good),
             fresh,
@@ -1186,6 +1209,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn each_verification_round_judges_its_own_fresh_runs() {
+        // Rates known (0 and 0.3): any failure proves a candidate bad, so the search names 5
+        // whatever its fresh runs show. Its first nine (or more) fresh runs are clean, which refutes it
+        // at 95% (0.7^9 < 0.05); the search names 5 again, and the next round must judge its
+        // own fresh runs, not fail at once on the first round's clean ones.
+        let config = Config {
+            good_rate: RatePrior::Known { rate: 0.0 },
+            bad_rate: RatePrior::Known { rate: 0.3 },
+            boot_cost: 0.0,
+            ..Config::default()
+        };
+        let mut b = Bisector::new(8, config).unwrap();
+        let mut clean_left: u32 = 9;
+        let report = loop {
+            let Action::Test {
+                candidate,
+                iterations,
+                stop_at_first_failure,
+            } = b.next_action()
+            else {
+                break b.report();
+            };
+            let verifying = b.progress().phase == Phase::Verify;
+            let outcome = if candidate < 5 {
+                ran(iterations, 0)
+            } else if verifying && candidate == 5 && clean_left > 0 {
+                clean_left = clean_left.saturating_sub(iterations);
+                ran(iterations, 0)
+            } else if stop_at_first_failure {
+                ran(1, 1)
+            } else {
+                ran(iterations, iterations.div_ceil(2))
+            };
+            b.record(candidate, outcome).unwrap();
+        };
+        assert_eq!(
+            clean_left, 0,
+            "the first round ran nine clean runs: {report:?}"
+        );
+        assert_eq!(report.status, Status::Found, "{report:?}");
+        assert_eq!(report.culprit, Some(5));
+        let v = report.verified.unwrap();
+        assert!(v.holds, "{v:?}");
+        // The report shows the last round's fresh runs; the evidence keeps every one.
+        assert!(v.bad.failures > 0, "{v:?}");
+        assert!(
+            report.evidence[5].verify_iterations >= v.bad.iterations + 9,
+            "{v:?} {:?}",
+            report.evidence[5]
+        );
     }
 
     #[test]
