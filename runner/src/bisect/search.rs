@@ -251,10 +251,15 @@ impl Bisector {
 
     /// Every run of the kernel `i` stands for (its own and its aliases').
     fn kernel_tally(&self, i: usize) -> Tally {
+        self.sum_over_kernel(i, Cell::all)
+    }
+
+    /// `runs` of every candidate whose kernel is `i`'s, summed.
+    fn sum_over_kernel(&self, i: usize, runs: impl Fn(&Cell) -> Tally) -> Tally {
         let r = self.rep(i);
         (0..=self.last)
             .filter(|&j| self.rep(j) == r)
-            .fold(Tally::default(), |t, j| t.add(self.cells[j].all()))
+            .fold(Tally::default(), |t, j| t.add(runs(&self.cells[j])))
     }
 
     /// Record the outcome of a batch on `candidate` (external numbering). Outcomes of
@@ -657,10 +662,7 @@ impl Bisector {
 
     /// Every verification run of kernel `i` (its own and its aliases').
     fn verify_tally(&self, i: usize) -> Tally {
-        let r = self.rep(i);
-        (0..=self.last)
-            .filter(|&j| self.rep(j) == r)
-            .fold(Tally::default(), |t, j| t.add(self.cells[j].verify))
+        self.sum_over_kernel(i, |c| c.verify)
     }
 
     /// The culprit's fresh runs of the current verification round.
