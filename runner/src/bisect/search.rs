@@ -665,17 +665,13 @@ impl Bisector {
         self.sum_over_kernel(i, |c| c.verify)
     }
 
-    /// The culprit's fresh runs of the current verification round.
+    /// The culprit's fresh runs of the current (or last) verification round, whose pair
+    /// `pair` is.
     fn fresh_runs(&self, pair: Pair) -> Tally {
         let all = self.verify_tally(pair.bad);
-        let base = if self.verified_pair == Some(pair) {
-            self.round_base
-        } else {
-            Tally::default()
-        };
         Tally {
-            iterations: all.iterations.saturating_sub(base.iterations),
-            failures: all.failures.saturating_sub(base.failures),
+            iterations: all.iterations.saturating_sub(self.round_base.iterations),
+            failures: all.failures.saturating_sub(self.round_base.failures),
         }
     }
 
@@ -1216,9 +1212,9 @@ mod tests {
     #[test]
     fn each_verification_round_judges_its_own_fresh_runs() {
         // Rates known (0 and 0.3): any failure proves a candidate bad, so the search names 5
-        // whatever its fresh runs show. Its first nine (or more) fresh runs are clean, which refutes it
-        // at 95% (0.7^9 < 0.05); the search names 5 again, and the next round must judge its
-        // own fresh runs, not fail at once on the first round's clean ones.
+        // whatever its fresh runs show. Its first nine or more fresh runs are clean, which
+        // refutes it at 95% (0.7^9 < 0.05); the search names 5 again, and the next round must
+        // judge its own fresh runs, not fail at once on the first round's clean ones.
         let config = Config {
             good_rate: RatePrior::Known { rate: 0.0 },
             bad_rate: RatePrior::Known { rate: 0.3 },
