@@ -24,8 +24,20 @@ use super::KernelError;
 use crate::cache::{Cache, Contents};
 use crate::host;
 
-/// Bumped when the build recipe changes in a way that changes images.
-const RECIPE: u32 = 1;
+/// Bumped when the build recipe changes in a way that changes images. 2: ccache no longer
+/// runs in depend mode, which could put another kernel into a bzImage (see
+/// [`ensure_image_carries_kernel`]); images built before may be wrong and are built again.
+const RECIPE: u32 = 2;
+
+/// ccache's namespace for crashrig's builds: entries that ccache wrote in depend mode (crashrig
+/// before recipe 2, or a user's own depend-mode builds) can hold a stale `piggy.o`, and a
+/// direct-mode lookup would still find them.
+const CCACHE_NAMESPACE: &str = "crashrig-2";
+
+/// Where kbuild wraps the compressed kernel into the bzImage (x86).
+const PIGGY: &str = "arch/x86/boot/compressed/piggy.S";
+const PIGGY_OBJECT: &str = "arch/x86/boot/compressed/piggy.o";
+const IMAGE: &str = "arch/x86/boot/bzImage";
 
 /// Fixed so that rebuilds are reproducible and ccache-friendly.
 pub const BUILD_TIMESTAMP: &str = "Sat Jan  1 00:00:00 UTC 2000";
@@ -169,12 +181,81 @@ pub fn make_command(src: &Path, obj: &Path) -> Command {
         .env("LOCALVERSION", "");
     if host::find("ccache").is_some() {
         cmd.arg("CC=ccache gcc");
-        // Depend mode hashes the compiler's own -MMD output instead of running the
-        // preprocessor a second time on every miss: a cold cache (a from-scratch build) then
-        // costs little more than plain make.
-        cmd.env("CCACHE_DEPEND", "1");
+        ccache_env(&mut cmd);
     }
     cmd
+}
+
+/// How crashrig runs ccache: never in depend mode, in its own namespace.
+///
+/// Depend mode hashes a source and the headers in the compiler's `-MD` output, and never runs
+/// the preprocessor. A file an assembler pulls in with `.incbin` is in neither, so ccache
+/// 4.7 in depend mode served `piggy.o` (which `.incbin`s the compressed kernel) from an
+/// earlier build whenever the wrapper's text, the compressed sizes, was the same: a
+/// bisection measured a one-constant commit with the bad end's kernel, and called the two
+/// kernels identical. The default modes run the preprocessor on a miss, see `.incbin` and do
+/// not cache such a file.
+pub(crate) fn ccache_env(cmd: &mut Command) {
+    cmd.env_remove("CCACHE_DEPEND")
+        .env("CCACHE_NODEPEND", "1")
+        .env("CCACHE_NAMESPACE", CCACHE_NAMESPACE);
+}
+
+/// Whether the built bzImage in `obj` holds the compressed kernel the build made (the file
+/// `piggy.S` includes with `.incbin`): `Err(why)` when it does not.
+pub(crate) fn image_carries_kernel(obj: &Path) -> Result<Result<(), String>, KernelError> {
+    let piggy = obj.join(PIGGY);
+    let text = std::fs::read_to_string(&piggy).map_err(io(&piggy))?;
+    let Some(payload) = text.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(".incbin")?;
+        Some(rest.trim().trim_matches('"').to_string())
+    }) else {
+        return Ok(Err(format!("{PIGGY} includes no compressed kernel")));
+    };
+    let payload_path = obj.join(&payload);
+    let kernel = std::fs::read(&payload_path).map_err(io(&payload_path))?;
+    let image_path = obj.join(IMAGE);
+    let image = std::fs::read(&image_path).map_err(io(&image_path))?;
+    if kernel.is_empty() {
+        return Ok(Err(format!("{payload} is empty")));
+    }
+    Ok(match memchr::memmem::find(&image, &kernel) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "it does not contain {payload} ({} bytes), the compressed kernel this build made",
+            kernel.len()
+        )),
+    })
+}
+
+/// After make: the image must carry the kernel just built. A stale `piggy.o` (from a
+/// compiler cache that cannot see `.incbin`, or left in the build directory by a crashrig
+/// from before recipe 2) is removed and `remake` runs (a make without ccache); if the image
+/// is still wrong, the build fails. Returns whether the image had to be rebuilt.
+pub(crate) fn ensure_image_carries_kernel(
+    obj: &Path,
+    remake: &mut dyn FnMut() -> Result<(), KernelError>,
+) -> Result<bool, KernelError> {
+    if image_carries_kernel(obj)?.is_ok() {
+        return Ok(false);
+    }
+    for stale in [PIGGY_OBJECT, IMAGE] {
+        let path = obj.join(stale);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(KernelError::Io { path, source }),
+        }
+    }
+    remake()?;
+    match image_carries_kernel(obj)? {
+        Ok(()) => Ok(true),
+        Err(why) => Err(KernelError::StaleImage {
+            image: obj.join(IMAGE),
+            obj: obj.to_path_buf(),
+            why,
+        }),
+    }
 }
 
 fn jobs() -> usize {
@@ -410,6 +491,24 @@ fn build_in(
             log: failed,
         });
     }
+    let mut remake_log: Vec<String> = Vec::new();
+    let rebuilt = ensure_image_carries_kernel(&obj, &mut || {
+        remake_log.push(format!(
+            "crashrig: {IMAGE} did not hold the compressed kernel this build made; \
+             removed {PIGGY_OBJECT} and made bzImage again without ccache"
+        ));
+        exec.run(
+            make_command(worktree, &obj)
+                .env("CCACHE_DISABLE", "1")
+                .arg(format!("-j{}", jobs()))
+                .arg("bzImage"),
+            &mut |l| remake_log.push(l.to_string()),
+        )
+    })?;
+    if rebuilt {
+        let text = text + &remake_log.join("\n") + "\n";
+        std::fs::write(&log_path, &text).map_err(io(&log_path))?;
+    }
 
     report(Stage::Install, None);
     let tmp = cache.tempdir()?;
@@ -420,7 +519,7 @@ fn build_in(
             .map(|_| ())
             .map_err(|source| KernelError::Io { path: from, source })
     };
-    copy(obj.join("arch/x86/boot/bzImage"), "bzImage")?;
+    copy(obj.join(IMAGE), "bzImage")?;
     copy(obj.join("vmlinux"), "vmlinux")?;
     copy(obj.join("System.map"), "System.map")?;
     copy(obj.join(".config"), "config")?;
@@ -609,5 +708,148 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
         assert_eq!(k.build_key.as_deref(), Some(key.as_str()));
         assert_eq!(k.image_sha256, sha(b"image"));
         assert_eq!(k.modules_dir, None);
+    }
+
+    /// A build directory with a piggy.S that includes `payload` and an image `image`.
+    fn obj_dir(payload: &[u8], image: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let compressed = dir.path().join("arch/x86/boot/compressed");
+        std::fs::create_dir_all(&compressed).unwrap();
+        std::fs::write(
+            dir.path().join(PIGGY),
+            ".section \".rodata..compressed\",\"a\",@progbits\ninput_data:\n\
+             .incbin \"arch/x86/boot/compressed/vmlinux.bin.gz\"\ninput_data_end:\n",
+        )
+        .unwrap();
+        std::fs::write(compressed.join("vmlinux.bin.gz"), payload).unwrap();
+        std::fs::write(dir.path().join(PIGGY_OBJECT), b"old object").unwrap();
+        std::fs::write(dir.path().join(IMAGE), image).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_image_must_hold_the_compressed_kernel_piggy_includes() {
+        let ok = obj_dir(b"\x1f\x8bKERNEL-B", b"setup|\x1f\x8bKERNEL-B|tail");
+        assert_eq!(image_carries_kernel(ok.path()).unwrap(), Ok(()));
+        let stale = obj_dir(b"\x1f\x8bKERNEL-B", b"setup|\x1f\x8bKERNEL-A|tail");
+        let why = image_carries_kernel(stale.path()).unwrap().unwrap_err();
+        assert!(why.contains("vmlinux.bin.gz (10 bytes)"), "{why}");
+        std::fs::write(stale.path().join(PIGGY), "no payload here\n").unwrap();
+        let why = image_carries_kernel(stale.path()).unwrap().unwrap_err();
+        assert!(why.contains("includes no compressed kernel"), "{why}");
+        let empty = obj_dir(b"", b"image");
+        assert!(image_carries_kernel(empty.path()).unwrap().is_err());
+        std::fs::remove_file(ok.path().join(IMAGE)).unwrap();
+        assert!(matches!(
+            image_carries_kernel(ok.path()),
+            Err(KernelError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn a_stale_image_is_made_again_without_its_old_piggy_object_or_the_build_fails() {
+        // Right at once: no second make.
+        let ok = obj_dir(b"KERNEL-B", b"setup|KERNEL-B");
+        let mut calls = 0;
+        let rebuilt = ensure_image_carries_kernel(ok.path(), &mut || {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((rebuilt, calls), (false, 0));
+
+        // Stale: piggy.o and the image go, the second make writes the right image.
+        let stale = obj_dir(b"KERNEL-B", b"setup|KERNEL-A");
+        let obj = stale.path().to_path_buf();
+        let rebuilt = ensure_image_carries_kernel(&obj, &mut || {
+            assert!(!obj.join(PIGGY_OBJECT).exists(), "piggy.o must be rebuilt");
+            assert!(!obj.join(IMAGE).exists());
+            std::fs::write(obj.join(IMAGE), b"setup|KERNEL-B").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(rebuilt);
+
+        // Still stale after the second make: an error that names the image and what to do.
+        let stuck = obj_dir(b"KERNEL-B", b"setup|KERNEL-A");
+        let obj = stuck.path().to_path_buf();
+        let err = ensure_image_carries_kernel(&obj, &mut || {
+            std::fs::write(obj.join(IMAGE), b"setup|KERNEL-A").unwrap();
+            Ok(())
+        })
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, KernelError::StaleImage { .. }), "{text}");
+        assert!(
+            text.contains("bzImage") && text.contains("build again"),
+            "{text}"
+        );
+        assert!(
+            !err.is_input_error(),
+            "a stale image is the machine's fault, not a skip"
+        );
+
+        // The second make's own failure is the build's.
+        let failing = obj_dir(b"KERNEL-B", b"setup|KERNEL-A");
+        let err = ensure_image_carries_kernel(failing.path(), &mut || Err(KernelError::Cancelled))
+            .unwrap_err();
+        assert!(matches!(err, KernelError::Cancelled));
+    }
+
+    /// The real ccache with crashrig's settings: an object that `.incbin`s a file is never
+    /// served from an earlier compile of the same text, not even from an entry that a
+    /// depend-mode ccache (crashrig before recipe 2) wrote into the same cache directory.
+    #[test]
+    fn ccache_never_serves_an_incbin_object_built_from_another_payload() {
+        for tool in ["ccache", "gcc"] {
+            host::require(tool).unwrap_or_else(|e| panic!("{e} (scripts/setup.sh installs it)"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("piggy.S"),
+            ".section .rodata\n.globl input_data\ninput_data:\n.incbin \"payload.bin\"\n",
+        )
+        .unwrap();
+        let compile = |payload: &[u8], depend_mode: bool| -> Vec<u8> {
+            std::fs::write(d.join("payload.bin"), payload).unwrap();
+            let mut cmd = Command::new("ccache");
+            cmd.current_dir(d)
+                .env("CCACHE_DIR", d.join("cache"))
+                .env_remove("CCACHE_DISABLE");
+            if depend_mode {
+                cmd.env("CCACHE_DEPEND", "1");
+            } else {
+                ccache_env(&mut cmd);
+            }
+            let out = cmd
+                .args([
+                    "gcc", "-c", "piggy.S", "-o", "piggy.o", "-MD", "-MF", "piggy.d",
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            std::fs::read(d.join("piggy.o")).unwrap()
+        };
+        let holds = |object: &[u8], payload: &[u8]| memchr::memmem::find(object, payload).is_some();
+        let (a, b, c) = (
+            b"KERNEL-A-compressed-payload".as_slice(),
+            b"KERNEL-B-compressed-payload".as_slice(),
+            b"KERNEL-C-compressed-payload".as_slice(),
+        );
+        // What the old setting did: the second compile got the first payload.
+        let first = compile(a, true);
+        assert!(holds(&first, a));
+        let old = compile(b, true);
+        assert!(
+            holds(&old, a) && !holds(&old, b),
+            "depend mode no longer serves a stale object: the test shows nothing"
+        );
+        // crashrig's setting, on the same cache: always the payload on disk.
+        for payload in [b, c, a, b] {
+            let object = compile(payload, false);
+            let text = String::from_utf8_lossy(payload);
+            assert!(holds(&object, payload), "stale object for {text}");
+        }
     }
 }

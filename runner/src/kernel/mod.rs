@@ -104,6 +104,14 @@ pub enum KernelError {
     },
     #[error("compile the kernel (full log: {}):\n{errors}", log.display())]
     Compile { errors: String, log: PathBuf },
+    /// After make, and after a second make without ccache: the bzImage does not hold the
+    /// compressed kernel the build made (see `build::ensure_image_carries_kernel`).
+    #[error("check the built kernel image {}: {why}; remove {} (crashrig's build directory for this configuration) and build again", image.display(), obj.display())]
+    StaleImage {
+        image: PathBuf,
+        obj: PathBuf,
+        why: String,
+    },
     #[error("build kernels from {0}: only `debian-source:X` and git trees are built")]
     NotBuilt(String),
     #[error("finish the build: it was cancelled")]
