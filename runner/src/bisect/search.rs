@@ -65,11 +65,15 @@ impl Cell {
     }
 }
 
-/// The two kernels a verification compares (internal numbering, alias representatives).
+/// The two kernels a verification compares (internal numbering, alias representatives), and
+/// the candidates the answer names (the culprit may share its kernel with a later candidate,
+/// which is where its runs are counted; the report names the culprit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Pair {
     good: usize,
     bad: usize,
+    parent: usize,
+    culprit: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -552,9 +556,12 @@ impl Bisector {
                 return;
             }
         };
+        let (parent, culprit) = (group[0] - 1, group[group.len() - 1]);
         let pair = Pair {
-            good: self.rep(group[0] - 1),
-            bad: self.rep(group[group.len() - 1]),
+            good: self.rep(parent),
+            bad: self.rep(culprit),
+            parent,
+            culprit,
         };
         if pair.good == pair.bad {
             self.state = State::Done {
@@ -680,7 +687,7 @@ impl Bisector {
     fn verification(&self, pair: Pair) -> Comparison {
         let fresh = self.fresh_runs(pair);
         let parent = self.kernel_tally(pair.good);
-        let mut c = self.compare((pair.good, parent), (pair.bad, fresh));
+        let mut c = self.compare((pair.parent, parent), (pair.culprit, fresh));
         c.holds = match self.verify_rates {
             Some(r) => {
                 verify::verdict(
@@ -1373,6 +1380,41 @@ mod tests {
             .filter(|e| e.iterations + e.verify_iterations > 0)
             .count() as u64;
         assert_eq!(report.total_builds(), tested + 1, "{report:?}");
+    }
+
+    #[test]
+    fn a_culprit_that_shares_its_kernel_with_a_later_candidate_is_the_one_named_and_verified() {
+        // 5 is the culprit; 5 and 6 build one kernel. Whichever of the two the search asks for
+        // second is recorded as the alias of the first.
+        let mut b = Bisector::new(8, deterministic()).unwrap();
+        let mut run: Vec<usize> = Vec::new();
+        let report = loop {
+            match b.next_action() {
+                Action::Test { candidate, .. }
+                    if (candidate == 5 || candidate == 6) && run.contains(&(11 - candidate)) =>
+                {
+                    b.record_alias(candidate, 11 - candidate).unwrap()
+                }
+                Action::Test {
+                    candidate,
+                    iterations,
+                    ..
+                } => {
+                    run.push(candidate);
+                    let outcome = if candidate >= 5 {
+                        ran(1, 1)
+                    } else {
+                        ran(iterations, 0)
+                    };
+                    b.record(candidate, outcome).unwrap()
+                }
+                Action::Done(report) => break report,
+            }
+        };
+        assert_eq!(report.culprit, Some(5), "{report:?}");
+        let v = report.verified.expect("verified");
+        assert!(v.holds);
+        assert_eq!((v.good_candidate, v.bad_candidate), (4, 5));
     }
 
     #[test]
