@@ -366,8 +366,13 @@ pub struct Comparison {
     pub bad_candidate: usize,
     pub bad: MeasuredRate,
     /// Posterior probability that the bad kernel's rate is above the good one's (independent
-    /// Jeffreys priors on the two rates); the claim holds at `>= confidence`.
+    /// weak priors on the two rates: uniform with room for "never").
     pub probability: f64,
+    /// Bayes factor of "the bad kernel's rate is above the good one's" against "one and the
+    /// same rate"; `>= 1 / (1 - confidence)` shows a difference by a test that stays valid
+    /// however often the runs were judged (a range named when the budget ran out needs it).
+    #[serde(default)]
+    pub bayes_factor: f64,
     /// One-sided Fisher exact p-value of the same question, for reference.
     pub fisher_p: f64,
     pub holds: bool,
@@ -430,6 +435,15 @@ pub struct Report {
     pub evidence: Vec<EvidenceRow>,
     /// The good end against the bad end, when they were run.
     pub ends: Option<Comparison>,
+    /// Whether the ends' runs (all of them, to the end of the bisection) show their difference
+    /// by a test valid however often it was looked at: a Bayes factor against equal rates of
+    /// at least `evidence_needed`. The search may start without it; a range named because the
+    /// budget ran out says so.
+    #[serde(default)]
+    pub ends_confirmed: bool,
+    /// The Bayes factor a claim needs at the target confidence: `1 / (1 - confidence)`.
+    #[serde(default)]
+    pub evidence_needed: f64,
     /// Iterations per end that would show the observed difference (Fisher, alpha 0.05, power
     /// 0.8), when the ends did not differ within the budget.
     pub iterations_needed: Option<u64>,

@@ -731,7 +731,7 @@ impl Bisector {
                 return None;
             }
             // The other way round only on strong evidence (a tenth of the error allowed).
-            if c.probability <= (1.0 - self.config.confidence) / 10.0 {
+            if verify::wrong_way_round(tg, tb, self.config.confidence) {
                 return Some(Decision::Stop(Status::WrongDirection, None));
             }
         }
@@ -934,8 +934,10 @@ impl Bisector {
             .collect();
         top.sort_by(|a, b| b.probability.total_cmp(&a.probability));
         top.truncate(5);
+        // No range where no difference was shown: it would claim one.
+        let no_difference = matches!(status, Status::NoDifference | Status::WrongDirection);
         let range = match (&post.probs, culprit) {
-            (Some(probs), None) if status != Status::InProgress => {
+            (Some(probs), None) if status != Status::InProgress && !no_difference => {
                 let (lo, hi) = shortest_range(probs, self.config.confidence);
                 let (a, b) = (self.position_to_external(lo), self.position_to_external(hi));
                 Some(SuspectRange {
@@ -1002,6 +1004,8 @@ impl Bisector {
             range,
             posterior,
             evidence,
+            ends_confirmed: verify::confirmed(&self.ends(), self.config.confidence),
+            evidence_needed: verify::evidence_needed(self.config.confidence),
             ends,
             iterations_needed,
             rates,
@@ -1471,12 +1475,77 @@ mod tests {
             rng: &mut rng,
         };
         let report = Bisector::new(40, config).unwrap().run(&mut h).unwrap();
-        assert_eq!(report.status, Status::BudgetExhausted, "{report:?}");
+        assert_eq!(
+            report.status,
+            Status::BudgetExhausted,
+            "{:?}",
+            report.status
+        );
         assert_eq!(report.culprit, None);
         let range = report.range.unwrap();
         assert!(range.first < range.last, "{range:?}");
         assert!(range.mass >= 0.95 || (range.first, range.last) == (1, 40));
         assert!(report.end_iterations + report.iterations <= 40);
+    }
+
+    #[test]
+    fn equal_rates_seldom_name_a_change_and_never_confirm_the_ends() {
+        // The same rate everywhere. The posterior that starts the search passes on lucky ends
+        // (about 40% of such ranges); what a user is told must not claim more than the runs
+        // show: a culprit (verified) seldom, and a range only beside the ends' Bayes factor,
+        // which such ends seldom confirm.
+        let config = Config {
+            max_iterations: 300,
+            ..Config::default()
+        };
+        let (mut searched, mut claims, mut confirmed) = (0, 0, 0);
+        for seed in 0..200 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut h = SimulatedHistory {
+                culprit: 32,
+                p: 0.3,
+                fp: 0.3,
+                rng: &mut rng,
+            };
+            let r = Bisector::new(64, config.clone())
+                .unwrap()
+                .run(&mut h)
+                .unwrap();
+            let ends_now = {
+                let e = r.ends.as_ref().expect("the ends ran");
+                let (g, b) = (&r.evidence[0], &r.evidence[64]);
+                let t = |x: &EvidenceRow| Tally {
+                    iterations: x.iterations + x.verify_iterations,
+                    failures: x.failures + x.verify_failures,
+                };
+                verify::compare((e.good_candidate, t(g)), (e.bad_candidate, t(b)), 0.95)
+            };
+            match r.status {
+                Status::NoDifference | Status::WrongDirection => {
+                    assert!(
+                        r.range.is_none(),
+                        "a range without a difference: {:?}",
+                        r.range
+                    );
+                }
+                Status::BudgetExhausted => {
+                    searched += 1;
+                    assert_eq!(r.ends_confirmed, verify::confirmed(&ends_now, 0.95));
+                    confirmed += usize::from(r.ends_confirmed);
+                }
+                Status::Found | Status::Ambiguous => claims += 1,
+                _ => searched += 1,
+            }
+        }
+        assert!(searched >= 40, "the search hardly ran: {searched}");
+        assert!(
+            claims <= 6,
+            "{claims} of 200 equal-rate ranges named a culprit"
+        );
+        assert!(
+            confirmed <= 10,
+            "{confirmed} of {searched} searches had confirmed ends"
+        );
     }
 
     #[test]

@@ -1029,6 +1029,17 @@ fn record(
     Ok(())
 }
 
+/// `3.1`, `210`, `>1e6`: a Bayes factor for people.
+fn bayes_factor_text(bf: f64) -> String {
+    if bf >= 1e6 {
+        ">1e6".into()
+    } else if bf >= 100.0 {
+        format!("{bf:.0}")
+    } else {
+        format!("{bf:.1}")
+    }
+}
+
 fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target>) -> String {
     let name = |k: usize| candidates.get(k).cloned().unwrap_or_else(|| k.to_string());
     let mut s = String::new();
@@ -1047,13 +1058,14 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         // When the search ran, these are the runs that showed the difference; the evidence
         // table below counts the ends' later runs too.
         s.push_str(&format!(
-            "ends{}: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}, one-sided Fisher p = {:.3}\n",
+            "ends{}: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}, Bayes factor against equal rates = {}, one-sided Fisher p = {:.3}\n",
             if no_search { "" } else { " before the search" },
             e.good_candidate,
             e.good.text(),
             e.bad_candidate,
             e.bad.text(),
             e.probability,
+            bayes_factor_text(e.bayes_factor),
             e.fisher_p
         ));
     }
@@ -1078,6 +1090,12 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
                     "no single culprit at the target confidence; the culprit is in candidates {}-{} with probability {:.3}\n",
                     range.first, range.last, range.mass
                 ));
+                if !r.ends_confirmed {
+                    s.push_str(&format!(
+                        "  if the rate changed at all: the ends' runs do not confirm a difference by a test that holds however often it was looked at (a Bayes factor against equal rates of {} needed)\n",
+                        bayes_factor_text(r.evidence_needed)
+                    ));
+                }
             }
         }
     }
