@@ -52,8 +52,10 @@ pub struct CommonVmArgs {
     /// else TCG (results say which, and why).
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
-    /// Directory for results.json, junit.xml, console logs and dmesg. Default:
-    /// ./crashrig-results/<date-time>.
+    /// Directory for the results: every run's console log and dmesg; results.json and
+    /// junit.xml (run, matrix, bisect, amplify); bisect.json and its journal (bisect);
+    /// amplify.json (amplify). `check` writes each call's runs into DIR/check, DIR/check-2, ...
+    /// and its verdict to stderr. Default: ./crashrig-results/<date-time>.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Guest image recipe. Default: images/default.yaml of this crashrig.
