@@ -1354,7 +1354,7 @@ async fn check_inner(
     let cache = &session.cache.clone();
     let target = Target::from_option(args.target.as_deref(), &loaded.scenario)
         .map_err(CheckError::BadTarget)?;
-    let kernel = check_kernel(spec_text, args, loaded, cache).await?;
+    let kernel = check_kernel(spec_text, args, loaded, session).await?;
     let image = session.image().await?;
     let accel = session.host(&kernel.image).await?.accel;
     // `git bisect run` calls check once per commit: each call gets a directory of its own
@@ -1518,11 +1518,13 @@ fn counted(run: &RunRecord, target: Option<&Target>) -> BatchOutcome {
     }
 }
 
+/// The kernel a check tests (or its reference), built through the cache; a build's stages
+/// are reported like any other command's, so a long build is not a silent one.
 async fn check_kernel(
     spec_text: &str,
     args: &CheckOptions,
     loaded: &LoadedScenario,
-    cache: &Cache,
+    session: &mut Session,
 ) -> Result<ResolvedKernel, CheckError> {
     let spec = KernelSpec::parse(spec_text).map_err(|source| CheckError::Spec {
         spec: spec_text.to_string(),
@@ -1533,7 +1535,10 @@ async fn check_kernel(
         patches: args.patches.clone(),
         scenario_kconfig: loaded.scenario.kconfig.clone(),
     };
-    kernel::resolve(&spec, &opts, cache, &|_| {})
+    let cache = session.cache.clone();
+    let (progress, rx) = build_progress();
+    let fut = kernel::resolve(&spec, &opts, &cache, &progress);
+    forward_build_progress(spec_text, session.setup_sink(), fut, rx)
         .await
         .map_err(|source| CheckError::Build {
             spec: spec_text.to_string(),
@@ -1555,7 +1560,7 @@ async fn reference_rate(
     session: &mut Session,
     opts: RunOptions,
 ) -> Result<(MeasuredReference, bool), CheckError> {
-    let kernel = check_kernel(spec, args, loaded, cache).await?;
+    let kernel = check_kernel(spec, args, loaded, session).await?;
     let scenario_bytes =
         std::fs::read(&loaded.path).map_err(|source| CheckError::ReadScenario {
             path: loaded.path.clone(),
