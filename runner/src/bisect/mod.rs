@@ -37,7 +37,7 @@ pub use model::{
 };
 pub use search::{Bisector, Oracle, Progress};
 pub use sim::{
-    iteration_bound, parse_case, print_summary, simulate, CaseSummary, Method, MethodSummary,
-    SimParams, SimSummary, SimulatedHistory, DEFAULT_CASES,
+    iteration_bound, parse_case, parse_no_change, print_summary, simulate, CaseSummary, Method,
+    MethodSummary, SimParams, SimSummary, SimulatedHistory, DEFAULT_CASES,
 };
 pub use verify::iterations_to_separate;

@@ -418,8 +418,7 @@ pub(crate) fn prob_greater(high: Tally, gh: &RateGrid, low: Tally, gl: &RateGrid
 /// Unlike [`prob_greater`], this stays a test however often it is looked at: under the null
 /// (the common rate drawn from `null`) the factor is a martingale, so the chance that it ever
 /// reaches `k` is at most `1/k` (Ville). `prob_greater` of two equal rates wanders past any
-/// level if one keeps looking: a bisection's ends, run until they differed at 0.95, did so in
-/// about 40% of simulated ranges whose two ends had the same rate.
+/// level if one keeps looking (see `crashrig bench bisect --no-change`).
 pub(crate) fn order_bayes_factor(low: Tally, high: Tally, grid: &RateGrid, null: &RateGrid) -> f64 {
     let (l, h) = (grid.log_post(low), grid.log_post(high));
     let null = null.log_post(low.add(high));

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::error::BisectError;
-use super::model::{BatchOutcome, Config, RatePrior};
+use super::model::{BatchOutcome, Config, RatePrior, Status};
 use super::search::{Bisector, Oracle};
 
 /// The cases: (rate after the change, rate before it).
@@ -45,6 +45,18 @@ pub struct SimParams {
     pub ktest_tries: u32,
     /// Only crashrig: no peers, no told-rates reference
     pub no_peers: bool,
+    /// Rates of ranges where nothing changed (every candidate fails at the rate). Without
+    /// cases, only these run.
+    pub no_change: Vec<f64>,
+}
+
+/// A `--no-change` rate: strictly between 0 and 1 (at 0 or 1 both ends always agree).
+pub fn parse_no_change(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0 && *v < 1.0)
+        .ok_or_else(|| format!("`{s}`: expected a rate between 0 and 1, both excluded"))
 }
 
 pub fn parse_case(s: &str) -> Result<(f64, f64), String> {
@@ -82,6 +94,7 @@ impl Default for SimParams {
             max_batch: 32,
             ktest_tries: 10,
             no_peers: false,
+            no_change: Vec::new(),
         }
     }
 }
@@ -107,7 +120,7 @@ impl SimParams {
     }
 
     fn cases(&self) -> Vec<(f64, f64)> {
-        if self.cases.is_empty() {
+        if self.cases.is_empty() && self.no_change.is_empty() {
             DEFAULT_CASES.to_vec()
         } else {
             self.cases.clone()
@@ -229,6 +242,29 @@ pub struct SimSummary {
     /// crashrig was told both true rates (`--tell-rates`).
     pub told_rates: bool,
     pub cases: Vec<CaseSummary>,
+    pub no_change: Vec<NoChangeSummary>,
+}
+
+/// What crashrig says of ranges where nothing changed (every candidate fails at `rate`),
+/// Anything named is wrong.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NoChangeSummary {
+    pub rate: f64,
+    pub runs: u32,
+    /// The ends' posterior passed and the search started.
+    pub searched: u32,
+    /// The ends' runs confirmed a difference (Bayes factor against equal rates).
+    pub confirmed: u32,
+    /// A culprit was named (each one verified).
+    pub culprits: u32,
+    /// A suspect range was named (the budget ran out) ...
+    pub ranges: u32,
+    /// ... of which with the ends confirmed (the others say they are not).
+    pub ranges_confirmed: u32,
+    /// "The good end fails more often".
+    pub wrong_direction: u32,
+    pub mean_iterations: f64,
 }
 
 /// What a peer rule concluded: the candidate it names and what it spent.
@@ -394,6 +430,48 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
             methods: out,
         });
     }
+    let mut no_change = Vec::new();
+    for (index, &rate) in params.no_change.iter().enumerate() {
+        let config = params.config(rate, rate, false);
+        config.validate()?;
+        let mut acc = NoChangeSummary {
+            rate,
+            runs: params.runs,
+            searched: 0,
+            confirmed: 0,
+            culprits: 0,
+            ranges: 0,
+            ranges_confirmed: 0,
+            wrong_direction: 0,
+            mean_iterations: 0.0,
+        };
+        let mut iterations = 0;
+        for run in 0..params.runs {
+            let seed = params
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(((1000 + index) as u64) << 32)
+                .wrapping_add(u64::from(run));
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut history = SimulatedHistory {
+                culprit: last,
+                p: rate,
+                fp: rate,
+                rng: &mut rng,
+            };
+            let r = Bisector::new(last, config.clone())?.run(&mut history)?;
+            iterations += r.total_iterations();
+            let started = !matches!(r.status, Status::NoDifference | Status::WrongDirection);
+            acc.searched += u32::from(started);
+            acc.confirmed += u32::from(r.ends_confirmed);
+            acc.culprits += u32::from(r.culprit.is_some());
+            acc.ranges += u32::from(r.range.is_some());
+            acc.ranges_confirmed += u32::from(r.range.is_some() && r.ends_confirmed);
+            acc.wrong_direction += u32::from(r.status == Status::WrongDirection);
+        }
+        acc.mean_iterations = iterations as f64 / f64::from(params.runs);
+        no_change.push(acc);
+    }
     Ok(SimSummary {
         commits: params.commits,
         runs: params.runs,
@@ -403,6 +481,7 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
         ktest_tries: params.ktest_tries,
         told_rates: params.tell_rates,
         cases,
+        no_change,
     })
 }
 
@@ -466,6 +545,30 @@ pub fn print_summary(s: &SimSummary, out: &mut dyn Write) -> std::io::Result<()>
             case.search_bound,
             case.capacity_bits,
             f64::from(s.commits).log2()
+        )?;
+    }
+    for n in &s.no_change {
+        let pct = |k: u32| 100.0 * f64::from(k) / f64::from(n.runs);
+        writeln!(out)?;
+        writeln!(
+            out,
+            "no change, every candidate fails at {}: anything named is wrong",
+            n.rate
+        )?;
+        writeln!(
+            out,
+            "  crashrig: search started {:.1}%, ends confirmed {:.1}%, culprit named {:.1}%, range named {:.1}% ({:.1}% with the ends confirmed, the rest saying they are not), wrong direction {:.1}%; {:.1} iterations",
+            pct(n.searched),
+            pct(n.confirmed),
+            pct(n.culprits),
+            pct(n.ranges),
+            pct(n.ranges_confirmed),
+            pct(n.wrong_direction),
+            n.mean_iterations
+        )?;
+        writeln!(
+            out,
+            "  git bisect, ktest and syzbot's rules name a commit in every run: a per-commit verdict cannot say that nothing changed"
         )?;
     }
     Ok(())
@@ -583,5 +686,40 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("Some("), "{text}");
+    }
+
+    #[test]
+    fn ranges_without_a_change_are_counted_alone_and_rates_are_bounded() {
+        assert_eq!(parse_no_change("0.3"), Ok(0.3));
+        for bad in ["0", "1", "-0.1", "x"] {
+            assert!(parse_no_change(bad).is_err(), "{bad}");
+        }
+        let params = SimParams {
+            commits: 16,
+            runs: 20,
+            max_iterations: 200,
+            no_change: vec![0.3],
+            ..SimParams::default()
+        };
+        let s = simulate(&params).unwrap();
+        assert!(s.cases.is_empty(), "--no-change alone runs no case");
+        let [n] = s.no_change.as_slice() else {
+            panic!("one rate, one summary")
+        };
+        assert_eq!((n.rate, n.runs), (0.3, 20));
+        assert!(n.searched >= n.ranges + n.culprits, "{n:?}");
+        assert!(n.ranges_confirmed <= n.ranges.min(n.confirmed), "{n:?}");
+        assert!(n.searched > 0, "some lucky ends start a search: {n:?}");
+        assert!(
+            n.mean_iterations > 0.0 && n.mean_iterations <= 200.0,
+            "{n:?}"
+        );
+        let mut out = Vec::new();
+        print_summary(&s, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("no change, every candidate fails at 0.3"),
+            "{text}"
+        );
     }
 }

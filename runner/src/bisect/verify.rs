@@ -35,18 +35,18 @@ pub(crate) fn compare(
 /// looked at: its Bayes factor against equal rates reaches `1 / (1 - confidence)`.
 ///
 /// The posterior probability that decides [`Comparison::holds`] answers "which rate is
-/// higher", cheaply; but two kernels that fail alike make it wander, and the ends, run until
-/// it reached 0.95, passed in about 40% of simulated ranges whose ends had equal rates (rates
-/// 0.1-0.5). The search may start on it; a range named without a verification (the budget
-/// ran out) needs this.
+/// higher", cheaply; but two kernels that fail alike make it wander: the search started in
+/// 38-42% of ranges where nothing changed (`crashrig bench bisect --no-change R`, R 0.1-0.5).
+/// The search may start on it; a range named without a verification (the budget ran out)
+/// says whether this holds.
 pub(crate) fn confirmed(c: &Comparison, confidence: f64) -> bool {
     c.good.iterations > 0 && c.bad.iterations > 0 && c.bayes_factor >= evidence_needed(confidence)
 }
 
 /// The prior of the common rate when two kernels fail alike: uniform. Only a rate above 0
 /// can be mistaken for a difference (two kernels that never fail never differ), so the
-/// weak prior's atom at 0 would only dilute the guarantee: with it, a false "they differ"
-/// at 0.95 came in 7-8.5% of simulated ends with equal rates 0.2-0.5.
+/// weak prior's atom at 0 would only dilute the guarantee (it holds averaged over the null's
+/// prior, and no false "they differ" comes from the atom).
 fn equal_rates_prior() -> RateGrid {
     RateGrid::of(
         &RatePrior::Beta {

@@ -100,6 +100,11 @@ pub struct BenchBisectArgs {
     /// Only crashrig: no peers, no told-rates reference
     #[arg(long)]
     pub no_peers: bool,
+    /// Also ranges where nothing changed, every candidate failing at RATE (0 < RATE < 1);
+    /// repeatable: how often crashrig starts a search, confirms the ends, names a culprit or a
+    /// range. Without --case, only these run
+    #[arg(long, value_name = "RATE", value_parser = crate::bisect::parse_no_change)]
+    pub no_change: Vec<f64>,
 }
 
 impl BenchBisectArgs {
@@ -117,6 +122,7 @@ impl BenchBisectArgs {
             max_batch: self.max_batch,
             ktest_tries: self.ktest_tries,
             no_peers: self.no_peers,
+            no_change: self.no_change.clone(),
         }
     }
 }
