@@ -113,6 +113,17 @@ impl RateGrid {
         }
     }
 
+    /// The uniform prior's grid, `Beta(1, 1)`.
+    pub fn uniform() -> RateGrid {
+        RateGrid::of(
+            &RatePrior::Beta {
+                alpha: 1.0,
+                beta: 1.0,
+            },
+            true,
+        )
+    }
+
     /// `ln w_i + F ln q_i + S ln(1-q_i)` for every point.
     pub(crate) fn log_post(&self, t: Tally) -> Vec<f64> {
         let (f, s) = (t.failures as f64, t.clean() as f64);
@@ -561,13 +572,7 @@ mod tests {
     #[test]
     fn order_bayes_factor_matches_a_hand_computed_case_and_points_the_right_way() {
         let weak = RateGrid::of(&RatePrior::Weak, true);
-        let uniform = RateGrid::of(
-            &RatePrior::Beta {
-                alpha: 1.0,
-                beta: 1.0,
-            },
-            true,
-        );
+        let uniform = RateGrid::uniform();
         // 0/7 against 3/9 on the weak grid, against one uniform rate: 6.714 (the same sums
         // over the 49 points done by hand in Python).
         let bf = order_bayes_factor(t(7, 0), t(9, 3), &weak, &uniform);
@@ -583,13 +588,7 @@ mod tests {
 
     #[test]
     fn prob_greater_table() {
-        let beta = RateGrid::of(
-            &RatePrior::Beta {
-                alpha: 1.0,
-                beta: 1.0,
-            },
-            true,
-        );
+        let beta = RateGrid::uniform();
         // Symmetric evidence under one prior: one half.
         assert!((prob_greater(t(5, 2), &beta, t(5, 2), &beta) - 0.5).abs() < 1e-9);
         // Uniform priors, 1/1 against 0/9: 1 - E[q^2] for q ~ Beta(1, 10) = 0.985 (on the

@@ -581,13 +581,7 @@ impl Bisector {
         // happened to stay clean, and a good candidate's one lucky fresh failure would then
         // pass for a culprit's (a rate the user gave is taken as given).
         let good_runs = (0..group[0]).fold(Tally::default(), |t, j| t.add(self.cells[j].all()));
-        let uniform = RateGrid::of(
-            &RatePrior::Beta {
-                alpha: 1.0,
-                beta: 1.0,
-            },
-            true,
-        );
+        let uniform = RateGrid::uniform();
         let runs_high = posterior::normalize(&uniform.log_post(good_runs))
             .map_or(0.0, |w| posterior::quantile(&w, &uniform, 0.975));
         let good_high = match self.config.good_rate {

@@ -48,13 +48,7 @@ pub(crate) fn confirmed(c: &Comparison, confidence: f64) -> bool {
 /// weak prior's atom at 0 would only dilute the guarantee (it holds averaged over the null's
 /// prior, and no false "they differ" comes from the atom).
 fn equal_rates_prior() -> RateGrid {
-    RateGrid::of(
-        &RatePrior::Beta {
-            alpha: 1.0,
-            beta: 1.0,
-        },
-        true,
-    )
+    RateGrid::uniform()
 }
 
 /// The Bayes factor a claim needs at `confidence`: `1 / (1 - confidence)`.
