@@ -19,6 +19,7 @@
 //! [`simulate`] measures the engine against simulated histories beside the rules people use
 //! today (`crashrig bench bisect`).
 
+mod bayesect;
 mod check;
 mod error;
 mod journal;

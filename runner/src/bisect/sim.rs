@@ -8,6 +8,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::bayesect::Bayesect;
 use super::error::BisectError;
 use super::model::{BatchOutcome, Config, RatePrior, Status};
 use super::search::{Bisector, Oracle};
@@ -176,6 +177,10 @@ pub enum Method {
     Ktest,
     /// syzbot: 10 runs per commit, 20 once a result was flaky; bad at >= max(2, n/6) failures.
     Syzbot,
+    /// git-bayesect 1.2: both rates unknown (Jeffreys priors), one run per step where the
+    /// expected entropy is least, stop when one position holds the target mass (or after
+    /// `--max-iterations` runs); each run boots, each new commit builds.
+    Bayesect,
 }
 
 impl Method {
@@ -186,6 +191,7 @@ impl Method {
             Method::GitBisect => "git bisect, 1 run".into(),
             Method::Ktest => format!("ktest BISECT_TRIES={ktest_tries}"),
             Method::Syzbot => "syzbot 10/20 runs".into(),
+            Method::Bayesect => "git-bayesect 1.2".into(),
         }
     }
 }
@@ -300,6 +306,7 @@ fn run_peer<R: Rng>(
     h: &mut SimulatedHistory<'_, R>,
     last: usize,
     k: u32,
+    (confidence, max_runs): (f64, u64),
 ) -> PeerRun {
     match method {
         Method::GitBisect => peer_bisect(last, |m, it| {
@@ -326,6 +333,29 @@ fn run_peer<R: Rng>(
                 failures >= (n / 6).max(2)
             })
         }
+        Method::Bayesect => {
+            let mut b = Bayesect::new(last, max_runs as usize);
+            let mut tested = vec![false; last + 1];
+            let mut iterations = 0;
+            let named = loop {
+                let post = b.distribution();
+                let top = (0..post.len())
+                    .max_by(|&x, &y| post[x].total_cmp(&post[y]))
+                    .expect("at least two positions");
+                if post[top] >= confidence || iterations >= max_runs {
+                    break last - top;
+                }
+                let index = b.select();
+                tested[last - index] = true;
+                iterations += 1;
+                b.record(index, h.run_one(last - index));
+            };
+            PeerRun {
+                named,
+                iterations,
+                builds: tested.iter().filter(|&&t| t).count() as u64,
+            }
+        }
         Method::Crashrig | Method::CrashrigTold => unreachable!("crashrig runs the engine"),
     }
 }
@@ -350,7 +380,12 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
         methods.push(Method::CrashrigTold);
     }
     if !params.no_peers {
-        methods.extend([Method::GitBisect, Method::Ktest, Method::Syzbot]);
+        methods.extend([
+            Method::GitBisect,
+            Method::Ktest,
+            Method::Syzbot,
+            Method::Bayesect,
+        ]);
     }
     let mut cases = Vec::new();
     for (case_index, (p, fp)) in params.cases().into_iter().enumerate() {
@@ -392,8 +427,14 @@ pub fn simulate(params: &SimParams) -> Result<SimSummary, BisectError> {
                         report.boots,
                     )
                 } else {
-                    let r = run_peer(method, &mut h, last, params.ktest_tries);
-                    (Some(r.named), r.iterations, r.builds, r.builds)
+                    let limits = (params.confidence, params.max_iterations);
+                    let r = run_peer(method, &mut h, last, params.ktest_tries, limits);
+                    // git-bayesect boots for every run; the others once per step.
+                    let boots = match method {
+                        Method::Bayesect => r.iterations,
+                        _ => r.builds,
+                    };
+                    (Some(r.named), r.iterations, r.builds, boots)
                 };
                 acc.correct += u32::from(named == Some(culprit));
                 acc.named += u32::from(named.is_some());
@@ -628,7 +669,7 @@ mod tests {
                 fp: 0.0,
                 rng: &mut rng,
             };
-            let r = run_peer(method, &mut h, 64, 5);
+            let r = run_peer(method, &mut h, 64, 5, (0.95, 1000));
             assert_eq!(r.named, 37, "{method:?}");
             assert_eq!(r.builds, 6);
         }
@@ -639,11 +680,27 @@ mod tests {
             fp: 0.0,
             rng: &mut rng,
         };
-        assert_eq!(run_peer(Method::GitBisect, &mut h, 64, 5).iterations, 6);
-        assert_eq!(run_peer(Method::Syzbot, &mut h, 64, 5).iterations, 60);
+        assert_eq!(
+            run_peer(Method::GitBisect, &mut h, 64, 5, (0.95, 1000)).iterations,
+            6
+        );
+        assert_eq!(
+            run_peer(Method::Syzbot, &mut h, 64, 5, (0.95, 1000)).iterations,
+            60
+        );
         // ktest: 5 tries on good commits, 1 on bad ones.
-        let r = run_peer(Method::Ktest, &mut h, 64, 5);
+        let r = run_peer(Method::Ktest, &mut h, 64, 5, (0.95, 1000));
         assert!(r.iterations > 6 && r.iterations < 30);
+        // git-bayesect: one run per step until one position holds 0.95, at most the budget.
+        let r = run_peer(Method::Bayesect, &mut h, 64, 5, (0.95, 1000));
+        assert_eq!(r.named, 37);
+        assert!(
+            r.iterations >= 6 && r.builds <= r.iterations,
+            "{}",
+            r.iterations
+        );
+        let r = run_peer(Method::Bayesect, &mut h, 64, 5, (0.95, 3));
+        assert_eq!(r.iterations, 3, "the budget stops it");
     }
 
     #[test]
@@ -665,7 +722,7 @@ mod tests {
         let s = simulate(&params).unwrap();
         assert_eq!(s.cases.len(), 2);
         for case in &s.cases {
-            assert_eq!(case.methods.len(), 5);
+            assert_eq!(case.methods.len(), 6);
             // log2 16 = 4 bits at under a bit per iteration: more than 4 iterations.
             assert!(case.search_bound > 4.0, "{case:?}");
             assert!(
@@ -680,6 +737,7 @@ mod tests {
         print_summary(&s, &mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("ktest BISECT_TRIES=10"), "{text}");
+        assert!(text.contains("git-bayesect 1.2"), "{text}");
         assert!(text.contains("crashrig, told the rates"), "{text}");
         assert!(
             text.contains("bound: a search that names the culprit reliably needs at least"),

@@ -29,9 +29,9 @@ pub enum BenchCommand {
     Restore(BenchRestoreArgs),
     /// Bisection on simulated histories whose good side may fail too (the engine is not told
     /// the rates): accuracy, calibration, iterations, builds, boots and cost of crashrig beside
-    /// git bisect (one run per step), ktest.pl (BISECT_TRIES) and syzbot's rule, and beside the
-    /// same engine told both rates, on the same histories; with the fewest iterations any
-    /// search needs on average. No VM.
+    /// git bisect (one run per step), ktest.pl (BISECT_TRIES), syzbot's rule and git-bayesect
+    /// 1.2's rule, and beside the same engine told both rates, on the same histories; with the
+    /// fewest iterations any search needs on average. No VM.
     Bisect(BenchBisectArgs),
     /// The same matrix run sequentially (-j 1) and in parallel (-j N), wall times side by side.
     Matrix(BenchMatrixArgs),
