@@ -172,8 +172,10 @@ pub struct BootBenchFigures {
 pub struct BisectStep {
     /// The candidate under test, described ("0123abcd4567 subject", "patch 3/7: ...").
     pub candidate: String,
-    /// Iterations of this batch.
+    /// Iterations of this batch (at most, when `until_target`).
     pub iterations: u32,
+    /// The batch stops at the first iteration that shows the target.
+    pub until_target: bool,
     /// Builds and iterations so far.
     pub builds: u64,
     pub iterations_so_far: u64,

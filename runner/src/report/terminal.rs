@@ -17,6 +17,8 @@ pub struct Terminal {
     build_stages: std::collections::HashMap<String, String>,
     fancy: bool,
     verbose: bool,
+    /// A bisection is running: its batches get the short summary unless `verbose`.
+    bisecting: bool,
 }
 
 impl Terminal {
@@ -28,6 +30,7 @@ impl Terminal {
             build_stages: Default::default(),
             fancy,
             verbose,
+            bisecting: false,
         }
     }
 
@@ -50,7 +53,6 @@ fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
 
-/// The summary block for one run (also used by `crashrig report`).
 /// How the run's guests started, when any was restored from a snapshot (`--restore`).
 fn starts_line(run: &RunRecord) -> Option<String> {
     let restored = run.boots.iter().filter(|b| b.restored.is_some()).count();
@@ -99,13 +101,28 @@ fn starts_line(run: &RunRecord) -> Option<String> {
     ))
 }
 
+/// The summary block for one run (also used by `crashrig report`): its iterations, every step whose outcome is an errno or an expectation,
+/// the errno counts and the kernel's findings.
 pub fn summary_text(run: &RunRecord) -> String {
+    summary(run, false)
+}
+
+/// A bisection batch's summary: what the full one says that changes the verdict (the
+/// iterations, violated steps, unexpected kernel findings, an error). A bisection runs dozens
+/// of short batches, each headed by its step line; the full summary after each buried them.
+pub fn batch_summary_text(run: &RunRecord) -> String {
+    summary(run, true)
+}
+
+fn summary(run: &RunRecord, batch: bool) -> String {
     let mut out = String::new();
     let s: &Summary = &run.summary;
-    out.push_str(&format!(
-        "{} on {} ({}, {})\n",
-        run.scenario.name, run.kernel.spec, run.kernel.version, run.accel
-    ));
+    if !batch {
+        out.push_str(&format!(
+            "{} on {} ({}, {})\n",
+            run.scenario.name, run.kernel.spec, run.kernel.version, run.accel
+        ));
+    }
     if let Some(err) = &run.error {
         out.push_str(&format!("  error: {err}\n"));
     }
@@ -121,15 +138,15 @@ pub fn summary_text(run: &RunRecord) -> String {
         s.panics,
         s.errors
     ));
-    if let Some(line) = starts_line(run) {
+    if let Some(line) = starts_line(run).filter(|_| !batch) {
         out.push_str(&line);
     }
     for (id, st) in &s.steps {
-        if !matches!(
+        let outcome_step = matches!(
             st.kind.as_str(),
             "mount" | "umount" | "shutdown" | "run" | "fsck" | "verify-data" | "kill"
-        ) && st.violations == 0
-        {
+        );
+        if st.violations == 0 && (batch || !outcome_step) {
             continue;
         }
         // Steps that make a system call whose errno is the outcome show the errno counts; the
@@ -172,7 +189,7 @@ pub fn summary_text(run: &RunRecord) -> String {
         out.push_str(&line);
         out.push('\n');
     }
-    if !s.errno_counts.is_empty() {
+    if !s.errno_counts.is_empty() && !batch {
         let counts: Vec<String> = s
             .errno_counts
             .iter()
@@ -182,6 +199,9 @@ pub fn summary_text(run: &RunRecord) -> String {
     }
     let findings: Vec<_> = s.findings.iter().filter(|f| !f.expected).collect();
     if findings.is_empty() {
+        if batch {
+            return out;
+        }
         out.push_str("  dmesg findings: none");
     } else {
         out.push_str("  dmesg findings:");
@@ -202,7 +222,7 @@ pub fn summary_text(run: &RunRecord) -> String {
         .filter(|f| f.expected)
         .map(|f| f.count)
         .sum::<u32>();
-    if expected > 0 {
+    if expected > 0 && !batch {
         out.push_str(&format!(
             "\n  ({} caused by the scenario's own crash steps)",
             super::plural(u64::from(expected), "expected message")
@@ -294,10 +314,15 @@ fn amplify_progress_text(r: &crate::amplify::Report) -> String {
 }
 
 fn bisect_step_text(s: &BisectStep) -> String {
+    let batch = crate::report::plural(u64::from(s.iterations), "iteration");
     format!(
         "crashrig: step: {} ({}); {}, {} so far; culprit range {}-{}{}",
         s.candidate,
-        crate::report::plural(u64::from(s.iterations), "iteration"),
+        if s.until_target && s.iterations > 1 {
+            format!("up to {batch}, until one shows the target")
+        } else {
+            batch
+        },
         crate::report::plural(s.builds, "build"),
         crate::report::plural(s.iterations_so_far, "iteration"),
         s.range.0,
@@ -361,10 +386,13 @@ impl Reporter for Terminal {
                 range,
                 candidates,
                 journal,
-            } => self.line(&format!(
-                "crashrig: bisecting {scenario} over {range}: {candidates} candidates; journal {}",
-                journal.display()
-            )),
+            } => {
+                self.bisecting = true;
+                self.line(&format!(
+                    "crashrig: bisecting {scenario} over {range}: {candidates} candidates; journal {}",
+                    journal.display()
+                ))
+            }
             Event::BisectTarget { target } => self.line(&format!(
                 "crashrig: target: {target} (the first violation the bad end showed)"
             )),
@@ -514,7 +542,11 @@ impl Reporter for Terminal {
                     bar.finish_and_clear();
                 }
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", summary_text(run));
+                let _ = if self.bisecting && !self.verbose {
+                    write!(out, "{}", batch_summary_text(run))
+                } else {
+                    writeln!(out, "{}", summary_text(run))
+                };
             }
         }
     }
@@ -709,6 +741,108 @@ mod tests {
         );
         assert!(!text.contains("ok 2/2; violated"), "{text}");
         assert!(!text.contains("errno counts"), "{text}");
+    }
+
+    /// A bisection batch's summary keeps what decides the verdict and drops the rest.
+    #[test]
+    fn a_bisection_batch_summary_keeps_violations_findings_and_errors_only() {
+        use crate::report::results::tests::{iteration, step};
+        let its = |umount_ok| {
+            vec![
+                iteration(
+                    1,
+                    if umount_ok {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail
+                    },
+                    vec![
+                        step("mount", "mount", None, true, None),
+                        step("kill", "kill", None, true, None),
+                        step(
+                            "umount",
+                            "umount",
+                            (!umount_ok).then_some("EBUSY"),
+                            umount_ok,
+                            None,
+                        ),
+                    ],
+                ),
+                iteration(
+                    2,
+                    Verdict::Pass,
+                    vec![
+                        step("mount", "mount", None, true, None),
+                        step("kill", "kill", None, true, None),
+                        step("umount", "umount", None, true, None),
+                    ],
+                ),
+            ]
+        };
+        let mut run = seed_record("t.yaml", ("debian:6.1", "k"), its(false));
+        run.boots = vec![crate::report::BootRecord {
+            ready_after_ms: 1,
+            console_log: String::new(),
+            reason: "start".into(),
+            qemu_command: vec![],
+            dmesg_file: None,
+            restored: Some("booted".into()),
+            from_cache: true,
+            phases: vec![],
+            transport: "ssh".into(),
+        }];
+        let full = summary_text(&run);
+        assert!(full.contains("  mount (mount): ok 2/2\n"), "{full}");
+        assert!(full.contains("dmesg findings: none"), "{full}");
+        assert_eq!(
+            batch_summary_text(&run),
+            "  iterations 2: 1 passed, 1 failed (50%, 95% CI 9%-91%), 0 hangs, 0 panics, 0 infrastructure errors\n\
+             \x20 umount (umount): EBUSY 1/2, ok 1/2; violated 1/2 (50%, 95% CI 9%-91%)\n"
+        );
+        // A clean batch is one line; an error and an unexpected finding are kept.
+        let mut clean = seed_record("t.yaml", ("debian:6.1", "k"), its(true));
+        assert_eq!(batch_summary_text(&clean).lines().count(), 1);
+        clean.error = Some("the guest stopped answering".into());
+        clean.iterations[0].findings.push(crate::outcome::Finding {
+            kind: crate::outcome::FindingKind::Warning,
+            title: "WARNING: at fs/namespace.c:1 mntput".into(),
+            report: String::new(),
+            frames: vec!["mntput".into()],
+            signature: "warning:mntput".into(),
+            expected: false,
+            ts_us: None,
+            seq: None,
+        });
+        clean.summary = summarize(&clean.iterations);
+        let text = batch_summary_text(&clean);
+        assert!(
+            text.starts_with("  error: the guest stopped answering\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warning x1 (iterations 1): warning:mntput"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bisection_step_says_when_its_batch_stops_at_the_target() {
+        let step = |iterations, until_target| BisectStep {
+            candidate: "patch 2/7: fs: defer".into(),
+            iterations,
+            until_target,
+            builds: 3,
+            iterations_so_far: 20,
+            range: (1, 7),
+            leader: Some((2, 0.5)),
+        };
+        assert_eq!(
+            bisect_step_text(&step(8, true)),
+            "crashrig: step: patch 2/7: fs: defer (up to 8 iterations, until one shows the \
+             target); 3 builds, 20 iterations so far; culprit range 1-7, leader 2 at 0.50"
+        );
+        assert!(bisect_step_text(&step(8, false)).contains("(8 iterations);"));
+        assert!(bisect_step_text(&step(1, true)).contains("(1 iteration);"));
     }
 
     #[test]

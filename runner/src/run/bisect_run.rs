@@ -716,7 +716,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 stop_at_first_failure,
             } => (candidate, iterations, stop_at_first_failure),
         };
-        sink.emit(step_event(&bisector, &cands, k, iterations));
+        sink.emit(step_event(&bisector, &cands, k, (iterations, stop_early)));
         let kernel = match cands.build(k, &opts, &cache, &mut sink).await {
             Ok(k) => k,
             Err(source) if target.is_none() => {
@@ -826,7 +826,8 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                         iterations,
                         stop_at_first_failure,
                     } if candidate == k => {
-                        sink.emit(step_event(&bisector, &cands, k, iterations));
+                        let batch = (iterations, stop_at_first_failure);
+                        sink.emit(step_event(&bisector, &cands, k, batch));
                         Ok(Some(batch_opts(
                             target.as_ref(),
                             iterations,
@@ -843,11 +844,17 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
 
 type StopWhen = fn(&IterationRecord, &str) -> bool;
 
-fn step_event(bisector: &Bisector, cands: &Candidates, k: usize, iterations: u32) -> Event {
+fn step_event(
+    bisector: &Bisector,
+    cands: &Candidates,
+    k: usize,
+    (iterations, until_target): (u32, bool),
+) -> Event {
     let p = bisector.progress();
     Event::BisectStep(Box::new(BisectStep {
         candidate: cands.describe(k),
         iterations,
+        until_target,
         builds: p.builds,
         iterations_so_far: p.iterations,
         range: p.range,
