@@ -519,6 +519,15 @@ fn candidates(args: &BisectOptions) -> Result<(Candidates, String), BisectRunErr
     ))
 }
 
+/// The `wall-seconds` of an earlier bisect.json; 0 when there is none or it says none.
+fn earlier_wall_seconds(path: &Path) -> u64 {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v.get("wall-seconds")?.as_u64())
+        .unwrap_or(0)
+}
+
 /// The bisection's end result, written as bisect.json.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -531,7 +540,8 @@ struct BisectResult<'a> {
     journal: Vec<bisect::Entry>,
     /// What `--amplify` chose, and why.
     amplification: Option<&'a str>,
-    /// Wall time of this invocation (a resumed bisection counts from the resume), seconds.
+    /// Wall time, seconds: this invocation's, plus what the bisect.json it resumed from said
+    /// (an invocation killed before the end wrote none, so its time is not counted).
     wall_seconds: u64,
 }
 
@@ -570,6 +580,12 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     let journal_path = out.join("bisect.journal");
     let target_path = out.join("bisect-target.json");
     let mut target: Option<Target> = given_target;
+    // A resume of a finished bisection (or one that goes on) keeps the time already spent.
+    let earlier_wall = if args.resume {
+        earlier_wall_seconds(&out.join("bisect.json"))
+    } else {
+        0
+    };
     let (mut journal, mut bisector) = if args.resume {
         let (journal, replay) = Journal::resume(&journal_path, &header)?;
         if let Some(w) = &replay.warning {
@@ -686,7 +702,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                     report: &report,
                     journal: replay.entries,
                     amplification: amplification.as_deref(),
-                    wall_seconds: started.elapsed().as_secs(),
+                    wall_seconds: earlier_wall + started.elapsed().as_secs(),
                 };
                 let path = out.join("bisect.json");
                 write_json(&path, &result)?;
@@ -1748,6 +1764,19 @@ mod tests {
         for bad in ["", ":EBUSY", "umount:", "umount:E", "umount:ebusy"] {
             assert!(Target::parse_checked(bad, &s).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_resume_adds_its_wall_time_to_the_one_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bisect.json");
+        assert_eq!(earlier_wall_seconds(&path), 0, "no bisect.json yet");
+        std::fs::write(&path, br#"{"scenario": "s", "wall-seconds": 106}"#).unwrap();
+        assert_eq!(earlier_wall_seconds(&path), 106);
+        std::fs::write(&path, b"{\"wall-seconds\": ").unwrap();
+        assert_eq!(earlier_wall_seconds(&path), 0, "cut short");
+        std::fs::write(&path, br#"{"wall-seconds": -3}"#).unwrap();
+        assert_eq!(earlier_wall_seconds(&path), 0);
     }
 
     #[test]
