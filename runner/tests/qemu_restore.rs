@@ -487,17 +487,51 @@ async fn two_guests_restored_from_one_ram_image_at_once_both_run_and_leave_it_un
         (a.guest.transport(), b.guest.transport()),
         ("agent", "agent")
     );
-    // Each writes 32 MiB of its own random bytes to its RAM (the root filesystem is in RAM)
-    // and reads back their checksum.
-    let fill = "dd if=/dev/urandom of=/root/fill bs=1M count=32 2>/dev/null && md5sum /root/fill";
     let t = Duration::from_secs(120);
+    // Two restores of one image start with one RNG state: crashrig's first plan to a restored
+    // guest carries host entropy (`Booted::refresh_owed`). Without it both guests' urandom
+    // can give the same bytes (it did here once, and a test that filled memory with them
+    // could not tell the two guests apart).
+    for guest in [&mut a, &mut b] {
+        assert!(guest.refresh_owed);
+        let mut plan = crashrig::guest::helper::plan("refresh", []);
+        plan.refresh = Some(crashrig::guest::helper::refresh());
+        let stdin = serde_json::to_vec(&plan).unwrap();
+        let out = guest
+            .guest
+            .exec(crashrig::guest::HELPER_COMMAND.into(), stdin, t, |_| {})
+            .await
+            .unwrap();
+        let ending = crashrig::guest::helper::read_output(out.stdout.lines()).ending;
+        assert_eq!(ending, crashrig::guest::Ending::Finished, "{out:?}");
+    }
+    // Each writes 32 MiB of its own random bytes to its RAM (the root filesystem is in RAM),
+    // checksummed as they are written; once both have written, each reads its file back.
+    let fill = "dd if=/dev/urandom bs=1M count=32 2>/dev/null | tee /root/fill | md5sum";
     let (out_a, out_b) = tokio::join!(
         a.guest.exec(fill.into(), vec![], t, |_| {}),
         b.guest.exec(fill.into(), vec![], t, |_| {})
     );
     let (out_a, out_b) = (out_a.unwrap(), out_b.unwrap());
     assert_eq!((out_a.status, out_b.status), (0, 0), "{out_a:?} {out_b:?}");
-    assert_ne!(out_a.stdout, out_b.stdout, "two guests, two memories");
+    assert_ne!(
+        out_a.stdout, out_b.stdout,
+        "refreshed guests, two random streams"
+    );
+    let check = "md5sum < /root/fill";
+    let (back_a, back_b) = tokio::join!(
+        a.guest.exec(check.into(), vec![], t, |_| {}),
+        b.guest.exec(check.into(), vec![], t, |_| {})
+    );
+    let (back_a, back_b) = (back_a.unwrap(), back_b.unwrap());
+    assert_eq!(
+        back_a.stdout, out_a.stdout,
+        "guest a's memory kept what it wrote"
+    );
+    assert_eq!(
+        back_b.stdout, out_b.stdout,
+        "guest b's memory kept what it wrote"
+    );
     a.vm.stop().await;
     b.vm.stop().await;
     assert_eq!(file_sha256(&ram), before, "the saved RAM image was written");
