@@ -633,8 +633,17 @@ fn fresh_rel_dir(out: &Path, base: &str) -> String {
         .expect("some suffix is free")
 }
 
+/// Longest part a run directory's name takes from the scenario name or the kernel spec: a
+/// spec with a few `--patches` runs to hundreds of characters, and a file name to at most 255
+/// bytes ("File name too long" made `crashrig check` untestable).
+const DIR_PART_MAX: usize = 64;
+
+/// `s` as a piece of a directory name: ASCII letters, digits, `.` and `-` kept, the rest `_`;
+/// beyond [`DIR_PART_MAX`], its start and a hash of the whole (two long specs that share
+/// their start still get two names).
 fn sanitize(s: &str) -> String {
-    s.chars()
+    let clean: String = s
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
                 c
@@ -642,7 +651,13 @@ fn sanitize(s: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if clean.len() <= DIR_PART_MAX {
+        return clean;
+    }
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(s.as_bytes())[..4]);
+    format!("{}-{hash}", &clean[..DIR_PART_MAX - hash.len() - 1])
 }
 
 /// Runs one scenario on one kernel on a machine of its own; every iteration is reported as it

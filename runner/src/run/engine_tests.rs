@@ -757,3 +757,29 @@ async fn an_iterations_plans_are_bounded_by_the_iteration_timeout_not_their_summ
         .map(|(_, d)| *d);
     assert_eq!(setup, Some(secs(60)));
 }
+
+#[test]
+fn run_directory_names_stay_short_and_distinct_for_long_kernel_specs() {
+    assert_eq!(sanitize("debian:6.1"), "debian_6.1");
+    let spec = |last: &str| {
+        let mut s = "debian-source:6.1".to_string();
+        for p in ["0001-fs-defer-the-last-fput", "0002-Documentation", last] {
+            s.push_str(&format!(
+                " --patches tests/bisect/fput-rate/series/{p}.patch"
+            ));
+        }
+        s
+    };
+    let (a, b) = (sanitize(&spec("0003-a")), sanitize(&spec("0003-b")));
+    assert_eq!(a.len(), DIR_PART_MAX, "{a}");
+    assert!(
+        a.starts_with("debian-source_6.1_--patches_tests_bisect"),
+        "{a}"
+    );
+    assert_ne!(a, b, "specs that differ only at the end get two names");
+    assert_eq!(a, sanitize(&spec("0003-a")), "the same spec, the same name");
+    // The longest run directory name fits a file name with room to spare.
+    let name = format!("99-{}-{}-99", sanitize(&"s".repeat(300)), a);
+    assert!(name.len() <= 2 * DIR_PART_MAX + 8, "{name}");
+    assert!(name.len() < 255, "{name}");
+}
