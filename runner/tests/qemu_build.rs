@@ -1,8 +1,8 @@
 //! Built kernels end to end through the CLI: debian-source:6.1 with base + the scenario's
 //! fs-xfs and a marker patch, booted by `run`; a cache hit; bad input (a patch that does not
-//! apply, an impossible config option); and a bisection of a real patch series with a
-//! deliberate regression of the seed's class. The first build is minutes (ccache and the build
-//! cache make later runs fast).
+//! apply, an impossible config option); bisections of real patch series (a deliberate
+//! regression of the seed's class, and a rate change); and `check` against a reference rate.
+//! The first build is minutes (ccache and the build cache make later runs fast).
 
 mod common;
 
@@ -224,4 +224,66 @@ fn bisect_names_the_patch_that_raises_an_existing_rate() {
     assert!(!stdout.contains("Some("), "no Rust debug output: {stdout}");
     assert!(report["wall-seconds"].as_u64().unwrap() > 0, "{report}");
     assert!(stdout.contains("wall time: "), "{stdout}");
+}
+
+/// Issue 9: `crashrig check` as `git bisect run` calls it, against a reference rate (the good
+/// end's one deferred close in eight): the kernel with the series up to its culprit (one in
+/// two) is bad, exit 1; Debian's prebuilt 6.1 (no deferral) is good, exit 0. Runs after the
+/// bisection above, whose candidate 4 is the first kernel here: a build-cache hit. At
+/// confidence 0.99 each verdict is wrong at most 1% of the time.
+#[test]
+fn check_against_a_reference_rate_calls_the_culprit_bad_and_a_clean_kernel_good() {
+    let series = |dir: &str| -> Vec<String> {
+        let mut p: Vec<String> = std::fs::read_dir(common::workspace().join(dir))
+            .unwrap()
+            .map(|e| format!("{dir}/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        p.sort();
+        p
+    };
+    let patches: Vec<String> = series("tests/bisect/fput-rate/base")
+        .into_iter()
+        .chain(series("tests/bisect/fput-rate/series").into_iter().take(4))
+        .collect();
+    assert!(
+        patches[4].contains("0004-fs-sample-the-deferred"),
+        "{patches:?}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let check = |kernel: &str, patches: &[String]| {
+        let mut args = vec![
+            "check",
+            "tests/bisect/one-writer-umount.yaml",
+            "--kernel",
+            kernel,
+            "--reference-rate",
+            "0.125",
+            "--confidence",
+            "0.99",
+            "--target",
+            "umount:EBUSY",
+            "--out",
+            o,
+        ];
+        for p in patches {
+            args.extend(["--patches", p.as_str()]);
+        }
+        crashrig(&args)
+    };
+    let (code, stdout, stderr) = check("debian-source:6.1", &patches);
+    assert_eq!(code, 1, "the culprit is bad: {stdout}\n{stderr}");
+    assert!(
+        stderr.contains("; bad (sequential test of 12.5% against "),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = check("debian:6.1", &[]);
+    assert_eq!(code, 0, "no deferral: good: {stdout}\n{stderr}");
+    assert!(
+        stderr.contains("check: 0/") && stderr.contains("; good (sequential test"),
+        "{stderr}"
+    );
+    // Each call keeps its runs apart in --out.
+    assert!(out.path().join("check").is_dir() && out.path().join("check-2").is_dir());
+    assert!(!stderr.contains("Some("), "no Rust debug output: {stderr}");
 }
