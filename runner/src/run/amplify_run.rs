@@ -430,8 +430,13 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
             "no setting showed the target: nothing to amplify (more iterations, other values, or another --target)\n"
         }),
         (Some(w), Some(p)) => s.push_str(&format!(
-            "winner: {} ; Fisher p against the default = {p:.3}\n",
-            w.label
+            "winner: {}; Fisher p against the default = {p:.3}{}\n",
+            w.label,
+            if p < 0.05 {
+                ""
+            } else {
+                " (not shown to beat the default: it leads on these runs, and a larger --budget would tell)"
+            }
         )),
         (Some(w), None) => s.push_str(&format!("winner: {} (the default)\n", w.label)),
         _ => s.push_str("winner: none (no setting ran)\n"),

@@ -310,13 +310,60 @@ async fn a_setting_that_never_boots_ends_the_search_with_an_error() {
     );
 }
 
+/// A winner whose lead over the default is within chance says so: here busy=1 shows the
+/// target in every iteration and the default in nine of ten, too close for these budgets.
+#[tokio::test]
+async fn a_winner_not_shown_to_beat_the_default_says_so() {
+    let d = Driver::new("[2]", 60);
+    let machine = || {
+        let mut default_iterations = 0u32;
+        FakeMachine::with_plans(move |plan, _| {
+            let umount = plan
+                .steps
+                .iter()
+                .position(|s| matches!(s.op, Op::Umount { .. }));
+            let iteration = plan.label.starts_with("iteration");
+            match (umount, busy_umount(plan)) {
+                (_, Some(step)) => Reply::Step {
+                    step,
+                    report: ebusy(),
+                },
+                (Some(step), None) if iteration => {
+                    default_iterations += 1;
+                    if default_iterations.is_multiple_of(10) {
+                        Reply::Ok
+                    } else {
+                        Reply::Step {
+                            step,
+                            report: ebusy(),
+                        }
+                    }
+                }
+                _ => Reply::Ok,
+            }
+        })
+    };
+    let outcome = d.amplify(machine).await;
+    let text = report_text(&outcome);
+    let w = outcome.report.winner.expect("a winner");
+    assert_ne!(w, outcome.report.default, "{text}");
+    let p = outcome.report.fisher_vs_default.expect("compared");
+    assert!(p >= 0.05, "{text}");
+    assert!(
+        text.contains(&format!(
+            "winner: busy=1; Fisher p against the default = {p:.3} (not shown to beat the default"
+        )),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn the_winner_is_written_out_as_a_scenario_that_loads_with_it_as_defaults() {
     let d = Driver::new("[2]", 60);
     let outcome = d.amplify(busy_machine).await;
     let text = report_text(&outcome);
     assert!(
-        text.contains("winner: busy=1 ; Fisher p against the default = 0.000"),
+        text.contains("winner: busy=1; Fisher p against the default = 0.000\n"),
         "{text}"
     );
     let path = outcome.amplified.expect("written");
