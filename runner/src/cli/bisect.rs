@@ -54,7 +54,7 @@ pub struct BisectArgs {
     /// Continue the bisection journaled in --out.
     #[arg(long)]
     pub resume: bool,
-    /// Search the scenario's declared parameters on the bad end (the good end with --fix)
+    /// Search the scenario's declared parameters on the bad end (with --fix, the older end)
     /// first, with this budget of iterations, then bisect with the setting that shows the
     /// target most often; the report says what was chosen and why.
     #[arg(long, value_name = "BUDGET", num_args = 0..=1, default_missing_value = "300",

@@ -1065,10 +1065,16 @@ fn bayes_factor_text(bf: f64) -> String {
 
 fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target>) -> String {
     let name = |k: usize| candidates.get(k).cloned().unwrap_or_else(|| k.to_string());
+    let fix = r.direction == bisect::Direction::Fix;
+    // What is looked for: the commit that raised the rate, or (--fix) the one that lowered it.
+    let noun = if fix { "fix" } else { "culprit" };
     let mut s = String::new();
     s.push_str(&format!(
         "bisect: {}; target {}\n",
-        r.status.describe(),
+        match r.status {
+            bisect::Status::Found if fix => "found the fix",
+            status => status.describe(),
+        },
         target
             .map(Target::text)
             .unwrap_or_else(|| "not found".into()),
@@ -1092,8 +1098,16 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             e.fisher_p
         ));
     }
-    if no_search {
-        s.push_str("no culprit: the ends did not show the difference at the confidence asked");
+    if r.status == bisect::Status::WrongDirection {
+        s.push_str(if fix {
+            "no fix: the newer (good) end fails more often than the older (bad) one; if the rate went up, look for the culprit without --fix\n"
+        } else {
+            "no culprit: the older (good) end fails more often than the newer (bad) one; if the rate went down, look for the fix with --fix (then --bad is the older end)\n"
+        });
+    } else if no_search {
+        s.push_str(&format!(
+            "no {noun}: the ends did not show the difference at the confidence asked"
+        ));
         match r.iterations_needed {
             Some(n) => s.push_str(&format!(
                 "; at the observed rates about {n} iterations per end would separate them (--max-iterations)\n"
@@ -1103,14 +1117,14 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
     }
     match r.culprit {
         Some(c) => s.push_str(&format!(
-            "culprit: {} (posterior {:.3})\n",
+            "{noun}: {} (posterior {:.3})\n",
             name(c),
             r.confidence
         )),
         None => {
             if let Some(range) = &r.range {
                 s.push_str(&format!(
-                    "no single culprit at the target confidence; the culprit is in candidates {}-{} with probability {:.3}\n",
+                    "no single {noun} at the target confidence; the {noun} is in candidates {}-{} with probability {:.3}\n",
                     range.first, range.last, range.mass
                 ));
                 if !r.ends_confirmed {
@@ -1122,7 +1136,7 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             }
         }
     }
-    if !r.top.is_empty() && r.status != bisect::Status::NoDifference {
+    if !r.top.is_empty() && !no_search {
         s.push_str("top suspects:\n");
         for sp in &r.top {
             s.push_str(&format!(
@@ -1149,13 +1163,27 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         ));
     }
     if let Some(v) = &r.verified {
+        // The fresh runs are the higher-rate kernel's: the culprit's, or with --fix the
+        // parent's (the fix is the lower-rate one).
+        let (named, parent) = if fix {
+            (
+                format!("fix {} every run {}", v.good_candidate, v.good.text()),
+                format!("parent {} fresh runs {}", v.bad_candidate, v.bad.text()),
+            )
+        } else {
+            (
+                format!("culprit {} fresh runs {}", v.bad_candidate, v.bad.text()),
+                format!("parent {} every run {}", v.good_candidate, v.good.text()),
+            )
+        };
         s.push_str(&format!(
-            "verification {}: culprit {} fresh runs {}, parent {} every run {}; P(culprit rate above parent) = {:.3}, one-sided Fisher p = {:.3}\n",
+            "verification {}: {named}, {parent}; P({}) = {:.3}, one-sided Fisher p = {:.3}\n",
             if v.holds { "holds" } else { "did not hold" },
-            v.bad_candidate,
-            v.bad.text(),
-            v.good_candidate,
-            v.good.text(),
+            if fix {
+                "parent's rate above the fix's"
+            } else {
+                "culprit rate above parent"
+            },
             v.probability,
             v.fisher_p
         ));
@@ -1696,6 +1724,81 @@ mod tests {
             amplify: None,
             vm: VmOptions::default(),
         }
+    }
+
+    /// A deterministic history in external numbering: `failing(k)` says whether candidate
+    /// `k` shows the target (every iteration, or none).
+    struct Always<F: Fn(usize) -> bool>(F);
+
+    impl<F: Fn(usize) -> bool> bisect::Oracle for Always<F> {
+        fn test(&mut self, candidate: usize, iterations: u32, stop: bool) -> BatchOutcome {
+            let fails = (self.0)(candidate);
+            let ran = if stop && fails { 1 } else { iterations };
+            BatchOutcome::Ran {
+                iterations: ran,
+                failures: if fails { ran } else { 0 },
+            }
+        }
+    }
+
+    fn report_of(last: usize, direction: Direction, failing: impl Fn(usize) -> bool) -> String {
+        let config = Config {
+            direction,
+            ..Config::default()
+        };
+        let report = Bisector::new(last, config)
+            .unwrap()
+            .run(&mut Always(failing))
+            .unwrap();
+        let names: Vec<String> = (0..=last).map(|k| format!("c{k}")).collect();
+        report_text(&report, &names, Some(&t("umount:EBUSY")))
+    }
+
+    #[test]
+    fn a_fix_search_reports_the_fix_and_its_parent_the_right_way_round() {
+        // Candidates 0-4 (the older ones) fail, 5 on do not: candidate 5 is the fix.
+        let text = report_of(8, Direction::Fix, |k| k < 5);
+        assert!(text.starts_with("bisect: found the fix; "), "{text}");
+        assert!(text.contains("\nfix: c5 (posterior "), "{text}");
+        assert!(
+            text.contains("verification holds: fix 5 every run 0/"),
+            "{text}"
+        );
+        assert!(text.contains(", parent 4 fresh runs "), "{text}");
+        assert!(
+            text.contains("P(parent's rate above the fix's) = "),
+            "{text}"
+        );
+        assert!(!text.contains("culprit"), "{text}");
+        // The same history the other way round is a regression at 5.
+        let text = report_of(8, Direction::Regression, |k| k >= 5);
+        assert!(text.contains("\nculprit: c5 (posterior "), "{text}");
+        assert!(
+            text.contains("verification holds: culprit 5 fresh runs "),
+            "{text}"
+        );
+        assert!(text.contains(", parent 4 every run 0/"), "{text}");
+    }
+
+    #[test]
+    fn ends_the_wrong_way_round_name_nothing_and_say_which_search_fits() {
+        let text = report_of(8, Direction::Regression, |k| k < 5);
+        assert!(
+            text.starts_with("bisect: the good end fails more often than the bad end;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("no culprit: the older (good) end fails more often than the newer (bad) one; if the rate went down, look for the fix with --fix"),
+            "{text}"
+        );
+        assert!(!text.contains("same rate"), "{text}");
+        assert!(!text.contains("top suspects"), "{text}");
+        let text = report_of(8, Direction::Fix, |k| k >= 5);
+        assert!(
+            text.contains("no fix: the newer (good) end fails more often than the older (bad) one; if the rate went up, look for the culprit without --fix"),
+            "{text}"
+        );
+        assert!(!text.contains("top suspects"), "{text}");
     }
 
     #[test]
