@@ -1,5 +1,6 @@
 //! Integration tests with real QEMU: boot Debian's 6.1 cloud kernel, run shipped scenarios,
-//! and check what results.json says. They need the packages scripts/setup.sh installs.
+//! and check what results.json says (and what amplify.json says of a short amplification).
+//! They need the packages scripts/setup.sh installs.
 
 mod common;
 
@@ -173,4 +174,57 @@ fn malformed_scenario_exits_2_naming_file_line_and_column() {
     let p = path.display();
     assert!(stderr.contains(&format!("{p}:2:13:")), "{stderr}");
     assert!(stderr.contains(&format!("{p}:4:15:")), "{stderr}");
+}
+
+/// Amplification on a real kernel with a small budget: the search spends exactly its budget,
+/// records every setting it ran, and writes the scenario with the winner as its defaults,
+/// which loads (crashrig loads it back before saying so).
+#[test]
+fn amplify_on_a_real_kernel_writes_the_winner_as_the_scenarios_defaults() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let (code, stdout, stderr) = crashrig(&[
+        "amplify",
+        "tests/seed-kill-umount.yaml",
+        "--budget",
+        "20",
+        "--batch",
+        "5",
+        "--target",
+        "umount:EBUSY",
+        "--seed",
+        "1",
+        "--out",
+        o,
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let a: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("amplify.json")).unwrap())
+            .unwrap();
+    let r = &a["report"];
+    assert_eq!(r["spent"], 20, "{r}");
+    let rows = r["rows"].as_array().unwrap();
+    assert!(!rows.is_empty(), "{r}");
+    let ran: u64 = rows
+        .iter()
+        .map(|row| {
+            let c = &row["counts"][0];
+            assert!(c["hits"].as_u64() <= c["trials"].as_u64(), "{row}");
+            c["trials"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(ran, 20, "every iteration counted for its setting: {r}");
+    let winner = r["winner"].as_u64().expect("a winner");
+    let row = rows.iter().find(|row| row["id"] == winner).unwrap();
+    assert!(
+        stdout.contains(&format!("winner: {}", row["label"].as_str().unwrap())),
+        "{stdout}"
+    );
+    let amplified = a["amplified"].as_str().expect("written");
+    let text = std::fs::read_to_string(amplified).unwrap();
+    assert!(text.contains("parameters:"), "{text}");
+    // The results of every batch are there too.
+    let runs = results(out.path())["runs"].as_array().unwrap().len();
+    assert!(runs >= 2, "{runs} runs");
+    assert!(!stdout.contains("Some("), "no Rust debug output: {stdout}");
 }
