@@ -36,7 +36,7 @@ pub struct SimParams {
     /// Cost of a boot, in iterations, in crashrig's cost model (the cost column does not
     /// count boots; the boots column does)
     pub boot_cost: f64,
-    /// Iteration budget of each crashrig bisection (ends and search)
+    /// Iteration budget of each crashrig bisection (ends and search), and of each git-bayesect one
     pub max_iterations: u64,
     /// Tell crashrig both true rates instead of letting it learn them
     pub tell_rates: bool,

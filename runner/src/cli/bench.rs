@@ -84,7 +84,7 @@ pub struct BenchBisectArgs {
     /// out; the boots column counts them)
     #[arg(long, default_value_t = SimParams::default().boot_cost)]
     pub boot_cost: f64,
-    /// Iteration budget of each crashrig bisection (ends and search)
+    /// Iteration budget of each crashrig bisection (ends and search), and of each git-bayesect one
     #[arg(long, default_value_t = SimParams::default().max_iterations)]
     pub max_iterations: u64,
     /// Tell crashrig both true rates instead of letting it learn them

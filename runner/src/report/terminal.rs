@@ -101,8 +101,9 @@ fn starts_line(run: &RunRecord) -> Option<String> {
     ))
 }
 
-/// The summary block for one run (also used by `crashrig report`): its iterations, every step whose outcome is an errno or an expectation,
-/// the errno counts and the kernel's findings.
+/// The summary block for one run (also used by `crashrig report`): its iterations, every
+/// step whose outcome is an errno or an expectation, the errno counts and the kernel's
+/// findings.
 pub fn summary_text(run: &RunRecord) -> String {
     summary(run, false)
 }
