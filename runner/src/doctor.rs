@@ -5,12 +5,12 @@ use crate::host;
 /// Prints a report; returns 0 when everything needed to run is there, else 2.
 pub async fn run() -> i32 {
     let mut missing: Vec<&str> = Vec::new();
-    println!("host tools:");
+    outln!("host tools:");
     for (tool, package) in host::TOOLS {
         match host::find(tool) {
-            Some(path) => println!("  ok       {tool:<20} {}", path.display()),
+            Some(path) => outln!("  ok       {tool:<20} {}", path.display()),
             None => {
-                println!("  MISSING  {tool:<20} apt-get install {package}");
+                outln!("  MISSING  {tool:<20} apt-get install {package}");
                 if !missing.contains(package) {
                     missing.push(package);
                 }
@@ -18,8 +18,8 @@ pub async fn run() -> i32 {
         }
     }
     match crate::vm::qemu::qemu_version().await {
-        Some(v) => println!("qemu: {v}"),
-        None => println!("qemu: not runnable"),
+        Some(v) => outln!("qemu: {v}"),
+        None => outln!("qemu: not runnable"),
     }
     if std::fs::OpenOptions::new()
         .read(true)
@@ -27,25 +27,25 @@ pub async fn run() -> i32 {
         .open("/dev/kvm")
         .is_ok()
     {
-        println!("kvm: /dev/kvm opens; each run proves KVM with a 15 s probe boot of its kernel and falls back to TCG if it hangs");
+        outln!("kvm: /dev/kvm opens; each run proves KVM with a 15 s probe boot of its kernel and falls back to TCG if it hangs");
     } else {
-        println!("kvm: /dev/kvm is not usable; runs use TCG (slower, but works)");
+        outln!("kvm: /dev/kvm is not usable; runs use TCG (slower, but works)");
     }
     let apt_lists = std::fs::read_dir("/var/lib/apt/lists")
         .map(|d| d.count())
         .unwrap_or(0);
     if apt_lists <= 2 {
-        println!("apt: package lists look empty; run `apt-get update` so debian:6.x kernels can be found");
+        outln!("apt: package lists look empty; run `apt-get update` so debian:6.x kernels can be found");
     } else {
-        println!("apt: package lists present");
+        outln!("apt: package lists present");
     }
     let cache = crate::cache::Cache::from_env();
-    println!("cache: {}", cache.root().display());
+    outln!("cache: {}", cache.root().display());
     if missing.is_empty() {
-        println!("\neverything crashrig needs is installed");
+        outln!("\neverything crashrig needs is installed");
         0
     } else {
-        println!(
+        outln!(
             "\ninstall what is missing with:\n  apt-get install {}",
             missing.join(" ")
         );

@@ -6,6 +6,29 @@
 //! QEMU, SSH and make around it. The engine never prints: it emits [`report::Event`]s that
 //! reporters consume.
 
+// Terminal output that never panics. `println!` and `eprintln!` panic when the stream is a
+// closed pipe (`crashrig run ... 2>&1 | head`), which killed a run mid-way with exit 101 and
+// left its results unfinished; output that cannot be written is dropped instead (the results
+// files are the record).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 pub mod amplify;
 pub mod bisect;
 pub mod cache;

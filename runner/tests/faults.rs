@@ -652,3 +652,33 @@ fn smoke_under_cpu_hog(n: u32) {
 fn no_false_hang_in_100_iterations_under_cpu_hog() {
     smoke_under_cpu_hog(100);
 }
+
+/// Output piped into a reader that goes away (`crashrig run ... 2>&1 | head -1`): writes to
+/// the closed pipe fail, and the run must go on and finish its results instead of panicking
+/// (it exited 101 with `finished: null` and no iteration, from `eprintln!`).
+#[test]
+fn closed_output_pipes_do_not_stop_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crashrig"))
+        .args(["run", "tests/smoke.yaml", "-n", "2", "--out"])
+        .arg(&out)
+        .current_dir(workspace())
+        .env("CI", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the first line of its output, then close both pipes, as `head -1` does.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    drop(stderr);
+    drop(child.stdout.take());
+    let status = finish_within(&mut child, Duration::from_secs(600), tmp.path());
+    assert_eq!(status.code(), Some(0), "first line: {first}");
+    let r = read_results(&out).expect("results.json");
+    assert!(!r["finished"].is_null(), "{r}");
+    assert_eq!(iterations(&r).len(), 2, "{r}");
+}

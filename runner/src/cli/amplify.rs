@@ -71,6 +71,6 @@ impl SearchArgs {
 
 pub async fn amplify(args: AmplifyArgs) -> Result<i32, CliError> {
     let outcome = run_amplify(args.search.options(args.scenario)).await?;
-    print!("{}", report_text(&outcome));
+    out!("{}", report_text(&outcome));
     Ok(crate::exit::OK)
 }

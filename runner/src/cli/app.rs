@@ -142,7 +142,7 @@ pub fn main() -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("crashrig: error: cannot start the async runtime: {e}");
+            errln!("crashrig: error: cannot start the async runtime: {e}");
             return exit::CONFIG_OR_INFRA;
         }
     };
@@ -171,7 +171,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("crashrig: error: {}", error_chain(&e));
+            errln!("crashrig: error: {}", error_chain(&e));
             e.exit_code()
         }
     }
@@ -191,11 +191,11 @@ async fn with_signals(
     tokio::select! {
         r = fut => r,
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("crashrig: interrupted; finished results are kept");
+            errln!("crashrig: interrupted; finished results are kept");
             Ok(exit::INTERRUPTED)
         }
         _ = term.recv() => {
-            eprintln!("crashrig: terminated; finished results are kept");
+            errln!("crashrig: terminated; finished results are kept");
             Ok(exit::INTERRUPTED)
         }
     }

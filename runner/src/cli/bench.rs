@@ -245,7 +245,7 @@ pub async fn bench(command: BenchCommand) -> Result<i32, CliError> {
                 baseline: crate::run::session::setting_of(&args.baseline)?,
             })
             .await?;
-            print!("{}", crate::run::amplify_run::bench_text(&figures));
+            out!("{}", crate::run::amplify_run::bench_text(&figures));
             Ok(crate::exit::OK)
         }
     }
@@ -272,7 +272,7 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
     });
     let (exe, tmp) = self_and_scratch()?;
     let n = args.iterations.max(2);
-    println!(
+    outln!(
         "{} on {}, {n} iterations per run after a 1-iteration run (both after one that fills \
          the cache), same seed:",
         scenario.display(),
@@ -323,7 +323,7 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
                 .sum::<f64>();
         let count = run.iterations.len().max(1) as f64;
         let restores = run.boots.iter().filter(|b| b.restored.is_some()).count();
-        println!(
+        outln!(
             "  --restore {restore:<6} {steady:.2} s per iteration (wall, steady state: {n} iterations {:.1} s - 1 iteration {:.1} s); its own time {:.2} s; {} boots, {restores} restores; {} passed of {}",
             walls[2],
             walls[1],
@@ -332,11 +332,11 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
             run.summary.passed,
             run.iterations.len()
         );
-        println!("{}", iteration_breakdown(&run));
+        outln!("{}", iteration_breakdown(&run));
         per_iteration.push((steady, ms / count));
     }
     let ((never_wall, never_own), (auto_wall, auto_own)) = (per_iteration[0], per_iteration[1]);
-    println!(
+    outln!(
         "  speed-up per iteration: {:.2}x by each iteration's own time, {:.2}x by steady-state \
          wall time (goal >= 3x; the second moves with host load between the runs)",
         never_own / auto_own,
@@ -344,7 +344,7 @@ async fn restore(args: BenchRestoreArgs) -> Result<i32, CliError> {
     );
     if !not_passed.is_empty() {
         let kept = tmp.keep();
-        println!(
+        outln!(
             "  not every iteration passed (the figures include it); results kept in {}: {}",
             kept.display(),
             not_passed
@@ -460,14 +460,14 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
         }
         times.push((jobs, start.elapsed().as_secs_f64()));
     }
-    println!(
+    outln!(
         "matrix {} with {} iterations per cell:",
         matrix.display(),
         args.iterations
     );
     for (jobs, t) in &times {
-        println!("  -j {jobs}: {t:.1} s");
+        outln!("  -j {jobs}: {t:.1} s");
     }
-    println!("  speed-up: {:.2}x", times[0].1 / times[1].1);
+    outln!("  speed-up: {:.2}x", times[0].1 / times[1].1);
     Ok(crate::exit::OK)
 }

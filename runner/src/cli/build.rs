@@ -44,15 +44,15 @@ pub async fn build(args: BuildArgs) -> Result<i32, CliError> {
     let kernel = session
         .resolve_kernel(&args.spec, &args.build.request(), &scenario_kconfig)
         .await?;
-    println!("image:     {}", kernel.image.display());
-    println!("version:   {}", kernel.version);
+    outln!("image:     {}", kernel.image.display());
+    outln!("version:   {}", kernel.version);
     if let Some(r) = &kernel.release {
-        println!("release:   {r}");
+        outln!("release:   {r}");
     }
-    println!("cache key: {}", kernel.build_key.as_deref().unwrap_or("-"));
+    outln!("cache key: {}", kernel.build_key.as_deref().unwrap_or("-"));
     if let Some(v) = &kernel.vmlinux {
-        println!("vmlinux:   {}", v.display());
+        outln!("vmlinux:   {}", v.display());
     }
-    println!("took:      {:.1} s", t.elapsed().as_secs_f64());
+    outln!("took:      {:.1} s", t.elapsed().as_secs_f64());
     Ok(crate::exit::OK)
 }

@@ -92,7 +92,7 @@ pub async fn check(args: CheckArgs) -> i32 {
         vm: args.vm.options(),
     })
     .await;
-    eprintln!("crashrig: {}", report.text());
+    errln!("crashrig: {}", report.text());
     report.exit_code()
 }
 

@@ -22,22 +22,22 @@ pub async fn image(args: ImageArgs) -> Result<i32, CliError> {
         ..VmOptions::default()
     });
     let image = session.image().await?;
-    println!("key:        {}", image.key);
-    println!("initramfs:  {}", image.initramfs.display());
-    println!("tools disk: {}", image.tools_disk.display());
-    println!("host key:   {}", image.host_key);
+    outln!("key:        {}", image.key);
+    outln!("initramfs:  {}", image.initramfs.display());
+    outln!("tools disk: {}", image.tools_disk.display());
+    outln!("host key:   {}", image.host_key);
     if let Some(spec) = args.kernel {
         let kernel = session
             .resolve_kernel(&spec, &BuildRequest::default(), &[])
             .await?;
         let initrd = crate::image::initrd_for(&image, &kernel, &session.cache)
             .map_err(crate::run::session::SessionError::from)?;
-        println!(
+        outln!(
             "kernel:     {} ({})",
             kernel.image.display(),
             kernel.version
         );
-        println!("initrd:     {}", initrd.display());
+        outln!("initrd:     {}", initrd.display());
     }
     Ok(crate::exit::OK)
 }

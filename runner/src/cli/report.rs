@@ -39,9 +39,9 @@ pub fn report(command: ReportCommand) -> Result<i32, CliError> {
                 baseline: args.baseline,
                 write_baseline: args.write_baseline,
             })?;
-            println!("{}", outcome.markdown);
+            outln!("{}", outcome.markdown);
             if !outcome.missing_cells.is_empty() {
-                eprintln!(
+                errln!(
                     "crashrig: warning: {} cells of the matrix are in no shard",
                     outcome.missing_cells.len()
                 );

@@ -49,7 +49,7 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         }
     }
     if !problems.is_empty() {
-        eprintln!("{}", problems.join("\n"));
+        errln!("{}", problems.join("\n"));
         return Ok(exit::CONFIG_OR_INFRA);
     }
     let specs = if args.vm.kernels.is_empty() {

@@ -44,7 +44,7 @@ impl Terminal {
     fn line(&self, text: &str) {
         match &self.progress {
             Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            None => errln!("{text}"),
         }
     }
 }
@@ -534,7 +534,7 @@ impl Reporter for Terminal {
                             bar.println(text);
                         }
                     }
-                    None => eprintln!("{text}"),
+                    None => errln!("{text}"),
                 }
             }
             Event::RunFinished { index, run } => {

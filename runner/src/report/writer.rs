@@ -90,7 +90,7 @@ impl ResultsWriter {
     fn failed(&mut self, e: super::store::StoreError) {
         if self.error.is_none() {
             let text = format!("{}; it keeps the results written before", error_chain(&e));
-            eprintln!("crashrig: error: {text}");
+            errln!("crashrig: error: {text}");
             self.error = Some(text);
         }
     }
