@@ -10,7 +10,7 @@ use crate::run::matrix_report::{report_merge, MergeRequest};
 #[derive(Subcommand, Debug)]
 pub enum ReportCommand {
     /// Merge the results of matrix shards (`--partition M/N`) into the result set one
-    /// unsharded run gives; writes results.json, junit.xml and summary.md.
+    /// unsharded run gives; writes results.json, junit.xml, junit-cells.xml and summary.md.
     Merge(ReportMergeArgs),
 }
 
@@ -19,7 +19,8 @@ pub struct ReportMergeArgs {
     /// Results directories of the shards (each with a results.json).
     #[arg(required = true, value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
-    /// Where to write the merged results.json, junit.xml and summary.md.
+    /// Where to write the merged results.json, junit.xml, junit-cells.xml and summary.md: a
+    /// new or empty directory, or one an earlier merge wrote.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Known results to check against; with a baseline, only regressions fail.

@@ -50,6 +50,28 @@ pub enum ReportError {
         path.display()
     )]
     OutHoldsRun { path: PathBuf, why: &'static str },
+    /// Merging there would replace a file crashrig did not write.
+    #[error(
+        "write merged results into {}: it holds {file}, and no merged results.json beside it says crashrig wrote it; give another --out",
+        path.display()
+    )]
+    OutHoldsOtherFiles { path: PathBuf, file: &'static str },
+}
+
+/// What a merge writes into `--out`.
+const MERGE_OUTPUTS: [&str; 4] = ["results.json", "junit.xml", "junit-cells.xml", "summary.md"];
+
+/// A file of [`MERGE_OUTPUTS`] in `out` that a merge would replace although no earlier merge
+/// wrote it: `out` has no results.json of matrix cells (what a merge writes) beside it.
+fn foreign_output(out: &Path) -> Option<&'static str> {
+    let merged_before = read_results(&out.join("results.json"))
+        .is_ok_and(|r| !r.runs.is_empty() && r.runs.iter().all(|run| run.cell.is_some()));
+    if merged_before {
+        return None;
+    }
+    MERGE_OUTPUTS
+        .into_iter()
+        .find(|f| out.join(f).symlink_metadata().is_ok())
 }
 
 impl ReportError {
@@ -116,6 +138,12 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
         return Err(ReportError::OutHoldsRun {
             path: args.out.clone(),
             why,
+        });
+    }
+    if let Some(file) = foreign_output(&args.out) {
+        return Err(ReportError::OutHoldsOtherFiles {
+            path: args.out.clone(),
+            file,
         });
     }
     std::fs::create_dir_all(&args.out).map_err(|source| ReportError::CreateDir {
@@ -250,6 +278,29 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read(dirs[0].join("results.json")).unwrap(), before);
+
+        // Never over a file of the user's: a summary.md without a merged results.json beside
+        // it stays as it was. A directory a merge wrote (above) is merged into again.
+        let mine = tmp.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::write(mine.join("summary.md"), "my notes").unwrap();
+        let err = report_merge(&MergeRequest {
+            dirs: dirs.clone(),
+            out: mine.clone(),
+            baseline: None,
+            write_baseline: None,
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("it holds summary.md, and no merged results.json"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(mine.join("summary.md")).unwrap(),
+            "my notes"
+        );
+        assert!(!mine.join("results.json").exists());
     }
 
     #[test]
