@@ -170,4 +170,32 @@ fn repro_replays_one_iteration_with_its_recorded_seed() {
         original["runs"][0]["kernel"]["image_sha256"]
     );
     assert_eq!(run["guest_image"], original["runs"][0]["guest_image"]);
+
+    // An iteration the run never recorded is named, not run with a made-up seed.
+    let (code, _, err) = crashrig(&["repro", first.to_str().unwrap(), "--iteration", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("find iteration 3 of run 1: it recorded iterations 1 to 2"),
+        "{err}"
+    );
+
+    // A matrix cell replays too: its results name the kernel by its spec (they named it by
+    // the matrix's label, `debian-6.1`, which repro could not resolve).
+    let cell = tmp.path().join("cell");
+    let (code, out, err) = crashrig(&[
+        "matrix",
+        "tests/matrix/small.yaml",
+        "-n",
+        "1",
+        "--partition",
+        "1/2",
+        "--out",
+        cell.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let m = results(&cell);
+    assert_eq!(m["runs"][0]["kernel"]["spec"], "debian:6.1", "{m}");
+    assert_eq!(m["runs"][0]["cell"]["kernel"], "debian-6.1", "{m}");
+    let (code, out, err) = crashrig(&["repro", cell.to_str().unwrap(), "--iteration", "1"]);
+    assert_eq!(code, 0, "{out}\n{err}");
 }

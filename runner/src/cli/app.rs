@@ -90,6 +90,12 @@ pub enum CliError {
     NoSuchRun { run: usize, runs: usize },
     #[error("find a run: the results have none")]
     NoRuns,
+    #[error("find iteration {iteration} of run {run}: it recorded {recorded}")]
+    NoSuchIteration {
+        iteration: u32,
+        run: usize,
+        recorded: String,
+    },
     #[error(
         "benchmark crashrig matrix -j {jobs}: it failed ({status}); run it by hand to see why"
     )]

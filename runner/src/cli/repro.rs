@@ -59,6 +59,28 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
             .unwrap_or(0),
     };
     let run = results.runs.get(index).ok_or(CliError::NoRuns)?;
+    // Only an iteration the run recorded can be replayed (its number fixes its seed).
+    if !run.iterations.iter().any(|i| i.iteration == args.iteration) {
+        let numbers: Vec<u32> = run.iterations.iter().map(|i| i.iteration).collect();
+        return Err(CliError::NoSuchIteration {
+            iteration: args.iteration,
+            run: index + 1,
+            recorded: match (numbers.iter().min(), numbers.iter().max()) {
+                (Some(lo), Some(hi)) if numbers.len() as u32 == hi - lo + 1 => {
+                    format!("iterations {lo} to {hi}")
+                }
+                (Some(_), Some(_)) => format!(
+                    "iterations {}",
+                    numbers
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => "no iteration".into(),
+            },
+        });
+    }
     let mut session = Session::new(VmOptions {
         accel: args.accel.into(),
         out: args.out.clone(),
@@ -87,8 +109,18 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
         .kernel
         .clone()
         .unwrap_or_else(|| run.kernel.spec.clone());
+    // A built kernel is built as it was: the same fragments and patches (the scenario's
+    // own fragments come with the recorded scenario).
+    let build = if args.kernel.is_none() {
+        BuildRequest {
+            kconfig: run.kernel.kconfig.clone(),
+            patches: run.kernel.patches.iter().map(PathBuf::from).collect(),
+        }
+    } else {
+        BuildRequest::default()
+    };
     let kernel = session
-        .resolve_kernel(&spec, &BuildRequest::default(), &[])
+        .resolve_kernel(&spec, &build, &loaded.scenario.kconfig)
         .await?;
     if args.kernel.is_none() && kernel.image_sha256 != run.kernel.image_sha256 {
         session.setup_sink().warn(format!(

@@ -144,10 +144,11 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
             kconfig: k.kconfig.clone(),
             patches: k.patches.clone(),
         };
-        let mut resolved = session
+        // Results name the kernel by its spec, as every command's do (repro resolves it);
+        // the label is the cell's (`cell.kernel`).
+        let resolved = session
             .resolve_kernel(&k.spec_text, &build, &scenario_kconfig)
             .await?;
-        resolved.spec = k.label.clone();
         kernels.insert(k.label.clone(), Arc::new(resolved));
     }
     let Some(first) = cells.first() else {
