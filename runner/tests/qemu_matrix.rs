@@ -55,7 +55,7 @@ fn shards_resume_and_merge_give_the_whole_matrix() {
         a_s,
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(err.contains("1 cells to run"), "{err}");
+    assert!(err.contains("1 cell to run, 1 at a time"), "{err}");
     let whole = results(&a);
     assert_eq!(cell_ids(&whole), ["debian-6.1/smoke", "debian-6.12/smoke"]);
     assert!(whole["runs"][1]["kernel"]["version"]

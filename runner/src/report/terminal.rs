@@ -127,17 +127,21 @@ fn summary(run: &RunRecord, batch: bool) -> String {
     if let Some(err) = &run.error {
         out.push_str(&format!("  error: {err}\n"));
     }
+    // No iteration judged (the run failed before one finished, or every one was an
+    // infrastructure error): there is no rate, and 0/0 is not 0%.
+    let rate = if s.iterations > s.errors {
+        format!(
+            "{}, 95% CI {}-{}",
+            pct(s.failure_rate),
+            pct(s.failure_ci95[0]),
+            pct(s.failure_ci95[1])
+        )
+    } else {
+        "no rate: no iteration judged".into()
+    };
     out.push_str(&format!(
-        "  iterations {}: {} passed, {} failed ({}, 95% CI {}-{}), {} hangs, {} panics, {} infrastructure errors\n",
-        s.iterations,
-        s.passed,
-        s.failed,
-        pct(s.failure_rate),
-        pct(s.failure_ci95[0]),
-        pct(s.failure_ci95[1]),
-        s.hangs,
-        s.panics,
-        s.errors
+        "  iterations {}: {} passed, {} failed ({rate}), {} hangs, {} panics, {} infrastructure errors\n",
+        s.iterations, s.passed, s.failed, s.hangs, s.panics, s.errors
     ));
     if let Some(line) = starts_line(run).filter(|_| !batch) {
         out.push_str(&line);
@@ -377,7 +381,11 @@ impl Reporter for Terminal {
                 self.line(&format!("crashrig: results: {}", path.display()))
             }
             Event::MatrixPlanned { cells, jobs } => {
-                self.line(&format!("crashrig: {cells} cells to run, {jobs} at a time"))
+                self.line(&format!(
+                    "crashrig: {} to run, {} at a time",
+                    crate::report::plural(*cells as u64, "cell"),
+                    (*jobs).min(*cells).max(1)
+                ))
             }
             Event::MissingCells { count } => self.line(&format!(
                 "crashrig: note: {count} cells of the matrix are not in these results (other shards?)"
@@ -824,6 +832,18 @@ mod tests {
             text.contains("warning x1 (iterations 1): warning:mntput"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_run_that_judged_no_iteration_shows_no_rate() {
+        let mut run = seed_record("t.yaml", ("debian:6.1", "k"), vec![]);
+        run.error = Some("QEMU exited at start".into());
+        let text = summary_text(&run);
+        assert!(
+            text.contains("  iterations 0: 0 passed, 0 failed (no rate: no iteration judged), "),
+            "{text}"
+        );
+        assert!(!text.contains("0%"), "{text}");
     }
 
     #[test]
