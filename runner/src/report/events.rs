@@ -176,6 +176,8 @@ pub struct BisectStep {
     pub iterations: u32,
     /// The batch stops at the first iteration that shows the target.
     pub until_target: bool,
+    /// A fix is looked for (`--fix`): the range and leader are the fix's.
+    pub fix: bool,
     /// Builds and iterations so far.
     pub builds: u64,
     pub iterations_so_far: u64,

@@ -321,7 +321,7 @@ fn amplify_progress_text(r: &crate::amplify::Report) -> String {
 fn bisect_step_text(s: &BisectStep) -> String {
     let batch = crate::report::plural(u64::from(s.iterations), "iteration");
     format!(
-        "crashrig: step: {} ({}); {}, {} so far; culprit range {}-{}{}",
+        "crashrig: step: {} ({}); {}, {} so far; {} range {}-{}{}",
         s.candidate,
         if s.until_target && s.iterations > 1 {
             format!("up to {batch}, until one shows the target")
@@ -330,6 +330,7 @@ fn bisect_step_text(s: &BisectStep) -> String {
         },
         crate::report::plural(s.builds, "build"),
         crate::report::plural(s.iterations_so_far, "iteration"),
+        if s.fix { "fix" } else { "culprit" },
         s.range.0,
         s.range.1,
         s.leader
@@ -852,6 +853,7 @@ mod tests {
             candidate: "patch 2/7: fs: defer".into(),
             iterations,
             until_target,
+            fix: false,
             builds: 3,
             iterations_so_far: 20,
             range: (1, 7),
@@ -864,6 +866,15 @@ mod tests {
         );
         assert!(bisect_step_text(&step(8, false)).contains("(8 iterations);"));
         assert!(bisect_step_text(&step(1, true)).contains("(1 iteration);"));
+        let fix = BisectStep {
+            fix: true,
+            ..step(8, true)
+        };
+        assert!(
+            bisect_step_text(&fix).contains("; fix range 1-7, leader 2 at 0.50"),
+            "{}",
+            bisect_step_text(&fix)
+        );
     }
 
     #[test]

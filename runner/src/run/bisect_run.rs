@@ -871,6 +871,7 @@ fn step_event(
         candidate: cands.describe(k),
         iterations,
         until_target,
+        fix: bisector.config().direction == Direction::Fix,
         builds: p.builds,
         iterations_so_far: p.iterations,
         range: p.range,
