@@ -29,6 +29,10 @@ pub struct ReportMergeArgs {
     /// Write a baseline of the merged results to FILE.
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
+    /// Merge what is there: cells no shard covers (a shard missing) do not fail the merge.
+    /// Without it they make it exit 2 unless a cell failed; summary.md names them either way.
+    #[arg(long)]
+    pub allow_missing: bool,
 }
 
 pub fn report(command: ReportCommand) -> Result<i32, CliError> {
@@ -39,12 +43,23 @@ pub fn report(command: ReportCommand) -> Result<i32, CliError> {
                 out: args.out,
                 baseline: args.baseline,
                 write_baseline: args.write_baseline,
+                allow_missing: args.allow_missing,
             })?;
             outln!("{}", outcome.markdown);
             if !outcome.missing_cells.is_empty() {
                 errln!(
-                    "crashrig: warning: {} cells of the matrix are in no shard",
-                    outcome.missing_cells.len()
+                    "crashrig: {}: no shard covers {} of the matrix{}",
+                    if args.allow_missing {
+                        "warning"
+                    } else {
+                        "error"
+                    },
+                    crate::report::plural(outcome.missing_cells.len() as u64, "cell"),
+                    if args.allow_missing {
+                        ""
+                    } else {
+                        " (a shard is missing; --allow-missing merges without them)"
+                    }
                 );
             }
             Ok(outcome.exit_code)

@@ -26,6 +26,8 @@ pub struct MergeRequest {
     pub baseline: Option<PathBuf>,
     /// Write a baseline of the merged results to this file.
     pub write_baseline: Option<PathBuf>,
+    /// Cells no shard covers do not fail the merge (a look at partial results).
+    pub allow_missing: bool,
 }
 
 #[derive(Debug, Error)]
@@ -150,12 +152,37 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
         path: args.out.clone(),
         source,
     })?;
-    write_all(
+    let mut outcome = write_all(
         &args.out,
         &merged,
         args.baseline.as_deref(),
         args.write_baseline.as_deref(),
-    )
+    )?;
+    if !outcome.missing_cells.is_empty() {
+        // A lost shard must not pass for a whole matrix: said in summary.md (what a CI job
+        // shows), and an infrastructure error unless something failed or it was allowed.
+        let note = format!(
+            "\n**No shard covers {} of the matrix** (positions {}): {}.\n",
+            crate::report::plural(outcome.missing_cells.len() as u64, "cell"),
+            outcome
+                .missing_cells
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            if args.allow_missing {
+                "merged without them (--allow-missing)"
+            } else {
+                "a shard is missing; the merge fails unless --allow-missing"
+            }
+        );
+        outcome.markdown.push_str(&note);
+        write_atomic(&args.out.join("summary.md"), outcome.markdown.as_bytes())?;
+        if !args.allow_missing && outcome.exit_code == crate::exit::OK {
+            outcome.exit_code = crate::exit::CONFIG_OR_INFRA;
+        }
+    }
+    Ok(outcome)
 }
 
 /// Writes results.json, junit.xml, junit-cells.xml, summary.md into `dir` and the baseline
@@ -226,6 +253,7 @@ mod tests {
             out: out.clone(),
             baseline: None,
             write_baseline: Some(base_path.clone()),
+            allow_missing: false,
         };
         let outcome = report_merge(&args).unwrap();
         assert_eq!(read_results(&out.join("results.json")).unwrap(), all);
@@ -258,9 +286,30 @@ mod tests {
             out: tmp.path().join("partial"),
             baseline: None,
             write_baseline: None,
+            allow_missing: false,
         })
         .unwrap();
         assert_eq!(partial.missing_cells, [1, 3, 5, 7]);
+        // A lost shard fails the merge (no cell of shard 1 failed: 2, not 0), and says so in
+        // summary.md; --allow-missing merges what is there.
+        assert_eq!(partial.exit_code, 2);
+        let md = std::fs::read_to_string(tmp.path().join("partial/summary.md")).unwrap();
+        assert!(
+            md.contains("**No shard covers 4 cells of the matrix** (positions 1, 3, 5, 7)"),
+            "{md}"
+        );
+        let allowed = report_merge(&MergeRequest {
+            dirs: dirs[..1].to_vec(),
+            out: tmp.path().join("partial-allowed"),
+            baseline: None,
+            write_baseline: None,
+            allow_missing: true,
+        })
+        .unwrap();
+        assert_eq!(allowed.exit_code, 0);
+        assert!(allowed
+            .markdown
+            .contains("merged without them (--allow-missing)"));
 
         // Never into a shard (its results.json would be replaced by the merge).
         let before = std::fs::read(dirs[0].join("results.json")).unwrap();
@@ -269,6 +318,7 @@ mod tests {
             out: dirs[0].clone(),
             baseline: None,
             write_baseline: None,
+            allow_missing: false,
         })
         .unwrap_err();
         assert!(
@@ -289,6 +339,7 @@ mod tests {
             out: mine.clone(),
             baseline: None,
             write_baseline: None,
+            allow_missing: false,
         })
         .unwrap_err();
         assert!(
