@@ -21,15 +21,21 @@ pub async fn image(args: ImageArgs) -> Result<i32, CliError> {
         recipe: args.recipe,
         ..VmOptions::default()
     });
+    // A kernel that cannot be resolved is refused before anything is printed.
+    let kernel = match &args.kernel {
+        Some(spec) => Some(
+            session
+                .resolve_kernel(spec, &BuildRequest::default(), &[])
+                .await?,
+        ),
+        None => None,
+    };
     let image = session.image().await?;
     outln!("key:        {}", image.key);
     outln!("initramfs:  {}", image.initramfs.display());
     outln!("tools disk: {}", image.tools_disk.display());
     outln!("host key:   {}", image.host_key);
-    if let Some(spec) = args.kernel {
-        let kernel = session
-            .resolve_kernel(&spec, &BuildRequest::default(), &[])
-            .await?;
+    if let Some(kernel) = kernel {
         let initrd = crate::image::initrd_for(&image, &kernel, &session.cache)
             .map_err(crate::run::session::SessionError::from)?;
         outln!(

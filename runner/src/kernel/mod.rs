@@ -46,6 +46,11 @@ impl BuildOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
+    #[error(
+        "`{}` is not a Linux kernel image: it has no bzImage setup header (`HdrS` at byte 0x202); give a bzImage or vmlinuz",
+        path.display()
+    )]
+    NotAnImage { path: PathBuf },
     #[error(transparent)]
     MissingTool(#[from] MissingTool),
     #[error(transparent)]
@@ -160,6 +165,12 @@ fn resolve_image(
         path: path.to_path_buf(),
         source,
     })?;
+    // QEMU would only say it exited at start.
+    if bytes.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
+        return Err(KernelError::NotAnImage {
+            path: path.to_path_buf(),
+        });
+    }
     let sha = hex::encode(Sha256::digest(&bytes));
     Ok(ResolvedKernel {
         spec: spec.to_string(),
@@ -344,6 +355,26 @@ mod tests {
         bad[0x202] = b'X';
         assert_eq!(image_release(&bad), None);
         assert_eq!(image_release(b"short"), None);
+    }
+
+    #[test]
+    fn a_file_without_a_setup_header_is_not_taken_for_a_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |p: &Path| KernelSpec::Image {
+            path: p.to_path_buf(),
+            modules: None,
+        };
+        let text = dir.path().join("passwd");
+        std::fs::write(&text, b"root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        let err = resolve_image(&text, None, &spec(&text)).unwrap_err();
+        assert!(
+            err.to_string().ends_with("is not a Linux kernel image: it has no bzImage setup header (`HdrS` at byte 0x202); give a bzImage or vmlinuz"),
+            "{err}"
+        );
+        let image = dir.path().join("bzImage");
+        std::fs::write(&image, fake_image("6.1.0-28-cloud-amd64 #1")).unwrap();
+        let k = resolve_image(&image, None, &spec(&image)).unwrap();
+        assert_eq!(k.release.as_deref(), Some("6.1.0-28-cloud-amd64"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub enum KernelSpec {
 pub enum SpecError {
     #[error("unknown Debian kernel series `{0}` (known: 6.1, 6.12)")]
     UnknownSeries(String),
-    #[error("`{0}` is neither a known spec (debian:6.1, debian-source:6.12), a kernel image file nor a git tree")]
+    #[error("`{0}` is neither a known spec (debian:6.1, debian:6.12, debian-source:6.1, debian-source:6.12), a kernel image file nor a git tree")]
     NotFound(String),
     #[error("empty kernel spec")]
     Empty,
