@@ -521,11 +521,12 @@ fn candidates(args: &BisectOptions) -> Result<(Candidates, String), BisectRunErr
 
 /// The `wall-seconds` of an earlier bisect.json; 0 when there is none or it says none.
 fn earlier_wall_seconds(path: &Path) -> u64 {
-    std::fs::read(path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|v| v.get("wall-seconds")?.as_u64())
-        .unwrap_or(0)
+    #[derive(serde::Deserialize)]
+    struct Recorded {
+        #[serde(rename = "wall-seconds")]
+        wall_seconds: u64,
+    }
+    crate::report::store::read_json::<Recorded>(path).map_or(0, |r| r.wall_seconds)
 }
 
 /// The bisection's end result, written as bisect.json.

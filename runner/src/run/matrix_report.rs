@@ -120,7 +120,7 @@ pub fn finish_matrix(
 ) -> Result<Outcome, ReportError> {
     let mut results = read_results(&dir.join("results.json"))?;
     matrix::sort_runs(&mut results);
-    write_all(dir, &results, baseline, write_baseline)
+    write_all(dir, &results, baseline, write_baseline, None)
 }
 
 /// `crashrig report merge DIR... --out DIR`: merges the shards and writes every report into
@@ -152,20 +152,14 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
         path: args.out.clone(),
         source,
     })?;
-    let mut outcome = write_all(
-        &args.out,
-        &merged,
-        args.baseline.as_deref(),
-        args.write_baseline.as_deref(),
-    )?;
-    if !outcome.missing_cells.is_empty() {
-        // A lost shard must not pass for a whole matrix: said in summary.md (what a CI job
-        // shows), and an infrastructure error unless something failed or it was allowed.
-        let note = format!(
+    // A lost shard must not pass for a whole matrix: said in summary.md (what a CI job
+    // shows), and an infrastructure error unless something failed or it was allowed.
+    let missing = matrix::missing_cells(&merged);
+    let note = (!missing.is_empty()).then(|| {
+        format!(
             "\n**No shard covers {} of the matrix** (positions {}): {}.\n",
-            crate::report::plural(outcome.missing_cells.len() as u64, "cell"),
-            outcome
-                .missing_cells
+            crate::report::plural(missing.len() as u64, "cell"),
+            missing
                 .iter()
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
@@ -175,23 +169,30 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
             } else {
                 "a shard is missing; the merge fails unless --allow-missing"
             }
-        );
-        outcome.markdown.push_str(&note);
-        write_atomic(&args.out.join("summary.md"), outcome.markdown.as_bytes())?;
-        if !args.allow_missing && outcome.exit_code == crate::exit::OK {
-            outcome.exit_code = crate::exit::CONFIG_OR_INFRA;
-        }
+        )
+    });
+    let mut outcome = write_all(
+        &args.out,
+        &merged,
+        args.baseline.as_deref(),
+        args.write_baseline.as_deref(),
+        note.as_deref(),
+    )?;
+    if note.is_some() && !args.allow_missing && outcome.exit_code == crate::exit::OK {
+        outcome.exit_code = crate::exit::CONFIG_OR_INFRA;
     }
     Ok(outcome)
 }
 
-/// Writes results.json, junit.xml, junit-cells.xml, summary.md into `dir` and the baseline
-/// of `results` to `write_baseline`; checks against the baseline at `baseline`.
+/// Writes results.json, junit.xml, junit-cells.xml, summary.md (ending with `note`) into
+/// `dir` and the baseline of `results` to `write_baseline`; checks against the baseline at
+/// `baseline`.
 fn write_all(
     dir: &Path,
     results: &Results,
     baseline: Option<&Path>,
     write_baseline: Option<&Path>,
+    note: Option<&str>,
 ) -> Result<Outcome, ReportError> {
     let baseline = baseline.map(load_baseline).transpose()?;
     write_json(&dir.join("results.json"), results)?;
@@ -202,7 +203,8 @@ fn write_all(
         .as_ref()
         .map(|b| check(results, b))
         .unwrap_or_default();
-    let md = markdown(results, &compare(results), &regressions);
+    let mut md = markdown(results, &compare(results), &regressions);
+    md.push_str(note.unwrap_or_default());
     write_atomic(
         &dir.join("junit.xml"),
         crate::report::writer::junit(results).as_bytes(),
