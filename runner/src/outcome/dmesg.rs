@@ -216,6 +216,27 @@ fn console_line(raw: &str) -> Line {
     }
 }
 
+/// The console lines of a boot that came after its kernel log was last read: those stamped
+/// later than `read_to` (microseconds since boot; every line when nothing was read), with the
+/// unstamped lines that follow a kept one. What a guest printed between the last read of
+/// /dev/kmsg and a power cut, reboot or panic reached only the console.
+pub fn console_after(lines: &[String], read_to: Option<u64>) -> Vec<String> {
+    let Some(read_to) = read_to else {
+        return lines.to_vec();
+    };
+    let mut keep = false;
+    lines
+        .iter()
+        .filter(|raw| {
+            if let Some(ts) = console_line(raw).ts_us {
+                keep = ts > read_to;
+            }
+            keep
+        })
+        .cloned()
+        .collect()
+}
+
 /// How a report's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Body {
@@ -814,6 +835,26 @@ mod tests {
         f.iter()
             .map(|f| (f.kind, f.signature.as_str(), f.expected))
             .collect()
+    }
+
+    #[test]
+    fn console_after_keeps_what_the_last_read_missed() {
+        let lines: Vec<String> = [
+            "[    4.223534] WARNING: CPU: 0 PID: 1 at fs/ext4/gap.c:4 gap_probe_4+0x1/0x2",
+            "[    4.241439] crashrig: iteration 2 step 3 dmesg",
+            "[    4.250022] WARNING: CPU: 0 PID: 1 at fs/ext4/gap.c:6 gap_probe_6+0x1/0x2",
+            "  continuation of the line before",
+            "[    4.3] sysrq: Resetting",
+        ]
+        .map(String::from)
+        .to_vec();
+        // The read reached the marker: the warning before it was read, the one after was not.
+        assert_eq!(console_after(&lines, Some(4_241_439)), lines[2..].to_vec());
+        // A record stamped exactly like a console line was read with it.
+        assert_eq!(console_after(&lines, Some(4_250_022)), lines[4..].to_vec());
+        assert_eq!(console_after(&lines, Some(9_000_000)), Vec::<String>::new());
+        // Nothing read from this boot: all of it.
+        assert_eq!(console_after(&lines, None), lines);
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub mod symbolize;
 pub mod tcg;
 
 pub use dmesg::{
-    classify_console, classify_records, parse_frames, ClassifyContext, Finding, FindingKind,
+    classify_console, classify_records, console_after, parse_frames, ClassifyContext, Finding,
+    FindingKind,
 };
 pub use error::Error;
 pub use signature::{first_meaningful, group, normalize_text, signature, FindingGroup};

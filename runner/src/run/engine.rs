@@ -170,6 +170,10 @@ struct Run<'r, M> {
     /// The file for the boot messages of the guest started last, when they have not been read
     /// yet: the next plan reads them first (a plan of their own cost every boot a round trip).
     unread_boot_dmesg: Option<String>,
+    /// Stamp (microseconds since boot) of the newest kernel log record read from the guest
+    /// started last; `None` until one is. What came later reached only its console when the
+    /// boot ends in a power cut, reboot or panic.
+    kmsg_read_to: Option<u64>,
 }
 
 impl<M: Machine> Run<'_, M> {
@@ -186,6 +190,7 @@ impl<M: Machine> Run<'_, M> {
         let dmesg_name = format!("dmesg/boot-{:02}.txt", self.boots);
         self.boot_dmesg_lost();
         self.unread_boot_dmesg = Some(dmesg_name.clone());
+        self.kmsg_read_to = None;
         self.booted(BootRecord {
             ready_after_ms: info.ready_after.as_millis() as u64,
             console_log: format!("{}/{console_name}", self.rel_dir),
@@ -257,6 +262,8 @@ impl<M: Machine> Run<'_, M> {
     /// Starts the next iteration from the saved set-up guest, on fresh disks.
     async fn restore_set_up(&mut self) -> Result<(), RunError> {
         self.boot_dmesg_lost();
+        // The restored guest's console starts empty: nothing on it was read yet.
+        self.kmsg_read_to = None;
         self.boots += 1;
         let console_name = format!("console-{:02}.log", self.boots);
         let info = self
@@ -307,6 +314,9 @@ impl<M: Machine> Run<'_, M> {
         let mut abort = run.abort;
         let mut boot_read = false;
         for r in run.reports {
+            if let Some(last) = dmesg_records(&r).and_then(|records| records.last()) {
+                self.kmsg_read_to = Some(self.kmsg_read_to.unwrap_or(0).max(last.ts_us));
+            }
             if let (Some(file), 0) = (&boot_dmesg, r.index) {
                 let records = dmesg_records(&r).unwrap_or_default();
                 let _ = std::fs::write(self.run_dir.join(file), kmsg_text(records));
@@ -438,12 +448,15 @@ impl<M: Machine> Run<'_, M> {
                     let left = s.iteration_timeout.saturating_sub(in_guest);
                     let timeout = plan::plan_timeout(&ops, left);
                     let mut ops: Vec<_> = ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
-                    // A power cut or panic ends the guest's kernel log, and the iteration's
-                    // last plan ends what it reads: either reads the log last, instead of a
-                    // plan of its own.
+                    // A power cut, panic or reboot ends the guest's kernel log, and the
+                    // iteration's last plan ends what it reads: either reads the log last,
+                    // instead of a plan of its own.
                     let reads_log = matches!(
                         segments.peek(),
-                        None | Some(Segment::Host(_, HostAction::PowerCut | HostAction::Panic))
+                        None | Some(Segment::Host(
+                            _,
+                            HostAction::PowerCut | HostAction::Panic | HostAction::Reboot
+                        ))
                     );
                     if reads_log {
                         ops.push((None, Op::Dmesg));
@@ -512,6 +525,9 @@ impl<M: Machine> Run<'_, M> {
                 if matches!(abort, Some(Abort::Hang(_))) {
                     self.machine.power_cut().await;
                 }
+                if !console_text.is_empty() {
+                    console_text.push('\n');
+                }
                 console_text.push_str(&console_tail.join("\n"));
             }
         }
@@ -570,31 +586,37 @@ impl<M: Machine> Run<'_, M> {
         dmesg_read: bool,
     ) -> Result<(), RunError> {
         match action {
-            HostAction::PowerCut => {
+            HostAction::PowerCut | HostAction::Panic | HostAction::Reboot => {
                 if !dmesg_read {
                     self.read_dmesg(kmsg).await;
                 }
-                self.machine.power_cut().await;
-                self.boot("power-cut").await
-            }
-            HostAction::Panic => {
-                if !dmesg_read {
-                    self.read_dmesg(kmsg).await;
+                let reason = match action {
+                    HostAction::PowerCut => {
+                        self.machine.power_cut().await;
+                        "power-cut"
+                    }
+                    HostAction::Panic => {
+                        self.machine.panic().await;
+                        "panic"
+                    }
+                    _ => {
+                        self.machine.reboot().await;
+                        "reboot"
+                    }
+                };
+                // The boot's last words (a warning just before the cut, the panic, a clean
+                // reboot's shutdown messages) reached only its console.
+                let unread = outcome::console_after(
+                    &self.machine.console_tail(CONSOLE_TAIL),
+                    self.kmsg_read_to,
+                );
+                if !unread.is_empty() {
+                    if !console.is_empty() {
+                        console.push('\n');
+                    }
+                    console.push_str(&unread.join("\n"));
                 }
-                self.machine.panic().await;
-                // The panic itself only reached the console; what came before it was read from
-                // /dev/kmsg above, so take the console from the helper's marker for this step on.
-                let tail = self.machine.console_tail(200);
-                let from = tail
-                    .iter()
-                    .rposition(|l| l.contains("crashrig: panic step"))
-                    .unwrap_or(0);
-                console.push_str(&tail[from..].join("\n"));
-                self.boot("panic").await
-            }
-            HostAction::Reboot => {
-                self.machine.reboot().await;
-                self.boot("reboot").await
+                self.boot(reason).await
             }
             HostAction::Unplug { serial } => {
                 Ok(self.machine.unplug(serial, Duration::from_secs(60)).await?)
@@ -632,6 +654,9 @@ fn fresh_rel_dir(out: &Path, base: &str) -> String {
         .find(|d| !out.join(d).exists())
         .expect("some suffix is free")
 }
+
+/// Console lines of an ended boot searched for what its kernel log did not have yet.
+const CONSOLE_TAIL: usize = 400;
 
 /// Longest part a run directory's name takes from the scenario name or the kernel spec: a
 /// spec with a few `--patches` runs to hundreds of characters, and a file name to at most 255
@@ -784,6 +809,7 @@ pub async fn run_batch<M: Machine>(
             .as_deref()
             .and_then(|p| outcome::SystemMap::load(p).ok()),
         unread_boot_dmesg: None,
+        kmsg_read_to: None,
     };
     let scenario_key = serde_json::to_string(s).unwrap_or_default();
     if rig.set_up_for.as_ref() != Some(&scenario_key) {

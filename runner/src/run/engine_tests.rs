@@ -469,6 +469,56 @@ async fn a_power_cut_step_reads_dmesg_cuts_and_boots_on_the_same_machine() {
     }
 }
 
+/// What a boot printed after its kernel log was last read reached only its console: a power
+/// cut, a reboot or a panic takes it from there, and leaves out what was read.
+#[tokio::test]
+async fn a_boots_last_words_before_a_power_cut_reboot_or_panic_are_findings() {
+    for (step, reason) in [
+        (Step::PowerCut(HostStep::default()), "power-cut"),
+        (Step::Reboot(HostStep::default()), "reboot"),
+        (Step::Panic(HostStep::default()), "panic"),
+    ] {
+        let mut steps = mount_umount();
+        steps.insert(1, step);
+        let mut s = scenario(steps);
+        s.iterations = 1;
+        let mut h = Harness::new(s);
+        let mut machine = FakeMachine::healthy();
+        // The fake's kernel log has one record, stamped 1.0 s: the line before it was read
+        // with it, the one after it was not.
+        machine.boot_console = [
+            "[    0.900000] WARNING: CPU: 0 PID: 1 at fs/ext4/probe.c:1 read_probe+0x1/0x2",
+            "[    1.000000] fake console",
+            "[    1.500000] WARNING: CPU: 0 PID: 1 at fs/ext4/probe.c:2 last_words_probe+0x1/0x2",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut rig = Rig::new(machine);
+        let r = h.run_plain(&mut rig).await;
+        let it = &r.iterations[0];
+        let titles: Vec<&str> = it.findings.iter().map(|f| f.title.as_str()).collect();
+        assert!(
+            titles.iter().any(|t| t.contains("last_words_probe")),
+            "{reason}: {titles:?}"
+        );
+        assert!(
+            !titles.iter().any(|t| t.contains("read_probe")),
+            "{reason}: {titles:?}"
+        );
+        assert_eq!(r.boots.last().unwrap().reason, reason);
+        let text =
+            std::fs::read_to_string(h.out.path().join(it.dmesg_file.as_ref().unwrap())).unwrap();
+        assert!(text.contains("last_words_probe"), "{reason}: {text}");
+        // The plan before the host step read the kernel log (the reboot's did not, and lost
+        // everything before it), and the plan after it read the new boot's.
+        assert_eq!(
+            text.matches("fake kernel says hello").count(),
+            2,
+            "{reason}: {text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn consecutive_batches_on_one_candidate_boot_and_set_up_once() {
     let mut h = Harness::new(scenario(mount_umount()));

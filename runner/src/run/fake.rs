@@ -57,7 +57,13 @@ pub struct FakeMachine {
     restores: u32,
     /// The saved set-up machine came from `cached_set_up`.
     set_up_from_cache: bool,
+    /// The console every boot and restore starts with (a panic adds its line).
+    pub boot_console: Vec<String>,
+    console: Vec<String>,
 }
+
+/// The line a panic leaves on the fake's console, stamped after its kernel log's one record.
+pub const PANIC_LINE: &str = "[    2.000000] Kernel panic - not syncing: fake";
 
 impl FakeMachine {
     pub fn new(mut script: impl FnMut(&str, usize) -> Reply + Send + 'static) -> Self {
@@ -80,6 +86,8 @@ impl FakeMachine {
             failing_restores: VecDeque::new(),
             restores: 0,
             set_up_from_cache: false,
+            boot_console: vec!["[    1.000000] fake console".into()],
+            console: Vec::new(),
         }
     }
 
@@ -121,6 +129,7 @@ impl Machine for FakeMachine {
     async fn boot(&mut self, _console_log: &Path) -> Result<BootInfo, MachineError> {
         self.boots += 1;
         self.note("boot");
+        self.console = self.boot_console.clone();
         if self.failing_boots.front() == Some(&self.boots) {
             self.failing_boots.pop_front();
             self.running = false;
@@ -195,6 +204,7 @@ impl Machine for FakeMachine {
             },
             Reply::Panic { step } => {
                 self.running = false;
+                self.console.push(PANIC_LINE.into());
                 PlanRun {
                     reports: ok(step + lead),
                     abort: Some(Abort::Panic("fake oops".into())),
@@ -213,11 +223,7 @@ impl Machine for FakeMachine {
     }
 
     fn console_tail(&self, lines: usize) -> Vec<String> {
-        let tail = vec![
-            "[    1.000000] fake console".to_string(),
-            "[    2.000000] Kernel panic - not syncing: fake".to_string(),
-        ];
-        tail.into_iter().take(lines).collect()
+        self.console[self.console.len().saturating_sub(lines)..].to_vec()
     }
 
     fn is_running(&mut self) -> bool {
@@ -232,6 +238,7 @@ impl Machine for FakeMachine {
     async fn panic(&mut self) {
         self.note("panic");
         self.running = false;
+        self.console.push(PANIC_LINE.into());
     }
 
     async fn reboot(&mut self) {
@@ -277,6 +284,7 @@ impl Machine for FakeMachine {
 
     async fn restore_set_up(&mut self, _console_log: &Path) -> Result<BootInfo, MachineError> {
         self.note("restore set-up");
+        self.console = self.boot_console.clone();
         self.restores += 1;
         if self.set_up.is_none() {
             return Err(MachineError::NoSetUp);
