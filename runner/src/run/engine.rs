@@ -461,6 +461,7 @@ impl<M: Machine> Run<'_, M> {
                     if reads_log {
                         ops.push((None, Op::Dmesg));
                     }
+                    let planned: Vec<StepRef> = ops.iter().filter_map(|(r, _)| *r).collect();
                     let t0 = Instant::now();
                     let out = self.exec_ops(ops, timeout, &format!("iteration {n}")).await;
                     in_guest += t0.elapsed();
@@ -475,7 +476,31 @@ impl<M: Machine> Run<'_, M> {
                             }
                         }
                     }
-                    abort = out.abort;
+                    // Steps run in order: the first without a report was running when the
+                    // plan ended early. A hang or panic is its record's failure.
+                    let running = planned
+                        .into_iter()
+                        .find(|r| !out.reports.iter().any(|(done, _)| *done == Some(*r)));
+                    abort = match (out.abort, running) {
+                        (Some(a), Some(r)) => {
+                            let record = verdict::bare_step_record(s, r);
+                            let a = a.during(&format!("{} ({})", record.id, record.kind));
+                            let note = match a {
+                                Abort::Hang(_) => Some("did not finish: the guest hung"),
+                                Abort::Panic(_) => Some("did not finish: the kernel ended"),
+                                Abort::Infra(_) => None,
+                            };
+                            if let Some(note) = note {
+                                steps.push(StepRecord {
+                                    ok: false,
+                                    note: Some(note.into()),
+                                    ..record
+                                });
+                            }
+                            Some(a)
+                        }
+                        (a, _) => a,
+                    };
                 }
                 Segment::Host(r, action) => {
                     let t0 = Instant::now();
@@ -488,20 +513,10 @@ impl<M: Machine> Run<'_, M> {
                     }
                     let note = result.as_ref().err().map(|e| crate::report::error_chain(e));
                     steps.push(StepRecord {
-                        id: r.id(s),
-                        kind: r.phase.steps(s)[r.index].kind().into(),
-                        phase: r.phase.name().into(),
-                        errno: None,
-                        final_errno: None,
-                        attempts: 1,
-                        busy_window_ms: None,
-                        busy_gave_up: false,
                         duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-                        exit_status: None,
                         ok: note.is_none(),
                         note: note.clone(),
-                        detail: None,
-                        output: String::new(),
+                        ..verdict::bare_step_record(s, r)
                     });
                     if let Some(note) = note {
                         abort = Some(Abort::Infra(note));

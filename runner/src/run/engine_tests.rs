@@ -192,8 +192,22 @@ async fn a_hang_is_power_cut_then_the_machine_boots_and_sets_up_again() {
     assert_eq!(r.error, None);
     assert_eq!(verdicts(&r), [Verdict::Pass, Verdict::Hang, Verdict::Pass]);
     let hang = &r.iterations[1];
-    assert!(hang.reasons[0].starts_with("hang: "), "{:?}", hang.reasons);
-    assert_eq!(hang.steps.len(), 1, "the step before the hang is kept");
+    // The reason names the step that never finished, and that step's record fails.
+    assert!(
+        hang.reasons[0].starts_with("hang: umount#2 (umount) did not finish: "),
+        "{:?}",
+        hang.reasons
+    );
+    assert_eq!(hang.steps.len(), 2, "the step before the hang is kept");
+    assert!(hang.steps[0].ok);
+    assert_eq!(
+        (hang.steps[1].id.as_str(), hang.steps[1].ok),
+        ("umount#2", false)
+    );
+    assert_eq!(
+        hang.steps[1].note.as_deref(),
+        Some("did not finish: the guest hung")
+    );
     assert!(
         !hang.console_tail.is_empty(),
         "a hang carries the console tail"
@@ -216,7 +230,11 @@ async fn an_unexpected_panic_is_a_panic_verdict_and_the_run_goes_on_after_a_boot
     }));
     let r = h.run_plain(&mut rig).await;
     assert_eq!(verdicts(&r), [Verdict::Panic, Verdict::Pass, Verdict::Pass]);
-    assert_eq!(r.iterations[0].reasons[0], "panic: fake oops");
+    assert_eq!(
+        r.iterations[0].reasons[0],
+        "panic: during mount#1 (mount): fake oops"
+    );
+    assert!(!r.iterations[0].steps[0].ok);
     let boots = log(rig.machine()).iter().filter(|c| *c == "boot").count();
     assert_eq!(boots, 2);
     assert!(!log(rig.machine()).contains(&"power-cut".to_string()));
@@ -232,9 +250,15 @@ async fn qemu_dying_is_an_infrastructure_error_not_a_kernel_verdict() {
     let r = h.run_plain(&mut rig).await;
     assert_eq!(verdicts(&r), [Verdict::Pass, Verdict::Error, Verdict::Pass]);
     assert!(
-        r.iterations[1].reasons[0].starts_with("infrastructure: QEMU exited"),
+        r.iterations[1].reasons[0]
+            .starts_with("infrastructure: during umount#2 (umount): QEMU exited"),
         "{:?}",
         r.iterations[1].reasons
+    );
+    assert_eq!(
+        r.iterations[1].steps.len(),
+        1,
+        "QEMU's death is no step's failure"
     );
     assert!(
         !Verdict::Error.is_failure(),

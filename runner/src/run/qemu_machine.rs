@@ -368,6 +368,10 @@ impl<'a> QemuMachine<'a> {
             return Abort::Panic(panic_line(&b.vm.console_tail(60)));
         }
         if let Some(status) = exited {
+            // No step of the plan asks for it: the kernel under test ended the machine.
+            if b.vm.ended_by_guest() {
+                return Abort::Panic(guest_reset_line(&b.vm.console_tail(60)));
+            }
             return Abort::Infra(format!("QEMU exited ({status}) during the plan"));
         }
         // A guest can only hang while QEMU runs it: a stopped QEMU, or one whose monitor is
@@ -381,11 +385,14 @@ impl<'a> QemuMachine<'a> {
         };
         // The stream worked but the plan did not end within its deadline: a step is stuck in
         // the kernel, or the whole guest is. Either way the guest must boot again.
-        if matches!(error, GuestError::Timeout { .. }) {
+        if let GuestError::Timeout { timeout, .. } = error {
             if let Some(stale) = self.stale_translation().await {
                 return Abort::Infra(format!("{why}; {stale}"));
             }
-            return Abort::Hang(format!("{why}; QEMU answers, guest state `{status}`"));
+            // The engine names the step that was running; the helper's command line is noise.
+            return Abort::Hang(format!(
+                "the plan's {timeout:.1?} deadline passed; QEMU answers, guest state `{status}`"
+            ));
         }
         // The transport failed: only a guest that answers neither a new connection nor on its
         // console has hung.
@@ -457,6 +464,20 @@ pub fn panic_line(tail: &[String]) -> String {
         .find(|l| l.contains("Kernel panic - not syncing"))
         .map(|l| l.split("] ").nth(1).unwrap_or(l).trim().to_string())
         .unwrap_or_else(|| "kernel panic".into())
+}
+
+/// Why a guest that reset or powered off by itself ended: its last console line.
+pub fn guest_reset_line(tail: &[String]) -> String {
+    let last = tail
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())
+        .map(|l| l.split_once("] ").map_or(l, |(_, text)| text).trim());
+    match last {
+        Some(line) => format!("the guest reset or powered off the machine, no step asked for it (its console's last line: {line})"),
+        None => "the guest reset or powered off the machine, no step asked for it".into(),
+    }
 }
 
 impl Machine for QemuMachine<'_> {
@@ -843,6 +864,26 @@ steps:
   - power-cut: {}
   - mount: {}
 ";
+
+    #[test]
+    fn a_guest_reset_names_the_consoles_last_line() {
+        let tail: Vec<String> = [
+            "[    4.1] crashrig: iteration 1 step 1 run",
+            "[    4.2] sysrq: Resetting",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            guest_reset_line(&tail),
+            "the guest reset or powered off the machine, no step asked for it (its console's \
+             last line: sysrq: Resetting)"
+        );
+        assert_eq!(
+            guest_reset_line(&[]),
+            "the guest reset or powered off the machine, no step asked for it"
+        );
+    }
 
     #[tokio::test]
     async fn a_stale_translation_on_the_console_ends_the_watch_and_a_clean_console_never_does() {

@@ -102,6 +102,27 @@ fn expect(
 }
 
 /// Builds the step record of a report.
+/// The record of a step with no report of the guest's: a host step, or one a plan never
+/// finished. Passing, with no duration, until the caller says otherwise.
+pub fn bare_step_record(s: &Scenario, r: StepRef) -> StepRecord {
+    StepRecord {
+        id: r.id(s),
+        kind: r.phase.steps(s)[r.index].kind().into(),
+        phase: r.phase.name().into(),
+        errno: None,
+        final_errno: None,
+        attempts: 1,
+        busy_window_ms: None,
+        busy_gave_up: false,
+        duration_ms: 0.0,
+        exit_status: None,
+        ok: true,
+        note: None,
+        detail: None,
+        output: String::new(),
+    }
+}
+
 pub fn step_record(s: &Scenario, r: StepRef, report: &StepReport) -> StepRecord {
     let step = &r.phase.steps(s)[r.index];
     let (ok, note) = judge_step(step, report);
@@ -162,6 +183,17 @@ pub enum Abort {
     Panic(String),
     /// crashrig, QEMU or the transport to the guest failed: not a kernel verdict.
     Infra(String),
+}
+
+impl Abort {
+    /// The same abort, saying which step was running when it came.
+    pub fn during(self, step: &str) -> Abort {
+        match self {
+            Abort::Hang(why) => Abort::Hang(format!("{step} did not finish: {why}")),
+            Abort::Panic(why) => Abort::Panic(format!("during {step}: {why}")),
+            Abort::Infra(why) => Abort::Infra(format!("during {step}: {why}")),
+        }
+    }
 }
 
 impl std::fmt::Display for Abort {

@@ -515,6 +515,12 @@ impl Vm {
         }
     }
 
+    /// QEMU has exited with status 0 by itself: under `-no-reboot` that is the guest resetting
+    /// or powering off the machine (a reboot, a triple fault, sysrq-b, poweroff).
+    pub fn ended_by_guest(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(status)) if status.success())
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr lock").trim().to_string()
     }
