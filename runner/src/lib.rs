@@ -10,23 +10,47 @@
 // closed pipe (`crashrig run ... 2>&1 | head`), which killed a run mid-way with exit 101 and
 // left its results unfinished; output that cannot be written is dropped instead (the results
 // files are the record).
+// Text from the guest (a step's output, console lines, a kernel message) reaches the terminal
+// through these too, so control characters other than newline and tab are shown escaped: an
+// escape sequence a workload printed must not clear or retitle the user's terminal.
 macro_rules! outln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+        let _ = writeln!(std::io::stdout().lock(), "{}", $crate::terminal_text(&format!($($t)*)));
     }};
 }
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($t)*);
+        let _ = write!(std::io::stdout().lock(), "{}", $crate::terminal_text(&format!($($t)*)));
     }};
 }
 macro_rules! errln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+        let _ = writeln!(std::io::stderr().lock(), "{}", $crate::terminal_text(&format!($($t)*)));
     }};
+}
+
+/// `text` with every control character but newline and tab written as an escape (`\u{1b}`).
+pub fn terminal_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' && c != '\t' {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 pub mod amplify;
@@ -57,4 +81,19 @@ pub mod exit {
     pub const CONFIG_OR_INFRA: i32 = 2;
     /// Interrupted by SIGINT/SIGTERM; finished results were kept.
     pub const INTERRUPTED: i32 = 130;
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    #[test]
+    fn guest_escape_sequences_reach_the_terminal_escaped() {
+        assert_eq!(
+            super::terminal_text("last output: \u{1}\u{1b}[2J\r\n\tok"),
+            "last output: \\u{1}\\u{1b}[2J\\u{d}\n\tok"
+        );
+        assert!(matches!(
+            super::terminal_text("plain é\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

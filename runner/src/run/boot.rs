@@ -18,6 +18,8 @@ pub enum BootError {
         "QEMU exited ({status}) before the guest answered on SSH; last console lines:\n{tail}"
     )]
     DiedBeforeReady { status: String, tail: String },
+    #[error("the guest's init gave up: {why}; last console lines:\n{tail}")]
+    InitFailed { why: String, tail: String },
     #[error("the guest did not answer on SSH within {timeout:?} (last error: {last}); last console lines:\n{tail}")]
     NotReady {
         timeout: Duration,
@@ -267,6 +269,11 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                 status,
                 tail: vm.console_tail(40).join("\n"),
             });
+        }
+        if let Some(why) = vm.init_failed() {
+            let tail = vm.console_tail(40).join("\n");
+            vm.stop().await;
+            return Err(BootError::InitFailed { why, tail });
         }
         if Instant::now() > deadline {
             let tail = vm.console_tail(40).join("\n");

@@ -248,6 +248,9 @@ pub struct ConsoleState {
     pub agent: Option<bool>,
     /// Lines seen since QEMU started.
     pub lines: u64,
+    /// Why the guest's init gave up (`crashrig: boot-init failed: ...`): the guest will never
+    /// answer, so the boot ends at once instead of at its timeout.
+    pub init_failed: Option<String>,
 }
 
 const TAIL_LINES: usize = 400;
@@ -263,6 +266,10 @@ impl ConsoleState {
             }
             if line.contains("crashrig: sshd started") {
                 self.sshd_started = true;
+            }
+            if let Some((_, why)) = line.split_once("crashrig: boot-init failed: ") {
+                self.init_failed
+                    .get_or_insert_with(|| why.trim().to_string());
             }
             if line.contains("crashrig: agent started") {
                 self.agent = Some(true);
@@ -536,6 +543,14 @@ impl Vm {
 
     pub fn sshd_started(&self) -> bool {
         self.console.lock().expect("console lock").sshd_started
+    }
+
+    pub fn init_failed(&self) -> Option<String> {
+        self.console
+            .lock()
+            .expect("console lock")
+            .init_failed
+            .clone()
     }
 
     pub fn panicked(&self) -> bool {
@@ -936,5 +951,21 @@ mod tests {
         assert!(c.panicked);
         assert_eq!(c.tail.len(), 2);
         assert_eq!(c.tail[0], "[    1.0] hello");
+    }
+
+    #[test]
+    fn console_watcher_spots_a_failed_init() {
+        let mut c = ConsoleState::default();
+        c.push(
+            b"[    4.6] crashrig: sshd not yet
+",
+        );
+        assert_eq!(c.init_failed, None);
+        c.push(
+            b"[    4.6] crashrig: boot-init failed: bring eth0 up: ENODEV
+",
+        );
+        c.push(b"crashrig: boot-init failed: a later line\n");
+        assert_eq!(c.init_failed.as_deref(), Some("bring eth0 up: ENODEV"));
     }
 }
