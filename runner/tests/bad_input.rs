@@ -303,3 +303,40 @@ fn report_merge_refuses_damaged_results_and_keeps_its_out_directory() {
         good
     );
 }
+
+/// Probe 12: `run s.yaml --kernel /nonexistent` exited 2 and left an empty
+/// `crashrig-results/<date-time>` behind. A command that fails before anything ran creates
+/// nothing: neither the default results directory (nor its parent) nor a new `--out`.
+#[test]
+fn a_run_refused_before_it_starts_leaves_no_results_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    refused(
+        home,
+        &["run", "s.yaml", "--kernel", "/nonexistent"],
+        &["/nonexistent"],
+    );
+    assert!(!home.join("crashrig-results").exists());
+    refused(
+        home,
+        &[
+            "run",
+            "s.yaml",
+            "--kernel",
+            "/nonexistent",
+            "--out",
+            "new/out",
+        ],
+        &["/nonexistent"],
+    );
+    assert!(!home.join("new").exists());
+    // A directory the user made is theirs: it stays, empty or not.
+    std::fs::create_dir(home.join("mine")).unwrap();
+    refused(
+        home,
+        &["run", "s.yaml", "--kernel", "/nonexistent", "--out", "mine"],
+        &["/nonexistent"],
+    );
+    assert!(home.join("mine").is_dir());
+}

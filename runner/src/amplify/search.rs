@@ -16,6 +16,8 @@
 //!   that takes for every knob the value that did best with the others at the leader's (the
 //!   one-factor-at-a-time combination). Interactions are still caught: every combination is
 //!   measured before it can win.
+//! - The first batch is the default's: a winner means something only against it, and a
+//!   budget spent on other settings first would leave the comparison out.
 //! - It stops when the budget is spent, or when the leader holds `confidence` of the posterior
 //!   probability of being the best candidate and its neighbourhood has been tried.
 //! - The winner is the leader: the best posterior mean among settings run at least twice (a
@@ -233,8 +235,11 @@ pub struct Report {
     /// Id of the default setting.
     pub default: usize,
     /// Two-sided Fisher p of the winner's rate against the default's on the first kernel
-    /// (`None` for the default itself or without data).
+    /// (`None` for the default itself, or when the default did not run).
     pub fisher_vs_default: Option<f64>,
+    /// Whether the default ran (on every kernel). The search runs it first, so only a budget
+    /// spent before it had an outcome leaves it unmeasured, and the winner uncompared.
+    pub default_measured: bool,
 }
 
 impl Row {
@@ -281,6 +286,8 @@ pub struct Searcher {
     /// Structured (local) search: the space is larger than `full_limit`.
     local: bool,
     spent: u64,
+    /// The default has been handed out to run at least once.
+    default_asked: bool,
     rng: SmallRng,
 }
 
@@ -297,6 +304,7 @@ impl Searcher {
             candidates: Vec::new(),
             expanded: Vec::new(),
             spent: 0,
+            default_asked: false,
             rng,
         };
         let default = s.space.default_arm();
@@ -547,12 +555,16 @@ impl Searcher {
         if self.enough() {
             return Action::Done(self.report(Some(Stop::Enough)));
         }
-        // High enough, but the default has not run: run it, for the comparison.
-        let id = if self.leader_enough() {
+        // The default runs first: every winner is compared with it, and the comparison is what
+        // tells a kernel developer whether the amplified scenario is worth switching to. Later,
+        // a leader high enough to stop on needs a full batch of the default for the same reason.
+        // (Once: a default whose batch gave no outcome is left to the sampling like the rest.)
+        let id = if (!self.default_asked && !self.tried(0)) || self.leader_enough() {
             0
         } else {
             self.choose()
         };
+        self.default_asked |= id == 0;
         Action::Run {
             id,
             arm: self.arms[id].arm.clone(),
@@ -629,6 +641,7 @@ impl Searcher {
             winner,
             default,
             fisher_vs_default,
+            default_measured: self.tried(default),
         }
     }
 
@@ -732,6 +745,32 @@ mod tests {
         assert_eq!(w.label, "k0=1");
         assert!(report.spent < 100, "spent {}", report.spent);
         assert!(report.fisher_vs_default.unwrap() < 0.01);
+    }
+
+    #[test]
+    fn the_default_runs_first_so_that_every_winner_is_compared_with_it() {
+        // amp-known.yaml of probe 12: with a budget of two batches the default never ran, and
+        // the winner was printed as "(the default)".
+        for seed in 0..20 {
+            let config = Config {
+                budget: 20,
+                seed,
+                ..Config::default()
+            };
+            let mut s = Searcher::new(space(&[4, 2]), config.clone()).unwrap();
+            let Action::Run { id, .. } = s.next_action() else {
+                panic!("seed {seed}: the search should run");
+            };
+            assert_eq!(id, 0, "seed {seed}: the first batch is the default's");
+            let report = Searcher::new(space(&[4, 2]), config)
+                .unwrap()
+                .run_with(exact(|a| if a[0] == 2 { 0.9 } else { 0.1 }))
+                .unwrap();
+            assert!(report.default_measured, "seed {seed}");
+            if report.winner != Some(report.default) {
+                assert!(report.fisher_vs_default.is_some(), "seed {seed}");
+            }
+        }
     }
 
     #[test]

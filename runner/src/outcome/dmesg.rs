@@ -359,6 +359,22 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             Plain,
             Lead,
         ),
+        // corruption that the I/O rules below would otherwise take: XFS reports a failed metadata
+        // verifier as a "metadata I/O error" with EFSCORRUPTED (117) or EFSBADCRC (74), and shuts
+        // down for corruption with the same "Shutting down filesystem" tail as for an I/O error;
+        // btrfs names EUCLEAN "Filesystem corrupted" in its generic error line.
+        rule(
+            r"^XFS \([^)]*\): (?:metadata I/O error.* error (?:117|74)\b|Corruption of (?:in-memory data|on-disk metadata))",
+            FsCorruption,
+            Plain,
+            Lead,
+        ),
+        rule(
+            r"^BTRFS: error \(device [^)]*\).*errno=-117\b",
+            FsCorruption,
+            Plain,
+            Lead,
+        ),
         // filesystem I/O errors and shutdowns (before corruption: "error -5" beats "EXT4-fs error")
         rule(
             r"^XFS \([^)]*\): (?:log I/O error|Log I/O [Ee]rror|Filesystem has been shut down|xfs_do_force_shutdown|Please u[n]?mount the filesystem|metadata I/O error.* error 5\b|metadata I/O error in|I/O Error Detected|User initiated shutdown|writeback error|page discard|xfs_log_force: error|Failing async write|log mount/recovery failed: error -5\b)",
@@ -373,7 +389,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             Lead,
         ),
         rule(
-            r"^EXT4-fs (?:error \(device [^)]*\)|warning \(device [^)]*\)|\([^)]*\)): .*(?:shut down|shutdown|I/O error|Remounting filesystem read-only|Delayed block allocation failed|failed to convert unwritten extents|previous I/O error|This should not happen!! Data will be lost|Detected aborted journal|reading directory lblock|error -5\b|errno=-5)",
+            r"^EXT4-fs (?:error \(device [^)]*\)(?: in \S+)?|warning \(device [^)]*\)|\([^)]*\)): .*(?:shut down|shutdown|I/O error|Remounting filesystem read-only|Delayed block allocation failed|failed to convert unwritten extents|previous I/O error|This should not happen!! Data will be lost|Detected aborted journal|reading directory lblock|error -5\b|errno=-5|Couldn't clean up the journal|\bIO failure$|\bJournal has aborted$|Cannot read (?:block|inode) bitmap|unable to read itable block|IO error syncing inode)",
             FsError,
             Plain,
             Lead,
@@ -1343,6 +1359,114 @@ mod tests {
                 false
             )]
         );
+    }
+
+    #[test]
+    fn ext4_couldnt_clean_up_the_journal_under_dm_error_is_an_io_error_not_corruption() {
+        let text = fixture("debian-6.1-ext4-dm-error-umount.log");
+        let injected = ClassifyContext {
+            expected_fs_errors: true,
+            ..ctx()
+        };
+        let f = classify_console(&text, &injected);
+        assert!(!f.is_empty());
+        assert!(
+            f.iter()
+                .all(|f| f.kind == FindingKind::FsError && f.expected),
+            "{:#?}",
+            summary(&f)
+        );
+        assert!(f
+            .iter()
+            .any(|f| f.report.contains("Couldn't clean up the journal")));
+    }
+
+    /// One line each, as the 6.1 sources print them (fs/ext4/super.c, fs/xfs, fs/btrfs).
+    #[test]
+    fn fs_messages_caused_by_io_errors_are_fs_errors_and_corruption_stays_corruption() {
+        let cases: &[(&str, FindingKind)] = &[
+            (
+                "EXT4-fs error (device dm-0): ext4_put_super:1305: comm umount: Couldn't clean up the journal",
+                FindingKind::FsError,
+            ),
+            (
+                "EXT4-fs error (device vdb) in ext4_reserve_inode_write:5800: IO failure",
+                FindingKind::FsError,
+            ),
+            (
+                "EXT4-fs error (device vdb) in ext4_dirty_inode:6020: Journal has aborted",
+                FindingKind::FsError,
+            ),
+            (
+                "EXT4-fs error (device vdb): ext4_journal_check_start:83: comm kworker/u4:2: Detected aborted journal",
+                FindingKind::FsError,
+            ),
+            (
+                "EXT4-fs (vdb): I/O error while writing superblock",
+                FindingKind::FsError,
+            ),
+            (
+                "EXT4-fs error (device vdb): ext4_wait_block_bitmap:570: comm dd: Cannot read block bitmap - block_group = 0, block_bitmap = 18",
+                FindingKind::FsError,
+            ),
+            (
+                "EXT4-fs error (device vdb): __ext4_get_inode_loc_noinmem:4646: inode #12: block 1060: comm ls: unable to read itable block",
+                FindingKind::FsError,
+            ),
+            (
+                "EXT4-fs error (device vdb) in ext4_reserve_inode_write:5800: Corrupt filesystem",
+                FindingKind::FsCorruption,
+            ),
+            (
+                "EXT4-fs error (device vdb): ext4_lookup:1851: inode #2: comm ls: deleted inode referenced: 12",
+                FindingKind::FsCorruption,
+            ),
+            (
+                "XFS (dm-0): metadata I/O error in \"xfs_buf_ioend+0x1a3/0x480 [xfs]\" at daddr 0x2 len 1 error 5",
+                FindingKind::FsError,
+            ),
+            ("XFS (dm-0): log I/O error -5", FindingKind::FsError),
+            (
+                "XFS (dm-0): Log I/O Error (0x2) detected at xlog_ioend_work+0x6e/0x70 [xfs] (fs/xfs/xfs_log.c:1378).  Shutting down filesystem.",
+                FindingKind::FsError,
+            ),
+            (
+                "XFS (dm-0): metadata I/O error in \"xfs_trans_read_buf_map+0x2a0/0x5b0 [xfs]\" at daddr 0x40 len 8 error 117",
+                FindingKind::FsCorruption,
+            ),
+            (
+                "XFS (dm-0): metadata I/O error in \"xfs_da_read_buf+0xe5/0x140 [xfs]\" at daddr 0x78 len 8 error 74",
+                FindingKind::FsCorruption,
+            ),
+            (
+                "XFS (dm-0): Corruption of on-disk metadata (0x4) detected at xfs_trans_cancel+0x15c/0x190 [xfs] (fs/xfs/xfs_trans.c:1097).  Shutting down filesystem.",
+                FindingKind::FsCorruption,
+            ),
+            (
+                "BTRFS error (device dm-0): bdev /dev/mapper/crashrig-scratch errs: wr 1, rd 0, flush 0, corrupt 0, gen 0",
+                FindingKind::FsError,
+            ),
+            (
+                "BTRFS: error (device dm-0: state A) in btrfs_commit_transaction:2466: errno=-5 IO failure (Error while writing out transaction)",
+                FindingKind::FsError,
+            ),
+            (
+                "BTRFS: error (device dm-0: state A) in __btrfs_free_extent:3072: errno=-117 Filesystem corrupted",
+                FindingKind::FsCorruption,
+            ),
+            (
+                "BTRFS critical (device dm-0): corrupt leaf: root=2 block=30408704 slot=4, invalid key type",
+                FindingKind::FsCorruption,
+            ),
+        ];
+        for (line, kind) in cases {
+            let f = classify_console(line, &ctx());
+            assert_eq!(
+                f.iter().map(|f| f.kind).collect::<Vec<_>>(),
+                [*kind],
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -116,6 +116,11 @@ pub struct AmplifyOutcome {
     pub amplified: Option<PathBuf>,
     /// Why it could not be written (the table and `--param` still say what won).
     pub rewrite_error: Option<String>,
+    /// Why none was written although a setting showed the target: the winner is the default,
+    /// or it was not shown to beat the default (Fisher p >= 0.05, or the default did not
+    /// run). A rewritten default is a claim that the new one is better; without the evidence
+    /// the file is left alone.
+    pub not_amplified: Option<String>,
     /// Names of the knobs searched, with their values.
     pub knobs: Vec<(String, Vec<String>)>,
 }
@@ -435,26 +440,46 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
             if p < 0.05 {
                 ""
             } else {
-                " (not shown to beat the default: it leads on these runs, and a larger --budget would tell)"
+                " (not shown to beat the default: it leads on these runs only; a larger --budget may tell them apart)"
             }
         )),
-        (Some(w), None) => s.push_str(&format!("winner: {} (the default)\n", w.label)),
+        (Some(w), None) if w.id == r.default => {
+            s.push_str(&format!("winner: {} (the default)\n", w.label))
+        }
+        (Some(w), None) => s.push_str(&format!(
+            "winner: {}; the default did not run, so the winner is not compared with it\n",
+            w.label
+        )),
         _ => s.push_str("winner: none (no setting ran)\n"),
     }
     if let Some(p) = &o.amplified {
         s.push_str(&format!("amplified scenario: {}\n", p.display()));
     }
+    if let Some(why) = &o.not_amplified {
+        s.push_str(&format!("no amplified scenario written: {why}"));
+        if r.winner != Some(r.default) {
+            s.push_str(&format!(
+                "; the scenario's defaults stay as they are (try the winner with {})",
+                params_text(&o.winner_setting)
+            ));
+        }
+        s.push('\n');
+    }
     if let Some(why) = &o.rewrite_error {
         s.push_str(&format!(
             "could not write the amplified scenario ({why}); run it with {}\n",
-            o.winner_setting
-                .iter()
-                .map(|(k, v)| format!("--param {k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            params_text(&o.winner_setting)
         ));
     }
     s
+}
+
+fn params_text(setting: &Setting) -> String {
+    setting
+        .iter()
+        .map(|(k, v)| format!("--param {k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `crashrig amplify`.
@@ -604,8 +629,17 @@ pub fn finish(
         .winner
         .and_then(|w| report.row(w))
         .is_some_and(|r| r.score > 0.0);
+    let not_amplified = match (report.winner, report.fisher_vs_default) {
+        _ if !showed => None,
+        (Some(w), _) if w == report.default => Some("the winner is the default".to_string()),
+        (_, Some(p)) if p >= 0.05 => Some(format!(
+            "the winner was not shown to beat the default (Fisher p = {p:.3})"
+        )),
+        (_, None) => Some("the default did not run, so the winner is not compared with it".into()),
+        _ => None,
+    };
     let (amplified, rewrite_error) = match rewritten {
-        _ if !showed => (None, None),
+        _ if !showed || not_amplified.is_some() => (None, None),
         Ok(t) => {
             write_new(&amplified_path, &t)?;
             (Some(amplified_path), None)
@@ -626,6 +660,7 @@ pub fn finish(
         winner_setting,
         amplified,
         rewrite_error,
+        not_amplified,
         knobs: space
             .knobs()
             .iter()

@@ -355,6 +355,64 @@ async fn a_winner_not_shown_to_beat_the_default_says_so() {
         )),
         "{text}"
     );
+    // The scenario is not rewritten to a default that is not shown to be better.
+    assert_eq!(outcome.amplified, None, "{text}");
+    assert!(
+        text.contains(&format!(
+            "no amplified scenario written: the winner was not shown to beat the default (Fisher p = {p:.3}); the scenario's defaults stay as they are (try the winner with --param busy=1 --param cpus=2)\n"
+        )),
+        "{text}"
+    );
+    assert!(outcome.not_amplified.is_some());
+}
+
+/// Probe 12's amp-known: a winner with no Fisher p was printed as "(the default)" although the
+/// default never ran. A default without an outcome (here: every iteration of it an
+/// infrastructure error) leaves the winner uncompared, and the text says so.
+#[test]
+fn a_winner_never_compared_with_the_default_is_not_called_the_default() {
+    let row = |id: usize, label: &str, hits: u64| crate::amplify::Row {
+        id,
+        arm: vec![id],
+        label: label.into(),
+        counts: vec![Counts { trials: 10, hits }],
+        rates: vec![hits as f64 / 10.0],
+        intervals: vec![(0.0, 1.0)],
+        score: hits as f64 / 10.0,
+        p_best: 0.5,
+    };
+    let outcome = AmplifyOutcome {
+        scenario: "amp-known".into(),
+        kernel: "debian:6.1".into(),
+        against: None,
+        target: None,
+        report: Report {
+            goal: Goal::Rate,
+            stop: Some(crate::amplify::Stop::Budget),
+            spent: 20,
+            budget: 20,
+            rows: vec![row(2, "k=2", 5), row(4, "k=4", 0)],
+            winner: Some(2),
+            default: 0,
+            fisher_vs_default: None,
+            default_measured: false,
+        },
+        winner_setting: [("k".to_string(), "2".to_string())].into_iter().collect(),
+        amplified: None,
+        rewrite_error: None,
+        not_amplified: Some(
+            "the default did not run, so the winner is not compared with it".into(),
+        ),
+        knobs: vec![],
+    };
+    let text = report_text(&outcome);
+    assert!(!text.contains("(the default)"), "{text}");
+    assert!(
+        text.contains(
+            "winner: k=2; the default did not run, so the winner is not compared with it\n"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -1854,6 +1854,7 @@ mod tests {
             "umount",
             "umount:E135",
             "kill#4:ESRCH",
+            "setup-mkfs#1",
         ] {
             let got = Target::parse_checked(ok, &s);
             assert_eq!(got, Ok(t(ok)), "{ok}");
@@ -1861,7 +1862,7 @@ mod tests {
         let err = Target::parse_checked("nosuchstep:EBUSY", &s).unwrap_err();
         assert!(err.contains("no step `nosuchstep`"), "{err}");
         assert!(
-            err.contains("mkfs#1, mount#1, spawn#2"),
+            err.contains("setup-mkfs#1, mount#1, spawn#2"),
             "the ids are listed: {err}"
         );
         let err = Target::parse_checked("umount:EBUZY", &s).unwrap_err();

@@ -106,26 +106,39 @@ impl Booted {
 }
 
 /// Times consecutive stages: each [`Laps::lap`] records the time since the previous one.
+/// One clock for the stages and for the total, so the phases add up to `ready_after`.
 struct Laps {
+    first: Instant,
     last: Instant,
     phases: Vec<BootPhase>,
 }
 
 impl Laps {
     fn new() -> Laps {
+        let now = Instant::now();
         Laps {
-            last: Instant::now(),
+            first: now,
+            last: now,
             phases: Vec::new(),
         }
     }
 
     fn lap(&mut self, name: &str) {
-        let now = Instant::now();
+        self.lap_at(name, Instant::now());
+    }
+
+    fn lap_at(&mut self, name: &str, now: Instant) {
         self.phases.push(BootPhase {
             name: name.into(),
             ms: (now - self.last).as_secs_f64() * 1000.0,
         });
         self.last = now;
+    }
+
+    /// `ready_after` and its phases: from the start of the boot (before its RAM is prepared
+    /// and QEMU starts) to the last lap.
+    fn finish(self) -> (Duration, Vec<BootPhase>) {
+        (self.last - self.first, self.phases)
     }
 }
 
@@ -248,11 +261,12 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
         // A guest saved with its agent running answers there at once: no SSH handshake
         // (150-200 ms of a 250 ms restore under TCG). Its first plan shows it alive.
         if let (true, Some(stream)) = (saved.is_some_and(|s| s.agent), vm.take_agent()) {
+            let (ready_after, phases) = laps.finish();
             return Ok(Booted {
-                ready_after: vm.started.elapsed(),
+                ready_after,
                 vm,
                 guest: GuestHandle::agent(crate::guest::agent::Agent::new(stream)),
-                phases: laps.phases,
+                phases,
                 ram,
                 refresh_owed: true,
                 restored: true,
@@ -310,12 +324,12 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                 let guest = GuestHandle::new(guest);
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if state.is_some() {
-                    let ready_after = vm.started.elapsed();
+                    let (ready_after, phases) = laps.finish();
                     return Ok(Booted {
                         vm,
                         guest,
                         ready_after,
-                        phases: laps.phases,
+                        phases,
                         ram,
                         refresh_owed: true,
                         restored: true,
@@ -337,7 +351,7 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                     });
                 }
                 laps.lap("init-finished");
-                let ready_after = vm.started.elapsed();
+                let (ready_after, phases) = laps.finish();
                 // init announced the agent (or its absence) before it marked itself ready;
                 // an image without the announcement is taken to have no agent.
                 let agent = spec.agent_channel && vm.agent_started(Duration::from_secs(1)).await;
@@ -345,7 +359,7 @@ async fn start(spec: BootSpec<'_>, saved: Option<Saved<'_>>) -> Result<Booted, B
                     vm,
                     guest,
                     ready_after,
-                    phases: laps.phases,
+                    phases,
                     ram,
                     refresh_owed: false,
                     restored: false,
@@ -410,6 +424,28 @@ mod tests {
             let (backend, ram) = ram_for(saveable, 8, saved).await.unwrap();
             assert_eq!((backend, ram.is_none()), (RamBackend::Anonymous, true));
         }
+    }
+
+    /// Probe 12: every boot record's phases added up to more than its ready_after_ms (the
+    /// total was measured from QEMU's spawn, the phases from before the RAM was prepared).
+    #[test]
+    fn boot_phases_add_up_to_ready_after() {
+        let mut laps = Laps::new();
+        let t0 = laps.first;
+        laps.lap_at("ram-copy", t0 + Duration::from_micros(7_300));
+        laps.lap_at("qemu-start", t0 + Duration::from_micros(111_600));
+        laps.lap_at("state-load", t0 + Duration::from_micros(155_500));
+        let (ready_after, phases) = laps.finish();
+        assert_eq!(ready_after, Duration::from_micros(155_500));
+        let sum: f64 = phases.iter().map(|p| p.ms).sum();
+        assert!(
+            (sum - ready_after.as_secs_f64() * 1000.0).abs() < 1e-6,
+            "{sum} vs {ready_after:?}"
+        );
+        assert_eq!(
+            phases.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["ram-copy", "qemu-start", "state-load"]
+        );
     }
 
     #[test]

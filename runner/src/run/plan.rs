@@ -47,13 +47,20 @@ pub struct StepRef {
 }
 
 impl StepRef {
-    /// The step's id in results: its `id`, or `<kind>#<index>` (1-based).
+    /// The step's id in results: its `id`, or `<kind>#<index>` (1-based within the phase),
+    /// with a `setup-` or `cleanup-` prefix outside `steps`, so generated ids are unique across
+    /// the three phases (an explicit id has no `#`, so it never equals a generated one).
     pub fn id(self, s: &Scenario) -> String {
         let step = &self.phase.steps(s)[self.index];
-        match step.id() {
-            Some(id) => id.to_string(),
-            None => format!("{}#{}", step.kind(), self.index + 1),
+        if let Some(id) = step.id() {
+            return id.to_string();
         }
+        let prefix = match self.phase {
+            Phase::Setup => "setup-",
+            Phase::Steps => "",
+            Phase::Cleanup => "cleanup-",
+        };
+        format!("{prefix}{}#{}", step.kind(), self.index + 1)
     }
 }
 
@@ -581,6 +588,28 @@ mod tests {
             }
             .id(&s),
             "umount"
+        );
+    }
+
+    #[test]
+    fn generated_step_ids_do_not_collide_across_setup_steps_and_cleanup() {
+        let s = crate::scenario::load_str(
+            "name: t\n\
+             setup: [{run: {command: 'true'}}, sync]\n\
+             steps: [{run: {command: 'true'}}, {run: {id: named, command: 'true'}}]\n\
+             cleanup: [{run: {command: 'true'}}]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            step_ids(&s),
+            [
+                "setup-run#1",
+                "setup-sync#2",
+                "run#1",
+                "named",
+                "cleanup-run#1"
+            ]
         );
     }
 

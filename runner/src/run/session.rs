@@ -159,6 +159,22 @@ pub struct Session {
     pub vm: VmOptions,
     /// Set-up progress (scenario warnings, kernel builds) before results are recorded.
     setup: EventSink,
+    /// Directories [`Session::create_out`] made (the results directory, then parents it had
+    /// to make), deepest first: those still empty when the session ends are removed, so a
+    /// command that fails before anything ran (a bad `--kernel`, no image) leaves nothing.
+    created: Vec<PathBuf>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // remove_dir removes empty directories only: results, logs or anything else written
+        // keep the directory (and so its parents).
+        for dir in &self.created {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 impl Session {
@@ -173,6 +189,7 @@ impl Session {
             ]),
             out,
             vm,
+            created: Vec::new(),
         }
     }
 
@@ -184,11 +201,27 @@ impl Session {
     /// Claims the results directory: --out (refused when it holds results, unless
     /// `resume`), else a new unique directory. Then sweeps what killed runs left.
     pub fn create_out(&mut self, resume: bool) -> Result<(), SessionError> {
+        let asked = self
+            .vm
+            .out
+            .clone()
+            .unwrap_or_else(|| self.default_out.clone());
+        let missing: Vec<PathBuf> = asked
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+            .map(Path::to_path_buf)
+            .collect();
         self.out = crate::report::durable::claim_results_dir(
             self.vm.out.as_deref(),
             &self.default_out,
             resume,
         )?;
+        // A default directory taken already gets a `-N` name, new by construction.
+        self.created = (self.out != asked)
+            .then(|| self.out.clone())
+            .into_iter()
+            .chain(missing)
+            .collect();
         self.sweep();
         Ok(())
     }

@@ -166,7 +166,8 @@ fn load_text(text: &str, origin: &str, mode: Mode) -> Result<Loaded, LoadError> 
         return Err(LoadError::Invalid(diags));
     };
     if let Some(fstype) = params.setting.get("filesystem") {
-        if set_filesystem(&mut scenario, fstype).is_err() {
+        // A `filesystem` that is there but could not be read has its own error already.
+        if set_filesystem(&mut scenario, fstype).is_err() && !read.partial.filesystem {
             let at = params
                 .declared_at
                 .get("filesystem")
@@ -336,6 +337,13 @@ fn read_parameters(tree: &mut Tree, root: NodeId, overrides: &Setting) -> Params
             params::set_vm_field(tree, root, field, &value, declared_at, &mut p.errors)
         {
             p.notes.insert(node, vec![(field.to_string(), value)]);
+        }
+    }
+    if let Some(value) = p.setting.get("filesystem").cloned() {
+        let declared_at = p.declared_at.get("filesystem").copied();
+        if let Some(node) = params::fill_filesystem_type(tree, root, &value, declared_at) {
+            p.notes
+                .insert(node, vec![("filesystem".to_string(), value)]);
         }
     }
     p

@@ -537,6 +537,27 @@ pub(crate) fn set_vm_field(
     }
 }
 
+/// The reserved `filesystem` supplies `filesystem.type` when the scenario's `filesystem` map
+/// leaves it out (the documented form: `filesystem: { device: scratch }`); a written type is
+/// replaced later, on the scenario, by [`set_filesystem`]. Returns the node added.
+pub(crate) fn fill_filesystem_type(
+    tree: &mut Tree,
+    root: NodeId,
+    value: &str,
+    declared_at: Option<NodeId>,
+) -> Option<NodeId> {
+    let fs = entry(tree, root, "filesystem")?;
+    if !matches!(tree.nodes[fs].kind, Kind::Map(_)) || entry(tree, fs, "type").is_some() {
+        return None;
+    }
+    let span = declared_at.map_or(tree.nodes[root].span, |n| tree.nodes[n].span);
+    let scalar = Kind::Scalar {
+        value: value.into(),
+        quoted: true,
+    };
+    add_entry(tree, fs, "type", scalar, span)
+}
+
 /// The value of `key` in the map `map`.
 pub(crate) fn entry(tree: &Tree, map: NodeId, key: &str) -> Option<NodeId> {
     match &tree.nodes[map].kind {

@@ -277,3 +277,40 @@ k.yaml:4:15: `vm.memory` is 16000T, at most 1T
 error: 3 problems in k.yaml"
     );
 }
+
+/// Probe 12 (fsparam1.yaml): the documented form, a declared `filesystem` parameter and a
+/// `filesystem` map without `type`, was refused with "declares no `filesystem`" and "missing
+/// field `type`". The parameter supplies the type; a written type is replaced as before.
+#[test]
+fn a_declared_filesystem_parameter_supplies_the_type_the_map_leaves_out() {
+    const FSPARAM: &str = "\
+name: fsparam
+parameters:
+  filesystem: { default: ext4, values: [ext4, xfs] }
+devices: [{ name: scratch, size: 256M }]
+filesystem: { device: scratch }
+steps:
+  - mount
+";
+    let fs = |over: &[(&str, &str)]| {
+        load_str_with(FSPARAM, "k.yaml", &setting(over))
+            .map(|l| l.scenario.filesystem.unwrap())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let default = fs(&[]);
+    assert_eq!(
+        (default.fstype.as_str(), default.device.as_deref()),
+        ("ext4", Some("scratch"))
+    );
+    assert_eq!(fs(&[("filesystem", "xfs")]).fstype, "xfs");
+    // Without any `filesystem` map the message stays, and it is right.
+    let none = FSPARAM.replace("filesystem: { device: scratch }\n", "");
+    assert!(errors(&none, &[]).contains(
+        "parameter `filesystem` = `ext4` sets the filesystem type, but the scenario declares no `filesystem`"
+    ));
+    // A map broken for another reason says what is wrong with it, not that it is missing.
+    let broken = FSPARAM.replace("{ device: scratch }", "{ device: scratch, colour: red }");
+    let e = errors(&broken, &[]);
+    assert!(!e.contains("declares no `filesystem`"), "{e}");
+    assert!(e.contains("colour"), "{e}");
+}
