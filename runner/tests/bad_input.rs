@@ -46,6 +46,22 @@ fn refused(home: &Path, args: &[&str], want: &[&str]) -> String {
     t.stderr
 }
 
+/// A shard's results.json with one run of one iteration taking `duration` ms, in `cell`.
+fn shard_results(duration: &str, cell: &str) -> String {
+    format!(
+        r#"{{"schema":1,"crashrig_version":"0","started":"t","finished":null,
+        "host":{{"qemu":null,"accel":"tcg","accel_reason":""}},
+        "runs":[{{"scenario":{{"name":"s","path":"s.yaml"}},
+        "kernel":{{"spec":"k","version":"v","release":null,"image_sha256":""}},
+        "accel":"tcg","seed":1,"started":"t","finished":null,"dir":"r","boots":[],"setup":[],
+        "error":null,"summary":{{"iterations":1,"passed":1,"failed":0,"hangs":0,"panics":0,
+        "errors":0,"failure_rate":0.0,"failure_ci95":[0.0,0.0],"errno_counts":{{}},"steps":{{}},
+        "findings":[]}},
+        "iterations":[{{"iteration":1,"verdict":"pass","reasons":[],"steps":[],"findings":[],
+        "duration_ms":{duration},"seed":1}}],"cell":{cell}}}]}}"#
+    )
+}
+
 fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
@@ -255,20 +271,7 @@ fn report_merge_refuses_damaged_results_and_keeps_its_out_directory() {
     std::fs::create_dir(&out).unwrap();
     let mine = write(&out, "results.json", "the user's own file");
     let cell = r#"{"id":"k/s","matrix":"m","digest":"d","index":0,"total":4294967295,"kernel":"k","scenario":"s"}"#;
-    let run = |duration: &str, cell: &str| {
-        format!(
-            r#"{{"schema":1,"crashrig_version":"0","started":"t","finished":null,
-            "host":{{"qemu":null,"accel":"tcg","accel_reason":""}},
-            "runs":[{{"scenario":{{"name":"s","path":"s.yaml"}},
-            "kernel":{{"spec":"k","version":"v","release":null,"image_sha256":""}},
-            "accel":"tcg","seed":1,"started":"t","finished":null,"dir":"r","boots":[],"setup":[],
-            "error":null,"summary":{{"iterations":1,"passed":1,"failed":0,"hangs":0,"panics":0,
-            "errors":0,"failure_rate":0.0,"failure_ci95":[0.0,0.0],"errno_counts":{{}},"steps":{{}},
-            "findings":[]}},
-            "iterations":[{{"iteration":1,"verdict":"pass","reasons":[],"steps":[],"findings":[],
-            "duration_ms":{duration},"seed":1}}],"cell":{cell}}}]}}"#
-        )
-    };
+    let run = shard_results;
     for (results, want) in [
         (run("1e300", cell), "duration_ms is 1e300"),
         (run("5", cell), "cell.total is 4294967295"),
@@ -302,4 +305,65 @@ fn report_merge_refuses_damaged_results_and_keeps_its_out_directory() {
         std::fs::read_to_string(shard.join("results.json")).unwrap(),
         good
     );
+}
+
+/// Two commands with one `--out`: the second used to be accepted, and results.json kept only
+/// one run's results. Now whichever comes second is refused while the first holds the
+/// directory, whatever the command.
+#[test]
+fn a_results_directory_another_crashrig_holds_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
+    );
+    let out = home.join("same");
+    std::fs::create_dir(&out).unwrap();
+    let mine = write(&out, "notes.txt", "the first run's file");
+    // The first run, as the kernel sees it: a process holding flock(2) on the directory.
+    let mut holder = Command::new("flock")
+        .arg("--no-fork")
+        .arg(&out)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let f = std::fs::File::open(&out).unwrap();
+        if f.try_lock().is_err() {
+            break;
+        }
+        f.unlock().unwrap();
+        assert!(std::time::Instant::now() < deadline, "flock never locked");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let want = [
+        "same as the results directory: another crashrig is writing to it",
+        "give another --out",
+    ];
+    refused(home, &["run", "s.yaml", "--out", "same"], &want);
+    refused(home, &["run", "s.yaml", "--out", "same", "--resume"], &want);
+    refused(home, &["matrix", "m.yaml", "--out", "same"], &want);
+    std::fs::create_dir(home.join("shard")).unwrap();
+    let cell =
+        r#"{"id":"k/s","matrix":"m","digest":"d","index":0,"total":1,"kernel":"k","scenario":"s"}"#;
+    write(
+        &home.join("shard"),
+        "results.json",
+        shard_results("5", cell),
+    );
+    refused(home, &["report", "merge", "shard", "--out", "same"], &want);
+    assert_eq!(
+        std::fs::read_to_string(&mine).unwrap(),
+        "the first run's file"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    // kill -9 of the holder leaves no stale lock: the directory is free at once.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let t = crashrig(home, &["report", "merge", "shard", "--out", "same"]);
+    assert_eq!(t.code, Some(0), "{}", t.stderr);
 }

@@ -44,6 +44,8 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ResultsDir(#[from] crate::report::durable::ResultsDirError),
     #[error("write JUnit XML")]
     Junit(#[source] quick_junit::SerializeError),
     /// Merging there would replace a run's own results (a shard's, or any run's).
@@ -142,16 +144,19 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
             why,
         });
     }
+    // Locked before it is looked at, as every results directory: a run or merge writing
+    // there now makes this one refuse, not interleave its files.
+    std::fs::create_dir_all(&args.out).map_err(|source| ReportError::CreateDir {
+        path: args.out.clone(),
+        source,
+    })?;
+    crate::report::durable::lock_results_dir(&args.out)?;
     if let Some(file) = foreign_output(&args.out) {
         return Err(ReportError::OutHoldsOtherFiles {
             path: args.out.clone(),
             file,
         });
     }
-    std::fs::create_dir_all(&args.out).map_err(|source| ReportError::CreateDir {
-        path: args.out.clone(),
-        source,
-    })?;
     // A lost shard must not pass for a whole matrix: said in summary.md (what a CI job
     // shows), and an infrastructure error unless something failed or it was allowed.
     let missing = matrix::missing_cells(&merged);
