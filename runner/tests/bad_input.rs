@@ -367,3 +367,31 @@ fn a_results_directory_another_crashrig_holds_is_refused() {
     let t = crashrig(home, &["report", "merge", "shard", "--out", "same"]);
     assert_eq!(t.code, Some(0), "{}", t.stderr);
 }
+
+/// `check` is `git bisect run`'s helper, so its refusals are "cannot test" (125), but a
+/// --bad-rate that is not above --reference-rate is refused before a kernel is resolved or
+/// built: it used to fail only after building `.` (or measuring the reference).
+#[test]
+fn check_refuses_a_bad_rate_below_the_reference_before_any_kernel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    for kernel in [&[][..], &["--kernel", "/nonexistent/linux"]] {
+        let mut args = vec![
+            "check",
+            "s.yaml",
+            "--reference-rate",
+            "0.3",
+            "--bad-rate",
+            "0.2",
+        ];
+        args.extend(kernel);
+        let t = crashrig(home, &args);
+        assert_eq!(t.code, Some(125), "{args:?}\n{}", t.stderr);
+        assert_eq!(
+            t.stderr.trim_end(),
+            "crashrig: check: cannot test: set up the rate test: accept bisection setting \
+             `bad-rate` = 0.2: expected a rate above the reference rate, at most 1"
+        );
+    }
+}
