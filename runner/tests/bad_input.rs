@@ -395,3 +395,63 @@ fn check_refuses_a_bad_rate_below_the_reference_before_any_kernel() {
         );
     }
 }
+
+/// Baseline problems used to surface after every cell had run (hours of CI): a missing or
+/// non-JSON baseline, a `--write-baseline` into a missing directory, and `--write-baseline`
+/// silently replacing a user's file. All are refused before anything runs or is created; the
+/// matrix file's own `baseline` is reported at its line.
+#[test]
+fn matrix_baseline_problems_are_refused_before_any_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    // Not a kernel: were the cells reached, the run would fail on it, not on the baseline.
+    write(home, "notakernel", "x");
+    let head = "name: m\nkernels: [notakernel]\nscenarios: [s.yaml]\n";
+    write(home, "ok.yaml", head);
+    write(
+        home,
+        "missing.yaml",
+        format!("{head}baseline: /nonexistent.json\n"),
+    );
+    write(home, "passwd.yaml", format!("{head}baseline: notes.txt\n"));
+    let notes = write(home, "notes.txt", "the user's notes");
+    write(home, "good.json", r#"{"schema": 1, "cells": []}"#);
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["missing.yaml"],
+            vec![
+                "missing.yaml:4:11: baseline: read /nonexistent.json",
+                "4 | baseline: /nonexistent.json",
+            ],
+        ),
+        (
+            vec!["passwd.yaml"],
+            vec!["passwd.yaml:4:11: baseline: parse ", "notes.txt"],
+        ),
+        (
+            vec!["ok.yaml", "--baseline", "/nonexistent.json"],
+            vec!["read /nonexistent.json"],
+        ),
+        (
+            vec!["ok.yaml", "--write-baseline", "/nonexistent/dir/b.json"],
+            vec!["write a baseline to /nonexistent/dir/b.json: the directory /nonexistent/dir does not exist"],
+        ),
+        (
+            vec!["ok.yaml", "--write-baseline", "notes.txt"],
+            vec!["write a baseline to notes.txt: it holds a file that is not a crashrig baseline"],
+        ),
+        // --baseline beats the matrix's: a good one given, the missing one is not read.
+        (
+            vec!["missing.yaml", "--baseline", "good.json", "--write-baseline", "notes.txt"],
+            vec!["write a baseline to notes.txt"],
+        ),
+    ];
+    for (args, want) in cases {
+        let args = [&["matrix"][..], &args].concat();
+        let stderr = refused(home, &args, &want);
+        assert!(!stderr.contains("notakernel"), "{args:?}: {stderr}");
+        assert!(!home.join("crashrig-results").exists(), "{args:?}");
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "the user's notes");
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 
-use super::matrix_report::{finish_matrix, ReportError};
+use super::matrix_report::{finish_matrix, load_baseline, Baselines, ReportError};
 use super::session::{BuildRequest, Session, SessionError, VmOptions};
 use crate::kernel::ResolvedKernel;
 use crate::matrix::{self, MatrixError, Partition};
@@ -65,6 +65,8 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     if !vm.kernels.is_empty() {
         return Err(MatrixRunError::KernelFlag);
     }
+    // The baselines before anything runs: a wrong path found after the cells costs hours.
+    let baselines = baselines(&args, &m)?;
     let mut session = Session::new(vm);
     let all = m.cells();
     let mut cells = match &args.partition {
@@ -154,7 +156,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     let Some(first) = cells.first() else {
         let sink = session.setup_sink();
         sink.info("every cell of this matrix (or shard) has finished; nothing to run");
-        return finish(&out, &args, &m, sink);
+        return finish(&out, &baselines, sink);
     };
     let host = session.host(&kernels[&first.kernel.label].image).await?;
     let accel = host.accel;
@@ -226,19 +228,31 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     while tasks.join_next().await.is_some() {}
     // The writer's last results.json comes before the reports that read it.
     super::session::finish(&mut sink)?;
-    finish(&out, &args, &m, &mut sink)
+    finish(&out, &baselines, &mut sink)
+}
+
+/// The baseline to check against (`--baseline`, else the matrix's `baseline`), read, and the
+/// `--write-baseline` target, checked. A problem with the matrix's own baseline is reported
+/// at its `file:line:column`.
+fn baselines(args: &MatrixOptions, m: &matrix::Matrix) -> Result<Baselines, MatrixRunError> {
+    let check = match (&args.baseline, &m.baseline) {
+        (Some(path), _) => Some(load_baseline(path)?),
+        (None, Some(path)) => Some(load_baseline(path).map_err(|e| {
+            let message = format!("baseline: {}", crate::report::error_chain(&e));
+            match &m.baseline_at {
+                Some(place) => MatrixRunError::Load(place.error(message)),
+                None => MatrixRunError::Reports(e),
+            }
+        })?),
+        (None, None) => None,
+    };
+    Ok(Baselines::with(check, args.write_baseline.as_deref())?)
 }
 
 /// Orders the runs as the matrix expands, writes the reports and the baseline, and decides
 /// the exit code. The markdown summary goes to `sink` as the command's report.
-fn finish(
-    out: &Path,
-    args: &MatrixOptions,
-    m: &matrix::Matrix,
-    sink: &mut EventSink,
-) -> Result<i32, MatrixRunError> {
-    let baseline = args.baseline.clone().or_else(|| m.baseline.clone());
-    let outcome = finish_matrix(out, baseline.as_deref(), args.write_baseline.as_deref())?;
+fn finish(out: &Path, baselines: &Baselines, sink: &mut EventSink) -> Result<i32, MatrixRunError> {
+    let outcome = finish_matrix(out, baselines)?;
     sink.emit(Event::Report {
         text: outcome.markdown,
     });
