@@ -396,6 +396,58 @@ fn check_refuses_a_bad_rate_below_the_reference_before_any_kernel() {
     }
 }
 
+/// A shard past the end of a small matrix (`--partition 2/2` of one cell) used to exit 2 with
+/// "every cell has finished" and leave no results, so `report merge` failed too. It is valid:
+/// exit 0, no cell run, a result set that merges.
+#[test]
+fn an_empty_matrix_shard_passes_and_merges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
+    );
+    let args = ["matrix", "m.yaml", "-n", "1", "--partition", "2/2", "--out"];
+    let t = crashrig(home, &[&args[..], &["sh2"]].concat());
+    assert_eq!(t.code, Some(0), "{}", t.stderr);
+    assert!(
+        t.stderr.contains(
+            "shard 2/2 of this matrix has no cells (the matrix has 1 cell); nothing to run"
+        ),
+        "{}",
+        t.stderr
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("sh2/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["runs"], serde_json::json!([]));
+    for f in ["junit.xml", "junit-cells.xml", "summary.md"] {
+        assert!(home.join("sh2").join(f).exists(), "{f}");
+    }
+    // Shard 1 as a run of the one cell writes it.
+    std::fs::create_dir(home.join("sh1")).unwrap();
+    let cell =
+        r#"{"id":"k/s","matrix":"m","digest":"d","index":0,"total":1,"kernel":"k","scenario":"s"}"#;
+    write(&home.join("sh1"), "results.json", shard_results("5", cell));
+    for order in [["sh1", "sh2"], ["sh2", "sh1"]] {
+        let out = format!("merged-{}", order[0]);
+        let t = crashrig(
+            home,
+            &["report", "merge", order[0], order[1], "--out", &out],
+        );
+        assert_eq!(t.code, Some(0), "{order:?}: {}", t.stderr);
+        let merged: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(home.join(&out).join("results.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(merged["runs"].as_array().unwrap().len(), 1);
+        // The host is the shard's that ran the cell.
+        assert_eq!(merged["host"]["accel"], "tcg");
+    }
+}
+
 /// Baseline problems used to surface after every cell had run (hours of CI): a missing or
 /// non-JSON baseline, a `--write-baseline` into a missing directory, and `--write-baseline`
 /// silently replacing a user's file. All are refused before anything runs or is created; the
