@@ -46,6 +46,22 @@ fn refused(home: &Path, args: &[&str], want: &[&str]) -> String {
     t.stderr
 }
 
+/// A shard's results.json with one run of one iteration taking `duration` ms, in `cell`.
+fn shard_results(duration: &str, cell: &str) -> String {
+    format!(
+        r#"{{"schema":1,"crashrig_version":"0","started":"t","finished":null,
+        "host":{{"qemu":null,"accel":"tcg","accel_reason":""}},
+        "runs":[{{"scenario":{{"name":"s","path":"s.yaml"}},
+        "kernel":{{"spec":"k","version":"v","release":null,"image_sha256":""}},
+        "accel":"tcg","seed":1,"started":"t","finished":null,"dir":"r","boots":[],"setup":[],
+        "error":null,"summary":{{"iterations":1,"passed":1,"failed":0,"hangs":0,"panics":0,
+        "errors":0,"failure_rate":0.0,"failure_ci95":[0.0,0.0],"errno_counts":{{}},"steps":{{}},
+        "findings":[]}},
+        "iterations":[{{"iteration":1,"verdict":"pass","reasons":[],"steps":[],"findings":[],
+        "duration_ms":{duration},"seed":1}}],"cell":{cell}}}]}}"#
+    )
+}
+
 fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
@@ -255,20 +271,7 @@ fn report_merge_refuses_damaged_results_and_keeps_its_out_directory() {
     std::fs::create_dir(&out).unwrap();
     let mine = write(&out, "results.json", "the user's own file");
     let cell = r#"{"id":"k/s","matrix":"m","digest":"d","index":0,"total":4294967295,"kernel":"k","scenario":"s"}"#;
-    let run = |duration: &str, cell: &str| {
-        format!(
-            r#"{{"schema":1,"crashrig_version":"0","started":"t","finished":null,
-            "host":{{"qemu":null,"accel":"tcg","accel_reason":""}},
-            "runs":[{{"scenario":{{"name":"s","path":"s.yaml"}},
-            "kernel":{{"spec":"k","version":"v","release":null,"image_sha256":""}},
-            "accel":"tcg","seed":1,"started":"t","finished":null,"dir":"r","boots":[],"setup":[],
-            "error":null,"summary":{{"iterations":1,"passed":1,"failed":0,"hangs":0,"panics":0,
-            "errors":0,"failure_rate":0.0,"failure_ci95":[0.0,0.0],"errno_counts":{{}},"steps":{{}},
-            "findings":[]}},
-            "iterations":[{{"iteration":1,"verdict":"pass","reasons":[],"steps":[],"findings":[],
-            "duration_ms":{duration},"seed":1}}],"cell":{cell}}}]}}"#
-        )
-    };
+    let run = shard_results;
     for (results, want) in [
         (run("1e300", cell), "duration_ms is 1e300"),
         (run("5", cell), "cell.total is 4294967295"),
@@ -339,4 +342,205 @@ fn a_run_refused_before_it_starts_leaves_no_results_directory() {
         &["/nonexistent"],
     );
     assert!(home.join("mine").is_dir());
+}
+
+/// Two commands with one `--out`: the second used to be accepted, and results.json kept only
+/// one run's results. Now whichever comes second is refused while the first holds the
+/// directory, whatever the command.
+#[test]
+fn a_results_directory_another_crashrig_holds_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
+    );
+    let out = home.join("same");
+    std::fs::create_dir(&out).unwrap();
+    let mine = write(&out, "notes.txt", "the first run's file");
+    // The first run, as the kernel sees it: a process holding flock(2) on the directory.
+    let mut holder = Command::new("flock")
+        .arg("--no-fork")
+        .arg(&out)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let f = std::fs::File::open(&out).unwrap();
+        if f.try_lock().is_err() {
+            break;
+        }
+        f.unlock().unwrap();
+        assert!(std::time::Instant::now() < deadline, "flock never locked");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let want = [
+        "same as the results directory: another crashrig is writing to it",
+        "give another --out",
+    ];
+    refused(home, &["run", "s.yaml", "--out", "same"], &want);
+    refused(home, &["run", "s.yaml", "--out", "same", "--resume"], &want);
+    refused(home, &["matrix", "m.yaml", "--out", "same"], &want);
+    std::fs::create_dir(home.join("shard")).unwrap();
+    let cell =
+        r#"{"id":"k/s","matrix":"m","digest":"d","index":0,"total":1,"kernel":"k","scenario":"s"}"#;
+    write(
+        &home.join("shard"),
+        "results.json",
+        shard_results("5", cell),
+    );
+    refused(home, &["report", "merge", "shard", "--out", "same"], &want);
+    assert_eq!(
+        std::fs::read_to_string(&mine).unwrap(),
+        "the first run's file"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    // kill -9 of the holder leaves no stale lock: the directory is free at once.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let t = crashrig(home, &["report", "merge", "shard", "--out", "same"]);
+    assert_eq!(t.code, Some(0), "{}", t.stderr);
+}
+
+/// `check` is `git bisect run`'s helper, so its refusals are "cannot test" (125), but a
+/// --bad-rate that is not above --reference-rate is refused before a kernel is resolved or
+/// built: it used to fail only after building `.` (or measuring the reference).
+#[test]
+fn check_refuses_a_bad_rate_below_the_reference_before_any_kernel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    for kernel in [&[][..], &["--kernel", "/nonexistent/linux"]] {
+        let mut args = vec![
+            "check",
+            "s.yaml",
+            "--reference-rate",
+            "0.3",
+            "--bad-rate",
+            "0.2",
+        ];
+        args.extend(kernel);
+        let t = crashrig(home, &args);
+        assert_eq!(t.code, Some(125), "{args:?}\n{}", t.stderr);
+        assert_eq!(
+            t.stderr.trim_end(),
+            "crashrig: check: cannot test: set up the rate test: accept bisection setting \
+             `bad-rate` = 0.2: expected a rate above the reference rate, at most 1"
+        );
+    }
+}
+
+/// A shard past the end of a small matrix (`--partition 2/2` of one cell) used to exit 2 with
+/// "every cell has finished" and leave no results, so `report merge` failed too. It is valid:
+/// exit 0, no cell run, a result set that merges.
+#[test]
+fn an_empty_matrix_shard_passes_and_merges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
+    );
+    let args = ["matrix", "m.yaml", "-n", "1", "--partition", "2/2", "--out"];
+    let t = crashrig(home, &[&args[..], &["sh2"]].concat());
+    assert_eq!(t.code, Some(0), "{}", t.stderr);
+    assert!(
+        t.stderr.contains(
+            "shard 2/2 of this matrix has no cells (the matrix has 1 cell); nothing to run"
+        ),
+        "{}",
+        t.stderr
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("sh2/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["runs"], serde_json::json!([]));
+    for f in ["junit.xml", "junit-cells.xml", "summary.md"] {
+        assert!(home.join("sh2").join(f).exists(), "{f}");
+    }
+    // Shard 1 as a run of the one cell writes it.
+    std::fs::create_dir(home.join("sh1")).unwrap();
+    let cell =
+        r#"{"id":"k/s","matrix":"m","digest":"d","index":0,"total":1,"kernel":"k","scenario":"s"}"#;
+    write(&home.join("sh1"), "results.json", shard_results("5", cell));
+    for order in [["sh1", "sh2"], ["sh2", "sh1"]] {
+        let out = format!("merged-{}", order[0]);
+        let t = crashrig(
+            home,
+            &["report", "merge", order[0], order[1], "--out", &out],
+        );
+        assert_eq!(t.code, Some(0), "{order:?}: {}", t.stderr);
+        let merged: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(home.join(&out).join("results.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(merged["runs"].as_array().unwrap().len(), 1);
+        // The host is the shard's that ran the cell.
+        assert_eq!(merged["host"]["accel"], "tcg");
+    }
+}
+
+/// Baseline problems used to surface after every cell had run (hours of CI): a missing or
+/// non-JSON baseline, a `--write-baseline` into a missing directory, and `--write-baseline`
+/// silently replacing a user's file. All are refused before anything runs or is created; the
+/// matrix file's own `baseline` is reported at its line.
+#[test]
+fn matrix_baseline_problems_are_refused_before_any_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    // Not a kernel: were the cells reached, the run would fail on it, not on the baseline.
+    write(home, "notakernel", "x");
+    let head = "name: m\nkernels: [notakernel]\nscenarios: [s.yaml]\n";
+    write(home, "ok.yaml", head);
+    write(
+        home,
+        "missing.yaml",
+        format!("{head}baseline: /nonexistent.json\n"),
+    );
+    write(home, "passwd.yaml", format!("{head}baseline: notes.txt\n"));
+    let notes = write(home, "notes.txt", "the user's notes");
+    write(home, "good.json", r#"{"schema": 1, "cells": []}"#);
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["missing.yaml"],
+            vec![
+                "missing.yaml:4:11: baseline: read /nonexistent.json",
+                "4 | baseline: /nonexistent.json",
+            ],
+        ),
+        (
+            vec!["passwd.yaml"],
+            vec!["passwd.yaml:4:11: baseline: parse ", "notes.txt"],
+        ),
+        (
+            vec!["ok.yaml", "--baseline", "/nonexistent.json"],
+            vec!["read /nonexistent.json"],
+        ),
+        (
+            vec!["ok.yaml", "--write-baseline", "/nonexistent/dir/b.json"],
+            vec!["write a baseline to /nonexistent/dir/b.json: the directory /nonexistent/dir does not exist"],
+        ),
+        (
+            vec!["ok.yaml", "--write-baseline", "notes.txt"],
+            vec!["write a baseline to notes.txt: it holds a file that is not a crashrig baseline"],
+        ),
+        // --baseline beats the matrix's: a good one given, the missing one is not read.
+        (
+            vec!["missing.yaml", "--baseline", "good.json", "--write-baseline", "notes.txt"],
+            vec!["write a baseline to notes.txt"],
+        ),
+    ];
+    for (args, want) in cases {
+        let args = [&["matrix"][..], &args].concat();
+        let stderr = refused(home, &args, &want);
+        assert!(!stderr.contains("notakernel"), "{args:?}: {stderr}");
+        assert!(!home.join("crashrig-results").exists(), "{args:?}");
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "the user's notes");
+    }
 }

@@ -8,8 +8,17 @@ use clap::Args;
 use super::common::CommonVmArgs;
 use crate::run::bisect_run::{check as run_check, CheckOptions, Reference};
 
+/// `--kernel` of check: one kernel, by default the git tree in the current directory, which
+/// is what `git bisect run crashrig check ...` has checked out (the other commands default to
+/// debian:6.1, which would test the same kernel at every commit).
+const KERNEL_HELP: &str = "Kernel to check (once): a git tree PATH or PATH@REF (built), \
+    debian:6.1, debian:6.12, debian-source:6.1, debian-source:6.12, or a bzImage path \
+    (optionally `,modules=DIR`). Default: `.`, the git tree in the current directory at its \
+    HEAD (the commit `git bisect run` checked out).";
+
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("reference-source").args(["reference_rate", "reference"]))]
+#[command(mut_arg("kernels", |a| a.help(KERNEL_HELP)))]
 pub struct CheckArgs {
     #[arg(value_name = "SCENARIO.yaml")]
     pub scenario: PathBuf,
@@ -113,6 +122,18 @@ mod tests {
         Cli::try_parse_from(argv)
             .map(|c| c.check)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn help_states_the_kernel_check_builds_without_kernel() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            help.contains("Default: `.`, the git tree in the current directory at its HEAD"),
+            "{help}"
+        );
+        assert!(!help.contains("Default: debian:6.1"), "{help}");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub fn merge_results(shards: Vec<Results>) -> Result<Results, MergeError> {
 /// [`merge_results`] with shards named as errors should say (their directories).
 pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError> {
     let mut header: Option<Results> = None;
+    // Whether `header` is from a shard that ran a cell.
+    let mut header_ran = false;
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     // (shard, matrix name, digest) of the first cell seen.
     let mut matrix: Option<(String, String, String)> = None;
@@ -73,6 +75,7 @@ pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError
                 found: shard.schema,
             });
         }
+        let shard_ran = !shard.runs.is_empty();
         for mut run in std::mem::take(&mut shard.runs) {
             let Some(cell) = &run.cell else {
                 return Err(MergeError::NotACell {
@@ -103,13 +106,21 @@ pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError
             run.summary = summarize(&run.iterations);
             runs.push(run);
         }
+        let first_run = !header_ran && shard_ran;
+        header_ran |= shard_ran;
         match &mut header {
             None => header = Some(shard),
             Some(h) => {
-                if shard.started < h.started {
-                    h.started = shard.started;
+                let mut other = shard;
+                // An empty shard (a partition past the end of the matrix) booted nothing,
+                // so its host says nothing: the first shard that ran a cell gives the header.
+                if first_run {
+                    std::mem::swap(h, &mut other);
                 }
-                h.finished = match (h.finished.take(), shard.finished) {
+                if other.started < h.started {
+                    h.started = other.started;
+                }
+                h.finished = match (h.finished.take(), other.finished) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     _ => None,
                 };
@@ -212,6 +223,29 @@ mod tests {
             let shards = (1..=count).map(|index| shard(&all, Partition { index, count })).collect();
             prop_assert_eq!(merge_results(shards).unwrap(), all);
         }
+    }
+
+    #[test]
+    fn empty_shards_merge_and_the_host_comes_from_a_shard_that_ran() {
+        // 8 cells in 10 shards: shards 9 and 10 have no cell (`--partition 9/10`).
+        let (_, mut all) = unsharded();
+        all.host.accel = "kvm".into();
+        let count = 10;
+        let mut shards: Vec<Results> = (1..=count)
+            .map(|index| shard(&all, Partition { index, count }))
+            .collect();
+        for s in &mut shards[8..] {
+            assert!(s.runs.is_empty());
+            s.host = Default::default();
+        }
+        shards.rotate_right(2);
+        assert_eq!(merge_results(shards).unwrap(), all);
+        // Only empty shards: an empty result set.
+        let empty = results(Vec::new());
+        assert_eq!(
+            merge_results(vec![empty.clone(), empty.clone()]).unwrap(),
+            empty
+        );
     }
 
     #[test]

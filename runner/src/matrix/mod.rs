@@ -25,7 +25,7 @@ pub use merge::{
 };
 pub use model::{
     join_clean, load, load_str, Cell, Diagnostic, Diagnostics, Matrix, MatrixError, MatrixKernel,
-    MatrixScenario, MAX_CELLS,
+    MatrixScenario, Place, MAX_CELLS,
 };
 pub use params::cell_scenario;
 pub use partition::{default_jobs, parse_partition, Partition, PartitionError, PER_VM_OVERHEAD};

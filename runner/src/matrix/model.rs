@@ -51,6 +51,30 @@ pub struct Matrix {
     pub parameters: BTreeMap<String, Vec<String>>,
     /// Known-results file to check against; default: none.
     pub baseline: Option<PathBuf>,
+    /// Where `baseline` is written in the matrix file (set with it).
+    pub baseline_at: Option<Place>,
+}
+
+/// A place in the matrix file, so a problem found after loading (reading the baseline the
+/// file names) is reported as the loader reports its own: `file:line:column`, the line, a
+/// caret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Place {
+    origin: String,
+    at: Diagnostic,
+}
+
+impl Place {
+    /// The error `message` at this place.
+    pub fn error(&self, message: String) -> MatrixError {
+        MatrixError::Invalid(Diagnostics {
+            origin: self.origin.clone(),
+            items: vec![Diagnostic {
+                message,
+                ..self.at.clone()
+            }],
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -314,6 +338,18 @@ pub fn load_str(
             diags.push(text, Severity::Error, tree.span(node), message);
         }
         if diags.error_count() == 0 {
+            let mut matrix = matrix;
+            if matrix.baseline.is_some() {
+                let node = tree
+                    .locate(&[key("baseline")], &read.removed)
+                    .unwrap_or(root);
+                let mut at = Diagnostics::new(origin);
+                at.push(text, Severity::Error, tree.span(node), String::new());
+                matrix.baseline_at = at.items.pop().map(|at| Place {
+                    origin: origin.to_string(),
+                    at,
+                });
+            }
             return Ok(matrix);
         }
     }
@@ -525,6 +561,7 @@ fn check(
         scenarios,
         parameters,
         baseline: raw.baseline.map(|b| join_clean(base, b)),
+        baseline_at: None,
     }
 }
 
@@ -634,6 +671,12 @@ baseline: base.json
         assert_eq!(m.scenarios[1].path, PathBuf::from("/m/sub/b.yaml"));
         assert_eq!(m.scenarios[1].key, "b");
         assert_eq!(m.baseline, Some(PathBuf::from("/m/base.json")));
+        // A problem found reading the baseline later is placed where the file names it.
+        let place = m.baseline_at.as_ref().expect("baseline place");
+        assert_eq!(
+            place.error("baseline `base.json`: not JSON".into()).to_string(),
+            "m.yaml:10:11: baseline `base.json`: not JSON\n   |\n10 | baseline: base.json\n   |           ^^^^^^^^^\n\nerror: 1 problem in m.yaml"
+        );
     }
 
     #[test]

@@ -111,6 +111,19 @@ pub enum ResultsDirError {
     InUse { path: PathBuf },
     #[error("resume without --out: name the results directory to continue")]
     ResumeWithoutOut,
+    /// Another process holds the directory's lock: two runs writing one results.json would
+    /// keep only one run's results.
+    #[error(
+        "use {path} as the results directory: another crashrig is writing to it (it holds the \
+         directory's lock); wait for it to finish, or give another --out"
+    )]
+    Locked { path: PathBuf },
+    #[error("lock the results directory {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl ResultsDirError {
@@ -122,9 +135,44 @@ impl ResultsDirError {
 /// Files whose presence means a directory holds a run's results.
 const RESULTS_MARKS: &[&str] = &["results.json", "runs", "bisect.journal", "junit.xml"];
 
+/// Results directories this process has locked: the locks are held until the process ends
+/// (a lock that dies with its holder, kill -9 included, is the kernel's job: flock(2)), so no
+/// caller can drop one while the run still writes.
+static HELD: std::sync::Mutex<Vec<((u64, u64), File)>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes an exclusive lock on the directory `dir` (flock(2) on the directory itself, so
+/// nothing is added to it) for the rest of this process, or refuses with
+/// [`ResultsDirError::Locked`] when another process holds it. Locking a directory this
+/// process already holds succeeds.
+pub fn lock_results_dir(dir: &Path) -> Result<(), ResultsDirError> {
+    use std::os::unix::fs::MetadataExt;
+    let failed = |source| ResultsDirError::Lock {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let file = File::open(dir).map_err(failed)?;
+    let meta = file.metadata().map_err(failed)?;
+    let id = (meta.dev(), meta.ino());
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if held.iter().any(|(h, _)| *h == id) {
+        return Ok(());
+    }
+    match file.try_lock() {
+        Ok(()) => {
+            held.push((id, file));
+            Ok(())
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(ResultsDirError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
+}
+
 /// The results directory of a new command: `--out` when given (created if absent; refused
-/// when it holds results and `resume` is false), else a fresh unique directory under
-/// `default` (never shared with a run started in the same second).
+/// when another crashrig holds it, or when it holds results and `resume` is false), else a
+/// fresh unique directory under `default` (never shared with a run started in the same
+/// second). Either way the directory stays locked until this process ends.
 pub fn claim_results_dir(
     out: Option<&Path>,
     default: &Path,
@@ -134,20 +182,25 @@ pub fn claim_results_dir(
         if resume {
             return Err(ResultsDirError::ResumeWithoutOut);
         }
-        return create_unique_dir(default).map_err(|source| ResultsDirError::Create {
+        let dir = create_unique_dir(default).map_err(|source| ResultsDirError::Create {
             path: default.to_path_buf(),
             source,
-        });
+        })?;
+        lock_results_dir(&dir)?;
+        return Ok(dir);
     };
+    // Created (a new directory holds nothing to refuse) and locked before it is looked at,
+    // so a second claimant is refused however close behind it starts.
+    std::fs::create_dir_all(out).map_err(|source| ResultsDirError::Create {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    lock_results_dir(out)?;
     if !resume && RESULTS_MARKS.iter().any(|m| out.join(m).exists()) {
         return Err(ResultsDirError::InUse {
             path: out.to_path_buf(),
         });
     }
-    std::fs::create_dir_all(out).map_err(|source| ResultsDirError::Create {
-        path: out.to_path_buf(),
-        source,
-    })?;
     Ok(out.to_path_buf())
 }
 
@@ -237,5 +290,54 @@ mod tests {
         let a = claim_results_dir(None, &default, false).unwrap();
         let b = claim_results_dir(None, &default, false).unwrap();
         assert_ne!(a, b);
+    }
+
+    /// Whether some process holds `dir`'s lock (tried on a descriptor of its own, and
+    /// released at once).
+    fn locked_elsewhere(dir: &Path) -> bool {
+        let f = File::open(dir).unwrap();
+        match f.try_lock() {
+            Ok(()) => {
+                f.unlock().unwrap();
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
+    #[test]
+    fn two_runs_with_one_out_directory_the_second_is_refused_until_the_first_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("same");
+        std::fs::create_dir(&out).unwrap();
+        // Another crashrig, as the kernel sees it: flock(2) on another open of the directory
+        // (a second open conflicts even within one process; runner/tests/bad_input.rs has
+        // the two processes and kill -9).
+        let holder = File::open(&out).unwrap();
+        holder.try_lock().unwrap();
+        for resume in [false, true] {
+            let err = claim_results_dir(Some(&out), tmp.path(), resume).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "use {} as the results directory: another crashrig is writing to it (it \
+                     holds the directory's lock); wait for it to finish, or give another --out",
+                    out.display()
+                )
+            );
+            assert_eq!(err.exit_code(), 2);
+        }
+        // The holder's end (its process exiting) frees the directory: --resume claims it.
+        drop(holder);
+        assert_eq!(
+            claim_results_dir(Some(&out), tmp.path(), true).unwrap(),
+            out
+        );
+        // Held by this process now, for as long as it lives.
+        assert!(locked_elsewhere(&out));
+        assert_eq!(
+            claim_results_dir(Some(&out), tmp.path(), true).unwrap(),
+            out
+        );
     }
 }

@@ -359,6 +359,15 @@ impl Results {
         }
         for (r, run) in self.runs.iter().enumerate() {
             let at = format!("runs[{r}]");
+            // repro reads the run's scenario from it, resume and merge keep it: never a
+            // place outside the results directory.
+            if !is_inside_path(&run.dir) {
+                out.push(format!(
+                    "{at}.dir is {:?}, expected a relative path inside the results directory \
+                     (no `..`, not absolute)",
+                    run.dir
+                ));
+            }
             let s = &run.summary;
             let n = u64::from(s.iterations);
             let judged = u64::from(s.passed) + u64::from(s.failed) + u64::from(s.errors);
@@ -405,6 +414,17 @@ impl Results {
         }
         out
     }
+}
+
+/// Whether `path` names something inside the directory it is relative to: not empty, not
+/// absolute, only plain names (no `..`, `.` or root), as crashrig writes run directories.
+fn is_inside_path(path: &str) -> bool {
+    use std::path::Component;
+    !path.is_empty()
+        && !path.contains('\0')
+        && std::path::Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// Summarizes iteration records.

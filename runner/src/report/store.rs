@@ -162,6 +162,16 @@ mod tests {
             damaged(|r| r.runs[1].summary.hangs = 5),
             format!("{head}runs[1].summary: hangs 5 + panics 0 is more than failed 1")
         );
+        // repro would read the scenario of a run from its dir: never outside the results.
+        for dir in ["/etc", "../../../../tmp/x", "runs/../../x", "", "./runs/01"] {
+            assert_eq!(
+                damaged(|r| r.runs[2].dir = dir.into()),
+                format!(
+                    "{head}runs[2].dir is {dir:?}, expected a relative path inside the results \
+                     directory (no `..`, not absolute)"
+                )
+            );
+        }
         let many = damaged(|r| {
             for run in &mut r.runs {
                 run.summary.failure_rate = 2.0;

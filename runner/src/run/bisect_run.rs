@@ -1346,6 +1346,10 @@ impl CheckReport {
 /// failure, only unrelated failures, or bad input). Without a reference, "bad" means the
 /// target was seen; with one, that the rate is significantly above the reference rate.
 pub async fn check(args: CheckOptions) -> CheckReport {
+    // The rate test's options are checked before anything is built, booted or measured.
+    if let Err(e) = check_rate_options(&args) {
+        return CheckReport::unknown(crate::report::error_chain(&e));
+    }
     let mut session = Session::new(args.vm.clone());
     let loaded = match session.load_scenario(&args.scenario) {
         Ok(l) => l,
@@ -1360,6 +1364,25 @@ pub async fn check(args: CheckOptions) -> CheckReport {
         Ok(r) => r,
         Err(e) => CheckReport::unknown(crate::report::error_chain(&e)),
     }
+}
+
+/// The sequential test's options, as far as they are known before measuring: with
+/// `--reference-rate` all of them; with `--reference SPEC` the bad rate must at least be above
+/// 0, the lowest rate a measurement can give.
+fn check_rate_options(args: &CheckOptions) -> Result<(), CheckError> {
+    let reference = match &args.reference {
+        None => return Ok(()),
+        Some(Reference::Rate(r)) => *r,
+        Some(Reference::Kernel { .. }) => 0.0,
+    };
+    RateTest::new(
+        reference,
+        args.bad_rate,
+        args.confidence,
+        args.iterations.unwrap_or(DEFAULT_CHECK_BUDGET),
+    )
+    .map(drop)
+    .map_err(CheckError::RateTest)
 }
 
 /// Why `crashrig check` could not test a kernel: every one of these is exit 125 for

@@ -44,6 +44,8 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ResultsDir(#[from] crate::report::durable::ResultsDirError),
     #[error("write JUnit XML")]
     Junit(#[source] quick_junit::SerializeError),
     /// Merging there would replace a run's own results (a shard's, or any run's).
@@ -52,6 +54,9 @@ pub enum ReportError {
         path.display()
     )]
     OutHoldsRun { path: PathBuf, why: &'static str },
+    /// `--write-baseline` names a file crashrig cannot write, or one it must not replace.
+    #[error("write a baseline to {}: {why}", path.display())]
+    BaselineTarget { path: PathBuf, why: String },
     /// Merging there would replace a file crashrig did not write.
     #[error(
         "write merged results into {}: it holds {file}, and no merged results.json beside it says crashrig wrote it; give another --out",
@@ -100,6 +105,63 @@ pub fn load_baseline(path: &Path) -> Result<Baseline, ReportError> {
     Ok(read_json::<Baseline>(path)?.checked(path)?)
 }
 
+/// The baselines of a matrix run or merge, checked before anything runs (a matrix's cells
+/// may take hours): the baseline to check against, read, and the file a new baseline goes
+/// to, found writable without replacing a file of the user's.
+#[derive(Debug, Clone, Default)]
+pub struct Baselines {
+    pub check: Option<Baseline>,
+    pub write: Option<PathBuf>,
+}
+
+impl Baselines {
+    /// [`load_baseline`] of `check` and [`check_baseline_target`] of `write`.
+    pub fn prepare(check: Option<&Path>, write: Option<&Path>) -> Result<Baselines, ReportError> {
+        let check = check.map(load_baseline).transpose()?;
+        Baselines::with(check, write)
+    }
+
+    /// A baseline already read, and the target checked.
+    pub fn with(check: Option<Baseline>, write: Option<&Path>) -> Result<Baselines, ReportError> {
+        if let Some(path) = write {
+            check_baseline_target(path)?;
+        }
+        Ok(Baselines {
+            check,
+            write: write.map(Path::to_path_buf),
+        })
+    }
+}
+
+/// Refuses a `--write-baseline` target whose directory is missing, that is a directory, or
+/// that holds a file other than a baseline (one that reads as a baseline is replaced, as a
+/// merge replaces its own results: a user keeping notes there would lose them otherwise).
+pub fn check_baseline_target(path: &Path) -> Result<(), ReportError> {
+    let refuse = |why: String| {
+        Err(ReportError::BaselineTarget {
+            path: path.to_path_buf(),
+            why,
+        })
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return refuse(format!("the directory {} does not exist", dir.display()));
+    }
+    match path.symlink_metadata() {
+        Err(_) => Ok(()),
+        Ok(meta) if meta.is_dir() => refuse("it is a directory".into()),
+        Ok(_) if read_json::<Baseline>(path).is_ok() => Ok(()),
+        Ok(_) => refuse(
+            "it holds a file that is not a crashrig baseline, which would be replaced; move \
+             it away or name another file"
+                .into(),
+        ),
+    }
+}
+
 /// Reads `DIR/results.json` of each directory and merges them (see
 /// [`matrix::merge_results`]).
 pub fn merge_dirs(dirs: &[PathBuf]) -> Result<Results, ReportError> {
@@ -113,19 +175,16 @@ pub fn merge_dirs(dirs: &[PathBuf]) -> Result<Results, ReportError> {
 
 /// After a matrix ran into `dir`: orders its results.json as the matrix expands, then
 /// writes the reports (see [`write_all`]).
-pub fn finish_matrix(
-    dir: &Path,
-    baseline: Option<&Path>,
-    write_baseline: Option<&Path>,
-) -> Result<Outcome, ReportError> {
+pub fn finish_matrix(dir: &Path, baselines: &Baselines) -> Result<Outcome, ReportError> {
     let mut results = read_results(&dir.join("results.json"))?;
     matrix::sort_runs(&mut results);
-    write_all(dir, &results, baseline, write_baseline, None)
+    write_all(dir, &results, baselines, None)
 }
 
 /// `crashrig report merge DIR... --out DIR`: merges the shards and writes every report into
 /// `--out`.
 pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
+    let baselines = Baselines::prepare(args.baseline.as_deref(), args.write_baseline.as_deref())?;
     let merged = merge_dirs(&args.dirs)?;
     // A merged directory may be merged into again; a run's directory never is.
     let out = args.out.canonicalize().ok();
@@ -142,16 +201,19 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
             why,
         });
     }
+    // Locked before it is looked at, as every results directory: a run or merge writing
+    // there now makes this one refuse, not interleave its files.
+    std::fs::create_dir_all(&args.out).map_err(|source| ReportError::CreateDir {
+        path: args.out.clone(),
+        source,
+    })?;
+    crate::report::durable::lock_results_dir(&args.out)?;
     if let Some(file) = foreign_output(&args.out) {
         return Err(ReportError::OutHoldsOtherFiles {
             path: args.out.clone(),
             file,
         });
     }
-    std::fs::create_dir_all(&args.out).map_err(|source| ReportError::CreateDir {
-        path: args.out.clone(),
-        source,
-    })?;
     // A lost shard must not pass for a whole matrix: said in summary.md (what a CI job
     // shows), and an infrastructure error unless something failed or it was allowed.
     let missing = matrix::missing_cells(&merged);
@@ -171,13 +233,7 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
             }
         )
     });
-    let mut outcome = write_all(
-        &args.out,
-        &merged,
-        args.baseline.as_deref(),
-        args.write_baseline.as_deref(),
-        note.as_deref(),
-    )?;
+    let mut outcome = write_all(&args.out, &merged, &baselines, note.as_deref())?;
     if note.is_some() && !args.allow_missing && outcome.exit_code == crate::exit::OK {
         outcome.exit_code = crate::exit::CONFIG_OR_INFRA;
     }
@@ -185,24 +241,21 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
 }
 
 /// Writes results.json, junit.xml, junit-cells.xml, summary.md (ending with `note`) into
-/// `dir` and the baseline of `results` to `write_baseline`; checks against the baseline at
-/// `baseline`.
+/// `dir` and the baseline of `results` where `baselines` says; checks against its baseline.
 fn write_all(
     dir: &Path,
     results: &Results,
-    baseline: Option<&Path>,
-    write_baseline: Option<&Path>,
+    baselines: &Baselines,
     note: Option<&str>,
 ) -> Result<Outcome, ReportError> {
-    let baseline = baseline.map(load_baseline).transpose()?;
+    let baseline = baselines.check.as_ref();
     write_json(&dir.join("results.json"), results)?;
-    if let Some(path) = write_baseline {
+    if let Some(path) = &baselines.write {
+        // Again: a file may have appeared there while the cells ran.
+        check_baseline_target(path)?;
         write_json(path, &baseline_from(results))?;
     }
-    let regressions = baseline
-        .as_ref()
-        .map(|b| check(results, b))
-        .unwrap_or_default();
+    let regressions = baseline.map(|b| check(results, b)).unwrap_or_default();
     let mut md = markdown(results, &compare(results), &regressions);
     md.push_str(note.unwrap_or_default());
     write_atomic(
