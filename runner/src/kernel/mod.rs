@@ -61,6 +61,19 @@ pub enum KernelError {
     NoPackage { package: String },
     #[error("resolve `{rev}` to a commit in {repo}")]
     BadRevision { repo: PathBuf, rev: String },
+    /// `--kernel PATH` (no `@REF`) of a tree whose tracked files differ from HEAD.
+    #[error(
+        "build {}: its working tree has uncommitted changes ({files}), and a build takes commits only: \
+         it would test {commit} without them. Commit the changes, or pass them as a patch \
+         (`git -C {} diff HEAD > fix.patch`, then `--patches fix.patch`), or build the commit \
+         as it is with `{}@HEAD`",
+        path.display(), path.display(), path.display()
+    )]
+    Uncommitted {
+        path: PathBuf,
+        commit: String,
+        files: String,
+    },
     #[error("run `{command}`:\n{output}")]
     Command { command: String, output: String },
     #[error("start `{command}`")]
