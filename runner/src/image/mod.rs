@@ -187,6 +187,8 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
         cpio::archive_dir(&root, io::BufWriter::new(file)).map_err(io_err(&out))?;
 
         let tools = tmp.path().join("tools");
+        // An empty recipe stages nothing here, and mkfs still wants the directory.
+        std::fs::create_dir_all(&tools).map_err(io_err(&tools))?;
         for (dst, src) in &tools_files {
             copy_file(src, &staged(&tools, dst)?)?;
         }
@@ -659,6 +661,23 @@ mod tests {
         // A file copied onto itself keeps its content (it used to be truncated to 0 bytes).
         copy_file(&src, &src).unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), b"awk");
+    }
+
+    /// An empty recipe (or `tools: []`) failed with `cannot access .../tools`: nothing had
+    /// made the tools staging directory mkfs reads.
+    #[test]
+    fn an_empty_recipe_builds_an_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache"));
+        let helper = tmp.path().join("crashrig-guest");
+        std::fs::write(&helper, b"not really the helper").unwrap();
+        for text in ["", "tools: []\n"] {
+            let recipe = tmp.path().join("r.yaml");
+            std::fs::write(&recipe, text).unwrap();
+            let image =
+                prepare(&recipe, &helper, &cache).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert!(image.tools_disk.is_file() && image.initramfs.is_file());
+        }
     }
 
     #[test]
