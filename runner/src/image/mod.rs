@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-pub use recipe::{Recipe, RecipeError};
+pub use recipe::{Recipe, RecipeError, MAX_FILE_BYTES};
 
 use crate::cache::{Cache, CacheError, Contents};
 use crate::host::{self, MissingTool};
@@ -82,6 +82,14 @@ pub enum ImageError {
     ModuleCompression { path: PathBuf },
     #[error("stage {path} into the image: the path leaves the staging directory")]
     OutsideStaging { path: PathBuf },
+    #[error("stage {path} into the image: it is {what}, not a regular file")]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "stage {path} into the image: it is {} MiB; a staged file may be at most {} MiB",
+        len.div_ceil(1 << 20),
+        MAX_FILE_BYTES >> 20
+    )]
+    TooBig { path: PathBuf, len: u64 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
@@ -140,16 +148,16 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
 
     let mut hasher = Sha256::new();
     hasher.update(FORMAT);
-    hasher.update(std::fs::read(recipe_path).map_err(io_err(recipe_path))?);
+    hash_file(&mut hasher, recipe_path)?;
     for (label, files) in [("initramfs", &initramfs_files), ("tools", &tools_files)] {
         hasher.update(label);
         for (dst, src) in files.iter() {
             hasher.update(dst.as_os_str().as_encoded_bytes());
-            hasher.update(std::fs::read(src).map_err(io_err(src))?);
+            hash_file(&mut hasher, src)?;
         }
     }
-    hasher.update(std::fs::read(&busybox).map_err(io_err(&busybox))?);
-    hasher.update(std::fs::read(helper).map_err(io_err(helper))?);
+    hash_file(&mut hasher, &busybox)?;
+    hash_file(&mut hasher, helper)?;
     let key = hex::encode(&hasher.finalize()[..16]);
 
     let dest = cache.dir("images")?.join(&key);
@@ -208,6 +216,45 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
     })
 }
 
+/// Opens `path` to read a staged file: a regular file (after symlinks) of at most
+/// [`MAX_FILE_BYTES`]. O_NONBLOCK, so a FIFO put where a file was checked does not block the
+/// open (it has no effect on a regular file's reads).
+fn open_staged(path: &Path) -> Result<(std::fs::File, std::fs::Metadata), ImageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        let what = match recipe::Source::of(path) {
+            recipe::Source::Other(what) => what,
+            _ => "not a regular file",
+        };
+        return Err(ImageError::NotAFile {
+            path: path.into(),
+            what,
+        });
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ImageError::TooBig {
+            path: path.into(),
+            len: meta.len(),
+        });
+    }
+    Ok((file, meta))
+}
+
+/// Feeds `path`'s content to `hasher` in pieces, never more than [`MAX_FILE_BYTES`] (a file
+/// that grows while it is read is cut there).
+fn hash_file(hasher: &mut Sha256, path: &Path) -> Result<(), ImageError> {
+    use std::io::Read;
+    let (file, _) = open_staged(path)?;
+    io::copy(&mut file.take(MAX_FILE_BYTES), hasher).map_err(io_err(path))?;
+    Ok(())
+}
+
 /// A new file only this user can read: archives that hold the guest's SSH host key.
 fn private_file(path: &Path) -> Result<std::fs::File, ImageError> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -259,10 +306,11 @@ fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
     if let Some(parent) = dst.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
+    use std::io::Read;
     // Open the source first: should `dst` be the source itself, the open file keeps its
     // content through the removal below.
-    let mut input = std::fs::File::open(src).map_err(io_err(src))?;
-    let mode = input.metadata().map_err(io_err(src))?.permissions();
+    let (input, meta) = open_staged(src)?;
+    let mode = meta.permissions();
     if dst.symlink_metadata().is_ok() {
         std::fs::remove_file(dst).map_err(io_err(dst))?;
     }
@@ -273,7 +321,7 @@ fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(dst)
         .map_err(io_err(dst))?;
-    io::copy(&mut input, &mut output).map_err(io_err(dst))?;
+    io::copy(&mut input.take(MAX_FILE_BYTES), &mut output).map_err(io_err(dst))?;
     output.set_permissions(mode).map_err(io_err(dst))?;
     Ok(())
 }
@@ -678,6 +726,58 @@ mod tests {
                 prepare(&recipe, &helper, &cache).unwrap_or_else(|e| panic!("{text:?}: {e}"));
             assert!(image.tools_disk.is_file() && image.initramfs.is_file());
         }
+    }
+
+    /// A device, FIFO or huge file reached the image build whole (`/dev/zero` until the host
+    /// ran out of memory; a FIFO blocked forever): reads of staged files stop at the bound.
+    #[test]
+    fn staged_files_are_regular_and_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fifo.as_os_str()))
+            .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let dst = tmp.path().join("out/x");
+        let mut hasher = Sha256::new();
+        for (src, what) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/zero"), "a character device"),
+        ] {
+            let err = hash_file(&mut hasher, src).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "stage {} into the image: it is {what}, not a regular file",
+                    src.display()
+                )
+            );
+            assert!(matches!(
+                copy_file(src, &dst),
+                Err(ImageError::NotAFile { .. })
+            ));
+        }
+        let big = tmp.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let err = hash_file(&mut hasher, &big).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("it is 257 MiB; a staged file may be at most 256 MiB"),
+            "{err}"
+        );
+        assert!(matches!(
+            copy_file(&big, &dst),
+            Err(ImageError::TooBig { .. })
+        ));
+        // Streaming gives the digest of the whole content.
+        let small = tmp.path().join("small");
+        std::fs::write(&small, b"abc").unwrap();
+        let mut hasher = Sha256::new();
+        hash_file(&mut hasher, &small).unwrap();
+        assert_eq!(hasher.finalize(), Sha256::digest(b"abc"));
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub enum KernelError {
         path.display()
     )]
     NotAnImage { path: PathBuf },
+    #[error(
+        "`{}` is {} MiB: too large for a kernel image (a bzImage is well under {} MiB); give a bzImage or vmlinuz",
+        path.display(),
+        len.div_ceil(1 << 20),
+        MAX_IMAGE_BYTES >> 20
+    )]
+    ImageTooBig { path: PathBuf, len: u64 },
     #[error(transparent)]
     MissingTool(#[from] MissingTool),
     #[error(transparent)]
@@ -156,6 +163,14 @@ impl KernelError {
     }
 }
 
+/// The largest file `--kernel FILE` takes (256 MiB): a bzImage is 5-20 MB, far less than
+/// this, and the file is hashed on every run.
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// How much of an image's start holds the setup header and the version string it points to
+/// (the real-mode setup: at most 64 KiB).
+const SETUP_BYTES: u64 = 64 << 10;
+
 /// The release (`uname -r`) written in a bzImage's setup header: the `kernel_version` field
 /// at 0x20E is an offset (minus 0x200) of a NUL-terminated version string.
 pub fn image_release(image: &[u8]) -> Option<String> {
@@ -174,20 +189,47 @@ fn resolve_image(
     modules: Option<&Path>,
     spec: &KernelSpec,
 ) -> Result<ResolvedKernel, KernelError> {
-    let bytes = std::fs::read(path).map_err(|source| KernelError::Io {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |source| KernelError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    // QEMU would only say it exited at start.
-    if bytes.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
-        return Err(KernelError::NotAnImage {
+    };
+    let not_an_image = || KernelError::NotAnImage {
+        path: path.to_path_buf(),
+    };
+    // O_NONBLOCK: a FIFO put where the spec saw a file must not block the open.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(not_an_image());
+    }
+    // The header first: QEMU would only say it exited at start.
+    let mut setup = Vec::new();
+    (&mut file)
+        .take(SETUP_BYTES)
+        .read_to_end(&mut setup)
+        .map_err(io_err)?;
+    if setup.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
+        return Err(not_an_image());
+    }
+    if meta.len() > MAX_IMAGE_BYTES {
+        return Err(KernelError::ImageTooBig {
             path: path.to_path_buf(),
+            len: meta.len(),
         });
     }
-    let sha = hex::encode(Sha256::digest(&bytes));
+    file.rewind().map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file.take(MAX_IMAGE_BYTES), &mut hasher).map_err(io_err)?;
+    let sha = hex::encode(hasher.finalize());
     Ok(ResolvedKernel {
         spec: spec.to_string(),
-        release: image_release(&bytes),
+        release: image_release(&setup),
         version: format!("image sha256:{}", &sha[..16]),
         image: path.to_path_buf(),
         modules_dir: modules.map(Path::to_path_buf),
@@ -388,6 +430,52 @@ mod tests {
         std::fs::write(&image, fake_image("6.1.0-28-cloud-amd64 #1")).unwrap();
         let k = resolve_image(&image, None, &spec(&image)).unwrap();
         assert_eq!(k.release.as_deref(), Some("6.1.0-28-cloud-amd64"));
+    }
+
+    /// `--kernel BIG_FILE` read the whole file (20 GB) before looking at it: the header is
+    /// checked first, the size bounded, and the hash streamed.
+    #[test]
+    fn a_huge_file_is_refused_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |p: &Path| KernelSpec::Image {
+            path: p.to_path_buf(),
+            modules: None,
+        };
+        // Sparse: 20 GiB of length, no blocks.
+        let sparse = dir.path().join("sparse.img");
+        std::fs::File::create(&sparse)
+            .unwrap()
+            .set_len(20 << 30)
+            .unwrap();
+        assert!(matches!(
+            resolve_image(&sparse, None, &spec(&sparse)),
+            Err(KernelError::NotAnImage { .. })
+        ));
+        let big = dir.path().join("bzImage-big");
+        let mut file = std::fs::File::create(&big).unwrap();
+        std::io::Write::write_all(&mut file, &fake_image("6.1.0 #1")).unwrap();
+        file.set_len(MAX_IMAGE_BYTES + 1).unwrap();
+        let err = resolve_image(&big, None, &spec(&big)).unwrap_err();
+        assert!(
+            err.to_string().ends_with("is 257 MiB: too large for a kernel image (a bzImage is well under 256 MiB); give a bzImage or vmlinuz"),
+            "{err}"
+        );
+        // A FIFO (or a device) is no image, and is never read.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fifo.as_os_str()))
+            .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            resolve_image(&fifo, None, &spec(&fifo)),
+            Err(KernelError::NotAnImage { .. })
+        ));
+        // The streamed hash is the whole file's.
+        let image = dir.path().join("bzImage");
+        let bytes = fake_image("6.1.0 #1");
+        std::fs::write(&image, &bytes).unwrap();
+        let k = resolve_image(&image, None, &spec(&image)).unwrap();
+        assert_eq!(k.image_sha256, hex::encode(Sha256::digest(&bytes)));
     }
 
     #[test]
