@@ -468,14 +468,8 @@ pub fn initrd_for(
     let Some(modules_dir) = &kernel.modules_dir else {
         return Ok(image.initramfs.clone());
     };
-    let mut hasher = Sha256::new();
-    hasher.update(&image.key);
-    // An image rebuilt under its key (its entry was found damaged) has a new SSH host key: an
-    // initrd made from the old one would make every guest refuse to be trusted.
-    hasher.update(&image.host_key);
-    hasher.update(&kernel.image_sha256);
-    hasher.update(IMAGE_MODULES.join(","));
-    let key = hex::encode(&hasher.finalize()[..16]);
+    let modules = ModulesPlan::read(modules_dir)?;
+    let key = initrd_key(image, &kernel.image_sha256, &modules.identity()?);
     let dest = cache.dir("initrds")?.join(&key);
     let initrd = dest.join("initrd.cpio");
     if cache
@@ -486,7 +480,7 @@ pub fn initrd_for(
     }
     let tmp = cache.tempdir()?;
     let stage = tmp.path().join("modules");
-    stage_modules(modules_dir, &stage)?;
+    modules.stage(&stage)?;
     let entry = tmp.path().join("entry");
     std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
     let out = entry.join("initrd.cpio");
@@ -503,6 +497,87 @@ pub fn initrd_for(
         .map_err(io_err(&out))?;
     cache.install(&entry, &dest, Contents::Hashed)?;
     Ok(initrd)
+}
+
+/// The cache key of an initrd: the image, the kernel image and what its modules archive
+/// holds (`modules`: [`ModulesPlan::identity`]). A bzImage is often byte-identical after a
+/// module is fixed and rebuilt, so the kernel image alone would boot the old module.
+fn initrd_key(image: &GuestImage, kernel_sha256: &str, modules: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(&image.key);
+    // An image rebuilt under its key (its entry was found damaged) has a new SSH host key: an
+    // initrd made from the old one would make every guest refuse to be trusted.
+    hasher.update(&image.host_key);
+    hasher.update(kernel_sha256);
+    hasher.update(IMAGE_MODULES.join(","));
+    hasher.update(modules);
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// The modules of a `lib/modules/<release>` tree that go into an initrd: for each of
+/// [`IMAGE_MODULES`] the tree has, its load order, and every file those orders name.
+struct ModulesPlan {
+    dir: PathBuf,
+    modules_dep: String,
+    orders: BTreeMap<String, Vec<String>>,
+    files: BTreeSet<String>,
+}
+
+impl ModulesPlan {
+    fn read(dir: &Path) -> Result<ModulesPlan, ImageError> {
+        let dep_path = dir.join("modules.dep");
+        let modules_dep = std::fs::read_to_string(&dep_path)
+            .map_err(|_| ImageError::NoModulesDep { dir: dir.into() })?;
+        let orders = load_orders(&modules_dep, IMAGE_MODULES);
+        let files = orders.values().flatten().cloned().collect();
+        Ok(ModulesPlan {
+            dir: dir.into(),
+            modules_dep,
+            orders,
+            files,
+        })
+    }
+
+    /// What the staged archive holds: modules.dep and each staged file's path and content.
+    /// Contents, not mtimes: copies keep mtimes (`cp -a`, rsync), and the files are a few
+    /// megabytes, read again only when the initrd is made.
+    fn identity(&self) -> Result<String, ImageError> {
+        let mut hasher = Sha256::new();
+        hasher.update(&self.modules_dep);
+        for rel in &self.files {
+            hasher.update(rel.as_bytes());
+            hasher.update([0]);
+            hash_file(&mut hasher, &self.dir.join(rel))?;
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    fn stage(&self, stage: &Path) -> Result<(), ImageError> {
+        for (name, order) in &self.orders {
+            let list: Vec<String> = order.iter().map(|p| uncompressed_name(p)).collect();
+            write(
+                &stage.join("etc/crashrig/modules").join(name),
+                (list.join("\n") + "\n").as_bytes(),
+            )?;
+        }
+        for rel in &self.files {
+            let src = self.dir.join(rel);
+            let dst = stage.join("lib/modules").join(uncompressed_name(rel));
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            if rel.ends_with(".ko") {
+                copy_file(&src, &dst)?;
+            } else if rel.ends_with(".ko.xz") {
+                let (input, _) = open_staged(&src)?;
+                let mut out = std::fs::File::create(&dst).map_err(io_err(&dst))?;
+                io::copy(&mut xz2::read::XzDecoder::new(input), &mut out).map_err(io_err(&src))?;
+            } else {
+                return Err(ImageError::ModuleCompression { path: src });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Module name as modprobe spells it: file stem with '-' as '_'.
@@ -532,40 +607,6 @@ pub fn load_orders(modules_dep: &str, wanted: &[&str]) -> BTreeMap<String, Vec<S
             Some((name.to_string(), order))
         })
         .collect()
-}
-
-fn stage_modules(modules_dir: &Path, stage: &Path) -> Result<(), ImageError> {
-    let dep_path = modules_dir.join("modules.dep");
-    let dep = std::fs::read_to_string(&dep_path).map_err(|_| ImageError::NoModulesDep {
-        dir: modules_dir.into(),
-    })?;
-    let orders = load_orders(&dep, IMAGE_MODULES);
-    let mut all = BTreeSet::new();
-    for (name, order) in &orders {
-        let list: Vec<String> = order.iter().map(|p| uncompressed_name(p)).collect();
-        write(
-            &stage.join("etc/crashrig/modules").join(name),
-            (list.join("\n") + "\n").as_bytes(),
-        )?;
-        all.extend(order.iter().cloned());
-    }
-    for rel in all {
-        let src = modules_dir.join(&rel);
-        let dst = stage.join("lib/modules").join(uncompressed_name(&rel));
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        }
-        if rel.ends_with(".ko") {
-            std::fs::copy(&src, &dst).map_err(io_err(&src))?;
-        } else if rel.ends_with(".ko.xz") {
-            let input = std::fs::File::open(&src).map_err(io_err(&src))?;
-            let mut out = std::fs::File::create(&dst).map_err(io_err(&dst))?;
-            io::copy(&mut xz2::read::XzDecoder::new(input), &mut out).map_err(io_err(&src))?;
-        } else {
-            return Err(ImageError::ModuleCompression { path: src });
-        }
-    }
-    Ok(())
 }
 
 fn uncompressed_name(rel: &str) -> String {
@@ -829,6 +870,59 @@ mod tests {
             uncompressed_name("kernel/fs/xfs/xfs.ko.xz"),
             "kernel/fs/xfs/xfs.ko"
         );
+    }
+
+    /// A module rebuilt under a byte-identical bzImage booted the old module: the initrd
+    /// was keyed on the kernel image only.
+    #[test]
+    fn the_initrd_key_follows_the_modules_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("6.1.0");
+        std::fs::create_dir_all(dir.join("kernel/fs/xfs")).unwrap();
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/fs/xfs/xfs.ko:\nkernel/other.ko:\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("kernel/fs/xfs/xfs.ko"), b"old xfs").unwrap();
+        std::fs::write(dir.join("kernel/other.ko"), b"not staged").unwrap();
+        let image = GuestImage {
+            key: "img".into(),
+            initramfs: "/i".into(),
+            tools_disk: "/t".into(),
+            host_key: "ssh-ed25519 AAAA".into(),
+        };
+        let key = || {
+            initrd_key(
+                &image,
+                "bzimage-sha",
+                &ModulesPlan::read(&dir).unwrap().identity().unwrap(),
+            )
+        };
+        let old = key();
+        assert_eq!(old, key());
+        // Same size, same mtime, new content: a new initrd.
+        let xfs = dir.join("kernel/fs/xfs/xfs.ko");
+        let mtime = std::fs::metadata(&xfs).unwrap().modified().unwrap();
+        std::fs::write(&xfs, b"new xfs").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&xfs)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let new = key();
+        assert_ne!(old, new);
+        // A module the image does not carry changes nothing.
+        std::fs::write(dir.join("kernel/other.ko"), b"changed").unwrap();
+        assert_eq!(new, key());
+        // modules.dep is part of it (another load order is another archive).
+        std::fs::write(dir.join("modules.dep"), "kernel/fs/xfs/xfs.ko:\n").unwrap();
+        assert_ne!(new, key());
+        assert!(matches!(
+            ModulesPlan::read(tmp.path()),
+            Err(ImageError::NoModulesDep { .. })
+        ));
     }
 
     #[test]

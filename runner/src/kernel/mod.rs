@@ -58,6 +58,9 @@ pub enum KernelError {
         MAX_IMAGE_BYTES >> 20
     )]
     ImageTooBig { path: PathBuf, len: u64 },
+    /// `PATH,modules=DIR` with a DIR that is not a modules tree.
+    #[error("use `{}` as the kernel's modules (`,modules=DIR`): {why}; give the `lib/modules/<release>` directory of this kernel's `make modules_install`", dir.display())]
+    Modules { dir: PathBuf, why: String },
     #[error(transparent)]
     MissingTool(#[from] MissingTool),
     #[error(transparent)]
@@ -223,6 +226,9 @@ fn resolve_image(
             len: meta.len(),
         });
     }
+    if let Some(dir) = modules {
+        check_modules_dir(dir)?;
+    }
     file.rewind().map_err(io_err)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file.take(MAX_IMAGE_BYTES), &mut hasher).map_err(io_err)?;
@@ -240,6 +246,30 @@ fn resolve_image(
         kconfig: Vec::new(),
         patches: Vec::new(),
     })
+}
+
+/// `,modules=DIR` names a modules tree: a directory with modules.dep. Checked before
+/// anything boots: a wrong DIR otherwise showed up as a guest without its disk or network
+/// drivers, or not at all while an initrd made before was reused.
+fn check_modules_dir(dir: &Path) -> Result<(), KernelError> {
+    let refuse = |why: String| KernelError::Modules {
+        dir: dir.to_path_buf(),
+        why,
+    };
+    if dir.as_os_str().is_empty() {
+        return Err(refuse("`modules=` names no directory".into()));
+    }
+    match std::fs::metadata(dir) {
+        Err(e) => return Err(refuse(e.to_string())),
+        Ok(m) if !m.is_dir() => return Err(refuse("it is not a directory".into())),
+        Ok(_) => {}
+    }
+    match std::fs::metadata(dir.join("modules.dep")) {
+        Ok(m) if m.is_file() => Ok(()),
+        _ => Err(refuse(
+            "it has no modules.dep (run `depmod -b <root> <release>` for it)".into(),
+        )),
+    }
 }
 
 /// Everything a build of `spec` depends on, read without checking anything out: source
@@ -476,6 +506,54 @@ mod tests {
         std::fs::write(&image, &bytes).unwrap();
         let k = resolve_image(&image, None, &spec(&image)).unwrap();
         assert_eq!(k.image_sha256, hex::encode(Sha256::digest(&bytes)));
+    }
+
+    /// `,modules=/nonexistent`, `,modules=/etc` and `,modules=` booted with whatever initrd
+    /// was cached for the image: each is refused before anything boots.
+    #[test]
+    fn modules_must_name_a_modules_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("bzImage");
+        std::fs::write(&image, fake_image("6.1.0 #1")).unwrap();
+        let tree = dir.path().join("lib/modules/6.1.0");
+        std::fs::create_dir_all(&tree).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let resolve = |m: &Path| {
+            let spec = KernelSpec::Image {
+                path: image.clone(),
+                modules: Some(m.to_path_buf()),
+            };
+            resolve_image(&image, Some(m), &spec).map_err(|e| e.to_string())
+        };
+        let tail =
+            "; give the `lib/modules/<release>` directory of this kernel's `make modules_install`";
+        let missing = dir.path().join("nonexistent");
+        for (m, why) in [
+            (Path::new(""), "`modules=` names no directory".to_string()),
+            (
+                &missing,
+                "No such file or directory (os error 2)".to_string(),
+            ),
+            (&file, "it is not a directory".to_string()),
+            (
+                &tree,
+                "it has no modules.dep (run `depmod -b <root> <release>` for it)".to_string(),
+            ),
+        ] {
+            assert_eq!(
+                resolve(m).unwrap_err(),
+                format!(
+                    "use `{}` as the kernel's modules (`,modules=DIR`): {why}{tail}",
+                    m.display()
+                )
+            );
+        }
+        std::fs::write(tree.join("modules.dep"), "").unwrap();
+        assert_eq!(
+            resolve(&tree).unwrap().modules_dir.as_deref(),
+            Some(tree.as_path())
+        );
     }
 
     #[test]
