@@ -61,6 +61,8 @@ pub enum KernelError {
     /// `PATH,modules=DIR` with a DIR that is not a modules tree.
     #[error("use `{}` as the kernel's modules (`,modules=DIR`): {why}; give the `lib/modules/<release>` directory of this kernel's `make modules_install`", dir.display())]
     Modules { dir: PathBuf, why: String },
+    #[error("`,modules=` names no directory; give the `lib/modules/<release>` directory of this kernel's `make modules_install`, or leave `,modules=` out")]
+    ModulesEmpty,
     #[error(transparent)]
     MissingTool(#[from] MissingTool),
     #[error(transparent)]
@@ -73,8 +75,8 @@ pub enum KernelError {
     BadRevision { repo: PathBuf, rev: String },
     /// `--kernel PATH` (no `@REF`) of a tree whose tracked files differ from HEAD.
     #[error(
-        "build {}: its working tree has uncommitted changes ({files}), and a build takes commits only: \
-         it would test {commit} without them. Commit the changes, or pass them as a patch \
+        "{}: the working tree has uncommitted changes ({files}); a build takes commits only, so \
+         it would test {commit} without them. Commit the changes, pass them as a patch \
          (`git -C {} diff HEAD > fix.patch`, then `--patches fix.patch`), or build the commit \
          as it is with `{}@HEAD`",
         path.display(), path.display(), path.display()
@@ -257,7 +259,7 @@ fn check_modules_dir(dir: &Path) -> Result<(), KernelError> {
         why,
     };
     if dir.as_os_str().is_empty() {
-        return Err(refuse("`modules=` names no directory".into()));
+        return Err(KernelError::ModulesEmpty);
     }
     match std::fs::metadata(dir) {
         Err(e) => return Err(refuse(e.to_string())),
@@ -529,8 +531,12 @@ mod tests {
         let tail =
             "; give the `lib/modules/<release>` directory of this kernel's `make modules_install`";
         let missing = dir.path().join("nonexistent");
+        assert_eq!(
+            resolve(Path::new("")).unwrap_err(),
+            "`,modules=` names no directory; give the `lib/modules/<release>` directory of this \
+             kernel's `make modules_install`, or leave `,modules=` out"
+        );
         for (m, why) in [
-            (Path::new(""), "`modules=` names no directory".to_string()),
             (
                 &missing,
                 "No such file or directory (os error 2)".to_string(),

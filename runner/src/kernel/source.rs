@@ -533,9 +533,9 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "build {p}: its working tree has uncommitted changes (f, g), and a build takes \
-                 commits only: it would test {} without them. Commit the changes, or pass them \
-                 as a patch (`git -C {p} diff HEAD > fix.patch`, then `--patches fix.patch`), or \
+                "{p}: the working tree has uncommitted changes (f, g); a build takes commits \
+                 only, so it would test {} without them. Commit the changes, pass them as a \
+                 patch (`git -C {p} diff HEAD > fix.patch`, then `--patches fix.patch`), or \
                  build the commit as it is with `{p}@HEAD`",
                 &head[..12]
             )
