@@ -228,13 +228,9 @@ fn open_staged(path: &Path) -> Result<(std::fs::File, std::fs::Metadata), ImageE
         .map_err(io_err(path))?;
     let meta = file.metadata().map_err(io_err(path))?;
     if !meta.is_file() {
-        let what = match recipe::Source::of(path) {
-            recipe::Source::Other(what) => what,
-            _ => "not a regular file",
-        };
         return Err(ImageError::NotAFile {
             path: path.into(),
-            what,
+            what: crate::kernel::file_kind(meta.file_type()),
         });
     }
     if meta.len() > MAX_FILE_BYTES {

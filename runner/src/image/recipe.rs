@@ -52,26 +52,10 @@ pub enum Source {
 impl Source {
     /// `path` on this machine (following symlinks; never opened, so a FIFO cannot block).
     pub fn of(path: &Path) -> Source {
-        use std::os::unix::fs::FileTypeExt;
         match std::fs::metadata(path) {
             Err(e) => Source::Unreadable(e.to_string()),
             Ok(m) if m.is_file() => Source::File { len: m.len() },
-            Ok(m) => {
-                let t = m.file_type();
-                Source::Other(if t.is_dir() {
-                    "a directory"
-                } else if t.is_char_device() {
-                    "a character device"
-                } else if t.is_block_device() {
-                    "a block device"
-                } else if t.is_fifo() {
-                    "a FIFO"
-                } else if t.is_socket() {
-                    "a socket"
-                } else {
-                    "not a regular file"
-                })
-            }
+            Ok(m) => Source::Other(crate::kernel::file_kind(m.file_type())),
         }
     }
 }

@@ -301,6 +301,9 @@ pub struct Fragment {
     pub text: String,
 }
 
+/// The largest fragment read (8 MiB: a whole `.config` is well under 1 MiB).
+const MAX_FRAGMENT_BYTES: u64 = 8 << 20;
+
 /// Resolves and reads fragments: `base`, then `scenario`, then `user` (later ones override).
 pub fn load_fragments(names: &[String], dir: &Path) -> Result<Vec<Fragment>, KernelError> {
     let mut out: Vec<Fragment> = Vec::new();
@@ -311,7 +314,11 @@ pub fn load_fragments(names: &[String], dir: &Path) -> Result<Vec<Fragment>, Ker
         if out.iter().any(|f| f.path == path) {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| KernelError::Fragment {
+        let text = super::read_input(&path, MAX_FRAGMENT_BYTES).and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        });
+        let text = text.map_err(|source| KernelError::Fragment {
             name: name.clone(),
             path: path.clone(),
             known: known_names(dir).join(", "),

@@ -168,13 +168,62 @@ impl KernelError {
     }
 }
 
+/// What a file that is not a regular file is, for messages: "a directory", "a FIFO", ...
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The content of a file the user named (a patch, a kconfig fragment): a regular file of at
+/// most `limit` bytes, else an error saying which it is not. Opened O_NONBLOCK, so a FIFO
+/// cannot block the open; `/dev/zero` is refused, not read until memory runs out.
+pub(crate) fn read_input(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other(format!(
+            "it is {}, not a regular file",
+            file_kind(meta.file_type())
+        )));
+    }
+    if meta.len() > limit {
+        return Err(io::Error::other(format!(
+            "it is {} bytes, more than the {} MiB crashrig reads of it",
+            meta.len(),
+            limit >> 20
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The largest file `--kernel FILE` takes (256 MiB): a bzImage is 5-20 MB, far less than
 /// this, and the file is hashed on every run.
 pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
 
-/// How much of an image's start holds the setup header and the version string it points to
-/// (the real-mode setup: at most 64 KiB).
-const SETUP_BYTES: u64 = 64 << 10;
+/// How much of an image's start holds the setup header and the version string it points to:
+/// `kernel_version` is a 16-bit offset from 0x200, so the string starts before 0x10200.
+const SETUP_BYTES: u64 = 0x10200 + 4096;
 
 /// The release (`uname -r`) written in a bzImage's setup header: the `kernel_version` field
 /// at 0x20E is an offset (minus 0x200) of a NUL-terminated version string.
@@ -559,6 +608,45 @@ mod tests {
         assert_eq!(
             resolve(&tree).unwrap().modules_dir.as_deref(),
             Some(tree.as_path())
+        );
+    }
+
+    /// `--patches /dev/zero` or `--kconfig /dev/zero` read until memory ran out.
+    #[test]
+    fn user_files_are_read_only_when_regular_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_input(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "it is a character device, not a regular file"
+        );
+        let err = read_input(dir.path(), 1 << 20).unwrap_err();
+        assert_eq!(err.to_string(), "it is a directory, not a regular file");
+        let big = dir.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len((1 << 20) + 1)
+            .unwrap();
+        let err = read_input(&big, 1 << 20).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "it is 1048577 bytes, more than the 1 MiB crashrig reads of it"
+        );
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"CONFIG_A=y\n").unwrap();
+        assert_eq!(read_input(&small, 1 << 20).unwrap(), b"CONFIG_A=y\n");
+        // Through the callers.
+        let err = patches::expand(&[PathBuf::from("/dev/zero")]).unwrap_err();
+        assert!(
+            crate::report::error_chain(&err)
+                .ends_with("it is a character device, not a regular file"),
+            "{err}"
+        );
+        let err = kconfig::load_fragments(&["/dev/zero".into()], dir.path()).unwrap_err();
+        assert!(
+            crate::report::error_chain(&err)
+                .ends_with("it is a character device, not a regular file"),
+            "{err}"
         );
     }
 
