@@ -2,11 +2,27 @@
 
 use std::path::PathBuf;
 
+/// Programs not found in PATH, with the Debian packages that provide them (each once).
 #[derive(Debug, thiserror::Error)]
-#[error("`{tool}` not found in PATH; install it with `apt-get install {package}`")]
 pub struct MissingTool {
-    pub tool: String,
-    pub package: String,
+    pub tools: Vec<String>,
+    pub packages: Vec<String>,
+}
+
+impl std::fmt::Display for MissingTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tools: Vec<String> = self.tools.iter().map(|t| format!("`{t}`")).collect();
+        let (tools, it) = match tools.as_slice() {
+            [one] => (one.clone(), "it"),
+            [rest @ .., last] => (format!("{} and {last}", rest.join(", ")), "them"),
+            [] => (String::new(), "it"),
+        };
+        write!(
+            f,
+            "{tools} not found in PATH; install {it} with `apt-get install {}`",
+            self.packages.join(" ")
+        )
+    }
 }
 
 /// (tool, Debian package) for every program crashrig may run on the host.
@@ -64,10 +80,42 @@ pub fn find(tool: &str) -> Option<PathBuf> {
 
 /// Like [`find`], with an error that names the package to install.
 pub fn require(tool: &str) -> Result<PathBuf, MissingTool> {
-    find(tool).ok_or_else(|| MissingTool {
-        tool: tool.into(),
-        package: package_for(tool).into(),
-    })
+    require_all(&[tool]).map(|mut found| found.remove(0))
+}
+
+/// Every one of `tools` ([`find`]), or one error naming all that are missing and their
+/// packages: a missing flex and bison are one `apt-get install`, not two failed runs.
+pub fn require_all(tools: &[&str]) -> Result<Vec<PathBuf>, MissingTool> {
+    require_all_with(tools, find)
+}
+
+/// [`require_all`] with the lookup as a parameter (a seam for tests).
+pub fn require_all_with(
+    tools: &[&str],
+    find: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<Vec<PathBuf>, MissingTool> {
+    let mut found = Vec::new();
+    let mut missing = MissingTool {
+        tools: Vec::new(),
+        packages: Vec::new(),
+    };
+    for tool in tools {
+        match find(tool) {
+            Some(path) => found.push(path),
+            None => {
+                missing.tools.push(tool.to_string());
+                let package = package_for(tool).to_string();
+                if !missing.packages.contains(&package) {
+                    missing.packages.push(package);
+                }
+            }
+        }
+    }
+    if missing.tools.is_empty() {
+        Ok(found)
+    } else {
+        Err(missing)
+    }
 }
 
 fn is_executable(p: &std::path::Path) -> bool {
@@ -111,13 +159,19 @@ mod tests {
 
     #[test]
     fn missing_tool_names_the_package() {
-        let err = MissingTool {
-            tool: "dmsetup".into(),
-            package: package_for("dmsetup").into(),
-        };
+        let err = require_all_with(&["dmsetup"], |_| None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "`dmsetup` not found in PATH; install it with `apt-get install dmsetup`"
+        );
+        let err = require_all_with(&["make", "flex", "mkfs.xfs", "xfs_io", "bison"], |t| {
+            (t == "make").then(|| PathBuf::from("/usr/bin/make"))
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`flex`, `mkfs.xfs`, `xfs_io` and `bison` not found in PATH; install them with \
+             `apt-get install flex xfsprogs bison`"
         );
         assert!(require("crashrig-no-such-tool-xyz").is_err());
         assert!(find("sh").is_some());

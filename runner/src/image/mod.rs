@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-pub use recipe::{Recipe, RecipeError};
+pub use recipe::{Recipe, RecipeError, MAX_FILE_BYTES};
 
 use crate::cache::{Cache, CacheError, Contents};
 use crate::host::{self, MissingTool};
@@ -82,6 +82,14 @@ pub enum ImageError {
     ModuleCompression { path: PathBuf },
     #[error("stage {path} into the image: the path leaves the staging directory")]
     OutsideStaging { path: PathBuf },
+    #[error("stage {path} into the image: it is {what}, not a regular file")]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "stage {path} into the image: it is {} MiB; a staged file may be at most {} MiB",
+        len.div_ceil(1 << 20),
+        MAX_FILE_BYTES >> 20
+    )]
+    TooBig { path: PathBuf, len: u64 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
@@ -140,16 +148,16 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
 
     let mut hasher = Sha256::new();
     hasher.update(FORMAT);
-    hasher.update(std::fs::read(recipe_path).map_err(io_err(recipe_path))?);
+    hash_file(&mut hasher, recipe_path)?;
     for (label, files) in [("initramfs", &initramfs_files), ("tools", &tools_files)] {
         hasher.update(label);
         for (dst, src) in files.iter() {
             hasher.update(dst.as_os_str().as_encoded_bytes());
-            hasher.update(std::fs::read(src).map_err(io_err(src))?);
+            hash_file(&mut hasher, src)?;
         }
     }
-    hasher.update(std::fs::read(&busybox).map_err(io_err(&busybox))?);
-    hasher.update(std::fs::read(helper).map_err(io_err(helper))?);
+    hash_file(&mut hasher, &busybox)?;
+    hash_file(&mut hasher, helper)?;
     let key = hex::encode(&hasher.finalize()[..16]);
 
     let dest = cache.dir("images")?.join(&key);
@@ -187,6 +195,8 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
         cpio::archive_dir(&root, io::BufWriter::new(file)).map_err(io_err(&out))?;
 
         let tools = tmp.path().join("tools");
+        // An empty recipe stages nothing here, and mkfs still wants the directory.
+        std::fs::create_dir_all(&tools).map_err(io_err(&tools))?;
         for (dst, src) in &tools_files {
             copy_file(src, &staged(&tools, dst)?)?;
         }
@@ -204,6 +214,41 @@ pub fn prepare(recipe_path: &Path, helper: &Path, cache: &Cache) -> Result<Guest
         tools_disk: dest.join("tools.ext4"),
         host_key,
     })
+}
+
+/// Opens `path` to read a staged file: a regular file (after symlinks) of at most
+/// [`MAX_FILE_BYTES`]. O_NONBLOCK, so a FIFO put where a file was checked does not block the
+/// open (it has no effect on a regular file's reads).
+fn open_staged(path: &Path) -> Result<(std::fs::File, std::fs::Metadata), ImageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(ImageError::NotAFile {
+            path: path.into(),
+            what: crate::kernel::file_kind(meta.file_type()),
+        });
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ImageError::TooBig {
+            path: path.into(),
+            len: meta.len(),
+        });
+    }
+    Ok((file, meta))
+}
+
+/// Feeds `path`'s content to `hasher` in pieces, never more than [`MAX_FILE_BYTES`] (a file
+/// that grows while it is read is cut there).
+fn hash_file(hasher: &mut Sha256, path: &Path) -> Result<(), ImageError> {
+    use std::io::Read;
+    let (file, _) = open_staged(path)?;
+    io::copy(&mut file.take(MAX_FILE_BYTES), hasher).map_err(io_err(path))?;
+    Ok(())
 }
 
 /// A new file only this user can read: archives that hold the guest's SSH host key.
@@ -257,10 +302,11 @@ fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
     if let Some(parent) = dst.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
+    use std::io::Read;
     // Open the source first: should `dst` be the source itself, the open file keeps its
     // content through the removal below.
-    let mut input = std::fs::File::open(src).map_err(io_err(src))?;
-    let mode = input.metadata().map_err(io_err(src))?.permissions();
+    let (input, meta) = open_staged(src)?;
+    let mode = meta.permissions();
     if dst.symlink_metadata().is_ok() {
         std::fs::remove_file(dst).map_err(io_err(dst))?;
     }
@@ -271,7 +317,7 @@ fn copy_file(src: &Path, dst: &Path) -> Result<(), ImageError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(dst)
         .map_err(io_err(dst))?;
-    io::copy(&mut input, &mut output).map_err(io_err(dst))?;
+    io::copy(&mut input.take(MAX_FILE_BYTES), &mut output).map_err(io_err(dst))?;
     output.set_permissions(mode).map_err(io_err(dst))?;
     Ok(())
 }
@@ -418,14 +464,8 @@ pub fn initrd_for(
     let Some(modules_dir) = &kernel.modules_dir else {
         return Ok(image.initramfs.clone());
     };
-    let mut hasher = Sha256::new();
-    hasher.update(&image.key);
-    // An image rebuilt under its key (its entry was found damaged) has a new SSH host key: an
-    // initrd made from the old one would make every guest refuse to be trusted.
-    hasher.update(&image.host_key);
-    hasher.update(&kernel.image_sha256);
-    hasher.update(IMAGE_MODULES.join(","));
-    let key = hex::encode(&hasher.finalize()[..16]);
+    let modules = ModulesPlan::read(modules_dir)?;
+    let key = initrd_key(image, &kernel.image_sha256, &modules.identity()?);
     let dest = cache.dir("initrds")?.join(&key);
     let initrd = dest.join("initrd.cpio");
     if cache
@@ -436,7 +476,7 @@ pub fn initrd_for(
     }
     let tmp = cache.tempdir()?;
     let stage = tmp.path().join("modules");
-    stage_modules(modules_dir, &stage)?;
+    modules.stage(&stage)?;
     let entry = tmp.path().join("entry");
     std::fs::create_dir_all(&entry).map_err(io_err(&entry))?;
     let out = entry.join("initrd.cpio");
@@ -453,6 +493,87 @@ pub fn initrd_for(
         .map_err(io_err(&out))?;
     cache.install(&entry, &dest, Contents::Hashed)?;
     Ok(initrd)
+}
+
+/// The cache key of an initrd: the image, the kernel image and what its modules archive
+/// holds (`modules`: [`ModulesPlan::identity`]). A bzImage is often byte-identical after a
+/// module is fixed and rebuilt, so the kernel image alone would boot the old module.
+fn initrd_key(image: &GuestImage, kernel_sha256: &str, modules: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(&image.key);
+    // An image rebuilt under its key (its entry was found damaged) has a new SSH host key: an
+    // initrd made from the old one would make every guest refuse to be trusted.
+    hasher.update(&image.host_key);
+    hasher.update(kernel_sha256);
+    hasher.update(IMAGE_MODULES.join(","));
+    hasher.update(modules);
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// The modules of a `lib/modules/<release>` tree that go into an initrd: for each of
+/// [`IMAGE_MODULES`] the tree has, its load order, and every file those orders name.
+struct ModulesPlan {
+    dir: PathBuf,
+    modules_dep: String,
+    orders: BTreeMap<String, Vec<String>>,
+    files: BTreeSet<String>,
+}
+
+impl ModulesPlan {
+    fn read(dir: &Path) -> Result<ModulesPlan, ImageError> {
+        let dep_path = dir.join("modules.dep");
+        let modules_dep = std::fs::read_to_string(&dep_path)
+            .map_err(|_| ImageError::NoModulesDep { dir: dir.into() })?;
+        let orders = load_orders(&modules_dep, IMAGE_MODULES);
+        let files = orders.values().flatten().cloned().collect();
+        Ok(ModulesPlan {
+            dir: dir.into(),
+            modules_dep,
+            orders,
+            files,
+        })
+    }
+
+    /// What the staged archive holds: modules.dep and each staged file's path and content.
+    /// Contents, not mtimes: copies keep mtimes (`cp -a`, rsync), and the files are a few
+    /// megabytes, read again only when the initrd is made.
+    fn identity(&self) -> Result<String, ImageError> {
+        let mut hasher = Sha256::new();
+        hasher.update(&self.modules_dep);
+        for rel in &self.files {
+            hasher.update(rel.as_bytes());
+            hasher.update([0]);
+            hash_file(&mut hasher, &self.dir.join(rel))?;
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    fn stage(&self, stage: &Path) -> Result<(), ImageError> {
+        for (name, order) in &self.orders {
+            let list: Vec<String> = order.iter().map(|p| uncompressed_name(p)).collect();
+            write(
+                &stage.join("etc/crashrig/modules").join(name),
+                (list.join("\n") + "\n").as_bytes(),
+            )?;
+        }
+        for rel in &self.files {
+            let src = self.dir.join(rel);
+            let dst = stage.join("lib/modules").join(uncompressed_name(rel));
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            if rel.ends_with(".ko") {
+                copy_file(&src, &dst)?;
+            } else if rel.ends_with(".ko.xz") {
+                let (input, _) = open_staged(&src)?;
+                let mut out = std::fs::File::create(&dst).map_err(io_err(&dst))?;
+                io::copy(&mut xz2::read::XzDecoder::new(input), &mut out).map_err(io_err(&src))?;
+            } else {
+                return Err(ImageError::ModuleCompression { path: src });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Module name as modprobe spells it: file stem with '-' as '_'.
@@ -482,40 +603,6 @@ pub fn load_orders(modules_dep: &str, wanted: &[&str]) -> BTreeMap<String, Vec<S
             Some((name.to_string(), order))
         })
         .collect()
-}
-
-fn stage_modules(modules_dir: &Path, stage: &Path) -> Result<(), ImageError> {
-    let dep_path = modules_dir.join("modules.dep");
-    let dep = std::fs::read_to_string(&dep_path).map_err(|_| ImageError::NoModulesDep {
-        dir: modules_dir.into(),
-    })?;
-    let orders = load_orders(&dep, IMAGE_MODULES);
-    let mut all = BTreeSet::new();
-    for (name, order) in &orders {
-        let list: Vec<String> = order.iter().map(|p| uncompressed_name(p)).collect();
-        write(
-            &stage.join("etc/crashrig/modules").join(name),
-            (list.join("\n") + "\n").as_bytes(),
-        )?;
-        all.extend(order.iter().cloned());
-    }
-    for rel in all {
-        let src = modules_dir.join(&rel);
-        let dst = stage.join("lib/modules").join(uncompressed_name(&rel));
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        }
-        if rel.ends_with(".ko") {
-            std::fs::copy(&src, &dst).map_err(io_err(&src))?;
-        } else if rel.ends_with(".ko.xz") {
-            let input = std::fs::File::open(&src).map_err(io_err(&src))?;
-            let mut out = std::fs::File::create(&dst).map_err(io_err(&dst))?;
-            io::copy(&mut xz2::read::XzDecoder::new(input), &mut out).map_err(io_err(&src))?;
-        } else {
-            return Err(ImageError::ModuleCompression { path: src });
-        }
-    }
-    Ok(())
 }
 
 fn uncompressed_name(rel: &str) -> String {
@@ -661,6 +748,75 @@ mod tests {
         assert_eq!(std::fs::read(&src).unwrap(), b"awk");
     }
 
+    /// An empty recipe (or `tools: []`) failed with `cannot access .../tools`: nothing had
+    /// made the tools staging directory mkfs reads.
+    #[test]
+    fn an_empty_recipe_builds_an_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache"));
+        let helper = tmp.path().join("crashrig-guest");
+        std::fs::write(&helper, b"not really the helper").unwrap();
+        for text in ["", "tools: []\n"] {
+            let recipe = tmp.path().join("r.yaml");
+            std::fs::write(&recipe, text).unwrap();
+            let image =
+                prepare(&recipe, &helper, &cache).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert!(image.tools_disk.is_file() && image.initramfs.is_file());
+        }
+    }
+
+    /// A device, FIFO or huge file reached the image build whole (`/dev/zero` until the host
+    /// ran out of memory; a FIFO blocked forever): reads of staged files stop at the bound.
+    #[test]
+    fn staged_files_are_regular_and_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fifo.as_os_str()))
+            .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let dst = tmp.path().join("out/x");
+        let mut hasher = Sha256::new();
+        for (src, what) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/zero"), "a character device"),
+        ] {
+            let err = hash_file(&mut hasher, src).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "stage {} into the image: it is {what}, not a regular file",
+                    src.display()
+                )
+            );
+            assert!(matches!(
+                copy_file(src, &dst),
+                Err(ImageError::NotAFile { .. })
+            ));
+        }
+        let big = tmp.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let err = hash_file(&mut hasher, &big).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("it is 257 MiB; a staged file may be at most 256 MiB"),
+            "{err}"
+        );
+        assert!(matches!(
+            copy_file(&big, &dst),
+            Err(ImageError::TooBig { .. })
+        ));
+        // Streaming gives the digest of the whole content.
+        let small = tmp.path().join("small");
+        std::fs::write(&small, b"abc").unwrap();
+        let mut hasher = Sha256::new();
+        hash_file(&mut hasher, &small).unwrap();
+        assert_eq!(hasher.finalize(), Sha256::digest(b"abc"));
+    }
+
     #[test]
     fn ldd_output_parses_to_library_paths() {
         let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
@@ -710,6 +866,59 @@ mod tests {
             uncompressed_name("kernel/fs/xfs/xfs.ko.xz"),
             "kernel/fs/xfs/xfs.ko"
         );
+    }
+
+    /// A module rebuilt under a byte-identical bzImage booted the old module: the initrd
+    /// was keyed on the kernel image only.
+    #[test]
+    fn the_initrd_key_follows_the_modules_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("6.1.0");
+        std::fs::create_dir_all(dir.join("kernel/fs/xfs")).unwrap();
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/fs/xfs/xfs.ko:\nkernel/other.ko:\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("kernel/fs/xfs/xfs.ko"), b"old xfs").unwrap();
+        std::fs::write(dir.join("kernel/other.ko"), b"not staged").unwrap();
+        let image = GuestImage {
+            key: "img".into(),
+            initramfs: "/i".into(),
+            tools_disk: "/t".into(),
+            host_key: "ssh-ed25519 AAAA".into(),
+        };
+        let key = || {
+            initrd_key(
+                &image,
+                "bzimage-sha",
+                &ModulesPlan::read(&dir).unwrap().identity().unwrap(),
+            )
+        };
+        let old = key();
+        assert_eq!(old, key());
+        // Same size, same mtime, new content: a new initrd.
+        let xfs = dir.join("kernel/fs/xfs/xfs.ko");
+        let mtime = std::fs::metadata(&xfs).unwrap().modified().unwrap();
+        std::fs::write(&xfs, b"new xfs").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&xfs)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let new = key();
+        assert_ne!(old, new);
+        // A module the image does not carry changes nothing.
+        std::fs::write(dir.join("kernel/other.ko"), b"changed").unwrap();
+        assert_eq!(new, key());
+        // modules.dep is part of it (another load order is another archive).
+        std::fs::write(dir.join("modules.dep"), "kernel/fs/xfs/xfs.ko:\n").unwrap();
+        assert_ne!(new, key());
+        assert!(matches!(
+            ModulesPlan::read(tmp.path()),
+            Err(ImageError::NoModulesDep { .. })
+        ));
     }
 
     #[test]

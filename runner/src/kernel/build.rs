@@ -160,6 +160,29 @@ pub struct KeyPatch {
     pub commit: String,
 }
 
+/// Programs `make bzImage modules` runs (besides the shell and coreutils): kbuild needs
+/// flex and bison for the kconfig and dtc parsers, bc for `timeconst.h`. A missing one
+/// otherwise ends the build in `make ... Error 127` with no package named.
+pub const BUILD_TOOLS: &[&str] = &["make", "gcc", "bc", "flex", "bison"];
+
+/// What `make modules_install` runs besides [`BUILD_TOOLS`]: without depmod, kbuild only
+/// warns, and the modules come out without the modules.dep crashrig needs.
+pub const MODULES_TOOLS: &[&str] = &["depmod"];
+
+/// Before make: every program the build runs is on this host, or one error naming each
+/// missing one and its Debian package. `find` is the lookup ([`host::find`]; a seam for tests).
+pub fn require_build_tools(
+    modules: bool,
+    find: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<(), KernelError> {
+    let mut tools = BUILD_TOOLS.to_vec();
+    if modules {
+        tools.extend(MODULES_TOOLS);
+    }
+    host::require_all_with(&tools, find)?;
+    Ok(())
+}
+
 /// First line of `gcc --version`.
 pub fn compiler_version(exec: &Exec) -> Result<String, KernelError> {
     host::require("gcc")?;
@@ -370,6 +393,8 @@ pub fn build(
     if let Some(entry) = lookup(cache, &pkey)? {
         return load(&entry, &plan.spec);
     }
+    // Before minutes of download and checkout: `make` itself runs in the config step.
+    require_build_tools(false, host::find)?;
     let start = Instant::now();
     let mut log: Vec<String> = Vec::new();
     progress(BuildProgress {
@@ -461,6 +486,7 @@ fn build_in(
         std::fs::write(&obj_config, &config).map_err(io(&obj_config))?;
     }
     let modules = kconfig::has_modules(&kconfig::parse_config(&config));
+    require_build_tools(modules, host::find)?;
     let log_path = obj.join("build.log");
     let mut make_log: Vec<String> = std::mem::take(log);
     let mut targets = vec!["bzImage"];
@@ -794,6 +820,32 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
         let err = ensure_image_carries_kernel(failing.path(), &mut || Err(KernelError::Cancelled))
             .unwrap_err();
         assert!(matches!(err, KernelError::Cancelled));
+    }
+
+    /// A host without flex ended `crashrig build` in `make ... Error 127` naming no package.
+    #[test]
+    fn a_missing_build_tool_is_named_with_its_package_before_make() {
+        let without = |gone: &'static [&'static str]| {
+            move |t: &str| (!gone.contains(&t)).then(|| PathBuf::from("/usr/bin").join(t))
+        };
+        assert!(require_build_tools(true, without(&[])).is_ok());
+        let err = require_build_tools(false, without(&["flex", "bison", "depmod"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`flex` and `bison` not found in PATH; install them with `apt-get install flex bison`"
+        );
+        let err = require_build_tools(true, without(&["bc", "depmod"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`bc` and `depmod` not found in PATH; install them with `apt-get install bc kmod`"
+        );
+        assert!(
+            !err.is_input_error(),
+            "the host's fault: bisect must stop, not skip"
+        );
+        for tool in BUILD_TOOLS.iter().chain(MODULES_TOOLS) {
+            assert_ne!(host::package_for(tool), "(unknown package)", "{tool}");
+        }
     }
 
     /// The real ccache with crashrig's settings: an object that `.incbin`s a file is never

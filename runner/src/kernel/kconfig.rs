@@ -57,7 +57,10 @@ fn line_for(sym: &str, value: &Value) -> String {
     }
 }
 
-/// Parses one line; `None` for blank lines and ordinary comments.
+/// Parses one line; `None` for blank lines and ordinary comments. `CONFIG_X=n` is Kconfig's
+/// other spelling of `# CONFIG_X is not set` (merge_config.sh and `make` take both), so it is
+/// read as [`Value::NotSet`]: compared as a literal `n`, it never matched the final
+/// `.config`, which writes the option as not set.
 fn parse_line(line: &str) -> Option<Result<(String, Value), ()>> {
     let line = line.trim();
     if line.is_empty() {
@@ -76,7 +79,13 @@ fn parse_line(line: &str) -> Option<Result<(String, Value), ()>> {
         .strip_prefix("CONFIG_")
         .and_then(|r| r.split_once('='))
         .filter(|(s, v)| is_symbol(s) && !v.is_empty())
-        .map(|(s, v)| (s.to_string(), Value::Set(v.to_string())));
+        .map(|(s, v)| {
+            let value = match v {
+                "n" => Value::NotSet,
+                v => Value::Set(v.to_string()),
+            };
+            (s.to_string(), value)
+        });
     Some(parsed.ok_or(()))
 }
 
@@ -292,6 +301,9 @@ pub struct Fragment {
     pub text: String,
 }
 
+/// The largest fragment read (8 MiB: a whole `.config` is well under 1 MiB).
+const MAX_FRAGMENT_BYTES: u64 = 8 << 20;
+
 /// Resolves and reads fragments: `base`, then `scenario`, then `user` (later ones override).
 pub fn load_fragments(names: &[String], dir: &Path) -> Result<Vec<Fragment>, KernelError> {
     let mut out: Vec<Fragment> = Vec::new();
@@ -302,7 +314,11 @@ pub fn load_fragments(names: &[String], dir: &Path) -> Result<Vec<Fragment>, Ker
         if out.iter().any(|f| f.path == path) {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| KernelError::Fragment {
+        let text = super::read_input(&path, MAX_FRAGMENT_BYTES).and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        });
+        let text = text.map_err(|source| KernelError::Fragment {
             name: name.clone(),
             path: path.clone(),
             known: known_names(dir).join(", "),
@@ -432,6 +448,23 @@ CONFIG_EXT4_FS=m
             "CONFIG_64BIT=y\n# CONFIG_XFS_ONLINE_SCRUB is not set\n# CONFIG_ABSENT is not set\nCONFIG_NR_CPUS=8\n",
         );
         assert_eq!(verify(&r, &parse_config(FINAL)), vec![]);
+    }
+
+    /// `CONFIG_XFS_FS=n` was refused as "did not hold" although the final .config had it not
+    /// set, as asked.
+    #[test]
+    fn n_means_not_set() {
+        let r = req("off.config", "CONFIG_KASAN=n\nCONFIG_ABSENT=n\n");
+        assert_eq!(r[0].value, Value::NotSet);
+        assert_eq!(verify(&r, &parse_config(FINAL)), vec![]);
+        // Asked `=n` of an option that stayed on: reported, in the form the kernel writes.
+        let r = req("off.config", "CONFIG_XFS_FS=n\n");
+        let dropped = verify(&r, &parse_config(FINAL));
+        assert_eq!(
+            describe_dropped(&dropped, &|_| None),
+            "1 requested kconfig option did not hold after `make olddefconfig`:
+  # CONFIG_XFS_FS is not set (off.config:1): final .config has `CONFIG_XFS_FS=y`"
+        );
     }
 
     #[test]

@@ -51,6 +51,18 @@ pub enum KernelError {
         path.display()
     )]
     NotAnImage { path: PathBuf },
+    #[error(
+        "`{}` is {} MiB: too large for a kernel image (a bzImage is well under {} MiB); give a bzImage or vmlinuz",
+        path.display(),
+        len.div_ceil(1 << 20),
+        MAX_IMAGE_BYTES >> 20
+    )]
+    ImageTooBig { path: PathBuf, len: u64 },
+    /// `PATH,modules=DIR` with a DIR that is not a modules tree.
+    #[error("use `{}` as the kernel's modules (`,modules=DIR`): {why}; give the `lib/modules/<release>` directory of this kernel's `make modules_install`", dir.display())]
+    Modules { dir: PathBuf, why: String },
+    #[error("`,modules=` names no directory; give the `lib/modules/<release>` directory of this kernel's `make modules_install`, or leave `,modules=` out")]
+    ModulesEmpty,
     #[error(transparent)]
     MissingTool(#[from] MissingTool),
     #[error(transparent)]
@@ -61,6 +73,19 @@ pub enum KernelError {
     NoPackage { package: String },
     #[error("resolve `{rev}` to a commit in {repo}")]
     BadRevision { repo: PathBuf, rev: String },
+    /// `--kernel PATH` (no `@REF`) of a tree whose tracked files differ from HEAD.
+    #[error(
+        "{}: the working tree has uncommitted changes ({files}); a build takes commits only, so \
+         it would test {commit} without them. Commit the changes, pass them as a patch \
+         (`git -C {} diff HEAD > fix.patch`, then `--patches fix.patch`), or build the commit \
+         as it is with `{}@HEAD`",
+        path.display(), path.display(), path.display()
+    )]
+    Uncommitted {
+        path: PathBuf,
+        commit: String,
+        files: String,
+    },
     #[error("run `{command}`:\n{output}")]
     Command { command: String, output: String },
     #[error("start `{command}`")]
@@ -143,6 +168,63 @@ impl KernelError {
     }
 }
 
+/// What a file that is not a regular file is, for messages: "a directory", "a FIFO", ...
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The content of a file the user named (a patch, a kconfig fragment): a regular file of at
+/// most `limit` bytes, else an error saying which it is not. Opened O_NONBLOCK, so a FIFO
+/// cannot block the open; `/dev/zero` is refused, not read until memory runs out.
+pub(crate) fn read_input(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other(format!(
+            "it is {}, not a regular file",
+            file_kind(meta.file_type())
+        )));
+    }
+    if meta.len() > limit {
+        return Err(io::Error::other(format!(
+            "it is {} bytes, more than the {} MiB crashrig reads of it",
+            meta.len(),
+            limit >> 20
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The largest file `--kernel FILE` takes (256 MiB): a bzImage is 5-20 MB, far less than
+/// this, and the file is hashed on every run.
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// How much of an image's start holds the setup header and the version string it points to:
+/// `kernel_version` is a 16-bit offset from 0x200, so the string starts before 0x10200.
+const SETUP_BYTES: u64 = 0x10200 + 4096;
+
 /// The release (`uname -r`) written in a bzImage's setup header: the `kernel_version` field
 /// at 0x20E is an offset (minus 0x200) of a NUL-terminated version string.
 pub fn image_release(image: &[u8]) -> Option<String> {
@@ -161,20 +243,50 @@ fn resolve_image(
     modules: Option<&Path>,
     spec: &KernelSpec,
 ) -> Result<ResolvedKernel, KernelError> {
-    let bytes = std::fs::read(path).map_err(|source| KernelError::Io {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |source| KernelError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    // QEMU would only say it exited at start.
-    if bytes.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
-        return Err(KernelError::NotAnImage {
+    };
+    let not_an_image = || KernelError::NotAnImage {
+        path: path.to_path_buf(),
+    };
+    // O_NONBLOCK: a FIFO put where the spec saw a file must not block the open.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(not_an_image());
+    }
+    // The header first: QEMU would only say it exited at start.
+    let mut setup = Vec::new();
+    (&mut file)
+        .take(SETUP_BYTES)
+        .read_to_end(&mut setup)
+        .map_err(io_err)?;
+    if setup.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
+        return Err(not_an_image());
+    }
+    if meta.len() > MAX_IMAGE_BYTES {
+        return Err(KernelError::ImageTooBig {
             path: path.to_path_buf(),
+            len: meta.len(),
         });
     }
-    let sha = hex::encode(Sha256::digest(&bytes));
+    if let Some(dir) = modules {
+        check_modules_dir(dir)?;
+    }
+    file.rewind().map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file.take(MAX_IMAGE_BYTES), &mut hasher).map_err(io_err)?;
+    let sha = hex::encode(hasher.finalize());
     Ok(ResolvedKernel {
         spec: spec.to_string(),
-        release: image_release(&bytes),
+        release: image_release(&setup),
         version: format!("image sha256:{}", &sha[..16]),
         image: path.to_path_buf(),
         modules_dir: modules.map(Path::to_path_buf),
@@ -185,6 +297,30 @@ fn resolve_image(
         kconfig: Vec::new(),
         patches: Vec::new(),
     })
+}
+
+/// `,modules=DIR` names a modules tree: a directory with modules.dep. Checked before
+/// anything boots: a wrong DIR otherwise showed up as a guest without its disk or network
+/// drivers, or not at all while an initrd made before was reused.
+fn check_modules_dir(dir: &Path) -> Result<(), KernelError> {
+    let refuse = |why: String| KernelError::Modules {
+        dir: dir.to_path_buf(),
+        why,
+    };
+    if dir.as_os_str().is_empty() {
+        return Err(KernelError::ModulesEmpty);
+    }
+    match std::fs::metadata(dir) {
+        Err(e) => return Err(refuse(e.to_string())),
+        Ok(m) if !m.is_dir() => return Err(refuse("it is not a directory".into())),
+        Ok(_) => {}
+    }
+    match std::fs::metadata(dir.join("modules.dep")) {
+        Ok(m) if m.is_file() => Ok(()),
+        _ => Err(refuse(
+            "it has no modules.dep (run `depmod -b <root> <release>` for it)".into(),
+        )),
+    }
 }
 
 /// Everything a build of `spec` depends on, read without checking anything out: source
@@ -375,6 +511,143 @@ mod tests {
         std::fs::write(&image, fake_image("6.1.0-28-cloud-amd64 #1")).unwrap();
         let k = resolve_image(&image, None, &spec(&image)).unwrap();
         assert_eq!(k.release.as_deref(), Some("6.1.0-28-cloud-amd64"));
+    }
+
+    /// `--kernel BIG_FILE` read the whole file (20 GB) before looking at it: the header is
+    /// checked first, the size bounded, and the hash streamed.
+    #[test]
+    fn a_huge_file_is_refused_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |p: &Path| KernelSpec::Image {
+            path: p.to_path_buf(),
+            modules: None,
+        };
+        // Sparse: 20 GiB of length, no blocks.
+        let sparse = dir.path().join("sparse.img");
+        std::fs::File::create(&sparse)
+            .unwrap()
+            .set_len(20 << 30)
+            .unwrap();
+        assert!(matches!(
+            resolve_image(&sparse, None, &spec(&sparse)),
+            Err(KernelError::NotAnImage { .. })
+        ));
+        let big = dir.path().join("bzImage-big");
+        let mut file = std::fs::File::create(&big).unwrap();
+        std::io::Write::write_all(&mut file, &fake_image("6.1.0 #1")).unwrap();
+        file.set_len(MAX_IMAGE_BYTES + 1).unwrap();
+        let err = resolve_image(&big, None, &spec(&big)).unwrap_err();
+        assert!(
+            err.to_string().ends_with("is 257 MiB: too large for a kernel image (a bzImage is well under 256 MiB); give a bzImage or vmlinuz"),
+            "{err}"
+        );
+        // A FIFO (or a device) is no image, and is never read.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fifo.as_os_str()))
+            .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            resolve_image(&fifo, None, &spec(&fifo)),
+            Err(KernelError::NotAnImage { .. })
+        ));
+        // The streamed hash is the whole file's.
+        let image = dir.path().join("bzImage");
+        let bytes = fake_image("6.1.0 #1");
+        std::fs::write(&image, &bytes).unwrap();
+        let k = resolve_image(&image, None, &spec(&image)).unwrap();
+        assert_eq!(k.image_sha256, hex::encode(Sha256::digest(&bytes)));
+    }
+
+    /// `,modules=/nonexistent`, `,modules=/etc` and `,modules=` booted with whatever initrd
+    /// was cached for the image: each is refused before anything boots.
+    #[test]
+    fn modules_must_name_a_modules_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("bzImage");
+        std::fs::write(&image, fake_image("6.1.0 #1")).unwrap();
+        let tree = dir.path().join("lib/modules/6.1.0");
+        std::fs::create_dir_all(&tree).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let resolve = |m: &Path| {
+            let spec = KernelSpec::Image {
+                path: image.clone(),
+                modules: Some(m.to_path_buf()),
+            };
+            resolve_image(&image, Some(m), &spec).map_err(|e| e.to_string())
+        };
+        let tail =
+            "; give the `lib/modules/<release>` directory of this kernel's `make modules_install`";
+        let missing = dir.path().join("nonexistent");
+        assert_eq!(
+            resolve(Path::new("")).unwrap_err(),
+            "`,modules=` names no directory; give the `lib/modules/<release>` directory of this \
+             kernel's `make modules_install`, or leave `,modules=` out"
+        );
+        for (m, why) in [
+            (
+                &missing,
+                "No such file or directory (os error 2)".to_string(),
+            ),
+            (&file, "it is not a directory".to_string()),
+            (
+                &tree,
+                "it has no modules.dep (run `depmod -b <root> <release>` for it)".to_string(),
+            ),
+        ] {
+            assert_eq!(
+                resolve(m).unwrap_err(),
+                format!(
+                    "use `{}` as the kernel's modules (`,modules=DIR`): {why}{tail}",
+                    m.display()
+                )
+            );
+        }
+        std::fs::write(tree.join("modules.dep"), "").unwrap();
+        assert_eq!(
+            resolve(&tree).unwrap().modules_dir.as_deref(),
+            Some(tree.as_path())
+        );
+    }
+
+    /// `--patches /dev/zero` or `--kconfig /dev/zero` read until memory ran out.
+    #[test]
+    fn user_files_are_read_only_when_regular_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_input(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "it is a character device, not a regular file"
+        );
+        let err = read_input(dir.path(), 1 << 20).unwrap_err();
+        assert_eq!(err.to_string(), "it is a directory, not a regular file");
+        let big = dir.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len((1 << 20) + 1)
+            .unwrap();
+        let err = read_input(&big, 1 << 20).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "it is 1048577 bytes, more than the 1 MiB crashrig reads of it"
+        );
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"CONFIG_A=y\n").unwrap();
+        assert_eq!(read_input(&small, 1 << 20).unwrap(), b"CONFIG_A=y\n");
+        // Through the callers.
+        let err = patches::expand(&[PathBuf::from("/dev/zero")]).unwrap_err();
+        assert!(
+            crate::report::error_chain(&err)
+                .ends_with("it is a character device, not a regular file"),
+            "{err}"
+        );
+        let err = kconfig::load_fragments(&["/dev/zero".into()], dir.path()).unwrap_err();
+        assert!(
+            crate::report::error_chain(&err)
+                .ends_with("it is a character device, not a regular file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -57,8 +57,11 @@ const MAX_SERIES_DEPTH: usize = 16;
 /// series many times over).
 const MAX_PATCHES: usize = 20_000;
 
+/// The largest patch, mbox or series file read (256 MiB: a whole release's mbox is less).
+const MAX_PATCH_BYTES: u64 = 256 << 20;
+
 fn read(path: &Path) -> Result<Vec<u8>, KernelError> {
-    std::fs::read(path).map_err(|source| KernelError::Io {
+    super::read_input(path, MAX_PATCH_BYTES).map_err(|source| KernelError::Io {
         path: path.to_path_buf(),
         source,
     })

@@ -188,7 +188,12 @@ pub fn rev_parse(exec: &Exec, repo: &Path, rev: &str) -> Result<String, KernelEr
     })
 }
 
-/// A local tree at `rev` (default: HEAD). Only reads the user's repository.
+/// A local tree at `rev` (default: HEAD). Only reads the user's repository. Without `rev`,
+/// a working tree whose tracked files differ from HEAD is refused
+/// ([`KernelError::Uncommitted`]): the build would be HEAD's, and the rate reported for
+/// `PATH` would be for a kernel without the edits the user just made. Refused rather than
+/// warned about: a warning scrolls away above a long run, and `PATH@HEAD` says "HEAD as
+/// committed" in one word. Bisection names its commits (`PATH@REF`) and is never refused.
 pub fn git_source(exec: &Exec, path: &Path, rev: Option<&str>) -> Result<Source, KernelError> {
     host::require("git")?;
     let repo = std::fs::canonicalize(path).map_err(|source| KernelError::Io {
@@ -196,11 +201,66 @@ pub fn git_source(exec: &Exec, path: &Path, rev: Option<&str>) -> Result<Source,
         source,
     })?;
     let commit = rev_parse(exec, &repo, rev.unwrap_or("HEAD"))?;
+    if rev.is_none() {
+        let cache = crate::cache::Cache::from_env();
+        refuse_uncommitted(exec, path, &repo, &commit, cache.root())?;
+    }
     Ok(Source {
         identity: commit.clone(),
         repo,
         commit,
         owned: false,
+    })
+}
+
+/// [`KernelError::Uncommitted`] when tracked files of `repo`'s working tree differ from
+/// HEAD (staged or not). Untracked files are not looked at: a new source file only builds
+/// through an edit of a tracked Makefile or Kconfig, and trees hold many untracked notes
+/// and patches. Nothing is written to the user's repository (`--no-optional-locks`: no
+/// index refresh). Bare repositories and trees under crashrig's cache (`cache_root`: its
+/// clones and worktrees) are not checked.
+fn refuse_uncommitted(
+    exec: &Exec,
+    path: &Path,
+    repo: &Path,
+    commit: &str,
+    cache_root: &Path,
+) -> Result<(), KernelError> {
+    let cache_root = std::fs::canonicalize(cache_root).unwrap_or_else(|_| cache_root.into());
+    if repo.starts_with(&cache_root) {
+        return Ok(());
+    }
+    let git_q = |args: &[&str]| {
+        exec.output(
+            Command::new("git")
+                .arg("--no-optional-locks")
+                .arg("-C")
+                .arg(repo)
+                .args(args),
+        )
+    };
+    if !git_q(&["rev-parse", "--is-inside-work-tree"]).is_ok_and(|out| out == "true") {
+        return Ok(());
+    }
+    let changed = git_q(&["diff", "--name-only", "-z", "--no-renames", "HEAD", "--"])?;
+    let files: Vec<&str> = changed.split('\0').filter(|f| !f.is_empty()).collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 5;
+    let mut list = files
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if files.len() > SHOWN {
+        list.push_str(&format!(" and {} more", files.len() - SHOWN));
+    }
+    Err(KernelError::Uncommitted {
+        path: path.to_path_buf(),
+        commit: commit.chars().take(12).collect(),
+        files: list,
     })
 }
 
@@ -422,7 +482,8 @@ mod tests {
         checkout(&exec, &src, &wt, &mut |_| {}).unwrap();
         let g_mtime = std::fs::metadata(wt.join("g")).unwrap().modified().unwrap();
         std::fs::write(wt.join("junk.o"), "x").unwrap();
-        let head = git_source(&exec, &user, None).unwrap();
+        // The user's `f` is edited: HEAD is built only when named.
+        let head = git_source(&exec, &user, Some("HEAD")).unwrap();
         let head = own_clone(&exec, &head, &clone, &mut |_| {}).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         checkout(&exec, &head, &wt, &mut |_| {}).unwrap();
@@ -444,5 +505,60 @@ mod tests {
         assert_eq!(git_dir_state(&user), before);
         assert_eq!(std::fs::read_to_string(user.join("f")).unwrap(), "dirty\n");
         assert_eq!(sh(&user, "git log -1 --format=%s"), "two");
+    }
+
+    /// `--kernel ~/linux` with an edited file built HEAD without the edit, and said nothing.
+    #[test]
+    fn a_tree_with_uncommitted_changes_is_refused_unless_a_commit_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let user = d.path().join("linux");
+        std::fs::create_dir(&user).unwrap();
+        sh(
+            &user,
+            "git init -q && echo a > f && echo b > g && git add . && git commit -qm one",
+        );
+        let exec = Exec::default();
+        let head = sh(&user, "git rev-parse HEAD");
+        let cache = d.path().join("cache");
+        let check = |repo: &Path| refuse_uncommitted(&exec, repo, repo, &head, &cache);
+        // Clean, or only untracked files: built as it is.
+        std::fs::write(user.join("notes.txt"), "x").unwrap();
+        assert!(check(&user).is_ok());
+        // An edit, a staged edit: refused, naming the files, the commit and the ways out;
+        // the user's .git is not written (no index refresh).
+        sh(&user, "echo dirty >> f && echo staged >> g && git add g");
+        let before = git_dir_state(&user);
+        let err = check(&user).unwrap_err().to_string();
+        let p = user.display();
+        assert_eq!(
+            err,
+            format!(
+                "{p}: the working tree has uncommitted changes (f, g); a build takes commits \
+                 only, so it would test {} without them. Commit the changes, pass them as a \
+                 patch (`git -C {p} diff HEAD > fix.patch`, then `--patches fix.patch`), or \
+                 build the commit as it is with `{p}@HEAD`",
+                &head[..12]
+            )
+        );
+        assert_eq!(git_dir_state(&user), before);
+        // Through git_source: refused without a revision, taken with one.
+        assert!(matches!(
+            git_source(&exec, &user, None),
+            Err(KernelError::Uncommitted { .. })
+        ));
+        assert_eq!(git_source(&exec, &user, Some("HEAD")).unwrap().commit, head);
+        // crashrig's own trees are never checked: its bare clone, and a worktree in the cache
+        // (even one a failed build left dirty).
+        let clone = cache.join("clones/x.git");
+        let src = git_source(&exec, &user, Some("HEAD")).unwrap();
+        let src = own_clone(&exec, &src, &clone, &mut |_| {}).unwrap();
+        assert!(check(&clone).is_ok());
+        let wt = cache.join("worktrees/x");
+        checkout(&exec, &src, &wt, &mut |_| {}).unwrap();
+        std::fs::write(wt.join("f"), "half-applied patch").unwrap();
+        let wt = std::fs::canonicalize(&wt).unwrap();
+        assert!(check(&wt).is_ok());
+        // The same worktree outside the cache would be refused.
+        assert!(refuse_uncommitted(&exec, &wt, &wt, &head, Path::new("/nonexistent")).is_err());
     }
 }
