@@ -65,6 +65,10 @@ const MAX_MEMORY: Size = Size(1 << 40);
 const MAX_STEP_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// A scratch disk is a sparse file on the host; 1 TiB is more than any test needs.
 const MAX_DEVICE_SIZE: Size = Size(1 << 40);
+/// Longest `run` or `spawn` command: the kernel's 128 KiB per argument (MAX_ARG_STRLEN), less
+/// room for the helper's own prelude.
+pub const MAX_COMMAND_BYTES: usize = 96 * 1024;
+
 /// write-data/verify-data: at most this many files of at most this size each.
 const MAX_DATA_FILES: u32 = 100_000;
 const MAX_DATA_FILE_SIZE: Size = Size(1 << 30);
@@ -397,6 +401,13 @@ impl Checker<'_> {
         let mut running: HashMap<&str, &'static str> = HashMap::new();
         // Per directory: what the last write-data step before this one wrote there.
         let mut written: HashMap<&str, (u32, crate::scenario::model::Size)> = HashMap::new();
+        // Devices unplugged and not replugged yet (a step without `device` acts on the
+        // filesystem's).
+        let mut unplugged: HashSet<String> = HashSet::new();
+        let fs_device = s
+            .filesystem_device()
+            .map(|d| d.name.clone())
+            .unwrap_or_default();
         for (section, steps) in SECTIONS.into_iter().zip([&s.setup, &s.steps, &s.cleanup]) {
             for (i, step) in steps.iter().enumerate() {
                 let kind = step.kind();
@@ -437,6 +448,8 @@ impl Checker<'_> {
                 // spawned anew after it without a kill.
                 if matches!(step, Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_)) {
                     running.clear();
+                    // A new boot starts with every disk in place.
+                    unplugged.clear();
                 }
                 match step {
                     Step::PowerCut(_)
@@ -481,6 +494,24 @@ impl Checker<'_> {
                     }
                     Step::WriteData(d) => {
                         written.insert(&d.dir, (d.files, d.size));
+                    }
+                    Step::Unplug(p) => {
+                        let name = p.device.clone().unwrap_or_else(|| fs_device.clone());
+                        if !unplugged.insert(name.clone()) {
+                            self.error(
+                                at(Some("device")),
+                                format!("unplug of `{name}`, which an earlier unplug step already took out; replug it first"),
+                            );
+                        }
+                    }
+                    Step::Replug(p) => {
+                        let name = p.device.clone().unwrap_or_else(|| fs_device.clone());
+                        if !unplugged.remove(&name) && !dropped("unplug") {
+                            self.error(
+                                at(Some("device")),
+                                format!("replug of `{name}`, but no unplug step before it takes `{name}` out"),
+                            );
+                        }
                     }
                     Step::VerifyData(d) => match written.get(d.dir.as_str()) {
                         None if !dropped("write-data") => self.error(
@@ -644,6 +675,7 @@ impl Checker<'_> {
                         "spawn `command` must not be empty".into(),
                     );
                 }
+                self.command_length(at(Some("command")), "spawn", &sp.command);
             }
             Step::Kill(k) => {
                 self.duration(at(Some("wait")), "wait", Some(k.wait));
@@ -672,6 +704,7 @@ impl Checker<'_> {
                         "run `command` must not be empty".into(),
                     );
                 }
+                self.command_length(at(Some("command")), "run", &r.command);
                 if r.timeout.is_zero() {
                     self.error(at(Some("timeout")), "`timeout` must be more than 0s".into());
                 }
@@ -685,6 +718,23 @@ impl Checker<'_> {
             }
             Step::Sleep(sl) => self.sleep(sl, at),
             Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) => {}
+        }
+    }
+
+    /// The guest runs a command as one argument of `sh -c`, and the kernel takes at most 128
+    /// KiB per argument: a longer one failed with E2BIG in the guest, and was counted as the
+    /// kernel's failure.
+    fn command_length(&mut self, path: Vec<PathSeg>, kind: &str, command: &str) {
+        if command.len() > MAX_COMMAND_BYTES {
+            self.error(
+                path,
+                format!(
+                    "{kind} `command` is {} bytes (after its parameters are substituted); at most \
+                     {MAX_COMMAND_BYTES} fit in one argument of the guest's shell: put a long \
+                     script in the guest image (a recipe's `files:`) and run that",
+                    command.len()
+                ),
+            );
         }
     }
 
@@ -819,6 +869,47 @@ mod tests {
         let s =
             Scenario::deserialize(de).unwrap_or_else(|e| panic!("{}\n{yaml}", e.message(&tree)));
         validate(&s).iter().map(ToString::to_string).collect()
+    }
+
+    /// Probe 12: a replug with no unplug before it passed, then failed in the guest as QEMU's
+    /// "Duplicate device ID" (an infrastructure error); a command over 128 KiB failed with
+    /// E2BIG and counted as the kernel's failure.
+    #[test]
+    fn replugs_need_an_unplug_and_commands_fit_one_argument() {
+        let head = "name: t\ndevices: [{name: a, size: 1G}, {name: b, size: 1G}]\n\
+                    filesystem: {type: xfs, device: b}\nsteps:\n";
+        assert_eq!(
+            problems(&format!(
+                "{head}- {{replug: {{}}}}\n- {{unplug: {{}}}}\n- {{unplug: {{device: b}}}}\n\
+                 - {{replug: {{device: a}}}}\n- {{replug: {{device: b}}}}\n"
+            )),
+            [
+                "steps[0].replug.device: replug of `b`, but no unplug step before it takes `b` out",
+                "steps[2].unplug.device: unplug of `b`, which an earlier unplug step already took out; replug it first",
+                "steps[3].replug.device: replug of `a`, but no unplug step before it takes `a` out",
+            ]
+        );
+        // Across sections, and a reboot brings every disk back.
+        assert_eq!(
+            problems(&format!(
+                "{head}- {{unplug: {{}}}}\n- {{reboot: {{}}}}\n- {{unplug: {{}}}}\n\
+                 cleanup:\n- {{replug: {{device: b}}}}\n"
+            )),
+            Vec::<String>::new()
+        );
+        let long = "x".repeat(MAX_COMMAND_BYTES + 1);
+        assert_eq!(
+            problems(&format!(
+                "name: t\nsteps:\n- {{run: {{command: {long}}}}}\n- {{spawn: {{name: s, command: {}}}}}\n",
+                &long[1..]
+            )),
+            [format!(
+                "steps[0].run.command: run `command` is {} bytes (after its parameters are \
+                 substituted); at most {MAX_COMMAND_BYTES} fit in one argument of the guest's \
+                 shell: put a long script in the guest image (a recipe's `files:`) and run that",
+                MAX_COMMAND_BYTES + 1
+            )]
+        );
     }
 
     const DEVICES: &str =
