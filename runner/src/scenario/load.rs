@@ -1088,7 +1088,7 @@ mod tests {
             ("  - reboot:\n", Step::Reboot(HostStep::default())),
             ("  - unplug: {}\n", Step::Unplug(PlugStep::default())),
             (
-                "  - replug: { device: spare }\n",
+                "  - unplug: { device: spare }\n  - replug: { device: spare }\n",
                 Step::Replug(PlugStep {
                     id: None,
                     device: Some("spare".into()),
