@@ -22,6 +22,7 @@
 mod bayesect;
 mod check;
 mod error;
+mod images;
 mod journal;
 mod model;
 mod posterior;
@@ -31,6 +32,7 @@ mod verify;
 
 pub use check::{check_exit_code, RateTest, RateVerdict, EXIT_BAD, EXIT_GOOD, EXIT_SKIP};
 pub use error::BisectError;
+pub use images::{ImageIndex, Seen};
 pub use journal::{Entry, Header, Journal, Replay, Step, JOURNAL_FORMAT};
 pub use model::{
     Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, MeasuredRate,

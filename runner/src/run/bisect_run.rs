@@ -4,15 +4,14 @@
 //! outcome to a journal before the next step, so an interrupted bisection resumes without
 //! redoing finished work.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::session::{build_progress, forward_build_progress, Session, SessionError, VmOptions};
 use crate::bisect::{
-    self, Action, BatchOutcome, BisectError, Bisector, Config, Direction, Header, Journal,
-    RateTest, RateVerdict, Step,
+    self, Action, BatchOutcome, BisectError, Bisector, Config, Direction, Header, ImageIndex,
+    Journal, RateTest, RateVerdict, Seen, Step,
 };
 use crate::cache::Cache;
 use crate::image::GuestImage;
@@ -587,7 +586,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     } else {
         0
     };
-    let (mut journal, mut bisector) = if args.resume {
+    let (mut journal, mut bisector, mut images, unrecorded) = if args.resume {
         let (journal, replay) = Journal::resume(&journal_path, &header)?;
         if let Some(w) = &replay.warning {
             session.setup_sink().warn(w.clone());
@@ -610,10 +609,16 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
             !replay.entries.is_empty(),
         )?;
         let b = Bisector::from_journal(&replay)?;
-        (journal, b)
+        let (images, unrecorded) = ImageIndex::from_replay(&replay);
+        (journal, b, images, unrecorded)
     } else {
         let j = Journal::create(&journal_path, &header).map_err(BisectRunError::JournalCreate)?;
-        (j, Bisector::new(last, config.clone())?)
+        (
+            j,
+            Bisector::new(last, config.clone())?,
+            ImageIndex::default(),
+            Vec::new(),
+        )
     };
     if let Some(t) = &target {
         // The evidence a resume replays was gathered for this target: record it first.
@@ -645,7 +650,34 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         candidates: last + 1,
         journal: journal_path.clone(),
     });
-    let mut tested: HashMap<String, usize> = HashMap::new();
+    // A journal written before images were recorded: learn the tested candidates' images again
+    // (from the build cache normally) so a kernel identical to one of them is still caught.
+    for k in unrecorded {
+        let Ok(kernel) = cands.build(k, &opts, &cache, &mut sink).await else {
+            continue;
+        };
+        match images.built(k, &kernel.image_sha256) {
+            Seen::New => {
+                journal.append(
+                    k,
+                    &cands.identity(k),
+                    Step::Built {
+                        image_sha256: kernel.image_sha256.clone(),
+                    },
+                )?;
+            }
+            Seen::SameAs(same) => {
+                if bisector.record_alias(k, same).is_ok() {
+                    sink.emit(Event::BisectAlias {
+                        candidate: k,
+                        same_as: same,
+                    });
+                    journal.append(k, &cands.identity(k), Step::Alias { same_as: same })?;
+                }
+            }
+            Seen::Known => {}
+        }
+    }
     let mut amplification = None;
     if let (Some(budget), false) = (args.amplify, args.resume) {
         let end = if args.fix { 0 } else { last };
@@ -759,8 +791,8 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 continue;
             }
         };
-        if let Some(&same) = tested.get(&kernel.image_sha256) {
-            if same != k {
+        match images.built(k, &kernel.image_sha256) {
+            Seen::SameAs(same) => {
                 sink.emit(Event::BisectAlias {
                     candidate: k,
                     same_as: same,
@@ -769,8 +801,17 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 journal.append(k, &cands.identity(k), Step::Alias { same_as: same })?;
                 continue;
             }
+            Seen::New => {
+                journal.append(
+                    k,
+                    &cands.identity(k),
+                    Step::Built {
+                        image_sha256: kernel.image_sha256.clone(),
+                    },
+                )?;
+            }
+            Seen::Known => {}
         }
-        tested.insert(kernel.image_sha256.clone(), k);
         let accel = match accel {
             Some(a) => a,
             None => {
