@@ -122,12 +122,16 @@ mod tests {
         match index.built(k, &image(k)) {
             Seen::SameAs(same) => {
                 b.record_alias(k, same).unwrap();
-                journal.append(k, &id, Step::Alias { same_as: same }).unwrap();
+                journal
+                    .append(k, &id, Step::Alias { same_as: same })
+                    .unwrap();
                 return true;
             }
             Seen::New => {
                 let image_sha256 = image(k);
-                journal.append(k, &id, Step::Built { image_sha256 }).unwrap();
+                journal
+                    .append(k, &id, Step::Built { image_sha256 })
+                    .unwrap();
             }
             Seen::Known => {}
         }

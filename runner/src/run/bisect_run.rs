@@ -784,8 +784,10 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 })
             }
             Err(why) => {
+                let chain = crate::report::error_chain(&why);
+                report_build_failure(&mut sink, &cands.describe(k), &chain);
                 let outcome = BatchOutcome::Unknown {
-                    reason: format!("build failed: {}", crate::report::error_chain(&why)),
+                    reason: format!("build failed: {chain}"),
                 };
                 record(&mut bisector, &mut journal, &cands, k, outcome)?;
                 continue;
@@ -901,6 +903,35 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
 }
 
 type StopWhen = fn(&IterationRecord, &str) -> bool;
+
+/// Say at once that a candidate did not build, with its first compiler error (the whole make
+/// tail is in the journal and the final report).
+fn report_build_failure(sink: &mut EventSink, candidate: &str, chain: &str) {
+    sink.warn(format!(
+        "{candidate} does not build ({}): unknown, skipped",
+        build_failure_reason(chain)
+    ));
+}
+
+/// The first `error:` line of a build failure, its path shortened to the tree's; else the
+/// failure's first line.
+fn build_failure_reason(chain: &str) -> String {
+    let first = chain.lines().next().unwrap_or_default();
+    let Some(line) = chain.lines().find(|l| l.contains("error:")) else {
+        return first.trim().to_string();
+    };
+    let line = line.trim();
+    // Build worktrees live in the cache: `.../worktrees/<hash>/fs/namespace.c` -> `fs/namespace.c`.
+    match line.find("/worktrees/") {
+        Some(at) => {
+            let rest = &line[at + "/worktrees/".len()..];
+            rest.find('/')
+                .map_or(line, |slash| &rest[slash + 1..])
+                .to_string()
+        }
+        None => line.to_string(),
+    }
+}
 
 fn step_event(
     bisector: &Bisector,
@@ -1934,6 +1965,48 @@ mod tests {
         for bad in ["", ":EBUSY", "umount:", "umount:E", "umount:ebusy"] {
             assert!(Target::parse_checked(bad, &s).is_err(), "{bad:?}");
         }
+    }
+
+    #[derive(Clone, Default)]
+    struct Collect(std::sync::Arc<std::sync::Mutex<Vec<Event>>>);
+
+    impl crate::report::events::Reporter for Collect {
+        fn report(&mut self, event: &crate::report::events::Stamped) {
+            self.0.lock().unwrap().push(event.event.clone());
+        }
+    }
+
+    #[test]
+    fn a_candidate_that_does_not_build_is_said_at_once_with_its_first_error() {
+        let events = Collect::default();
+        let mut sink = EventSink::new(vec![Box::new(events.clone())]);
+        let chain = "compile the kernel (full log: /c/builds/failed/ae53.log):\n\
+            /root/.cache/crashrig/worktrees/1bbbe3dbe1607ae1/fs/namespace.c:1637:39: error: expected ';' before '}' token\n\
+            make[3]: *** [/root/.cache/crashrig/worktrees/1bbbe3dbe1607ae1/scripts/Makefile.build:255: fs/namespace.o] Error 1\n\
+            make: *** [Makefile:250: __sub-make] Error 2";
+        report_build_failure(&mut sink, "patch 22/31: fs: helper (0022.patch)", chain);
+        report_build_failure(
+            &mut sink,
+            "0123456789ab mm: thing",
+            "apply patch 0003.patch: does not apply",
+        );
+        let texts: Vec<String> = events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                Event::Message { text, .. } => text.clone(),
+                _ => panic!("expected a message"),
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "patch 22/31: fs: helper (0022.patch) does not build (fs/namespace.c:1637:39: error: expected ';' before '}' token): unknown, skipped",
+                "0123456789ab mm: thing does not build (apply patch 0003.patch: does not apply): unknown, skipped",
+            ]
+        );
     }
 
     #[test]
