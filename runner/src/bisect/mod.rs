@@ -36,7 +36,7 @@ pub use images::{ImageIndex, Seen};
 pub use journal::{Entry, Header, Journal, Replay, Step, JOURNAL_FORMAT};
 pub use model::{
     Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, MeasuredRate,
-    Phase, RatePrior, Report, SideRates, Status, Suspect, SuspectRange,
+    Phase, RatePrior, Report, SideRates, Status, Suspect, SuspectRange, VerificationRuns,
 };
 pub use search::{Bisector, Oracle, Progress};
 pub use sim::{

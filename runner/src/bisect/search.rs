@@ -22,8 +22,8 @@
 use super::error::BisectError;
 use super::model::RatePrior;
 use super::model::{
-    Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, Phase, Report,
-    SideRates, Status, Suspect, SuspectRange,
+    Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, MeasuredRate,
+    Phase, Report, SideRates, Status, Suspect, SuspectRange, VerificationRuns,
 };
 use super::posterior::{self, Mode, Posterior, RateGrid, Tally};
 use super::verify;
@@ -153,6 +153,8 @@ pub struct Bisector {
     booted: Option<usize>,
     /// Verifications that did not hold and sent the search back to work.
     failed_rounds: u32,
+    /// Verification rounds started.
+    verify_rounds: u32,
     /// The pair of the last verification, for the report.
     verified_pair: Option<Pair>,
     verify_rates: Option<VerifyRates>,
@@ -193,6 +195,7 @@ impl Bisector {
             boots: 0,
             booted: None,
             failed_rounds: 0,
+            verify_rounds: 0,
             verified_pair: None,
             verify_rates: None,
             round_base: Tally::default(),
@@ -590,6 +593,7 @@ impl Bisector {
         };
         let bad_rate = posterior::quantile(&split.bad, &self.g1, 0.2);
         self.verified_pair = Some(pair);
+        self.verify_rounds += 1;
         self.round_base = self.verify_tally(pair.bad);
         self.verify_rates = Some(VerifyRates {
             good_high,
@@ -1004,6 +1008,14 @@ impl Bisector {
             iterations_needed,
             rates,
             verified: self.verified_pair.map(|p| self.verification(p)),
+            verification_runs: self.verified_pair.map(|p| {
+                let (bad, good) = (self.verify_tally(p.bad), self.verify_tally(p.good));
+                VerificationRuns {
+                    rounds: self.verify_rounds,
+                    bad: MeasuredRate::new(bad.failures, bad.iterations),
+                    good: MeasuredRate::new(good.failures, good.iterations),
+                }
+            }),
             builds: self.builds,
             boots: self.boots,
             end_iterations: self.end_iterations,

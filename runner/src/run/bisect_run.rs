@@ -1261,6 +1261,29 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             v.probability,
             v.fisher_p
         ));
+        if let Some(all) = r.verification_runs.as_ref().filter(|a| {
+            a.rounds > 1
+                || a.bad.iterations != v.bad.iterations
+                || a.good.iterations != v.good.iterations
+        }) {
+            // The verdict judges the last round's fresh runs only: show what every round ran.
+            s.push_str(&format!(
+                "  every verification run ({}, {} in all): {} {} {}, {} {} {}{}\n",
+                crate::report::plural(u64::from(all.rounds), "round"),
+                crate::report::plural(r.verify_iterations, "iteration"),
+                if fix { "parent" } else { "culprit" },
+                v.bad_candidate,
+                all.bad.text(),
+                if fix { "fix" } else { "parent" },
+                v.good_candidate,
+                all.good.text(),
+                if all.rounds > 1 {
+                    "; each round judges its own fresh runs, the earlier rounds' are in the posterior"
+                } else {
+                    ""
+                },
+            ));
+        }
     }
     s.push_str(&format!(
         "spent: {} ({} on the ends, {} searching, {} verifying), {}, {}\n",
@@ -1849,6 +1872,58 @@ mod tests {
             .unwrap();
         let names: Vec<String> = (0..=last).map(|k| format!("c{k}")).collect();
         report_text(&report, &names, Some(&t("umount:EBUSY")))
+    }
+
+    #[test]
+    fn the_verification_line_counts_every_rounds_runs_not_only_the_last() {
+        use rand::SeedableRng;
+        // A short range at 1/8 -> 1/2, where verification may take several rounds.
+        let mut several = 0;
+        for seed in 0..40 {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let mut h = bisect::SimulatedHistory {
+                culprit: 2,
+                p: 0.5,
+                fp: 0.125,
+                rng: &mut rng,
+            };
+            let report = Bisector::new(2, Config::default())
+                .unwrap()
+                .run(&mut h)
+                .unwrap();
+            let (Some(v), Some(all)) = (&report.verified, &report.verification_runs) else {
+                continue;
+            };
+            // Every verification iteration of the two kernels is in the totals.
+            let verify_of = |k: usize| -> u64 {
+                report
+                    .evidence
+                    .iter()
+                    .filter(|row| row.candidate == k || row.alias_of == Some(k))
+                    .map(|row| row.verify_iterations)
+                    .sum()
+            };
+            assert_eq!(all.bad.iterations, verify_of(v.bad_candidate));
+            assert_eq!(all.good.iterations, verify_of(v.good_candidate));
+            // An earlier round may have verified another pair.
+            assert!(all.bad.iterations + all.good.iterations <= report.verify_iterations);
+            let names: Vec<String> = (0..=2).map(|k| format!("c{k}")).collect();
+            let text = report_text(&report, &names, Some(&t("umount:EBUSY")));
+            if all.rounds > 1 {
+                several += 1;
+                let line = format!(
+                    "  every verification run ({} rounds, {} iterations in all): culprit {} {}, parent {} {}; each round judges its own fresh runs, the earlier rounds' are in the posterior\n",
+                    all.rounds,
+                    report.verify_iterations,
+                    v.bad_candidate,
+                    all.bad.text(),
+                    v.good_candidate,
+                    all.good.text()
+                );
+                assert!(text.contains(&line), "{text}");
+            }
+        }
+        assert!(several > 0, "no seed took more than one round");
     }
 
     #[test]
