@@ -421,6 +421,14 @@ pub struct SideRates {
     pub good: EstimatedRate,
     /// Rate of the candidates on the bad side.
     pub bad: EstimatedRate,
+    /// Every run on the good side, pooled. The intervals above are at least as wide as its
+    /// Wilson interval: the model's prior has a point mass at "never fails", which after a few
+    /// clean runs would pull a side's interval below rates the runs cannot rule out.
+    #[serde(default)]
+    pub good_runs: Option<MeasuredRate>,
+    /// Every run on the bad side, pooled (see `good_runs`).
+    #[serde(default)]
+    pub bad_runs: Option<MeasuredRate>,
 }
 
 /// The result of a bisection, in the caller's candidate numbering.

@@ -966,14 +966,32 @@ impl Bisector {
                     .max_by(|a, b| a.1.total_cmp(b.1))
                     .unwrap_or((1, &0.0));
                 let s = &post.splits[post.split_of[c]];
-                let est = |w: &[f64], g: &RateGrid| {
+                let pooled = |cells: &[Cell]| {
+                    let t = cells
+                        .iter()
+                        .fold(Tally::default(), |t, cell| t.add(cell.all()));
+                    MeasuredRate::new(t.failures, t.iterations)
+                };
+                let (good_runs, bad_runs) = (pooled(&self.cells[..c]), pooled(&self.cells[c..]));
+                // The interval a user reads is never narrower than what the side's own runs
+                // allow: the prior's atom at 0 would otherwise put a side that stayed clean
+                // for a dozen runs at "at most 11%" when 23% is still likely. The search keeps
+                // the model's posterior; only the report widens.
+                let est = |w: &[f64], g: &RateGrid, runs: &MeasuredRate| {
                     let (mean, low, high) = posterior::summarize(w, g);
+                    let (low, high) = if runs.iterations > 0 {
+                        (low.min(runs.low), high.max(runs.high))
+                    } else {
+                        (low, high)
+                    };
                     EstimatedRate { mean, low, high }
                 };
                 Some(SideRates {
                     culprit: self.position_to_external(c),
-                    good: est(&s.good, &self.g0),
-                    bad: est(&s.bad, &self.g1),
+                    good: est(&s.good, &self.g0, &good_runs),
+                    bad: est(&s.bad, &self.g1, &bad_runs),
+                    good_runs: Some(good_runs),
+                    bad_runs: Some(bad_runs),
                 })
             }
             None => None,

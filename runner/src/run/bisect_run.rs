@@ -1221,19 +1221,30 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         }
     }
     if let (Some(rates), true) = (&r.rates, r.iterations > 0) {
+        let fix = r.direction == bisect::Direction::Fix;
+        let (before, after) = if fix {
+            (
+                (&rates.bad, &rates.bad_runs),
+                (&rates.good, &rates.good_runs),
+            )
+        } else {
+            (
+                (&rates.good, &rates.good_runs),
+                (&rates.bad, &rates.bad_runs),
+            )
+        };
+        let rests_on = match (before.1, after.1) {
+            (Some(b), Some(a)) => format!(
+                "; each interval at least the Wilson interval of its side's pooled runs, before {}/{}, after {}/{}",
+                b.failures, b.iterations, a.failures, a.iterations
+            ),
+            _ => String::new(),
+        };
         s.push_str(&format!(
-            "rates around candidate {}: before {} after {} (posterior mean, 95% interval)\n",
+            "rates around candidate {}: before {} after {} (posterior mean, 95% interval{rests_on})\n",
             rates.culprit,
-            if r.direction == bisect::Direction::Fix {
-                rates.bad.text()
-            } else {
-                rates.good.text()
-            },
-            if r.direction == bisect::Direction::Fix {
-                rates.good.text()
-            } else {
-                rates.bad.text()
-            },
+            before.0.text(),
+            after.0.text(),
         ));
     }
     if let Some(v) = &r.verified {
@@ -1924,6 +1935,62 @@ mod tests {
             }
         }
         assert!(several > 0, "no seed took more than one round");
+    }
+
+    #[test]
+    fn rate_intervals_are_never_narrower_than_the_sides_own_runs_allow() {
+        use rand::SeedableRng;
+        // The --fix run of probe12: the side after the fix stayed clean for 13 runs (true rate
+        // 1/8) and was reported "1% [0%, 11%]"; Wilson for 0/13 reaches 23%.
+        for (direction, seed) in [Direction::Fix, Direction::Regression]
+            .into_iter()
+            .flat_map(|d| (0..20).map(move |s| (d, s)))
+        {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let culprit = if direction == Direction::Fix { 4 } else { 5 };
+            let (p, fp) = if direction == Direction::Fix {
+                (0.125, 0.5)
+            } else {
+                (0.5, 0.125)
+            };
+            let mut h = bisect::SimulatedHistory {
+                culprit,
+                p,
+                fp,
+                rng: &mut rng,
+            };
+            let config = Config {
+                direction,
+                ..Config::default()
+            };
+            let report = Bisector::new(8, config).unwrap().run(&mut h).unwrap();
+            let Some(rates) = &report.rates else { continue };
+            for (est, runs) in [
+                (&rates.good, &rates.good_runs),
+                (&rates.bad, &rates.bad_runs),
+            ] {
+                let runs = runs.as_ref().unwrap();
+                if runs.iterations > 0 {
+                    assert!(
+                        est.low <= runs.low && est.high >= runs.high,
+                        "{est:?} {runs:?}"
+                    );
+                }
+            }
+        }
+        // A side that never failed in 6 runs: its interval reaches Wilson's top (39%), and the line says what
+        // the intervals rest on.
+        let text = report_of(8, Direction::Regression, |k| k >= 5);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("rates around candidate 5: before 3% [0%, 39%] after "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.contains(
+                "; each interval at least the Wilson interval of its side's pooled runs, before 0/"
+            ),
+            "{line}"
+        );
     }
 
     #[test]
