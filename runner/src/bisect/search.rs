@@ -863,16 +863,6 @@ impl Bisector {
     /// Where the bisection stands, for a progress display.
     pub fn progress(&self) -> Progress {
         let probs = self.posterior();
-        let leader = probs
-            .iter()
-            .enumerate()
-            .skip(1)
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .filter(|(_, &q)| q > 0.0)
-            .map(|(candidate, &probability)| Suspect {
-                candidate,
-                probability,
-            });
         let internal: Vec<f64> = (0..=self.last)
             .map(|c| {
                 if c == 0 {
@@ -884,13 +874,34 @@ impl Bisector {
             .collect();
         let (lo, hi) = shortest_range(&internal, self.config.confidence);
         let (a, b) = (self.position_to_external(lo), self.position_to_external(hi));
+        let (mut first, mut last) = (a.min(b), a.max(b));
+        // The leader is named inside the range: among equally likely candidates (at the start
+        // all are) one in the range, the oldest; a leader outside it widens the range.
+        let inside = |c: usize| (first..=last).contains(&c);
+        let leader = probs
+            .iter()
+            .enumerate()
+            .filter(|&(c, &q)| c >= 1 && q > 0.0)
+            .max_by(|x, y| {
+                x.1.total_cmp(y.1)
+                    .then(inside(x.0).cmp(&inside(y.0)))
+                    .then(y.0.cmp(&x.0))
+            })
+            .map(|(candidate, &probability)| Suspect {
+                candidate,
+                probability,
+            });
+        if let Some(l) = &leader {
+            first = first.min(l.candidate);
+            last = last.max(l.candidate);
+        }
         Progress {
             phase: self.phase(),
             iterations: self.end_iterations + self.iterations + self.verify_iterations,
             builds: self.builds + self.verify_builds,
             boots: self.boots,
             leader,
-            range: (a.min(b), a.max(b)),
+            range: (first, last),
         }
     }
 
@@ -952,7 +963,8 @@ impl Bisector {
                 .then(|| self.ends())
         });
         let iterations_needed = match (status, &ends) {
-            (Status::NoDifference, Some(e)) => {
+            // More runs can only separate the ends the way asked when the bad end fails more.
+            (Status::NoDifference, Some(e)) if e.bad.rate > e.good.rate => {
                 verify::iterations_to_separate(e.good.rate, e.bad.rate)
             }
             _ => None,

@@ -1186,7 +1186,14 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             Some(n) => s.push_str(&format!(
                 "; at the observed rates about {n} iterations per end would separate them (--max-iterations)\n"
             )),
-            None => s.push_str("; they show the same rate\n"),
+            None => match &r.ends {
+                Some(e) if e.bad.rate < e.good.rate => s.push_str(&format!(
+                    "; the bad end ({}) does not fail more often than the good end ({})\n",
+                    e.bad.text(),
+                    e.good.text()
+                )),
+                _ => s.push_str("; they show the same rate\n"),
+            },
         }
     }
     match r.culprit {
@@ -1991,6 +1998,107 @@ mod tests {
             ),
             "{line}"
         );
+    }
+
+    #[test]
+    fn the_progress_leader_lies_inside_the_range_it_names() {
+        use rand::SeedableRng;
+        for direction in [Direction::Regression, Direction::Fix] {
+            let config = Config {
+                direction,
+                ..Config::default()
+            };
+            // At the start every candidate is as likely: probe12 read "range 1-30, leader 31".
+            let b = Bisector::new(31, config.clone()).unwrap();
+            let p = b.progress();
+            let l = p.leader.unwrap().candidate;
+            assert!(p.range.0 <= l && l <= p.range.1, "{:?} {l}", p.range);
+            let mut b = Bisector::new(31, config).unwrap();
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+            let mut h = bisect::SimulatedHistory {
+                culprit: 15,
+                p: 0.5,
+                fp: 0.125,
+                rng: &mut rng,
+            };
+            while let Action::Test {
+                candidate,
+                iterations,
+                stop_at_first_failure,
+            } = b.next_action()
+            {
+                use bisect::Oracle;
+                let outcome = h.test(candidate, iterations, stop_at_first_failure);
+                b.record(candidate, outcome).unwrap();
+                let p = b.progress();
+                if let Some(l) = p.leader {
+                    assert!(p.range.0 <= l.candidate && l.candidate <= p.range.1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_end_failing_less_gets_no_advice_to_run_more() {
+        // probe12's no-change range: bad 57/497 below good 60/503.
+        let mut b = Bisector::new(
+            4,
+            Config {
+                max_iterations: 1000,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        let report = b
+            .run(&mut Ratio {
+                good: (60, 503),
+                bad: (57, 497),
+                last: 4,
+                done: [0, 0],
+            })
+            .unwrap();
+        assert_eq!(report.status, bisect::Status::NoDifference);
+        assert_eq!(report.iterations_needed, None);
+        let names: Vec<String> = (0..=4).map(|k| format!("c{k}")).collect();
+        let text = report_text(&report, &names, Some(&t("umount:EBUSY")));
+        assert!(!text.contains("would separate them"), "{text}");
+        assert!(
+            text.contains("; the bad end (")
+                && text.contains(") does not fail more often than the good end ("),
+            "{text}"
+        );
+    }
+
+    /// The ends fail at fixed proportions, cycled deterministically.
+    struct Ratio {
+        good: (u64, u64),
+        bad: (u64, u64),
+        last: usize,
+        done: [u64; 2],
+    }
+
+    impl bisect::Oracle for Ratio {
+        fn test(&mut self, candidate: usize, iterations: u32, stop: bool) -> BatchOutcome {
+            let (slot, (f, n)) = if candidate == self.last {
+                (1, self.bad)
+            } else {
+                (0, self.good)
+            };
+            let (mut ran, mut failures) = (0, 0);
+            while ran < iterations && !(stop && failures > 0) {
+                let i = self.done[slot];
+                self.done[slot] += 1;
+                ran += 1;
+                // Failure i when the running count of failures steps up: f of every n.
+                if (i + 1) * f / n > i * f / n {
+                    failures += 1;
+                }
+            }
+            BatchOutcome::Ran {
+                iterations: ran,
+                failures,
+            }
+        }
     }
 
     #[test]
