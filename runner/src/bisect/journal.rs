@@ -59,6 +59,11 @@ pub enum Step {
     Alias {
         same_as: usize,
     },
+    /// The candidate's kernel image was built and had this sha-256 (recorded once, before the
+    /// candidate's first run), so a resume still knows which kernels are byte-identical.
+    Built {
+        image_sha256: String,
+    },
 }
 
 impl From<BatchOutcome> for Step {
@@ -333,6 +338,7 @@ impl Bisector {
                     },
                 )?,
                 Step::Alias { same_as } => b.record_alias(e.candidate, *same_as)?,
+                Step::Built { .. } => {}
             }
         }
         Ok(b)

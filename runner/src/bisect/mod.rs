@@ -22,6 +22,7 @@
 mod bayesect;
 mod check;
 mod error;
+mod images;
 mod journal;
 mod model;
 mod posterior;
@@ -31,10 +32,11 @@ mod verify;
 
 pub use check::{check_exit_code, RateTest, RateVerdict, EXIT_BAD, EXIT_GOOD, EXIT_SKIP};
 pub use error::BisectError;
+pub use images::{ImageIndex, Seen};
 pub use journal::{Entry, Header, Journal, Replay, Step, JOURNAL_FORMAT};
 pub use model::{
     Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, MeasuredRate,
-    Phase, RatePrior, Report, SideRates, Status, Suspect, SuspectRange,
+    Phase, RatePrior, Report, SideRates, Status, Suspect, SuspectRange, VerificationRuns,
 };
 pub use search::{Bisector, Oracle, Progress};
 pub use sim::{

@@ -378,6 +378,18 @@ pub struct Comparison {
     pub holds: bool,
 }
 
+/// All the verification runs of the verified pair, in the [`Comparison`]'s numbering.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VerificationRuns {
+    /// Verification rounds run (each judges its own fresh runs).
+    pub rounds: u32,
+    /// The kernel expected to fail more (`Comparison::bad_candidate`).
+    pub bad: MeasuredRate,
+    /// The kernel expected to fail less (`Comparison::good_candidate`).
+    pub good: MeasuredRate,
+}
+
 /// A rate estimated by the model: posterior mean and central 95% interval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -409,6 +421,14 @@ pub struct SideRates {
     pub good: EstimatedRate,
     /// Rate of the candidates on the bad side.
     pub bad: EstimatedRate,
+    /// Every run on the good side, pooled. The intervals above are at least as wide as its
+    /// Wilson interval: the model's prior has a point mass at "never fails", which after a few
+    /// clean runs would pull a side's interval below rates the runs cannot rule out.
+    #[serde(default)]
+    pub good_runs: Option<MeasuredRate>,
+    /// Every run on the bad side, pooled (see `good_runs`).
+    #[serde(default)]
+    pub bad_runs: Option<MeasuredRate>,
 }
 
 /// The result of a bisection, in the caller's candidate numbering.
@@ -451,6 +471,11 @@ pub struct Report {
     pub rates: Option<SideRates>,
     /// The culprit against its parent, when verification ran.
     pub verified: Option<Comparison>,
+    /// Every verification run of the verified pair's two kernels, over all rounds (the
+    /// verdict judges only the last round's fresh runs; the earlier ones are in the
+    /// posterior).
+    #[serde(default)]
+    pub verification_runs: Option<VerificationRuns>,
     /// Candidates built (tested at least once, not an alias) for the ends and the search.
     pub builds: u64,
     /// Kernel boots: batches on another kernel than the batch before.

@@ -22,8 +22,8 @@
 use super::error::BisectError;
 use super::model::RatePrior;
 use super::model::{
-    Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, Phase, Report,
-    SideRates, Status, Suspect, SuspectRange,
+    Action, BatchOutcome, Comparison, Config, Direction, EstimatedRate, EvidenceRow, MeasuredRate,
+    Phase, Report, SideRates, Status, Suspect, SuspectRange, VerificationRuns,
 };
 use super::posterior::{self, Mode, Posterior, RateGrid, Tally};
 use super::verify;
@@ -153,6 +153,8 @@ pub struct Bisector {
     booted: Option<usize>,
     /// Verifications that did not hold and sent the search back to work.
     failed_rounds: u32,
+    /// Verification rounds started.
+    verify_rounds: u32,
     /// The pair of the last verification, for the report.
     verified_pair: Option<Pair>,
     verify_rates: Option<VerifyRates>,
@@ -193,6 +195,7 @@ impl Bisector {
             boots: 0,
             booted: None,
             failed_rounds: 0,
+            verify_rounds: 0,
             verified_pair: None,
             verify_rates: None,
             round_base: Tally::default(),
@@ -590,6 +593,7 @@ impl Bisector {
         };
         let bad_rate = posterior::quantile(&split.bad, &self.g1, 0.2);
         self.verified_pair = Some(pair);
+        self.verify_rounds += 1;
         self.round_base = self.verify_tally(pair.bad);
         self.verify_rates = Some(VerifyRates {
             good_high,
@@ -859,16 +863,6 @@ impl Bisector {
     /// Where the bisection stands, for a progress display.
     pub fn progress(&self) -> Progress {
         let probs = self.posterior();
-        let leader = probs
-            .iter()
-            .enumerate()
-            .skip(1)
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .filter(|(_, &q)| q > 0.0)
-            .map(|(candidate, &probability)| Suspect {
-                candidate,
-                probability,
-            });
         let internal: Vec<f64> = (0..=self.last)
             .map(|c| {
                 if c == 0 {
@@ -880,13 +874,34 @@ impl Bisector {
             .collect();
         let (lo, hi) = shortest_range(&internal, self.config.confidence);
         let (a, b) = (self.position_to_external(lo), self.position_to_external(hi));
+        let (mut first, mut last) = (a.min(b), a.max(b));
+        // The leader is named inside the range: among equally likely candidates (at the start
+        // all are) one in the range, the oldest; a leader outside it widens the range.
+        let inside = |c: usize| (first..=last).contains(&c);
+        let leader = probs
+            .iter()
+            .enumerate()
+            .filter(|&(c, &q)| c >= 1 && q > 0.0)
+            .max_by(|x, y| {
+                x.1.total_cmp(y.1)
+                    .then(inside(x.0).cmp(&inside(y.0)))
+                    .then(y.0.cmp(&x.0))
+            })
+            .map(|(candidate, &probability)| Suspect {
+                candidate,
+                probability,
+            });
+        if let Some(l) = &leader {
+            first = first.min(l.candidate);
+            last = last.max(l.candidate);
+        }
         Progress {
             phase: self.phase(),
             iterations: self.end_iterations + self.iterations + self.verify_iterations,
             builds: self.builds + self.verify_builds,
             boots: self.boots,
             leader,
-            range: (a.min(b), a.max(b)),
+            range: (first, last),
         }
     }
 
@@ -948,7 +963,8 @@ impl Bisector {
                 .then(|| self.ends())
         });
         let iterations_needed = match (status, &ends) {
-            (Status::NoDifference, Some(e)) => {
+            // More runs can only separate the ends the way asked when the bad end fails more.
+            (Status::NoDifference, Some(e)) if e.bad.rate > e.good.rate => {
                 verify::iterations_to_separate(e.good.rate, e.bad.rate)
             }
             _ => None,
@@ -962,14 +978,32 @@ impl Bisector {
                     .max_by(|a, b| a.1.total_cmp(b.1))
                     .unwrap_or((1, &0.0));
                 let s = &post.splits[post.split_of[c]];
-                let est = |w: &[f64], g: &RateGrid| {
+                let pooled = |cells: &[Cell]| {
+                    let t = cells
+                        .iter()
+                        .fold(Tally::default(), |t, cell| t.add(cell.all()));
+                    MeasuredRate::new(t.failures, t.iterations)
+                };
+                let (good_runs, bad_runs) = (pooled(&self.cells[..c]), pooled(&self.cells[c..]));
+                // The interval a user reads is never narrower than what the side's own runs
+                // allow: the prior's atom at 0 would otherwise put a side that stayed clean
+                // for a dozen runs at "at most 11%" when 23% is still likely. The search keeps
+                // the model's posterior; only the report widens.
+                let est = |w: &[f64], g: &RateGrid, runs: &MeasuredRate| {
                     let (mean, low, high) = posterior::summarize(w, g);
+                    let (low, high) = if runs.iterations > 0 {
+                        (low.min(runs.low), high.max(runs.high))
+                    } else {
+                        (low, high)
+                    };
                     EstimatedRate { mean, low, high }
                 };
                 Some(SideRates {
                     culprit: self.position_to_external(c),
-                    good: est(&s.good, &self.g0),
-                    bad: est(&s.bad, &self.g1),
+                    good: est(&s.good, &self.g0, &good_runs),
+                    bad: est(&s.bad, &self.g1, &bad_runs),
+                    good_runs: Some(good_runs),
+                    bad_runs: Some(bad_runs),
                 })
             }
             None => None,
@@ -1004,6 +1038,14 @@ impl Bisector {
             iterations_needed,
             rates,
             verified: self.verified_pair.map(|p| self.verification(p)),
+            verification_runs: self.verified_pair.map(|p| {
+                let (bad, good) = (self.verify_tally(p.bad), self.verify_tally(p.good));
+                VerificationRuns {
+                    rounds: self.verify_rounds,
+                    bad: MeasuredRate::new(bad.failures, bad.iterations),
+                    good: MeasuredRate::new(good.failures, good.iterations),
+                }
+            }),
             builds: self.builds,
             boots: self.boots,
             end_iterations: self.end_iterations,

@@ -4,15 +4,14 @@
 //! outcome to a journal before the next step, so an interrupted bisection resumes without
 //! redoing finished work.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::session::{build_progress, forward_build_progress, Session, SessionError, VmOptions};
 use crate::bisect::{
-    self, Action, BatchOutcome, BisectError, Bisector, Config, Direction, Header, Journal,
-    RateTest, RateVerdict, Step,
+    self, Action, BatchOutcome, BisectError, Bisector, Config, Direction, Header, ImageIndex,
+    Journal, RateTest, RateVerdict, Seen, Step,
 };
 use crate::cache::Cache;
 use crate::image::GuestImage;
@@ -587,7 +586,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     } else {
         0
     };
-    let (mut journal, mut bisector) = if args.resume {
+    let (mut journal, mut bisector, mut images, unrecorded) = if args.resume {
         let (journal, replay) = Journal::resume(&journal_path, &header)?;
         if let Some(w) = &replay.warning {
             session.setup_sink().warn(w.clone());
@@ -610,10 +609,16 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
             !replay.entries.is_empty(),
         )?;
         let b = Bisector::from_journal(&replay)?;
-        (journal, b)
+        let (images, unrecorded) = ImageIndex::from_replay(&replay);
+        (journal, b, images, unrecorded)
     } else {
         let j = Journal::create(&journal_path, &header).map_err(BisectRunError::JournalCreate)?;
-        (j, Bisector::new(last, config.clone())?)
+        (
+            j,
+            Bisector::new(last, config.clone())?,
+            ImageIndex::default(),
+            Vec::new(),
+        )
     };
     if let Some(t) = &target {
         // The evidence a resume replays was gathered for this target: record it first.
@@ -645,7 +650,34 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         candidates: last + 1,
         journal: journal_path.clone(),
     });
-    let mut tested: HashMap<String, usize> = HashMap::new();
+    // A journal written before images were recorded: learn the tested candidates' images again
+    // (from the build cache normally) so a kernel identical to one of them is still caught.
+    for k in unrecorded {
+        let Ok(kernel) = cands.build(k, &opts, &cache, &mut sink).await else {
+            continue;
+        };
+        match images.built(k, &kernel.image_sha256) {
+            Seen::New => {
+                journal.append(
+                    k,
+                    &cands.identity(k),
+                    Step::Built {
+                        image_sha256: kernel.image_sha256.clone(),
+                    },
+                )?;
+            }
+            Seen::SameAs(same) => {
+                if bisector.record_alias(k, same).is_ok() {
+                    sink.emit(Event::BisectAlias {
+                        candidate: k,
+                        same_as: same,
+                    });
+                    journal.append(k, &cands.identity(k), Step::Alias { same_as: same })?;
+                }
+            }
+            Seen::Known => {}
+        }
+    }
     let mut amplification = None;
     if let (Some(budget), false) = (args.amplify, args.resume) {
         let end = if args.fix { 0 } else { last };
@@ -752,15 +784,17 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 })
             }
             Err(why) => {
+                let chain = crate::report::error_chain(&why);
+                report_build_failure(&mut sink, &cands.describe(k), &chain);
                 let outcome = BatchOutcome::Unknown {
-                    reason: format!("build failed: {}", crate::report::error_chain(&why)),
+                    reason: format!("build failed: {chain}"),
                 };
                 record(&mut bisector, &mut journal, &cands, k, outcome)?;
                 continue;
             }
         };
-        if let Some(&same) = tested.get(&kernel.image_sha256) {
-            if same != k {
+        match images.built(k, &kernel.image_sha256) {
+            Seen::SameAs(same) => {
                 sink.emit(Event::BisectAlias {
                     candidate: k,
                     same_as: same,
@@ -769,8 +803,17 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 journal.append(k, &cands.identity(k), Step::Alias { same_as: same })?;
                 continue;
             }
+            Seen::New => {
+                journal.append(
+                    k,
+                    &cands.identity(k),
+                    Step::Built {
+                        image_sha256: kernel.image_sha256.clone(),
+                    },
+                )?;
+            }
+            Seen::Known => {}
         }
-        tested.insert(kernel.image_sha256.clone(), k);
         let accel = match accel {
             Some(a) => a,
             None => {
@@ -860,6 +903,35 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
 }
 
 type StopWhen = fn(&IterationRecord, &str) -> bool;
+
+/// Say at once that a candidate did not build, with its first compiler error (the whole make
+/// tail is in the journal and the final report).
+fn report_build_failure(sink: &mut EventSink, candidate: &str, chain: &str) {
+    sink.warn(format!(
+        "{candidate} does not build ({}): unknown, skipped",
+        build_failure_reason(chain)
+    ));
+}
+
+/// The first `error:` line of a build failure, its path shortened to the tree's; else the
+/// failure's first line.
+fn build_failure_reason(chain: &str) -> String {
+    let first = chain.lines().next().unwrap_or_default();
+    let Some(line) = chain.lines().find(|l| l.contains("error:")) else {
+        return first.trim().to_string();
+    };
+    let line = line.trim();
+    // Build worktrees live in the cache: `.../worktrees/<hash>/fs/namespace.c` -> `fs/namespace.c`.
+    match line.find("/worktrees/") {
+        Some(at) => {
+            let rest = &line[at + "/worktrees/".len()..];
+            rest.find('/')
+                .map_or(line, |slash| &rest[slash + 1..])
+                .to_string()
+        }
+        None => line.to_string(),
+    }
+}
 
 fn step_event(
     bisector: &Bisector,
@@ -1114,7 +1186,14 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             Some(n) => s.push_str(&format!(
                 "; at the observed rates about {n} iterations per end would separate them (--max-iterations)\n"
             )),
-            None => s.push_str("; they show the same rate\n"),
+            None => match &r.ends {
+                Some(e) if e.bad.rate < e.good.rate => s.push_str(&format!(
+                    "; the bad end ({}) does not fail more often than the good end ({})\n",
+                    e.bad.text(),
+                    e.good.text()
+                )),
+                _ => s.push_str("; they show the same rate\n"),
+            },
         }
     }
     match r.culprit {
@@ -1149,19 +1228,30 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         }
     }
     if let (Some(rates), true) = (&r.rates, r.iterations > 0) {
+        let fix = r.direction == bisect::Direction::Fix;
+        let (before, after) = if fix {
+            (
+                (&rates.bad, &rates.bad_runs),
+                (&rates.good, &rates.good_runs),
+            )
+        } else {
+            (
+                (&rates.good, &rates.good_runs),
+                (&rates.bad, &rates.bad_runs),
+            )
+        };
+        let rests_on = match (before.1, after.1) {
+            (Some(b), Some(a)) => format!(
+                "; each interval at least the Wilson interval of its side's pooled runs, before {}/{}, after {}/{}",
+                b.failures, b.iterations, a.failures, a.iterations
+            ),
+            _ => String::new(),
+        };
         s.push_str(&format!(
-            "rates around candidate {}: before {} after {} (posterior mean, 95% interval)\n",
+            "rates around candidate {}: before {} after {} (posterior mean, 95% interval{rests_on})\n",
             rates.culprit,
-            if r.direction == bisect::Direction::Fix {
-                rates.bad.text()
-            } else {
-                rates.good.text()
-            },
-            if r.direction == bisect::Direction::Fix {
-                rates.good.text()
-            } else {
-                rates.bad.text()
-            },
+            before.0.text(),
+            after.0.text(),
         ));
     }
     if let Some(v) = &r.verified {
@@ -1189,6 +1279,29 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             v.probability,
             v.fisher_p
         ));
+        if let Some(all) = r.verification_runs.as_ref().filter(|a| {
+            a.rounds > 1
+                || a.bad.iterations != v.bad.iterations
+                || a.good.iterations != v.good.iterations
+        }) {
+            // The verdict judges the last round's fresh runs only: show what every round ran.
+            s.push_str(&format!(
+                "  every verification run ({}, {} in all): {} {} {}, {} {} {}{}\n",
+                crate::report::plural(u64::from(all.rounds), "round"),
+                crate::report::plural(r.verify_iterations, "iteration"),
+                if fix { "parent" } else { "culprit" },
+                v.bad_candidate,
+                all.bad.text(),
+                if fix { "fix" } else { "parent" },
+                v.good_candidate,
+                all.good.text(),
+                if all.rounds > 1 {
+                    "; each round judges its own fresh runs, the earlier rounds' are in the posterior"
+                } else {
+                    ""
+                },
+            ));
+        }
     }
     s.push_str(&format!(
         "spent: {} ({} on the ends, {} searching, {} verifying), {}, {}\n",
@@ -1780,6 +1893,215 @@ mod tests {
     }
 
     #[test]
+    fn the_verification_line_counts_every_rounds_runs_not_only_the_last() {
+        use rand::SeedableRng;
+        // A short range at 1/8 -> 1/2, where verification may take several rounds.
+        let mut several = 0;
+        for seed in 0..40 {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let mut h = bisect::SimulatedHistory {
+                culprit: 2,
+                p: 0.5,
+                fp: 0.125,
+                rng: &mut rng,
+            };
+            let report = Bisector::new(2, Config::default())
+                .unwrap()
+                .run(&mut h)
+                .unwrap();
+            let (Some(v), Some(all)) = (&report.verified, &report.verification_runs) else {
+                continue;
+            };
+            // Every verification iteration of the two kernels is in the totals.
+            let verify_of = |k: usize| -> u64 {
+                report
+                    .evidence
+                    .iter()
+                    .filter(|row| row.candidate == k || row.alias_of == Some(k))
+                    .map(|row| row.verify_iterations)
+                    .sum()
+            };
+            assert_eq!(all.bad.iterations, verify_of(v.bad_candidate));
+            assert_eq!(all.good.iterations, verify_of(v.good_candidate));
+            // An earlier round may have verified another pair.
+            assert!(all.bad.iterations + all.good.iterations <= report.verify_iterations);
+            let names: Vec<String> = (0..=2).map(|k| format!("c{k}")).collect();
+            let text = report_text(&report, &names, Some(&t("umount:EBUSY")));
+            if all.rounds > 1 {
+                several += 1;
+                let line = format!(
+                    "  every verification run ({} rounds, {} iterations in all): culprit {} {}, parent {} {}; each round judges its own fresh runs, the earlier rounds' are in the posterior\n",
+                    all.rounds,
+                    report.verify_iterations,
+                    v.bad_candidate,
+                    all.bad.text(),
+                    v.good_candidate,
+                    all.good.text()
+                );
+                assert!(text.contains(&line), "{text}");
+            }
+        }
+        assert!(several > 0, "no seed took more than one round");
+    }
+
+    #[test]
+    fn rate_intervals_are_never_narrower_than_the_sides_own_runs_allow() {
+        use rand::SeedableRng;
+        // The --fix run of probe12: the side after the fix stayed clean for 13 runs (true rate
+        // 1/8) and was reported "1% [0%, 11%]"; Wilson for 0/13 reaches 23%.
+        for (direction, seed) in [Direction::Fix, Direction::Regression]
+            .into_iter()
+            .flat_map(|d| (0..20).map(move |s| (d, s)))
+        {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let culprit = if direction == Direction::Fix { 4 } else { 5 };
+            let (p, fp) = if direction == Direction::Fix {
+                (0.125, 0.5)
+            } else {
+                (0.5, 0.125)
+            };
+            let mut h = bisect::SimulatedHistory {
+                culprit,
+                p,
+                fp,
+                rng: &mut rng,
+            };
+            let config = Config {
+                direction,
+                ..Config::default()
+            };
+            let report = Bisector::new(8, config).unwrap().run(&mut h).unwrap();
+            let Some(rates) = &report.rates else { continue };
+            for (est, runs) in [
+                (&rates.good, &rates.good_runs),
+                (&rates.bad, &rates.bad_runs),
+            ] {
+                let runs = runs.as_ref().unwrap();
+                if runs.iterations > 0 {
+                    assert!(
+                        est.low <= runs.low && est.high >= runs.high,
+                        "{est:?} {runs:?}"
+                    );
+                }
+            }
+        }
+        // A side that never failed in 6 runs: its interval reaches Wilson's top (39%), and the line says what
+        // the intervals rest on.
+        let text = report_of(8, Direction::Regression, |k| k >= 5);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("rates around candidate 5: before 3% [0%, 39%] after "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.contains(
+                "; each interval at least the Wilson interval of its side's pooled runs, before 0/"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn the_progress_leader_lies_inside_the_range_it_names() {
+        use rand::SeedableRng;
+        for direction in [Direction::Regression, Direction::Fix] {
+            let config = Config {
+                direction,
+                ..Config::default()
+            };
+            // At the start every candidate is as likely: probe12 read "range 1-30, leader 31".
+            let b = Bisector::new(31, config.clone()).unwrap();
+            let p = b.progress();
+            let l = p.leader.unwrap().candidate;
+            assert!(p.range.0 <= l && l <= p.range.1, "{:?} {l}", p.range);
+            let mut b = Bisector::new(31, config).unwrap();
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+            let mut h = bisect::SimulatedHistory {
+                culprit: 15,
+                p: 0.5,
+                fp: 0.125,
+                rng: &mut rng,
+            };
+            while let Action::Test {
+                candidate,
+                iterations,
+                stop_at_first_failure,
+            } = b.next_action()
+            {
+                use bisect::Oracle;
+                let outcome = h.test(candidate, iterations, stop_at_first_failure);
+                b.record(candidate, outcome).unwrap();
+                let p = b.progress();
+                if let Some(l) = p.leader {
+                    assert!(p.range.0 <= l.candidate && l.candidate <= p.range.1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_end_failing_less_gets_no_advice_to_run_more() {
+        // probe12's no-change range: bad 57/497 below good 60/503.
+        let mut b = Bisector::new(
+            4,
+            Config {
+                max_iterations: 1000,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        let report = b
+            .run(&mut Ratio {
+                good: (60, 503),
+                bad: (57, 497),
+                last: 4,
+                done: [0, 0],
+            })
+            .unwrap();
+        assert_eq!(report.status, bisect::Status::NoDifference);
+        assert_eq!(report.iterations_needed, None);
+        let names: Vec<String> = (0..=4).map(|k| format!("c{k}")).collect();
+        let text = report_text(&report, &names, Some(&t("umount:EBUSY")));
+        assert!(!text.contains("would separate them"), "{text}");
+        assert!(
+            text.contains("; the bad end (")
+                && text.contains(") does not fail more often than the good end ("),
+            "{text}"
+        );
+    }
+
+    /// The ends fail at fixed proportions, cycled deterministically.
+    struct Ratio {
+        good: (u64, u64),
+        bad: (u64, u64),
+        last: usize,
+        done: [u64; 2],
+    }
+
+    impl bisect::Oracle for Ratio {
+        fn test(&mut self, candidate: usize, iterations: u32, stop: bool) -> BatchOutcome {
+            let (slot, (f, n)) = if candidate == self.last {
+                (1, self.bad)
+            } else {
+                (0, self.good)
+            };
+            let (mut ran, mut failures) = (0, 0);
+            while ran < iterations && !(stop && failures > 0) {
+                let i = self.done[slot];
+                self.done[slot] += 1;
+                ran += 1;
+                // Failure i when the running count of failures steps up: f of every n.
+                if (i + 1) * f / n > i * f / n {
+                    failures += 1;
+                }
+            }
+            BatchOutcome::Ran {
+                iterations: ran,
+                failures,
+            }
+        }
+    }
+
+    #[test]
     fn a_fix_search_reports_the_fix_and_its_parent_the_right_way_round() {
         // Candidates 0-4 (the older ones) fail, 5 on do not: candidate 5 is the fix.
         let text = report_of(8, Direction::Fix, |k| k < 5);
@@ -1893,6 +2215,48 @@ mod tests {
         for bad in ["", ":EBUSY", "umount:", "umount:E", "umount:ebusy"] {
             assert!(Target::parse_checked(bad, &s).is_err(), "{bad:?}");
         }
+    }
+
+    #[derive(Clone, Default)]
+    struct Collect(std::sync::Arc<std::sync::Mutex<Vec<Event>>>);
+
+    impl crate::report::events::Reporter for Collect {
+        fn report(&mut self, event: &crate::report::events::Stamped) {
+            self.0.lock().unwrap().push(event.event.clone());
+        }
+    }
+
+    #[test]
+    fn a_candidate_that_does_not_build_is_said_at_once_with_its_first_error() {
+        let events = Collect::default();
+        let mut sink = EventSink::new(vec![Box::new(events.clone())]);
+        let chain = "compile the kernel (full log: /c/builds/failed/ae53.log):\n\
+            /root/.cache/crashrig/worktrees/1bbbe3dbe1607ae1/fs/namespace.c:1637:39: error: expected ';' before '}' token\n\
+            make[3]: *** [/root/.cache/crashrig/worktrees/1bbbe3dbe1607ae1/scripts/Makefile.build:255: fs/namespace.o] Error 1\n\
+            make: *** [Makefile:250: __sub-make] Error 2";
+        report_build_failure(&mut sink, "patch 22/31: fs: helper (0022.patch)", chain);
+        report_build_failure(
+            &mut sink,
+            "0123456789ab mm: thing",
+            "apply patch 0003.patch: does not apply",
+        );
+        let texts: Vec<String> = events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                Event::Message { text, .. } => text.clone(),
+                _ => panic!("expected a message"),
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "patch 22/31: fs: helper (0022.patch) does not build (fs/namespace.c:1637:39: error: expected ';' before '}' token): unknown, skipped",
+                "0123456789ab mm: thing does not build (apply patch 0003.patch: does not apply): unknown, skipped",
+            ]
+        );
     }
 
     #[test]
