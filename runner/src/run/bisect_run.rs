@@ -913,12 +913,12 @@ fn report_build_failure(sink: &mut EventSink, candidate: &str, chain: &str) {
     ));
 }
 
-/// The first `error:` line of a build failure, its path shortened to the tree's; else the
-/// failure's first line.
+/// The first error line of a build failure ([`crate::kernel::build::error_lines`]), its path
+/// shortened to the tree's; else the failure's first line.
 fn build_failure_reason(chain: &str) -> String {
-    let first = chain.lines().next().unwrap_or_default();
-    let Some(line) = chain.lines().find(|l| l.contains("error:")) else {
-        return first.trim().to_string();
+    let errors = crate::kernel::build::error_lines(chain);
+    let Some(line) = errors.lines().next() else {
+        return chain.lines().next().unwrap_or_default().trim().to_string();
     };
     let line = line.trim();
     // Build worktrees live in the cache: `.../worktrees/<hash>/fs/namespace.c` -> `fs/namespace.c`.
