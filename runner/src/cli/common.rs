@@ -55,7 +55,8 @@ pub struct CommonVmArgs {
     /// Directory for the results: every run's console log and dmesg; results.json and
     /// junit.xml (run, matrix, bisect, amplify); bisect.json and its journal (bisect);
     /// amplify.json (amplify). `check` writes each call's runs into DIR/check, DIR/check-2, ...
-    /// and its verdict to stderr. Default: ./crashrig-results/<date-time>.
+    /// and its verdict to stderr. Locked while this command runs: another crashrig is refused
+    /// it. Default: ./crashrig-results/<date-time>.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Guest image recipe. Default: images/default.yaml of this crashrig.
