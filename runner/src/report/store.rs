@@ -75,13 +75,54 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
 }
 
 /// Reads a `results.json` and checks that its numbers are ones crashrig writes (see
-/// [`Results::problems`]).
+/// [`Results::problems`]) and that no run directory it names leads out of the results
+/// directory through a symbolic link (crashrig never makes one there; repro reads a run's
+/// scenario from it and `--resume` writes into it).
 pub fn read_results(path: &Path) -> Result<Results, StoreError> {
     let text = std::fs::read_to_string(path).map_err(|source| StoreError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_results(&text, path)
+    let results = parse_results(&text, path)?;
+    let root = path.parent().unwrap_or(Path::new("."));
+    let problems: Vec<String> = results
+        .runs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, run)| {
+            let link = symlink_on_the_way(root, Path::new(&run.dir))?;
+            Some(format!(
+                "runs[{i}].dir {:?} passes through the symbolic link {}, expected a directory \
+                 crashrig made inside the results directory",
+                run.dir,
+                link.display()
+            ))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(results)
+    } else {
+        Err(StoreError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+/// The first existing symbolic link on the way from `root` to `root/rel` (`rel` is relative
+/// and plain: [`Results::problems`] checked it), if any.
+fn symlink_on_the_way(root: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => return Some(at),
+            Ok(_) => {}
+            // Nothing further exists: nothing further can lead elsewhere.
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// [`read_results`] of text read from `path`.
@@ -133,6 +174,32 @@ mod tests {
             Ok(_) => panic!("damaged results were accepted"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn a_run_directory_that_is_a_symlink_out_of_the_results_is_refused() {
+        let (_, all) = crate::matrix::testutil::unsharded();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("results");
+        std::fs::create_dir(&out).unwrap();
+        let path = out.join("results.json");
+        write_json(&path, &all).unwrap();
+        // Run directories that do not exist, or exist as directories, are fine.
+        assert_eq!(read_results(&path).unwrap(), all);
+        let victim = tmp.path().join("elsewhere");
+        std::fs::create_dir(&victim).unwrap();
+        let dir = out.join(&all.runs[1].dir);
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&victim, &dir).unwrap();
+        let err = read_results(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "runs[1].dir {:?} passes through the symbolic link",
+                all.runs[1].dir
+            )),
+            "{err}"
+        );
+        assert!(err.contains(&dir.display().to_string()), "{err}");
     }
 
     #[test]
