@@ -9,8 +9,8 @@ PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static dropbear-bin fio xfsprogs e2fsprogs btrfs-progs dmsetup kmod
   # crashrig's own build (ssh2 links OpenSSL)
   gcc pkg-config libssl-dev
-  # kernel builds
-  git make bc bison flex libelf-dev cpio xz-utils ccache
+  # kernel builds (dwarves: pahole, for configs with CONFIG_DEBUG_INFO_BTF)
+  git make bc bison flex libelf-dev cpio xz-utils ccache dwarves
 )
 
 missing_packages() {

@@ -17,6 +17,23 @@ pub async fn run() -> i32 {
             }
         }
     }
+    outln!("kernel build headers:");
+    for (options, need) in crate::kernel::build::CONFIG_NEEDS {
+        if let crate::kernel::build::Need::Header(file, package) = *need {
+            let path = std::path::Path::new(crate::kernel::build::INCLUDE_DIR).join(file);
+            if path.exists() {
+                outln!("  ok       {:<20} {}", file, path.display());
+            } else {
+                outln!(
+                    "  MISSING  {file:<20} apt-get install {package} (for CONFIG_{}=y)",
+                    options.join("/CONFIG_")
+                );
+                if !missing.contains(&package) {
+                    missing.push(package);
+                }
+            }
+        }
+    }
     match crate::vm::qemu::qemu_version().await {
         Some(v) => outln!("qemu: {v}"),
         None => outln!("qemu: not runnable"),

@@ -53,6 +53,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("ccache", "ccache"),
     ("xz", "xz-utils"),
     ("depmod", "kmod"),
+    ("pahole", "dwarves"),
     ("ldd", "libc-bin"),
     ("tar", "tar"),
     ("sh", "dash"),

@@ -8,6 +8,7 @@
 //! final config, and the repository's worktree is reused, so a patch touching one file
 //! recompiles only that file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -169,18 +170,89 @@ pub const BUILD_TOOLS: &[&str] = &["make", "gcc", "bc", "flex", "bison"];
 /// warns, and the modules come out without the modules.dep crashrig needs.
 pub const MODULES_TOOLS: &[&str] = &["depmod"];
 
-/// Before make: every program the build runs is on this host, or one error naming each
-/// missing one and its Debian package. `find` is the lookup ([`host::find`]; a seam for tests).
+/// What some options (symbols without `CONFIG_`) of the final `.config` need on the host besides [`BUILD_TOOLS`]: kbuild
+/// finds out only deep into make (objtool without libelf's headers, sign-file without
+/// OpenSSL's), or not at all (BTF without pahole is a silent `CONFIG_DEBUG_INFO_BTF` drop on
+/// some versions).
+pub(crate) const CONFIG_NEEDS: &[(&[&str], Need)] = &[
+    (
+        &["OBJTOOL", "STACK_VALIDATION", "UNWINDER_ORC"],
+        Need::Header("gelf.h", "libelf-dev"),
+    ),
+    (
+        &["MODULE_SIG_FORMAT", "SYSTEM_TRUSTED_KEYRING"],
+        Need::Header("openssl/opensslv.h", "libssl-dev"),
+    ),
+    (&["DEBUG_INFO_BTF"], Need::Tool("pahole")),
+];
+
+/// One thing an option needs on the host.
+#[derive(Clone, Copy)]
+pub(crate) enum Need {
+    /// A program in PATH ([`host::TOOLS`] names its package).
+    Tool(&'static str),
+    /// A header under /usr/include, and the package that installs it.
+    Header(&'static str, &'static str),
+}
+
+/// The directory [`CONFIG_NEEDS`]'s headers are looked up in.
+pub(crate) const INCLUDE_DIR: &str = "/usr/include";
+
+/// Before make: every program the build runs and every host header its options compile
+/// against is on this host, or one error naming each missing one and its Debian package.
+/// `config` is the final `.config` (`None` before the config step: only [`BUILD_TOOLS`]);
+/// `find` and `exists` are the lookups ([`host::find`], `Path::exists`; seams for tests).
 pub fn require_build_tools(
-    modules: bool,
+    config: Option<&BTreeMap<String, kconfig::Value>>,
     find: impl Fn(&str) -> Option<PathBuf>,
+    exists: impl Fn(&Path) -> bool,
 ) -> Result<(), KernelError> {
     let mut tools = BUILD_TOOLS.to_vec();
-    if modules {
-        tools.extend(MODULES_TOOLS);
+    let mut headers: Vec<(String, &str)> = Vec::new();
+    if let Some(config) = config {
+        if kconfig::has_modules(config) {
+            tools.extend(MODULES_TOOLS);
+        }
+        let on = |o: &&&str| matches!(config.get(**o), Some(kconfig::Value::Set(v)) if v == "y");
+        for (options, need) in CONFIG_NEEDS {
+            let Some(option) = options.iter().find(on) else {
+                continue;
+            };
+            match *need {
+                Need::Tool(t) => tools.push(t),
+                Need::Header(file, package) => {
+                    let path = Path::new(INCLUDE_DIR).join(file);
+                    if !exists(&path) {
+                        headers.push((
+                            format!("`{}` (CONFIG_{option}=y needs it)", path.display()),
+                            package,
+                        ));
+                    }
+                }
+            }
+        }
     }
-    host::require_all_with(&tools, find)?;
-    Ok(())
+    let missing = host::require_all_with(&tools, find).err();
+    if headers.is_empty() {
+        return missing.map_or(Ok(()), |m| Err(m.into()));
+    }
+    let mut what = Vec::new();
+    let mut packages = Vec::new();
+    if let Some(m) = missing {
+        let names: Vec<String> = m.tools.iter().map(|t| format!("`{t}`")).collect();
+        what.push(format!("{} (not in PATH)", names.join(", ")));
+        packages = m.packages;
+    }
+    for (header, package) in headers {
+        what.push(header);
+        if !packages.iter().any(|p| p == package) {
+            packages.push(package.to_string());
+        }
+    }
+    Err(KernelError::MissingBuildFiles {
+        what: what.join(", "),
+        packages: packages.join(" "),
+    })
 }
 
 /// First line of `gcc --version`.
@@ -394,7 +466,7 @@ pub fn build(
         return load(&entry, &plan.spec);
     }
     // Before minutes of download and checkout: `make` itself runs in the config step.
-    require_build_tools(false, host::find)?;
+    require_build_tools(None, host::find, Path::exists)?;
     let start = Instant::now();
     let mut log: Vec<String> = Vec::new();
     progress(BuildProgress {
@@ -485,8 +557,9 @@ fn build_in(
     if std::fs::read_to_string(&obj_config).ok().as_deref() != Some(config.as_str()) {
         std::fs::write(&obj_config, &config).map_err(io(&obj_config))?;
     }
-    let modules = kconfig::has_modules(&kconfig::parse_config(&config));
-    require_build_tools(modules, host::find)?;
+    let parsed = kconfig::parse_config(&config);
+    let modules = kconfig::has_modules(&parsed);
+    require_build_tools(Some(&parsed), host::find, Path::exists)?;
     let log_path = obj.join("build.log");
     let mut make_log: Vec<String> = std::mem::take(log);
     let mut targets = vec!["bzImage"];
@@ -822,19 +895,25 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
         assert!(matches!(err, KernelError::Cancelled));
     }
 
-    /// A host without flex ended `crashrig build` in `make ... Error 127` naming no package.
+    /// A host without flex ended `crashrig build` in `make ... Error 127` naming no package;
+    /// one without libelf's headers failed minutes into make, in objtool.
     #[test]
-    fn a_missing_build_tool_is_named_with_its_package_before_make() {
+    fn a_missing_build_tool_or_header_is_named_with_its_package_before_make() {
         let without = |gone: &'static [&'static str]| {
             move |t: &str| (!gone.contains(&t)).then(|| PathBuf::from("/usr/bin").join(t))
         };
-        assert!(require_build_tools(true, without(&[])).is_ok());
-        let err = require_build_tools(false, without(&["flex", "bison", "depmod"])).unwrap_err();
+        let all_headers = |_: &Path| true;
+        let config = |text: &str| kconfig::parse_config(text);
+        let modules = config("CONFIG_EXT4_FS=m\n");
+        assert!(require_build_tools(Some(&modules), without(&[]), all_headers).is_ok());
+        let err = require_build_tools(None, without(&["flex", "bison", "depmod"]), all_headers)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "`flex` and `bison` not found in PATH; install them with `apt-get install flex bison`"
         );
-        let err = require_build_tools(true, without(&["bc", "depmod"])).unwrap_err();
+        let err = require_build_tools(Some(&modules), without(&["bc", "depmod"]), all_headers)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "`bc` and `depmod` not found in PATH; install them with `apt-get install bc kmod`"
@@ -843,8 +922,34 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
             !err.is_input_error(),
             "the host's fault: bisect must stop, not skip"
         );
+        // Headers and pahole only when an option that needs them is on.
+        let no_headers = |_: &Path| false;
+        let plain = config("CONFIG_EXT4_FS=y\n# CONFIG_UNWINDER_ORC is not set\n");
+        assert!(require_build_tools(Some(&plain), without(&["pahole"]), no_headers).is_ok());
+        let orc = config("CONFIG_UNWINDER_ORC=y\nCONFIG_DEBUG_INFO_BTF=y\n");
+        let err = require_build_tools(Some(&orc), without(&["pahole"]), all_headers).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`pahole` not found in PATH; install it with `apt-get install dwarves`"
+        );
+        let signed = config("CONFIG_UNWINDER_ORC=y\nCONFIG_MODULE_SIG_FORMAT=y\nCONFIG_X=m\n");
+        let err = require_build_tools(Some(&signed), without(&["flex", "depmod"]), no_headers)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the build needs what this host lacks: `flex`, `depmod` (not in PATH), \
+             `/usr/include/gelf.h` (CONFIG_UNWINDER_ORC=y needs it), \
+             `/usr/include/openssl/opensslv.h` (CONFIG_MODULE_SIG_FORMAT=y needs it); install \
+             them with `apt-get install flex kmod libelf-dev libssl-dev`"
+        );
+        assert!(!err.is_input_error());
         for tool in BUILD_TOOLS.iter().chain(MODULES_TOOLS) {
             assert_ne!(host::package_for(tool), "(unknown package)", "{tool}");
+        }
+        for (_, need) in CONFIG_NEEDS {
+            if let Need::Tool(t) = need {
+                assert_ne!(host::package_for(t), "(unknown package)", "{t}");
+            }
         }
     }
 

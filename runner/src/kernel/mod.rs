@@ -65,6 +65,9 @@ pub enum KernelError {
     ModulesEmpty,
     #[error(transparent)]
     MissingTool(#[from] MissingTool),
+    /// Programs and headers a build needs (see `build::require_build_tools`).
+    #[error("the build needs what this host lacks: {what}; install them with `apt-get install {packages}`")]
+    MissingBuildFiles { what: String, packages: String },
     #[error(transparent)]
     Debian(#[from] debian::DebianError),
     #[error(transparent)]
