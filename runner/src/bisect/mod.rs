@@ -43,4 +43,5 @@ pub use sim::{
     iteration_bound, parse_case, parse_no_change, print_summary, simulate, CaseSummary, Method,
     MethodSummary, SimParams, SimSummary, SimulatedHistory, DEFAULT_CASES,
 };
+pub(crate) use verify::evidence_needed;
 pub use verify::iterations_to_separate;

@@ -204,6 +204,15 @@ impl Bisector {
         })
     }
 
+    /// The ends' comparison that let the search begin (`None` before, or when the ends were
+    /// not checked), and whether it is confirmed by the test that holds however often it was
+    /// looked at ([`verify::confirmed`]).
+    pub fn ends_shown(&self) -> Option<(Comparison, bool)> {
+        let c = self.ends_shown.clone()?;
+        let confirmed = verify::confirmed(&c, self.config.confidence);
+        Some((c, confirmed))
+    }
+
     /// The last candidate index.
     pub fn last(&self) -> usize {
         self.last

@@ -713,6 +713,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     // Learn the target from the bad end first when it was not given: the first violation it
     // shows (the bad end of a regression is the newest candidate, of a fix the oldest).
     let bad_end = if args.fix { 0 } else { last };
+    let mut search_said = false;
     loop {
         let action = if target.is_none() {
             Action::Test {
@@ -765,6 +766,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 stop_at_first_failure,
             } => (candidate, iterations, stop_at_first_failure),
         };
+        announce_search(&bisector, &mut search_said, &mut sink);
         sink.emit(step_event(&bisector, &cands, k, (iterations, stop_early)));
         let kernel = match cands.build(k, &opts, &cache, &mut sink).await {
             Ok(k) => k,
@@ -887,6 +889,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                         stop_at_first_failure,
                     } if candidate == k => {
                         let batch = (iterations, stop_at_first_failure);
+                        announce_search(&bisector, &mut search_said, sink);
                         sink.emit(step_event(&bisector, &cands, k, batch));
                         Ok(Some(batch_opts(
                             target.as_ref(),
@@ -931,6 +934,37 @@ fn build_failure_reason(chain: &str) -> String {
         }
         None => line.to_string(),
     }
+}
+
+/// Says once, when the search begins, what the ends showed, and whether the test that holds
+/// however often the ends were looked at confirms it (the search may begin without it; the
+/// final report says so again if the answer rests on it).
+fn announce_search(bisector: &Bisector, said: &mut bool, sink: &mut EventSink) {
+    if *said {
+        return;
+    }
+    let Some((e, confirmed)) = bisector.ends_shown() else {
+        return;
+    };
+    *said = true;
+    let needed = bisect::evidence_needed(bisector.config().confidence);
+    sink.info(format!(
+        "the ends differ: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}; Bayes factor against equal rates = {} ({}); searching",
+        e.good_candidate,
+        e.good.text(),
+        e.bad_candidate,
+        e.bad.text(),
+        e.probability,
+        bayes_factor_text(e.bayes_factor),
+        if confirmed {
+            "confirmed".to_string()
+        } else {
+            format!(
+                "{} would confirm it however often the ends were looked at: not yet confirmed",
+                bayes_factor_text(needed)
+            )
+        }
+    ));
 }
 
 fn step_event(
@@ -2257,6 +2291,52 @@ mod tests {
                 "0123456789ab mm: thing does not build (apply patch 0003.patch: does not apply): unknown, skipped",
             ]
         );
+    }
+
+    /// The search's start is said once, with the ends' figures and whether the test that
+    /// holds however often they were looked at confirms them (the terminal said nothing).
+    #[test]
+    fn the_search_start_says_what_the_ends_showed_and_if_it_is_confirmed() {
+        // (good runs, bad runs) recorded on the ends before the search starts.
+        for (good, bad, confirmed) in [((4, 0), (4, 2), false), ((30, 0), (30, 15), true)] {
+            let events = Collect::default();
+            let mut sink = EventSink::new(vec![Box::new(events.clone())]);
+            let mut b = Bisector::new(8, Config::default()).unwrap();
+            let mut said = false;
+            announce_search(&b, &mut said, &mut sink);
+            assert!(!said, "nothing to say before the ends ran");
+            for (k, (iterations, failures)) in [(0, good), (8, bad)] {
+                b.record(
+                    k,
+                    BatchOutcome::Ran {
+                        iterations,
+                        failures,
+                    },
+                )
+                .unwrap();
+            }
+            assert!(matches!(b.next_action(), Action::Test { .. }));
+            assert_eq!(b.progress().phase, bisect::Phase::Search);
+            announce_search(&b, &mut said, &mut sink);
+            announce_search(&b, &mut said, &mut sink);
+            let texts: Vec<String> = events
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Message { text, .. } => Some(text.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(texts.len(), 1, "said once: {texts:?}");
+            let text = &texts[0];
+            assert!(text.starts_with("the ends differ: good 0 ("), "{text}");
+            assert!(text.contains(&format!("{}/{}", bad.1, bad.0)), "{text}");
+            assert_eq!(text.contains("not yet confirmed"), !confirmed, "{text}");
+            assert_eq!(text.contains("(confirmed)"), confirmed, "{text}");
+            assert!(text.ends_with("; searching"), "{text}");
+        }
     }
 
     #[test]
