@@ -804,6 +804,22 @@ pub async fn run_batch<M: Machine>(
         record.boots = prev.boots.clone();
         record.iterations = prev.iterations.clone();
         record.summary = crate::report::summarize(&record.iterations);
+        // A resume asking for fewer iterations than were kept drops none of them: say so,
+        // since the counts will not be the ones asked for.
+        let beyond = prev
+            .iterations
+            .iter()
+            .filter(|i| i.iteration > iterations)
+            .count();
+        if beyond > 0 {
+            sink.warn(format!(
+                "run {}: {} iterations planned, but the run being resumed kept {} ({beyond} \
+                 numbered past {iterations}); all are kept and counted",
+                index + 1,
+                iterations,
+                prev.iterations.len()
+            ));
+        }
     }
     sink.emit(Event::RunStarted {
         index,

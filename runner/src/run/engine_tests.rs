@@ -450,6 +450,76 @@ async fn an_interrupted_run_keeps_finished_iterations_and_leaves_the_rig_unready
     assert_eq!(log(rig.machine()).last().unwrap(), "stop");
 }
 
+/// `--resume`: the unfinished run's iterations are kept and not run again, its seed is the one
+/// used, and a smaller iteration count than it kept drops nothing and says so.
+#[tokio::test]
+async fn a_resumed_run_keeps_its_iterations_and_seed_and_runs_only_the_missing_ones() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 4;
+    s.seed = None;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let first = h.run_plain(&mut rig).await;
+    rig.stop().await;
+    // Killed after iterations 1 and 3 were recorded (restored iterations finish out of order).
+    let mut killed = first.clone();
+    killed.finished = None;
+    killed
+        .iterations
+        .retain(|i| i.iteration != 2 && i.iteration != 4);
+    killed.seed = 4242;
+    let opts = RunOptions {
+        resume: Some(killed.clone()),
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(
+        r.seed, 4242,
+        "the killed run's seed, so its plan is the same"
+    );
+    assert_eq!(r.started, killed.started);
+    let numbers: Vec<u32> = r.iterations.iter().map(|i| i.iteration).collect();
+    assert_eq!(numbers, [1, 3, 2, 4]);
+    assert_eq!(r.iterations[..2], killed.iterations[..]);
+    assert_eq!(r.summary.iterations, 4);
+    let plans: Vec<String> = log(rig.machine())
+        .into_iter()
+        .filter(|l| l.starts_with("plan iteration"))
+        .collect();
+    assert_eq!(plans, ["plan iteration 2", "plan iteration 4"]);
+    let warned = |names: Vec<String>| {
+        names
+            .into_iter()
+            .filter(|n| n.contains("all are kept and counted"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(warned(h.events.names()), Vec::<String>::new());
+    rig.stop().await;
+
+    // Resumed with -n 2: only iteration 2 runs, iteration 3 is not dropped, and it is said.
+    let opts = RunOptions {
+        resume: Some(killed.clone()),
+        iterations: Some(2),
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    let numbers: Vec<u32> = r.iterations.iter().map(|i| i.iteration).collect();
+    assert_eq!(numbers, [1, 3, 2]);
+    assert_eq!(r.summary.iterations, 3);
+    assert_eq!(
+        warned(h.events.names()),
+        ["message run 1: 2 iterations planned, but the run being resumed kept 2 (1 numbered past 2); all are kept and counted"]
+    );
+    let plans: Vec<String> = log(rig.machine())
+        .into_iter()
+        .filter(|l| l.starts_with("plan iteration"))
+        .collect();
+    assert_eq!(plans, ["plan iteration 2"]);
+    rig.stop().await;
+}
+
 #[tokio::test]
 async fn a_power_cut_step_reads_dmesg_cuts_and_boots_on_the_same_machine() {
     let mut steps = mount_umount();
