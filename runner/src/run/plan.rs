@@ -371,6 +371,32 @@ pub fn plan_timeout(ops: &[(StepRef, Op)], left: Duration) -> Duration {
     left.max(longest.unwrap_or_default() + STEP_GRACE)
 }
 
+/// The longest plan deadline of an iteration when a step's own bound makes it longer than
+/// the scenario's `iteration-timeout` ([`plan_timeout`]): that step's id and the deadline.
+/// `None` when every plan is judged at the iteration timeout. Random sleeps count at their
+/// longest.
+pub fn stretched_deadline(s: &Scenario) -> Option<(String, Duration)> {
+    let mut longest = s.clone();
+    for step in longest.steps.iter_mut().chain(longest.cleanup.iter_mut()) {
+        if let Step::Sleep(sl) = step {
+            if sl.max.is_some() {
+                sl.min = sl.max;
+            }
+        }
+    }
+    let mut segments = plan_phase(&longest, Phase::Steps, 0, 0);
+    segments.extend(plan_phase(&longest, Phase::Cleanup, 0, 0));
+    segments
+        .iter()
+        .filter_map(|seg| match seg {
+            Segment::Guest(ops) => ops.iter().max_by_key(|(_, op)| own_bound(op)),
+            Segment::Host(..) => None,
+        })
+        .map(|(r, op)| (r.id(s), own_bound(op) + STEP_GRACE))
+        .filter(|(_, deadline)| *deadline > s.iteration_timeout)
+        .max_by_key(|(_, deadline)| *deadline)
+}
+
 /// The deadline of a setup plan (setup runs once, outside any iteration): the iteration
 /// timeout, or the plan's bounds added up plus a minute when that is longer.
 pub fn setup_timeout(ops: &[(StepRef, Op)], iteration_timeout: Duration) -> Duration {
@@ -422,6 +448,42 @@ mod tests {
             parameters: vec![],
             setting: Setting::new(),
         }
+    }
+
+    /// `iteration-timeout: 20s` with a 60 s `run` became a 75 s plan deadline, unsaid.
+    #[test]
+    fn a_step_bound_past_the_iteration_timeout_names_the_step_and_the_deadline() {
+        let run = |timeout: u64| {
+            Step::Run(RunStep {
+                id: None,
+                command: "true".into(),
+                timeout: Duration::from_secs(timeout),
+                exit: 0,
+            })
+        };
+        let mut s = scenario(vec![run(5), Step::PowerCut(HostStep::default()), run(60)]);
+        s.iteration_timeout = Duration::from_secs(20);
+        assert_eq!(
+            stretched_deadline(&s),
+            Some(("run#3".to_string(), Duration::from_secs(75)))
+        );
+        // A random sleep counts at its longest; cleanup plans count too.
+        s.steps = vec![run(5)];
+        s.cleanup = vec![Step::Sleep(SleepStep {
+            min: Some(Duration::from_secs(1)),
+            max: Some(Duration::from_secs(30)),
+            ..SleepStep::default()
+        })];
+        assert_eq!(
+            stretched_deadline(&s),
+            Some(("cleanup-sleep#1".to_string(), Duration::from_secs(45)))
+        );
+        // Every bound with its grace within the timeout: nothing to say.
+        s.cleanup.clear();
+        assert_eq!(stretched_deadline(&s), None);
+        s.iteration_timeout = Duration::from_secs(300);
+        s.steps = vec![run(60)];
+        assert_eq!(stretched_deadline(&s), None);
     }
 
     #[test]

@@ -278,6 +278,9 @@ impl Session {
         if !loaded.1.is_empty() {
             self.setup.emit(Event::Diagnostics { text: loaded.1 });
         }
+        if let Some(note) = deadline_note(&loaded.0.scenario) {
+            self.setup.info(format!("{}: {note}", path.display()));
+        }
         Ok(loaded.0)
     }
 
@@ -422,6 +425,21 @@ pub fn load_scenario(
         } else {
             loaded.warnings.to_string()
         },
+    ))
+}
+
+/// What a hang in an iteration waits for when a step's own bound is longer than the
+/// scenario's `iteration-timeout` (see `plan::plan_timeout`): said, since the timeout the
+/// user wrote is not the one that applies there.
+fn deadline_note(s: &crate::scenario::Scenario) -> Option<String> {
+    let (step, deadline) = crate::run::plan::stretched_deadline(s)?;
+    Some(format!(
+        "a hang is judged after {} s, not at the iteration-timeout of {} s, in the plan of \
+         step `{step}`, whose own bound (timeout, wait, retry window or sleep) is longer (plus \
+         {} s to report it)",
+        deadline.as_secs_f64(),
+        s.iteration_timeout.as_secs_f64(),
+        crate::run::plan::STEP_GRACE.as_secs()
     ))
 }
 
