@@ -17,6 +17,6 @@ mod sim;
 mod space;
 
 pub use error::AmplifyError;
-pub use search::{Action, Config, Counts, Goal, Report, Row, Searcher, Stop};
+pub use search::{Action, Config, Counts, Goal, Report, Row, Searcher, Stop, BEATS_DEFAULT_P};
 pub use sim::{print_summary, simulate, uniform, MethodResult, SimParams, SimSummary, World};
 pub use space::{Arm, Knob, Space};

@@ -263,9 +263,38 @@ impl Row {
     }
 }
 
+/// Fisher p below which a winner counts as shown to beat the default.
+pub const BEATS_DEFAULT_P: f64 = 0.05;
+
 impl Report {
     pub fn row(&self, id: usize) -> Option<&Row> {
         self.rows.iter().find(|r| r.id == id)
+    }
+
+    /// Whether the winner showed the target (or a difference) at all.
+    pub fn winner_showed(&self) -> bool {
+        self.winner
+            .and_then(|w| self.row(w))
+            .is_some_and(|r| r.score > 0.0)
+    }
+
+    /// The winner to use instead of the default: `Ok(id)` when it showed the target and was
+    /// shown to beat the default (Fisher p < [`BEATS_DEFAULT_P`]); else why not. A setting
+    /// that replaces the default is a claim that it is better; without the evidence the
+    /// default stays.
+    pub fn proven_winner(&self) -> Result<usize, String> {
+        match (self.winner, self.fisher_vs_default) {
+            _ if !self.winner_showed() => Err(match self.goal {
+                Goal::Difference => "no setting showed a difference between the kernels".into(),
+                _ => "no setting showed the target".into(),
+            }),
+            (Some(w), _) if w == self.default => Err("the winner is the default".into()),
+            (Some(_), Some(p)) if p >= BEATS_DEFAULT_P => Err(format!(
+                "the winner was not shown to beat the default (Fisher p = {p:.3})"
+            )),
+            (Some(w), Some(_)) => Ok(w),
+            _ => Err("the default did not run, so the winner is not compared with it".into()),
+        }
     }
 }
 
@@ -671,6 +700,60 @@ impl Searcher {
 
 #[cfg(test)]
 mod tests {
+
+    /// A winner replaces the default (in `amplify`'s rewritten scenario and in `bisect
+    /// --amplify`) only when it showed the target and beat the default at p < 0.05.
+    #[test]
+    fn only_a_winner_shown_to_beat_the_default_replaces_it() {
+        let row = |id: usize, hits: u64, score: f64| Row {
+            id,
+            arm: vec![id],
+            label: format!("k={id}"),
+            counts: vec![Counts { trials: 20, hits }],
+            rates: vec![hits as f64 / 20.0],
+            intervals: vec![(0.0, 1.0)],
+            score,
+            p_best: 0.5,
+        };
+        let report = |winner: Option<usize>, p: Option<f64>, score: f64| Report {
+            goal: Goal::Rate,
+            stop: None,
+            spent: 40,
+            budget: 100,
+            rows: vec![row(1, 12, score), row(0, 2, 0.1)],
+            winner,
+            default: 0,
+            fisher_vs_default: p,
+            default_measured: p.is_some(),
+        };
+        assert_eq!(report(Some(1), Some(0.001), 0.6).proven_winner(), Ok(1));
+        assert_eq!(
+            report(Some(1), Some(0.2), 0.6).proven_winner(),
+            Err("the winner was not shown to beat the default (Fisher p = 0.200)".into())
+        );
+        assert_eq!(
+            report(Some(1), Some(BEATS_DEFAULT_P), 0.6).proven_winner(),
+            Err("the winner was not shown to beat the default (Fisher p = 0.050)".into())
+        );
+        assert_eq!(
+            report(Some(1), None, 0.6).proven_winner(),
+            Err("the default did not run, so the winner is not compared with it".into())
+        );
+        assert_eq!(
+            report(Some(0), None, 0.6).proven_winner(),
+            Err("the winner is the default".into())
+        );
+        let nothing = report(Some(1), Some(0.001), 0.0);
+        assert!(!nothing.winner_showed());
+        assert_eq!(
+            nothing.proven_winner(),
+            Err("no setting showed the target".into())
+        );
+        assert_eq!(
+            report(None, None, 0.6).proven_winner(),
+            Err("no setting showed the target".into())
+        );
+    }
     use super::*;
     use crate::amplify::space::Knob;
     use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest, ProptestConfig};

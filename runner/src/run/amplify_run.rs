@@ -437,7 +437,7 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
         (Some(w), Some(p)) => s.push_str(&format!(
             "winner: {}; Fisher p against the default = {p:.3}{}\n",
             w.label,
-            if p < 0.05 {
+            if p < crate::amplify::BEATS_DEFAULT_P {
                 ""
             } else {
                 " (not shown to beat the default: it leads on these runs only; a larger --budget may tell them apart)"
@@ -625,19 +625,8 @@ pub fn finish(
     });
     // A winner that never showed the target (or no difference) is no amplification: say so
     // rather than hand out a scenario that changes nothing that matters.
-    let showed = report
-        .winner
-        .and_then(|w| report.row(w))
-        .is_some_and(|r| r.score > 0.0);
-    let not_amplified = match (report.winner, report.fisher_vs_default) {
-        _ if !showed => None,
-        (Some(w), _) if w == report.default => Some("the winner is the default".to_string()),
-        (_, Some(p)) if p >= 0.05 => Some(format!(
-            "the winner was not shown to beat the default (Fisher p = {p:.3})"
-        )),
-        (_, None) => Some("the default did not run, so the winner is not compared with it".into()),
-        _ => None,
-    };
+    let showed = report.winner_showed();
+    let not_amplified = report.proven_winner().err().filter(|_| showed);
     let (amplified, rewrite_error) = match rewritten {
         _ if !showed || not_amplified.is_some() => (None, None),
         Ok(t) => {

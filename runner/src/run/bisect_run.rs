@@ -1102,7 +1102,11 @@ async fn amplify_end(
     };
     let (report, found, space) =
         search(&opts, space, &prepared, out, cache, sink, run_index).await?;
-    let winner = report.winner.and_then(|w| report.row(w));
+    // Only a winner shown to beat the default replaces it (as `crashrig amplify` rewrites a
+    // scenario only then): a leader on a few lucky runs would bisect with a setting no better.
+    let proven = report.proven_winner();
+    let winner = proven.as_ref().ok().and_then(|&w| report.row(w));
+    let leader = report.winner.and_then(|w| report.row(w));
     let default = report.row(report.default);
     let setting = winner.map_or_else(
         || space.setting(&space.default_arm()),
@@ -1122,9 +1126,16 @@ async fn amplify_end(
     };
     let why = format!(
         "amplify: bisecting with {} (target {} on the bad end {label}: {} against the default's {}{}; {} iterations of search over {} settings)",
-        winner.map_or("the default".to_string(), |w| w.label.clone()),
+        match (winner, &proven) {
+            (Some(w), _) => w.label.clone(),
+            (None, Err(why)) => format!("the default: {why}"),
+            (None, Ok(_)) => "the default".to_string(),
+        },
         found.as_ref().map(Target::text).unwrap_or_else(|| "none seen".into()),
-        rate(winner),
+        match (winner, leader) {
+            (None, Some(l)) if l.id != report.default => format!("the leader {} {}", l.label, rate(Some(l))),
+            (w, _) => rate(w),
+        },
         rate(default),
         report
             .fisher_vs_default
