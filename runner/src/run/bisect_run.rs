@@ -656,26 +656,18 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         let Ok(kernel) = cands.build(k, &opts, &cache, &mut sink).await else {
             continue;
         };
-        match images.built(k, &kernel.image_sha256) {
-            Seen::New => {
-                journal.append(
-                    k,
-                    &cands.identity(k),
-                    Step::Built {
-                        image_sha256: kernel.image_sha256.clone(),
-                    },
-                )?;
-            }
-            Seen::SameAs(same) => {
-                if bisector.record_alias(k, same).is_ok() {
-                    sink.emit(Event::BisectAlias {
-                        candidate: k,
-                        same_as: same,
-                    });
-                    journal.append(k, &cands.identity(k), Step::Alias { same_as: same })?;
-                }
-            }
-            Seen::Known => {}
+        let built = (k, kernel.image_sha256.as_str());
+        match record_image(
+            built,
+            &mut images,
+            &mut bisector,
+            &mut journal,
+            &cands,
+            &mut sink,
+        ) {
+            // A candidate that already ran cannot become an alias: its runs stand.
+            Ok(_) | Err(BisectRunError::Bisect(_)) => {}
+            Err(e) => return Err(e),
         }
     }
     let mut amplification = None;
@@ -795,26 +787,17 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                 continue;
             }
         };
-        match images.built(k, &kernel.image_sha256) {
-            Seen::SameAs(same) => {
-                sink.emit(Event::BisectAlias {
-                    candidate: k,
-                    same_as: same,
-                });
-                bisector.record_alias(k, same)?;
-                journal.append(k, &cands.identity(k), Step::Alias { same_as: same })?;
-                continue;
-            }
-            Seen::New => {
-                journal.append(
-                    k,
-                    &cands.identity(k),
-                    Step::Built {
-                        image_sha256: kernel.image_sha256.clone(),
-                    },
-                )?;
-            }
-            Seen::Known => {}
+        let built = (k, kernel.image_sha256.as_str());
+        let seen = record_image(
+            built,
+            &mut images,
+            &mut bisector,
+            &mut journal,
+            &cands,
+            &mut sink,
+        )?;
+        if let Seen::SameAs(_) = seen {
+            continue;
         }
         let accel = match accel {
             Some(a) => a,
@@ -1145,6 +1128,42 @@ async fn amplify_end(
         space.size(),
     );
     Ok((load_setting(&args.scenario, &setting)?, why))
+}
+
+/// Records what building candidate `k` gave (its image's sha256): a new image goes to the
+/// journal; an image identical to an earlier candidate's makes `k` that candidate's alias, in
+/// the bisector, the journal and on the terminal. `Err(BisectRunError::Bisect)` when the
+/// bisector refuses the alias (`k` already ran), and nothing is recorded then.
+fn record_image(
+    (k, sha256): (usize, &str),
+    images: &mut ImageIndex,
+    bisector: &mut Bisector,
+    journal: &mut Journal,
+    cands: &Candidates,
+    sink: &mut EventSink,
+) -> Result<Seen, BisectRunError> {
+    let seen = images.built(k, sha256);
+    match seen {
+        Seen::New => {
+            journal.append(
+                k,
+                &cands.identity(k),
+                Step::Built {
+                    image_sha256: sha256.to_string(),
+                },
+            )?;
+        }
+        Seen::SameAs(same) => {
+            bisector.record_alias(k, same)?;
+            sink.emit(Event::BisectAlias {
+                candidate: k,
+                same_as: same,
+            });
+            journal.append(k, &cands.identity(k), Step::Alias { same_as: same })?;
+        }
+        Seen::Known => {}
+    }
+    Ok(seen)
 }
 
 fn record(
