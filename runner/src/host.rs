@@ -35,6 +35,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("git", "git"),
     ("make", "make"),
     ("gcc", "gcc"),
+    ("ld", "binutils"),
     ("bc", "bc"),
     ("flex", "flex"),
     ("bison", "bison"),

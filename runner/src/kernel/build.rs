@@ -97,7 +97,7 @@ pub struct Plan {
     pub identity: String,
     pub patches: Vec<PatchFile>,
     pub fragments: Vec<Fragment>,
-    /// `gcc --version`, first line.
+    /// The host toolchain, see [`compiler_version`].
     pub compiler: String,
 }
 
@@ -255,11 +255,28 @@ pub fn require_build_tools(
     })
 }
 
-/// First line of `gcc --version`.
+/// The host toolchain a build's `.config` records (`CONFIG_CC_VERSION_TEXT`, `LD_VERSION`,
+/// `PAHOLE_VERSION`): the first lines of `gcc --version`, `ld --version` and `pahole
+/// --version` (`pahole: none` without it). Part of every cache key: installing pahole or
+/// another binutils changes the `.config` the same request produces, and a build made
+/// before must not answer for it.
 pub fn compiler_version(exec: &Exec) -> Result<String, KernelError> {
     host::require("gcc")?;
-    let out = exec.output(Command::new("gcc").arg("--version"))?;
-    Ok(out.lines().next().unwrap_or_default().to_string())
+    let first = |tool: &str| -> Result<String, KernelError> {
+        let out = exec.output(Command::new(tool).arg("--version"))?;
+        Ok(out.lines().next().unwrap_or_default().trim().to_string())
+    };
+    let mut text = first("gcc")?;
+    if host::find("ld").is_some() {
+        text.push_str("; ");
+        text.push_str(&first("ld")?);
+    }
+    text.push_str("; ");
+    match host::find("pahole") {
+        Some(_) => text.push_str(&first("pahole")?),
+        None => text.push_str("pahole: none"),
+    }
+    Ok(text)
 }
 
 /// The `make` variables every build uses.
@@ -951,6 +968,30 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
                 assert_ne!(host::package_for(t), "(unknown package)", "{t}");
             }
         }
+    }
+
+    /// Installing pahole (or another binutils) changes the `.config` the same request makes
+    /// (`CONFIG_PAHOLE_VERSION`, `CONFIG_LD_VERSION`): the cache keys must change with them.
+    #[test]
+    fn the_toolchain_in_every_cache_key_names_gcc_ld_and_pahole() {
+        for tool in ["gcc", "ld", "pahole"] {
+            host::require(tool).unwrap_or_else(|e| panic!("{e} (scripts/setup.sh installs it)"));
+        }
+        let text = compiler_version(&Exec::default()).unwrap();
+        let parts: Vec<&str> = text.split("; ").collect();
+        assert_eq!(parts.len(), 3, "{text}");
+        assert!(parts[0].starts_with("gcc"), "{text}");
+        assert!(parts[1].starts_with("GNU ld"), "{text}");
+        assert!(parts[2].starts_with('v'), "pahole --version: {text}");
+        let without_pahole = format!("{}; {}; pahole: none", parts[0], parts[1]);
+        assert_ne!(
+            plan_key("src", &[], &[], &text),
+            plan_key("src", &[], &[], &without_pahole)
+        );
+        assert_ne!(
+            build_key("src", &[], "CONFIG_X=y\n", &text),
+            build_key("src", &[], "CONFIG_X=y\n", &without_pahole)
+        );
     }
 
     /// The real ccache with crashrig's settings: an object that `.incbin`s a file is never
