@@ -428,6 +428,12 @@ fn newest_change(dir: &Path) -> Option<SystemTime> {
 /// An exclusive `flock` on `path`, created 0600 if absent; a symlink at `path` is refused
 /// (O_NOFOLLOW), so a planted link cannot make crashrig create or truncate another file.
 pub fn lock(path: &Path) -> Result<Lock, CacheError> {
+    lock_or_wait(path, || {})
+}
+
+/// [`lock`], calling `waiting` first when another process holds the lock (so a caller can say
+/// that it is queued rather than look stuck).
+pub fn lock_or_wait(path: &Path, waiting: impl FnOnce()) -> Result<Lock, CacheError> {
     let err = |source| CacheError::Lock {
         path: path.to_path_buf(),
         source,
@@ -444,7 +450,10 @@ pub fn lock(path: &Path) -> Result<Lock, CacheError> {
     if !file.metadata().map_err(err)?.is_file() {
         return Err(err(io::Error::other("not a regular file")));
     }
-    flock(&file, libc::LOCK_EX).map_err(err)?;
+    if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        waiting();
+        flock(&file, libc::LOCK_EX).map_err(err)?;
+    }
     Ok(Lock(file))
 }
 
@@ -739,6 +748,28 @@ mod tests {
             Lookup::Discarded(_)
         ));
         assert!(!torn.exists());
+    }
+
+    /// A build queued behind another crashrig's looked stuck in its "source" stage.
+    #[test]
+    fn a_contended_lock_says_it_waits_then_takes_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tree.lock");
+        let mut waited = false;
+        let free = lock_or_wait(&path, || waited = true).unwrap();
+        assert!(!waited, "nobody held it");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let other = std::thread::spawn(move || {
+            let _held = lock_or_wait(&p, || tx.send("waiting").unwrap()).unwrap();
+        });
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok("waiting")
+        );
+        assert!(!other.is_finished(), "it waits while the lock is held");
+        drop(free);
+        other.join().unwrap();
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub const BUILD_TIMESTAMP: &str = "Sat Jan  1 00:00:00 UTC 2000";
 pub enum Stage {
     /// Downloading/unpacking the source, checking out the worktree.
     Source,
+    /// Queued behind another crashrig building from the same repository (its lock).
+    Waiting,
     /// Applying `--patches`.
     Patches,
     /// tinyconfig + fragments + olddefconfig + verification.
@@ -62,6 +64,7 @@ impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Stage::Source => "source",
+            Stage::Waiting => "waiting for another crashrig building from this tree",
             Stage::Patches => "patches",
             Stage::Config => "config",
             Stage::Compile => "compile",
@@ -501,7 +504,14 @@ pub fn build(
         }
     };
     let repo_id = source::repo_id(exec, &src.repo)?;
-    let _lock = crate::cache::lock(&cache.dir("builds")?.join(format!("{repo_id}.lock")))?;
+    let lock_path = cache.dir("builds")?.join(format!("{repo_id}.lock"));
+    let _lock = crate::cache::lock_or_wait(&lock_path, || {
+        progress(BuildProgress {
+            stage: Stage::Waiting,
+            elapsed: start.elapsed(),
+            line: Some(lock_path.display().to_string()),
+        })
+    })?;
     // another process may have built it while we waited for the lock
     if let Some(entry) = lookup(cache, &pkey)? {
         return load(&entry, &plan.spec);
