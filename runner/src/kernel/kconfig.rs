@@ -122,6 +122,14 @@ pub fn parse_fragment(name: &str, text: &str) -> Result<Vec<Request>, KernelErro
     for (i, line) in text.lines().enumerate() {
         match parse_line(line) {
             None => {}
+            Some(Ok((_, Value::Set(v)))) if matches!(v.as_str(), "Y" | "M" | "N") => {
+                return Err(KernelError::FragmentValue {
+                    fragment: name.to_string(),
+                    line: i + 1,
+                    text: line.trim().to_string(),
+                    value: v,
+                })
+            }
             Some(Ok((symbol, value))) => out.push(Request {
                 symbol,
                 value,
@@ -185,7 +193,7 @@ pub fn describe_dropped(dropped: &[Dropped], deps: &dyn Fn(&str) -> Option<Strin
     for d in dropped {
         let r = &d.request;
         let actual = match &d.actual {
-            None => "absent (its menu or dependency is off)".to_string(),
+            None => "no line for it".to_string(),
             Some(v) => format!("`{}`", line_for(&r.symbol, v)),
         };
         let _ = write!(
@@ -203,18 +211,28 @@ pub fn describe_dropped(dropped: &[Dropped], deps: &dyn Fn(&str) -> Option<Strin
     s
 }
 
-/// Finds `config SYM` in `Kconfig*` text and returns its `depends on` lines joined with
-/// ` && ` (pure, for tests).
-pub fn depends_in(text: &str, sym: &str) -> Option<String> {
+/// Finds `config SYM` in `Kconfig*` text and returns its conditions: its `depends on`
+/// lines and the `if` blocks around it (pure, for tests).
+pub fn depends_in(text: &str, sym: &str) -> Option<Vec<String>> {
     let mut lines = text.lines();
     let header = format!("config {sym}");
     let header2 = format!("menuconfig {sym}");
+    // Conditions of the `if` blocks open at this point of the file.
+    let mut ifs: Vec<String> = Vec::new();
     while let Some(l) = lines.next() {
         let t = l.trim();
+        if let Some(cond) = t.strip_prefix("if ") {
+            ifs.push(cond.trim().to_string());
+            continue;
+        }
+        if t == "endif" || t.starts_with("endif ") || t.starts_with("endif#") {
+            ifs.pop();
+            continue;
+        }
         if t != header && t != header2 {
             continue;
         }
-        let mut deps = Vec::new();
+        let mut deps = ifs.clone();
         for l in lines.by_ref() {
             let t = l.trim();
             if t.starts_with("config ")
@@ -233,13 +251,14 @@ pub fn depends_in(text: &str, sym: &str) -> Option<String> {
                 deps.push(d.trim().to_string());
             }
         }
-        return Some(deps.join(" && "));
+        return Some(deps);
     }
     None
 }
 
-/// Searches the source tree's `Kconfig*` files for `sym`: `depends on X && Y (path)`.
-pub fn find_depends(src: &Path, sym: &str) -> Option<String> {
+/// Where `sym` is defined in the source tree's `Kconfig*` files (x86's and every
+/// architecture-independent one: crashrig builds x86_64) and its conditions.
+pub fn find_definition(src: &Path, sym: &str) -> Option<(String, Vec<String>)> {
     let mut stack = vec![src.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -251,7 +270,8 @@ pub fn find_depends(src: &Path, sym: &str) -> Option<String> {
             let name = name.to_string_lossy();
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
-                if !name.starts_with('.') {
+                let other_arch = dir == src.join("arch") && name != "x86";
+                if !name.starts_with('.') && !other_arch {
                     stack.push(path);
                 }
             } else if name.starts_with("Kconfig") {
@@ -264,16 +284,62 @@ pub fn find_depends(src: &Path, sym: &str) -> Option<String> {
                         .unwrap_or(&path)
                         .display()
                         .to_string();
-                    return Some(if deps.is_empty() {
-                        format!("no `depends on` ({rel}); it may be a choice, `select`ed only or need a visible menu")
-                    } else {
-                        format!("depends on {deps} ({rel})")
-                    });
+                    return Some((rel, deps));
                 }
             }
         }
     }
     None
+}
+
+/// Why `sym` may not have held, for [`describe_dropped`]: where it is defined, its conditions
+/// and which symbols in them the final config leaves off; or that no Kconfig defines it.
+pub fn explain(src: &Path, sym: &str, final_config: &BTreeMap<String, Value>) -> String {
+    match find_definition(src, sym) {
+        None => "no Kconfig file of this tree (x86 or architecture-independent) defines it: a \
+                 typo, or an option of another kernel version"
+            .to_string(),
+        Some((file, deps)) => explain_conditions(&file, &deps, final_config),
+    }
+}
+
+/// [`explain`] once the definition is found (pure, for tests).
+pub fn explain_conditions(
+    file: &str,
+    deps: &[String],
+    final_config: &BTreeMap<String, Value>,
+) -> String {
+    if deps.is_empty() {
+        return format!(
+            "no `depends on` ({file}); it may be a choice, `select`ed only, need a visible menu \
+             or the value may be outside its range"
+        );
+    }
+    let on = |s: &str| matches!(final_config.get(s), Some(Value::Set(v)) if v != "n");
+    let mut off: Vec<&str> = Vec::new();
+    for d in deps {
+        for word in d.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let symbol = word.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if symbol && !on(word) && !off.contains(&word) {
+                off.push(word);
+            }
+        }
+    }
+    let conditions = deps.join(" && ");
+    if off.is_empty() {
+        format!(
+            "depends on {conditions} ({file}), all on in the final .config: the value may be \
+             outside its range or not one its type takes"
+        )
+    } else {
+        format!(
+            "depends on {conditions} ({file}); off in the final .config: {}",
+            off.join(", ")
+        )
+    }
 }
 
 /// Names of the fragments in `dir` (`base`, `fs-xfs`, ...), sorted.
@@ -370,11 +436,12 @@ pub fn generate(
     for f in fragments {
         requests.extend(parse_fragment(&f.name, &f.text)?);
     }
-    let dropped = verify(&requests, &parse_config(&text));
+    let final_config = parse_config(&text);
+    let dropped = verify(&requests, &final_config);
     if !dropped.is_empty() {
         return Err(KernelError::ConfigDropped(describe_dropped(
             &dropped,
-            &|s| find_depends(src, s),
+            &|s| Some(explain(src, s, &final_config)),
         )));
     }
     Ok(text)
@@ -497,7 +564,7 @@ CONFIG_EXT4_FS=m
   CONFIG_XFS_ONLINE_SCRUB=y (fs-xfs.config:1): final .config has `# CONFIG_XFS_ONLINE_SCRUB is not set`
   CONFIG_EXT4_FS=y (fs-xfs.config:2): final .config has `CONFIG_EXT4_FS=m`
   CONFIG_NR_CPUS=4 (fs-xfs.config:3): final .config has `CONFIG_NR_CPUS=8`
-  CONFIG_XFS_RT=y (fs-xfs.config:4): final .config has absent (its menu or dependency is off)"
+  CONFIG_XFS_RT=y (fs-xfs.config:4): final .config has no line for it"
         );
     }
 
@@ -517,30 +584,89 @@ config XFS_ONLINE_REPAIR
 
 config XFS_SELECTED
 \tbool
+
+if BLK_DEV
+config VIRTIO_BLK
+\ttristate \"Virtio block driver\"
+\tdepends on VIRTIO
+endif # BLK_DEV
+
+config AFTER
+\tbool
 ";
-        assert_eq!(depends_in(kconfig, "XFS_FS").as_deref(), Some("BLOCK"));
+        let deps = |s: &str| depends_in(kconfig, s).map(|d| d.join(" && "));
+        assert_eq!(deps("XFS_FS").as_deref(), Some("BLOCK"));
         assert_eq!(
-            depends_in(kconfig, "XFS_ONLINE_REPAIR").as_deref(),
+            deps("XFS_ONLINE_REPAIR").as_deref(),
             Some("XFS_FS && XFS_ONLINE_SCRUB && !XFS_DEBUG")
         );
-        assert_eq!(depends_in(kconfig, "XFS_SELECTED").as_deref(), Some(""));
-        assert_eq!(depends_in(kconfig, "XFS"), None);
+        assert_eq!(deps("XFS_SELECTED").as_deref(), Some(""));
+        assert_eq!(deps("XFS"), None);
+        // probe13: VIRTIO_BLK was blamed on VIRTIO (on), not on its enclosing `if BLK_DEV`.
+        assert_eq!(deps("VIRTIO_BLK").as_deref(), Some("BLK_DEV && VIRTIO"));
+        assert_eq!(deps("AFTER").as_deref(), Some(""));
     }
 
+    /// probe13: the explanation printed `depends on` whether or not it was met, quoted another
+    /// architecture's Kconfig, and called a typo "its menu or dependency is off".
     #[test]
-    fn depends_are_found_in_a_source_tree() {
+    fn a_dropped_option_is_explained_by_what_is_off_or_by_no_definition() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("fs/xfs")).unwrap();
-        std::fs::write(
-            dir.path().join("fs/xfs/Kconfig"),
+        let write = |rel: &str, text: &str| {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "fs/xfs/Kconfig",
             "config XFS_RT\n\tbool \"rt\"\n\tdepends on XFS_FS\n",
-        )
-        .unwrap();
-        assert_eq!(
-            find_depends(dir.path(), "XFS_RT").as_deref(),
-            Some("depends on XFS_FS (fs/xfs/Kconfig)")
         );
-        assert_eq!(find_depends(dir.path(), "NOPE"), None);
+        write(
+            "arch/riscv/Kconfig",
+            "config NR_CPUS\n\tint\n\tdepends on SMP\n",
+        );
+        write("arch/x86/Kconfig", "config NR_CPUS\n\tint\n\trange 2 512\n");
+        let final_config = parse_config("CONFIG_XFS_FS=y\nCONFIG_SMP=y\n");
+        assert_eq!(
+            explain(dir.path(), "XFS_RT", &final_config),
+            "depends on XFS_FS (fs/xfs/Kconfig), all on in the final .config: the value may be \
+             outside its range or not one its type takes"
+        );
+        let final_config = parse_config("# CONFIG_XFS_FS is not set\n");
+        assert_eq!(
+            explain(dir.path(), "XFS_RT", &final_config),
+            "depends on XFS_FS (fs/xfs/Kconfig); off in the final .config: XFS_FS"
+        );
+        assert_eq!(
+            explain(dir.path(), "NR_CPUS", &final_config),
+            "no `depends on` (arch/x86/Kconfig); it may be a choice, `select`ed only, need a \
+             visible menu or the value may be outside its range"
+        );
+        assert_eq!(
+            explain(dir.path(), "DOES_NOT_EXIST", &final_config),
+            "no Kconfig file of this tree (x86 or architecture-independent) defines it: a typo, \
+             or an option of another kernel version"
+        );
+        assert_eq!(
+            explain_conditions(
+                "k",
+                &["A && (B || !C)".into(), "D=m".into()],
+                &parse_config("CONFIG_A=y\nCONFIG_D=m\n")
+            ),
+            "depends on A && (B || !C) && D=m (k); off in the final .config: B, C"
+        );
+    }
+
+    /// `CONFIG_XFS_FS=Y` was taken, ignored by Kconfig, and blamed on a dependency.
+    #[test]
+    fn an_upper_case_bool_value_is_refused_at_its_line() {
+        let err = parse_fragment("upper.config", "CONFIG_A=y\nCONFIG_XFS_FS=Y\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parse kconfig fragment upper.config:2: `CONFIG_XFS_FS=Y`: Kconfig takes `y`, `m` or \
+             `n` in lower case (it ignores `Y` and keeps the default)"
+        );
+        assert!(err.is_input_error());
     }
 
     #[test]

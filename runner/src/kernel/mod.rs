@@ -118,6 +118,14 @@ pub enum KernelError {
         line: usize,
         text: String,
     },
+    /// A value Kconfig does not take (it ignores it, and the option keeps its default).
+    #[error("parse kconfig fragment {fragment}:{line}: `{text}`: Kconfig takes `y`, `m` or `n` in lower case (it ignores `{value}` and keeps the default)")]
+    FragmentValue {
+        fragment: String,
+        line: usize,
+        text: String,
+        value: String,
+    },
     /// The verification after `olddefconfig`; the text lists every dropped option.
     #[error("configure the kernel: {0}")]
     ConfigDropped(String),
@@ -162,6 +170,7 @@ impl KernelError {
             KernelError::BadRevision { .. }
                 | KernelError::Fragment { .. }
                 | KernelError::FragmentSyntax { .. }
+                | KernelError::FragmentValue { .. }
                 | KernelError::ConfigDropped(_)
                 | KernelError::NotAPatch { .. }
                 | KernelError::Series { .. }
