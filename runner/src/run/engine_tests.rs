@@ -927,3 +927,113 @@ fn run_directory_names_stay_short_and_distinct_for_long_kernel_specs() {
     assert!(name.len() <= 2 * DIR_PART_MAX + 8, "{name}");
     assert!(name.len() < 255, "{name}");
 }
+
+fn plug_steps() -> Vec<Step> {
+    vec![
+        Step::Unplug(PlugStep::default()),
+        Step::Replug(PlugStep::default()),
+    ]
+}
+
+/// The calls after the first `after` in the log.
+fn calls_after(m: &FakeMachine, after: &str) -> Vec<String> {
+    let l = log(m);
+    let at = l.iter().position(|c| c == after).expect(after);
+    l[at + 1..].to_vec()
+}
+
+#[tokio::test]
+async fn unplug_and_replug_steps_drive_the_machine_and_wait_in_the_guest_for_the_disk() {
+    let mut s = scenario(plug_steps());
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    let ids: Vec<(&str, bool)> = r.iterations[0]
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.ok))
+        .collect();
+    assert_eq!(ids, [("unplug#1", true), ("replug#2", true)]);
+    // No plan ended the iteration: its dmesg is read in a plan of its own.
+    assert_eq!(
+        calls_after(rig.machine(), "plan setup"),
+        [
+            "unplug scratch",
+            "replug scratch",
+            "plan replug",
+            "plan dmesg"
+        ]
+    );
+
+    // A disk that does not come back fails the replug step, with the helper's words.
+    let mut h = Harness::new(h.loaded.scenario.clone());
+    let gone = StepReport {
+        attempts: 1,
+        error: Some("device scratch did not appear within 30000 ms".into()),
+        ..StepReport::default()
+    };
+    let mut rig = Rig::new(FakeMachine::new(move |label, _| match label {
+        "replug" => Reply::Step {
+            step: 0,
+            report: gone.clone(),
+        },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    let it = &r.iterations[0];
+    assert_ne!(it.verdict, Verdict::Pass);
+    assert!(!it.steps[1].ok);
+    assert!(
+        it.steps[1]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("did not appear within 30000 ms")),
+        "{:?}",
+        it.steps[1]
+    );
+}
+
+/// A kernel that hangs or panics when a disk comes back is the bug such a scenario hunts: the
+/// iteration is a hang or a panic, never an infrastructure error (which counts for nothing).
+#[tokio::test]
+async fn a_guest_that_hangs_or_panics_while_a_replugged_disk_comes_back_is_a_kernel_verdict() {
+    for (reply, verdict, note, then) in [
+        (
+            Reply::Hang { step: 0 },
+            Verdict::Hang,
+            "did not finish: the guest hung",
+            // The hung guest is cut, then booted and set up for the next iteration.
+            vec!["power-cut", "boot", "plan setup"],
+        ),
+        (
+            Reply::Panic { step: 0 },
+            Verdict::Panic,
+            "did not finish: the kernel ended",
+            vec!["boot", "plan setup"],
+        ),
+    ] {
+        let mut s = scenario(plug_steps());
+        s.iterations = 2;
+        let mut h = Harness::new(s);
+        let mut rig = Rig::new(FakeMachine::new(move |label, n| match (label, n) {
+            ("replug", 0) => reply.clone(),
+            _ => Reply::Ok,
+        }));
+        let r = h.run_plain(&mut rig).await;
+        assert_eq!(verdicts(&r), [verdict, Verdict::Pass], "{verdict:?}");
+        let it = &r.iterations[0];
+        assert_eq!(it.steps[1].id, "replug#2");
+        assert!(!it.steps[1].ok);
+        assert_eq!(it.steps[1].note.as_deref(), Some(note));
+        assert!(
+            it.reasons[0].contains("replug#2 (replug)"),
+            "{:?}",
+            it.reasons
+        );
+        assert!(!it.console_tail.is_empty(), "{verdict:?}");
+        let after = calls_after(rig.machine(), "plan replug");
+        assert_eq!(after[..then.len()], then[..], "{verdict:?}: {after:?}");
+    }
+}
