@@ -1037,3 +1037,107 @@ async fn a_guest_that_hangs_or_panics_while_a_replugged_disk_comes_back_is_a_ker
         assert_eq!(after[..then.len()], then[..], "{verdict:?}: {after:?}");
     }
 }
+
+fn boot_reasons(r: &RunRecord) -> Vec<&str> {
+    r.boots.iter().map(|b| b.reason.as_str()).collect()
+}
+
+#[tokio::test]
+async fn an_unplug_qemu_refuses_is_an_infrastructure_error_and_the_iteration_stops_there() {
+    let mut steps = plug_steps();
+    steps.push(Step::Mount(MountStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut machine = FakeMachine::healthy();
+    machine.failing_unplug = true;
+    let mut rig = Rig::new(machine);
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Error]);
+    let it = &r.iterations[0];
+    assert_eq!(it.steps.len(), 1, "the steps after it never ran");
+    assert!(!it.steps[0].ok);
+    assert!(
+        it.reasons[0].starts_with("infrastructure: ") && it.reasons[0].contains("device_del"),
+        "{:?}",
+        it.reasons
+    );
+    // The guest lives: its dmesg is read from it; its state is unknown, so it boots again.
+    assert_eq!(
+        calls_after(rig.machine(), "plan setup"),
+        [
+            "unplug scratch",
+            "plan dmesg",
+            "boot",
+            "plan setup",
+            "unplug scratch",
+            "plan dmesg"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_transport_failure_with_the_guest_alive_reads_its_dmesg_then_boots_afresh() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Fail { step: 1 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
+    let it = &r.iterations[0];
+    assert!(
+        it.reasons[0].starts_with("infrastructure: during umount#2 (umount): the transport"),
+        "{:?}",
+        it.reasons
+    );
+    assert_eq!(
+        calls_after(rig.machine(), "plan iteration 1"),
+        ["plan dmesg", "boot", "plan setup", "plan iteration 2"]
+    );
+    let text = std::fs::read_to_string(h.out.path().join(it.dmesg_file.as_ref().unwrap())).unwrap();
+    assert!(text.contains("fake kernel says hello"), "{text}");
+    assert_eq!(boot_reasons(&r), ["start", "after a failed iteration"]);
+}
+
+#[tokio::test]
+async fn a_set_up_machine_that_cannot_be_saved_is_set_up_again_and_iterations_share_it() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    machine.failing_save = true;
+    let mut rig = Rig::new(machine);
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    assert!(!r.independent_iterations);
+    assert_eq!(
+        log(rig.machine()),
+        [
+            "boot",
+            "plan setup",
+            "plan dmesg",
+            "save set-up",
+            "boot",
+            "plan setup",
+            "plan iteration 1",
+            "plan iteration 2",
+            "plan iteration 3",
+        ]
+    );
+    assert_eq!(boot_reasons(&r), ["start", "after a failed save"]);
+    let said: Vec<String> = h
+        .events
+        .names()
+        .into_iter()
+        .filter(|e| e.starts_with("message iterations share one guest: "))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", h.events.names());
+    assert!(said[0].contains("No space left on device"), "{said:?}");
+}
