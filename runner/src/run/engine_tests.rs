@@ -1141,3 +1141,170 @@ async fn a_set_up_machine_that_cannot_be_saved_is_set_up_again_and_iterations_sh
     assert_eq!(said.len(), 1, "{:?}", h.events.names());
     assert!(said[0].contains("No space left on device"), "{said:?}");
 }
+
+#[tokio::test]
+async fn a_hang_before_a_power_cut_step_skips_the_cut_and_its_boot_and_is_judged_a_hang() {
+    let mut steps = mount_umount();
+    steps.insert(1, Step::PowerCut(HostStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Hang { step: 0 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Hang]);
+    let ids: Vec<&str> = r.iterations[0]
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(ids, ["mount#1"]);
+    // Only the hang's own power cut: no step of the scenario ran after it.
+    assert_eq!(
+        calls_after(rig.machine(), "plan iteration 1"),
+        ["power-cut"]
+    );
+    assert_eq!(boot_reasons(&r), ["start"]);
+}
+
+#[tokio::test]
+async fn a_hang_after_every_step_finished_is_a_hang_that_blames_no_step_and_cuts_the_guest() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    // Step 2 of the plan is its closing read of the kernel log.
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Hang { step: 2 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Hang]);
+    let it = &r.iterations[0];
+    assert_eq!(it.reasons, ["hang: the guest stopped answering"]);
+    assert!(it.steps.iter().all(|s| s.ok), "{:?}", it.steps);
+    assert_eq!(
+        calls_after(rig.machine(), "plan iteration 1"),
+        ["power-cut"]
+    );
+}
+
+#[tokio::test]
+async fn a_crash_step_with_no_plan_before_it_reads_the_kernel_log_in_a_plan_of_its_own_first() {
+    let mut s = scenario(vec![
+        Step::PowerCut(HostStep::default()),
+        Step::Mount(MountStep::default()),
+    ]);
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    assert_eq!(
+        calls_after(rig.machine(), "plan setup"),
+        ["plan dmesg", "power-cut", "boot", "plan iteration 1"]
+    );
+    let it = &r.iterations[0];
+    let text = std::fs::read_to_string(h.out.path().join(it.dmesg_file.as_ref().unwrap())).unwrap();
+    assert_eq!(text.matches("fake kernel says hello").count(), 2, "{text}");
+}
+
+#[tokio::test]
+async fn a_boot_that_fails_after_a_power_cut_fails_that_step_and_the_next_iteration_boots_again() {
+    let mut steps = mount_umount();
+    steps.insert(1, Step::PowerCut(HostStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut machine = FakeMachine::healthy();
+    machine.failing_boots.push_back(2);
+    let mut rig = Rig::new(machine);
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
+    let it = &r.iterations[0];
+    let ids: Vec<(&str, bool)> = it.steps.iter().map(|s| (s.id.as_str(), s.ok)).collect();
+    assert_eq!(ids, [("mount#1", true), ("power-cut#2", false)]);
+    assert!(
+        it.reasons[0].contains("QEMU exited (exit status: 1) before the guest answered"),
+        "{:?}",
+        it.reasons
+    );
+    assert_eq!(
+        calls_after(rig.machine(), "power-cut"),
+        [
+            "boot",
+            "boot",
+            "plan setup",
+            "plan iteration 2",
+            "power-cut",
+            "boot",
+            "plan iteration 2"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_panic_a_panic_step_asks_for_is_expected_and_the_iteration_passes() {
+    let mut steps = mount_umount();
+    steps.insert(1, Step::Panic(HostStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(
+        verdicts(&r),
+        [Verdict::Pass],
+        "{:?}",
+        r.iterations[0].reasons
+    );
+    let panics: Vec<bool> = r.iterations[0]
+        .findings
+        .iter()
+        .filter(|f| f.title.contains("Kernel panic"))
+        .map(|f| f.expected)
+        .collect();
+    assert_eq!(panics, [true], "{:?}", r.iterations[0].findings);
+}
+
+#[tokio::test]
+async fn a_device_mapper_stack_is_made_after_every_boot_and_failing_to_make_it_is_a_run_error() {
+    let mut steps = mount_umount();
+    steps.insert(1, Step::PowerCut(HostStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 1;
+    s.devices[0].dm = true;
+    let mut h = Harness::new(s.clone());
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    let l = log(rig.machine());
+    assert_eq!(
+        l.iter().filter(|c| *c == "plan prelude").count(),
+        2,
+        "{l:?}"
+    );
+    assert_eq!(l.iter().filter(|c| *c == "boot").count(), 2, "{l:?}");
+
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "prelude" => Reply::Step {
+            step: 0,
+            report: StepReport {
+                attempts: 1,
+                error: Some("dmsetup create: no such device".into()),
+                ..StepReport::default()
+            },
+        },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert!(r.iterations.is_empty());
+    assert_eq!(
+        r.error.as_deref(),
+        Some("setup step dm-create failed: dmsetup create: no such device")
+    );
+    assert!(!log(rig.machine()).contains(&"plan setup".to_string()));
+}
