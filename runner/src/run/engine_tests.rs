@@ -942,6 +942,10 @@ fn calls_after(m: &FakeMachine, after: &str) -> Vec<String> {
     l[at + 1..].to_vec()
 }
 
+fn boot_reasons(r: &RunRecord) -> Vec<&str> {
+    r.boots.iter().map(|b| b.reason.as_str()).collect()
+}
+
 #[tokio::test]
 async fn unplug_and_replug_steps_drive_the_machine_and_wait_in_the_guest_for_the_disk() {
     let mut s = scenario(plug_steps());
@@ -1038,10 +1042,6 @@ async fn a_guest_that_hangs_or_panics_while_a_replugged_disk_comes_back_is_a_ker
     }
 }
 
-fn boot_reasons(r: &RunRecord) -> Vec<&str> {
-    r.boots.iter().map(|b| b.reason.as_str()).collect()
-}
-
 #[tokio::test]
 async fn an_unplug_qemu_refuses_is_an_infrastructure_error_and_the_iteration_stops_there() {
     let mut steps = plug_steps();
@@ -1075,71 +1075,6 @@ async fn an_unplug_qemu_refuses_is_an_infrastructure_error_and_the_iteration_sto
             "plan dmesg"
         ]
     );
-}
-
-#[tokio::test]
-async fn a_transport_failure_with_the_guest_alive_reads_its_dmesg_then_boots_afresh() {
-    let mut s = scenario(mount_umount());
-    s.iterations = 2;
-    let mut h = Harness::new(s);
-    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
-        "iteration 1" => Reply::Fail { step: 1 },
-        _ => Reply::Ok,
-    }));
-    let r = h.run_plain(&mut rig).await;
-    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
-    let it = &r.iterations[0];
-    assert!(
-        it.reasons[0].starts_with("infrastructure: during umount#2 (umount): the transport"),
-        "{:?}",
-        it.reasons
-    );
-    assert_eq!(
-        calls_after(rig.machine(), "plan iteration 1"),
-        ["plan dmesg", "boot", "plan setup", "plan iteration 2"]
-    );
-    let text = std::fs::read_to_string(h.out.path().join(it.dmesg_file.as_ref().unwrap())).unwrap();
-    assert!(text.contains("fake kernel says hello"), "{text}");
-    assert_eq!(boot_reasons(&r), ["start", "after a failed iteration"]);
-}
-
-#[tokio::test]
-async fn a_set_up_machine_that_cannot_be_saved_is_set_up_again_and_iterations_share_it() {
-    let mut h = Harness::new(scenario(mount_umount()));
-    let mut machine = FakeMachine::healthy();
-    machine.failing_save = true;
-    let mut rig = Rig::new(machine);
-    let opts = RunOptions {
-        restore: RestoreMode::Always,
-        ..h.opts()
-    };
-    let r = h.run(&mut rig, &opts).await;
-    assert_eq!(r.error, None);
-    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
-    assert!(!r.independent_iterations);
-    assert_eq!(
-        log(rig.machine()),
-        [
-            "boot",
-            "plan setup",
-            "plan dmesg",
-            "save set-up",
-            "boot",
-            "plan setup",
-            "plan iteration 1",
-            "plan iteration 2",
-            "plan iteration 3",
-        ]
-    );
-    assert_eq!(boot_reasons(&r), ["start", "after a failed save"]);
-    let said: Vec<String> = h
-        .events
-        .names()
-        .into_iter()
-        .filter(|e| e.starts_with("message iterations share one guest: "))
-        .collect();
-    assert_eq!(said.len(), 1, "{:?}", h.events.names());
-    assert!(said[0].contains("No space left on device"), "{said:?}");
 }
 
 #[tokio::test]
@@ -1188,6 +1123,32 @@ async fn a_hang_after_every_step_finished_is_a_hang_that_blames_no_step_and_cuts
         calls_after(rig.machine(), "plan iteration 1"),
         ["power-cut"]
     );
+}
+
+#[tokio::test]
+async fn a_transport_failure_with_the_guest_alive_reads_its_dmesg_then_boots_afresh() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Fail { step: 1 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
+    let it = &r.iterations[0];
+    assert!(
+        it.reasons[0].starts_with("infrastructure: during umount#2 (umount): the transport"),
+        "{:?}",
+        it.reasons
+    );
+    assert_eq!(
+        calls_after(rig.machine(), "plan iteration 1"),
+        ["plan dmesg", "boot", "plan setup", "plan iteration 2"]
+    );
+    let text = std::fs::read_to_string(h.out.path().join(it.dmesg_file.as_ref().unwrap())).unwrap();
+    assert!(text.contains("fake kernel says hello"), "{text}");
+    assert_eq!(boot_reasons(&r), ["start", "after a failed iteration"]);
 }
 
 #[tokio::test]
@@ -1243,6 +1204,156 @@ async fn a_boot_that_fails_after_a_power_cut_fails_that_step_and_the_next_iterat
             "plan iteration 2"
         ]
     );
+}
+
+#[tokio::test]
+async fn a_set_up_machine_that_cannot_be_saved_is_set_up_again_and_iterations_share_it() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    machine.failing_save = true;
+    let mut rig = Rig::new(machine);
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    assert!(!r.independent_iterations);
+    assert_eq!(
+        log(rig.machine()),
+        [
+            "boot",
+            "plan setup",
+            "plan dmesg",
+            "save set-up",
+            "boot",
+            "plan setup",
+            "plan iteration 1",
+            "plan iteration 2",
+            "plan iteration 3",
+        ]
+    );
+    assert_eq!(boot_reasons(&r), ["start", "after a failed save"]);
+    let said: Vec<String> = h
+        .events
+        .names()
+        .into_iter()
+        .filter(|e| e.starts_with("message iterations share one guest: "))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", h.events.names());
+    assert!(said[0].contains("No space left on device"), "{said:?}");
+}
+
+#[tokio::test]
+async fn a_setup_that_fails_on_a_machine_set_up_for_another_scenario_boots_afresh_for_it() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, n| match (label, n) {
+        // The second setup, run on the machine the first batch left ready.
+        ("setup", 1) => Reply::Step {
+            step: 0,
+            report: StepReport {
+                attempts: 1,
+                exit_status: Some(1),
+                stderr: "mkfs.xfs: device busy".into(),
+                ..StepReport::default()
+            },
+        },
+        _ => Reply::Ok,
+    }));
+    let opts = RunOptions {
+        iterations: Some(1),
+        ..h.opts()
+    };
+    h.run(&mut rig, &opts).await;
+    assert!(rig.is_ready());
+    h.loaded.scenario.name = "another".into();
+    rig.machine().log.lock().unwrap().clear();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    assert_eq!(
+        log(rig.machine()),
+        ["plan setup", "boot", "plan setup", "plan iteration 1"]
+    );
+    assert_eq!(boot_reasons(&r), ["start"]);
+    assert!(
+        r.setup.iter().all(|s| s.ok),
+        "the record has the setup that worked"
+    );
+}
+
+#[tokio::test]
+async fn repro_runs_only_the_asked_iteration_with_the_seed_it_had_in_the_full_run() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let full = h.run_plain(&mut rig).await;
+    rig.stop().await;
+    let opts = RunOptions {
+        only_iteration: Some(2),
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    let numbers: Vec<u32> = r.iterations.iter().map(|i| i.iteration).collect();
+    assert_eq!(numbers, [2]);
+    assert_eq!(r.iterations[0].seed, full.iterations[1].seed);
+    assert_eq!(
+        log(rig.machine()),
+        ["boot", "plan setup", "plan iteration 2"]
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_run_with_nothing_left_to_run_neither_boots_nor_makes_a_run_directory() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let done = h.run_plain(&mut rig).await;
+    rig.stop().await;
+    let opts = RunOptions {
+        resume: Some(done.clone()),
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(r.iterations, done.iterations);
+    assert!(log(rig.machine()).is_empty(), "{:?}", log(rig.machine()));
+    assert!(!h.out.path().join(&r.dir).exists(), "{}", r.dir);
+}
+
+#[tokio::test]
+async fn a_results_directory_that_cannot_be_written_is_a_run_error_before_anything_boots() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let blocked = h.out.path().join("a-file");
+    std::fs::write(&blocked, "").unwrap();
+    let opts = RunOptions {
+        out: blocked,
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    let e = r.error.expect("an error");
+    assert!(e.starts_with("cannot write "), "{e}");
+    assert!(r.iterations.is_empty());
+    assert!(log(rig.machine()).is_empty());
+}
+
+#[tokio::test]
+async fn a_second_run_into_the_same_results_directory_writes_a_directory_of_its_own() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let first = h.run_plain(&mut rig).await;
+    let second = h.run_plain(&mut rig).await;
+    assert_eq!(second.dir, format!("{}-2", first.dir));
+    for r in [&first, &second] {
+        let dmesg = h
+            .out
+            .path()
+            .join(r.iterations[0].dmesg_file.as_ref().unwrap());
+        assert!(dmesg.starts_with(h.out.path().join(&r.dir)), "{dmesg:?}");
+        assert!(dmesg.exists(), "{dmesg:?}");
+    }
 }
 
 #[tokio::test]
