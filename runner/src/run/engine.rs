@@ -39,6 +39,9 @@ pub enum RunError {
     Setup { step: String, why: String },
     #[error("the guest helper said: {0}")]
     Helper(String),
+    /// A plan a host step ran in the guest (the wait for a replugged disk) did not finish.
+    #[error("{0}")]
+    Aborted(Abort),
 }
 
 /// Options shared by every run of an invocation.
@@ -485,12 +488,7 @@ impl<M: Machine> Run<'_, M> {
                         (Some(a), Some(r)) => {
                             let record = verdict::bare_step_record(s, r);
                             let a = a.during(&format!("{} ({})", record.id, record.kind));
-                            let note = match a {
-                                Abort::Hang(_) => Some("did not finish: the guest hung"),
-                                Abort::Panic(_) => Some("did not finish: the kernel ended"),
-                                Abort::Infra(_) => None,
-                            };
-                            if let Some(note) = note {
+                            if let Some(note) = unfinished_note(&a) {
                                 steps.push(StepRecord {
                                     ok: false,
                                     note: Some(note.into()),
@@ -511,15 +509,30 @@ impl<M: Machine> Run<'_, M> {
                     if matches!(action, HostAction::Panic) {
                         ctx.expected_panic = true;
                     }
-                    let note = result.as_ref().err().map(|e| crate::report::error_chain(e));
+                    let record = verdict::bare_step_record(s, r);
+                    let (note, step_abort) = match result {
+                        Ok(()) => (None, None),
+                        // The guest hung or its kernel ended while the step waited on it: the
+                        // kernel's verdict, as when a plan's step does not finish.
+                        Err(RunError::Aborted(a)) => {
+                            let a = a.during(&format!("{} ({})", record.id, record.kind));
+                            let note =
+                                unfinished_note(&a).map_or_else(|| a.to_string(), str::to_owned);
+                            (Some(note), Some(a))
+                        }
+                        Err(e) => {
+                            let note = crate::report::error_chain(&e);
+                            (Some(note.clone()), Some(Abort::Infra(note)))
+                        }
+                    };
                     steps.push(StepRecord {
                         duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
                         ok: note.is_none(),
-                        note: note.clone(),
-                        ..verdict::bare_step_record(s, r)
+                        note,
+                        ..record
                     });
-                    if let Some(note) = note {
-                        abort = Some(Abort::Infra(note));
+                    if step_abort.is_some() {
+                        abort = step_abort;
                     }
                 }
             }
@@ -649,12 +662,22 @@ impl<M: Machine> Run<'_, M> {
                 match out.reports.first() {
                     Some((_, r)) if r.error.is_none() => Ok(()),
                     Some((_, r)) => Err(RunError::Helper(r.error.clone().unwrap_or_default())),
-                    None => Err(RunError::Helper(
-                        out.abort.map(|a| a.to_string()).unwrap_or_default(),
-                    )),
+                    None => Err(match out.abort {
+                        Some(a) => RunError::Aborted(a),
+                        None => RunError::Helper("no report of the wait for the disk".into()),
+                    }),
                 }
             }
         }
+    }
+}
+
+/// The failure note of a step that was running when its guest hung or its kernel ended.
+fn unfinished_note(a: &Abort) -> Option<&'static str> {
+    match a {
+        Abort::Hang(_) => Some("did not finish: the guest hung"),
+        Abort::Panic(_) => Some("did not finish: the kernel ended"),
+        Abort::Infra(_) => None,
     }
 }
 

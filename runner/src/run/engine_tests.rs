@@ -927,3 +927,495 @@ fn run_directory_names_stay_short_and_distinct_for_long_kernel_specs() {
     assert!(name.len() <= 2 * DIR_PART_MAX + 8, "{name}");
     assert!(name.len() < 255, "{name}");
 }
+
+fn plug_steps() -> Vec<Step> {
+    vec![
+        Step::Unplug(PlugStep::default()),
+        Step::Replug(PlugStep::default()),
+    ]
+}
+
+/// The calls after the first `after` in the log.
+fn calls_after(m: &FakeMachine, after: &str) -> Vec<String> {
+    let l = log(m);
+    let at = l.iter().position(|c| c == after).expect(after);
+    l[at + 1..].to_vec()
+}
+
+fn boot_reasons(r: &RunRecord) -> Vec<&str> {
+    r.boots.iter().map(|b| b.reason.as_str()).collect()
+}
+
+#[tokio::test]
+async fn unplug_and_replug_steps_drive_the_machine_and_wait_in_the_guest_for_the_disk() {
+    let mut s = scenario(plug_steps());
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    let ids: Vec<(&str, bool)> = r.iterations[0]
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.ok))
+        .collect();
+    assert_eq!(ids, [("unplug#1", true), ("replug#2", true)]);
+    // No plan ended the iteration: its dmesg is read in a plan of its own.
+    assert_eq!(
+        calls_after(rig.machine(), "plan setup"),
+        [
+            "unplug scratch",
+            "replug scratch",
+            "plan replug",
+            "plan dmesg"
+        ]
+    );
+
+    // A disk that does not come back fails the replug step, with the helper's words.
+    let mut h = Harness::new(h.loaded.scenario.clone());
+    let gone = StepReport {
+        attempts: 1,
+        error: Some("device scratch did not appear within 30000 ms".into()),
+        ..StepReport::default()
+    };
+    let mut rig = Rig::new(FakeMachine::new(move |label, _| match label {
+        "replug" => Reply::Step {
+            step: 0,
+            report: gone.clone(),
+        },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    let it = &r.iterations[0];
+    assert_ne!(it.verdict, Verdict::Pass);
+    assert!(!it.steps[1].ok);
+    assert!(
+        it.steps[1]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("did not appear within 30000 ms")),
+        "{:?}",
+        it.steps[1]
+    );
+}
+
+/// A kernel that hangs or panics when a disk comes back is the bug such a scenario hunts: the
+/// iteration is a hang or a panic, never an infrastructure error (which counts for nothing).
+#[tokio::test]
+async fn a_guest_that_hangs_or_panics_while_a_replugged_disk_comes_back_is_a_kernel_verdict() {
+    for (reply, verdict, note, then) in [
+        (
+            Reply::Hang { step: 0 },
+            Verdict::Hang,
+            "did not finish: the guest hung",
+            // The hung guest is cut, then booted and set up for the next iteration.
+            vec!["power-cut", "boot", "plan setup"],
+        ),
+        (
+            Reply::Panic { step: 0 },
+            Verdict::Panic,
+            "did not finish: the kernel ended",
+            vec!["boot", "plan setup"],
+        ),
+    ] {
+        let mut s = scenario(plug_steps());
+        s.iterations = 2;
+        let mut h = Harness::new(s);
+        let mut rig = Rig::new(FakeMachine::new(move |label, n| match (label, n) {
+            ("replug", 0) => reply.clone(),
+            _ => Reply::Ok,
+        }));
+        let r = h.run_plain(&mut rig).await;
+        assert_eq!(verdicts(&r), [verdict, Verdict::Pass], "{verdict:?}");
+        let it = &r.iterations[0];
+        assert_eq!(it.steps[1].id, "replug#2");
+        assert!(!it.steps[1].ok);
+        assert_eq!(it.steps[1].note.as_deref(), Some(note));
+        assert!(
+            it.reasons[0].contains("replug#2 (replug)"),
+            "{:?}",
+            it.reasons
+        );
+        assert!(!it.console_tail.is_empty(), "{verdict:?}");
+        let after = calls_after(rig.machine(), "plan replug");
+        assert_eq!(after[..then.len()], then[..], "{verdict:?}: {after:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unplug_qemu_refuses_is_an_infrastructure_error_and_the_iteration_stops_there() {
+    let mut steps = plug_steps();
+    steps.push(Step::Mount(MountStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut machine = FakeMachine::healthy();
+    machine.failing_unplug = true;
+    let mut rig = Rig::new(machine);
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Error]);
+    let it = &r.iterations[0];
+    assert_eq!(it.steps.len(), 1, "the steps after it never ran");
+    assert!(!it.steps[0].ok);
+    assert!(
+        it.reasons[0].starts_with("infrastructure: ") && it.reasons[0].contains("device_del"),
+        "{:?}",
+        it.reasons
+    );
+    // The guest lives: its dmesg is read from it; its state is unknown, so it boots again.
+    assert_eq!(
+        calls_after(rig.machine(), "plan setup"),
+        [
+            "unplug scratch",
+            "plan dmesg",
+            "boot",
+            "plan setup",
+            "unplug scratch",
+            "plan dmesg"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_hang_before_a_power_cut_step_skips_the_cut_and_its_boot_and_is_judged_a_hang() {
+    let mut steps = mount_umount();
+    steps.insert(1, Step::PowerCut(HostStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Hang { step: 0 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Hang]);
+    let ids: Vec<&str> = r.iterations[0]
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(ids, ["mount#1"]);
+    // Only the hang's own power cut: no step of the scenario ran after it.
+    assert_eq!(
+        calls_after(rig.machine(), "plan iteration 1"),
+        ["power-cut"]
+    );
+    assert_eq!(boot_reasons(&r), ["start"]);
+}
+
+#[tokio::test]
+async fn a_hang_after_every_step_finished_is_a_hang_that_blames_no_step_and_cuts_the_guest() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    // Step 2 of the plan is its closing read of the kernel log.
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Hang { step: 2 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Hang]);
+    let it = &r.iterations[0];
+    assert_eq!(it.reasons, ["hang: the guest stopped answering"]);
+    assert!(it.steps.iter().all(|s| s.ok), "{:?}", it.steps);
+    assert_eq!(
+        calls_after(rig.machine(), "plan iteration 1"),
+        ["power-cut"]
+    );
+}
+
+#[tokio::test]
+async fn a_transport_failure_with_the_guest_alive_reads_its_dmesg_then_boots_afresh() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Fail { step: 1 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
+    let it = &r.iterations[0];
+    assert!(
+        it.reasons[0].starts_with("infrastructure: during umount#2 (umount): the transport"),
+        "{:?}",
+        it.reasons
+    );
+    assert_eq!(
+        calls_after(rig.machine(), "plan iteration 1"),
+        ["plan dmesg", "boot", "plan setup", "plan iteration 2"]
+    );
+    let text = std::fs::read_to_string(h.out.path().join(it.dmesg_file.as_ref().unwrap())).unwrap();
+    assert!(text.contains("fake kernel says hello"), "{text}");
+    assert_eq!(boot_reasons(&r), ["start", "after a failed iteration"]);
+}
+
+#[tokio::test]
+async fn a_crash_step_with_no_plan_before_it_reads_the_kernel_log_in_a_plan_of_its_own_first() {
+    let mut s = scenario(vec![
+        Step::PowerCut(HostStep::default()),
+        Step::Mount(MountStep::default()),
+    ]);
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    assert_eq!(
+        calls_after(rig.machine(), "plan setup"),
+        ["plan dmesg", "power-cut", "boot", "plan iteration 1"]
+    );
+    let it = &r.iterations[0];
+    let text = std::fs::read_to_string(h.out.path().join(it.dmesg_file.as_ref().unwrap())).unwrap();
+    assert_eq!(text.matches("fake kernel says hello").count(), 2, "{text}");
+}
+
+#[tokio::test]
+async fn a_boot_that_fails_after_a_power_cut_fails_that_step_and_the_next_iteration_boots_again() {
+    let mut steps = mount_umount();
+    steps.insert(1, Step::PowerCut(HostStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut machine = FakeMachine::healthy();
+    machine.failing_boots.push_back(2);
+    let mut rig = Rig::new(machine);
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
+    let it = &r.iterations[0];
+    let ids: Vec<(&str, bool)> = it.steps.iter().map(|s| (s.id.as_str(), s.ok)).collect();
+    assert_eq!(ids, [("mount#1", true), ("power-cut#2", false)]);
+    assert!(
+        it.reasons[0].contains("QEMU exited (exit status: 1) before the guest answered"),
+        "{:?}",
+        it.reasons
+    );
+    assert_eq!(
+        calls_after(rig.machine(), "power-cut"),
+        [
+            "boot",
+            "boot",
+            "plan setup",
+            "plan iteration 2",
+            "power-cut",
+            "boot",
+            "plan iteration 2"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_set_up_machine_that_cannot_be_saved_is_set_up_again_and_iterations_share_it() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    machine.failing_save = true;
+    let mut rig = Rig::new(machine);
+    let opts = RunOptions {
+        restore: RestoreMode::Always,
+        ..h.opts()
+    };
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    assert!(!r.independent_iterations);
+    assert_eq!(
+        log(rig.machine()),
+        [
+            "boot",
+            "plan setup",
+            "plan dmesg",
+            "save set-up",
+            "boot",
+            "plan setup",
+            "plan iteration 1",
+            "plan iteration 2",
+            "plan iteration 3",
+        ]
+    );
+    assert_eq!(boot_reasons(&r), ["start", "after a failed save"]);
+    let said: Vec<String> = h
+        .events
+        .names()
+        .into_iter()
+        .filter(|e| e.starts_with("message iterations share one guest: "))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", h.events.names());
+    assert!(said[0].contains("No space left on device"), "{said:?}");
+}
+
+#[tokio::test]
+async fn a_setup_that_fails_on_a_machine_set_up_for_another_scenario_boots_afresh_for_it() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, n| match (label, n) {
+        // The second setup, run on the machine the first batch left ready.
+        ("setup", 1) => Reply::Step {
+            step: 0,
+            report: StepReport {
+                attempts: 1,
+                exit_status: Some(1),
+                stderr: "mkfs.xfs: device busy".into(),
+                ..StepReport::default()
+            },
+        },
+        _ => Reply::Ok,
+    }));
+    let opts = RunOptions {
+        iterations: Some(1),
+        ..h.opts()
+    };
+    h.run(&mut rig, &opts).await;
+    assert!(rig.is_ready());
+    h.loaded.scenario.name = "another".into();
+    rig.machine().log.lock().unwrap().clear();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    assert_eq!(
+        log(rig.machine()),
+        ["plan setup", "boot", "plan setup", "plan iteration 1"]
+    );
+    assert_eq!(boot_reasons(&r), ["start"]);
+    assert!(
+        r.setup.iter().all(|s| s.ok),
+        "the record has the setup that worked"
+    );
+}
+
+#[tokio::test]
+async fn repro_runs_only_the_asked_iteration_with_the_seed_it_had_in_the_full_run() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let full = h.run_plain(&mut rig).await;
+    rig.stop().await;
+    let opts = RunOptions {
+        only_iteration: Some(2),
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    let numbers: Vec<u32> = r.iterations.iter().map(|i| i.iteration).collect();
+    assert_eq!(numbers, [2]);
+    assert_eq!(r.iterations[0].seed, full.iterations[1].seed);
+    assert_eq!(
+        log(rig.machine()),
+        ["boot", "plan setup", "plan iteration 2"]
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_run_with_nothing_left_to_run_neither_boots_nor_makes_a_run_directory() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let done = h.run_plain(&mut rig).await;
+    rig.stop().await;
+    let opts = RunOptions {
+        resume: Some(done.clone()),
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(r.error, None);
+    assert_eq!(r.iterations, done.iterations);
+    assert!(log(rig.machine()).is_empty(), "{:?}", log(rig.machine()));
+    assert!(!h.out.path().join(&r.dir).exists(), "{}", r.dir);
+}
+
+#[tokio::test]
+async fn a_results_directory_that_cannot_be_written_is_a_run_error_before_anything_boots() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let blocked = h.out.path().join("a-file");
+    std::fs::write(&blocked, "").unwrap();
+    let opts = RunOptions {
+        out: blocked,
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    let e = r.error.expect("an error");
+    assert!(e.starts_with("cannot write "), "{e}");
+    assert!(r.iterations.is_empty());
+    assert!(log(rig.machine()).is_empty());
+}
+
+#[tokio::test]
+async fn a_second_run_into_the_same_results_directory_writes_a_directory_of_its_own() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let first = h.run_plain(&mut rig).await;
+    let second = h.run_plain(&mut rig).await;
+    assert_eq!(second.dir, format!("{}-2", first.dir));
+    for r in [&first, &second] {
+        let dmesg = h
+            .out
+            .path()
+            .join(r.iterations[0].dmesg_file.as_ref().unwrap());
+        assert!(dmesg.starts_with(h.out.path().join(&r.dir)), "{dmesg:?}");
+        assert!(dmesg.exists(), "{dmesg:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_panic_a_panic_step_asks_for_is_expected_and_the_iteration_passes() {
+    let mut steps = mount_umount();
+    steps.insert(1, Step::Panic(HostStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 1;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(
+        verdicts(&r),
+        [Verdict::Pass],
+        "{:?}",
+        r.iterations[0].reasons
+    );
+    let panics: Vec<bool> = r.iterations[0]
+        .findings
+        .iter()
+        .filter(|f| f.title.contains("Kernel panic"))
+        .map(|f| f.expected)
+        .collect();
+    assert_eq!(panics, [true], "{:?}", r.iterations[0].findings);
+}
+
+#[tokio::test]
+async fn a_device_mapper_stack_is_made_after_every_boot_and_failing_to_make_it_is_a_run_error() {
+    let mut steps = mount_umount();
+    steps.insert(1, Step::PowerCut(HostStep::default()));
+    let mut s = scenario(steps);
+    s.iterations = 1;
+    s.devices[0].dm = true;
+    let mut h = Harness::new(s.clone());
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    let l = log(rig.machine());
+    assert_eq!(
+        l.iter().filter(|c| *c == "plan prelude").count(),
+        2,
+        "{l:?}"
+    );
+    assert_eq!(l.iter().filter(|c| *c == "boot").count(), 2, "{l:?}");
+
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "prelude" => Reply::Step {
+            step: 0,
+            report: StepReport {
+                attempts: 1,
+                error: Some("dmsetup create: no such device".into()),
+                ..StepReport::default()
+            },
+        },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert!(r.iterations.is_empty());
+    assert_eq!(
+        r.error.as_deref(),
+        Some("setup step dm-create failed: dmsetup create: no such device")
+    );
+    assert!(!log(rig.machine()).contains(&"plan setup".to_string()));
+}

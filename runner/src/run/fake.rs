@@ -28,6 +28,9 @@ pub enum Reply {
     Panic { step: usize },
     /// Steps before `step` succeed, then QEMU dies without a panic.
     Die { step: usize },
+    /// Steps before `step` succeed, then the transport to the guest fails while QEMU and the
+    /// guest live on (an SSH connection reset, the helper dying): the machine keeps running.
+    Fail { step: usize },
 }
 
 /// The script: which reply a plan gets, by the plan (its label: "setup", "iteration 2",
@@ -60,6 +63,10 @@ pub struct FakeMachine {
     /// The console every boot and restore starts with (a panic adds its line).
     pub boot_console: Vec<String>,
     console: Vec<String>,
+    /// Saving the set-up machine fails (a full disk); the machine is stopped all the same.
+    pub failing_save: bool,
+    /// Hot-unplugs fail (QEMU refuses the `device_del`).
+    pub failing_unplug: bool,
 }
 
 /// The line a panic leaves on the fake's console, stamped after its kernel log's one record.
@@ -88,6 +95,8 @@ impl FakeMachine {
             set_up_from_cache: false,
             boot_console: vec!["[    1.000000] fake console".into()],
             console: Vec::new(),
+            failing_save: false,
+            failing_unplug: false,
         }
     }
 
@@ -219,6 +228,14 @@ impl Machine for FakeMachine {
                     )),
                 }
             }
+            Reply::Fail { step } => PlanRun {
+                reports: ok(step + lead),
+                abort: Some(Abort::Infra(
+                    "the transport to the guest failed while the guest was alive: \
+                     connection reset"
+                        .into(),
+                )),
+            },
         }
     }
 
@@ -248,6 +265,14 @@ impl Machine for FakeMachine {
 
     async fn unplug(&mut self, serial: &str, _within: Duration) -> Result<(), MachineError> {
         self.note(format!("unplug {serial}"));
+        if self.failing_unplug {
+            return Err(crate::vm::VmError::from(crate::vm::qmp::QmpError::Command {
+                command: "device_del".into(),
+                class: "GenericError".into(),
+                desc: format!("device dev-{serial} is busy"),
+            })
+            .into());
+        }
         Ok(())
     }
 
@@ -263,7 +288,14 @@ impl Machine for FakeMachine {
 
     async fn save_set_up(&mut self, key: &str) -> Result<(), MachineError> {
         self.note("save set-up");
+        // As QEMU's: the machine is stopped whether or not its state was saved.
         self.running = false;
+        if self.failing_save {
+            return Err(MachineError::Io {
+                path: "set-up/state".into(),
+                source: std::io::Error::other("No space left on device"),
+            });
+        }
         self.set_up = Some(key.to_string());
         self.set_up_from_cache = false;
         Ok(())
