@@ -39,10 +39,8 @@ if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
   apt-get update -qq
 fi
 
-if ! command -v cargo >/dev/null 2>&1; then
-  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-fi
-command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 2; }
+# shellcheck source=scripts/rust-env.sh
+. scripts/rust-env.sh
 
 cargo build --release --locked -p crashrig
 # The in-guest helper, linked statically against glibc (no musl target can be fetched here).
