@@ -155,10 +155,65 @@ fn out_of_range_numbers_on_the_command_line_are_refused() {
         (vec!["run", s, "-n", "4294967296"], "not in 1..=1000000"),
         (vec!["matrix", "m.yaml", "-j", "0"], "0 is not in 1..=256"),
         (vec!["matrix", "m.yaml", "-j", "1000000"], "not in 1..=256"),
-        (vec!["check", s, "-n", "2000000"], "not in 1..=1000000"),
     ] {
         refused(home, &args, &[want]);
     }
+}
+
+/// `git bisect run crashrig check ...` reads every exit from 1 to 127 except 125 as "bad": a
+/// command line clap refuses (which exits 2 for the other commands) used to mark every commit
+/// bad and name a culprit. Every one of them is 125, with clap's message kept.
+#[test]
+fn check_refuses_a_wrong_command_line_with_125_not_bad() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let scenario = write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    let s = scenario.to_str().unwrap();
+    let k = ["--kernel", "debian:6.1"];
+    for (args, want) in [
+        (
+            vec!["check", s, "--reference-rate", "0.95"],
+            "expected a rate from 0 to 0.9",
+        ),
+        (
+            vec!["check", s, "--confidence", "1.5"],
+            "0.5 <= confidence < 1",
+        ),
+        (vec!["check", s, "-n", "0"], "0 is not in 1..=1000000"),
+        (vec!["check", s, "-n", "2000000"], "not in 1..=1000000"),
+        (vec!["check", s, "--bogus"], "--bogus"),
+        (vec!["check"], "required"),
+        (vec!["check", s, "--bad-rate", "0.5", "-n", "2"], "required"),
+        (
+            vec![
+                "check",
+                s,
+                "--reference-rate",
+                "0.1",
+                "--reference",
+                "debian:6.12",
+            ],
+            "cannot be used with",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().copied().chain(k).collect();
+        let t = crashrig(home, &args);
+        assert_eq!(t.code, Some(125), "{args:?}\n{}", t.stderr);
+        assert!(
+            t.stderr.contains(want),
+            "{args:?}: no `{want}` in\n{}",
+            t.stderr
+        );
+        assert!(
+            t.stderr
+                .contains("exit 125, so that `git bisect run` skips the commit"),
+            "{args:?}\n{}",
+            t.stderr
+        );
+    }
+    // The other commands keep exit 2 for a wrong command line; help is not an error.
+    refused(home, &["run", s, "--bogus"], &["--bogus"]);
+    assert_eq!(crashrig(home, &["check", "--help"]).code, Some(0));
 }
 
 #[test]
