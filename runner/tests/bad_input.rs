@@ -599,3 +599,113 @@ fn matrix_baseline_problems_are_refused_before_any_cell() {
         assert_eq!(std::fs::read_to_string(&notes).unwrap(), "the user's notes");
     }
 }
+
+/// results.json of one run of `scenario` (recorded path `path`) on `kernel`, its iteration
+/// `iteration` failed, files in `dir`, with `cell` (JSON) and `setting` (JSON).
+fn one_run(path: &str, kernel: &str, dir: &str, cell: &str, setting: &str) -> String {
+    shard_results("5", cell)
+        .replace(r#""path":"s.yaml""#, &format!(r#""path":{path:?}"#))
+        .replace(r#""spec":"k""#, &format!(r#""spec":{kernel:?}"#))
+        .replace(r#""dir":"r""#, &format!(r#""dir":{dir:?}"#))
+        .replace(r#""verdict":"pass""#, r#""verdict":"fail""#)
+        .replace(r#""cell":"#, &format!(r#""setting":{setting},"cell":"#))
+}
+
+/// `repro --param` reloads the scenario file: it used to run the file as edited since the
+/// run (and with the file's iteration count, not the matrix's), and to find a relative path
+/// only from the run's old directory. Now the file must still give the recorded copy, and an
+/// old relative path is also looked up next to the results directory.
+#[test]
+fn repro_with_param_refuses_a_scenario_file_edited_since_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let project = home.join("project");
+    std::fs::create_dir(&project).unwrap();
+    let source = "name: coin\nparameters:\n  pct: { default: 0, values: [0, 50, 100] }\n\
+                  iterations: 5\nsteps:\n  - run: { id: coin, command: 'test ${pct} -ge 100' }\n";
+    let scenario = write(&project, "coin.yaml", source);
+    // The run's copy, as the engine writes it: a matrix cell with pct=100 and iterations: 4.
+    let setting = [("pct".to_string(), "100".to_string())]
+        .into_iter()
+        .collect();
+    let mut ran = crashrig::scenario::load_with(&scenario, &setting)
+        .unwrap()
+        .scenario;
+    ran.iterations = 4;
+    let results = project.join("s1");
+    std::fs::create_dir_all(results.join("runs/01-coin")).unwrap();
+    write(
+        &results.join("runs/01-coin"),
+        "scenario.yaml",
+        serde_json::to_string_pretty(&ran).unwrap() + "\n",
+    );
+    let kernel = home.join("no-such-kernel/bzImage");
+    write(
+        &results,
+        "results.json",
+        one_run(
+            "coin.yaml",
+            kernel.to_str().unwrap(),
+            "runs/01-coin",
+            "null",
+            r#"{"pct":"100"}"#,
+        ),
+    );
+    let args = [
+        "repro",
+        "project/s1",
+        "--iteration",
+        "1",
+        "--param",
+        "pct=50",
+    ];
+    // The file is as it ran: found next to the results from another directory, accepted,
+    // and the replay goes on to the kernel (which does not exist here).
+    let t = crashrig(home, &args);
+    assert_eq!(t.code, Some(2), "{}", t.stderr);
+    assert!(t.stderr.contains("no-such-kernel"), "{}", t.stderr);
+    assert!(!t.stderr.contains("changed since"), "{}", t.stderr);
+    // Edited since the run: refused, naming the file, before any kernel.
+    write(&project, "coin.yaml", source.replace("-ge", "-gt"));
+    let stderr = refused(home, &args, &["changed since the run", "coin.yaml"]);
+    assert!(!stderr.contains("no-such-kernel"), "{stderr}");
+    // Without --param the recorded copy is replayed, whatever the file says now.
+    let t = crashrig(home, &args[..4]);
+    assert!(t.stderr.contains("no-such-kernel"), "{}", t.stderr);
+    // A file that is gone is named with where it was looked for.
+    std::fs::remove_file(&scenario).unwrap();
+    refused(home, &args, &["`coin.yaml` of run 1 is found neither"]);
+}
+
+/// A merged results directory has no run directories (they stay in the shards): repro used
+/// to fail with a bare "No such file"; it names the cell and how to find its shard.
+#[test]
+fn repro_on_a_merged_directory_names_the_cells_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let merged = home.join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    let cell = r#"{"id":"debian-6.1/coin","matrix":"m","digest":"d","index":3,"total":4,
+        "kernel":"debian-6.1","scenario":"coin"}"#;
+    write(
+        &merged,
+        "results.json",
+        one_run(
+            "coin.yaml",
+            "debian:6.1",
+            "runs/04-coin-debian_6.1",
+            cell,
+            "{}",
+        ),
+    );
+    refused(
+        home,
+        &["repro", "merged", "--iteration", "1"],
+        &[
+            "merged results directory",
+            "crashrig repro SHARD --iteration 1",
+            "cell debian-6.1/coin (cell 3 of 4, counted from 0: with `--partition M/N` it is \
+             shard 3 mod N + 1)",
+        ],
+    );
+}

@@ -92,6 +92,41 @@ pub enum CliError {
     NoSuchRun { run: usize, runs: usize },
     #[error("find a run: the results have none")]
     NoRuns,
+    #[error(
+        "replay run {run}: {dir} is not there; {results} is a merged results directory \
+         (`report merge` leaves the runs' files in the shard directories): run `crashrig repro \
+         SHARD --iteration {iteration}` on the shard that ran cell {cell} (cell {index} of \
+         {total}, counted from 0: with `--partition M/N` it is shard {index} mod N + 1)"
+    )]
+    MergedRun {
+        run: usize,
+        cell: String,
+        dir: String,
+        results: String,
+        iteration: u32,
+        index: u32,
+        total: u32,
+    },
+    #[error(
+        "replay with --param: the scenario file {path} no longer gives the scenario run {run} \
+         recorded ({recorded}); it changed since the run. --param reloads that file, so \
+         restore it as it was, or replay without --param (the recorded copy)"
+    )]
+    ScenarioChanged {
+        path: String,
+        run: usize,
+        recorded: String,
+    },
+    #[error(
+        "replay with --param: the scenario file `{path}` of run {run} is found neither from \
+         the current directory nor next to {results}; run repro from the directory the run \
+         was started in"
+    )]
+    ScenarioNotFound {
+        path: String,
+        run: usize,
+        results: String,
+    },
     #[error("find iteration {iteration} of run {run}: it recorded {recorded}")]
     NoSuchIteration {
         iteration: u32,
