@@ -425,6 +425,9 @@ pub fn apply(
     date: &str,
 ) -> Result<Vec<(PatchFile, String)>, KernelError> {
     let mut done = Vec::new();
+    let mut head = git_must(worktree, &["rev-parse", "HEAD"], b"", date)?
+        .trim()
+        .to_string();
     for p in patches {
         let strip = format!("-p{}", p.strip);
         // Some(git's output) when the patch does not apply.
@@ -477,6 +480,34 @@ pub fn apply(
                 }
             }
         }
+        // A patch the tree already has: git am --3way skips a mail ("No changes -- Patch
+        // already applied") without a commit, a diff fails. Either way it is named: counted
+        // as applied it would be a no-op (a bisect candidate identical to the one before).
+        let already = match &failed {
+            Some(_) => {
+                git_stdin(
+                    worktree,
+                    &["apply", "--check", "-R", &strip, "-"],
+                    &p.content,
+                    date,
+                    false,
+                )?
+                .ok
+            }
+            None => false,
+        };
+        let commit = git_must(worktree, &["rev-parse", "HEAD"], b"", date)?
+            .trim()
+            .to_string();
+        if already || (failed.is_none() && commit == head) {
+            return Err(KernelError::PatchDoesNotApply {
+                patch: p.to_string(),
+                subject: p.subject.clone(),
+                details: "it is already applied: the tree has its changes (from the source or \
+                          an earlier patch), so it would change nothing; drop it from the series"
+                    .into(),
+            });
+        }
         if let Some(failed) = failed {
             return Err(KernelError::PatchDoesNotApply {
                 patch: p.to_string(),
@@ -484,9 +515,7 @@ pub fn apply(
                 details: failure_lines(&failed),
             });
         }
-        let commit = git_must(worktree, &["rev-parse", "HEAD"], b"", date)?
-            .trim()
-            .to_string();
+        head = commit.clone();
         done.push((p.clone(), commit));
     }
     Ok(done)
@@ -721,27 +750,75 @@ Index: linux/fs/namespace.c
         assert_eq!(std::fs::read_to_string(repo.join("a.c")).unwrap(), "new\n");
         assert_eq!(std::fs::read_to_string(repo.join("b.c")).unwrap(), "y\n");
 
-        // the same diff again no longer applies
+        // a diff that conflicts names the file and hunk
         let bad = expand(&[write(
             d.path(),
-            "again.diff",
-            "again\n--- a/b.c\n+++ b/b.c\n@@ -1 +1 @@\n-x\n+y\n",
+            "other.diff",
+            "other\n--- a/b.c\n+++ b/b.c\n@@ -1 +1 @@\n-z\n+w\n",
         )])
         .unwrap();
         let err = apply(&repo, &bad, "2000-01-01T00:00:00Z").unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
-                "apply patch {}/again.diff (\"again\"):\nChecking patch b.c...\nerror: while searching for:\nerror: patch failed: b.c:1\nerror: b.c: patch does not apply",
+                "apply patch {}/other.diff (\"other\"):\nChecking patch b.c...\nerror: while searching for:\nerror: patch failed: b.c:1\nerror: b.c: patch does not apply",
                 d.path().display()
             )
         );
-        let bad_mail = expand(&[write(d.path(), "again.mbx", MAIL2)]).unwrap();
-        let err = apply(&repo, &bad_mail, "2000-01-01T00:00:00Z").unwrap_err();
+        assert!(!repo.join(".git/rebase-apply").exists());
+    }
+
+    /// A patch the tree already has used to be skipped silently by `git am --3way` when a
+    /// mail (counted as applied, no commit) and to fail as "does not apply" when a diff: both
+    /// now name the patch as already applied.
+    #[test]
+    fn a_patch_already_in_the_tree_is_named_whether_mail_or_diff() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("repo");
+        write(&repo, "a.c", "old\n");
+        write(&repo, "b.c", "x\n");
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", "base"]);
+        write(&repo, "b.c", "y\n");
+        git(&repo, &["commit", "-qam", "fs: change b"]);
+        // a real `git format-patch` mail (with index lines, so --3way can skip it)
+        git(&repo, &["format-patch", "-q", "-1", "-o", "../fp"]);
+        let mail = std::fs::read_dir(d.path().join("fp"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let want = "it is already applied: the tree has its changes (from the source or an \
+                    earlier patch), so it would change nothing; drop it from the series";
+        let twice = write(
+            d.path(),
+            "twice.mbox",
+            &std::fs::read_to_string(&mail).unwrap().repeat(2),
+        );
+        git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+        let both = expand(&[twice]).unwrap();
+        let err = apply(&repo, &both, "2000-01-01T00:00:00Z").unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
-                "apply patch {}/again.mbx (\"fs: second change\"):\nPatch failed at 0001 fs: second change\nerror: sha1 information is lacking or useless (b.c).\nerror: could not build fake ancestor\nChecking patch b.c...\nerror: while searching for:\nerror: patch failed: b.c:1\nerror: b.c: patch does not apply",
+                "apply patch {}/twice.mbox (message 2/2) (\"fs: change b\"):\n{want}",
+                d.path().display()
+            )
+        );
+        git(&repo, &["reset", "-q", "--hard", "HEAD"]);
+        let diff = write(
+            d.path(),
+            "again.diff",
+            "again\n--- a/b.c\n+++ b/b.c\n@@ -1 +1 @@\n-x\n+y\n",
+        );
+        let twice = expand(&[diff.clone(), diff]).unwrap();
+        let err = apply(&repo, &twice, "2000-01-01T00:00:00Z").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "apply patch {}/again.diff (\"again\"):\n{want}",
                 d.path().display()
             )
         );
