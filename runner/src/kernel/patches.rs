@@ -95,7 +95,11 @@ fn expand_one(
             .map(|e| e.path())
             .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "patch"))
             .collect();
-        files.sort();
+        // Natural order, as `ls -v`: hand-numbered `2-x.patch` before `10-y.patch`.
+        files.sort_by(|a, b| natural_cmp(&file_name(a), &file_name(b)));
+        // `git format-patch --cover-letter` writes the series' introduction as a mail with no
+        // diff: not a patch.
+        files.retain(|f| !is_cover_letter(f));
         if files.is_empty() {
             return Err(KernelError::NotAPatch {
                 path: path.to_path_buf(),
@@ -141,6 +145,63 @@ fn expand_one(
     }
 }
 
+/// Compares names as `ls -v` does: runs of digits by their value (`2` before `10`, then the
+/// shorter `1` before `01`), everything else byte by byte.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (run(a), run(b));
+                let trim = |d: &[u8]| -> usize { d.iter().take_while(|c| **c == b'0').count() };
+                let (da, db) = (&a[..na], &b[..nb]);
+                let (va, vb) = (&da[trim(da)..], &db[trim(db)..]);
+                let by_value = va.len().cmp(&vb.len()).then_with(|| va.cmp(vb));
+                match by_value.then_with(|| na.cmp(&nb)) {
+                    Ordering::Equal => {
+                        a = &a[na..];
+                        b = &b[nb..];
+                    }
+                    other => return other,
+                }
+            }
+            (Some(x), Some(y)) => match x.cmp(y) {
+                Ordering::Equal => {
+                    a = &a[1..];
+                    b = &b[1..];
+                }
+                other => return other,
+            },
+        }
+    }
+}
+
+/// `0000-cover-letter.patch` of `git format-patch --cover-letter`: a mail without a diff.
+fn is_cover_letter(path: &Path) -> bool {
+    file_name(path).ends_with("cover-letter.patch")
+        && std::fs::read(path).is_ok_and(|c| {
+            let text = String::from_utf8_lossy(&c);
+            classify(&text) == Kind::Mbox && !has_diff(&text)
+        })
+}
+
+/// Whether a text holds a diff (`diff --git`, or `---` followed by `+++`).
+fn has_diff(text: &str) -> bool {
+    let mut prev_minus = false;
+    for l in text.lines() {
+        if l.starts_with("diff --git ") || (prev_minus && l.starts_with("+++ ")) {
+            return true;
+        }
+        prev_minus = l.starts_with("--- ");
+    }
+    false
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -178,12 +239,8 @@ fn classify(text: &str) -> Kind {
     {
         return Kind::Mbox;
     }
-    let mut prev_minus = false;
-    for l in text.lines() {
-        if l.starts_with("diff --git ") || (prev_minus && l.starts_with("+++ ")) {
-            return Kind::Diff;
-        }
-        prev_minus = l.starts_with("--- ");
+    if has_diff(text) {
+        return Kind::Diff;
     }
     Kind::Other
 }
@@ -823,5 +880,34 @@ Index: linux/fs/namespace.c
             )
         );
         assert!(!repo.join(".git/rebase-apply").exists());
+    }
+
+    #[test]
+    fn a_directory_of_patches_is_in_natural_order_without_its_cover_letter() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "ord/10-amend.patch", MAIL2);
+        write(d.path(), "ord/2-p2.patch", MAIL1);
+        write(d.path(), "ord/1-p1.patch", DIFF);
+        write(
+            d.path(),
+            "ord/0000-cover-letter.patch",
+            "From 0000 Mon Sep 17 00:00:00 2001\nFrom: Dev <d@example.org>\n\
+             Subject: [PATCH 0/3] *** SUBJECT HERE ***\n\n*** BLURB HERE ***\n\n\
+             Dev (3):\n  fs: one\n\n a.c | 2 +-\n 1 file changed\n\n--\n2.47.0\n",
+        );
+        let names: Vec<String> = expand(&[d.path().join("ord")])
+            .unwrap()
+            .iter()
+            .map(|p| file_name(&p.path))
+            .collect();
+        assert_eq!(names, ["1-p1.patch", "2-p2.patch", "10-amend.patch"]);
+        let mut v = [
+            "a10", "a2", "a02", "a1b", "a1", "b", "0001-x", "0010-y", "0002-z",
+        ];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            ["0001-x", "0002-z", "0010-y", "a1", "a1b", "a2", "a02", "a10", "b"]
+        );
     }
 }
