@@ -709,3 +709,25 @@ fn repro_on_a_merged_directory_names_the_cells_shard() {
         ],
     );
 }
+
+/// `doctor` said "everything crashrig needs is installed" with CRASHRIG_GUEST_HELPER naming a
+/// missing file, which every run then refuses.
+#[test]
+fn doctor_checks_the_guest_helper() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_crashrig"))
+        .arg("doctor")
+        .current_dir(tmp.path())
+        .env("HOME", tmp.path())
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env("CRASHRIG_GUEST_HELPER", tmp.path().join("nonexistent"))
+        .output()
+        .expect("start crashrig");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("MISSING  CRASHRIG_GUEST_HELPER=") && stdout.contains("is not a file"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("everything crashrig needs"), "{stdout}");
+}
