@@ -155,6 +155,35 @@ fn out_of_range_numbers_on_the_command_line_are_refused() {
         (vec!["run", s, "-n", "4294967296"], "not in 1..=1000000"),
         (vec!["matrix", "m.yaml", "-j", "0"], "0 is not in 1..=256"),
         (vec!["matrix", "m.yaml", "-j", "1000000"], "not in 1..=256"),
+        // every count a user writes has a sane bound (`--repeat 0` printed NaN, exit 0)
+        (
+            vec!["bench", "boot", "--repeat", "0"],
+            "0 is not in 1..=100",
+        ),
+        (
+            vec!["bench", "bisect", "--max-batch", "0"],
+            "0 is not in 1..=10000",
+        ),
+        (
+            vec!["bench", "bisect", "--max-iterations", "0"],
+            "0 is not in 1..=10000000",
+        ),
+        (
+            vec!["bench", "bisect", "--confidence", "1.5"],
+            "0.5 <= confidence < 1",
+        ),
+        (
+            vec!["bench", "bisect", "--build-cost=-1"],
+            "from 0 to 1000000",
+        ),
+        (
+            vec!["bench", "amplify-sim", "--budgets", "150,0"],
+            "0 is not in 1..=10000000",
+        ),
+        (
+            vec!["bench", "amplify-sim", "--tolerance", "2"],
+            "from 0 to 1",
+        ),
     ] {
         refused(home, &args, &[want]);
     }
