@@ -760,3 +760,41 @@ fn doctor_checks_the_guest_helper() {
     );
     assert!(!stdout.contains("everything crashrig needs"), "{stdout}");
 }
+
+/// amplify found an existing `OUT/<scenario>.amplified.yaml` only after the whole search,
+/// then exited 2 with the search's outcome lost. It is refused before any kernel, and kept.
+#[test]
+fn amplify_refuses_an_amplified_scenario_in_out_before_the_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(
+        home,
+        "coin.yaml",
+        "name: coin\nparameters:\n  pct: { default: 0, values: [0, 100] }\n\
+         steps:\n  - run: { id: coin, command: 'test ${pct} -ge 100' }\n",
+    );
+    let out = home.join("o");
+    std::fs::create_dir(&out).unwrap();
+    let mine = write(&out, "coin.amplified.yaml", "# my hand-tuned version\n");
+    let stderr = refused(
+        home,
+        &[
+            "amplify",
+            "coin.yaml",
+            "--kernel",
+            "/nonexistent/bzImage",
+            "--out",
+            "o",
+        ],
+        &[
+            "o/coin.amplified.yaml: that file exists and is kept",
+            "before the search",
+        ],
+    );
+    assert!(!stderr.contains("nonexistent"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(mine).unwrap(),
+        "# my hand-tuned version\n"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}
