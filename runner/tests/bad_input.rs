@@ -798,3 +798,17 @@ fn amplify_refuses_an_amplified_scenario_in_out_before_the_search() {
     );
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
+
+/// `matrix --help` offered `--kernel <SPEC> ... Default: debian:6.1`, which a matrix refuses
+/// (its kernels are in the matrix file).
+#[test]
+fn matrix_help_does_not_offer_the_kernel_it_refuses() {
+    let out = Command::new(env!("CARGO_BIN_EXE_crashrig"))
+        .args(["matrix", "--help"])
+        .output()
+        .expect("start crashrig");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(help.contains("--partition"), "{help}");
+    assert!(!help.contains("--kernel"), "{help}");
+}

@@ -86,7 +86,7 @@ pub enum SessionError {
         source: KernelError,
     },
     #[error(
-        "use --kconfig or --patches with `{spec}`: they apply to kernels crashrig builds (a git tree or debian-source:X)"
+        "--kconfig and --patches do not apply to `{spec}`: they apply only to kernels crashrig builds (a git tree or debian-source:X)"
     )]
     NotBuilt { spec: String },
     #[error(transparent)]
