@@ -155,10 +155,94 @@ fn out_of_range_numbers_on_the_command_line_are_refused() {
         (vec!["run", s, "-n", "4294967296"], "not in 1..=1000000"),
         (vec!["matrix", "m.yaml", "-j", "0"], "0 is not in 1..=256"),
         (vec!["matrix", "m.yaml", "-j", "1000000"], "not in 1..=256"),
-        (vec!["check", s, "-n", "2000000"], "not in 1..=1000000"),
+        // every count a user writes has a sane bound (`--repeat 0` printed NaN, exit 0)
+        (
+            vec!["bench", "boot", "--repeat", "0"],
+            "0 is not in 1..=100",
+        ),
+        (
+            vec!["bench", "bisect", "--max-batch", "0"],
+            "0 is not in 1..=10000",
+        ),
+        (
+            vec!["bench", "bisect", "--max-iterations", "0"],
+            "0 is not in 1..=10000000",
+        ),
+        (
+            vec!["bench", "bisect", "--confidence", "1.5"],
+            "0.5 <= confidence < 1",
+        ),
+        (
+            vec!["bench", "bisect", "--build-cost=-1"],
+            "from 0 to 1000000",
+        ),
+        (
+            vec!["bench", "amplify-sim", "--budgets", "150,0"],
+            "0 is not in 1..=10000000",
+        ),
+        (
+            vec!["bench", "amplify-sim", "--tolerance", "2"],
+            "from 0 to 1",
+        ),
     ] {
         refused(home, &args, &[want]);
     }
+}
+
+/// `git bisect run crashrig check ...` reads every exit from 1 to 127 except 125 as "bad": a
+/// command line clap refuses (which exits 2 for the other commands) used to mark every commit
+/// bad and name a culprit. Every one of them is 125, with clap's message kept.
+#[test]
+fn check_refuses_a_wrong_command_line_with_125_not_bad() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let scenario = write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    let s = scenario.to_str().unwrap();
+    let k = ["--kernel", "debian:6.1"];
+    for (args, want) in [
+        (
+            vec!["check", s, "--reference-rate", "0.95"],
+            "expected a rate from 0 to 0.9",
+        ),
+        (
+            vec!["check", s, "--confidence", "1.5"],
+            "0.5 <= confidence < 1",
+        ),
+        (vec!["check", s, "-n", "0"], "0 is not in 1..=1000000"),
+        (vec!["check", s, "-n", "2000000"], "not in 1..=1000000"),
+        (vec!["check", s, "--bogus"], "--bogus"),
+        (vec!["check"], "required"),
+        (vec!["check", s, "--bad-rate", "0.5", "-n", "2"], "required"),
+        (
+            vec![
+                "check",
+                s,
+                "--reference-rate",
+                "0.1",
+                "--reference",
+                "debian:6.12",
+            ],
+            "cannot be used with",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().copied().chain(k).collect();
+        let t = crashrig(home, &args);
+        assert_eq!(t.code, Some(125), "{args:?}\n{}", t.stderr);
+        assert!(
+            t.stderr.contains(want),
+            "{args:?}: no `{want}` in\n{}",
+            t.stderr
+        );
+        assert!(
+            t.stderr
+                .contains("exit 125, so that `git bisect run` skips the commit"),
+            "{args:?}\n{}",
+            t.stderr
+        );
+    }
+    // The other commands keep exit 2 for a wrong command line; help is not an error.
+    refused(home, &["run", s, "--bogus"], &["--bogus"]);
+    assert_eq!(crashrig(home, &["check", "--help"]).code, Some(0));
 }
 
 #[test]
@@ -543,4 +627,188 @@ fn matrix_baseline_problems_are_refused_before_any_cell() {
         assert!(!home.join("crashrig-results").exists(), "{args:?}");
         assert_eq!(std::fs::read_to_string(&notes).unwrap(), "the user's notes");
     }
+}
+
+/// results.json of one run of `scenario` (recorded path `path`) on `kernel`, its iteration
+/// `iteration` failed, files in `dir`, with `cell` (JSON) and `setting` (JSON).
+fn one_run(path: &str, kernel: &str, dir: &str, cell: &str, setting: &str) -> String {
+    shard_results("5", cell)
+        .replace(r#""path":"s.yaml""#, &format!(r#""path":{path:?}"#))
+        .replace(r#""spec":"k""#, &format!(r#""spec":{kernel:?}"#))
+        .replace(r#""dir":"r""#, &format!(r#""dir":{dir:?}"#))
+        .replace(r#""verdict":"pass""#, r#""verdict":"fail""#)
+        .replace(r#""cell":"#, &format!(r#""setting":{setting},"cell":"#))
+}
+
+/// `repro --param` reloads the scenario file: it used to run the file as edited since the
+/// run (and with the file's iteration count, not the matrix's), and to find a relative path
+/// only from the run's old directory. Now the file must still give the recorded copy, and an
+/// old relative path is also looked up next to the results directory.
+#[test]
+fn repro_with_param_refuses_a_scenario_file_edited_since_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let project = home.join("project");
+    std::fs::create_dir(&project).unwrap();
+    let source = "name: coin\nparameters:\n  pct: { default: 0, values: [0, 50, 100] }\n\
+                  iterations: 5\nsteps:\n  - run: { id: coin, command: 'test ${pct} -ge 100' }\n";
+    let scenario = write(&project, "coin.yaml", source);
+    // The run's copy, as the engine writes it: a matrix cell with pct=100 and iterations: 4.
+    let setting = [("pct".to_string(), "100".to_string())]
+        .into_iter()
+        .collect();
+    let mut ran = crashrig::scenario::load_with(&scenario, &setting)
+        .unwrap()
+        .scenario;
+    ran.iterations = 4;
+    let results = project.join("s1");
+    std::fs::create_dir_all(results.join("runs/01-coin")).unwrap();
+    write(
+        &results.join("runs/01-coin"),
+        "scenario.yaml",
+        serde_json::to_string_pretty(&ran).unwrap() + "\n",
+    );
+    let kernel = home.join("no-such-kernel/bzImage");
+    write(
+        &results,
+        "results.json",
+        one_run(
+            "coin.yaml",
+            kernel.to_str().unwrap(),
+            "runs/01-coin",
+            "null",
+            r#"{"pct":"100"}"#,
+        ),
+    );
+    let args = [
+        "repro",
+        "project/s1",
+        "--iteration",
+        "1",
+        "--param",
+        "pct=50",
+    ];
+    // The file is as it ran: found next to the results from another directory, accepted,
+    // and the replay goes on to the kernel (which does not exist here).
+    let t = crashrig(home, &args);
+    assert_eq!(t.code, Some(2), "{}", t.stderr);
+    assert!(t.stderr.contains("no-such-kernel"), "{}", t.stderr);
+    assert!(!t.stderr.contains("changed since"), "{}", t.stderr);
+    // Edited since the run: refused, naming the file, before any kernel.
+    write(&project, "coin.yaml", source.replace("-ge", "-gt"));
+    let stderr = refused(home, &args, &["changed since the run", "coin.yaml"]);
+    assert!(!stderr.contains("no-such-kernel"), "{stderr}");
+    // Without --param the recorded copy is replayed, whatever the file says now.
+    let t = crashrig(home, &args[..4]);
+    assert!(t.stderr.contains("no-such-kernel"), "{}", t.stderr);
+    // A file that is gone is named with where it was looked for.
+    std::fs::remove_file(&scenario).unwrap();
+    refused(home, &args, &["`coin.yaml` of run 1 is found neither"]);
+}
+
+/// A merged results directory has no run directories (they stay in the shards): repro used
+/// to fail with a bare "No such file"; it names the cell and how to find its shard.
+#[test]
+fn repro_on_a_merged_directory_names_the_cells_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let merged = home.join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    let cell = r#"{"id":"debian-6.1/coin","matrix":"m","digest":"d","index":3,"total":4,
+        "kernel":"debian-6.1","scenario":"coin"}"#;
+    write(
+        &merged,
+        "results.json",
+        one_run(
+            "coin.yaml",
+            "debian:6.1",
+            "runs/04-coin-debian_6.1",
+            cell,
+            "{}",
+        ),
+    );
+    refused(
+        home,
+        &["repro", "merged", "--iteration", "1"],
+        &[
+            "merged results directory",
+            "crashrig repro SHARD --iteration 1",
+            "cell debian-6.1/coin (cell 3 of 4, counted from 0: with `--partition M/N` it is \
+             shard 3 mod N + 1)",
+        ],
+    );
+}
+
+/// `doctor` said "everything crashrig needs is installed" with CRASHRIG_GUEST_HELPER naming a
+/// missing file, which every run then refuses.
+#[test]
+fn doctor_checks_the_guest_helper() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_crashrig"))
+        .arg("doctor")
+        .current_dir(tmp.path())
+        .env("HOME", tmp.path())
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env("CRASHRIG_GUEST_HELPER", tmp.path().join("nonexistent"))
+        .output()
+        .expect("start crashrig");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("MISSING  CRASHRIG_GUEST_HELPER=") && stdout.contains("is not a file"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("everything crashrig needs"), "{stdout}");
+}
+
+/// amplify found an existing `OUT/<scenario>.amplified.yaml` only after the whole search,
+/// then exited 2 with the search's outcome lost. It is refused before any kernel, and kept.
+#[test]
+fn amplify_refuses_an_amplified_scenario_in_out_before_the_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(
+        home,
+        "coin.yaml",
+        "name: coin\nparameters:\n  pct: { default: 0, values: [0, 100] }\n\
+         steps:\n  - run: { id: coin, command: 'test ${pct} -ge 100' }\n",
+    );
+    let out = home.join("o");
+    std::fs::create_dir(&out).unwrap();
+    let mine = write(&out, "coin.amplified.yaml", "# my hand-tuned version\n");
+    let stderr = refused(
+        home,
+        &[
+            "amplify",
+            "coin.yaml",
+            "--kernel",
+            "/nonexistent/bzImage",
+            "--out",
+            "o",
+        ],
+        &[
+            "o/coin.amplified.yaml: that file exists and is kept",
+            "before the search",
+        ],
+    );
+    assert!(!stderr.contains("nonexistent"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(mine).unwrap(),
+        "# my hand-tuned version\n"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}
+
+/// `matrix --help` offered `--kernel <SPEC> ... Default: debian:6.1`, which a matrix refuses
+/// (its kernels are in the matrix file).
+#[test]
+fn matrix_help_does_not_offer_the_kernel_it_refuses() {
+    let out = Command::new(env!("CARGO_BIN_EXE_crashrig"))
+        .args(["matrix", "--help"])
+        .output()
+        .expect("start crashrig");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(help.contains("--partition"), "{help}");
+    assert!(!help.contains("--kernel"), "{help}");
 }

@@ -35,7 +35,14 @@ fn patched_debian_source_kernel_boots_and_runs_and_is_cached() {
             .unwrap();
     let run = &r["runs"][0];
     assert_eq!(run["kernel"]["spec"], "debian-source:6.1");
-    assert_eq!(run["kernel"]["patches"], serde_json::json!([MARKER_PATCH]));
+    // by absolute path: `crashrig repro` finds it from any directory
+    let patches = run["kernel"]["patches"].as_array().unwrap();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    let recorded = std::path::Path::new(patches[0].as_str().unwrap());
+    assert!(
+        recorded.is_absolute() && recorded.ends_with(MARKER_PATCH),
+        "{recorded:?}"
+    );
     assert!(
         run["kernel"]["build_key"]
             .as_str()

@@ -26,7 +26,8 @@ use crate::report::error_chain;
 scenarios inside the guest over SSH, counts the errno of every mount/umount (EBUSY after a crash \
 is the bug it was made for), classifies dmesg, and writes results.json and junit.xml.\n\n\
 Exit codes: 0 every expectation held; 1 an expectation was violated (the bug was seen); \
-2 configuration or infrastructure error; 130 interrupted."
+2 configuration or infrastructure error (`crashrig check`: 125, every error, a wrong \
+command line too, so that `git bisect run` skips the commit); 130 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -50,7 +51,8 @@ pub enum Command {
     /// most often (or, with --against, where two kernels differ most); writes the scenario
     /// with that setting as its defaults.
     Amplify(AmplifyArgs),
-    /// For `git bisect run`: exit 0 good, 1 bad, 125 cannot test.
+    /// For `git bisect run`: exit 0 good, 1 bad, 125 cannot test (every error, a wrong
+    /// command line too).
     Check(CheckArgs),
     /// Run a matrix of kernels x scenarios x parameters (see docs/matrix.md).
     Matrix(MatrixArgs),
@@ -90,6 +92,41 @@ pub enum CliError {
     NoSuchRun { run: usize, runs: usize },
     #[error("find a run: the results have none")]
     NoRuns,
+    #[error(
+        "replay run {run}: {dir} is not there; {results} is a merged results directory \
+         (`report merge` leaves the runs' files in the shard directories): run `crashrig repro \
+         SHARD --iteration {iteration}` on the shard that ran cell {cell} (cell {index} of \
+         {total}, counted from 0: with `--partition M/N` it is shard {index} mod N + 1)"
+    )]
+    MergedRun {
+        run: usize,
+        cell: String,
+        dir: String,
+        results: String,
+        iteration: u32,
+        index: u32,
+        total: u32,
+    },
+    #[error(
+        "replay with --param: the scenario file {path} no longer gives the scenario run {run} \
+         recorded ({recorded}); it changed since the run. --param reloads that file, so \
+         restore it as it was, or replay without --param (the recorded copy)"
+    )]
+    ScenarioChanged {
+        path: String,
+        run: usize,
+        recorded: String,
+    },
+    #[error(
+        "replay with --param: the scenario file `{path}` of run {run} is found neither from \
+         the current directory nor next to {results}; run repro from the directory the run \
+         was started in"
+    )]
+    ScenarioNotFound {
+        path: String,
+        run: usize,
+        results: String,
+    },
     #[error("find iteration {iteration} of run {run}: it recorded {recorded}")]
     NoSuchIteration {
         iteration: u32,
@@ -141,7 +178,11 @@ impl CliError {
 }
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return command_line_error(&e, std::env::args_os().nth(1).as_deref()),
+    };
+    let is_check = matches!(cli.command, Command::Check(_));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -149,7 +190,11 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             errln!("crashrig: error: cannot start the async runtime: {e}");
-            return exit::CONFIG_OR_INFRA;
+            return if is_check {
+                crate::bisect::EXIT_SKIP
+            } else {
+                exit::CONFIG_OR_INFRA
+            };
         }
     };
     let result = runtime.block_on(async move {
@@ -178,9 +223,33 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             errln!("crashrig: error: {}", error_chain(&e));
-            e.exit_code()
+            if is_check {
+                crate::bisect::EXIT_SKIP
+            } else {
+                e.exit_code()
+            }
         }
     }
+}
+
+/// Prints clap's message for a command line it refused and returns the exit code: 0 for
+/// `--help`/`--version`, 2 for a usage error, except for `crashrig check`, whose every error
+/// is 125 ("cannot test"): `git bisect run` reads 1 to 127 but 125 as "bad", so a typo in
+/// the check command would otherwise mark every commit bad and name a culprit.
+fn command_line_error(e: &clap::Error, subcommand: Option<&std::ffi::OsStr>) -> i32 {
+    // Printing to a closed stderr has nowhere to report its failure.
+    let _ = e.print();
+    if !e.use_stderr() {
+        return exit::OK;
+    }
+    if subcommand.is_some_and(|s| s == "check") {
+        errln!(
+            "crashrig: check: cannot test: the command line is wrong (exit 125, so that \
+             `git bisect run` skips the commit instead of calling it bad)"
+        );
+        return crate::bisect::EXIT_SKIP;
+    }
+    e.exit_code()
 }
 
 /// Runs `fut` until it finishes or SIGINT/SIGTERM arrives. Dropping the future kills every

@@ -50,7 +50,7 @@ pub struct BenchBootArgs {
     #[arg(long = "kernel", value_name = "SPEC", default_value = "debian:6.1")]
     pub kernel: String,
     /// Repetitions of each measurement (the median is printed).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
@@ -75,23 +75,25 @@ pub struct BenchBisectArgs {
     #[arg(long, default_value_t = SimParams::default().seed)]
     pub seed: u64,
     /// Target confidence of crashrig
-    #[arg(long, default_value_t = SimParams::default().confidence)]
+    #[arg(long, default_value_t = SimParams::default().confidence, value_parser = parse_confidence)]
     pub confidence: f64,
     /// Cost of a build in iterations, in the cost column and crashrig's cost model
-    #[arg(long, default_value_t = SimParams::default().build_cost)]
+    #[arg(long, default_value_t = SimParams::default().build_cost, value_parser = parse_cost)]
     pub build_cost: f64,
     /// Cost of a boot in iterations, in crashrig's cost model (the cost column leaves boots
     /// out; the boots column counts them)
-    #[arg(long, default_value_t = SimParams::default().boot_cost)]
+    #[arg(long, default_value_t = SimParams::default().boot_cost, value_parser = parse_cost)]
     pub boot_cost: f64,
     /// Iteration budget of each crashrig bisection (ends and search), and of each git-bayesect one
-    #[arg(long, default_value_t = SimParams::default().max_iterations)]
+    #[arg(long, default_value_t = SimParams::default().max_iterations,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_iterations: u64,
     /// Tell crashrig both true rates instead of letting it learn them
     #[arg(long)]
     pub tell_rates: bool,
     /// Largest batch crashrig asks for
-    #[arg(long, default_value_t = SimParams::default().max_batch)]
+    #[arg(long, default_value_t = SimParams::default().max_batch,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_batch: u32,
     /// ktest.pl's BISECT_TRIES: runs per commit, bad at the first failure
     #[arg(long, default_value_t = SimParams::default().ktest_tries,
@@ -141,11 +143,12 @@ pub struct BenchAmplifySimArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "150,300,600,1200,2400,4800"
+        default_value = "150,300,600,1200,2400,4800",
+        value_parser = clap::value_parser!(u64).range(1..=10_000_000)
     )]
     pub budgets: Vec<u64>,
     /// A setting within this of the best rate counts as found
-    #[arg(long, default_value_t = AmplifySimParams::default().tolerance)]
+    #[arg(long, default_value_t = AmplifySimParams::default().tolerance, value_parser = parse_tolerance)]
     pub tolerance: f64,
     /// Iterations per search step
     #[arg(long, default_value_t = AmplifySimParams::default().batch, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -470,4 +473,28 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
     }
     outln!("  speed-up: {:.2}x", times[0].1 / times[1].1);
     Ok(crate::exit::OK)
+}
+
+/// `bench bisect --confidence`: 0.5 <= c < 1.
+fn parse_confidence(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|c| (0.5..1.0).contains(c))
+        .ok_or_else(|| format!("`{s}`: expected 0.5 <= confidence < 1"))
+}
+
+/// `--build-cost`, `--boot-cost`: iterations, 0 to 1e6.
+fn parse_cost(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|c| (0.0..=1e6).contains(c))
+        .ok_or_else(|| format!("`{s}`: expected a cost in iterations from 0 to 1000000"))
+}
+
+/// `bench amplify-sim --tolerance`: a difference of rates, 0 to 1.
+fn parse_tolerance(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|t| (0.0..=1.0).contains(t))
+        .ok_or_else(|| format!("`{s}`: expected a tolerance from 0 to 1"))
 }

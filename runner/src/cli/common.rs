@@ -142,7 +142,8 @@ pub struct BuildOpts {
     #[arg(long = "kconfig", value_name = "FRAGMENT")]
     pub kconfig: Vec<String>,
     /// Patches on top of the source (repeatable, applied in order): an mbox (`git am`,
-    /// `b4 am`), a quilt `series` file, a directory of `*.patch`, or one patch.
+    /// `b4 am`), a quilt `series` file, a directory of `*.patch` (natural order, as `ls -v`;
+    /// a cover letter is skipped), or one patch.
     #[arg(long = "patches", value_name = "PATH")]
     pub patches: Vec<PathBuf>,
 }

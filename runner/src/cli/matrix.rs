@@ -10,6 +10,9 @@ use crate::matrix::{parse_partition, Partition};
 use crate::run::matrix_run::{matrix as run_matrix, MatrixOptions};
 
 #[derive(Args, Debug, Clone)]
+// A matrix names its kernels in the matrix file: --kernel (of the common options) is refused,
+// so --help does not offer it.
+#[command(mut_arg("kernels", |a| a.hide(true)))]
 pub struct MatrixArgs {
     /// The matrix file (YAML): kernels x scenarios x parameters.
     #[arg(value_name = "MATRIX.yaml")]

@@ -1,7 +1,7 @@
 //! `crashrig repro`: one iteration of a finished run again, with its scenario, kernel, image
 //! and seed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -33,7 +33,8 @@ pub struct ReproArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Change a parameter of the recorded setting (repeatable): the scenario is then loaded
-    /// again from its recorded path with the recorded setting and these values.
+    /// again from its recorded path with the recorded setting and these values, keeping the
+    /// run's iteration count; refused when the file no longer gives the recorded copy.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = super::common::parse_param)]
     pub params: Vec<(String, String)>,
 }
@@ -90,20 +91,56 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
     session.default_out = args
         .results
         .join(format!("repro-{}-{}", index + 1, args.iteration));
+    // The scenario as it ran, its parameters already substituted.
+    let recorded = args.results.join(&run.dir).join("scenario.yaml");
+    if !recorded.exists() {
+        if let Some(cell) = &run.cell {
+            if !args.results.join(&run.dir).exists() {
+                return Err(CliError::MergedRun {
+                    run: index + 1,
+                    cell: cell.id.clone(),
+                    dir: args.results.join(&run.dir).display().to_string(),
+                    results: args.results.display().to_string(),
+                    iteration: args.iteration,
+                    index: cell.index,
+                    total: cell.total,
+                });
+            }
+        }
+    }
+    let mut copy = crate::scenario::load_recorded(&recorded)
+        .map_err(crate::run::session::SessionError::from)?;
+    copy.scenario.setting = run.setting.clone();
     let loaded = if args.params.is_empty() {
-        // The scenario as it ran, its parameters already substituted.
-        let recorded = args.results.join(&run.dir).join("scenario.yaml");
-        let mut loaded = crate::scenario::load_recorded(&recorded)
-            .map_err(crate::run::session::SessionError::from)?;
-        loaded.scenario.setting = run.setting.clone();
         LoadedScenario {
-            scenario: loaded.scenario,
+            scenario: copy.scenario,
             path: recorded,
         }
     } else {
+        // --param reloads the scenario file; it must still be the file that ran (with the
+        // recorded setting it gives the recorded copy), and the run's iteration count (a
+        // matrix's or -n's, kept in the copy) stays.
+        let path = scenario_file(&args.results, &run.scenario.path).ok_or_else(|| {
+            CliError::ScenarioNotFound {
+                path: run.scenario.path.clone(),
+                run: index + 1,
+                results: args.results.display().to_string(),
+            }
+        })?;
+        let (mut as_ran, _) = crate::run::session::load_scenario(&path, &run.setting)?;
+        as_ran.scenario.iterations = copy.scenario.iterations;
+        if !same_scenario(&as_ran.scenario, &recorded) {
+            return Err(CliError::ScenarioChanged {
+                path: path.display().to_string(),
+                run: index + 1,
+                recorded: recorded.display().to_string(),
+            });
+        }
         let mut setting = run.setting.clone();
         setting.extend(crate::run::session::setting_of(&args.params)?);
-        session.load_scenario_with(std::path::Path::new(&run.scenario.path), &setting)?
+        let mut loaded = session.load_scenario_with(&path, &setting)?;
+        loaded.scenario.iterations = copy.scenario.iterations;
+        loaded
     };
     let spec = args
         .kernel
@@ -119,14 +156,43 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
     } else {
         BuildRequest::default()
     };
-    let kernel = session
-        .resolve_kernel(&spec, &build, &loaded.scenario.kconfig)
-        .await?;
+    // The build the run used, when the build cache still holds it: patch files may have
+    // moved or changed since.
+    let recorded_build = match (&args.kernel, &run.kernel.build_key) {
+        (None, Some(key)) => session
+            .recorded_build(&spec, &build, key)
+            .filter(|k| k.image_sha256 == run.kernel.image_sha256),
+        _ => None,
+    };
+    let kernel = match recorded_build {
+        Some(k) => {
+            session.setup_sink().info(format!(
+                "kernel: the recorded build of `{spec}` ({}, build {}) from the build cache",
+                k.version,
+                k.build_key.as_deref().unwrap_or_default()
+            ));
+            k
+        }
+        None => {
+            session
+                .resolve_kernel(&spec, &build, &loaded.scenario.kconfig)
+                .await?
+        }
+    };
     if args.kernel.is_none() && kernel.image_sha256 != run.kernel.image_sha256 {
+        let why = if run.kernel.patches.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the recorded build is no longer in the build cache and building the \
+                 recorded patches ({}) gives another kernel: a patch changed since the run",
+                run.kernel.patches.join(", ")
+            )
+        };
         session.setup_sink().warn(format!(
-            "`{spec}` now resolves to {} (image {}), not the recorded {} (image {})",
+            "`{spec}` now resolves to {} (image {}), not the recorded {} (image {}){why}",
             kernel.version,
-            &kernel.image_sha256[..12],
+            &kernel.image_sha256[..12.min(kernel.image_sha256.len())],
             run.kernel.version,
             &run.kernel.image_sha256[..12.min(run.kernel.image_sha256.len())]
         ));
@@ -160,4 +226,23 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
     let record = crate::run::run_scenario(&loaded, &kernel, &image, &opts, 0, &mut sink).await;
     crate::run::session::finish(&mut sink)?;
     Ok(record.exit_code())
+}
+
+/// The scenario file a run recorded: absolute since crashrig records it so; an older relative
+/// one from the current directory, else from the directory holding the results directory
+/// (where `--out` put it when the run started).
+fn scenario_file(results: &Path, recorded: &str) -> Option<PathBuf> {
+    let path = Path::new(recorded);
+    if path.is_absolute() || path.is_file() {
+        return path.is_file().then(|| path.to_path_buf());
+    }
+    let beside = std::path::absolute(results).ok()?.parent()?.join(path);
+    beside.is_file().then_some(beside)
+}
+
+/// Whether `scenario` is what the run recorded in `copy` (written by the engine as this
+/// serialization).
+fn same_scenario(scenario: &crate::scenario::Scenario, copy: &Path) -> bool {
+    let text = serde_json::to_string_pretty(scenario).unwrap_or_default() + "\n";
+    std::fs::read_to_string(copy).is_ok_and(|c| c == text)
 }

@@ -439,6 +439,21 @@ fn remember(cache: &Cache, plan_key: &str, key: &str) -> Result<(), KernelError>
     crate::report::durable::write_atomic(&path, key.as_bytes()).map_err(io(&path))
 }
 
+/// The finished build entry `key` (a results file's `build_key`) as a [`ResolvedKernel`],
+/// when the cache still holds it whole: `crashrig repro` boots the build a run used rather
+/// than rebuilding from patch files that may have moved or changed since.
+pub fn recorded(cache: &Cache, key: &str, spec: &str) -> Option<ResolvedKernel> {
+    // a key is a hex digest: anything else names no entry (and no path outside the cache)
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let entry = cache.dir("builds").ok()?.join(key);
+    if !is_entry(cache, &entry).ok()? {
+        return None;
+    }
+    load(&entry, spec).ok()
+}
+
 /// Reads a finished entry as a [`ResolvedKernel`].
 pub fn load(entry: &Path, spec: &str) -> Result<ResolvedKernel, KernelError> {
     let key_path = entry.join("key.json");
@@ -834,6 +849,36 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
         assert_eq!(k.build_key.as_deref(), Some(key.as_str()));
         assert_eq!(k.image_sha256, sha(b"image"));
         assert_eq!(k.modules_dir, None);
+    }
+
+    /// `crashrig repro` boots the build a run recorded while the cache holds it; a key that
+    /// is not a digest names nothing.
+    #[test]
+    fn a_recorded_build_is_found_by_its_key() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::at(d.path());
+        let key = "a".repeat(64);
+        let entry = cache.dir("builds").unwrap().join(&key);
+        std::fs::create_dir_all(&entry).unwrap();
+        std::fs::write(entry.join("bzImage"), b"image").unwrap();
+        let kf = KeyFile {
+            key: key.clone(),
+            plan_key: "p".into(),
+            source: "linux-source-6.1 6.1.192-2".into(),
+            commit: "abc".into(),
+            patches: vec![],
+            fragments: vec![],
+            compiler: "gcc".into(),
+            release: None,
+            modules: false,
+        };
+        std::fs::write(entry.join("key.json"), serde_json::to_string(&kf).unwrap()).unwrap();
+        let k = recorded(&cache, &key, "debian-source:6.1").unwrap();
+        assert_eq!(k.build_key.as_deref(), Some(key.as_str()));
+        assert_eq!(k.image_sha256, sha(b"image"));
+        assert!(recorded(&cache, &"b".repeat(64), "s").is_none());
+        assert!(recorded(&cache, "../builds", "s").is_none());
+        assert!(recorded(&cache, "", "s").is_none());
     }
 
     /// A build directory with a piggy.S that includes `payload` and an image `image`.

@@ -95,7 +95,11 @@ fn expand_one(
             .map(|e| e.path())
             .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "patch"))
             .collect();
-        files.sort();
+        // Natural order, as `ls -v`: hand-numbered `2-x.patch` before `10-y.patch`.
+        files.sort_by(|a, b| natural_cmp(&file_name(a), &file_name(b)));
+        // `git format-patch --cover-letter` writes the series' introduction as a mail with no
+        // diff: not a patch.
+        files.retain(|f| !is_cover_letter(f));
         if files.is_empty() {
             return Err(KernelError::NotAPatch {
                 path: path.to_path_buf(),
@@ -141,6 +145,63 @@ fn expand_one(
     }
 }
 
+/// Compares names as `ls -v` does: runs of digits by their value (`2` before `10`, then the
+/// shorter `1` before `01`), everything else byte by byte.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (run(a), run(b));
+                let trim = |d: &[u8]| -> usize { d.iter().take_while(|c| **c == b'0').count() };
+                let (da, db) = (&a[..na], &b[..nb]);
+                let (va, vb) = (&da[trim(da)..], &db[trim(db)..]);
+                let by_value = va.len().cmp(&vb.len()).then_with(|| va.cmp(vb));
+                match by_value.then_with(|| na.cmp(&nb)) {
+                    Ordering::Equal => {
+                        a = &a[na..];
+                        b = &b[nb..];
+                    }
+                    other => return other,
+                }
+            }
+            (Some(x), Some(y)) => match x.cmp(y) {
+                Ordering::Equal => {
+                    a = &a[1..];
+                    b = &b[1..];
+                }
+                other => return other,
+            },
+        }
+    }
+}
+
+/// `0000-cover-letter.patch` of `git format-patch --cover-letter`: a mail without a diff.
+fn is_cover_letter(path: &Path) -> bool {
+    file_name(path).ends_with("cover-letter.patch")
+        && std::fs::read(path).is_ok_and(|c| {
+            let text = String::from_utf8_lossy(&c);
+            classify(&text) == Kind::Mbox && !has_diff(&text)
+        })
+}
+
+/// Whether a text holds a diff (`diff --git`, or `---` followed by `+++`).
+fn has_diff(text: &str) -> bool {
+    let mut prev_minus = false;
+    for l in text.lines() {
+        if l.starts_with("diff --git ") || (prev_minus && l.starts_with("+++ ")) {
+            return true;
+        }
+        prev_minus = l.starts_with("--- ");
+    }
+    false
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -178,12 +239,8 @@ fn classify(text: &str) -> Kind {
     {
         return Kind::Mbox;
     }
-    let mut prev_minus = false;
-    for l in text.lines() {
-        if l.starts_with("diff --git ") || (prev_minus && l.starts_with("+++ ")) {
-            return Kind::Diff;
-        }
-        prev_minus = l.starts_with("--- ");
+    if has_diff(text) {
+        return Kind::Diff;
     }
     Kind::Other
 }
@@ -425,6 +482,9 @@ pub fn apply(
     date: &str,
 ) -> Result<Vec<(PatchFile, String)>, KernelError> {
     let mut done = Vec::new();
+    let mut head = git_must(worktree, &["rev-parse", "HEAD"], b"", date)?
+        .trim()
+        .to_string();
     for p in patches {
         let strip = format!("-p{}", p.strip);
         // Some(git's output) when the patch does not apply.
@@ -477,6 +537,34 @@ pub fn apply(
                 }
             }
         }
+        // A patch the tree already has: git am --3way skips a mail ("No changes -- Patch
+        // already applied") without a commit, a diff fails. Either way it is named: counted
+        // as applied it would be a no-op (a bisect candidate identical to the one before).
+        let already = match &failed {
+            Some(_) => {
+                git_stdin(
+                    worktree,
+                    &["apply", "--check", "-R", &strip, "-"],
+                    &p.content,
+                    date,
+                    false,
+                )?
+                .ok
+            }
+            None => false,
+        };
+        let commit = git_must(worktree, &["rev-parse", "HEAD"], b"", date)?
+            .trim()
+            .to_string();
+        if already || (failed.is_none() && commit == head) {
+            return Err(KernelError::PatchDoesNotApply {
+                patch: p.to_string(),
+                subject: p.subject.clone(),
+                details: "it is already applied: the tree has its changes (from the source or \
+                          an earlier patch), so it would change nothing; drop it from the series"
+                    .into(),
+            });
+        }
         if let Some(failed) = failed {
             return Err(KernelError::PatchDoesNotApply {
                 patch: p.to_string(),
@@ -484,9 +572,7 @@ pub fn apply(
                 details: failure_lines(&failed),
             });
         }
-        let commit = git_must(worktree, &["rev-parse", "HEAD"], b"", date)?
-            .trim()
-            .to_string();
+        head = commit.clone();
         done.push((p.clone(), commit));
     }
     Ok(done)
@@ -721,30 +807,107 @@ Index: linux/fs/namespace.c
         assert_eq!(std::fs::read_to_string(repo.join("a.c")).unwrap(), "new\n");
         assert_eq!(std::fs::read_to_string(repo.join("b.c")).unwrap(), "y\n");
 
-        // the same diff again no longer applies
+        // a diff that conflicts names the file and hunk
         let bad = expand(&[write(
             d.path(),
-            "again.diff",
-            "again\n--- a/b.c\n+++ b/b.c\n@@ -1 +1 @@\n-x\n+y\n",
+            "other.diff",
+            "other\n--- a/b.c\n+++ b/b.c\n@@ -1 +1 @@\n-z\n+w\n",
         )])
         .unwrap();
         let err = apply(&repo, &bad, "2000-01-01T00:00:00Z").unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
-                "apply patch {}/again.diff (\"again\"):\nChecking patch b.c...\nerror: while searching for:\nerror: patch failed: b.c:1\nerror: b.c: patch does not apply",
-                d.path().display()
-            )
-        );
-        let bad_mail = expand(&[write(d.path(), "again.mbx", MAIL2)]).unwrap();
-        let err = apply(&repo, &bad_mail, "2000-01-01T00:00:00Z").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "apply patch {}/again.mbx (\"fs: second change\"):\nPatch failed at 0001 fs: second change\nerror: sha1 information is lacking or useless (b.c).\nerror: could not build fake ancestor\nChecking patch b.c...\nerror: while searching for:\nerror: patch failed: b.c:1\nerror: b.c: patch does not apply",
+                "apply patch {}/other.diff (\"other\"):\nChecking patch b.c...\nerror: while searching for:\nerror: patch failed: b.c:1\nerror: b.c: patch does not apply",
                 d.path().display()
             )
         );
         assert!(!repo.join(".git/rebase-apply").exists());
+    }
+
+    /// A patch the tree already has used to be skipped silently by `git am --3way` when a
+    /// mail (counted as applied, no commit) and to fail as "does not apply" when a diff: both
+    /// now name the patch as already applied.
+    #[test]
+    fn a_patch_already_in_the_tree_is_named_whether_mail_or_diff() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("repo");
+        write(&repo, "a.c", "old\n");
+        write(&repo, "b.c", "x\n");
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", "base"]);
+        write(&repo, "b.c", "y\n");
+        git(&repo, &["commit", "-qam", "fs: change b"]);
+        // a real `git format-patch` mail (with index lines, so --3way can skip it)
+        git(&repo, &["format-patch", "-q", "-1", "-o", "../fp"]);
+        let mail = std::fs::read_dir(d.path().join("fp"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let want = "it is already applied: the tree has its changes (from the source or an \
+                    earlier patch), so it would change nothing; drop it from the series";
+        let twice = write(
+            d.path(),
+            "twice.mbox",
+            &std::fs::read_to_string(&mail).unwrap().repeat(2),
+        );
+        git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+        let both = expand(&[twice]).unwrap();
+        let err = apply(&repo, &both, "2000-01-01T00:00:00Z").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "apply patch {}/twice.mbox (message 2/2) (\"fs: change b\"):\n{want}",
+                d.path().display()
+            )
+        );
+        git(&repo, &["reset", "-q", "--hard", "HEAD"]);
+        let diff = write(
+            d.path(),
+            "again.diff",
+            "again\n--- a/b.c\n+++ b/b.c\n@@ -1 +1 @@\n-x\n+y\n",
+        );
+        let twice = expand(&[diff.clone(), diff]).unwrap();
+        let err = apply(&repo, &twice, "2000-01-01T00:00:00Z").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "apply patch {}/again.diff (\"again\"):\n{want}",
+                d.path().display()
+            )
+        );
+        assert!(!repo.join(".git/rebase-apply").exists());
+    }
+
+    #[test]
+    fn a_directory_of_patches_is_in_natural_order_without_its_cover_letter() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "ord/10-amend.patch", MAIL2);
+        write(d.path(), "ord/2-p2.patch", MAIL1);
+        write(d.path(), "ord/1-p1.patch", DIFF);
+        write(
+            d.path(),
+            "ord/0000-cover-letter.patch",
+            "From 0000 Mon Sep 17 00:00:00 2001\nFrom: Dev <d@example.org>\n\
+             Subject: [PATCH 0/3] *** SUBJECT HERE ***\n\n*** BLURB HERE ***\n\n\
+             Dev (3):\n  fs: one\n\n a.c | 2 +-\n 1 file changed\n\n--\n2.47.0\n",
+        );
+        let names: Vec<String> = expand(&[d.path().join("ord")])
+            .unwrap()
+            .iter()
+            .map(|p| file_name(&p.path))
+            .collect();
+        assert_eq!(names, ["1-p1.patch", "2-p2.patch", "10-amend.patch"]);
+        let mut v = [
+            "a10", "a2", "a02", "a1b", "a1", "b", "0001-x", "0010-y", "0002-z",
+        ];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            ["0001-x", "0002-z", "0010-y", "a1", "a1b", "a2", "a02", "a10", "b"]
+        );
     }
 }

@@ -62,6 +62,12 @@ pub enum AmplifyRunError {
         #[source]
         source: LoadError,
     },
+    #[error(
+        "write the amplified scenario to {}: that file exists and is kept; move it away or \
+         give another --out (checked before the search, which is not run)",
+        path.display()
+    )]
+    AmplifiedExists { path: PathBuf },
     #[error("amplify on one kernel: give one --kernel (and --against for a second)")]
     Kernels,
     #[error("search {path}: it declares no parameter with more than one value (add `values:` to its `parameters:`)")]
@@ -500,6 +506,14 @@ pub async fn amplify(opts: AmplifyOptions) -> Result<AmplifyOutcome, AmplifyRunE
         [one] => one.clone(),
         _ => return Err(AmplifyRunError::Kernels),
     };
+    // The amplified scenario is never written over a file: refuse one in --out now, not
+    // after the whole search (a default results directory is new).
+    if let Some(out) = &opts.vm.out {
+        let path = out.join(amplified_name(&opts.scenario));
+        if path.exists() || path.is_symlink() {
+            return Err(AmplifyRunError::AmplifiedExists { path });
+        }
+    }
     session.create_out(false)?;
     let mut specs = vec![kernel_spec.clone()];
     specs.extend(opts.against.clone());
@@ -573,12 +587,7 @@ pub fn finish(
             path: opts.scenario.clone(),
             source,
         })?;
-    let stem = opts
-        .scenario
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "scenario".into());
-    let amplified_path = out.join(format!("{stem}.amplified.yaml"));
+    let amplified_path = out.join(amplified_name(&opts.scenario));
     // Only the knobs where the winner differs from the file's defaults are rewritten (the
     // search may have started elsewhere: `bench amplify --baseline`); the rest of the file
     // stays as written.
@@ -659,6 +668,15 @@ pub fn finish(
     let json = out.join("amplify.json");
     write_json(&json, &outcome)?;
     Ok(outcome)
+}
+
+/// `<scenario stem>.amplified.yaml`: the file amplify writes in its results directory.
+fn amplified_name(scenario: &Path) -> String {
+    let stem = scenario
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    format!("{stem}.amplified.yaml")
 }
 
 fn write_new(path: &Path, text: &str) -> Result<(), AmplifyRunError> {

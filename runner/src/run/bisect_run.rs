@@ -1502,6 +1502,16 @@ impl CheckReport {
                 if *cached { "cached" } else { "measured now" }
             ));
         }
+        // Without a reference the verdict is whether the target was seen at all.
+        if let (BatchOutcome::Ran { iterations, .. }, None) = (&self.outcome, &self.rate) {
+            match bisect::check_exit_code(&self.outcome) {
+                bisect::EXIT_BAD => s.push_str("; bad: the target was seen"),
+                bisect::EXIT_GOOD => s.push_str(&format!(
+                    "; good: the target was not seen in {iterations} iterations"
+                )),
+                _ => s.push_str("; cannot test: no iteration ran"),
+            }
+        }
         if let (BatchOutcome::Ran { .. }, Some((t, v))) = (&self.outcome, &self.rate) {
             s.push_str(&format!(
                 "; {} (sequential test of {:.1}% against {:.1}%, each error at most {:.0}%)",
@@ -1903,6 +1913,32 @@ fn reference_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README says check's line gives the verdict; without a reference it had none.
+    #[test]
+    fn check_line_without_a_reference_says_the_verdict() {
+        let line = |iterations, failures| {
+            CheckReport {
+                outcome: BatchOutcome::Ran {
+                    iterations,
+                    failures,
+                },
+                rate: None,
+                measured: None,
+            }
+            .text()
+        };
+        assert!(
+            line(3, 0).ends_with("; good: the target was not seen in 3 iterations"),
+            "{}",
+            line(3, 0)
+        );
+        assert!(
+            line(2, 1).ends_with("; bad: the target was seen"),
+            "{}",
+            line(2, 1)
+        );
+    }
 
     fn t(s: &str) -> Target {
         Target::parse(s)

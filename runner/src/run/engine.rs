@@ -790,7 +790,11 @@ pub async fn run_batch<M: Machine>(
     let mut record = RunRecord {
         scenario: ScenarioInfo {
             name: s.name.clone(),
-            path: loaded.path.display().to_string(),
+            // absolute: `crashrig repro --param` reloads it from any directory
+            path: std::path::absolute(&loaded.path)
+                .unwrap_or_else(|_| loaded.path.clone())
+                .display()
+                .to_string(),
             description: s.description.clone(),
         },
         kernel: KernelInfo {

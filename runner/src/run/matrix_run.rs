@@ -41,7 +41,7 @@ pub enum MatrixRunError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Load(#[from] MatrixError),
-    #[error("use --kernel with a matrix: a matrix names its kernels in the matrix file")]
+    #[error("--kernel does not apply to a matrix: a matrix names its kernels in the matrix file (`kernels:`); drop --kernel")]
     KernelFlag,
     #[error("set `{name}` with --param: the matrix varies `{name}` itself")]
     ParamVaried { name: String },

@@ -86,7 +86,7 @@ pub enum SessionError {
         source: KernelError,
     },
     #[error(
-        "use --kconfig or --patches with `{spec}`: they apply to kernels crashrig builds (a git tree or debian-source:X)"
+        "--kconfig and --patches do not apply to `{spec}`: they apply only to kernels crashrig builds (a git tree or debian-source:X)"
     )]
     NotBuilt { spec: String },
     #[error(transparent)]
@@ -310,17 +310,25 @@ impl Session {
         };
         let (progress, rx) = build_progress();
         let fut = crate::kernel::resolve(&parsed, &opts, &self.cache, &progress);
-        let mut kernel = forward_build_progress(spec, &mut self.setup, fut, rx)
+        let kernel = forward_build_progress(spec, &mut self.setup, fut, rx)
             .await
             .map_err(|source| SessionError::Kernel {
                 spec: spec.into(),
                 source,
             })?;
-        // Results name the kernel as the user did, and what was added to it.
-        kernel.spec = spec.to_string();
-        kernel.kconfig = build.kconfig.clone();
-        kernel.patches = build.patches.clone();
-        Ok(kernel)
+        Ok(named(kernel, spec, build))
+    }
+
+    /// The build a run recorded (`build_key`), when the build cache still holds it: what
+    /// `crashrig repro` boots instead of building the patches again.
+    pub fn recorded_build(
+        &self,
+        spec: &str,
+        build: &BuildRequest,
+        build_key: &str,
+    ) -> Option<ResolvedKernel> {
+        let kernel = crate::kernel::build::recorded(&self.cache, build_key, spec)?;
+        Some(named(kernel, spec, build))
     }
 
     /// The guest image of `--recipe` (default: images/default.yaml), built or from the cache.
@@ -408,6 +416,19 @@ pub async fn forward_build_progress<T>(
     }
 }
 
+/// Results name the kernel as the user did, and what was added to it: patch files by
+/// absolute path, so that `crashrig repro` finds them from any directory.
+fn named(mut kernel: ResolvedKernel, spec: &str, build: &BuildRequest) -> ResolvedKernel {
+    kernel.spec = spec.to_string();
+    kernel.kconfig = build.kconfig.clone();
+    kernel.patches = build
+        .patches
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    kernel
+}
+
 /// Loads and validates a scenario with parameter values; returns it with its warnings
 /// (empty when none).
 pub fn load_scenario(
@@ -449,4 +470,40 @@ pub fn default_out() -> PathBuf {
         .to_string()
         .replace(':', "");
     PathBuf::from("crashrig-results").join(stamp.trim_end_matches('Z'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// results.json used to keep `--patches` as typed (relative to the cwd of the run), so
+    /// `crashrig repro` from another directory could not find them.
+    #[test]
+    fn results_name_patches_by_absolute_path() {
+        let kernel = ResolvedKernel {
+            spec: String::new(),
+            release: None,
+            version: "abc+1 patches".into(),
+            image: PathBuf::from("/cache/bzImage"),
+            modules_dir: None,
+            system_map: None,
+            vmlinux: None,
+            build_key: None,
+            image_sha256: String::new(),
+            kconfig: Vec::new(),
+            patches: Vec::new(),
+        };
+        let build = BuildRequest {
+            kconfig: vec!["debug".into()],
+            patches: vec![PathBuf::from("fix.patch"), PathBuf::from("/abs/series")],
+        };
+        let k = named(kernel, "debian-source:6.1", &build);
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(k.spec, "debian-source:6.1");
+        assert_eq!(k.kconfig, ["debug"]);
+        assert_eq!(
+            k.patches,
+            [cwd.join("fix.patch"), PathBuf::from("/abs/series")]
+        );
+    }
 }
