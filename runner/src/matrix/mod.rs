@@ -16,7 +16,7 @@ pub mod summary;
 pub mod testutil;
 
 pub use baseline::{
-    baseline_from, check, unchecked_cells, Baseline, BaselineCell, BaselineError, Regression,
+    baseline_from, check, judge, Baseline, BaselineCell, BaselineError, Judgement, Regression,
     BASELINE_SCHEMA,
 };
 pub use compare::{compare, failure_errno, Comparison, RunKey, ALPHA};
@@ -31,5 +31,6 @@ pub use params::cell_scenario;
 pub use partition::{default_jobs, parse_partition, Partition, PartitionError, PER_VM_OVERHEAD};
 pub use significance::{fisher_exact_greater, fisher_exact_two_sided, format_p};
 pub use summary::{
-    busy_window, errno_counts, exit_code, junit_cells, markdown, outcome_summary, rate_with_ci,
+    baseline_coverage, busy_window, errno_counts, exit_code, junit_cells, markdown,
+    outcome_summary, rate_with_ci,
 };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::baseline::Regression;
+use super::baseline::{Judgement, Regression};
 use super::compare::{Comparison, RunKey};
 use crate::report::{plural, Results, RunRecord, Summary};
 
@@ -92,6 +92,55 @@ pub fn markdown(
         );
     }
     md
+}
+
+/// What summary.md says about what a baseline covers (empty when it covers every cell and
+/// every entry matched): cells without an entry or without a known rate (judged as having
+/// no known failures), and entries that match no cell (a typo, or another shard's cells).
+pub fn baseline_coverage(j: &Judgement) -> String {
+    let list = |ids: &[String]| {
+        ids.iter()
+            .map(|id| format!("`{id}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut md = String::new();
+    if !j.unchecked.is_empty() {
+        let _ = writeln!(
+            md,
+            "- **Not in the baseline** ({}), judged as having no known failures (a failed \
+             iteration is a regression): {}",
+            plural(j.unchecked.len() as u64, "cell"),
+            list(&j.unchecked)
+        );
+    }
+    if !j.without_iterations.is_empty() {
+        let _ = writeln!(
+            md,
+            "- **Baseline entries without `iterations`** (no known failure rate; add \
+             `iterations` or `known_failure: true`), judged as having no known failures: {}",
+            list(&j.without_iterations)
+        );
+    }
+    if !j.unmatched.is_empty() {
+        let _ = writeln!(
+            md,
+            "- **Baseline entries that match no cell here** ({}): {}. Entries name a cell by \
+             its kernel label and scenario key as in the table above (a typo?), unless these \
+             are cells of another shard",
+            if j.unmatched.len() == 1 {
+                "1 entry".to_string()
+            } else {
+                format!("{} entries", j.unmatched.len())
+            },
+            list(&j.unmatched)
+        );
+    }
+    if md.is_empty() {
+        md
+    } else {
+        format!("\n### Baseline coverage\n\n{md}")
+    }
 }
 
 /// A table cell: `|` escaped, newlines as spaces, "–" when empty.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::matrix::{
-    self, baseline_from, check, compare, junit_cells, markdown, merge_named, Baseline,
-    BaselineError, MergeError, Regression,
+    self, baseline_coverage, baseline_from, compare, judge, junit_cells, markdown, merge_named,
+    Baseline, BaselineError, MergeError, Regression,
 };
 use crate::report::store::{read_json, read_results, write_atomic, write_json, StoreError};
 use crate::report::Results;
@@ -233,6 +233,33 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
             }
         )
     });
+    // A baseline of a partial merge would leave the missing cells out of every later check:
+    // written only when partial results were asked for, and then said.
+    let mut baselines = baselines;
+    let mut note = note;
+    if !missing.is_empty() {
+        if let Some(path) = &baselines.write {
+            let text = if args.allow_missing {
+                format!(
+                    "\n**The baseline written to {} covers only the {} merged**, not the \
+                     missing ones: cells it does not mention are judged as having no known \
+                     failures.\n",
+                    path.display(),
+                    crate::report::plural(merged.runs.len() as u64, "cell")
+                )
+            } else {
+                format!(
+                    "\n**No baseline written to {}**: it would leave out the missing cells \
+                     (--allow-missing writes one of the merged cells only).\n",
+                    path.display()
+                )
+            };
+            note.get_or_insert_with(String::new).push_str(&text);
+            if !args.allow_missing {
+                baselines.write = None;
+            }
+        }
+    }
     let mut outcome = write_all(&args.out, &merged, &baselines, note.as_deref())?;
     if note.is_some() && !args.allow_missing && outcome.exit_code == crate::exit::OK {
         outcome.exit_code = crate::exit::CONFIG_OR_INFRA;
@@ -255,8 +282,10 @@ fn write_all(
         check_baseline_target(path)?;
         write_json(path, &baseline_from(results))?;
     }
-    let regressions = baseline.map(|b| check(results, b)).unwrap_or_default();
+    let judgement = baseline.map(|b| judge(results, b)).unwrap_or_default();
+    let regressions = judgement.regressions.clone();
     let mut md = markdown(results, &compare(results), &regressions);
+    md.push_str(&baseline_coverage(&judgement));
     md.push_str(note.unwrap_or_default());
     write_atomic(
         &dir.join("junit.xml"),
@@ -407,6 +436,104 @@ mod tests {
             "my notes"
         );
         assert!(!mine.join("results.json").exists());
+    }
+
+    /// Writes `all`'s runs into one directory per shard (cell i in shard i % count + 1).
+    fn shard_dirs(root: &Path, all: &Results, count: u32) -> Vec<PathBuf> {
+        (1..=count)
+            .map(|index| {
+                let dir = root.join(format!("shard-{index}"));
+                std::fs::create_dir(&dir).unwrap();
+                let mut shard = all.clone();
+                shard
+                    .runs
+                    .retain(|r| r.cell.as_ref().unwrap().index % count + 1 == index);
+                write_json(&dir.join("results.json"), &shard).unwrap();
+                dir
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_mistyped_baseline_fails_failing_cells_and_is_named_in_the_summary() {
+        let cells =
+            matrix("name: b\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml]\n").cells();
+        let all = results(vec![run_for(&cells[0], 4, 4), run_for(&cells[1], 4, 4)]);
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = shard_dirs(tmp.path(), &all, 2);
+        let base = tmp.path().join("typo.json");
+        std::fs::write(
+            &base,
+            r#"{"cells": [{"kernel": "debian:6.1", "scenario": "coin", "known_failure": true},
+                          {"kernel": "debian-6.12", "scenario": "coin.yaml", "known_failure": true}]}"#,
+        )
+        .unwrap();
+        let outcome = report_merge(&MergeRequest {
+            dirs: dirs.clone(),
+            out: tmp.path().join("merged"),
+            baseline: Some(base),
+            write_baseline: None,
+            allow_missing: false,
+        })
+        .unwrap();
+        assert_eq!(outcome.exit_code, 1);
+        assert_eq!(outcome.regressions.len(), 2);
+        let md = &outcome.markdown;
+        assert!(
+            md.contains("- **Not in the baseline** (2 cells), judged as having no known failures"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "- **Baseline entries that match no cell here** (2 entries): `debian:6.1/coin`, \
+                 `debian-6.12/coin.yaml`."
+            ),
+            "{md}"
+        );
+        // An empty baseline: the same.
+        let empty = tmp.path().join("empty.json");
+        std::fs::write(&empty, r#"{"cells": []}"#).unwrap();
+        let outcome = report_merge(&MergeRequest {
+            dirs: dirs.clone(),
+            out: tmp.path().join("merged-empty"),
+            baseline: Some(empty),
+            write_baseline: None,
+            allow_missing: false,
+        })
+        .unwrap();
+        assert_eq!(outcome.exit_code, 1);
+
+        // A shard missing: no partial baseline unless --allow-missing, and then said.
+        let partial = tmp.path().join("partial.json");
+        let outcome = report_merge(&MergeRequest {
+            dirs: dirs[..1].to_vec(),
+            out: tmp.path().join("one"),
+            baseline: None,
+            write_baseline: Some(partial.clone()),
+            allow_missing: false,
+        })
+        .unwrap();
+        assert_ne!(outcome.exit_code, 0);
+        assert!(!partial.exists());
+        assert!(
+            outcome.markdown.contains("**No baseline written to "),
+            "{}",
+            outcome.markdown
+        );
+        let outcome = report_merge(&MergeRequest {
+            dirs: dirs[..1].to_vec(),
+            out: tmp.path().join("one-allowed"),
+            baseline: None,
+            write_baseline: Some(partial.clone()),
+            allow_missing: true,
+        })
+        .unwrap();
+        assert!(partial.exists());
+        assert!(
+            outcome.markdown.contains("covers only the 1 cell merged"),
+            "{}",
+            outcome.markdown
+        );
     }
 
     #[test]
