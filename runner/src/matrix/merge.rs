@@ -37,6 +37,16 @@ pub enum MergeError {
         first: String,
         expected: String,
     },
+    /// Two runs that must have run the same scenario, or kernel, did not.
+    #[error(
+        "merge {second}: {what}; the shards must run the same matrix file, scenario files, \
+         --param values and kernels (rerun the shards that differ)"
+    )]
+    Differs {
+        first: String,
+        second: String,
+        what: String,
+    },
     #[error("merge {second}: cell `{id}` is also in {first}")]
     Duplicate {
         id: String,
@@ -50,17 +60,142 @@ pub enum MergeError {
 /// Header fields: the earliest `started`, the latest `finished` (unset when any shard is
 /// unfinished), the first shard's version and host.
 pub fn merge_results(shards: Vec<Results>) -> Result<Results, MergeError> {
-    merge_named(
+    merge_checked(
         shards
             .into_iter()
             .enumerate()
             .map(|(i, r)| (format!("shard {}", i + 1), r))
             .collect(),
     )
+    .map(|m| m.results)
+}
+
+/// Merged results and what the merge could not check or found worth saying.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    pub results: Results,
+    /// Lines for summary.md (each a sentence).
+    pub notes: Vec<String>,
 }
 
 /// [`merge_results`] with shards named as errors should say (their directories).
 pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError> {
+    merge_checked(shards).map(|m| m.results)
+}
+
+/// The first run seen of a scenario (with its cell's parameters) or of a kernel label.
+struct Seen {
+    shard: String,
+    cell: String,
+    value: String,
+}
+
+/// `name=value, ...`, or "no parameters".
+fn setting_text(setting: &BTreeMap<String, String>) -> String {
+    if setting.is_empty() {
+        return "no parameters".into();
+    }
+    setting
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks that `run` (of `shard`) ran what the runs seen before of its scenario and kernel
+/// ran: the same scenario contents and parameter values, the same kernel behind its label.
+/// Shards whose runs record no scenario hash go to `unhashed`.
+fn check_consistent(
+    shard: &str,
+    run: &RunRecord,
+    cell: &CellInfo,
+    scenarios: &mut BTreeMap<String, Seen>,
+    kernels: &mut BTreeMap<String, Seen>,
+    unhashed: &mut Vec<String>,
+) -> Result<(), MergeError> {
+    let differs = |first: &Seen, what: String| MergeError::Differs {
+        first: first.shard.clone(),
+        second: shard.to_string(),
+        what,
+    };
+    let kernel = format!("{} ({})", run.kernel.spec, run.kernel.version);
+    match kernels.get(&cell.kernel) {
+        Some(first) if first.value != kernel => {
+            return Err(differs(
+                first,
+                format!(
+                    "kernel label `{}` ran {kernel} here (cell `{}`), but {} in {} (cell `{}`)",
+                    cell.kernel, cell.id, first.value, first.shard, first.cell
+                ),
+            ))
+        }
+        Some(_) => {}
+        None => {
+            kernels.insert(
+                cell.kernel.clone(),
+                Seen {
+                    shard: shard.to_string(),
+                    cell: cell.id.clone(),
+                    value: kernel,
+                },
+            );
+        }
+    }
+    // Cells of one scenario and parameter values differ only in their kernel.
+    let group = super::model::cell_id("", &cell.scenario, &cell.params);
+    let setting = setting_text(&run.setting);
+    let hash = run.scenario.sha256.clone().unwrap_or_default();
+    if hash.is_empty() && !unhashed.iter().any(|s| s == shard) {
+        unhashed.push(shard.to_string());
+    }
+    let value = format!("{setting}\n{hash}");
+    match scenarios.get(&group) {
+        Some(first) if first.value != value => {
+            let (first_setting, first_hash) = first.value.split_once('\n').unwrap_or_default();
+            let what = if first_setting != setting {
+                format!(
+                    "scenario `{}` ran with {setting} here (cell `{}`), but with {first_setting} \
+                     in {} (cell `{}`)",
+                    cell.scenario, cell.id, first.shard, first.cell
+                )
+            } else if first_hash.is_empty() || hash.is_empty() {
+                return Ok(());
+            } else {
+                format!(
+                    "scenario `{}` ran with other contents here (cell `{}`, sha256 {}) than in \
+                     {} (cell `{}`, sha256 {}): the scenario file changed between the shard \
+                     jobs",
+                    cell.scenario,
+                    cell.id,
+                    short(&hash),
+                    first.shard,
+                    first.cell,
+                    short(first_hash)
+                )
+            };
+            Err(differs(first, what))
+        }
+        Some(_) => Ok(()),
+        None => {
+            scenarios.insert(
+                group,
+                Seen {
+                    shard: shard.to_string(),
+                    cell: cell.id.clone(),
+                    value,
+                },
+            );
+            Ok(())
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// [`merge_named`], with the notes of what could not be checked.
+pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeError> {
     let mut header: Option<Results> = None;
     // Whether `header` is from a shard that ran a cell.
     let mut header_ran = false;
@@ -68,6 +203,9 @@ pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError
     // (shard, matrix name, digest) of the first cell seen.
     let mut matrix: Option<(String, String, String)> = None;
     let mut runs = Vec::new();
+    let mut scenarios = BTreeMap::new();
+    let mut kernels = BTreeMap::new();
+    let mut unhashed = Vec::new();
     for (name, mut shard) in shards {
         if shard.schema != SCHEMA_VERSION {
             return Err(MergeError::Schema {
@@ -103,6 +241,14 @@ pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError
                     second: name,
                 });
             }
+            check_consistent(
+                &name,
+                &run,
+                cell,
+                &mut scenarios,
+                &mut kernels,
+                &mut unhashed,
+            )?;
             run.summary = summarize(&run.iterations);
             runs.push(run);
         }
@@ -130,7 +276,19 @@ pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError
     let mut merged = header.ok_or(MergeError::Empty)?;
     merged.runs = runs;
     sort_runs(&mut merged);
-    Ok(merged)
+    let mut notes = Vec::new();
+    if !unhashed.is_empty() {
+        notes.push(format!(
+            "{} recorded no scenario hash (results of an older crashrig): whether every shard \
+             ran the same scenario contents could not be checked (parameter values and \
+             kernels were).",
+            unhashed.join(", ")
+        ));
+    }
+    Ok(Merged {
+        results: merged,
+        notes,
+    })
 }
 
 /// Puts matrix runs in expansion order (runs without a cell keep their order, last); the
@@ -291,6 +449,83 @@ mod tests {
             "{err}"
         );
         assert!(matches!(merge_results(vec![]), Err(MergeError::Empty)));
+    }
+
+    /// Shards whose cells ran another scenario content, other parameter values, or another
+    /// kernel behind a label would compare the edit, not the kernels: refused, naming both.
+    #[test]
+    fn shards_that_ran_different_scenarios_or_kernels_are_refused() {
+        let m = matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml]\n");
+        let c = m.cells();
+        let named = |a: RunRecord, b: RunRecord| {
+            vec![
+                ("s1".to_string(), results(vec![a])),
+                ("s2".to_string(), results(vec![b])),
+            ]
+        };
+        // Same scenario, same kernels: merges.
+        let ok = merge_checked(named(run_for(&c[0], 4, 4), run_for(&c[1], 4, 0))).unwrap();
+        assert_eq!(ok.notes, Vec::<String>::new());
+
+        // The scenario's parameter default changed between the shard jobs.
+        let mut a = run_for(&c[0], 4, 4);
+        a.setting.insert("pct".into(), "100".into());
+        let mut b = run_for(&c[1], 4, 0);
+        b.setting.insert("pct".into(), "0".into());
+        let err = merge_checked(named(a, b)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "merge s2: scenario `coin` ran with pct=0 here (cell `debian-6.12/coin`), but with \
+             pct=100 in s1 (cell `debian-6.1/coin`); the shards must run the same matrix file, \
+             scenario files, --param values and kernels (rerun the shards that differ)"
+        );
+
+        // The scenario file changed otherwise.
+        let a = run_for(&c[0], 4, 4);
+        let mut b = run_for(&c[1], 4, 0);
+        b.scenario.sha256 = Some("0123456789abcdef0123".into());
+        let err = merge_checked(named(a, b)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "merge s2: scenario `coin` ran with other contents here (cell \
+                 `debian-6.12/coin`, sha256 0123456789ab) than in s1 (cell `debian-6.1/coin`"
+            ),
+            "{err}"
+        );
+
+        // A label that stands for another kernel in one shard.
+        let relabeled = matrix(
+            "name: c\nkernels: [debian:6.1, {spec: debian:6.1, label: debian-6.12}]\n\
+             scenarios: [coin.yaml, pass.yaml]\n",
+        )
+        .cells();
+        let full = matrix(
+            "name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml, pass.yaml]\n",
+        )
+        .cells();
+        let err = merge_checked(named(run_for(&full[3], 4, 0), run_for(&relabeled[2], 4, 0)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "merge s2: kernel label `debian-6.12` ran debian:6.1 (debian:6.1-test) here \
+                 (cell `debian-6.12/coin`), but debian:6.12 (debian:6.12-test) in s1"
+            ),
+            "{err}"
+        );
+
+        // Results of an older crashrig record no hash: merged, and said.
+        let mut a = run_for(&c[0], 4, 4);
+        a.scenario.sha256 = None;
+        let old = merge_checked(named(a, run_for(&c[1], 4, 0))).unwrap();
+        assert_eq!(
+            old.notes,
+            [
+                "s1 recorded no scenario hash (results of an older crashrig): whether every shard \
+              ran the same scenario contents could not be checked (parameter values and \
+              kernels were)."
+            ]
+        );
     }
 
     #[test]

@@ -108,6 +108,10 @@ pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
             name: cell.scenario.key.clone(),
             path: cell.scenario.path.display().to_string(),
             description: String::new(),
+            sha256: Some(format!(
+                "sha-of-{}",
+                super::model::cell_id("", &cell.scenario.key, &cell.params)
+            )),
         },
         kernel: KernelInfo {
             spec: cell.kernel.spec_text.clone(),

@@ -36,6 +36,11 @@ pub struct ScenarioInfo {
     pub path: String,
     #[serde(default)]
     pub description: String,
+    /// SHA-256 (hex) of the scenario as it ran (after parameters), as in the run's
+    /// `scenario.yaml`: shards of a matrix that ran different contents do not merge. Absent
+    /// in results of older crashrig versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::matrix::{
-    self, baseline_coverage, baseline_from, compare, judge, junit_cells, markdown, merge_named,
+    self, baseline_coverage, baseline_from, compare, judge, junit_cells, markdown, merge_checked,
     Baseline, BaselineError, MergeError, Regression,
 };
 use crate::report::store::{read_json, read_results, write_atomic, write_json, StoreError};
@@ -164,13 +164,13 @@ pub fn check_baseline_target(path: &Path) -> Result<(), ReportError> {
 
 /// Reads `DIR/results.json` of each directory and merges them (see
 /// [`matrix::merge_results`]).
-pub fn merge_dirs(dirs: &[PathBuf]) -> Result<Results, ReportError> {
+pub fn merge_dirs(dirs: &[PathBuf]) -> Result<matrix::Merged, ReportError> {
     let mut shards = Vec::new();
     for dir in dirs {
         let path = dir.join("results.json");
         shards.push((dir.display().to_string(), read_results(&path)?));
     }
-    Ok(merge_named(shards)?)
+    Ok(merge_checked(shards)?)
 }
 
 /// After a matrix ran into `dir`: orders its results.json as the matrix expands, then
@@ -185,7 +185,10 @@ pub fn finish_matrix(dir: &Path, baselines: &Baselines) -> Result<Outcome, Repor
 /// `--out`.
 pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
     let baselines = Baselines::prepare(args.baseline.as_deref(), args.write_baseline.as_deref())?;
-    let merged = merge_dirs(&args.dirs)?;
+    let matrix::Merged {
+        results: merged,
+        notes,
+    } = merge_dirs(&args.dirs)?;
     // A merged directory may be merged into again; a run's directory never is.
     let out = args.out.canonicalize().ok();
     let why = if out.is_some() && args.dirs.iter().any(|d| d.canonicalize().ok() == out) {
@@ -237,6 +240,10 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
     // written only when partial results were asked for, and then said.
     let mut baselines = baselines;
     let mut note = note;
+    for line in &notes {
+        note.get_or_insert_with(String::new)
+            .push_str(&format!("\n**Merge**: {line}\n"));
+    }
     if !missing.is_empty() {
         if let Some(path) = &baselines.write {
             let text = if args.allow_missing {
@@ -261,7 +268,7 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
         }
     }
     let mut outcome = write_all(&args.out, &merged, &baselines, note.as_deref())?;
-    if note.is_some() && !args.allow_missing && outcome.exit_code == crate::exit::OK {
+    if !missing.is_empty() && !args.allow_missing && outcome.exit_code == crate::exit::OK {
         outcome.exit_code = crate::exit::CONFIG_OR_INFRA;
     }
     Ok(outcome)
@@ -560,7 +567,7 @@ mod tests {
             std::fs::write(dir.join("results.json"), text).unwrap();
             dirs.push(dir);
         }
-        assert_eq!(merge_dirs(&dirs).unwrap(), all);
+        assert_eq!(merge_dirs(&dirs).unwrap().results, all);
         dirs.push(tmp.path().join("absent"));
         let err = merge_dirs(&dirs).unwrap_err();
         assert!(err.to_string().starts_with("read "), "{err}");
