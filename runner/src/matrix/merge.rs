@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use super::model::Cell;
-use crate::report::{summarize, CellInfo, Results, RunRecord, SCHEMA_VERSION};
+use crate::report::{summarize, CellInfo, MatrixId, Results, RunRecord, SCHEMA_VERSION};
 
 #[derive(Debug, Error)]
 pub enum MergeError {
@@ -47,6 +47,12 @@ pub enum MergeError {
         second: String,
         what: String,
     },
+    /// Every shard given ran no cell: nothing was merged, which is no result.
+    #[error(
+        "merge {shards}: no shard holds a run of a cell{matrix}; every shard given is empty \
+         (a partition past the end of the matrix), so the shards that ran cells are missing"
+    )]
+    NoCells { shards: String, matrix: String },
     #[error("merge {second}: cell `{id}` is also in {first}")]
     Duplicate {
         id: String,
@@ -190,6 +196,29 @@ fn check_consistent(
     }
 }
 
+/// Checks that `shard`'s matrix `id` is the one seen first (by name and digest).
+fn same_matrix(
+    seen: &mut Option<(String, MatrixId)>,
+    shard: &str,
+    id: MatrixId,
+) -> Result<(), MergeError> {
+    match seen {
+        None => {
+            *seen = Some((shard.to_string(), id));
+            Ok(())
+        }
+        Some((first, m)) if m.digest != id.digest || m.name != id.name => {
+            Err(MergeError::DifferentMatrix {
+                shard: shard.to_string(),
+                found: id.to_string(),
+                first: first.clone(),
+                expected: m.to_string(),
+            })
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
@@ -200,8 +229,11 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
     // Whether `header` is from a shard that ran a cell.
     let mut header_ran = false;
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    // (shard, matrix name, digest) of the first cell seen.
-    let mut matrix: Option<(String, String, String)> = None;
+    // The shard that first named the matrix (in its header or a cell), and the matrix.
+    let mut matrix: Option<(String, MatrixId)> = None;
+    let names: Vec<String> = shards.iter().map(|(n, _)| n.clone()).collect();
+    // Whether a shard's header named it (results of older versions do not).
+    let mut named_in_header = false;
     let mut runs = Vec::new();
     let mut scenarios = BTreeMap::new();
     let mut kernels = BTreeMap::new();
@@ -213,6 +245,10 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
                 found: shard.schema,
             });
         }
+        if let Some(id) = shard.matrix.clone() {
+            same_matrix(&mut matrix, &name, id)?;
+            named_in_header = true;
+        }
         let shard_ran = !shard.runs.is_empty();
         for mut run in std::mem::take(&mut shard.runs) {
             let Some(cell) = &run.cell else {
@@ -222,18 +258,7 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
                     kernel: run.kernel.spec,
                 });
             };
-            match &matrix {
-                None => matrix = Some((name.clone(), cell.matrix.clone(), cell.digest.clone())),
-                Some((first, m, d)) if *d != cell.digest => {
-                    return Err(MergeError::DifferentMatrix {
-                        shard: name,
-                        found: format!("`{}` ({})", cell.matrix, cell.digest),
-                        first: first.clone(),
-                        expected: format!("`{m}` ({d})"),
-                    })
-                }
-                Some(_) => {}
-            }
+            same_matrix(&mut matrix, &name, MatrixId::of(cell))?;
             if let Some(first) = seen.insert(cell.id.clone(), name.clone()) {
                 return Err(MergeError::Duplicate {
                     id: cell.id.clone(),
@@ -274,6 +299,20 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
         }
     }
     let mut merged = header.ok_or(MergeError::Empty)?;
+    if runs.is_empty() {
+        return Err(MergeError::NoCells {
+            shards: names.join(", "),
+            matrix: matrix.map_or_else(String::new, |(_, m)| {
+                format!(
+                    " of matrix {m}, which has {}",
+                    crate::report::plural(u64::from(m.cells), "cell")
+                )
+            }),
+        });
+    }
+    if named_in_header {
+        merged.matrix = matrix.map(|(_, m)| m);
+    }
     merged.runs = runs;
     sort_runs(&mut merged);
     let mut notes = Vec::new();
@@ -398,12 +437,64 @@ mod tests {
         }
         shards.rotate_right(2);
         assert_eq!(merge_results(shards).unwrap(), all);
-        // Only empty shards: an empty result set.
-        let empty = results(Vec::new());
+    }
+
+    /// Empty shards name their matrix: merging only empty shards is no result, and an empty
+    /// shard of another matrix is refused like any shard of it.
+    #[test]
+    fn empty_shards_carry_their_matrix_and_alone_merge_to_an_error() {
+        let (cells, all) = unsharded();
+        let id = MatrixId::of(&cells[0].info());
+        let mut empty = results(Vec::new());
+        empty.matrix = Some(id.clone());
+        let err = merge_checked(vec![
+            ("e1".to_string(), empty.clone()),
+            ("e2".to_string(), empty.clone()),
+        ])
+        .unwrap_err()
+        .to_string();
         assert_eq!(
-            merge_results(vec![empty.clone(), empty.clone()]).unwrap(),
-            empty
+            err,
+            format!(
+                "merge e1, e2: no shard holds a run of a cell of matrix `seed` ({}), which has \
+                 8 cells; every shard given is empty (a partition past the end of the matrix), \
+                 so the shards that ran cells are missing",
+                id.digest
+            )
         );
+        // Older empty shards name no matrix: still no result.
+        assert!(matches!(
+            merge_results(vec![results(Vec::new())]),
+            Err(MergeError::NoCells { .. })
+        ));
+        // An empty shard of another matrix.
+        let other = matrix("name: other\nkernels: [debian:6.1]\nscenarios: [x.yaml]\n").cells();
+        let mut foreign = results(Vec::new());
+        foreign.matrix = Some(MatrixId::of(&other[0].info()));
+        let err = merge_checked(vec![
+            (
+                "s1".to_string(),
+                shard(&all, Partition { index: 1, count: 1 }),
+            ),
+            ("e".to_string(), foreign),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("merge e: it is from matrix `other` ("),
+            "{err}"
+        );
+        // The empty shard of this matrix merges, and the merged header names the matrix.
+        let merged = merge_checked(vec![
+            (
+                "s1".to_string(),
+                shard(&all, Partition { index: 1, count: 1 }),
+            ),
+            ("e".to_string(), empty),
+        ])
+        .unwrap();
+        assert_eq!(merged.results.matrix, Some(id));
+        assert_eq!(merged.results.runs, all.runs);
     }
 
     #[test]

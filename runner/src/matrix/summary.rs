@@ -10,15 +10,17 @@ use super::baseline::{Judgement, Regression};
 use super::compare::{Comparison, RunKey};
 use crate::report::{plural, Results, RunRecord, Summary};
 
-/// The title: the matrix name of the first cell, else "crashrig results".
+/// The title: the matrix name of the first cell or of the header, else "crashrig results".
 fn title(results: &Results) -> String {
     results
         .runs
         .iter()
         .find_map(|r| r.cell.as_ref())
+        .map(|c| c.matrix.clone())
+        .or_else(|| results.matrix.as_ref().map(|m| m.name.clone()))
         .map_or_else(
             || "crashrig results".into(),
-            |c| format!("crashrig matrix `{}`", c.matrix),
+            |name| format!("crashrig matrix `{name}`"),
         )
 }
 

@@ -148,6 +148,7 @@ pub fn results(runs: Vec<RunRecord>) -> Results {
         finished: Some("2026-11-25T11:00:00Z".into()),
         host: HostInfo::default(),
         runs,
+        matrix: None,
     }
 }
 

@@ -35,6 +35,7 @@ impl ResultsWriter {
                 finished: None,
                 host,
                 runs: Vec::new(),
+                matrix: None,
             },
             positions: Default::default(),
             error: None,

@@ -175,8 +175,15 @@ pub fn merge_dirs(dirs: &[PathBuf]) -> Result<matrix::Merged, ReportError> {
 
 /// After a matrix ran into `dir`: orders its results.json as the matrix expands, then
 /// writes the reports (see [`write_all`]).
-pub fn finish_matrix(dir: &Path, baselines: &Baselines) -> Result<Outcome, ReportError> {
+pub fn finish_matrix(
+    dir: &Path,
+    baselines: &Baselines,
+    identity: Option<crate::report::MatrixId>,
+) -> Result<Outcome, ReportError> {
     let mut results = read_results(&dir.join("results.json"))?;
+    if identity.is_some() {
+        results.matrix = identity;
+    }
     matrix::sort_runs(&mut results);
     write_all(dir, &results, baselines, None)
 }

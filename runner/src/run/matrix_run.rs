@@ -14,6 +14,7 @@ use crate::matrix::{self, MatrixError, Partition};
 use crate::report::events::{Event, EventSink, Forward, Reporter};
 use crate::report::store::StoreError;
 use crate::report::writer::ResultsWriter;
+use crate::report::MatrixId;
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
 /// What `crashrig matrix` runs, as plain values.
@@ -69,6 +70,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     let baselines = baselines(&args, &m)?;
     let mut session = Session::new(vm);
     let all = m.cells();
+    let identity = all.first().map(|c| MatrixId::of(&c.info()));
     let mut cells = match &args.partition {
         Some(p) => p.select(&all),
         None => all.clone(),
@@ -83,9 +85,9 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         // A --resume keeps what is there (this shard never wrote runs).
         let path = out.join("results.json");
         if !path.exists() {
-            crate::report::store::write_json(&path, &empty_results())?;
+            crate::report::store::write_json(&path, &empty_results(identity.clone()))?;
         }
-        return finish(&out, &baselines, sink);
+        return finish(&out, &baselines, identity, sink);
     }
     let existing = if args.resume {
         session.existing_results()?
@@ -168,7 +170,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     let Some(first) = cells.first() else {
         let sink = session.setup_sink();
         sink.info("every cell of this matrix (or shard) has finished; nothing to run");
-        return finish(&out, &baselines, sink);
+        return finish(&out, &baselines, identity, sink);
     };
     let host = session.host(&kernels[&first.kernel.label].image).await?;
     let accel = host.accel;
@@ -240,7 +242,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     while tasks.join_next().await.is_some() {}
     // The writer's last results.json comes before the reports that read it.
     super::session::finish(&mut sink)?;
-    finish(&out, &baselines, &mut sink)
+    finish(&out, &baselines, identity, &mut sink)
 }
 
 /// The baseline to check against (`--baseline`, else the matrix's `baseline`), read, and the
@@ -273,8 +275,9 @@ fn empty_shard_note(partition: Option<&Partition>, cells: usize) -> String {
     )
 }
 
-/// The results of a shard that ran no cell: no runs, no host (nothing was booted).
-fn empty_results() -> crate::report::Results {
+/// The results of a shard that ran no cell: no runs, no host (nothing was booted), but the
+/// matrix it belongs to, so a merge of only empty shards, or of another matrix's, is caught.
+fn empty_results(matrix: Option<MatrixId>) -> crate::report::Results {
     let now = crate::report::writer::now_rfc3339();
     crate::report::Results {
         schema: crate::report::SCHEMA_VERSION,
@@ -283,13 +286,19 @@ fn empty_results() -> crate::report::Results {
         finished: Some(now),
         host: crate::report::HostInfo::default(),
         runs: Vec::new(),
+        matrix,
     }
 }
 
 /// Orders the runs as the matrix expands, writes the reports and the baseline, and decides
 /// the exit code. The markdown summary goes to `sink` as the command's report.
-fn finish(out: &Path, baselines: &Baselines, sink: &mut EventSink) -> Result<i32, MatrixRunError> {
-    let outcome = finish_matrix(out, baselines)?;
+fn finish(
+    out: &Path,
+    baselines: &Baselines,
+    identity: Option<MatrixId>,
+    sink: &mut EventSink,
+) -> Result<i32, MatrixRunError> {
+    let outcome = finish_matrix(out, baselines, identity)?;
     sink.emit(Event::Report {
         text: outcome.markdown,
     });
