@@ -355,6 +355,35 @@ pub fn missing_cells(results: &Results) -> Vec<u32> {
     (0..total).filter(|i| !present.contains(i)).collect()
 }
 
+/// Why `existing` (the results.json of a `--resume`) is not an earlier run of matrix `name`:
+/// it holds a run that is no matrix cell (a `crashrig run`'s), or a run or header of another
+/// matrix. Resuming would drop those runs from results.json. None when it is this matrix's
+/// (its file may have changed meanwhile: the digest is not compared).
+pub fn not_this_matrix(existing: &Results, name: &str) -> Option<String> {
+    if let Some(m) = existing.matrix.as_ref().filter(|m| m.name != name) {
+        return Some(format!("it holds results of matrix `{}`", m.name));
+    }
+    existing
+        .runs
+        .iter()
+        .enumerate()
+        .find_map(|(i, run)| match &run.cell {
+            None => Some(format!(
+                "its run {} (`{}` on {}) is not a matrix cell (results of `crashrig run`?)",
+                i + 1,
+                run.scenario.name,
+                run.kernel.spec
+            )),
+            Some(c) if c.matrix != name => Some(format!(
+                "its run {} is cell `{}` of matrix `{}`",
+                i + 1,
+                c.id,
+                c.matrix
+            )),
+            Some(_) => None,
+        })
+}
+
 /// Whether `existing` holds a finished run of this cell.
 fn finished(existing: &Results, id: &str) -> bool {
     existing
@@ -656,6 +685,34 @@ mod tests {
             .collect();
         assert_eq!(positions, [4, 5]);
         assert_eq!(pending_cells(&grown, &existing).len(), 6);
+    }
+
+    #[test]
+    fn resume_refuses_results_of_a_plain_run_or_another_matrix() {
+        let (_, all) = unsharded();
+        assert_eq!(not_this_matrix(&all, "seed"), None);
+        let mut plain = all.clone();
+        plain.runs[1].cell = None;
+        assert_eq!(
+            not_this_matrix(&plain, "seed").as_deref(),
+            Some(
+                "its run 2 (`seed-kill-umount` on debian:6.1) is not a matrix cell (results of \
+                 `crashrig run`?)"
+            )
+        );
+        let other =
+            matrix("name: other\nkernels: [debian:6.1]\nscenarios: [seed-kill-umount.yaml]\n");
+        let foreign = results(vec![run_for(&other.cells()[0], 2, 2)]);
+        assert_eq!(
+            not_this_matrix(&foreign, "seed").as_deref(),
+            Some("its run 1 is cell `debian-6.1/seed-kill-umount` of matrix `other`")
+        );
+        let mut empty_other = results(Vec::new());
+        empty_other.matrix = Some(MatrixId::of(&other.cells()[0].info()));
+        assert_eq!(
+            not_this_matrix(&empty_other, "seed").as_deref(),
+            Some("it holds results of matrix `other`")
+        );
     }
 
     #[test]

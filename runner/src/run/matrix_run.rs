@@ -48,6 +48,18 @@ pub enum MatrixRunError {
     ParamVaried { name: String },
     #[error("validate the scenarios of the matrix ({count} problems above)")]
     Scenarios { count: usize },
+    /// `--resume` on a directory that holds other results: resuming would drop them.
+    #[error(
+        "resume {}: {why}; it is not an earlier run of matrix `{matrix}`, and resuming would \
+         drop those runs. Nothing was run or changed: give the --out of this matrix's earlier \
+         run, or a new --out without --resume",
+        out.display()
+    )]
+    ResumeOther {
+        out: PathBuf,
+        why: String,
+        matrix: String,
+    },
     #[error(transparent)]
     Results(#[from] StoreError),
     #[error(transparent)]
@@ -77,6 +89,21 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     };
     session.create_out(args.resume)?;
     let out = session.out.clone();
+    let existing = if args.resume {
+        session.existing_results()?
+    } else {
+        None
+    };
+    if let Some(why) = existing
+        .as_ref()
+        .and_then(|e| matrix::not_this_matrix(e, &m.name))
+    {
+        return Err(MatrixRunError::ResumeOther {
+            out,
+            why,
+            matrix: m.name.clone(),
+        });
+    }
     if cells.is_empty() {
         // A shard past the end of a small matrix (CI with a fixed shard count): nothing to
         // run, but a result set that merges, so the job passes and `report merge` works.
@@ -89,11 +116,6 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         }
         return finish(&out, &baselines, identity, sink);
     }
-    let existing = if args.resume {
-        session.existing_results()?
-    } else {
-        None
-    };
     if let Some(existing) = &existing {
         cells = matrix::pending_cells(&cells, existing);
     }
