@@ -238,6 +238,9 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
     let mut scenarios = BTreeMap::new();
     let mut kernels = BTreeMap::new();
     let mut unhashed = Vec::new();
+    // Per scenario (and parameter values): the iterations its runs were to make.
+    let mut planned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut counts: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
     for (name, mut shard) in shards {
         if shard.schema != SCHEMA_VERSION {
             return Err(MergeError::Schema {
@@ -265,6 +268,14 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
                     first,
                     second: name,
                 });
+            }
+            if let Some(n) = run.iterations_planned {
+                let group = super::model::cell_id("", &cell.scenario, &cell.params);
+                planned
+                    .entry(group.trim_start_matches('/').to_string())
+                    .or_default()
+                    .push(format!("{n} in {name} (`{}`)", cell.id));
+                counts.entry(group).or_default().insert(n);
             }
             check_consistent(
                 &name,
@@ -323,6 +334,15 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
              kernels were).",
             unhashed.join(", ")
         ));
+    }
+    for ((group, runs), (_, ns)) in planned.iter().zip(&counts) {
+        if ns.len() > 1 {
+            notes.push(format!(
+                "cells of `{group}` were to run different numbers of iterations: {} (shards \
+                 run with different -n?); their rates are compared as they are.",
+                runs.join(", ")
+            ));
+        }
     }
     Ok(Merged {
         results: merged,
@@ -646,6 +666,30 @@ mod tests {
               kernels were)."
             ]
         );
+    }
+
+    #[test]
+    fn shards_run_with_different_iteration_counts_are_said() {
+        let m = matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [slow.yaml]\n");
+        let c = m.cells();
+        let mut cut = run_for(&c[0], 15, 9);
+        cut.iterations_planned = Some(30);
+        cut.finished = None;
+        let merged = merge_checked(vec![
+            ("s1".to_string(), results(vec![cut])),
+            ("s2".to_string(), results(vec![run_for(&c[1], 3, 0)])),
+        ])
+        .unwrap();
+        assert_eq!(
+            merged.notes,
+            [
+                "cells of `slow` were to run different numbers of iterations: 30 in s1 \
+              (`debian-6.1/slow`), 3 in s2 (`debian-6.12/slow`) (shards run with different \
+              -n?); their rates are compared as they are."
+            ]
+        );
+        // The cell stays unfinished (summary.md and junit-cells.xml mark it).
+        assert_eq!(merged.results.runs[0].finished, None);
     }
 
     #[test]

@@ -42,6 +42,14 @@ pub fn markdown(
         let s = &run.summary;
         let params: Vec<String> = key.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut iterations = s.iterations.to_string();
+        if run.finished.is_none() {
+            match run.iterations_planned {
+                Some(n) => {
+                    let _ = write!(iterations, " of {n}, unfinished");
+                }
+                None => iterations.push_str(" (unfinished)"),
+            }
+        }
         if s.errors > 0 {
             let _ = write!(iterations, " ({})", plural(u64::from(s.errors), "error"));
         }
@@ -84,6 +92,14 @@ pub fn markdown(
         for r in regressions {
             let _ = writeln!(md, "- {r}");
         }
+    }
+    for run in results.runs.iter().filter(|r| r.finished.is_none()) {
+        let _ = writeln!(
+            md,
+            "\n> **{}**: {}",
+            RunKey::of(run).id(),
+            unfinished_text(run)
+        );
     }
     for run in results.runs.iter().filter(|r| r.error.is_some()) {
         let _ = writeln!(
@@ -143,6 +159,18 @@ pub fn baseline_coverage(j: &Judgement) -> String {
     } else {
         format!("\n### Baseline coverage\n\n{md}")
     }
+}
+
+/// What a run that never finished (its shard interrupted or killed) is said to be.
+fn unfinished_text(run: &RunRecord) -> String {
+    let planned = run
+        .iterations_planned
+        .map_or_else(String::new, |n| format!(" of {n}"));
+    format!(
+        "the run never finished (interrupted or killed): {}{planned} ran, so this cell is \
+         incomplete; `crashrig matrix --resume` on its results directory runs the rest",
+        plural(run.iterations.len() as u64, "iteration")
+    )
 }
 
 /// A table cell: `|` escaped, newlines as spaces, "–" when empty.
@@ -276,7 +304,16 @@ pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeEr
     for run in &results.runs {
         let key = RunKey::of(run);
         let s = &run.summary;
-        let status = if run.error.is_some() || (s.iterations > 0 && s.iterations == s.errors) {
+        let status = if run.finished.is_none() {
+            let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
+            st.set_message(format!(
+                "{}: {}",
+                unfinished_text(run),
+                outcome_summary(run)
+            ));
+            st.set_type("incomplete");
+            st
+        } else if run.error.is_some() || (s.iterations > 0 && s.iterations == s.errors) {
             let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
             st.set_message(outcome_summary(run));
             if let Some(e) = &run.error {
@@ -314,7 +351,7 @@ pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeEr
         case.add_property(("kernel-version", run.kernel.version.as_str()));
         case.add_property(("iterations", s.iterations.to_string().as_str()));
         case.add_property(("failed", s.failed.to_string().as_str()));
-        if s.failed == 0 && run.error.is_none() {
+        if s.failed == 0 && run.error.is_none() && run.finished.is_some() {
             case.set_system_out(outcome_summary(run));
         }
         match suites.iter_mut().find(|t| t.name.as_str() == key.scenario) {
@@ -334,7 +371,8 @@ pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeEr
 
 /// Exit code of a matrix run or merge: with a baseline, 1 when there is a regression (known
 /// bugs pass); without one, 1 when any cell had a failed iteration; else 0. Runs that ended
-/// with an infrastructure error give 2 when nothing else failed.
+/// with an infrastructure error, or never finished (an interrupted shard), give 2 when
+/// nothing else failed.
 pub fn exit_code(results: &Results, baseline_used: bool, regressions: &[Regression]) -> i32 {
     let failed = if baseline_used {
         !regressions.is_empty()
@@ -343,7 +381,11 @@ pub fn exit_code(results: &Results, baseline_used: bool, regressions: &[Regressi
     };
     if failed {
         crate::exit::EXPECTATION_FAILED
-    } else if results.runs.iter().any(|r| r.error.is_some()) {
+    } else if results
+        .runs
+        .iter()
+        .any(|r| r.error.is_some() || r.finished.is_none())
+    {
         crate::exit::CONFIG_OR_INFRA
     } else {
         crate::exit::OK
@@ -520,6 +562,33 @@ mod tests {
         assert_eq!(parsed.failures, 2);
         assert_eq!(parsed.errors, 1);
         assert!(xml.starts_with("<?xml"), "{xml}");
+    }
+
+    /// A cell of an interrupted shard (no `finished`) is incomplete, not an ordinary result:
+    /// marked in summary.md and junit-cells.xml, and an error in the exit code.
+    #[test]
+    fn an_unfinished_cell_is_marked_incomplete() {
+        let m = matrix("name: u\nkernels: [debian:6.1, debian:6.12]\nscenarios: [slow.yaml]\n");
+        let c = m.cells();
+        let mut cut = run_for(&c[0], 15, 0);
+        cut.iterations_planned = Some(30);
+        cut.finished = None;
+        let r = results(vec![cut, run_for(&c[1], 3, 0)]);
+        let md = markdown(&r, &compare(&r), &[]);
+        assert!(
+            md.contains("| debian-6.1 | slow | – | 15 of 30, unfinished | 0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "> **debian-6.1/slow**: the run never finished (interrupted or killed): 15 \
+                 iterations of 30 ran, so this cell is incomplete"
+            ),
+            "{md}"
+        );
+        let parsed = Report::deserialize_from_str(&junit_cells(&r).unwrap()).unwrap();
+        assert_eq!(parsed.errors, 1);
+        assert_eq!(exit_code(&r, false, &[]), 2);
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub fn run_for(cell: &Cell, n: u32, failed: u32) -> RunRecord {
 }
 
 pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
+    let planned = iterations.len() as u32;
     RunRecord {
         scenario: ScenarioInfo {
             name: cell.scenario.key.clone(),
@@ -137,6 +138,7 @@ pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
         iterations,
         cell: Some(cell.info()),
         setting: cell.params.clone(),
+        iterations_planned: Some(planned),
     }
 }
 

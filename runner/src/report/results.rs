@@ -245,6 +245,10 @@ pub struct RunRecord {
     /// `--param` values and a matrix cell's values. Empty without parameters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub setting: BTreeMap<String, String>,
+    /// Iterations the run was to make (`-n`, the matrix's or the scenario's `iterations`);
+    /// a run that never finished holds fewer. Absent in results of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations_planned: Option<u32>,
 }
 
 fn restore_never() -> String {

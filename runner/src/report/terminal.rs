@@ -677,6 +677,7 @@ mod tests {
             setup: vec![],
             error: None,
             setting: Default::default(),
+            iterations_planned: None,
             summary: summarize(&iterations),
             iterations,
         }

@@ -805,6 +805,7 @@ pub async fn run_batch<M: Machine>(
         restore: opts.restore.to_string(),
         independent_iterations: false,
         setting: s.setting.clone(),
+        iterations_planned: Some(iterations),
         guest_image: guest_image_key.to_string(),
         boots: Vec::new(),
         setup: Vec::new(),
