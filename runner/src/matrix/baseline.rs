@@ -500,6 +500,42 @@ mod tests {
         assert_eq!(check(&r, &known), []);
     }
 
+    /// The baseline example in docs/matrix.md reads, and its finding signature is the one
+    /// crashrig writes for that WARNING: a baseline written as the docs show matches.
+    #[test]
+    fn the_documented_baseline_matches_what_crashrig_records() {
+        let docs = include_str!("../../../docs/matrix.md");
+        let start = docs.find("## Baselines").unwrap();
+        let block = &docs[start..];
+        let json = block
+            .split("```json\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let b: Baseline = serde_json::from_str(json).unwrap();
+        let ctx = crate::outcome::ClassifyContext {
+            expected_fs_errors: false,
+            expected_panic: false,
+            ignore: Vec::new(),
+        };
+        let found = crate::outcome::classify_console(
+            "[   12.5] WARNING: CPU: 0 PID: 1 at fs/xfs/xfs_inode.c:100 \
+             xfs_inode_inactive+0x10/0x20\n",
+            &ctx,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        let cells = seed_matrix().cells();
+        let cell = cells
+            .iter()
+            .find(|c| c.id() == "debian-6.12/seed-kill-umount/filesystem=xfs")
+            .unwrap();
+        let mut run = run_for(cell, 20, 3);
+        run.iterations[0].findings.push(found[0].clone());
+        run.summary = summarize(&run.iterations);
+        let j = judge(&results(vec![run]), &b);
+        assert_eq!(j.regressions, [], "{:?}", found[0].signature);
+    }
+
     #[test]
     fn rates_outside_0_to_1_are_refused() {
         for rate in [-3.0, 7.5, f64::NAN] {
