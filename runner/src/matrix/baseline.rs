@@ -183,6 +183,17 @@ pub enum Regression {
     },
 }
 
+impl Regression {
+    /// The id of the cell regressed.
+    pub fn cell(&self) -> &str {
+        match self {
+            Regression::RateIncrease { cell, .. }
+            | Regression::Unbaselined { cell, .. }
+            | Regression::NewFinding { cell, .. } => cell,
+        }
+    }
+}
+
 impl fmt::Display for Regression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -240,6 +251,12 @@ pub struct Judgement {
     /// Baseline entries (as cell ids) that match no run: a typo in a label or scenario, or a
     /// cell these results do not hold (another shard's).
     pub unmatched: Vec<String>,
+    /// Ids of runs with failed iterations that are no regression: failures the baseline
+    /// knows (JUnit marks them known, not failed, as the exit code does).
+    pub known: Vec<String>,
+    /// Cells doing significantly better than the baseline, or a `known_failure` cell with no
+    /// failure: the entry is stale and would hide the bug's return. One line each.
+    pub improvements: Vec<String>,
 }
 
 /// The regressions of `results` against `baseline`, in run order (see [`judge`]).
@@ -299,6 +316,31 @@ pub fn judge(results: &Results, baseline: &Baseline) -> Judgement {
                 });
             }
         }
+        if judged > 0 && base.known_failure && s.failed == 0 {
+            out.improvements.push(format!(
+                "{}: marked known_failure, but none of {judged} iterations failed; if the bug is \
+                 fixed, drop known_failure so its return is a regression",
+                key.id()
+            ));
+        } else if judged > 0 && !base.known_failure && base.iterations > 0 {
+            let bf = base.failures();
+            let p = fisher_exact_greater(
+                u64::from(bf),
+                u64::from(base.iterations - bf),
+                u64::from(s.failed),
+                u64::from(judged - s.failed),
+            );
+            if p < ALPHA {
+                out.improvements.push(format!(
+                    "{}: failure rate fell from {bf}/{} to {}/{judged}, {}; update the \
+                     baseline (--write-baseline) so a return to the old rate is a regression",
+                    key.id(),
+                    base.iterations,
+                    s.failed,
+                    format_p(p)
+                ));
+            }
+        }
         for f in s.findings.iter().filter(|f| !f.expected) {
             if !base.findings.contains(&f.signature) {
                 out.regressions.push(Regression::NewFinding {
@@ -309,6 +351,11 @@ pub fn judge(results: &Results, baseline: &Baseline) -> Judgement {
                     count: f.count,
                 });
             }
+        }
+        let id = key.id();
+        let regressed = out.regressions.iter().any(|r| r.cell() == id);
+        if s.failed > 0 && !regressed {
+            out.known.push(id);
         }
     }
     let keys: Vec<RunKey> = results.runs.iter().map(RunKey::of).collect();

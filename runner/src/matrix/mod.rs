@@ -32,6 +32,6 @@ pub use params::cell_scenario;
 pub use partition::{default_jobs, parse_partition, Partition, PartitionError, PER_VM_OVERHEAD};
 pub use significance::{fisher_exact_greater, fisher_exact_two_sided, format_p};
 pub use summary::{
-    baseline_coverage, busy_window, errno_counts, exit_code, junit_cells, markdown,
-    outcome_summary, rate_with_ci,
+    baseline_coverage, busy_window, errno_counts, exit_code, junit_cells, junit_cells_known,
+    markdown, outcome_summary, rate_with_ci,
 };

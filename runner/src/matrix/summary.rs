@@ -115,6 +115,7 @@ pub fn markdown(
 /// What summary.md says about what a baseline covers (empty when it covers every cell and
 /// every entry matched): cells without an entry or without a known rate (judged as having
 /// no known failures), and entries that match no cell (a typo, or another shard's cells).
+/// Also the improvements (a stale entry would hide a bug's return) and the known failures.
 pub fn baseline_coverage(j: &Judgement) -> String {
     let list = |ids: &[String]| {
         ids.iter()
@@ -154,11 +155,25 @@ pub fn baseline_coverage(j: &Judgement) -> String {
             list(&j.unmatched)
         );
     }
-    if md.is_empty() {
-        md
-    } else {
-        format!("\n### Baseline coverage\n\n{md}")
+    let mut out = String::new();
+    if !j.improvements.is_empty() {
+        out.push_str("\n### Improvements against the baseline\n\n");
+        for line in &j.improvements {
+            let _ = writeln!(out, "- {line}");
+        }
     }
+    if !j.known.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nKnown failures (in the baseline, not regressions; `<skipped type=\"known \
+             failure\">` in junit-cells.xml): {}",
+            list(&j.known)
+        );
+    }
+    if !md.is_empty() {
+        let _ = write!(out, "\n### Baseline coverage\n\n{md}");
+    }
+    out
 }
 
 /// What a run that never finished (its shard interrupted or killed) is said to be.
@@ -299,6 +314,17 @@ const MAX_REASONS: usize = 20;
 /// description lists the failing iterations' reasons; a run that ended with an
 /// infrastructure error, or judged no iteration, is an error.
 pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeError> {
+    junit_cells_known(results, &[])
+}
+
+/// [`junit_cells`] with a baseline's judgement: a cell in `known` (failed iterations that are
+/// no regression, see [`Judgement::known`]) is `<skipped type="known failure">`, as pytest
+/// writes an expected failure (xfail): JUnit consumers (GitLab, Jenkins) show it as skipped,
+/// not failed, which agrees with the exit code; its message says it ran and failed as known.
+pub fn junit_cells_known(
+    results: &Results,
+    known: &[String],
+) -> Result<String, quick_junit::SerializeError> {
     let mut report = Report::new(title(results));
     let mut suites: Vec<TestSuite> = Vec::new();
     for run in &results.runs {
@@ -322,9 +348,20 @@ pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeEr
             }
             st
         } else if s.failed > 0 {
-            let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
-            st.set_message(outcome_summary(run));
-            st.set_type("expectation violated");
+            let mut st = if known.contains(&key.id()) {
+                let mut st = TestCaseStatus::skipped();
+                st.set_message(format!(
+                    "known failure (the baseline's, not a regression): {}",
+                    outcome_summary(run)
+                ));
+                st.set_type("known failure");
+                st
+            } else {
+                let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                st.set_message(outcome_summary(run));
+                st.set_type("expectation violated");
+                st
+            };
             let failing: Vec<_> = run
                 .iterations
                 .iter()
@@ -589,6 +626,52 @@ mod tests {
         let parsed = Report::deserialize_from_str(&junit_cells(&r).unwrap()).unwrap();
         assert_eq!(parsed.errors, 1);
         assert_eq!(exit_code(&r, false, &[]), 2);
+    }
+
+    /// With a baseline, a known failure is not a JUnit failure (the exit code is 0), and an
+    /// improvement is said.
+    #[test]
+    fn known_failures_are_skipped_in_junit_and_improvements_said() {
+        use super::super::baseline::judge;
+        let m = matrix("name: k\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml]\n");
+        let c = m.cells();
+        let before = results(vec![run_for(&c[0], 4, 4), run_for(&c[1], 20, 20)]);
+        let mut b = baseline_from(&before);
+        b.cells[0].known_failure = true;
+        // 6.1 still fails as known; 6.12 no longer fails.
+        let now = results(vec![run_for(&c[0], 4, 4), run_for(&c[1], 20, 0)]);
+        let j = judge(&now, &b);
+        assert_eq!(j.regressions, []);
+        assert_eq!(exit_code(&now, true, &j.regressions), 0);
+        assert_eq!(j.known, ["debian-6.1/coin"]);
+        let parsed =
+            Report::deserialize_from_str(&junit_cells_known(&now, &j.known).unwrap()).unwrap();
+        assert_eq!(parsed.failures, 0);
+        match &parsed.test_suites[0].test_cases[0].status {
+            TestCaseStatus::Skipped { message, ty, .. } => {
+                assert_eq!(ty.as_ref().map(|t| t.as_str()), Some("known failure"));
+                assert!(message
+                    .as_ref()
+                    .is_some_and(|m| m.as_str().starts_with("known failure (the baseline's")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let md = baseline_coverage(&j);
+        assert!(
+            md.contains(
+                "### Improvements against the baseline\n\n- debian-6.12/coin: failure rate fell \
+                 from 20/20 to 0/20"
+            ),
+            "{md}"
+        );
+        // A known failure that no longer fails is pointed out.
+        let fixed = results(vec![run_for(&c[0], 4, 0), run_for(&c[1], 20, 20)]);
+        let j = judge(&fixed, &b);
+        assert!(
+            j.improvements[0].starts_with("debian-6.1/coin: marked known_failure, but none"),
+            "{:?}",
+            j.improvements
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::matrix::{
-    self, baseline_coverage, baseline_from, compare, judge, junit_cells, markdown, merge_checked,
-    Baseline, BaselineError, MergeError, Regression,
+    self, baseline_coverage, baseline_from, compare, judge, junit_cells_known, markdown,
+    merge_checked, Baseline, BaselineError, MergeError, Regression,
 };
 use crate::report::store::{read_json, read_results, write_atomic, write_json, StoreError};
 use crate::report::Results;
@@ -303,9 +303,12 @@ fn write_all(
     md.push_str(note.unwrap_or_default());
     write_atomic(
         &dir.join("junit.xml"),
-        crate::report::writer::junit(results).as_bytes(),
+        crate::report::writer::junit_with(results, |run| {
+            judgement.known.contains(&matrix::RunKey::of(run).id())
+        })
+        .as_bytes(),
     )?;
-    let cells = junit_cells(results).map_err(ReportError::Junit)?;
+    let cells = junit_cells_known(results, &judgement.known).map_err(ReportError::Junit)?;
     write_atomic(&dir.join("junit-cells.xml"), cells.as_bytes())?;
     write_atomic(&dir.join("summary.md"), md.as_bytes())?;
     Ok(Outcome {
@@ -377,6 +380,12 @@ mod tests {
         .unwrap();
         assert_eq!(again.regressions, []);
         assert_eq!(again.exit_code, 0);
+        // ...and the JUnit files agree: the known failures are skipped, not failed.
+        for file in ["junit.xml", "junit-cells.xml"] {
+            let xml = std::fs::read_to_string(out.join(file)).unwrap();
+            assert!(!xml.contains("<failure"), "{file}: {xml}");
+            assert!(xml.contains("type=\"known failure\""), "{file}: {xml}");
+        }
 
         // One shard only: merged, with the other shard's cells reported missing.
         let partial = report_merge(&MergeRequest {
