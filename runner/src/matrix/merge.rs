@@ -442,6 +442,27 @@ pub fn finished_runs(cells: &[Cell], existing: &Results) -> Vec<RunRecord> {
     runs
 }
 
+/// The results a resume starts from: `existing` with only the finished runs of `cells`, each
+/// with its cell info (position, digest, total) of the current expansion; and the ids of the
+/// runs left out (cells no longer in the matrix file, or unfinished).
+pub fn resumed_results(cells: &[Cell], existing: &Results) -> (Results, Vec<String>) {
+    let mut kept = existing.clone();
+    kept.runs = finished_runs(cells, existing);
+    let left_out = existing
+        .runs
+        .iter()
+        .filter_map(|r| r.cell.as_ref())
+        .filter(|c| {
+            !kept
+                .runs
+                .iter()
+                .any(|k| k.cell.as_ref().is_some_and(|kc| kc.id == c.id))
+        })
+        .map(|c| c.id.clone())
+        .collect();
+    (kept, left_out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::partition::Partition;
@@ -757,6 +778,27 @@ mod tests {
             not_this_matrix(&empty_other, "seed").as_deref(),
             Some("it holds results of matrix `other`")
         );
+    }
+
+    /// A resume with nothing left to run still takes the new positions and digest, and
+    /// leaves out cells no longer in the matrix file (F19).
+    #[test]
+    fn a_resume_with_nothing_to_run_refreshes_positions_and_drops_removed_cells() {
+        let (_, all) = unsharded();
+        let reordered = matrix(
+            "name: seed\niterations: 4\nkernels: [debian:6.12]\n\
+             scenarios: [control-psync.yaml, seed-kill-umount.yaml]\n\
+             parameters: { filesystem: [xfs, ext4] }\n",
+        )
+        .cells();
+        assert!(pending_cells(&reordered, &all).is_empty());
+        let (kept, left_out) = resumed_results(&reordered, &all);
+        assert_eq!(kept.runs.len(), 4);
+        for (run, cell) in kept.runs.iter().zip(&reordered) {
+            assert_eq!(run.cell.as_ref(), Some(&cell.info()));
+        }
+        assert_eq!(left_out.len(), 4);
+        assert!(left_out.iter().all(|id| id.starts_with("debian-6.1/")));
     }
 
     #[test]

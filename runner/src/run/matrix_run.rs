@@ -191,6 +191,19 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     }
     let Some(first) = cells.first() else {
         let sink = session.setup_sink();
+        // The matrix file may have changed: the kept cells take their new positions and
+        // digest, and cells no longer in it leave results.json, as when cells run.
+        if let Some(existing) = &existing {
+            let (kept, left_out) = matrix::resumed_results(&all, existing);
+            if !left_out.is_empty() {
+                sink.info(format!(
+                    "left out of results.json, no longer in the matrix file: {} (their run \
+                     directories stay)",
+                    left_out.join(", ")
+                ));
+            }
+            crate::report::store::write_json(&out.join("results.json"), &kept)?;
+        }
         sink.info("every cell of this matrix (or shard) has finished; nothing to run");
         return finish(&out, &baselines, identity, sink);
     };
@@ -211,8 +224,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
 
     let writer = match existing.clone() {
         Some(existing) => {
-            let mut kept = existing.clone();
-            kept.runs = matrix::finished_runs(&all, &existing);
+            let (kept, _) = matrix::resumed_results(&all, &existing);
             ResultsWriter::with_existing(&out, kept)
         }
         None => ResultsWriter::new(&out, host.info.clone()),
