@@ -46,14 +46,15 @@ fn refused(home: &Path, args: &[&str], want: &[&str]) -> String {
     t.stderr
 }
 
-/// A shard's results.json with one run of one iteration taking `duration` ms, in `cell`.
+/// A shard's results.json with one finished run of one iteration taking `duration` ms, in
+/// `cell` (an unfinished run, as an interrupted shard leaves, would make a merge exit 2).
 fn shard_results(duration: &str, cell: &str) -> String {
     format!(
         r#"{{"schema":1,"crashrig_version":"0","started":"t","finished":null,
         "host":{{"qemu":null,"accel":"tcg","accel_reason":""}},
         "runs":[{{"scenario":{{"name":"s","path":"s.yaml"}},
         "kernel":{{"spec":"k","version":"v","release":null,"image_sha256":""}},
-        "accel":"tcg","seed":1,"started":"t","finished":null,"dir":"r","boots":[],"setup":[],
+        "accel":"tcg","seed":1,"started":"t","finished":"2026-11-25T10:00:00Z","dir":"r","boots":[],"setup":[],
         "error":null,"summary":{{"iterations":1,"passed":1,"failed":0,"hangs":0,"panics":0,
         "errors":0,"failure_rate":0.0,"failure_ci95":[0.0,0.0],"errno_counts":{{}},"steps":{{}},
         "findings":[]}},
@@ -519,7 +520,8 @@ fn check_refuses_a_bad_rate_below_the_reference_before_any_kernel() {
 
 /// A shard past the end of a small matrix (`--partition 2/2` of one cell) used to exit 2 with
 /// "every cell has finished" and leave no results, so `report merge` failed too. It is valid:
-/// exit 0, no cell run, a result set that merges.
+/// exit 0, no cell run, a result set that merges (and that names its matrix: merged alone,
+/// it is no result).
 #[test]
 fn an_empty_matrix_shard_passes_and_merges() {
     let tmp = tempfile::tempdir().unwrap();
@@ -547,11 +549,24 @@ fn an_empty_matrix_shard_passes_and_merges() {
     for f in ["junit.xml", "junit-cells.xml", "summary.md"] {
         assert!(home.join("sh2").join(f).exists(), "{f}");
     }
+    // The empty shard names its matrix, so a merge can tell whose shard it is.
+    assert_eq!(results["matrix"]["name"], "m");
+    assert_eq!(results["matrix"]["cells"], 1);
+    let digest = results["matrix"]["digest"].as_str().unwrap().to_string();
+    // Merged alone it is no result: the shard that ran the cell is missing.
+    let t = crashrig(home, &["report", "merge", "sh2", "--out", "alone"]);
+    assert_eq!(t.code, Some(2), "{}", t.stderr);
+    assert!(
+        t.stderr.contains("no shard holds a run of a cell"),
+        "{}",
+        t.stderr
+    );
     // Shard 1 as a run of the one cell writes it.
     std::fs::create_dir(home.join("sh1")).unwrap();
-    let cell =
-        r#"{"id":"k/s","matrix":"m","digest":"d","index":0,"total":1,"kernel":"k","scenario":"s"}"#;
-    write(&home.join("sh1"), "results.json", shard_results("5", cell));
+    let cell = format!(
+        r#"{{"id":"k/s","matrix":"m","digest":"{digest}","index":0,"total":1,"kernel":"k","scenario":"s"}}"#
+    );
+    write(&home.join("sh1"), "results.json", shard_results("5", &cell));
     for order in [["sh1", "sh2"], ["sh2", "sh1"]] {
         let out = format!("merged-{}", order[0]);
         let t = crashrig(

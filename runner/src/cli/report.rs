@@ -30,7 +30,8 @@ pub struct ReportMergeArgs {
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
     /// Merge what is there: cells no shard covers (a shard missing) do not fail the merge.
-    /// Without it they make it exit 2 unless a cell failed; summary.md names them either way.
+    /// Without it they make it exit 2 unless a cell failed, and no --write-baseline is
+    /// written (it would leave them out); summary.md names them either way.
     #[arg(long)]
     pub allow_missing: bool,
 }

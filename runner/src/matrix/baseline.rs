@@ -4,7 +4,10 @@
 //! A regression is a failure rate significantly higher than the baseline's (Fisher's exact
 //! test, one-sided, at [`ALPHA`]), unless the baseline marks the cell `known_failure`, or an
 //! unexpected dmesg finding whose signature the baseline does not list for that cell.
-//! Cells the baseline does not mention are not checked ([`unchecked_cells`] names them).
+//! A cell the baseline does not mention (or whose entry records no `iterations` and is not a
+//! known failure) is judged as having no known failures: any failed iteration is a
+//! regression, so a mistyped label cannot turn a failing matrix green. [`judge`] names those
+//! cells and the baseline entries that match no cell (a typo, or cells of another shard).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -78,6 +81,16 @@ impl BaselineCell {
 pub enum BaselineError {
     #[error("read baseline {}: schema {found}, this crashrig reads {BASELINE_SCHEMA}", path.display())]
     Schema { path: PathBuf, found: u32 },
+    #[error(
+        "read baseline {}: entry `{cell}` has failure_rate {rate}; a rate is a fraction \
+         from 0 to 1 (0.25 is 25%)",
+        path.display()
+    )]
+    Rate {
+        path: PathBuf,
+        cell: String,
+        rate: f64,
+    },
 }
 
 impl Baseline {
@@ -87,6 +100,17 @@ impl Baseline {
             return Err(BaselineError::Schema {
                 path: path.to_path_buf(),
                 found: self.schema,
+            });
+        }
+        if let Some(bad) = self
+            .cells
+            .iter()
+            .find(|c| !(0.0..=1.0).contains(&c.failure_rate))
+        {
+            return Err(BaselineError::Rate {
+                path: path.to_path_buf(),
+                cell: bad.key().id(),
+                rate: bad.failure_rate,
             });
         }
         Ok(self)
@@ -140,6 +164,15 @@ pub enum Regression {
         /// Fisher's exact test, one-sided (greater).
         p_value: f64,
     },
+    /// A cell with failed iterations that the baseline gives no known failures for: it has
+    /// no entry, or its entry records no `iterations` (and is not `known_failure`).
+    Unbaselined {
+        cell: String,
+        failed: u32,
+        judged: u32,
+        /// The cell has an entry, without `iterations`.
+        entry_without_iterations: bool,
+    },
     /// An unexpected finding the baseline does not know for this cell.
     NewFinding {
         cell: String,
@@ -148,6 +181,17 @@ pub enum Regression {
         title: String,
         count: u32,
     },
+}
+
+impl Regression {
+    /// The id of the cell regressed.
+    pub fn cell(&self) -> &str {
+        match self {
+            Regression::RateIncrease { cell, .. }
+            | Regression::Unbaselined { cell, .. }
+            | Regression::NewFinding { cell, .. } => cell,
+        }
+    }
 }
 
 impl fmt::Display for Regression {
@@ -166,6 +210,20 @@ impl fmt::Display for Regression {
                  {failed}/{judged}, {}",
                 format_p(*p_value)
             ),
+            Regression::Unbaselined {
+                cell,
+                failed,
+                judged,
+                entry_without_iterations,
+            } => write!(
+                f,
+                "{cell}: {failed} of {judged} iterations failed, and {}, so no failure is known",
+                if *entry_without_iterations {
+                    "the baseline's entry for it records no `iterations` (and no `known_failure`)"
+                } else {
+                    "the baseline has no entry for it"
+                }
+            ),
             Regression::NewFinding {
                 cell,
                 signature,
@@ -180,17 +238,66 @@ impl fmt::Display for Regression {
     }
 }
 
-/// The regressions of `results` against `baseline`, in run order.
+/// What checking results against a baseline found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Judgement {
+    /// In run order.
+    pub regressions: Vec<Regression>,
+    /// Ids of runs the baseline has no entry for (judged as having no known failures).
+    pub unchecked: Vec<String>,
+    /// Ids of runs whose entry records no `iterations` and no `known_failure` (judged as
+    /// having no known failures).
+    pub without_iterations: Vec<String>,
+    /// Baseline entries (as cell ids) that match no run: a typo in a label or scenario, or a
+    /// cell these results do not hold (another shard's).
+    pub unmatched: Vec<String>,
+    /// Ids of runs with failed iterations that are no regression: failures the baseline
+    /// knows (JUnit marks them known, not failed, as the exit code does).
+    pub known: Vec<String>,
+    /// Cells doing significantly better than the baseline, or a `known_failure` cell with no
+    /// failure: the entry is stale and would hide the bug's return. One line each.
+    pub improvements: Vec<String>,
+}
+
+/// The regressions of `results` against `baseline`, in run order (see [`judge`]).
 pub fn check(results: &Results, baseline: &Baseline) -> Vec<Regression> {
-    let mut out = Vec::new();
+    judge(results, baseline).regressions
+}
+
+/// Checks every run of `results` against `baseline`. A run without an entry is judged
+/// against an entry of no known failures, as is one whose entry has no `iterations` (and is
+/// not `known_failure`): any failed iteration or unexpected finding is a regression.
+pub fn judge(results: &Results, baseline: &Baseline) -> Judgement {
+    let mut out = Judgement::default();
+    let none = BaselineCell {
+        kernel: String::new(),
+        scenario: String::new(),
+        params: BTreeMap::new(),
+        iterations: 0,
+        failure_rate: 0.0,
+        known_failure: false,
+        findings: Vec::new(),
+    };
     for run in &results.runs {
         let key = RunKey::of(run);
-        let Some(base) = baseline.cells.iter().find(|b| b.key() == key) else {
-            continue;
-        };
+        let entry = baseline.cells.iter().find(|b| b.key() == key);
+        let base = entry.unwrap_or(&none);
+        let no_rate = !base.known_failure && base.iterations == 0;
+        if entry.is_none() {
+            out.unchecked.push(key.id());
+        } else if no_rate {
+            out.without_iterations.push(key.id());
+        }
         let s = &run.summary;
         let judged = s.iterations - s.errors;
-        if !base.known_failure && judged > 0 && base.iterations > 0 {
+        if no_rate && s.failed > 0 {
+            out.regressions.push(Regression::Unbaselined {
+                cell: key.id(),
+                failed: s.failed,
+                judged,
+                entry_without_iterations: entry.is_some(),
+            });
+        } else if !base.known_failure && judged > 0 && base.iterations > 0 {
             let bf = base.failures();
             let p = fisher_exact_greater(
                 u64::from(s.failed),
@@ -199,7 +306,7 @@ pub fn check(results: &Results, baseline: &Baseline) -> Vec<Regression> {
                 u64::from(base.iterations - bf),
             );
             if p < ALPHA {
-                out.push(Regression::RateIncrease {
+                out.regressions.push(Regression::RateIncrease {
                     cell: key.id(),
                     baseline_failed: bf,
                     baseline_iterations: base.iterations,
@@ -209,9 +316,34 @@ pub fn check(results: &Results, baseline: &Baseline) -> Vec<Regression> {
                 });
             }
         }
+        if judged > 0 && base.known_failure && s.failed == 0 {
+            out.improvements.push(format!(
+                "{}: marked known_failure, but none of {judged} iterations failed; if the bug is \
+                 fixed, drop known_failure so its return is a regression",
+                key.id()
+            ));
+        } else if judged > 0 && !base.known_failure && base.iterations > 0 {
+            let bf = base.failures();
+            let p = fisher_exact_greater(
+                u64::from(bf),
+                u64::from(base.iterations - bf),
+                u64::from(s.failed),
+                u64::from(judged - s.failed),
+            );
+            if p < ALPHA {
+                out.improvements.push(format!(
+                    "{}: failure rate fell from {bf}/{} to {}/{judged}, {}; update the \
+                     baseline (--write-baseline) so a return to the old rate is a regression",
+                    key.id(),
+                    base.iterations,
+                    s.failed,
+                    format_p(p)
+                ));
+            }
+        }
         for f in s.findings.iter().filter(|f| !f.expected) {
             if !base.findings.contains(&f.signature) {
-                out.push(Regression::NewFinding {
+                out.regressions.push(Regression::NewFinding {
                     cell: key.id(),
                     signature: f.signature.clone(),
                     kind: f.kind.clone(),
@@ -220,19 +352,21 @@ pub fn check(results: &Results, baseline: &Baseline) -> Vec<Regression> {
                 });
             }
         }
+        let id = key.id();
+        let regressed = out.regressions.iter().any(|r| r.cell() == id);
+        if s.failed > 0 && !regressed {
+            out.known.push(id);
+        }
     }
-    out
-}
-
-/// Ids of runs the baseline has no entry for.
-pub fn unchecked_cells(results: &Results, baseline: &Baseline) -> Vec<String> {
-    results
-        .runs
+    let keys: Vec<RunKey> = results.runs.iter().map(RunKey::of).collect();
+    out.unmatched = baseline
+        .cells
         .iter()
-        .map(RunKey::of)
-        .filter(|k| !baseline.cells.iter().any(|b| b.key() == *k))
+        .map(BaselineCell::key)
+        .filter(|k| !keys.contains(k))
         .map(|k| k.id())
-        .collect()
+        .collect();
+    out
 }
 
 #[cfg(test)]
@@ -328,13 +462,148 @@ mod tests {
             }],
         };
         let r = results(vec![run_for(&c[0], 20, 10), run_for(&c[1], 20, 20)]);
-        let regs = check(&r, &b);
-        assert_eq!(regs.len(), 1);
+        let j = judge(&r, &b);
+        assert_eq!(j.regressions.len(), 2);
         assert_eq!(
-            regs[0].to_string(),
+            j.regressions[0].to_string(),
             "debian-6.1/seed: failure rate rose from 2/20 to 10/20, p = 0.0069"
         );
-        assert_eq!(unchecked_cells(&r, &b), ["debian-6.12/seed"]);
+        // The cell the baseline does not mention is judged as having no known failures.
+        assert_eq!(j.unchecked, ["debian-6.12/seed"]);
+        assert_eq!(
+            j.regressions[1].to_string(),
+            "debian-6.12/seed: 20 of 20 iterations failed, and the baseline has no entry for \
+             it, so no failure is known"
+        );
+    }
+
+    /// A baseline that matches no cell (a mistyped label or scenario key, an entry without
+    /// `iterations`, no entries at all) must not let failing cells pass: each is judged as
+    /// having no known failures, named, and the entries matching nothing are named too.
+    #[test]
+    fn a_baseline_matching_no_cell_does_not_pass_failing_cells() {
+        let c = cells();
+        let r = results(vec![run_for(&c[0], 4, 4), run_for(&c[1], 4, 0)]);
+        let entry = |kernel: &str, scenario: &str, iterations: u32| BaselineCell {
+            kernel: kernel.into(),
+            scenario: scenario.into(),
+            params: BTreeMap::new(),
+            iterations,
+            failure_rate: 0.0,
+            known_failure: false,
+            findings: Vec::new(),
+        };
+        // Typos: the kernel spec instead of its label, the file name instead of its stem.
+        let typo = Baseline {
+            schema: 1,
+            cells: vec![
+                entry("debian:6.1", "seed", 20),
+                entry("debian-6.12", "seed.yaml", 20),
+            ],
+        };
+        let j = judge(&r, &typo);
+        assert_eq!(j.unchecked, ["debian-6.1/seed", "debian-6.12/seed"]);
+        assert_eq!(j.unmatched, ["debian:6.1/seed", "debian-6.12/seed.yaml"]);
+        assert_eq!(
+            j.regressions
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "debian-6.1/seed: 4 of 4 iterations failed, and the baseline has no entry for \
+              it, so no failure is known"
+            ]
+        );
+        // No entries at all.
+        let empty = Baseline {
+            schema: 1,
+            cells: Vec::new(),
+        };
+        let j = judge(&r, &empty);
+        assert_eq!(j.regressions.len(), 1);
+        assert_eq!(j.unchecked.len(), 2);
+        // An entry without `iterations` gives no known failure rate.
+        let noiter = Baseline {
+            schema: 1,
+            cells: vec![
+                entry("debian-6.1", "seed", 0),
+                entry("debian-6.12", "seed", 0),
+            ],
+        };
+        let j = judge(&r, &noiter);
+        assert_eq!(
+            j.without_iterations,
+            ["debian-6.1/seed", "debian-6.12/seed"]
+        );
+        assert!(j.unchecked.is_empty() && j.unmatched.is_empty());
+        assert_eq!(
+            j.regressions[0].to_string(),
+            "debian-6.1/seed: 4 of 4 iterations failed, and the baseline's entry for it \
+             records no `iterations` (and no `known_failure`), so no failure is known"
+        );
+        // known_failure without iterations still exempts the rate.
+        let mut known = noiter.clone();
+        known.cells[0].known_failure = true;
+        assert_eq!(check(&r, &known), []);
+    }
+
+    /// The baseline example in docs/matrix.md reads, and its finding signature is the one
+    /// crashrig writes for that WARNING: a baseline written as the docs show matches.
+    #[test]
+    fn the_documented_baseline_matches_what_crashrig_records() {
+        let docs = include_str!("../../../docs/matrix.md");
+        let start = docs.find("## Baselines").unwrap();
+        let block = &docs[start..];
+        let json = block
+            .split("```json\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let b: Baseline = serde_json::from_str(json).unwrap();
+        let ctx = crate::outcome::ClassifyContext {
+            expected_fs_errors: false,
+            expected_panic: false,
+            ignore: Vec::new(),
+        };
+        let found = crate::outcome::classify_console(
+            "[   12.5] WARNING: CPU: 0 PID: 1 at fs/xfs/xfs_inode.c:100 \
+             xfs_inode_inactive+0x10/0x20\n",
+            &ctx,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        let cells = seed_matrix().cells();
+        let cell = cells
+            .iter()
+            .find(|c| c.id() == "debian-6.12/seed-kill-umount/filesystem=xfs")
+            .unwrap();
+        let mut run = run_for(cell, 20, 3);
+        run.iterations[0].findings.push(found[0].clone());
+        run.summary = summarize(&run.iterations);
+        let j = judge(&results(vec![run]), &b);
+        assert_eq!(j.regressions, [], "{:?}", found[0].signature);
+    }
+
+    #[test]
+    fn rates_outside_0_to_1_are_refused() {
+        for rate in [-3.0, 7.5, f64::NAN] {
+            let b = Baseline {
+                schema: 1,
+                cells: vec![BaselineCell {
+                    kernel: "debian-6.1".into(),
+                    scenario: "seed".into(),
+                    params: BTreeMap::new(),
+                    iterations: 20,
+                    failure_rate: rate,
+                    known_failure: false,
+                    findings: Vec::new(),
+                }],
+            };
+            let err = b.checked(Path::new("b.json")).unwrap_err().to_string();
+            assert!(
+                err.starts_with("read baseline b.json: entry `debian-6.1/seed` has failure_rate"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -154,7 +154,7 @@ pub fn compare(results: &Results) -> Vec<Comparison> {
                     judged_a: ja,
                     failed_b: sb.failed,
                     judged_b: jb,
-                    what: failure_errno(&[a, b]).unwrap_or_else(|| "failure".into()),
+                    what: comparison_word(a, b),
                     p_value: p,
                     significant: p < ALPHA,
                 });
@@ -162,6 +162,21 @@ pub fn compare(results: &Results) -> Vec<Comparison> {
         }
     }
     out
+}
+
+/// The word before a comparison's rates: the errno the failing iterations of both kernels
+/// returned most often when it is the same on both (or only one kernel failed), else
+/// `failure` - the rates are of any failure, and one errno would misname the other
+/// kernel's failures.
+fn comparison_word(a: &RunRecord, b: &RunRecord) -> String {
+    let (ea, eb) = (failure_errno(&[a]), failure_errno(&[b]));
+    match (a.summary.failed > 0, b.summary.failed > 0) {
+        (true, true) if ea == eb => ea,
+        (true, false) => ea,
+        (false, true) => eb,
+        _ => None,
+    }
+    .unwrap_or_else(|| "failure".into())
 }
 
 /// The errno that failing steps of failing iterations returned most often (ties: the name
@@ -189,6 +204,28 @@ mod tests {
     use super::super::testutil::*;
     use super::*;
     use crate::report::{summarize, Verdict};
+
+    /// One kernel failed with EBUSY, the other in another way: the rates are not EBUSY
+    /// rates, so the line says `failure` (F23).
+    #[test]
+    fn kernels_failing_differently_are_compared_as_failures() {
+        let m = matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [mixed.yaml]\n");
+        let c = m.cells();
+        let other = run_with(
+            &c[1],
+            (1..=3)
+                .map(|i| iteration(i, Verdict::Fail, None, None))
+                .collect(),
+        );
+        let r = results(vec![run_for(&c[0], 3, 3), other]);
+        let cmp = compare(&r);
+        assert_eq!(cmp[0].what, "failure", "{cmp:?}");
+        // Both with EBUSY, or only one failing: the errno.
+        let r = results(vec![run_for(&c[0], 3, 3), run_for(&c[1], 3, 1)]);
+        assert_eq!(compare(&r)[0].what, "EBUSY");
+        let r = results(vec![run_for(&c[0], 3, 3), run_for(&c[1], 3, 0)]);
+        assert_eq!(compare(&r)[0].what, "EBUSY");
+    }
 
     fn two_kernels(failed_a: u32, failed_b: u32, n: u32) -> Results {
         let m = matrix(

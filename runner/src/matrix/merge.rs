@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use super::model::Cell;
-use crate::report::{summarize, CellInfo, Results, RunRecord, SCHEMA_VERSION};
+use crate::report::{summarize, CellInfo, MatrixId, Results, RunRecord, SCHEMA_VERSION};
 
 #[derive(Debug, Error)]
 pub enum MergeError {
@@ -37,6 +37,22 @@ pub enum MergeError {
         first: String,
         expected: String,
     },
+    /// Two runs that must have run the same scenario, or kernel, did not.
+    #[error(
+        "merge {second}: {what}; the shards must run the same matrix file, scenario files, \
+         --param values and kernels (rerun the shards that differ)"
+    )]
+    Differs {
+        first: String,
+        second: String,
+        what: String,
+    },
+    /// Every shard given ran no cell: nothing was merged, which is no result.
+    #[error(
+        "merge {shards}: no shard holds a run of a cell{matrix}; every shard given is empty \
+         (a partition past the end of the matrix), so the shards that ran cells are missing"
+    )]
+    NoCells { shards: String, matrix: String },
     #[error("merge {second}: cell `{id}` is also in {first}")]
     Duplicate {
         id: String,
@@ -50,30 +66,191 @@ pub enum MergeError {
 /// Header fields: the earliest `started`, the latest `finished` (unset when any shard is
 /// unfinished), the first shard's version and host.
 pub fn merge_results(shards: Vec<Results>) -> Result<Results, MergeError> {
-    merge_named(
+    merge_checked(
         shards
             .into_iter()
             .enumerate()
             .map(|(i, r)| (format!("shard {}", i + 1), r))
             .collect(),
     )
+    .map(|m| m.results)
+}
+
+/// Merged results and what the merge could not check or found worth saying.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    pub results: Results,
+    /// Lines for summary.md (each a sentence).
+    pub notes: Vec<String>,
 }
 
 /// [`merge_results`] with shards named as errors should say (their directories).
 pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError> {
+    merge_checked(shards).map(|m| m.results)
+}
+
+/// The first run seen of a scenario (with its cell's parameters) or of a kernel label.
+struct Seen {
+    shard: String,
+    cell: String,
+    value: String,
+}
+
+/// `name=value, ...`, or "no parameters".
+fn setting_text(setting: &BTreeMap<String, String>) -> String {
+    if setting.is_empty() {
+        return "no parameters".into();
+    }
+    setting
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks that `run` (of `shard`) ran what the runs seen before of its scenario and kernel
+/// ran: the same scenario contents and parameter values, the same kernel behind its label.
+/// Shards whose runs record no scenario hash go to `unhashed`.
+fn check_consistent(
+    shard: &str,
+    run: &RunRecord,
+    cell: &CellInfo,
+    scenarios: &mut BTreeMap<String, Seen>,
+    kernels: &mut BTreeMap<String, Seen>,
+    unhashed: &mut Vec<String>,
+) -> Result<(), MergeError> {
+    let differs = |first: &Seen, what: String| MergeError::Differs {
+        first: first.shard.clone(),
+        second: shard.to_string(),
+        what,
+    };
+    let kernel = format!("{} ({})", run.kernel.spec, run.kernel.version);
+    match kernels.get(&cell.kernel) {
+        Some(first) if first.value != kernel => {
+            return Err(differs(
+                first,
+                format!(
+                    "kernel label `{}` ran {kernel} here (cell `{}`), but {} in {} (cell `{}`)",
+                    cell.kernel, cell.id, first.value, first.shard, first.cell
+                ),
+            ))
+        }
+        Some(_) => {}
+        None => {
+            kernels.insert(
+                cell.kernel.clone(),
+                Seen {
+                    shard: shard.to_string(),
+                    cell: cell.id.clone(),
+                    value: kernel,
+                },
+            );
+        }
+    }
+    // Cells of one scenario and parameter values differ only in their kernel.
+    let group = super::model::cell_id("", &cell.scenario, &cell.params);
+    let setting = setting_text(&run.setting);
+    let hash = run.scenario.sha256.clone().unwrap_or_default();
+    if hash.is_empty() && !unhashed.iter().any(|s| s == shard) {
+        unhashed.push(shard.to_string());
+    }
+    let value = format!("{setting}\n{hash}");
+    match scenarios.get(&group) {
+        Some(first) if first.value != value => {
+            let (first_setting, first_hash) = first.value.split_once('\n').unwrap_or_default();
+            let what = if first_setting != setting {
+                format!(
+                    "scenario `{}` ran with {setting} here (cell `{}`), but with {first_setting} \
+                     in {} (cell `{}`)",
+                    cell.scenario, cell.id, first.shard, first.cell
+                )
+            } else if first_hash.is_empty() || hash.is_empty() {
+                return Ok(());
+            } else {
+                format!(
+                    "scenario `{}` ran with other contents here (cell `{}`, sha256 {}) than in \
+                     {} (cell `{}`, sha256 {}): the scenario file changed between the shard \
+                     jobs",
+                    cell.scenario,
+                    cell.id,
+                    short(&hash),
+                    first.shard,
+                    first.cell,
+                    short(first_hash)
+                )
+            };
+            Err(differs(first, what))
+        }
+        Some(_) => Ok(()),
+        None => {
+            scenarios.insert(
+                group,
+                Seen {
+                    shard: shard.to_string(),
+                    cell: cell.id.clone(),
+                    value,
+                },
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Checks that `shard`'s matrix `id` is the one seen first (by name and digest).
+fn same_matrix(
+    seen: &mut Option<(String, MatrixId)>,
+    shard: &str,
+    id: MatrixId,
+) -> Result<(), MergeError> {
+    match seen {
+        None => {
+            *seen = Some((shard.to_string(), id));
+            Ok(())
+        }
+        Some((first, m)) if m.digest != id.digest || m.name != id.name => {
+            Err(MergeError::DifferentMatrix {
+                shard: shard.to_string(),
+                found: id.to_string(),
+                first: first.clone(),
+                expected: m.to_string(),
+            })
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// [`merge_named`], with the notes of what could not be checked.
+pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeError> {
     let mut header: Option<Results> = None;
     // Whether `header` is from a shard that ran a cell.
     let mut header_ran = false;
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    // (shard, matrix name, digest) of the first cell seen.
-    let mut matrix: Option<(String, String, String)> = None;
+    // The shard that first named the matrix (in its header or a cell), and the matrix.
+    let mut matrix: Option<(String, MatrixId)> = None;
+    let names: Vec<String> = shards.iter().map(|(n, _)| n.clone()).collect();
+    // Whether a shard's header named it (results of older versions do not).
+    let mut named_in_header = false;
     let mut runs = Vec::new();
+    let mut scenarios = BTreeMap::new();
+    let mut kernels = BTreeMap::new();
+    let mut unhashed = Vec::new();
+    // Per scenario (and parameter values): the iterations its runs were to make.
+    let mut planned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut counts: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
     for (name, mut shard) in shards {
         if shard.schema != SCHEMA_VERSION {
             return Err(MergeError::Schema {
                 shard: name,
                 found: shard.schema,
             });
+        }
+        if let Some(id) = shard.matrix.clone() {
+            same_matrix(&mut matrix, &name, id)?;
+            named_in_header = true;
         }
         let shard_ran = !shard.runs.is_empty();
         for mut run in std::mem::take(&mut shard.runs) {
@@ -84,18 +261,7 @@ pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError
                     kernel: run.kernel.spec,
                 });
             };
-            match &matrix {
-                None => matrix = Some((name.clone(), cell.matrix.clone(), cell.digest.clone())),
-                Some((first, m, d)) if *d != cell.digest => {
-                    return Err(MergeError::DifferentMatrix {
-                        shard: name,
-                        found: format!("`{}` ({})", cell.matrix, cell.digest),
-                        first: first.clone(),
-                        expected: format!("`{m}` ({d})"),
-                    })
-                }
-                Some(_) => {}
-            }
+            same_matrix(&mut matrix, &name, MatrixId::of(cell))?;
             if let Some(first) = seen.insert(cell.id.clone(), name.clone()) {
                 return Err(MergeError::Duplicate {
                     id: cell.id.clone(),
@@ -103,6 +269,22 @@ pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError
                     second: name,
                 });
             }
+            if let Some(n) = run.iterations_planned {
+                let group = super::model::cell_id("", &cell.scenario, &cell.params);
+                planned
+                    .entry(group.trim_start_matches('/').to_string())
+                    .or_default()
+                    .push(format!("{n} in {name} (`{}`)", cell.id));
+                counts.entry(group).or_default().insert(n);
+            }
+            check_consistent(
+                &name,
+                &run,
+                cell,
+                &mut scenarios,
+                &mut kernels,
+                &mut unhashed,
+            )?;
             run.summary = summarize(&run.iterations);
             runs.push(run);
         }
@@ -128,9 +310,44 @@ pub fn merge_named(shards: Vec<(String, Results)>) -> Result<Results, MergeError
         }
     }
     let mut merged = header.ok_or(MergeError::Empty)?;
+    if runs.is_empty() {
+        return Err(MergeError::NoCells {
+            shards: names.join(", "),
+            matrix: matrix.map_or_else(String::new, |(_, m)| {
+                format!(
+                    " of matrix {m}, which has {}",
+                    crate::report::plural(u64::from(m.cells), "cell")
+                )
+            }),
+        });
+    }
+    if named_in_header {
+        merged.matrix = matrix.map(|(_, m)| m);
+    }
     merged.runs = runs;
     sort_runs(&mut merged);
-    Ok(merged)
+    let mut notes = Vec::new();
+    if !unhashed.is_empty() {
+        notes.push(format!(
+            "{} recorded no scenario hash (results of an older crashrig): whether every shard \
+             ran the same scenario contents could not be checked (parameter values and \
+             kernels were).",
+            unhashed.join(", ")
+        ));
+    }
+    for ((group, runs), (_, ns)) in planned.iter().zip(&counts) {
+        if ns.len() > 1 {
+            notes.push(format!(
+                "cells of `{group}` were to run different numbers of iterations: {} (shards \
+                 run with different -n?); their rates are compared as they are.",
+                runs.join(", ")
+            ));
+        }
+    }
+    Ok(Merged {
+        results: merged,
+        notes,
+    })
 }
 
 /// Puts matrix runs in expansion order (runs without a cell keep their order, last); the
@@ -156,6 +373,35 @@ pub fn missing_cells(results: &Results) -> Vec<u32> {
     let total = total.min(super::model::MAX_CELLS as u32);
     let present: std::collections::BTreeSet<u32> = cells.iter().map(|c| c.index).collect();
     (0..total).filter(|i| !present.contains(i)).collect()
+}
+
+/// Why `existing` (the results.json of a `--resume`) is not an earlier run of matrix `name`:
+/// it holds a run that is no matrix cell (a `crashrig run`'s), or a run or header of another
+/// matrix. Resuming would drop those runs from results.json. None when it is this matrix's
+/// (its file may have changed meanwhile: the digest is not compared).
+pub fn not_this_matrix(existing: &Results, name: &str) -> Option<String> {
+    if let Some(m) = existing.matrix.as_ref().filter(|m| m.name != name) {
+        return Some(format!("it holds results of matrix `{}`", m.name));
+    }
+    existing
+        .runs
+        .iter()
+        .enumerate()
+        .find_map(|(i, run)| match &run.cell {
+            None => Some(format!(
+                "its run {} (`{}` on {}) is not a matrix cell (results of `crashrig run`?)",
+                i + 1,
+                run.scenario.name,
+                run.kernel.spec
+            )),
+            Some(c) if c.matrix != name => Some(format!(
+                "its run {} is cell `{}` of matrix `{}`",
+                i + 1,
+                c.id,
+                c.matrix
+            )),
+            Some(_) => None,
+        })
 }
 
 /// Whether `existing` holds a finished run of this cell.
@@ -194,6 +440,27 @@ pub fn finished_runs(cells: &[Cell], existing: &Results) -> Vec<RunRecord> {
         }
     }
     runs
+}
+
+/// The results a resume starts from: `existing` with only the finished runs of `cells`, each
+/// with its cell info (position, digest, total) of the current expansion; and the ids of the
+/// runs left out (cells no longer in the matrix file, or unfinished).
+pub fn resumed_results(cells: &[Cell], existing: &Results) -> (Results, Vec<String>) {
+    let mut kept = existing.clone();
+    kept.runs = finished_runs(cells, existing);
+    let left_out = existing
+        .runs
+        .iter()
+        .filter_map(|r| r.cell.as_ref())
+        .filter(|c| {
+            !kept
+                .runs
+                .iter()
+                .any(|k| k.cell.as_ref().is_some_and(|kc| kc.id == c.id))
+        })
+        .map(|c| c.id.clone())
+        .collect();
+    (kept, left_out)
 }
 
 #[cfg(test)]
@@ -240,12 +507,64 @@ mod tests {
         }
         shards.rotate_right(2);
         assert_eq!(merge_results(shards).unwrap(), all);
-        // Only empty shards: an empty result set.
-        let empty = results(Vec::new());
+    }
+
+    /// Empty shards name their matrix: merging only empty shards is no result, and an empty
+    /// shard of another matrix is refused like any shard of it.
+    #[test]
+    fn empty_shards_carry_their_matrix_and_alone_merge_to_an_error() {
+        let (cells, all) = unsharded();
+        let id = MatrixId::of(&cells[0].info());
+        let mut empty = results(Vec::new());
+        empty.matrix = Some(id.clone());
+        let err = merge_checked(vec![
+            ("e1".to_string(), empty.clone()),
+            ("e2".to_string(), empty.clone()),
+        ])
+        .unwrap_err()
+        .to_string();
         assert_eq!(
-            merge_results(vec![empty.clone(), empty.clone()]).unwrap(),
-            empty
+            err,
+            format!(
+                "merge e1, e2: no shard holds a run of a cell of matrix `seed` ({}), which has \
+                 8 cells; every shard given is empty (a partition past the end of the matrix), \
+                 so the shards that ran cells are missing",
+                id.digest
+            )
         );
+        // Older empty shards name no matrix: still no result.
+        assert!(matches!(
+            merge_results(vec![results(Vec::new())]),
+            Err(MergeError::NoCells { .. })
+        ));
+        // An empty shard of another matrix.
+        let other = matrix("name: other\nkernels: [debian:6.1]\nscenarios: [x.yaml]\n").cells();
+        let mut foreign = results(Vec::new());
+        foreign.matrix = Some(MatrixId::of(&other[0].info()));
+        let err = merge_checked(vec![
+            (
+                "s1".to_string(),
+                shard(&all, Partition { index: 1, count: 1 }),
+            ),
+            ("e".to_string(), foreign),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("merge e: it is from matrix `other` ("),
+            "{err}"
+        );
+        // The empty shard of this matrix merges, and the merged header names the matrix.
+        let merged = merge_checked(vec![
+            (
+                "s1".to_string(),
+                shard(&all, Partition { index: 1, count: 1 }),
+            ),
+            ("e".to_string(), empty),
+        ])
+        .unwrap();
+        assert_eq!(merged.results.matrix, Some(id));
+        assert_eq!(merged.results.runs, all.runs);
     }
 
     #[test]
@@ -293,6 +612,107 @@ mod tests {
         assert!(matches!(merge_results(vec![]), Err(MergeError::Empty)));
     }
 
+    /// Shards whose cells ran another scenario content, other parameter values, or another
+    /// kernel behind a label would compare the edit, not the kernels: refused, naming both.
+    #[test]
+    fn shards_that_ran_different_scenarios_or_kernels_are_refused() {
+        let m = matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml]\n");
+        let c = m.cells();
+        let named = |a: RunRecord, b: RunRecord| {
+            vec![
+                ("s1".to_string(), results(vec![a])),
+                ("s2".to_string(), results(vec![b])),
+            ]
+        };
+        // Same scenario, same kernels: merges.
+        let ok = merge_checked(named(run_for(&c[0], 4, 4), run_for(&c[1], 4, 0))).unwrap();
+        assert_eq!(ok.notes, Vec::<String>::new());
+
+        // The scenario's parameter default changed between the shard jobs.
+        let mut a = run_for(&c[0], 4, 4);
+        a.setting.insert("pct".into(), "100".into());
+        let mut b = run_for(&c[1], 4, 0);
+        b.setting.insert("pct".into(), "0".into());
+        let err = merge_checked(named(a, b)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "merge s2: scenario `coin` ran with pct=0 here (cell `debian-6.12/coin`), but with \
+             pct=100 in s1 (cell `debian-6.1/coin`); the shards must run the same matrix file, \
+             scenario files, --param values and kernels (rerun the shards that differ)"
+        );
+
+        // The scenario file changed otherwise.
+        let a = run_for(&c[0], 4, 4);
+        let mut b = run_for(&c[1], 4, 0);
+        b.scenario.sha256 = Some("0123456789abcdef0123".into());
+        let err = merge_checked(named(a, b)).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "merge s2: scenario `coin` ran with other contents here (cell \
+                 `debian-6.12/coin`, sha256 0123456789ab) than in s1 (cell `debian-6.1/coin`"
+            ),
+            "{err}"
+        );
+
+        // A label that stands for another kernel in one shard.
+        let relabeled = matrix(
+            "name: c\nkernels: [debian:6.1, {spec: debian:6.1, label: debian-6.12}]\n\
+             scenarios: [coin.yaml, pass.yaml]\n",
+        )
+        .cells();
+        let full = matrix(
+            "name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml, pass.yaml]\n",
+        )
+        .cells();
+        let err = merge_checked(named(run_for(&full[3], 4, 0), run_for(&relabeled[2], 4, 0)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "merge s2: kernel label `debian-6.12` ran debian:6.1 (debian:6.1-test) here \
+                 (cell `debian-6.12/coin`), but debian:6.12 (debian:6.12-test) in s1"
+            ),
+            "{err}"
+        );
+
+        // Results of an older crashrig record no hash: merged, and said.
+        let mut a = run_for(&c[0], 4, 4);
+        a.scenario.sha256 = None;
+        let old = merge_checked(named(a, run_for(&c[1], 4, 0))).unwrap();
+        assert_eq!(
+            old.notes,
+            [
+                "s1 recorded no scenario hash (results of an older crashrig): whether every shard \
+              ran the same scenario contents could not be checked (parameter values and \
+              kernels were)."
+            ]
+        );
+    }
+
+    #[test]
+    fn shards_run_with_different_iteration_counts_are_said() {
+        let m = matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [slow.yaml]\n");
+        let c = m.cells();
+        let mut cut = run_for(&c[0], 15, 9);
+        cut.iterations_planned = Some(30);
+        cut.finished = None;
+        let merged = merge_checked(vec![
+            ("s1".to_string(), results(vec![cut])),
+            ("s2".to_string(), results(vec![run_for(&c[1], 3, 0)])),
+        ])
+        .unwrap();
+        assert_eq!(
+            merged.notes,
+            [
+                "cells of `slow` were to run different numbers of iterations: 30 in s1 \
+              (`debian-6.1/slow`), 3 in s2 (`debian-6.12/slow`) (shards run with different \
+              -n?); their rates are compared as they are."
+            ]
+        );
+        // The cell stays unfinished (summary.md and junit-cells.xml mark it).
+        assert_eq!(merged.results.runs[0].finished, None);
+    }
+
     #[test]
     fn missing_shard_shows_as_missing_cells() {
         let (_, all) = unsharded();
@@ -330,6 +750,55 @@ mod tests {
             .collect();
         assert_eq!(positions, [4, 5]);
         assert_eq!(pending_cells(&grown, &existing).len(), 6);
+    }
+
+    #[test]
+    fn resume_refuses_results_of_a_plain_run_or_another_matrix() {
+        let (_, all) = unsharded();
+        assert_eq!(not_this_matrix(&all, "seed"), None);
+        let mut plain = all.clone();
+        plain.runs[1].cell = None;
+        assert_eq!(
+            not_this_matrix(&plain, "seed").as_deref(),
+            Some(
+                "its run 2 (`seed-kill-umount` on debian:6.1) is not a matrix cell (results of \
+                 `crashrig run`?)"
+            )
+        );
+        let other =
+            matrix("name: other\nkernels: [debian:6.1]\nscenarios: [seed-kill-umount.yaml]\n");
+        let foreign = results(vec![run_for(&other.cells()[0], 2, 2)]);
+        assert_eq!(
+            not_this_matrix(&foreign, "seed").as_deref(),
+            Some("its run 1 is cell `debian-6.1/seed-kill-umount` of matrix `other`")
+        );
+        let mut empty_other = results(Vec::new());
+        empty_other.matrix = Some(MatrixId::of(&other.cells()[0].info()));
+        assert_eq!(
+            not_this_matrix(&empty_other, "seed").as_deref(),
+            Some("it holds results of matrix `other`")
+        );
+    }
+
+    /// A resume with nothing left to run still takes the new positions and digest, and
+    /// leaves out cells no longer in the matrix file (F19).
+    #[test]
+    fn a_resume_with_nothing_to_run_refreshes_positions_and_drops_removed_cells() {
+        let (_, all) = unsharded();
+        let reordered = matrix(
+            "name: seed\niterations: 4\nkernels: [debian:6.12]\n\
+             scenarios: [control-psync.yaml, seed-kill-umount.yaml]\n\
+             parameters: { filesystem: [xfs, ext4] }\n",
+        )
+        .cells();
+        assert!(pending_cells(&reordered, &all).is_empty());
+        let (kept, left_out) = resumed_results(&reordered, &all);
+        assert_eq!(kept.runs.len(), 4);
+        for (run, cell) in kept.runs.iter().zip(&reordered) {
+            assert_eq!(run.cell.as_ref(), Some(&cell.info()));
+        }
+        assert_eq!(left_out.len(), 4);
+        assert!(left_out.iter().all(|id| id.starts_with("debian-6.1/")));
     }
 
     #[test]

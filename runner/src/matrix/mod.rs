@@ -16,12 +16,13 @@ pub mod summary;
 pub mod testutil;
 
 pub use baseline::{
-    baseline_from, check, unchecked_cells, Baseline, BaselineCell, BaselineError, Regression,
+    baseline_from, check, judge, Baseline, BaselineCell, BaselineError, Judgement, Regression,
     BASELINE_SCHEMA,
 };
 pub use compare::{compare, failure_errno, Comparison, RunKey, ALPHA};
 pub use merge::{
-    finished_runs, merge_named, merge_results, missing_cells, pending_cells, sort_runs, MergeError,
+    finished_runs, merge_checked, merge_named, merge_results, missing_cells, not_this_matrix,
+    pending_cells, resumed_results, sort_runs, MergeError, Merged,
 };
 pub use model::{
     join_clean, load, load_str, Cell, Diagnostic, Diagnostics, Matrix, MatrixError, MatrixKernel,
@@ -31,5 +32,6 @@ pub use params::cell_scenario;
 pub use partition::{default_jobs, parse_partition, Partition, PartitionError, PER_VM_OVERHEAD};
 pub use significance::{fisher_exact_greater, fisher_exact_two_sided, format_p};
 pub use summary::{
-    busy_window, errno_counts, exit_code, junit_cells, markdown, outcome_summary, rate_with_ci,
+    baseline_coverage, busy_window, errno_counts, exit_code, junit_cells, junit_cells_known,
+    markdown, outcome_summary, rate_with_ci,
 };

@@ -6,19 +6,21 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::baseline::Regression;
+use super::baseline::{Judgement, Regression};
 use super::compare::{Comparison, RunKey};
 use crate::report::{plural, Results, RunRecord, Summary};
 
-/// The title: the matrix name of the first cell, else "crashrig results".
+/// The title: the matrix name of the first cell or of the header, else "crashrig results".
 fn title(results: &Results) -> String {
     results
         .runs
         .iter()
         .find_map(|r| r.cell.as_ref())
+        .map(|c| c.matrix.clone())
+        .or_else(|| results.matrix.as_ref().map(|m| m.name.clone()))
         .map_or_else(
             || "crashrig results".into(),
-            |c| format!("crashrig matrix `{}`", c.matrix),
+            |name| format!("crashrig matrix `{name}`"),
         )
 }
 
@@ -40,6 +42,14 @@ pub fn markdown(
         let s = &run.summary;
         let params: Vec<String> = key.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut iterations = s.iterations.to_string();
+        if run.finished.is_none() {
+            match run.iterations_planned {
+                Some(n) => {
+                    let _ = write!(iterations, " of {n}, unfinished");
+                }
+                None => iterations.push_str(" (unfinished)"),
+            }
+        }
         if s.errors > 0 {
             let _ = write!(iterations, " ({})", plural(u64::from(s.errors), "error"));
         }
@@ -83,6 +93,14 @@ pub fn markdown(
             let _ = writeln!(md, "- {r}");
         }
     }
+    for run in results.runs.iter().filter(|r| r.finished.is_none()) {
+        let _ = writeln!(
+            md,
+            "\n> **{}**: {}",
+            RunKey::of(run).id(),
+            unfinished_text(run)
+        );
+    }
     for run in results.runs.iter().filter(|r| r.error.is_some()) {
         let _ = writeln!(
             md,
@@ -92,6 +110,82 @@ pub fn markdown(
         );
     }
     md
+}
+
+/// What summary.md says about what a baseline covers (empty when it covers every cell and
+/// every entry matched): cells without an entry or without a known rate (judged as having
+/// no known failures), and entries that match no cell (a typo, or another shard's cells).
+/// Also the improvements (a stale entry would hide a bug's return) and the known failures.
+pub fn baseline_coverage(j: &Judgement) -> String {
+    let list = |ids: &[String]| {
+        ids.iter()
+            .map(|id| format!("`{id}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut md = String::new();
+    if !j.unchecked.is_empty() {
+        let _ = writeln!(
+            md,
+            "- **Not in the baseline** ({}), judged as having no known failures (a failed \
+             iteration is a regression): {}",
+            plural(j.unchecked.len() as u64, "cell"),
+            list(&j.unchecked)
+        );
+    }
+    if !j.without_iterations.is_empty() {
+        let _ = writeln!(
+            md,
+            "- **Baseline entries without `iterations`** (no known failure rate; add \
+             `iterations` or `known_failure: true`), judged as having no known failures: {}",
+            list(&j.without_iterations)
+        );
+    }
+    if !j.unmatched.is_empty() {
+        let _ = writeln!(
+            md,
+            "- **Baseline entries that match no cell here** ({}): {}. Entries name a cell by \
+             its kernel label and scenario key as in the table above (a typo?), unless these \
+             are cells of another shard",
+            if j.unmatched.len() == 1 {
+                "1 entry".to_string()
+            } else {
+                format!("{} entries", j.unmatched.len())
+            },
+            list(&j.unmatched)
+        );
+    }
+    let mut out = String::new();
+    if !j.improvements.is_empty() {
+        out.push_str("\n### Improvements against the baseline\n\n");
+        for line in &j.improvements {
+            let _ = writeln!(out, "- {line}");
+        }
+    }
+    if !j.known.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nKnown failures (in the baseline, not regressions; `<skipped type=\"known \
+             failure\">` in junit-cells.xml): {}",
+            list(&j.known)
+        );
+    }
+    if !md.is_empty() {
+        let _ = write!(out, "\n### Baseline coverage\n\n{md}");
+    }
+    out
+}
+
+/// What a run that never finished (its shard interrupted or killed) is said to be.
+fn unfinished_text(run: &RunRecord) -> String {
+    let planned = run
+        .iterations_planned
+        .map_or_else(String::new, |n| format!(" of {n}"));
+    format!(
+        "the run never finished (interrupted or killed): {}{planned} ran, so this cell is \
+         incomplete; `crashrig matrix --resume` on its results directory runs the rest",
+        plural(run.iterations.len() as u64, "iteration")
+    )
 }
 
 /// A table cell: `|` escaped, newlines as spaces, "–" when empty.
@@ -220,12 +314,32 @@ const MAX_REASONS: usize = 20;
 /// description lists the failing iterations' reasons; a run that ended with an
 /// infrastructure error, or judged no iteration, is an error.
 pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeError> {
+    junit_cells_known(results, &[])
+}
+
+/// [`junit_cells`] with a baseline's judgement: a cell in `known` (failed iterations that are
+/// no regression, see [`Judgement::known`]) is `<skipped type="known failure">`, as pytest
+/// writes an expected failure (xfail): JUnit consumers (GitLab, Jenkins) show it as skipped,
+/// not failed, which agrees with the exit code; its message says it ran and failed as known.
+pub fn junit_cells_known(
+    results: &Results,
+    known: &[String],
+) -> Result<String, quick_junit::SerializeError> {
     let mut report = Report::new(title(results));
     let mut suites: Vec<TestSuite> = Vec::new();
     for run in &results.runs {
         let key = RunKey::of(run);
         let s = &run.summary;
-        let status = if run.error.is_some() || (s.iterations > 0 && s.iterations == s.errors) {
+        let status = if run.finished.is_none() {
+            let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
+            st.set_message(format!(
+                "{}: {}",
+                unfinished_text(run),
+                outcome_summary(run)
+            ));
+            st.set_type("incomplete");
+            st
+        } else if run.error.is_some() || (s.iterations > 0 && s.iterations == s.errors) {
             let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
             st.set_message(outcome_summary(run));
             if let Some(e) = &run.error {
@@ -234,9 +348,20 @@ pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeEr
             }
             st
         } else if s.failed > 0 {
-            let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
-            st.set_message(outcome_summary(run));
-            st.set_type("expectation violated");
+            let mut st = if known.contains(&key.id()) {
+                let mut st = TestCaseStatus::skipped();
+                st.set_message(format!(
+                    "known failure (the baseline's, not a regression): {}",
+                    outcome_summary(run)
+                ));
+                st.set_type("known failure");
+                st
+            } else {
+                let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                st.set_message(outcome_summary(run));
+                st.set_type("expectation violated");
+                st
+            };
             let failing: Vec<_> = run
                 .iterations
                 .iter()
@@ -263,7 +388,7 @@ pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeEr
         case.add_property(("kernel-version", run.kernel.version.as_str()));
         case.add_property(("iterations", s.iterations.to_string().as_str()));
         case.add_property(("failed", s.failed.to_string().as_str()));
-        if s.failed == 0 && run.error.is_none() {
+        if s.failed == 0 && run.error.is_none() && run.finished.is_some() {
             case.set_system_out(outcome_summary(run));
         }
         match suites.iter_mut().find(|t| t.name.as_str() == key.scenario) {
@@ -283,7 +408,8 @@ pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeEr
 
 /// Exit code of a matrix run or merge: with a baseline, 1 when there is a regression (known
 /// bugs pass); without one, 1 when any cell had a failed iteration; else 0. Runs that ended
-/// with an infrastructure error give 2 when nothing else failed.
+/// with an infrastructure error, or never finished (an interrupted shard), give 2 when
+/// nothing else failed.
 pub fn exit_code(results: &Results, baseline_used: bool, regressions: &[Regression]) -> i32 {
     let failed = if baseline_used {
         !regressions.is_empty()
@@ -292,7 +418,11 @@ pub fn exit_code(results: &Results, baseline_used: bool, regressions: &[Regressi
     };
     if failed {
         crate::exit::EXPECTATION_FAILED
-    } else if results.runs.iter().any(|r| r.error.is_some()) {
+    } else if results
+        .runs
+        .iter()
+        .any(|r| r.error.is_some() || r.finished.is_none())
+    {
         crate::exit::CONFIG_OR_INFRA
     } else {
         crate::exit::OK
@@ -469,6 +599,79 @@ mod tests {
         assert_eq!(parsed.failures, 2);
         assert_eq!(parsed.errors, 1);
         assert!(xml.starts_with("<?xml"), "{xml}");
+    }
+
+    /// A cell of an interrupted shard (no `finished`) is incomplete, not an ordinary result:
+    /// marked in summary.md and junit-cells.xml, and an error in the exit code.
+    #[test]
+    fn an_unfinished_cell_is_marked_incomplete() {
+        let m = matrix("name: u\nkernels: [debian:6.1, debian:6.12]\nscenarios: [slow.yaml]\n");
+        let c = m.cells();
+        let mut cut = run_for(&c[0], 15, 0);
+        cut.iterations_planned = Some(30);
+        cut.finished = None;
+        let r = results(vec![cut, run_for(&c[1], 3, 0)]);
+        let md = markdown(&r, &compare(&r), &[]);
+        assert!(
+            md.contains("| debian-6.1 | slow | – | 15 of 30, unfinished | 0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "> **debian-6.1/slow**: the run never finished (interrupted or killed): 15 \
+                 iterations of 30 ran, so this cell is incomplete"
+            ),
+            "{md}"
+        );
+        let parsed = Report::deserialize_from_str(&junit_cells(&r).unwrap()).unwrap();
+        assert_eq!(parsed.errors, 1);
+        assert_eq!(exit_code(&r, false, &[]), 2);
+    }
+
+    /// With a baseline, a known failure is not a JUnit failure (the exit code is 0), and an
+    /// improvement is said.
+    #[test]
+    fn known_failures_are_skipped_in_junit_and_improvements_said() {
+        use super::super::baseline::judge;
+        let m = matrix("name: k\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml]\n");
+        let c = m.cells();
+        let before = results(vec![run_for(&c[0], 4, 4), run_for(&c[1], 20, 20)]);
+        let mut b = baseline_from(&before);
+        b.cells[0].known_failure = true;
+        // 6.1 still fails as known; 6.12 no longer fails.
+        let now = results(vec![run_for(&c[0], 4, 4), run_for(&c[1], 20, 0)]);
+        let j = judge(&now, &b);
+        assert_eq!(j.regressions, []);
+        assert_eq!(exit_code(&now, true, &j.regressions), 0);
+        assert_eq!(j.known, ["debian-6.1/coin"]);
+        let parsed =
+            Report::deserialize_from_str(&junit_cells_known(&now, &j.known).unwrap()).unwrap();
+        assert_eq!(parsed.failures, 0);
+        match &parsed.test_suites[0].test_cases[0].status {
+            TestCaseStatus::Skipped { message, ty, .. } => {
+                assert_eq!(ty.as_ref().map(|t| t.as_str()), Some("known failure"));
+                assert!(message
+                    .as_ref()
+                    .is_some_and(|m| m.as_str().starts_with("known failure (the baseline's")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let md = baseline_coverage(&j);
+        assert!(
+            md.contains(
+                "### Improvements against the baseline\n\n- debian-6.12/coin: failure rate fell \
+                 from 20/20 to 0/20"
+            ),
+            "{md}"
+        );
+        // A known failure that no longer fails is pointed out.
+        let fixed = results(vec![run_for(&c[0], 4, 0), run_for(&c[1], 20, 20)]);
+        let j = judge(&fixed, &b);
+        assert!(
+            j.improvements[0].starts_with("debian-6.1/coin: marked known_failure, but none"),
+            "{:?}",
+            j.improvements
+        );
     }
 
     #[test]

@@ -103,11 +103,16 @@ pub fn run_for(cell: &Cell, n: u32, failed: u32) -> RunRecord {
 }
 
 pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
+    let planned = iterations.len() as u32;
     RunRecord {
         scenario: ScenarioInfo {
             name: cell.scenario.key.clone(),
             path: cell.scenario.path.display().to_string(),
             description: String::new(),
+            sha256: Some(format!(
+                "sha-of-{}",
+                super::model::cell_id("", &cell.scenario.key, &cell.params)
+            )),
         },
         kernel: KernelInfo {
             spec: cell.kernel.spec_text.clone(),
@@ -133,6 +138,7 @@ pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
         iterations,
         cell: Some(cell.info()),
         setting: cell.params.clone(),
+        iterations_planned: Some(planned),
     }
 }
 
@@ -144,6 +150,7 @@ pub fn results(runs: Vec<RunRecord>) -> Results {
         finished: Some("2026-11-25T11:00:00Z".into()),
         host: HostInfo::default(),
         runs,
+        matrix: None,
     }
 }
 

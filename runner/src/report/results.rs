@@ -19,6 +19,34 @@ pub struct Results {
     pub finished: Option<String>,
     pub host: HostInfo,
     pub runs: Vec<RunRecord>,
+    /// The matrix these results are (a shard of), for `crashrig matrix` results: set even
+    /// when a shard ran no cell, so an empty shard still says which matrix it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<MatrixId>,
+}
+
+/// Which matrix: its name, the digest of its cell ids and how many cells it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixId {
+    pub name: String,
+    pub digest: String,
+    pub cells: u32,
+}
+
+impl MatrixId {
+    pub fn of(cell: &CellInfo) -> MatrixId {
+        MatrixId {
+            name: cell.matrix.clone(),
+            digest: cell.digest.clone(),
+            cells: cell.total,
+        }
+    }
+}
+
+impl std::fmt::Display for MatrixId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` ({})", self.name, self.digest)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -36,6 +64,11 @@ pub struct ScenarioInfo {
     pub path: String,
     #[serde(default)]
     pub description: String,
+    /// SHA-256 (hex) of the scenario as it ran (after parameters), as in the run's
+    /// `scenario.yaml`: shards of a matrix that ran different contents do not merge. Absent
+    /// in results of older crashrig versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,6 +245,10 @@ pub struct RunRecord {
     /// `--param` values and a matrix cell's values. Empty without parameters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub setting: BTreeMap<String, String>,
+    /// Iterations the run was to make (`-n`, the matrix's or the scenario's `iterations`);
+    /// a run that never finished holds fewer. Absent in results of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations_planned: Option<u32>,
 }
 
 fn restore_never() -> String {

@@ -653,6 +653,7 @@ mod tests {
                 name: "seed-kill-umount".into(),
                 path: path.into(),
                 description: String::new(),
+                sha256: None,
             },
             kernel: KernelInfo {
                 spec: kernel.0.into(),
@@ -676,6 +677,7 @@ mod tests {
             setup: vec![],
             error: None,
             setting: Default::default(),
+            iterations_planned: None,
             summary: summarize(&iterations),
             iterations,
         }

@@ -35,6 +35,7 @@ impl ResultsWriter {
                 finished: None,
                 host,
                 runs: Vec::new(),
+                matrix: None,
             },
             positions: Default::default(),
             error: None,
@@ -157,6 +158,13 @@ impl Reporter for ResultsWriter {
 
 /// JUnit XML: one suite per run (scenario on kernel), one case per iteration.
 pub fn junit(results: &Results) -> String {
+    junit_with(results, |_| false)
+}
+
+/// [`junit`] where the failed iterations of runs `known` says a baseline knows (failures
+/// that are no regression) are `<skipped type="known failure">`, as pytest writes an expected
+/// failure: JUnit consumers show them as skipped, not failed, in agreement with the exit code.
+pub fn junit_with(results: &Results, known: impl Fn(&RunRecord) -> bool) -> String {
     let mut report = Report::new("crashrig");
     for run in &results.runs {
         let mut suite = TestSuite::new(format!("{} @ {}", run.scenario.name, run.kernel.spec));
@@ -174,6 +182,16 @@ pub fn junit(results: &Results) -> String {
         for it in &run.iterations {
             let status = match it.verdict {
                 Verdict::Pass => TestCaseStatus::success(),
+                v if v.is_failure() && known(run) => {
+                    let mut status = TestCaseStatus::skipped();
+                    status.set_message(format!(
+                        "known failure (the baseline's, not a regression): {}",
+                        it.reasons.first().cloned().unwrap_or_default()
+                    ));
+                    status.set_type("known failure");
+                    status.set_description(it.reasons.join("\n"));
+                    status
+                }
                 v => {
                     let kind = if v == Verdict::Error {
                         NonSuccessKind::Error

@@ -757,6 +757,18 @@ pub async fn run_scenario(
     record
 }
 
+/// The scenario as it ran, as the run directory's `scenario.yaml` holds it.
+fn scenario_text(s: &crate::scenario::Scenario) -> String {
+    serde_json::to_string_pretty(s).unwrap_or_default()
+}
+
+/// SHA-256 (hex) of [`scenario_text`]: results record it so merged shards can be checked to
+/// have run the same scenario.
+pub fn scenario_sha256(s: &crate::scenario::Scenario) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(scenario_text(s).as_bytes()))
+}
+
 /// Runs one scenario on `rig`'s machine, booting and setting it up unless it is ready. The
 /// machine keeps running afterwards (the caller stops the rig), so the next batch of the same
 /// kernel and scenario can start on it.
@@ -796,6 +808,7 @@ pub async fn run_batch<M: Machine>(
                 .display()
                 .to_string(),
             description: s.description.clone(),
+            sha256: Some(scenario_sha256(s)),
         },
         kernel: KernelInfo {
             spec: kernel.spec.clone(),
@@ -819,6 +832,7 @@ pub async fn run_batch<M: Machine>(
         restore: opts.restore.to_string(),
         independent_iterations: false,
         setting: s.setting.clone(),
+        iterations_planned: Some(iterations),
         guest_image: guest_image_key.to_string(),
         boots: Vec::new(),
         setup: Vec::new(),
@@ -939,7 +953,7 @@ async fn run_inner<M: Machine>(
     // The scenario as it ran (after matrix parameters), in JSON, which is YAML the loader
     // reads back: `crashrig repro` needs nothing else.
     let copy = run.run_dir.join("scenario.yaml");
-    let text = serde_json::to_string_pretty(&loaded.scenario).unwrap_or_default();
+    let text = scenario_text(&loaded.scenario);
     std::fs::write(&copy, text + "\n").map_err(io(&copy))?;
     let data_seed = plan::iteration_seed(seed, u32::MAX);
     // Each iteration from a restore of the set-up guest: saved once under the setup it ran,

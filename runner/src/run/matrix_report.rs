@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::matrix::{
-    self, baseline_from, check, compare, junit_cells, markdown, merge_named, Baseline,
-    BaselineError, MergeError, Regression,
+    self, baseline_coverage, baseline_from, compare, judge, junit_cells_known, markdown,
+    merge_checked, Baseline, BaselineError, MergeError, Regression,
 };
 use crate::report::store::{read_json, read_results, write_atomic, write_json, StoreError};
 use crate::report::Results;
@@ -164,19 +164,26 @@ pub fn check_baseline_target(path: &Path) -> Result<(), ReportError> {
 
 /// Reads `DIR/results.json` of each directory and merges them (see
 /// [`matrix::merge_results`]).
-pub fn merge_dirs(dirs: &[PathBuf]) -> Result<Results, ReportError> {
+pub fn merge_dirs(dirs: &[PathBuf]) -> Result<matrix::Merged, ReportError> {
     let mut shards = Vec::new();
     for dir in dirs {
         let path = dir.join("results.json");
         shards.push((dir.display().to_string(), read_results(&path)?));
     }
-    Ok(merge_named(shards)?)
+    Ok(merge_checked(shards)?)
 }
 
 /// After a matrix ran into `dir`: orders its results.json as the matrix expands, then
 /// writes the reports (see [`write_all`]).
-pub fn finish_matrix(dir: &Path, baselines: &Baselines) -> Result<Outcome, ReportError> {
+pub fn finish_matrix(
+    dir: &Path,
+    baselines: &Baselines,
+    identity: Option<crate::report::MatrixId>,
+) -> Result<Outcome, ReportError> {
     let mut results = read_results(&dir.join("results.json"))?;
+    if identity.is_some() {
+        results.matrix = identity;
+    }
     matrix::sort_runs(&mut results);
     write_all(dir, &results, baselines, None)
 }
@@ -185,7 +192,10 @@ pub fn finish_matrix(dir: &Path, baselines: &Baselines) -> Result<Outcome, Repor
 /// `--out`.
 pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
     let baselines = Baselines::prepare(args.baseline.as_deref(), args.write_baseline.as_deref())?;
-    let merged = merge_dirs(&args.dirs)?;
+    let matrix::Merged {
+        results: merged,
+        notes,
+    } = merge_dirs(&args.dirs)?;
     // A merged directory may be merged into again; a run's directory never is.
     let out = args.out.canonicalize().ok();
     let why = if out.is_some() && args.dirs.iter().any(|d| d.canonicalize().ok() == out) {
@@ -233,8 +243,39 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
             }
         )
     });
+    // A baseline of a partial merge would leave the missing cells out of every later check:
+    // written only when partial results were asked for, and then said.
+    let mut baselines = baselines;
+    let mut note = note;
+    for line in &notes {
+        note.get_or_insert_with(String::new)
+            .push_str(&format!("\n**Merge**: {line}\n"));
+    }
+    if !missing.is_empty() {
+        if let Some(path) = &baselines.write {
+            let text = if args.allow_missing {
+                format!(
+                    "\n**The baseline written to {} covers only the {} merged**, not the \
+                     missing ones: cells it does not mention are judged as having no known \
+                     failures.\n",
+                    path.display(),
+                    crate::report::plural(merged.runs.len() as u64, "cell")
+                )
+            } else {
+                format!(
+                    "\n**No baseline written to {}**: it would leave out the missing cells \
+                     (--allow-missing writes one of the merged cells only).\n",
+                    path.display()
+                )
+            };
+            note.get_or_insert_with(String::new).push_str(&text);
+            if !args.allow_missing {
+                baselines.write = None;
+            }
+        }
+    }
     let mut outcome = write_all(&args.out, &merged, &baselines, note.as_deref())?;
-    if note.is_some() && !args.allow_missing && outcome.exit_code == crate::exit::OK {
+    if !missing.is_empty() && !args.allow_missing && outcome.exit_code == crate::exit::OK {
         outcome.exit_code = crate::exit::CONFIG_OR_INFRA;
     }
     Ok(outcome)
@@ -255,14 +296,19 @@ fn write_all(
         check_baseline_target(path)?;
         write_json(path, &baseline_from(results))?;
     }
-    let regressions = baseline.map(|b| check(results, b)).unwrap_or_default();
+    let judgement = baseline.map(|b| judge(results, b)).unwrap_or_default();
+    let regressions = judgement.regressions.clone();
     let mut md = markdown(results, &compare(results), &regressions);
+    md.push_str(&baseline_coverage(&judgement));
     md.push_str(note.unwrap_or_default());
     write_atomic(
         &dir.join("junit.xml"),
-        crate::report::writer::junit(results).as_bytes(),
+        crate::report::writer::junit_with(results, |run| {
+            judgement.known.contains(&matrix::RunKey::of(run).id())
+        })
+        .as_bytes(),
     )?;
-    let cells = junit_cells(results).map_err(ReportError::Junit)?;
+    let cells = junit_cells_known(results, &judgement.known).map_err(ReportError::Junit)?;
     write_atomic(&dir.join("junit-cells.xml"), cells.as_bytes())?;
     write_atomic(&dir.join("summary.md"), md.as_bytes())?;
     Ok(Outcome {
@@ -334,6 +380,12 @@ mod tests {
         .unwrap();
         assert_eq!(again.regressions, []);
         assert_eq!(again.exit_code, 0);
+        // ...and the JUnit files agree: the known failures are skipped, not failed.
+        for file in ["junit.xml", "junit-cells.xml"] {
+            let xml = std::fs::read_to_string(out.join(file)).unwrap();
+            assert!(!xml.contains("<failure"), "{file}: {xml}");
+            assert!(xml.contains("type=\"known failure\""), "{file}: {xml}");
+        }
 
         // One shard only: merged, with the other shard's cells reported missing.
         let partial = report_merge(&MergeRequest {
@@ -409,6 +461,104 @@ mod tests {
         assert!(!mine.join("results.json").exists());
     }
 
+    /// Writes `all`'s runs into one directory per shard (cell i in shard i % count + 1).
+    fn shard_dirs(root: &Path, all: &Results, count: u32) -> Vec<PathBuf> {
+        (1..=count)
+            .map(|index| {
+                let dir = root.join(format!("shard-{index}"));
+                std::fs::create_dir(&dir).unwrap();
+                let mut shard = all.clone();
+                shard
+                    .runs
+                    .retain(|r| r.cell.as_ref().unwrap().index % count + 1 == index);
+                write_json(&dir.join("results.json"), &shard).unwrap();
+                dir
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_mistyped_baseline_fails_failing_cells_and_is_named_in_the_summary() {
+        let cells =
+            matrix("name: b\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml]\n").cells();
+        let all = results(vec![run_for(&cells[0], 4, 4), run_for(&cells[1], 4, 4)]);
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = shard_dirs(tmp.path(), &all, 2);
+        let base = tmp.path().join("typo.json");
+        std::fs::write(
+            &base,
+            r#"{"cells": [{"kernel": "debian:6.1", "scenario": "coin", "known_failure": true},
+                          {"kernel": "debian-6.12", "scenario": "coin.yaml", "known_failure": true}]}"#,
+        )
+        .unwrap();
+        let outcome = report_merge(&MergeRequest {
+            dirs: dirs.clone(),
+            out: tmp.path().join("merged"),
+            baseline: Some(base),
+            write_baseline: None,
+            allow_missing: false,
+        })
+        .unwrap();
+        assert_eq!(outcome.exit_code, 1);
+        assert_eq!(outcome.regressions.len(), 2);
+        let md = &outcome.markdown;
+        assert!(
+            md.contains("- **Not in the baseline** (2 cells), judged as having no known failures"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "- **Baseline entries that match no cell here** (2 entries): `debian:6.1/coin`, \
+                 `debian-6.12/coin.yaml`."
+            ),
+            "{md}"
+        );
+        // An empty baseline: the same.
+        let empty = tmp.path().join("empty.json");
+        std::fs::write(&empty, r#"{"cells": []}"#).unwrap();
+        let outcome = report_merge(&MergeRequest {
+            dirs: dirs.clone(),
+            out: tmp.path().join("merged-empty"),
+            baseline: Some(empty),
+            write_baseline: None,
+            allow_missing: false,
+        })
+        .unwrap();
+        assert_eq!(outcome.exit_code, 1);
+
+        // A shard missing: no partial baseline unless --allow-missing, and then said.
+        let partial = tmp.path().join("partial.json");
+        let outcome = report_merge(&MergeRequest {
+            dirs: dirs[..1].to_vec(),
+            out: tmp.path().join("one"),
+            baseline: None,
+            write_baseline: Some(partial.clone()),
+            allow_missing: false,
+        })
+        .unwrap();
+        assert_ne!(outcome.exit_code, 0);
+        assert!(!partial.exists());
+        assert!(
+            outcome.markdown.contains("**No baseline written to "),
+            "{}",
+            outcome.markdown
+        );
+        let outcome = report_merge(&MergeRequest {
+            dirs: dirs[..1].to_vec(),
+            out: tmp.path().join("one-allowed"),
+            baseline: None,
+            write_baseline: Some(partial.clone()),
+            allow_missing: true,
+        })
+        .unwrap();
+        assert!(partial.exists());
+        assert!(
+            outcome.markdown.contains("covers only the 1 cell merged"),
+            "{}",
+            outcome.markdown
+        );
+    }
+
     #[test]
     fn infrastructure_errors_exit_2_unless_something_failed() {
         let cells = seed_matrix().cells();
@@ -433,7 +583,7 @@ mod tests {
             std::fs::write(dir.join("results.json"), text).unwrap();
             dirs.push(dir);
         }
-        assert_eq!(merge_dirs(&dirs).unwrap(), all);
+        assert_eq!(merge_dirs(&dirs).unwrap().results, all);
         dirs.push(tmp.path().join("absent"));
         let err = merge_dirs(&dirs).unwrap_err();
         assert!(err.to_string().starts_with("read "), "{err}");

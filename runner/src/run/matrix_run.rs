@@ -14,6 +14,7 @@ use crate::matrix::{self, MatrixError, Partition};
 use crate::report::events::{Event, EventSink, Forward, Reporter};
 use crate::report::store::StoreError;
 use crate::report::writer::ResultsWriter;
+use crate::report::MatrixId;
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
 /// What `crashrig matrix` runs, as plain values.
@@ -47,6 +48,18 @@ pub enum MatrixRunError {
     ParamVaried { name: String },
     #[error("validate the scenarios of the matrix ({count} problems above)")]
     Scenarios { count: usize },
+    /// `--resume` on a directory that holds other results: resuming would drop them.
+    #[error(
+        "resume {}: {why}; it is not an earlier run of matrix `{matrix}`, and resuming would \
+         drop those runs. Nothing was run or changed: give the --out of this matrix's earlier \
+         run, or a new --out without --resume",
+        out.display()
+    )]
+    ResumeOther {
+        out: PathBuf,
+        why: String,
+        matrix: String,
+    },
     #[error(transparent)]
     Results(#[from] StoreError),
     #[error(transparent)]
@@ -69,12 +82,28 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     let baselines = baselines(&args, &m)?;
     let mut session = Session::new(vm);
     let all = m.cells();
+    let identity = all.first().map(|c| MatrixId::of(&c.info()));
     let mut cells = match &args.partition {
         Some(p) => p.select(&all),
         None => all.clone(),
     };
     session.create_out(args.resume)?;
     let out = session.out.clone();
+    let existing = if args.resume {
+        session.existing_results()?
+    } else {
+        None
+    };
+    if let Some(why) = existing
+        .as_ref()
+        .and_then(|e| matrix::not_this_matrix(e, &m.name))
+    {
+        return Err(MatrixRunError::ResumeOther {
+            out,
+            why,
+            matrix: m.name.clone(),
+        });
+    }
     if cells.is_empty() {
         // A shard past the end of a small matrix (CI with a fixed shard count): nothing to
         // run, but a result set that merges, so the job passes and `report merge` works.
@@ -83,15 +112,10 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         // A --resume keeps what is there (this shard never wrote runs).
         let path = out.join("results.json");
         if !path.exists() {
-            crate::report::store::write_json(&path, &empty_results())?;
+            crate::report::store::write_json(&path, &empty_results(identity.clone()))?;
         }
-        return finish(&out, &baselines, sink);
+        return finish(&out, &baselines, identity, sink);
     }
-    let existing = if args.resume {
-        session.existing_results()?
-    } else {
-        None
-    };
     if let Some(existing) = &existing {
         cells = matrix::pending_cells(&cells, existing);
     }
@@ -167,8 +191,21 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     }
     let Some(first) = cells.first() else {
         let sink = session.setup_sink();
+        // The matrix file may have changed: the kept cells take their new positions and
+        // digest, and cells no longer in it leave results.json, as when cells run.
+        if let Some(existing) = &existing {
+            let (kept, left_out) = matrix::resumed_results(&all, existing);
+            if !left_out.is_empty() {
+                sink.info(format!(
+                    "left out of results.json, no longer in the matrix file: {} (their run \
+                     directories stay)",
+                    left_out.join(", ")
+                ));
+            }
+            crate::report::store::write_json(&out.join("results.json"), &kept)?;
+        }
         sink.info("every cell of this matrix (or shard) has finished; nothing to run");
-        return finish(&out, &baselines, sink);
+        return finish(&out, &baselines, identity, sink);
     };
     let host = session.host(&kernels[&first.kernel.label].image).await?;
     let accel = host.accel;
@@ -187,8 +224,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
 
     let writer = match existing.clone() {
         Some(existing) => {
-            let mut kept = existing.clone();
-            kept.runs = matrix::finished_runs(&all, &existing);
+            let (kept, _) = matrix::resumed_results(&all, &existing);
             ResultsWriter::with_existing(&out, kept)
         }
         None => ResultsWriter::new(&out, host.info.clone()),
@@ -240,7 +276,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     while tasks.join_next().await.is_some() {}
     // The writer's last results.json comes before the reports that read it.
     super::session::finish(&mut sink)?;
-    finish(&out, &baselines, &mut sink)
+    finish(&out, &baselines, identity, &mut sink)
 }
 
 /// The baseline to check against (`--baseline`, else the matrix's `baseline`), read, and the
@@ -273,8 +309,9 @@ fn empty_shard_note(partition: Option<&Partition>, cells: usize) -> String {
     )
 }
 
-/// The results of a shard that ran no cell: no runs, no host (nothing was booted).
-fn empty_results() -> crate::report::Results {
+/// The results of a shard that ran no cell: no runs, no host (nothing was booted), but the
+/// matrix it belongs to, so a merge of only empty shards, or of another matrix's, is caught.
+fn empty_results(matrix: Option<MatrixId>) -> crate::report::Results {
     let now = crate::report::writer::now_rfc3339();
     crate::report::Results {
         schema: crate::report::SCHEMA_VERSION,
@@ -283,13 +320,19 @@ fn empty_results() -> crate::report::Results {
         finished: Some(now),
         host: crate::report::HostInfo::default(),
         runs: Vec::new(),
+        matrix,
     }
 }
 
 /// Orders the runs as the matrix expands, writes the reports and the baseline, and decides
 /// the exit code. The markdown summary goes to `sink` as the command's report.
-fn finish(out: &Path, baselines: &Baselines, sink: &mut EventSink) -> Result<i32, MatrixRunError> {
-    let outcome = finish_matrix(out, baselines)?;
+fn finish(
+    out: &Path,
+    baselines: &Baselines,
+    identity: Option<MatrixId>,
+    sink: &mut EventSink,
+) -> Result<i32, MatrixRunError> {
+    let outcome = finish_matrix(out, baselines, identity)?;
     sink.emit(Event::Report {
         text: outcome.markdown,
     });
