@@ -58,7 +58,10 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("ldd", "libc-bin"),
     ("tar", "tar"),
     ("sh", "dash"),
-    ("cargo", "rustup (https://rustup.rs; Debian 12's cargo package is too old)"),
+    (
+        "cargo",
+        "rustup (https://rustup.rs; Debian 12's cargo package is too old)",
+    ),
 ];
 
 /// The Debian package providing `tool`, for messages.
