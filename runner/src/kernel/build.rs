@@ -821,26 +821,19 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
         let d = tempfile::tempdir().unwrap();
         let cache = Cache::at(d.path());
         let key = "k".repeat(64);
-        let entry = cache.dir("builds").unwrap().join(&key);
-        std::fs::create_dir_all(&entry).unwrap();
-        std::fs::write(entry.join("bzImage"), b"image").unwrap();
-        let kf = KeyFile {
-            key: key.clone(),
-            plan_key: "p".into(),
-            source: "linux-source-6.1 6.1.192-2".into(),
-            commit: "abc".into(),
-            patches: vec![KeyPatch {
-                patch: "x.patch".into(),
-                subject: "s".into(),
-                sha256: "0".into(),
-                commit: "def".into(),
-            }],
-            fragments: vec![],
-            compiler: "gcc".into(),
-            release: Some("6.1.192".into()),
-            modules: false,
-        };
-        std::fs::write(entry.join("key.json"), serde_json::to_string(&kf).unwrap()).unwrap();
+        cache_entry(
+            &cache,
+            KeyFile {
+                patches: vec![KeyPatch {
+                    patch: "x.patch".into(),
+                    subject: "s".into(),
+                    sha256: "0".into(),
+                    commit: "def".into(),
+                }],
+                release: Some("6.1.192".into()),
+                ..key_file(&key)
+            },
+        );
         assert_eq!(lookup(&cache, "p").unwrap(), None);
         remember(&cache, "p", &key).unwrap();
         let k = load(&lookup(&cache, "p").unwrap().unwrap(), "spec").unwrap();
@@ -858,11 +851,19 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
         let d = tempfile::tempdir().unwrap();
         let cache = Cache::at(d.path());
         let key = "a".repeat(64);
-        let entry = cache.dir("builds").unwrap().join(&key);
-        std::fs::create_dir_all(&entry).unwrap();
-        std::fs::write(entry.join("bzImage"), b"image").unwrap();
-        let kf = KeyFile {
-            key: key.clone(),
+        cache_entry(&cache, key_file(&key));
+        let k = recorded(&cache, &key, "debian-source:6.1").unwrap();
+        assert_eq!(k.build_key.as_deref(), Some(key.as_str()));
+        assert_eq!(k.image_sha256, sha(b"image"));
+        assert!(recorded(&cache, &"b".repeat(64), "s").is_none());
+        assert!(recorded(&cache, "../builds", "s").is_none());
+        assert!(recorded(&cache, "", "s").is_none());
+    }
+
+    /// The key.json of a build of no patches, under `key`.
+    fn key_file(key: &str) -> KeyFile {
+        KeyFile {
+            key: key.to_string(),
             plan_key: "p".into(),
             source: "linux-source-6.1 6.1.192-2".into(),
             commit: "abc".into(),
@@ -871,14 +872,15 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
             compiler: "gcc".into(),
             release: None,
             modules: false,
-        };
+        }
+    }
+
+    /// A build cache entry holding the image `image` and `kf` as its key.json.
+    fn cache_entry(cache: &Cache, kf: KeyFile) {
+        let entry = cache.dir("builds").unwrap().join(&kf.key);
+        std::fs::create_dir_all(&entry).unwrap();
+        std::fs::write(entry.join("bzImage"), b"image").unwrap();
         std::fs::write(entry.join("key.json"), serde_json::to_string(&kf).unwrap()).unwrap();
-        let k = recorded(&cache, &key, "debian-source:6.1").unwrap();
-        assert_eq!(k.build_key.as_deref(), Some(key.as_str()));
-        assert_eq!(k.image_sha256, sha(b"image"));
-        assert!(recorded(&cache, &"b".repeat(64), "s").is_none());
-        assert!(recorded(&cache, "../builds", "s").is_none());
-        assert!(recorded(&cache, "", "s").is_none());
     }
 
     /// A build directory with a piggy.S that includes `payload` and an image `image`.
