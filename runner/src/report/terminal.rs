@@ -13,8 +13,9 @@ pub struct Terminal {
     /// Runs under way (index -> "scenario@kernel"); with more than one (a parallel matrix),
     /// lines name their run.
     active: std::collections::HashMap<usize, String>,
-    /// The build stage last shown for each kernel being built.
-    build_stages: std::collections::HashMap<String, String>,
+    /// The build stage last shown for each kernel being built, and when (seconds into its
+    /// build).
+    build_stages: std::collections::HashMap<String, (String, f64)>,
     fancy: bool,
     verbose: bool,
     /// A bisection is running: its batches get the short summary unless `verbose`.
@@ -46,6 +47,37 @@ impl Terminal {
             Some(bar) => bar.println(text),
             None => errln!("{text}"),
         }
+    }
+}
+
+/// Without a spinner (CI logs, a pipe), a build still in one stage says so this often: a
+/// kernel compile is silent for many minutes otherwise, and a log that looks stuck gets killed.
+const BUILD_HEARTBEAT_S: f64 = 60.0;
+
+/// The line a build event prints, if any: the first event of a stage, and with `heartbeat`
+/// one more every `heartbeat` seconds while the stage lasts, with what it is doing.
+fn build_line(
+    spec: &str,
+    last: Option<(&str, f64)>,
+    stage: &str,
+    detail: &str,
+    elapsed: std::time::Duration,
+    heartbeat: Option<f64>,
+) -> Option<String> {
+    let at = elapsed.as_secs_f64();
+    match last {
+        Some((shown, shown_at)) if shown == stage => {
+            let every = heartbeat?;
+            (at - shown_at >= every).then(|| {
+                let doing = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(", now {detail}")
+                };
+                format!("crashrig: build {spec}: still {stage} (at {at:.0} s{doing})")
+            })
+        }
+        _ => Some(format!("crashrig: build {spec}: {stage} (at {at:.0} s)")),
     }
 }
 
@@ -356,12 +388,12 @@ impl Reporter for Terminal {
                 detail,
                 elapsed,
             } => {
-                if self.build_stages.get(spec) != Some(stage) {
-                    self.line(&format!(
-                        "crashrig: build {spec}: {stage} (at {:.0} s)",
-                        elapsed.as_secs_f64()
-                    ));
-                    self.build_stages.insert(spec.clone(), stage.clone());
+                let last = self.build_stages.get(spec).map(|(s, at)| (s.as_str(), *at));
+                let heartbeat = (!self.fancy).then_some(BUILD_HEARTBEAT_S);
+                if let Some(text) = build_line(spec, last, stage, detail, *elapsed, heartbeat) {
+                    self.line(&text);
+                    self.build_stages
+                        .insert(spec.clone(), (stage.clone(), elapsed.as_secs_f64()));
                 }
                 // Stage changes are printed as messages; on a TTY a spinner shows what is
                 // compiling.
@@ -573,6 +605,46 @@ mod tests {
     use super::*;
     use crate::report::results::tests::seed_iterations;
     use crate::report::{summarize, KernelInfo, ScenarioInfo};
+
+    #[test]
+    fn a_long_build_stage_says_it_is_still_going_only_without_a_spinner() {
+        let secs = std::time::Duration::from_secs;
+        let line = |last, stage, at, heartbeat| {
+            build_line("k", last, stage, "CC fs/namei.o", secs(at), heartbeat)
+        };
+        // A new stage is always shown.
+        assert_eq!(
+            line(None, "compile", 15, None).as_deref(),
+            Some("crashrig: build k: compile (at 15 s)")
+        );
+        assert_eq!(
+            line(Some(("config", 1.0)), "compile", 15, Some(60.0)).as_deref(),
+            Some("crashrig: build k: compile (at 15 s)")
+        );
+        // The same stage: nothing until a heartbeat is due, then what it is doing.
+        assert_eq!(
+            line(Some(("compile", 15.0)), "compile", 74, Some(60.0)),
+            None
+        );
+        assert_eq!(
+            line(Some(("compile", 15.0)), "compile", 75, Some(60.0)).as_deref(),
+            Some("crashrig: build k: still compile (at 75 s, now CC fs/namei.o)")
+        );
+        // On a TTY the spinner shows progress: no heartbeat lines.
+        assert_eq!(line(Some(("compile", 15.0)), "compile", 900, None), None);
+        assert_eq!(
+            build_line(
+                "k",
+                Some(("compile", 0.0)),
+                "compile",
+                "",
+                secs(60),
+                Some(60.0)
+            )
+            .as_deref(),
+            Some("crashrig: build k: still compile (at 60 s)")
+        );
+    }
 
     #[test]
     fn boot_bench_figures_are_shown_beside_their_baselines() {
