@@ -1201,6 +1201,16 @@ fn bayes_factor_text(bf: f64) -> String {
     }
 }
 
+/// One kernel's verification runs: none when its runs from the search were enough (the
+/// verdict above counts them), rather than a "0/0 = 0% [0%, 100%]" that reads as a rate.
+fn verification_runs_text(runs: &bisect::MeasuredRate) -> String {
+    if runs.iterations == 0 {
+        "none (its runs from the search were enough)".to_string()
+    } else {
+        runs.text()
+    }
+}
+
 fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target>) -> String {
     let name = |k: usize| candidates.get(k).cloned().unwrap_or_else(|| k.to_string());
     let fix = r.direction == bisect::Direction::Fix;
@@ -1355,10 +1365,10 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
                 crate::report::plural(r.verify_iterations, "iteration"),
                 if fix { "parent" } else { "culprit" },
                 v.bad_candidate,
-                all.bad.text(),
+                verification_runs_text(&all.bad),
                 if fix { "fix" } else { "parent" },
                 v.good_candidate,
-                all.good.text(),
+                verification_runs_text(&all.good),
                 if all.rounds > 1 {
                     "; each round judges its own fresh runs, the earlier rounds' are in the posterior"
                 } else {
@@ -1993,6 +2003,16 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_without_verification_runs_is_said_to_have_none_not_a_rate() {
+        assert_eq!(
+            verification_runs_text(&bisect::MeasuredRate::new(0, 0)),
+            "none (its runs from the search were enough)"
+        );
+        let runs = bisect::MeasuredRate::new(6, 7);
+        assert_eq!(verification_runs_text(&runs), runs.text());
+    }
+
+    #[test]
     fn the_verification_line_counts_every_rounds_runs_not_only_the_last() {
         use rand::SeedableRng;
         // A short range at 1/8 -> 1/2, where verification may take several rounds.
@@ -2034,9 +2054,9 @@ mod tests {
                     all.rounds,
                     report.verify_iterations,
                     v.bad_candidate,
-                    all.bad.text(),
+                    verification_runs_text(&all.bad),
                     v.good_candidate,
-                    all.good.text()
+                    verification_runs_text(&all.good)
                 );
                 assert!(text.contains(&line), "{text}");
             }
