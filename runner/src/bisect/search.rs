@@ -85,9 +85,9 @@ enum State {
         pair: Pair,
         /// Iterations of this round on the good and the bad kernel.
         spent: [u64; 2],
-        /// The model's rates when the round began: the top of the good side's interval, the
-        /// bottom of the bad side's, and the fresh clean runs that clear the culprit at the
-        /// bad side's mean rate.
+        /// The model's bad-side rates when the round began: the bottom of the bad side's
+        /// interval, and the fresh clean runs that clear the culprit at that rate (the good
+        /// side's bound is judged at every step: [`Bisector::good_high`]).
         rates: VerifyRates,
     },
     Done {
@@ -97,7 +97,6 @@ enum State {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct VerifyRates {
-    good_high: f64,
     bad_rate: f64,
     needed: u64,
 }
@@ -582,30 +581,16 @@ impl Bisector {
             return;
         }
         // The rates each side should show, from every run given the search's answer: the top
-        // of the good side's interval, and a low bad rate (its first quintile: with few runs
-        // on the bad side the mean can be far too high, and a parent would pass as good on
-        // too few clean runs).
+        // of the good side's interval (see [`Bisector::good_high`], judged again at every step
+        // of the round), and a low bad rate (its first quintile: with few runs on the bad side
+        // the mean can be far too high, and a parent would pass as good on too few clean runs).
         let post = self.internal_posterior();
         let split = &post.splits[post.split_of[group[group.len() - 1]]];
-        let good_high = posterior::quantile(&split.good, &self.g0, 0.975);
-        // With the weak prior, the top of the good side's interval from its own runs under a
-        // uniform prior too: the atom at 0 puts the model's at 0 whenever the good side
-        // happened to stay clean, and a good candidate's one lucky fresh failure would then
-        // pass for a culprit's (a rate the user gave is taken as given).
-        let good_runs = (0..group[0]).fold(Tally::default(), |t, j| t.add(self.cells[j].all()));
-        let uniform = RateGrid::uniform();
-        let runs_high = posterior::normalize(&uniform.log_post(good_runs))
-            .map_or(0.0, |w| posterior::quantile(&w, &uniform, 0.975));
-        let good_high = match self.config.good_rate {
-            RatePrior::Weak => good_high.max(runs_high),
-            RatePrior::Beta { .. } | RatePrior::Known { .. } => good_high,
-        };
         let bad_rate = posterior::quantile(&split.bad, &self.g1, 0.2);
         self.verified_pair = Some(pair);
         self.verify_rounds += 1;
         self.round_base = self.verify_tally(pair.bad);
         self.verify_rates = Some(VerifyRates {
-            good_high,
             bad_rate,
             needed: verify::clean_runs_needed(self.config.confidence, bad_rate),
         });
@@ -615,6 +600,33 @@ impl Bisector {
             spent: [0, 0],
             rates: self.verify_rates.expect("just set"),
         };
+    }
+
+    /// The top of the good side's 95% interval given the pair: the culprit must fail
+    /// significantly more often than this. From every run of the good side so far, so the
+    /// parent's verification runs count: frozen at the round's start, a round that began on
+    /// a good side of five clean runs (the range's other candidates all built the good end's
+    /// kernel, so the search ran nothing) asked a culprit failing 59% of the time to beat
+    /// 46%, and took 95 iterations where 15 did.
+    ///
+    /// With the weak prior, also the top of the interval from the good side's own runs under
+    /// a uniform prior: the atom at 0 puts the model's at 0 whenever the good side happened
+    /// to stay clean, and a good candidate's one lucky fresh failure would then pass for a
+    /// culprit's (a rate the user gave is taken as given).
+    fn good_high(&self, post: &Posterior, pair: Pair) -> f64 {
+        let split = &post.splits[post.split_of[pair.culprit]];
+        let model = posterior::quantile(&split.good, &self.g0, 0.975);
+        match self.config.good_rate {
+            RatePrior::Weak => {
+                let good_runs =
+                    (0..=pair.parent).fold(Tally::default(), |t, j| t.add(self.cells[j].all()));
+                let uniform = RateGrid::uniform();
+                let runs = posterior::normalize(&uniform.log_post(good_runs))
+                    .map_or(0.0, |w| posterior::quantile(&w, &uniform, 0.975));
+                model.max(runs)
+            }
+            RatePrior::Beta { .. } | RatePrior::Known { .. } => model,
+        }
     }
 
     /// The next batch on one of two kernels whose rates are being compared: the side whose
@@ -700,7 +712,7 @@ impl Bisector {
                 verify::verdict(
                     parent,
                     fresh,
-                    r.good_high,
+                    self.good_high(&self.internal_posterior(), pair),
                     r.bad_rate,
                     u64::MAX,
                     self.config.confidence,
@@ -718,7 +730,7 @@ impl Bisector {
         verify::verdict(
             self.kernel_tally(pair.good),
             fresh,
-            rates.good_high,
+            self.good_high(&self.internal_posterior(), pair),
             rates.bad_rate,
             rates.needed,
             self.config.confidence,
@@ -1429,6 +1441,62 @@ mod tests {
             .filter(|e| e.iterations + e.verify_iterations > 0)
             .count() as u64;
         assert_eq!(report.total_builds(), tested + 1, "{report:?}");
+    }
+
+    /// The held-out shape that took 95 verification iterations: every candidate between the
+    /// ends builds the good end's kernel, so the search runs nothing and the verification
+    /// begins on the ends' few clean runs of the good side. The culprit fails every other
+    /// iteration; the parent never does. The good side's bound must follow the parent's
+    /// runs during the round (frozen at its start, from five clean runs, it stayed near
+    /// 46%, and a culprit at 50% hardly ever beat it).
+    #[test]
+    fn a_verification_that_starts_on_few_good_runs_learns_from_the_parents_runs() {
+        struct Alternating([u32; 5]);
+        impl Oracle for Alternating {
+            fn test(&mut self, c: usize, n: u32, stop: bool) -> BatchOutcome {
+                let (mut ran, mut failures) = (0, 0);
+                for _ in 0..n {
+                    ran += 1;
+                    self.0[c] += 1;
+                    if c == 4 && self.0[c].is_multiple_of(2) {
+                        failures += 1;
+                        if stop {
+                            break;
+                        }
+                    }
+                }
+                BatchOutcome::Ran {
+                    iterations: ran,
+                    failures,
+                }
+            }
+        }
+        let mut b = Bisector::new(4, Config::default()).unwrap();
+        let mut oracle = Alternating([0; 5]);
+        let report = loop {
+            match b.next_action() {
+                Action::Test { candidate, .. } if (1..=3).contains(&candidate) => {
+                    b.record_alias(candidate, 0).unwrap()
+                }
+                Action::Test {
+                    candidate,
+                    iterations,
+                    stop_at_first_failure,
+                } => {
+                    let o = oracle.test(candidate, iterations, stop_at_first_failure);
+                    b.record(candidate, o).unwrap()
+                }
+                Action::Done(report) => break report,
+            }
+        };
+        assert_eq!(report.status, Status::Found, "{report:?}");
+        assert_eq!(report.culprit, Some(4));
+        assert_eq!(report.iterations, 0, "the aliases leave nothing to search");
+        assert!(
+            report.verify_iterations <= 40,
+            "{} verification iterations",
+            report.verify_iterations
+        );
     }
 
     #[test]
