@@ -127,6 +127,23 @@ fn summary(run: &RunRecord, batch: bool) -> String {
     if let Some(err) = &run.error {
         out.push_str(&format!("  error: {err}\n"));
     }
+    if let Some(d) = &run.setup_dmesg {
+        let groups = crate::outcome::group(d.findings.iter().filter(|f| !f.expected));
+        if !groups.is_empty() {
+            out.push_str(&format!(
+                "  setup's dmesg ({}; in no iteration's count):",
+                if d.failed() {
+                    "FAIL"
+                } else {
+                    "pass: not in dmesg.fail-on"
+                }
+            ));
+            for g in groups {
+                out.push_str(&format!("\n    {} x{}: {}", g.kind, g.count, g.signature));
+            }
+            out.push('\n');
+        }
+    }
     // No iteration judged (the run failed before one finished, or every one was an
     // infrastructure error): there is no rate, and 0/0 is not 0%.
     let rate = if s.iterations > s.errors {
@@ -505,6 +522,19 @@ impl Reporter for Terminal {
                 boot.reason,
                 boot.ready_after_ms as f64 / 1000.0
             )),
+            Event::SetupDmesg { index, dmesg } => {
+                if dmesg.failed() {
+                    let text = format!(
+                        "   {}setup: FAIL: {}",
+                        self.prefix(*index),
+                        dmesg.reasons.join("; ")
+                    );
+                    match &self.progress {
+                        Some(bar) => bar.println(text),
+                        None => errln!("{text}"),
+                    }
+                }
+            }
             Event::SetupFinished { steps, .. } => {
                 for st in steps.iter().filter(|s| !s.ok) {
                     self.line(&format!(
@@ -672,6 +702,7 @@ mod tests {
             cell: None,
             restore: "never".into(),
             independent_iterations: false,
+            setup_dmesg: None,
             guest_image: String::new(),
             boots: vec![],
             setup: vec![],
