@@ -1089,7 +1089,7 @@ async fn amplify_end(
     // scenario only then): a leader on a few lucky runs would bisect with a setting no better.
     let proven = report.proven_winner();
     let winner = proven.as_ref().ok().and_then(|&w| report.row(w));
-    let leader = report.winner.and_then(|w| report.row(w));
+    let leader = report.leader.and_then(|w| report.row(w));
     let default = report.row(report.default);
     let setting = winner.map_or_else(
         || space.setting(&space.default_arm()),
