@@ -254,6 +254,30 @@ fn summary(run: &RunRecord, batch: bool) -> String {
     out
 }
 
+/// The line `crashrig amplify` starts with: the space searched, the budget and the target.
+fn amplify_started_text(
+    settings: u64,
+    knobs: &[(String, Vec<String>)],
+    budget: u64,
+    batch: u32,
+    target: Option<&str>,
+) -> String {
+    format!(
+        "crashrig: amplify: {} over {} ({}); budget {budget} iterations, batches of {batch}; {}",
+        super::plural(settings, "setting"),
+        super::plural(knobs.len() as u64, "knob"),
+        knobs
+            .iter()
+            .map(|(name, values)| format!("{name}: {}", values.join("/")))
+            .collect::<Vec<_>>()
+            .join(", "),
+        match target {
+            Some(t) => format!("target {t}"),
+            None => "target: the first violation seen".into(),
+        }
+    )
+}
+
 /// `crashrig bench boot`'s table: each figure beside its baseline.
 fn boot_bench_text(f: &super::events::BootBenchFigures) -> String {
     let stages = |phases: &[super::results::BootPhase]| {
@@ -441,19 +465,12 @@ impl Reporter for Terminal {
                 budget,
                 batch,
                 target,
-            } => self.line(&format!(
-                "crashrig: amplify: {settings} settings over {} knobs ({}); budget {budget} \
-                 iterations, batches of {batch}; {}",
-                knobs.len(),
-                knobs
-                    .iter()
-                    .map(|(name, values)| format!("{name}: {}", values.join("/")))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                match target {
-                    Some(t) => format!("target {t}"),
-                    None => "target: the first violation seen".into(),
-                }
+            } => self.line(&amplify_started_text(
+                *settings,
+                knobs,
+                *budget,
+                *batch,
+                target.as_deref(),
             )),
             Event::AmplifyTarget { target } => self.line(&format!(
                 "crashrig: amplify: target {target} (the first violation seen)"
@@ -787,6 +804,17 @@ mod tests {
     }
 
     /// A bisection batch's summary keeps what decides the verdict and drops the rest.
+    /// "2 settings over 1 knobs": one knob is the usual first search.
+    #[test]
+    fn the_amplify_start_line_counts_one_knob_in_the_singular() {
+        let knobs = vec![("busy".to_string(), vec!["0".to_string(), "1".to_string()])];
+        assert_eq!(
+            amplify_started_text(2, &knobs, 300, 10, Some("umount:EBUSY")),
+            "crashrig: amplify: 2 settings over 1 knob (busy: 0/1); budget 300 iterations, \
+             batches of 10; target umount:EBUSY"
+        );
+    }
+
     #[test]
     fn a_bisection_batch_summary_keeps_violations_findings_and_errors_only() {
         use crate::report::results::tests::{iteration, step};

@@ -468,8 +468,9 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
             "no setting showed the target: nothing to amplify (more iterations, other values, or another --target)\n"
         }),
         (Some(w), Some(p)) => s.push_str(&format!(
-            "winner: {}; Fisher p against the default = {p:.3}{}\n",
+            "winner: {}; Fisher p against the default {}{}\n",
             w.label,
+            crate::outcome::stats::p_text(p),
             if p < crate::amplify::BEATS_DEFAULT_P {
                 ""
             } else {
@@ -1144,8 +1145,9 @@ pub fn bench_text(f: &BenchFigures) -> String {
         "none (neither showed the target)".into()
     };
     s.push_str(&format!(
-        "winner / default: {ratio} (goal >= 5x); Fisher p = {:.4} (goal < 0.01); search spent {} iterations (goal <= 300)\n",
-        f.fisher_p, f.outcome.report.spent
+        "winner / default: {ratio} (goal >= 5x); Fisher p {} (goal < 0.01); search spent {} iterations (goal <= 300)\n",
+        crate::outcome::stats::p_text(f.fisher_p),
+        f.outcome.report.spent
     ));
     s
 }

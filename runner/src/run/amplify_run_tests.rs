@@ -424,7 +424,7 @@ async fn the_winner_is_written_out_as_a_scenario_that_loads_with_it_as_defaults(
     let outcome = d.amplify(busy_machine).await;
     let text = report_text(&outcome);
     assert!(
-        text.contains("winner: busy=1; Fisher p against the default = 0.000\n"),
+        text.contains("winner: busy=1; Fisher p against the default < 0.001\n"),
         "{text}"
     );
     let path = outcome.amplified.expect("written");
