@@ -230,8 +230,16 @@ pub struct Report {
     pub budget: u64,
     /// Every setting tried, best score first.
     pub rows: Vec<Row>,
-    /// Id of the winner (the leader), if any setting ran.
+    /// Id of the winner: the leader, when at least two settings ran (one setting measured
+    /// alone is compared with nothing, and is no winner).
     pub winner: Option<usize>,
+    /// Id of the leader (the best so far), if any setting ran.
+    pub leader: Option<usize>,
+    /// Settings in the space searched.
+    pub space_size: u64,
+    /// Settings the search had chosen to compare (the candidates) that never ran, by label,
+    /// in the order they became candidates: a budget spent early leaves them unmeasured.
+    pub untried: Vec<String>,
     /// Id of the default setting.
     pub default: usize,
     /// Two-sided Fisher p of the winner's rate against the default's on the first kernel
@@ -271,6 +279,15 @@ impl Report {
         self.rows.iter().find(|r| r.id == id)
     }
 
+    /// A setting's label, `the default` for the default.
+    pub fn setting_name(&self, id: usize) -> String {
+        match self.row(id) {
+            _ if id == self.default => "the default".into(),
+            Some(r) => r.label.clone(),
+            None => format!("setting {id}"),
+        }
+    }
+
     /// Whether the winner showed the target (or a difference) at all.
     pub fn winner_showed(&self) -> bool {
         self.winner
@@ -284,6 +301,10 @@ impl Report {
     /// default stays.
     pub fn proven_winner(&self) -> Result<usize, String> {
         match (self.winner, self.fisher_vs_default) {
+            (None, _) if self.rows.len() == 1 => Err(format!(
+                "only {} ran: no other setting was tried",
+                self.setting_name(self.rows[0].id)
+            )),
             _ if !self.winner_showed() => Err(match self.goal {
                 Goal::Difference => "no setting showed a difference between the kernels".into(),
                 _ => "no setting showed the target".into(),
@@ -653,7 +674,16 @@ impl Searcher {
             })
             .collect();
         rows.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
-        let winner = self.leader();
+        let leader = self.leader();
+        // A small budget can end the search on the default's first batch: the one setting
+        // that ran leads, but beats nothing.
+        let winner = leader.filter(|_| rows.len() >= 2);
+        let untried = self
+            .candidates
+            .iter()
+            .filter(|&&id| self.arms[id].sides.iter().all(|c| c.trials == 0))
+            .map(|&id| self.space.describe(&self.arms[id].arm))
+            .collect();
         let default = 0;
         let fisher_vs_default = winner.filter(|&w| w != default).and_then(|w| {
             let (a, b) = (self.arms[w].sides[0], self.arms[default].sides[0]);
@@ -668,6 +698,9 @@ impl Searcher {
             budget: self.config.budget,
             rows,
             winner,
+            leader,
+            space_size: self.space.size(),
+            untried,
             default,
             fisher_vs_default,
             default_measured: self.tried(default),
@@ -722,6 +755,9 @@ mod tests {
             budget: 100,
             rows: vec![row(1, 12, score), row(0, 2, 0.1)],
             winner,
+            leader: winner,
+            space_size: 2,
+            untried: vec![],
             default: 0,
             fisher_vs_default: p,
             default_measured: p.is_some(),
@@ -854,6 +890,28 @@ mod tests {
                 assert!(report.fisher_vs_default.is_some(), "seed {seed}");
             }
         }
+    }
+
+    /// A budget of one batch: the default ran alone, and leads, but is compared with
+    /// nothing: no winner, and the candidates it spent nothing on are named.
+    #[test]
+    fn a_budget_spent_on_the_default_alone_leaves_no_winner_and_names_the_untried() {
+        let config = Config {
+            budget: 5,
+            ..Config::default()
+        };
+        let report = Searcher::new(space(&[3, 2]), config)
+            .unwrap()
+            .run_with(exact(|_| 1.0))
+            .unwrap();
+        assert_eq!(report.stop, Some(Stop::Budget));
+        assert_eq!(report.rows.len(), 1);
+        assert_eq!(report.leader, Some(0));
+        assert_eq!(report.winner, None);
+        assert_eq!(report.space_size, 6);
+        assert_eq!(report.untried.len(), 5, "{:?}", report.untried);
+        assert!(!report.untried.contains(&"default".to_string()));
+        assert_eq!(report.fisher_vs_default, None);
     }
 
     #[test]

@@ -49,13 +49,18 @@ pub fn report(command: ReportCommand) -> Result<i32, CliError> {
             outln!("{}", outcome.markdown);
             if !outcome.missing_cells.is_empty() {
                 errln!(
-                    "crashrig: {}: no shard covers {} of the matrix{}",
+                    "crashrig: {}: no shard covers {} of the matrix{}{}",
                     if args.allow_missing {
                         "warning"
                     } else {
                         "error"
                     },
                     crate::report::plural(outcome.missing_cells.len() as u64, "cell"),
+                    if outcome.missing_ids.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", outcome.missing_ids.join(", "))
+                    },
                     if args.allow_missing {
                         ""
                     } else {

@@ -102,14 +102,60 @@ pub fn markdown(
         );
     }
     for run in results.runs.iter().filter(|r| r.error.is_some()) {
-        let _ = writeln!(
-            md,
-            "\n> **{}**: {}",
-            RunKey::of(run).id(),
-            run.error.as_deref().unwrap_or_default()
-        );
+        md.push_str(&error_block(
+            &RunKey::of(run).id(),
+            run.error.as_deref().unwrap_or_default(),
+        ));
     }
     md
+}
+
+/// Console lines summary.md shows of a run error that carries them (a boot's 40).
+const ERROR_CONSOLE_LINES: usize = 5;
+
+/// Longest console line summary.md shows, in characters.
+const ERROR_LINE_CHARS: usize = 160;
+
+/// A run error for summary.md: its first line quoted; the lines after it (the console tail
+/// of a guest that never booted: 40 lines, `*`, `#` and `|` in them) as the last few,
+/// fenced, so markdown shows them as they were and does not run them into the quote.
+fn error_block(id: &str, error: &str) -> String {
+    let (head, rest) = error.split_once('\n').unwrap_or((error, ""));
+    let mut out = format!("\n> **{id}**: {head}\n");
+    let lines: Vec<&str> = rest.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return out;
+    }
+    let shown: Vec<String> = lines[lines.len().saturating_sub(ERROR_CONSOLE_LINES)..]
+        .iter()
+        .map(|l| {
+            if l.chars().count() > ERROR_LINE_CHARS {
+                l.chars()
+                    .take(ERROR_LINE_CHARS - 3)
+                    .chain("...".chars())
+                    .collect()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    // A fence longer than any run of backticks in the lines.
+    let ticks = shown
+        .iter()
+        .flat_map(|l| l.split(|c| c != '`').map(str::len))
+        .max()
+        .unwrap_or(0);
+    let fence = "`".repeat(3.max(ticks + 1));
+    let _ = write!(out, "\n{fence}text\n{}\n{fence}\n", shown.join("\n"));
+    if shown.len() < lines.len() {
+        let _ = writeln!(
+            out,
+            "\n(the last {} of {} lines; results.json has the whole error)",
+            shown.len(),
+            lines.len()
+        );
+    }
+    out
 }
 
 /// What summary.md says about what a baseline covers (empty when it covers every cell and
@@ -455,6 +501,37 @@ mod tests {
             run_for(&c[2], 20, 4),
             broken,
         ])
+    }
+
+    /// A cell whose guest never booted put its error's 40 console lines into summary.md as
+    /// text: markdown ran them into the quote and read `*` and `#` in them.
+    #[test]
+    fn a_never_booted_cells_console_lines_are_its_last_few_fenced() {
+        let mut tail: Vec<String> = (1..=40).map(|i| format!("[    {i}.0] line {i}")).collect();
+        tail[38] = "# not a heading * not a list".into();
+        tail[37] = "x".repeat(200);
+        tail[39] = "```x``` y".into();
+        let error = format!(
+            "QEMU exited (exit status: 1) before the guest answered on SSH; last console \
+             lines:\n{}",
+            tail.join("\n")
+        );
+        let block = error_block("debian-6.1/seed", &error);
+        let long = format!("{}...", "x".repeat(157));
+        assert_eq!(
+            block,
+            format!(
+                "\n> **debian-6.1/seed**: QEMU exited (exit status: 1) before the guest \
+                 answered on SSH; last console lines:\n\
+                 \n````text\n[    36.0] line 36\n[    37.0] line 37\n{long}\n\
+                 # not a heading * not a list\n```x``` y\n````\n\
+                 \n(the last 5 of 40 lines; results.json has the whole error)\n"
+            )
+        );
+        assert_eq!(
+            error_block("k/s", "the guest hung"),
+            "\n> **k/s**: the guest hung\n"
+        );
     }
 
     /// The whole summary.md as users see it (rows, comparisons, regressions, run errors);

@@ -130,6 +130,7 @@ pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
         dir: cell.id(),
         restore: "never".into(),
         independent_iterations: false,
+        setup_dmesg: None,
         guest_image: "test-image".into(),
         boots: Vec::new(),
         setup: Vec::new(),

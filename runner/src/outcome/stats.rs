@@ -109,6 +109,16 @@ fn ln_factorial(k: u64) -> f64 {
         + 1.0 / (1260.0 * x * x2 * x2)
 }
 
+/// A p-value after the word `p`: `= 0.052`, or `< 0.001` for one that rounds to zero at three
+/// decimals (`p = 0.000` read as impossible).
+pub fn p_text(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".into()
+    } else {
+        format!("= {p:.3}")
+    }
+}
+
 /// Median of the finite values in `values` (NaN and infinities are ignored); `None` when there are
 /// none. An even count gives the mean of the two middle values.
 pub fn median(values: &[f64]) -> Option<f64> {
@@ -136,6 +146,16 @@ pub fn max(values: &[f64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Fisher p of a 30/30 winner against a 2/10 default printed as `p = 0.000`.
+    #[test]
+    fn a_p_value_that_rounds_to_zero_reads_as_below_a_thousandth() {
+        assert_eq!(p_text(fisher_exact_two_sided(30, 0, 2, 8)), "< 0.001");
+        assert_eq!(p_text(0.0012), "= 0.001");
+        assert_eq!(p_text(0.522), "= 0.522");
+        assert_eq!(p_text(1.0), "= 1.000");
+    }
+
     use super::*;
 
     fn close(got: f64, want: f64, tol: f64) -> bool {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::results::{BootRecord, IterationRecord, RunRecord, StepRecord};
+use super::results::{BootRecord, IterationRecord, RunRecord, SetupDmesg, StepRecord};
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -118,6 +118,12 @@ pub enum Event {
     SetupFinished {
         index: usize,
         steps: Vec<StepRecord>,
+    },
+    /// The kernel log of one setup (every setup the run ran, a set-up again after a hang
+    /// included), judged.
+    SetupDmesg {
+        index: usize,
+        dmesg: Box<SetupDmesg>,
     },
     IterationFinished {
         index: usize,

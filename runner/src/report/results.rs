@@ -226,6 +226,10 @@ pub struct RunRecord {
     pub boots: Vec<BootRecord>,
     /// Setup step results (of the first boot).
     pub setup: Vec<StepRecord>,
+    /// The kernel's messages while setup ran, judged on their own: absent when setup did not
+    /// run in this run (its set-up guest came from the cache) and in older results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_dmesg: Option<SetupDmesg>,
     /// An infrastructure error that ended the run early.
     pub error: Option<String>,
     pub summary: Summary,
@@ -251,14 +255,58 @@ pub struct RunRecord {
     pub iterations_planned: Option<u32>,
 }
 
+/// What the kernel said while setup ran (every setup of the run: a run sets up again after a
+/// hang or panic when its iterations share a guest), judged as an iteration's kernel log is
+/// (`dmesg.fail-on`, `dmesg.ignore`) and charged to no iteration, with or without restores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetupDmesg {
+    /// `pass`, or `fail` when a finding fails under the scenario's `dmesg.fail-on`.
+    pub verdict: Verdict,
+    /// Why it failed: `dmesg <kind>: <title>`, one per failing finding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    /// The kernel log of each setup, relative to the results directory.
+    pub dmesg_files: Vec<String>,
+}
+
+impl SetupDmesg {
+    /// Adds the judgment of one more setup's kernel log.
+    pub fn merge(&mut self, other: &SetupDmesg) {
+        if other.failed() {
+            self.verdict = Verdict::Fail;
+        }
+        self.reasons.extend(other.reasons.iter().cloned());
+        self.findings.extend(other.findings.iter().cloned());
+        self.dmesg_files.extend(other.dmesg_files.iter().cloned());
+    }
+
+    pub fn failed(&self) -> bool {
+        self.verdict.is_failure()
+    }
+}
+
+impl Default for SetupDmesg {
+    fn default() -> Self {
+        SetupDmesg {
+            verdict: Verdict::Pass,
+            reasons: Vec::new(),
+            findings: Vec::new(),
+            dmesg_files: Vec::new(),
+        }
+    }
+}
+
 fn restore_never() -> String {
     "never".into()
 }
 
 impl RunRecord {
-    /// 1 when any iteration failed; 2 when the run could not be carried out; else 0.
+    /// 1 when any iteration or setup's kernel log failed; 2 when the run could not be carried
+    /// out; else 0.
     pub fn exit_code(&self) -> i32 {
-        if self.summary.failed > 0 {
+        if self.summary.failed > 0 || self.setup_dmesg.as_ref().is_some_and(SetupDmesg::failed) {
             crate::exit::EXPECTATION_FAILED
         } else if self.error.is_some() || self.summary.errors > 0 || self.iterations.is_empty() {
             crate::exit::CONFIG_OR_INFRA

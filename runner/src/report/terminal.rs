@@ -159,6 +159,23 @@ fn summary(run: &RunRecord, batch: bool) -> String {
     if let Some(err) = &run.error {
         out.push_str(&format!("  error: {err}\n"));
     }
+    if let Some(d) = &run.setup_dmesg {
+        let groups = crate::outcome::group(d.findings.iter().filter(|f| !f.expected));
+        if !groups.is_empty() {
+            out.push_str(&format!(
+                "  setup's dmesg ({}; in no iteration's count):",
+                if d.failed() {
+                    "FAIL"
+                } else {
+                    "pass: not in dmesg.fail-on"
+                }
+            ));
+            for g in groups {
+                out.push_str(&format!("\n    {} x{}: {}", g.kind, g.count, g.signature));
+            }
+            out.push('\n');
+        }
+    }
     // No iteration judged (the run failed before one finished, or every one was an
     // infrastructure error): there is no rate, and 0/0 is not 0%.
     let rate = if s.iterations > s.errors {
@@ -267,6 +284,30 @@ fn summary(run: &RunRecord, batch: bool) -> String {
     }
     out.push('\n');
     out
+}
+
+/// The line `crashrig amplify` starts with: the space searched, the budget and the target.
+fn amplify_started_text(
+    settings: u64,
+    knobs: &[(String, Vec<String>)],
+    budget: u64,
+    batch: u32,
+    target: Option<&str>,
+) -> String {
+    format!(
+        "crashrig: amplify: {} over {} ({}); budget {budget} iterations, batches of {batch}; {}",
+        super::plural(settings, "setting"),
+        super::plural(knobs.len() as u64, "knob"),
+        knobs
+            .iter()
+            .map(|(name, values)| format!("{name}: {}", values.join("/")))
+            .collect::<Vec<_>>()
+            .join(", "),
+        match target {
+            Some(t) => format!("target {t}"),
+            None => "target: the first violation seen".into(),
+        }
+    )
 }
 
 /// `crashrig bench boot`'s table: each figure beside its baseline.
@@ -456,19 +497,12 @@ impl Reporter for Terminal {
                 budget,
                 batch,
                 target,
-            } => self.line(&format!(
-                "crashrig: amplify: {settings} settings over {} knobs ({}); budget {budget} \
-                 iterations, batches of {batch}; {}",
-                knobs.len(),
-                knobs
-                    .iter()
-                    .map(|(name, values)| format!("{name}: {}", values.join("/")))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                match target {
-                    Some(t) => format!("target {t}"),
-                    None => "target: the first violation seen".into(),
-                }
+            } => self.line(&amplify_started_text(
+                *settings,
+                knobs,
+                *budget,
+                *batch,
+                target.as_deref(),
             )),
             Event::AmplifyTarget { target } => self.line(&format!(
                 "crashrig: amplify: target {target} (the first violation seen)"
@@ -537,6 +571,19 @@ impl Reporter for Terminal {
                 boot.reason,
                 boot.ready_after_ms as f64 / 1000.0
             )),
+            Event::SetupDmesg { index, dmesg } => {
+                if dmesg.failed() {
+                    let text = format!(
+                        "   {}setup: FAIL: {}",
+                        self.prefix(*index),
+                        dmesg.reasons.join("; ")
+                    );
+                    match &self.progress {
+                        Some(bar) => bar.println(text),
+                        None => errln!("{text}"),
+                    }
+                }
+            }
             Event::SetupFinished { steps, .. } => {
                 for st in steps.iter().filter(|s| !s.ok) {
                     self.line(&format!(
@@ -744,6 +791,7 @@ mod tests {
             cell: None,
             restore: "never".into(),
             independent_iterations: false,
+            setup_dmesg: None,
             guest_image: String::new(),
             boots: vec![],
             setup: vec![],
@@ -828,6 +876,17 @@ mod tests {
     }
 
     /// A bisection batch's summary keeps what decides the verdict and drops the rest.
+    /// "2 settings over 1 knobs": one knob is the usual first search.
+    #[test]
+    fn the_amplify_start_line_counts_one_knob_in_the_singular() {
+        let knobs = vec![("busy".to_string(), vec!["0".to_string(), "1".to_string()])];
+        assert_eq!(
+            amplify_started_text(2, &knobs, 300, 10, Some("umount:EBUSY")),
+            "crashrig: amplify: 2 settings over 1 knob (busy: 0/1); budget 300 iterations, \
+             batches of 10; target umount:EBUSY"
+        );
+    }
+
     #[test]
     fn a_bisection_batch_summary_keeps_violations_findings_and_errors_only() {
         use crate::report::results::tests::{iteration, step};

@@ -122,6 +122,14 @@ impl Reporter for ResultsWriter {
                 }
                 self.write();
             }
+            Event::SetupDmesg { index, dmesg } => {
+                if let Some(run) = self.run_mut(*index) {
+                    run.setup_dmesg
+                        .get_or_insert_with(Default::default)
+                        .merge(dmesg);
+                }
+                self.write();
+            }
             Event::IterationFinished { index, record, .. } => {
                 if let Some(run) = self.run_mut(*index) {
                     run.iterations.push((**record).clone());
@@ -178,6 +186,16 @@ pub fn junit_with(results: &Results, known: impl Fn(&RunRecord) -> bool) -> Stri
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
             status.set_message(err.as_str());
             suite.add_test_case(TestCase::new("setup", status));
+        }
+        // Setup's kernel log is no iteration's: a failing one is a case of its own.
+        if let Some(d) = run.setup_dmesg.as_ref().filter(|d| d.failed()) {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status.set_message(d.reasons.first().cloned().unwrap_or_default());
+            status.set_type("fail");
+            status.set_description(d.reasons.join("\n"));
+            let mut case = TestCase::new("setup kernel log", status);
+            case.set_classname(format!("{}.{}", run.scenario.name, run.kernel.spec));
+            suite.add_test_case(case);
         }
         for it in &run.iterations {
             let status = match it.verdict {

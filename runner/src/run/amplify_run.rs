@@ -434,15 +434,43 @@ pub fn report_text(o: &AmplifyOutcome) -> String {
             mark
         ));
     }
+    let tried = r.rows.len() as u64;
+    if tried > 0 && (tried < r.space_size || !r.untried.is_empty()) {
+        s.push_str(&format!("settings tried: {tried} of {}", r.space_size));
+        if !r.untried.is_empty() {
+            const SHOWN: usize = 8;
+            let mut names: Vec<&str> = r.untried.iter().take(SHOWN).map(String::as_str).collect();
+            let more = r.untried.len().saturating_sub(SHOWN);
+            let more = format!("{more} more");
+            if r.untried.len() > SHOWN {
+                names.push(&more);
+            }
+            s.push_str(&format!(
+                "; never tried, though the search meant to compare them: {}",
+                names.join(", ")
+            ));
+        }
+        s.push('\n');
+    }
     match (r.winner.and_then(|w| r.row(w)), r.fisher_vs_default) {
+        (None, _) if tried == 1 => {
+            let only = &r.rows[0];
+            s.push_str(&format!(
+                "no winner: only {} ran ({}), so nothing was compared with it; a larger --budget \
+                 tries the other settings\n",
+                r.setting_name(only.id),
+                only.rates_text()
+            ))
+        }
         (Some(w), _) if w.score <= 0.0 => s.push_str(if r.goal == Goal::Difference {
             "no setting showed a difference between the kernels: nothing to amplify\n"
         } else {
             "no setting showed the target: nothing to amplify (more iterations, other values, or another --target)\n"
         }),
         (Some(w), Some(p)) => s.push_str(&format!(
-            "winner: {}; Fisher p against the default = {p:.3}{}\n",
+            "winner: {}; Fisher p against the default {}{}\n",
             w.label,
+            crate::outcome::stats::p_text(p),
             if p < crate::amplify::BEATS_DEFAULT_P {
                 ""
             } else {
@@ -1117,8 +1145,9 @@ pub fn bench_text(f: &BenchFigures) -> String {
         "none (neither showed the target)".into()
     };
     s.push_str(&format!(
-        "winner / default: {ratio} (goal >= 5x); Fisher p = {:.4} (goal < 0.01); search spent {} iterations (goal <= 300)\n",
-        f.fisher_p, f.outcome.report.spent
+        "winner / default: {ratio} (goal >= 5x); Fisher p {} (goal < 0.01); search spent {} iterations (goal <= 300)\n",
+        crate::outcome::stats::p_text(f.fisher_p),
+        f.outcome.report.spent
     ));
     s
 }

@@ -393,6 +393,9 @@ fn a_winner_never_compared_with_the_default_is_not_called_the_default() {
             budget: 20,
             rows: vec![row(2, "k=2", 5), row(4, "k=4", 0)],
             winner: Some(2),
+            leader: Some(2),
+            space_size: 5,
+            untried: vec![],
             default: 0,
             fisher_vs_default: None,
             default_measured: false,
@@ -421,7 +424,7 @@ async fn the_winner_is_written_out_as_a_scenario_that_loads_with_it_as_defaults(
     let outcome = d.amplify(busy_machine).await;
     let text = report_text(&outcome);
     assert!(
-        text.contains("winner: busy=1; Fisher p against the default = 0.000\n"),
+        text.contains("winner: busy=1; Fisher p against the default < 0.001\n"),
         "{text}"
     );
     let path = outcome.amplified.expect("written");
@@ -445,4 +448,48 @@ async fn a_search_where_nothing_shows_writes_no_scenario_and_says_so() {
         "{text}"
     );
     assert!(!text.contains("winner:"), "{text}");
+}
+
+/// A budget of one batch ran the default only, and the report said "winner: default (the
+/// default)": a setting compared with nothing is no winner, and the settings never tried are
+/// named.
+#[tokio::test]
+async fn a_budget_that_ran_only_the_default_names_no_winner_and_the_settings_never_tried() {
+    let d = Driver::new("[2]", 10);
+    let machine = || {
+        FakeMachine::with_plans(|plan, _| {
+            let umount = plan
+                .steps
+                .iter()
+                .position(|s| matches!(s.op, Op::Umount { .. }));
+            match umount {
+                Some(step) if plan.label.starts_with("iteration") => Reply::Step {
+                    step,
+                    report: ebusy(),
+                },
+                _ => Reply::Ok,
+            }
+        })
+    };
+    let outcome = d.amplify(machine).await;
+    let text = report_text(&outcome);
+    let r = &outcome.report;
+    assert_eq!(r.rows.len(), 1, "{text}");
+    assert_eq!(r.winner, None, "{text}");
+    assert_eq!(r.leader, Some(r.default), "{text}");
+    assert_eq!(r.untried, ["busy=1"], "{text}");
+    assert!(!text.contains("\nwinner"), "{text}");
+    assert!(
+        text.contains(
+            "settings tried: 1 of 2; never tried, though the search meant to compare them: busy=1\n\
+             no winner: only the default ran (10/10 (100%, 95% CI 72%-100%)), so nothing was \
+             compared with it; a larger --budget tries the other settings\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(outcome.amplified, None, "{text}");
+    assert_eq!(
+        r.proven_winner(),
+        Err("only the default ran: no other setting was tried".into())
+    );
 }

@@ -1089,7 +1089,7 @@ async fn amplify_end(
     // scenario only then): a leader on a few lucky runs would bisect with a setting no better.
     let proven = report.proven_winner();
     let winner = proven.as_ref().ok().and_then(|&w| report.row(w));
-    let leader = report.winner.and_then(|w| report.row(w));
+    let leader = report.leader.and_then(|w| report.row(w));
     let default = report.row(report.default);
     let setting = winner.map_or_else(
         || space.setting(&space.default_arm()),
@@ -1122,7 +1122,7 @@ async fn amplify_end(
         rate(default),
         report
             .fisher_vs_default
-            .map(|p| format!(", Fisher p {p:.3}"))
+            .map(|p| format!(", Fisher p {}", crate::outcome::stats::p_text(p)))
             .unwrap_or_default(),
         report.spent,
         space.size(),
@@ -1235,7 +1235,7 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         // When the search ran, these are the runs that showed the difference; the evidence
         // table below counts the ends' later runs too.
         s.push_str(&format!(
-            "ends{}: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}, Bayes factor against equal rates = {}, one-sided Fisher p = {:.3}\n",
+            "ends{}: good {} ({}), bad {} ({}); P(bad rate above good) = {:.3}, Bayes factor against equal rates = {}, one-sided Fisher p {}\n",
             if no_search { "" } else { " before the search" },
             e.good_candidate,
             e.good.text(),
@@ -1243,7 +1243,7 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             e.bad.text(),
             e.probability,
             bayes_factor_text(e.bayes_factor),
-            e.fisher_p
+            crate::outcome::stats::p_text(e.fisher_p)
         ));
     }
     if r.status == bisect::Status::WrongDirection {
@@ -1343,7 +1343,7 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
             )
         };
         s.push_str(&format!(
-            "verification {}: {named}, {parent}; P({}) = {:.3}, one-sided Fisher p = {:.3}\n",
+            "verification {}: {named}, {parent}; P({}) = {:.3}, one-sided Fisher p {}\n",
             if v.holds { "holds" } else { "did not hold" },
             if fix {
                 "parent's rate above the fix's"
@@ -1351,7 +1351,7 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
                 "culprit rate above parent"
             },
             v.probability,
-            v.fisher_p
+            crate::outcome::stats::p_text(v.fisher_p)
         ));
         if let Some(all) = r.verification_runs.as_ref().filter(|a| {
             a.rounds > 1

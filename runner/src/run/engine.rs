@@ -20,7 +20,8 @@ use crate::outcome::{self, ClassifyContext, Finding};
 use crate::report::events::{Event, EventSink};
 use crate::report::writer::now_rfc3339;
 use crate::report::{
-    BootRecord, IterationRecord, KernelInfo, RunRecord, ScenarioInfo, StepRecord, Summary, Verdict,
+    BootRecord, IterationRecord, KernelInfo, RunRecord, ScenarioInfo, SetupDmesg, StepRecord,
+    Summary, Verdict,
 };
 use crate::scenario::Scenario;
 use crate::vm::Accel;
@@ -177,6 +178,10 @@ struct Run<'r, M> {
     /// started last; `None` until one is. What came later reached only its console when the
     /// boot ends in a power cut, reboot or panic.
     kmsg_read_to: Option<u64>,
+    /// Setups run so far (names their kernel log files).
+    setups: u32,
+    /// Every setup's kernel log of this run, judged.
+    setup_dmesg: Option<SetupDmesg>,
 }
 
 impl<M: Machine> Run<'_, M> {
@@ -231,21 +236,15 @@ impl<M: Machine> Run<'_, M> {
         Ok(())
     }
 
-    /// Saves the set-up guest under `key` for every iteration to start from. Its kernel
-    /// messages so far go to `dmesg/setup.txt` first, so no iteration counts setup's. When
-    /// saving fails, the guest is booted and set up again and iterations share it (false).
+    /// Saves the set-up guest under `key` for every iteration to start from (setup's last
+    /// plan read its kernel messages, so no iteration counts them). When saving fails, the
+    /// guest is booted and set up again and iterations share it (false).
     async fn save_set_up(
         &mut self,
         key: &str,
         seed: u64,
         data_seed: u64,
     ) -> Result<bool, RunError> {
-        let out = self
-            .exec_ops(vec![(None, Op::Dmesg)], Duration::from_secs(60), "dmesg")
-            .await;
-        let mut records = Vec::new();
-        collect_dmesg(out, &mut records);
-        let _ = std::fs::write(self.run_dir.join("dmesg/setup.txt"), kmsg_text(&records));
         match self.machine.save_set_up(key).await {
             Ok(()) => Ok(true),
             Err(e) => {
@@ -361,18 +360,70 @@ impl<M: Machine> Run<'_, M> {
         }
     }
 
+    /// Runs setup. Its last plan reads the kernel log, so setup's messages are judged here, as
+    /// setup's, and never reach an iteration's dmesg (with or without restores).
     async fn setup(&mut self, seed: u64, data_seed: u64) -> (Vec<StepRecord>, Option<RunError>) {
+        let mut kmsg = Vec::new();
+        let (records, error) = self.setup_steps(seed, data_seed, &mut kmsg).await;
+        self.judge_setup_dmesg(&kmsg);
+        (records, error)
+    }
+
+    /// Judges one setup's kernel log like an iteration's, into `dmesg/setup.txt` (a later
+    /// setup of the run: `setup-N.txt`) and the run's [`SetupDmesg`].
+    fn judge_setup_dmesg(&mut self, kmsg: &[KmsgRecord]) {
+        let s = self.scenario;
+        self.setups += 1;
+        let name = match self.setups {
+            1 => "dmesg/setup.txt".to_string(),
+            n => format!("dmesg/setup-{n}.txt"),
+        };
+        let _ = std::fs::write(self.run_dir.join(&name), kmsg_text(kmsg));
+        let mut findings = outcome::classify_records(kmsg, &classify_context(s));
+        if let Some(map) = &self.system_map {
+            for f in &mut findings {
+                outcome::symbolize_finding(f, map);
+            }
+        }
+        let (verdict, reasons) = verdict::verdict(s, &[], &findings, None);
+        let judged = SetupDmesg {
+            verdict,
+            reasons,
+            findings,
+            dmesg_files: vec![format!("{}/{name}", self.rel_dir)],
+        };
+        self.setup_dmesg
+            .get_or_insert_with(SetupDmesg::default)
+            .merge(&judged);
+        self.sink.emit(Event::SetupDmesg {
+            index: self.index,
+            dmesg: Box::new(judged),
+        });
+    }
+
+    async fn setup_steps(
+        &mut self,
+        seed: u64,
+        data_seed: u64,
+        kmsg: &mut Vec<KmsgRecord>,
+    ) -> (Vec<StepRecord>, Option<RunError>) {
         let s = self.scenario;
         let mut records = Vec::new();
-        for seg in plan::plan_phase(s, Phase::Setup, plan::iteration_seed(seed, 0), data_seed) {
+        let segments = plan::plan_phase(s, Phase::Setup, plan::iteration_seed(seed, 0), data_seed);
+        let count = segments.len();
+        for (i, seg) in segments.into_iter().enumerate() {
             match seg {
                 Segment::Guest(ops) => {
                     let timeout = plan::setup_timeout(&ops, s.iteration_timeout);
-                    let ops = ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
+                    let mut ops: Vec<_> = ops.into_iter().map(|(r, o)| (Some(r), o)).collect();
+                    if i + 1 == count {
+                        ops.push((None, Op::Dmesg));
+                    }
                     let out = self.exec_ops(ops, timeout, "setup").await;
                     for (r, rep) in &out.reports {
-                        if let Some(r) = r {
-                            records.push(verdict::step_record(s, *r, rep));
+                        match r {
+                            Some(r) => records.push(verdict::step_record(s, *r, rep)),
+                            None => kmsg.extend_from_slice(dmesg_records(rep).unwrap_or_default()),
                         }
                     }
                     if let Some(bad) = records.iter().find(|r| !r.ok) {
@@ -419,17 +470,7 @@ impl<M: Machine> Run<'_, M> {
         let seed = plan::iteration_seed(run_seed, n);
         let mut steps: Vec<StepRecord> = Vec::new();
         let mut abort: Option<Abort> = None;
-        let mut ctx = ClassifyContext {
-            // Patterns were checked when the scenario loaded.
-            ignore: s
-                .dmesg
-                .ignore
-                .iter()
-                .filter_map(|r| regex::Regex::new(r).ok())
-                .collect(),
-            expected_fs_errors: plan::expects_fs_errors(s),
-            ..ClassifyContext::default()
-        };
+        let mut ctx = classify_context(s);
         let mut console_text = String::new();
         let mut kmsg: Vec<KmsgRecord> = Vec::new();
 
@@ -672,6 +713,22 @@ impl<M: Machine> Run<'_, M> {
     }
 }
 
+/// How a scenario's kernel log is read: setup's as every iteration's (a power cut or `panic`
+/// step adds what it expects to an iteration's).
+fn classify_context(s: &Scenario) -> ClassifyContext {
+    ClassifyContext {
+        // Patterns were checked when the scenario loaded.
+        ignore: s
+            .dmesg
+            .ignore
+            .iter()
+            .filter_map(|r| regex::Regex::new(r).ok())
+            .collect(),
+        expected_fs_errors: plan::expects_fs_errors(s),
+        ..ClassifyContext::default()
+    }
+}
+
 /// The failure note of a step that was running when its guest hung or its kernel ended.
 fn unfinished_note(a: &Abort) -> Option<&'static str> {
     match a {
@@ -836,6 +893,7 @@ pub async fn run_batch<M: Machine>(
         guest_image: guest_image_key.to_string(),
         boots: Vec::new(),
         setup: Vec::new(),
+        setup_dmesg: None,
         error: None,
         summary: Summary::default(),
         iterations: Vec::new(),
@@ -844,6 +902,8 @@ pub async fn run_batch<M: Machine>(
         record.started = prev.started.clone();
         record.boots = prev.boots.clone();
         record.iterations = prev.iterations.clone();
+        // Setup's kernel log of the run resumed is judged already; this run's setups add theirs.
+        record.setup_dmesg = prev.setup_dmesg.clone();
         record.summary = crate::report::summarize(&record.iterations);
         // A resume asking for fewer iterations than were kept drops none of them: say so,
         // since the counts will not be the ones asked for.
@@ -882,6 +942,8 @@ pub async fn run_batch<M: Machine>(
             .and_then(|p| outcome::SystemMap::load(p).ok()),
         unread_boot_dmesg: None,
         kmsg_read_to: None,
+        setups: 0,
+        setup_dmesg: record.setup_dmesg.clone(),
     };
     let scenario_key = serde_json::to_string(s).unwrap_or_default();
     if rig.set_up_for.as_ref() != Some(&scenario_key) {
@@ -914,6 +976,7 @@ pub async fn run_batch<M: Machine>(
         record.error = Some(crate::report::error_chain(&e));
     }
     record.boots.append(&mut run.boot_records);
+    record.setup_dmesg = run.setup_dmesg.take();
     record.finished = Some(now_rfc3339());
     record.summary = crate::report::summarize(&record.iterations);
     run.sink.emit(Event::RunFinished {

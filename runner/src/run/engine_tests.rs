@@ -75,8 +75,11 @@ impl Recorder {
                 }
                 Event::RunFinished { .. } => "run-finished".into(),
                 Event::Message { text, .. } => format!("message {text}"),
+                // a_warning_during_setup_is_setups_finding_with_or_without_restores checks it
+                Event::SetupDmesg { .. } => String::new(),
                 other => format!("{other:?}"),
             })
+            .filter(|name| !name.is_empty())
             .collect()
     }
 }
@@ -669,7 +672,7 @@ async fn restored_iterations_each_start_from_the_set_up_machine_saved_once() {
     assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
     assert!(r.independent_iterations);
     assert_eq!(r.restore, "always");
-    let mut expected: Vec<String> = ["boot", "plan setup", "plan dmesg", "save set-up"]
+    let mut expected: Vec<String> = ["boot", "plan setup", "save set-up"]
         .map(String::from)
         .to_vec();
     expected.extend(restored_iterations(3));
@@ -760,10 +763,7 @@ async fn another_seed_whose_setup_differs_does_not_use_the_saved_set_up_machine(
     assert_eq!(r.error, None);
     let log = log(rig.machine());
     assert!(!log.iter().any(|l| l.contains("cache")), "{log:?}");
-    assert_eq!(
-        &log[..4],
-        ["boot", "plan setup", "plan dmesg", "save set-up"]
-    );
+    assert_eq!(&log[..3], ["boot", "plan setup", "save set-up"]);
 }
 
 #[tokio::test]
@@ -777,13 +777,12 @@ async fn a_saved_set_up_machine_that_does_not_start_is_set_up_and_saved_anew_onc
     assert!(!r.setup.is_empty(), "setup ran after the failed restore");
     let log = log(rig.machine());
     assert_eq!(
-        &log[..8],
+        &log[..7],
         [
             "set-up found in the cache",
             "restore set-up",
             "boot",
             "plan setup",
-            "plan dmesg",
             "save set-up",
             "restore set-up",
             "plan iteration 1",
@@ -1225,7 +1224,6 @@ async fn a_set_up_machine_that_cannot_be_saved_is_set_up_again_and_iterations_sh
         [
             "boot",
             "plan setup",
-            "plan dmesg",
             "save set-up",
             "boot",
             "plan setup",
@@ -1418,4 +1416,98 @@ async fn a_device_mapper_stack_is_made_after_every_boot_and_failing_to_make_it_i
         Some("setup step dm-create failed: dmsetup create: no such device")
     );
     assert!(!log(rig.machine()).contains(&"plan setup".to_string()));
+}
+
+/// A setup whose kernel log warns: its last plan's `Dmesg` reports the warning.
+fn setup_warns() -> FakeMachine {
+    FakeMachine::with_plans(|plan, _| {
+        if plan.label != "setup" {
+            return Reply::Ok;
+        }
+        // Scripts count the operations after the read of the boot's messages.
+        let lead = usize::from(matches!(plan.steps[0].op, crashrig_guest::Op::Dmesg));
+        Reply::Step {
+            step: plan.steps.len() - 1 - lead,
+            report: StepReport {
+                detail: Some(crashrig_guest::Detail::Dmesg {
+                    records: vec![crashrig_guest::KmsgRecord {
+                        seq: 7,
+                        ts_us: 1_500_000,
+                        level: 4,
+                        text: "WARNING: CPU: 0 PID: 9 at fs/xfs/xfs_log.c:1 mkfs_probe+0x1/0x2"
+                            .into(),
+                    }],
+                }),
+                ..StepReport::default()
+            },
+        }
+    })
+}
+
+/// Setup's kernel messages were judged only when iterations did not restore (iteration 1
+/// read them and failed), and never with restores (they went to setup.txt unread). Now both
+/// modes judge them as setup's own, charged to no iteration.
+#[tokio::test]
+async fn a_warning_during_setup_is_setups_finding_with_or_without_restores() {
+    for restore in [RestoreMode::Never, RestoreMode::Always] {
+        let mut h = Harness::new(scenario(mount_umount()));
+        let mut rig = Rig::new(setup_warns());
+        let opts = RunOptions {
+            restore,
+            ..h.opts()
+        };
+        let r = h.run(&mut rig, &opts).await;
+        assert_eq!(r.error, None, "{restore}");
+        assert_eq!(r.independent_iterations, restore == RestoreMode::Always);
+        assert_eq!(verdicts(&r), vec![Verdict::Pass; 3], "{restore}");
+        assert!(
+            r.iterations.iter().all(|i| i.findings.is_empty()),
+            "{restore}: no iteration is charged with setup's warning"
+        );
+        let d = r.setup_dmesg.as_ref().expect("setup's kernel log judged");
+        assert_eq!(d.verdict, Verdict::Fail, "{restore}");
+        assert_eq!(
+            d.reasons,
+            ["dmesg warning: WARNING: CPU: 0 PID: 9 at fs/xfs/xfs_log.c:1 mkfs_probe+0x1/0x2"],
+            "{restore}"
+        );
+        assert_eq!(d.findings.len(), 1, "{restore}");
+        assert_eq!(d.dmesg_files, [format!("{}/dmesg/setup.txt", r.dir)]);
+        assert_eq!(r.exit_code(), crate::exit::EXPECTATION_FAILED, "{restore}");
+        let text = std::fs::read_to_string(h.out.path().join(&d.dmesg_files[0])).unwrap();
+        assert!(text.contains("mkfs_probe"), "{restore}: {text}");
+        let first = r.iterations[0].dmesg_file.as_ref().unwrap();
+        let text = std::fs::read_to_string(h.out.path().join(first)).unwrap();
+        assert!(!text.contains("mkfs_probe"), "{restore}: {text}");
+        // The terminal summary and JUnit say so.
+        let summary = crate::report::terminal::summary_text(&r);
+        assert!(
+            summary.contains("  setup's dmesg (FAIL; in no iteration's count):\n    warning x1: "),
+            "{restore}: {summary}"
+        );
+        let results = crate::report::Results {
+            schema: 1,
+            crashrig_version: "0".into(),
+            started: String::new(),
+            finished: None,
+            host: Default::default(),
+            runs: vec![r.clone()],
+            matrix: None,
+        };
+        let junit = crate::report::writer::junit(&results);
+        assert!(
+            junit.contains(r#"<testcase name="setup kernel log""#),
+            "{restore}: {junit}"
+        );
+        // results.json, as the writer keeps it from the events, has it too.
+        let events = h.events.0.lock().unwrap();
+        let judged: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::SetupDmesg { dmesg, .. } => Some(dmesg.verdict),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(judged, [Verdict::Fail], "{restore}");
+    }
 }

@@ -96,6 +96,9 @@ pub struct Outcome {
     pub regressions: Vec<Regression>,
     /// Matrix positions no run covers (a shard missing from the merge): warn about them.
     pub missing_cells: Vec<u32>,
+    /// Ids of the cells no run covers, where a baseline names them (`report merge
+    /// --baseline`: its entries no merged run matches); empty without one.
+    pub missing_ids: Vec<String>,
     /// See [`matrix::exit_code`].
     pub exit_code: i32,
 }
@@ -227,15 +230,33 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
     // A lost shard must not pass for a whole matrix: said in summary.md (what a CI job
     // shows), and an infrastructure error unless something failed or it was allowed.
     let missing = matrix::missing_cells(&merged);
+    // A merge knows a cell no shard ran by its position only; a baseline names the cells it
+    // has entries for, and those no merged run matches are the missing ones (or typos).
+    let missing_ids: Vec<String> = match &baselines.check {
+        Some(b) if !missing.is_empty() => matrix::judge(&merged, b).unmatched,
+        _ => Vec::new(),
+    };
     let note = (!missing.is_empty()).then(|| {
+        let positions = missing
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let which = if missing_ids.is_empty() {
+            format!("positions {positions}, counting from 0")
+        } else {
+            format!(
+                "the baseline's {}; positions {positions}, counting from 0",
+                missing_ids
+                    .iter()
+                    .map(|id| format!("`{id}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         format!(
-            "\n**No shard covers {} of the matrix** (positions {}): {}.\n",
+            "\n**No shard covers {} of the matrix** ({which}): {}.\n",
             crate::report::plural(missing.len() as u64, "cell"),
-            missing
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
             if args.allow_missing {
                 "merged without them (--allow-missing)"
             } else {
@@ -275,6 +296,7 @@ pub fn report_merge(args: &MergeRequest) -> Result<Outcome, ReportError> {
         }
     }
     let mut outcome = write_all(&args.out, &merged, &baselines, note.as_deref())?;
+    outcome.missing_ids = missing_ids;
     if !missing.is_empty() && !args.allow_missing && outcome.exit_code == crate::exit::OK {
         outcome.exit_code = crate::exit::CONFIG_OR_INFRA;
     }
@@ -316,6 +338,7 @@ fn write_all(
         markdown: md,
         regressions,
         missing_cells: matrix::missing_cells(results),
+        missing_ids: Vec::new(),
     })
 }
 
@@ -373,7 +396,7 @@ mod tests {
 
         // Against the baseline of the same results: nothing changed, exit 0.
         let again = report_merge(&MergeRequest {
-            baseline: Some(base_path),
+            baseline: Some(base_path.clone()),
             write_baseline: None,
             ..args
         })
@@ -402,8 +425,39 @@ mod tests {
         assert_eq!(partial.exit_code, 2);
         let md = std::fs::read_to_string(tmp.path().join("partial/summary.md")).unwrap();
         assert!(
-            md.contains("**No shard covers 4 cells of the matrix** (positions 1, 3, 5, 7)"),
+            md.contains(
+                "**No shard covers 4 cells of the matrix** (positions 1, 3, 5, 7, counting \
+                 from 0)"
+            ),
             "{md}"
+        );
+        // With a baseline that has them, the missing cells are named by id (they were named
+        // by position only).
+        let named = report_merge(&MergeRequest {
+            dirs: dirs[..1].to_vec(),
+            out: tmp.path().join("partial-named"),
+            baseline: Some(base_path.clone()),
+            write_baseline: None,
+            allow_missing: false,
+        })
+        .unwrap();
+        let ids: Vec<String> = all
+            .runs
+            .iter()
+            .map(|r| r.cell.as_ref().unwrap())
+            .filter(|c| c.index % 2 == 1)
+            .map(|c| c.id.clone())
+            .collect();
+        assert_eq!(named.missing_ids, ids);
+        let quoted: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
+        assert!(
+            named.markdown.contains(&format!(
+                "**No shard covers 4 cells of the matrix** (the baseline's {}; positions 1, 3, \
+                 5, 7, counting from 0)",
+                quoted.join(", ")
+            )),
+            "{}",
+            named.markdown
         );
         let allowed = report_merge(&MergeRequest {
             dirs: dirs[..1].to_vec(),
