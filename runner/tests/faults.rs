@@ -616,6 +616,39 @@ fn qemu_killed_in_mid_iteration_is_an_infrastructure_error() {
     qemu_fault_is_an_infrastructure_error(|pid| signal(pid, libc::SIGKILL), "QEMU exited");
 }
 
+/// A step SIGSTOPs the in-guest helper (its parent): the plan misses its deadline while the
+/// guest runs and answers; that is the scenario's doing, an infrastructure error naming the
+/// stopped helper, never a kernel `hang` in the rate (F4).
+#[test]
+fn a_stopped_helper_is_an_infrastructure_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = scenario(
+        tmp.path(),
+        "stop-helper",
+        "name: stop-helper\n\
+         description: a step stops the guest helper with SIGSTOP; the kernel is fine\n\
+         iteration-timeout: 20s\n\
+         iterations: 1\n\
+         steps:\n  \
+           - run: { id: stopper, timeout: 5s, command: \"kill -STOP $PPID; sleep 1\" }\n",
+    );
+    let out = tmp.path().join("out");
+    let (code, stdout, stderr) = crashrig(&["run", &path, "--out", out.to_str().unwrap()]);
+    let r = results(&out);
+    let it = &iterations(&r)[0];
+    assert_eq!(it["verdict"], "error", "{it}\n{stderr}");
+    let why = it["reasons"][0].as_str().unwrap();
+    eprintln!("figure: the stopped helper's reason: {why}");
+    assert!(
+        why.contains("is stopped by a signal (state T), not blocked in the kernel"),
+        "{why}"
+    );
+    assert_eq!(
+        code, 2,
+        "infrastructure, not the kernel\n{stdout}\n{stderr}"
+    );
+}
+
 #[test]
 fn full_results_filesystem_is_a_clear_error_and_keeps_earlier_results() {
     // A 4 MiB tmpfs in a mount namespace of its own (nothing to clean up on the host): a run
