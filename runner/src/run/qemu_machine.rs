@@ -491,6 +491,49 @@ async fn stale_translation_seen(console: impl Fn() -> String, every: Duration) -
     }
 }
 
+/// Why the helper ended before its plan did: its exit status as a shell reports it (128 +
+/// a signal), what it said on stderr, or that it said nothing.
+fn unfinished_helper(status: i32, stderr: &str, unreadable: Option<&str>) -> String {
+    let how = match status {
+        137 => "was killed by SIGKILL (status 137): something in the guest killed it, a step's \
+                `kill -9 $PPID` or `pkill`, or the kernel's OOM killer"
+            .to_string(),
+        129..=192 => format!(
+            "was killed by signal {} (status {status})",
+            signal_name(status - 128)
+        ),
+        _ => format!("exited with status {status}"),
+    };
+    let said = match stderr.trim() {
+        "" => "; it wrote nothing on stderr".to_string(),
+        text => format!("; stderr: {text}"),
+    };
+    let unreadable = unreadable
+        .map(|l| format!(" (unreadable output: {l})"))
+        .unwrap_or_default();
+    format!("guest helper ended without finishing its plan: it {how}{said}{unreadable}")
+}
+
+/// `SIGTERM`, or the number when it has no common name.
+fn signal_name(n: i32) -> String {
+    let name = match n {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return n.to_string(),
+    };
+    name.to_string()
+}
+
 pub fn panic_line(tail: &[String]) -> String {
     tail.iter()
         .find(|l| l.contains("Kernel panic - not syncing"))
@@ -671,14 +714,10 @@ impl Machine for QemuMachine<'_> {
                     Ending::Fatal(message) => {
                         Some(Abort::Infra(format!("guest helper: {message}")))
                     }
-                    Ending::Unfinished { unreadable } => Some(Abort::Infra(format!(
-                        "guest helper ended without finishing its plan (status {}): {}{}",
+                    Ending::Unfinished { unreadable } => Some(Abort::Infra(unfinished_helper(
                         out.status,
-                        out.stderr.trim(),
-                        unreadable
-                            .first()
-                            .map(|l| format!(" (unreadable output: {l})"))
-                            .unwrap_or_default()
+                        &out.stderr,
+                        unreadable.first().map(String::as_str),
                     ))),
                 },
                 // The command never reached the guest: send it again on a new connection.
@@ -879,6 +918,26 @@ mod tests {
     use super::*;
     use crate::run::plan;
     use crate::scenario::{load_str, load_str_with, Setting};
+
+    #[test]
+    fn a_helper_that_ended_early_says_how_even_when_stderr_is_empty() {
+        assert_eq!(
+            unfinished_helper(137, "", None),
+            "guest helper ended without finishing its plan: it was killed by SIGKILL (status \
+             137): something in the guest killed it, a step's `kill -9 $PPID` or `pkill`, or \
+             the kernel's OOM killer; it wrote nothing on stderr"
+        );
+        assert_eq!(
+            unfinished_helper(143, "  \n", Some("garbage")),
+            "guest helper ended without finishing its plan: it was killed by signal SIGTERM \
+             (status 143); it wrote nothing on stderr (unreadable output: garbage)"
+        );
+        assert_eq!(
+            unfinished_helper(1, "error: bad plan\n", None),
+            "guest helper ended without finishing its plan: it exited with status 1; stderr: \
+             error: bad plan"
+        );
+    }
 
     const BASE: &str = "\
 name: t
