@@ -11,10 +11,14 @@
 //!   a panic), the kernel closes that pipe and the watchdog kills the whole group, children of
 //!   children (make's compilers) included. PR_SET_PDEATHSIG on the group leader alone would
 //!   not reach those, and fires when the spawning *thread* ends, not the process.
-//! - on Ctrl-C, [`terminate_all`] stops and reaps every group still running.
+//! - before crashrig exits (after Ctrl-C/SIGTERM too), [`terminate_all`] stops every group
+//!   still running and waits until each is gone, every thread of it: a QEMU killed when its
+//!   owner was dropped takes a second or two to tear down its threads and memory, and
+//!   would otherwise finish that re-parented to init after crashrig had exited.
 //!
 //! Synchronous runs ([`Tool`]) are for blocking code (builds, package tools); QEMU is driven
-//! by tokio and gets the same process group and watchdog from [`tokio_command`].
+//! by tokio and gets the same process group and watchdog from [`tokio_command`], and is
+//! started with [`spawn`], which registers it for [`terminate_all`].
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -201,6 +205,81 @@ pub fn tokio_command(program: impl AsRef<OsStr>) -> tokio::process::Command {
     cmd
 }
 
+/// A tokio child's group leader, held by a pidfd: unlike its pid, a pidfd never names
+/// another process, however long after the leader was reaped it is used.
+struct Spawned {
+    pid: i32,
+    pidfd: OwnedFd,
+}
+
+impl Spawned {
+    /// Whether the leader has exited, every thread of it (the pidfd is readable then).
+    fn exited(&self, within: Duration) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = within.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: poll(2) on one descriptor we own.
+        let n = unsafe { libc::poll(&mut poll, 1, ms) };
+        n != 0
+    }
+
+    /// SIGTERM or SIGKILL to its group while the leader has not exited (so its pid, the
+    /// group's id, still names it).
+    fn signal(&self, signal: i32) {
+        if !self.exited(Duration::ZERO) {
+            signal_group(self.pid, signal);
+        }
+    }
+
+    /// Reaps the leader if nobody did yet (tokio, its owner, may have).
+    fn reap(&self) {
+        // SAFETY: waitid(2) on a pidfd we own, into a zeroed siginfo.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PIDFD,
+                self.pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            );
+        }
+    }
+}
+
+/// Groups started by [`spawn`], until [`spawn`] finds them exited.
+fn spawned() -> &'static Mutex<Vec<Spawned>> {
+    static SPAWNED: OnceLock<Mutex<Vec<Spawned>>> = OnceLock::new();
+    SPAWNED.get_or_init(Default::default)
+}
+
+/// Starts `cmd` (a [`tokio_command`]) and registers its group, so that [`terminate_all`]
+/// stops it and waits for it even when its owner was dropped without waiting (a run
+/// interrupted by Ctrl-C: `kill_on_drop` sends SIGKILL and nobody waits). Refused once
+/// crashrig is shutting down.
+pub fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    let mut spawned = spawned().lock().unwrap_or_else(|e| e.into_inner());
+    if SHUTTING_DOWN.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other("crashrig is shutting down"));
+    }
+    spawned.retain(|s| !s.exited(Duration::ZERO));
+    let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        let pid = pid as i32;
+        // SAFETY: pidfd_open(2) of our own unreaped child; the descriptor is ours.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd >= 0 {
+            use std::os::fd::FromRawFd;
+            // SAFETY: a fresh descriptor from pidfd_open, owned by nobody else.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            spawned.push(Spawned { pid, pidfd });
+        }
+    }
+    Ok(child)
+}
+
 /// SIGKILL to the group of `child` (a [`tokio_command`]), then a wait bounded by
 /// [`REAP_LIMIT`]. Returns whether it was reaped.
 pub async fn kill_group(child: &mut tokio::process::Child) -> bool {
@@ -238,25 +317,41 @@ fn signal_group(pgid: i32, signal: i32) {
     }
 }
 
-/// Stops every group [`Tool`] runs (SIGTERM, then SIGKILL after `grace`) and waits, bounded,
-/// until their owners reaped them. For Ctrl-C: nothing blocking is abandoned.
+/// Stops every group [`Tool`] runs and every group [`spawn`] started (SIGTERM, then SIGKILL
+/// after `grace`), waits, bounded, until their owners reaped the former and the latter have
+/// exited, and reaps those. Starts no program afterwards. Called once, as crashrig exits:
+/// nothing is abandoned, blocking or not.
 pub fn terminate_all(grace: Duration) {
-    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    // Taking the lock orders this after any spawn in progress; later ones are refused.
+    let tokio_children = {
+        let mut spawned = spawned().lock().unwrap_or_else(|e| e.into_inner());
+        SHUTTING_DOWN.store(true, Ordering::SeqCst);
+        std::mem::take(&mut *spawned)
+    };
     let groups = |()| live().lock().map(|l| l.clone()).unwrap_or_default();
-    for pgid in groups(()) {
-        signal_group(pgid, libc::SIGTERM);
-    }
-    let wait_empty = |limit: Duration| {
+    let signal_all = |signal: i32| {
+        for pgid in groups(()) {
+            signal_group(pgid, signal);
+        }
+        for s in &tokio_children {
+            s.signal(signal);
+        }
+    };
+    let wait_gone = |limit: Duration| {
         let end = Instant::now() + limit;
-        while Instant::now() < end && !groups(()).is_empty() {
+        while Instant::now() < end
+            && !(groups(()).is_empty() && tokio_children.iter().all(|s| s.exited(Duration::ZERO)))
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    wait_empty(grace);
-    for pgid in groups(()) {
-        signal_group(pgid, libc::SIGKILL);
+    signal_all(libc::SIGTERM);
+    wait_gone(grace);
+    signal_all(libc::SIGKILL);
+    wait_gone(REAP_LIMIT);
+    for s in &tokio_children {
+        s.reap();
     }
-    wait_empty(REAP_LIMIT);
 }
 
 /// Which stream a line came from.

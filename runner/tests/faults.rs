@@ -395,6 +395,81 @@ fn resume_after_kill_9_keeps_every_finished_iteration() {
     }
 }
 
+/// Whether `pid` is still there in any state. A zombie counts: once crashrig has exited,
+/// a QEMU it did not reap belongs to init, which reaps it when it gets to it (seconds later on
+/// a loaded host), and while its leader is a zombie its other threads may still be tearing
+/// down its memory (`ps` shows `Zl`).
+fn still_there(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Ctrl-C or SIGTERM (`sig`) in mid-iteration: crashrig exits 130 only after every QEMU it
+/// started is gone and reaped, so a script's next command never finds one left re-parented
+/// to init (F8: QEMU outlived crashrig by about 2 s).
+fn interrupt_in_mid_iteration_leaves_no_qemu_at_exit(sig: i32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = scenario(tmp.path(), "slow", SLOW_STEPS);
+    let out = tmp.path().join("out");
+    let mut child = spawn(
+        tmp.path(),
+        &["run", &path, "--out", out.to_str().unwrap()],
+        &[],
+    );
+    let pid = child.id();
+    wait_for(Duration::from_secs(600), || {
+        read_results(&out).filter(|r| iterations(r).len() == 1)
+    })
+    .unwrap_or_else(|| panic!("iteration 1 never finished\n{}", output(tmp.path())));
+    std::thread::sleep(Duration::from_secs(3));
+    let qemus: Vec<u32> = descendants(pid)
+        .into_iter()
+        .filter(|(_, c)| c.starts_with("qemu-system"))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(!qemus.is_empty(), "a QEMU runs iteration 2");
+    signal(pid, sig);
+    // Looked at the moment crashrig's exit is seen (polled every 5 ms).
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!(
+                "crashrig still running 60 s after the signal\n{}",
+                output(tmp.path())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let left: Vec<u32> = qemus.iter().copied().filter(|&q| still_there(q)).collect();
+    for &q in &left {
+        signal(q, libc::SIGKILL);
+    }
+    assert_eq!(
+        left,
+        Vec::<u32>::new(),
+        "QEMU still there as crashrig exited"
+    );
+    assert_eq!(status.code(), Some(130), "{}", output(tmp.path()));
+    assert_eq!(
+        iterations(&results(&out)).len(),
+        1,
+        "the finished iteration is kept"
+    );
+}
+
+#[test]
+fn ctrl_c_in_mid_iteration_leaves_no_qemu_at_exit() {
+    interrupt_in_mid_iteration_leaves_no_qemu_at_exit(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_in_mid_iteration_leaves_no_qemu_at_exit() {
+    interrupt_in_mid_iteration_leaves_no_qemu_at_exit(libc::SIGTERM);
+}
+
 #[test]
 fn kill_9_in_mid_build_leaves_no_make() {
     let tmp = tempfile::tempdir().unwrap();
@@ -539,6 +614,39 @@ fn qemu_sigstopped_in_mid_iteration_is_an_infrastructure_error() {
 #[test]
 fn qemu_killed_in_mid_iteration_is_an_infrastructure_error() {
     qemu_fault_is_an_infrastructure_error(|pid| signal(pid, libc::SIGKILL), "QEMU exited");
+}
+
+/// A step SIGSTOPs the in-guest helper (its parent): the plan misses its deadline while the
+/// guest runs and answers; that is the scenario's doing, an infrastructure error naming the
+/// stopped helper, never a kernel `hang` in the rate (F4).
+#[test]
+fn a_stopped_helper_is_an_infrastructure_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = scenario(
+        tmp.path(),
+        "stop-helper",
+        "name: stop-helper\n\
+         description: a step stops the guest helper with SIGSTOP; the kernel is fine\n\
+         iteration-timeout: 20s\n\
+         iterations: 1\n\
+         steps:\n  \
+           - run: { id: stopper, timeout: 5s, command: \"kill -STOP $PPID; sleep 1\" }\n",
+    );
+    let out = tmp.path().join("out");
+    let (code, stdout, stderr) = crashrig(&["run", &path, "--out", out.to_str().unwrap()]);
+    let r = results(&out);
+    let it = &iterations(&r)[0];
+    assert_eq!(it["verdict"], "error", "{it}\n{stderr}");
+    let why = it["reasons"][0].as_str().unwrap();
+    eprintln!("figure: the stopped helper's reason: {why}");
+    assert!(
+        why.contains("is stopped by a signal (state T), not blocked in the kernel"),
+        "{why}"
+    );
+    assert_eq!(
+        code, 2,
+        "infrastructure, not the kernel\n{stdout}\n{stderr}"
+    );
 }
 
 #[test]

@@ -23,7 +23,8 @@ use crate::report::error_chain;
     version,
     about = "Boot kernels in QEMU, run crash-and-remount scenarios, count what the kernel returned",
     long_about = "crashrig boots kernels in QEMU with virtio-blk disks, runs YAML crash-and-remount \
-scenarios inside the guest over SSH, counts the errno of every mount/umount (EBUSY after a crash \
+scenarios inside the guest (through an in-guest helper, over SSH or, for guests restored from a \
+saved state, a virtio-serial agent channel), counts the errno of every mount/umount (EBUSY after a crash \
 is the bug it was made for), classifies dmesg, and writes results.json and junit.xml.\n\n\
 Exit codes: 0 every expectation held; 1 an expectation was violated (the bug was seen); \
 2 configuration or infrastructure error (`crashrig check`: 125, every error, a wrong \

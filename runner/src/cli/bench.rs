@@ -416,8 +416,10 @@ async fn quiet_status(
 ) -> Result<std::process::ExitStatus, CliError> {
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .status()
+        .kill_on_drop(true);
+    crate::process::spawn(&mut cmd)
+        .map_err(|source| CliError::Io { what, source })?
+        .wait()
         .await
         .map_err(|source| CliError::Io { what, source })
 }

@@ -217,6 +217,9 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
         run.seed,
         session.out.display()
     ));
+    if let Some(caveat) = inherited_state(run, args.iteration) {
+        sink.warn(caveat);
+    }
     let opts = RunOptions {
         seed: Some(run.seed),
         only_iteration: Some(args.iteration),
@@ -226,6 +229,43 @@ pub async fn repro(args: ReproArgs) -> Result<i32, CliError> {
     let record = crate::run::run_scenario(&loaded, &kernel, &image, &opts, 0, &mut sink).await;
     crate::run::session::finish(&mut sink)?;
     Ok(record.exit_code())
+}
+
+/// What the replay of `iteration` cannot give back: the guest state earlier iterations left
+/// it, when the run's iterations did not each start from the same restored guest. A replay
+/// starts from a fresh guest, so a failure that depended on that state may not reproduce.
+fn inherited_state(run: &crate::report::RunRecord, iteration: u32) -> Option<String> {
+    if run.independent_iterations {
+        return None;
+    }
+    // After a hang, a panic or an infrastructure error the run booted a fresh guest.
+    let mut before: Vec<u32> = Vec::new();
+    for it in run.iterations.iter().filter(|i| i.iteration < iteration) {
+        if matches!(it.verdict, Verdict::Hang | Verdict::Panic | Verdict::Error) {
+            before.clear();
+        } else {
+            before.push(it.iteration);
+        }
+    }
+    let (first, last) = (*before.first()?, *before.last()?);
+    let earlier = if before.len() == 1 {
+        format!("iteration {first}")
+    } else {
+        format!("iterations {first}-{last}")
+    };
+    let params: String = run
+        .setting
+        .iter()
+        .map(|(k, v)| format!(" --param {k}={v}"))
+        .collect();
+    Some(format!(
+        "iteration {iteration} ran on a guest {earlier} of the same run had used before it \
+         (its iterations were not independent: independent_iterations is false); this replay \
+         starts from a fresh guest, so a failure that depended on what {earlier} left may \
+         not reproduce. To replay iterations 1-{iteration} in order: `crashrig run {} \
+         --kernel {} -n {iteration} --seed {}{params}`",
+        run.scenario.path, run.kernel.spec, run.seed
+    ))
 }
 
 /// The scenario file a run recorded: absolute since crashrig records it so; an older relative
@@ -245,4 +285,82 @@ fn scenario_file(results: &Path, recorded: &str) -> Option<PathBuf> {
 fn same_scenario(scenario: &crate::scenario::Scenario, copy: &Path) -> bool {
     let text = serde_json::to_string_pretty(scenario).unwrap_or_default() + "\n";
     std::fs::read_to_string(copy).is_ok_and(|c| c == text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::tests::iteration;
+
+    fn run_of(verdicts: &[Verdict], independent: bool) -> crate::report::RunRecord {
+        use crate::report::results::{KernelInfo, ScenarioInfo};
+        let iterations: Vec<_> = verdicts
+            .iter()
+            .enumerate()
+            .map(|(i, v)| iteration(i as u32 + 1, *v, vec![]))
+            .collect();
+        crate::report::RunRecord {
+            scenario: ScenarioInfo {
+                name: "s".into(),
+                path: "s.yaml".into(),
+                description: String::new(),
+                sha256: None,
+            },
+            kernel: KernelInfo {
+                spec: "debian:6.1".into(),
+                version: "6.1".into(),
+                release: None,
+                image_sha256: String::new(),
+                build_key: None,
+                kconfig: vec![],
+                patches: vec![],
+            },
+            accel: "tcg".into(),
+            seed: 5,
+            started: String::new(),
+            finished: None,
+            dir: String::new(),
+            cell: None,
+            restore: "auto".into(),
+            independent_iterations: independent,
+            guest_image: String::new(),
+            boots: vec![],
+            setup: vec![],
+            error: None,
+            setting: Default::default(),
+            iterations_planned: Some(iterations.len() as u32),
+            summary: crate::report::summarize(&iterations),
+            iterations,
+        }
+    }
+
+    #[test]
+    fn a_replay_of_an_iteration_that_inherited_a_guest_says_so() {
+        let run = run_of(&[Verdict::Pass, Verdict::Fail, Verdict::Pass], false);
+        assert_eq!(
+            inherited_state(&run, 1),
+            None,
+            "the first iteration had a fresh guest"
+        );
+        assert_eq!(
+            inherited_state(&run, 2).unwrap(),
+            "iteration 2 ran on a guest iteration 1 of the same run had used before it (its \
+             iterations were not independent: independent_iterations is false); this replay \
+             starts from a fresh guest, so a failure that depended on what iteration 1 left \
+             may not reproduce. To replay iterations 1-2 in order: `crashrig run s.yaml \
+             --kernel debian:6.1 -n 2 --seed 5`"
+        );
+        assert!(inherited_state(&run, 3)
+            .unwrap()
+            .contains("a guest iterations 1-2 of the same run had used"));
+    }
+
+    #[test]
+    fn independent_iterations_and_fresh_boots_leave_nothing_to_say() {
+        let run = run_of(&[Verdict::Pass, Verdict::Fail], true);
+        assert_eq!(inherited_state(&run, 2), None);
+        // A hang made the run boot a fresh guest for the next iteration.
+        let run = run_of(&[Verdict::Pass, Verdict::Hang, Verdict::Fail], false);
+        assert_eq!(inherited_state(&run, 3), None);
+    }
 }

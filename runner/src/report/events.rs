@@ -110,6 +110,8 @@ pub enum Event {
         index: usize,
         run: Box<RunRecord>,
         planned: u32,
+        /// The one iteration a `repro` replays, of the `planned` the run had.
+        only: Option<u32>,
     },
     BootFinished {
         index: usize,

@@ -133,6 +133,51 @@ fn starts_line(run: &RunRecord) -> Option<String> {
     ))
 }
 
+/// `, with a=1 b=x`: the parameter setting a run used (runs of one scenario with different
+/// `--param`s otherwise print the same header); empty for a scenario without parameters.
+fn setting_suffix(run: &RunRecord) -> String {
+    if run.setting.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = run
+        .setting
+        .iter()
+        .map(|(k, v)| {
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                format!("{k}='{v}'")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
+    format!(", with {}", pairs.join(" "))
+}
+
+/// The line a run starts with; `only`: the one iteration a `repro` replays.
+fn run_header(run: &RunRecord, planned: u32, only: Option<u32>) -> String {
+    let iterations = match only {
+        Some(n) => format!("iteration {n} of {planned} alone"),
+        None => format!("{planned} iteration{}", if planned == 1 { "" } else { "s" }),
+    };
+    format!(
+        "== {} on {} ({}), {iterations}, {}{}",
+        run.scenario.name,
+        run.kernel.spec,
+        run.kernel.version,
+        run.accel,
+        setting_suffix(run)
+    )
+}
+
+/// `: A | B | C`: every reason an iteration failed for, on its one line (results.json and
+/// junit.xml hold them all; the terminal showed only the first).
+fn reasons_text(reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        return String::new();
+    }
+    format!(": {}", reasons.join(" | "))
+}
+
 /// The summary block for one run (also used by `crashrig report`): its iterations, every
 /// step whose outcome is an errno or an expectation, the errno counts and the kernel's
 /// findings.
@@ -152,8 +197,12 @@ fn summary(run: &RunRecord, batch: bool) -> String {
     let s: &Summary = &run.summary;
     if !batch {
         out.push_str(&format!(
-            "{} on {} ({}, {})\n",
-            run.scenario.name, run.kernel.spec, run.kernel.version, run.accel
+            "{} on {} ({}, {}){}\n",
+            run.scenario.name,
+            run.kernel.spec,
+            run.kernel.version,
+            run.accel,
+            setting_suffix(run)
         ));
     }
     if let Some(err) = &run.error {
@@ -535,19 +584,13 @@ impl Reporter for Terminal {
                 index,
                 run,
                 planned,
+                only,
             } => {
                 self.active
                     .insert(*index, format!("{}@{}", run.scenario.name, run.kernel.spec));
-                self.line(&format!(
-                    "== {} on {} ({}), {planned} iteration{}, {}",
-                    run.scenario.name,
-                    run.kernel.spec,
-                    run.kernel.version,
-                    if *planned == 1 { "" } else { "s" },
-                    run.accel
-                ));
+                self.line(&run_header(run, *planned, *only));
                 if self.fancy {
-                    let bar = ProgressBar::new(u64::from(*planned));
+                    let bar = ProgressBar::new(u64::from(if only.is_some() { 1 } else { *planned }));
                     bar.set_style(
                         ProgressStyle::with_template(
                             "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
@@ -605,15 +648,11 @@ impl Reporter for Terminal {
                     Verdict::Panic => "PANIC",
                     Verdict::Error => "ERROR",
                 };
-                let why = record
-                    .reasons
-                    .first()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default();
                 let text = format!(
-                    "   {}iteration {}/{planned}: {tag}{why}",
+                    "   {}iteration {}/{planned}: {tag}{}",
                     self.prefix(*index),
-                    record.iteration
+                    record.iteration,
+                    reasons_text(&record.reasons)
                 );
                 match &self.progress {
                     Some(bar) => {
@@ -801,6 +840,46 @@ mod tests {
             summary: summarize(&iterations),
             iterations,
         }
+    }
+
+    #[test]
+    fn an_iteration_line_shows_every_reason() {
+        assert_eq!(reasons_text(&[]), "");
+        assert_eq!(
+            reasons_text(&[
+                "loud-pass (run): timed out after 60000 ms".into(),
+                "loud-fail (run): exited with 3".into()
+            ]),
+            ": loud-pass (run): timed out after 60000 ms | loud-fail (run): exited with 3"
+        );
+    }
+
+    #[test]
+    fn the_run_header_and_summary_name_the_parameter_setting() {
+        let mut run = seed_record("seed.yaml", ("debian:6.1", "6.1.0"), vec![]);
+        assert!(summary_text(&run).starts_with("seed-kill-umount on debian:6.1 (6.1.0, tcg)\n"));
+        run.setting = [("filesystem", "ext4"), ("nfiles", "64"), ("flags", "a b")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(
+            summary_text(&run).starts_with(
+                "seed-kill-umount on debian:6.1 (6.1.0, tcg), with filesystem=ext4 flags='a b' \
+                 nfiles=64\n"
+            ),
+            "{}",
+            summary_text(&run)
+        );
+        assert_eq!(
+            run_header(&run, 3, Some(2)),
+            "== seed-kill-umount on debian:6.1 (6.1.0), iteration 2 of 3 alone, tcg, with \
+             filesystem=ext4 flags='a b' nfiles=64"
+        );
+        assert_eq!(
+            run_header(&run, 3, None),
+            "== seed-kill-umount on debian:6.1 (6.1.0), 3 iterations, tcg, with \
+             filesystem=ext4 flags='a b' nfiles=64"
+        );
     }
 
     /// The terminal summary of a run with an infrastructure error, unexpected findings and

@@ -926,6 +926,7 @@ pub async fn run_batch<M: Machine>(
         index,
         run: Box::new(record.clone()),
         planned: iterations,
+        only: opts.only_iteration,
     });
     let mut run = Run {
         machine: &mut rig.machine,

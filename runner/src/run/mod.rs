@@ -14,6 +14,7 @@ pub mod plan;
 pub mod qemu_machine;
 pub mod restore;
 pub mod session;
+mod stuck;
 pub mod verdict;
 
 pub use engine::{run_batch, run_scenario, LoadedScenario, Rig, RunError, RunOptions};

@@ -9,6 +9,7 @@ use crashrig_guest::{Op, Plan};
 use super::boot::{boot, restore, BootSpec, Booted};
 use super::machine::{BootInfo, Machine, MachineError, PlanRun};
 use super::restore::{self, RestoreMode, SetUp};
+use super::stuck::{self, Stuck};
 use super::verdict::Abort;
 use crate::cache::Cache;
 use crate::guest::{self, Ending, Guest, GuestError, GuestHandle, RunKey, HELPER_COMMAND};
@@ -39,6 +40,11 @@ const CLEAN_REBOOT: &str = "setsid sh -c 'sync; kill -TERM -1; i=0; while [ $i -
 /// How long QEMU's monitor gets to answer `query-status` when a plan failed: silence means
 /// QEMU itself is not running, not the guest.
 const QMP_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long a guest whose plan missed its deadline gets to answer a new connection and say
+/// what the plan is stuck on (default: 20 s): a guest that hung whole does not answer, and
+/// its hang is judged that much later.
+const STUCK_WITHIN: Duration = Duration::from_secs(20);
 
 /// A QEMU VM for one kernel and scenario, with the scenario's disks. Made before anything is
 /// prepared: the first boot makes the initramfs, disks and key.
@@ -356,6 +362,21 @@ impl<'a> QemuMachine<'a> {
         None
     }
 
+    /// What a plan past its deadline is stuck on ([`stuck`]), read over a new connection
+    /// tried for `within`; None when the guest does not answer one. The new connection
+    /// replaces the old, out of step after the missed deadline.
+    async fn stuck_on(&mut self, within: Duration) -> Option<Stuck> {
+        let fresh = self.probe(within).await?;
+        let out = fresh
+            .exec(stuck::SCRIPT.into(), vec![], within, |_| {})
+            .await
+            .ok()?;
+        if let Some(b) = self.booted.as_mut() {
+            b.guest = fresh;
+        }
+        Some(stuck::judge(&out.stdout))
+    }
+
     /// Why a plan failed: the kernel (panic, hang) or the host side (QEMU, transport).
     async fn judge(&mut self, error: GuestError, started: Instant, deadline: Duration) -> Abort {
         let why = crate::report::error_chain(&error);
@@ -390,9 +411,20 @@ impl<'a> QemuMachine<'a> {
                 return Abort::Infra(format!("{why}; {stale}"));
             }
             // The engine names the step that was running; the helper's command line is noise.
-            return Abort::Hang(format!(
-                "the plan's {timeout:.1?} deadline passed; QEMU answers, guest state `{status}`"
-            ));
+            let late = format!("the plan's {timeout:.1?} deadline passed");
+            let hang = format!("{late}; QEMU answers, guest state `{status}`");
+            // A guest that answers a new connection shows what the plan is stuck on (a
+            // guest QEMU does not run, paused say, cannot answer).
+            if status != "running" {
+                return Abort::Hang(hang);
+            }
+            return match self.stuck_on(STUCK_WITHIN).await {
+                Some(Stuck::Stopped(why)) => Abort::Infra(format!("{late}: {why}")),
+                Some(Stuck::Hang(what)) if !what.is_empty() => {
+                    Abort::Hang(format!("{hang}; {what}"))
+                }
+                _ => Abort::Hang(hang),
+            };
         }
         // The transport failed: only a guest that answers neither a new connection nor on its
         // console has hung.
@@ -457,6 +489,49 @@ async fn stale_translation_seen(console: impl Fn() -> String, every: Duration) -
             return why;
         }
     }
+}
+
+/// Why the helper ended before its plan did: its exit status as a shell reports it (128 +
+/// a signal), what it said on stderr, or that it said nothing.
+fn unfinished_helper(status: i32, stderr: &str, unreadable: Option<&str>) -> String {
+    let how = match status {
+        137 => "was killed by SIGKILL (status 137): something in the guest killed it, a step's \
+                `kill -9 $PPID` or `pkill`, or the kernel's OOM killer"
+            .to_string(),
+        129..=192 => format!(
+            "was killed by signal {} (status {status})",
+            signal_name(status - 128)
+        ),
+        _ => format!("exited with status {status}"),
+    };
+    let said = match stderr.trim() {
+        "" => "; it wrote nothing on stderr".to_string(),
+        text => format!("; stderr: {text}"),
+    };
+    let unreadable = unreadable
+        .map(|l| format!(" (unreadable output: {l})"))
+        .unwrap_or_default();
+    format!("guest helper ended without finishing its plan: it {how}{said}{unreadable}")
+}
+
+/// `SIGTERM`, or the number when it has no common name.
+fn signal_name(n: i32) -> String {
+    let name = match n {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return n.to_string(),
+    };
+    name.to_string()
 }
 
 pub fn panic_line(tail: &[String]) -> String {
@@ -639,14 +714,10 @@ impl Machine for QemuMachine<'_> {
                     Ending::Fatal(message) => {
                         Some(Abort::Infra(format!("guest helper: {message}")))
                     }
-                    Ending::Unfinished { unreadable } => Some(Abort::Infra(format!(
-                        "guest helper ended without finishing its plan (status {}): {}{}",
+                    Ending::Unfinished { unreadable } => Some(Abort::Infra(unfinished_helper(
                         out.status,
-                        out.stderr.trim(),
-                        unreadable
-                            .first()
-                            .map(|l| format!(" (unreadable output: {l})"))
-                            .unwrap_or_default()
+                        &out.stderr,
+                        unreadable.first().map(String::as_str),
                     ))),
                 },
                 // The command never reached the guest: send it again on a new connection.
@@ -847,6 +918,26 @@ mod tests {
     use super::*;
     use crate::run::plan;
     use crate::scenario::{load_str, load_str_with, Setting};
+
+    #[test]
+    fn a_helper_that_ended_early_says_how_even_when_stderr_is_empty() {
+        assert_eq!(
+            unfinished_helper(137, "", None),
+            "guest helper ended without finishing its plan: it was killed by SIGKILL (status \
+             137): something in the guest killed it, a step's `kill -9 $PPID` or `pkill`, or \
+             the kernel's OOM killer; it wrote nothing on stderr"
+        );
+        assert_eq!(
+            unfinished_helper(143, "  \n", Some("garbage")),
+            "guest helper ended without finishing its plan: it was killed by signal SIGTERM \
+             (status 143); it wrote nothing on stderr (unreadable output: garbage)"
+        );
+        assert_eq!(
+            unfinished_helper(1, "error: bad plan\n", None),
+            "guest helper ended without finishing its plan: it exited with status 1; stderr: \
+             error: bad plan"
+        );
+    }
 
     const BASE: &str = "\
 name: t

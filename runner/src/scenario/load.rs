@@ -433,11 +433,19 @@ fn read_scenario(tree: &mut Tree, root: NodeId) -> Read {
         .chain(placeholders.iter().map(|p| vec![Seg::Key(p.to_string())]));
     for path in dropped {
         match path.as_slice() {
-            [Seg::Key(section), Seg::Index(i), _, _, ..] => {
+            [Seg::Key(section), Seg::Index(i), _, field, ..] => {
                 // A field of a step fell back to its default: the step is still there, but
-                // its own checks would complain about the default.
+                // its own checks of that field would complain about the default.
                 if let Some(live) = live_index(tree, &removed, section, *i) {
-                    partial.damaged_steps.insert((section.clone(), live));
+                    let field = match field {
+                        Seg::Key(f) => f.clone(),
+                        Seg::Index(_) => "?".into(),
+                    };
+                    partial
+                        .damaged_steps
+                        .entry((section.clone(), live))
+                        .or_default()
+                        .insert(field);
                 }
             }
             [Seg::Key(k), ..] => match k.as_str() {
@@ -556,6 +564,52 @@ mod tests {
               |
             5 |   - umount: { id: umount, retires: 10s }
               |                           ^^^^^^^
+
+            error: 1 problem in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_a_step_hides_none_of_its_other_problems() {
+        // `size` does not parse; `files: 0` is still reported, and the checks that would
+        // complain about the default `size` stands in for are not.
+        assert_errors(
+            &with_head(
+                "
+                steps:
+                  - mount
+                  - write-data: { files: 0, size: 2GB }
+                ",
+            ),
+            "
+            t.yaml:6:26: `files` must be at least 1
+              |
+            6 |   - write-data: { files: 0, size: 2GB }
+              |                          ^
+
+            t.yaml:6:35: invalid size `2GB` for `size` in write-data step, expected a size such as 4096, 64K or 4G
+              |
+            6 |   - write-data: { files: 0, size: 2GB }
+              |                                   ^^^
+
+            error: 2 problems in t.yaml
+            ",
+        );
+    }
+
+    #[test]
+    fn unplug_and_replug_of_an_unknown_filesystem_device_name_no_empty_device() {
+        // The filesystem's device is not declared (said once), so the steps' default device
+        // is unknown: no "replug of ``" or "unplug of ``" follows from it.
+        assert_errors(
+            "name: t\ndevices: [{ name: scratch, size: 1G }]\n\
+             filesystem: { type: xfs, device: nodev }\nsteps:\n  - replug\n  - unplug\n  - unplug\n",
+            "
+            t.yaml:3:34: unknown device `nodev` (declared: `scratch`)
+              |
+            3 | filesystem: { type: xfs, device: nodev }
+              |                                  ^^^^^
 
             error: 1 problem in t.yaml
             ",

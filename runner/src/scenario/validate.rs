@@ -36,8 +36,10 @@ pub(crate) struct Partial {
     pub steps: bool,
     /// Kinds of the steps that were left out, `?` when it could not be told.
     pub dropped_steps: HashSet<String>,
-    /// (section, index) of steps with a field left out; their own checks are skipped.
-    pub damaged_steps: HashSet<(String, usize)>,
+    /// (section, index) of steps with a field left out -> the fields left out; the step's
+    /// own checks of those fields and of the step as a whole (which may complain about
+    /// their defaults) are skipped, its other fields are still checked.
+    pub damaged_steps: HashMap<(String, usize), HashSet<String>>,
 }
 
 /// Filesystem types the default guest image has a `mkfs.<type>` and a checker for.
@@ -353,11 +355,24 @@ impl Checker<'_> {
         }
     }
 
-    fn absolute(&mut self, path: Vec<PathSeg>, field: &str, p: &str) {
+    /// A mountpoint: absolute, and normal (no `.` or `..` component: `/mnt/../..` mounted
+    /// the scratch filesystem over the guest's `/`); `/` itself only where `may_be_root` (a
+    /// `sync` may syncfs(2) the root, nothing may mount over it).
+    fn mountpoint(&mut self, path: Vec<PathSeg>, p: &str, may_be_root: bool) {
         if !p.starts_with('/') {
             self.error(
                 path,
-                format!("`{field}` must be an absolute path, got `{p}`"),
+                format!("`mountpoint` must be an absolute path, got `{p}`"),
+            );
+        } else if p.split('/').any(|c| c == "." || c == "..") {
+            self.error(
+                path,
+                format!("`mountpoint` must not have `.` or `..` components, got `{p}`"),
+            );
+        } else if !may_be_root && p.split('/').all(str::is_empty) {
+            self.error(
+                path,
+                format!("`mountpoint` must not be the guest's root, got `{p}`"),
             );
         }
     }
@@ -367,10 +382,10 @@ impl Checker<'_> {
             return;
         };
         self.fstype(vec![Key("filesystem"), Key("type")], &fs.fstype);
-        self.absolute(
+        self.mountpoint(
             vec![Key("filesystem"), Key("mountpoint")],
-            "mountpoint",
             &fs.mountpoint,
+            false,
         );
         if self.partial.devices {
             return;
@@ -433,12 +448,22 @@ impl Checker<'_> {
                         );
                     }
                 }
-                if !self
-                    .partial
-                    .damaged_steps
-                    .contains(&(section.to_string(), i))
-                {
-                    self.step(step, &at);
+                let before = self.problems.len();
+                self.step(step, &at);
+                let partial = self.partial;
+                if let Some(left_out) = partial.damaged_steps.get(&(section.to_string(), i)) {
+                    let whole = at(None);
+                    let mut k = before;
+                    while k < self.problems.len() {
+                        let path = &self.problems[k].path;
+                        let about_left_out = *path == whole
+                            || matches!(path.get(whole.len()), Some(Key(f)) if left_out.contains(*f));
+                        if about_left_out {
+                            self.problems.remove(k);
+                        } else {
+                            k += 1;
+                        }
+                    }
                 }
                 let dropped = |kind: &str| {
                     self.partial.dropped_steps.contains(kind)
@@ -495,6 +520,11 @@ impl Checker<'_> {
                     Step::WriteData(d) => {
                         written.insert(&d.dir, (d.files, d.size));
                     }
+                    // Without a device of its own and with no filesystem device known (none
+                    // declared, or the `filesystem` map left out: said elsewhere), there is
+                    // no device to follow.
+                    Step::Unplug(p) if p.device.is_none() && fs_device.is_empty() => {}
+                    Step::Replug(p) if p.device.is_none() && fs_device.is_empty() => {}
                     Step::Unplug(p) => {
                         let name = p.device.clone().unwrap_or_else(|| fs_device.clone());
                         if !unplugged.insert(name.clone()) {
@@ -576,7 +606,7 @@ impl Checker<'_> {
                 self.duration(at(Some("retry")), "retry", m.retry);
                 device(self, &m.device);
                 if let Some(p) = &m.mountpoint {
-                    self.absolute(at(Some("mountpoint")), "mountpoint", p);
+                    self.mountpoint(at(Some("mountpoint")), p, false);
                 }
             }
             Step::Umount(u) => {
@@ -587,7 +617,7 @@ impl Checker<'_> {
                     " (or give the step its own `mountpoint`)",
                 );
                 if let Some(p) = &u.mountpoint {
-                    self.absolute(at(Some("mountpoint")), "mountpoint", p);
+                    self.mountpoint(at(Some("mountpoint")), p, false);
                 }
             }
             Step::Shutdown(sh) => {
@@ -597,12 +627,12 @@ impl Checker<'_> {
                     " (or give the step its own `mountpoint`)",
                 );
                 if let Some(p) = &sh.mountpoint {
-                    self.absolute(at(Some("mountpoint")), "mountpoint", p);
+                    self.mountpoint(at(Some("mountpoint")), p, false);
                 }
             }
             Step::Sync(sy) => {
                 if let Some(p) = &sy.mountpoint {
-                    self.absolute(at(Some("mountpoint")), "mountpoint", p);
+                    self.mountpoint(at(Some("mountpoint")), p, true);
                 }
             }
             Step::Fsck(f) => {
@@ -1068,7 +1098,9 @@ mod tests {
             (
                 "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
                  - {run: {command: '', timeout: 0s}}\n- {write-data: {dir: /abs, files: 0}}\n- {write-data: {dir: a/../b}}\n\
-                 - {verify-data: {dir: other}}\n- {mount: {mountpoint: rel}}\n- {sync: {mountpoint: rel}}\n",
+                 - {verify-data: {dir: other}}\n- {mount: {mountpoint: rel}}\n- {sync: {mountpoint: rel}}\n\
+                 - {mount: {mountpoint: /mnt/../..}}\n- {umount: {mountpoint: /}}\n- {shutdown: {mountpoint: /a/./b}}\n\
+                 - {sync: {mountpoint: /}}\n- {umount: {mountpoint: //}}\n",
                 &[
                     "steps[0].run.command: run `command` must not be empty",
                     "steps[0].run.timeout: `timeout` must be more than 0s",
@@ -1078,6 +1110,10 @@ mod tests {
                     "steps[3].verify-data.dir: verify-data step checks `other`, but no write-data step before it writes there",
                     "steps[4].mount.mountpoint: `mountpoint` must be an absolute path, got `rel`",
                     "steps[5].sync.mountpoint: `mountpoint` must be an absolute path, got `rel`",
+                    "steps[6].mount.mountpoint: `mountpoint` must not have `.` or `..` components, got `/mnt/../..`",
+                    "steps[7].umount.mountpoint: `mountpoint` must not be the guest's root, got `/`",
+                    "steps[8].shutdown.mountpoint: `mountpoint` must not have `.` or `..` components, got `/a/./b`",
+                    "steps[10].umount.mountpoint: `mountpoint` must not be the guest's root, got `//`",
                 ],
             ),
             // verify-data checks what the last write-data to its directory wrote.

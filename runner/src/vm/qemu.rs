@@ -331,13 +331,14 @@ impl Vm {
             Some(path) => Some(agent_listener(path)?),
             None => None,
         };
-        let mut child = crate::process::tokio_command(qemu)
-            .args(qemu_args(&config))
-            .args(test_monitor())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(VmError::Spawn)?;
+        let mut child = crate::process::spawn(
+            crate::process::tokio_command(qemu)
+                .args(qemu_args(&config))
+                .args(test_monitor())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(VmError::Spawn)?;
         let started = Instant::now();
         let console = Arc::new(Mutex::new(ConsoleState::default()));
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -731,29 +732,30 @@ pub async fn bare_boot(
         Accel::Tcg => ("tcg", "max"),
     };
     let start = Instant::now();
-    let mut child = crate::process::tokio_command(qemu)
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-accel",
-            accel_name,
-            "-cpu",
-            cpu,
-        ])
-        .args([
-            "-machine", "pc", "-m", "2048", "-smp", "2", "-serial", "null", "-kernel",
-        ])
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 random.trust_cpu=on"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(VmError::Spawn)?;
+    let mut child = crate::process::spawn(
+        crate::process::tokio_command(qemu)
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-accel",
+                accel_name,
+                "-cpu",
+                cpu,
+            ])
+            .args([
+                "-machine", "pc", "-m", "2048", "-smp", "2", "-serial", "null", "-kernel",
+            ])
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", "console=ttyS0 panic=-1 random.trust_cpu=on"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(VmError::Spawn)?;
     match tokio::time::timeout(within, child.wait()).await {
         Ok(Ok(s)) if s.success() => Ok(start.elapsed().as_secs_f64()),
         Ok(Ok(status)) => {
@@ -790,9 +792,14 @@ pub async fn qemu_version() -> Option<String> {
     let qemu = host::find("qemu-system-x86_64")?;
     let out = tokio::time::timeout(
         Duration::from_secs(30),
-        crate::process::tokio_command(qemu)
-            .arg("--version")
-            .output(),
+        crate::process::spawn(
+            crate::process::tokio_command(qemu)
+                .arg("--version")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        )
+        .ok()?
+        .wait_with_output(),
     )
     .await
     .ok()?

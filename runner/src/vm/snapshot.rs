@@ -217,12 +217,13 @@ pub async fn load(vm: &mut Vm, path: &Path, within: Duration) -> Result<(), Snap
 /// Runs `qemu-img` with `args`, bounded.
 async fn qemu_img(args: &[&std::ffi::OsStr], creates: &Path) -> Result<(), SnapshotError> {
     let program = host::require("qemu-img").map_err(VmError::from)?;
-    let child = crate::process::tokio_command(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(VmError::Spawn)?;
+    let child = crate::process::spawn(
+        crate::process::tokio_command(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(VmError::Spawn)?;
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .map_err(|_| SnapshotError::Timeout {
