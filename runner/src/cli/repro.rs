@@ -326,6 +326,7 @@ mod tests {
             guest_image: String::new(),
             boots: vec![],
             setup: vec![],
+            setup_dmesg: None,
             error: None,
             setting: Default::default(),
             iterations_planned: Some(iterations.len() as u32),
