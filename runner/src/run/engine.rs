@@ -372,7 +372,8 @@ impl<M: Machine> Run<'_, M> {
                     let out = self.exec_ops(ops, timeout, "setup").await;
                     for (r, rep) in &out.reports {
                         if let Some(r) = r {
-                            records.push(verdict::step_record(s, *r, rep));
+                            let record = verdict::step_record(s, *r, rep, &records);
+                            records.push(record);
                         }
                     }
                     if let Some(bad) = records.iter().find(|r| !r.ok) {
@@ -470,7 +471,10 @@ impl<M: Machine> Run<'_, M> {
                     in_guest += t0.elapsed();
                     for (r, rep) in &out.reports {
                         match r {
-                            Some(r) => steps.push(verdict::step_record(s, *r, rep)),
+                            Some(r) => {
+                                let record = verdict::step_record(s, *r, rep, &steps);
+                                steps.push(record)
+                            }
                             None => {
                                 if let Some(records) = dmesg_records(rep) {
                                     kmsg.extend_from_slice(records);
