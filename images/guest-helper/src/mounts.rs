@@ -286,7 +286,8 @@ mod tests {
 
     #[test]
     fn the_type_mounted_last_on_a_target_names_a_filesystem_without_shutdown() {
-        let mounts = "/dev/vda /mnt xfs rw 0 0\nproc /proc proc rw 0 0\n/dev/vdb /mnt btrfs rw 0 0\n";
+        let mounts =
+            "/dev/vda /mnt xfs rw 0 0\nproc /proc proc rw 0 0\n/dev/vdb /mnt btrfs rw 0 0\n";
         assert_eq!(mounted_type(mounts, "/mnt/"), Some("btrfs".into()));
         assert_eq!(mounted_type(mounts, "/proc"), Some("proc".into()));
         assert_eq!(mounted_type(mounts, "/srv"), None);

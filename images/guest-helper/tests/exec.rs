@@ -634,11 +634,7 @@ fn mkfs_exit_status_is_an_outcome_not_a_helper_error() {
         false,
     );
     assert_eq!(r[0].error, None, "{:?}", r[0]);
-    assert!(
-        matches!(r[0].exit_status, Some(s) if s != 0),
-        "{:?}",
-        r[0]
-    );
+    assert!(matches!(r[0].exit_status, Some(s) if s != 0), "{:?}", r[0]);
 }
 
 #[test]

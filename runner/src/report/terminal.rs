@@ -181,7 +181,14 @@ fn summary(run: &RunRecord, batch: bool) -> String {
     for (id, st) in &s.steps {
         let outcome_step = matches!(
             st.kind.as_str(),
-            "mount" | "umount" | "shutdown" | "run" | "fsck" | "write-data" | "verify-data" | "kill"
+            "mount"
+                | "umount"
+                | "shutdown"
+                | "run"
+                | "fsck"
+                | "write-data"
+                | "verify-data"
+                | "kill"
         );
         if st.violations == 0 && st.errors == 0 && (batch || !outcome_step) {
             continue;

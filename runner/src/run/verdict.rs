@@ -182,11 +182,7 @@ fn step_by_id<'a>(s: &'a Scenario, id: &str) -> Option<&'a Step> {
 /// directory among `earlier` (the records of this iteration, or of setup, so far) reported
 /// as acknowledged. `None` when that write-data is not among them (it ran in setup, which
 /// passed, so it wrote everything).
-fn acknowledged_by(
-    s: &Scenario,
-    dir: &str,
-    earlier: &[StepRecord],
-) -> Option<(String, u32)> {
+fn acknowledged_by(s: &Scenario, dir: &str, earlier: &[StepRecord]) -> Option<(String, u32)> {
     let rec = earlier.iter().rev().find(|rec| {
         rec.kind == "write-data"
             && matches!(step_by_id(s, &rec.id), Some(Step::WriteData(w)) if w.dir == dir)
