@@ -84,9 +84,7 @@ pub fn write_files(dir: &Path, files: u32, size: u64, seed: u64, fsync: bool) ->
         if let Err(e) = write_one(&path, size, seed, i, fsync) {
             // The files before this one were fsync'd: they are acknowledged once their
             // directory entries are too.
-            let acknowledged = if !fsync {
-                i
-            } else if i > 0 && sync_dir().is_ok() {
+            let acknowledged = if !fsync || (i > 0 && sync_dir().is_ok()) {
                 i
             } else {
                 0

@@ -233,14 +233,11 @@ pub fn shutdown(report: &mut StepReport, target: &str, flag: u32) {
 pub fn mounted_type(mounts: &str, target: &str) -> Option<String> {
     let target = target.trim_end_matches('/');
     let target = if target.is_empty() { "/" } else { target };
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, mnt, fstype) = (f.next()?, f.next()?, f.next()?);
-            (mnt == target).then(|| fstype.to_string())
-        })
-        .last()
+    mounts.lines().rev().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, mnt, fstype) = (f.next()?, f.next()?, f.next()?);
+        (mnt == target).then(|| fstype.to_string())
+    })
 }
 
 /// uname -r.
