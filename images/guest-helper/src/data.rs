@@ -59,7 +59,12 @@ fn write_one(path: &Path, size: u64, seed: u64, index: u32, fsync: bool) -> io::
 }
 
 pub struct WriteOutcome {
+    /// Files whose every write returned.
     pub written: u32,
+    /// Files the kernel vouched for: with fsync, files 0..n whose own fsync and the
+    /// directory's returned 0; without, the files written (a umount keeps them, a crash need
+    /// not). What a later verify-data may hold the kernel to.
+    pub acknowledged: u32,
     /// The first failure: file and error. Later files are not attempted.
     pub failure: Option<(String, io::Error)>,
 }
@@ -68,29 +73,41 @@ pub fn write_files(dir: &Path, files: u32, size: u64, seed: u64, fsync: bool) ->
     if let Err(e) = std::fs::create_dir_all(dir) {
         return WriteOutcome {
             written: 0,
+            acknowledged: 0,
             failure: Some((dir.display().to_string(), e)),
         };
     }
+    // The new directory entries are only durable once the directory itself is synced.
+    let sync_dir = || File::open(dir).and_then(|d| d.sync_all());
     for i in 0..files {
         let path = dir.join(file_name(i));
         if let Err(e) = write_one(&path, size, seed, i, fsync) {
+            // The files before this one were fsync'd: they are acknowledged once their
+            // directory entries are too.
+            let acknowledged = if !fsync || (i > 0 && sync_dir().is_ok()) {
+                i
+            } else {
+                0
+            };
             return WriteOutcome {
                 written: i,
+                acknowledged,
                 failure: Some((path.display().to_string(), e)),
             };
         }
     }
     if fsync {
-        // The new directory entries are only durable once the directory itself is synced.
-        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        if let Err(e) = sync_dir() {
             return WriteOutcome {
                 written: files,
+                acknowledged: 0,
                 failure: Some((dir.display().to_string(), e)),
             };
         }
     }
     WriteOutcome {
         written: files,
+        acknowledged: files,
         failure: None,
     }
 }
@@ -195,7 +212,7 @@ mod tests {
         let size = CHUNK as u64 + 13;
         let out = write_files(&dir, 3, size, 42, true);
         assert!(out.failure.is_none());
-        assert_eq!(out.written, 3);
+        assert_eq!((out.written, out.acknowledged), (3, 3));
         let states: Vec<_> = verify_files(&dir, 3, size, 42)
             .into_iter()
             .map(|(_, s)| s)

@@ -18,8 +18,11 @@ pub mod channel;
 /// an [`OutputLine::Fatal`] line), so host and guest image always agree.
 /// Version 2: the `reseed` op. Version 3: output lines are tagged
 /// (`"line": "step" | "end" | "fatal"`); step indices are positions in the plan. Version 4:
-/// the `reseed` op became the plan's [`Plan::refresh`], run before any step.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// the `reseed` op became the plan's [`Plan::refresh`], run before any step. Version 5:
+/// `write-data` reports [`Detail::Written`], `kill` [`Detail::Killed::exited_before`]; a
+/// `mkfs` exit status and lost `verify-data` files are outcomes the host judges, not
+/// helper errors.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// A sequence of operations to run back to back in the guest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +260,19 @@ pub enum Detail {
         /// The workload's own exit status, when it was already known.
         exit_status: Option<i32>,
         timed_out: bool,
+        /// The workload had ended on its own before this kill (no kill since its spawn had
+        /// signalled it): the status is its own, and nothing was left to kill.
+        #[serde(default)]
+        exited_before: bool,
+    },
+    /// `write-data`: files written, and the ones the kernel vouched for (see
+    /// `acknowledged`), which is what a later `verify-data` checks.
+    Written {
+        /// Files whose every write returned.
+        written: u32,
+        /// With fsync: files 0..n whose own fsync and their directory's returned 0. Without:
+        /// the files written.
+        acknowledged: u32,
     },
     Dmesg {
         records: Vec<KmsgRecord>,

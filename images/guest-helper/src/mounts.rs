@@ -212,8 +212,45 @@ pub fn shutdown(report: &mut StepReport, target: &str, flag: u32) {
     let rc = unsafe { libc::ioctl(dir.as_raw_fd(), FS_IOC_SHUTDOWN as _, &mut flag as *mut u32) };
     report.attempts = 1;
     if rc != 0 {
-        report.errno = Some(errno_name(util::last_errno()));
+        let errno = util::last_errno();
+        report.errno = Some(errno_name(errno));
+        if errno == libc::ENOTTY {
+            // The filesystem has no shutdown ioctl on this kernel: say which and where, the
+            // host's note names them.
+            let fstype = std::fs::read_to_string("/proc/self/mounts")
+                .ok()
+                .and_then(|m| mounted_type(&m, target))
+                .unwrap_or_else(|| "the filesystem".into());
+            report.stderr = format!(
+                "{fstype} on Linux {} has no FS_IOC_SHUTDOWN\n",
+                kernel_release()
+            );
+        }
     }
+}
+
+/// The type of the filesystem mounted last on `target`, from /proc/self/mounts text.
+pub fn mounted_type(mounts: &str, target: &str) -> Option<String> {
+    let target = target.trim_end_matches('/');
+    let target = if target.is_empty() { "/" } else { target };
+    mounts.lines().rev().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, mnt, fstype) = (f.next()?, f.next()?, f.next()?);
+        (mnt == target).then(|| fstype.to_string())
+    })
+}
+
+/// uname -r.
+fn kernel_release() -> String {
+    // SAFETY: uname fills the zeroed struct it is given.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "an unknown release".into();
+    }
+    // SAFETY: the kernel NUL-terminates release.
+    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub fn sync(report: &mut StepReport, target: Option<&str>) {
@@ -242,6 +279,15 @@ mod tests {
 
     fn words(s: &[&str]) -> Vec<String> {
         s.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn the_type_mounted_last_on_a_target_names_a_filesystem_without_shutdown() {
+        let mounts =
+            "/dev/vda /mnt xfs rw 0 0\nproc /proc proc rw 0 0\n/dev/vdb /mnt btrfs rw 0 0\n";
+        assert_eq!(mounted_type(mounts, "/mnt/"), Some("btrfs".into()));
+        assert_eq!(mounted_type(mounts, "/proc"), Some("proc".into()));
+        assert_eq!(mounted_type(mounts, "/srv"), None);
     }
 
     #[test]

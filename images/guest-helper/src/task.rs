@@ -67,6 +67,9 @@ struct SpawnFiles {
     log: PathBuf,
     status: PathBuf,
     pid: PathBuf,
+    /// Made by the first kill after a spawn: a workload found gone later was ended by it,
+    /// not on its own.
+    killed: PathBuf,
 }
 
 fn spawn_files(env: &Env, name: &str) -> SpawnFiles {
@@ -75,6 +78,7 @@ fn spawn_files(env: &Env, name: &str) -> SpawnFiles {
         log: dir.join(format!("{name}.log")),
         status: dir.join(format!("{name}.status")),
         pid: dir.join(format!("{name}.pid")),
+        killed: dir.join(format!("{name}.killed")),
     }
 }
 
@@ -274,6 +278,7 @@ pub fn spawn(env: &Env, report: &mut StepReport, name: &str, command: &str) {
         }
     }
     let _ = std::fs::remove_file(&files.status);
+    let _ = std::fs::remove_file(&files.killed);
     let cg = match cgroup_root(env) {
         Some(root) => match cgroup::create(root, name) {
             Ok(cg) => {
@@ -439,6 +444,7 @@ pub fn kill(
                 exit_wait_ms: None,
                 exit_status: None,
                 timed_out: false,
+                exited_before: false,
             });
         } else {
             report.error = Some(format!("no workload named {name}"));
@@ -449,6 +455,8 @@ pub fn kill(
     let pid: i32 = words.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let cg = (words.next() == Some("cgroup")).then(|| env.cgroup_root.join("crashrig").join(name));
 
+    let killed_before = files.killed.exists();
+    let _ = std::fs::write(&files.killed, "");
     let t0 = monotonic_ms();
     let (tasks, empty) = match &cg {
         // Killed and removed by an earlier kill: nothing left to signal.
@@ -482,6 +490,7 @@ pub fn kill(
         exit_wait_ms,
         exit_status,
         timed_out,
+        exited_before: tasks == 0 && empty && !killed_before,
     });
 }
 

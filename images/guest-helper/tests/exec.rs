@@ -184,6 +184,7 @@ fn killed(r: &StepReport) -> (u32, Option<f64>, Option<i32>, bool) {
             exit_wait_ms,
             exit_status,
             timed_out,
+            ..
         }) => (*tasks, *exit_wait_ms, *exit_status, *timed_out),
         other => panic!("no kill detail: {other:?} in {r:?}"),
     }
@@ -531,11 +532,109 @@ fn written_data_verifies_and_losses_are_named() {
             corrupted: vec!["f0001".into()]
         })
     );
-    assert_eq!(
-        r[3].error.as_deref(),
-        Some("lost 2 of 4 files (1 missing, 1 corrupted)")
-    );
+    // Lost files are an outcome the host judges against what write-data acknowledged.
+    assert_eq!(r[3].error, None);
     assert_eq!(r[3].stdout, "f0001: short: 0 of 10000 bytes\n");
+    assert_eq!(
+        r[0].detail,
+        Some(Detail::Written {
+            written: 4,
+            acknowledged: 4
+        })
+    );
+}
+
+#[test]
+fn write_data_that_runs_out_of_space_says_how_many_files_it_acknowledged() {
+    require_root!();
+    let sb = Sandbox::new("enospc", false);
+    let mnt = sb.path("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs", &mnt])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount a tmpfs");
+    let dir = format!("{mnt}/data");
+    let r = sb.run(
+        "enospc",
+        vec![
+            // 10 files of 64K into 256K: the fifth cannot be written.
+            json!({"op": "write-data", "dir": dir, "files": 10, "size": 65536, "seed": 7, "fsync": true}),
+            json!({"op": "write-data", "dir": format!("{mnt}/more"), "files": 2, "size": 65536, "seed": 7, "fsync": false}),
+        ],
+        false,
+    );
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(r[0].errno.as_deref(), Some("ENOSPC"), "{:?}", r[0]);
+    assert_eq!(r[0].error, None);
+    match r[0].detail {
+        Some(Detail::Written {
+            written,
+            acknowledged,
+        }) => {
+            assert!((1..10).contains(&written), "{:?}", r[0]);
+            assert_eq!(acknowledged, written, "fsync'd before the failure");
+        }
+        ref other => panic!("{other:?}"),
+    }
+    assert_eq!(r[1].errno.as_deref(), Some("ENOSPC"), "{:?}", r[1]);
+    assert_eq!(
+        r[1].detail,
+        Some(Detail::Written {
+            written: 0,
+            acknowledged: 0
+        })
+    );
+}
+
+#[test]
+fn a_workload_that_exited_before_its_kill_is_told_from_one_the_kill_ended() {
+    require_root!();
+    let mut sb = Sandbox::new("exited", true);
+    let gone = sb.workload("gone");
+    let twice = sb.workload("twice");
+    let r = sb.run(
+        "exited",
+        vec![
+            json!({"op": "spawn", "name": gone, "command": "echo 'fio: bad rw' >&2; exit 1"}),
+            json!({"op": "spawn", "name": twice, "command": "exec sleep 1000"}),
+            json!({"op": "sleep", "ms": 300}),
+            json!({"op": "kill", "name": gone, "signal": "KILL", "wait_ms": 5000}),
+            json!({"op": "kill", "name": twice, "signal": "TERM", "wait_ms": 5000}),
+            json!({"op": "kill", "name": twice, "signal": "KILL", "wait_ms": 5000}),
+        ],
+        false,
+    );
+    let exited = |r: &StepReport| match &r.detail {
+        Some(Detail::Killed {
+            exited_before,
+            exit_status,
+            ..
+        }) => (*exited_before, *exit_status),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(exited(&r[3]), (true, Some(1)), "{:?}", r[3]);
+    assert!(r[3].stdout.contains("fio: bad rw"), "{:?}", r[3]);
+    assert_eq!(exited(&r[4]), (false, Some(143)), "{:?}", r[4]);
+    // Nothing left for the second kill, but the first one ended it.
+    assert!(!exited(&r[5]).0, "{:?}", r[5]);
+}
+
+#[test]
+fn mkfs_exit_status_is_an_outcome_not_a_helper_error() {
+    require_root!();
+    let sb = Sandbox::new("mkfs-status", false);
+    let img = sb.path("img");
+    std::fs::write(&img, b"").unwrap();
+    let r = sb.run(
+        "mkfs-status",
+        vec![json!({"op": "mkfs", "device": img, "fstype": "xfs", "options": ["-f", "-L", "way-too-long-label"]})],
+        false,
+    );
+    assert_eq!(r[0].error, None, "{:?}", r[0]);
+    assert!(matches!(r[0].exit_status, Some(s) if s != 0), "{:?}", r[0]);
 }
 
 #[test]

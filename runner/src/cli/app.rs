@@ -27,7 +27,8 @@ scenarios inside the guest (through an in-guest helper, over SSH or, for guests 
 saved state, a virtio-serial agent channel), counts the errno of every mount/umount (EBUSY after a crash \
 is the bug it was made for), classifies dmesg, and writes results.json and junit.xml.\n\n\
 Exit codes: 0 every expectation held; 1 an expectation was violated (the bug was seen); \
-2 configuration or infrastructure error (`crashrig check`: 125, every error, a wrong \
+2 configuration or infrastructure error, or a step that could not test what it meant \
+(a disk too small for write-data, a workload that failed before its kill) (`crashrig check`: 125, every error, a wrong \
 command line too, so that `git bisect run` skips the commit); 130 interrupted."
 )]
 pub struct Cli {

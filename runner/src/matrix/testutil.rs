@@ -63,6 +63,7 @@ pub fn iteration(
             duration_ms: 10.0,
             exit_status: None,
             ok: !failed,
+            error: false,
             note: None,
             detail: None,
             output: String::new(),

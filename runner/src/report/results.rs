@@ -181,6 +181,12 @@ pub struct StepRecord {
     pub exit_status: Option<i32>,
     /// Whether the step's expectation held.
     pub ok: bool,
+    /// The step could not test what it meant, and that is not the kernel's answer: a
+    /// `write-data` that ran out of space, a workload that had exited with an error before
+    /// its `kill`, a `shutdown` on a filesystem without the ioctl. `ok` is false, `note` says
+    /// why, and the iteration's verdict is `error` (not counted in the failure rate).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub error: bool,
     /// Why not, or what happened (helper errors, lost files, kill wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -363,8 +369,11 @@ pub struct Summary {
 pub struct StepSummary {
     pub kind: String,
     pub runs: u32,
-    /// Runs whose expectation did not hold.
+    /// Runs whose expectation did not hold (the kernel's answer; errors not included).
     pub violations: u32,
+    /// Runs that could not test what they meant (`StepRecord::error`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub errors: u32,
     pub violation_rate: f64,
     pub violation_ci95: [f64; 2],
     /// Errno name (or "ok") -> count, first attempts.
@@ -513,6 +522,10 @@ fn is_inside_path(path: &str) -> bool {
 }
 
 /// Summarizes iteration records.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 pub fn summarize(iterations: &[IterationRecord]) -> Summary {
     let mut s = Summary {
         iterations: iterations.len() as u32,
@@ -552,7 +565,9 @@ pub fn summarize(iterations: &[IterationRecord]) -> Summary {
                     ..StepSummary::default()
                 });
             entry.runs += 1;
-            if !step.ok {
+            if step.error {
+                entry.errors += 1;
+            } else if !step.ok {
                 entry.violations += 1;
             }
             let name = step.errno.clone().unwrap_or_else(|| "ok".into());
@@ -638,6 +653,7 @@ pub(crate) mod tests {
             duration_ms: 1.0,
             exit_status: None,
             ok,
+            error: false,
             note: None,
             detail: None,
             output: String::new(),

@@ -238,7 +238,7 @@ fn summary(run: &RunRecord, batch: bool) -> String {
         "no rate: no iteration judged".into()
     };
     out.push_str(&format!(
-        "  iterations {}: {} passed, {} failed ({rate}), {} hangs, {} panics, {} infrastructure errors\n",
+        "  iterations {}: {} passed, {} failed ({rate}), {} hangs, {} panics, {} errors (not judged)\n",
         s.iterations, s.passed, s.failed, s.hangs, s.panics, s.errors
     ));
     if let Some(line) = starts_line(run).filter(|_| !batch) {
@@ -247,20 +247,34 @@ fn summary(run: &RunRecord, batch: bool) -> String {
     for (id, st) in &s.steps {
         let outcome_step = matches!(
             st.kind.as_str(),
-            "mount" | "umount" | "shutdown" | "run" | "fsck" | "verify-data" | "kill"
+            "mount"
+                | "umount"
+                | "shutdown"
+                | "run"
+                | "fsck"
+                | "write-data"
+                | "verify-data"
+                | "kill"
         );
-        if st.violations == 0 && (batch || !outcome_step) {
+        if st.violations == 0 && st.errors == 0 && (batch || !outcome_step) {
             continue;
         }
         // Steps that make a system call whose errno is the outcome show the errno counts; the
         // others only whether their expectation held ("ok 3/3; violated 3/3" read as both).
-        let counts: Vec<String> = if matches!(st.kind.as_str(), "mount" | "umount" | "shutdown") {
+        let counts: Vec<String> = if matches!(
+            st.kind.as_str(),
+            "mount" | "umount" | "shutdown" | "write-data"
+        ) {
             st.errno_counts
                 .iter()
                 .map(|(e, n)| format!("{e} {n}/{}", st.runs))
                 .collect()
-        } else if st.violations < st.runs {
-            vec![format!("held {}/{}", st.runs - st.violations, st.runs)]
+        } else if st.violations + st.errors < st.runs {
+            vec![format!(
+                "held {}/{}",
+                st.runs - st.violations - st.errors,
+                st.runs
+            )]
         } else {
             vec![]
         };
@@ -277,6 +291,13 @@ fn summary(run: &RunRecord, batch: bool) -> String {
                 pct(st.violation_ci95[0]),
                 pct(st.violation_ci95[1])
             ));
+        }
+        if st.errors > 0 {
+            if !line.ends_with(": ") {
+                line.push_str("; ");
+            }
+            // Runs that could not test what they meant: not the kernel's answer.
+            line.push_str(&format!("error {}/{} (not judged)", st.errors, st.runs));
         }
         if let Some(b) = &st.busy_window_ms {
             if b.count > 0 {
@@ -1018,7 +1039,7 @@ mod tests {
         assert!(full.contains("dmesg findings: none"), "{full}");
         assert_eq!(
             batch_summary_text(&run),
-            "  iterations 2: 1 passed, 1 failed (50%, 95% CI 9%-91%), 0 hangs, 0 panics, 0 infrastructure errors\n\
+            "  iterations 2: 1 passed, 1 failed (50%, 95% CI 9%-91%), 0 hangs, 0 panics, 0 errors (not judged)\n\
              \x20 umount (umount): EBUSY 1/2, ok 1/2; violated 1/2 (50%, 95% CI 9%-91%)\n"
         );
         // A clean batch is one line; an error and an unexpected finding are kept.
@@ -1100,7 +1121,7 @@ mod tests {
         assert_eq!(
             summary_text(&run),
             "seed-kill-umount on debian:6.1 (linux-image-6.1.0-56-cloud-amd64 6.1.192-2, tcg)\n\
-             \x20 iterations 4: 1 passed, 3 failed (75%, 95% CI 30%-95%), 1 hangs, 0 panics, 0 infrastructure errors\n\
+             \x20 iterations 4: 1 passed, 3 failed (75%, 95% CI 30%-95%), 1 hangs, 0 panics, 0 errors (not judged)\n\
              \x20 umount (umount): EBUSY 2/3, ok 1/3; violated 2/3 (67%, 95% CI 21%-94%); busy window median 6.0 ms, max 9.0 ms\n\
              \x20 errno counts: EBUSY 2\n\
              \x20 dmesg findings: none\n"

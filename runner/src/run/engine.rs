@@ -422,7 +422,10 @@ impl<M: Machine> Run<'_, M> {
                     let out = self.exec_ops(ops, timeout, "setup").await;
                     for (r, rep) in &out.reports {
                         match r {
-                            Some(r) => records.push(verdict::step_record(s, *r, rep)),
+                            Some(r) => {
+                                let record = verdict::step_record(s, *r, rep, &records);
+                                records.push(record);
+                            }
                             None => kmsg.extend_from_slice(dmesg_records(rep).unwrap_or_default()),
                         }
                     }
@@ -511,7 +514,10 @@ impl<M: Machine> Run<'_, M> {
                     in_guest += t0.elapsed();
                     for (r, rep) in &out.reports {
                         match r {
-                            Some(r) => steps.push(verdict::step_record(s, *r, rep)),
+                            Some(r) => {
+                                let record = verdict::step_record(s, *r, rep, &steps);
+                                steps.push(record)
+                            }
                             None => {
                                 if let Some(records) = dmesg_records(rep) {
                                     kmsg.extend_from_slice(records);

@@ -306,7 +306,7 @@ async fn a_failing_setup_step_ends_the_run_with_an_error_naming_it() {
     assert!(r.iterations.is_empty());
     let e = r.error.expect("an error");
     assert!(
-        e.starts_with("setup step setup-mkfs#1 failed: mkfs exited with 1"),
+        e.starts_with("setup step setup-mkfs#1 failed: mkfs exited with status 1"),
         "{e}"
     );
     assert!(e.contains("bad superblock"), "{e}");

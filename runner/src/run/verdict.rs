@@ -7,87 +7,247 @@ use crate::outcome::Finding;
 use crate::report::{StepRecord, Verdict};
 use crate::scenario::{FindingSelector, Scenario, Step};
 
-use super::plan::StepRef;
+use super::plan::{Phase, StepRef};
 
-/// Whether a step's report meets its expectation, and a note saying why not.
-pub fn judge_step(step: &Step, r: &StepReport) -> (bool, Option<String>) {
+/// How a step's report measures up against the scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judged {
+    /// The expectation held; with what happened, when that is worth saying.
+    Held(Option<String>),
+    /// The kernel's answer broke the expectation.
+    Violated(String),
+    /// The step could not test what it meant, and that is not the kernel's answer (a disk
+    /// too small for the data, a workload that exited with an error before its kill, a
+    /// filesystem without the shutdown ioctl): the iteration is an error, not a failure.
+    Error(String),
+}
+
+/// Whether a step's report meets its expectation.
+pub fn judge_step(s: &Scenario, step: &Step, r: &StepReport) -> Judged {
+    use Judged::{Error, Held, Violated};
     if let Some(e) = &r.error {
-        return (false, Some(e.clone()));
+        return Violated(e.clone());
     }
     let errno_text = |e: &Option<String>| e.clone().unwrap_or_else(|| "ok".into());
     match step {
         Step::Mkfs(m) => {
-            // mkfs reports an exit status, not an errno: only `expect: any` tolerates failure.
-            let any = m.expect.allows(None)
-                && m.expect.allows(Some("EIO"))
-                && m.expect.allows(Some("EBUSY"));
-            let ok = r.exit_status == Some(0) || any;
-            (
-                ok,
-                (!ok).then(|| {
-                    format!(
-                        "mkfs exited with {}",
-                        r.exit_status.map_or("no status".into(), |s| s.to_string())
-                    )
-                }),
-            )
+            // mkfs reports an exit status, not an errno: `ok` is status 0, `any` takes all.
+            if r.exit_status == Some(0) || m.expect.takes_any() {
+                Held(None)
+            } else {
+                Violated(format!(
+                    "mkfs exited with {}{}",
+                    r.exit_status
+                        .map_or("no status".into(), |s| format!("status {s}")),
+                    last_output(&r.stdout, &r.stderr)
+                ))
+            }
         }
         Step::Mount(m) => expect(&m.expect, r, errno_text),
         Step::Umount(u) => expect(&u.expect, r, errno_text),
-        Step::Shutdown(s) => expect(&s.expect, r, errno_text),
-        Step::Run(run) => {
-            let ok = r.exit_status == Some(run.exit);
-            (
-                ok,
-                (!ok).then(|| {
+        Step::Shutdown(sh) => match r.errno.as_deref() {
+            // ENOTTY: the filesystem has no FS_IOC_SHUTDOWN on this kernel (btrfs before it
+            // got one). The step never shut anything down: not the kernel's failure.
+            Some("ENOTTY") if !sh.expect.allows(Some("ENOTTY")) => {
+                let what = first_line(&r.stderr).unwrap_or_else(|| {
                     format!(
-                        "exited with {} (expected {}){}",
-                        r.exit_status.map_or("nothing".into(), |s| s.to_string()),
-                        run.exit,
-                        last_output(&r.stdout, &r.stderr)
+                        "{} on this kernel has no FS_IOC_SHUTDOWN",
+                        s.filesystem
+                            .as_ref()
+                            .map_or("the filesystem", |f| f.fstype.as_str())
                     )
-                }),
-            )
+                });
+                Error(format!(
+                    "returned ENOTTY: {what}, so this scenario cannot run over it (not a \
+                     failure of the kernel under test)"
+                ))
+            }
+            _ => expect(&sh.expect, r, errno_text),
+        },
+        Step::Run(run) => {
+            if r.exit_status == Some(run.exit) {
+                Held(None)
+            } else {
+                Violated(format!(
+                    "exited with {} (expected {}){}",
+                    r.exit_status.map_or("nothing".into(), |s| s.to_string()),
+                    run.exit,
+                    last_output(&r.stdout, &r.stderr)
+                ))
+            }
         }
-        Step::Kill(_) => match &r.detail {
+        Step::Kill(k) => match &r.detail {
             Some(Detail::Killed {
                 timed_out: true, ..
-            }) => (
-                false,
-                Some("the workload still had tasks when the wait ran out".into()),
-            ),
-            _ => (true, None),
+            }) => Violated("the workload still had tasks when the wait ran out".into()),
+            // Ended on its own before the kill: a workload that failed (a typo in its
+            // options, a program not in the image) never loaded the filesystem, so the
+            // iteration did not test what it meant. One that finished its work (status 0)
+            // may be a short workload.
+            Some(Detail::Killed {
+                exited_before: true,
+                exit_status,
+                ..
+            }) => match exit_status {
+                Some(0) => Held(Some(format!(
+                    "workload `{}` had already exited with status 0 before the kill",
+                    k.name
+                ))),
+                status => Error(format!(
+                    "workload `{}` had already exited with {} before the kill: it did not \
+                     run what the scenario meant{}",
+                    k.name,
+                    status.map_or("an unknown status".into(), |s| format!("status {s}")),
+                    last_output(&r.stdout, "")
+                )),
+            },
+            _ => Held(None),
         },
         Step::Fsck(f) => match &r.detail {
             Some(Detail::Fsck { clean: false }) if f.must_be_clean => {
-                (false, Some("the checker found problems".into()))
+                Violated("the checker found problems".into())
             }
-            _ => (true, None),
+            _ => Held(None),
+        },
+        Step::WriteData(d) => match r.errno.as_deref() {
+            None => Held(None),
+            Some(e) => {
+                let written = match &r.detail {
+                    Some(Detail::Written { written, .. }) => written.to_string(),
+                    _ => "some".into(),
+                };
+                let what = format!(
+                    "{e} after writing {written} of {} files of {} in `{}`",
+                    d.files, d.size, d.dir
+                );
+                if e == "ENOSPC" || e == "EDQUOT" {
+                    // A full disk is the scenario's doing, not the kernel's answer.
+                    Error(format!(
+                        "{what}: the filesystem is full; the step writes {}{}: make the \
+                         device larger or write less (not the kernel's answer)",
+                        crate::scenario::Size(u64::from(d.files) * d.size.0),
+                        fs_device_size(s)
+                            .map(|(dev, size)| format!(" onto device `{dev}` of {size}"))
+                            .unwrap_or_default()
+                    ))
+                } else {
+                    Violated(format!("returned {what}"))
+                }
+            }
         },
         Step::VerifyData(_) => match &r.detail {
             Some(Detail::Data {
-                missing, corrupted, ..
-            }) if !missing.is_empty() || !corrupted.is_empty() => (
-                false,
-                Some(format!(
-                    "{} files missing, {} corrupted",
-                    missing.len(),
-                    corrupted.len()
-                )),
-            ),
-            _ => (true, None),
+                checked,
+                missing,
+                corrupted,
+            }) if !missing.is_empty() || !corrupted.is_empty() => Violated(format!(
+                "lost {} of {checked} files ({} missing, {} corrupted)",
+                missing.len() + corrupted.len(),
+                missing.len(),
+                corrupted.len()
+            )),
+            _ => Held(None),
         },
-        _ => (true, None),
+        _ => Held(None),
     }
+}
+
+/// The filesystem's device and its size.
+fn fs_device_size(s: &Scenario) -> Option<(String, crate::scenario::Size)> {
+    let fs = s.filesystem.as_ref()?;
+    let dev = match &fs.device {
+        Some(d) => s.devices.iter().find(|x| &x.name == d)?,
+        None => s.devices.first()?,
+    };
+    Some((dev.name.clone(), dev.size))
+}
+
+fn first_line(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
+/// The step of the scenario a record names.
+fn step_by_id<'a>(s: &'a Scenario, id: &str) -> Option<&'a Step> {
+    [Phase::Setup, Phase::Steps, Phase::Cleanup]
+        .into_iter()
+        .flat_map(|phase| (0..phase.steps(s).len()).map(move |index| StepRef { phase, index }))
+        .find(|r| r.id(s) == id)
+        .map(|r| &r.phase.steps(s)[r.index])
+}
+
+/// The files a verify-data may hold the kernel to: those the last write-data to its
+/// directory among `earlier` (the records of this iteration, or of setup, so far) reported
+/// as acknowledged. `None` when that write-data is not among them (it ran in setup, which
+/// passed, so it wrote everything).
+fn acknowledged_by(s: &Scenario, dir: &str, earlier: &[StepRecord]) -> Option<(String, u32)> {
+    let rec = earlier.iter().rev().find(|rec| {
+        rec.kind == "write-data"
+            && matches!(step_by_id(s, &rec.id), Some(Step::WriteData(w)) if w.dir == dir)
+    })?;
+    match &rec.detail {
+        Some(Detail::Written { acknowledged, .. }) => Some((rec.id.clone(), *acknowledged)),
+        _ => None,
+    }
+}
+
+/// The index of a data file from its name (`f0012`).
+fn data_file_index(name: &str) -> Option<u32> {
+    name.strip_prefix('f')?.parse().ok()
+}
+
+/// A verify-data report cut down to the files the write-data before it acknowledged:
+/// files it never wrote (it ran out of space, or failed) are not lost by the kernel.
+/// Returns the report to judge and a note naming what was checked.
+fn limit_to_acknowledged(
+    s: &Scenario,
+    step: &Step,
+    report: &StepReport,
+    earlier: &[StepRecord],
+) -> Option<(StepReport, String)> {
+    let Step::VerifyData(d) = step else {
+        return None;
+    };
+    let Some(Detail::Data {
+        checked,
+        missing,
+        corrupted,
+    }) = &report.detail
+    else {
+        return None;
+    };
+    let (writer, acknowledged) = acknowledged_by(s, &d.dir, earlier)?;
+    if acknowledged >= *checked {
+        return None;
+    }
+    let keep = |names: &Vec<String>| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| data_file_index(n).is_none_or(|i| i < acknowledged))
+            .cloned()
+            .collect()
+    };
+    let mut limited = report.clone();
+    limited.detail = Some(Detail::Data {
+        checked: acknowledged,
+        missing: keep(missing),
+        corrupted: keep(corrupted),
+    });
+    let note = format!(
+        "checked the {acknowledged} of {checked} files {writer} wrote and had acknowledged"
+    );
+    Some((limited, note))
 }
 
 fn expect(
     e: &crate::scenario::Expect,
     r: &StepReport,
     text: impl Fn(&Option<String>) -> String,
-) -> (bool, Option<String>) {
+) -> Judged {
     if e.allows(r.errno.as_deref()) {
-        (true, None)
+        Judged::Held(None)
     } else {
         let mut note = format!("returned {}", text(&r.errno));
         if let Some(w) = r.busy_window_ms {
@@ -97,7 +257,7 @@ fn expect(
                 note.push_str(&format!(", busy for {w:.1} ms"));
             }
         }
-        (false, Some(note))
+        Judged::Violated(note)
     }
 }
 
@@ -117,15 +277,36 @@ pub fn bare_step_record(s: &Scenario, r: StepRef) -> StepRecord {
         duration_ms: 0.0,
         exit_status: None,
         ok: true,
+        error: false,
         note: None,
         detail: None,
         output: String::new(),
     }
 }
 
-pub fn step_record(s: &Scenario, r: StepRef, report: &StepReport) -> StepRecord {
+/// Builds the step record of a report; `earlier` are the records of the same iteration (or
+/// of setup) before it, in order.
+pub fn step_record(
+    s: &Scenario,
+    r: StepRef,
+    report: &StepReport,
+    earlier: &[StepRecord],
+) -> StepRecord {
     let step = &r.phase.steps(s)[r.index];
-    let (ok, note) = judge_step(step, report);
+    let limited = limit_to_acknowledged(s, step, report, earlier);
+    let (report, checked_note) = match &limited {
+        Some((rep, note)) => (rep, Some(note.clone())),
+        None => (report, None),
+    };
+    let (ok, error, note) = match judge_step(s, step, report) {
+        Judged::Held(note) => (true, false, note),
+        Judged::Violated(note) => (false, false, Some(note)),
+        Judged::Error(note) => (false, true, Some(note)),
+    };
+    let note = match (note, checked_note) {
+        (Some(n), Some(c)) => Some(format!("{n}; {c}")),
+        (n, c) => n.or(c),
+    };
     let mut output = report.stderr.clone();
     if !report.stdout.is_empty() && !matches!(step, Step::Run(_)) {
         output = format!("{}{}", report.stdout, output);
@@ -144,6 +325,7 @@ pub fn step_record(s: &Scenario, r: StepRef, report: &StepReport) -> StepRecord 
         duration_ms: report.duration_ms,
         exit_status: report.exit_status,
         ok,
+        error,
         note,
         detail: report.detail.clone(),
         output: if ok {
@@ -231,6 +413,13 @@ pub fn verdict(
     {
         reasons.push(format!("dmesg {}: {}", f.kind, f.title));
     }
+    // A step that could not test what it meant makes the iteration an error (not in the
+    // rate), unless the kernel gave an answer of its own: a failing dmesg finding, a hang,
+    // a panic.
+    let step_error = steps.iter().any(|st| st.error);
+    let kernel_finding = findings
+        .iter()
+        .any(|f| !f.expected && fails_on(s, &f.kind.to_string()));
     let v = match abort {
         Some(a) => {
             reasons.insert(0, a.to_string());
@@ -239,6 +428,15 @@ pub fn verdict(
                 Abort::Hang(_) => Verdict::Hang,
                 Abort::Panic(_) => Verdict::Panic,
             }
+        }
+        None if step_error && !kernel_finding => {
+            // The error first: it is why the other reasons do not count.
+            reasons.sort_by_key(|r| {
+                !steps
+                    .iter()
+                    .any(|st| st.error && r.starts_with(&format!("{} (", st.id)))
+            });
+            Verdict::Error
         }
         None if reasons.is_empty() => Verdict::Pass,
         None => Verdict::Fail,
@@ -270,6 +468,225 @@ fn last_output(stdout: &str, stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(yaml: &str) -> Scenario {
+        crate::scenario::load_str(yaml, "t.yaml").unwrap()
+    }
+
+    const DATA: &str = "name: t\ndevices: [{name: scratch, size: 64M}]\n\
+        filesystem: {type: ext4}\nsteps:\n- mount\n- write-data: {files: 40, size: 4M}\n\
+        - power-cut\n- mount: {id: replay}\n- verify-data: {files: 40, size: 4M}\n";
+
+    fn at(index: usize) -> StepRef {
+        StepRef {
+            phase: Phase::Steps,
+            index,
+        }
+    }
+
+    fn written(index: usize, errno: Option<&str>, written: u32, acknowledged: u32) -> StepReport {
+        StepReport {
+            index,
+            errno: errno.map(Into::into),
+            attempts: 1,
+            detail: Some(Detail::Written {
+                written,
+                acknowledged,
+            }),
+            ..StepReport::default()
+        }
+    }
+
+    fn verified(index: usize, checked: u32, missing: &[u32]) -> StepReport {
+        StepReport {
+            index,
+            attempts: 1,
+            detail: Some(Detail::Data {
+                checked,
+                missing: missing.iter().map(|i| format!("f{i:04}")).collect(),
+                corrupted: vec![],
+            }),
+            ..StepReport::default()
+        }
+    }
+
+    #[test]
+    fn write_data_out_of_space_is_an_error_of_the_scenario_not_the_kernels_failure() {
+        let s = load(DATA);
+        let rec = step_record(&s, at(1), &written(1, Some("ENOSPC"), 13, 13), &[]);
+        assert!(!rec.ok && rec.error, "{rec:?}");
+        assert_eq!(
+            rec.note.as_deref(),
+            Some(
+                "ENOSPC after writing 13 of 40 files of 4M in `crashrig-data`: the filesystem \
+                 is full; the step writes 160M onto device `scratch` of 64M: make the device \
+                 larger or write less (not the kernel's answer)"
+            )
+        );
+        let (v, reasons) = verdict(&s, &[rec], &[], None);
+        assert_eq!(v, Verdict::Error, "{reasons:?}");
+    }
+
+    #[test]
+    fn write_data_eio_is_the_kernels_answer_and_fails_the_step() {
+        let s = load(DATA);
+        let rec = step_record(&s, at(1), &written(1, Some("EIO"), 0, 0), &[]);
+        assert!(!rec.ok && !rec.error, "{rec:?}");
+        assert_eq!(
+            rec.note.as_deref(),
+            Some("returned EIO after writing 0 of 40 files of 4M in `crashrig-data`")
+        );
+        assert_eq!(verdict(&s, &[rec], &[], None).0, Verdict::Fail);
+    }
+
+    #[test]
+    fn verify_data_checks_only_what_write_data_acknowledged() {
+        let s = load(DATA);
+        let write = step_record(&s, at(1), &written(1, Some("ENOSPC"), 13, 13), &[]);
+        // The 27 files never written are not lost; files 0..13 are checked.
+        let rec = step_record(
+            &s,
+            at(4),
+            &verified(4, 40, &(13..40).collect::<Vec<_>>()),
+            std::slice::from_ref(&write),
+        );
+        assert!(rec.ok, "{rec:?}");
+        assert_eq!(
+            rec.note.as_deref(),
+            Some("checked the 13 of 40 files write-data#2 wrote and had acknowledged")
+        );
+        assert_eq!(
+            rec.detail,
+            Some(Detail::Data {
+                checked: 13,
+                missing: vec![],
+                corrupted: vec![]
+            })
+        );
+        // One acknowledged file missing is the kernel's loss.
+        let rec = step_record(
+            &s,
+            at(4),
+            &verified(4, 40, &[2, 20]),
+            std::slice::from_ref(&write),
+        );
+        assert!(!rec.ok && !rec.error, "{rec:?}");
+        assert_eq!(
+            rec.note.as_deref(),
+            Some(
+                "lost 1 of 13 files (1 missing, 0 corrupted); checked the 13 of 40 files \
+                 write-data#2 wrote and had acknowledged"
+            )
+        );
+        // Everything acknowledged: everything checked, as before.
+        let full = step_record(&s, at(1), &written(1, None, 40, 40), &[]);
+        let rec = step_record(&s, at(4), &verified(4, 40, &[39]), &[full]);
+        assert_eq!(
+            rec.note.as_deref(),
+            Some("lost 1 of 40 files (1 missing, 0 corrupted)")
+        );
+    }
+
+    fn killed(exited_before: bool, status: Option<i32>, log: &str) -> StepReport {
+        StepReport {
+            index: 3,
+            attempts: 1,
+            stdout: log.into(),
+            detail: Some(Detail::Killed {
+                tasks: 0,
+                exit_wait_ms: Some(0.1),
+                exit_status: status,
+                timed_out: false,
+                exited_before,
+            }),
+            ..StepReport::default()
+        }
+    }
+
+    #[test]
+    fn a_workload_that_failed_before_its_kill_makes_the_iteration_an_error() {
+        let s = load(
+            "name: t\ndevices: [{name: scratch, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
+             - mount\n- spawn: {name: load, command: fio}\n- sleep: 1s\n- kill: {name: load}\n\
+             - umount\n",
+        );
+        let rec = step_record(
+            &s,
+            at(3),
+            &killed(true, Some(1), "fio: unknown rw mode randwirte\n"),
+            &[],
+        );
+        assert!(!rec.ok && rec.error, "{rec:?}");
+        assert_eq!(
+            rec.note.as_deref(),
+            Some(
+                "workload `load` had already exited with status 1 before the kill: it did not \
+                 run what the scenario meant; last output: fio: unknown rw mode randwirte"
+            )
+        );
+        assert!(rec.output.contains("randwirte"), "{rec:?}");
+        let (v, reasons) = verdict(&s, &[rec], &[], None);
+        assert_eq!(v, Verdict::Error);
+        assert!(reasons[0].starts_with("kill#4 (kill): workload `load` had already exited"));
+        // Status 0: a short workload, worth a note only.
+        let rec = step_record(&s, at(3), &killed(true, Some(0), ""), &[]);
+        assert!(rec.ok, "{rec:?}");
+        assert_eq!(
+            rec.note.as_deref(),
+            Some("workload `load` had already exited with status 0 before the kill")
+        );
+        // Ended by the kill (or an earlier one): nothing to say.
+        let rec = step_record(&s, at(3), &killed(false, Some(137), ""), &[]);
+        assert!(rec.ok && rec.note.is_none(), "{rec:?}");
+    }
+
+    #[test]
+    fn mkfs_with_expect_any_passes_whatever_its_exit_status() {
+        let s = load(
+            "name: t\ndevices: [{name: scratch, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
+             - mkfs: {expect: any}\n- mkfs\n",
+        );
+        let failed = |index| StepReport {
+            index,
+            attempts: 1,
+            exit_status: Some(1),
+            stderr: "label too long\n".into(),
+            ..StepReport::default()
+        };
+        assert!(step_record(&s, at(0), &failed(0), &[]).ok);
+        let rec = step_record(&s, at(1), &failed(1), &[]);
+        assert!(!rec.ok && !rec.error);
+        assert_eq!(
+            rec.note.as_deref(),
+            Some("mkfs exited with status 1; last output: label too long")
+        );
+    }
+
+    #[test]
+    fn shutdown_enotty_means_no_shutdown_on_this_filesystem_not_a_kernel_failure() {
+        let s = load(
+            "name: t\ndevices: [{name: scratch, size: 1G}]\nfilesystem: {type: btrfs}\nsteps:\n\
+             - mount\n- shutdown\n- shutdown: {id: want-enotty, expect: ENOTTY}\n",
+        );
+        let enotty = |index| StepReport {
+            index,
+            attempts: 1,
+            errno: Some("ENOTTY".into()),
+            stderr: "btrfs on Linux 6.1.0-57-cloud-amd64 has no FS_IOC_SHUTDOWN\n".into(),
+            ..StepReport::default()
+        };
+        let rec = step_record(&s, at(1), &enotty(1), &[]);
+        assert!(!rec.ok && rec.error, "{rec:?}");
+        assert_eq!(
+            rec.note.as_deref(),
+            Some(
+                "returned ENOTTY: btrfs on Linux 6.1.0-57-cloud-amd64 has no FS_IOC_SHUTDOWN, \
+                 so this scenario cannot run over it (not a failure of the kernel under test)"
+            )
+        );
+        assert_eq!(verdict(&s, &[rec], &[], None).0, Verdict::Error);
+        assert!(step_record(&s, at(2), &enotty(2), &[]).ok);
+    }
 
     #[test]
     fn a_failing_commands_line_ends_with_the_last_line_it_wrote() {

@@ -416,6 +416,9 @@ impl Checker<'_> {
         let mut running: HashMap<&str, &'static str> = HashMap::new();
         // Per directory: what the last write-data step before this one wrote there.
         let mut written: HashMap<&str, (u32, crate::scenario::model::Size)> = HashMap::new();
+        // Directories whose last write-data had `fsync: false`, with the crash step (power
+        // cut, panic) since then, if any: nothing promised that data would survive it.
+        let mut unsynced: HashMap<&str, Option<&'static str>> = HashMap::new();
         // Devices unplugged and not replugged yet (a step without `device` acts on the
         // filesystem's).
         let mut unplugged: HashSet<String> = HashSet::new();
@@ -471,6 +474,11 @@ impl Checker<'_> {
                 };
                 // A crash step ends every workload (the guest starts again): one may be
                 // spawned anew after it without a kill.
+                if matches!(step, Step::PowerCut(_) | Step::Panic(_)) {
+                    for crash in unsynced.values_mut() {
+                        crash.get_or_insert(kind);
+                    }
+                }
                 if matches!(step, Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_)) {
                     running.clear();
                     // A new boot starts with every disk in place.
@@ -519,6 +527,11 @@ impl Checker<'_> {
                     }
                     Step::WriteData(d) => {
                         written.insert(&d.dir, (d.files, d.size));
+                        if d.fsync {
+                            unsynced.remove(d.dir.as_str());
+                        } else {
+                            unsynced.insert(&d.dir, None);
+                        }
                     }
                     // Without a device of its own and with no filesystem device known (none
                     // declared, or the `filesystem` map left out: said elsewhere), there is
@@ -543,7 +556,23 @@ impl Checker<'_> {
                             );
                         }
                     }
-                    Step::VerifyData(d) => match written.get(d.dir.as_str()) {
+                    Step::VerifyData(d) => {
+                        if let Some(Some(crash)) = unsynced.get(d.dir.as_str()) {
+                            // A loss of data nobody promised to keep would be judged the
+                            // kernel's: right for a control that expects it, wrong otherwise.
+                            self.warning(
+                                at(None),
+                                format!(
+                                    "verify-data checks `{}`, which a write-data wrote with \
+                                     `fsync: false` before the {crash} step: nothing promised \
+                                     that data would survive it, yet every lost file fails this \
+                                     step as the kernel's data loss; use `fsync: true`, unless \
+                                     this is a control that expects the loss",
+                                    d.dir
+                                ),
+                            );
+                        }
+                        match written.get(d.dir.as_str()) {
                         None if !dropped("write-data") => self.error(
                             at(Some("dir")),
                             format!(
@@ -563,7 +592,8 @@ impl Checker<'_> {
                             ),
                         ),
                         _ => {}
-                    },
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -1127,6 +1157,16 @@ mod tests {
                     "steps[1].verify-data.size: verify-data step checks 4 files of 32K in `a`, but the write-data step before it writes 4 files of 64K there; give both steps the same `files` and `size`",
                     "steps[2].verify-data.files: verify-data step checks 5 files of 64K in `a`, but the write-data step before it writes 4 files of 64K there; give both steps the same `files` and `size`",
                     "steps[6].verify-data.files: verify-data step checks 16 files of 64K in `a`, but the write-data step before it writes 2 files of 4K there; give both steps the same `files` and `size`",
+                ],
+            ),
+            // verify-data of files written without fsync, after a power cut or panic.
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
+                 - {write-data: {fsync: false}}\n- {verify-data: {}}\n- power-cut\n- {verify-data: {}}\n\
+                 - {write-data: {}}\n- panic\n- {verify-data: {}}\n\
+                 - {write-data: {dir: b, fsync: false}}\n- reboot\n- {verify-data: {dir: b}}\n",
+                &[
+                    "steps[3].verify-data: warning: verify-data checks `crashrig-data`, which a write-data wrote with `fsync: false` before the power-cut step: nothing promised that data would survive it, yet every lost file fails this step as the kernel's data loss; use `fsync: true`, unless this is a control that expects the loss",
                 ],
             ),
             // Bounds on numbers: a day per step duration, 1T per device, exit statuses.
