@@ -403,30 +403,33 @@ fn still_there(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Ctrl-C or SIGTERM (`sig`) in mid-iteration: crashrig exits 130 only after every QEMU it
-/// started is gone and reaped, so a script's next command never finds one left re-parented
-/// to init (F8: QEMU outlived crashrig by about 2 s).
-fn interrupt_in_mid_iteration_leaves_no_qemu_at_exit(sig: i32) {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = scenario(tmp.path(), "slow", SLOW_STEPS);
-    let out = tmp.path().join("out");
-    let mut child = spawn(
-        tmp.path(),
-        &["run", &path, "--out", out.to_str().unwrap()],
-        &[],
-    );
-    let pid = child.id();
+/// A `run` of the slow scenario in `dir`, 3 s into its second iteration: the crashrig
+/// process, its results directory and the QEMUs it runs (at least one).
+fn slow_run_in_iteration_2(dir: &Path) -> (Child, PathBuf, Vec<u32>) {
+    let path = scenario(dir, "slow", SLOW_STEPS);
+    let out = dir.join("out");
+    let child = spawn(dir, &["run", &path, "--out", out.to_str().unwrap()], &[]);
     wait_for(Duration::from_secs(600), || {
         read_results(&out).filter(|r| iterations(r).len() == 1)
     })
-    .unwrap_or_else(|| panic!("iteration 1 never finished\n{}", output(tmp.path())));
+    .unwrap_or_else(|| panic!("iteration 1 never finished\n{}", output(dir)));
     std::thread::sleep(Duration::from_secs(3));
-    let qemus: Vec<u32> = descendants(pid)
+    let qemus: Vec<u32> = descendants(child.id())
         .into_iter()
         .filter(|(_, c)| c.starts_with("qemu-system"))
         .map(|(p, _)| p)
         .collect();
     assert!(!qemus.is_empty(), "a QEMU runs iteration 2");
+    (child, out, qemus)
+}
+
+/// Ctrl-C or SIGTERM (`sig`) in mid-iteration: crashrig exits 130 only after every QEMU it
+/// started is gone and reaped, so a script's next command never finds one left re-parented
+/// to init (F8: QEMU outlived crashrig by about 2 s).
+fn interrupt_in_mid_iteration_leaves_no_qemu_at_exit(sig: i32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, out, qemus) = slow_run_in_iteration_2(tmp.path());
+    let pid = child.id();
     signal(pid, sig);
     // Looked at the moment crashrig's exit is seen (polled every 5 ms).
     let end = Instant::now() + Duration::from_secs(60);
@@ -565,24 +568,8 @@ fn paused_vcpus_in_mid_iteration_are_a_hang_with_console_and_the_run_goes_on() {
 /// goes on with a new VM.
 fn qemu_fault_is_an_infrastructure_error(fault: fn(u32), says: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let path = scenario(tmp.path(), "slow", SLOW_STEPS);
-    let out = tmp.path().join("out");
-    let mut child = spawn(
-        tmp.path(),
-        &["run", &path, "--out", out.to_str().unwrap()],
-        &[],
-    );
-    let pid = child.id();
-    wait_for(Duration::from_secs(600), || {
-        read_results(&out).filter(|r| iterations(r).len() == 1)
-    })
-    .unwrap_or_else(|| panic!("iteration 1 never finished\n{}", output(tmp.path())));
-    std::thread::sleep(Duration::from_secs(3));
-    let qemu = descendants(pid)
-        .into_iter()
-        .find(|(_, c)| c.starts_with("qemu-system"))
-        .unwrap()
-        .0;
+    let (mut child, out, qemus) = slow_run_in_iteration_2(tmp.path());
+    let qemu = qemus[0];
     fault(qemu);
     let status = finish_within(&mut child, Duration::from_secs(900), tmp.path());
     let text = output(tmp.path());
