@@ -293,45 +293,22 @@ mod tests {
     use crate::report::results::tests::iteration;
 
     fn run_of(verdicts: &[Verdict], independent: bool) -> crate::report::RunRecord {
-        use crate::report::results::{KernelInfo, ScenarioInfo};
         let iterations: Vec<_> = verdicts
             .iter()
             .enumerate()
             .map(|(i, v)| iteration(i as u32 + 1, *v, vec![]))
             .collect();
         crate::report::RunRecord {
-            scenario: ScenarioInfo {
-                name: "s".into(),
-                path: "s.yaml".into(),
-                description: String::new(),
-                sha256: None,
-            },
-            kernel: KernelInfo {
-                spec: "debian:6.1".into(),
-                version: "6.1".into(),
-                release: None,
-                image_sha256: String::new(),
-                build_key: None,
-                kconfig: vec![],
-                patches: vec![],
-            },
-            accel: "tcg".into(),
             seed: 5,
-            started: String::new(),
-            finished: None,
-            dir: String::new(),
-            cell: None,
             restore: "auto".into(),
             independent_iterations: independent,
-            guest_image: String::new(),
-            boots: vec![],
-            setup: vec![],
-            setup_dmesg: None,
-            error: None,
-            setting: Default::default(),
             iterations_planned: Some(iterations.len() as u32),
-            summary: crate::report::summarize(&iterations),
-            iterations,
+            ..crate::report::results::tests::run_record(
+                "s",
+                "s.yaml",
+                ("debian:6.1", "6.1"),
+                iterations,
+            )
         }
     }
 

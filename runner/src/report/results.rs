@@ -674,6 +674,50 @@ pub(crate) mod tests {
         }
     }
 
+    /// A run record of scenario `name` at `path` on TCG, kernel `(spec, version)`, with these
+    /// iterations and nothing else recorded; tests change what they need with `..`.
+    pub fn run_record(
+        name: &str,
+        path: &str,
+        kernel: (&str, &str),
+        iterations: Vec<IterationRecord>,
+    ) -> RunRecord {
+        RunRecord {
+            scenario: ScenarioInfo {
+                name: name.into(),
+                path: path.into(),
+                description: String::new(),
+                sha256: None,
+            },
+            kernel: KernelInfo {
+                spec: kernel.0.into(),
+                version: kernel.1.into(),
+                release: None,
+                image_sha256: String::new(),
+                build_key: None,
+                kconfig: vec![],
+                patches: vec![],
+            },
+            accel: "tcg".into(),
+            seed: 1,
+            started: String::new(),
+            finished: None,
+            dir: String::new(),
+            cell: None,
+            restore: "never".into(),
+            independent_iterations: false,
+            setup_dmesg: None,
+            guest_image: String::new(),
+            boots: vec![],
+            setup: vec![],
+            error: None,
+            setting: Default::default(),
+            iterations_planned: None,
+            summary: summarize(&iterations),
+            iterations,
+        }
+    }
+
     /// Four iterations of the seed scenario: two EBUSY (busy 3 and 9 ms), one hang, one pass.
     pub fn seed_iterations() -> Vec<IterationRecord> {
         vec![

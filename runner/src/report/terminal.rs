@@ -711,7 +711,7 @@ impl Reporter for Terminal {
 mod tests {
     use super::*;
     use crate::report::results::tests::seed_iterations;
-    use crate::report::{summarize, KernelInfo, ScenarioInfo};
+    use crate::report::summarize;
 
     #[test]
     fn a_long_build_stage_says_it_is_still_going_only_without_a_spinner() {
@@ -827,40 +827,7 @@ mod tests {
         kernel: (&str, &str),
         iterations: Vec<crate::report::IterationRecord>,
     ) -> RunRecord {
-        RunRecord {
-            scenario: ScenarioInfo {
-                name: "seed-kill-umount".into(),
-                path: path.into(),
-                description: String::new(),
-                sha256: None,
-            },
-            kernel: KernelInfo {
-                spec: kernel.0.into(),
-                version: kernel.1.into(),
-                release: None,
-                image_sha256: String::new(),
-                build_key: None,
-                kconfig: vec![],
-                patches: vec![],
-            },
-            accel: "tcg".into(),
-            seed: 1,
-            started: String::new(),
-            finished: None,
-            dir: String::new(),
-            cell: None,
-            restore: "never".into(),
-            independent_iterations: false,
-            setup_dmesg: None,
-            guest_image: String::new(),
-            boots: vec![],
-            setup: vec![],
-            error: None,
-            setting: Default::default(),
-            iterations_planned: None,
-            summary: summarize(&iterations),
-            iterations,
-        }
+        crate::report::results::tests::run_record("seed-kill-umount", path, kernel, iterations)
     }
 
     #[test]
