@@ -284,6 +284,44 @@ pub fn bare_step_record(s: &Scenario, r: StepRef) -> StepRecord {
     }
 }
 
+/// A workload that failed before its `kill` after a step of the iteration made I/O fail
+/// under it (`dm-error`, `dm-flakey`, `shutdown`, `unplug`): its failure is what that fault
+/// does to a workload (fio exits 1 on EIO), so the kill held, with a note. Without such a
+/// step, [`judge_step`] makes it an error: the workload never ran what the scenario meant.
+fn fault_explains_early_exit(
+    step: &Step,
+    report: &StepReport,
+    earlier: &[StepRecord],
+) -> Option<Judged> {
+    let Step::Kill(k) = step else { return None };
+    let Some(Detail::Killed {
+        exited_before: true,
+        exit_status,
+        ..
+    }) = &report.detail
+    else {
+        return None;
+    };
+    if *exit_status == Some(0) {
+        return None;
+    }
+    let fault = earlier.iter().find(|e| {
+        matches!(
+            e.kind.as_str(),
+            "dm-error" | "dm-flakey" | "shutdown" | "unplug"
+        )
+    })?;
+    Some(Judged::Held(Some(format!(
+        "workload `{}` had already exited with {} before the kill, after `{}` ({}) made I/O \
+         fail: taken as that fault's effect{}",
+        k.name,
+        exit_status.map_or("an unknown status".into(), |st| format!("status {st}")),
+        fault.id,
+        fault.kind,
+        last_output(&report.stdout, "")
+    ))))
+}
+
 /// Builds the step record of a report; `earlier` are the records of the same iteration (or
 /// of setup) before it, in order.
 pub fn step_record(
@@ -298,7 +336,9 @@ pub fn step_record(
         Some((rep, note)) => (rep, Some(note.clone())),
         None => (report, None),
     };
-    let (ok, error, note) = match judge_step(s, step, report) {
+    let (ok, error, note) = match fault_explains_early_exit(step, report, earlier)
+        .unwrap_or_else(|| judge_step(s, step, report))
+    {
         Judged::Held(note) => (true, false, note),
         Judged::Violated(note) => (false, false, Some(note)),
         Judged::Error(note) => (false, true, Some(note)),
@@ -638,6 +678,38 @@ mod tests {
         // Ended by the kill (or an earlier one): nothing to say.
         let rec = step_record(&s, at(3), &killed(false, Some(137), ""), &[]);
         assert!(rec.ok && rec.note.is_none(), "{rec:?}");
+    }
+
+    /// tests/crash/dm-error.yaml: fio exits 1 on EIO once the error table is in, before its
+    /// kill. That is the fault's effect, not a workload that never ran.
+    #[test]
+    fn a_workload_that_failed_after_an_io_fault_step_is_the_faults_effect() {
+        let s = load(
+            "name: t\ndevices: [{name: scratch, size: 1G, dm: true}]\n\
+             filesystem: {type: xfs, device: scratch}\nsteps:\n\
+             - mount\n- spawn: {name: load, command: fio}\n- dm-error: {}\n- kill: {name: load}\n\
+             - umount: {expect: any}\n",
+        );
+        let dm = StepRecord {
+            id: "dm-error#3".into(),
+            kind: "dm-error".into(),
+            ..crate::report::results::tests::step("dm-error#3", "dm-error", None, true, None)
+        };
+        let log = "fio: pid=0, err=5/file:filesetup.c:174, func=open, error=Input/output error\n";
+        let rec = step_record(&s, at(3), &killed(true, Some(1), log), &[dm]);
+        assert!(rec.ok && !rec.error, "{rec:?}");
+        assert_eq!(
+            rec.note.as_deref(),
+            Some(
+                "workload `load` had already exited with status 1 before the kill, after \
+                 `dm-error#3` (dm-error) made I/O fail: taken as that fault's effect; last \
+                 output: fio: pid=0, err=5/file:filesetup.c:174, func=open, \
+                 error=Input/output error"
+            )
+        );
+        // The same exit without a fault before it is still an error.
+        let rec = step_record(&s, at(3), &killed(true, Some(1), log), &[]);
+        assert!(rec.error, "{rec:?}");
     }
 
     #[test]
