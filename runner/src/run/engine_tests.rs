@@ -343,13 +343,7 @@ async fn early_stop_ends_the_batch_at_the_first_sighting_of_the_target() {
         errno: Some("EBUSY".into()),
         ..StepReport::default()
     };
-    let mut rig = Rig::new(FakeMachine::new(move |label, _| match label {
-        "iteration 3" => Reply::Step {
-            step: 1,
-            report: busy.clone(),
-        },
-        _ => Reply::Ok,
-    }));
+    let mut rig = Rig::new(FakeMachine::step_at("iteration 3", 1, busy));
     let opts = RunOptions {
         stop_when: Some(failed),
         ..h.opts()
@@ -977,13 +971,7 @@ async fn unplug_and_replug_steps_drive_the_machine_and_wait_in_the_guest_for_the
         error: Some("device scratch did not appear within 30000 ms".into()),
         ..StepReport::default()
     };
-    let mut rig = Rig::new(FakeMachine::new(move |label, _| match label {
-        "replug" => Reply::Step {
-            step: 0,
-            report: gone.clone(),
-        },
-        _ => Reply::Ok,
-    }));
+    let mut rig = Rig::new(FakeMachine::step_at("replug", 0, gone));
     let r = h.run_plain(&mut rig).await;
     let it = &r.iterations[0];
     assert_ne!(it.verdict, Verdict::Pass);

@@ -77,6 +77,21 @@ impl FakeMachine {
         Self::with_plans(move |plan, n| script(&plan.label, n))
     }
 
+    /// A machine whose plan `label` reports `report` for its step `step`; every other plan
+    /// runs clean.
+    pub fn step_at(label: &'static str, step: usize, report: StepReport) -> Self {
+        Self::new(move |l, _| {
+            if l == label {
+                Reply::Step {
+                    step,
+                    report: report.clone(),
+                }
+            } else {
+                Reply::Ok
+            }
+        })
+    }
+
     /// A machine whose script sees each plan.
     pub fn with_plans(script: impl FnMut(&Plan, usize) -> Reply + Send + 'static) -> Self {
         FakeMachine {
