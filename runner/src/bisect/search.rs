@@ -704,6 +704,11 @@ impl Bisector {
     /// The verification's comparison: every run of the parent against fresh runs of the
     /// culprit (the search chose it for its failures, so those would prove nothing).
     fn verification(&self, pair: Pair) -> Comparison {
+        self.verification_at(pair, self.good_high(&self.internal_posterior(), pair))
+    }
+
+    /// [`Bisector::verification`] with the good side's bound already known.
+    fn verification_at(&self, pair: Pair, good_high: f64) -> Comparison {
         let fresh = self.fresh_runs(pair);
         let parent = self.kernel_tally(pair.good);
         let mut c = self.compare((pair.parent, parent), (pair.culprit, fresh));
@@ -712,7 +717,7 @@ impl Bisector {
                 verify::verdict(
                     parent,
                     fresh,
-                    self.good_high(&self.internal_posterior(), pair),
+                    good_high,
                     r.bad_rate,
                     u64::MAX,
                     self.config.confidence,
@@ -725,12 +730,12 @@ impl Bisector {
 
     /// The verification failed: the culprit's fresh runs are as clean as a bad kernel would
     /// hardly be.
-    fn verification_refuted(&self, pair: Pair, rates: VerifyRates) -> bool {
+    fn verification_refuted(&self, pair: Pair, rates: VerifyRates, good_high: f64) -> bool {
         let fresh = self.fresh_runs(pair);
         verify::verdict(
             self.kernel_tally(pair.good),
             fresh,
-            self.good_high(&self.internal_posterior(), pair),
+            good_high,
             rates.bad_rate,
             rates.needed,
             self.config.confidence,
@@ -769,7 +774,9 @@ impl Bisector {
         if self.cells[pair.good].unknown.is_some() || self.cells[pair.bad].unknown.is_some() {
             return fail;
         }
-        let c = self.verification(pair);
+        // One posterior for both judgments of this step.
+        let good_high = self.good_high(&self.internal_posterior(), pair);
+        let c = self.verification_at(pair, good_high);
         if c.holds {
             return None;
         }
@@ -779,7 +786,7 @@ impl Bisector {
         {
             return fail;
         }
-        if self.verification_refuted(pair, rates) {
+        if self.verification_refuted(pair, rates, good_high) {
             return fail;
         }
         let cap = self.config.max_verify_iterations;
