@@ -669,11 +669,19 @@ impl Reporter for Terminal {
                     Verdict::Panic => "PANIC",
                     Verdict::Error => "ERROR",
                 };
+                // "HANG: hang: ..." says it twice; results.json keeps the reason whole.
+                let mut reasons = record.reasons.clone();
+                if let Some(first) = reasons.first_mut() {
+                    let word = format!("{}: ", tag.to_lowercase());
+                    if let Some(rest) = first.strip_prefix(&word) {
+                        *first = rest.to_string();
+                    }
+                }
                 let text = format!(
                     "   {}iteration {}/{planned}: {tag}{}",
                     self.prefix(*index),
                     record.iteration,
-                    reasons_text(&record.reasons)
+                    reasons_text(&reasons)
                 );
                 match &self.progress {
                     Some(bar) => {

@@ -535,7 +535,7 @@ impl<M: Machine> Run<'_, M> {
                         (Some(a), Some(r)) => {
                             let record = verdict::bare_step_record(s, r);
                             let a = a.during(&format!("{} ({})", record.id, record.kind));
-                            if let Some(note) = unfinished_note(&a) {
+                            if let Some(note) = verdict::unfinished_note(&a) {
                                 steps.push(StepRecord {
                                     ok: false,
                                     note: Some(note.into()),
@@ -563,8 +563,8 @@ impl<M: Machine> Run<'_, M> {
                         // kernel's verdict, as when a plan's step does not finish.
                         Err(RunError::Aborted(a)) => {
                             let a = a.during(&format!("{} ({})", record.id, record.kind));
-                            let note =
-                                unfinished_note(&a).map_or_else(|| a.to_string(), str::to_owned);
+                            let note = verdict::unfinished_note(&a)
+                                .map_or_else(|| a.to_string(), str::to_owned);
                             (Some(note), Some(a))
                         }
                         Err(e) => {
@@ -732,15 +732,6 @@ fn classify_context(s: &Scenario) -> ClassifyContext {
             .collect(),
         expected_fs_errors: plan::expects_fs_errors(s),
         ..ClassifyContext::default()
-    }
-}
-
-/// The failure note of a step that was running when its guest hung or its kernel ended.
-fn unfinished_note(a: &Abort) -> Option<&'static str> {
-    match a {
-        Abort::Hang(_) => Some("did not finish: the guest hung"),
-        Abort::Panic(_) => Some("did not finish: the kernel ended"),
-        Abort::Infra(_) => None,
     }
 }
 

@@ -428,6 +428,15 @@ impl std::fmt::Display for Abort {
     }
 }
 
+/// The failure note of a step that was running when its guest hung or its kernel ended.
+pub(crate) fn unfinished_note(a: &Abort) -> Option<&'static str> {
+    match a {
+        Abort::Hang(_) => Some("did not finish: the guest hung"),
+        Abort::Panic(_) => Some("did not finish: the kernel ended"),
+        Abort::Infra(_) => None,
+    }
+}
+
 /// The verdict of an iteration and the reasons for it.
 pub fn verdict(
     s: &Scenario,
@@ -435,9 +444,12 @@ pub fn verdict(
     findings: &[Finding],
     abort: Option<&Abort>,
 ) -> (Verdict, Vec<String>) {
+    // The step that was running when the guest hung or its kernel ended: the abort's own
+    // reason names it and says why, so its record's short note would only repeat it.
+    let unfinished = abort.and_then(unfinished_note);
     let mut reasons: Vec<String> = steps
         .iter()
-        .filter(|st| !st.ok)
+        .filter(|st| !st.ok && (unfinished.is_none() || st.note.as_deref() != unfinished))
         .map(|st| {
             format!(
                 "{} ({}): {}",
