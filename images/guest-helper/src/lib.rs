@@ -264,6 +264,12 @@ pub enum Detail {
         /// signalled it): the status is its own, and nothing was left to kill.
         #[serde(default)]
         exited_before: bool,
+        /// When it had ended on its own: the time of its end, in milliseconds since the
+        /// guest booted (CLOCK_MONOTONIC, as [`StepReport::started_ms`]; from its status
+        /// file's time, to a few milliseconds). The host tells a workload an I/O fault ended
+        /// from one that had already failed before the fault.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exited_ms: Option<f64>,
     },
     /// `write-data`: files written, and the ones the kernel vouched for (see
     /// `acknowledged`), which is what a later `verify-data` checks.

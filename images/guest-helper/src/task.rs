@@ -445,6 +445,7 @@ pub fn kill(
                 exit_status: None,
                 timed_out: false,
                 exited_before: false,
+                exited_ms: None,
             });
         } else {
             report.error = Some(format!("no workload named {name}"));
@@ -485,13 +486,24 @@ pub fn kill(
             "workload {name} still had live tasks {wait_ms} ms after the signal"
         ));
     }
+    let exited_before = tasks == 0 && empty && !killed_before;
     report.detail = Some(Detail::Killed {
         tasks,
         exit_wait_ms,
         exit_status,
         timed_out,
-        exited_before: tasks == 0 && empty && !killed_before,
+        exited_before,
+        exited_ms: exited_before.then(|| exit_time_ms(&files.status)).flatten(),
     });
+}
+
+/// When the workload ended, on the helper's clock ([`monotonic_ms`]): its supervisor wrote
+/// the status file right after reaping it, and the file's time (wall clock, to the kernel's
+/// coarse tick) is carried over by the two clocks' offset now.
+fn exit_time_ms(status: &Path) -> Option<f64> {
+    let written = std::fs::metadata(status).ok()?.modified().ok()?;
+    let age = std::time::SystemTime::now().duration_since(written).ok()?;
+    Some(monotonic_ms() - age.as_secs_f64() * 1000.0)
 }
 
 /// The workload log's last lines that `kill` reports (default: 8 KiB).

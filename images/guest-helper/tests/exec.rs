@@ -617,6 +617,24 @@ fn a_workload_that_exited_before_its_kill_is_told_from_one_the_kill_ended() {
     };
     assert_eq!(exited(&r[3]), (true, Some(1)), "{:?}", r[3]);
     assert!(r[3].stdout.contains("fio: bad rw"), "{:?}", r[3]);
+    // Its end is on the steps' clock: after its spawn (the status file's time is coarse, a
+    // tick or so), before the kill started.
+    let ended = match &r[3].detail {
+        Some(Detail::Killed { exited_ms, .. }) => exited_ms.expect("an end time"),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        ended >= r[0].started_ms - 20.0 && ended <= r[3].started_ms,
+        "ended at {ended} ms, spawn at {} ms, kill at {} ms: {:?}",
+        r[0].started_ms,
+        r[3].started_ms,
+        r[3]
+    );
+    let ended_by_kill = match &r[4].detail {
+        Some(Detail::Killed { exited_ms, .. }) => *exited_ms,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ended_by_kill, None, "only a workload that ended on its own");
     assert_eq!(exited(&r[4]), (false, Some(143)), "{:?}", r[4]);
     // Nothing left for the second kill, but the first one ended it.
     assert!(!exited(&r[5]).0, "{:?}", r[5]);

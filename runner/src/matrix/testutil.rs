@@ -61,6 +61,7 @@ pub fn iteration(
             busy_window_ms: busy_ms,
             busy_gave_up: false,
             duration_ms: 10.0,
+            started_ms: None,
             exit_status: None,
             ok: !failed,
             error: false,

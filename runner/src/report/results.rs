@@ -177,6 +177,10 @@ pub struct StepRecord {
     #[serde(default)]
     pub busy_gave_up: bool,
     pub duration_ms: f64,
+    /// When the step started, in milliseconds since the guest booted (the guest's
+    /// CLOCK_MONOTONIC); none for a step the host ran (`unplug`, `power-cut`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_status: Option<i32>,
     /// Whether the step's expectation held.
@@ -651,6 +655,7 @@ pub(crate) mod tests {
             busy_window_ms: busy,
             busy_gave_up: false,
             duration_ms: 1.0,
+            started_ms: None,
             exit_status: None,
             ok,
             error: false,

@@ -93,13 +93,7 @@ pub fn judge_step(s: &Scenario, step: &Step, r: &StepReport) -> Judged {
                     "workload `{}` had already exited with status 0 before the kill",
                     k.name
                 ))),
-                status => Error(format!(
-                    "workload `{}` had already exited with {} before the kill: it did not \
-                     run what the scenario meant{}",
-                    k.name,
-                    status.map_or("an unknown status".into(), |s| format!("status {s}")),
-                    last_output(&r.stdout, "")
-                )),
+                status => Error(early_exit_error(&k.name, *status, "", &r.stdout)),
             },
             _ => Held(None),
         },
@@ -275,6 +269,7 @@ pub fn bare_step_record(s: &Scenario, r: StepRef) -> StepRecord {
         busy_window_ms: None,
         busy_gave_up: false,
         duration_ms: 0.0,
+        started_ms: None,
         exit_status: None,
         ok: true,
         error: false,
@@ -284,10 +279,17 @@ pub fn bare_step_record(s: &Scenario, r: StepRef) -> StepRecord {
     }
 }
 
+/// How much earlier than a fault step's start a workload's end must be to be called before
+/// it: the end comes from its status file's time, which the kernel keeps to a coarse tick.
+const BEFORE_THE_FAULT_MS: f64 = 100.0;
+
 /// A workload that failed before its `kill` after a step of the iteration made I/O fail
 /// under it (`dm-error`, `dm-flakey`, `shutdown`, `unplug`): its failure is what that fault
 /// does to a workload (fio exits 1 on EIO), so the kill held, with a note. Without such a
-/// step, [`judge_step`] makes it an error: the workload never ran what the scenario meant.
+/// step, or when the helper saw the workload end before every such step began (a fio typo
+/// ahead of a `dm-error`), [`judge_step`] makes it an error: the workload never ran what the
+/// scenario meant. A step whose start the guest did not time (`unplug`, a host step) is
+/// taken as a possible cause.
 fn fault_explains_early_exit(
     step: &Step,
     report: &StepReport,
@@ -297,6 +299,7 @@ fn fault_explains_early_exit(
     let Some(Detail::Killed {
         exited_before: true,
         exit_status,
+        exited_ms,
         ..
     }) = &report.detail
     else {
@@ -305,12 +308,34 @@ fn fault_explains_early_exit(
     if *exit_status == Some(0) {
         return None;
     }
-    let fault = earlier.iter().find(|e| {
-        matches!(
-            e.kind.as_str(),
-            "dm-error" | "dm-flakey" | "shutdown" | "unplug"
-        )
-    })?;
+    let faults: Vec<&StepRecord> = earlier
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind.as_str(),
+                "dm-error" | "dm-flakey" | "shutdown" | "unplug"
+            )
+        })
+        .collect();
+    let first = faults.first()?;
+    let explains = |e: &StepRecord| match (exited_ms, e.started_ms) {
+        (Some(end), Some(start)) => *end >= start - BEFORE_THE_FAULT_MS,
+        _ => true,
+    };
+    let Some(fault) = faults.iter().find(|e| explains(e)) else {
+        let (end, start) = (exited_ms.unwrap_or(0.0), first.started_ms.unwrap_or(0.0));
+        return Some(Judged::Error(early_exit_error(
+            &k.name,
+            *exit_status,
+            &format!(
+                " (it ended {:.1} s before `{}` ({}) began)",
+                (start - end) / 1000.0,
+                first.id,
+                first.kind
+            ),
+            &report.stdout,
+        )));
+    };
     Some(Judged::Held(Some(format!(
         "workload `{}` had already exited with {} before the kill, after `{}` ({}) made I/O \
          fail: taken as that fault's effect{}",
@@ -320,6 +345,17 @@ fn fault_explains_early_exit(
         fault.kind,
         last_output(&report.stdout, "")
     ))))
+}
+
+/// The error of a `kill` whose workload had failed on its own before it; `when` follows the
+/// status (empty, or what the failure came before).
+fn early_exit_error(name: &str, status: Option<i32>, when: &str, output: &str) -> String {
+    format!(
+        "workload `{name}` had already exited with {}{when} before the kill: it did not run \
+         what the scenario meant{}",
+        status.map_or("an unknown status".into(), |s| format!("status {s}")),
+        last_output(output, "")
+    )
 }
 
 /// Builds the step record of a report; `earlier` are the records of the same iteration (or
@@ -363,6 +399,7 @@ pub fn step_record(
         busy_window_ms: report.busy_window_ms,
         busy_gave_up: report.busy_gave_up,
         duration_ms: report.duration_ms,
+        started_ms: Some(report.started_ms),
         exit_status: report.exit_status,
         ok,
         error,
@@ -650,9 +687,19 @@ mod tests {
                 exit_status: status,
                 timed_out: false,
                 exited_before,
+                exited_ms: None,
             }),
             ..StepReport::default()
         }
+    }
+
+    /// [`killed`] with the time the helper saw the workload end.
+    fn killed_at(ended_ms: f64, status: i32, log: &str) -> StepReport {
+        let mut r = killed(true, Some(status), log);
+        if let Some(Detail::Killed { exited_ms, .. }) = &mut r.detail {
+            *exited_ms = Some(ended_ms);
+        }
+        r
     }
 
     #[test]
@@ -722,6 +769,56 @@ mod tests {
         // The same exit without a fault before it is still an error.
         let rec = step_record(&s, at(3), &killed(true, Some(1), log), &[]);
         assert!(rec.error, "{rec:?}");
+    }
+
+    /// A fio typo ends the workload at once; a `dm-error` seconds later did not cause it. With
+    /// the helper's end time the kill tells the two apart.
+    #[test]
+    fn a_workload_that_failed_before_the_fault_began_is_still_an_error() {
+        let s = load(
+            "name: t\ndevices: [{name: scratch, size: 1G, dm: true}]\n\
+             filesystem: {type: xfs, device: scratch}\nsteps:\n\
+             - mount\n- spawn: {name: load, command: fio}\n- dm-error: {}\n- kill: {name: load}\n\
+             - umount: {expect: any}\n",
+        );
+        let dm = |started: Option<f64>| StepRecord {
+            started_ms: started,
+            ..crate::report::results::tests::step("dm-error#3", "dm-error", None, true, None)
+        };
+        let typo = "fio: unknown rw mode randwirte\n";
+        // Ended 2.9 s before the error table went in: an error, as without a fault.
+        let rec = step_record(
+            &s,
+            at(3),
+            &killed_at(1_100.0, 1, typo),
+            &[dm(Some(4_000.0))],
+        );
+        assert!(rec.error && !rec.ok, "{rec:?}");
+        assert_eq!(
+            rec.note.as_deref(),
+            Some(
+                "workload `load` had already exited with status 1 (it ended 2.9 s before \
+                 `dm-error#3` (dm-error) began) before the kill: it did not run what the \
+                 scenario meant; last output: fio: unknown rw mode randwirte"
+            ),
+            "{rec:?}"
+        );
+        // Ended after it began (or within the status file's tick before): its effect.
+        for ended in [4_350.0, 3_950.0] {
+            let rec = step_record(&s, at(3), &killed_at(ended, 1, typo), &[dm(Some(4_000.0))]);
+            assert!(rec.ok && !rec.error, "{ended}: {rec:?}");
+        }
+        // A fault whose start the guest did not time may be the cause.
+        let rec = step_record(&s, at(3), &killed_at(1_100.0, 1, typo), &[dm(None)]);
+        assert!(rec.ok, "{rec:?}");
+        // Two faults: the later one, begun before the end, explains it.
+        let rec = step_record(
+            &s,
+            at(3),
+            &killed_at(5_000.0, 1, typo),
+            &[dm(Some(6_000.0)), dm(Some(4_500.0))],
+        );
+        assert!(rec.ok, "{rec:?}");
     }
 
     #[test]
