@@ -190,6 +190,37 @@ fn out_of_range_numbers_on_the_command_line_are_refused() {
     }
 }
 
+/// `bisect --confidence 1` (or NaN, or 0.3) was taken, wrote a journal of it into --out and
+/// only then was refused: the corrected command was then refused too, the directory "holds
+/// results of another run". It is a command-line error now, and --out stays untouched.
+#[test]
+fn bisect_refuses_a_confidence_outside_its_domain_before_any_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let scenario = write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    let s = scenario.to_str().unwrap();
+    let out = home.join("out");
+    for c in ["1", "0.3", "NaN", "inf"] {
+        refused(
+            home,
+            &[
+                "bisect",
+                s,
+                "--good",
+                "tree@a",
+                "--bad",
+                "tree@b",
+                "--confidence",
+                c,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &["--confidence", "0.5 <= confidence < 1"],
+        );
+        assert!(!out.exists(), "--confidence {c} created {}", out.display());
+    }
+}
+
 /// `git bisect run crashrig check ...` reads every exit from 1 to 127 except 125 as "bad": a
 /// command line clap refuses (which exits 2 for the other commands) used to mark every commit
 /// bad and name a culprit. Every one of them is 125, with clap's message kept.
