@@ -141,6 +141,17 @@ fn bad_scenario_files_are_refused_with_a_location() {
     std::fs::create_dir(&dir).unwrap();
     refused(home, &["run", "dir.yaml"], &["dir.yaml", "directory"]);
     refused(home, &["run", "missing.yaml"], &["missing.yaml"]);
+    // read until the OOM killer ended crashrig (22 GB), and a FIFO blocked it for good
+    refused(
+        home,
+        &["run", "/dev/zero"],
+        &["/dev/zero", "a character device, not a regular file"],
+    );
+    refused(
+        home,
+        &["matrix", "/dev/zero"],
+        &["/dev/zero", "a character device, not a regular file"],
+    );
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
