@@ -671,6 +671,11 @@ fn matrix_baseline_problems_are_refused_before_any_cell() {
             vec!["ok.yaml", "--write-baseline", "notes.txt"],
             vec!["write a baseline to notes.txt: it holds a file that is not a crashrig baseline"],
         ),
+        // read until the OOM killer ended crashrig (22 GB)
+        (
+            vec!["ok.yaml", "--baseline", "/dev/zero"],
+            vec!["read /dev/zero", "a character device, not a regular file"],
+        ),
         // --baseline beats the matrix's: a good one given, the missing one is not read.
         (
             vec!["missing.yaml", "--baseline", "good.json", "--write-baseline", "notes.txt"],
