@@ -388,6 +388,37 @@ fn bad_matrix_files_are_refused_with_a_location() {
     }
 }
 
+/// A scenario that does not fit one parameter's value fails the same way in every cell of
+/// that value: the problem was printed once per setting of the other parameters (2900
+/// blocks for 29 filesystem types). Each problem is printed once, with how many settings
+/// show it.
+#[test]
+fn a_matrix_scenario_problem_is_reported_once_not_per_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    let m = write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n\
+         parameters: { filesystem: [xfs, ext4], cpus: [1, 2, 3], memory: [1G, 2G] }\n",
+    );
+    let stderr = refused(
+        home,
+        &["matrix", m.to_str().unwrap()],
+        &[
+            "cells with cpus=1,filesystem=xfs,memory=1G (and 5 other settings): ",
+            "s.yaml:1:1: parameter `filesystem` = `xfs` sets the filesystem type",
+            "(2 problems above)",
+        ],
+    );
+    assert_eq!(
+        stderr.matches("declares no `filesystem`").count(),
+        2,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn report_merge_refuses_damaged_results_and_keeps_its_out_directory() {
     let tmp = tempfile::tempdir().unwrap();
