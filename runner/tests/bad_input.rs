@@ -419,6 +419,49 @@ fn a_matrix_scenario_problem_is_reported_once_not_per_cell() {
     );
 }
 
+/// `--kconfig my.cfg` names kconfigs/my.cfg.config; with ./my.cfg right there the error
+/// only said "No such file or directory". It now says how to name the file.
+#[test]
+fn a_kconfig_file_named_like_a_fragment_name_gets_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let tree = home.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    write(&tree, "Makefile", "all:\n");
+    for args in [
+        &["init", "-q"][..],
+        &["add", "Makefile"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "t",
+        ],
+    ] {
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(&tree)
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+    write(home, "my.cfg", "CONFIG_XFS_FS=y\n");
+    refused(
+        home,
+        &["build", "tree", "--kconfig", "my.cfg"],
+        &[
+            "read kconfig fragment `my.cfg`",
+            "no named fragment `my.cfg`; for the file `my.cfg` in the current directory \
+             write `./my.cfg`",
+        ],
+    );
+}
+
 #[test]
 fn report_merge_refuses_damaged_results_and_keeps_its_out_directory() {
     let tmp = tempfile::tempdir().unwrap();
