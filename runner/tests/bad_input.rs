@@ -462,6 +462,31 @@ fn a_kconfig_file_named_like_a_fragment_name_gets_a_hint() {
     );
 }
 
+/// `matrix --out DIR` with the user's own `DIR/summary.md` (and no results) replaced it with
+/// the matrix's summary, exit 0. The directory is refused and the file kept.
+#[test]
+fn matrix_out_with_a_users_summary_is_refused_and_the_file_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
+    );
+    let out = home.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mine = write(&out, "summary.md", "the user's notes");
+    // an empty shard: it writes its reports at once, without a kernel
+    refused(
+        home,
+        &["matrix", "m.yaml", "--partition", "2/2", "--out", "out"],
+        &["it holds `summary.md`, which crashrig writes there and would replace"],
+    );
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "the user's notes");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}
+
 #[test]
 fn report_merge_refuses_damaged_results_and_keeps_its_out_directory() {
     let tmp = tempfile::tempdir().unwrap();
