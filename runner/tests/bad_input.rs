@@ -141,6 +141,17 @@ fn bad_scenario_files_are_refused_with_a_location() {
     std::fs::create_dir(&dir).unwrap();
     refused(home, &["run", "dir.yaml"], &["dir.yaml", "directory"]);
     refused(home, &["run", "missing.yaml"], &["missing.yaml"]);
+    // read until the OOM killer ended crashrig (22 GB), and a FIFO blocked it for good
+    refused(
+        home,
+        &["run", "/dev/zero"],
+        &["/dev/zero", "a character device, not a regular file"],
+    );
+    refused(
+        home,
+        &["matrix", "/dev/zero"],
+        &["/dev/zero", "a character device, not a regular file"],
+    );
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
@@ -187,6 +198,37 @@ fn out_of_range_numbers_on_the_command_line_are_refused() {
         ),
     ] {
         refused(home, &args, &[want]);
+    }
+}
+
+/// `bisect --confidence 1` (or NaN, or 0.3) was taken, wrote a journal of it into --out and
+/// only then was refused: the corrected command was then refused too, the directory "holds
+/// results of another run". It is a command-line error now, and --out stays untouched.
+#[test]
+fn bisect_refuses_a_confidence_outside_its_domain_before_any_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let scenario = write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    let s = scenario.to_str().unwrap();
+    let out = home.join("out");
+    for c in ["1", "0.3", "NaN", "inf"] {
+        refused(
+            home,
+            &[
+                "bisect",
+                s,
+                "--good",
+                "tree@a",
+                "--bad",
+                "tree@b",
+                "--confidence",
+                c,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &["--confidence", "0.5 <= confidence < 1"],
+        );
+        assert!(!out.exists(), "--confidence {c} created {}", out.display());
     }
 }
 
@@ -344,6 +386,105 @@ fn bad_matrix_files_are_refused_with_a_location() {
         let path = write(home, name, text);
         refused(home, &["matrix", path.to_str().unwrap()], &want);
     }
+}
+
+/// A scenario that does not fit one parameter's value fails the same way in every cell of
+/// that value: the problem was printed once per setting of the other parameters (2900
+/// blocks for 29 filesystem types). Each problem is printed once, with how many settings
+/// show it.
+#[test]
+fn a_matrix_scenario_problem_is_reported_once_not_per_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    let m = write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n\
+         parameters: { filesystem: [xfs, ext4], cpus: [1, 2, 3], memory: [1G, 2G] }\n",
+    );
+    let stderr = refused(
+        home,
+        &["matrix", m.to_str().unwrap()],
+        &[
+            "cells with cpus=1,filesystem=xfs,memory=1G (and 5 other settings): ",
+            "s.yaml:1:1: parameter `filesystem` = `xfs` sets the filesystem type",
+            "(2 problems above)",
+        ],
+    );
+    assert_eq!(
+        stderr.matches("declares no `filesystem`").count(),
+        2,
+        "{stderr}"
+    );
+}
+
+/// `--kconfig my.cfg` names kconfigs/my.cfg.config; with ./my.cfg right there the error
+/// only said "No such file or directory". It now says how to name the file.
+#[test]
+fn a_kconfig_file_named_like_a_fragment_name_gets_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let tree = home.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    write(&tree, "Makefile", "all:\n");
+    for args in [
+        &["init", "-q"][..],
+        &["add", "Makefile"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "t",
+        ],
+    ] {
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(&tree)
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+    write(home, "my.cfg", "CONFIG_XFS_FS=y\n");
+    refused(
+        home,
+        &["build", "tree", "--kconfig", "my.cfg"],
+        &[
+            "read kconfig fragment `my.cfg`",
+            "no named fragment `my.cfg`; for the file `my.cfg` in the current directory \
+             write `./my.cfg`",
+        ],
+    );
+}
+
+/// `matrix --out DIR` with the user's own `DIR/summary.md` (and no results) replaced it with
+/// the matrix's summary, exit 0. The directory is refused and the file kept.
+#[test]
+fn matrix_out_with_a_users_summary_is_refused_and_the_file_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
+    );
+    let out = home.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mine = write(&out, "summary.md", "the user's notes");
+    // an empty shard: it writes its reports at once, without a kernel
+    refused(
+        home,
+        &["matrix", "m.yaml", "--partition", "2/2", "--out", "out"],
+        &["it holds `summary.md`, which crashrig writes there and would replace"],
+    );
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "the user's notes");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
 
 #[test]
@@ -628,6 +769,11 @@ fn matrix_baseline_problems_are_refused_before_any_cell() {
         (
             vec!["ok.yaml", "--write-baseline", "notes.txt"],
             vec!["write a baseline to notes.txt: it holds a file that is not a crashrig baseline"],
+        ),
+        // read until the OOM killer ended crashrig (22 GB)
+        (
+            vec!["ok.yaml", "--baseline", "/dev/zero"],
+            vec!["read /dev/zero", "a character device, not a regular file"],
         ),
         // --baseline beats the matrix's: a good one given, the missing one is not read.
         (

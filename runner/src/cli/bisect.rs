@@ -40,8 +40,8 @@ pub struct BisectArgs {
     /// Most iterations in one batch. Default: 32.
     #[arg(long, short = 'n', value_parser = super::common::iterations_parser())]
     pub iterations: Option<u32>,
-    /// Stop when one candidate holds this posterior probability.
-    #[arg(long, default_value_t = 0.95)]
+    /// Stop when one candidate holds this posterior probability (0.5 or more, below 1).
+    #[arg(long, default_value_t = 0.95, value_parser = parse_confidence)]
     pub confidence: f64,
     /// Budget of search iterations. Default: 1000.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
@@ -69,6 +69,14 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|r| (0.0..=1.0).contains(r))
         .ok_or_else(|| format!("`{s}`: expected a rate from 0 to 1"))
+}
+
+/// The search's domain for `--confidence` (`Config::validate`): 0.5 <= c < 1.
+fn parse_confidence(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|c| (0.5..1.0).contains(c))
+        .ok_or_else(|| format!("`{s}`: expected 0.5 <= confidence < 1"))
 }
 
 pub async fn bisect(args: BisectArgs) -> Result<i32, CliError> {

@@ -384,6 +384,23 @@ pub fn load_fragments(names: &[String], dir: &Path) -> Result<Vec<Fragment>, Ker
             String::from_utf8(bytes)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         });
+        // `--kconfig my.cfg` names a fragment of kconfigs/, not ./my.cfg: say so when that
+        // file exists, instead of only "No such file" for a file the user can see.
+        let text = text.map_err(|e| {
+            let named = path != Path::new(name);
+            if named && e.kind() == std::io::ErrorKind::NotFound && Path::new(name).is_file() {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "no named fragment `{name}`; for the file `{name}` in the current \
+                         directory write `./{name}` (a fragment is a file when it has a `/` \
+                         or ends in `.config`)"
+                    ),
+                )
+            } else {
+                e
+            }
+        });
         let text = text.map_err(|source| KernelError::Fragment {
             name: name.clone(),
             path: path.clone(),

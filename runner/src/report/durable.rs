@@ -109,6 +109,13 @@ pub enum ResultsDirError {
          give --resume to continue them, or another --out"
     )]
     InUse { path: PathBuf },
+    /// A file of a name the command writes at the top of its results directory, in a
+    /// directory that holds no results (the user's own `summary.md`, say).
+    #[error(
+        "use {path} as the results directory: it holds `{file}`, which crashrig writes there \
+         and would replace; move the file away or give another --out"
+    )]
+    WouldReplace { path: PathBuf, file: &'static str },
     #[error("resume without --out: name the results directory to continue")]
     ResumeWithoutOut,
     /// Another process holds the directory's lock: two runs writing one results.json would
@@ -134,6 +141,17 @@ impl ResultsDirError {
 
 /// Files whose presence means a directory holds a run's results.
 const RESULTS_MARKS: &[&str] = &["results.json", "runs", "bisect.journal", "junit.xml"];
+
+/// The other files commands write at the top of a results directory (matrix, report,
+/// bisect, amplify), replacing what is there: a new run's directory must not hold them
+/// (`matrix --out DIR` replaced a user's `DIR/summary.md` without a word).
+const REPORT_FILES: &[&str] = &[
+    "summary.md",
+    "junit-cells.xml",
+    "bisect.json",
+    "bisect-target.json",
+    "amplify.json",
+];
 
 /// Results directories this process has locked: the locks are held until the process ends
 /// (a lock that dies with its holder, kill -9 included, is the kernel's job: flock(2)), so no
@@ -201,6 +219,15 @@ pub fn claim_results_dir(
             path: out.to_path_buf(),
         });
     }
+    if let Some(file) = REPORT_FILES
+        .iter()
+        .find(|f| !resume && out.join(f).symlink_metadata().is_ok())
+    {
+        return Err(ResultsDirError::WouldReplace {
+            path: out.to_path_buf(),
+            file,
+        });
+    }
     Ok(out.to_path_buf())
 }
 
@@ -261,6 +288,27 @@ mod tests {
         assert_eq!(a, base);
         assert_eq!(b, dir.path().join("crashrig-results/2026-11-30T10-00-00-2"));
         assert_eq!(c, dir.path().join("crashrig-results/2026-11-30T10-00-00-3"));
+    }
+
+    #[test]
+    fn a_new_results_directory_never_holds_a_file_a_report_would_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("summary.md"), b"the user's notes").unwrap();
+        let err = claim_results_dir(Some(&out), dir.path(), false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "use {} as the results directory: it holds `summary.md`, which crashrig writes \
+                 there and would replace; move the file away or give another --out",
+                out.display()
+            )
+        );
+        assert_eq!(
+            std::fs::read(out.join("summary.md")).unwrap(),
+            b"the user's notes"
+        );
     }
 
     #[test]

@@ -63,11 +63,22 @@ pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), S
     write_atomic(path, (text + "\n").as_bytes())
 }
 
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StoreError::Read {
+/// The text of a JSON file crashrig reads (results, baselines, bisect and amplify state):
+/// a regular file only. A baseline path that named `/dev/zero` was read until the OOM
+/// killer ended crashrig, and one that named a FIFO (or `--write-baseline /dev/stdout`,
+/// checked for an old baseline) waited for a writer for good.
+fn read_text(path: &Path) -> Result<String, StoreError> {
+    let read = |source| StoreError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let bytes = crate::kernel::read_input(path, u64::MAX).map_err(read)?;
+    String::from_utf8(bytes)
+        .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
+    let text = read_text(path)?;
     serde_json::from_str(&text).map_err(|source| StoreError::Parse {
         path: path.to_path_buf(),
         source,
@@ -79,10 +90,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
 /// directory through a symbolic link (crashrig never makes one there; repro reads a run's
 /// scenario from it and `--resume` writes into it).
 pub fn read_results(path: &Path) -> Result<Results, StoreError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StoreError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path)?;
     let results = parse_results(&text, path)?;
     let root = path.parent().unwrap_or(Path::new("."));
     let problems: Vec<String> = results
@@ -150,6 +158,24 @@ pub fn parse_results(text: &str, path: &Path) -> Result<Results, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--baseline /dev/zero` was read until the OOM killer ended crashrig (22 GB); a FIFO
+    /// blocked it for good.
+    #[test]
+    fn only_a_regular_file_is_read_as_json() {
+        let err = read_json::<Vec<u32>>(Path::new("/dev/zero")).unwrap_err();
+        let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert_eq!(
+            text,
+            "read /dev/zero: it is a character device, not a regular file"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("results.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_results(&fifo).unwrap_err();
+        assert!(matches!(err, StoreError::Read { .. }), "{err}");
+    }
 
     #[test]
     fn writes_replace_the_file_and_leave_no_temporary() {

@@ -554,9 +554,6 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         .map_err(BisectRunError::BadTarget)?;
     let (cands, range) = candidates(&args)?;
     let last = cands.last();
-    session.create_out(args.resume)?;
-    let out = session.out.clone();
-    let cache = session.cache.clone();
     let mut config = Config {
         confidence: args.confidence,
         good_rate: args
@@ -576,6 +573,12 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     } else {
         Direction::Regression
     };
+    // A setting the search cannot use is refused before the results directory holds a
+    // journal of it (which would make the same --out refuse the corrected command).
+    config.validate()?;
+    session.create_out(args.resume)?;
+    let out = session.out.clone();
+    let cache = session.cache.clone();
     let header = Header::new(&loaded.scenario.name, &range, last, config.clone());
     let journal_path = out.join("bisect.journal");
     let target_path = out.join("bisect-target.json");

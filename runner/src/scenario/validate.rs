@@ -182,6 +182,16 @@ impl Checker<'_> {
                         s.name
                     ),
                 );
+            } else if s.name.chars().any(char::is_control) {
+                // a newline, NUL or ESC reached the terminal summary and the reports as is
+                self.error(
+                    vec![Key("name")],
+                    format!(
+                        "`name` {:?} must not contain control characters (a line break, NUL, \
+                         escape): it is printed in summaries and reports",
+                        s.name
+                    ),
+                );
             }
         }
         if s.iterations == 0 {
@@ -993,6 +1003,10 @@ mod tests {
             ]),
             ("name: a/b\nsteps: [{sync: {}}]\n", &[
                 "name: `name` `a/b` must not contain `/` (it names result files)",
+            ]),
+            ("name: \"a\\nb\\e[31m\"\nsteps: [{sync: {}}]\n", &[
+                "name: `name` \"a\\nb\\u{1b}[31m\" must not contain control characters (a line \
+                 break, NUL, escape): it is printed in summaries and reports",
             ]),
             ("name: t\nvm: {memory: 255M, cpus: 65}\nkconfig: ['', a/b, fs-xfs]\nsteps: [{sync: {}}]\n", &[
                 "vm.memory: `vm.memory` is 255M, at least 256M is needed",

@@ -33,10 +33,16 @@ pub enum ReadError {
     },
 }
 
-/// The text of the YAML file at `path`; a directory, a missing file or bytes that are not
-/// UTF-8 are errors (the latter with the line and column of the first bad byte).
+/// The largest YAML file read (16 MiB): a scenario, matrix or recipe is a few KB. A path
+/// that names something else (`/dev/zero`, a disk image) was read until the OOM killer
+/// ended crashrig, and a FIFO blocked it for good.
+pub const MAX_YAML_BYTES: u64 = 16 << 20;
+
+/// The text of the YAML file at `path`; a directory, a missing file, anything but a regular
+/// file (a device, a FIFO: never waited on), a file over [`MAX_YAML_BYTES`] or bytes that
+/// are not UTF-8 are errors (the latter with the line and column of the first bad byte).
 pub fn read_text(path: &Path) -> Result<String, ReadError> {
-    let bytes = std::fs::read(path)?;
+    let bytes = crate::kernel::read_input(path, MAX_YAML_BYTES)?;
     String::from_utf8(bytes).map_err(|e| {
         let good = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
@@ -213,5 +219,27 @@ mod tests {
             read_text(dir.path()).unwrap_err(),
             ReadError::Io(_)
         ));
+    }
+
+    /// `/dev/zero` was read until memory ran out (the OOM killer ended crashrig at 22 GB);
+    /// a FIFO blocked crashrig in open(2), deaf to SIGTERM.
+    #[test]
+    fn only_a_regular_file_of_bounded_size_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let zero = read_text(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(
+            zero.contains("character device, not a regular file"),
+            "{zero}"
+        );
+        let fifo = dir.path().join("fifo.yaml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_text(&fifo).unwrap_err().to_string();
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+        let big = dir.path().join("big.yaml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_YAML_BYTES + 1).unwrap();
+        let err = read_text(&big).unwrap_err().to_string();
+        assert!(err.contains("more than the 16 MiB"), "{err}");
     }
 }
