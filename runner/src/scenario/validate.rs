@@ -58,6 +58,9 @@ pub const MAX_DEVICE_NAME: usize = 20;
 const MIN_MEMORY: Size = Size(256 << 20);
 const MIN_DEVICE_SIZE: Size = Size(1 << 20);
 const MAX_CPUS: u32 = 64;
+/// Bytes of `vm.cmdline` (its words and their separators): the x86 kernel takes a 2048-byte
+/// command line, and crashrig's own words (console, key, modules) need the rest.
+const MAX_CMDLINE_WORDS: usize = 1024;
 /// Upper bounds on what a user writes, so deadlines cannot overflow and nothing allocates
 /// without end: a million iterations, a day per iteration, 1 TiB of guest memory.
 pub const MAX_ITERATIONS: u32 = 1_000_000;
@@ -248,6 +251,29 @@ impl Checker<'_> {
             self.error(
                 vec![Key("vm"), Key("cpus")],
                 format!("`vm.cpus` is {}, expected 1 to {MAX_CPUS}", s.vm.cpus),
+            );
+        }
+        // One YAML entry is one kernel command-line word: the words are joined with spaces,
+        // so a space or a line break inside one would silently make two.
+        for (i, w) in s.vm.cmdline.iter().enumerate() {
+            if w.is_empty() || w.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.error(
+                    vec![Key("vm"), Key("cmdline"), Index(i)],
+                    format!(
+                        "kernel command-line word {w:?} must be one non-empty word, without \
+                         spaces or control characters (write each word as its own entry)"
+                    ),
+                );
+            }
+        }
+        let words: usize = s.vm.cmdline.iter().map(|w| w.len() + 1).sum();
+        if words > MAX_CMDLINE_WORDS {
+            self.error(
+                vec![Key("vm"), Key("cmdline")],
+                format!(
+                    "`vm.cmdline` is {words} bytes long, at most {MAX_CMDLINE_WORDS} (the \
+                     kernel's command line holds 2048 with crashrig's own words)"
+                ),
             );
         }
         for (i, k) in s.kconfig.iter().enumerate() {
@@ -1003,6 +1029,14 @@ mod tests {
             ]),
             ("name: a/b\nsteps: [{sync: {}}]\n", &[
                 "name: `name` `a/b` must not contain `/` (it names result files)",
+            ]),
+            ("name: t\nvm: {cmdline: [loglevel=7, \"a b\", \"\", \"x\\ny\"]}\nsteps: [{sync: {}}]\n", &[
+                "vm.cmdline[1]: kernel command-line word \"a b\" must be one non-empty word, \
+                 without spaces or control characters (write each word as its own entry)",
+                "vm.cmdline[2]: kernel command-line word \"\" must be one non-empty word, \
+                 without spaces or control characters (write each word as its own entry)",
+                "vm.cmdline[3]: kernel command-line word \"x\\ny\" must be one non-empty word, \
+                 without spaces or control characters (write each word as its own entry)",
             ]),
             ("name: \"a\\nb\\e[31m\"\nsteps: [{sync: {}}]\n", &[
                 "name: `name` \"a\\nb\\u{1b}[31m\" must not contain control characters (a line \
