@@ -225,15 +225,20 @@ impl Target {
     }
 
     /// Whether an iteration shows the target.
+    /// Whether a judged iteration shows the target. An iteration whose verdict is `error`
+    /// was not judged (a step could not test what it meant, say a workload that had already
+    /// failed before its kill, or the infrastructure failed): its umount may well have
+    /// returned EBUSY, but that is no sighting for a rate, as it is none for `run`'s.
     pub fn seen_in(&self, it: &IterationRecord) -> bool {
-        it.steps.iter().any(|s| {
-            s.id == self.step
-                && !s.ok
-                && self
-                    .errno
-                    .as_ref()
-                    .is_none_or(|e| s.errno.as_deref() == Some(e.as_str()))
-        })
+        it.verdict != Verdict::Error
+            && it.steps.iter().any(|s| {
+                s.id == self.step
+                    && !s.ok
+                    && self
+                        .errno
+                        .as_ref()
+                        .is_none_or(|e| s.errno.as_deref() == Some(e.as_str()))
+            })
     }
 
     /// The first violation of an iteration, as a target.
@@ -2347,6 +2352,53 @@ mod tests {
         fn report(&mut self, event: &crate::report::events::Stamped) {
             self.0.lock().unwrap().push(event.event.clone());
         }
+    }
+
+    /// probe15c: a scenario whose workload never started (exit 127 before its kill) made
+    /// every iteration an error, yet its umount returned EBUSY in 8 of 32: none of them may
+    /// count for the search, `check` or amplify.
+    #[test]
+    fn an_iteration_that_was_not_judged_is_no_sighting_of_the_target() {
+        use crate::report::results::tests::{iteration, run_record, step};
+        let ebusy = || {
+            vec![
+                step("kill", "kill", None, true, None),
+                step("exe-umount", "umount", Some("EBUSY"), false, None),
+            ]
+        };
+        let clean = || vec![step("exe-umount", "umount", None, true, None)];
+        let mut error = iteration(2, Verdict::Error, ebusy());
+        error.reasons = vec!["kill (kill): workload `w` had already exited".into()];
+        let run = run_record(
+            "t",
+            "t.yaml",
+            ("debian:6.1", "6.1"),
+            vec![
+                iteration(1, Verdict::Fail, ebusy()),
+                error,
+                iteration(3, Verdict::Pass, clean()),
+            ],
+        );
+        let target = t("exe-umount:EBUSY");
+        let (outcome, unrelated) = batch_outcome(&run, &target);
+        assert_eq!(
+            outcome,
+            BatchOutcome::Ran {
+                iterations: 2,
+                failures: 1
+            }
+        );
+        assert_eq!(
+            unrelated,
+            ["iteration 2: kill (kill): workload `w` had already exited"]
+        );
+        // Nothing judged: the candidate is unknown, not a 100% rate.
+        let mut only = run.clone();
+        only.iterations.retain(|i| i.verdict == Verdict::Error);
+        assert!(matches!(
+            batch_outcome(&only, &target).0,
+            BatchOutcome::Unknown { .. }
+        ));
     }
 
     #[test]
