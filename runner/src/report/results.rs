@@ -378,12 +378,25 @@ pub struct StepSummary {
     /// Runs that could not test what they meant (`StepRecord::error`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub errors: u32,
+    /// Other runs in iterations that were not judged (verdict `error`: another step could
+    /// not test what it meant, or the infrastructure failed): their outcome is in
+    /// `errno_counts`, not in `violations`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unjudged: u32,
+    /// `violations` over the judged runs (`runs - errors - unjudged`).
     pub violation_rate: f64,
     pub violation_ci95: [f64; 2],
     /// Errno name (or "ok") -> count, first attempts.
     pub errno_counts: BTreeMap<String, u32>,
     /// Over runs that had a busy window.
     pub busy_window_ms: Option<BusyStats>,
+}
+
+impl StepSummary {
+    /// Runs whose outcome counts: not a step error, not in an iteration that was not judged.
+    pub fn judged(&self) -> u32 {
+        self.runs.saturating_sub(self.errors + self.unjudged)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -488,7 +501,7 @@ impl Results {
                 ));
             }
             for (id, step) in &s.steps {
-                if step.violations > step.runs || !(0.0..=1.0).contains(&step.violation_rate) {
+                if step.violations > step.judged() || !(0.0..=1.0).contains(&step.violation_rate) {
                     out.push(format!(
                         "{at}.summary.steps.{id}: {} violations in {} runs (rate {})",
                         step.violations, step.runs, step.violation_rate
@@ -571,6 +584,8 @@ pub fn summarize(iterations: &[IterationRecord]) -> Summary {
             entry.runs += 1;
             if step.error {
                 entry.errors += 1;
+            } else if it.verdict == Verdict::Error {
+                entry.unjudged += 1;
             } else if !step.ok {
                 entry.violations += 1;
             }
@@ -599,8 +614,9 @@ pub fn summarize(iterations: &[IterationRecord]) -> Summary {
         }
     }
     for (id, step) in s.steps.iter_mut() {
-        step.violation_rate = ratio(step.violations, step.runs);
-        let (lo, hi) = stats::wilson_interval(step.violations as u64, step.runs as u64, 1.96);
+        let judged = step.judged();
+        step.violation_rate = ratio(step.violations, judged);
+        let (lo, hi) = stats::wilson_interval(step.violations as u64, judged as u64, 1.96);
         step.violation_ci95 = [lo, hi];
         if let Some((windows, gave_up)) = busy.get(id) {
             step.busy_window_ms = Some(BusyStats {

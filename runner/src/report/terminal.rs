@@ -256,7 +256,7 @@ fn summary(run: &RunRecord, batch: bool) -> String {
                 | "verify-data"
                 | "kill"
         );
-        if st.violations == 0 && st.errors == 0 && (batch || !outcome_step) {
+        if st.violations == 0 && st.errors == 0 && st.unjudged == 0 && (batch || !outcome_step) {
             continue;
         }
         // Steps that make a system call whose errno is the outcome show the errno counts; the
@@ -269,12 +269,8 @@ fn summary(run: &RunRecord, batch: bool) -> String {
                 .iter()
                 .map(|(e, n)| format!("{e} {n}/{}", st.runs))
                 .collect()
-        } else if st.violations + st.errors < st.runs {
-            vec![format!(
-                "held {}/{}",
-                st.runs - st.violations - st.errors,
-                st.runs
-            )]
+        } else if st.violations < st.judged() {
+            vec![format!("held {}/{}", st.judged() - st.violations, st.runs)]
         } else {
             vec![]
         };
@@ -286,7 +282,7 @@ fn summary(run: &RunRecord, batch: bool) -> String {
             line.push_str(&format!(
                 "violated {}/{} ({}, 95% CI {}-{})",
                 st.violations,
-                st.runs,
+                st.judged(),
                 pct(st.violation_rate),
                 pct(st.violation_ci95[0]),
                 pct(st.violation_ci95[1])
@@ -298,6 +294,17 @@ fn summary(run: &RunRecord, batch: bool) -> String {
             }
             // Runs that could not test what they meant: not the kernel's answer.
             line.push_str(&format!("error {}/{} (not judged)", st.errors, st.runs));
+        }
+        if st.unjudged > 0 {
+            if !line.ends_with(": ") {
+                line.push_str("; ");
+            }
+            // Its iteration was an error for another reason: what it returned is in the
+            // counts above, but no rate counts it.
+            line.push_str(&format!(
+                "{}/{} in iterations not judged",
+                st.unjudged, st.runs
+            ));
         }
         if let Some(b) = &st.busy_window_ms {
             if b.count > 0 {
@@ -948,6 +955,48 @@ mod tests {
         );
         assert!(!text.contains("ok 2/2; violated"), "{text}");
         assert!(!text.contains("errno counts"), "{text}");
+    }
+
+    /// probe15c: every iteration an error (the workload never started), yet umount returned
+    /// EBUSY in some: the step line said "violated 8/32 (25%, 95% CI 13%-42%)", a rate of
+    /// iterations that were not judged.
+    #[test]
+    fn a_step_in_iterations_not_judged_shows_what_it_returned_but_no_rate() {
+        use crate::report::results::tests::{iteration, step};
+        let its = vec![
+            iteration(
+                1,
+                Verdict::Error,
+                vec![step("u", "umount", Some("EBUSY"), false, None)],
+            ),
+            iteration(
+                2,
+                Verdict::Error,
+                vec![step("u", "umount", None, true, None)],
+            ),
+            iteration(
+                3,
+                Verdict::Fail,
+                vec![step("u", "umount", Some("EBUSY"), false, None)],
+            ),
+            iteration(
+                4,
+                Verdict::Pass,
+                vec![step("u", "umount", None, true, None)],
+            ),
+        ];
+        let run = seed_record("t.yaml", ("debian:6.1", "k"), its);
+        let u = &run.summary.steps["u"];
+        assert_eq!((u.runs, u.violations, u.unjudged, u.judged()), (4, 1, 2, 2));
+        assert_eq!(u.violation_rate, 0.5);
+        let text = summary_text(&run);
+        assert!(
+            text.contains(
+                "  u (umount): EBUSY 2/4, ok 2/4; violated 1/2 (50%, 95% CI 9%-91%); 2/4 in \
+                 iterations not judged\n"
+            ),
+            "{text}"
+        );
     }
 
     /// A bisection batch's summary keeps what decides the verdict and drops the rest.
