@@ -112,6 +112,9 @@ pub enum Event {
         planned: u32,
         /// The one iteration a `repro` replays, of the `planned` the run had.
         only: Option<u32>,
+        /// The run ends at the first iteration that shows a target (a bisection's or a
+        /// check's batch): `planned` is at most what runs.
+        until_target: bool,
     },
     BootFinished {
         index: usize,

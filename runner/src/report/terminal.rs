@@ -153,10 +153,12 @@ fn setting_suffix(run: &RunRecord) -> String {
     format!(", with {}", pairs.join(" "))
 }
 
-/// The line a run starts with; `only`: the one iteration a `repro` replays.
-fn run_header(run: &RunRecord, planned: u32, only: Option<u32>) -> String {
+/// The line a run starts with; `only`: the one iteration a `repro` replays; `until_target`:
+/// the run ends at the first iteration that shows a target.
+fn run_header(run: &RunRecord, planned: u32, only: Option<u32>, until_target: bool) -> String {
     let iterations = match only {
         Some(n) => format!("iteration {n} of {planned} alone"),
+        None if until_target => format!("up to {planned} iterations until one shows the target"),
         None => format!("{planned} iteration{}", if planned == 1 { "" } else { "s" }),
     };
     format!(
@@ -613,10 +615,11 @@ impl Reporter for Terminal {
                 run,
                 planned,
                 only,
+                until_target,
             } => {
                 self.active
                     .insert(*index, format!("{}@{}", run.scenario.name, run.kernel.spec));
-                self.line(&run_header(run, *planned, *only));
+                self.line(&run_header(run, *planned, *only, *until_target));
                 if self.fancy {
                     let bar = ProgressBar::new(u64::from(if only.is_some() { 1 } else { *planned }));
                     bar.set_style(
@@ -874,14 +877,21 @@ mod tests {
             summary_text(&run)
         );
         assert_eq!(
-            run_header(&run, 3, Some(2)),
+            run_header(&run, 3, Some(2), false),
             "== seed-kill-umount on debian:6.1 (6.1.0), iteration 2 of 3 alone, tcg, with \
              filesystem=ext4 flags='a b' nfiles=64"
         );
         assert_eq!(
-            run_header(&run, 3, None),
+            run_header(&run, 3, None, false),
             "== seed-kill-umount on debian:6.1 (6.1.0), 3 iterations, tcg, with \
              filesystem=ext4 flags='a b' nfiles=64"
+        );
+        // A bisection's or a check's batch ends at the first sighting: "9 iterations" over
+        // a batch that ran 2 read as a miscount.
+        assert_eq!(
+            run_header(&run, 9, None, true),
+            "== seed-kill-umount on debian:6.1 (6.1.0), up to 9 iterations until one shows \
+             the target, tcg, with filesystem=ext4 flags='a b' nfiles=64"
         );
     }
 

@@ -924,6 +924,7 @@ pub async fn run_batch<M: Machine>(
         run: Box::new(record.clone()),
         planned: iterations,
         only: opts.only_iteration,
+        until_target: opts.stop_when.is_some(),
     });
     let mut run = Run {
         machine: &mut rig.machine,
