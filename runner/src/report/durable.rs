@@ -132,8 +132,21 @@ impl ResultsDirError {
     }
 }
 
-/// Files whose presence means a directory holds a run's results.
-const RESULTS_MARKS: &[&str] = &["results.json", "runs", "bisect.journal", "junit.xml"];
+/// Files whose presence means a directory holds a run's results: every name a run, matrix,
+/// bisect or amplify writes at the top of its results directory, so that none of them
+/// replaces a file of that name the user keeps there (a matrix wrote over a `summary.md` or
+/// `junit-cells.xml` it found in `--out`).
+const RESULTS_MARKS: &[&str] = &[
+    "results.json",
+    "runs",
+    "bisect.journal",
+    "junit.xml",
+    "junit-cells.xml",
+    "summary.md",
+    "bisect.json",
+    "bisect-target.json",
+    "amplify.json",
+];
 
 /// Results directories this process has locked: the locks are held until the process ends
 /// (a lock that dies with its holder, kill -9 included, is the kernel's job: flock(2)), so no
@@ -290,6 +303,40 @@ mod tests {
         let a = claim_results_dir(None, &default, false).unwrap();
         let b = claim_results_dir(None, &default, false).unwrap();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_directory_holding_any_file_a_run_writes_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("default");
+        for name in [
+            "summary.md",
+            "junit-cells.xml",
+            "bisect.json",
+            "bisect-target.json",
+            "amplify.json",
+        ] {
+            let out = dir.path().join(format!("out-{name}"));
+            std::fs::create_dir(&out).unwrap();
+            std::fs::write(out.join(name), "the user's own").unwrap();
+            let err = claim_results_dir(Some(&out), &default, false).unwrap_err();
+            assert!(
+                matches!(err, ResultsDirError::InUse { .. }),
+                "{name}: {err}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(out.join(name)).unwrap(),
+                "the user's own"
+            );
+        }
+        // Files a run never writes do not make a directory a results directory.
+        let notes = dir.path().join("notes");
+        std::fs::create_dir(&notes).unwrap();
+        std::fs::write(notes.join("notes.txt"), "x").unwrap();
+        assert_eq!(
+            claim_results_dir(Some(&notes), &default, false).unwrap(),
+            notes
+        );
     }
 
     /// Whether some process holds `dir`'s lock (tried on a descriptor of its own, and
