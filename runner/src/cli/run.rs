@@ -89,6 +89,25 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
                 .await?,
         );
     }
+    // A resume continues runs of the same scenarios on the same kernels: checked for every
+    // run before any runs, so a mismatch found late does not follow work already done.
+    if let Some(results) = &existing {
+        let runs = specs
+            .iter()
+            .zip(&kernels)
+            .flat_map(|(spec, kernel)| scenarios.iter().map(move |l| (spec, kernel, l)));
+        for (index, ((spec, kernel, loaded), prev)) in runs.zip(&results.runs).enumerate() {
+            let now = Ran {
+                scenario: &loaded.scenario.name,
+                spec,
+                scenario_sha256: &crate::run::engine::scenario_sha256(&loaded.scenario),
+                image_sha256: &kernel.image_sha256,
+            };
+            if let Some(e) = resume_mismatch(&session.out, index, prev, &now) {
+                return Err(e);
+            }
+        }
+    }
     let host = session.host(&kernels[0].image).await?;
     let accel = host.accel;
     let writer = match &existing {
@@ -120,16 +139,6 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
         });
         for loaded in &scenarios {
             let previous = existing.as_ref().and_then(|r| r.runs.get(index));
-            if let Some(prev) = previous {
-                if prev.scenario.name != loaded.scenario.name || prev.kernel.spec != *spec {
-                    return Err(CliError::ResumeMismatch {
-                        out: session.out.clone(),
-                        run: index + 1,
-                        found: format!("{} on {}", prev.scenario.name, prev.kernel.spec),
-                        given: format!("{} on {spec}", loaded.scenario.name),
-                    });
-                }
-            }
             let record = match previous {
                 Some(prev) if prev.finished.is_some() => {
                     sink.info(format!("run {}: finished before, kept as it is", index + 1));
@@ -149,4 +158,124 @@ pub async fn run(args: RunArgs) -> Result<i32, CliError> {
     }
     crate::run::session::finish(&mut sink)?;
     Ok(code)
+}
+
+/// What a run about to continue would run: scenario and kernel, and their contents.
+struct Ran<'a> {
+    scenario: &'a str,
+    spec: &'a str,
+    /// Of the scenario after its parameters (`ScenarioInfo::sha256`).
+    scenario_sha256: &'a str,
+    image_sha256: &'a str,
+}
+
+/// Why the run `prev` (number `index`, from 0) cannot be continued by `now`: another scenario
+/// or kernel, or the same names with other contents (an edited scenario, another `--param`,
+/// a kernel spec that now resolves to another image). Kept iterations of one and new ones of
+/// the other would be counted as one run's.
+fn resume_mismatch(
+    out: &std::path::Path,
+    index: usize,
+    prev: &crate::report::RunRecord,
+    now: &Ran,
+) -> Option<CliError> {
+    let mismatch = |found: String, given: String| {
+        Some(CliError::ResumeMismatch {
+            out: out.to_path_buf(),
+            run: index + 1,
+            found,
+            given,
+        })
+    };
+    if prev.scenario.name != now.scenario || prev.kernel.spec != now.spec {
+        return mismatch(
+            format!("{} on {}", prev.scenario.name, prev.kernel.spec),
+            format!("{} on {}", now.scenario, now.spec),
+        );
+    }
+    // Results of older versions recorded no scenario digest.
+    if prev
+        .scenario
+        .sha256
+        .as_deref()
+        .is_some_and(|h| h != now.scenario_sha256)
+    {
+        return mismatch(
+            format!(
+                "{} with the scenario (after parameters) of sha256 {}",
+                prev.scenario.name,
+                prev.scenario.sha256.as_deref().unwrap_or_default()
+            ),
+            format!(
+                "{} as it is now, of sha256 {} (an edited file or another --param)",
+                now.scenario, now.scenario_sha256
+            ),
+        );
+    }
+    if prev.kernel.image_sha256 != now.image_sha256 {
+        return mismatch(
+            format!(
+                "on {} with the kernel image of sha256 {}",
+                prev.kernel.spec, prev.kernel.image_sha256
+            ),
+            format!(
+                "on {} with the kernel image it resolves to now, of sha256 {}",
+                now.spec, now.image_sha256
+            ),
+        );
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prev() -> crate::report::RunRecord {
+        let mut run = crate::report::results::tests::run_record(
+            "control-psync",
+            "control-psync.yaml",
+            ("debian:6.1", "6.1"),
+            vec![],
+        );
+        run.scenario.sha256 = Some("aaaa".into());
+        run.kernel.image_sha256 = "k1".into();
+        run
+    }
+
+    fn now<'a>(scenario_sha256: &'a str, image_sha256: &'a str) -> Ran<'a> {
+        Ran {
+            scenario: "control-psync",
+            spec: "debian:6.1",
+            scenario_sha256,
+            image_sha256,
+        }
+    }
+
+    #[test]
+    fn a_resume_of_an_edited_scenario_or_another_kernel_image_is_refused() {
+        let out = std::path::Path::new("out");
+        assert!(resume_mismatch(out, 0, &prev(), &now("aaaa", "k1")).is_none());
+        // The file edited (or another --param) between the kill and the resume: iteration 1
+        // ran the old steps, 2.. would run the new ones, all counted as one rate.
+        let e = resume_mismatch(out, 0, &prev(), &now("bbbb", "k1")).unwrap();
+        assert_eq!(e.exit_code(), 2);
+        let msg = e.to_string();
+        assert!(msg.starts_with("resume out: its run 1 is control-psync with the scenario"));
+        assert!(msg.contains("aaaa") && msg.contains("bbbb"), "{msg}");
+        let e = resume_mismatch(out, 1, &prev(), &now("aaaa", "k2")).unwrap();
+        assert!(e
+            .to_string()
+            .contains("its run 2 is on debian:6.1 with the kernel image of sha256 k1"));
+        // Another scenario altogether, as before.
+        let other = Ran {
+            scenario: "seed-kill-umount",
+            ..now("aaaa", "k1")
+        };
+        assert!(resume_mismatch(out, 0, &prev(), &other).is_some());
+        // Results of an older crashrig carry no scenario digest: not refused for lacking one.
+        let mut old = prev();
+        old.scenario.sha256 = None;
+        assert!(resume_mismatch(out, 0, &old, &now("bbbb", "k1")).is_none());
+    }
 }

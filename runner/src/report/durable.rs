@@ -340,6 +340,40 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    #[test]
+    fn a_directory_holding_any_file_a_run_writes_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("default");
+        for name in [
+            "summary.md",
+            "junit-cells.xml",
+            "bisect.json",
+            "bisect-target.json",
+            "amplify.json",
+        ] {
+            let out = dir.path().join(format!("out-{name}"));
+            std::fs::create_dir(&out).unwrap();
+            std::fs::write(out.join(name), "the user's own").unwrap();
+            let err = claim_results_dir(Some(&out), &default, false).unwrap_err();
+            assert!(
+                matches!(err, ResultsDirError::WouldReplace { file, .. } if file == name),
+                "{name}: {err}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(out.join(name)).unwrap(),
+                "the user's own"
+            );
+        }
+        // Files a run never writes do not make a directory a results directory.
+        let notes = dir.path().join("notes");
+        std::fs::create_dir(&notes).unwrap();
+        std::fs::write(notes.join("notes.txt"), "x").unwrap();
+        assert_eq!(
+            claim_results_dir(Some(&notes), &default, false).unwrap(),
+            notes
+        );
+    }
+
     /// Whether some process holds `dir`'s lock (tried on a descriptor of its own, and
     /// released at once).
     fn locked_elsewhere(dir: &Path) -> bool {

@@ -60,6 +60,19 @@ pub enum MatrixRunError {
         why: String,
         matrix: String,
     },
+    /// `--resume` of a cell a killed run left unfinished, with another scenario (after
+    /// parameters) or kernel image than it ran: kept and new iterations would be one count.
+    #[error(
+        "resume {}: cell {cell} ran {why}; its kept iterations and new ones would be counted \
+         as one. Nothing was run or changed: resume with the scenarios and kernels it ran, or \
+         give a new --out",
+        out.display()
+    )]
+    ResumeChanged {
+        out: PathBuf,
+        cell: String,
+        why: String,
+    },
     #[error(transparent)]
     Results(#[from] StoreError),
     #[error(transparent)]
@@ -205,6 +218,23 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
             .await?;
         kernels.insert(k.label.clone(), Arc::new(resolved));
     }
+    if let Some(existing) = &existing {
+        for cell in &cells {
+            let id = cell.id();
+            let Some(prev) = existing
+                .runs
+                .iter()
+                .find(|r| r.cell.as_ref().is_some_and(|c| c.id == id))
+            else {
+                continue;
+            };
+            let sha = crate::run::engine::scenario_sha256(&scenarios[&cell.index].scenario);
+            let image = &kernels[&cell.kernel.label].image_sha256;
+            if let Some(why) = changed_since(prev, &sha, image) {
+                return Err(MatrixRunError::ResumeChanged { out, cell: id, why });
+            }
+        }
+    }
     let Some(first) = cells.first() else {
         let sink = session.setup_sink();
         // The matrix file may have changed: the kept cells take their new positions and
@@ -314,6 +344,35 @@ fn baselines(args: &MatrixOptions, m: &matrix::Matrix) -> Result<Baselines, Matr
 }
 
 /// What an empty shard says: which shard, and how few cells the matrix has.
+/// Why `prev`, the run a killed matrix left for a cell, cannot be continued by a run of the
+/// scenario of digest `scenario_sha256` (after parameters) on the kernel image `image_sha256`.
+fn changed_since(
+    prev: &crate::report::RunRecord,
+    scenario_sha256: &str,
+    image_sha256: &str,
+) -> Option<String> {
+    // Results of older versions recorded no scenario digest.
+    if let Some(h) = prev
+        .scenario
+        .sha256
+        .as_deref()
+        .filter(|h| *h != scenario_sha256)
+    {
+        return Some(format!(
+            "the scenario (after parameters) of sha256 {h}, not the one of sha256 \
+             {scenario_sha256} it is now (an edited file or another --param)"
+        ));
+    }
+    if prev.kernel.image_sha256 != image_sha256 {
+        return Some(format!(
+            "the kernel image of sha256 {}, not the one of sha256 {image_sha256} {} resolves \
+             to now",
+            prev.kernel.image_sha256, prev.kernel.spec
+        ));
+    }
+    None
+}
+
 fn empty_shard_note(partition: Option<&Partition>, cells: usize) -> String {
     let shard = partition.map_or_else(
         || "this matrix".to_string(),
@@ -358,4 +417,38 @@ fn finish(
         });
     }
     Ok(outcome.exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_resumed_with_an_edited_scenario_or_another_kernel_image_is_refused() {
+        let mut prev = crate::report::results::tests::run_record(
+            "control-psync",
+            "control-psync.yaml",
+            ("debian:6.1", "6.1"),
+            vec![],
+        );
+        prev.scenario.sha256 = Some("aaaa".into());
+        prev.kernel.image_sha256 = "k1".into();
+        assert_eq!(changed_since(&prev, "aaaa", "k1"), None);
+        let why = changed_since(&prev, "bbbb", "k1").unwrap();
+        assert!(
+            why.contains("sha256 aaaa, not the one of sha256 bbbb"),
+            "{why}"
+        );
+        let why = changed_since(&prev, "aaaa", "k2").unwrap();
+        assert!(why.contains("kernel image of sha256 k1"), "{why}");
+        let e = MatrixRunError::ResumeChanged {
+            out: "out".into(),
+            cell: "debian-6.1/control-psync".into(),
+            why,
+        };
+        assert_eq!(e.exit_code(), 2);
+        // Results of an older crashrig carry no scenario digest: not refused for lacking one.
+        prev.scenario.sha256 = None;
+        assert_eq!(changed_since(&prev, "bbbb", "k1"), None);
+    }
 }

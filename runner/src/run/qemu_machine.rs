@@ -97,8 +97,8 @@ struct Prepared {
     snapshots: tempfile::TempDir,
     scratch: ScratchDisks,
     /// Short private directory (0700) for the QMP socket: a socket path must fit 108 bytes,
-    /// whatever the results directory is.
-    runtime: tempfile::TempDir,
+    /// whatever the results directory is. Swept by the next run when crashrig is killed.
+    runtime: crate::vm::scratch::RuntimeDir,
 }
 
 /// What a machine's boots take from its scenario: scenarios with the same shape can share one
@@ -145,20 +145,6 @@ pub fn booted_key(
         format!("accel {accel:?}"),
         format!("qemu {qemu}"),
     ])
-}
-
-/// A short directory for sockets: `$XDG_RUNTIME_DIR` or the temporary directory when short
-/// enough, else /tmp.
-pub fn runtime_base() -> PathBuf {
-    let candidates = [
-        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
-        Some(std::env::temp_dir()),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_absolute() && p.as_os_str().len() <= 64 && p.is_dir())
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 impl<'a> QemuMachine<'a> {
@@ -297,11 +283,7 @@ impl<'a> QemuMachine<'a> {
             .prefix("snapshots-")
             .tempdir_in(scratch.dir())
             .map_err(io(scratch.dir().to_path_buf()))?;
-        let base = runtime_base();
-        let runtime = tempfile::Builder::new()
-            .prefix("crashrig-")
-            .tempdir_in(&base)
-            .map_err(io(base))?;
+        let runtime = crate::vm::scratch::RuntimeDir::create()?;
         let kept = scratch.kept().map(Path::to_path_buf);
         let prepared = Prepared {
             initrd,

@@ -7,6 +7,10 @@
 //! the space is freed by the kernel as soon as crashrig and its QEMU are gone, however they
 //! end. What a killed run leaves is an empty directory whose lock nobody holds; the next run
 //! sweeps it and says so.
+//!
+//! Each machine's QMP and agent sockets live in a short private (0700) `crashrig-rt-*`
+//! directory of the runtime base ([`runtime_base`]), with an owner lock too: a killed run's
+//! is swept the same way (before, every kill -9 left one for good).
 
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
@@ -15,6 +19,54 @@ use std::path::{Path, PathBuf};
 use super::qemu::{Disk, VmError};
 
 const PREFIX: &str = "crashrig-disks-";
+const RUNTIME_PREFIX: &str = "crashrig-rt-";
+
+/// Where machines' runtime directories go: short, since a socket path must fit 108 bytes.
+pub fn runtime_base() -> PathBuf {
+    let candidates = [
+        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        Some(std::env::temp_dir()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_absolute() && p.as_os_str().len() <= 64 && p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// A machine's private runtime directory (0700) for its sockets, removed on drop; its owner
+/// lock lets the next run sweep it when crashrig was killed.
+pub struct RuntimeDir {
+    dir: tempfile::TempDir,
+    _owner: File,
+}
+
+impl RuntimeDir {
+    pub fn create() -> Result<RuntimeDir, VmError> {
+        Self::create_in(&runtime_base())
+    }
+
+    fn create_in(base: &Path) -> Result<RuntimeDir, VmError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix(RUNTIME_PREFIX)
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(base)
+            .map_err(|source| VmError::Io {
+                path: base.to_path_buf(),
+                source,
+            })?;
+        let owner = crate::cache::own(dir.path()).map_err(|e| VmError::Io {
+            path: dir.path().into(),
+            source: std::io::Error::other(crate::report::error_chain(&e)),
+        })?;
+        Ok(RuntimeDir { dir, _owner: owner })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
 
 /// A run's scratch disks; dropping it closes (and so frees) them and removes the directory,
 /// unless they are kept.
@@ -113,24 +165,35 @@ impl ScratchDisks {
 /// directories with no lock, from an older crashrig, after a day; kept ones never, as they
 /// have no lock file but their disks). Returns one line per removal.
 pub fn sweep() -> Vec<String> {
-    sweep_in(&std::env::temp_dir())
+    let mut swept = sweep_in(&std::env::temp_dir());
+    swept.extend(sweep_runtime_in(&runtime_base()));
+    swept
 }
 
 fn sweep_in(tmp: &Path) -> Vec<String> {
+    sweep_prefix(tmp, PREFIX, "scratch disks")
+}
+
+/// Runtime directories (sockets only) of runs that are gone; only ones with an owner lock.
+fn sweep_runtime_in(base: &Path) -> Vec<String> {
+    sweep_prefix(base, RUNTIME_PREFIX, "runtime directory")
+}
+
+fn sweep_prefix(tmp: &Path, prefix: &str, what: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return Vec::new();
     };
     let mut swept = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        let ours = entry.file_name().to_string_lossy().starts_with(PREFIX)
+        let ours = entry.file_name().to_string_lossy().starts_with(prefix)
             && entry.file_type().is_ok_and(|t| t.is_dir());
         if !ours || !path.join(".owner").exists() || !crate::cache::abandoned(&path) {
             continue;
         }
         if std::fs::remove_dir_all(&path).is_ok() {
             swept.push(format!(
-                "removed scratch disks {} (left by a crashrig that was killed)",
+                "removed {what} {} (left by a crashrig that was killed)",
                 path.display()
             ));
         }
@@ -202,5 +265,34 @@ mod tests {
             )]
         );
         assert!(!dead.exists() && other.exists());
+    }
+
+    #[test]
+    fn a_runtime_directory_is_private_and_a_killed_runs_is_swept() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let live = RuntimeDir::create_in(base.path()).unwrap();
+        let mode = std::fs::metadata(live.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+        // A kill -9 leaves the directory with a socket in it and nobody holding its lock.
+        let dead = base.path().join("crashrig-rt-dead");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join(".owner"), "").unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(dead.join("qmp.sock")).unwrap();
+        // A scratch-disk directory is not a runtime directory, and has its own sweep.
+        let disks = base.path().join("crashrig-disks-dead");
+        std::fs::create_dir(&disks).unwrap();
+        std::fs::write(disks.join(".owner"), "").unwrap();
+        assert_eq!(
+            sweep_runtime_in(base.path()),
+            vec![format!(
+                "removed runtime directory {} (left by a crashrig that was killed)",
+                dead.display()
+            )]
+        );
+        assert!(!dead.exists() && live.path().exists() && disks.exists());
+        let path = live.path().to_path_buf();
+        drop(live);
+        assert!(!path.exists());
     }
 }
