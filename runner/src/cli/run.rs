@@ -212,7 +212,7 @@ fn resume_mismatch(
             ),
         );
     }
-    if prev.kernel.image_sha256 != now.image_sha256 {
+    if !prev.kernel.image_sha256.is_empty() && prev.kernel.image_sha256 != now.image_sha256 {
         return mismatch(
             format!(
                 "on {} with the kernel image of sha256 {}",

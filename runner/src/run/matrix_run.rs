@@ -363,7 +363,7 @@ fn changed_since(
              {scenario_sha256} it is now (an edited file or another --param)"
         ));
     }
-    if prev.kernel.image_sha256 != image_sha256 {
+    if !prev.kernel.image_sha256.is_empty() && prev.kernel.image_sha256 != image_sha256 {
         return Some(format!(
             "the kernel image of sha256 {}, not the one of sha256 {image_sha256} {} resolves \
              to now",
