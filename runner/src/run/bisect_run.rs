@@ -1279,11 +1279,23 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         }
     }
     match r.culprit {
-        Some(c) => s.push_str(&format!(
-            "{noun}: {} (posterior {:.3})\n",
-            name(c),
-            r.confidence
-        )),
+        Some(c) => {
+            s.push_str(&format!(
+                "{noun}: {} (posterior {:.3})\n",
+                name(c),
+                r.confidence
+            ));
+            // The search may start on the ends' posterior alone; say when the named change
+            // rests on the verification rather than on the ends' own difference.
+            if !r.ends_confirmed && r.ends.is_some() {
+                s.push_str(&format!(
+                    "  the ends' runs alone did not confirm a difference by a test that holds \
+                     however often it was looked at (a Bayes factor against equal rates of {} \
+                     needed); the {noun} rests on the search and its verification\n",
+                    bayes_factor_text(r.evidence_needed)
+                ));
+            }
+        }
         None => {
             if let Some(range) = &r.range {
                 s.push_str(&format!(
@@ -1337,17 +1349,48 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
         ));
     }
     if let Some(v) = &r.verified {
+        // A candidate whose kernel is byte-identical to another's ran on that one's: say so,
+        // or its "fresh runs" seem to come from nowhere (its evidence row shows none).
+        let on = |c: usize| {
+            r.evidence
+                .iter()
+                .find(|row| row.candidate == c)
+                .and_then(|row| row.alias_of)
+                .map_or(String::new(), |a| {
+                    format!(" (on candidate {a}'s identical kernel)")
+                })
+        };
         // The fresh runs are the higher-rate kernel's: the culprit's, or with --fix the
         // parent's (the fix is the lower-rate one).
         let (named, parent) = if fix {
             (
-                format!("fix {} every run {}", v.good_candidate, v.good.text()),
-                format!("parent {} fresh runs {}", v.bad_candidate, v.bad.text()),
+                format!(
+                    "fix {} every run{} {}",
+                    v.good_candidate,
+                    on(v.good_candidate),
+                    v.good.text()
+                ),
+                format!(
+                    "parent {} fresh runs{} {}",
+                    v.bad_candidate,
+                    on(v.bad_candidate),
+                    v.bad.text()
+                ),
             )
         } else {
             (
-                format!("culprit {} fresh runs {}", v.bad_candidate, v.bad.text()),
-                format!("parent {} every run {}", v.good_candidate, v.good.text()),
+                format!(
+                    "culprit {} fresh runs{} {}",
+                    v.bad_candidate,
+                    on(v.bad_candidate),
+                    v.bad.text()
+                ),
+                format!(
+                    "parent {} every run{} {}",
+                    v.good_candidate,
+                    on(v.good_candidate),
+                    v.good.text()
+                ),
             )
         };
         s.push_str(&format!(
@@ -2018,6 +2061,55 @@ mod tests {
         );
         let runs = bisect::MeasuredRate::new(6, 7);
         assert_eq!(verification_runs_text(&runs), runs.text());
+    }
+
+    /// probe15c: "culprit 6 fresh runs 3/3" beside an evidence row "6: 0/0 same kernel as 7",
+    /// and a culprit named after ends that never confirmed a difference, said nowhere but in
+    /// bisect.json.
+    #[test]
+    fn the_report_says_which_kernel_a_culprit_ran_on_and_that_the_ends_were_unconfirmed() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let mut h = bisect::SimulatedHistory {
+            culprit: 2,
+            p: 0.9,
+            fp: 0.0,
+            rng: &mut rng,
+        };
+        let mut report = Bisector::new(3, Config::default())
+            .unwrap()
+            .run(&mut h)
+            .unwrap();
+        let culprit = report.culprit.expect("a culprit at 0 -> 90%");
+        let v = report.verified.clone().expect("verified");
+        let names: Vec<String> = (0..=3).map(|k| format!("c{k}")).collect();
+        let text = report_text(&report, &names, Some(&t("umount:EBUSY")));
+        assert!(!text.contains("identical kernel"), "{text}");
+        let row = report
+            .evidence
+            .iter_mut()
+            .find(|row| row.candidate == v.bad_candidate)
+            .unwrap();
+        row.alias_of = Some(3);
+        report.ends_confirmed = false;
+        let text = report_text(&report, &names, Some(&t("umount:EBUSY")));
+        assert!(
+            text.contains(&format!(
+                "culprit {} fresh runs (on candidate 3's identical kernel) ",
+                v.bad_candidate
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "culprit: c{culprit} (posterior {:.3})\n  the ends' runs alone did not confirm",
+                report.confidence
+            )),
+            "{text}"
+        );
+        report.ends_confirmed = true;
+        let text = report_text(&report, &names, Some(&t("umount:EBUSY")));
+        assert!(!text.contains("the ends' runs alone"), "{text}");
     }
 
     #[test]
