@@ -69,6 +69,16 @@ fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
+/// `s.yaml`, a scenario of one `sync`, and `m.yaml`, a matrix of it on one kernel.
+fn one_cell_matrix(home: &Path) {
+    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
+    write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
+    );
+}
+
 /// A billion laughs: nine levels of nine aliases each, under an otherwise good file.
 fn laughs(head: &str) -> String {
     let mut s = format!("{head}x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
@@ -468,12 +478,7 @@ fn a_kconfig_file_named_like_a_fragment_name_gets_a_hint() {
 fn matrix_out_with_a_users_summary_is_refused_and_the_file_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path();
-    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
-    write(
-        home,
-        "m.yaml",
-        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
-    );
+    one_cell_matrix(home);
     let out = home.join("out");
     std::fs::create_dir(&out).unwrap();
     let mine = write(&out, "summary.md", "the user's notes");
@@ -577,12 +582,7 @@ fn a_run_refused_before_it_starts_leaves_no_results_directory() {
 fn a_results_directory_another_crashrig_holds_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path();
-    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
-    write(
-        home,
-        "m.yaml",
-        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
-    );
+    one_cell_matrix(home);
     let out = home.join("same");
     std::fs::create_dir(&out).unwrap();
     let mine = write(&out, "notes.txt", "the first run's file");
@@ -667,12 +667,7 @@ fn check_refuses_a_bad_rate_below_the_reference_before_any_kernel() {
 fn an_empty_matrix_shard_passes_and_merges() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path();
-    write(home, "s.yaml", "name: t\nsteps: [sync]\n");
-    write(
-        home,
-        "m.yaml",
-        "name: m\nkernels: [debian:6.1]\nscenarios: [s.yaml]\n",
-    );
+    one_cell_matrix(home);
     let args = ["matrix", "m.yaml", "-n", "1", "--partition", "2/2", "--out"];
     let t = crashrig(home, &[&args[..], &["sh2"]].concat());
     assert_eq!(t.code, Some(0), "{}", t.stderr);
