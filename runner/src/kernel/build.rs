@@ -387,6 +387,8 @@ pub fn error_lines(log: &str) -> String {
             l.contains("error:")
                 || l.contains("undefined reference")
                 || l.starts_with("make") && l.contains("***")
+                // An error inside a macro's header names the header; this names the use.
+                || l.contains(": note: in expansion of macro")
         })
         .collect();
     lines.dedup();
@@ -799,6 +801,18 @@ make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1
             error_lines(log),
             "../init/main.c:1000:9: error: 'foo' undeclared (first use in this function)
 make[2]: *** [../scripts/Makefile.build:250: init/main.o] Error 1"
+        );
+        // An error in a macro's expansion: the header's line, then where the macro was used.
+        let log = "../include/linux/printk.h:427:10: error: expected ';' before 'if'
+  427 |         _p_func(_fmt, ##__VA_ARGS__);
+../include/linux/printk.h:455:33: note: in expansion of macro 'printk_index_wrap'
+../init/main.c:1396:2: note: in expansion of macro 'pr_info'
+";
+        assert_eq!(
+            error_lines(log),
+            "../include/linux/printk.h:427:10: error: expected ';' before 'if'
+../include/linux/printk.h:455:33: note: in expansion of macro 'printk_index_wrap'
+../init/main.c:1396:2: note: in expansion of macro 'pr_info'"
         );
     }
 

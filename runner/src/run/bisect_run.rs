@@ -911,12 +911,12 @@ fn report_build_failure(sink: &mut EventSink, candidate: &str, chain: &str) {
 /// shortened to the tree's; else the failure's first line.
 fn build_failure_reason(chain: &str) -> String {
     let errors = crate::kernel::build::error_lines(chain);
-    let Some(line) = errors.lines().next() else {
+    let mut lines = errors.lines().map(str::trim);
+    let Some(line) = lines.next() else {
         return chain.lines().next().unwrap_or_default().trim().to_string();
     };
-    let line = line.trim();
     // Build worktrees live in the cache: `.../worktrees/<hash>/fs/namespace.c` -> `fs/namespace.c`.
-    match line.find("/worktrees/") {
+    let short = |line: &str| match line.find("/worktrees/") {
         Some(at) => {
             let rest = &line[at + "/worktrees/".len()..];
             rest.find('/')
@@ -924,6 +924,16 @@ fn build_failure_reason(chain: &str) -> String {
                 .to_string()
         }
         None => line.to_string(),
+    };
+    // An error in a macro's header (`include/linux/printk.h`) says little: the source line
+    // that used the macro is the one the candidate changed.
+    let header = line.split(':').next().is_some_and(|f| f.ends_with(".h"));
+    let used = lines
+        .take_while(|l| l.contains(": note: in expansion of macro"))
+        .find(|l| l.split(':').next().is_some_and(|f| f.ends_with(".c")));
+    match used.filter(|_| header) {
+        Some(used) => format!("{} ({})", short(line), short(used)),
+        None => short(line),
     }
 }
 
@@ -2491,6 +2501,31 @@ mod tests {
             batch_outcome(&only, &target).0,
             BatchOutcome::Unknown { .. }
         ));
+    }
+
+    /// probe15c: a missing `;` after a `pr_info` in init/main.c was reported as an error in
+    /// include/linux/printk.h; the line that used the macro was only in the full log.
+    #[test]
+    fn an_error_in_a_macros_header_names_the_line_that_used_the_macro() {
+        let w = "/root/.cache/crashrig/worktrees/1bbbe3dbe1607ae1";
+        let chain = format!(
+            "compile the kernel (full log: /c/builds/failed/ae53.log):\n\
+             {w}/include/linux/printk.h:427:10: error: expected ';' before 'if'\n\
+             {w}/include/linux/printk.h:455:33: note: in expansion of macro 'printk_index_wrap'\n\
+             {w}/init/main.c:1396:2: note: in expansion of macro 'pr_info'\n\
+             make[3]: *** [{w}/scripts/Makefile.build:250: init/main.o] Error 1\n"
+        );
+        assert_eq!(
+            build_failure_reason(&chain),
+            "include/linux/printk.h:427:10: error: expected ';' before 'if' \
+             (init/main.c:1396:2: note: in expansion of macro 'pr_info')"
+        );
+        // An error in a source file is itself the line.
+        let chain = format!("{w}/fs/namespace.c:16:3: error: x\n{w}/init/main.c:1:2: note: in expansion of macro 'y'\n");
+        assert_eq!(
+            build_failure_reason(&chain),
+            "fs/namespace.c:16:3: error: x"
+        );
     }
 
     #[test]
