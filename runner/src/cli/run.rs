@@ -9,7 +9,7 @@ use super::CliError;
 use crate::exit;
 use crate::kernel::KernelSpec;
 use crate::report::writer::ResultsWriter;
-use crate::report::Event;
+use crate::report::{Changed, Event};
 use crate::run::session::{BuildRequest, Session, SessionError};
 use crate::run::RunOptions;
 
@@ -193,38 +193,28 @@ fn resume_mismatch(
             format!("{} on {}", now.scenario, now.spec),
         );
     }
-    // Results of older versions recorded no scenario digest.
-    if prev
-        .scenario
-        .sha256
-        .as_deref()
-        .is_some_and(|h| h != now.scenario_sha256)
-    {
-        return mismatch(
+    match prev.changed_since(now.scenario_sha256, now.image_sha256)? {
+        Changed::Scenario { was } => mismatch(
             format!(
-                "{} with the scenario (after parameters) of sha256 {}",
-                prev.scenario.name,
-                prev.scenario.sha256.as_deref().unwrap_or_default()
+                "{} with the scenario (after parameters) of sha256 {was}",
+                prev.scenario.name
             ),
             format!(
                 "{} as it is now, of sha256 {} (an edited file or another --param)",
                 now.scenario, now.scenario_sha256
             ),
-        );
-    }
-    if !prev.kernel.image_sha256.is_empty() && prev.kernel.image_sha256 != now.image_sha256 {
-        return mismatch(
+        ),
+        Changed::Image { was } => mismatch(
             format!(
-                "on {} with the kernel image of sha256 {}",
-                prev.kernel.spec, prev.kernel.image_sha256
+                "on {} with the kernel image of sha256 {was}",
+                prev.kernel.spec
             ),
             format!(
                 "on {} with the kernel image it resolves to now, of sha256 {}",
                 now.spec, now.image_sha256
             ),
-        );
+        ),
     }
-    None
 }
 
 #[cfg(test)]

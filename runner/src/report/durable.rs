@@ -214,14 +214,17 @@ pub fn claim_results_dir(
         source,
     })?;
     lock_results_dir(out)?;
-    if !resume && RESULTS_MARKS.iter().any(|m| out.join(m).exists()) {
+    if resume {
+        return Ok(out.to_path_buf());
+    }
+    if RESULTS_MARKS.iter().any(|m| out.join(m).exists()) {
         return Err(ResultsDirError::InUse {
             path: out.to_path_buf(),
         });
     }
     if let Some(file) = REPORT_FILES
         .iter()
-        .find(|f| !resume && out.join(f).symlink_metadata().is_ok())
+        .find(|f| out.join(f).symlink_metadata().is_ok())
     {
         return Err(ResultsDirError::WouldReplace {
             path: out.to_path_buf(),

@@ -324,6 +324,30 @@ impl RunRecord {
             crate::exit::OK
         }
     }
+
+    /// What differs between this run, left by a killed command, and the run of the scenario
+    /// of digest `scenario_sha256` (after parameters) on the kernel image `image_sha256` that
+    /// would continue it: kept iterations of one and new ones of the other would count as one
+    /// rate. A record of an older crashrig, without a digest, is not refused for lacking it.
+    pub fn changed_since(&self, scenario_sha256: &str, image_sha256: &str) -> Option<Changed<'_>> {
+        if let Some(was) = self
+            .scenario
+            .sha256
+            .as_deref()
+            .filter(|h| *h != scenario_sha256)
+        {
+            return Some(Changed::Scenario { was });
+        }
+        let was = self.kernel.image_sha256.as_str();
+        (!was.is_empty() && was != image_sha256).then_some(Changed::Image { was })
+    }
+}
+
+/// What [`RunRecord::changed_since`] found: the digest the run was recorded with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed<'a> {
+    Scenario { was: &'a str },
+    Image { was: &'a str },
 }
 
 /// A run's place in a matrix: enough to merge shards and resume without the matrix file.

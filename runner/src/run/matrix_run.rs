@@ -14,7 +14,7 @@ use crate::matrix::{self, MatrixError, Partition};
 use crate::report::events::{Event, EventSink, Forward, Reporter};
 use crate::report::store::StoreError;
 use crate::report::writer::ResultsWriter;
-use crate::report::MatrixId;
+use crate::report::{Changed, MatrixId};
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
 
 /// What `crashrig matrix` runs, as plain values.
@@ -343,7 +343,6 @@ fn baselines(args: &MatrixOptions, m: &matrix::Matrix) -> Result<Baselines, Matr
     Ok(Baselines::with(check, args.write_baseline.as_deref())?)
 }
 
-/// What an empty shard says: which shard, and how few cells the matrix has.
 /// Why `prev`, the run a killed matrix left for a cell, cannot be continued by a run of the
 /// scenario of digest `scenario_sha256` (after parameters) on the kernel image `image_sha256`.
 fn changed_since(
@@ -351,28 +350,20 @@ fn changed_since(
     scenario_sha256: &str,
     image_sha256: &str,
 ) -> Option<String> {
-    // Results of older versions recorded no scenario digest.
-    if let Some(h) = prev
-        .scenario
-        .sha256
-        .as_deref()
-        .filter(|h| *h != scenario_sha256)
-    {
-        return Some(format!(
-            "the scenario (after parameters) of sha256 {h}, not the one of sha256 \
+    Some(match prev.changed_since(scenario_sha256, image_sha256)? {
+        Changed::Scenario { was } => format!(
+            "the scenario (after parameters) of sha256 {was}, not the one of sha256 \
              {scenario_sha256} it is now (an edited file or another --param)"
-        ));
-    }
-    if !prev.kernel.image_sha256.is_empty() && prev.kernel.image_sha256 != image_sha256 {
-        return Some(format!(
-            "the kernel image of sha256 {}, not the one of sha256 {image_sha256} {} resolves \
+        ),
+        Changed::Image { was } => format!(
+            "the kernel image of sha256 {was}, not the one of sha256 {image_sha256} {} resolves \
              to now",
-            prev.kernel.image_sha256, prev.kernel.spec
-        ));
-    }
-    None
+            prev.kernel.spec
+        ),
+    })
 }
 
+/// What an empty shard says: which shard, and how few cells the matrix has.
 fn empty_shard_note(partition: Option<&Partition>, cells: usize) -> String {
     let shard = partition.map_or_else(
         || "this matrix".to_string(),
