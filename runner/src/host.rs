@@ -130,6 +130,22 @@ fn is_executable(p: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The host's 1-minute load average (`/proc/loadavg`), `None` when it cannot be read.
+pub fn load_average() -> Option<f64> {
+    parse_loadavg(&std::fs::read_to_string("/proc/loadavg").ok()?)
+}
+
+/// `0.52 0.58 0.59 1/312 4242` -> 0.52.
+fn parse_loadavg(text: &str) -> Option<f64> {
+    let load: f64 = text.split_whitespace().next()?.parse().ok()?;
+    (load.is_finite() && load >= 0.0).then_some(load)
+}
+
+/// The host's CPUs (as `make -j` and the default `-j` count them).
+pub fn cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+}
+
 /// Host cores and available memory (`MemAvailable` of /proc/meminfo), for
 /// `matrix::default_jobs`. Memory is `None` when /proc/meminfo cannot be read.
 pub fn resources() -> (usize, Option<u64>) {
@@ -221,5 +237,14 @@ mod tests {
         assert_eq!(mem_available(meminfo), Some(20_000_000 * 1024));
         assert_eq!(mem_available("MemTotal: 5 kB\n"), None);
         assert_eq!(meminfo_field(meminfo, "MemTotal:"), Some(24_596_028 * 1024));
+    }
+
+    #[test]
+    fn reads_the_one_minute_load_average() {
+        assert_eq!(parse_loadavg("0.52 0.58 0.59 1/312 4242\n"), Some(0.52));
+        assert_eq!(parse_loadavg("17.00 3 1 2/9 1"), Some(17.0));
+        assert_eq!(parse_loadavg(""), None);
+        assert_eq!(parse_loadavg("nan 1 1"), None);
+        assert_eq!(parse_loadavg("-1 1 1"), None);
     }
 }

@@ -740,6 +740,22 @@ fn smoke_under_cpu_hog(n: u32) {
     assert_eq!(errors, 0, "infrastructure errors under load: {r}");
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(passed, n as usize);
+    // The load was recorded with every iteration, and the summary says the host was busy:
+    // `cores` hogs and the guest's vCPU keep more threads ready than there are CPUs, so the
+    // 1-minute average passes `cores` within the run's first minutes.
+    let loads: Vec<f64> = its.iter().filter_map(|i| i["host_load"].as_f64()).collect();
+    assert_eq!(
+        loads.len(),
+        its.len(),
+        "an iteration without host_load: {r}"
+    );
+    let max = loads.iter().copied().fold(0.0, f64::max);
+    eprintln!("figure: host load up to {max:.1} on {cores} CPUs");
+    assert!(max > cores as f64, "{loads:?}");
+    assert!(
+        stdout.contains(&format!("host load above its {cores} CPU")),
+        "stdout:\n{stdout}"
+    );
 }
 
 /// About 4 minutes on this project's 2-core TCG host (228 s at load 10-14).

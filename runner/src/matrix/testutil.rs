@@ -74,6 +74,7 @@ pub fn iteration(
         seed: u64::from(n),
         dmesg_file: None,
         console_tail: Vec::new(),
+        host_load: None,
     }
 }
 
@@ -142,6 +143,7 @@ pub fn run_with(cell: &Cell, iterations: Vec<IterationRecord>) -> RunRecord {
         cell: Some(cell.info()),
         setting: cell.params.clone(),
         iterations_planned: Some(planned),
+        host_cpus: None,
     }
 }
 

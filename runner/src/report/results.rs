@@ -217,6 +217,11 @@ pub struct IterationRecord {
     pub dmesg_file: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub console_tail: Vec<String>,
+    /// The host's 1-minute load average when the iteration ended (`/proc/loadavg`): a busy
+    /// host slows a TCG guest, and rates that depend on timing with it. Absent in results of
+    /// older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_load: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,6 +268,10 @@ pub struct RunRecord {
     /// a run that never finished holds fewer. Absent in results of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations_planned: Option<u32>,
+    /// CPUs of the host the run ran on, against which `IterationRecord::host_load` reads as
+    /// busy or not. Absent in results of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cpus: Option<u32>,
 }
 
 /// What the kernel said while setup ran (every setup of the run: a run sets up again after a
@@ -312,7 +321,50 @@ fn restore_never() -> String {
     "never".into()
 }
 
+/// How busy the host was while a run's iterations ran, when it was busier than its CPUs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BusyHost {
+    /// The host's CPUs (`RunRecord::host_cpus`).
+    pub cpus: u32,
+    /// The highest 1-minute load average an iteration ended with.
+    pub max_load: f64,
+    /// Iterations that ended with the load above `cpus`.
+    pub busy: u32,
+    /// Iterations with a recorded load.
+    pub recorded: u32,
+}
+
+impl BusyHost {
+    /// `host load above its 2 CPUs when 7 of 10 iterations ended (up to 5.2)`
+    pub fn text(&self) -> String {
+        format!(
+            "host load above its {} when {} of {} iterations ended (up to {:.1}; crashrig's own \
+             guests count)",
+            crate::report::plural(u64::from(self.cpus), "CPU"),
+            self.busy,
+            self.recorded,
+            self.max_load
+        )
+    }
+}
+
 impl RunRecord {
+    /// The host's load while the iterations ran, when some iteration ended with the load
+    /// above the host's CPUs (more threads ready to run than CPUs to run them: a TCG guest
+    /// then runs slower, and a race's window with it); `None` for a quiet host and for
+    /// results that recorded no load.
+    pub fn busy_host(&self) -> Option<BusyHost> {
+        let cpus = self.host_cpus.filter(|&c| c > 0)?;
+        let loads: Vec<f64> = self.iterations.iter().filter_map(|i| i.host_load).collect();
+        let busy = loads.iter().filter(|&&l| l > f64::from(cpus)).count() as u32;
+        (busy > 0).then(|| BusyHost {
+            cpus,
+            max_load: loads.iter().copied().fold(0.0, f64::max),
+            busy,
+            recorded: loads.len() as u32,
+        })
+    }
+
     /// 1 when any iteration or setup's kernel log failed; 2 when the run could not be carried
     /// out; else 0.
     pub fn exit_code(&self) -> i32 {
@@ -716,6 +768,7 @@ pub(crate) mod tests {
             seed: u64::from(n),
             dmesg_file: None,
             console_tail: vec![],
+            host_load: None,
         }
     }
 
@@ -758,6 +811,7 @@ pub(crate) mod tests {
             error: None,
             setting: Default::default(),
             iterations_planned: None,
+            host_cpus: None,
             summary: summarize(&iterations),
             iterations,
         }
@@ -825,5 +879,47 @@ pub(crate) mod tests {
         let s = summarize(&its);
         assert_eq!((s.failed, s.errors, s.failure_rate), (1, 1, 1.0));
         assert_eq!(summarize(&[]).failure_ci95, [0.0, 1.0]);
+    }
+
+    #[test]
+    fn a_run_says_the_host_was_busy_only_when_the_load_passed_its_cpus() {
+        let loaded = |loads: &[Option<f64>]| {
+            let its = loads
+                .iter()
+                .enumerate()
+                .map(|(i, l)| IterationRecord {
+                    host_load: *l,
+                    ..iteration(i as u32 + 1, Verdict::Pass, vec![])
+                })
+                .collect();
+            RunRecord {
+                host_cpus: Some(2),
+                ..run_record("s", "s.yaml", ("debian:6.1", "6.1"), its)
+            }
+        };
+        assert_eq!(loaded(&[Some(0.4), Some(2.0), None]).busy_host(), None);
+        let busy = loaded(&[Some(0.4), Some(5.25), None, Some(2.5)])
+            .busy_host()
+            .unwrap();
+        assert_eq!(
+            busy,
+            BusyHost {
+                cpus: 2,
+                max_load: 5.25,
+                busy: 2,
+                recorded: 3
+            }
+        );
+        assert_eq!(
+            busy.text(),
+            "host load above its 2 CPUs when 2 of 3 iterations ended (up to 5.2; crashrig's \
+             own guests count)"
+        );
+        // Results of an older crashrig recorded neither.
+        let old = RunRecord {
+            host_cpus: None,
+            ..loaded(&[Some(9.0)])
+        };
+        assert_eq!(old.busy_host(), None);
     }
 }

@@ -246,6 +246,12 @@ fn summary(run: &RunRecord, batch: bool) -> String {
     if let Some(line) = starts_line(run).filter(|_| !batch) {
         out.push_str(&line);
     }
+    if let Some(busy) = run.busy_host().filter(|_| !batch) {
+        out.push_str(&format!(
+            "  {}: a slowed guest can show a timing-dependent rate unlike a quiet host's\n",
+            busy.text()
+        ));
+    }
     for (id, st) in &s.steps {
         let outcome_step = matches!(
             st.kind.as_str(),
@@ -1214,5 +1220,28 @@ mod tests {
         }];
         assert!(summary_text(&run)
             .contains("\n  (1 expected message caused by the scenario's own crash steps)\n"));
+    }
+
+    #[test]
+    fn a_run_on_a_busy_host_says_so_under_its_counts() {
+        let mut run = seed_record(
+            "tests/seed-kill-umount.yaml",
+            ("debian:6.1", "6.1"),
+            seed_iterations(),
+        );
+        run.host_cpus = Some(2);
+        assert!(!summary_text(&run).contains("host load"));
+        run.iterations[2].host_load = Some(7.5);
+        let text = summary_text(&run);
+        assert!(
+            text.contains(
+                "0 errors (not judged)\n  host load above its 2 CPUs when 1 of 1 iterations ended \
+                 (up to 7.5; crashrig's own guests count): a slowed guest can show a \
+                 timing-dependent rate unlike a quiet host's\n"
+            ),
+            "{text}"
+        );
+        // A bisection's batch summary leaves it to the full report.
+        assert!(!batch_summary_text(&run).contains("host load"));
     }
 }

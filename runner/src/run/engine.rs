@@ -640,6 +640,7 @@ impl<M: Machine> Run<'_, M> {
             } else {
                 console_tail
             },
+            host_load: self.machine.host_load(),
         }
     }
 
@@ -887,6 +888,7 @@ pub async fn run_batch<M: Machine>(
         independent_iterations: false,
         setting: s.setting.clone(),
         iterations_planned: Some(iterations),
+        host_cpus: Some(crate::host::cpus()),
         guest_image: guest_image_key.to_string(),
         boots: Vec::new(),
         setup: Vec::new(),

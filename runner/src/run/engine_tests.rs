@@ -1501,3 +1501,16 @@ async fn a_warning_during_setup_is_setups_finding_with_or_without_restores() {
         assert_eq!(judged, [Verdict::Fail], "{restore}");
     }
 }
+
+#[tokio::test]
+async fn each_iteration_records_the_host_load_it_ended_with() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    machine.host_loads = [0.5, 3.25].into();
+    let mut rig = Rig::new(machine);
+    let r = h.run_plain(&mut rig).await;
+    let loads: Vec<Option<f64>> = r.iterations.iter().map(|i| i.host_load).collect();
+    // The third iteration's load could not be read: it stays unrecorded, never 0.
+    assert_eq!(loads, [Some(0.5), Some(3.25), None]);
+    assert_eq!(r.host_cpus, Some(crate::host::cpus()));
+}

@@ -67,6 +67,9 @@ pub struct FakeMachine {
     pub failing_save: bool,
     /// Hot-unplugs fail (QEMU refuses the `device_del`).
     pub failing_unplug: bool,
+    /// The host load each iteration sees, in turn (then none): the fake never reads the
+    /// real host's.
+    pub host_loads: VecDeque<f64>,
 }
 
 /// The line a panic leaves on the fake's console, stamped after its kernel log's one record.
@@ -112,6 +115,7 @@ impl FakeMachine {
             console: Vec::new(),
             failing_save: false,
             failing_unplug: false,
+            host_loads: VecDeque::new(),
         }
     }
 
@@ -260,6 +264,10 @@ impl Machine for FakeMachine {
 
     fn is_running(&mut self) -> bool {
         self.running
+    }
+
+    fn host_load(&mut self) -> Option<f64> {
+        self.host_loads.pop_front()
     }
 
     async fn power_cut(&mut self) {

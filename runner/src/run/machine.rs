@@ -89,6 +89,12 @@ pub trait Machine: Send {
     /// Whether the machine is booted and has not ended.
     fn is_running(&mut self) -> bool;
 
+    /// The 1-minute load average of the host the machine runs on, recorded with each
+    /// iteration: a busy host slows a TCG guest, and timing-dependent rates with it.
+    fn host_load(&mut self) -> Option<f64> {
+        crate::host::load_average()
+    }
+
     /// Cuts the power: no flush, no clean shutdown.
     fn power_cut(&mut self) -> impl Future<Output = ()> + Send;
 
