@@ -625,7 +625,18 @@ impl<M: Machine> Run<'_, M> {
             self.run_dir.join(format!("dmesg/iteration-{n:03}.txt")),
             text,
         );
-        let (v, reasons) = verdict::verdict(s, &steps, &findings, abort.as_ref());
+        let (v, mut reasons) = verdict::verdict(s, &steps, &findings, abort.as_ref());
+        let host_load = self.machine.host_load();
+        let cpus = crate::host::cpus();
+        if let Some(load) = host_load.filter(|&l| v == Verdict::Hang && l > f64::from(cpus)) {
+            // Still the kernel's verdict (a deadline is a deadline), but the reader should
+            // know the guest may only have been starved.
+            reasons.push(format!(
+                "the host was busy when it ended (load {load:.1} on {}): a guest slowed by \
+                 the host, not only a stuck kernel, can miss a deadline",
+                crate::report::plural(u64::from(cpus), "CPU")
+            ));
+        }
         IterationRecord {
             iteration: n,
             verdict: v,
@@ -640,7 +651,7 @@ impl<M: Machine> Run<'_, M> {
             } else {
                 console_tail
             },
-            host_load: self.machine.host_load(),
+            host_load,
         }
     }
 

@@ -1514,3 +1514,28 @@ async fn each_iteration_records_the_host_load_it_ended_with() {
     assert_eq!(loads, [Some(0.5), Some(3.25), None]);
     assert_eq!(r.host_cpus, Some(crate::host::cpus()));
 }
+
+#[tokio::test]
+async fn a_hang_on_a_busy_host_says_the_host_was_busy() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::new(|label, _| match label {
+        "iteration 1" | "iteration 2" => Reply::Hang { step: 1 },
+        _ => Reply::Ok,
+    });
+    let cpus = f64::from(crate::host::cpus());
+    machine.host_loads = [cpus + 3.0, cpus - 0.5, cpus + 3.0].into();
+    let mut rig = Rig::new(machine);
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Hang, Verdict::Hang, Verdict::Pass]);
+    let busy = |i: usize| {
+        r.iterations[i]
+            .reasons
+            .iter()
+            .any(|reason| reason.starts_with("the host was busy when it ended (load "))
+    };
+    // A hang under load says so; a hang on a quiet host and a pass under load do not.
+    assert!(busy(0), "{:?}", r.iterations[0].reasons);
+    assert!(!busy(1), "{:?}", r.iterations[1].reasons);
+    assert!(!busy(2), "{:?}", r.iterations[2].reasons);
+    assert!(r.iterations[0].reasons[0].starts_with("hang: "));
+}
