@@ -204,6 +204,11 @@ pub struct BenchMatrixArgs {
     /// Parallel VMs of the second run.
     #[arg(short = 'j', long, default_value_t = 2, value_parser = super::common::jobs_parser())]
     pub jobs: usize,
+    /// Runs of each: in the order -j 1, -j N, -j N, -j 1, ... (each pair mirrors the one
+    /// before, so a host getting busier or quieter during the bench weighs on both alike);
+    /// the mean of each is compared.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
 }
@@ -439,9 +444,13 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
     });
     let (exe, tmp) = self_and_scratch()?;
     let accel = accel_name(args.accel);
-    let mut times = Vec::new();
-    for jobs in [1, args.jobs] {
-        let out = tmp.path().join(format!("j{jobs}"));
+    let mut times: Vec<(usize, f64, Option<f64>)> = Vec::new();
+    for (n, jobs) in abba_order(1, args.jobs, args.rounds)
+        .into_iter()
+        .enumerate()
+    {
+        let out = tmp.path().join(format!("{n}-j{jobs}"));
+        let load = crate::host::load_average();
         let start = std::time::Instant::now();
         let mut cmd = crate::process::tokio_command(&exe);
         cmd.arg("matrix")
@@ -463,18 +472,45 @@ async fn matrix(args: BenchMatrixArgs) -> Result<i32, CliError> {
                 status: status.to_string(),
             });
         }
-        times.push((jobs, start.elapsed().as_secs_f64()));
+        times.push((jobs, start.elapsed().as_secs_f64(), load));
     }
     outln!(
-        "matrix {} with {} iterations per cell:",
+        "matrix {} with {} iterations per cell, {}:",
         matrix.display(),
-        args.iterations
+        args.iterations,
+        crate::report::plural(u64::from(args.rounds), "round")
     );
-    for (jobs, t) in &times {
-        outln!("  -j {jobs}: {t:.1} s");
-    }
-    outln!("  speed-up: {:.2}x", times[0].1 / times[1].1);
+    outln!("{}", matrix_bench_text(&times, args.jobs));
     Ok(crate::exit::OK)
+}
+
+/// `rounds` runs each of `a` and `b`, every pair mirroring the one before: a, b, b, a, a, b...
+fn abba_order<T: Copy>(a: T, b: T, rounds: u32) -> Vec<T> {
+    (0..rounds)
+        .flat_map(|r| if r % 2 == 0 { [a, b] } else { [b, a] })
+        .collect()
+}
+
+/// Each run in the order it ran (with the host's load when it started), then the mean of
+/// each `-j` and the speed-up of `-j jobs` over `-j 1`.
+fn matrix_bench_text(times: &[(usize, f64, Option<f64>)], jobs: usize) -> String {
+    let mut out = String::new();
+    for (j, t, load) in times {
+        let load = load.map_or("unknown".to_string(), |l| format!("{l:.1}"));
+        out.push_str(&format!(
+            "  -j {j}: {t:.1} s (host load at its start {load})\n"
+        ));
+    }
+    let mean = |j: usize| {
+        let ts: Vec<f64> = times.iter().filter(|r| r.0 == j).map(|r| r.1).collect();
+        ts.iter().sum::<f64>() / ts.len().max(1) as f64
+    };
+    let (one, many) = (mean(1), mean(jobs));
+    out.push_str(&format!(
+        "  mean: -j 1 {one:.1} s, -j {jobs} {many:.1} s; speed-up {:.2}x",
+        one / many
+    ));
+    out
 }
 
 /// `bench bisect --confidence`: 0.5 <= c < 1.
@@ -499,4 +535,34 @@ fn parse_tolerance(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|t| (0.0..=1.0).contains(t))
         .ok_or_else(|| format!("`{s}`: expected a tolerance from 0 to 1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pair_of_runs_mirrors_the_one_before() {
+        assert_eq!(abba_order(1, 2, 1), [1, 2]);
+        assert_eq!(abba_order(1, 2, 2), [1, 2, 2, 1]);
+        assert_eq!(abba_order(1, 4, 3), [1, 4, 4, 1, 1, 4]);
+    }
+
+    #[test]
+    fn the_matrix_bench_compares_the_means_and_shows_each_run() {
+        let times = [
+            (1, 30.0, Some(0.5)),
+            (2, 20.0, Some(1.25)),
+            (2, 16.0, None),
+            (1, 34.0, Some(2.0)),
+        ];
+        assert_eq!(
+            matrix_bench_text(&times, 2),
+            "  -j 1: 30.0 s (host load at its start 0.5)\n\
+             \x20 -j 2: 20.0 s (host load at its start 1.2)\n\
+             \x20 -j 2: 16.0 s (host load at its start unknown)\n\
+             \x20 -j 1: 34.0 s (host load at its start 2.0)\n\
+             \x20 mean: -j 1 32.0 s, -j 2 18.0 s; speed-up 1.78x"
+        );
+    }
 }
