@@ -1141,6 +1141,38 @@ async fn a_transport_failure_with_the_guest_alive_reads_its_dmesg_then_boots_afr
 }
 
 #[tokio::test]
+async fn a_step_whose_report_never_arrived_is_an_infrastructure_error_not_a_pass() {
+    // The umount expects success; its report is lost although the helper says it finished:
+    // nothing judged the umount, so the iteration cannot pass (nor count as a failure).
+    let mut s = scenario(mount_umount());
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Lost { step: 1 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
+    let it = &r.iterations[0];
+    assert!(
+        it.reasons[0].starts_with("infrastructure: during umount#2 (umount): ")
+            && it.reasons[0].contains("no report of step"),
+        "{:?}",
+        it.reasons
+    );
+    // Lost in setup, the run cannot go on: its guest was not set up as the scenario says.
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "setup" => Reply::Lost { step: 0 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert!(r.iterations.is_empty(), "{:?}", verdicts(&r));
+    let error = r.error.unwrap_or_default();
+    assert!(error.contains("no report of step"), "{error}");
+}
+
+#[tokio::test]
 async fn a_crash_step_with_no_plan_before_it_reads_the_kernel_log_in_a_plan_of_its_own_first() {
     let mut s = scenario(vec![
         Step::PowerCut(HostStep::default()),
