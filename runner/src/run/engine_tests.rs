@@ -449,6 +449,78 @@ async fn an_interrupted_run_keeps_finished_iterations_and_leaves_the_rig_unready
     assert_eq!(log(rig.machine()).last().unwrap(), "stop");
 }
 
+/// What a killed crashrig leaves: results.json, rewritten as each iteration finishes, holds
+/// the finished iterations, and `--resume` from it runs only the rest into the same record.
+#[tokio::test]
+async fn an_interrupted_runs_results_file_keeps_its_finished_iterations_for_a_resume() {
+    use crate::report::writer::ResultsWriter;
+    let mut s = scenario(mount_umount());
+    s.iterations = 4;
+    let mut h = Harness::new(s);
+    let results = h.out.path().join("results.json");
+    h.sink = EventSink::new(vec![Box::new(ResultsWriter::new(
+        h.out.path(),
+        Default::default(),
+    ))]);
+    let mut machine = FakeMachine::new(|label, _| match label {
+        "iteration 2" => Reply::Hang { step: 1 },
+        _ => Reply::Ok,
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    machine.on_plan = Some(tx);
+    let mut rig = Rig::new(machine);
+    let opts = h.opts();
+    let interrupt = async {
+        while let Some(label) = rx.recv().await {
+            if label == "iteration 3" {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = interrupt => {}
+        _ = h.run(&mut rig, &opts) => panic!("the run finished before the interrupt"),
+    }
+    let kept = crate::report::store::read_results(&results).unwrap();
+    assert_eq!(kept.runs.len(), 1);
+    let run = &kept.runs[0];
+    assert_eq!(run.finished, None);
+    assert_eq!(verdicts(run), [Verdict::Pass, Verdict::Hang]);
+    assert_eq!((run.summary.passed, run.summary.hangs), (1, 1));
+    assert!(!run.setup.is_empty());
+
+    h.sink = EventSink::new(vec![Box::new(ResultsWriter::resuming(
+        h.out.path(),
+        kept.clone(),
+    ))]);
+    let opts = RunOptions {
+        resume: Some(run.clone()),
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    assert!(h.sink.finish().is_none());
+    let done = crate::report::store::read_results(&results).unwrap();
+    assert_eq!(
+        done.runs.len(),
+        1,
+        "the resumed run replaces its unfinished record"
+    );
+    assert_eq!(done.runs[0], r);
+    let numbers: Vec<u32> = r.iterations.iter().map(|i| i.iteration).collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
+    assert_eq!(
+        verdicts(&r),
+        [Verdict::Pass, Verdict::Hang, Verdict::Pass, Verdict::Pass]
+    );
+    assert_eq!((r.summary.passed, r.summary.hangs), (3, 1));
+    assert_eq!(
+        log(rig.machine()),
+        ["boot", "plan setup", "plan iteration 3", "plan iteration 4"]
+    );
+}
+
 /// `--resume`: the unfinished run's iterations are kept and not run again, its seed is the one
 /// used, and a smaller iteration count than it kept drops nothing and says so.
 #[tokio::test]
