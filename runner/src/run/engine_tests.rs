@@ -521,6 +521,34 @@ async fn an_interrupted_runs_results_file_keeps_its_finished_iterations_for_a_re
     );
 }
 
+#[tokio::test]
+async fn results_that_cannot_be_written_stop_no_iteration_and_are_the_runs_failure_at_the_end() {
+    use crate::report::writer::ResultsWriter;
+    let mut h = Harness::new(scenario(mount_umount()));
+    // results.json cannot replace a directory that holds something.
+    let blocked = h.out.path().join("results.json");
+    std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+    h.sink = EventSink::new(vec![
+        Box::new(ResultsWriter::new(h.out.path(), Default::default())),
+        Box::new(h.events.clone()),
+    ]);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    let failure = h
+        .sink
+        .finish()
+        .expect("the failed write is the run's failure");
+    assert!(
+        failure.contains("results.json") && failure.contains("keeps the results written before"),
+        "{failure}"
+    );
+    assert!(blocked.join("in-the-way").is_dir());
+    // junit.xml is another file: it is written all the same.
+    let junit = std::fs::read_to_string(h.out.path().join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase").count(), 3, "{junit}");
+}
+
 /// `--resume`: the unfinished run's iterations are kept and not run again, its seed is the one
 /// used, and a smaller iteration count than it kept drops nothing and says so.
 #[tokio::test]
