@@ -1048,7 +1048,9 @@ async fn run_inner<M: Machine>(
     if *ready && set_up_for.is_none() && !saved {
         // The running machine was set up for another scenario: set up again without
         // booting; a setup that fails there (it was not written to run twice) gets a fresh
-        // boot below.
+        // boot below. Until it ends well the guest is not ready: an interrupt in it leaves
+        // the guest half set up, its helper maybe still running.
+        *ready = false;
         let (steps, error) = run.setup(seed, data_seed).await;
         if error.is_none() {
             record.setup = steps.clone();
@@ -1057,8 +1059,7 @@ async fn run_inner<M: Machine>(
                 steps,
             });
             *set_up_for = Some(scenario_key.to_string());
-        } else {
-            *ready = false;
+            *ready = true;
         }
     }
     if !(*ready || saved) {

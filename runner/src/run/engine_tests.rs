@@ -1404,6 +1404,48 @@ async fn a_setup_that_fails_on_a_machine_set_up_for_another_scenario_boots_afres
 }
 
 #[tokio::test]
+async fn a_setup_interrupted_on_a_machine_set_up_for_another_scenario_leaves_the_rig_unready() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    machine.on_plan = Some(tx);
+    let mut rig = Rig::new(machine);
+    let opts = RunOptions {
+        iterations: Some(1),
+        ..h.opts()
+    };
+    h.run(&mut rig, &opts).await;
+    assert!(rig.is_ready());
+    while rx.try_recv().is_ok() {}
+    h.loaded.scenario.name = "another".into();
+    rig.machine().log.lock().unwrap().clear();
+    // Interrupted while the guest runs the second scenario's setup, which never ends.
+    let interrupt = async {
+        while let Some(label) = rx.recv().await {
+            if label == "setup" {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = interrupt => {}
+        _ = h.run(&mut rig, &opts) => panic!("the run finished before the interrupt"),
+    }
+    assert!(
+        !rig.is_ready(),
+        "a setup cut short leaves the guest half set up, maybe with its helper still running"
+    );
+    rig.machine().log.lock().unwrap().clear();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    assert_eq!(
+        log(rig.machine()),
+        ["boot", "plan setup", "plan iteration 1"]
+    );
+}
+
+#[tokio::test]
 async fn repro_runs_only_the_asked_iteration_with_the_seed_it_had_in_the_full_run() {
     let mut h = Harness::new(scenario(mount_umount()));
     let mut rig = Rig::new(FakeMachine::healthy());
