@@ -1273,6 +1273,27 @@ async fn a_step_whose_report_never_arrived_is_an_infrastructure_error_not_a_pass
 }
 
 #[tokio::test]
+async fn a_report_of_a_step_the_plan_does_not_have_is_an_infrastructure_error() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Stray { index: 9 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
+    let it = &r.iterations[0];
+    assert_eq!(
+        it.reasons[0],
+        "infrastructure: the guest helper reported step 9 of a 3-step plan"
+    );
+    // The steps it did report are judged as reported.
+    let ids: Vec<(&str, bool)> = it.steps.iter().map(|s| (s.id.as_str(), s.ok)).collect();
+    assert_eq!(ids, [("mount#1", true), ("umount#2", true)]);
+}
+
+#[tokio::test]
 async fn a_crash_step_with_no_plan_before_it_reads_the_kernel_log_in_a_plan_of_its_own_first() {
     let mut s = scenario(vec![
         Step::PowerCut(HostStep::default()),

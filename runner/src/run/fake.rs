@@ -34,6 +34,9 @@ pub enum Reply {
     /// Every step runs and the helper says it finished, but the report of `step` never
     /// arrives (a line the host could not read: a helper of another build, a garbled line).
     Lost { step: usize },
+    /// Every step runs, and the helper also reports a step `index` the plan does not have
+    /// (a helper that numbers steps its own way).
+    Stray { index: usize },
 }
 
 /// The script: which reply a plan gets, by the plan (its label: "setup", "iteration 2",
@@ -253,6 +256,17 @@ impl Machine for FakeMachine {
                         .into_iter()
                         .filter(|r| r.index != step)
                         .collect(),
+                    abort: None,
+                }
+            }
+            Reply::Stray { index } => {
+                let mut reports = ok(plan.steps.len());
+                reports.push(StepReport {
+                    index,
+                    ..Self::ok_report(index, &Op::Sync { target: None })
+                });
+                PlanRun {
+                    reports,
                     abort: None,
                 }
             }
