@@ -227,9 +227,10 @@ impl Spawned {
     }
 
     /// SIGTERM or SIGKILL to its group while the leader has not exited (so its pid, the
-    /// group's id, still names it).
-    fn signal(&self, signal: i32) {
-        if !self.exited(Duration::ZERO) {
+    /// group's id, still names it), or `anyway`: members that outlived a leader which exited
+    /// on SIGTERM keep the group's id alive, and go with SIGKILL, as [`Tool`]'s do.
+    fn signal(&self, signal: i32, anyway: bool) {
+        if anyway || !self.exited(Duration::ZERO) {
             signal_group(self.pid, signal);
         }
     }
@@ -290,12 +291,17 @@ pub async fn kill_group(child: &mut tokio::process::Child) -> bool {
     tokio::time::timeout(REAP_LIMIT, child.wait()).await.is_ok()
 }
 
-/// SIGTERM to the group of `child`, `grace` to exit, then [`kill_group`].
+/// SIGTERM to the group of `child`, `grace` to exit, then [`kill_group`]. A member that
+/// outlived a leader which exited on SIGTERM gets SIGKILL too, as [`Tool`]'s do.
 pub async fn stop_group(child: &mut tokio::process::Child, grace: Duration) -> bool {
-    if let Some(pid) = child.id() {
+    let pid = child.id();
+    if let Some(pid) = pid {
         signal_group(pid as i32, libc::SIGTERM);
     }
     if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+        if let Some(pid) = pid {
+            signal_group(pid as i32, libc::SIGKILL);
+        }
         return true;
     }
     kill_group(child).await
@@ -328,13 +334,19 @@ pub fn terminate_all(grace: Duration) {
         SHUTTING_DOWN.store(true, Ordering::SeqCst);
         std::mem::take(&mut *spawned)
     };
+    // Groups whose leader still ran: those that SIGTERM ends get SIGKILL all the same, for
+    // what of them ignored SIGTERM (the leader's exit killed its watchdog).
+    let running: Vec<bool> = tokio_children
+        .iter()
+        .map(|s| !s.exited(Duration::ZERO))
+        .collect();
     let groups = |()| live().lock().map(|l| l.clone()).unwrap_or_default();
     let signal_all = |signal: i32| {
         for pgid in groups(()) {
             signal_group(pgid, signal);
         }
-        for s in &tokio_children {
-            s.signal(signal);
+        for (s, &running) in tokio_children.iter().zip(&running) {
+            s.signal(signal, running && signal == libc::SIGKILL);
         }
     };
     let wait_gone = |limit: Duration| {
@@ -625,6 +637,14 @@ impl<'c> Tool<'c> {
                 }
             }
         }
+        // A program that died of [`terminate_all`]'s signal before the loop saw the flag was
+        // stopped all the same: its status is not its own failure (make's would read as a
+        // compile error).
+        if stopped.is_none() && cancelled(&self.cancel) {
+            stopped = Some(ProcessError::Cancelled {
+                command: command.clone(),
+            });
+        }
         if let Some(e) = stopped {
             reaper.stop(self.grace);
             return Err(e);
@@ -757,6 +777,174 @@ mod tests {
         .output()
         .unwrap_err();
         assert!(matches!(err, ProcessError::Spawn { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_leader_that_exits_takes_what_it_left_running_with_it() {
+        // The background sleep holds both pipes open long after the leader is done: the run
+        // ends with the leader, and the sleep goes with its group.
+        let out = Tool::new(&mut sh("sleep 600 & echo $!"), Duration::from_secs(120))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let pid: i32 = out.stdout_text().trim().parse().unwrap();
+        assert_eq!(
+            wait_gone(&[pid], Duration::from_secs(10)),
+            Vec::<i32>::new()
+        );
+    }
+
+    #[test]
+    fn a_run_cancelled_before_it_starts_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let err = Tool::new(
+            &mut sh(&format!("touch {}", marker.display())),
+            Duration::from_secs(30),
+        )
+        .cancel(Arc::new(AtomicBool::new(true)))
+        .output()
+        .unwrap_err();
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err:?}");
+        assert!(!marker.exists());
+    }
+
+    #[test]
+    fn a_failing_program_is_its_status_and_stderr_and_a_succeeding_one_its_stdout() {
+        let err = Tool::new(
+            &mut sh("echo out; echo why >&2; exit 4"),
+            Duration::from_secs(30),
+        )
+        .stdout()
+        .unwrap_err();
+        let (command, said) = err.parts();
+        assert_eq!(command, "sh -c echo out; echo why >&2; exit 4");
+        assert!(said.ends_with(": why") && said.contains('4'), "{said}");
+        let out = Tool::new(&mut sh("echo out; echo noise >&2"), Duration::from_secs(30))
+            .stdout()
+            .unwrap();
+        assert_eq!(out, "out\n");
+    }
+
+    /// A tokio group: a leader whose child ignores SIGTERM; the pids it wrote.
+    async fn tokio_group(dir: &std::path::Path) -> (tokio::process::Child, Vec<i32>) {
+        let pids = dir.join("pids");
+        let script = format!(
+            "sh -c 'trap \"\" TERM; sleep 600 & echo $! >> {p}; wait' & echo $! >> {p}; \
+             echo $$ >> {p}; sleep 600",
+            p = pids.display()
+        );
+        let child = spawn(
+            tokio_command("sh")
+                .args(["-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .unwrap();
+        for _ in 0..3000 {
+            let text = std::fs::read_to_string(&pids).unwrap_or_default();
+            let pids: Vec<i32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+            if pids.len() == 3 {
+                return (child, pids);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the group never started");
+    }
+
+    #[tokio::test]
+    async fn stopping_a_tokio_group_ends_every_member_even_one_that_ignores_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, pids) = tokio_group(dir.path()).await;
+        assert!(pids.iter().all(|&p| alive(p)));
+        assert!(stop_group(&mut child, Duration::from_millis(200)).await);
+        assert!(child.try_wait().unwrap().is_some(), "the leader is reaped");
+        assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<i32>::new());
+        let (mut child, pids) = tokio_group(dir.path()).await;
+        assert!(kill_group(&mut child).await);
+        assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<i32>::new());
+    }
+
+    /// Set for the copy of the test binary that calls [`terminate_all`] (which ends every
+    /// later run of the process it is called in).
+    const TERMINATE_ENV: &str = "CRASHRIG_TEST_TERMINATE_DIR";
+
+    #[test]
+    #[ignore = "the process of terminate_all_stops_every_group_and_starts_nothing_after, which runs it"]
+    fn terminate_all_child() {
+        let dir = std::path::PathBuf::from(
+            std::env::var(TERMINATE_ENV).expect("run by terminate_all_stops_every_group"),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A QEMU-like group its owner still holds, members ignoring SIGTERM.
+        let (child, pids) = rt.block_on(tokio_group(&dir));
+        let leader = child.id().unwrap();
+        // A build-like tool blocked in its run on another thread.
+        let tool_pid = dir.join("tool");
+        let script = format!("echo $$ > {}; exec sleep 600", tool_pid.display());
+        let tool = std::thread::spawn(move || {
+            Tool::new(&mut sh(&script), Duration::from_secs(600))
+                .grace(Duration::from_millis(200))
+                .output()
+        });
+        let tool_pid: i32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&tool_pid)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break pid;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        terminate_all(Duration::from_millis(200));
+        // Every member gone (SIGKILL is delivered as the call returns), the leader reaped
+        // too (no zombie left for init).
+        let mut all = pids.clone();
+        all.push(tool_pid);
+        assert_eq!(wait_gone(&all, Duration::from_secs(10)), Vec::<i32>::new());
+        assert!(
+            !std::path::Path::new(&format!("/proc/{leader}")).exists(),
+            "the tokio group's leader is reaped"
+        );
+        let err = tool.join().unwrap().unwrap_err();
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err:?}");
+        // Nothing starts afterwards.
+        assert!(spawn(&mut tokio_command("true")).is_err());
+        let err = Tool::new(&mut sh("true"), Duration::from_secs(5))
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err:?}");
+        drop(child);
+    }
+
+    #[test]
+    fn terminate_all_stops_every_group_and_starts_nothing_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "process::tests::terminate_all_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(TERMINATE_ENV, dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The child ran the test (a filter that matched nothing would pass too).
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     /// Set for the copy of the test binary that plays crashrig in the test below.

@@ -315,7 +315,11 @@ impl<M: Machine> Run<'_, M> {
         let mut reports = Vec::new();
         let mut abort = run.abort;
         let mut boot_read = false;
+        let mut reported = vec![false; refs.len()];
         for r in run.reports {
+            if let Some(seen) = reported.get_mut(r.index) {
+                *seen = true;
+            }
             if let Some(last) = dmesg_records(&r).and_then(|records| records.last()) {
                 self.kmsg_read_to = Some(self.kmsg_read_to.unwrap_or(0).max(last.ts_us));
             }
@@ -336,6 +340,16 @@ impl<M: Machine> Run<'_, M> {
                         ))
                     });
                 }
+            }
+        }
+        // A plan that finished owes a report of every step: one whose report never arrived
+        // (a line the host could not read) was not judged, and must not pass as if it held.
+        if abort.is_none() {
+            if let Some(missing) = reported.iter().position(|seen| !seen) {
+                abort = Some(Abort::Infra(format!(
+                    "the guest helper finished its plan with no report of step {missing} of {}",
+                    refs.len()
+                )));
             }
         }
         if let (Some(file), false) = (boot_dmesg, boot_read) {
@@ -1047,7 +1061,9 @@ async fn run_inner<M: Machine>(
     if *ready && set_up_for.is_none() && !saved {
         // The running machine was set up for another scenario: set up again without
         // booting; a setup that fails there (it was not written to run twice) gets a fresh
-        // boot below.
+        // boot below. Until it ends well the guest is not ready: an interrupt in it leaves
+        // the guest half set up, its helper maybe still running.
+        *ready = false;
         let (steps, error) = run.setup(seed, data_seed).await;
         if error.is_none() {
             record.setup = steps.clone();
@@ -1056,8 +1072,7 @@ async fn run_inner<M: Machine>(
                 steps,
             });
             *set_up_for = Some(scenario_key.to_string());
-        } else {
-            *ready = false;
+            *ready = true;
         }
     }
     if !(*ready || saved) {

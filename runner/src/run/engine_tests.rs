@@ -449,6 +449,106 @@ async fn an_interrupted_run_keeps_finished_iterations_and_leaves_the_rig_unready
     assert_eq!(log(rig.machine()).last().unwrap(), "stop");
 }
 
+/// What a killed crashrig leaves: results.json, rewritten as each iteration finishes, holds
+/// the finished iterations, and `--resume` from it runs only the rest into the same record.
+#[tokio::test]
+async fn an_interrupted_runs_results_file_keeps_its_finished_iterations_for_a_resume() {
+    use crate::report::writer::ResultsWriter;
+    let mut s = scenario(mount_umount());
+    s.iterations = 4;
+    let mut h = Harness::new(s);
+    let results = h.out.path().join("results.json");
+    h.sink = EventSink::new(vec![Box::new(ResultsWriter::new(
+        h.out.path(),
+        Default::default(),
+    ))]);
+    let mut machine = FakeMachine::new(|label, _| match label {
+        "iteration 2" => Reply::Hang { step: 1 },
+        _ => Reply::Ok,
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    machine.on_plan = Some(tx);
+    let mut rig = Rig::new(machine);
+    let opts = h.opts();
+    let interrupt = async {
+        while let Some(label) = rx.recv().await {
+            if label == "iteration 3" {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = interrupt => {}
+        _ = h.run(&mut rig, &opts) => panic!("the run finished before the interrupt"),
+    }
+    let kept = crate::report::store::read_results(&results).unwrap();
+    assert_eq!(kept.runs.len(), 1);
+    let run = &kept.runs[0];
+    assert_eq!(run.finished, None);
+    assert_eq!(verdicts(run), [Verdict::Pass, Verdict::Hang]);
+    assert_eq!((run.summary.passed, run.summary.hangs), (1, 1));
+    assert!(!run.setup.is_empty());
+
+    h.sink = EventSink::new(vec![Box::new(ResultsWriter::resuming(
+        h.out.path(),
+        kept.clone(),
+    ))]);
+    let opts = RunOptions {
+        resume: Some(run.clone()),
+        ..h.opts()
+    };
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run(&mut rig, &opts).await;
+    assert!(h.sink.finish().is_none());
+    let done = crate::report::store::read_results(&results).unwrap();
+    assert_eq!(
+        done.runs.len(),
+        1,
+        "the resumed run replaces its unfinished record"
+    );
+    assert_eq!(done.runs[0], r);
+    let numbers: Vec<u32> = r.iterations.iter().map(|i| i.iteration).collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
+    assert_eq!(
+        verdicts(&r),
+        [Verdict::Pass, Verdict::Hang, Verdict::Pass, Verdict::Pass]
+    );
+    assert_eq!((r.summary.passed, r.summary.hangs), (3, 1));
+    assert_eq!(
+        log(rig.machine()),
+        ["boot", "plan setup", "plan iteration 3", "plan iteration 4"]
+    );
+}
+
+#[tokio::test]
+async fn results_that_cannot_be_written_stop_no_iteration_and_are_the_runs_failure_at_the_end() {
+    use crate::report::writer::ResultsWriter;
+    let mut h = Harness::new(scenario(mount_umount()));
+    // results.json cannot replace a directory that holds something.
+    let blocked = h.out.path().join("results.json");
+    std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+    h.sink = EventSink::new(vec![
+        Box::new(ResultsWriter::new(h.out.path(), Default::default())),
+        Box::new(h.events.clone()),
+    ]);
+    let mut rig = Rig::new(FakeMachine::healthy());
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), vec![Verdict::Pass; 3]);
+    let failure = h
+        .sink
+        .finish()
+        .expect("the failed write is the run's failure");
+    assert!(
+        failure.contains("results.json") && failure.contains("keeps the results written before"),
+        "{failure}"
+    );
+    assert!(blocked.join("in-the-way").is_dir());
+    // junit.xml is another file: it is written all the same.
+    let junit = std::fs::read_to_string(h.out.path().join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase").count(), 3, "{junit}");
+}
+
 /// `--resume`: the unfinished run's iterations are kept and not run again, its seed is the one
 /// used, and a smaller iteration count than it kept drops nothing and says so.
 #[tokio::test]
@@ -1141,6 +1241,59 @@ async fn a_transport_failure_with_the_guest_alive_reads_its_dmesg_then_boots_afr
 }
 
 #[tokio::test]
+async fn a_step_whose_report_never_arrived_is_an_infrastructure_error_not_a_pass() {
+    // The umount expects success; its report is lost although the helper says it finished:
+    // nothing judged the umount, so the iteration cannot pass (nor count as a failure).
+    let mut s = scenario(mount_umount());
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Lost { step: 1 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
+    let it = &r.iterations[0];
+    assert!(
+        it.reasons[0].starts_with("infrastructure: during umount#2 (umount): ")
+            && it.reasons[0].contains("no report of step"),
+        "{:?}",
+        it.reasons
+    );
+    // Lost in setup, the run cannot go on: its guest was not set up as the scenario says.
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "setup" => Reply::Lost { step: 0 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert!(r.iterations.is_empty(), "{:?}", verdicts(&r));
+    let error = r.error.unwrap_or_default();
+    assert!(error.contains("no report of step"), "{error}");
+}
+
+#[tokio::test]
+async fn a_report_of_a_step_the_plan_does_not_have_is_an_infrastructure_error() {
+    let mut s = scenario(mount_umount());
+    s.iterations = 2;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
+        "iteration 1" => Reply::Stray { index: 9 },
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
+    let it = &r.iterations[0];
+    assert_eq!(
+        it.reasons[0],
+        "infrastructure: the guest helper reported step 9 of a 3-step plan"
+    );
+    // The steps it did report are judged as reported.
+    let ids: Vec<(&str, bool)> = it.steps.iter().map(|s| (s.id.as_str(), s.ok)).collect();
+    assert_eq!(ids, [("mount#1", true), ("umount#2", true)]);
+}
+
+#[tokio::test]
 async fn a_crash_step_with_no_plan_before_it_reads_the_kernel_log_in_a_plan_of_its_own_first() {
     let mut s = scenario(vec![
         Step::PowerCut(HostStep::default()),
@@ -1268,6 +1421,48 @@ async fn a_setup_that_fails_on_a_machine_set_up_for_another_scenario_boots_afres
     assert!(
         r.setup.iter().all(|s| s.ok),
         "the record has the setup that worked"
+    );
+}
+
+#[tokio::test]
+async fn a_setup_interrupted_on_a_machine_set_up_for_another_scenario_leaves_the_rig_unready() {
+    let mut h = Harness::new(scenario(mount_umount()));
+    let mut machine = FakeMachine::healthy();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    machine.on_plan = Some(tx);
+    let mut rig = Rig::new(machine);
+    let opts = RunOptions {
+        iterations: Some(1),
+        ..h.opts()
+    };
+    h.run(&mut rig, &opts).await;
+    assert!(rig.is_ready());
+    while rx.try_recv().is_ok() {}
+    h.loaded.scenario.name = "another".into();
+    rig.machine().log.lock().unwrap().clear();
+    // Interrupted while the guest runs the second scenario's setup, which never ends.
+    let interrupt = async {
+        while let Some(label) = rx.recv().await {
+            if label == "setup" {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = interrupt => {}
+        _ = h.run(&mut rig, &opts) => panic!("the run finished before the interrupt"),
+    }
+    assert!(
+        !rig.is_ready(),
+        "a setup cut short leaves the guest half set up, maybe with its helper still running"
+    );
+    rig.machine().log.lock().unwrap().clear();
+    let r = h.run(&mut rig, &opts).await;
+    assert_eq!(verdicts(&r), [Verdict::Pass]);
+    assert_eq!(
+        log(rig.machine()),
+        ["boot", "plan setup", "plan iteration 1"]
     );
 }
 

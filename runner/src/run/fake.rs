@@ -31,6 +31,12 @@ pub enum Reply {
     /// Steps before `step` succeed, then the transport to the guest fails while QEMU and the
     /// guest live on (an SSH connection reset, the helper dying): the machine keeps running.
     Fail { step: usize },
+    /// Every step runs and the helper says it finished, but the report of `step` never
+    /// arrives (a line the host could not read: a helper of another build, a garbled line).
+    Lost { step: usize },
+    /// Every step runs, and the helper also reports a step `index` the plan does not have
+    /// (a helper that numbers steps its own way).
+    Stray { index: usize },
 }
 
 /// The script: which reply a plan gets, by the plan (its label: "setup", "iteration 2",
@@ -245,6 +251,27 @@ impl Machine for FakeMachine {
                     abort: Some(Abort::Infra(
                         "QEMU exited (signal: 9) during the plan".into(),
                     )),
+                }
+            }
+            Reply::Lost { step } => {
+                let step = step + lead;
+                PlanRun {
+                    reports: ok(plan.steps.len())
+                        .into_iter()
+                        .filter(|r| r.index != step)
+                        .collect(),
+                    abort: None,
+                }
+            }
+            Reply::Stray { index } => {
+                let mut reports = ok(plan.steps.len());
+                reports.push(StepReport {
+                    index,
+                    ..Self::ok_report(index, &Op::Sync { target: None })
+                });
+                PlanRun {
+                    reports,
+                    abort: None,
                 }
             }
             Reply::Fail { step } => PlanRun {
