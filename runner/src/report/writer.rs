@@ -189,9 +189,20 @@ pub fn junit_with(results: &Results, known: impl Fn(&RunRecord) -> bool) -> Stri
         }
         // Setup's kernel log is no iteration's: a failing one is a case of its own.
         if let Some(d) = run.setup_dmesg.as_ref().filter(|d| d.failed()) {
-            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-            status.set_message(d.reasons.first().cloned().unwrap_or_default());
-            status.set_type("fail");
+            let mut status = if known(run) {
+                let mut status = TestCaseStatus::skipped();
+                status.set_message(format!(
+                    "known failure (the baseline's, not a regression): {}",
+                    d.reasons.first().cloned().unwrap_or_default()
+                ));
+                status.set_type("known failure");
+                status
+            } else {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status.set_message(d.reasons.first().cloned().unwrap_or_default());
+                status.set_type("fail");
+                status
+            };
             status.set_description(d.reasons.join("\n"));
             let mut case = TestCase::new("setup kernel log", status);
             case.set_classname(format!("{}.{}", run.scenario.name, run.kernel.spec));
