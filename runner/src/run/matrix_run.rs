@@ -130,6 +130,9 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         return finish(&out, &baselines, identity, sink);
     }
     if let Some(existing) = &existing {
+        if let Some(note) = matrix::kept_with_other_counts(&cells, existing, args.iterations) {
+            session.setup_sink().warn(note);
+        }
         cells = matrix::pending_cells(&cells, existing);
     }
 
