@@ -918,4 +918,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    /// junit.xml named a cell's suite `scenario @ spec`: the cells of a `filesystem` parameter
+    /// (or two labels of one spec) were suites of one name with cases of one classname, so a
+    /// failing `iteration 3` could not be told apart from the others'.
+    #[test]
+    fn junit_xml_names_each_cells_suite_by_its_id() {
+        let m = matrix(
+            "name: f\nkernels: [debian:6.12]\nscenarios: [seed.yaml]\n\
+             parameters: { filesystem: [xfs, ext4] }\n",
+        );
+        let r = results(m.cells().iter().map(|c| run_for(c, 2, 1)).collect());
+        let parsed = Report::deserialize_from_str(&crate::report::writer::junit(&r)).unwrap();
+        let names: Vec<&str> = parsed.test_suites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "debian-6.12/seed/filesystem=xfs",
+                "debian-6.12/seed/filesystem=ext4"
+            ]
+        );
+        let class = parsed.test_suites[1].test_cases[0].classname.as_ref();
+        assert_eq!(
+            class.map(|c| c.as_str()),
+            Some("debian-6.12/seed/filesystem=ext4")
+        );
+    }
 }

@@ -175,7 +175,16 @@ pub fn junit(results: &Results) -> String {
 pub fn junit_with(results: &Results, known: impl Fn(&RunRecord) -> bool) -> String {
     let mut report = Report::new("crashrig");
     for run in &results.runs {
-        let mut suite = TestSuite::new(format!("{} @ {}", run.scenario.name, run.kernel.spec));
+        // A matrix cell is named by its id: cells of one scenario and kernel spec that differ
+        // in parameters (or kernel label) would otherwise be suites and cases of one name.
+        let (suite_name, classname) = match &run.cell {
+            Some(c) => (c.id.clone(), c.id.clone()),
+            None => (
+                format!("{} @ {}", run.scenario.name, run.kernel.spec),
+                format!("{}.{}", run.scenario.name, run.kernel.spec),
+            ),
+        };
+        let mut suite = TestSuite::new(suite_name);
         suite.add_property(quick_junit::Property::new(
             "kernel.version",
             run.kernel.version.as_str(),
@@ -205,7 +214,7 @@ pub fn junit_with(results: &Results, known: impl Fn(&RunRecord) -> bool) -> Stri
             };
             status.set_description(d.reasons.join("\n"));
             let mut case = TestCase::new("setup kernel log", status);
-            case.set_classname(format!("{}.{}", run.scenario.name, run.kernel.spec));
+            case.set_classname(classname.as_str());
             suite.add_test_case(case);
         }
         for it in &run.iterations {
@@ -235,7 +244,7 @@ pub fn junit_with(results: &Results, known: impl Fn(&RunRecord) -> bool) -> Stri
                 }
             };
             let mut case = TestCase::new(format!("iteration {}", it.iteration), status);
-            case.set_classname(format!("{}.{}", run.scenario.name, run.kernel.spec));
+            case.set_classname(classname.as_str());
             // try_: a time no run records (negative, huge) must not panic the report.
             case.set_time(
                 std::time::Duration::try_from_secs_f64(it.duration_ms / 1000.0).unwrap_or_default(),
