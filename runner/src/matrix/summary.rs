@@ -86,6 +86,9 @@ pub fn markdown(
                 let _ = writeln!(md, "- {line}");
             }
         }
+        if comparisons.len() > 1 {
+            let _ = writeln!(md, "\n{}", many_comparisons_note(comparisons.len()));
+        }
     }
     if !regressions.is_empty() {
         md.push_str("\n### Regressions against the baseline\n\n");
@@ -122,6 +125,17 @@ pub fn markdown(
         ));
     }
     md
+}
+
+/// What many comparisons at once mean: each is tested at p < 0.05 on its own (no correction
+/// for their number), so some come out significant by chance even when no kernel differs.
+fn many_comparisons_note(n: usize) -> String {
+    format!(
+        "{n} comparisons, each tested at p < 0.05 on its own: even if no kernel differed, about \
+         {:.1} of them would be expected to come out significant by chance. Take a bold line \
+         among many as a lead to rerun with more iterations, not as a finding.",
+        n as f64 * super::compare::ALPHA
+    )
 }
 
 /// Console lines summary.md shows of a run error that carries them (a boot's 40).
@@ -943,5 +957,28 @@ mod tests {
             class.map(|c| c.as_str()),
             Some("debian-6.12/seed/filesystem=ext4")
         );
+    }
+
+    /// 12 comparisons, each at p < 0.05, with no word on their number: a real 3-kernel matrix
+    /// showed `debian-6.1 vs again` (one kernel under two labels) in bold as significant.
+    #[test]
+    fn many_comparisons_say_that_some_are_significant_by_chance() {
+        let m = matrix(
+            "name: c\nkernels: [debian:6.1, debian:6.12, { spec: debian:6.1, label: again }]\n\
+             scenarios: [seed.yaml, control.yaml]\n",
+        );
+        let r = results(m.cells().iter().map(|c| run_for(c, 10, 2)).collect());
+        let md = markdown(&r, &compare(&r), &[]);
+        assert!(
+            md.contains(
+                "6 comparisons, each tested at p < 0.05 on its own: even if no kernel differed, \
+                 about 0.3 of them would be expected to come out significant by chance."
+            ),
+            "{md}"
+        );
+        // One comparison: nothing to say.
+        let m = matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [seed.yaml]\n");
+        let r = results(m.cells().iter().map(|c| run_for(c, 10, 2)).collect());
+        assert!(!markdown(&r, &compare(&r), &[]).contains("comparisons"));
     }
 }
