@@ -18,7 +18,8 @@ use thiserror::Error;
 
 use super::compare::{RunKey, ALPHA};
 use super::significance::{fisher_exact_greater, format_p};
-use crate::report::Results;
+use crate::outcome::Finding;
+use crate::report::{Results, RunRecord, SetupDmesg};
 
 /// Bumped when a baseline field changes meaning.
 pub const BASELINE_SCHEMA: u32 = 1;
@@ -126,11 +127,17 @@ pub fn baseline_from(results: &Results) -> Baseline {
         .map(|run| {
             let key = RunKey::of(run);
             let s = &run.summary;
+            // Setup's kernel log counts too: its findings are the cell's (`judge` checks them).
             let mut findings: Vec<String> = s
                 .findings
                 .iter()
                 .filter(|f| !f.expected)
                 .map(|f| f.signature.clone())
+                .chain(
+                    setup_findings(run)
+                        .into_iter()
+                        .map(|(sig, _)| sig.signature.clone()),
+                )
                 .collect();
             findings.sort();
             findings.dedup();
@@ -180,6 +187,9 @@ pub enum Regression {
         kind: String,
         title: String,
         count: u32,
+        /// Found in setup's kernel log (charged to no iteration), not an iteration's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        in_setup: bool,
     },
 }
 
@@ -229,10 +239,16 @@ impl fmt::Display for Regression {
                 signature,
                 kind,
                 count,
+                in_setup,
                 ..
             } => write!(
                 f,
-                "{cell}: new {kind} finding `{signature}` ({count} times)"
+                "{cell}: new {kind} finding `{signature}` ({count} times{})",
+                if *in_setup {
+                    ", in setup's kernel log"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -349,12 +365,27 @@ pub fn judge(results: &Results, baseline: &Baseline) -> Judgement {
                     kind: f.kind.clone(),
                     title: f.title.clone(),
                     count: f.count,
+                    in_setup: false,
+                });
+            }
+        }
+        // Setup's kernel log is judged as an iteration's (`crashrig run` fails on it): a
+        // finding there the baseline does not list is as new as one in an iteration.
+        for (f, count) in setup_findings(run) {
+            if !base.findings.contains(&f.signature) {
+                out.regressions.push(Regression::NewFinding {
+                    cell: key.id(),
+                    signature: f.signature.clone(),
+                    kind: f.kind.to_string(),
+                    title: f.title.clone(),
+                    count,
+                    in_setup: true,
                 });
             }
         }
         let id = key.id();
         let regressed = out.regressions.iter().any(|r| r.cell() == id);
-        if s.failed > 0 && !regressed {
+        if (s.failed > 0 || setup_failed(run)) && !regressed {
             out.known.push(id);
         }
     }
@@ -366,6 +397,25 @@ pub fn judge(results: &Results, baseline: &Baseline) -> Judgement {
         .filter(|k| !keys.contains(k))
         .map(|k| k.id())
         .collect();
+    out
+}
+
+/// Whether the kernel log of `run`'s setup failed it (a finding `dmesg.fail-on` names).
+pub fn setup_failed(run: &RunRecord) -> bool {
+    run.setup_dmesg.as_ref().is_some_and(SetupDmesg::failed)
+}
+
+/// The unexpected findings of `run`'s setup kernel log, one per signature (the first seen)
+/// with how often it was found.
+fn setup_findings(run: &RunRecord) -> Vec<(&Finding, u32)> {
+    let mut out: Vec<(&Finding, u32)> = Vec::new();
+    let all = run.setup_dmesg.iter().flat_map(|d| d.findings.iter());
+    for f in all.filter(|f| !f.expected) {
+        match out.iter_mut().find(|(g, _)| g.signature == f.signature) {
+            Some((_, n)) => *n += 1,
+            None => out.push((f, 1)),
+        }
+    }
     out
 }
 

@@ -164,19 +164,37 @@ pub fn compare(results: &Results) -> Vec<Comparison> {
     out
 }
 
-/// The word before a comparison's rates: the errno the failing iterations of both kernels
-/// returned most often when it is the same on both (or only one kernel failed), else
-/// `failure` - the rates are of any failure, and one errno would misname the other
-/// kernel's failures.
+/// The word before a comparison's rates: the errno when every failing iteration of both
+/// kernels (or of the one that failed) failed the same way, its first failing step returning
+/// that errno, else `failure`. The rates are of any failure: an errno only the most frequent
+/// (one EBUSY among hangs) named failures that were not it.
 fn comparison_word(a: &RunRecord, b: &RunRecord) -> String {
-    let (ea, eb) = (failure_errno(&[a]), failure_errno(&[b]));
+    let (ea, eb) = (uniform_failure(a), uniform_failure(b));
     match (a.summary.failed > 0, b.summary.failed > 0) {
         (true, true) if ea == eb => ea,
         (true, false) => ea,
         (false, true) => eb,
         _ => None,
     }
-    .unwrap_or_else(|| "failure".into())
+    .map_or_else(|| "failure".into(), |(_, errno)| errno.to_string())
+}
+
+/// The step and errno every failing iteration of `run` failed with (its first failing step,
+/// with an errno), or None when some failed otherwise (a hang, a panic, a finding, another
+/// step or errno) or none failed.
+fn uniform_failure(run: &RunRecord) -> Option<(&str, &str)> {
+    let mut kinds = run
+        .iterations
+        .iter()
+        .filter(|it| it.verdict.is_failure())
+        .map(|it| {
+            it.steps
+                .iter()
+                .find(|s| !s.ok)
+                .and_then(|s| Some((s.id.as_str(), s.errno.as_deref()?)))
+        });
+    let first = kinds.next()??;
+    kinds.all(|k| k == Some(first)).then_some(first)
 }
 
 /// The errno that failing steps of failing iterations returned most often (ties: the name
@@ -321,5 +339,29 @@ mod tests {
         assert_eq!(failure_errno(&[&run]).as_deref(), Some("EIO"));
         let hang = run_with(cell, vec![iteration(1, Verdict::Hang, None, None)]);
         assert_eq!(failure_errno(&[&hang]), None);
+    }
+
+    /// One EBUSY among hangs: the line said `EBUSY 100% vs 100%` although five of six
+    /// failures on 6.12 were hangs.
+    #[test]
+    fn an_errno_names_the_rates_only_when_every_failure_is_it() {
+        let m = matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [seed.yaml]\n");
+        let c = m.cells();
+        let mut hangs = vec![iteration(1, Verdict::Fail, Some("EBUSY"), None)];
+        hangs.extend((2..=6).map(|i| iteration(i, Verdict::Hang, None, None)));
+        let r = results(vec![run_for(&c[0], 6, 6), run_with(&c[1], hangs.clone())]);
+        assert_eq!(compare(&r)[0].what, "failure");
+        // Only the kernel with hangs failed: no errno either.
+        let r = results(vec![run_for(&c[0], 6, 0), run_with(&c[1], hangs)]);
+        assert_eq!(compare(&r)[0].what, "failure");
+        // The same errno from another step is another failure.
+        let mut other = run_for(&c[1], 6, 6);
+        for it in &mut other.iterations {
+            it.steps[0].id = "remount".into();
+        }
+        let r = results(vec![run_for(&c[0], 6, 6), other]);
+        assert_eq!(compare(&r)[0].what, "failure");
+        let r = results(vec![run_for(&c[0], 6, 6), run_for(&c[1], 6, 2)]);
+        assert_eq!(compare(&r)[0].what, "EBUSY");
     }
 }

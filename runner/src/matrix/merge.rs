@@ -422,6 +422,47 @@ pub fn pending_cells(cells: &[Cell], existing: &Results) -> Vec<Cell> {
         .collect()
 }
 
+/// What a resume says of the finished runs it keeps for `cells` that made another number of
+/// iterations than a cell plans now (`iterations`: `-n`, else the matrix file's; a cell's own
+/// count beats neither): they are kept as they are, and the table would otherwise show
+/// counts nobody asked for without a word. None when every kept run matches, or nothing is
+/// asked (each scenario's own count).
+pub fn kept_with_other_counts(
+    cells: &[Cell],
+    existing: &Results,
+    iterations: Option<u32>,
+) -> Option<String> {
+    let mut odd = Vec::new();
+    let mut want = None;
+    for cell in cells {
+        let Some(n) = iterations.or(cell.iterations) else {
+            continue;
+        };
+        let id = cell.id();
+        let Some(run) = existing
+            .runs
+            .iter()
+            .find(|r| r.finished.is_some() && r.cell.as_ref().is_some_and(|c| c.id == id))
+        else {
+            continue;
+        };
+        let made = run
+            .iterations_planned
+            .unwrap_or(run.iterations.len() as u32);
+        if made != n {
+            odd.push(format!("{id} ({made})"));
+            want = Some(n);
+        }
+    }
+    let n = want?;
+    Some(format!(
+        "kept finished {} planned with another iteration count than the {n} asked now: {}; \
+         --resume keeps them as they are (a new --out runs every cell with {n})",
+        if odd.len() == 1 { "cell" } else { "cells" },
+        odd.join(", ")
+    ))
+}
+
 /// The finished runs of `existing` that belong to `cells`, with their cell info refreshed
 /// from the current expansion (positions change when the matrix file changed); the resumed
 /// results start from these.
@@ -808,5 +849,25 @@ mod tests {
         shuffled.runs.rotate_left(3);
         sort_runs(&mut shuffled);
         assert_eq!(shuffled, all);
+    }
+
+    /// `--resume -n 10` of a matrix whose cells finished with 6 said nothing: "every cell has
+    /// finished", and the table showed 6 iterations a cell.
+    #[test]
+    fn a_resume_names_kept_cells_planned_with_another_count() {
+        let m = matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml]\n");
+        let cells = m.cells();
+        let existing = results(vec![run_for(&cells[0], 6, 1), run_for(&cells[1], 10, 0)]);
+        assert_eq!(
+            kept_with_other_counts(&cells, &existing, Some(10)).as_deref(),
+            Some(
+                "kept finished cell planned with another iteration count than the 10 asked \
+                 now: debian-6.1/coin (6); --resume keeps them as they are (a new --out runs \
+                 every cell with 10)"
+            )
+        );
+        assert_eq!(kept_with_other_counts(&cells, &existing, None), None);
+        let same = results(vec![run_for(&cells[0], 10, 1)]);
+        assert_eq!(kept_with_other_counts(&cells, &same, Some(10)), None);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::baseline::{Judgement, Regression};
+use super::baseline::{setup_failed, Judgement, Regression};
 use super::compare::{Comparison, RunKey};
 use crate::report::{plural, Results, RunRecord, Summary};
 
@@ -86,12 +86,29 @@ pub fn markdown(
                 let _ = writeln!(md, "- {line}");
             }
         }
+        if comparisons.len() > 1 {
+            let _ = writeln!(md, "\n{}", many_comparisons_note(comparisons.len()));
+        }
     }
     if !regressions.is_empty() {
         md.push_str("\n### Regressions against the baseline\n\n");
         for r in regressions {
             let _ = writeln!(md, "- {r}");
         }
+    }
+    for run in results.runs.iter().filter(|r| setup_failed(r)) {
+        let reasons = run
+            .setup_dmesg
+            .as_ref()
+            .map(|d| d.reasons.join("; "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "\n> **{}**: setup's kernel log failed (counted in no iteration, but the cell \
+             fails as `crashrig run` does): {}",
+            RunKey::of(run).id(),
+            reasons.replace('\n', " ")
+        );
     }
     for run in results.runs.iter().filter(|r| r.finished.is_none()) {
         let _ = writeln!(
@@ -108,6 +125,17 @@ pub fn markdown(
         ));
     }
     md
+}
+
+/// What many comparisons at once mean: each is tested at p < 0.05 on its own (no correction
+/// for their number), so some come out significant by chance even when no kernel differs.
+fn many_comparisons_note(n: usize) -> String {
+    format!(
+        "{n} comparisons, each tested at p < 0.05 on its own: even if no kernel differed, about \
+         {:.1} of them would be expected to come out significant by chance. Take a bold line \
+         among many as a lead to rerun with more iterations, not as a finding.",
+        n as f64 * super::compare::ALPHA
+    )
 }
 
 /// Console lines summary.md shows of a run error that carries them (a boot's 40).
@@ -346,6 +374,13 @@ pub fn outcome_summary(run: &RunRecord) -> String {
     if !findings.is_empty() {
         let _ = write!(text, "; findings: {}", findings.join(", "));
     }
+    if let Some(d) = run.setup_dmesg.as_ref().filter(|d| d.failed()) {
+        let _ = write!(
+            text,
+            "; setup's kernel log failed: {}",
+            d.reasons.join("; ")
+        );
+    }
     if let Some(e) = &run.error {
         let _ = write!(text, "; run error: {e}");
     }
@@ -360,16 +395,20 @@ const MAX_REASONS: usize = 20;
 /// description lists the failing iterations' reasons; a run that ended with an
 /// infrastructure error, or judged no iteration, is an error.
 pub fn junit_cells(results: &Results) -> Result<String, quick_junit::SerializeError> {
-    junit_cells_known(results, &[])
+    junit_cells_known(results, &[], &[])
 }
 
 /// [`junit_cells`] with a baseline's judgement: a cell in `known` (failed iterations that are
 /// no regression, see [`Judgement::known`]) is `<skipped type="known failure">`, as pytest
 /// writes an expected failure (xfail): JUnit consumers (GitLab, Jenkins) show it as skipped,
 /// not failed, which agrees with the exit code; its message says it ran and failed as known.
+/// A cell with a regression in `regressions` is a failure even when no iteration failed (a
+/// new finding under `dmesg.fail-on: none`), as is one whose setup kernel log failed: the
+/// exit code fails on both.
 pub fn junit_cells_known(
     results: &Results,
     known: &[String],
+    regressions: &[Regression],
 ) -> Result<String, quick_junit::SerializeError> {
     let mut report = Report::new(title(results));
     let mut suites: Vec<TestSuite> = Vec::new();
@@ -393,7 +432,10 @@ pub fn junit_cells_known(
                 st.set_description(e.as_str());
             }
             st
-        } else if s.failed > 0 {
+        } else if s.failed > 0
+            || setup_failed(run)
+            || regressions.iter().any(|r| r.cell() == key.id())
+        {
             let mut st = if known.contains(&key.id()) {
                 let mut st = TestCaseStatus::skipped();
                 st.set_message(format!(
@@ -404,8 +446,22 @@ pub fn junit_cells_known(
                 st
             } else {
                 let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                st.set_message(outcome_summary(run));
-                st.set_type("expectation violated");
+                let mine: Vec<String> = regressions
+                    .iter()
+                    .filter(|r| r.cell() == key.id())
+                    .map(|r| r.to_string())
+                    .collect();
+                if mine.is_empty() {
+                    st.set_message(outcome_summary(run));
+                    st.set_type("expectation violated");
+                } else {
+                    st.set_message(format!(
+                        "regression against the baseline: {}; {}",
+                        mine.join("; "),
+                        outcome_summary(run)
+                    ));
+                    st.set_type("regression");
+                }
                 st
             };
             let failing: Vec<_> = run
@@ -413,11 +469,18 @@ pub fn junit_cells_known(
                 .iter()
                 .filter(|it| it.verdict.is_failure())
                 .collect();
-            let mut reasons: Vec<String> = failing
+            let mut reasons: Vec<String> = run
+                .setup_dmesg
                 .iter()
-                .take(MAX_REASONS)
-                .map(|it| format!("iteration {}: {}", it.iteration, it.reasons.join("; ")))
+                .filter(|d| d.failed())
+                .map(|d| format!("setup: {}", d.reasons.join("; ")))
                 .collect();
+            reasons.extend(
+                failing
+                    .iter()
+                    .take(MAX_REASONS)
+                    .map(|it| format!("iteration {}: {}", it.iteration, it.reasons.join("; "))),
+            );
             if failing.len() > MAX_REASONS {
                 reasons.push(format!("and {} more", failing.len() - MAX_REASONS));
             }
@@ -434,7 +497,7 @@ pub fn junit_cells_known(
         case.add_property(("kernel-version", run.kernel.version.as_str()));
         case.add_property(("iterations", s.iterations.to_string().as_str()));
         case.add_property(("failed", s.failed.to_string().as_str()));
-        if s.failed == 0 && run.error.is_none() && run.finished.is_some() {
+        if matches!(case.status, TestCaseStatus::Success { .. }) {
             case.set_system_out(outcome_summary(run));
         }
         match suites.iter_mut().find(|t| t.name.as_str() == key.scenario) {
@@ -457,10 +520,14 @@ pub fn junit_cells_known(
 /// with an infrastructure error, or never finished (an interrupted shard), give 2 when
 /// nothing else failed.
 pub fn exit_code(results: &Results, baseline_used: bool, regressions: &[Regression]) -> i32 {
+    // A setup kernel log that failed fails the cell as it fails `crashrig run`.
     let failed = if baseline_used {
         !regressions.is_empty()
     } else {
-        results.runs.iter().any(|r| r.summary.failed > 0)
+        results
+            .runs
+            .iter()
+            .any(|r| r.summary.failed > 0 || setup_failed(r))
     };
     if failed {
         crate::exit::EXPECTATION_FAILED
@@ -721,8 +788,10 @@ mod tests {
         assert_eq!(j.regressions, []);
         assert_eq!(exit_code(&now, true, &j.regressions), 0);
         assert_eq!(j.known, ["debian-6.1/coin"]);
-        let parsed =
-            Report::deserialize_from_str(&junit_cells_known(&now, &j.known).unwrap()).unwrap();
+        let parsed = Report::deserialize_from_str(
+            &junit_cells_known(&now, &j.known, &j.regressions).unwrap(),
+        )
+        .unwrap();
         assert_eq!(parsed.failures, 0);
         match &parsed.test_suites[0].test_cases[0].status {
             TestCaseStatus::Skipped { message, ty, .. } => {
@@ -771,5 +840,145 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A WARNING while setup ran fails `crashrig run` (exit 1), but failed no iteration: the
+    /// matrix exited 0 with a green junit-cells.xml and no word in summary.md.
+    #[test]
+    fn a_failed_setup_kernel_log_fails_the_cell() {
+        use super::super::baseline::judge;
+        use crate::report::SetupDmesg;
+        let m = matrix("name: s\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml]\n");
+        let c = m.cells();
+        let mut warned = run_for(&c[1], 2, 0);
+        let mut f = finding("xfs_inode_inactive");
+        f.expected = false;
+        warned.setup_dmesg = Some(SetupDmesg {
+            verdict: Verdict::Fail,
+            reasons: vec!["dmesg warning: WARNING at xfs_inode_inactive".into()],
+            findings: vec![f],
+            dmesg_files: vec![],
+        });
+        let r = results(vec![run_for(&c[0], 2, 0), warned]);
+        assert_eq!(r.runs[1].exit_code(), 1, "as `crashrig run` says");
+        assert_eq!(exit_code(&r, false, &[]), 1);
+        let md = markdown(&r, &compare(&r), &[]);
+        assert!(
+            md.contains("> **debian-6.12/coin**: setup's kernel log failed"),
+            "{md}"
+        );
+        let parsed = Report::deserialize_from_str(&junit_cells(&r).unwrap()).unwrap();
+        assert_eq!(parsed.failures, 1);
+        // A baseline that knows the finding: no regression, and JUnit agrees (skipped).
+        let b = baseline_from(&r);
+        assert_eq!(b.cells[1].findings, ["xfs_inode_inactive"]);
+        let j = judge(&r, &b);
+        assert_eq!(j.regressions, []);
+        assert_eq!(exit_code(&r, true, &j.regressions), 0);
+        assert_eq!(j.known, ["debian-6.12/coin"]);
+        let xml = junit_cells_known(&r, &j.known, &j.regressions).unwrap();
+        assert_eq!(Report::deserialize_from_str(&xml).unwrap().failures, 0);
+        let xml = crate::report::writer::junit_with(&r, |run| {
+            j.known
+                .contains(&super::super::compare::RunKey::of(run).id())
+        });
+        assert!(!xml.contains("<failure"), "{xml}");
+        // One that does not: a new finding, in setup.
+        let mut b = b;
+        b.cells[1].findings.clear();
+        let j = judge(&r, &b);
+        assert_eq!(
+            j.regressions
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>(),
+            [
+                "debian-6.12/coin: new warning finding `xfs_inode_inactive` (1 times, in setup's \
+              kernel log)"
+            ]
+        );
+    }
+
+    /// A new finding under `dmesg.fail-on: none` fails no iteration but is a regression (exit
+    /// 1): junit-cells.xml showed the cell as passed.
+    #[test]
+    fn a_regression_without_failed_iterations_is_a_junit_failure() {
+        use super::super::baseline::judge;
+        let m = matrix("name: w\nkernels: [debian:6.1]\nscenarios: [warn.yaml]\n");
+        let c = m.cells();
+        let mut run = run_for(&c[0], 3, 0);
+        run.iterations[1]
+            .findings
+            .push(finding("xfs_inode_inactive"));
+        run.summary = summarize(&run.iterations);
+        let before = results(vec![run_for(&c[0], 3, 0)]);
+        let now = results(vec![run]);
+        let j = judge(&now, &baseline_from(&before));
+        assert_eq!(exit_code(&now, true, &j.regressions), 1);
+        let parsed = Report::deserialize_from_str(
+            &junit_cells_known(&now, &j.known, &j.regressions).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(parsed.failures, 1);
+        match &parsed.test_suites[0].test_cases[0].status {
+            TestCaseStatus::NonSuccess { message, ty, .. } => {
+                assert_eq!(ty.as_ref().map(|t| t.as_str()), Some("regression"));
+                let m = message.as_ref().map(|m| m.as_str()).unwrap_or_default();
+                assert!(
+                    m.contains("new warning finding `xfs_inode_inactive`"),
+                    "{m}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// junit.xml named a cell's suite `scenario @ spec`: the cells of a `filesystem` parameter
+    /// (or two labels of one spec) were suites of one name with cases of one classname, so a
+    /// failing `iteration 3` could not be told apart from the others'.
+    #[test]
+    fn junit_xml_names_each_cells_suite_by_its_id() {
+        let m = matrix(
+            "name: f\nkernels: [debian:6.12]\nscenarios: [seed.yaml]\n\
+             parameters: { filesystem: [xfs, ext4] }\n",
+        );
+        let r = results(m.cells().iter().map(|c| run_for(c, 2, 1)).collect());
+        let parsed = Report::deserialize_from_str(&crate::report::writer::junit(&r)).unwrap();
+        let names: Vec<&str> = parsed.test_suites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "debian-6.12/seed/filesystem=xfs",
+                "debian-6.12/seed/filesystem=ext4"
+            ]
+        );
+        let class = parsed.test_suites[1].test_cases[0].classname.as_ref();
+        assert_eq!(
+            class.map(|c| c.as_str()),
+            Some("debian-6.12/seed/filesystem=ext4")
+        );
+    }
+
+    /// 12 comparisons, each at p < 0.05, with no word on their number: a real 3-kernel matrix
+    /// showed `debian-6.1 vs again` (one kernel under two labels) in bold as significant.
+    #[test]
+    fn many_comparisons_say_that_some_are_significant_by_chance() {
+        let m = matrix(
+            "name: c\nkernels: [debian:6.1, debian:6.12, { spec: debian:6.1, label: again }]\n\
+             scenarios: [seed.yaml, control.yaml]\n",
+        );
+        let r = results(m.cells().iter().map(|c| run_for(c, 10, 2)).collect());
+        let md = markdown(&r, &compare(&r), &[]);
+        assert!(
+            md.contains(
+                "6 comparisons, each tested at p < 0.05 on its own: even if no kernel differed, \
+                 about 0.3 of them would be expected to come out significant by chance."
+            ),
+            "{md}"
+        );
+        // One comparison: nothing to say.
+        let m = matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [seed.yaml]\n");
+        let r = results(m.cells().iter().map(|c| run_for(c, 10, 2)).collect());
+        assert!(!markdown(&r, &compare(&r), &[]).contains("comparisons"));
     }
 }

@@ -175,7 +175,16 @@ pub fn junit(results: &Results) -> String {
 pub fn junit_with(results: &Results, known: impl Fn(&RunRecord) -> bool) -> String {
     let mut report = Report::new("crashrig");
     for run in &results.runs {
-        let mut suite = TestSuite::new(format!("{} @ {}", run.scenario.name, run.kernel.spec));
+        // A matrix cell is named by its id: cells of one scenario and kernel spec that differ
+        // in parameters (or kernel label) would otherwise be suites and cases of one name.
+        let (suite_name, classname) = match &run.cell {
+            Some(c) => (c.id.clone(), c.id.clone()),
+            None => (
+                format!("{} @ {}", run.scenario.name, run.kernel.spec),
+                format!("{}.{}", run.scenario.name, run.kernel.spec),
+            ),
+        };
+        let mut suite = TestSuite::new(suite_name);
         suite.add_property(quick_junit::Property::new(
             "kernel.version",
             run.kernel.version.as_str(),
@@ -189,12 +198,23 @@ pub fn junit_with(results: &Results, known: impl Fn(&RunRecord) -> bool) -> Stri
         }
         // Setup's kernel log is no iteration's: a failing one is a case of its own.
         if let Some(d) = run.setup_dmesg.as_ref().filter(|d| d.failed()) {
-            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-            status.set_message(d.reasons.first().cloned().unwrap_or_default());
-            status.set_type("fail");
+            let mut status = if known(run) {
+                let mut status = TestCaseStatus::skipped();
+                status.set_message(format!(
+                    "known failure (the baseline's, not a regression): {}",
+                    d.reasons.first().cloned().unwrap_or_default()
+                ));
+                status.set_type("known failure");
+                status
+            } else {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status.set_message(d.reasons.first().cloned().unwrap_or_default());
+                status.set_type("fail");
+                status
+            };
             status.set_description(d.reasons.join("\n"));
             let mut case = TestCase::new("setup kernel log", status);
-            case.set_classname(format!("{}.{}", run.scenario.name, run.kernel.spec));
+            case.set_classname(classname.as_str());
             suite.add_test_case(case);
         }
         for it in &run.iterations {
@@ -224,7 +244,7 @@ pub fn junit_with(results: &Results, known: impl Fn(&RunRecord) -> bool) -> Stri
                 }
             };
             let mut case = TestCase::new(format!("iteration {}", it.iteration), status);
-            case.set_classname(format!("{}.{}", run.scenario.name, run.kernel.spec));
+            case.set_classname(classname.as_str());
             // try_: a time no run records (negative, huge) must not panic the report.
             case.set_time(
                 std::time::Duration::try_from_secs_f64(it.duration_ms / 1000.0).unwrap_or_default(),

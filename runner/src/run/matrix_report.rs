@@ -330,7 +330,8 @@ fn write_all(
         })
         .as_bytes(),
     )?;
-    let cells = junit_cells_known(results, &judgement.known).map_err(ReportError::Junit)?;
+    let cells =
+        junit_cells_known(results, &judgement.known, &regressions).map_err(ReportError::Junit)?;
     write_atomic(&dir.join("junit-cells.xml"), cells.as_bytes())?;
     write_atomic(&dir.join("summary.md"), md.as_bytes())?;
     Ok(Outcome {

@@ -130,6 +130,9 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         return finish(&out, &baselines, identity, sink);
     }
     if let Some(existing) = &existing {
+        if let Some(note) = matrix::kept_with_other_counts(&cells, existing, args.iterations) {
+            session.setup_sink().warn(note);
+        }
         cells = matrix::pending_cells(&cells, existing);
     }
 
@@ -240,14 +243,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         // The matrix file may have changed: the kept cells take their new positions and
         // digest, and cells no longer in it leave results.json, as when cells run.
         if let Some(existing) = &existing {
-            let (kept, left_out) = matrix::resumed_results(&all, existing);
-            if !left_out.is_empty() {
-                sink.info(format!(
-                    "left out of results.json, no longer in the matrix file: {} (their run \
-                     directories stay)",
-                    left_out.join(", ")
-                ));
-            }
+            let kept = kept_on_resume(&all, existing, sink);
             crate::report::store::write_json(&out.join("results.json"), &kept)?;
         }
         sink.info("every cell of this matrix (or shard) has finished; nothing to run");
@@ -269,10 +265,10 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         .max(1);
 
     let writer = match existing.clone() {
-        Some(existing) => {
-            let (kept, _) = matrix::resumed_results(&all, &existing);
-            ResultsWriter::with_existing(&out, kept)
-        }
+        Some(existing) => ResultsWriter::with_existing(
+            &out,
+            kept_on_resume(&all, &existing, session.setup_sink()),
+        ),
         None => ResultsWriter::new(&out, host.info.clone()),
     };
     let mut sink = session.results_sink(writer);
@@ -363,6 +359,25 @@ fn changed_since(
     })
 }
 
+/// The results a resume starts from (see [`matrix::resumed_results`]), saying on `sink`
+/// which runs are left out (cells no longer in the matrix file): whether cells remain to run
+/// or not, a run dropped from results.json is named (it was dropped silently when cells ran).
+fn kept_on_resume(
+    all: &[matrix::Cell],
+    existing: &crate::report::Results,
+    sink: &mut EventSink,
+) -> crate::report::Results {
+    let (kept, left_out) = matrix::resumed_results(all, existing);
+    if !left_out.is_empty() {
+        sink.info(format!(
+            "left out of results.json, no longer in the matrix file: {} (their run \
+             directories stay)",
+            left_out.join(", ")
+        ));
+    }
+    kept
+}
+
 /// What an empty shard says: which shard, and how few cells the matrix has.
 fn empty_shard_note(partition: Option<&Partition>, cells: usize) -> String {
     let shard = partition.map_or_else(
@@ -441,5 +456,40 @@ mod tests {
         // Results of an older crashrig carry no scenario digest: not refused for lacking one.
         prev.scenario.sha256 = None;
         assert_eq!(changed_since(&prev, "bbbb", "k1"), None);
+    }
+
+    /// A resume of a changed matrix file left runs of dropped cells out of results.json, but
+    /// named them only when no cell was left to run: with cells to run they vanished silently.
+    #[test]
+    fn a_resume_names_the_runs_it_leaves_out() {
+        use crate::matrix::testutil::{matrix, results, run_for};
+        use crate::report::events::{Reporter, Stamped};
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Messages(Arc<Mutex<Vec<String>>>);
+        impl Reporter for Messages {
+            fn report(&mut self, e: &Stamped) {
+                if let Event::Message { text, .. } = &e.event {
+                    self.0.lock().unwrap().push(text.clone());
+                }
+            }
+        }
+        let before =
+            matrix("name: c\nkernels: [debian:6.1, debian:6.12]\nscenarios: [coin.yaml]\n");
+        let existing = results(before.cells().iter().map(|c| run_for(c, 3, 1)).collect());
+        let now = matrix(
+            "name: c\nkernels: [{ spec: debian:6.1, label: again }, debian:6.12]\n\
+             scenarios: [coin.yaml]\n",
+        );
+        let messages = Messages::default();
+        let mut sink = EventSink::new(vec![Box::new(messages.clone()) as Box<dyn Reporter>]);
+        let kept = kept_on_resume(&now.cells(), &existing, &mut sink);
+        assert_eq!(kept.runs.len(), 1);
+        assert_eq!(
+            *messages.0.lock().unwrap(),
+            ["left out of results.json, no longer in the matrix file: debian-6.1/coin (their run \
+              directories stay)"]
+        );
     }
 }
