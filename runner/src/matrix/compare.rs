@@ -75,7 +75,12 @@ pub struct Comparison {
     pub what: String,
     /// Fisher's exact test, two-sided.
     pub p_value: f64,
-    /// `p_value < ALPHA`.
+    /// `p_value` after Holm's correction over every comparison of the results: the chance
+    /// that any of them comes out significant when no kernel differs stays at `ALPHA`.
+    /// Equal to `p_value` when there is one comparison (and in older output).
+    #[serde(default)]
+    pub p_adjusted: Option<f64>,
+    /// `p_adjusted < ALPHA`.
     pub significant: bool,
 }
 
@@ -109,10 +114,16 @@ impl fmt::Display for Comparison {
             100.0 * self.rate_b(),
             format_p(self.p_value)
         )?;
-        if self.significant {
-            f.write_str(" (significant)")?;
+        // The adjusted p when it reads differently from the raw one.
+        let adjusted = self
+            .p_adjusted
+            .filter(|&a| format_p(a) != format_p(self.p_value));
+        match (adjusted, self.significant) {
+            (Some(a), true) => write!(f, " (Holm-adjusted {}, significant)", format_p(a)),
+            (Some(a), false) => write!(f, " (Holm-adjusted {})", format_p(a)),
+            (None, true) => f.write_str(" (significant)"),
+            (None, false) => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -156,12 +167,34 @@ pub fn compare(results: &Results) -> Vec<Comparison> {
                     judged_b: jb,
                     what: comparison_word(a, b),
                     p_value: p,
-                    significant: p < ALPHA,
+                    p_adjusted: None,
+                    significant: false,
                 });
             }
         }
     }
+    let raw: Vec<f64> = out.iter().map(|c| c.p_value).collect();
+    for (c, adjusted) in out.iter_mut().zip(holm(&raw)) {
+        c.p_adjusted = Some(adjusted);
+        c.significant = adjusted < ALPHA;
+    }
     out
+}
+
+/// Holm's step-down adjustment of `p` (same order): the i-th smallest is multiplied by the
+/// number of p-values not smaller than it, never below an adjusted p before it, at most 1.
+/// Rejecting every adjusted p below alpha keeps the chance of any false difference at alpha.
+fn holm(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut adjusted = vec![1.0; m];
+    let mut floor: f64 = 0.0;
+    for (rank, &i) in order.iter().enumerate() {
+        floor = floor.max(((m - rank) as f64 * p[i]).min(1.0));
+        adjusted[i] = floor;
+    }
+    adjusted
 }
 
 /// The word before a comparison's rates: the errno when every failing iteration of both
@@ -264,7 +297,7 @@ mod tests {
         assert_eq!(cmp.len(), 2);
         assert_eq!(
             cmp[0].to_string(),
-            "debian-6.1 vs debian-6.12: EBUSY 45% vs 20%, p = 0.18"
+            "debian-6.1 vs debian-6.12: EBUSY 45% vs 20%, p = 0.18 (Holm-adjusted p = 0.35)"
         );
         assert!(!cmp[0].significant);
         assert_eq!(cmp[0].scenario, "seed");
@@ -363,5 +396,40 @@ mod tests {
         assert_eq!(compare(&r)[0].what, "failure");
         let r = results(vec![run_for(&c[0], 6, 6), run_for(&c[1], 6, 2)]);
         assert_eq!(compare(&r)[0].what, "EBUSY");
+    }
+
+    #[test]
+    fn holm_multiplies_each_p_by_the_p_values_left_and_never_lets_one_fall_below_an_earlier() {
+        let a = holm(&[0.01, 0.04, 0.03, 0.5]);
+        // Sorted: 0.01 x 4, 0.03 x 3, 0.04 x 2 (0.08, raised to 0.09), 0.5 x 1.
+        let want = [0.04, 0.09, 0.09, 0.5];
+        for (got, want) in a.iter().zip(want) {
+            assert!((got - want).abs() < 1e-12, "{a:?}");
+        }
+        assert_eq!(holm(&[0.6, 0.7]), [1.0, 1.0]);
+        assert_eq!(holm(&[0.02]), [0.02]);
+        assert!(holm(&[]).is_empty());
+    }
+
+    /// A matrix with many comparisons put a raw p < 0.05 in bold (the same kernel under two
+    /// labels, in a real run); significance is now family-wise.
+    #[test]
+    fn a_small_p_among_several_comparisons_is_significant_only_after_holms_correction() {
+        // Seed 9/20 vs 2/20 (two-sided p 0.031), the control 0/20 vs 0/20 (p 1): two tests.
+        let cmp = compare(&two_kernels(9, 2, 20));
+        assert!(cmp[0].p_value < ALPHA, "{}", cmp[0]);
+        assert!(!cmp[0].significant, "{}", cmp[0]);
+        assert_eq!(cmp[0].p_adjusted, Some(2.0 * cmp[0].p_value));
+        assert_eq!(
+            cmp[0].to_string(),
+            "debian-6.1 vs debian-6.12: EBUSY 45% vs 10%, p = 0.03 (Holm-adjusted p = 0.06)"
+        );
+        // A large difference stays significant after the correction.
+        let cmp = compare(&two_kernels(15, 3, 20));
+        assert!(cmp[0].significant, "{}", cmp[0]);
+        assert_eq!(
+            cmp[0].to_string(),
+            "debian-6.1 vs debian-6.12: EBUSY 75% vs 15%, p < 0.001 (significant)"
+        );
     }
 }

@@ -127,14 +127,15 @@ pub fn markdown(
     md
 }
 
-/// What many comparisons at once mean: each is tested at p < 0.05 on its own (no correction
-/// for their number), so some come out significant by chance even when no kernel differs.
+/// What many comparisons at once mean: significance is Holm-corrected over all of them.
 fn many_comparisons_note(n: usize) -> String {
     format!(
-        "{n} comparisons, each tested at p < 0.05 on its own: even if no kernel differed, about \
-         {:.1} of them would be expected to come out significant by chance. Take a bold line \
-         among many as a lead to rerun with more iterations, not as a finding.",
-        n as f64 * super::compare::ALPHA
+        "{n} comparisons: each p is Holm-adjusted for their number, and a line is significant \
+         when its adjusted p is below {ALPHA}, so that the chance of any significant line where no \
+         kernel differs stays at {pct:.0}%. A small raw p with a large adjusted one is a lead to \
+         rerun with more iterations, not a finding.",
+        ALPHA = super::compare::ALPHA,
+        pct = 100.0 * super::compare::ALPHA
     )
 }
 
@@ -962,7 +963,7 @@ mod tests {
     /// 12 comparisons, each at p < 0.05, with no word on their number: a real 3-kernel matrix
     /// showed `debian-6.1 vs again` (one kernel under two labels) in bold as significant.
     #[test]
-    fn many_comparisons_say_that_some_are_significant_by_chance() {
+    fn many_comparisons_say_that_significance_is_corrected_for_their_number() {
         let m = matrix(
             "name: c\nkernels: [debian:6.1, debian:6.12, { spec: debian:6.1, label: again }]\n\
              scenarios: [seed.yaml, control.yaml]\n",
@@ -971,8 +972,9 @@ mod tests {
         let md = markdown(&r, &compare(&r), &[]);
         assert!(
             md.contains(
-                "6 comparisons, each tested at p < 0.05 on its own: even if no kernel differed, \
-                 about 0.3 of them would be expected to come out significant by chance."
+                "6 comparisons: each p is Holm-adjusted for their number, and a line is \
+                 significant when its adjusted p is below 0.05, so that the chance of any \
+                 significant line where no kernel differs stays at 5%."
             ),
             "{md}"
         );
