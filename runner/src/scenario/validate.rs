@@ -149,6 +149,15 @@ use PathSeg::{Index, Key};
 
 const SECTIONS: [&str; 3] = ["setup", "steps", "cleanup"];
 
+/// Whether the filesystem is mounted at its mountpoint at a point of a section.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MountState {
+    Unknown,
+    Mounted,
+    /// Certainly not mounted, since a step of this kind.
+    Unmounted(&'static str),
+}
+
 impl Checker<'_> {
     fn error(&mut self, path: Vec<PathSeg>, message: String) {
         self.problems.push(Problem {
@@ -462,7 +471,11 @@ impl Checker<'_> {
             .filesystem_device()
             .map(|d| d.name.clone())
             .unwrap_or_default();
+        let fs_mountpoint = s.filesystem.as_ref().map(|f| f.mountpoint.clone());
         for (section, steps) in SECTIONS.into_iter().zip([&s.setup, &s.steps, &s.cleanup]) {
+            // Whether the filesystem is mounted at its mountpoint here, where the steps of
+            // this section alone make that certain (each section starts unknown).
+            let mut mounted = MountState::Unknown;
             for (i, step) in steps.iter().enumerate() {
                 let kind = step.kind();
                 let at = |field: Option<&'static str>| {
@@ -502,6 +515,11 @@ impl Checker<'_> {
                         } else {
                             k += 1;
                         }
+                    }
+                }
+                if self.partial.dropped_steps.is_empty() {
+                    if let Some(mp) = &fs_mountpoint {
+                        self.mount_state(step, mp, &fs_device, &mut mounted, &at);
                     }
                 }
                 let dropped = |kind: &str| {
@@ -633,6 +651,96 @@ impl Checker<'_> {
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// A `write-data` or `verify-data` where nothing can be mounted at the filesystem's
+    /// mountpoint, or an `fsck` of its device while it is certainly mounted: the step would
+    /// test nothing (files written to the guest's root in RAM), or judge the kernel for a
+    /// missing step (every file "lost", a checker refusing or misreading a mounted device).
+    /// Only what the section's own steps make certain counts: a `run` or `spawn` (which may
+    /// mount by hand), an unplug or a replug, or a mount or umount whose outcome may vary
+    /// makes the state unknown again.
+    fn mount_state(
+        &mut self,
+        step: &Step,
+        fs_mountpoint: &str,
+        fs_device: &str,
+        state: &mut MountState,
+        at: &dyn Fn(Option<&'static str>) -> Vec<PathSeg>,
+    ) {
+        let ours = |mp: &Option<String>| mp.as_deref().is_none_or(|m| m == fs_mountpoint);
+        let only_ok = |e: &crate::scenario::model::Expect| {
+            e.allows(None) && !e.takes_any() && !e.allows(Some("EBUSY"))
+        };
+        match step {
+            Step::Mount(m) if ours(&m.mountpoint) => {
+                *state = if only_ok(&m.expect) && m.device.as_deref().is_none_or(|d| d == fs_device)
+                {
+                    MountState::Mounted
+                } else {
+                    MountState::Unknown
+                };
+            }
+            Step::Umount(u) if ours(&u.mountpoint) => {
+                *state = if only_ok(&u.expect) {
+                    MountState::Unmounted("umount")
+                } else {
+                    MountState::Unknown
+                };
+            }
+            Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) => {
+                *state = MountState::Unmounted(step.kind());
+            }
+            Step::Run(_) | Step::Spawn(_) | Step::Unplug(_) | Step::Replug(_) => {
+                *state = MountState::Unknown;
+            }
+            Step::WriteData(_) | Step::VerifyData(_) => {
+                if let MountState::Unmounted(why) = *state {
+                    let dir = match step {
+                        Step::WriteData(d) => &d.dir,
+                        Step::VerifyData(d) => &d.dir,
+                        _ => unreachable!(),
+                    };
+                    let cause = if why == "umount" {
+                        "the umount step before it unmounted it".to_string()
+                    } else {
+                        format!(
+                            "the {why} step before it started the guest again, with nothing mounted"
+                        )
+                    };
+                    let effect = if matches!(step, Step::WriteData(_)) {
+                        "its files would go to the guest's root filesystem in RAM and test nothing"
+                    } else {
+                        "every file would be reported lost, the kernel's data loss for a missing step"
+                    };
+                    self.error(
+                        at(None),
+                        format!(
+                            "{} uses `{fs_mountpoint}/{dir}`, but nothing is mounted at \
+                             `{fs_mountpoint}` here: {cause}; {effect}; add a `mount` step \
+                             before this one",
+                            step.kind()
+                        ),
+                    );
+                }
+            }
+            Step::Fsck(f)
+                if f.device.as_deref().is_none_or(|d| d == fs_device)
+                    && *state == MountState::Mounted =>
+            {
+                self.error(
+                    at(None),
+                    format!(
+                        "fsck checks `{fs_device}` while it is mounted at \
+                             `{fs_mountpoint}` (by the mount step before it): a checker's \
+                             verdict on a mounted filesystem means nothing (xfs_repair refuses \
+                             one, which would fail the step as the kernel's problem); add an \
+                             `umount` step before this one"
+                    ),
+                );
+            }
+            _ => {}
         }
     }
 
@@ -1210,11 +1318,27 @@ mod tests {
             // verify-data of files written without fsync, after a power cut or panic.
             (
                 "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
-                 - {write-data: {fsync: false}}\n- {verify-data: {}}\n- power-cut\n- {verify-data: {}}\n\
-                 - {write-data: {}}\n- panic\n- {verify-data: {}}\n\
-                 - {write-data: {dir: b, fsync: false}}\n- reboot\n- {verify-data: {dir: b}}\n",
+                 - {write-data: {fsync: false}}\n- {verify-data: {}}\n- power-cut\n- mount\n- {verify-data: {}}\n\
+                 - {write-data: {}}\n- panic\n- mount\n- {verify-data: {}}\n\
+                 - {write-data: {dir: b, fsync: false}}\n- reboot\n- mount\n- {verify-data: {dir: b}}\n",
                 &[
-                    "steps[3].verify-data: warning: verify-data checks `crashrig-data`, which a write-data wrote with `fsync: false` before the power-cut step: nothing promised that data would survive it, yet every lost file fails this step as the kernel's data loss; use `fsync: true`, unless this is a control that expects the loss",
+                    "steps[4].verify-data: warning: verify-data checks `crashrig-data`, which a write-data wrote with `fsync: false` before the power-cut step: nothing promised that data would survive it, yet every lost file fails this step as the kernel's data loss; use `fsync: true`, unless this is a control that expects the loss",
+                ],
+            ),
+            // Data steps where nothing is mounted, an fsck of a mounted filesystem: the step
+            // would test nothing, or blame the kernel for a missing step.
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
+                 - mount\n- write-data\n- fsck\n- panic\n- {verify-data: {}}\n- mount\n- {verify-data: {}}\n\
+                 - umount\n- write-data\n- {umount: {expect: any}}\n- fsck\n- {mount: {expect: [ok, EBUSY]}}\n\
+                 - fsck\n- {run: {command: 'mount /dev/vda /mnt'}}\n- {verify-data: {}}\n- power-cut\n\
+                 - {run: {command: 'mount /dev/vda /mnt'}}\n- {verify-data: {}}\n- mount\n\
+                 - {mount: {mountpoint: /other}}\n- {umount: {mountpoint: /other}}\n- fsck\n",
+                &[
+                    "steps[2].fsck: fsck checks `d` while it is mounted at `/mnt` (by the mount step before it): a checker's verdict on a mounted filesystem means nothing (xfs_repair refuses one, which would fail the step as the kernel's problem); add an `umount` step before this one",
+                    "steps[4].verify-data: verify-data uses `/mnt/crashrig-data`, but nothing is mounted at `/mnt` here: the panic step before it started the guest again, with nothing mounted; every file would be reported lost, the kernel's data loss for a missing step; add a `mount` step before this one",
+                    "steps[8].write-data: write-data uses `/mnt/crashrig-data`, but nothing is mounted at `/mnt` here: the umount step before it unmounted it; its files would go to the guest's root filesystem in RAM and test nothing; add a `mount` step before this one",
+                    "steps[21].fsck: fsck checks `d` while it is mounted at `/mnt` (by the mount step before it): a checker's verdict on a mounted filesystem means nothing (xfs_repair refuses one, which would fail the step as the kernel's problem); add an `umount` step before this one",
                 ],
             ),
             // Bounds on numbers: a day per step duration, 1T per device, exit statuses.
