@@ -156,6 +156,11 @@ enum MountState {
     Mounted,
     /// Certainly not mounted, since a step of this kind.
     Unmounted(&'static str),
+    /// Not mounted since a crash step of this kind that came while it was mounted: its
+    /// log is not replayed.
+    Crashed(&'static str),
+    /// Mounted, and an xfs shut down by a `shutdown` step: its log stays dirty after umount.
+    ShutDown,
 }
 
 impl Checker<'_> {
@@ -683,20 +688,27 @@ impl Checker<'_> {
                 };
             }
             Step::Umount(u) if ours(&u.mountpoint) => {
-                *state = if only_ok(&u.expect) {
+                *state = if only_ok(&u.expect) && *state == MountState::ShutDown {
+                    MountState::Crashed("shutdown")
+                } else if only_ok(&u.expect) {
                     MountState::Unmounted("umount")
                 } else {
                     MountState::Unknown
                 };
             }
             Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) => {
-                *state = MountState::Unmounted(step.kind());
+                *state = match *state {
+                    MountState::Mounted | MountState::ShutDown => MountState::Crashed(step.kind()),
+                    MountState::Unmounted(by) => MountState::Unmounted(by),
+                    MountState::Crashed(by) => MountState::Crashed(by),
+                    MountState::Unknown => MountState::Unmounted(step.kind()),
+                };
             }
             Step::Run(_) | Step::Spawn(_) | Step::Unplug(_) | Step::Replug(_) => {
                 *state = MountState::Unknown;
             }
             Step::WriteData(_) | Step::VerifyData(_) => {
-                if let MountState::Unmounted(why) = *state {
+                if let MountState::Unmounted(why) | MountState::Crashed(why) = *state {
                     let dir = match step {
                         Step::WriteData(d) => &d.dir,
                         Step::VerifyData(d) => &d.dir,
@@ -725,9 +737,21 @@ impl Checker<'_> {
                     );
                 }
             }
+            // An xfs shut down keeps a dirty log through its umount (`xfs_repair -n` then
+            // reports it as problems, whatever the flags).
+            Step::Shutdown(sh) if ours(&sh.mountpoint) => {
+                let xfs = self
+                    .s
+                    .filesystem
+                    .as_ref()
+                    .is_some_and(|fs| fs.fstype == "xfs");
+                if xfs && *state == MountState::Mounted {
+                    *state = MountState::ShutDown;
+                }
+            }
             Step::Fsck(f)
                 if f.device.as_deref().is_none_or(|d| d == fs_device)
-                    && *state == MountState::Mounted =>
+                    && matches!(*state, MountState::Mounted | MountState::ShutDown) =>
             {
                 self.error(
                     at(None),
@@ -739,6 +763,31 @@ impl Checker<'_> {
                              `umount` step before this one"
                     ),
                 );
+            }
+            // A journaling filesystem the crash left with its log unreplayed: `xfs_repair
+            // -n` reports the log as problems (a failure blamed on the kernel), `e2fsck -fn`
+            // skips the journal and checks the state before it (a pass that tests nothing).
+            Step::Fsck(f) if f.device.as_deref().is_none_or(|d| d == fs_device) => {
+                let journaled = self
+                    .s
+                    .filesystem
+                    .as_ref()
+                    .is_some_and(|fs| matches!(fs.fstype.as_str(), "xfs" | "ext3" | "ext4"));
+                if let MountState::Crashed(crash) = *state {
+                    if journaled {
+                        self.error(
+                            at(None),
+                            format!(
+                                "fsck checks `{fs_device}` after the {crash} step with no \
+                                 mount since, so its log is not replayed: `xfs_repair -n` \
+                                 reports an unreplayed log as problems (a failure blamed on \
+                                 the kernel) and `e2fsck -fn` skips the journal and checks the \
+                                 state before it; add a `mount` (which replays the log) and an \
+                                 `umount` step before this one"
+                            ),
+                        );
+                    }
+                }
             }
             _ => {}
         }
@@ -1333,13 +1382,23 @@ mod tests {
                  - umount\n- write-data\n- {umount: {expect: any}}\n- fsck\n- {mount: {expect: [ok, EBUSY]}}\n\
                  - fsck\n- {run: {command: 'mount /dev/vda /mnt'}}\n- {verify-data: {}}\n- power-cut\n\
                  - {run: {command: 'mount /dev/vda /mnt'}}\n- {verify-data: {}}\n- mount\n\
-                 - {mount: {mountpoint: /other}}\n- {umount: {mountpoint: /other}}\n- fsck\n",
+                 - {mount: {mountpoint: /other}}\n- {umount: {mountpoint: /other}}\n- fsck\n\
+                 - umount\n- power-cut\n- fsck\n- mount\n- power-cut\n- fsck\n- mount\n- umount\n- fsck\n\
+                 - mount\n- shutdown\n- umount\n- fsck\n- mount\n- umount\n- fsck\n",
                 &[
                     "steps[2].fsck: fsck checks `d` while it is mounted at `/mnt` (by the mount step before it): a checker's verdict on a mounted filesystem means nothing (xfs_repair refuses one, which would fail the step as the kernel's problem); add an `umount` step before this one",
                     "steps[4].verify-data: verify-data uses `/mnt/crashrig-data`, but nothing is mounted at `/mnt` here: the panic step before it started the guest again, with nothing mounted; every file would be reported lost, the kernel's data loss for a missing step; add a `mount` step before this one",
                     "steps[8].write-data: write-data uses `/mnt/crashrig-data`, but nothing is mounted at `/mnt` here: the umount step before it unmounted it; its files would go to the guest's root filesystem in RAM and test nothing; add a `mount` step before this one",
                     "steps[21].fsck: fsck checks `d` while it is mounted at `/mnt` (by the mount step before it): a checker's verdict on a mounted filesystem means nothing (xfs_repair refuses one, which would fail the step as the kernel's problem); add an `umount` step before this one",
+                    "steps[27].fsck: fsck checks `d` after the power-cut step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
+                    "steps[34].fsck: fsck checks `d` after the shutdown step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
                 ],
+            ),
+            // btrfs needs no log replay before its checker.
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: btrfs}\nsteps:\n\
+                 - mount\n- power-cut\n- fsck\n",
+                &[],
             ),
             // Bounds on numbers: a day per step duration, 1T per device, exit statuses.
             (
