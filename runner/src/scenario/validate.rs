@@ -472,6 +472,11 @@ impl Checker<'_> {
         // Devices unplugged and not replugged yet (a step without `device` acts on the
         // filesystem's).
         let mut unplugged: HashSet<String> = HashSet::new();
+        // Whether dm-flakey drops the filesystem device's writes here, and the directories
+        // whose last write-data came while it did: acknowledged, then thrown away by the
+        // scenario's own fault.
+        let mut dropping = false;
+        let mut dropped_data: HashSet<&str> = HashSet::new();
         let fs_device = s
             .filesystem_device()
             .map(|d| d.name.clone())
@@ -537,6 +542,38 @@ impl Checker<'_> {
                     for crash in unsynced.values_mut() {
                         crash.get_or_insert(kind);
                     }
+                }
+                match step {
+                    Step::DmFlakey(f) if f.device.as_deref().is_none_or(|d| d == fs_device) => {
+                        dropping = f.mode == crate::scenario::model::FlakeyMode::DropWrites;
+                    }
+                    Step::DmError(d) | Step::DmRestore(d)
+                        if d.device.as_deref().is_none_or(|x| x == fs_device) =>
+                    {
+                        dropping = false;
+                    }
+                    Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) => dropping = false,
+                    Step::WriteData(d) if dropping => {
+                        dropped_data.insert(&d.dir);
+                    }
+                    Step::WriteData(d) => {
+                        dropped_data.remove(d.dir.as_str());
+                    }
+                    Step::VerifyData(d) if dropped_data.contains(d.dir.as_str()) => {
+                        self.warning(
+                            at(None),
+                            format!(
+                                "verify-data checks `{}`, which a write-data wrote while \
+                                 dm-flakey dropped the device's writes: the scenario's own fault \
+                                 acknowledged and threw them away, yet every lost file fails \
+                                 this step as the kernel's data loss; verify data written before \
+                                 the dm-flakey step, unless this is a control that expects the \
+                                 loss",
+                                d.dir
+                            ),
+                        );
+                    }
+                    _ => {}
                 }
                 if matches!(step, Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_)) {
                     running.clear();
@@ -1392,6 +1429,17 @@ mod tests {
                     "steps[21].fsck: fsck checks `d` while it is mounted at `/mnt` (by the mount step before it): a checker's verdict on a mounted filesystem means nothing (xfs_repair refuses one, which would fail the step as the kernel's problem); add an `umount` step before this one",
                     "steps[27].fsck: fsck checks `d` after the power-cut step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
                     "steps[34].fsck: fsck checks `d` after the shutdown step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
+                ],
+            ),
+            // verify-data of what was written while dm-flakey dropped writes.
+            (
+                "name: t\ndevices: [{name: d, size: 1G, dm: true}]\nfilesystem: {type: xfs}\nsteps:\n\
+                 - mount\n- {write-data: {dir: a}}\n- dm-flakey\n- {write-data: {dir: b}}\n\
+                 - {umount: {expect: any}}\n- dm-restore\n- mount\n- {verify-data: {dir: a}}\n\
+                 - {verify-data: {dir: b}}\n- {dm-flakey: {mode: error-writes}}\n- {write-data: {dir: c}}\n\
+                 - dm-restore\n- {verify-data: {dir: c}}\n",
+                &[
+                    "steps[8].verify-data: warning: verify-data checks `b`, which a write-data wrote while dm-flakey dropped the device's writes: the scenario's own fault acknowledged and threw them away, yet every lost file fails this step as the kernel's data loss; verify data written before the dm-flakey step, unless this is a control that expects the loss",
                 ],
             ),
             // btrfs needs no log replay before its checker.
