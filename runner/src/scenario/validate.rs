@@ -700,8 +700,8 @@ impl Checker<'_> {
     /// mountpoint, or an `fsck` of its device while it is certainly mounted: the step would
     /// test nothing (files written to the guest's root in RAM), or judge the kernel for a
     /// missing step (every file "lost", a checker refusing or misreading a mounted device).
-    /// Only what the section's own steps make certain counts: a `run` or `spawn` (which may
-    /// mount by hand), an unplug or a replug, or a mount or umount whose outcome may vary
+    /// Only what the section's own steps make certain counts: a `run` or `spawn` whose
+    /// command says `mount` (it may mount or unmount by hand), an unplug or a replug, or a mount or umount whose outcome may vary
     /// makes the state unknown again.
     fn mount_state(
         &mut self,
@@ -741,9 +741,15 @@ impl Checker<'_> {
                     MountState::Unknown => MountState::Unmounted(step.kind()),
                 };
             }
-            Step::Run(_) | Step::Spawn(_) | Step::Unplug(_) | Step::Replug(_) => {
+            // A command that may mount or unmount by hand (`mount`, `umount`, `/bin/mount`);
+            // a workload that does not leaves the state as it was.
+            Step::Run(crate::scenario::model::RunStep { command, .. })
+            | Step::Spawn(crate::scenario::model::SpawnStep { command, .. })
+                if command.contains("mount") =>
+            {
                 *state = MountState::Unknown;
             }
+            Step::Unplug(_) | Step::Replug(_) => *state = MountState::Unknown,
             Step::WriteData(_) | Step::VerifyData(_) => {
                 if let MountState::Unmounted(why) | MountState::Crashed(why) = *state {
                     let dir = match step {
@@ -1420,15 +1426,15 @@ mod tests {
                  - fsck\n- {run: {command: 'mount /dev/vda /mnt'}}\n- {verify-data: {}}\n- power-cut\n\
                  - {run: {command: 'mount /dev/vda /mnt'}}\n- {verify-data: {}}\n- mount\n\
                  - {mount: {mountpoint: /other}}\n- {umount: {mountpoint: /other}}\n- fsck\n\
-                 - umount\n- power-cut\n- fsck\n- mount\n- power-cut\n- fsck\n- mount\n- umount\n- fsck\n\
+                 - umount\n- power-cut\n- fsck\n- mount\n- {spawn: {name: w, command: fio}}\n- power-cut\n- fsck\n- mount\n- umount\n- fsck\n\
                  - mount\n- shutdown\n- umount\n- fsck\n- mount\n- umount\n- fsck\n",
                 &[
                     "steps[2].fsck: fsck checks `d` while it is mounted at `/mnt` (by the mount step before it): a checker's verdict on a mounted filesystem means nothing (xfs_repair refuses one, which would fail the step as the kernel's problem); add an `umount` step before this one",
                     "steps[4].verify-data: verify-data uses `/mnt/crashrig-data`, but nothing is mounted at `/mnt` here: the panic step before it started the guest again, with nothing mounted; every file would be reported lost, the kernel's data loss for a missing step; add a `mount` step before this one",
                     "steps[8].write-data: write-data uses `/mnt/crashrig-data`, but nothing is mounted at `/mnt` here: the umount step before it unmounted it; its files would go to the guest's root filesystem in RAM and test nothing; add a `mount` step before this one",
                     "steps[21].fsck: fsck checks `d` while it is mounted at `/mnt` (by the mount step before it): a checker's verdict on a mounted filesystem means nothing (xfs_repair refuses one, which would fail the step as the kernel's problem); add an `umount` step before this one",
-                    "steps[27].fsck: fsck checks `d` after the power-cut step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
-                    "steps[34].fsck: fsck checks `d` after the shutdown step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
+                    "steps[28].fsck: fsck checks `d` after the power-cut step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
+                    "steps[35].fsck: fsck checks `d` after the shutdown step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
                 ],
             ),
             // verify-data of what was written while dm-flakey dropped writes.
