@@ -67,6 +67,17 @@ pub fn judge_step(s: &Scenario, step: &Step, r: &StepReport) -> Judged {
         Step::Run(run) => {
             if r.exit_status == Some(run.exit) {
                 Held(None)
+            } else if let Some(program) = shell_missed(r) {
+                // The shell never found the program: nothing ran, and the kernel gave no
+                // answer. A path (`/mnt/script: not found`) may be a file the kernel lost,
+                // so only a bare name counts.
+                Error(format!(
+                    "exited with {} (expected {}): the guest's shell found no program `{program}` \
+                     (not in the image or mistyped; a program of the image recipe is in \
+                     /tools/bin), so the command never ran (not the kernel's answer)",
+                    r.exit_status.unwrap_or(127),
+                    run.exit
+                ))
             } else {
                 Violated(format!(
                     "exited with {} (expected {}){}",
@@ -533,6 +544,19 @@ pub fn verdict(
     (v, reasons)
 }
 
+/// The program a `run` command's shell could not find (status 127 and busybox sh's
+/// `sh: NAME: not found`), when it is a bare name, not a path.
+fn shell_missed(r: &StepReport) -> Option<String> {
+    if r.exit_status != Some(127) {
+        return None;
+    }
+    r.stderr.lines().chain(r.stdout.lines()).find_map(|l| {
+        let name = l.trim().strip_prefix("sh: ")?.strip_suffix(": not found")?;
+        let name = name.rsplit(": ").next().unwrap_or(name);
+        (!name.is_empty() && !name.contains('/') && !name.contains(' ')).then(|| name.to_string())
+    })
+}
+
 /// The end of a failing command's output for its failure line (the whole output stays in
 /// results.json): the last non-empty line of stderr, else of stdout, at most 160 characters.
 fn last_output(stdout: &str, stderr: &str) -> String {
@@ -841,6 +865,41 @@ mod tests {
             rec.note.as_deref(),
             Some("mkfs exited with status 1; last output: label too long")
         );
+    }
+
+    /// A newcomer's typo (`fiio`) was counted as the kernel's failure, exit 1.
+    #[test]
+    fn a_run_whose_program_the_shell_did_not_find_is_an_error_not_a_failure() {
+        let s = load(
+            "name: t\nsteps:\n- run: {command: fiio --version}\n\
+             - run: {command: /mnt/script}\n- run: {command: 'exit 127'}\n\
+             - run: {command: nope, exit: 127}\n",
+        );
+        let status = |index, stderr: &str| StepReport {
+            index,
+            attempts: 1,
+            exit_status: Some(127),
+            stderr: stderr.into(),
+            ..StepReport::default()
+        };
+        let rec = step_record(&s, at(0), &status(0, "sh: fiio: not found\n"), &[]);
+        assert!(!rec.ok && rec.error, "{rec:?}");
+        assert!(
+            rec.note
+                .as_deref()
+                .unwrap()
+                .contains("found no program `fiio`"),
+            "{rec:?}"
+        );
+        // A missing path may be the kernel's loss: a failure, as before.
+        let rec = step_record(&s, at(1), &status(1, "sh: /mnt/script: not found\n"), &[]);
+        assert!(!rec.ok && !rec.error, "{rec:?}");
+        // 127 of the command's own: a failure.
+        let rec = step_record(&s, at(2), &status(2, ""), &[]);
+        assert!(!rec.ok && !rec.error, "{rec:?}");
+        // Expected: held.
+        let rec = step_record(&s, at(3), &status(3, "sh: nope: not found\n"), &[]);
+        assert!(rec.ok && !rec.error, "{rec:?}");
     }
 
     #[test]

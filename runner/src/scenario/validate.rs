@@ -149,6 +149,20 @@ use PathSeg::{Index, Key};
 
 const SECTIONS: [&str; 3] = ["setup", "steps", "cleanup"];
 
+/// Whether the filesystem is mounted at its mountpoint at a point of a section.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MountState {
+    Unknown,
+    Mounted,
+    /// Certainly not mounted, since a step of this kind.
+    Unmounted(&'static str),
+    /// Not mounted since a crash step of this kind that came while it was mounted: its
+    /// log is not replayed.
+    Crashed(&'static str),
+    /// Mounted, and an xfs shut down by a `shutdown` step: its log stays dirty after umount.
+    ShutDown,
+}
+
 impl Checker<'_> {
     fn error(&mut self, path: Vec<PathSeg>, message: String) {
         self.problems.push(Problem {
@@ -458,11 +472,20 @@ impl Checker<'_> {
         // Devices unplugged and not replugged yet (a step without `device` acts on the
         // filesystem's).
         let mut unplugged: HashSet<String> = HashSet::new();
+        // Whether dm-flakey drops the filesystem device's writes here, and the directories
+        // whose last write-data came while it did: acknowledged, then thrown away by the
+        // scenario's own fault.
+        let mut dropping = false;
+        let mut dropped_data: HashSet<&str> = HashSet::new();
         let fs_device = s
             .filesystem_device()
             .map(|d| d.name.clone())
             .unwrap_or_default();
+        let fs_mountpoint = s.filesystem.as_ref().map(|f| f.mountpoint.clone());
         for (section, steps) in SECTIONS.into_iter().zip([&s.setup, &s.steps, &s.cleanup]) {
+            // Whether the filesystem is mounted at its mountpoint here, where the steps of
+            // this section alone make that certain (each section starts unknown).
+            let mut mounted = MountState::Unknown;
             for (i, step) in steps.iter().enumerate() {
                 let kind = step.kind();
                 let at = |field: Option<&'static str>| {
@@ -504,6 +527,11 @@ impl Checker<'_> {
                         }
                     }
                 }
+                if self.partial.dropped_steps.is_empty() {
+                    if let Some(mp) = &fs_mountpoint {
+                        self.mount_state(step, mp, &fs_device, &mut mounted, &at);
+                    }
+                }
                 let dropped = |kind: &str| {
                     self.partial.dropped_steps.contains(kind)
                         || self.partial.dropped_steps.contains("?")
@@ -514,6 +542,38 @@ impl Checker<'_> {
                     for crash in unsynced.values_mut() {
                         crash.get_or_insert(kind);
                     }
+                }
+                match step {
+                    Step::DmFlakey(f) if f.device.as_deref().is_none_or(|d| d == fs_device) => {
+                        dropping = f.mode == crate::scenario::model::FlakeyMode::DropWrites;
+                    }
+                    Step::DmError(d) | Step::DmRestore(d)
+                        if d.device.as_deref().is_none_or(|x| x == fs_device) =>
+                    {
+                        dropping = false;
+                    }
+                    Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) => dropping = false,
+                    Step::WriteData(d) if dropping => {
+                        dropped_data.insert(&d.dir);
+                    }
+                    Step::WriteData(d) => {
+                        dropped_data.remove(d.dir.as_str());
+                    }
+                    Step::VerifyData(d) if dropped_data.contains(d.dir.as_str()) => {
+                        self.warning(
+                            at(None),
+                            format!(
+                                "verify-data checks `{}`, which a write-data wrote while \
+                                 dm-flakey dropped the device's writes: the scenario's own fault \
+                                 acknowledged and threw them away, yet every lost file fails \
+                                 this step as the kernel's data loss; verify data written before \
+                                 the dm-flakey step, unless this is a control that expects the \
+                                 loss",
+                                d.dir
+                            ),
+                        );
+                    }
+                    _ => {}
                 }
                 if matches!(step, Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_)) {
                     running.clear();
@@ -633,6 +693,146 @@ impl Checker<'_> {
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// A `write-data` or `verify-data` where nothing can be mounted at the filesystem's
+    /// mountpoint, or an `fsck` of its device while it is certainly mounted: the step would
+    /// test nothing (files written to the guest's root in RAM), or judge the kernel for a
+    /// missing step (every file "lost", a checker refusing or misreading a mounted device).
+    /// Only what the section's own steps make certain counts: a `run` or `spawn` whose
+    /// command says `mount` (it may mount or unmount by hand), an unplug or a replug, or a mount or umount whose outcome may vary
+    /// makes the state unknown again.
+    fn mount_state(
+        &mut self,
+        step: &Step,
+        fs_mountpoint: &str,
+        fs_device: &str,
+        state: &mut MountState,
+        at: &dyn Fn(Option<&'static str>) -> Vec<PathSeg>,
+    ) {
+        let ours = |mp: &Option<String>| mp.as_deref().is_none_or(|m| m == fs_mountpoint);
+        let only_ok = |e: &crate::scenario::model::Expect| {
+            e.allows(None) && !e.takes_any() && !e.allows(Some("EBUSY"))
+        };
+        match step {
+            Step::Mount(m) if ours(&m.mountpoint) => {
+                *state = if only_ok(&m.expect) && m.device.as_deref().is_none_or(|d| d == fs_device)
+                {
+                    MountState::Mounted
+                } else {
+                    MountState::Unknown
+                };
+            }
+            Step::Umount(u) if ours(&u.mountpoint) => {
+                *state = if only_ok(&u.expect) && *state == MountState::ShutDown {
+                    MountState::Crashed("shutdown")
+                } else if only_ok(&u.expect) {
+                    MountState::Unmounted("umount")
+                } else {
+                    MountState::Unknown
+                };
+            }
+            Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) => {
+                *state = match *state {
+                    MountState::Mounted | MountState::ShutDown => MountState::Crashed(step.kind()),
+                    MountState::Unmounted(by) => MountState::Unmounted(by),
+                    MountState::Crashed(by) => MountState::Crashed(by),
+                    MountState::Unknown => MountState::Unmounted(step.kind()),
+                };
+            }
+            // A command that may mount or unmount by hand (`mount`, `umount`, `/bin/mount`);
+            // a workload that does not leaves the state as it was.
+            Step::Run(crate::scenario::model::RunStep { command, .. })
+            | Step::Spawn(crate::scenario::model::SpawnStep { command, .. })
+                if command.contains("mount") =>
+            {
+                *state = MountState::Unknown;
+            }
+            Step::Unplug(_) | Step::Replug(_) => *state = MountState::Unknown,
+            Step::WriteData(_) | Step::VerifyData(_) => {
+                if let MountState::Unmounted(why) | MountState::Crashed(why) = *state {
+                    let dir = match step {
+                        Step::WriteData(d) => &d.dir,
+                        Step::VerifyData(d) => &d.dir,
+                        _ => unreachable!(),
+                    };
+                    let cause = if why == "umount" {
+                        "the umount step before it unmounted it".to_string()
+                    } else {
+                        format!(
+                            "the {why} step before it started the guest again, with nothing mounted"
+                        )
+                    };
+                    let effect = if matches!(step, Step::WriteData(_)) {
+                        "its files would go to the guest's root filesystem in RAM and test nothing"
+                    } else {
+                        "every file would be reported lost, the kernel's data loss for a missing step"
+                    };
+                    self.error(
+                        at(None),
+                        format!(
+                            "{} uses `{fs_mountpoint}/{dir}`, but nothing is mounted at \
+                             `{fs_mountpoint}` here: {cause}; {effect}; add a `mount` step \
+                             before this one",
+                            step.kind()
+                        ),
+                    );
+                }
+            }
+            // An xfs shut down keeps a dirty log through its umount (`xfs_repair -n` then
+            // reports it as problems, whatever the flags).
+            Step::Shutdown(sh) if ours(&sh.mountpoint) => {
+                let xfs = self
+                    .s
+                    .filesystem
+                    .as_ref()
+                    .is_some_and(|fs| fs.fstype == "xfs");
+                if xfs && *state == MountState::Mounted {
+                    *state = MountState::ShutDown;
+                }
+            }
+            Step::Fsck(f)
+                if f.device.as_deref().is_none_or(|d| d == fs_device)
+                    && matches!(*state, MountState::Mounted | MountState::ShutDown) =>
+            {
+                self.error(
+                    at(None),
+                    format!(
+                        "fsck checks `{fs_device}` while it is mounted at \
+                             `{fs_mountpoint}` (by the mount step before it): a checker's \
+                             verdict on a mounted filesystem means nothing (xfs_repair refuses \
+                             one, which would fail the step as the kernel's problem); add an \
+                             `umount` step before this one"
+                    ),
+                );
+            }
+            // A journaling filesystem the crash left with its log unreplayed: `xfs_repair
+            // -n` reports the log as problems (a failure blamed on the kernel), `e2fsck -fn`
+            // skips the journal and checks the state before it (a pass that tests nothing).
+            Step::Fsck(f) if f.device.as_deref().is_none_or(|d| d == fs_device) => {
+                let journaled = self
+                    .s
+                    .filesystem
+                    .as_ref()
+                    .is_some_and(|fs| matches!(fs.fstype.as_str(), "xfs" | "ext3" | "ext4"));
+                if let MountState::Crashed(crash) = *state {
+                    if journaled {
+                        self.error(
+                            at(None),
+                            format!(
+                                "fsck checks `{fs_device}` after the {crash} step with no \
+                                 mount since, so its log is not replayed: `xfs_repair -n` \
+                                 reports an unreplayed log as problems (a failure blamed on \
+                                 the kernel) and `e2fsck -fn` skips the journal and checks the \
+                                 state before it; add a `mount` (which replays the log) and an \
+                                 `umount` step before this one"
+                            ),
+                        );
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1210,12 +1410,49 @@ mod tests {
             // verify-data of files written without fsync, after a power cut or panic.
             (
                 "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
-                 - {write-data: {fsync: false}}\n- {verify-data: {}}\n- power-cut\n- {verify-data: {}}\n\
-                 - {write-data: {}}\n- panic\n- {verify-data: {}}\n\
-                 - {write-data: {dir: b, fsync: false}}\n- reboot\n- {verify-data: {dir: b}}\n",
+                 - {write-data: {fsync: false}}\n- {verify-data: {}}\n- power-cut\n- mount\n- {verify-data: {}}\n\
+                 - {write-data: {}}\n- panic\n- mount\n- {verify-data: {}}\n\
+                 - {write-data: {dir: b, fsync: false}}\n- reboot\n- mount\n- {verify-data: {dir: b}}\n",
                 &[
-                    "steps[3].verify-data: warning: verify-data checks `crashrig-data`, which a write-data wrote with `fsync: false` before the power-cut step: nothing promised that data would survive it, yet every lost file fails this step as the kernel's data loss; use `fsync: true`, unless this is a control that expects the loss",
+                    "steps[4].verify-data: warning: verify-data checks `crashrig-data`, which a write-data wrote with `fsync: false` before the power-cut step: nothing promised that data would survive it, yet every lost file fails this step as the kernel's data loss; use `fsync: true`, unless this is a control that expects the loss",
                 ],
+            ),
+            // Data steps where nothing is mounted, an fsck of a mounted filesystem: the step
+            // would test nothing, or blame the kernel for a missing step.
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
+                 - mount\n- write-data\n- fsck\n- panic\n- {verify-data: {}}\n- mount\n- {verify-data: {}}\n\
+                 - umount\n- write-data\n- {umount: {expect: any}}\n- fsck\n- {mount: {expect: [ok, EBUSY]}}\n\
+                 - fsck\n- {run: {command: 'mount /dev/vda /mnt'}}\n- {verify-data: {}}\n- power-cut\n\
+                 - {run: {command: 'mount /dev/vda /mnt'}}\n- {verify-data: {}}\n- mount\n\
+                 - {mount: {mountpoint: /other}}\n- {umount: {mountpoint: /other}}\n- fsck\n\
+                 - umount\n- power-cut\n- fsck\n- mount\n- {spawn: {name: w, command: fio}}\n- power-cut\n- fsck\n- mount\n- umount\n- fsck\n\
+                 - mount\n- shutdown\n- umount\n- fsck\n- mount\n- umount\n- fsck\n",
+                &[
+                    "steps[2].fsck: fsck checks `d` while it is mounted at `/mnt` (by the mount step before it): a checker's verdict on a mounted filesystem means nothing (xfs_repair refuses one, which would fail the step as the kernel's problem); add an `umount` step before this one",
+                    "steps[4].verify-data: verify-data uses `/mnt/crashrig-data`, but nothing is mounted at `/mnt` here: the panic step before it started the guest again, with nothing mounted; every file would be reported lost, the kernel's data loss for a missing step; add a `mount` step before this one",
+                    "steps[8].write-data: write-data uses `/mnt/crashrig-data`, but nothing is mounted at `/mnt` here: the umount step before it unmounted it; its files would go to the guest's root filesystem in RAM and test nothing; add a `mount` step before this one",
+                    "steps[21].fsck: fsck checks `d` while it is mounted at `/mnt` (by the mount step before it): a checker's verdict on a mounted filesystem means nothing (xfs_repair refuses one, which would fail the step as the kernel's problem); add an `umount` step before this one",
+                    "steps[28].fsck: fsck checks `d` after the power-cut step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
+                    "steps[35].fsck: fsck checks `d` after the shutdown step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one",
+                ],
+            ),
+            // verify-data of what was written while dm-flakey dropped writes.
+            (
+                "name: t\ndevices: [{name: d, size: 1G, dm: true}]\nfilesystem: {type: xfs}\nsteps:\n\
+                 - mount\n- {write-data: {dir: a}}\n- dm-flakey\n- {write-data: {dir: b}}\n\
+                 - {umount: {expect: any}}\n- dm-restore\n- mount\n- {verify-data: {dir: a}}\n\
+                 - {verify-data: {dir: b}}\n- {dm-flakey: {mode: error-writes}}\n- {write-data: {dir: c}}\n\
+                 - dm-restore\n- {verify-data: {dir: c}}\n",
+                &[
+                    "steps[8].verify-data: warning: verify-data checks `b`, which a write-data wrote while dm-flakey dropped the device's writes: the scenario's own fault acknowledged and threw them away, yet every lost file fails this step as the kernel's data loss; verify data written before the dm-flakey step, unless this is a control that expects the loss",
+                ],
+            ),
+            // btrfs needs no log replay before its checker.
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: btrfs}\nsteps:\n\
+                 - mount\n- power-cut\n- fsck\n",
+                &[],
             ),
             // Bounds on numbers: a day per step duration, 1T per device, exit statuses.
             (
