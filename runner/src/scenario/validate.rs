@@ -129,6 +129,7 @@ pub(crate) fn check(s: &Scenario, partial: &Partial, host: &HostLimits) -> Vec<P
         partial,
         host,
         problems: Vec::new(),
+        mount_guessed: false,
     };
     v.top();
     v.devices();
@@ -143,6 +144,10 @@ struct Checker<'a> {
     partial: &'a Partial,
     host: &'a HostLimits,
     problems: Vec<Problem>,
+    /// A `run` whose command does not say `mount` came since the section's steps last made
+    /// the mount state certain: it is then only likely, and what it finds is a warning, not
+    /// an error (a script may mount by hand without saying so).
+    mount_guessed: bool,
 }
 
 use PathSeg::{Index, Key};
@@ -170,6 +175,22 @@ impl Checker<'_> {
             path,
             message,
         });
+    }
+
+    /// A problem the mount state shows: an error when the section's steps make the state
+    /// certain, a warning when a `run` since may have changed it by hand.
+    fn mount_problem(&mut self, path: Vec<PathSeg>, message: String) {
+        if self.mount_guessed {
+            self.warning(
+                path,
+                format!(
+                    "{message} (unless a `run` step before it mounts or unmounts by other means \
+                     than a `mount` command)"
+                ),
+            );
+        } else {
+            self.error(path, message);
+        }
     }
 
     fn warning(&mut self, path: Vec<PathSeg>, message: String) {
@@ -486,6 +507,7 @@ impl Checker<'_> {
             // Whether the filesystem is mounted at its mountpoint here, where the steps of
             // this section alone make that certain (each section starts unknown).
             let mut mounted = MountState::Unknown;
+            self.mount_guessed = false;
             for (i, step) in steps.iter().enumerate() {
                 let kind = step.kind();
                 let at = |field: Option<&'static str>| {
@@ -723,6 +745,7 @@ impl Checker<'_> {
                 } else {
                     MountState::Unknown
                 };
+                self.mount_guessed = false;
             }
             Step::Umount(u) if ours(&u.mountpoint) => {
                 *state = if only_ok(&u.expect) && *state == MountState::ShutDown {
@@ -732,6 +755,7 @@ impl Checker<'_> {
                 } else {
                     MountState::Unknown
                 };
+                self.mount_guessed = self.mount_guessed && matches!(*state, MountState::Crashed(_));
             }
             Step::PowerCut(_) | Step::Panic(_) | Step::Reboot(_) => {
                 *state = match *state {
@@ -740,6 +764,10 @@ impl Checker<'_> {
                     MountState::Crashed(by) => MountState::Crashed(by),
                     MountState::Unknown => MountState::Unmounted(step.kind()),
                 };
+                // The guest starts again with nothing mounted, whatever ran before.
+                if matches!(*state, MountState::Unmounted(_)) {
+                    self.mount_guessed = false;
+                }
             }
             // A command that may mount or unmount by hand (`mount`, `umount`, `/bin/mount`);
             // a workload that does not leaves the state as it was.
@@ -749,6 +777,9 @@ impl Checker<'_> {
             {
                 *state = MountState::Unknown;
             }
+            // A foreground command may be a script that mounts by hand without saying so; a
+            // spawned workload (fio, stress-ng) runs beside the steps and is taken not to.
+            Step::Run(_) => self.mount_guessed = true,
             Step::Unplug(_) | Step::Replug(_) => *state = MountState::Unknown,
             Step::WriteData(_) | Step::VerifyData(_) => {
                 if let MountState::Unmounted(why) | MountState::Crashed(why) = *state {
@@ -769,7 +800,7 @@ impl Checker<'_> {
                     } else {
                         "every file would be reported lost, the kernel's data loss for a missing step"
                     };
-                    self.error(
+                    self.mount_problem(
                         at(None),
                         format!(
                             "{} uses `{fs_mountpoint}/{dir}`, but nothing is mounted at \
@@ -796,7 +827,7 @@ impl Checker<'_> {
                 if f.device.as_deref().is_none_or(|d| d == fs_device)
                     && matches!(*state, MountState::Mounted | MountState::ShutDown) =>
             {
-                self.error(
+                self.mount_problem(
                     at(None),
                     format!(
                         "fsck checks `{fs_device}` while it is mounted at \
@@ -818,7 +849,7 @@ impl Checker<'_> {
                     .is_some_and(|fs| matches!(fs.fstype.as_str(), "xfs" | "ext3" | "ext4"));
                 if let MountState::Crashed(crash) = *state {
                     if journaled {
-                        self.error(
+                        self.mount_problem(
                             at(None),
                             format!(
                                 "fsck checks `{fs_device}` after the {crash} step with no \
@@ -1486,6 +1517,17 @@ mod tests {
                 ],
             ),
             ("name: t\nsteps: [{sync: {}}]\ndmesg: {fail-on: none}\n", &[]),
+            // A `run` of a script may remount by hand: what the mount state shows after it is
+            // only a warning.
+            (
+                "name: t\ndevices: [{name: d, size: 1G}]\nfilesystem: {type: xfs}\nsteps:\n\
+                 - mount\n- {run: {command: ./prepare.sh}}\n- power-cut\n- fsck\n\
+                 - mount\n- umount\n- {run: {command: ./prepare.sh}}\n- write-data\n",
+                &[
+                    "steps[3].fsck: warning: fsck checks `d` after the power-cut step with no mount since, so its log is not replayed: `xfs_repair -n` reports an unreplayed log as problems (a failure blamed on the kernel) and `e2fsck -fn` skips the journal and checks the state before it; add a `mount` (which replays the log) and an `umount` step before this one (unless a `run` step before it mounts or unmounts by other means than a `mount` command)",
+                    "steps[7].write-data: warning: write-data uses `/mnt/crashrig-data`, but nothing is mounted at `/mnt` here: the umount step before it unmounted it; its files would go to the guest's root filesystem in RAM and test nothing; add a `mount` step before this one (unless a `run` step before it mounts or unmounts by other means than a `mount` command)",
+                ],
+            ),
         ];
         for (yaml, want) in table {
             assert_eq!(problems(yaml), *want, "\n{yaml}");
