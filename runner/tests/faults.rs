@@ -473,6 +473,56 @@ fn sigterm_in_mid_iteration_leaves_no_qemu_at_exit() {
     interrupt_in_mid_iteration_leaves_no_qemu_at_exit(libc::SIGTERM);
 }
 
+/// A matrix stopped by SIGTERM in mid-cell (a CI job's timeout) still writes summary.md and
+/// the JUnit files of what results.json holds, the cut cell marked unfinished, and writes no
+/// baseline: before, it left only results.json, and a CI job had no report at all.
+#[test]
+fn an_interrupted_matrix_still_writes_its_reports_and_no_baseline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = scenario(tmp.path(), "slow", SLOW_STEPS);
+    let matrix = tmp.path().join("cut.yaml");
+    std::fs::write(
+        &matrix,
+        format!("name: cut\nkernels: [debian:6.1]\nscenarios: ['{slow}']\n"),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let baseline = tmp.path().join("baseline.json");
+    let mut child = spawn(
+        tmp.path(),
+        &[
+            "matrix",
+            matrix.to_str().unwrap(),
+            "-j",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--write-baseline",
+            baseline.to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_for(Duration::from_secs(600), || {
+        read_results(&out).filter(|r| iterations(r).len() == 1)
+    })
+    .unwrap_or_else(|| panic!("iteration 1 never finished\n{}", output(tmp.path())));
+    signal(child.id(), libc::SIGTERM);
+    let status = finish_within(&mut child, Duration::from_secs(60), tmp.path());
+    assert_eq!(status.code(), Some(130), "{}", output(tmp.path()));
+    let md = std::fs::read_to_string(out.join("summary.md"))
+        .unwrap_or_else(|_| panic!("no summary.md\n{}", output(tmp.path())));
+    assert!(md.contains("| 1 of 3, unfinished |"), "{md}");
+    let junit = std::fs::read_to_string(out.join("junit-cells.xml")).expect("junit-cells.xml");
+    assert!(junit.contains("slow"), "{junit}");
+    assert!(out.join("junit.xml").exists());
+    assert!(!baseline.exists(), "a baseline from an interrupted matrix");
+    assert!(
+        output(tmp.path()).contains("reports of the cells that finished"),
+        "{}",
+        output(tmp.path())
+    );
+}
+
 #[test]
 fn kill_9_in_mid_build_leaves_no_make() {
     let tmp = tempfile::tempdir().unwrap();

@@ -210,7 +210,26 @@ pub fn main() -> i32 {
             Command::Check(args) => {
                 with_signals(async { Ok(super::check::check(args).await) }).await
             }
-            Command::Matrix(args) => with_signals(super::matrix::matrix(args)).await,
+            Command::Matrix(args) => {
+                let after = crate::run::matrix_run::AfterInterrupt::default();
+                let code = with_signals(super::matrix::matrix(args, after.clone())).await;
+                if matches!(code, Ok(exit::INTERRUPTED)) {
+                    // The matrix and its QEMUs are gone; results.json holds what finished.
+                    match after.write_reports() {
+                        Some(Ok(summary)) => errln!(
+                            "crashrig: reports of the cells that finished (the others marked \
+                             unfinished; no baseline written): {}",
+                            summary.display()
+                        ),
+                        Some(Err(e)) => errln!(
+                            "crashrig: the reports of the interrupted matrix: {}",
+                            crate::report::error_chain(&e)
+                        ),
+                        None => {}
+                    }
+                }
+                code
+            }
             Command::Report(command) => super::report::report(command),
             Command::Repro(args) => with_signals(super::repro::repro(args)).await,
             Command::Bench(command) => with_signals(super::bench::bench(command)).await,

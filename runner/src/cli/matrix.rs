@@ -7,7 +7,7 @@ use clap::Args;
 use super::common::CommonVmArgs;
 use super::CliError;
 use crate::matrix::{parse_partition, Partition};
-use crate::run::matrix_run::{matrix as run_matrix, MatrixOptions};
+use crate::run::matrix_run::{matrix as run_matrix, AfterInterrupt, MatrixOptions};
 
 #[derive(Args, Debug, Clone)]
 // A matrix names its kernels in the matrix file: --kernel (of the common options) is refused,
@@ -41,7 +41,7 @@ pub struct MatrixArgs {
     pub vm: CommonVmArgs,
 }
 
-pub async fn matrix(args: MatrixArgs) -> Result<i32, CliError> {
+pub async fn matrix(args: MatrixArgs, after_interrupt: AfterInterrupt) -> Result<i32, CliError> {
     let vm = args.vm.options();
     Ok(run_matrix(
         MatrixOptions {
@@ -52,6 +52,7 @@ pub async fn matrix(args: MatrixArgs) -> Result<i32, CliError> {
             resume: args.resume,
             baseline: args.baseline,
             write_baseline: args.write_baseline,
+            after_interrupt,
         },
         vm,
     )

@@ -34,6 +34,37 @@ pub struct MatrixOptions {
     pub baseline: Option<PathBuf>,
     /// Write a baseline of this run's results here.
     pub write_baseline: Option<PathBuf>,
+    /// Filled once the matrix's results directory is ready, for the reports of an
+    /// interrupted matrix ([`AfterInterrupt::write_reports`]).
+    pub after_interrupt: AfterInterrupt,
+}
+
+/// What the reports of a matrix interrupted by SIGINT or SIGTERM need: its results directory,
+/// the baseline it checks against and its identity. Set by [`matrix`] as cells start; the
+/// command reads it after the interrupt dropped the matrix (and every QEMU with it).
+#[derive(Debug, Clone, Default)]
+pub struct AfterInterrupt(Arc<std::sync::Mutex<Option<(PathBuf, Baselines, Option<MatrixId>)>>>);
+
+impl AfterInterrupt {
+    fn set(&self, out: &Path, baselines: &Baselines, identity: Option<MatrixId>) {
+        // No baseline is written from an interrupted matrix: its cells are not all there.
+        let check_only = Baselines {
+            check: baselines.check.clone(),
+            write: None,
+        };
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((out.to_path_buf(), check_only, identity));
+        }
+    }
+
+    /// Writes summary.md, junit.xml and junit-cells.xml of what results.json holds (the
+    /// cells that finished; the ones cut short marked unfinished), so a CI job stopped by
+    /// its timeout still has reports. `None` when the matrix had not started its cells.
+    /// Never writes a baseline.
+    pub fn write_reports(&self) -> Option<Result<PathBuf, ReportError>> {
+        let (out, baselines, identity) = self.0.lock().ok()?.clone()?;
+        Some(finish_matrix(&out, &baselines, identity).map(|_| out.join("summary.md")))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +303,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         None => ResultsWriter::new(&out, host.info.clone()),
     };
     let mut sink = session.results_sink(writer);
+    args.after_interrupt.set(&out, &baselines, identity.clone());
     sink.emit(Event::Host(host.info));
     sink.emit(Event::MatrixPlanned {
         cells: cells.len(),
