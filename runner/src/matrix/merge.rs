@@ -239,8 +239,8 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
     let mut kernels = BTreeMap::new();
     let mut unhashed = Vec::new();
     // Per scenario (and parameter values): the iterations its runs were to make.
-    let mut planned: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut counts: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
+    // The shard each run came from, in `runs`' order.
+    let mut origins: Vec<String> = Vec::new();
     for (name, mut shard) in shards {
         if shard.schema != SCHEMA_VERSION {
             return Err(MergeError::Schema {
@@ -269,14 +269,6 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
                     second: name,
                 });
             }
-            if let Some(n) = run.iterations_planned {
-                let group = super::model::cell_id("", &cell.scenario, &cell.params);
-                planned
-                    .entry(group.trim_start_matches('/').to_string())
-                    .or_default()
-                    .push(format!("{n} in {name} (`{}`)", cell.id));
-                counts.entry(group).or_default().insert(n);
-            }
             check_consistent(
                 &name,
                 &run,
@@ -287,6 +279,7 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
             )?;
             run.summary = summarize(&run.iterations);
             runs.push(run);
+            origins.push(name.clone());
         }
         let first_run = !header_ran && shard_ran;
         header_ran |= shard_ran;
@@ -324,6 +317,12 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
     if named_in_header {
         merged.matrix = matrix.map(|(_, m)| m);
     }
+    let unequal = unequal_plans(
+        runs.iter()
+            .zip(&origins)
+            .map(|(r, o)| (r, Some(o.as_str()))),
+        "shards run with different -n?",
+    );
     merged.runs = runs;
     sort_runs(&mut merged);
     let mut notes = Vec::new();
@@ -335,19 +334,48 @@ pub fn merge_checked(shards: Vec<(String, Results)>) -> Result<Merged, MergeErro
             unhashed.join(", ")
         ));
     }
-    for ((group, runs), (_, ns)) in planned.iter().zip(&counts) {
-        if ns.len() > 1 {
-            notes.push(format!(
-                "cells of `{group}` were to run different numbers of iterations: {} (shards \
-                 run with different -n?); their rates are compared as they are.",
-                runs.join(", ")
-            ));
-        }
-    }
+    notes.extend(unequal);
     Ok(Merged {
         results: merged,
         notes,
     })
+}
+
+/// Notes on cells of one scenario (and parameter values) that were to run different numbers
+/// of iterations, each run given with the shard it came from (a merge) or not (a matrix's
+/// own results, after a `--resume` with another `-n`); `why` is the likely cause. Their
+/// rates are compared as they are, and the reader should know.
+pub fn unequal_plans<'a>(
+    runs: impl IntoIterator<Item = (&'a RunRecord, Option<&'a str>)>,
+    why: &str,
+) -> Vec<String> {
+    let mut planned: BTreeMap<String, (Vec<String>, std::collections::BTreeSet<u32>)> =
+        BTreeMap::new();
+    for (run, from) in runs {
+        let (Some(cell), Some(n)) = (&run.cell, run.iterations_planned) else {
+            continue;
+        };
+        let group = super::model::cell_id("", &cell.scenario, &cell.params);
+        let (named, counts) = planned
+            .entry(group.trim_start_matches('/').to_string())
+            .or_default();
+        named.push(match from {
+            Some(shard) => format!("{n} in {shard} (`{}`)", cell.id),
+            None => format!("{n} (`{}`)", cell.id),
+        });
+        counts.insert(n);
+    }
+    planned
+        .into_iter()
+        .filter(|(_, (_, counts))| counts.len() > 1)
+        .map(|(group, (named, _))| {
+            format!(
+                "cells of `{group}` were to run different numbers of iterations: {} ({why}); \
+                 their rates are compared as they are.",
+                named.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Puts matrix runs in expansion order (runs without a cell keep their order, last); the

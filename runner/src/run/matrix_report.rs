@@ -188,7 +188,19 @@ pub fn finish_matrix(
         results.matrix = identity;
     }
     matrix::sort_runs(&mut results);
-    write_all(dir, &results, baselines, None)
+    let note: String = matrix::unequal_plans(
+        results.runs.iter().map(|r| (r, None)),
+        "a --resume with another -n?",
+    )
+    .iter()
+    .map(|line| format!("\n**Note**: {line}\n"))
+    .collect();
+    write_all(
+        dir,
+        &results,
+        baselines,
+        Some(&note).filter(|n| !n.is_empty()).map(String::as_str),
+    )
 }
 
 /// `crashrig report merge DIR... --out DIR`: merges the shards and writes every report into
@@ -348,6 +360,34 @@ mod tests {
     use super::*;
     use crate::matrix::testutil::*;
     use crate::matrix::Partition;
+
+    /// A --resume with another -n left cells of one scenario planned with 20 and with 5
+    /// iterations: `report merge` said so, the matrix's own summary did not.
+    #[test]
+    fn a_matrixs_own_summary_names_cells_planned_with_other_iteration_counts() {
+        let m = seed_matrix();
+        let cells = m.cells();
+        let mut runs: Vec<_> = cells.iter().map(|c| run_for(c, 5, 1)).collect();
+        let tmp = tempfile::tempdir().unwrap();
+        write_json(&tmp.path().join("results.json"), &results(runs.clone())).unwrap();
+        let md = finish_matrix(tmp.path(), &Baselines::default(), None)
+            .unwrap()
+            .markdown;
+        assert!(!md.contains("different numbers of iterations"), "{md}");
+        runs[0].iterations_planned = Some(20);
+        let id = runs[0].cell.as_ref().unwrap().id.clone();
+        write_json(&tmp.path().join("results.json"), &results(runs)).unwrap();
+        let md = finish_matrix(tmp.path(), &Baselines::default(), None)
+            .unwrap()
+            .markdown;
+        assert!(
+            md.contains(&format!(
+                "were to run different numbers of iterations: 20 (`{id}`), 5 (`"
+            )),
+            "{md}"
+        );
+        assert!(md.contains("(a --resume with another -n?)"), "{md}");
+    }
 
     #[test]
     fn report_merge_writes_every_output_and_sets_the_exit_code() {
