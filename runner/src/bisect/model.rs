@@ -316,15 +316,51 @@ pub struct EvidenceRow {
     pub verify_failures: u64,
 }
 
-/// A rate measured on one kernel: failures of iterations with a 95% Wilson interval.
+/// A rate measured on one kernel: failures of iterations with a 95% Wilson interval. In
+/// JSON its `rate` is `null` when no iteration ran (0/0 is no rate of 0%).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "MeasuredRateJson", from = "MeasuredRateJson")]
 pub struct MeasuredRate {
     pub iterations: u64,
     pub failures: u64,
     pub rate: f64,
     pub low: f64,
     pub high: f64,
+}
+
+/// [`MeasuredRate`] as bisect.json and the journal hold it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct MeasuredRateJson {
+    iterations: u64,
+    failures: u64,
+    rate: Option<f64>,
+    low: f64,
+    high: f64,
+}
+
+impl From<MeasuredRate> for MeasuredRateJson {
+    fn from(m: MeasuredRate) -> Self {
+        MeasuredRateJson {
+            iterations: m.iterations,
+            failures: m.failures,
+            rate: (m.iterations > 0).then_some(m.rate),
+            low: m.low,
+            high: m.high,
+        }
+    }
+}
+
+impl From<MeasuredRateJson> for MeasuredRate {
+    fn from(j: MeasuredRateJson) -> Self {
+        MeasuredRate {
+            iterations: j.iterations,
+            failures: j.failures,
+            rate: j.rate.unwrap_or(0.0),
+            low: j.low,
+            high: j.high,
+        }
+    }
 }
 
 impl MeasuredRate {
@@ -499,5 +535,31 @@ impl Report {
     /// Every build: search and verification.
     pub fn total_builds(&self) -> u64 {
         self.builds + self.verify_builds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_of_no_iterations_is_null_in_json_and_reads_back() {
+        let none = MeasuredRate::new(0, 0);
+        let json = serde_json::to_value(&none).unwrap();
+        assert!(json["rate"].is_null(), "{json}");
+        assert_eq!(serde_json::from_value::<MeasuredRate>(json).unwrap(), none);
+        let some = MeasuredRate::new(3, 12);
+        let json = serde_json::to_value(&some).unwrap();
+        assert_eq!(json["rate"], 0.25);
+        assert_eq!(json["iterations"], 12);
+        assert_eq!(serde_json::from_value::<MeasuredRate>(json).unwrap(), some);
+        // Written by an older crashrig: 0, not null.
+        let old = serde_json::json!({"iterations": 0, "failures": 0, "rate": 0.0, "low": 0.0, "high": 1.0});
+        assert_eq!(
+            serde_json::from_value::<MeasuredRate>(old)
+                .unwrap()
+                .iterations,
+            0
+        );
     }
 }
