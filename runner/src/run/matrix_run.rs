@@ -43,7 +43,11 @@ pub struct MatrixOptions {
 /// the baseline it checks against and its identity. Set by [`matrix`] as cells start; the
 /// command reads it after the interrupt dropped the matrix (and every QEMU with it).
 #[derive(Debug, Clone, Default)]
-pub struct AfterInterrupt(Arc<std::sync::Mutex<Option<(PathBuf, Baselines, Option<MatrixId>)>>>);
+pub struct AfterInterrupt(Arc<std::sync::Mutex<Option<Interrupted>>>);
+
+/// The results directory, the baseline checked (never one to write) and the identity of an
+/// interrupted matrix.
+type Interrupted = (PathBuf, Baselines, Option<MatrixId>);
 
 impl AfterInterrupt {
     fn set(&self, out: &Path, baselines: &Baselines, identity: Option<MatrixId>) {
