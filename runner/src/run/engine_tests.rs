@@ -121,6 +121,29 @@ impl Harness {
         self.run(rig, &opts).await
     }
 
+    /// Runs one batch until the machine starts its plan `label`, then drops the batch, as an
+    /// interrupt does; `plans` receives the labels the machine's `on_plan` is told.
+    async fn run_until_plan(
+        &mut self,
+        rig: &mut Rig<FakeMachine>,
+        opts: &RunOptions,
+        plans: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+        label: &str,
+    ) {
+        let interrupt = async {
+            while let Some(started) = plans.recv().await {
+                if started == label {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = interrupt => {}
+            _ = self.run(rig, opts) => panic!("the run finished before plan `{label}` started"),
+        }
+    }
+
     async fn run(&mut self, rig: &mut Rig<FakeMachine>, opts: &RunOptions) -> RunRecord {
         run_batch(
             rig,
@@ -133,6 +156,23 @@ impl Harness {
         )
         .await
     }
+}
+
+/// A run of `iterations` iterations of mount and umount whose iteration 1 gets `reply` and
+/// every other plan a clean one: the harness (its results directory), the rig and the record.
+async fn run_with_iteration_1(
+    reply: Reply,
+    iterations: u32,
+) -> (Harness, Rig<FakeMachine>, RunRecord) {
+    let mut s = scenario(mount_umount());
+    s.iterations = iterations;
+    let mut h = Harness::new(s);
+    let mut rig = Rig::new(FakeMachine::new(move |label, _| match label {
+        "iteration 1" => reply.clone(),
+        _ => Reply::Ok,
+    }));
+    let r = h.run_plain(&mut rig).await;
+    (h, rig, r)
 }
 
 fn verdicts(r: &RunRecord) -> Vec<Verdict> {
@@ -419,18 +459,8 @@ async fn an_interrupted_run_keeps_finished_iterations_and_leaves_the_rig_unready
     machine.on_plan = Some(tx);
     let mut rig = Rig::new(machine);
     let opts = h.opts();
-    let interrupt = async {
-        while let Some(label) = rx.recv().await {
-            if label == "iteration 3" {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = interrupt => {}
-        _ = h.run(&mut rig, &opts) => panic!("the run finished before the interrupt"),
-    }
+    h.run_until_plan(&mut rig, &opts, &mut rx, "iteration 3")
+        .await;
     assert_eq!(
         h.events.names(),
         [
@@ -470,18 +500,8 @@ async fn an_interrupted_runs_results_file_keeps_its_finished_iterations_for_a_re
     machine.on_plan = Some(tx);
     let mut rig = Rig::new(machine);
     let opts = h.opts();
-    let interrupt = async {
-        while let Some(label) = rx.recv().await {
-            if label == "iteration 3" {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = interrupt => {}
-        _ = h.run(&mut rig, &opts) => panic!("the run finished before the interrupt"),
-    }
+    h.run_until_plan(&mut rig, &opts, &mut rx, "iteration 3")
+        .await;
     let kept = crate::report::store::read_results(&results).unwrap();
     assert_eq!(kept.runs.len(), 1);
     let run = &kept.runs[0];
@@ -1195,15 +1215,8 @@ async fn a_hang_before_a_power_cut_step_skips_the_cut_and_its_boot_and_is_judged
 
 #[tokio::test]
 async fn a_hang_after_every_step_finished_is_a_hang_that_blames_no_step_and_cuts_the_guest() {
-    let mut s = scenario(mount_umount());
-    s.iterations = 1;
-    let mut h = Harness::new(s);
     // Step 2 of the plan is its closing read of the kernel log.
-    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
-        "iteration 1" => Reply::Hang { step: 2 },
-        _ => Reply::Ok,
-    }));
-    let r = h.run_plain(&mut rig).await;
+    let (_h, rig, r) = run_with_iteration_1(Reply::Hang { step: 2 }, 1).await;
     assert_eq!(verdicts(&r), [Verdict::Hang]);
     let it = &r.iterations[0];
     assert_eq!(it.reasons, ["hang: the guest stopped answering"]);
@@ -1216,14 +1229,7 @@ async fn a_hang_after_every_step_finished_is_a_hang_that_blames_no_step_and_cuts
 
 #[tokio::test]
 async fn a_transport_failure_with_the_guest_alive_reads_its_dmesg_then_boots_afresh() {
-    let mut s = scenario(mount_umount());
-    s.iterations = 2;
-    let mut h = Harness::new(s);
-    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
-        "iteration 1" => Reply::Fail { step: 1 },
-        _ => Reply::Ok,
-    }));
-    let r = h.run_plain(&mut rig).await;
+    let (h, rig, r) = run_with_iteration_1(Reply::Fail { step: 1 }, 2).await;
     assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
     let it = &r.iterations[0];
     assert!(
@@ -1244,14 +1250,7 @@ async fn a_transport_failure_with_the_guest_alive_reads_its_dmesg_then_boots_afr
 async fn a_step_whose_report_never_arrived_is_an_infrastructure_error_not_a_pass() {
     // The umount expects success; its report is lost although the helper says it finished:
     // nothing judged the umount, so the iteration cannot pass (nor count as a failure).
-    let mut s = scenario(mount_umount());
-    s.iterations = 2;
-    let mut h = Harness::new(s);
-    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
-        "iteration 1" => Reply::Lost { step: 1 },
-        _ => Reply::Ok,
-    }));
-    let r = h.run_plain(&mut rig).await;
+    let (_h, _rig, r) = run_with_iteration_1(Reply::Lost { step: 1 }, 2).await;
     assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
     let it = &r.iterations[0];
     assert!(
@@ -1274,14 +1273,7 @@ async fn a_step_whose_report_never_arrived_is_an_infrastructure_error_not_a_pass
 
 #[tokio::test]
 async fn a_report_of_a_step_the_plan_does_not_have_is_an_infrastructure_error() {
-    let mut s = scenario(mount_umount());
-    s.iterations = 2;
-    let mut h = Harness::new(s);
-    let mut rig = Rig::new(FakeMachine::new(|label, _| match label {
-        "iteration 1" => Reply::Stray { index: 9 },
-        _ => Reply::Ok,
-    }));
-    let r = h.run_plain(&mut rig).await;
+    let (_h, _rig, r) = run_with_iteration_1(Reply::Stray { index: 9 }, 2).await;
     assert_eq!(verdicts(&r), [Verdict::Error, Verdict::Pass]);
     let it = &r.iterations[0];
     assert_eq!(
@@ -1441,18 +1433,7 @@ async fn a_setup_interrupted_on_a_machine_set_up_for_another_scenario_leaves_the
     h.loaded.scenario.name = "another".into();
     rig.machine().log.lock().unwrap().clear();
     // Interrupted while the guest runs the second scenario's setup, which never ends.
-    let interrupt = async {
-        while let Some(label) = rx.recv().await {
-            if label == "setup" {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        biased;
-        _ = interrupt => {}
-        _ = h.run(&mut rig, &opts) => panic!("the run finished before the interrupt"),
-    }
+    h.run_until_plan(&mut rig, &opts, &mut rx, "setup").await;
     assert!(
         !rig.is_ready(),
         "a setup cut short leaves the guest half set up, maybe with its helper still running"
