@@ -149,7 +149,7 @@ pub fn cpus() -> u32 {
 /// Host cores and available memory (`MemAvailable` of /proc/meminfo), for
 /// `matrix::default_jobs`. Memory is `None` when /proc/meminfo cannot be read.
 pub fn resources() -> (usize, Option<u64>) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cpus() as usize;
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| mem_available(&t));

@@ -33,7 +33,9 @@ pub enum BenchCommand {
     /// 1.2's rule, and beside the same engine told both rates, on the same histories; with the
     /// fewest iterations any search needs on average. No VM.
     Bisect(BenchBisectArgs),
-    /// The same matrix run sequentially (-j 1) and in parallel (-j N), wall times side by side.
+    /// The same matrix run sequentially (-j 1) and in parallel (-j N), --rounds times each in
+    /// mirrored pairs: every wall time with the host's load at its start, the means and the
+    /// speed-up.
     Matrix(BenchMatrixArgs),
     /// The amplification search against simulated spaces with known rates, next to uniform
     /// allocation at the same budgets: how often each finds a setting within the tolerance

@@ -221,17 +221,7 @@ fn resume_mismatch(
 mod tests {
     use super::*;
 
-    fn prev() -> crate::report::RunRecord {
-        let mut run = crate::report::results::tests::run_record(
-            "control-psync",
-            "control-psync.yaml",
-            ("debian:6.1", "6.1"),
-            vec![],
-        );
-        run.scenario.sha256 = Some("aaaa".into());
-        run.kernel.image_sha256 = "k1".into();
-        run
-    }
+    use crate::report::results::tests::resumable_run as prev;
 
     fn now<'a>(scenario_sha256: &'a str, image_sha256: &'a str) -> Ran<'a> {
         Ran {

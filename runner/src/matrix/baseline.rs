@@ -18,8 +18,7 @@ use thiserror::Error;
 
 use super::compare::{RunKey, ALPHA};
 use super::significance::{fisher_exact_greater, format_p};
-use crate::outcome::Finding;
-use crate::report::{Results, RunRecord, SetupDmesg};
+use crate::report::{Results, RunRecord};
 
 /// Bumped when a baseline field changes meaning.
 pub const BASELINE_SCHEMA: u32 = 1;
@@ -133,11 +132,7 @@ pub fn baseline_from(results: &Results) -> Baseline {
                 .iter()
                 .filter(|f| !f.expected)
                 .map(|f| f.signature.clone())
-                .chain(
-                    setup_findings(run)
-                        .into_iter()
-                        .map(|(sig, _)| sig.signature.clone()),
-                )
+                .chain(setup_findings(run).into_iter().map(|g| g.signature))
                 .collect();
             findings.sort();
             findings.dedup();
@@ -371,21 +366,21 @@ pub fn judge(results: &Results, baseline: &Baseline) -> Judgement {
         }
         // Setup's kernel log is judged as an iteration's (`crashrig run` fails on it): a
         // finding there the baseline does not list is as new as one in an iteration.
-        for (f, count) in setup_findings(run) {
-            if !base.findings.contains(&f.signature) {
+        for g in setup_findings(run) {
+            if !base.findings.contains(&g.signature) {
                 out.regressions.push(Regression::NewFinding {
                     cell: key.id(),
-                    signature: f.signature.clone(),
-                    kind: f.kind.to_string(),
-                    title: f.title.clone(),
-                    count,
+                    kind: g.kind.to_string(),
+                    title: g.first.title,
+                    count: g.count as u32,
+                    signature: g.signature,
                     in_setup: true,
                 });
             }
         }
         let id = key.id();
         let regressed = out.regressions.iter().any(|r| r.cell() == id);
-        if (s.failed > 0 || setup_failed(run)) && !regressed {
+        if run.failed() && !regressed {
             out.known.push(id);
         }
     }
@@ -400,23 +395,15 @@ pub fn judge(results: &Results, baseline: &Baseline) -> Judgement {
     out
 }
 
-/// Whether the kernel log of `run`'s setup failed it (a finding `dmesg.fail-on` names).
-pub fn setup_failed(run: &RunRecord) -> bool {
-    run.setup_dmesg.as_ref().is_some_and(SetupDmesg::failed)
-}
-
-/// The unexpected findings of `run`'s setup kernel log, one per signature (the first seen)
-/// with how often it was found.
-fn setup_findings(run: &RunRecord) -> Vec<(&Finding, u32)> {
-    let mut out: Vec<(&Finding, u32)> = Vec::new();
-    let all = run.setup_dmesg.iter().flat_map(|d| d.findings.iter());
-    for f in all.filter(|f| !f.expected) {
-        match out.iter_mut().find(|(g, _)| g.signature == f.signature) {
-            Some((_, n)) => *n += 1,
-            None => out.push((f, 1)),
-        }
-    }
-    out
+/// The unexpected findings of `run`'s setup kernel log, grouped by signature (the first
+/// seen, with how often it was found).
+fn setup_findings(run: &RunRecord) -> Vec<crate::outcome::FindingGroup> {
+    crate::outcome::group(
+        run.setup_dmesg
+            .iter()
+            .flat_map(|d| d.findings.iter())
+            .filter(|f| !f.expected),
+    )
 }
 
 #[cfg(test)]

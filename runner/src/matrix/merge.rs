@@ -432,6 +432,14 @@ pub fn not_this_matrix(existing: &Results, name: &str) -> Option<String> {
         })
 }
 
+/// The run `results` holds for the cell `id`, finished or not (a killed matrix's).
+pub fn run_for_cell<'a>(results: &'a Results, id: &str) -> Option<&'a RunRecord> {
+    results
+        .runs
+        .iter()
+        .find(|r| r.cell.as_ref().is_some_and(|c| c.id == id))
+}
+
 /// Whether `existing` holds a finished run of this cell.
 fn finished(existing: &Results, id: &str) -> bool {
     existing

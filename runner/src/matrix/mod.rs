@@ -22,8 +22,8 @@ pub use baseline::{
 pub use compare::{compare, failure_errno, Comparison, RunKey, ALPHA};
 pub use merge::{
     finished_runs, kept_with_other_counts, merge_checked, merge_named, merge_results,
-    missing_cells, not_this_matrix, pending_cells, resumed_results, sort_runs, unequal_plans,
-    MergeError, Merged,
+    missing_cells, not_this_matrix, pending_cells, resumed_results, run_for_cell, sort_runs,
+    unequal_plans, MergeError, Merged,
 };
 pub use model::{
     join_clean, load, load_str, Cell, Diagnostic, Diagnostics, Matrix, MatrixError, MatrixKernel,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::baseline::{setup_failed, Judgement, Regression};
+use super::baseline::{Judgement, Regression};
 use super::compare::{Comparison, RunKey};
 use crate::report::{plural, Results, RunRecord, Summary};
 
@@ -96,7 +96,7 @@ pub fn markdown(
             let _ = writeln!(md, "- {r}");
         }
     }
-    for run in results.runs.iter().filter(|r| setup_failed(r)) {
+    for run in results.runs.iter().filter(|r| r.setup_failed()) {
         let reasons = run
             .setup_dmesg
             .as_ref()
@@ -433,10 +433,7 @@ pub fn junit_cells_known(
                 st.set_description(e.as_str());
             }
             st
-        } else if s.failed > 0
-            || setup_failed(run)
-            || regressions.iter().any(|r| r.cell() == key.id())
-        {
+        } else if run.failed() || regressions.iter().any(|r| r.cell() == key.id()) {
             let mut st = if known.contains(&key.id()) {
                 let mut st = TestCaseStatus::skipped();
                 st.set_message(format!(
@@ -525,10 +522,7 @@ pub fn exit_code(results: &Results, baseline_used: bool, regressions: &[Regressi
     let failed = if baseline_used {
         !regressions.is_empty()
     } else {
-        results
-            .runs
-            .iter()
-            .any(|r| r.summary.failed > 0 || setup_failed(r))
+        results.runs.iter().any(RunRecord::failed)
     };
     if failed {
         crate::exit::EXPECTATION_FAILED

@@ -334,6 +334,12 @@ pub struct BusyHost {
     pub recorded: u32,
 }
 
+/// Whether a host of `cpus` CPUs with this 1-minute load average is busy: more threads ready
+/// to run than CPUs to run them.
+pub fn host_busy(load: f64, cpus: u32) -> bool {
+    load > f64::from(cpus)
+}
+
 impl BusyHost {
     /// `host load above its 2 CPUs when 7 of 10 iterations ended (up to 5.2)`
     pub fn text(&self) -> String {
@@ -356,7 +362,7 @@ impl RunRecord {
     pub fn busy_host(&self) -> Option<BusyHost> {
         let cpus = self.host_cpus.filter(|&c| c > 0)?;
         let loads: Vec<f64> = self.iterations.iter().filter_map(|i| i.host_load).collect();
-        let busy = loads.iter().filter(|&&l| l > f64::from(cpus)).count() as u32;
+        let busy = loads.iter().filter(|&&l| host_busy(l, cpus)).count() as u32;
         (busy > 0).then(|| BusyHost {
             cpus,
             max_load: loads.iter().copied().fold(0.0, f64::max),
@@ -365,10 +371,20 @@ impl RunRecord {
         })
     }
 
+    /// Whether setup's kernel log failed (charged to no iteration, but the run fails on it).
+    pub fn setup_failed(&self) -> bool {
+        self.setup_dmesg.as_ref().is_some_and(SetupDmesg::failed)
+    }
+
+    /// Whether the kernel failed the run: an iteration, or setup's kernel log.
+    pub fn failed(&self) -> bool {
+        self.summary.failed > 0 || self.setup_failed()
+    }
+
     /// 1 when any iteration or setup's kernel log failed; 2 when the run could not be carried
     /// out; else 0.
     pub fn exit_code(&self) -> i32 {
-        if self.summary.failed > 0 || self.setup_dmesg.as_ref().is_some_and(SetupDmesg::failed) {
+        if self.failed() {
             crate::exit::EXPECTATION_FAILED
         } else if self.error.is_some() || self.summary.errors > 0 || self.iterations.is_empty() {
             crate::exit::CONFIG_OR_INFRA
@@ -770,6 +786,20 @@ pub(crate) mod tests {
             console_tail: vec![],
             host_load: None,
         }
+    }
+
+    /// A finished-iterations-free run of control-psync on debian:6.1, recorded with scenario
+    /// digest `aaaa` and kernel image digest `k1`: what a killed run left, for resume tests.
+    pub fn resumable_run() -> RunRecord {
+        let mut run = run_record(
+            "control-psync",
+            "control-psync.yaml",
+            ("debian:6.1", "6.1"),
+            vec![],
+        );
+        run.scenario.sha256 = Some("aaaa".into());
+        run.kernel.image_sha256 = "k1".into();
+        run
     }
 
     /// A run record of scenario `name` at `path` on TCG, kernel `(spec, version)`, with these

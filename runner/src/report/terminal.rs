@@ -979,28 +979,22 @@ mod tests {
     #[test]
     fn a_step_in_iterations_not_judged_shows_what_it_returned_but_no_rate() {
         use crate::report::results::tests::{iteration, step};
-        let its = vec![
+        let its = [
+            (Verdict::Error, Some("EBUSY")),
+            (Verdict::Error, None),
+            (Verdict::Fail, Some("EBUSY")),
+            (Verdict::Pass, None),
+        ]
+        .into_iter()
+        .zip(1..)
+        .map(|((v, errno), n)| {
             iteration(
-                1,
-                Verdict::Error,
-                vec![step("u", "umount", Some("EBUSY"), false, None)],
-            ),
-            iteration(
-                2,
-                Verdict::Error,
-                vec![step("u", "umount", None, true, None)],
-            ),
-            iteration(
-                3,
-                Verdict::Fail,
-                vec![step("u", "umount", Some("EBUSY"), false, None)],
-            ),
-            iteration(
-                4,
-                Verdict::Pass,
-                vec![step("u", "umount", None, true, None)],
-            ),
-        ];
+                n,
+                v,
+                vec![step("u", "umount", errno, errno.is_none(), None)],
+            )
+        })
+        .collect();
         let run = seed_record("t.yaml", ("debian:6.1", "k"), its);
         let u = &run.summary.steps["u"];
         assert_eq!((u.runs, u.violations, u.unjudged, u.judged()), (4, 1, 2, 2));
@@ -1015,7 +1009,6 @@ mod tests {
         );
     }
 
-    /// A bisection batch's summary keeps what decides the verdict and drops the rest.
     /// "2 settings over 1 knobs": one knob is the usual first search.
     #[test]
     fn the_amplify_start_line_counts_one_knob_in_the_singular() {
@@ -1027,6 +1020,7 @@ mod tests {
         );
     }
 
+    /// A bisection batch's summary keeps what decides the verdict and drops the rest.
     #[test]
     fn a_bisection_batch_summary_keeps_violations_findings_and_errors_only() {
         use crate::report::results::tests::{iteration, step};

@@ -1361,48 +1361,32 @@ fn report_text(r: &bisect::Report, candidates: &[String], target: Option<&Target
     if let Some(v) = &r.verified {
         // A candidate whose kernel is byte-identical to another's ran on that one's: say so,
         // or its "fresh runs" seem to come from nowhere (its evidence row shows none).
-        let on = |c: usize| {
-            r.evidence
+        let kernel = |label: &str, c: usize, runs: &str, rate: &bisect::MeasuredRate| {
+            let on = r
+                .evidence
                 .iter()
                 .find(|row| row.candidate == c)
                 .and_then(|row| row.alias_of)
                 .map_or(String::new(), |a| {
                     format!(" (on candidate {a}'s identical kernel)")
-                })
+                });
+            format!("{label} {c} {runs}{on} {}", rate.text())
         };
         // The fresh runs are the higher-rate kernel's: the culprit's, or with --fix the
         // parent's (the fix is the lower-rate one).
-        let (named, parent) = if fix {
-            (
-                format!(
-                    "fix {} every run{} {}",
-                    v.good_candidate,
-                    on(v.good_candidate),
-                    v.good.text()
-                ),
-                format!(
-                    "parent {} fresh runs{} {}",
-                    v.bad_candidate,
-                    on(v.bad_candidate),
-                    v.bad.text()
-                ),
-            )
-        } else {
-            (
-                format!(
-                    "culprit {} fresh runs{} {}",
-                    v.bad_candidate,
-                    on(v.bad_candidate),
-                    v.bad.text()
-                ),
-                format!(
-                    "parent {} every run{} {}",
-                    v.good_candidate,
-                    on(v.good_candidate),
-                    v.good.text()
-                ),
-            )
-        };
+        let fresh = kernel(
+            if fix { "parent" } else { "culprit" },
+            v.bad_candidate,
+            "fresh runs",
+            &v.bad,
+        );
+        let every = kernel(
+            if fix { "fix" } else { "parent" },
+            v.good_candidate,
+            "every run",
+            &v.good,
+        );
+        let (named, parent) = if fix { (every, fresh) } else { (fresh, every) };
         s.push_str(&format!(
             "verification {}: {named}, {parent}; P({}) = {:.3}, one-sided Fisher p {}\n",
             if v.holds { "holds" } else { "did not hold" },

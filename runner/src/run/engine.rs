@@ -182,6 +182,9 @@ struct Run<'r, M> {
     setups: u32,
     /// Every setup's kernel log of this run, judged.
     setup_dmesg: Option<SetupDmesg>,
+    /// The host's CPUs (as recorded in the run record), against which a hang's host load
+    /// reads as busy.
+    host_cpus: u32,
 }
 
 impl<M: Machine> Run<'_, M> {
@@ -641,8 +644,10 @@ impl<M: Machine> Run<'_, M> {
         );
         let (v, mut reasons) = verdict::verdict(s, &steps, &findings, abort.as_ref());
         let host_load = self.machine.host_load();
-        let cpus = crate::host::cpus();
-        if let Some(load) = host_load.filter(|&l| v == Verdict::Hang && l > f64::from(cpus)) {
+        let cpus = self.host_cpus;
+        if let Some(load) =
+            host_load.filter(|&l| v == Verdict::Hang && crate::report::results::host_busy(l, cpus))
+        {
             // Still the kernel's verdict (a deadline is a deadline), but the reader should
             // know the guest may only have been starved.
             reasons.push(format!(
@@ -970,6 +975,7 @@ pub async fn run_batch<M: Machine>(
         kmsg_read_to: None,
         setups: 0,
         setup_dmesg: record.setup_dmesg.clone(),
+        host_cpus: record.host_cpus.unwrap_or_else(crate::host::cpus),
     };
     let scenario_key = serde_json::to_string(s).unwrap_or_default();
     if rig.set_up_for.as_ref() != Some(&scenario_key) {

@@ -259,11 +259,7 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     if let Some(existing) = &existing {
         for cell in &cells {
             let id = cell.id();
-            let Some(prev) = existing
-                .runs
-                .iter()
-                .find(|r| r.cell.as_ref().is_some_and(|c| c.id == id))
-            else {
+            let Some(prev) = matrix::run_for_cell(existing, &id) else {
                 continue;
             };
             let sha = crate::run::engine::scenario_sha256(&scenarios[&cell.index].scenario);
@@ -330,12 +326,10 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
         let mut opts = opts.clone();
         opts.cell = Some(cell.info());
         // A cell a killed run left unfinished continues with its finished iterations.
-        opts.resume = existing.as_ref().and_then(|r| {
-            r.runs
-                .iter()
-                .find(|run| run.cell.as_ref().is_some_and(|c| c.id == cell.id()))
-                .cloned()
-        });
+        opts.resume = existing
+            .as_ref()
+            .and_then(|r| matrix::run_for_cell(r, &cell.id()))
+            .cloned();
         // --iterations beats the matrix file, which beats the scenario.
         opts.iterations = args.iterations.or(cell.iterations).or(m.iterations);
         let tx = tx.clone();
@@ -467,14 +461,7 @@ mod tests {
 
     #[test]
     fn a_cell_resumed_with_an_edited_scenario_or_another_kernel_image_is_refused() {
-        let mut prev = crate::report::results::tests::run_record(
-            "control-psync",
-            "control-psync.yaml",
-            ("debian:6.1", "6.1"),
-            vec![],
-        );
-        prev.scenario.sha256 = Some("aaaa".into());
-        prev.kernel.image_sha256 = "k1".into();
+        let mut prev = crate::report::results::tests::resumable_run();
         assert_eq!(changed_since(&prev, "aaaa", "k1"), None);
         let why = changed_since(&prev, "bbbb", "k1").unwrap();
         assert!(

@@ -763,16 +763,17 @@ mod tests {
         assert!(rec.ok && rec.note.is_none(), "{rec:?}");
     }
 
+    /// A fio workload, then a `dm-error` fault (step 3), then its kill.
+    const FIO_THEN_DM_ERROR: &str = "name: t\ndevices: [{name: scratch, size: 1G, dm: true}]\n\
+         filesystem: {type: xfs, device: scratch}\nsteps:\n\
+         - mount\n- spawn: {name: load, command: fio}\n- dm-error: {}\n- kill: {name: load}\n\
+         - umount: {expect: any}\n";
+
     /// tests/crash/dm-error.yaml: fio exits 1 on EIO once the error table is in, before its
     /// kill. That is the fault's effect, not a workload that never ran.
     #[test]
     fn a_workload_that_failed_after_an_io_fault_step_is_the_faults_effect() {
-        let s = load(
-            "name: t\ndevices: [{name: scratch, size: 1G, dm: true}]\n\
-             filesystem: {type: xfs, device: scratch}\nsteps:\n\
-             - mount\n- spawn: {name: load, command: fio}\n- dm-error: {}\n- kill: {name: load}\n\
-             - umount: {expect: any}\n",
-        );
+        let s = load(FIO_THEN_DM_ERROR);
         let dm = StepRecord {
             id: "dm-error#3".into(),
             kind: "dm-error".into(),
@@ -799,12 +800,7 @@ mod tests {
     /// the helper's end time the kill tells the two apart.
     #[test]
     fn a_workload_that_failed_before_the_fault_began_is_still_an_error() {
-        let s = load(
-            "name: t\ndevices: [{name: scratch, size: 1G, dm: true}]\n\
-             filesystem: {type: xfs, device: scratch}\nsteps:\n\
-             - mount\n- spawn: {name: load, command: fio}\n- dm-error: {}\n- kill: {name: load}\n\
-             - umount: {expect: any}\n",
-        );
+        let s = load(FIO_THEN_DM_ERROR);
         let dm = |started: Option<f64>| StepRecord {
             started_ms: started,
             ..crate::report::results::tests::step("dm-error#3", "dm-error", None, true, None)
