@@ -828,7 +828,12 @@ mod tests {
 
     /// A tokio group: a leader whose child ignores SIGTERM; the pids it wrote.
     async fn tokio_group(dir: &std::path::Path) -> (tokio::process::Child, Vec<i32>) {
-        let pids = dir.join("pids");
+        // A file of this group's own: a second group must never be read from the first's.
+        let pids = tempfile::NamedTempFile::new_in(dir)
+            .unwrap()
+            .into_temp_path()
+            .keep()
+            .unwrap();
         let script = format!(
             "sh -c 'trap \"\" TERM; sleep 600 & echo $! >> {p}; wait' & echo $! >> {p}; \
              echo $$ >> {p}; sleep 600",
@@ -861,6 +866,7 @@ mod tests {
         assert!(child.try_wait().unwrap().is_some(), "the leader is reaped");
         assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<i32>::new());
         let (mut child, pids) = tokio_group(dir.path()).await;
+        assert!(pids.iter().all(|&p| alive(p)), "the second group is a new one");
         assert!(kill_group(&mut child).await);
         assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<i32>::new());
     }
