@@ -19,7 +19,7 @@ use super::space::{Arm, Knob, Space};
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimParams {
     /// Values per knob of the simulated spaces. Default: 3, 4, 2 (24 settings, searched
-    /// whole); the seed scenario's shape is 4, 3, 3, 3, 2 (216, searched locally).
+    /// whole); the seed scenario's shape is 4, 3, 3, 3, 2, 4 (864, searched locally).
     pub shape: Vec<usize>,
     /// Simulated searches per budget
     pub runs: u32,

@@ -135,7 +135,7 @@ impl BenchBisectArgs {
 #[derive(Args, Debug, Clone)]
 pub struct BenchAmplifySimArgs {
     /// Values per knob of the simulated spaces, comma-separated (the seed scenario's shape
-    /// is 4,3,3,3,2: 216 settings)
+    /// is 4,3,3,3,2,4: 864 settings)
     #[arg(long, value_delimiter = ',', default_value = "3,4,2")]
     pub shape: Vec<usize>,
     /// Simulated spaces per budget

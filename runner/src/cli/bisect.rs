@@ -55,8 +55,9 @@ pub struct BisectArgs {
     #[arg(long)]
     pub resume: bool,
     /// Search the scenario's declared parameters on the bad end (with --fix, the older end)
-    /// first, with this budget of iterations, then bisect with the setting that shows the
-    /// target most often; the report says what was chosen and why.
+    /// first, with this budget of iterations (default 300), then bisect with the winning
+    /// setting when it was shown to beat the default (Fisher p < 0.05), else with the
+    /// default; the report says what was chosen and why.
     #[arg(long, value_name = "BUDGET", num_args = 0..=1, default_missing_value = "300",
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub amplify: Option<u64>,

@@ -9,6 +9,7 @@ use crate::run::session::{BuildRequest, Session, VmOptions};
 
 #[derive(Args, Debug)]
 pub struct ImageArgs {
+    /// Guest image recipe. Default: images/default.yaml of this crashrig.
     #[arg(long, value_name = "FILE")]
     pub recipe: Option<PathBuf>,
     /// Also build the per-kernel initrd for this kernel spec.

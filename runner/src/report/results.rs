@@ -97,7 +97,8 @@ pub struct BootRecord {
     pub ready_after_ms: u64,
     /// Console log file, relative to the results directory.
     pub console_log: String,
-    /// Why this boot happened: "start", "power-cut", "panic", "reboot", "after hang", ...
+    /// Why this boot happened: "start", "power-cut", "panic", "reboot", "iteration" (a
+    /// restore of the set-up guest), "after a failed iteration", ...
     pub reason: String,
     /// The QEMU command line (program and arguments), for reproducing the boot by hand.
     #[serde(default)]
