@@ -468,6 +468,25 @@ fn drain(
     });
 }
 
+/// Passes what the drain threads send on to `out` and `err` until both pipes reached their end
+/// (true) or `end` passed (false).
+fn drain_until(
+    rx: &mpsc::Receiver<(Stream, Vec<u8>)>,
+    end: Instant,
+    out: &mut Collected,
+    err: &mut Collected,
+    on_line: &mut dyn FnMut(Stream, &str),
+) -> bool {
+    loop {
+        match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok((Stream::Stdout, chunk)) => out.push(&chunk, Stream::Stdout, on_line),
+            Ok((Stream::Stderr, chunk)) => err.push(&chunk, Stream::Stderr, on_line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+            Err(mpsc::RecvTimeoutError::Timeout) => return false,
+        }
+    }
+}
+
 /// Collected output of one stream and its partial last line.
 #[derive(Default)]
 struct Collected {
@@ -620,18 +639,18 @@ impl<'c> Tool<'c> {
             if stopped.is_some() {
                 break;
             }
-            // The leader exited but something it started still holds the pipes: that
-            // something belongs to the group and goes with it.
+            // The leader exited. Something it started may still hold the pipes: after a
+            // moment that something, which belongs to the group, goes with it. Either way the
+            // pipes are read to their end: what the leader wrote is in them even when the
+            // drain threads have not run yet (a loaded host), and must not be cut off.
             if let Some(c) = reaper.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
-                    let end = Instant::now() + Duration::from_millis(200);
-                    while let Ok(chunk) =
-                        rx.recv_timeout(end.saturating_duration_since(Instant::now()))
-                    {
-                        match chunk {
-                            (Stream::Stdout, c) => out.push(&c, Stream::Stdout, on_line),
-                            (Stream::Stderr, c) => err.push(&c, Stream::Stderr, on_line),
-                        }
+                    let soon = Instant::now() + Duration::from_millis(200);
+                    if !drain_until(&rx, soon, &mut out, &mut err, on_line) {
+                        signal_group(pgid, libc::SIGKILL);
+                        // Bounded: a process outside the group may hold the pipes too.
+                        let end = Instant::now() + REAP_LIMIT;
+                        drain_until(&rx, end, &mut out, &mut err, on_line);
                     }
                     break;
                 }
