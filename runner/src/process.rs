@@ -750,25 +750,49 @@ mod tests {
     }
 
     #[test]
-    fn a_program_past_its_deadline_is_stopped_with_its_whole_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let pids = dir.path().join("pids");
-        // The grandchild ignores SIGTERM: only the SIGKILL after the grace period ends it.
-        let script = format!(
-            "sh -c 'trap \"\" TERM; sleep 60 & echo $! >> {p}; wait' & echo $! >> {p}; sleep 60",
-            p = pids.display()
-        );
-        let err = Tool::new(&mut sh(&script), Duration::from_millis(500))
+    fn a_program_past_its_deadline_is_stopped() {
+        let err = Tool::new(&mut sh("sleep 60"), Duration::from_millis(300))
             .grace(Duration::from_millis(200))
             .output()
             .unwrap_err();
         assert!(matches!(err, ProcessError::Timeout { .. }), "{err:?}");
-        let pids: Vec<i32> = std::fs::read_to_string(&pids)
-            .unwrap()
-            .lines()
-            .map(|l| l.parse().unwrap())
-            .collect();
-        assert_eq!(pids.len(), 2);
+    }
+
+    #[test]
+    fn a_stopped_program_takes_its_whole_group_even_a_member_that_ignores_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // The child and grandchild ignore SIGTERM (the grandchild's pid is written after the
+        // trap is set): only the SIGKILL after the grace period ends them. The run is stopped
+        // once both pids are written, not at a deadline that a loaded host may pass before
+        // the shells have even started.
+        let script = format!(
+            "sh -c 'trap \"\" TERM; sleep 60 & echo $! >> {p}; wait' & echo $! >> {p}; sleep 60",
+            p = pids.display()
+        );
+        let flag = Arc::new(AtomicBool::new(false));
+        let (f, file) = (flag.clone(), pids.clone());
+        let watcher = std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(60);
+            let pids: Vec<i32> = loop {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let pids: Vec<i32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+                if pids.len() == 2 || Instant::now() > end {
+                    break pids;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            f.store(true, Ordering::SeqCst);
+            pids
+        });
+        let err = Tool::new(&mut sh(&script), Duration::from_secs(600))
+            .grace(Duration::from_millis(200))
+            .cancel(flag)
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err:?}");
+        let pids = watcher.join().unwrap();
+        assert_eq!(pids.len(), 2, "the group never started");
         assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<i32>::new());
     }
 
