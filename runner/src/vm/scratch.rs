@@ -126,8 +126,10 @@ impl ScratchDisks {
         }
         Ok(if keep {
             // Kept disks are the user's: no owner file, so no sweep ever removes them.
-            drop(owner);
+            // The name goes before the lock: a sweep that found `.owner` unlocked would
+            // take the kept disks for a killed run's.
             let _ = std::fs::remove_file(dir.path().join(".owner"));
+            drop(owner);
             ScratchDisks {
                 kept: Some(dir.keep()),
                 dir: None,
