@@ -234,7 +234,13 @@ mod tests {
 
     #[test]
     fn a_command_past_its_deadline_times_out_and_the_channel_takes_no_other() {
-        let (mut agent, _t) = fake_guest(|_, _| vec![channel::frame(STDOUT, b"started\n")]);
+        // The command's first output is already on the channel when it is sent: a fake guest
+        // thread that a loaded host runs only after the deadline would leave no line to see.
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        guest
+            .write_all(&channel::frame(STDOUT, b"started\n"))
+            .unwrap();
+        let mut agent = Agent::new(host);
         let mut lines = Vec::new();
         let err = agent
             .exec_streaming("sleep 100", b"", Duration::from_millis(300), |l| {
@@ -248,6 +254,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, GuestError::AgentOutOfStep));
         assert!(err.before_command());
+        // The request reached the guest's end (it was open all along).
+        let (kind, _) = channel::read_frame(&mut guest).unwrap().unwrap();
+        assert_eq!(kind, EXEC);
     }
 
     #[test]
