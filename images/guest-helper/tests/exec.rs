@@ -191,6 +191,13 @@ fn killed(r: &StepReport) -> (u32, Option<f64>, Option<i32>, bool) {
 }
 
 /// A process that is gone or a zombie holds nothing.
+/// A step that waits until `test` (a test(1) expression) holds: what a step after a spawn
+/// needs from the workload, rather than a sleep a loaded host may outlast.
+fn until(test: &str) -> Value {
+    json!({"op": "run", "command": format!("until [ {test} ]; do sleep 0.01; done"),
+           "timeout_ms": 30_000})
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
@@ -273,7 +280,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
                    "options": ["size=1m", "nosuid"], "retry": null}),
             // The shell and its sleep hold fd 3 on the mount for about 400 ms.
             json!({"op": "spawn", "name": holder, "command": format!("exec 3>{mnt}/held; sleep 0.4")}),
-            json!({"op": "sleep", "ms": 100}),
+            until(&format!("-e {mnt}/held")),
             json!({"op": "umount", "target": mnt, "force": false, "detach": false, "retry": null}),
             umount_retry(10_000),
             json!({"op": "kill", "name": holder, "signal": "KILL", "wait_ms": 2000}),
@@ -281,7 +288,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
             json!({"op": "mount", "device": "crashrig-test", "target": mnt, "fstype": "tmpfs",
                    "options": [], "retry": null}),
             json!({"op": "spawn", "name": stuck, "command": format!("exec 3>{mnt}/held; exec sleep 1000")}),
-            json!({"op": "sleep", "ms": 100}),
+            until(&format!("-e {mnt}/held")),
             umount_retry(100),
             json!({"op": "kill", "name": stuck, "signal": "KILL", "wait_ms": 5000}),
             umount_retry(1000),
@@ -290,7 +297,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
         ],
         true,
     );
-    for i in [0, 1, 6, 7] {
+    for i in [0, 1, 2, 6, 7, 8] {
         assert_eq!(
             (&r[i].errno, &r[i].error),
             (&None, &None),
@@ -355,7 +362,7 @@ fn kill_workload_with_forked_child(cgroups: bool) {
         vec![
             json!({"op": "spawn", "name": name,
                    "command": format!("echo started; sleep 1000 & echo $! > {child_pid}; exec sleep 1000")}),
-            json!({"op": "sleep", "ms": 200}),
+            until(&format!("-s {child_pid}")),
             json!({"op": "kill", "name": name, "signal": "KILL", "wait_ms": 5000}),
             json!({"op": "kill", "name": "no-such-workload", "signal": "KILL", "wait_ms": 0}),
             json!({"op": "kill", "name": name, "signal": "BOGUS", "wait_ms": 0}),
@@ -423,11 +430,13 @@ fn term_reaches_every_task_and_reports_the_status() {
     require_root!();
     let mut sb = Sandbox::new("term", true);
     let name = sb.workload("term");
+    let ready = sb.path("ready");
     let r = sb.run(
         "term",
         vec![
-            json!({"op": "spawn", "name": name, "command": "sleep 1000 & sleep 1000 & exec sleep 1000"}),
-            json!({"op": "sleep", "ms": 200}),
+            json!({"op": "spawn", "name": name,
+                   "command": format!("sleep 1000 & sleep 1000 & : > {ready}; exec sleep 1000")}),
+            until(&format!("-e {ready}")),
             json!({"op": "kill", "name": name, "signal": "TERM", "wait_ms": 5000}),
         ],
         false,
@@ -600,7 +609,10 @@ fn a_workload_that_exited_before_its_kill_is_told_from_one_the_kill_ended() {
         vec![
             json!({"op": "spawn", "name": gone, "command": "echo 'fio: bad rw' >&2; exit 1"}),
             json!({"op": "spawn", "name": twice, "command": "exec sleep 1000"}),
-            json!({"op": "sleep", "ms": 300}),
+            until(&format!(
+                "-s {}",
+                sb.path(&format!("run/spawn/{gone}.status"))
+            )),
             json!({"op": "kill", "name": gone, "signal": "KILL", "wait_ms": 5000}),
             json!({"op": "kill", "name": twice, "signal": "TERM", "wait_ms": 5000}),
             json!({"op": "kill", "name": twice, "signal": "KILL", "wait_ms": 5000}),
