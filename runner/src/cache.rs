@@ -398,8 +398,8 @@ pub fn own(dir: &Path) -> Result<File, CacheError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&unnamed)
         .map_err(err)?;
-    if let Err(e) = flock(&file, libc::LOCK_EX | libc::LOCK_NB)
-        .and_then(|()| std::fs::rename(&unnamed, &path))
+    if let Err(e) =
+        flock(&file, libc::LOCK_EX | libc::LOCK_NB).and_then(|()| std::fs::rename(&unnamed, &path))
     {
         let _ = std::fs::remove_file(&unnamed);
         return Err(err(e));

@@ -909,7 +909,10 @@ mod tests {
         assert!(child.try_wait().unwrap().is_some(), "the leader is reaped");
         assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<i32>::new());
         let (mut child, pids) = tokio_group(dir.path()).await;
-        assert!(pids.iter().all(|&p| alive(p)), "the second group is a new one");
+        assert!(
+            pids.iter().all(|&p| alive(p)),
+            "the second group is a new one"
+        );
         assert!(kill_group(&mut child).await);
         assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<i32>::new());
     }
