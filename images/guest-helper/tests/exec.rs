@@ -269,6 +269,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
     let holder = sb.workload("holder");
     let stuck = sb.workload("stuck");
     let mnt = sb.path("mnt");
+    let release = sb.path("release");
     let umount_retry = |max_ms: u64| {
         json!({"op": "umount", "target": mnt, "force": false, "detach": false,
                "retry": {"max_ms": max_ms, "interval_ms": 5}})
@@ -278,10 +279,14 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
         vec![
             json!({"op": "mount", "device": "crashrig-test", "target": mnt, "fstype": "tmpfs",
                    "options": ["size=1m", "nosuid"], "retry": null}),
-            // The shell and its sleep hold fd 3 on the mount for about 400 ms.
-            json!({"op": "spawn", "name": holder, "command": format!("exec 3>{mnt}/held; sleep 0.4")}),
+            // The holder keeps fd 3 open on the mount until the plan releases it, and for
+            // 400 ms after that: the single umount always finds it busy, and the retry, which
+            // starts as soon as the release step ends, sees it close 400 ms later at the earliest.
+            json!({"op": "spawn", "name": holder, "command": format!(
+                "exec 3>{mnt}/held; until [ -e {release} ]; do sleep 0.01; done; sleep 0.4")}),
             until(&format!("-e {mnt}/held")),
             json!({"op": "umount", "target": mnt, "force": false, "detach": false, "retry": null}),
+            json!({"op": "run", "command": format!(": > {release}"), "timeout_ms": 10_000}),
             umount_retry(10_000),
             json!({"op": "kill", "name": holder, "signal": "KILL", "wait_ms": 2000}),
             // Never closes: the retry gives up at its bound.
@@ -297,7 +302,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
         ],
         true,
     );
-    for i in [0, 1, 2, 6, 7, 8] {
+    for i in [0, 1, 2, 4, 7, 8, 9] {
         assert_eq!(
             (&r[i].errno, &r[i].error),
             (&None, &None),
@@ -309,7 +314,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
         (r[3].errno.as_deref(), r[3].attempts, r[3].busy_window_ms),
         (Some("EBUSY"), 1, None)
     );
-    let w = &r[4];
+    let w = &r[5];
     assert_eq!(
         (w.errno.as_deref(), w.final_errno.as_deref(), w.busy_gave_up),
         (Some("EBUSY"), None, false)
@@ -317,7 +322,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
     let window = w.busy_window_ms.unwrap();
     assert!((150.0..5000.0).contains(&window), "busy window {window} ms");
     assert!(w.attempts > 10, "{w:?}");
-    let (tasks, wait, status, timed_out) = killed(&r[5]);
+    let (tasks, wait, status, timed_out) = killed(&r[6]);
     assert_eq!(
         (tasks, timed_out, status),
         (0, false, Some(0)),
@@ -325,7 +330,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
     );
     assert!(wait.is_some());
 
-    let g = &r[9];
+    let g = &r[10];
     assert_eq!(
         (g.errno.as_deref(), g.final_errno.as_deref()),
         (Some("EBUSY"), Some("EBUSY"))
@@ -333,21 +338,21 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
     assert!(g.busy_gave_up);
     assert_eq!(g.busy_window_ms, Some(100.0));
     assert!(g.duration_ms >= 100.0, "{g:?}");
-    let (tasks, wait, status, timed_out) = killed(&r[10]);
+    let (tasks, wait, status, timed_out) = killed(&r[11]);
     assert_eq!(
         (tasks, timed_out, status),
         (1, false, Some(137)),
         "{:?}",
-        r[10]
+        r[11]
     );
     assert!(wait.unwrap() < 5000.0);
     assert_eq!(
-        (r[11].errno.as_deref(), r[11].attempts),
+        (r[12].errno.as_deref(), r[12].attempts),
         (None, 1),
         "{:?}",
-        r[11]
+        r[12]
     );
-    assert_eq!(r[12].errno.as_deref(), Some("EINVAL"), "{:?}", r[12]);
+    assert_eq!(r[13].errno.as_deref(), Some("EINVAL"), "{:?}", r[13]);
 }
 
 fn kill_workload_with_forked_child(cgroups: bool) {
