@@ -380,21 +380,30 @@ impl Cache {
     }
 }
 
-/// Creates and locks the owner file of a directory this process just made.
+/// Creates and locks the owner file of a directory this process just made. The file is locked
+/// before it takes its name: a sweep (another crashrig's, or another thread's) that finds
+/// `.owner` finds it locked for as long as its owner lives, never in the moment between its
+/// creation and its lock, when the sweep would take the lock and remove the directory.
 pub fn own(dir: &Path) -> Result<File, CacheError> {
     let path = dir.join(OWNER);
+    let err = |source| CacheError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let unnamed = dir.join(format!("{OWNER}.{}", std::process::id()));
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|source| CacheError::Lock {
-            path: path.clone(),
-            source,
-        })?;
-    flock(&file, libc::LOCK_EX | libc::LOCK_NB)
-        .map_err(|source| CacheError::Lock { path, source })?;
+        .open(&unnamed)
+        .map_err(err)?;
+    if let Err(e) =
+        flock(&file, libc::LOCK_EX | libc::LOCK_NB).and_then(|()| std::fs::rename(&unnamed, &path))
+    {
+        let _ = std::fs::remove_file(&unnamed);
+        return Err(err(e));
+    }
     Ok(file)
 }
 

@@ -468,6 +468,25 @@ fn drain(
     });
 }
 
+/// Passes what the drain threads send on to `out` and `err` until both pipes reached their end
+/// (true) or `end` passed (false).
+fn drain_until(
+    rx: &mpsc::Receiver<(Stream, Vec<u8>)>,
+    end: Instant,
+    out: &mut Collected,
+    err: &mut Collected,
+    on_line: &mut dyn FnMut(Stream, &str),
+) -> bool {
+    loop {
+        match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok((Stream::Stdout, chunk)) => out.push(&chunk, Stream::Stdout, on_line),
+            Ok((Stream::Stderr, chunk)) => err.push(&chunk, Stream::Stderr, on_line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+            Err(mpsc::RecvTimeoutError::Timeout) => return false,
+        }
+    }
+}
+
 /// Collected output of one stream and its partial last line.
 #[derive(Default)]
 struct Collected {
@@ -620,18 +639,18 @@ impl<'c> Tool<'c> {
             if stopped.is_some() {
                 break;
             }
-            // The leader exited but something it started still holds the pipes: that
-            // something belongs to the group and goes with it.
+            // The leader exited. Something it started may still hold the pipes: after a
+            // moment that something, which belongs to the group, goes with it. Either way the
+            // pipes are read to their end: what the leader wrote is in them even when the
+            // drain threads have not run yet (a loaded host), and must not be cut off.
             if let Some(c) = reaper.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
-                    let end = Instant::now() + Duration::from_millis(200);
-                    while let Ok(chunk) =
-                        rx.recv_timeout(end.saturating_duration_since(Instant::now()))
-                    {
-                        match chunk {
-                            (Stream::Stdout, c) => out.push(&c, Stream::Stdout, on_line),
-                            (Stream::Stderr, c) => err.push(&c, Stream::Stderr, on_line),
-                        }
+                    let soon = Instant::now() + Duration::from_millis(200);
+                    if !drain_until(&rx, soon, &mut out, &mut err, on_line) {
+                        signal_group(pgid, libc::SIGKILL);
+                        // Bounded: a process outside the group may hold the pipes too.
+                        let end = Instant::now() + REAP_LIMIT;
+                        drain_until(&rx, end, &mut out, &mut err, on_line);
                     }
                     break;
                 }
@@ -731,25 +750,49 @@ mod tests {
     }
 
     #[test]
-    fn a_program_past_its_deadline_is_stopped_with_its_whole_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let pids = dir.path().join("pids");
-        // The grandchild ignores SIGTERM: only the SIGKILL after the grace period ends it.
-        let script = format!(
-            "sh -c 'trap \"\" TERM; sleep 60 & echo $! >> {p}; wait' & echo $! >> {p}; sleep 60",
-            p = pids.display()
-        );
-        let err = Tool::new(&mut sh(&script), Duration::from_millis(500))
+    fn a_program_past_its_deadline_is_stopped() {
+        let err = Tool::new(&mut sh("sleep 60"), Duration::from_millis(300))
             .grace(Duration::from_millis(200))
             .output()
             .unwrap_err();
         assert!(matches!(err, ProcessError::Timeout { .. }), "{err:?}");
-        let pids: Vec<i32> = std::fs::read_to_string(&pids)
-            .unwrap()
-            .lines()
-            .map(|l| l.parse().unwrap())
-            .collect();
-        assert_eq!(pids.len(), 2);
+    }
+
+    #[test]
+    fn a_stopped_program_takes_its_whole_group_even_a_member_that_ignores_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // The child and grandchild ignore SIGTERM (the grandchild's pid is written after the
+        // trap is set): only the SIGKILL after the grace period ends them. The run is stopped
+        // once both pids are written, not at a deadline that a loaded host may pass before
+        // the shells have even started.
+        let script = format!(
+            "sh -c 'trap \"\" TERM; sleep 60 & echo $! >> {p}; wait' & echo $! >> {p}; sleep 60",
+            p = pids.display()
+        );
+        let flag = Arc::new(AtomicBool::new(false));
+        let (f, file) = (flag.clone(), pids.clone());
+        let watcher = std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(60);
+            let pids: Vec<i32> = loop {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let pids: Vec<i32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+                if pids.len() == 2 || Instant::now() > end {
+                    break pids;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            f.store(true, Ordering::SeqCst);
+            pids
+        });
+        let err = Tool::new(&mut sh(&script), Duration::from_secs(600))
+            .grace(Duration::from_millis(200))
+            .cancel(flag)
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err:?}");
+        let pids = watcher.join().unwrap();
+        assert_eq!(pids.len(), 2, "the group never started");
         assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<i32>::new());
     }
 

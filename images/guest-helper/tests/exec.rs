@@ -191,6 +191,13 @@ fn killed(r: &StepReport) -> (u32, Option<f64>, Option<i32>, bool) {
 }
 
 /// A process that is gone or a zombie holds nothing.
+/// A step that waits until `test` (a test(1) expression) holds: what a step after a spawn
+/// needs from the workload, rather than a sleep a loaded host may outlast.
+fn until(test: &str) -> Value {
+    json!({"op": "run", "command": format!("until [ {test} ]; do sleep 0.01; done"),
+           "timeout_ms": 30_000})
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
@@ -262,6 +269,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
     let holder = sb.workload("holder");
     let stuck = sb.workload("stuck");
     let mnt = sb.path("mnt");
+    let release = sb.path("release");
     let umount_retry = |max_ms: u64| {
         json!({"op": "umount", "target": mnt, "force": false, "detach": false,
                "retry": {"max_ms": max_ms, "interval_ms": 5}})
@@ -271,17 +279,21 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
         vec![
             json!({"op": "mount", "device": "crashrig-test", "target": mnt, "fstype": "tmpfs",
                    "options": ["size=1m", "nosuid"], "retry": null}),
-            // The shell and its sleep hold fd 3 on the mount for about 400 ms.
-            json!({"op": "spawn", "name": holder, "command": format!("exec 3>{mnt}/held; sleep 0.4")}),
-            json!({"op": "sleep", "ms": 100}),
+            // The holder keeps fd 3 open on the mount until the plan releases it, and for
+            // 400 ms after that: the single umount always finds it busy, and the retry, which
+            // starts as soon as the release step ends, sees it close 400 ms later at the earliest.
+            json!({"op": "spawn", "name": holder, "command": format!(
+                "exec 3>{mnt}/held; until [ -e {release} ]; do sleep 0.01; done; sleep 0.4")}),
+            until(&format!("-e {mnt}/held")),
             json!({"op": "umount", "target": mnt, "force": false, "detach": false, "retry": null}),
+            json!({"op": "run", "command": format!(": > {release}"), "timeout_ms": 10_000}),
             umount_retry(10_000),
             json!({"op": "kill", "name": holder, "signal": "KILL", "wait_ms": 2000}),
             // Never closes: the retry gives up at its bound.
             json!({"op": "mount", "device": "crashrig-test", "target": mnt, "fstype": "tmpfs",
                    "options": [], "retry": null}),
             json!({"op": "spawn", "name": stuck, "command": format!("exec 3>{mnt}/held; exec sleep 1000")}),
-            json!({"op": "sleep", "ms": 100}),
+            until(&format!("-e {mnt}/held")),
             umount_retry(100),
             json!({"op": "kill", "name": stuck, "signal": "KILL", "wait_ms": 5000}),
             umount_retry(1000),
@@ -290,7 +302,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
         ],
         true,
     );
-    for i in [0, 1, 6, 7] {
+    for i in [0, 1, 2, 4, 7, 8, 9] {
         assert_eq!(
             (&r[i].errno, &r[i].error),
             (&None, &None),
@@ -302,7 +314,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
         (r[3].errno.as_deref(), r[3].attempts, r[3].busy_window_ms),
         (Some("EBUSY"), 1, None)
     );
-    let w = &r[4];
+    let w = &r[5];
     assert_eq!(
         (w.errno.as_deref(), w.final_errno.as_deref(), w.busy_gave_up),
         (Some("EBUSY"), None, false)
@@ -310,7 +322,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
     let window = w.busy_window_ms.unwrap();
     assert!((150.0..5000.0).contains(&window), "busy window {window} ms");
     assert!(w.attempts > 10, "{w:?}");
-    let (tasks, wait, status, timed_out) = killed(&r[5]);
+    let (tasks, wait, status, timed_out) = killed(&r[6]);
     assert_eq!(
         (tasks, timed_out, status),
         (0, false, Some(0)),
@@ -318,7 +330,7 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
     );
     assert!(wait.is_some());
 
-    let g = &r[9];
+    let g = &r[10];
     assert_eq!(
         (g.errno.as_deref(), g.final_errno.as_deref()),
         (Some("EBUSY"), Some("EBUSY"))
@@ -326,21 +338,21 @@ fn umount_busy_window_is_measured_until_the_holder_closes() {
     assert!(g.busy_gave_up);
     assert_eq!(g.busy_window_ms, Some(100.0));
     assert!(g.duration_ms >= 100.0, "{g:?}");
-    let (tasks, wait, status, timed_out) = killed(&r[10]);
+    let (tasks, wait, status, timed_out) = killed(&r[11]);
     assert_eq!(
         (tasks, timed_out, status),
         (1, false, Some(137)),
         "{:?}",
-        r[10]
+        r[11]
     );
     assert!(wait.unwrap() < 5000.0);
     assert_eq!(
-        (r[11].errno.as_deref(), r[11].attempts),
+        (r[12].errno.as_deref(), r[12].attempts),
         (None, 1),
         "{:?}",
-        r[11]
+        r[12]
     );
-    assert_eq!(r[12].errno.as_deref(), Some("EINVAL"), "{:?}", r[12]);
+    assert_eq!(r[13].errno.as_deref(), Some("EINVAL"), "{:?}", r[13]);
 }
 
 fn kill_workload_with_forked_child(cgroups: bool) {
@@ -355,7 +367,7 @@ fn kill_workload_with_forked_child(cgroups: bool) {
         vec![
             json!({"op": "spawn", "name": name,
                    "command": format!("echo started; sleep 1000 & echo $! > {child_pid}; exec sleep 1000")}),
-            json!({"op": "sleep", "ms": 200}),
+            until(&format!("-s {child_pid}")),
             json!({"op": "kill", "name": name, "signal": "KILL", "wait_ms": 5000}),
             json!({"op": "kill", "name": "no-such-workload", "signal": "KILL", "wait_ms": 0}),
             json!({"op": "kill", "name": name, "signal": "BOGUS", "wait_ms": 0}),
@@ -423,11 +435,13 @@ fn term_reaches_every_task_and_reports_the_status() {
     require_root!();
     let mut sb = Sandbox::new("term", true);
     let name = sb.workload("term");
+    let ready = sb.path("ready");
     let r = sb.run(
         "term",
         vec![
-            json!({"op": "spawn", "name": name, "command": "sleep 1000 & sleep 1000 & exec sleep 1000"}),
-            json!({"op": "sleep", "ms": 200}),
+            json!({"op": "spawn", "name": name,
+                   "command": format!("sleep 1000 & sleep 1000 & : > {ready}; exec sleep 1000")}),
+            until(&format!("-e {ready}")),
             json!({"op": "kill", "name": name, "signal": "TERM", "wait_ms": 5000}),
         ],
         false,
@@ -600,7 +614,10 @@ fn a_workload_that_exited_before_its_kill_is_told_from_one_the_kill_ended() {
         vec![
             json!({"op": "spawn", "name": gone, "command": "echo 'fio: bad rw' >&2; exit 1"}),
             json!({"op": "spawn", "name": twice, "command": "exec sleep 1000"}),
-            json!({"op": "sleep", "ms": 300}),
+            until(&format!(
+                "-s {}",
+                sb.path(&format!("run/spawn/{gone}.status"))
+            )),
             json!({"op": "kill", "name": gone, "signal": "KILL", "wait_ms": 5000}),
             json!({"op": "kill", "name": twice, "signal": "TERM", "wait_ms": 5000}),
             json!({"op": "kill", "name": twice, "signal": "KILL", "wait_ms": 5000}),

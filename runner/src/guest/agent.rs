@@ -234,7 +234,13 @@ mod tests {
 
     #[test]
     fn a_command_past_its_deadline_times_out_and_the_channel_takes_no_other() {
-        let (mut agent, _t) = fake_guest(|_, _| vec![channel::frame(STDOUT, b"started\n")]);
+        // The command's first output is already on the channel when it is sent: a fake guest
+        // thread that a loaded host runs only after the deadline would leave no line to see.
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        guest
+            .write_all(&channel::frame(STDOUT, b"started\n"))
+            .unwrap();
+        let mut agent = Agent::new(host);
         let mut lines = Vec::new();
         let err = agent
             .exec_streaming("sleep 100", b"", Duration::from_millis(300), |l| {
@@ -248,14 +254,25 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, GuestError::AgentOutOfStep));
         assert!(err.before_command());
+        // The request reached the guest's end (it was open all along).
+        let (kind, _) = channel::read_frame(&mut guest).unwrap().unwrap();
+        assert_eq!(kind, EXEC);
     }
 
     #[test]
     fn a_closed_channel_and_a_refused_command_are_told_apart() {
-        let (mut agent, t) = fake_guest(|command, _| match command {
-            "bad" => vec![channel::frame(FAILED, b"cannot start /bin/sh: ENOENT")],
-            _ => panic!("the fake guest goes away"),
+        // The fake guest goes away at the next request: its end is closed at once. (A panic
+        // closed it only after the panic message, a backtrace with RUST_BACKTRACE=1, which a
+        // loaded host took longer than the command's 5 s to print.)
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let (_, payload) = channel::read_frame(&mut guest).unwrap().unwrap();
+            assert_eq!(channel::parse_exec(&payload).unwrap().0, "bad");
+            channel::write_frame(&mut guest, FAILED, b"cannot start /bin/sh: ENOENT").unwrap();
+            let (_, payload) = channel::read_frame(&mut guest).unwrap().unwrap();
+            channel::parse_exec(&payload).unwrap().0.to_string()
         });
+        let mut agent = Agent::new(host);
         let err = agent
             .exec_streaming("bad", b"", Duration::from_secs(5), |_| {})
             .unwrap_err();
@@ -264,11 +281,10 @@ mod tests {
                 .contains("could not run `bad`: cannot start /bin/sh"),
             "{err}"
         );
-        // The fake guest panics on the next request: its end closes.
         let err = agent
             .exec_streaming("anything", b"", Duration::from_secs(5), |_| {})
             .unwrap_err();
         assert!(matches!(err, GuestError::AgentClosed { .. }), "{err}");
-        assert!(t.join().is_err());
+        assert_eq!(t.join().unwrap(), "anything");
     }
 }

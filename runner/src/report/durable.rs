@@ -413,6 +413,9 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
         }
         // The holder's end (its process exiting) frees the directory: --resume claims it.
+        // Unlocked, not just closed: a child another test thread is forking right now holds
+        // a copy of this descriptor (until its exec), and with it the lock.
+        holder.unlock().unwrap();
         drop(holder);
         assert_eq!(
             claim_results_dir(Some(&out), tmp.path(), true).unwrap(),

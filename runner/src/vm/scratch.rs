@@ -83,14 +83,22 @@ impl ScratchDisks {
     /// Creates one sparse disk of `size` bytes per `(name, size)`. With `keep` the files stay
     /// in a directory that outlives the run ([`ScratchDisks::kept`]).
     pub fn create(devices: &[(String, u64)], keep: bool) -> Result<ScratchDisks, VmError> {
+        Self::create_in(&std::env::temp_dir(), devices, keep)
+    }
+
+    fn create_in(
+        base: &Path,
+        devices: &[(String, u64)],
+        keep: bool,
+    ) -> Result<ScratchDisks, VmError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| VmError::Io { path, source }
         };
         let dir = tempfile::Builder::new()
             .prefix(PREFIX)
-            .tempdir()
-            .map_err(io(&std::env::temp_dir()))?;
+            .tempdir_in(base)
+            .map_err(io(base))?;
         let owner = crate::cache::own(dir.path()).map_err(|e| VmError::Io {
             path: dir.path().into(),
             source: std::io::Error::other(crate::report::error_chain(&e)),
@@ -126,8 +134,10 @@ impl ScratchDisks {
         }
         Ok(if keep {
             // Kept disks are the user's: no owner file, so no sweep ever removes them.
-            drop(owner);
+            // The name goes before the lock: a sweep that found `.owner` unlocked would
+            // take the kept disks for a killed run's.
             let _ = std::fs::remove_file(dir.path().join(".owner"));
+            drop(owner);
             ScratchDisks {
                 kept: Some(dir.keep()),
                 dir: None,
@@ -208,7 +218,11 @@ mod tests {
 
     #[test]
     fn disks_are_unlinked_but_usable_through_proc_and_gone_on_drop() {
-        let scratch = ScratchDisks::create(&[("scratch".into(), 1 << 20)], false).unwrap();
+        // A base of its own: a sweep of the shared temporary directory races every other
+        // test (and crashrig) creating or keeping disks there.
+        let base = tempfile::tempdir().unwrap();
+        let scratch =
+            ScratchDisks::create_in(base.path(), &[("scratch".into(), 1 << 20)], false).unwrap();
         let dir = scratch.dir().to_path_buf();
         let disk = &scratch.disks[0];
         assert!(disk.path.starts_with("/proc/"), "{}", disk.path.display());
@@ -230,22 +244,23 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec![".owner".to_string()]);
-        assert!(sweep_in(dir.parent().unwrap())
-            .iter()
-            .all(|l| !l.contains(&*dir.to_string_lossy())));
+        // A live run's directory is never swept (the base holds nothing else to sweep).
+        assert_eq!(sweep_in(base.path()), Vec::<String>::new());
+        assert!(dir.join(".owner").is_file());
         drop(scratch);
         assert!(!dir.exists());
     }
 
     #[test]
     fn kept_disks_stay_and_are_never_swept() {
-        let scratch = ScratchDisks::create(&[("a".into(), 4096)], true).unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let scratch = ScratchDisks::create_in(base.path(), &[("a".into(), 4096)], true).unwrap();
         let dir = scratch.kept().unwrap().to_path_buf();
+        assert_eq!(dir.parent(), Some(base.path()));
         drop(scratch);
         assert!(dir.join("a.img").is_file());
-        sweep_in(dir.parent().unwrap());
+        assert_eq!(sweep_in(base.path()), Vec::<String>::new());
         assert!(dir.join("a.img").is_file());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
