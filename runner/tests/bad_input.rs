@@ -17,6 +17,7 @@ fn crashrig(home: &Path, args: &[&str]) -> Tried {
         // A private cache: these runs must not touch the user's.
         .env("HOME", home)
         .env("XDG_CACHE_HOME", home.join("cache"))
+        .env_remove("CRASHRIG_CACHE")
         .output()
         .expect("start crashrig");
     Tried {
@@ -905,6 +906,7 @@ fn doctor_checks_the_guest_helper() {
         .current_dir(tmp.path())
         .env("HOME", tmp.path())
         .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env_remove("CRASHRIG_CACHE")
         .env("CRASHRIG_GUEST_HELPER", tmp.path().join("nonexistent"))
         .output()
         .expect("start crashrig");
