@@ -705,6 +705,12 @@ mod tests {
         }
     }
 
+    /// The pids a test's shell wrote to `file`, one per line (none while it does not exist).
+    fn pids_in(file: &std::path::Path) -> Vec<i32> {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+
     fn wait_gone(pids: &[i32], within: Duration) -> Vec<i32> {
         let end = Instant::now() + within;
         loop {
@@ -775,8 +781,7 @@ mod tests {
         let watcher = std::thread::spawn(move || {
             let end = Instant::now() + Duration::from_secs(60);
             let pids: Vec<i32> = loop {
-                let text = std::fs::read_to_string(&file).unwrap_or_default();
-                let pids: Vec<i32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+                let pids = pids_in(&file);
                 if pids.len() == 2 || Instant::now() > end {
                     break pids;
                 }
@@ -890,8 +895,7 @@ mod tests {
         )
         .unwrap();
         for _ in 0..3000 {
-            let text = std::fs::read_to_string(&pids).unwrap_or_default();
-            let pids: Vec<i32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+            let pids = pids_in(&pids);
             if pids.len() == 3 {
                 return (child, pids);
             }
@@ -943,10 +947,7 @@ mod tests {
                 .output()
         });
         let tool_pid: i32 = loop {
-            if let Some(pid) = std::fs::read_to_string(&tool_pid)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-            {
+            if let [pid] = pids_in(&tool_pid)[..] {
                 break pid;
             }
             std::thread::sleep(Duration::from_millis(20));
