@@ -22,7 +22,8 @@ use crate::report::durable;
 /// The completion marker inside every entry.
 pub const MARKER: &str = ".crashrig-complete.json";
 /// The lock file inside a partial directory or scratch-disk directory, held by its owner.
-const OWNER: &str = ".owner";
+/// The lock file naming a directory's live owner ([`own`]); sweeps skip locked ones.
+pub const OWNER: &str = ".owner";
 /// Partial directories without an owner lock (made by an older crashrig, which may still
 /// run) are swept only after this long.
 const UNOWNED_AGE: Duration = Duration::from_secs(24 * 3600);

@@ -711,6 +711,18 @@ mod tests {
         text.lines().filter_map(|l| l.trim().parse().ok()).collect()
     }
 
+    /// [`pids_in`] once `file` holds `n` pids, or whatever it holds after `within`.
+    fn wait_pids(file: &std::path::Path, n: usize, within: Duration) -> Vec<i32> {
+        let end = Instant::now() + within;
+        loop {
+            let pids = pids_in(file);
+            if pids.len() == n || Instant::now() > end {
+                return pids;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn wait_gone(pids: &[i32], within: Duration) -> Vec<i32> {
         let end = Instant::now() + within;
         loop {
@@ -779,14 +791,7 @@ mod tests {
         let flag = Arc::new(AtomicBool::new(false));
         let (f, file) = (flag.clone(), pids.clone());
         let watcher = std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(60);
-            let pids: Vec<i32> = loop {
-                let pids = pids_in(&file);
-                if pids.len() == 2 || Instant::now() > end {
-                    break pids;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let pids = wait_pids(&file, 2, Duration::from_secs(60));
             f.store(true, Ordering::SeqCst);
             pids
         });
@@ -946,11 +951,8 @@ mod tests {
                 .grace(Duration::from_millis(200))
                 .output()
         });
-        let tool_pid: i32 = loop {
-            if let [pid] = pids_in(&tool_pid)[..] {
-                break pid;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let [tool_pid] = wait_pids(&tool_pid, 1, Duration::from_secs(60))[..] else {
+            panic!("the tool never started");
         };
         terminate_all(Duration::from_millis(200));
         // Every member gone (SIGKILL is delivered as the call returns), the leader reaped

@@ -190,7 +190,6 @@ fn killed(r: &StepReport) -> (u32, Option<f64>, Option<i32>, bool) {
     }
 }
 
-/// A process that is gone or a zombie holds nothing.
 /// A step that waits until `test` (a test(1) expression) holds: what a step after a spawn
 /// needs from the workload, rather than a sleep a loaded host may outlast.
 fn until(test: &str) -> Value {
@@ -198,6 +197,7 @@ fn until(test: &str) -> Value {
            "timeout_ms": 30_000})
 }
 
+/// A process that is gone or a zombie holds nothing.
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {

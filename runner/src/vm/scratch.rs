@@ -136,7 +136,7 @@ impl ScratchDisks {
             // Kept disks are the user's: no owner file, so no sweep ever removes them.
             // The name goes before the lock: a sweep that found `.owner` unlocked would
             // take the kept disks for a killed run's.
-            let _ = std::fs::remove_file(dir.path().join(".owner"));
+            let _ = std::fs::remove_file(dir.path().join(crate::cache::OWNER));
             drop(owner);
             ScratchDisks {
                 kept: Some(dir.keep()),
@@ -198,7 +198,7 @@ fn sweep_prefix(tmp: &Path, prefix: &str, what: &str) -> Vec<String> {
         let path = entry.path();
         let ours = entry.file_name().to_string_lossy().starts_with(prefix)
             && entry.file_type().is_ok_and(|t| t.is_dir());
-        if !ours || !path.join(".owner").exists() || !crate::cache::abandoned(&path) {
+        if !ours || !path.join(crate::cache::OWNER).exists() || !crate::cache::abandoned(&path) {
             continue;
         }
         if std::fs::remove_dir_all(&path).is_ok() {
