@@ -684,17 +684,13 @@ impl<'c> Tool<'c> {
     }
 }
 
+/// Helpers for tests that start process groups (here and in the kernel build's runner): the
+/// pids a test's shell wrote to a file, and whether they are still alive.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_pids {
+    use std::time::{Duration, Instant};
 
-    fn sh(script: &str) -> Command {
-        let mut c = Command::new("sh");
-        c.args(["-c", script]);
-        c
-    }
-
-    fn alive(pid: i32) -> bool {
+    pub(crate) fn alive(pid: i32) -> bool {
         // Zombies count as gone: read the state from /proc.
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Ok(stat) => !stat
@@ -706,13 +702,13 @@ mod tests {
     }
 
     /// The pids a test's shell wrote to `file`, one per line (none while it does not exist).
-    fn pids_in(file: &std::path::Path) -> Vec<i32> {
+    pub(crate) fn pids_in(file: &std::path::Path) -> Vec<i32> {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         text.lines().filter_map(|l| l.trim().parse().ok()).collect()
     }
 
     /// [`pids_in`] once `file` holds `n` pids, or whatever it holds after `within`.
-    fn wait_pids(file: &std::path::Path, n: usize, within: Duration) -> Vec<i32> {
+    pub(crate) fn wait_pids(file: &std::path::Path, n: usize, within: Duration) -> Vec<i32> {
         let end = Instant::now() + within;
         loop {
             let pids = pids_in(file);
@@ -723,7 +719,8 @@ mod tests {
         }
     }
 
-    fn wait_gone(pids: &[i32], within: Duration) -> Vec<i32> {
+    /// The pids of `pids` still alive after `within` (none once all are gone).
+    pub(crate) fn wait_gone(pids: &[i32], within: Duration) -> Vec<i32> {
         let end = Instant::now() + within;
         loop {
             let left: Vec<i32> = pids.iter().copied().filter(|&p| alive(p)).collect();
@@ -732,6 +729,18 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_pids::*;
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
     }
 
     #[test]

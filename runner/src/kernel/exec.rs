@@ -120,20 +120,33 @@ mod tests {
 
     #[test]
     fn cancel_kills_the_process_group() {
+        use crate::process::test_pids::{wait_gone, wait_pids};
         let exec = Exec::default();
         let flag = exec.cancel.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            flag.store(true, Ordering::Relaxed);
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // The shell and its background child: both must die, not only the one waited for.
+        let script = format!(
+            "sleep 30 & echo $! >> {0}; echo $$ >> {0}; wait",
+            pids.display()
+        );
+        let watcher = std::thread::spawn({
+            let pids = pids.clone();
+            move || {
+                let found = wait_pids(&pids, 2, Duration::from_secs(60));
+                flag.store(true, Ordering::Relaxed);
+                found
+            }
         });
-        let start = std::time::Instant::now();
         let err = exec
-            .run(
-                Command::new("sh").args(["-c", "sleep 30 & sleep 30"]),
-                &mut |_| {},
-            )
+            .run(Command::new("sh").args(["-c", &script]), &mut |_| {})
             .unwrap_err();
-        assert!(matches!(err, KernelError::Cancelled));
-        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(matches!(err, KernelError::Cancelled), "{err:?}");
+        let found = watcher.join().unwrap();
+        assert_eq!(found.len(), 2, "the shell wrote its pids: {found:?}");
+        assert_eq!(
+            wait_gone(&found, Duration::from_secs(10)),
+            Vec::<i32>::new()
+        );
     }
 }
