@@ -352,16 +352,7 @@ pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
             let used = std::fs::metadata(path.join(MARKER))
                 .and_then(|m| m.modified())
                 .unwrap_or(SystemTime::UNIX_EPOCH);
-            let size = std::fs::read_dir(&path)
-                .map(|files| {
-                    files
-                        .filter_map(Result::ok)
-                        .filter_map(|f| f.metadata().ok())
-                        .map(|m| ram::allocated(&m))
-                        .sum()
-                })
-                .unwrap_or(0);
-            (used, size, path)
+            (used, on_disk(&path), path)
         })
         .collect();
     let mut total: u64 = found.iter().map(|(_, size, _)| size).sum();
@@ -380,6 +371,20 @@ pub fn prune(cache: &Cache, cap: u64, keep: &str) -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// What a saved guest's files take on disk (a sparse RAM image counts its pages, not its
+/// length).
+fn on_disk(entry: &Path) -> u64 {
+    std::fs::read_dir(entry)
+        .map(|files| {
+            files
+                .filter_map(Result::ok)
+                .filter_map(|f| f.metadata().ok())
+                .map(|m| ram::allocated(&m))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The cache key of a set-up guest: the booted guest it started from (`booted`, see
@@ -723,10 +728,11 @@ mod tests {
                 .set_modified(old - Duration::from_secs(age))
                 .unwrap();
         }
-        // Each takes about 200 kB on disk (state and the pages of its 1 GiB image: sizes are
-        // what the files take, not their length). Room for two: the oldest (a) goes; c would
-        // be next but a is enough.
-        let removed = prune(&cache, 500_000, "b");
+        // Room for b and c, as this filesystem stores them: the oldest (a) goes; c would be
+        // next but a is enough.
+        let size = |key: &str| on_disk(&cache.dir(SNAPSHOTS).unwrap().join(key));
+        assert!(size("a") > 0 && size("b") > 0 && size("c") > 0);
+        let removed = prune(&cache, size("b") + size("c"), "b");
         let names: Vec<_> = removed
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
