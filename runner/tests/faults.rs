@@ -231,14 +231,41 @@ fn newest_monitor(dir: &Path) -> Option<PathBuf> {
 
 /// A scenario whose iterations take a few seconds in the guest (so a fault lands inside one),
 /// with a short iteration timeout (so a hang is seen soon: no step's own timeout is longer).
+/// Its middle step says on the console that it began ([`MIDDLE`]), so a test can aim at it
+/// instead of guessing how long the guest takes to get there.
 const SLOW_STEPS: &str = "name: slow\n\
 description: a sleep in the guest between two writes, for faults in mid-iteration\n\
 iteration-timeout: 40s\n\
 iterations: 3\n\
 steps:\n  \
   - run: { id: before, timeout: 20s, command: \"echo before > /tmp/f\" }\n  \
-  - run: { id: middle, timeout: 20s, command: \"sleep 8\" }\n  \
+  - run: { id: middle, timeout: 20s, command: \"echo crashrig-test-middle > /dev/console; sleep 8\" }\n  \
   - run: { id: after, timeout: 20s, command: \"echo after >> /tmp/f\" }\n";
+
+/// What [`SLOW_STEPS`]' middle step writes to the console as it begins.
+const MIDDLE: &str = "crashrig-test-middle";
+
+/// Waits until the guest of the run writing into `out` has begun iteration `n`'s middle step
+/// (the console logs hold [`MIDDLE`] `n` times), then 1 s more: the fault lands with about
+/// 7 s of the step's 8 left, however slow the host is.
+fn in_middle_step(out: &Path, n: usize, dir: &Path) {
+    let seen = || -> usize {
+        let Ok(runs) = std::fs::read_dir(out.join("runs")) else {
+            return 0;
+        };
+        runs.filter_map(Result::ok)
+            .filter_map(|run| std::fs::read_dir(run.path()).ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|f| f.file_name().to_string_lossy().starts_with("console-"))
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+            .map(|text| text.matches(MIDDLE).count())
+            .sum()
+    };
+    wait_for(Duration::from_secs(600), || (seen() >= n).then_some(()))
+        .unwrap_or_else(|| panic!("iteration {n}'s middle step never began\n{}", output(dir)));
+    std::thread::sleep(Duration::from_secs(1));
+}
 
 #[test]
 fn guest_cannot_reach_a_host_loopback_port() {
@@ -403,17 +430,13 @@ fn still_there(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// A `run` of the slow scenario in `dir`, 3 s into its second iteration: the crashrig
+/// A `run` of the slow scenario in `dir`, inside its second iteration's middle step: the crashrig
 /// process, its results directory and the QEMUs it runs (at least one).
 fn slow_run_in_iteration_2(dir: &Path) -> (Child, PathBuf, Vec<u32>) {
     let path = scenario(dir, "slow", SLOW_STEPS);
     let out = dir.join("out");
     let child = spawn(dir, &["run", &path, "--out", out.to_str().unwrap()], &[]);
-    wait_for(Duration::from_secs(600), || {
-        read_results(&out).filter(|r| iterations(r).len() == 1)
-    })
-    .unwrap_or_else(|| panic!("iteration 1 never finished\n{}", output(dir)));
-    std::thread::sleep(Duration::from_secs(3));
+    in_middle_step(&out, 2, dir);
     let qemus: Vec<u32> = descendants(child.id())
         .into_iter()
         .filter(|(_, c)| c.starts_with("qemu-system"))
@@ -581,12 +604,8 @@ fn paused_vcpus_in_mid_iteration_are_a_hang_with_console_and_the_run_goes_on() {
         &["run", &path, "--out", out.to_str().unwrap()],
         &[("CRASHRIG_TEST_QMP_DIR", monitors.to_str().unwrap())],
     );
-    // Freeze the guest (QEMU alive, vCPUs stopped) a few seconds into iteration 2.
-    wait_for(Duration::from_secs(600), || {
-        read_results(&out).filter(|r| iterations(r).len() == 1)
-    })
-    .unwrap_or_else(|| panic!("iteration 1 never finished\n{}", output(tmp.path())));
-    std::thread::sleep(Duration::from_secs(3));
+    // Freeze the guest (QEMU alive, vCPUs stopped) in iteration 2's middle step.
+    in_middle_step(&out, 2, tmp.path());
     let monitor = newest_monitor(&monitors).unwrap();
     let answer = qmp(&monitor, "stop");
     assert!(answer.get("return").is_some(), "{answer}");
