@@ -231,6 +231,18 @@ fn bisect_names_the_patch_that_raises_an_existing_rate() {
     assert!(!stdout.contains("Some("), "no Rust debug output: {stdout}");
     assert!(report["wall-seconds"].as_u64().unwrap() > 0, "{report}");
     assert!(stdout.contains("wall time: "), "{stdout}");
+    // The search priced builds, boots and iterations at what they took here.
+    let prices = &report["prices"];
+    assert!(
+        prices["iteration-seconds"].as_f64().unwrap() > 0.0,
+        "{prices}"
+    );
+    assert!(prices["build-seconds"].as_f64().is_some(), "{prices}");
+    assert!(
+        stdout.contains("search prices (measured): a build priced at"),
+        "{stdout}"
+    );
+    eprintln!("figure: search prices: {prices}");
 }
 
 /// Issue 9: `crashrig check` as `git bisect run` calls it, against a reference rate (the good

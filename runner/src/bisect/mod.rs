@@ -21,6 +21,7 @@
 
 mod bayesect;
 mod check;
+mod costs;
 mod error;
 mod images;
 mod journal;
@@ -31,6 +32,7 @@ mod sim;
 mod verify;
 
 pub use check::{check_exit_code, RateTest, RateVerdict, EXIT_BAD, EXIT_GOOD, EXIT_SKIP};
+pub use costs::{CostMeter, Prices};
 pub use error::BisectError;
 pub use images::{ImageIndex, Seen};
 pub use journal::{Entry, Header, Journal, Replay, Step, JOURNAL_FORMAT};

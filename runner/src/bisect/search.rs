@@ -404,6 +404,20 @@ impl Bisector {
         }
     }
 
+    /// Prices a build and a boot anew, in iterations (the driver measures them as it goes:
+    /// [`super::CostMeter`]). They steer which batch comes next, never what the runs mean;
+    /// a batch already asked for stands.
+    pub fn set_prices(&mut self, build_cost: f64, boot_cost: f64) -> Result<(), BisectError> {
+        let config = Config {
+            build_cost,
+            boot_cost,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// What to do next.
     pub fn next_action(&mut self) -> Action {
         self.settle();
@@ -1238,6 +1252,46 @@ mod tests {
             "{} iterations on average",
             total as f64 / 64.0
         );
+    }
+
+    #[test]
+    fn a_dear_build_buys_iterations_on_built_candidates_instead() {
+        // The same 40 histories (0.3 against 0.05, 32 commits), priced by the driver after
+        // the first batch: a build worth 1 iteration, then one worth 300.
+        let builds = |build_cost: f64| -> u64 {
+            let mut rng = SmallRng::seed_from_u64(7);
+            (0..40)
+                .map(|k| {
+                    let mut h = SimulatedHistory {
+                        culprit: 1 + k % 32,
+                        p: 0.3,
+                        fp: 0.05,
+                        rng: &mut rng,
+                    };
+                    let mut b = Bisector::new(32, Config::default()).unwrap();
+                    let Action::Test {
+                        candidate,
+                        iterations,
+                        stop_at_first_failure,
+                    } = b.next_action()
+                    else {
+                        panic!("the ends come first")
+                    };
+                    let o = h.test(candidate, iterations, stop_at_first_failure);
+                    b.set_prices(build_cost, 2.0).unwrap();
+                    b.record(candidate, o).unwrap();
+                    let r = b.run(&mut h).unwrap();
+                    r.total_builds()
+                })
+                .sum()
+        };
+        let (cheap, dear) = (builds(1.0), builds(300.0));
+        assert!(dear < cheap, "{dear} builds priced at 300, {cheap} at 1");
+        // A price the engine cannot use is refused, and the old one stays.
+        let mut b = Bisector::new(4, Config::default()).unwrap();
+        assert!(b.set_prices(f64::NAN, 2.0).is_err());
+        assert!(b.set_prices(10.0, -1.0).is_err());
+        assert_eq!(b.config().build_cost, Config::default().build_cost);
     }
 
     #[test]

@@ -548,6 +548,9 @@ struct BisectResult<'a> {
     /// Wall time, seconds: this invocation's, plus what the bisect.json it resumed from said
     /// (an invocation killed before the end wrote none, so its time is not counted).
     wall_seconds: u64,
+    /// The prices of a build and a boot the search last used, from this invocation's
+    /// measurements (absent before an iteration was timed: the defaults stood).
+    prices: Option<bisect::Prices>,
 }
 
 pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
@@ -714,6 +717,10 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
     // shows (the bad end of a regression is the newest candidate, of a fix the oldest).
     let bad_end = if args.fix { 0 } else { last };
     let mut search_said = false;
+    // What builds, boots and iterations take here prices them for the search.
+    let mut meter = bisect::CostMeter::default();
+    let mut timed_builds = std::collections::BTreeSet::new();
+    let mut prices: Option<bisect::Prices> = None;
     loop {
         let action = if target.is_none() {
             Action::Test {
@@ -737,6 +744,7 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                     journal: replay.entries,
                     amplification: amplification.as_deref(),
                     wall_seconds: earlier_wall + started.elapsed().as_secs(),
+                    prices,
                 };
                 let path = out.join("bisect.json");
                 write_json(&path, &result)?;
@@ -746,6 +754,9 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                     "wall time: {}\n",
                     humantime::format_duration(std::time::Duration::from_secs(result.wall_seconds))
                 ));
+                if let Some(p) = &prices {
+                    text.push_str(&format!("search prices (measured): {p}\n"));
+                }
                 if let Some(a) = &amplification {
                     text.push_str(a);
                     text.push('\n');
@@ -768,7 +779,12 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
         };
         announce_search(&bisector, &mut search_said, &mut sink);
         sink.emit(step_event(&bisector, &cands, k, (iterations, stop_early)));
-        let kernel = match cands.build(k, &opts, &cache, &mut sink).await {
+        let build_started = std::time::Instant::now();
+        let built = cands.build(k, &opts, &cache, &mut sink).await;
+        if timed_builds.insert(k) {
+            meter.build(build_started.elapsed().as_secs_f64());
+        }
+        let kernel = match built {
             Ok(k) => k,
             Err(source) if target.is_none() => {
                 return Err(BisectRunError::BadEnd {
@@ -865,6 +881,16 @@ pub async fn bisect(args: BisectOptions) -> Result<i32, BisectRunError> {
                     }
                 }
                 let t = target.as_ref().expect("set above");
+                for b in &run.boots {
+                    meter.boot(b.ready_after_ms as f64 / 1000.0);
+                }
+                for i in &run.iterations {
+                    meter.iteration(i.duration_ms / 1000.0);
+                }
+                if let Some(p) = meter.prices((config.build_cost, config.boot_cost)) {
+                    bisector.set_prices(p.build_cost, p.boot_cost)?;
+                    prices = Some(p);
+                }
                 let (outcome, unrelated) = batch_outcome(&run, t);
                 for u in unrelated {
                     sink.emit(Event::BisectUncounted {
