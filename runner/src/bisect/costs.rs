@@ -15,6 +15,8 @@
 
 use serde::Serialize;
 
+use crate::outcome::stats::median;
+
 /// Seconds measured in one bisection: builds, boots and iterations.
 #[derive(Clone, Debug, Default)]
 pub struct CostMeter {
@@ -41,24 +43,6 @@ pub struct Prices {
 
 /// The largest price either cost may take (the engine's own bound on a cost).
 const MAX_PRICE: f64 = 1e6;
-
-fn median(v: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = v
-        .iter()
-        .copied()
-        .filter(|x| x.is_finite() && *x >= 0.0)
-        .collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
 
 impl CostMeter {
     /// A candidate's build (or its lookup in the build cache), the first time this run asked.

@@ -1256,8 +1256,8 @@ mod tests {
 
     #[test]
     fn a_dear_build_buys_iterations_on_built_candidates_instead() {
-        // The same 40 histories (0.3 against 0.05, 32 commits), priced by the driver after
-        // the first batch: a build worth 1 iteration, then one worth 300.
+        // The same 40 histories (0.3 against 0.05, 32 commits), a build priced at 1 iteration,
+        // then at 300.
         let builds = |build_cost: f64| -> u64 {
             let mut rng = SmallRng::seed_from_u64(7);
             (0..40)
@@ -1269,17 +1269,7 @@ mod tests {
                         rng: &mut rng,
                     };
                     let mut b = Bisector::new(32, Config::default()).unwrap();
-                    let Action::Test {
-                        candidate,
-                        iterations,
-                        stop_at_first_failure,
-                    } = b.next_action()
-                    else {
-                        panic!("the ends come first")
-                    };
-                    let o = h.test(candidate, iterations, stop_at_first_failure);
                     b.set_prices(build_cost, 2.0).unwrap();
-                    b.record(candidate, o).unwrap();
                     let r = b.run(&mut h).unwrap();
                     r.total_builds()
                 })
