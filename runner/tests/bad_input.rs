@@ -207,6 +207,22 @@ fn out_of_range_numbers_on_the_command_line_are_refused() {
             vec!["bench", "amplify-sim", "--tolerance", "2"],
             "from 0 to 1",
         ),
+        (
+            vec!["bench", "baseline", "--cells", "0"],
+            "0 is not in 1..=10000",
+        ),
+        (
+            vec!["bench", "baseline", "--rate", "1.5"],
+            "a failure rate from 0 to 1",
+        ),
+        (
+            vec!["bench", "baseline", "--rise-to", "NaN"],
+            "a failure rate from 0 to 1",
+        ),
+        (
+            vec!["bench", "baseline", "--runs", "0"],
+            "0 is not in 1..=100000",
+        ),
     ] {
         refused(home, &args, &[want]);
     }

@@ -9,6 +9,7 @@ use super::common::AccelArg;
 use super::CliError;
 use crate::amplify::SimParams as AmplifySimParams;
 use crate::bisect::SimParams;
+use crate::matrix::sim::SimParams as BaselineSim;
 use crate::run::bench::{boot_bench, BootBenchOptions};
 
 #[derive(Subcommand, Debug)]
@@ -33,6 +34,10 @@ pub enum BenchCommand {
     /// 1.2's rule, and beside the same engine told both rates, on the same histories; with the
     /// fewest iterations any search needs on average. No VM.
     Bisect(BenchBisectArgs),
+    /// The baseline check on simulated matrices: how often a matrix where nothing changed
+    /// shows a regression, and how often one cell's real rise is found, by crashrig's
+    /// Holm-adjusted rule beside each cell tested alone, on the same counts. No VM.
+    Baseline(BenchBaselineArgs),
     /// The same matrix run sequentially (-j 1) and in parallel (-j N), --rounds times each in
     /// mirrored pairs: every wall time with the host's load at its start, the means and the
     /// speed-up.
@@ -131,6 +136,32 @@ impl BenchBisectArgs {
     }
 }
 
+/// The parameters of [`crate::matrix::sim::SimParams`].
+#[derive(Args, Debug, Clone)]
+pub struct BenchBaselineArgs {
+    /// Matrix sizes (cells), a row each; repeatable. Default: 1, 5, 10, 20, 40
+    #[arg(long = "cells", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub cells: Vec<u32>,
+    /// Every cell's failure rate, in the baseline and now
+    #[arg(long, default_value_t = BaselineSim::default().rate, value_parser = parse_rate)]
+    pub rate: f64,
+    /// The one rising cell's rate now
+    #[arg(long, default_value_t = BaselineSim::default().rise_to, value_parser = parse_rate)]
+    pub rise_to: f64,
+    /// Iterations per cell, in the baseline and now
+    #[arg(long, default_value_t = BaselineSim::default().iterations,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub iterations: u32,
+    /// Simulated matrices per figure
+    #[arg(long, default_value_t = BaselineSim::default().runs,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub runs: u32,
+    /// Seed of the simulated counts
+    #[arg(long, default_value_t = BaselineSim::default().seed)]
+    pub seed: u64,
+}
+
 /// The parameters of [`crate::amplify::SimParams`].
 #[derive(Args, Debug, Clone)]
 pub struct BenchAmplifySimArgs {
@@ -221,6 +252,24 @@ pub async fn bench(command: BenchCommand) -> Result<i32, CliError> {
         BenchCommand::Bisect(args) => {
             let summary = crate::bisect::simulate(&args.params())?;
             crate::bisect::print_summary(&summary, &mut std::io::stdout())
+                .map_err(|source| CliError::Stdout { source })?;
+            Ok(crate::exit::OK)
+        }
+        BenchCommand::Baseline(args) => {
+            let p = BaselineSim {
+                cells: if args.cells.is_empty() {
+                    BaselineSim::default().cells
+                } else {
+                    args.cells.iter().map(|&n| n as usize).collect()
+                },
+                rate: args.rate,
+                rise_to: args.rise_to,
+                iterations: args.iterations,
+                runs: args.runs,
+                seed: args.seed,
+            };
+            let rows = crate::matrix::sim::simulate(&p);
+            crate::matrix::sim::print_summary(&p, &rows, &mut std::io::stdout())
                 .map_err(|source| CliError::Stdout { source })?;
             Ok(crate::exit::OK)
         }
@@ -529,6 +578,14 @@ fn parse_cost(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|c| (0.0..=1e6).contains(c))
         .ok_or_else(|| format!("`{s}`: expected a cost in iterations from 0 to 1000000"))
+}
+
+/// `bench baseline --rate`, `--rise-to`: a failure rate, 0 to 1.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("`{s}`: expected a failure rate from 0 to 1 (0.25 is 25%)"))
 }
 
 /// `bench amplify-sim --tolerance`: a difference of rates, 0 to 1.

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::model::cell_id;
-use super::significance::{fisher_exact_two_sided, format_p};
+use super::significance::{fisher_exact_two_sided, format_p, holm};
 use crate::report::{Results, RunRecord};
 
 /// Significance level of comparisons and baseline checks.
@@ -179,22 +179,6 @@ pub fn compare(results: &Results) -> Vec<Comparison> {
         c.significant = adjusted < ALPHA;
     }
     out
-}
-
-/// Holm's step-down adjustment of `p` (same order): the i-th smallest is multiplied by the
-/// number of p-values not smaller than it, never below an adjusted p before it, at most 1.
-/// Rejecting every adjusted p below alpha keeps the chance of any false difference at alpha.
-fn holm(p: &[f64]) -> Vec<f64> {
-    let m = p.len();
-    let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
-    let mut adjusted = vec![1.0; m];
-    let mut floor: f64 = 0.0;
-    for (rank, &i) in order.iter().enumerate() {
-        floor = floor.max(((m - rank) as f64 * p[i]).min(1.0));
-        adjusted[i] = floor;
-    }
-    adjusted
 }
 
 /// The word before a comparison's rates: the errno when every failing iteration of both
@@ -396,19 +380,6 @@ mod tests {
         assert_eq!(compare(&r)[0].what, "failure");
         let r = results(vec![run_for(&c[0], 6, 6), run_for(&c[1], 6, 2)]);
         assert_eq!(compare(&r)[0].what, "EBUSY");
-    }
-
-    #[test]
-    fn holm_multiplies_each_p_by_the_p_values_left_and_never_lets_one_fall_below_an_earlier() {
-        let a = holm(&[0.01, 0.04, 0.03, 0.5]);
-        // Sorted: 0.01 x 4, 0.03 x 3, 0.04 x 2 (0.08, raised to 0.09), 0.5 x 1.
-        let want = [0.04, 0.09, 0.09, 0.5];
-        for (got, want) in a.iter().zip(want) {
-            assert!((got - want).abs() < 1e-12, "{a:?}");
-        }
-        assert_eq!(holm(&[0.6, 0.7]), [1.0, 1.0]);
-        assert_eq!(holm(&[0.02]), [0.02]);
-        assert!(holm(&[]).is_empty());
     }
 
     /// A matrix with many comparisons put a raw p < 0.05 in bold (the same kernel under two

@@ -1,7 +1,7 @@
 //! `crashrig matrix`: the pure core. A matrix file expands into cells (kernel x scenario x
 //! parameters); cells are partitioned across machines, their results merged, compared across
 //! kernels with Fisher's exact test, checked against a baseline, and summarized as markdown
-//! and JUnit. The run engine executes cells and `run::matrix_report` writes the reports;
+//! and JUnit (`sim` measures the baseline check on simulated matrices). The run engine executes cells and `run::matrix_report` writes the reports;
 //! nothing here does I/O (the matrix file itself is read by [`load`]).
 
 pub mod baseline;
@@ -11,13 +11,14 @@ pub mod model;
 pub mod params;
 pub mod partition;
 pub mod significance;
+pub mod sim;
 pub mod summary;
 #[cfg(test)]
 pub mod testutil;
 
 pub use baseline::{
-    baseline_from, check, judge, Baseline, BaselineCell, BaselineError, Judgement, Regression,
-    BASELINE_SCHEMA,
+    baseline_from, check, judge, rate_verdicts, Baseline, BaselineCell, BaselineError, Judgement,
+    RateCounts, RateVerdict, Regression, BASELINE_SCHEMA,
 };
 pub use compare::{compare, failure_errno, Comparison, RunKey, ALPHA};
 pub use merge::{

@@ -190,7 +190,8 @@ fn error_block(id: &str, error: &str) -> String {
 /// What summary.md says about what a baseline covers (empty when it covers every cell and
 /// every entry matched): cells without an entry or without a known rate (judged as having
 /// no known failures), and entries that match no cell (a typo, or another shard's cells).
-/// Also the improvements (a stale entry would hide a bug's return) and the known failures.
+/// Also the improvements (a stale entry would hide a bug's return), the rises that are leads
+/// but not regressions, and the known failures.
 pub fn baseline_coverage(j: &Judgement) -> String {
     let list = |ids: &[String]| {
         ids.iter()
@@ -234,6 +235,16 @@ pub fn baseline_coverage(j: &Judgement) -> String {
     if !j.improvements.is_empty() {
         out.push_str("\n### Improvements against the baseline\n\n");
         for line in &j.improvements {
+            let _ = writeln!(out, "- {line}");
+        }
+    }
+    if !j.unconfirmed_rises.is_empty() {
+        out.push_str(
+            "\n### Rises against the baseline, not significant across its cells\n\n\
+             No regression: with many cells some rise by chance alone, so each p is \
+             corrected for the cells with a known rate (Tarone-Holm).\n\n",
+        );
+        for line in &j.unconfirmed_rises {
             let _ = writeln!(out, "- {line}");
         }
     }
@@ -647,7 +658,8 @@ mod tests {
         assert!(
             md.contains(
                 "\n### Regressions against the baseline\n\n- debian-6.12/seed-kill-umount: \
-                 failure rate rose from 0/40 to 4/20, p = 0.0099\n"
+                 failure rate rose from 0/40 to 4/20, p = 0.0099 (< 0.05/2: Tarone-Holm over 3 \
+                 cells with a known rate)\n"
             ),
             "{md}"
         );
@@ -813,6 +825,26 @@ mod tests {
             "{:?}",
             j.improvements
         );
+    }
+
+    /// A rise that is significant only alone is shown as a lead under its own heading, not
+    /// among the regressions.
+    #[test]
+    fn unconfirmed_rises_are_listed_as_leads() {
+        let j = Judgement {
+            unconfirmed_rises: vec!["debian-6.1/seed: failure rate rose from 6/20 to 13/20".into()],
+            ..Judgement::default()
+        };
+        let md = baseline_coverage(&j);
+        assert!(
+            md.starts_with("\n### Rises against the baseline, not significant across its cells\n"),
+            "{md}"
+        );
+        assert!(
+            md.ends_with("\n- debian-6.1/seed: failure rate rose from 6/20 to 13/20\n"),
+            "{md}"
+        );
+        assert_eq!(baseline_coverage(&Judgement::default()), "");
     }
 
     #[test]
