@@ -8,6 +8,7 @@ use std::process::Command;
 struct Tried {
     code: Option<i32>,
     stderr: String,
+    stdout: String,
 }
 
 fn crashrig(home: &Path, args: &[&str]) -> Tried {
@@ -23,6 +24,7 @@ fn crashrig(home: &Path, args: &[&str]) -> Tried {
     Tried {
         code: out.status.code(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
     }
 }
 
@@ -985,4 +987,75 @@ fn matrix_help_does_not_offer_the_kernel_it_refuses() {
     assert_eq!(out.status.code(), Some(0));
     assert!(help.contains("--partition"), "{help}");
     assert!(!help.contains("--kernel"), "{help}");
+}
+
+/// `crashrig lint` checks what `run` and `matrix` would check before booting, with no kernel,
+/// image or VM: the repository's own scenarios and matrices pass; a bad scenario, a matrix
+/// cell its scenario does not fit, and a missing file are each named, and it exits 2.
+#[test]
+fn lint_checks_files_without_running_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ours: Vec<String> = ["tests/seed-kill-umount.yaml", "tests/matrix/seed.yaml"]
+        .iter()
+        .map(|p| repo.join(p).display().to_string())
+        .collect();
+    let args: Vec<&str> = std::iter::once("lint")
+        .chain(ours.iter().map(String::as_str))
+        .collect();
+    let t = crashrig(home, &args);
+    assert_eq!(t.code, Some(0), "{}\n{}", t.stdout, t.stderr);
+    assert!(
+        t.stdout
+            .contains("seed-kill-umount.yaml: ok, scenario `seed-kill-umount`")
+            && t.stdout
+                .contains("seed.yaml: ok, matrix `seed-6.1-vs-6.12`: 4 cells"),
+        "{}",
+        t.stdout
+    );
+    write(home, "bad.yaml", "name: t\nsteps:\n  - sleep: often\n");
+    write(
+        home,
+        "p.yaml",
+        "name: p\nparameters:\n  n: { default: 1, values: [1, 2] }\nvm:\n  cpus: ${n}\n\
+         steps: [sync]\n",
+    );
+    write(
+        home,
+        "m.yaml",
+        "name: m\nkernels: [debian:6.1]\nscenarios: [p.yaml]\nparameters: { n: [1, 0] }\n",
+    );
+    let t = crashrig(home, &["lint", "bad.yaml", "m.yaml", "gone.yaml", &ours[0]]);
+    assert_eq!(t.code, Some(2), "{}\n{}", t.stdout, t.stderr);
+    assert!(
+        t.stdout
+            .contains("bad.yaml: not a valid scenario:\nbad.yaml:3:"),
+        "{}",
+        t.stdout
+    );
+    assert!(
+        t.stdout
+            .contains("m.yaml: not a valid matrix:\ncells with n=0: p.yaml:5:9:"),
+        "{}",
+        t.stdout
+    );
+    assert!(
+        t.stdout.contains("gone.yaml: not a valid scenario:"),
+        "{}",
+        t.stdout
+    );
+    assert!(
+        t.stdout.contains("seed-kill-umount.yaml: ok"),
+        "{}",
+        t.stdout
+    );
+    assert!(
+        t.stderr.contains("crashrig: 3 of 4 files are not valid"),
+        "{}",
+        t.stderr
+    );
+    // Nothing was started or cached.
+    assert!(!home.join("cache").exists());
+    refused(home, &["lint"], &["FILE"]);
 }

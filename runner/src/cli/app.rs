@@ -10,6 +10,7 @@ use super::bisect::BisectArgs;
 use super::build::BuildArgs;
 use super::check::CheckArgs;
 use super::image::ImageArgs;
+use super::lint::LintArgs;
 use super::matrix::MatrixArgs;
 use super::report::ReportCommand;
 use super::repro::ReproArgs;
@@ -58,6 +59,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Run a matrix of kernels x scenarios x parameters (see docs/matrix.md).
     Matrix(MatrixArgs),
+    /// Check scenario and matrix files as `run` and `matrix` would before booting anything
+    /// (every problem at FILE:LINE:COLUMN; a matrix's scenarios with each cell's parameters,
+    /// and its baseline), without a kernel, image or VM: exit 0 all valid, 2 not.
+    Lint(LintArgs),
     /// Work with results directories.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -231,6 +236,7 @@ pub fn main() -> i32 {
                 code
             }
             Command::Report(command) => super::report::report(command),
+            Command::Lint(args) => super::lint::lint(args),
             Command::Repro(args) => with_signals(super::repro::repro(args)).await,
             Command::Bench(command) => with_signals(super::bench::bench(command)).await,
         }

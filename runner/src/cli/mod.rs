@@ -10,6 +10,7 @@ mod build;
 mod check;
 mod common;
 mod image;
+mod lint;
 mod matrix;
 mod report;
 mod repro;

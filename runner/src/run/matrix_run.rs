@@ -16,6 +16,7 @@ use crate::report::store::StoreError;
 use crate::report::writer::ResultsWriter;
 use crate::report::{Changed, MatrixId};
 use crate::run::{run_scenario, LoadedScenario, RunOptions};
+use crate::scenario::Setting;
 
 /// What `crashrig matrix` runs, as plain values.
 #[derive(Debug, Clone)]
@@ -172,67 +173,22 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     }
 
     // Validate every scenario (with its parameters) before booting anything.
-    let mut scenarios: HashMap<usize, LoadedScenario> = HashMap::new();
-    // Each problem once, with the settings that show it: a scenario that does not fit one
-    // parameter's value fails the same way whatever the others are (29 filesystem types
-    // times 100 cpus x memory settings printed 2900 blocks for 29 mistakes).
-    let mut problems: Vec<(String, Vec<String>)> = Vec::new();
     let given = session.vm.setting()?;
     if let Some(name) = given.keys().find(|n| m.parameters.contains_key(*n)) {
         return Err(MatrixRunError::ParamVaried { name: name.clone() });
     }
-    for cell in &cells {
-        let mut setting = given.clone();
-        setting.extend(cell.params.clone());
-        match session.load_scenario_with(&cell.scenario.path, &setting) {
-            Ok(loaded) => {
-                scenarios.insert(
-                    cell.index,
-                    LoadedScenario {
-                        scenario: matrix::cell_scenario(loaded.scenario, cell),
-                        path: loaded.path,
-                    },
-                );
-            }
-            Err(e) => {
-                // The same scenario and values fail the same way on every kernel: once.
-                let values: Vec<String> = cell
-                    .params
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                let text = crate::report::error_chain(&e);
-                let values = values.join(",");
-                match problems.iter_mut().find(|(t, _)| *t == text) {
-                    Some((_, settings)) => {
-                        if !settings.contains(&values) {
-                            settings.push(values);
-                        }
-                    }
-                    None => problems.push((text, vec![values])),
-                }
-            }
+    let mut scenarios = match load_cells(&cells, &given, &mut |path, setting| {
+        session.load_scenario_with(path, setting)
+    }) {
+        Ok(scenarios) => scenarios,
+        Err(problems) => {
+            let count = problems.len();
+            session.setup_sink().emit(Event::Diagnostics {
+                text: problems.join("\n"),
+            });
+            return Err(MatrixRunError::Scenarios { count });
         }
-    }
-    if !problems.is_empty() {
-        let count = problems.len();
-        let text: Vec<String> = problems
-            .iter()
-            .map(|(text, settings)| match settings.as_slice() {
-                [one] if one.is_empty() => text.clone(),
-                [one] => format!("cells with {one}: {text}"),
-                [first, rest @ ..] => format!(
-                    "cells with {first} (and {} other settings): {text}",
-                    rest.len()
-                ),
-                [] => text.clone(),
-            })
-            .collect();
-        session.setup_sink().emit(Event::Diagnostics {
-            text: text.join("\n"),
-        });
-        return Err(MatrixRunError::Scenarios { count });
-    }
+    };
 
     let mut kernels: HashMap<String, Arc<ResolvedKernel>> = HashMap::new();
     for cell in &cells {
@@ -351,11 +307,82 @@ pub async fn matrix(args: MatrixOptions, vm: VmOptions) -> Result<i32, MatrixRun
     finish(&out, &baselines, identity, &mut sink)
 }
 
+/// Every cell's scenario loaded with the cell's parameters over `given` (`load`: the
+/// session's, or `crashrig lint`'s), or every problem: each once, with the settings that
+/// show it. A scenario that does not fit one parameter's value fails the same way whatever
+/// the others are (29 filesystem types times 100 cpus x memory settings printed 2900 blocks
+/// for 29 mistakes), and on every kernel.
+pub(crate) fn load_cells<E: std::error::Error + 'static>(
+    cells: &[matrix::Cell],
+    given: &Setting,
+    load: &mut dyn FnMut(&Path, &Setting) -> Result<LoadedScenario, E>,
+) -> Result<HashMap<usize, LoadedScenario>, Vec<String>> {
+    let mut scenarios: HashMap<usize, LoadedScenario> = HashMap::new();
+    let mut problems: Vec<(String, Vec<String>)> = Vec::new();
+    for cell in cells {
+        let mut setting = given.clone();
+        setting.extend(cell.params.clone());
+        match load(&cell.scenario.path, &setting) {
+            Ok(loaded) => {
+                scenarios.insert(
+                    cell.index,
+                    LoadedScenario {
+                        scenario: matrix::cell_scenario(loaded.scenario, cell),
+                        path: loaded.path,
+                    },
+                );
+            }
+            Err(e) => {
+                let values: Vec<String> = cell
+                    .params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let text = crate::report::error_chain(&e);
+                let values = values.join(",");
+                match problems.iter_mut().find(|(t, _)| *t == text) {
+                    Some((_, settings)) => {
+                        if !settings.contains(&values) {
+                            settings.push(values);
+                        }
+                    }
+                    None => problems.push((text, vec![values])),
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(scenarios);
+    }
+    Err(problems
+        .iter()
+        .map(|(text, settings)| match settings.as_slice() {
+            [one] if one.is_empty() => text.clone(),
+            [one] => format!("cells with {one}: {text}"),
+            [first, rest @ ..] => format!(
+                "cells with {first} (and {} other settings): {text}",
+                rest.len()
+            ),
+            [] => text.clone(),
+        })
+        .collect())
+}
+
 /// The baseline to check against (`--baseline`, else the matrix's `baseline`), read, and the
 /// `--write-baseline` target, checked. A problem with the matrix's own baseline is reported
 /// at its `file:line:column`.
 fn baselines(args: &MatrixOptions, m: &matrix::Matrix) -> Result<Baselines, MatrixRunError> {
-    let check = match (&args.baseline, &m.baseline) {
+    let check = baseline_to_check(args.baseline.as_deref(), m)?;
+    Ok(Baselines::with(check, args.write_baseline.as_deref())?)
+}
+
+/// The baseline to check against: `given` (`--baseline`), else the matrix's own, a problem
+/// with which is reported at its `file:line:column` in the matrix file.
+pub(crate) fn baseline_to_check(
+    given: Option<&Path>,
+    m: &matrix::Matrix,
+) -> Result<Option<matrix::Baseline>, MatrixRunError> {
+    Ok(match (given, &m.baseline) {
         (Some(path), _) => Some(load_baseline(path)?),
         (None, Some(path)) => Some(load_baseline(path).map_err(|e| {
             let message = format!("baseline: {}", crate::report::error_chain(&e));
@@ -365,8 +392,7 @@ fn baselines(args: &MatrixOptions, m: &matrix::Matrix) -> Result<Baselines, Matr
             }
         })?),
         (None, None) => None,
-    };
-    Ok(Baselines::with(check, args.write_baseline.as_deref())?)
+    })
 }
 
 /// Why `prev`, the run a killed matrix left for a cell, cannot be continued by a run of the

@@ -7,6 +7,7 @@ pub mod boot;
 pub mod engine;
 #[cfg(test)]
 mod fake;
+pub mod lint;
 pub mod machine;
 pub mod matrix_report;
 pub mod matrix_run;

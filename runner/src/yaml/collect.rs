@@ -57,6 +57,21 @@ pub fn read_text(path: &Path) -> Result<String, ReadError> {
     })
 }
 
+/// The keys of `text`'s top-level map, in order: none when it is not a map or not YAML (the
+/// loaders then say what is wrong). `crashrig lint` tells matrices from scenarios by them.
+pub(crate) fn top_level_keys(text: &str) -> Vec<String> {
+    let Ok(tree) = tree::parse(text) else {
+        return Vec::new();
+    };
+    match tree.root.map(|root| &tree.nodes[root].kind) {
+        Some(Kind::Map(entries)) => entries
+            .iter()
+            .filter_map(|&(k, _)| tree.scalar(k).map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A parsed document whose root is a map, or the diagnostics saying why not. `what` names
 /// the file kind in messages ("scenario", "matrix"); `needs` what its map must hold
 /// ("`name` and `steps`").

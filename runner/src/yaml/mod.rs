@@ -12,7 +12,7 @@ mod tree;
 pub use collect::{read_text, ReadError};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 
-pub(crate) use collect::{deserialize_all, parse_map, Collected};
+pub(crate) use collect::{deserialize_all, parse_map, top_level_keys, Collected};
 #[cfg(test)]
 pub(crate) use tree::{parse, De};
 pub(crate) use tree::{Kind, NodeId, Role, Seg, Tree};
