@@ -393,23 +393,20 @@ pub fn judge(results: &Results, baseline: &Baseline) -> Judgement {
         findings: Vec::new(),
     };
     // The cells with a known rate are tested together (see `rate_verdicts`).
-    let bases: Vec<&BaselineCell> = results
+    let entries: Vec<Option<&BaselineCell>> = results
         .runs
         .iter()
         .map(|run| {
             let key = RunKey::of(run);
-            baseline
-                .cells
-                .iter()
-                .find(|b| b.key() == key)
-                .unwrap_or(&none)
+            baseline.cells.iter().find(|b| b.key() == key)
         })
         .collect();
     let counts: Vec<Option<RateCounts>> = results
         .runs
         .iter()
-        .zip(&bases)
-        .map(|(run, base)| {
+        .zip(&entries)
+        .map(|(run, entry)| {
+            let base = entry.unwrap_or(&none);
             let s = &run.summary;
             let judged = s.iterations - s.errors;
             (!base.known_failure && judged > 0 && base.iterations > 0).then(|| RateCounts {
@@ -427,9 +424,9 @@ pub fn judge(results: &Results, baseline: &Baseline) -> Judgement {
         .into_iter()
         .map(|c| c.and_then(|c| verdicts.next().map(|v| (c, v))))
         .collect();
-    for ((run, base), rated) in results.runs.iter().zip(bases).zip(rated) {
+    for ((run, entry), rated) in results.runs.iter().zip(entries).zip(rated) {
         let key = RunKey::of(run);
-        let entry = baseline.cells.iter().find(|b| b.key() == key);
+        let base = entry.unwrap_or(&none);
         let no_rate = !base.known_failure && base.iterations == 0;
         if entry.is_none() {
             out.unchecked.push(key.id());
