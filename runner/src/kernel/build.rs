@@ -5,8 +5,9 @@
 //! the patches, the FINAL `.config` and the compiler. A repeated request is a plan-key hit and
 //! runs neither git nor make; a different request that yields the same `.config` is a
 //! build-key hit after the config step only. `make O=` directories are kept per repository and
-//! final config, and the repository's worktree is reused, so a patch touching one file
-//! recompiles only that file.
+//! final config, inside the repository's worktree ([`source::OBJ_DIR_PREFIX`]: kbuild then
+//! uses relative paths, and ccache entries serve every repository of the same source), and
+//! the worktree is reused, so a patch touching one file recompiles only that file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -592,9 +593,15 @@ fn build_in(
     }
 
     report(Stage::Compile, None);
-    let obj = cache
-        .dir("builds/obj")?
-        .join(format!("{repo_id}-{}", &sha(config.as_bytes())[..16]));
+    let config_id = &sha(config.as_bytes())[..16];
+    let obj = worktree.join(format!("{}{config_id}", source::OBJ_DIR_PREFIX));
+    // Where earlier versions of crashrig kept it (absolute paths, so no ccache entry served another
+    // repository); its own cache directory, and this repository's lock is held.
+    let _ = std::fs::remove_dir_all(
+        cache
+            .dir("builds/obj")?
+            .join(format!("{repo_id}-{config_id}")),
+    );
     std::fs::create_dir_all(&obj).map_err(io(&obj))?;
     let obj_config = obj.join(".config");
     // rewriting an equal .config would bump its mtime and make kbuild reconfigure

@@ -347,6 +347,9 @@ pub fn checkout(
         // forget worktrees whose directories were deleted
         exec.run(git(&source.repo).args(["worktree", "prune"]), log)?;
     }
+    if source.owned {
+        ignore_obj_dirs(exec, &source.repo)?;
+    }
     let ours = worktree.join(".git").is_file()
         && common_dir(exec, worktree)
             .ok()
@@ -371,8 +374,40 @@ pub fn checkout(
     }
 }
 
+/// The start of the names of the `make O=` directories crashrig keeps at the top of its
+/// worktrees (one per final config). Being a direct child of the source tree makes kbuild
+/// name every source and include path relative (`srctree := ..`), so the compiler cache
+/// matches identical files across repositories: a git range's first build hits what a
+/// `debian-source` build of the same version compiled, and the other way round.
+pub const OBJ_DIR_PREFIX: &str = ".crashrig-obj-";
+
+/// Makes git ignore the build directories in every worktree of `repo`, a repository of
+/// crashrig's own (its `info/exclude`), so the worktree reads as clean.
+fn ignore_obj_dirs(exec: &Exec, repo: &Path) -> Result<(), KernelError> {
+    let info = Path::new(common_dir(exec, repo)?.trim()).join("info");
+    let exclude = info.join("exclude");
+    let line = format!("/{OBJ_DIR_PREFIX}*");
+    let text = std::fs::read_to_string(&exclude).unwrap_or_default();
+    if text.lines().any(|l| l == line) {
+        return Ok(());
+    }
+    let io = |source| KernelError::Io {
+        path: exclude.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&info).map_err(io)?;
+    let mut text = text;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&line);
+    text.push('\n');
+    std::fs::write(&exclude, text).map_err(io)
+}
+
 /// Puts the worktree at `commit` with no local changes, aborting a half-done `git am`.
-/// Only files that differ are rewritten.
+/// Only files that differ are rewritten; the build directories ([`OBJ_DIR_PREFIX`]) stay, so
+/// the next build is incremental.
 pub fn reset(
     exec: &Exec,
     worktree: &Path,
@@ -384,7 +419,11 @@ pub fn reset(
         git(worktree).args(["checkout", "-q", "--detach", "-f", commit]),
         log,
     )?;
-    exec.run(git(worktree).args(["clean", "-q", "-ffdx"]), log)
+    let keep = format!("/{OBJ_DIR_PREFIX}*");
+    exec.run(
+        git(worktree).args(["clean", "-q", "-ffdx", "-e", &keep]),
+        log,
+    )
 }
 
 /// Removes crashrig's worktree entirely (after a failure that left it in an unknown state).
@@ -491,12 +530,18 @@ mod tests {
             .unwrap();
         sh(&wt, "git update-index -q --refresh");
         std::fs::write(wt.join("junk.o"), "x").unwrap();
+        // A build directory stays (the next build is incremental) and is no change to git.
+        let obj = wt.join(format!("{OBJ_DIR_PREFIX}0123"));
+        std::fs::create_dir(&obj).unwrap();
+        std::fs::write(obj.join("main.o"), "o").unwrap();
         // The user's `f` is edited: HEAD is built only when named.
         let head = git_source(&exec, &user, Some("HEAD")).unwrap();
         let head = own_clone(&exec, &head, &clone, &mut |_| {}).unwrap();
         checkout(&exec, &head, &wt, &mut |_| {}).unwrap();
         assert_eq!(std::fs::read_to_string(wt.join("f")).unwrap(), "b\n");
         assert!(!wt.join("junk.o").exists());
+        assert_eq!(std::fs::read_to_string(obj.join("main.o")).unwrap(), "o");
+        assert_eq!(sh(&wt, "git status --porcelain --ignored=no"), "");
         assert_eq!(
             std::fs::metadata(wt.join("g")).unwrap().modified().unwrap(),
             g_mtime
