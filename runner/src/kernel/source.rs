@@ -343,17 +343,18 @@ pub fn checkout(
     worktree: &Path,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), KernelError> {
+    let mut repo_common = None;
     if source.owned {
         // forget worktrees whose directories were deleted
         exec.run(git(&source.repo).args(["worktree", "prune"]), log)?;
-    }
-    if source.owned {
-        ignore_obj_dirs(exec, &source.repo)?;
+        let common = common_dir(exec, &source.repo)?;
+        ignore_obj_dirs(Path::new(common.trim()))?;
+        repo_common = Some(common);
     }
     let ours = worktree.join(".git").is_file()
         && common_dir(exec, worktree)
             .ok()
-            .zip(common_dir(exec, &source.repo).ok())
+            .zip(repo_common.or_else(|| common_dir(exec, &source.repo).ok()))
             .is_some_and(|(a, b)| a == b);
     if ours {
         reset(exec, worktree, &source.commit, log)
@@ -381,10 +382,10 @@ pub fn checkout(
 /// `debian-source` build of the same version compiled, and the other way round.
 pub const OBJ_DIR_PREFIX: &str = ".crashrig-obj-";
 
-/// Makes git ignore the build directories in every worktree of `repo`, a repository of
-/// crashrig's own (its `info/exclude`), so the worktree reads as clean.
-fn ignore_obj_dirs(exec: &Exec, repo: &Path) -> Result<(), KernelError> {
-    let info = Path::new(common_dir(exec, repo)?.trim()).join("info");
+/// Makes git ignore the build directories in every worktree of a repository of crashrig's
+/// own (`info/exclude` under its common git directory), so the worktree reads as clean.
+fn ignore_obj_dirs(common_dir: &Path) -> Result<(), KernelError> {
+    let info = common_dir.join("info");
     let exclude = info.join("exclude");
     let line = format!("/{OBJ_DIR_PREFIX}*");
     let text = std::fs::read_to_string(&exclude).unwrap_or_default();

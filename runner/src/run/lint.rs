@@ -81,17 +81,15 @@ fn matrix_file(path: &Path, warnings: &mut Vec<String>) -> Result<String, String
     let m = matrix::load(path).map_err(|e| crate::report::error_chain(&e))?;
     let cells = m.cells();
     let mut problems: Vec<String> = Vec::new();
-    // Each scenario's own warnings once, not once per cell.
     let paths: BTreeSet<&Path> = cells.iter().map(|c| c.scenario.path.as_path()).collect();
-    for p in &paths {
-        if let Ok((_, warned)) = load_scenario(p, &Setting::new()) {
-            if !warned.is_empty() {
+    // Each cell's scenario is loaded once; its warnings are kept once, not once per cell.
+    if let Err(mut cell_problems) = load_cells(&cells, &Setting::new(), &mut |p, s| {
+        load_scenario(p, s).map(|(loaded, warned)| {
+            if !warned.is_empty() && !warnings.contains(&warned) {
                 warnings.push(warned);
             }
-        }
-    }
-    if let Err(mut cell_problems) = load_cells(&cells, &Setting::new(), &mut |p, s| {
-        load_scenario(p, s).map(|l| l.0)
+            loaded
+        })
     }) {
         problems.append(&mut cell_problems);
     }
