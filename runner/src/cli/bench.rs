@@ -35,8 +35,9 @@ pub enum BenchCommand {
     /// fewest iterations any search needs on average. No VM.
     Bisect(BenchBisectArgs),
     /// The baseline check on simulated matrices: how often a matrix where nothing changed
-    /// shows a regression, and how often one cell's real rise is found, by crashrig's
-    /// Holm-adjusted rule beside each cell tested alone, on the same counts. No VM.
+    /// shows a regression, and how often one cell's real rise is found, by crashrig's rule
+    /// (Holm over the cells whose counts could be significant: Tarone-Holm) beside plain Holm
+    /// and each cell tested alone, on the same counts. No VM.
     Baseline(BenchBaselineArgs),
     /// The same matrix run sequentially (-j 1) and in parallel (-j N), --rounds times each in
     /// mirrored pairs: every wall time with the host's load at its start, the means and the
